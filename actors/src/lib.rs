@@ -1,0 +1,22 @@
+//! # dirigo-actors: the programming model
+//!
+//! Everything a Dirigo function sees, with no runtime and no I/O, so that it can be tested
+//! without threads:
+//!
+//! - [`ids`]: ids of apps, functions, shards and actors.
+//! - [`record`]: schema-typed records (`Record`, archived with rkyv and read in place), key hashing,
+//!   and NDJSON conversion.
+//! - [`envelope`]: the fixed-size header every message carries, and message kinds.
+//! - [`operator`]: the `Operator` and `Emitter` traits that built-in and user functions implement.
+//!
+//! ```
+//! use dirigo_actors::record::{Record, Value, ArchivedRecord};
+//! let bytes = Record::from(vec![Value::U64(7), Value::Str("a".into())]).to_archive();
+//! let rec: &ArchivedRecord = dirigo_actors::record::access(&bytes).unwrap();
+//! assert_eq!(rec.fields[0].as_u64(), Some(7));
+//! ```
+
+pub mod envelope;
+pub mod ids;
+pub mod operator;
+pub mod record;

@@ -1,0 +1,63 @@
+//! The interface between functions and the engine: an `Operator` consumes records, watermarks
+//! and end-of-stream, and produces output through an `Emitter`.
+//!
+//! Built-in operators implement [`Operator`] with generic methods (statically dispatched by the
+//! engine's operator enum); the emitter is the engine's router on the hot path.
+
+use crate::record::{ArchivedRecord, Value};
+
+/// What the engine knows of the message being applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Msg {
+    /// Partitioning key hash the message was routed by.
+    pub key_hash: u64,
+    /// Event time in ms.
+    pub event_time: u64,
+    /// Input port (0, or 1 for a join's right input).
+    pub port: u8,
+}
+
+/// Where an operator's output goes. Hot path: implementations must not allocate per call in
+/// steady state.
+pub trait Emitter {
+    /// Emit a new record made of `values`, partitioned by `key_hash`, at `event_time` (ms).
+    fn emit(&mut self, key_hash: u64, event_time: u64, values: &[Value]);
+    /// Pass an existing archive on unchanged: the bytes are copied, never deserialised.
+    fn forward(&mut self, key_hash: u64, event_time: u64, archive: &[u8]);
+}
+
+/// A function instance on one shard: holds the state of every actor of that function homed there.
+pub trait Operator {
+    /// Apply one record. `archive` is the record's rkyv bytes (for zero-copy pass-through).
+    fn on_record<E: Emitter>(
+        &mut self,
+        msg: Msg,
+        rec: &ArchivedRecord,
+        archive: &[u8],
+        out: &mut E,
+    );
+
+    /// Event time reached `watermark` (ms) on every input: fire what is due.
+    /// The engine forwards the watermark downstream after this returns.
+    fn on_watermark<E: Emitter>(&mut self, _watermark: u64, _out: &mut E) {}
+
+    /// Every input has ended: flush what is left. Called once, before `End` goes downstream.
+    fn on_end<E: Emitter>(&mut self, _out: &mut E) {}
+}
+
+/// An emitter that collects into vectors: for tests and sequential references.
+#[derive(Debug, Default)]
+pub struct VecEmitter {
+    /// (key_hash, event_time, values) per emitted record, in order.
+    pub out: Vec<(u64, u64, Vec<Value>)>,
+}
+
+impl Emitter for VecEmitter {
+    fn emit(&mut self, key_hash: u64, event_time: u64, values: &[Value]) {
+        self.out.push((key_hash, event_time, values.to_vec()));
+    }
+    fn forward(&mut self, key_hash: u64, event_time: u64, archive: &[u8]) {
+        let rec = crate::record::access(archive).expect("forwarded archive is valid");
+        self.out.push((key_hash, event_time, rec.to_values()));
+    }
+}

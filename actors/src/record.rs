@@ -1,0 +1,500 @@
+//! Schema-typed records. A record is a row of [`Value`]s whose positions are fixed by the app's
+//! [`Schema`] when the app loads; it is archived once with rkyv and read in place everywhere else.
+
+use std::fmt;
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+/// Type of a schema field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FieldType {
+    U64,
+    I64,
+    F64,
+    Bool,
+    Str,
+}
+
+impl FieldType {
+    /// Parse a type name as written in a config (`u64`, `i64`, `f64`, `bool`, `string`).
+    pub fn parse(name: &str) -> Option<FieldType> {
+        Some(match name {
+            "u64" => FieldType::U64,
+            "i64" => FieldType::I64,
+            "f64" => FieldType::F64,
+            "bool" => FieldType::Bool,
+            "string" | "str" => FieldType::Str,
+            _ => return None,
+        })
+    }
+
+    /// The config name of this type.
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::U64 => "u64",
+            FieldType::I64 => "i64",
+            FieldType::F64 => "f64",
+            FieldType::Bool => "bool",
+            FieldType::Str => "string",
+        }
+    }
+}
+
+impl fmt::Display for FieldType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One field value.
+#[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Value {
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Bool(bool),
+    Str(String),
+}
+
+impl Value {
+    /// The type of this value.
+    pub fn field_type(&self) -> FieldType {
+        match self {
+            Value::U64(_) => FieldType::U64,
+            Value::I64(_) => FieldType::I64,
+            Value::F64(_) => FieldType::F64,
+            Value::Bool(_) => FieldType::Bool,
+            Value::Str(_) => FieldType::Str,
+        }
+    }
+
+    /// The value as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::U64(v) => (*v).into(),
+            Value::I64(v) => (*v).into(),
+            Value::F64(v) => serde_json::Number::from_f64(*v)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+            Value::Bool(v) => (*v).into(),
+            Value::Str(v) => v.clone().into(),
+        }
+    }
+}
+
+impl ArchivedValue {
+    /// The value if it is a `u64`.
+    #[inline]
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            ArchivedValue::U64(v) => Some(v.to_native()),
+            _ => None,
+        }
+    }
+    /// The value if it is an `i64`.
+    #[inline]
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            ArchivedValue::I64(v) => Some(v.to_native()),
+            _ => None,
+        }
+    }
+    /// The value if it is an `f64`.
+    #[inline]
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            ArchivedValue::F64(v) => Some(v.to_native()),
+            _ => None,
+        }
+    }
+    /// The value if it is a `bool`.
+    #[inline]
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            ArchivedValue::Bool(v) => Some(*v),
+            _ => None,
+        }
+    }
+    /// The value if it is a string.
+    #[inline]
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            ArchivedValue::Str(v) => Some(v.as_str()),
+            _ => None,
+        }
+    }
+    /// An owned copy (allocates for strings).
+    pub fn to_value(&self) -> Value {
+        match self {
+            ArchivedValue::U64(v) => Value::U64(v.to_native()),
+            ArchivedValue::I64(v) => Value::I64(v.to_native()),
+            ArchivedValue::F64(v) => Value::F64(v.to_native()),
+            ArchivedValue::Bool(v) => Value::Bool(*v),
+            ArchivedValue::Str(v) => Value::Str(v.as_str().to_owned()),
+        }
+    }
+    /// Stable 64-bit hash of the value, used to partition by key. Integers map bijectively, so
+    /// distinct integer keys never collide.
+    #[inline]
+    pub fn key_hash(&self) -> u64 {
+        match self {
+            ArchivedValue::U64(v) => mix64(v.to_native()),
+            ArchivedValue::I64(v) => mix64(v.to_native() as u64),
+            ArchivedValue::F64(v) => mix64(v.to_native().to_bits()),
+            ArchivedValue::Bool(v) => mix64(*v as u64),
+            ArchivedValue::Str(v) => hash_bytes(v.as_bytes()),
+        }
+    }
+}
+
+impl Value {
+    /// Same as [`ArchivedValue::key_hash`] on the owned value.
+    pub fn key_hash(&self) -> u64 {
+        match self {
+            Value::U64(v) => mix64(*v),
+            Value::I64(v) => mix64(*v as u64),
+            Value::F64(v) => mix64(v.to_bits()),
+            Value::Bool(v) => mix64(*v as u64),
+            Value::Str(v) => hash_bytes(v.as_bytes()),
+        }
+    }
+}
+
+/// A bijective 64-bit mixer (the murmur3 finaliser).
+#[inline]
+pub fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// FNV-1a over bytes, finished with [`mix64`]: stable across processes and nodes.
+#[inline]
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix64(h)
+}
+
+/// A row of values; positions follow the app's schema.
+#[derive(Clone, Debug, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Record {
+    pub fields: Vec<Value>,
+}
+
+impl From<Vec<Value>> for Record {
+    fn from(fields: Vec<Value>) -> Self {
+        Record { fields }
+    }
+}
+
+impl Record {
+    /// Archive into a fresh buffer (tests, setup; the engine archives into reused batches).
+    pub fn to_archive(&self) -> AlignedVec {
+        rkyv::to_bytes::<rancor::Error>(self).expect("records always serialise")
+    }
+}
+
+impl ArchivedRecord {
+    /// Owned copies of every field (allocates: not for the hot path).
+    pub fn to_values(&self) -> Vec<Value> {
+        self.fields.iter().map(|v| v.to_value()).collect()
+    }
+}
+
+/// Serialize `values` as an archived [`Record`], appended to `buf` at a 16-byte aligned offset.
+/// Returns the archive's byte range in `buf`. `buf` must start 16-byte aligned (an `AlignedVec`).
+pub fn archive_values_into(values: &[Value], buf: &mut AlignedVec) -> std::ops::Range<usize> {
+    // A `Record` borrows nothing, so archive a view with the same archived layout: `Vec<Value>`
+    // and `[Value]` both archive to `ArchivedVec<ArchivedValue>`.
+    let start = buf.len().next_multiple_of(16);
+    buf.resize(start, 0);
+    let view = RecordView { fields: values };
+    let taken = std::mem::take(buf);
+    let out = rkyv::api::high::to_bytes_in::<_, rancor::Panic>(&view, taken);
+    *buf = out.unwrap_or_else(|never| match never {});
+    start..buf.len()
+}
+
+/// Borrowed form of [`Record`] with the same archived type.
+struct RecordView<'a> {
+    fields: &'a [Value],
+}
+
+impl rkyv::Archive for RecordView<'_> {
+    type Archived = ArchivedRecord;
+    type Resolver = rkyv::vec::VecResolver;
+
+    fn resolve(&self, resolver: Self::Resolver, out: rkyv::Place<ArchivedRecord>) {
+        rkyv::munge::munge!(let ArchivedRecord { fields } = out);
+        rkyv::vec::ArchivedVec::resolve_from_slice(self.fields, resolver, fields);
+    }
+}
+
+impl<S> rkyv::Serialize<S> for RecordView<'_>
+where
+    S: rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
+    Value: rkyv::Serialize<S>,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        rkyv::vec::ArchivedVec::serialize_from_slice(self.fields, serializer)
+    }
+}
+
+/// Read an archive from untrusted bytes: validated.
+pub fn access(bytes: &[u8]) -> Result<&ArchivedRecord, RecordError> {
+    rkyv::access::<ArchivedRecord, rancor::Error>(bytes)
+        .map_err(|e| RecordError::Invalid(e.to_string()))
+}
+
+/// Read an archive the engine itself wrote, in place, without validation.
+///
+/// # Safety
+/// `bytes` must be exactly an archive produced by [`archive_values_into`] or
+/// [`Record::to_archive`] (or validated with [`access`]), starting 16-byte aligned.
+#[inline]
+pub unsafe fn access_trusted(bytes: &[u8]) -> &ArchivedRecord {
+    // SAFETY: the caller guarantees `bytes` is a well-formed, aligned archive of a `Record`.
+    unsafe { rkyv::access_unchecked::<ArchivedRecord>(bytes) }
+}
+
+/// Errors about records and their schema.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RecordError {
+    #[error("invalid record archive: {0}")]
+    Invalid(String),
+    #[error("line is not a JSON object: {0}")]
+    NotJson(String),
+    #[error("field `{field}` is missing")]
+    MissingField { field: String },
+    #[error("field `{field}` is not in the schema")]
+    UnknownField { field: String },
+    #[error("field `{field}` should be {expected}, found `{found}`")]
+    WrongType {
+        field: String,
+        expected: FieldType,
+        found: String,
+    },
+    #[error("record has {found} fields, the schema has {expected}")]
+    WrongArity { expected: usize, found: usize },
+}
+
+/// Named, typed fields of an app's records. Names resolve to positions at load time.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Schema {
+    fields: Vec<(String, FieldType)>,
+}
+
+impl Schema {
+    /// A schema from (name, type) pairs, in position order.
+    pub fn new(fields: Vec<(String, FieldType)>) -> Self {
+        Schema { fields }
+    }
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+    /// True when the schema has no field.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+    /// Position of a field by name.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.fields.iter().position(|(n, _)| n == name)
+    }
+    /// Name and type at a position.
+    pub fn field(&self, pos: usize) -> (&str, FieldType) {
+        let (n, t) = &self.fields[pos];
+        (n, *t)
+    }
+    /// Every (name, type), in position order.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, FieldType)> {
+        self.fields.iter().map(|(n, t)| (n.as_str(), *t))
+    }
+
+    /// Parse one NDJSON object into values in schema order. Integers are accepted for `f64`
+    /// fields; every schema field must be present and no other field may be.
+    pub fn parse_json(&self, line: &str) -> Result<Vec<Value>, RecordError> {
+        let obj: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(line).map_err(|e| RecordError::NotJson(e.to_string()))?;
+        let mut out = Vec::with_capacity(self.fields.len());
+        for (name, ty) in &self.fields {
+            let v = obj.get(name).ok_or_else(|| RecordError::MissingField {
+                field: name.clone(),
+            })?;
+            out.push(json_to_value(name, *ty, v)?);
+        }
+        if obj.len() != self.fields.len() {
+            if let Some(k) = obj.keys().find(|k| self.position(k).is_none()) {
+                return Err(RecordError::UnknownField { field: k.clone() });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Parse one CSV row (fields in schema order) into values.
+    pub fn parse_csv_row<'a>(
+        &self,
+        cells: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<Value>, RecordError> {
+        let mut out = Vec::with_capacity(self.fields.len());
+        for (i, cell) in cells.into_iter().enumerate() {
+            let Some((name, ty)) = self.fields.get(i) else {
+                return Err(RecordError::WrongArity {
+                    expected: self.fields.len(),
+                    found: i + 1,
+                });
+            };
+            out.push(parse_cell(name, *ty, cell.trim())?);
+        }
+        if out.len() != self.fields.len() {
+            return Err(RecordError::WrongArity {
+                expected: self.fields.len(),
+                found: out.len(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Format an archived record as one NDJSON object (no trailing newline) into `out`.
+    pub fn write_json(&self, rec: &ArchivedRecord, out: &mut String) {
+        use std::fmt::Write;
+        out.push('{');
+        for (i, v) in rec.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let name = self.fields.get(i).map(|(n, _)| n.as_str()).unwrap_or("_");
+            write_json_str(name, out);
+            out.push(':');
+            match v {
+                ArchivedValue::U64(x) => write!(out, "{}", x.to_native()).unwrap(),
+                ArchivedValue::I64(x) => write!(out, "{}", x.to_native()).unwrap(),
+                ArchivedValue::F64(x) => {
+                    let x = x.to_native();
+                    if x.is_finite() {
+                        write!(out, "{x:?}").unwrap()
+                    } else {
+                        out.push_str("null")
+                    }
+                }
+                ArchivedValue::Bool(x) => write!(out, "{x}").unwrap(),
+                ArchivedValue::Str(s) => write_json_str(s.as_str(), out),
+            }
+        }
+        out.push('}');
+    }
+}
+
+fn write_json_str(s: &str, out: &mut String) {
+    // serde_json escapes exactly as JSON requires.
+    out.push_str(&serde_json::to_string(s).expect("strings serialise"));
+}
+
+fn json_to_value(name: &str, ty: FieldType, v: &serde_json::Value) -> Result<Value, RecordError> {
+    let wrong = || RecordError::WrongType {
+        field: name.to_owned(),
+        expected: ty,
+        found: v.to_string(),
+    };
+    Ok(match ty {
+        FieldType::U64 => Value::U64(v.as_u64().ok_or_else(wrong)?),
+        FieldType::I64 => Value::I64(v.as_i64().ok_or_else(wrong)?),
+        FieldType::F64 => Value::F64(v.as_f64().ok_or_else(wrong)?),
+        FieldType::Bool => Value::Bool(v.as_bool().ok_or_else(wrong)?),
+        FieldType::Str => Value::Str(v.as_str().ok_or_else(wrong)?.to_owned()),
+    })
+}
+
+fn parse_cell(name: &str, ty: FieldType, cell: &str) -> Result<Value, RecordError> {
+    let wrong = || RecordError::WrongType {
+        field: name.to_owned(),
+        expected: ty,
+        found: cell.to_owned(),
+    };
+    Ok(match ty {
+        FieldType::U64 => Value::U64(cell.parse().map_err(|_| wrong())?),
+        FieldType::I64 => Value::I64(cell.parse().map_err(|_| wrong())?),
+        FieldType::F64 => Value::F64(cell.parse().map_err(|_| wrong())?),
+        FieldType::Bool => Value::Bool(cell.parse().map_err(|_| wrong())?),
+        FieldType::Str => Value::Str(cell.to_owned()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> Schema {
+        Schema::new(vec![
+            ("a".into(), FieldType::U64),
+            ("b".into(), FieldType::I64),
+            ("c".into(), FieldType::F64),
+            ("d".into(), FieldType::Bool),
+            ("e".into(), FieldType::Str),
+        ])
+    }
+
+    #[test]
+    fn archive_into_shared_buffer_reads_back_in_place() {
+        let mut buf = AlignedVec::new();
+        let r1 = archive_values_into(&[Value::U64(1), Value::Str("x".into())], &mut buf);
+        let r2 = archive_values_into(&[Value::I64(-5), Value::F64(2.5)], &mut buf);
+        assert_eq!(r1.start % 16, 0);
+        assert_eq!(r2.start % 16, 0);
+        let a = access(&buf[r1]).unwrap();
+        let b = access(&buf[r2]).unwrap();
+        assert_eq!(a.to_values(), vec![Value::U64(1), Value::Str("x".into())]);
+        assert_eq!(b.to_values(), vec![Value::I64(-5), Value::F64(2.5)]);
+    }
+
+    #[test]
+    fn json_round_trip_and_errors() {
+        let s = schema();
+        let v = s
+            .parse_json(r#"{"a":1,"b":-2,"c":3,"d":true,"e":"hi \"x\""}"#)
+            .unwrap();
+        let bytes = Record::from(v.clone()).to_archive();
+        let mut out = String::new();
+        s.write_json(access(&bytes).unwrap(), &mut out);
+        assert_eq!(s.parse_json(&out).unwrap(), v);
+        assert_eq!(
+            s.parse_json(r#"{"a":1,"b":-2,"c":3,"d":true}"#),
+            Err(RecordError::MissingField { field: "e".into() })
+        );
+        assert!(matches!(
+            s.parse_json(r#"{"a":-1,"b":-2,"c":3,"d":true,"e":""}"#),
+            Err(RecordError::WrongType { .. })
+        ));
+        assert_eq!(
+            s.parse_json(r#"{"a":1,"b":-2,"c":3,"d":true,"e":"","z":0}"#),
+            Err(RecordError::UnknownField { field: "z".into() })
+        );
+        assert!(matches!(s.parse_json("{"), Err(RecordError::NotJson(_))));
+    }
+
+    #[test]
+    fn csv_rows_follow_the_schema() {
+        let s = schema();
+        let v = s.parse_csv_row(["1", "-2", "3.5", "false", "x"]).unwrap();
+        assert_eq!(v[2], Value::F64(3.5));
+        assert!(matches!(
+            s.parse_csv_row(["1", "2"]),
+            Err(RecordError::WrongArity { .. })
+        ));
+    }
+
+    #[test]
+    fn integer_keys_never_collide() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..100_000u64 {
+            assert!(seen.insert(mix64(i)));
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! `dirigo-bench`: named benchmark scenarios.
+fn main() {}
