@@ -8,6 +8,7 @@
 //!   and NDJSON conversion.
 //! - [`envelope`]: the fixed-size header every message carries, and message kinds.
 //! - [`operator`]: the `Operator` and `Emitter` traits that built-in and user functions implement.
+//! - [`state`]: exclusive and mergeable actor state (partition and combine strategies).
 //!
 //! ```
 //! use dirigo_actors::record::{Record, Value, ArchivedRecord};
@@ -20,3 +21,4 @@ pub mod envelope;
 pub mod ids;
 pub mod operator;
 pub mod record;
+pub mod state;

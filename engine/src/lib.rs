@@ -1,1 +1,3 @@
 //! # dirigo-engine
+pub mod config;
+pub mod source;

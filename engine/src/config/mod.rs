@@ -1,0 +1,1 @@
+//! Typed configuration (filled by the config work).

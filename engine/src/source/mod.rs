@@ -1,0 +1,1 @@
+//! Sources (filled by the sources work).
