@@ -149,6 +149,14 @@ impl ArchivedValue {
 }
 
 impl Value {
+    /// The value if it is a `u64`.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Value::U64(v) => Some(*v),
+            _ => None,
+        }
+    }
+
     /// Same as [`ArchivedValue::key_hash`] on the owned value.
     pub fn key_hash(&self) -> u64 {
         match self {

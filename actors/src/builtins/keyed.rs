@@ -1,0 +1,386 @@
+//! Exact keyed state: a map from a record's key to that key's state, with stable slots, no
+//! allocation on a hit, and no false sharing between keys whose hashes collide.
+//!
+//! Non-string keys are looked up by their [`key_hash`](crate::record::ArchivedValue::key_hash)
+//! alone: for integers, floats (by bits) and bools that hash is a bijection of the value, so equal
+//! hashes mean equal keys. String keys are looked up by hash and then compared with a stored copy
+//! of the string. The map is std's `HashMap` with an identity hasher: keys are already hashed.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::record::{mix64, ArchivedValue, Value};
+
+/// A hasher for keys that are already well-mixed 64-bit hashes: passes them through.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached for non-u64 keys, which this map never uses; stay correct anyway.
+        for b in bytes {
+            self.0 = mix64(self.0 ^ *b as u64);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// Build an [`IdentityHasher`].
+pub type IdentityBuild = BuildHasherDefault<IdentityHasher>;
+
+/// A key value whose hash identifies it exactly.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ExactKey {
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Bool(bool),
+}
+
+/// A borrowed key, as read from a record. Hot path: building one does not allocate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KeyRef<'a> {
+    /// A key compared by hash alone (its hash is a bijection of `value`).
+    Exact { hash: u64, value: ExactKey },
+    /// A string key: compared by content after the hash matches.
+    Str { hash: u64, text: &'a str },
+}
+
+impl<'a> KeyRef<'a> {
+    /// The key held by a record field.
+    #[inline]
+    pub fn of(v: &'a ArchivedValue) -> KeyRef<'a> {
+        let hash = v.key_hash();
+        let value = match v {
+            ArchivedValue::U64(x) => ExactKey::U64(x.to_native()),
+            ArchivedValue::I64(x) => ExactKey::I64(x.to_native()),
+            ArchivedValue::F64(x) => ExactKey::F64(x.to_native()),
+            ArchivedValue::Bool(x) => ExactKey::Bool(*x),
+            ArchivedValue::Str(s) => {
+                return KeyRef::Str {
+                    hash,
+                    text: s.as_str(),
+                }
+            }
+        };
+        KeyRef::Exact { hash, value }
+    }
+
+    /// A key that is an upstream key hash itself (the key value is the hash, as a u64).
+    #[inline]
+    pub fn upstream(hash: u64) -> KeyRef<'static> {
+        KeyRef::Exact {
+            hash,
+            value: ExactKey::U64(hash),
+        }
+    }
+
+    /// The key's hash.
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        match self {
+            KeyRef::Exact { hash, .. } | KeyRef::Str { hash, .. } => *hash,
+        }
+    }
+
+    fn to_owned_key(self) -> OwnedKey {
+        match self {
+            KeyRef::Exact { value, .. } => OwnedKey::Exact(value),
+            KeyRef::Str { text, .. } => OwnedKey::Str(text.into()),
+        }
+    }
+}
+
+/// A key as stored in the map: owns its string, if any.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OwnedKey {
+    Exact(ExactKey),
+    Str(Box<str>),
+}
+
+impl OwnedKey {
+    /// Whether this stored key is `key`, given that their hashes are equal.
+    #[inline]
+    fn matches(&self, key: &KeyRef<'_>) -> bool {
+        match (self, key) {
+            (OwnedKey::Exact(_), KeyRef::Exact { .. }) => true,
+            (OwnedKey::Str(s), KeyRef::Str { text, .. }) => &**s == *text,
+            _ => false,
+        }
+    }
+
+    /// Write the key into `out`, reusing its string buffer: no allocation in steady state.
+    #[inline]
+    pub fn write_into(&self, out: &mut Value) {
+        *out = match self {
+            OwnedKey::Exact(ExactKey::U64(v)) => Value::U64(*v),
+            OwnedKey::Exact(ExactKey::I64(v)) => Value::I64(*v),
+            OwnedKey::Exact(ExactKey::F64(v)) => Value::F64(*v),
+            OwnedKey::Exact(ExactKey::Bool(v)) => Value::Bool(*v),
+            OwnedKey::Str(s) => {
+                if let Value::Str(buf) = out {
+                    buf.clear();
+                    buf.push_str(s);
+                    return;
+                }
+                Value::Str(s.to_string())
+            }
+        };
+    }
+
+    /// A total order on keys of one type (floats by `total_cmp`), for deterministic output.
+    pub fn total_cmp(&self, other: &OwnedKey) -> Ordering {
+        use ExactKey::*;
+        match (self, other) {
+            (OwnedKey::Exact(U64(a)), OwnedKey::Exact(U64(b))) => a.cmp(b),
+            (OwnedKey::Exact(I64(a)), OwnedKey::Exact(I64(b))) => a.cmp(b),
+            (OwnedKey::Exact(F64(a)), OwnedKey::Exact(F64(b))) => a.total_cmp(b),
+            (OwnedKey::Exact(Bool(a)), OwnedKey::Exact(Bool(b))) => a.cmp(b),
+            (OwnedKey::Str(a), OwnedKey::Str(b)) => a.cmp(b),
+            // Keys of one operator share a type; order mixed kinds by variant for totality.
+            (a, b) => a.rank().cmp(&b.rank()),
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            OwnedKey::Exact(ExactKey::U64(_)) => 0,
+            OwnedKey::Exact(ExactKey::I64(_)) => 1,
+            OwnedKey::Exact(ExactKey::F64(_)) => 2,
+            OwnedKey::Exact(ExactKey::Bool(_)) => 3,
+            OwnedKey::Str(_) => 4,
+        }
+    }
+}
+
+/// A stable handle to one key's entry, valid until that entry is removed.
+pub type SlotId = u32;
+
+struct Entry<S> {
+    hash: u64,
+    key: OwnedKey,
+    state: S,
+}
+
+/// Slots sharing one hash: always `One` except for colliding distinct strings.
+enum Bucket {
+    One(SlotId),
+    Many(Vec<SlotId>),
+}
+
+/// Per-key state of one operator on one shard.
+pub struct KeyedState<S> {
+    index: HashMap<u64, Bucket, IdentityBuild>,
+    slots: Vec<Option<Entry<S>>>,
+    free: Vec<SlotId>,
+    len: usize,
+}
+
+impl<S> Default for KeyedState<S> {
+    fn default() -> Self {
+        KeyedState {
+            index: HashMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<S> KeyedState<S> {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The slot of `key`, if present. Hot path: no allocation.
+    #[inline]
+    pub fn find(&self, key: KeyRef<'_>) -> Option<SlotId> {
+        let hit = |slot: &SlotId| match &self.slots[*slot as usize] {
+            Some(e) => e.key.matches(&key),
+            None => false,
+        };
+        match self.index.get(&key.hash())? {
+            Bucket::One(slot) => hit(slot).then_some(*slot),
+            Bucket::Many(slots) => slots.iter().copied().find(|s| hit(s)),
+        }
+    }
+
+    /// The slot of `key`, inserting `init()` first if absent. Hot path: allocates only for a new
+    /// key (and then only a string key's copy and map growth).
+    #[inline]
+    pub fn find_or_insert_with(&mut self, key: KeyRef<'_>, init: impl FnOnce() -> S) -> SlotId {
+        match self.find(key) {
+            Some(slot) => slot,
+            None => self.insert(key, init()),
+        }
+    }
+
+    fn insert(&mut self, key: KeyRef<'_>, state: S) -> SlotId {
+        let hash = key.hash();
+        let entry = Entry {
+            hash,
+            key: key.to_owned_key(),
+            state,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(entry);
+                slot
+            }
+            None => {
+                self.slots.push(Some(entry));
+                (self.slots.len() - 1) as SlotId
+            }
+        };
+        match self.index.get_mut(&hash) {
+            None => {
+                self.index.insert(hash, Bucket::One(slot));
+            }
+            Some(Bucket::One(first)) => {
+                let first = *first;
+                self.index.insert(hash, Bucket::Many(vec![first, slot]));
+            }
+            Some(Bucket::Many(slots)) => slots.push(slot),
+        }
+        self.len += 1;
+        slot
+    }
+
+    /// The state in `slot`.
+    #[inline]
+    pub fn get(&self, slot: SlotId) -> Option<&S> {
+        self.slots.get(slot as usize)?.as_ref().map(|e| &e.state)
+    }
+
+    /// The key, key hash and mutable state in `slot`.
+    #[inline]
+    pub fn entry_mut(&mut self, slot: SlotId) -> Option<(&OwnedKey, u64, &mut S)> {
+        let e = self.slots.get_mut(slot as usize)?.as_mut()?;
+        Some((&e.key, e.hash, &mut e.state))
+    }
+
+    /// The key stored in `slot`.
+    #[inline]
+    pub fn key(&self, slot: SlotId) -> Option<&OwnedKey> {
+        self.slots.get(slot as usize)?.as_ref().map(|e| &e.key)
+    }
+
+    /// Remove the entry in `slot`, returning its state; the slot may then be reused.
+    pub fn remove(&mut self, slot: SlotId) -> Option<S> {
+        let entry = self.slots.get_mut(slot as usize)?.take()?;
+        if let Some(bucket) = self.index.get_mut(&entry.hash) {
+            match bucket {
+                Bucket::One(_) => {
+                    self.index.remove(&entry.hash);
+                }
+                Bucket::Many(slots) => {
+                    slots.retain(|s| *s != slot);
+                    if let [only] = slots[..] {
+                        *bucket = Bucket::One(only);
+                    }
+                }
+            }
+        }
+        self.free.push(slot);
+        self.len -= 1;
+        Some(entry.state)
+    }
+
+    /// Every (slot, key, state), in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (SlotId, &OwnedKey, &S)> {
+        self.slots.iter().enumerate().filter_map(|(i, e)| {
+            let e = e.as_ref()?;
+            Some((i as SlotId, &e.key, &e.state))
+        })
+    }
+
+    /// Remove every key.
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.slots.clear();
+        self.free.clear();
+        self.len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builtins::testkit::Rng;
+    use crate::record::{access, Record};
+
+    fn str_key(hash: u64, text: &str) -> KeyRef<'_> {
+        KeyRef::Str { hash, text }
+    }
+
+    #[test]
+    fn colliding_strings_stay_distinct() {
+        let mut m = KeyedState::new();
+        let a = m.find_or_insert_with(str_key(42, "a"), || 1);
+        let b = m.find_or_insert_with(str_key(42, "b"), || 2);
+        assert_ne!(a, b);
+        assert_eq!(m.find(str_key(42, "a")), Some(a));
+        assert_eq!(m.find(str_key(42, "c")), None);
+        assert_eq!(m.remove(a), Some(1));
+        assert_eq!(m.find(str_key(42, "a")), None);
+        assert_eq!(m.find(str_key(42, "b")), Some(b));
+        assert_eq!(m.get(b), Some(&2));
+        assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn keys_read_from_records_round_trip() {
+        let bytes = Record::from(vec![Value::Str("k".into()), Value::I64(-3)]).to_archive();
+        let rec = access(&bytes).unwrap();
+        let mut m = KeyedState::new();
+        let s = m.find_or_insert_with(KeyRef::of(&rec.fields[0]), || ());
+        let i = m.find_or_insert_with(KeyRef::of(&rec.fields[1]), || ());
+        let mut out = Value::Str(String::with_capacity(8));
+        m.key(s).unwrap().write_into(&mut out);
+        assert_eq!(out, Value::Str("k".into()));
+        m.key(i).unwrap().write_into(&mut out);
+        assert_eq!(out, Value::I64(-3));
+    }
+
+    #[test]
+    fn random_operations_match_a_std_map() {
+        let mut rng = Rng(7);
+        let mut m: KeyedState<u64> = KeyedState::new();
+        let mut reference: std::collections::HashMap<String, u64> = Default::default();
+        for step in 0..20_000u64 {
+            let text = format!("k{}", rng.below(300));
+            // A deliberately weak hash (8 buckets) forces many collisions.
+            let key = str_key(text.bytes().map(u64::from).sum::<u64>() % 8, &text);
+            if rng.below(4) == 0 {
+                let removed = m.find(key).and_then(|s| m.remove(s));
+                assert_eq!(removed, reference.remove(&text), "step {step}");
+            } else {
+                let slot = m.find_or_insert_with(key, || 0);
+                *m.entry_mut(slot).unwrap().2 += step;
+                *reference.entry(text.clone()).or_default() += step;
+            }
+            assert_eq!(m.len(), reference.len());
+        }
+        for (_, key, state) in m.iter() {
+            let OwnedKey::Str(s) = key else { panic!() };
+            assert_eq!(reference.get(&**s), Some(state));
+        }
+    }
+}

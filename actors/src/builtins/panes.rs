@@ -1,0 +1,229 @@
+//! Event-time panes per key, shared by window and join: assigning a record to its windows under
+//! allowed lateness, firing due panes on the watermark in a deterministic order, and expiring
+//! them once their lateness has passed.
+//!
+//! Rules (Flink's, for a window `[start, end)` with allowed lateness `L`, watermark `wm`):
+//! - a pane fires once, when `wm >= end` (or at end of input);
+//! - it is kept until `wm >= end + L`; a record reaching it in between updates it and the
+//!   operator re-emits at once (the visitor sees `fired == true`);
+//! - a record whose every window has `end + L <= wm` is dropped and counted;
+//! - panes that fire together are visited in `(end, key)` order, keys by value: the output does
+//!   not depend on arrival order, on slot reuse, or on how keys were spread over shards.
+
+use std::collections::BTreeSet;
+
+use super::keyed::{KeyRef, KeyedState, OwnedKey, SlotId};
+use super::window::WindowSpec;
+
+/// One key's window `[start, end)` and what the operator keeps in it.
+#[derive(Debug)]
+pub(crate) struct Pane<P> {
+    pub start: u64,
+    pub end: u64,
+    /// Whether the pane has fired (it may still take late records until it expires).
+    pub fired: bool,
+    pub body: P,
+}
+
+/// Every key's live panes of one windowed operator, with its firing and expiry timers.
+pub(crate) struct PaneStore<P> {
+    spec: WindowSpec,
+    /// Per key, its live panes: few (about size / slide, plus lateness), so scanned linearly.
+    keys: KeyedState<Vec<Pane<P>>>,
+    /// Unfired panes by (end, slot).
+    due: BTreeSet<(u64, SlotId)>,
+    /// Fired panes by (end + lateness, slot, end).
+    expiry: BTreeSet<(u64, SlotId, u64)>,
+    watermark: u64,
+    late_dropped: u64,
+    /// Scratch: panes firing now, reused across watermarks.
+    firing: Vec<(u64, SlotId)>,
+}
+
+impl<P> PaneStore<P> {
+    pub fn new(spec: WindowSpec) -> Self {
+        PaneStore {
+            spec,
+            keys: KeyedState::new(),
+            due: BTreeSet::new(),
+            expiry: BTreeSet::new(),
+            watermark: 0,
+            late_dropped: 0,
+            firing: Vec::new(),
+        }
+    }
+
+    /// Records dropped because every window they belong to had expired.
+    pub fn late_dropped(&self) -> u64 {
+        self.late_dropped
+    }
+
+    /// Number of keys with live panes.
+    pub fn live_keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Assign a record of `key` at event time `t` to each of its live panes (creating missing
+    /// ones with `init`) and call `visit(key, key_hash, pane)` on each, in ascending start order.
+    /// Hot path: allocates only for a new key or pane.
+    pub fn assign(
+        &mut self,
+        key: KeyRef<'_>,
+        t: u64,
+        mut init: impl FnMut() -> P,
+        mut visit: impl FnMut(&OwnedKey, u64, &mut Pane<P>),
+    ) {
+        let (wm, lateness, size) = (self.watermark, self.spec.lateness_ms, self.spec.size_ms());
+        let live = |start: u64| start.saturating_add(size).saturating_add(lateness) > wm;
+        if !self.spec.starts(t).any(live) {
+            self.late_dropped += 1;
+            return;
+        }
+        let slot = self.keys.find_or_insert_with(key, Vec::new);
+        let Some((owned, hash, panes)) = self.keys.entry_mut(slot) else {
+            return;
+        };
+        for start in self.spec.starts(t).filter(|s| live(*s)) {
+            let end = start.saturating_add(size);
+            let at = match panes.iter().position(|p| p.end == end) {
+                Some(at) => at,
+                None => {
+                    // A new pane already past its end (but within lateness) fires at once.
+                    let fired = end <= wm;
+                    if fired {
+                        self.expiry
+                            .insert((end.saturating_add(lateness), slot, end));
+                    } else {
+                        self.due.insert((end, slot));
+                    }
+                    let body = init();
+                    panes.push(Pane {
+                        start,
+                        end,
+                        fired,
+                        body,
+                    });
+                    panes.len() - 1
+                }
+            };
+            visit(owned, hash, &mut panes[at]);
+        }
+    }
+
+    /// The watermark reached `wm`: fire due panes through `emit`, then expire those whose
+    /// lateness has passed. A watermark that does not advance is ignored.
+    pub fn advance(&mut self, wm: u64, mut emit: impl FnMut(&OwnedKey, u64, &Pane<P>)) {
+        if wm <= self.watermark {
+            return;
+        }
+        self.watermark = wm;
+        while let Some(&(end, slot)) = self.due.first() {
+            if end > wm {
+                break;
+            }
+            self.due.pop_first();
+            self.firing.push((end, slot));
+        }
+        self.fire_collected(&mut emit);
+        self.expire(wm);
+    }
+
+    /// End of input: fire every pane that has not fired, then drop all state.
+    pub fn finish(&mut self, mut emit: impl FnMut(&OwnedKey, u64, &Pane<P>)) {
+        self.firing.extend(std::mem::take(&mut self.due));
+        self.fire_collected(&mut emit);
+        self.keys.clear();
+        self.expiry.clear();
+    }
+
+    fn fire_collected(&mut self, emit: &mut impl FnMut(&OwnedKey, u64, &Pane<P>)) {
+        let keys = &self.keys;
+        self.firing.sort_unstable_by(|a, b| {
+            let by_key = || match (keys.key(a.1), keys.key(b.1)) {
+                (Some(ka), Some(kb)) => ka.total_cmp(kb),
+                _ => a.1.cmp(&b.1),
+            };
+            a.0.cmp(&b.0).then_with(by_key)
+        });
+        let lateness = self.spec.lateness_ms;
+        for (end, slot) in self.firing.drain(..) {
+            let Some((key, hash, panes)) = self.keys.entry_mut(slot) else {
+                continue;
+            };
+            let Some(pane) = panes.iter_mut().find(|p| p.end == end && !p.fired) else {
+                continue;
+            };
+            pane.fired = true;
+            emit(key, hash, pane);
+            self.expiry
+                .insert((end.saturating_add(lateness), slot, end));
+        }
+    }
+
+    fn expire(&mut self, wm: u64) {
+        while let Some(&(at, slot, end)) = self.expiry.first() {
+            if at > wm {
+                break;
+            }
+            self.expiry.pop_first();
+            let Some((_, _, panes)) = self.keys.entry_mut(slot) else {
+                continue;
+            };
+            panes.retain(|p| p.end != end);
+            if panes.is_empty() {
+                self.keys.remove(slot);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builtins::window::WindowSpec;
+
+    type Fired = Vec<(u64, u64, u32)>;
+
+    fn store(spec: WindowSpec) -> PaneStore<u32> {
+        PaneStore::new(spec)
+    }
+
+    fn add(s: &mut PaneStore<u32>, key: u64, t: u64, fired: &mut Fired) {
+        s.assign(
+            KeyRef::upstream(key),
+            t,
+            || 0,
+            |_, h, p| {
+                p.body += 1;
+                if p.fired {
+                    fired.push((h, p.end, p.body));
+                }
+            },
+        );
+    }
+
+    fn advance(s: &mut PaneStore<u32>, wm: u64, fired: &mut Fired) {
+        s.advance(wm, |_, h, p| fired.push((h, p.end, p.body)));
+    }
+
+    #[test]
+    fn fires_in_end_then_key_order_and_expires() {
+        let mut s = store(WindowSpec::tumbling(10).with_lateness(5));
+        let mut fired = Vec::new();
+        for (k, t) in [(9, 1), (3, 2), (9, 12), (3, 15), (7, 3)] {
+            add(&mut s, k, t, &mut fired);
+        }
+        advance(&mut s, 20, &mut fired);
+        assert_eq!(
+            fired,
+            vec![(3, 10, 1), (7, 10, 1), (9, 10, 1), (3, 20, 1), (9, 20, 1)]
+        );
+        fired.clear();
+        add(&mut s, 3, 19, &mut fired); // late, within lateness: re-emitted at once
+        assert_eq!(fired, vec![(3, 20, 2)]);
+        add(&mut s, 3, 5, &mut fired); // window [0, 10) expired at 15
+        assert_eq!(s.late_dropped(), 1);
+        advance(&mut s, 25, &mut fired);
+        assert_eq!(s.live_keys(), 0);
+    }
+}
