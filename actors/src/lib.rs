@@ -9,6 +9,9 @@
 //! - [`envelope`]: the fixed-size header every message carries, and message kinds.
 //! - [`operator`]: the `Operator` and `Emitter` traits that built-in and user functions implement.
 //! - [`state`]: exclusive and mergeable actor state (partition and combine strategies).
+//! - [`expr`]: the expression language of map and filter, type-checked once against a schema.
+//! - [`builtins`]: the built-in functions: map, filter, key_by, keyed aggregates, windows, joins.
+//! - [`dual_mode`]: the dual-mode actor protocol (lessor, lessees) as sans-I/O state machines.
 //!
 //! ```
 //! use dirigo_actors::record::{Record, Value, ArchivedRecord};
@@ -17,7 +20,10 @@
 //! assert_eq!(rec.fields[0].as_u64(), Some(7));
 //! ```
 
+pub mod builtins;
+pub mod dual_mode;
 pub mod envelope;
+pub mod expr;
 pub mod ids;
 pub mod operator;
 pub mod record;

@@ -16,3 +16,27 @@ pub trait Mergeable {
     where
         Self: Sized;
 }
+
+mod strategies;
+pub use strategies::{Count, Exclusive, MapMerge, Max, Min, SetUnion, Sum};
+
+#[cfg(test)]
+mod laws;
+
+/// How an actor's state may be touched: decides whether the actor may ever have lessees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AccessMode {
+    /// Only the lessor touches the state: messages are never forwarded, so per-actor order is the
+    /// arrival order (order-sensitive state such as a log or a sequence of window panes).
+    Exclusive,
+    /// The state is [`Mergeable`]: lessees fold regular messages into partials that the lessor
+    /// combines at every barrier.
+    Mergeable,
+}
+
+impl AccessMode {
+    /// Whether an actor in this mode may lease slots on other shards.
+    pub fn allows_lessees(self) -> bool {
+        matches!(self, AccessMode::Mergeable)
+    }
+}
