@@ -1,0 +1,217 @@
+//! The config as written: flat, spanned, every optional key an `Option`. Deserialized strictly
+//! (`deny_unknown_fields`), then checked and resolved into the public types by `resolve`.
+
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::defaults::{DefaultsLayer, EngineLayer};
+use super::values::{names, AggregateOp, Distribution, HumanDuration, OrderedTable, WindowType};
+
+/// A whole file: `[engine]`, `[defaults.*]`, `[[app]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConfigDoc {
+    #[serde(default)]
+    pub engine: EngineLayer,
+    #[serde(default)]
+    pub defaults: DefaultsLayer,
+    #[serde(default)]
+    pub app: Vec<Spanned<AppDoc>>,
+}
+
+/// One `[[app]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AppDoc {
+    pub name: Spanned<String>,
+    pub slo: Spanned<HumanDuration>,
+    pub weight: Option<Spanned<u32>>,
+    pub schema: Spanned<OrderedTable>,
+    pub event_time: Option<Spanned<String>>,
+    pub watermark_delay: Option<Spanned<HumanDuration>>,
+    pub watermark_every: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub source: Vec<Spanned<SourceDoc>>,
+    #[serde(default)]
+    pub function: Vec<Spanned<FunctionDoc>>,
+    #[serde(default)]
+    pub sink: Vec<Spanned<SinkDoc>>,
+}
+
+names! {
+    /// Kinds of source.
+    SourceKindName { Generator = "generator", File = "file", Tcp = "tcp" }
+}
+
+names! {
+    /// Kinds of function.
+    FunctionKindName {
+        Map = "map", Filter = "filter", KeyBy = "key_by", Count = "count", Sum = "sum",
+        Min = "min", Max = "max", Avg = "avg", Window = "window", Join = "join",
+    }
+}
+
+names! {
+    /// Kinds of sink.
+    SinkKindName { Stdout = "stdout", File = "file", Latency = "latency", Null = "null", Tcp = "tcp" }
+}
+
+/// One `[[app.source]]`: the union of every kind's keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SourceDoc {
+    pub name: Spanned<String>,
+    pub kind: Spanned<SourceKindName>,
+    pub rate: Option<Spanned<u64>>,
+    pub events: Option<Spanned<u64>>,
+    pub duration: Option<Spanned<HumanDuration>>,
+    pub keys: Option<Spanned<u64>>,
+    pub key_field: Option<Spanned<String>>,
+    pub distribution: Option<Spanned<Distribution>>,
+    pub zipf_s: Option<Spanned<f64>>,
+    pub seed: Option<Spanned<u64>>,
+    pub parallelism: Option<Spanned<u32>>,
+    pub bursts: Option<Spanned<Vec<Spanned<BurstDoc>>>>,
+    pub path: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
+    pub header: Option<Spanned<bool>>,
+    pub listen: Option<Spanned<String>>,
+}
+
+/// One `bursts = [{ at, duration, rate }]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BurstDoc {
+    pub at: Spanned<HumanDuration>,
+    pub duration: Spanned<HumanDuration>,
+    pub rate: Spanned<u64>,
+}
+
+/// One `[[app.function]]`: the union of every kind's keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FunctionDoc {
+    pub name: Spanned<String>,
+    pub kind: Spanned<FunctionKindName>,
+    pub input: Option<Spanned<String>>,
+    pub left: Option<Spanned<String>>,
+    pub right: Option<Spanned<String>>,
+    pub fields: Option<Spanned<OrderedTable>>,
+    pub predicate: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub field: Option<Spanned<String>>,
+    pub window: Option<Spanned<WindowDoc>>,
+    pub aggregate: Option<Spanned<AggregateDoc>>,
+    pub left_key: Option<Spanned<String>>,
+    pub right_key: Option<Spanned<String>>,
+    pub max_lessees: Option<Spanned<u32>>,
+}
+
+/// `window = { type, size, slide, lateness }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WindowDoc {
+    #[serde(rename = "type")]
+    pub kind: Spanned<WindowType>,
+    pub size: Spanned<HumanDuration>,
+    pub slide: Option<Spanned<HumanDuration>>,
+    pub lateness: Option<Spanned<HumanDuration>>,
+}
+
+/// `aggregate = { op, field }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AggregateDoc {
+    pub op: Spanned<AggregateOp>,
+    pub field: Option<Spanned<String>>,
+}
+
+/// One `[[app.sink]]`: the union of every kind's keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SinkDoc {
+    pub name: Spanned<String>,
+    pub kind: Spanned<SinkKindName>,
+    pub input: Spanned<String>,
+    pub path: Option<Spanned<String>>,
+    pub listen: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
+}
+
+/// The optional keys present in a node, with their value spans, in declaration order.
+macro_rules! present {
+    ($doc:expr; $($key:ident),+) => {{
+        let mut keys: Vec<(&'static str, Range<usize>)> = Vec::new();
+        $(if let Some(v) = &$doc.$key { keys.push((stringify!($key), v.span())); })+
+        keys
+    }};
+}
+
+impl SourceDoc {
+    /// Every kind-specific key present.
+    pub fn present(&self) -> Vec<(&'static str, Range<usize>)> {
+        present!(self; rate, events, duration, keys, key_field, distribution, zipf_s, seed,
+            parallelism, bursts, path, format, header, listen)
+    }
+}
+
+impl FunctionDoc {
+    /// Every kind-specific key present.
+    pub fn present(&self) -> Vec<(&'static str, Range<usize>)> {
+        present!(self; input, left, right, fields, predicate, key, field, window, aggregate,
+            left_key, right_key)
+    }
+}
+
+impl SinkDoc {
+    /// Every kind-specific key present.
+    pub fn present(&self) -> Vec<(&'static str, Range<usize>)> {
+        present!(self; path, listen, format)
+    }
+}
+
+/// The keys each kind takes besides `name` and `kind` (and a sink's `input`, a function's
+/// `max_lessees`).
+pub(crate) fn source_keys(kind: SourceKindName) -> &'static [&'static str] {
+    match kind {
+        SourceKindName::Generator => &[
+            "rate",
+            "events",
+            "duration",
+            "keys",
+            "key_field",
+            "distribution",
+            "zipf_s",
+            "seed",
+            "parallelism",
+            "bursts",
+        ],
+        SourceKindName::File => &["path", "format", "header", "rate"],
+        SourceKindName::Tcp => &["listen", "format"],
+    }
+}
+
+/// See [`source_keys`].
+pub(crate) fn function_keys(kind: FunctionKindName) -> &'static [&'static str] {
+    use FunctionKindName as K;
+    match kind {
+        K::Map => &["input", "fields"],
+        K::Filter => &["input", "predicate"],
+        K::KeyBy => &["input", "key"],
+        K::Count => &["input", "key"],
+        K::Sum | K::Min | K::Max | K::Avg => &["input", "key", "field"],
+        K::Window => &["input", "key", "window", "aggregate"],
+        K::Join => &["left", "right", "left_key", "right_key", "window"],
+    }
+}
+
+/// See [`source_keys`].
+pub(crate) fn sink_keys(kind: SinkKindName) -> &'static [&'static str] {
+    match kind {
+        SinkKindName::File => &["path", "format"],
+        SinkKindName::Tcp => &["listen", "format"],
+        SinkKindName::Stdout | SinkKindName::Latency | SinkKindName::Null => &[],
+    }
+}

@@ -1,0 +1,299 @@
+//! `ConfigError`: every config problem as `file:line:col: key path: what is wrong`.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+
+use super::outline;
+
+/// The text of one config file and the name it is reported under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    /// File name as shown in messages (`configs/bids.toml`).
+    pub name: String,
+    /// The whole file.
+    pub text: String,
+}
+
+impl Source {
+    /// A named config text.
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        Source {
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+
+    /// The 1-based line and column (in characters) of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        (line, before[line_start..].chars().count() + 1)
+    }
+
+    /// The location of a span's start.
+    pub fn locate(&self, span: &Range<usize>) -> Location {
+        let (line, column) = self.line_col(span.start);
+        Location {
+            file: self.name.clone(),
+            line,
+            column,
+        }
+    }
+}
+
+/// A position in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub file: String,
+    /// 1-based.
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// The role of a node in an app's DAG.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Source,
+    Function,
+    Sink,
+}
+
+impl Role {
+    /// The config table name of this role (`source`, `function`, `sink`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Source => "source",
+            Role::Function => "function",
+            Role::Sink => "sink",
+        }
+    }
+}
+
+/// One step of a [`KeyPath`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Segment {
+    /// A plain table (`engine`, `defaults`).
+    Table(String),
+    /// The `index`-th `[[app]]`.
+    App { index: usize, name: Option<String> },
+    /// A source, function or sink of the enclosing app.
+    Node {
+        role: Role,
+        index: usize,
+        name: Option<String>,
+    },
+    /// A key (consecutive keys print dotted: `window.size`).
+    Key(String),
+}
+
+/// Where in the config tree a problem is: `app[0] "bids" function "max" key `input``.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyPath(pub Vec<Segment>);
+
+impl KeyPath {
+    /// The path of the `index`-th app.
+    pub fn app(index: usize, name: &str) -> Self {
+        KeyPath(vec![Segment::App {
+            index,
+            name: Some(name.to_owned()),
+        }])
+    }
+    /// A top-level table (`engine`).
+    pub fn table(name: &str) -> Self {
+        KeyPath(vec![Segment::Table(name.to_owned())])
+    }
+    /// This path extended by a named node of the app.
+    pub fn node(mut self, role: Role, index: usize, name: &str) -> Self {
+        let name = Some(name.to_owned());
+        self.0.push(Segment::Node { role, index, name });
+        self
+    }
+    /// This path extended by a key (`"window.size"` is fine).
+    pub fn key(mut self, key: &str) -> Self {
+        self.0.push(Segment::Key(key.to_owned()));
+        self
+    }
+    /// True when the path names nothing (a problem with the whole file).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        let mut keys: Vec<&str> = Vec::new();
+        let mut tables: Vec<&str> = Vec::new();
+        for segment in &self.0 {
+            if let Segment::Key(k) = segment {
+                keys.push(k);
+                continue;
+            }
+            if let Segment::Table(t) = segment {
+                tables.push(t);
+                continue;
+            }
+            if !tables.is_empty() {
+                parts.push(tables.join("."));
+                tables.clear();
+            }
+            if !keys.is_empty() {
+                parts.push(format!("key `{}`", keys.join(".")));
+                keys.clear();
+            }
+            parts.push(label(segment));
+        }
+        if !tables.is_empty() {
+            parts.push(tables.join("."));
+        }
+        if !keys.is_empty() {
+            parts.push(format!("key `{}`", keys.join(".")));
+        }
+        f.write_str(&parts.join(" "))
+    }
+}
+
+fn label(segment: &Segment) -> String {
+    match segment {
+        Segment::Table(t) => t.clone(),
+        Segment::App {
+            index,
+            name: Some(n),
+        } => format!("app[{index}] \"{n}\""),
+        Segment::App { index, name: None } => format!("app[{index}]"),
+        Segment::Node {
+            role,
+            name: Some(n),
+            ..
+        } => format!("{} \"{n}\"", role.name()),
+        Segment::Node { role, index, .. } => format!("{}[{index}]", role.name()),
+        Segment::Key(k) => format!("key `{k}`"),
+    }
+}
+
+/// What is wrong, with the facts a caller may act on.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Problem {
+    /// TOML syntax, unknown keys, wrong types, unknown names of kinds and enums (from the parser).
+    #[error("{0}")]
+    Toml(String),
+    #[error("a `{kind}` {role} takes no key `{key}`; its keys: {}", .allowed.join(", "))]
+    KeyNotForKind {
+        role: &'static str,
+        kind: &'static str,
+        key: &'static str,
+        allowed: Vec<&'static str>,
+    },
+    #[error("missing key `{key}`{}", note(.reason))]
+    MissingKey { key: &'static str, reason: String },
+    #[error("unknown {what} `{name}`; valid: {}", .valid.join(", "))]
+    UnknownName {
+        what: &'static str,
+        name: String,
+        valid: Vec<String>,
+    },
+    #[error("duplicate {what} name `{name}` (first at line {first_line})")]
+    Duplicate {
+        what: &'static str,
+        name: String,
+        first_line: usize,
+    },
+    #[error("no function or source named `{name}`; known: {}", .known.join(", "))]
+    NoSuchInput { name: String, known: Vec<String> },
+    #[error("cycle: {}", .cycle.join(" -> "))]
+    Cycle { cycle: Vec<String> },
+    #[error("must be greater than zero")]
+    NotPositive,
+    /// Anything a later stage (the planner) finds.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn note(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({reason})")
+    }
+}
+
+/// A config that cannot be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(Box<Invalid>),
+}
+
+/// A config that was read but is not valid: where, at which key, and what is wrong.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{location}: {}", with_path(.key, .problem))]
+pub struct Invalid {
+    pub location: Location,
+    pub key: KeyPath,
+    pub problem: Problem,
+}
+
+fn with_path(key: &KeyPath, problem: &Problem) -> String {
+    if key.is_empty() {
+        problem.to_string()
+    } else {
+        format!("{key}: {problem}")
+    }
+}
+
+impl ConfigError {
+    /// A semantic error at a span of `source`, for later stages such as the planner:
+    /// `ConfigError::at(config.source(), field.span(), path.key("field"), "no field `x`")`.
+    pub fn at(
+        source: &Source,
+        span: Range<usize>,
+        key: KeyPath,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::problem(source, span, key, Problem::Invalid(message.into()))
+    }
+
+    /// An error of a given kind at a span of `source`.
+    pub fn problem(source: &Source, span: Range<usize>, key: KeyPath, problem: Problem) -> Self {
+        ConfigError::Invalid(Box::new(Invalid {
+            location: source.locate(&span),
+            key,
+            problem,
+        }))
+    }
+
+    /// A parser error, placed in the config tree through the file's outline.
+    pub(crate) fn from_toml(source: &Source, err: &toml::de::Error) -> Self {
+        let span = err.span().unwrap_or(0..0);
+        let key = outline::key_path_at(&source.text, span.start);
+        let message = err.message().trim_end().replace('\n', "; ");
+        Self::problem(source, span, key, Problem::Toml(message))
+    }
+
+    /// Where and what, when the config could be read.
+    pub fn invalid(&self) -> Option<&Invalid> {
+        match self {
+            ConfigError::Invalid(invalid) => Some(invalid),
+            ConfigError::Read { .. } => None,
+        }
+    }
+}

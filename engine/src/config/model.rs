@@ -1,0 +1,345 @@
+//! The resolved, public config of one app: schema, sources, functions and sinks, each kind with
+//! exactly its own fields. Names and expressions are `Spanned` so later errors can point at them.
+
+use std::time::Duration;
+
+use dirigo_actors::record::{FieldType, Schema};
+use serde::{Serialize, Serializer};
+use toml::Spanned;
+
+use super::error::Role;
+use super::values::{
+    ser_duration, ser_opt_duration, ser_pairs, AggregateOp, Distribution, FileFormat, WindowType,
+    WireFormat,
+};
+
+/// One `[[app]]`: a DAG of functions between sources and sinks, with a latency SLO.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AppConfig {
+    pub name: Spanned<String>,
+    /// End-to-end latency target.
+    #[serde(serialize_with = "ser_duration")]
+    pub slo: Duration,
+    /// Share under the `fair` policy.
+    pub weight: u32,
+    /// Record fields in position order.
+    pub schema: SchemaConfig,
+    /// Field carrying event time in ms; `None` = ingress time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<Spanned<String>>,
+    /// Bounded out-of-orderness subtracted from the max event time seen.
+    #[serde(serialize_with = "ser_duration")]
+    pub watermark_delay: Duration,
+    /// A source emits a watermark every this many events.
+    pub watermark_every: u64,
+    #[serde(rename = "source")]
+    pub sources: Vec<SourceConfig>,
+    #[serde(rename = "function")]
+    pub functions: Vec<FunctionConfig>,
+    #[serde(rename = "sink")]
+    pub sinks: Vec<SinkConfig>,
+    /// Every node, sources first, each after all of its inputs.
+    #[serde(skip)]
+    pub(crate) order: Vec<NodeId>,
+}
+
+/// A node of an app by role and index in its list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NodeId {
+    pub role: Role,
+    pub index: usize,
+}
+
+/// A node of an app, borrowed.
+#[derive(Clone, Copy, Debug)]
+pub enum Node<'a> {
+    Source(&'a SourceConfig),
+    Function(&'a FunctionConfig),
+    Sink(&'a SinkConfig),
+}
+
+impl AppConfig {
+    /// Every node, each after all of its inputs (sources, then functions, then sinks).
+    pub fn nodes_in_order(&self) -> impl Iterator<Item = (NodeId, Node<'_>)> + '_ {
+        self.order.iter().map(|&id| (id, self.node(id)))
+    }
+
+    /// The node with an id.
+    pub fn node(&self, id: NodeId) -> Node<'_> {
+        match id.role {
+            Role::Source => Node::Source(&self.sources[id.index]),
+            Role::Function => Node::Function(&self.functions[id.index]),
+            Role::Sink => Node::Sink(&self.sinks[id.index]),
+        }
+    }
+}
+
+/// The schema as written, in position order, with spans.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SchemaConfig {
+    pub fields: Vec<SchemaField>,
+}
+
+/// One `name = "type"` entry of a schema.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SchemaField {
+    pub name: Spanned<String>,
+    pub ty: Spanned<FieldType>,
+}
+
+impl SchemaConfig {
+    /// The runtime schema.
+    pub fn to_schema(&self) -> Schema {
+        let fields = self.fields.iter();
+        Schema::new(
+            fields
+                .map(|f| (f.name.get_ref().clone(), *f.ty.get_ref()))
+                .collect(),
+        )
+    }
+
+    /// The field with a name.
+    pub fn field(&self, name: &str) -> Option<&SchemaField> {
+        self.fields.iter().find(|f| f.name.get_ref() == name)
+    }
+}
+
+impl Serialize for SchemaConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let pairs = self.fields.iter();
+        ser_pairs(
+            pairs.map(|f| (f.name.get_ref().as_str(), f.ty.get_ref().name())),
+            s,
+        )
+    }
+}
+
+/// One `[[app.source]]`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SourceConfig {
+    pub name: Spanned<String>,
+    #[serde(flatten)]
+    pub kind: SourceKind,
+}
+
+/// What a source reads, with the keys of that kind.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceKind {
+    Generator(GeneratorSource),
+    File(FileSource),
+    Tcp(TcpSource),
+}
+
+/// A seeded synthetic workload.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GeneratorSource {
+    /// Events per second; 0 = as fast as possible.
+    pub rate: u64,
+    /// Stop after this many events (with `duration`: whichever comes first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<u64>,
+    /// Stop after this long; neither `events` nor `duration` = run until stopped.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_duration"
+    )]
+    pub duration: Option<Duration>,
+    /// Number of distinct keys.
+    pub keys: u64,
+    /// The field that carries the key (default: the first `u64` field).
+    pub key_field: Spanned<String>,
+    pub distribution: Distribution,
+    /// Zipf exponent.
+    pub zipf_s: f64,
+    pub seed: u64,
+    /// Generator instances.
+    pub parallelism: u32,
+    /// Periods at another rate.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bursts: Vec<Burst>,
+}
+
+/// A period during which a generator runs at another rate.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Burst {
+    /// Start, from the source's start.
+    #[serde(serialize_with = "ser_duration")]
+    pub at: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub duration: Duration,
+    /// Events per second during the burst.
+    pub rate: u64,
+}
+
+/// Records from a file.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FileSource {
+    pub path: Spanned<String>,
+    pub format: FileFormat,
+    /// A CSV file starts with a header line.
+    pub header: bool,
+    /// Events per second; 0 = as fast as possible.
+    pub rate: u64,
+}
+
+/// Records from TCP clients.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TcpSource {
+    /// Address to listen on.
+    pub listen: Spanned<String>,
+    pub format: WireFormat,
+}
+
+/// One `[[app.function]]`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FunctionConfig {
+    pub name: Spanned<String>,
+    /// Lessees per actor (dual-mode scaling); 0 = off.
+    pub max_lessees: u32,
+    #[serde(flatten)]
+    pub kind: FunctionKind,
+}
+
+/// What a function computes, with the keys of that kind.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FunctionKind {
+    Map {
+        input: Spanned<String>,
+        /// Output fields in schema order: name and expression.
+        #[serde(serialize_with = "ser_map_fields")]
+        fields: Vec<(Spanned<String>, Spanned<String>)>,
+    },
+    Filter {
+        input: Spanned<String>,
+        predicate: Spanned<String>,
+    },
+    KeyBy {
+        input: Spanned<String>,
+        key: Spanned<String>,
+    },
+    Count {
+        input: Spanned<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        key: Option<Spanned<String>>,
+    },
+    Sum(Aggregate),
+    Min(Aggregate),
+    Max(Aggregate),
+    Avg(Aggregate),
+    Window(WindowFunction),
+    Join(JoinFunction),
+}
+
+fn ser_map_fields<S: Serializer>(
+    fields: &[(Spanned<String>, Spanned<String>)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let pairs = fields.iter();
+    ser_pairs(
+        pairs.map(|(k, v)| (k.get_ref().as_str(), v.get_ref().as_str())),
+        s,
+    )
+}
+
+impl FunctionKind {
+    /// The inputs this function reads, with their keys (`input`, or a join's `left`, `right`).
+    pub fn inputs(&self) -> Vec<(&'static str, &Spanned<String>)> {
+        match self {
+            FunctionKind::Map { input, .. }
+            | FunctionKind::Filter { input, .. }
+            | FunctionKind::KeyBy { input, .. }
+            | FunctionKind::Count { input, .. } => vec![("input", input)],
+            FunctionKind::Sum(a) | FunctionKind::Min(a) | FunctionKind::Max(a) => {
+                vec![("input", &a.input)]
+            }
+            FunctionKind::Avg(a) => vec![("input", &a.input)],
+            FunctionKind::Window(w) => vec![("input", &w.input)],
+            FunctionKind::Join(j) => vec![("left", &j.left), ("right", &j.right)],
+        }
+    }
+}
+
+/// A keyed running aggregate of one field (`sum`, `min`, `max`, `avg`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Aggregate {
+    pub input: Spanned<String>,
+    /// Group by this field; `None` = one global group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<Spanned<String>>,
+    pub field: Spanned<String>,
+}
+
+/// An aggregate per window (and per key).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WindowFunction {
+    pub input: Spanned<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<Spanned<String>>,
+    pub window: Spanned<WindowSpec>,
+    pub aggregate: Spanned<AggregateSpec>,
+}
+
+/// A windowed equi-join of two inputs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JoinFunction {
+    pub left: Spanned<String>,
+    pub right: Spanned<String>,
+    pub left_key: Spanned<String>,
+    pub right_key: Spanned<String>,
+    pub window: Spanned<WindowSpec>,
+}
+
+/// `window = { type, size, slide, lateness }`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WindowSpec {
+    #[serde(rename = "type")]
+    pub window_type: WindowType,
+    #[serde(serialize_with = "ser_duration")]
+    pub size: Duration,
+    /// Sliding windows only.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_duration"
+    )]
+    pub slide: Option<Duration>,
+    /// How long after its end a window still accepts late events.
+    #[serde(serialize_with = "ser_duration")]
+    pub lateness: Duration,
+}
+
+/// `aggregate = { op, field }`; `count` takes no field.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AggregateSpec {
+    pub op: AggregateOp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<Spanned<String>>,
+}
+
+/// One `[[app.sink]]`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SinkConfig {
+    pub name: Spanned<String>,
+    pub input: Spanned<String>,
+    #[serde(flatten)]
+    pub kind: SinkKind,
+}
+
+/// Where a sink writes, with the keys of that kind.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SinkKind {
+    Stdout,
+    File {
+        path: Spanned<String>,
+        format: FileFormat,
+    },
+    /// Records end-to-end latency against the app's SLO.
+    Latency,
+    Null,
+    Tcp {
+        listen: Spanned<String>,
+        format: WireFormat,
+    },
+}

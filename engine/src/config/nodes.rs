@@ -1,0 +1,293 @@
+//! Resolving sources and sinks: per-kind keys, required keys, formats, defaults, and the
+//! generator's `key_field` against the app's schema.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use dirigo_actors::record::FieldType;
+use toml::Spanned;
+
+use super::doc::{sink_keys, source_keys, SinkDoc, SinkKindName, SourceDoc, SourceKindName};
+use super::error::{ConfigError, KeyPath, Problem, Role};
+use super::functions;
+use super::model::{
+    Burst, FileSource, FunctionConfig, GeneratorSource, SchemaConfig, SinkConfig, SinkKind,
+    SourceConfig, SourceKind, TcpSource,
+};
+use super::resolve::{field_in_schema, kind_keys, positive, require, Ctx};
+use super::values::{FileFormat, HumanDuration, WireFormat};
+
+/// The value written, else the default.
+pub(crate) fn or<T>(value: Option<Spanned<T>>, default: T) -> T {
+    value.map_or(default, Spanned::into_inner)
+}
+
+/// The duration written, else the default.
+pub(crate) fn or_duration(value: Option<Spanned<HumanDuration>>, default: Duration) -> Duration {
+    value.map_or(default, |v| v.into_inner().0)
+}
+
+/// Every source of an app.
+pub(crate) fn sources(
+    ctx: &Ctx<'_>,
+    docs: Vec<Spanned<SourceDoc>>,
+    schema: &SchemaConfig,
+) -> Result<Vec<SourceConfig>, ConfigError> {
+    let docs = docs.into_iter().enumerate();
+    docs.map(|(i, doc)| source(ctx, i, doc, schema)).collect()
+}
+
+/// Every function of an app.
+pub(crate) fn functions(
+    ctx: &Ctx<'_>,
+    docs: Vec<Spanned<super::doc::FunctionDoc>>,
+) -> Result<Vec<FunctionConfig>, ConfigError> {
+    let docs = docs.into_iter().enumerate();
+    docs.map(|(i, doc)| functions::function(ctx, i, doc))
+        .collect()
+}
+
+/// Every sink of an app.
+pub(crate) fn sinks(
+    ctx: &Ctx<'_>,
+    docs: Vec<Spanned<SinkDoc>>,
+) -> Result<Vec<SinkConfig>, ConfigError> {
+    let docs = docs.into_iter().enumerate();
+    docs.map(|(i, doc)| sink(ctx, i, doc)).collect()
+}
+
+fn source(
+    ctx: &Ctx<'_>,
+    index: usize,
+    doc: Spanned<SourceDoc>,
+    schema: &SchemaConfig,
+) -> Result<SourceConfig, ConfigError> {
+    let span = doc.span();
+    let doc = doc.into_inner();
+    let path = ctx.node(Role::Source, index, &doc.name);
+    let kind = *doc.kind.get_ref();
+    let present = doc.present();
+    kind_keys(
+        ctx,
+        &path,
+        (Role::Source, kind.name()),
+        present,
+        source_keys(kind),
+    )?;
+    let name = doc.name.clone();
+    let kind = match kind {
+        SourceKindName::Generator => SourceKind::Generator(generator(ctx, &path, doc, schema)?),
+        SourceKindName::File => SourceKind::File(file_source(ctx, (&path, span), doc)?),
+        SourceKindName::Tcp => SourceKind::Tcp(tcp_source(ctx, (&path, span), doc)?),
+    };
+    Ok(SourceConfig { name, kind })
+}
+
+fn generator(
+    ctx: &Ctx<'_>,
+    path: &KeyPath,
+    doc: SourceDoc,
+    schema: &SchemaConfig,
+) -> Result<GeneratorSource, ConfigError> {
+    let at = |key: &str| path.clone().key(key);
+    positive(ctx.src, &doc.events, || at("events"))?;
+    positive(ctx.src, &doc.duration, || at("duration"))?;
+    positive(ctx.src, &doc.keys, || at("keys"))?;
+    positive(ctx.src, &doc.zipf_s, || at("zipf_s"))?;
+    positive(ctx.src, &doc.parallelism, || at("parallelism"))?;
+    let key_field = key_field(ctx, path, doc.key_field, &doc.name, schema)?;
+    let d = &ctx.defaults.source.generator;
+    Ok(GeneratorSource {
+        rate: or(doc.rate, d.rate),
+        events: doc.events.map(Spanned::into_inner),
+        duration: doc.duration.map(|v| v.into_inner().0),
+        keys: or(doc.keys, d.keys),
+        key_field,
+        distribution: or(doc.distribution, d.distribution),
+        zipf_s: or(doc.zipf_s, d.zipf_s),
+        seed: or(doc.seed, d.seed),
+        parallelism: or(doc.parallelism, d.parallelism),
+        bursts: bursts(ctx, path, doc.bursts)?,
+    })
+}
+
+/// The generator's key field: as written (it must be in the schema), else the first `u64` field.
+fn key_field(
+    ctx: &Ctx<'_>,
+    path: &KeyPath,
+    written: Option<Spanned<String>>,
+    name: &Spanned<String>,
+    schema: &SchemaConfig,
+) -> Result<Spanned<String>, ConfigError> {
+    if let Some(field) = written {
+        field_in_schema(ctx, schema, &field, path.clone().key("key_field"))?;
+        return Ok(field);
+    }
+    let first_u64 = schema
+        .fields
+        .iter()
+        .find(|f| *f.ty.get_ref() == FieldType::U64);
+    match first_u64 {
+        Some(f) => Ok(Spanned::new(name.span(), f.name.get_ref().clone())),
+        None => {
+            let reason = "the schema has no u64 field to default to".to_owned();
+            let problem = Problem::MissingKey {
+                key: "key_field",
+                reason,
+            };
+            Err(ctx.error(name.span(), path.clone(), problem))
+        }
+    }
+}
+
+fn bursts(
+    ctx: &Ctx<'_>,
+    path: &KeyPath,
+    written: Option<Spanned<Vec<Spanned<super::doc::BurstDoc>>>>,
+) -> Result<Vec<Burst>, ConfigError> {
+    let written = written.map(Spanned::into_inner).unwrap_or_default();
+    let mut bursts = Vec::with_capacity(written.len());
+    for (i, burst) in written.into_iter().enumerate() {
+        let burst = burst.into_inner();
+        let at = || path.clone().key(&format!("bursts[{i}]")).key("duration");
+        positive(ctx.src, &Some(burst.duration.clone()), at)?;
+        bursts.push(Burst {
+            at: burst.at.into_inner().0,
+            duration: burst.duration.into_inner().0,
+            rate: burst.rate.into_inner(),
+        });
+    }
+    Ok(bursts)
+}
+
+fn file_source(
+    ctx: &Ctx<'_>,
+    node: (&KeyPath, Range<usize>),
+    doc: SourceDoc,
+) -> Result<FileSource, ConfigError> {
+    let reason = "a file source reads this file";
+    let path = require(ctx, doc.path, (node.0, node.1.clone()), "path", reason)?;
+    let written = parse_name(
+        ctx,
+        node.0,
+        doc.format,
+        FileFormat::parse,
+        FileFormat::NAMES,
+    )?;
+    let format = match written {
+        Some(format) => format,
+        None => format_from_extension(ctx, node.0, &path)?,
+    };
+    let d = &ctx.defaults.source.file;
+    Ok(FileSource {
+        path,
+        format,
+        header: or(doc.header, d.header),
+        rate: or(doc.rate, d.rate),
+    })
+}
+
+fn format_from_extension(
+    ctx: &Ctx<'_>,
+    node: &KeyPath,
+    path: &Spanned<String>,
+) -> Result<FileFormat, ConfigError> {
+    let extension = std::path::Path::new(path.get_ref()).extension();
+    match extension.and_then(|e| e.to_str()) {
+        Some("csv") => Ok(FileFormat::Csv),
+        Some("ndjson" | "jsonl" | "json") => Ok(FileFormat::Ndjson),
+        _ => {
+            let reason = format!(
+                "cannot tell it from the extension of `{}`; valid: ndjson, csv",
+                path.get_ref()
+            );
+            let problem = Problem::MissingKey {
+                key: "format",
+                reason,
+            };
+            Err(ctx.error(path.span(), node.clone().key("path"), problem))
+        }
+    }
+}
+
+fn tcp_source(
+    ctx: &Ctx<'_>,
+    node: (&KeyPath, Range<usize>),
+    doc: SourceDoc,
+) -> Result<TcpSource, ConfigError> {
+    let reason = "the address to listen on";
+    let listen = require(ctx, doc.listen, (node.0, node.1), "listen", reason)?;
+    let format = parse_name(
+        ctx,
+        node.0,
+        doc.format,
+        WireFormat::parse,
+        WireFormat::NAMES,
+    )?;
+    let format = format.unwrap_or(ctx.defaults.source.tcp.format);
+    Ok(TcpSource { listen, format })
+}
+
+/// A `format` written as a string, checked against the names valid for this kind.
+fn parse_name<T>(
+    ctx: &Ctx<'_>,
+    node: &KeyPath,
+    written: Option<Spanned<String>>,
+    parse: fn(&str) -> Option<T>,
+    names: &[&str],
+) -> Result<Option<T>, ConfigError> {
+    let Some(written) = written else {
+        return Ok(None);
+    };
+    match parse(written.get_ref()) {
+        Some(value) => Ok(Some(value)),
+        None => {
+            let valid = names.iter().map(|n| n.to_string()).collect();
+            let name = written.get_ref().clone();
+            let problem = Problem::UnknownName {
+                what: "format",
+                name,
+                valid,
+            };
+            Err(ctx.error(written.span(), node.clone().key("format"), problem))
+        }
+    }
+}
+
+fn sink(ctx: &Ctx<'_>, index: usize, doc: Spanned<SinkDoc>) -> Result<SinkConfig, ConfigError> {
+    let span = doc.span();
+    let doc = doc.into_inner();
+    let path = ctx.node(Role::Sink, index, &doc.name);
+    let kind = *doc.kind.get_ref();
+    kind_keys(
+        ctx,
+        &path,
+        (Role::Sink, kind.name()),
+        doc.present(),
+        sink_keys(kind),
+    )?;
+    let kind = match kind {
+        SinkKindName::Stdout => SinkKind::Stdout,
+        SinkKindName::Latency => SinkKind::Latency,
+        SinkKindName::Null => SinkKind::Null,
+        SinkKindName::File => {
+            let reason = "a file sink writes this file";
+            let file = require(ctx, doc.path, (&path, span), "path", reason)?;
+            let format = parse_name(ctx, &path, doc.format, FileFormat::parse, FileFormat::NAMES)?;
+            let format = format.unwrap_or(ctx.defaults.sink.file.format);
+            SinkKind::File { path: file, format }
+        }
+        SinkKindName::Tcp => {
+            let reason = "the address to listen on";
+            let listen = require(ctx, doc.listen, (&path, span), "listen", reason)?;
+            let format = parse_name(ctx, &path, doc.format, WireFormat::parse, WireFormat::NAMES)?;
+            let format = format.unwrap_or(ctx.defaults.sink.tcp.format);
+            SinkKind::Tcp { listen, format }
+        }
+    };
+    Ok(SinkConfig {
+        name: doc.name,
+        input: doc.input,
+        kind,
+    })
+}
