@@ -1,0 +1,568 @@
+//! The synthetic event generator: a deterministic, counter-based producer on an open-loop schedule.
+//!
+//! Event `i` is a pure function of `(seed, i)`: every field is drawn from a hash of the seed, the
+//! event index and the field position, so instance `k` of `p` can produce exactly the events with
+//! `i % p == k` without generating the others, and the union over instances does not depend on `p`.
+//!
+//! Event `i` is due at the time `t_i` at which the integral of the rate schedule (the base rate,
+//! replaced by a burst's rate while the burst lasts) reaches `i`. The schedule is a list of
+//! constant-rate segments; `t_i` is computed exactly in integer nanoseconds from the segment that
+//! holds `i`, found by a cursor that only moves forward (O(1) amortised per event).
+
+use std::fmt;
+use std::time::Duration;
+
+use dirigo_actors::record::{mix64, FieldType, Schema, Value};
+
+const NS_PER_S: u128 = 1_000_000_000;
+const NS_PER_MS: u64 = 1_000_000;
+/// The logical clock of an unbounded generator: 1M events per second.
+const UNBOUNDED_NS_PER_EVENT: u64 = 1_000;
+const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// How keys are drawn from `[0, keys)`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KeyDistribution {
+    Uniform,
+    /// Key `k` has probability proportional to `1 / (k + 1)^s`.
+    Zipf {
+        s: f64,
+    },
+}
+
+/// A window of the schedule during which `rate` replaces the base rate (`rate` 0 pauses).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Burst {
+    pub at: Duration,
+    pub duration: Duration,
+    pub rate: u64,
+}
+
+/// What a generator produces and when.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GeneratorSpec {
+    /// Events per second; 0 = unbounded (as fast as the engine takes them, on a logical clock of
+    /// 1M events/s for event times and `duration`).
+    pub rate: u64,
+    /// Stop after this many events, over all instances.
+    pub events: Option<u64>,
+    /// Stop when the schedule passes this time.
+    pub duration: Option<Duration>,
+    /// Key space `[0, keys)`.
+    pub keys: u64,
+    /// Position of the key field (u64, i64, or string `k{n}`).
+    pub key_field: usize,
+    pub distribution: KeyDistribution,
+    pub seed: u64,
+    /// While active, the rate is the burst's rate. Bursts must not overlap.
+    pub bursts: Vec<Burst>,
+    /// Position of a u64 field that gets the event time (ms).
+    pub event_time_field: Option<usize>,
+    /// This instance produces the events `i` with `i % parallelism == instance`.
+    pub instance: u32,
+    pub parallelism: u32,
+}
+
+/// Which field of the spec an error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldRole {
+    Key,
+    EventTime,
+}
+
+impl fmt::Display for FieldRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FieldRole::Key => "key",
+            FieldRole::EventTime => "event-time",
+        })
+    }
+}
+
+/// A generator spec that does not fit its schema or makes no sense.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum GeneratorError {
+    #[error("{role} field position {position} is out of range: the schema has {fields} fields")]
+    NoSuchField {
+        role: FieldRole,
+        position: usize,
+        fields: usize,
+    },
+    #[error("key field `{name}` is {found}: a generator key must be u64, i64 or string")]
+    KeyFieldType { name: String, found: FieldType },
+    #[error("event-time field `{name}` is {found}: it must be u64 (milliseconds)")]
+    EventTimeFieldType { name: String, found: FieldType },
+    #[error("field `{name}` cannot be both the key and the event time")]
+    KeyIsEventTime { name: String },
+    #[error("parallelism must be at least 1")]
+    ZeroParallelism,
+    #[error("instance {instance} is out of range for parallelism {parallelism}")]
+    InstanceOutOfRange { instance: u32, parallelism: u32 },
+    #[error("zipf exponent must be a finite number above 0, got {s}")]
+    ZipfExponent { s: f64 },
+    #[error("the key space is empty: keys must be at least 1")]
+    NoKeys,
+    #[error("bursts {first} and {second} overlap: bursts must not overlap")]
+    OverlappingBursts { first: usize, second: usize },
+    #[error("bursts need a base rate: with rate 0 (unbounded) there is no schedule to change")]
+    BurstsWithUnboundedRate,
+}
+
+/// A stretch of the schedule at a constant rate.
+#[derive(Clone, Debug)]
+struct Segment {
+    start_ns: u64,
+    /// Events per second.
+    rate: u64,
+    /// Events scheduled before `start_ns`, times 10^9 (exact: rates and times are integers).
+    cum: u128,
+}
+
+/// When events are due.
+#[derive(Clone, Debug)]
+enum Schedule {
+    /// Every event is due now; logical time advances 1 µs per event.
+    Unbounded,
+    /// Constant-rate segments; the last one lasts forever and has a rate above 0.
+    Paced {
+        segments: Vec<Segment>,
+        cursor: usize,
+    },
+}
+
+impl Schedule {
+    fn new(rate: u64, bursts: &[Burst]) -> Result<Schedule, GeneratorError> {
+        if rate == 0 {
+            return match bursts.is_empty() {
+                true => Ok(Schedule::Unbounded),
+                false => Err(GeneratorError::BurstsWithUnboundedRate),
+            };
+        }
+        let mut order: Vec<usize> = (0..bursts.len()).collect();
+        order.sort_by_key(|&b| bursts[b].at);
+        let mut segments = Vec::with_capacity(2 * bursts.len() + 1);
+        let (mut t, mut prev) = (0u64, None::<usize>);
+        for b in order.into_iter().filter(|&b| !bursts[b].duration.is_zero()) {
+            let end = bursts[b].at.saturating_add(bursts[b].duration);
+            let (at, end) = (nanos(bursts[b].at), nanos(end));
+            if let Some(p) = prev.filter(|_| at < t) {
+                let (first, second) = (p.min(b), p.max(b));
+                return Err(GeneratorError::OverlappingBursts { first, second });
+            }
+            if at > t {
+                segments.push(Segment::at(t, rate));
+            }
+            segments.push(Segment::at(at, bursts[b].rate));
+            (t, prev) = (end, Some(b));
+        }
+        segments.push(Segment::at(t, rate));
+        accumulate(&mut segments);
+        Ok(Schedule::Paced {
+            segments,
+            cursor: 0,
+        })
+    }
+
+    /// Due time and logical time (ns) of event `i`; `i` never decreases between calls.
+    fn due(&mut self, i: u64) -> Option<(u64, u64)> {
+        let Schedule::Paced { segments, cursor } = self else {
+            let logical = i.checked_mul(UNBOUNDED_NS_PER_EVENT)?;
+            return Some((0, logical));
+        };
+        let x = i as u128 * NS_PER_S;
+        // The first segment with a positive rate whose end reaches `x`; the last one never ends.
+        while *cursor + 1 < segments.len()
+            && (segments[*cursor].rate == 0 || segments[*cursor + 1].cum < x)
+        {
+            *cursor += 1;
+        }
+        let seg = &segments[*cursor];
+        let ahead = x.saturating_sub(seg.cum);
+        let offset = match u64::try_from(ahead) {
+            Ok(ahead) => ahead.div_ceil(seg.rate) as u128, // common case: no 128-bit division
+            Err(_) => ahead.div_ceil(seg.rate as u128),
+        };
+        let t = u64::try_from(seg.start_ns as u128 + offset).ok()?;
+        Some((t, t))
+    }
+}
+
+impl Segment {
+    fn at(start_ns: u64, rate: u64) -> Segment {
+        Segment {
+            start_ns,
+            rate,
+            cum: 0,
+        }
+    }
+}
+
+fn accumulate(segments: &mut [Segment]) {
+    for k in 1..segments.len() {
+        let prev = &segments[k - 1];
+        let span = (segments[k].start_ns - prev.start_ns) as u128;
+        segments[k].cum = prev.cum.saturating_add(prev.rate as u128 * span);
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// What goes into one field, decided once at construction.
+#[derive(Clone, Copy, Debug)]
+enum FieldPlan {
+    KeyU64,
+    KeyI64,
+    /// `k{n}`.
+    KeyStr,
+    EventTime,
+    Random(FieldType),
+}
+
+/// The key sampler.
+#[derive(Clone, Debug)]
+enum KeySampler {
+    Uniform { keys: u64 },
+    Zipf(Zipf),
+}
+
+impl KeySampler {
+    /// Key of an event from its key-field hash.
+    #[inline]
+    fn sample(&self, h: u64) -> u64 {
+        match self {
+            KeySampler::Uniform { keys } => below(h, *keys),
+            KeySampler::Zipf(z) => z.sample(h),
+        }
+    }
+}
+
+/// Zipf over `[0, n)` by rejection-inversion (Hörmann & Derflinger, 1996), as in Apache Commons
+/// RNG: O(1) expected per sample, no table. Uniforms come from a counter-based hash stream.
+#[derive(Clone, Debug)]
+struct Zipf {
+    n: f64,
+    s: f64,
+    h_x1: f64,
+    h_n: f64,
+    squeeze: f64,
+}
+
+impl Zipf {
+    fn new(keys: u64, s: f64) -> Zipf {
+        let n = keys as f64;
+        let mut z = Zipf {
+            n,
+            s,
+            h_x1: 0.0,
+            h_n: 0.0,
+            squeeze: 0.0,
+        };
+        z.h_x1 = z.h_integral(1.5) - 1.0;
+        z.h_n = z.h_integral(n + 0.5);
+        z.squeeze = 2.0 - z.h_integral_inverse(z.h_integral(2.5) - z.h(2.0));
+        z
+    }
+
+    /// Hot path: a key in `[0, n)`, a pure function of `h`.
+    #[inline]
+    fn sample(&self, h: u64) -> u64 {
+        let mut attempt = h;
+        loop {
+            let u = self.h_n + unit(attempt) * (self.h_x1 - self.h_n);
+            let x = self.h_integral_inverse(u);
+            let k = (x + 0.5).floor().clamp(1.0, self.n);
+            if k - x <= self.squeeze || u >= self.h_integral(k + 0.5) - self.h(k) {
+                return k as u64 - 1;
+            }
+            attempt = mix64(attempt.wrapping_add(GOLDEN));
+        }
+    }
+
+    fn h(&self, x: f64) -> f64 {
+        (-self.s * x.ln()).exp()
+    }
+
+    fn h_integral(&self, x: f64) -> f64 {
+        let ln_x = x.ln();
+        helper2((1.0 - self.s) * ln_x) * ln_x
+    }
+
+    fn h_integral_inverse(&self, x: f64) -> f64 {
+        let t = (x * (1.0 - self.s)).max(-1.0);
+        (helper1(t) * x).exp()
+    }
+}
+
+/// `ln(1 + x) / x`, accurate near 0. Away from 0, `ln` is much cheaper than `ln_1p` and
+/// loses at most ~1e-13 relative precision.
+#[inline]
+fn helper1(x: f64) -> f64 {
+    if x.abs() > 1e-3 {
+        (1.0 + x).ln() / x
+    } else {
+        1.0 - x * (0.5 - x * (1.0 / 3.0 - x * (0.25 - x * (0.2 - x / 6.0))))
+    }
+}
+
+/// `(e^x - 1) / x`, accurate near 0.
+fn helper2(x: f64) -> f64 {
+    if x.abs() > 1e-8 {
+        x.exp_m1() / x
+    } else {
+        1.0 + x * 0.5 * (1.0 + x / 3.0 * (1.0 + 0.25 * x))
+    }
+}
+
+/// `h` mapped onto `[0, n)` by multiply-shift (bias below 2^-40 for the ranges used here).
+#[inline]
+fn below(h: u64, n: u64) -> u64 {
+    ((h as u128 * n as u128) >> 64) as u64
+}
+
+/// `h` mapped onto `[0, 1)` with 53 random bits.
+#[inline]
+fn unit(h: u64) -> f64 {
+    (h >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// Hash of event `i` under `seed`: the root of every field of the event.
+#[inline]
+fn event_hash(seed: u64, i: u64) -> u64 {
+    mix64(seed ^ mix64(i.wrapping_mul(GOLDEN)))
+}
+
+/// Hash of field `pos` of the event with hash `base`.
+#[inline]
+fn field_hash(base: u64, pos: usize) -> u64 {
+    mix64(base.wrapping_add((pos as u64 + 1).wrapping_mul(GOLDEN)))
+}
+
+/// The next event of an instance: its index and its due and logical times.
+#[derive(Clone, Copy, Debug)]
+struct Next {
+    index: u64,
+    due_ns: u64,
+    logical_ns: u64,
+}
+
+/// One instance of a generator source: produces the events `i` with
+/// `i % parallelism == instance`, each due at its place in the open-loop schedule.
+#[derive(Clone, Debug)]
+pub struct Generator {
+    plan: Vec<FieldPlan>,
+    seed: u64,
+    keys: KeySampler,
+    stride: u64,
+    events: Option<u64>,
+    duration_ns: Option<u64>,
+    schedule: Schedule,
+    next: Option<Next>,
+    produced: u64,
+}
+
+impl Generator {
+    /// A generator for `schema`; checks the spec against it.
+    pub fn new(spec: GeneratorSpec, schema: &Schema) -> Result<Generator, GeneratorError> {
+        check_instance(&spec)?;
+        let mut generator = Generator {
+            plan: plan(&spec, schema)?,
+            seed: spec.seed,
+            keys: key_sampler(&spec)?,
+            stride: spec.parallelism as u64,
+            events: spec.events,
+            duration_ns: spec.duration.map(nanos),
+            schedule: Schedule::new(spec.rate, &spec.bursts)?,
+            next: None,
+            produced: 0,
+        };
+        generator.next = generator.schedule_event(spec.instance as u64);
+        Ok(generator)
+    }
+
+    /// Nanoseconds since the source started at which the next event of this instance is due
+    /// (open-loop schedule); `None` when finished.
+    #[inline]
+    pub fn next_due_ns(&self) -> Option<u64> {
+        self.next.map(|n| n.due_ns)
+    }
+
+    /// Hot path: produce the next event of this instance into `values` (refilled in place; string
+    /// buffers already there are reused), return its event time in ms. `None` when finished.
+    pub fn next_event(&mut self, values: &mut Vec<Value>) -> Option<u64> {
+        let next = self.next?;
+        let event_ms = next.logical_ns / NS_PER_MS;
+        self.fill(values, next.index, event_ms);
+        self.produced += 1;
+        self.next = next
+            .index
+            .checked_add(self.stride)
+            .and_then(|i| self.schedule_event(i));
+        Some(event_ms)
+    }
+
+    /// Events this instance has produced.
+    pub fn produced(&self) -> u64 {
+        self.produced
+    }
+
+    /// Event `index` with its times, or `None` when it falls past `events` or `duration`.
+    #[inline]
+    fn schedule_event(&mut self, index: u64) -> Option<Next> {
+        if self.events.is_some_and(|n| index >= n) {
+            return None;
+        }
+        let (due_ns, logical_ns) = self.schedule.due(index)?;
+        if self.duration_ns.is_some_and(|d| logical_ns >= d) {
+            return None;
+        }
+        Some(Next {
+            index,
+            due_ns,
+            logical_ns,
+        })
+    }
+
+    /// Hot path: the fields of event `i`, a pure function of `(seed, i)` and the event time.
+    fn fill(&self, values: &mut Vec<Value>, i: u64, event_ms: u64) {
+        if values.len() != self.plan.len() {
+            values.clear(); // cold: first use, or a buffer of another shape
+            values.resize(self.plan.len(), Value::Bool(false));
+        }
+        let base = event_hash(self.seed, i);
+        for (pos, (plan, slot)) in self.plan.iter().zip(values.iter_mut()).enumerate() {
+            let h = field_hash(base, pos);
+            match *plan {
+                FieldPlan::KeyU64 => *slot = Value::U64(self.keys.sample(h)),
+                FieldPlan::KeyI64 => *slot = Value::I64(self.keys.sample(h) as i64),
+                FieldPlan::KeyStr => set_str(slot, 'k', self.keys.sample(h)),
+                FieldPlan::EventTime => *slot = Value::U64(event_ms),
+                FieldPlan::Random(ty) => set_random(slot, ty, h),
+            }
+        }
+    }
+}
+
+/// A field that is neither key nor event time: u64 in [0, 1000), i64 in [-1000, 1000),
+/// f64 in [0, 1), a fair bool, or a string `s0`..`s99`.
+#[inline]
+fn set_random(slot: &mut Value, ty: FieldType, h: u64) {
+    match ty {
+        FieldType::U64 => *slot = Value::U64(below(h, 1000)),
+        FieldType::I64 => *slot = Value::I64(below(h, 2000) as i64 - 1000),
+        FieldType::F64 => *slot = Value::F64(unit(h)),
+        FieldType::Bool => *slot = Value::Bool(h >> 63 == 1),
+        FieldType::Str => set_str(slot, 's', below(h, 100)),
+    }
+}
+
+/// Set `slot` to `{prefix}{n}`, reusing the string already there if any.
+#[inline]
+fn set_str(slot: &mut Value, prefix: char, n: u64) {
+    if let Value::Str(s) = slot {
+        s.clear();
+        s.push(prefix);
+        push_decimal(s, n);
+    } else {
+        let mut s = String::with_capacity(8);
+        s.push(prefix);
+        push_decimal(&mut s, n);
+        *slot = Value::Str(s);
+    }
+}
+
+/// Append `n` in decimal (cheaper than `fmt` on the hot path).
+#[inline]
+fn push_decimal(s: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+}
+
+fn check_instance(spec: &GeneratorSpec) -> Result<(), GeneratorError> {
+    if spec.parallelism == 0 {
+        return Err(GeneratorError::ZeroParallelism);
+    }
+    if spec.instance >= spec.parallelism {
+        return Err(GeneratorError::InstanceOutOfRange {
+            instance: spec.instance,
+            parallelism: spec.parallelism,
+        });
+    }
+    Ok(())
+}
+
+/// The plan of every field: key, event time, or random by type.
+fn plan(spec: &GeneratorSpec, schema: &Schema) -> Result<Vec<FieldPlan>, GeneratorError> {
+    let key = key_plan(spec, schema)?;
+    check_event_time(spec, schema)?;
+    let mut plan: Vec<FieldPlan> = schema.fields().map(|(_, t)| FieldPlan::Random(t)).collect();
+    plan[spec.key_field] = key;
+    if let Some(pos) = spec.event_time_field {
+        plan[pos] = FieldPlan::EventTime;
+    }
+    Ok(plan)
+}
+
+fn key_plan(spec: &GeneratorSpec, schema: &Schema) -> Result<FieldPlan, GeneratorError> {
+    let (name, ty) = field(schema, spec.key_field, FieldRole::Key)?;
+    match ty {
+        FieldType::U64 => Ok(FieldPlan::KeyU64),
+        FieldType::I64 => Ok(FieldPlan::KeyI64),
+        FieldType::Str => Ok(FieldPlan::KeyStr),
+        found => Err(GeneratorError::KeyFieldType {
+            name: name.to_owned(),
+            found,
+        }),
+    }
+}
+
+fn check_event_time(spec: &GeneratorSpec, schema: &Schema) -> Result<(), GeneratorError> {
+    let Some(pos) = spec.event_time_field else {
+        return Ok(());
+    };
+    let (name, found) = field(schema, pos, FieldRole::EventTime)?;
+    let name = name.to_owned();
+    match (found, pos == spec.key_field) {
+        (_, true) => Err(GeneratorError::KeyIsEventTime { name }),
+        (FieldType::U64, false) => Ok(()),
+        (found, false) => Err(GeneratorError::EventTimeFieldType { name, found }),
+    }
+}
+
+fn field(
+    schema: &Schema,
+    position: usize,
+    role: FieldRole,
+) -> Result<(&str, FieldType), GeneratorError> {
+    match position < schema.len() {
+        true => Ok(schema.field(position)),
+        false => Err(GeneratorError::NoSuchField {
+            role,
+            position,
+            fields: schema.len(),
+        }),
+    }
+}
+
+fn key_sampler(spec: &GeneratorSpec) -> Result<KeySampler, GeneratorError> {
+    if spec.keys == 0 {
+        return Err(GeneratorError::NoKeys);
+    }
+    match spec.distribution {
+        KeyDistribution::Uniform => Ok(KeySampler::Uniform { keys: spec.keys }),
+        KeyDistribution::Zipf { s } if s.is_finite() && s > 0.0 => {
+            Ok(KeySampler::Zipf(Zipf::new(spec.keys, s)))
+        }
+        KeyDistribution::Zipf { s } => Err(GeneratorError::ZipfExponent { s }),
+    }
+}
