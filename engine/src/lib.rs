@@ -1,3 +1,30 @@
-//! # dirigo-engine
+//! # dirigo-engine: the thread-per-core runtime
+//!
+//! - [`engine`]: the controller: starts shards, gathers reports, stops.
+//! - [`shard`]: one pinned executor's loop: mailboxes, run queue, policy hooks, operators.
+//! - [`mailbox`] and [`signal`]: the only cross-core paths: SPSC rings of batches and padded
+//!   load/sleep slots with a doorbell.
+//! - [`policy`]: scheduling hooks and the built-in policies; [`runqueue`]: per-function queues.
+//! - [`plan`]: the compiled DAGs; [`operator`], [`builtin`], [`sink`], [`ingest`], [`source`]:
+//!   what runs on a shard.
+//! - [`config`]: the typed config; [`metrics`] and [`report`]: what a run measures and prints.
+//! - [`clock`]: the engine's time base.
+
+pub mod api;
+pub mod builtin;
+pub mod clock;
+pub mod compile;
 pub mod config;
+pub mod engine;
+pub mod ingest;
+pub mod mailbox;
+pub mod metrics;
+pub mod operator;
+pub mod plan;
+pub mod policy;
+pub mod report;
+pub mod runqueue;
+pub mod shard;
+pub mod signal;
+pub mod sink;
 pub mod source;

@@ -1,0 +1,324 @@
+//! The embedding API: build apps in Rust from your own functions over your own rkyv types,
+//! run them in-process, and collect their output.
+//!
+//! ```no_run
+//! use dirigo_engine::api::{Cx, EngineBuilder, Function, Route};
+//! use std::time::Duration;
+//!
+//! struct Count(std::collections::HashMap<u64, u64>);
+//! impl Function for Count {
+//!     type In = u64;
+//!     fn on_message(&mut self, cx: &mut Cx<'_>, word: &rkyv::Archived<u64>) {
+//!         let n = self.0.entry(word.to_native()).or_default();
+//!         *n += 1;
+//!         cx.emit(cx.key_hash(), cx.event_time(), &(word.to_native(), *n));
+//!     }
+//! }
+//!
+//! let mut engine = EngineBuilder::new().shards(2);
+//! let mut app = engine.app("counts", Duration::from_millis(5));
+//! let src = app.source("numbers", 1, |_| (0..1000u64).map(|i| (dirigo_engine::api::key_u64(i % 10), i, i % 10)));
+//! let counts = app.function("count", src, Route::ByKey, || Count(Default::default()));
+//! let out = app.collect("out", counts);
+//! let summary = engine.run().unwrap();
+//! assert_eq!(out.drain().count(), 1000);
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dirigo_actors::ids::{AppId, FunctionId, ShardId};
+use dirigo_actors::operator::{Emitter, Msg};
+use dirigo_actors::record::{hash_bytes, mix64, Schema};
+use rkyv::api::high::HighSerializer;
+use rkyv::rancor;
+use rkyv::ser::allocator::ArenaHandle;
+use rkyv::util::AlignedVec;
+
+use crate::engine::{resolve_shards, run, EngineError, EngineSettings, StopHandle};
+use crate::ingest::{CustomSource, SourceInstance};
+use crate::operator::{ErasedFunction, OperatorInstance};
+use crate::plan::{AppPlan, Edge, FunctionPlan, Input, Partition, Plan, SourcePlan, Upstream};
+use crate::policy::{Builtin, Policy};
+use crate::report::{Progress, Summary};
+use crate::sink::{Output, Sink, SinkTarget};
+
+/// A message type: anything rkyv can archive into an engine buffer.
+pub trait Message: rkyv::Archive + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>> {}
+impl<T> Message for T where T: rkyv::Archive + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>> {}
+
+/// Key hash of an integer key (a bijection: distinct keys never collide).
+pub fn key_u64(k: u64) -> u64 {
+    mix64(k)
+}
+
+/// Key hash of a string key.
+pub fn key_str(k: &str) -> u64 {
+    hash_bytes(k.as_bytes())
+}
+
+/// What a user function sees of the message it is applied to, and where it emits.
+pub struct Cx<'a> {
+    msg: Msg,
+    out: &'a mut dyn Emitter,
+    scratch: &'a mut AlignedVec,
+}
+
+impl Cx<'_> {
+    /// Key hash the message was routed by.
+    pub fn key_hash(&self) -> u64 {
+        self.msg.key_hash
+    }
+    /// Event time of the message (ms).
+    pub fn event_time(&self) -> u64 {
+        self.msg.event_time
+    }
+    /// Input port (0, or 1 for a second input).
+    pub fn port(&self) -> u8 {
+        self.msg.port
+    }
+    /// Emit `value` downstream, partitioned by `key_hash`. It inherits the deadline of the
+    /// message being applied.
+    pub fn emit<T: Message>(&mut self, key_hash: u64, event_time: u64, value: &T) {
+        let buf = std::mem::take(self.scratch);
+        let mut buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, buf).expect("value archives");
+        self.out.forward(key_hash, event_time, &buf);
+        buf.clear();
+        *self.scratch = buf;
+    }
+}
+
+/// A user function over messages of type `In`. One instance per shard holds the state of every
+/// actor (key) of the function homed there.
+pub trait Function: 'static {
+    /// The input message type.
+    type In: rkyv::Archive;
+    /// Apply one message, read in place.
+    fn on_message(&mut self, cx: &mut Cx<'_>, msg: &rkyv::Archived<Self::In>);
+    /// Event time reached `watermark` (ms) on every input.
+    fn on_watermark(&mut self, _cx: &mut Cx<'_>, _watermark: u64) {}
+    /// Every input ended.
+    fn on_end(&mut self, _cx: &mut Cx<'_>) {}
+}
+
+struct Erased<F> {
+    f: F,
+    scratch: AlignedVec,
+}
+
+impl<F: Function> ErasedFunction for Erased<F> {
+    fn on_message(&mut self, msg: Msg, payload: &[u8], out: &mut dyn Emitter) {
+        // SAFETY: payloads on this function's inputs were archived in-process from `F::In` by
+        // the typed `Cx::emit` or a typed source of this app.
+        let m = unsafe { rkyv::access_unchecked::<rkyv::Archived<F::In>>(payload) };
+        let mut cx = Cx { msg, out, scratch: &mut self.scratch };
+        self.f.on_message(&mut cx, m);
+    }
+    fn on_watermark(&mut self, watermark: u64, out: &mut dyn Emitter) {
+        let msg = Msg { key_hash: 0, event_time: watermark, port: 0 };
+        self.f.on_watermark(&mut Cx { msg, out, scratch: &mut self.scratch }, watermark);
+    }
+    fn on_end(&mut self, out: &mut dyn Emitter) {
+        let msg = Msg { key_hash: 0, event_time: u64::MAX, port: 0 };
+        self.f.on_end(&mut Cx { msg, out, scratch: &mut self.scratch });
+    }
+}
+
+/// How a function's input is partitioned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Run where the upstream runs (stateless functions).
+    Forward,
+    /// Run on the home shard of the key hash the upstream emitted with.
+    ByKey,
+}
+
+/// A node of an app under construction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeRef(Upstream);
+
+/// Builds an engine: settings, apps, then `run`.
+pub struct EngineBuilder {
+    settings: EngineSettings,
+    plan: Plan,
+    stop: StopHandle,
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EngineBuilder {
+    /// An engine with default settings (one shard per CPU).
+    pub fn new() -> Self {
+        let settings = EngineSettings::default();
+        let plan = Plan { shards: resolve_shards(settings.shards), ..Plan::default() };
+        EngineBuilder { settings, plan, stop: StopHandle::default() }
+    }
+
+    /// Run on `n` shards (more shards than CPUs run unpinned).
+    pub fn shards(mut self, n: usize) -> Self {
+        self.settings.shards = n;
+        self.plan.shards = resolve_shards(n);
+        self
+    }
+
+    /// Change any engine setting.
+    pub fn settings(mut self, f: impl FnOnce(&mut EngineSettings)) -> Self {
+        f(&mut self.settings);
+        self.plan.shards = resolve_shards(self.settings.shards);
+        self
+    }
+
+    /// A handle to stop the engine from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Add an app with a latency SLO.
+    pub fn app(&mut self, name: &str, slo: Duration) -> AppBuilder<'_> {
+        let id = self.plan.apps.len() as AppId;
+        self.plan.apps.push(AppPlan {
+            name: name.to_owned(),
+            slo_ns: slo.as_nanos() as u64,
+            weight: 1,
+            watermark_every: 1000,
+            watermark_delay_ms: 0,
+        });
+        AppBuilder { plan: &mut self.plan, app: id }
+    }
+
+    /// Run every app to completion under the FIFO policy.
+    pub fn run(self) -> Result<Summary, EngineError> {
+        self.run_with(Builtin::by_name("fifo").expect("fifo exists"), |_| {})
+    }
+
+    /// Run with `policy` (a built-in or your own), reporting progress each stats interval.
+    pub fn run_with<P: Policy + Clone + Send>(self, policy: P, on_progress: impl FnMut(&Progress)) -> Result<Summary, EngineError> {
+        run(self.plan, &self.settings, policy, self.stop, on_progress)
+    }
+}
+
+/// Builds one app's DAG.
+pub struct AppBuilder<'a> {
+    plan: &'a mut Plan,
+    app: AppId,
+}
+
+struct IterSource<I> {
+    iter: I,
+}
+
+impl<T: Message, I: Iterator<Item = (u64, u64, T)>> CustomSource for IterSource<I> {
+    fn next(&mut self, buf: &mut AlignedVec) -> Option<(u64, u64)> {
+        let (key, time, value) = self.iter.next()?;
+        let taken = std::mem::take(buf);
+        *buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&value, taken).expect("value archives");
+        Some((key, time))
+    }
+}
+
+impl AppBuilder<'_> {
+    /// Set the share under the `fair` policy.
+    pub fn weight(&mut self, weight: u32) -> &mut Self {
+        self.plan.apps[self.app as usize].weight = weight;
+        self
+    }
+
+    /// Set how often sources emit watermarks (every `every` events) and their delay (ms).
+    pub fn watermarks(&mut self, every: u64, delay_ms: u64) -> &mut Self {
+        let a = &mut self.plan.apps[self.app as usize];
+        a.watermark_every = every;
+        a.watermark_delay_ms = delay_ms;
+        self
+    }
+
+    /// A source of `parallelism` instances; `make(i)` gives instance i's events as
+    /// `(key_hash, event_time_ms, value)`.
+    pub fn source<T, I>(&mut self, name: &str, parallelism: u32, make: impl Fn(u32) -> I + Send + Sync + 'static) -> NodeRef
+    where
+        T: Message + 'static,
+        I: Iterator<Item = (u64, u64, T)> + 'static,
+    {
+        let shards: Vec<ShardId> = (0..parallelism.clamp(1, self.plan.shards as u32) as ShardId).collect();
+        let factory = Arc::new(move |cx: crate::plan::InstanceCx| {
+            SourceInstance::Custom(Box::new(IterSource { iter: make(cx.instance) }))
+        });
+        self.plan.sources.push(SourcePlan {
+            app: self.app,
+            name: name.to_owned(),
+            factory,
+            shards,
+            outputs: Vec::new(),
+            schema: Schema::default(),
+            event_time_field: None,
+        });
+        NodeRef(Upstream::Source(self.plan.sources.len() - 1))
+    }
+
+    /// A function on `input`; `make` builds its instance on each shard.
+    pub fn function<F: Function>(&mut self, name: &str, input: NodeRef, route: Route, make: impl Fn() -> F + Send + Sync + 'static) -> NodeRef {
+        self.function_on(name, &[(input, route)], make)
+    }
+
+    /// A function with several inputs (port i = the i-th input).
+    pub fn function_on<F: Function>(&mut self, name: &str, inputs: &[(NodeRef, Route)], make: impl Fn() -> F + Send + Sync + 'static) -> NodeRef {
+        let factory = Arc::new(move |_cx: crate::plan::InstanceCx| {
+            OperatorInstance::User(Box::new(Erased { f: make(), scratch: AlignedVec::new() }))
+        });
+        self.add_node(name, inputs, factory, false)
+    }
+
+    /// A sink that hands every output to the returned receiver.
+    pub fn collect(&mut self, name: &str, input: NodeRef) -> flume::Receiver<Output> {
+        let (tx, rx) = flume::unbounded();
+        let sink_name = name.to_owned();
+        let factory = Arc::new(move |_cx: crate::plan::InstanceCx| {
+            let target = SinkTarget::Collect { name: sink_name.clone(), tx: tx.clone() };
+            OperatorInstance::Sink(Sink::new(target, Schema::default()))
+        });
+        self.add_node(name, &[(input, Route::Forward)], factory, true);
+        rx
+    }
+
+    /// A sink that only measures latency.
+    pub fn measure(&mut self, name: &str, input: NodeRef) {
+        let factory = Arc::new(|_cx: crate::plan::InstanceCx| OperatorInstance::Sink(Sink::new(SinkTarget::Latency, Schema::default())));
+        self.add_node(name, &[(input, Route::Forward)], factory, true);
+    }
+
+    fn add_node(&mut self, name: &str, inputs: &[(NodeRef, Route)], factory: crate::plan::OperatorFactory, is_sink: bool) -> NodeRef {
+        let id = self.plan.functions.len() as FunctionId;
+        let inputs: Vec<Input> = inputs
+            .iter()
+            .enumerate()
+            .map(|(port, (n, r))| Input {
+                port: port as u8,
+                from: n.0,
+                partition: if *r == Route::ByKey { Partition::ByKey } else { Partition::Forward },
+            })
+            .collect();
+        for i in &inputs {
+            let edge = Edge { target: id, port: i.port, partition: i.partition };
+            match i.from {
+                Upstream::Source(s) => self.plan.sources[s].outputs.push(edge),
+                Upstream::Function(f) => self.plan.functions[f as usize].outputs.push(edge),
+            }
+        }
+        let shards = self.plan.derive_shards(&inputs);
+        self.plan.functions.push(FunctionPlan {
+            app: self.app,
+            name: name.to_owned(),
+            factory,
+            shards,
+            inputs,
+            outputs: Vec::new(),
+            input_schema: Schema::default(),
+            is_sink,
+            max_lessees: 0,
+        });
+        NodeRef(Upstream::Function(id))
+    }
+}

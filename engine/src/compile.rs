@@ -1,0 +1,400 @@
+//! Compiles a checked [`Config`] into a [`Plan`]: schemas flow through the DAG, every built-in
+//! function is built once here (field names resolve to positions, expressions type-check), and
+//! any error points at the config's file, line and key.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use dirigo_actors::builtins::{AggOp, Aggregate, Filter, Join, KeyBy, Map, Window, WindowKind, WindowSpec as Spec};
+use dirigo_actors::ids::{AppId, FunctionId, ShardId};
+use dirigo_actors::record::{hash_bytes, Schema};
+use toml::Spanned;
+
+use crate::builtin::Builtin;
+use crate::config::{
+    AggregateOp, AppConfig, Config, ConfigError, FunctionConfig, FunctionKind, KeyPath, Node, Role, SinkConfig, SinkKind,
+    SourceConfig, SourceKind, WindowType,
+};
+use crate::engine::{resolve_shards, EngineSettings};
+use crate::ingest::SourceInstance;
+use crate::operator::OperatorInstance;
+use crate::plan::{AppPlan, Edge, FunctionPlan, Input, Partition, Plan, SourcePlan, Upstream};
+use crate::shard::ShardSettings;
+use crate::sink::{Sink, SinkTarget};
+use crate::source::{Burst, FileFormat, FileReader, Generator, GeneratorSpec, KeyDistribution};
+
+/// Engine settings from the `[engine]` table.
+pub fn settings(config: &Config) -> EngineSettings {
+    let e = &config.engine;
+    EngineSettings {
+        shards: e.shards,
+        pin: e.pin,
+        shard: ShardSettings {
+            batch_size: e.batch_size,
+            max_in_flight: e.max_in_flight as u64,
+            spin: e.spin,
+            tick: e.tick,
+            stats_interval: e.stats_interval,
+        },
+        mailbox_batches: e.mailbox_batches,
+        preempt_timer: e.preempt_timer,
+        run_for: None,
+    }
+}
+
+/// Compile every app of `config` for `shards` shards.
+pub fn compile(config: &Config, shards: usize) -> Result<Plan, ConfigError> {
+    let mut plan = Plan { shards: resolve_shards(shards), ..Plan::default() };
+    for (index, app) in config.apps.iter().enumerate() {
+        AppCompiler { config, app, index, id: index as AppId, plan: &mut plan, nodes: HashMap::new() }.compile()?;
+    }
+    plan.validate().map_err(|m| config.error_at(0..0, KeyPath::table("app"), m))?;
+    Ok(plan)
+}
+
+struct AppCompiler<'a> {
+    config: &'a Config,
+    app: &'a AppConfig,
+    index: usize,
+    id: AppId,
+    plan: &'a mut Plan,
+    /// Output of every node compiled so far, by name.
+    nodes: HashMap<String, (Upstream, Schema)>,
+}
+
+type Res<T> = Result<T, ConfigError>;
+
+impl AppCompiler<'_> {
+    fn compile(mut self) -> Res<()> {
+        let a = self.app;
+        self.plan.apps.push(AppPlan {
+            name: a.name.get_ref().clone(),
+            slo_ns: a.slo.as_nanos() as u64,
+            weight: a.weight,
+            watermark_every: a.watermark_every,
+            watermark_delay_ms: a.watermark_delay.as_millis() as u64,
+        });
+        for (id, node) in a.nodes_in_order() {
+            match node {
+                Node::Source(s) => self.source(id.index, s)?,
+                Node::Function(f) => self.function(id.index, f)?,
+                Node::Sink(s) => self.sink(id.index, s)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn path(&self, role: Role, index: usize, name: &str, key: &str) -> KeyPath {
+        KeyPath::app(self.index, self.app.name.get_ref()).node(role, index, name).key(key)
+    }
+
+    fn err<T>(&self, role: Role, index: usize, name: &str, key: &str, span: std::ops::Range<usize>, msg: String) -> Res<T> {
+        Err(self.config.error_at(span, self.path(role, index, name, key), msg))
+    }
+
+    /// Shards for `parallelism` instances, starting at a shard chosen by the app's name so that
+    /// the sources of several apps spread over the shards.
+    fn spread(&self, name: &str, parallelism: u32) -> Vec<ShardId> {
+        let n = self.plan.shards;
+        let start = (hash_bytes(format!("{}/{name}", self.app.name.get_ref()).as_bytes()) % n as u64) as usize;
+        let p = (parallelism.max(1) as usize).min(n);
+        let mut v: Vec<ShardId> = (0..p).map(|i| ((start + i) % n) as ShardId).collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn source(&mut self, index: usize, s: &SourceConfig) -> Res<()> {
+        let name = s.name.get_ref().as_str();
+        let schema = self.app.schema.to_schema();
+        let event_time_field = self.app.event_time.as_ref().and_then(|f| schema.position(f.get_ref()));
+        let (factory, shards): (crate::plan::SourceFactory, _) = match &s.kind {
+            SourceKind::Generator(g) => {
+                let key_field = schema.position(g.key_field.get_ref()).expect("checked by the config");
+                let spec = GeneratorSpec {
+                    rate: g.rate,
+                    events: g.events,
+                    duration: g.duration,
+                    keys: g.keys,
+                    key_field,
+                    distribution: match g.distribution {
+                        crate::config::Distribution::Uniform => KeyDistribution::Uniform,
+                        crate::config::Distribution::Zipf => KeyDistribution::Zipf { s: g.zipf_s },
+                    },
+                    seed: g.seed,
+                    bursts: g.bursts.iter().map(|b| Burst { at: b.at, duration: b.duration, rate: b.rate }).collect(),
+                    event_time_field,
+                    instance: 0,
+                    parallelism: g.parallelism,
+                };
+                if let Err(e) = Generator::new(spec.clone(), &schema) {
+                    return self.err(Role::Source, index, name, "kind", s.name.span(), e.to_string());
+                }
+                let shards = self.spread(name, g.parallelism);
+                let sch = schema.clone();
+                let f = Arc::new(move |cx: crate::plan::InstanceCx| {
+                    let spec = GeneratorSpec { instance: cx.instance, parallelism: cx.parallelism, ..spec.clone() };
+                    SourceInstance::Generator(Generator::new(spec, &sch).expect("checked when the plan was built"))
+                });
+                (f as _, shards)
+            }
+            SourceKind::File(fs) => {
+                let path = PathBuf::from(fs.path.get_ref());
+                let format = match fs.format {
+                    crate::config::FileFormat::Ndjson => FileFormat::Ndjson,
+                    crate::config::FileFormat::Csv => FileFormat::Csv { header: fs.header },
+                };
+                if let Err(e) = FileReader::open(&path, format, &schema) {
+                    return self.err(Role::Source, index, name, "path", fs.path.span(), e.to_string());
+                }
+                let (sch, rate) = (schema.clone(), fs.rate);
+                let f = Arc::new(move |_cx: crate::plan::InstanceCx| {
+                    let reader = FileReader::open(&path, format, &sch).expect("opened when the plan was built");
+                    SourceInstance::File { reader, rate, produced: 0 }
+                });
+                (f as _, self.spread(name, 1))
+            }
+            SourceKind::Tcp(t) => {
+                let msg = "tcp sources are not available in this build (see the networking issue)".to_owned();
+                return self.err(Role::Source, index, name, "kind", t.listen.span(), msg);
+            }
+        };
+        self.plan.sources.push(SourcePlan {
+            app: self.id,
+            name: name.to_owned(),
+            factory,
+            shards,
+            outputs: Vec::new(),
+            schema: schema.clone(),
+            event_time_field,
+        });
+        self.nodes.insert(name.to_owned(), (Upstream::Source(self.plan.sources.len() - 1), schema));
+        Ok(())
+    }
+
+    fn input(&self, role: Role, index: usize, node: &str, key: &str, input: &Spanned<String>) -> Res<(Upstream, Schema)> {
+        match self.nodes.get(input.get_ref()) {
+            Some(v) => Ok(v.clone()),
+            None => self.err(role, index, node, key, input.span(), format!("no source or function named `{}`", input.get_ref())),
+        }
+    }
+
+    /// Position of `field` in `schema`, or an error at the key that names it.
+    fn field(&self, index: usize, node: &str, key: &str, schema: &Schema, field: &Spanned<String>) -> Res<usize> {
+        schema.position(field.get_ref()).map_or_else(
+            || {
+                let known: Vec<&str> = schema.fields().map(|(n, _)| n).collect();
+                let msg = format!("no field `{}` in the input; fields are: {}", field.get_ref(), known.join(", "));
+                self.err(Role::Function, index, node, key, field.span(), msg)
+            },
+            Ok,
+        )
+    }
+
+    fn function(&mut self, index: usize, f: &FunctionConfig) -> Res<()> {
+        let name = f.name.get_ref().clone();
+        let ins = f.kind.inputs();
+        let mut inputs = Vec::new();
+        let mut schemas = Vec::new();
+        for (port, (key, input)) in ins.iter().enumerate() {
+            let (up, schema) = self.input(Role::Function, index, &name, key, input)?;
+            inputs.push(Input { port: port as u8, from: up, partition: Partition::Forward });
+            schemas.push(schema);
+        }
+        let built = self.build(index, f, &schemas)?;
+        for (i, p) in built.partitions.iter().enumerate() {
+            inputs[i].partition = *p;
+        }
+        let make = built.make;
+        let factory = Arc::new(move |_cx: crate::plan::InstanceCx| OperatorInstance::Builtin(make()));
+        let id = self.add(&name, inputs, factory, schemas[0].clone(), false, f.max_lessees);
+        self.nodes.insert(name, (Upstream::Function(id), built.output));
+        Ok(())
+    }
+
+    fn add(&mut self, name: &str, inputs: Vec<Input>, factory: crate::plan::OperatorFactory, input_schema: Schema, is_sink: bool, max_lessees: u32) -> FunctionId {
+        let id = self.plan.functions.len() as FunctionId;
+        for i in &inputs {
+            let edge = Edge { target: id, port: i.port, partition: i.partition };
+            match i.from {
+                Upstream::Source(s) => self.plan.sources[s].outputs.push(edge),
+                Upstream::Function(f) => self.plan.functions[f as usize].outputs.push(edge),
+            }
+        }
+        let shards = self.plan.derive_shards(&inputs);
+        self.plan.functions.push(FunctionPlan {
+            app: self.id,
+            name: name.to_owned(),
+            factory,
+            shards,
+            inputs,
+            outputs: Vec::new(),
+            input_schema,
+            is_sink,
+            max_lessees,
+        });
+        id
+    }
+
+    fn sink(&mut self, index: usize, s: &SinkConfig) -> Res<()> {
+        let name = s.name.get_ref().clone();
+        let (up, schema) = self.input(Role::Sink, index, &name, "input", &s.input)?;
+        let sch = schema.clone();
+        let factory: crate::plan::OperatorFactory = match &s.kind {
+            SinkKind::Stdout => Arc::new(move |_| OperatorInstance::Sink(Sink::new(SinkTarget::Stdout, sch.clone()))),
+            SinkKind::Latency => Arc::new(move |_| OperatorInstance::Sink(Sink::new(SinkTarget::Latency, sch.clone()))),
+            SinkKind::Null => Arc::new(move |_| OperatorInstance::Sink(Sink::new(SinkTarget::Null, sch.clone()))),
+            SinkKind::File { path, format } => {
+                let p = PathBuf::from(path.get_ref());
+                let csv = *format == crate::config::FileFormat::Csv;
+                let header = if csv { crate::sink::csv_header(&schema) } else { String::new() };
+                self.plan.files.push((p.clone(), header));
+                Arc::new(move |_| {
+                    let sink = Sink::open_file(&p, sch.clone(), csv)
+                        .unwrap_or_else(|e| panic!("cannot open sink file {}: {e}", p.display()));
+                    OperatorInstance::Sink(sink)
+                })
+            }
+            SinkKind::Tcp { listen, .. } => {
+                let msg = "tcp sinks are not available in this build (see the networking issue)".to_owned();
+                return self.err(Role::Sink, index, &name, "kind", listen.span(), msg);
+            }
+        };
+        let inputs = vec![Input { port: 0, from: up, partition: Partition::Forward }];
+        self.add(&name, inputs, factory, schema, true, 0);
+        Ok(())
+    }
+}
+
+/// A built-in function compiled once: how to make an instance, how its inputs are partitioned,
+/// and its output schema.
+struct Built {
+    make: Arc<dyn Fn() -> Builtin + Send + Sync>,
+    partitions: Vec<Partition>,
+    output: Schema,
+}
+
+impl AppCompiler<'_> {
+    fn build(&self, index: usize, f: &FunctionConfig, inputs: &[Schema]) -> Res<Built> {
+        let name = f.name.get_ref().as_str();
+        let input = &inputs[0];
+        let fail = |key: &str, span: std::ops::Range<usize>, e: dirigo_actors::builtins::BuildError| -> ConfigError {
+            self.config.error_at(span, self.path(Role::Function, index, name, key), e.to_string())
+        };
+        let keyed = |key: &Option<Spanned<String>>| -> Res<Partition> {
+            match key {
+                Some(k) => Ok(Partition::ByField(self.field(index, name, "key", input, k)?)),
+                None => Ok(Partition::ByKey),
+            }
+        };
+        match &f.kind {
+            FunctionKind::Map { fields, .. } => {
+                let pairs: Vec<(String, String)> = fields.iter().map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone())).collect();
+                let span = fields.first().map(|(_, v)| v.span()).unwrap_or(f.name.span());
+                let (_, out) = Map::new(input, &pairs).map_err(|e| fail("fields", span, e))?;
+                let sch = input.clone();
+                Ok(built(move || Builtin::Map(Map::new(&sch, &pairs).expect("checked").0), vec![Partition::Forward], out))
+            }
+            FunctionKind::Filter { predicate, .. } => {
+                let (_, out) = Filter::new(input, predicate.get_ref()).map_err(|e| fail("predicate", predicate.span(), e))?;
+                let (sch, p) = (input.clone(), predicate.get_ref().clone());
+                Ok(built(move || Builtin::Filter(Filter::new(&sch, &p).expect("checked").0), vec![Partition::Forward], out))
+            }
+            FunctionKind::KeyBy { key, .. } => {
+                self.field(index, name, "key", input, key)?;
+                let (_, out) = KeyBy::new(input, key.get_ref()).map_err(|e| fail("key", key.span(), e))?;
+                let (sch, k) = (input.clone(), key.get_ref().clone());
+                Ok(built(move || Builtin::KeyBy(KeyBy::new(&sch, &k).expect("checked").0), vec![Partition::Forward], out))
+            }
+            FunctionKind::Count { key, .. } => self.aggregate(index, f, input, AggOp::Count, None, key, keyed(key)?),
+            FunctionKind::Sum(a) => self.aggregate(index, f, input, AggOp::Sum, Some(&a.field), &a.key, keyed(&a.key)?),
+            FunctionKind::Min(a) => self.aggregate(index, f, input, AggOp::Min, Some(&a.field), &a.key, keyed(&a.key)?),
+            FunctionKind::Max(a) => self.aggregate(index, f, input, AggOp::Max, Some(&a.field), &a.key, keyed(&a.key)?),
+            FunctionKind::Avg(a) => self.aggregate(index, f, input, AggOp::Avg, Some(&a.field), &a.key, keyed(&a.key)?),
+            FunctionKind::Window(w) => {
+                let part = keyed(&w.key)?;
+                let spec = window_spec(w.window.get_ref());
+                let agg = w.aggregate.get_ref();
+                let op = agg_op(agg.op);
+                if let Some(field) = &agg.field {
+                    self.field(index, name, "aggregate", input, field)?;
+                }
+                let field = agg.field.as_ref().map(|s| s.get_ref().clone());
+                let key = w.key.as_ref().map(|s| s.get_ref().clone());
+                let (_, out) = Window::new(input, spec, op, field.as_deref(), key.as_deref())
+                    .map_err(|e| fail("aggregate", w.aggregate.span(), e))?;
+                let sch = input.clone();
+                let make = move || Builtin::Window(Window::new(&sch, spec, op, field.as_deref(), key.as_deref()).expect("checked").0);
+                Ok(built(make, vec![part], out))
+            }
+            FunctionKind::Join(j) => {
+                let (l, r) = (&inputs[0], &inputs[1]);
+                let lp = self.field(index, name, "left_key", l, &j.left_key)?;
+                let rp = self.field(index, name, "right_key", r, &j.right_key)?;
+                let spec = window_spec(j.window.get_ref());
+                let (lk, rk) = (j.left_key.get_ref().clone(), j.right_key.get_ref().clone());
+                let (_, out) = Join::new(l, r, &lk, &rk, spec).map_err(|e| fail("right_key", j.right_key.span(), e))?;
+                let (ls, rs) = (l.clone(), r.clone());
+                let make = move || Builtin::Join(Join::new(&ls, &rs, &lk, &rk, spec).expect("checked").0);
+                Ok(built(make, vec![Partition::ByField(lp), Partition::ByField(rp)], out))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn aggregate(
+        &self,
+        index: usize,
+        f: &FunctionConfig,
+        input: &Schema,
+        op: AggOp,
+        field: Option<&Spanned<String>>,
+        key: &Option<Spanned<String>>,
+        part: Partition,
+    ) -> Res<Built> {
+        let name = f.name.get_ref().as_str();
+        if let Some(fl) = field {
+            self.field(index, name, "field", input, fl)?;
+        }
+        let field = field.map(|s| s.get_ref().clone());
+        let key_name = key.as_ref().map(|s| s.get_ref().clone());
+        let span = f.name.span();
+        let (_, out) = Aggregate::new(input, op, field.as_deref(), key_name.as_deref())
+            .map_err(|e| self.config.error_at(span, self.path(Role::Function, index, name, "field"), e.to_string()))?;
+        let sch = input.clone();
+        let make = move || Builtin::Aggregate(Aggregate::new(&sch, op, field.as_deref(), key_name.as_deref()).expect("checked").0);
+        Ok(built(make, vec![part], out))
+    }
+}
+
+fn built(make: impl Fn() -> Builtin + Send + Sync + 'static, partitions: Vec<Partition>, output: Schema) -> Built {
+    Built { make: Arc::new(make), partitions, output }
+}
+
+fn agg_op(op: AggregateOp) -> AggOp {
+    AggOp::parse(op.name()).expect("config ops are the built-in ops")
+}
+
+fn window_spec(w: &crate::config::WindowSpec) -> Spec {
+    let size_ms = w.size.as_millis() as u64;
+    let kind = match w.window_type {
+        WindowType::Tumbling => WindowKind::Tumbling { size_ms },
+        WindowType::Sliding => WindowKind::Sliding { size_ms, slide_ms: w.slide.map_or(size_ms, |s| s.as_millis() as u64) },
+    };
+    Spec { kind, lateness_ms: w.lateness.as_millis() as u64 }
+}
+
+/// Replace every sink of `plan` by a collector (tests, embedding programs): outputs arrive on
+/// the returned receiver, named by sink; latency is still measured.
+pub fn collect_sinks(plan: &mut Plan) -> flume::Receiver<crate::sink::Output> {
+    let (tx, rx) = flume::unbounded();
+    for f in plan.functions.iter_mut().filter(|f| f.is_sink) {
+        let (name, tx) = (f.name.clone(), tx.clone());
+        let schema = f.input_schema.clone();
+        f.factory = Arc::new(move |_| {
+            OperatorInstance::Sink(Sink::new(SinkTarget::Collect { name: name.clone(), tx: tx.clone() }, schema.clone()))
+        });
+    }
+    plan.files.clear();
+    rx
+}

@@ -1,0 +1,152 @@
+//! Bounded single-producer/single-consumer mailboxes between shards. A mailbox carries batches
+//! of envelopes; emptied batches travel back to their sender on a return ring, so steady state
+//! allocates nothing and no buffer is freed on a foreign thread.
+
+use std::sync::Arc;
+
+use dirigo_actors::envelope::Header;
+use rkyv::util::AlignedVec;
+
+use crate::signal::ShardSignal;
+
+/// One envelope inside a batch: its header and its payload's byte range in the batch.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    pub header: Header,
+    pub off: u32,
+    pub len: u32,
+}
+
+/// Envelopes travelling together; payloads are rkyv archives packed 16-byte aligned in `bytes`.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub entries: Vec<Entry>,
+    pub bytes: AlignedVec,
+}
+
+impl Batch {
+    /// An empty batch with room for `entries` envelopes.
+    pub fn with_capacity(entries: usize) -> Self {
+        Batch { entries: Vec::with_capacity(entries), bytes: AlignedVec::with_capacity(entries * 64) }
+    }
+
+    /// Empty it for reuse, keeping its capacity.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes.clear();
+    }
+
+    /// The payload of entry `i`.
+    #[inline]
+    pub fn payload(&self, off: u32, len: u32) -> &[u8] {
+        &self.bytes[off as usize..(off + len) as usize]
+    }
+
+    /// Append a control or pass-through envelope whose payload is `payload` (copied).
+    pub fn push_bytes(&mut self, header: Header, payload: &[u8]) {
+        let off = self.bytes.len().next_multiple_of(16);
+        self.bytes.resize(off, 0);
+        self.bytes.extend_from_slice(payload);
+        self.entries.push(Entry { header, off: off as u32, len: payload.len() as u32 });
+    }
+}
+
+/// The sending end of a mailbox, held by the sender shard.
+pub struct Outbox {
+    ring: rtrb::Producer<Batch>,
+    returns: rtrb::Consumer<Batch>,
+    /// The receiver's signal slot: read its sleep flag, ring its doorbell.
+    pub peer: Arc<ShardSignal>,
+}
+
+/// The receiving end of a mailbox, held by the receiver shard.
+pub struct Inbox {
+    ring: rtrb::Consumer<Batch>,
+    returns: rtrb::Producer<Batch>,
+}
+
+/// A mailbox of `capacity` batches from one shard to another.
+pub fn mailbox(capacity: usize, receiver: Arc<ShardSignal>) -> (Outbox, Inbox) {
+    let (tx, rx) = rtrb::RingBuffer::new(capacity);
+    let (ret_tx, ret_rx) = rtrb::RingBuffer::new(capacity);
+    (Outbox { ring: tx, returns: ret_rx, peer: receiver }, Inbox { ring: rx, returns: ret_tx })
+}
+
+impl Outbox {
+    /// Offer a batch; gives it back when the ring is full (the caller keeps it staged).
+    #[inline]
+    pub fn try_send(&mut self, batch: Batch) -> Result<(), Batch> {
+        self.ring.push(batch).map_err(|rtrb::PushError::Full(b)| b)
+    }
+
+    /// Take back a batch the receiver has emptied.
+    #[inline]
+    pub fn reclaim(&mut self) -> Option<Batch> {
+        self.returns.pop().ok()
+    }
+}
+
+impl Inbox {
+    /// Next batch, if any.
+    #[inline]
+    pub fn recv(&mut self) -> Option<Batch> {
+        self.ring.pop().ok()
+    }
+
+    /// True when a batch is waiting.
+    #[inline]
+    pub fn has_mail(&self) -> bool {
+        !self.ring.is_empty()
+    }
+
+    /// Hand an emptied batch back to its sender (dropped if the return ring is full).
+    #[inline]
+    pub fn give_back(&mut self, mut batch: Batch) {
+        batch.clear();
+        let _ = self.returns.push(batch);
+    }
+}
+
+/// The full mesh of one node: `outboxes[from][to]` and `inboxes[to][from]` (None on the diagonal).
+pub struct Mesh {
+    pub outboxes: Vec<Vec<Option<Outbox>>>,
+    pub inboxes: Vec<Vec<Option<Inbox>>>,
+}
+
+impl Mesh {
+    /// Build mailboxes between every ordered pair of `signals.len()` shards.
+    pub fn new(signals: &[Arc<ShardSignal>], capacity: usize) -> Mesh {
+        let n = signals.len();
+        let mut outboxes: Vec<Vec<Option<Outbox>>> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+        let mut inboxes: Vec<Vec<Option<Inbox>>> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+        for from in 0..n {
+            for to in (0..n).filter(|&to| to != from) {
+                let (o, i) = mailbox(capacity, signals[to].clone());
+                outboxes[from][to] = Some(o);
+                inboxes[to][from] = Some(i);
+            }
+        }
+        Mesh { outboxes, inboxes }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_flow_and_come_back() {
+        let sig = Arc::new(ShardSignal::new().0);
+        let (mut out, mut inb) = mailbox(2, sig);
+        let mut b = Batch::with_capacity(4);
+        b.push_bytes(Header::data(0, 0, 1), &[1, 2, 3]);
+        assert!(out.try_send(b).is_ok());
+        assert!(out.try_send(Batch::default()).is_ok());
+        assert!(out.try_send(Batch::default()).is_err(), "ring of 2 is full");
+        let got = inb.recv().unwrap();
+        assert_eq!(got.payload(got.entries[0].off, got.entries[0].len), &[1, 2, 3]);
+        inb.give_back(got);
+        let back = out.reclaim().unwrap();
+        assert!(back.entries.is_empty() && back.entries.capacity() >= 4);
+    }
+}

@@ -1,0 +1,69 @@
+//! Operator instances on a shard: built-in functions, sinks and user functions behind one enum,
+//! so the hot path dispatches with a `match`, not a virtual call (user code excepted).
+
+use dirigo_actors::envelope::Header;
+use dirigo_actors::operator::{Emitter, Msg, Operator};
+use dirigo_actors::record::access_trusted;
+
+use crate::builtin::Builtin;
+use crate::sink::Sink;
+
+/// A user function with its types erased (see `crate::api::Function` for the typed trait).
+pub trait ErasedFunction {
+    /// Apply one message; `payload` is the archive the engine carried.
+    fn on_message(&mut self, msg: Msg, payload: &[u8], out: &mut dyn Emitter);
+    /// Event time reached `watermark` on every input.
+    fn on_watermark(&mut self, _watermark: u64, _out: &mut dyn Emitter) {}
+    /// Every input ended.
+    fn on_end(&mut self, _out: &mut dyn Emitter) {}
+}
+
+/// One function instance on one shard.
+pub enum OperatorInstance {
+    Builtin(Builtin),
+    Sink(Sink),
+    User(Box<dyn ErasedFunction>),
+}
+
+impl OperatorInstance {
+    /// Apply a data message. Hot path.
+    #[inline]
+    pub fn on_data<E: Emitter>(&mut self, h: &Header, payload: &[u8], out: &mut E) {
+        let msg = Msg { key_hash: h.key_hash, event_time: h.event_time, port: h.port };
+        match self {
+            OperatorInstance::Builtin(b) => {
+                // SAFETY: payloads of built-in functions are archives the engine wrote itself
+                // (sources and emitters), or validated at the network boundary.
+                let rec = unsafe { access_trusted(payload) };
+                b.on_record(msg, rec, payload, out)
+            }
+            OperatorInstance::Sink(s) => s.on_data(h, payload),
+            OperatorInstance::User(f) => f.on_message(msg, payload, out),
+        }
+    }
+
+    /// Event time advanced on every input.
+    pub fn on_watermark<E: Emitter>(&mut self, watermark: u64, out: &mut E) {
+        match self {
+            OperatorInstance::Builtin(b) => b.on_watermark(watermark, out),
+            OperatorInstance::Sink(_) => {}
+            OperatorInstance::User(f) => f.on_watermark(watermark, out),
+        }
+    }
+
+    /// Every input ended.
+    pub fn on_end<E: Emitter>(&mut self, out: &mut E) {
+        match self {
+            OperatorInstance::Builtin(b) => b.on_end(out),
+            OperatorInstance::Sink(s) => s.flush(),
+            OperatorInstance::User(f) => f.on_end(out),
+        }
+    }
+
+    /// Periodic flush of buffered output (sinks).
+    pub fn flush(&mut self) {
+        if let OperatorInstance::Sink(s) = self {
+            s.flush()
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The compiled plan: apps, their sources and functions with global ids, the edges between them
+//! with their partitioning, and which shards run an instance of each. Built once (from a config
+//! or through the embedding API) and shared read-only by every shard.
+
+use std::sync::Arc;
+
+use dirigo_actors::ids::{AppId, FunctionId, ShardId};
+use dirigo_actors::record::Schema;
+
+use crate::operator::OperatorInstance;
+use crate::ingest::SourceInstance;
+
+/// How messages on an edge choose the receiving shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Partition {
+    /// Stay on the sending shard (stateless functions, sinks): no hop.
+    Forward,
+    /// To the home shard of the message's key hash (set upstream, e.g. by `key_by`).
+    ByKey,
+    /// To the home shard of the hash of this output field; the field's hash becomes the key.
+    ByField(usize),
+}
+
+/// An output edge: where a node's output goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Edge {
+    pub target: FunctionId,
+    pub port: u8,
+    pub partition: Partition,
+}
+
+/// Where an input comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upstream {
+    Source(usize),
+    Function(FunctionId),
+}
+
+/// One input of a function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Input {
+    pub port: u8,
+    pub from: Upstream,
+    pub partition: Partition,
+}
+
+/// What a shard is told when it instantiates an operator or a source.
+#[derive(Clone, Copy, Debug)]
+pub struct InstanceCx {
+    pub shard: ShardId,
+    pub shards: usize,
+    /// Index of this instance among the node's instances, and their number.
+    pub instance: u32,
+    pub parallelism: u32,
+}
+
+/// Makes one operator instance per shard.
+pub type OperatorFactory = Arc<dyn Fn(InstanceCx) -> OperatorInstance + Send + Sync>;
+/// Makes one source instance per shard it runs on.
+pub type SourceFactory = Arc<dyn Fn(InstanceCx) -> SourceInstance + Send + Sync>;
+
+/// An app: a DAG with a latency SLO.
+#[derive(Clone, Debug)]
+pub struct AppPlan {
+    pub name: String,
+    pub slo_ns: u64,
+    /// Share under the `fair` policy.
+    pub weight: u32,
+    /// A source emits a watermark every this many events.
+    pub watermark_every: u64,
+    /// Bounded out-of-orderness (ms) subtracted from the max event time seen.
+    pub watermark_delay_ms: u64,
+}
+
+/// A source node.
+#[derive(Clone)]
+pub struct SourcePlan {
+    pub app: AppId,
+    pub name: String,
+    pub factory: SourceFactory,
+    pub shards: Vec<ShardId>,
+    pub outputs: Vec<Edge>,
+    pub schema: Schema,
+    /// Position of the schema field holding event time (ms), if the app declares one.
+    pub event_time_field: Option<usize>,
+}
+
+/// A function or sink node.
+#[derive(Clone)]
+pub struct FunctionPlan {
+    pub app: AppId,
+    pub name: String,
+    pub factory: OperatorFactory,
+    pub shards: Vec<ShardId>,
+    pub inputs: Vec<Input>,
+    pub outputs: Vec<Edge>,
+    /// Schema of the records this node receives (port 0); sinks format with it.
+    pub input_schema: Schema,
+    pub is_sink: bool,
+    /// Dual-mode scaling: lessees per actor (0 = off).
+    pub max_lessees: u32,
+}
+
+/// The whole plan of an engine.
+#[derive(Clone, Default)]
+pub struct Plan {
+    pub shards: usize,
+    pub apps: Vec<AppPlan>,
+    pub sources: Vec<SourcePlan>,
+    pub functions: Vec<FunctionPlan>,
+    /// Files that sinks append to, with their first line (a CSV header, or empty); written
+    /// once when the engine starts.
+    pub files: Vec<(std::path::PathBuf, String)>,
+}
+
+impl Plan {
+    /// Shards running `up`.
+    pub fn upstream_shards(&self, up: Upstream) -> &[ShardId] {
+        match up {
+            Upstream::Source(i) => &self.sources[i].shards,
+            Upstream::Function(f) => &self.functions[f as usize].shards,
+        }
+    }
+
+    /// Input channels (port, sending shard) an instance of `f` on `shard` receives on; the
+    /// instance has ended when every one of them has delivered `End`.
+    pub fn channels_of(&self, f: FunctionId, shard: ShardId) -> Vec<(u8, ShardId)> {
+        let mut out = Vec::new();
+        for input in &self.functions[f as usize].inputs {
+            let ups = self.upstream_shards(input.from);
+            match input.partition {
+                Partition::Forward => {
+                    if ups.contains(&shard) {
+                        out.push((input.port, shard));
+                    }
+                }
+                Partition::ByKey | Partition::ByField(_) => {
+                    out.extend(ups.iter().map(|&s| (input.port, s)));
+                }
+            }
+        }
+        out
+    }
+
+    /// Shards that run `f`, computed from its inputs: keyed inputs spread over every shard,
+    /// forward inputs stay where their upstream runs.
+    pub fn derive_shards(&self, inputs: &[Input]) -> Vec<ShardId> {
+        let mut set = vec![false; self.shards];
+        for input in inputs {
+            match input.partition {
+                Partition::Forward => {
+                    for &s in self.upstream_shards(input.from) {
+                        set[s as usize] = true;
+                    }
+                }
+                _ => set.iter_mut().for_each(|b| *b = true),
+            }
+        }
+        (0..self.shards as ShardId).filter(|s| set[*s as usize]).collect()
+    }
+
+    /// Check the plan's invariants; an error names the node.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, f) in self.functions.iter().enumerate() {
+            if f.shards.is_empty() {
+                return Err(format!("function `{}` runs on no shard", f.name));
+            }
+            for e in &f.outputs {
+                if e.target as usize >= self.functions.len() {
+                    return Err(format!("function `{}` sends to unknown function {}", f.name, e.target));
+                }
+                if e.target as usize <= i {
+                    return Err(format!("function `{}`: edges must go forward in topological order", f.name));
+                }
+            }
+        }
+        Ok(())
+    }
+}

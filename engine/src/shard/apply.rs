@@ -1,0 +1,148 @@
+//! Receiving and running messages: mailboxes drained into the run queue through `on_enqueue`,
+//! then messages picked by the policy and applied to their function instance, watermarks and
+//! ends handled in order with data.
+
+use dirigo_actors::envelope::{Header, MessageKind};
+use dirigo_actors::ids::{FunctionId, ShardId};
+
+use super::router::{broadcast, Router};
+use super::{Shard, COST_SAMPLE};
+use crate::clock::now_ns;
+use crate::mailbox::Batch;
+use crate::policy::{Policy, SchedCx};
+use crate::runqueue::QEntry;
+
+impl<P: Policy> Shard<P> {
+    /// Move every waiting batch (from other shards and from this one) into the run queue.
+    pub(super) fn drain_mail(&mut self) -> bool {
+        let mut any = false;
+        while let Some(b) = self.out.local.pop_front() {
+            self.enqueue_batch(b, self.id);
+            any = true;
+        }
+        for from in 0..self.inboxes.len() {
+            while let Some(b) = self.inboxes[from].as_mut().and_then(|i| i.recv()) {
+                self.enqueue_batch(b, from as ShardId);
+                any = true;
+            }
+        }
+        any
+    }
+
+    fn enqueue_batch(&mut self, batch: Batch, from: ShardId) {
+        self.check_sequence(&batch, from);
+        let now = now_ns();
+        let cx = SchedCx { apps: &self.plan.apps, fn_app: &self.fn_app, cost_ns: &self.cost_ns, cost_to_go_ns: &self.cost_to_go_ns, now_ns: now };
+        let slot = self.held.hold_with(batch, from, |entries, slot| {
+            for e in entries {
+                let priority = self.policy.on_enqueue(&e.header, self.arrival, &cx);
+                self.runq.push(QEntry { header: e.header, priority, arrival: self.arrival, slot, off: e.off, len: e.len });
+                self.arrival += 1;
+            }
+        });
+        let _ = slot;
+    }
+
+    /// Protocol invariant (debug builds): every channel delivers its envelopes exactly once, in
+    /// the order they were sent.
+    fn check_sequence(&mut self, batch: &Batch, from: ShardId) {
+        if cfg!(debug_assertions) {
+            for e in &batch.entries {
+                let want = self.expected_seq[from as usize];
+                assert_eq!(e.header.seq, want, "shard {}: channel from shard {from} skipped or repeated", self.id);
+                self.expected_seq[from as usize] = want.wrapping_add(1);
+            }
+        }
+    }
+
+    /// Run up to `budget` messages in the policy's order; returns how many ran.
+    pub(super) fn run_budget(&mut self, budget: usize) -> usize {
+        let mut ran = 0;
+        while ran < budget {
+            let now = if self.arrival % COST_SAMPLE == 0 { now_ns() } else { 0 };
+            let cx = SchedCx { apps: &self.plan.apps, fn_app: &self.fn_app, cost_ns: &self.cost_ns, cost_to_go_ns: &self.cost_to_go_ns, now_ns: now };
+            let Some(f) = self.policy.pick_next(&self.runq, &cx) else { break };
+            let e = self.runq.pop(f).expect("picked queue is non-empty");
+            self.apply(e);
+            ran += 1;
+        }
+        ran
+    }
+
+    fn apply(&mut self, e: QEntry) {
+        match e.header.kind {
+            MessageKind::Data => self.apply_data(&e),
+            MessageKind::Watermark => self.apply_watermark(&e.header),
+            MessageKind::End => self.apply_end(&e.header),
+        }
+        if let Some((batch, from)) = self.held.release(e.slot) {
+            if from == self.id {
+                self.out.recycle(batch);
+            } else if let Some(inbox) = self.inboxes[from as usize].as_mut() {
+                inbox.give_back(batch);
+            }
+        }
+    }
+
+    /// Apply a data message to its function. Hot path.
+    fn apply_data(&mut self, e: &QEntry) {
+        let f = e.header.function as usize;
+        let fp = &self.plan.functions[f];
+        let sampled = e.arrival % COST_SAMPLE == 0;
+        let t0 = if sampled || fp.is_sink { now_ns() } else { 0 };
+        if fp.is_sink {
+            let slo = self.plan.apps[fp.app as usize].slo_ns;
+            self.stats[fp.app as usize].record_output(t0.saturating_sub(e.header.ingress_ns), slo);
+        }
+        let cx = SchedCx { apps: &self.plan.apps, fn_app: &self.fn_app, cost_ns: &self.cost_ns, cost_to_go_ns: &self.cost_to_go_ns, now_ns: t0 };
+        self.policy.pre_apply(&e.header, &cx);
+        let payload = self.held.batch(e.slot).payload(e.off, e.len);
+        let op = self.ops[f].as_mut().expect("message for a function instance on this shard");
+        let mut router = Router { out: &mut self.out, policy: &mut self.policy, edges: &fp.outputs, parent: e.header, shards: self.plan.shards };
+        op.on_data(&e.header, payload, &mut router);
+        let cx = SchedCx { apps: &self.plan.apps, fn_app: &self.fn_app, cost_ns: &self.cost_ns, cost_to_go_ns: &self.cost_to_go_ns, now_ns: t0 };
+        self.policy.post_apply(&e.header, &cx);
+        if sampled {
+            let dt = now_ns().saturating_sub(t0);
+            self.cost_ns[f] = (self.cost_ns[f] * 7 + dt) / 8;
+        }
+    }
+
+    fn apply_watermark(&mut self, h: &Header) {
+        let f = h.function as usize;
+        let inst = self.insts[f].as_mut().expect("instance");
+        if let Some(wm) = inst.on_watermark(h.port, h.from_shard, h.event_time) {
+            self.fire_watermark(h, wm);
+        }
+    }
+
+    fn fire_watermark(&mut self, h: &Header, wm: u64) {
+        let f = h.function as usize;
+        let fp = &self.plan.functions[f];
+        let op = self.ops[f].as_mut().expect("instance");
+        let mut router = Router { out: &mut self.out, policy: &mut self.policy, edges: &fp.outputs, parent: *h, shards: self.plan.shards };
+        op.on_watermark(wm, &mut router);
+        broadcast(&mut self.out, &self.plan, &fp.outputs, *h, MessageKind::Watermark, wm);
+    }
+
+    fn apply_end(&mut self, h: &Header) {
+        let f = h.function as usize;
+        let inst = self.insts[f].as_mut().expect("instance");
+        let (last, advanced) = inst.on_end(h.port, h.from_shard);
+        if let Some(wm) = advanced {
+            self.fire_watermark(h, wm);
+        }
+        if last {
+            self.end_instance(h.function, h);
+        }
+    }
+
+    fn end_instance(&mut self, f: FunctionId, h: &Header) {
+        let fp = &self.plan.functions[f as usize];
+        let op = self.ops[f as usize].as_mut().expect("instance");
+        let mut router = Router { out: &mut self.out, policy: &mut self.policy, edges: &fp.outputs, parent: *h, shards: self.plan.shards };
+        op.on_end(&mut router);
+        broadcast(&mut self.out, &self.plan, &fp.outputs, *h, MessageKind::End, u64::MAX);
+        self.live -= 1;
+    }
+}

@@ -1,0 +1,66 @@
+//! Batches a shard has received and not yet fully processed. A run-queue entry points into a
+//! held batch; when its last entry has run, the batch goes back to its sender (or the pool).
+
+use dirigo_actors::ids::ShardId;
+
+use crate::mailbox::Batch;
+
+struct Slot {
+    batch: Batch,
+    remaining: u32,
+    from: ShardId,
+}
+
+/// Received batches, indexed by slot.
+#[derive(Default)]
+pub struct Held {
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+}
+
+impl Held {
+    /// Hold `batch` from shard `from`; returns its slot.
+    pub fn hold(&mut self, batch: Batch, from: ShardId) -> u32 {
+        let slot = Slot { remaining: batch.entries.len() as u32, batch, from };
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(slot);
+                i
+            }
+            None => {
+                self.slots.push(Some(slot));
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Hold `batch`, letting `f` see its entries and the slot they will live in.
+    pub fn hold_with(&mut self, batch: Batch, from: ShardId, f: impl FnOnce(&[crate::mailbox::Entry], u32)) -> u32 {
+        if batch.entries.is_empty() {
+            return u32::MAX;
+        }
+        let slot = self.hold(batch, from);
+        let s = self.slots[slot as usize].as_ref().expect("just held");
+        f(&s.batch.entries, slot);
+        slot
+    }
+
+    /// The batch in `slot`.
+    #[inline]
+    pub fn batch(&self, slot: u32) -> &Batch {
+        &self.slots[slot as usize].as_ref().expect("held slot").batch
+    }
+
+    /// One entry of `slot` is done; returns the batch and its sender when it was the last.
+    #[inline]
+    pub fn release(&mut self, slot: u32) -> Option<(Batch, ShardId)> {
+        let s = self.slots[slot as usize].as_mut().expect("held slot");
+        s.remaining -= 1;
+        if s.remaining > 0 {
+            return None;
+        }
+        let s = self.slots[slot as usize].take().expect("held slot");
+        self.free.push(slot);
+        Some((s.batch, s.from))
+    }
+}

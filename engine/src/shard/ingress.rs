@@ -1,0 +1,143 @@
+//! Ingress: the shard polls its source instances, stamps each new message's ingress time and
+//! deadline (`on_ingress`), routes it downstream, and emits watermarks every N events and an
+//! end when the source finishes (or the engine is stopping).
+
+use std::sync::atomic::Ordering;
+
+use dirigo_actors::envelope::{Header, MessageKind};
+use dirigo_actors::ids::ShardId;
+use dirigo_actors::operator::Emitter;
+
+use super::router::{broadcast, Router};
+use super::{Shard, TURN_BUDGET};
+use crate::clock::now_ns;
+use crate::ingest::{Produced, SourceInstance};
+use crate::plan::{InstanceCx, Plan};
+use crate::policy::Policy;
+
+/// One source instance running on this shard.
+pub struct SourceRun {
+    index: usize,
+    inst: SourceInstance,
+    started_ns: Option<u64>,
+    produced: u64,
+    max_event_time: u64,
+    last_watermark: u64,
+    pub done: bool,
+}
+
+/// The source instances of `plan` that run on shard `id`.
+pub fn instantiate(plan: &Plan, id: ShardId) -> Vec<SourceRun> {
+    let mut out = Vec::new();
+    for (index, sp) in plan.sources.iter().enumerate() {
+        if let Some(i) = sp.shards.iter().position(|&s| s == id) {
+            let cx = InstanceCx { shard: id, shards: plan.shards, instance: i as u32, parallelism: sp.shards.len() as u32 };
+            let inst = (sp.factory)(cx);
+            out.push(SourceRun { index, inst, started_ns: None, produced: 0, max_event_time: 0, last_watermark: 0, done: false });
+        }
+    }
+    out
+}
+
+impl<P: Policy> Shard<P> {
+    /// When the earliest waiting source event is due (engine clock), or `u64::MAX`.
+    pub(super) fn next_source_due(&self, engine_start: u64) -> u64 {
+        self.sources
+            .iter()
+            .filter(|s| !s.done)
+            .filter_map(|s| s.inst.next_due_ns().map(|d| s.started_ns.unwrap_or(engine_start) + d))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Poll every source for events due by `now`, up to a turn's budget each.
+    pub(super) fn poll_sources(&mut self, now: u64) -> bool {
+        let mut progress = false;
+        let stopping = self.stop.load(Ordering::Relaxed);
+        for i in 0..self.sources.len() {
+            if self.sources[i].done {
+                continue;
+            }
+            if stopping {
+                self.finish_source(i);
+                progress = true;
+                continue;
+            }
+            progress |= self.poll_source(i, now);
+        }
+        progress
+    }
+
+    fn poll_source(&mut self, i: usize, now: u64) -> bool {
+        let started = *self.sources[i].started_ns.get_or_insert(now);
+        let mut n = 0;
+        while n < TURN_BUDGET {
+            let Some(due) = self.sources[i].inst.next_due_ns() else {
+                self.finish_source(i);
+                return true;
+            };
+            if started + due > now {
+                break;
+            }
+            let Some(p) = self.sources[i].inst.produce(&mut self.values, &mut self.bytes) else {
+                self.finish_source(i);
+                return true;
+            };
+            // Open-loop sources are stamped with their schedule, so queueing behind a slow
+            // engine counts as latency (no coordinated omission).
+            let ingress = if due == 0 { now_ns() } else { started + due };
+            self.ingest(i, p, ingress);
+            n += 1;
+        }
+        n > 0
+    }
+
+    /// Emit one produced event along the source's edges. Hot path.
+    fn ingest(&mut self, i: usize, p: Produced, ingress_ns: u64) {
+        let sp = &self.plan.sources[self.sources[i].index];
+        let (key_hash, event_time) = match p {
+            Produced::Skipped => return,
+            Produced::Archive { key_hash, event_time } => (key_hash, event_time),
+            Produced::Values { event_time } => {
+                let from_field = sp.event_time_field.and_then(|f| self.values[f].as_u64());
+                (0, from_field.or(event_time).unwrap_or(ingress_ns / 1_000_000))
+            }
+        };
+        let app = &self.plan.apps[sp.app as usize];
+        let mut h = Header::data(sp.app, 0, key_hash);
+        h.ingress_ns = ingress_ns;
+        h.event_time = event_time;
+        self.policy.on_ingress(&mut h, app);
+        self.stats[sp.app as usize].events_in += 1;
+        let mut router = Router { out: &mut self.out, policy: &mut self.policy, edges: &sp.outputs, parent: h, shards: self.plan.shards };
+        match p {
+            Produced::Archive { .. } => router.forward(key_hash, event_time, &self.bytes),
+            _ => router.emit(key_hash, event_time, &self.values),
+        }
+        let run = &mut self.sources[i];
+        run.produced += 1;
+        run.max_event_time = run.max_event_time.max(event_time);
+        if run.produced % app.watermark_every.max(1) == 0 {
+            self.emit_watermark(i, h);
+        }
+    }
+
+    fn emit_watermark(&mut self, i: usize, h: Header) {
+        let run = &mut self.sources[i];
+        let sp = &self.plan.sources[run.index];
+        let delay = self.plan.apps[sp.app as usize].watermark_delay_ms;
+        let wm = run.max_event_time.saturating_sub(delay);
+        if wm > run.last_watermark {
+            run.last_watermark = wm;
+            broadcast(&mut self.out, &self.plan, &sp.outputs, h, MessageKind::Watermark, wm);
+        }
+    }
+
+    fn finish_source(&mut self, i: usize) {
+        let run = &mut self.sources[i];
+        run.done = true;
+        let sp = &self.plan.sources[run.index];
+        let h = Header::data(sp.app, 0, 0);
+        broadcast(&mut self.out, &self.plan, &sp.outputs, h, MessageKind::End, u64::MAX);
+    }
+}

@@ -1,0 +1,276 @@
+//! A shard: one pinned glommio executor running one loop that owns every per-message decision.
+//! Each turn it drains its mailboxes into the run queue, polls its sources (while the engine is
+//! not backpressured), runs a budget of messages in the policy's order, and flushes its output
+//! batches; with nothing to do it spins for the configured window, then parks until a sender
+//! rings its doorbell or its next timer is due.
+
+mod apply;
+mod held;
+mod ingress;
+mod instance;
+pub mod outputs;
+mod router;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dirigo_actors::ids::ShardId;
+use dirigo_actors::record::Value;
+use rkyv::util::AlignedVec;
+
+use crate::clock::now_ns;
+use crate::mailbox::{Inbox, Outbox};
+use crate::metrics::{AppStats, ShardReport};
+use crate::operator::OperatorInstance;
+use crate::plan::{InstanceCx, Plan};
+use crate::policy::{Policy, SchedCx};
+use crate::runqueue::RunQueue;
+use crate::signal::{Doorbell, ShardSignal};
+
+use held::Held;
+use ingress::SourceRun;
+use instance::InstanceState;
+use outputs::Outputs;
+
+/// Loop settings of a shard (from the `[engine]` config).
+#[derive(Clone, Copy, Debug)]
+pub struct ShardSettings {
+    pub batch_size: usize,
+    pub max_in_flight: u64,
+    pub spin: Duration,
+    pub tick: Duration,
+    pub stats_interval: Duration,
+}
+
+/// Messages run per turn before the shard polls its mailboxes and flushes again.
+const TURN_BUDGET: usize = 64;
+/// One in this many messages is timed to estimate service costs.
+const COST_SAMPLE: u64 = 16;
+
+/// Everything a shard is built from; made by the controller, moved onto the shard's thread.
+pub struct ShardInit<P> {
+    pub id: ShardId,
+    pub plan: Arc<Plan>,
+    pub outboxes: Vec<Option<Outbox>>,
+    pub inboxes: Vec<Option<Inbox>>,
+    pub signals: Arc<Vec<Arc<ShardSignal>>>,
+    pub doorbell: Doorbell,
+    pub policy: P,
+    pub settings: ShardSettings,
+    pub stop: Arc<AtomicBool>,
+    pub reports: flume::Sender<ShardReport>,
+}
+
+/// A running shard.
+pub struct Shard<P: Policy> {
+    id: ShardId,
+    plan: Arc<Plan>,
+    out: Outputs,
+    inboxes: Vec<Option<Inbox>>,
+    held: Held,
+    runq: RunQueue,
+    ops: Vec<Option<OperatorInstance>>,
+    insts: Vec<Option<InstanceState>>,
+    live: usize,
+    sources: Vec<SourceRun>,
+    policy: P,
+    fn_app: Vec<u16>,
+    cost_ns: Vec<u64>,
+    cost_to_go_ns: Vec<u64>,
+    stats: Vec<AppStats>,
+    busy_ns: u64,
+    parked_ns: u64,
+    signals: Arc<Vec<Arc<ShardSignal>>>,
+    doorbell: Doorbell,
+    settings: ShardSettings,
+    stop: Arc<AtomicBool>,
+    reports: flume::Sender<ShardReport>,
+    arrival: u64,
+    values: Vec<Value>,
+    bytes: AlignedVec,
+    expected_seq: Vec<u32>,
+}
+
+impl<P: Policy> Shard<P> {
+    /// Instantiate this shard's operators and sources from the plan.
+    pub fn new(init: ShardInit<P>) -> Self {
+        let plan = init.plan.clone();
+        let n = plan.shards;
+        let id = init.id;
+        let mut ops = Vec::new();
+        let mut insts = Vec::new();
+        for (f, fp) in plan.functions.iter().enumerate() {
+            match fp.shards.iter().position(|&s| s == id) {
+                Some(i) => {
+                    let cx = InstanceCx { shard: id, shards: n, instance: i as u32, parallelism: fp.shards.len() as u32 };
+                    ops.push(Some((fp.factory)(cx)));
+                    insts.push(Some(InstanceState::new(plan.channels_of(f as u16, id))));
+                }
+                None => {
+                    ops.push(None);
+                    insts.push(None);
+                }
+            }
+        }
+        let live = insts.iter().flatten().count();
+        let sources = ingress::instantiate(&plan, id);
+        let nf = plan.functions.len();
+        Shard {
+            id,
+            out: Outputs::new(id, init.outboxes, init.settings.batch_size),
+            inboxes: init.inboxes,
+            held: Held::default(),
+            runq: RunQueue::new(nf),
+            ops,
+            insts,
+            live,
+            sources,
+            policy: init.policy,
+            fn_app: plan.functions.iter().map(|f| f.app).collect(),
+            cost_ns: vec![1_000; nf],
+            cost_to_go_ns: vec![1_000; nf],
+            stats: plan.apps.iter().map(|_| AppStats::new()).collect(),
+            busy_ns: 0,
+            parked_ns: 0,
+            signals: init.signals,
+            doorbell: init.doorbell,
+            settings: init.settings,
+            stop: init.stop,
+            reports: init.reports,
+            arrival: 0,
+            values: Vec::new(),
+            bytes: AlignedVec::new(),
+            expected_seq: vec![0; n],
+            plan,
+        }
+    }
+
+    /// Everything this shard runs has ended and all its output has left.
+    fn finished(&self) -> bool {
+        self.live == 0 && self.sources.iter().all(|s| s.done) && self.runq.is_empty() && self.out.is_drained()
+    }
+
+    /// Run until every instance on this shard has ended.
+    pub async fn run(mut self) {
+        let start = now_ns();
+        let tick_ns = self.settings.tick.as_nanos() as u64;
+        let stats_ns = self.settings.stats_interval.as_nanos() as u64;
+        let spin_ns = self.settings.spin.as_nanos() as u64;
+        let (mut next_tick, mut next_stats) = (start + tick_ns, start + stats_ns);
+        let mut idle_since: Option<u64> = None;
+        loop {
+            let t0 = now_ns();
+            let progress = self.turn(t0);
+            let now = now_ns();
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + tick_ns;
+            }
+            if now >= next_stats {
+                self.report(false);
+                next_stats = now + stats_ns;
+            }
+            if self.finished() {
+                break;
+            }
+            if progress {
+                self.busy_ns += now - t0;
+                idle_since = None;
+                glommio::yield_if_needed().await;
+                continue;
+            }
+            self.policy.on_idle();
+            let since = *idle_since.get_or_insert(now);
+            // Ticks only matter while there is work: a parked shard wakes for mail, for its
+            // next due source event, or to report.
+            let wake_at = next_stats.min(self.next_source_due(start));
+            if now - since < spin_ns || wake_at <= now {
+                std::hint::spin_loop();
+                glommio::yield_if_needed().await;
+                continue;
+            }
+            self.park(wake_at.saturating_sub(now)).await;
+            idle_since = None;
+        }
+        self.flush_sinks();
+        self.report(true);
+    }
+
+    /// One turn of the loop; true if anything happened.
+    fn turn(&mut self, now: u64) -> bool {
+        self.out.reclaim();
+        let mut progress = self.drain_mail();
+        if self.may_ingest() {
+            progress |= self.poll_sources(now);
+        }
+        progress |= self.run_budget(TURN_BUDGET) > 0;
+        progress |= self.out.flush();
+        self.publish_load();
+        progress
+    }
+
+    /// Backpressure: sources pause while this shard or any other has too much queued.
+    fn may_ingest(&self) -> bool {
+        let max = self.settings.max_in_flight;
+        let mine = (self.runq.len() + self.out.staged()) as u64;
+        mine < max && self.signals.iter().all(|s| s.queued() < max)
+    }
+
+    fn publish_load(&self) {
+        let queued = (self.runq.len() + self.out.staged()) as u64;
+        let delay: u64 = self.runq.active().iter().map(|&f| self.runq.len_of(f) as u64 * self.cost_ns[f as usize]).sum();
+        self.signals[self.id as usize].publish(queued, delay);
+    }
+
+    fn has_mail(&self) -> bool {
+        !self.out.local.is_empty() || self.inboxes.iter().flatten().any(|i| i.has_mail())
+    }
+
+    /// Park until a sender rings the doorbell or `timeout` passes.
+    async fn park(&mut self, timeout_ns: u64) {
+        let sig = self.signals[self.id as usize].clone();
+        sig.going_to_sleep();
+        if self.has_mail() || self.stop.load(Ordering::Relaxed) && self.sources.iter().any(|s| !s.done) {
+            sig.awake();
+            return;
+        }
+        let t0 = now_ns();
+        let bell = self.doorbell.recv_async();
+        let timer = glommio::timer::sleep(Duration::from_nanos(timeout_ns));
+        futures_lite::future::or(async { bell.await.ok(); }, timer).await;
+        sig.awake();
+        self.parked_ns += now_ns() - t0;
+    }
+
+    /// Recompute cost-to-go (functions are in topological order) and tick the policy.
+    fn tick(&mut self, now: u64) {
+        for f in (0..self.plan.functions.len()).rev() {
+            let down = self.plan.functions[f].outputs.iter().map(|e| self.cost_to_go_ns[e.target as usize]).max();
+            self.cost_to_go_ns[f] = self.cost_ns[f] + down.unwrap_or(0);
+        }
+        for op in self.ops.iter_mut().flatten() {
+            op.flush();
+        }
+        let cx = SchedCx { apps: &self.plan.apps, fn_app: &self.fn_app, cost_ns: &self.cost_ns, cost_to_go_ns: &self.cost_to_go_ns, now_ns: now };
+        self.policy.on_tick(&cx);
+    }
+
+    fn flush_sinks(&mut self) {
+        for op in self.ops.iter_mut().flatten() {
+            op.flush();
+        }
+    }
+
+    fn report(&mut self, last: bool) {
+        let r = ShardReport {
+            shard: self.id,
+            apps: self.stats.clone(),
+            busy_ns: std::mem::take(&mut self.busy_ns),
+            parked_ns: std::mem::take(&mut self.parked_ns),
+            last,
+        };
+        self.stats.iter_mut().for_each(AppStats::reset);
+        let _ = self.reports.send(r);
+    }
+}

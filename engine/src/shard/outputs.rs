@@ -1,0 +1,153 @@
+//! The outgoing side of a shard: one open batch per destination, batches waiting for ring space,
+//! and the pool of recycled batches. Nothing here blocks: a full ring keeps batches staged, and
+//! sources pause (backpressure) while the shard has too much staged.
+
+use std::collections::VecDeque;
+
+use dirigo_actors::envelope::Header;
+use dirigo_actors::ids::ShardId;
+use dirigo_actors::record::{archive_values_into, Value};
+
+use crate::mailbox::{Batch, Entry, Outbox};
+
+/// Keep at most this many empty batches in the pool.
+const POOL_MAX: usize = 256;
+/// Close a batch once its payload bytes pass this size.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Outgoing batches of one shard.
+pub struct Outputs {
+    pub me: ShardId,
+    batch_size: usize,
+    open: Vec<Batch>,
+    waiting: Vec<VecDeque<Batch>>,
+    pool: Vec<Batch>,
+    outboxes: Vec<Option<Outbox>>,
+    /// Batches addressed to this shard itself, ready to be drained.
+    pub local: VecDeque<Batch>,
+    seq: Vec<u32>,
+    staged: usize,
+}
+
+impl Outputs {
+    /// Outputs of shard `me` over `outboxes` (None at `me`).
+    pub fn new(me: ShardId, outboxes: Vec<Option<Outbox>>, batch_size: usize) -> Self {
+        let n = outboxes.len();
+        Outputs {
+            me,
+            batch_size,
+            open: (0..n).map(|_| Batch::with_capacity(batch_size)).collect(),
+            waiting: (0..n).map(|_| VecDeque::new()).collect(),
+            pool: Vec::new(),
+            outboxes,
+            local: VecDeque::new(),
+            seq: vec![0; n],
+            staged: 0,
+        }
+    }
+
+    /// Envelopes staged and not yet handed to a ring (or to the local queue).
+    #[inline]
+    pub fn staged(&self) -> usize {
+        self.staged
+    }
+
+    /// True when nothing is staged or waiting locally.
+    pub fn is_drained(&self) -> bool {
+        self.staged == 0 && self.local.is_empty()
+    }
+
+    #[inline]
+    fn stamp(&mut self, dest: usize, h: &mut Header) {
+        h.from_shard = self.me;
+        h.seq = self.seq[dest];
+        self.seq[dest] = self.seq[dest].wrapping_add(1);
+        self.staged += 1;
+    }
+
+    /// Stage a record built from `values` for `dest`. Hot path.
+    #[inline]
+    pub fn push_values(&mut self, dest: usize, mut h: Header, values: &[Value]) {
+        self.stamp(dest, &mut h);
+        let b = &mut self.open[dest];
+        let r = archive_values_into(values, &mut b.bytes);
+        b.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
+        self.close_if_full(dest);
+    }
+
+    /// Stage an envelope whose payload is `payload` (copied, not deserialised). Hot path.
+    #[inline]
+    pub fn push_bytes(&mut self, dest: usize, mut h: Header, payload: &[u8]) {
+        self.stamp(dest, &mut h);
+        self.open[dest].push_bytes(h, payload);
+        self.close_if_full(dest);
+    }
+
+    #[inline]
+    fn close_if_full(&mut self, dest: usize) {
+        let b = &self.open[dest];
+        if b.entries.len() >= self.batch_size || b.bytes.len() >= BATCH_BYTES {
+            self.close(dest);
+        }
+    }
+
+    fn close(&mut self, dest: usize) {
+        let fresh = self.pool.pop().unwrap_or_else(|| Batch::with_capacity(self.batch_size));
+        let full = std::mem::replace(&mut self.open[dest], fresh);
+        self.waiting[dest].push_back(full);
+    }
+
+    /// Hand every staged batch to its ring (or the local queue); ring the doorbell of parked
+    /// receivers. Returns true if anything moved.
+    pub fn flush(&mut self) -> bool {
+        let mut moved = false;
+        for dest in 0..self.open.len() {
+            if !self.open[dest].entries.is_empty() {
+                self.close(dest);
+            }
+            moved |= self.send_waiting(dest);
+        }
+        moved
+    }
+
+    fn send_waiting(&mut self, dest: usize) -> bool {
+        let mut sent = false;
+        while let Some(b) = self.waiting[dest].pop_front() {
+            let n = b.entries.len();
+            if dest == self.me as usize {
+                self.local.push_back(b);
+            } else {
+                let ob = self.outboxes[dest].as_mut().expect("mailbox to every other shard");
+                if let Err(b) = ob.try_send(b) {
+                    self.waiting[dest].push_front(b);
+                    break;
+                }
+            }
+            self.staged -= n;
+            sent = true;
+        }
+        if sent && dest != self.me as usize {
+            self.outboxes[dest].as_ref().expect("mailbox").peer.notify();
+        }
+        sent
+    }
+
+    /// Take back batches receivers have emptied.
+    pub fn reclaim(&mut self) {
+        for ob in self.outboxes.iter_mut().flatten() {
+            while let Some(b) = ob.reclaim() {
+                if self.pool.len() < POOL_MAX {
+                    self.pool.push(b);
+                }
+            }
+        }
+    }
+
+    /// Return a local batch to the pool once drained.
+    pub fn recycle(&mut self, mut b: Batch) {
+        if self.pool.len() < POOL_MAX {
+            b.clear();
+            self.pool.push(b);
+        }
+    }
+}

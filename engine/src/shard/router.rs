@@ -1,0 +1,91 @@
+//! The emitter handed to operators: routes each output along the node's edges (forward, by key,
+//! by field), lets the policy rewrite the child's header (`on_send`), and stages it. Hot path.
+
+use dirigo_actors::envelope::{Header, MessageKind};
+use dirigo_actors::ids::home_shard;
+use dirigo_actors::operator::Emitter;
+use dirigo_actors::record::{access_trusted, Value};
+
+use crate::plan::{Edge, Partition, Plan};
+use crate::policy::Policy;
+use crate::shard::outputs::Outputs;
+
+/// Routes one node's output. `parent` is the message being applied (or the ingress header).
+pub struct Router<'a, P: Policy> {
+    pub out: &'a mut Outputs,
+    pub policy: &'a mut P,
+    pub edges: &'a [Edge],
+    pub parent: Header,
+    pub shards: usize,
+}
+
+impl<P: Policy> Router<'_, P> {
+    #[inline]
+    fn child(&mut self, edge: &Edge, key_hash: u64, event_time: u64) -> Header {
+        let mut h = self.parent;
+        h.function = edge.target;
+        h.port = edge.port;
+        h.key_hash = key_hash;
+        h.event_time = event_time;
+        h.kind = MessageKind::Data;
+        self.policy.on_send(&self.parent, &mut h);
+        h
+    }
+
+    #[inline]
+    fn dest(&self, edge: &Edge, key_hash: u64) -> usize {
+        match edge.partition {
+            Partition::Forward => self.out.me as usize,
+            Partition::ByKey | Partition::ByField(_) => home_shard(key_hash, self.shards),
+        }
+    }
+}
+
+impl<P: Policy> Emitter for Router<'_, P> {
+    #[inline]
+    fn emit(&mut self, key_hash: u64, event_time: u64, values: &[Value]) {
+        for edge in self.edges {
+            let key = match edge.partition {
+                Partition::ByField(p) => values[p].key_hash(),
+                _ => key_hash,
+            };
+            let h = self.child(edge, key, event_time);
+            let dest = self.dest(edge, key);
+            self.out.push_values(dest, h, values);
+        }
+    }
+
+    #[inline]
+    fn forward(&mut self, key_hash: u64, event_time: u64, archive: &[u8]) {
+        for edge in self.edges {
+            let key = match edge.partition {
+                // SAFETY: by-field edges carry `Record` archives the engine wrote or validated.
+                Partition::ByField(p) => unsafe { access_trusted(archive) }.fields[p].key_hash(),
+                _ => key_hash,
+            };
+            let h = self.child(edge, key, event_time);
+            let dest = self.dest(edge, key);
+            self.out.push_bytes(dest, h, archive);
+        }
+    }
+}
+
+/// Send a control message (watermark or end) along `edges` to every instance downstream.
+pub fn broadcast(out: &mut Outputs, plan: &Plan, edges: &[Edge], parent: Header, kind: MessageKind, event_time: u64) {
+    for edge in edges {
+        let mut h = parent;
+        h.function = edge.target;
+        h.port = edge.port;
+        h.kind = kind;
+        h.event_time = event_time;
+        h.key_hash = 0;
+        match edge.partition {
+            Partition::Forward => out.push_bytes(out.me as usize, h, &[]),
+            _ => {
+                for &s in &plan.functions[edge.target as usize].shards {
+                    out.push_bytes(s as usize, h, &[]);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Per-shard signal slot: the load a shard publishes for others to read, its sleep flag and its
+//! doorbell. Besides mailboxes, this is the only memory shards share.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+
+/// Read-mostly slot of one shard, padded so that writes by its owner don't false-share.
+#[derive(Debug)]
+pub struct ShardSignal {
+    /// Messages queued on the shard (run queue plus staged output), published once per turn.
+    queued: CachePadded<AtomicU64>,
+    /// Expected delay (ns) before a newly queued message would start.
+    delay_ns: CachePadded<AtomicU64>,
+    /// Set by the owner just before it parks.
+    sleeping: CachePadded<AtomicBool>,
+    doorbell: flume::Sender<()>,
+}
+
+/// The owner's end of the doorbell.
+pub type Doorbell = flume::Receiver<()>;
+
+impl ShardSignal {
+    /// A slot and the doorbell its owner waits on.
+    pub fn new() -> (ShardSignal, Doorbell) {
+        let (tx, rx) = flume::bounded(1);
+        let sig = ShardSignal {
+            queued: CachePadded::new(AtomicU64::new(0)),
+            delay_ns: CachePadded::new(AtomicU64::new(0)),
+            sleeping: CachePadded::new(AtomicBool::new(false)),
+            doorbell: tx,
+        };
+        (sig, rx)
+    }
+
+    /// Owner: publish the load.
+    #[inline]
+    pub fn publish(&self, queued: u64, delay_ns: u64) {
+        self.queued.store(queued, Ordering::Relaxed);
+        self.delay_ns.store(delay_ns, Ordering::Relaxed);
+    }
+
+    /// Messages queued on the shard, as last published.
+    #[inline]
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Expected delay on the shard, as last published.
+    #[inline]
+    pub fn delay_ns(&self) -> u64 {
+        self.delay_ns.load(Ordering::Relaxed)
+    }
+
+    /// Owner, before parking: raise the flag. The owner must re-check its mailboxes afterwards.
+    #[inline]
+    pub fn going_to_sleep(&self) {
+        self.sleeping.store(true, Ordering::SeqCst);
+    }
+
+    /// Owner: awake again.
+    #[inline]
+    pub fn awake(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+    }
+
+    /// Sender, after publishing mail: wake the owner if it is (going) asleep.
+    ///
+    /// Pairs with `going_to_sleep`: either the owner's re-check sees the mail, or this sees the
+    /// flag (both sides use SeqCst), so mail is never left behind a parked shard.
+    #[inline]
+    pub fn notify(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) {
+            let _ = self.doorbell.try_send(());
+        }
+    }
+
+    /// Wake the owner unconditionally (control plane: stop, shutdown).
+    pub fn wake(&self) {
+        let _ = self.doorbell.try_send(());
+    }
+}

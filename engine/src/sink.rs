@@ -1,0 +1,151 @@
+//! Sinks: where an app's results leave the engine (stdout, a file, a collector for embedding
+//! programs and tests) or are only measured (`latency`, `null`). Latency is recorded by the
+//! shard for every sink; a sink only writes.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+
+use dirigo_actors::envelope::Header;
+use dirigo_actors::record::{access_trusted, ArchivedRecord, ArchivedValue, Schema};
+
+/// One output delivered to a collecting sink.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    pub sink: String,
+    pub key_hash: u64,
+    pub event_time: u64,
+    pub ingress_ns: u64,
+    /// The payload archive (a `Record` for config apps, the user's type otherwise).
+    pub archive: Vec<u8>,
+}
+
+/// Where a sink writes.
+pub enum SinkTarget {
+    Stdout,
+    File(File),
+    /// Measured only: latency is recorded, nothing is written.
+    Latency,
+    /// Dropped.
+    Null,
+    /// Sent to a collector (tests, embedding programs).
+    Collect { name: String, tx: flume::Sender<Output> },
+}
+
+/// A sink instance on one shard: formats records as NDJSON into a buffer flushed whole.
+pub struct Sink {
+    target: SinkTarget,
+    schema: Schema,
+    buf: String,
+    csv: bool,
+}
+
+/// Flush the text buffer once it holds this much.
+const FLUSH_BYTES: usize = 64 * 1024;
+
+impl Sink {
+    /// A sink writing records of `schema` to `target`.
+    pub fn new(target: SinkTarget, schema: Schema) -> Sink {
+        Sink { target, schema, buf: String::with_capacity(FLUSH_BYTES + 1024), csv: false }
+    }
+
+    /// Open a file sink for appending, as NDJSON or CSV (the engine writes the file's first
+    /// line once before shards start).
+    pub fn open_file(path: &PathBuf, schema: Schema, csv: bool) -> std::io::Result<Sink> {
+        let f = OpenOptions::new().append(true).create(true).open(path)?;
+        Ok(Sink { csv, ..Sink::new(SinkTarget::File(f), schema) })
+    }
+
+    /// Write one record. Hot path for `latency`/`null` (nothing to do).
+    #[inline]
+    pub fn on_data(&mut self, h: &Header, payload: &[u8]) {
+        match &mut self.target {
+            SinkTarget::Latency | SinkTarget::Null => {}
+            SinkTarget::Collect { name, tx } => {
+                let out = Output {
+                    sink: name.clone(),
+                    key_hash: h.key_hash,
+                    event_time: h.event_time,
+                    ingress_ns: h.ingress_ns,
+                    archive: payload.to_vec(),
+                };
+                let _ = tx.send(out);
+            }
+            SinkTarget::Stdout | SinkTarget::File(_) => {
+                // SAFETY: sinks of config apps receive `Record` archives written by the engine.
+                let rec = unsafe { access_trusted(payload) };
+                if self.csv {
+                    write_csv(rec, &mut self.buf);
+                } else {
+                    self.schema.write_json(rec, &mut self.buf);
+                }
+                self.buf.push('\n');
+                if self.buf.len() >= FLUSH_BYTES {
+                    self.flush();
+                }
+            }
+        }
+    }
+
+    /// Write out whatever is buffered, in one `write` so lines of shards never interleave.
+    pub fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let res = match &mut self.target {
+            SinkTarget::Stdout => std::io::stdout().lock().write_all(self.buf.as_bytes()),
+            SinkTarget::File(f) => f.write_all(self.buf.as_bytes()),
+            _ => Ok(()),
+        };
+        if let Err(e) = res {
+            tracing::error!("sink write failed: {e}");
+        }
+        self.buf.clear();
+    }
+}
+
+/// The CSV header line of `schema`.
+pub fn csv_header(schema: &Schema) -> String {
+    let names: Vec<String> = schema.fields().map(|(n, _)| csv_cell(n)).collect();
+    names.join(",") + "\n"
+}
+
+fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+fn write_csv(rec: &ArchivedRecord, out: &mut String) {
+    use std::fmt::Write as _;
+    for (i, v) in rec.fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = match v {
+            ArchivedValue::U64(x) => write!(out, "{}", x.to_native()),
+            ArchivedValue::I64(x) => write!(out, "{}", x.to_native()),
+            ArchivedValue::F64(x) => write!(out, "{:?}", x.to_native()),
+            ArchivedValue::Bool(x) => write!(out, "{x}"),
+            ArchivedValue::Str(s) => write!(out, "{}", csv_cell(s.as_str())),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dirigo_actors::record::{access, FieldType, Record, Value};
+
+    #[test]
+    fn csv_lines_quote_what_needs_quoting() {
+        let schema = Schema::new(vec![("a".into(), FieldType::U64), ("b,c".into(), FieldType::Str)]);
+        assert_eq!(csv_header(&schema), "a,\"b,c\"\n");
+        let bytes = Record::from(vec![Value::U64(3), Value::Str("say \"hi\"".into())]).to_archive();
+        let mut out = String::new();
+        write_csv(access(&bytes).unwrap(), &mut out);
+        assert_eq!(out, "3,\"say \"\"hi\"\"\"");
+    }
+}
