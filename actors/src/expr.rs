@@ -47,46 +47,19 @@ pub enum ExprError {
     #[error("unknown escape in string at column {col} (valid: \\\" \\\\ \\n \\t)")]
     BadEscape { col: usize },
     #[error("expected {expected} at column {col}, found {found}")]
-    Expected {
-        expected: &'static str,
-        found: String,
-        col: usize,
-    },
+    Expected { expected: &'static str, found: String, col: usize },
     #[error("unknown field `{name}` at column {col}; fields are: {fields}")]
-    UnknownField {
-        name: String,
-        col: usize,
-        fields: String,
-    },
+    UnknownField { name: String, col: usize, fields: String },
     #[error("cannot {verb} {lhs} and {rhs} at column {col}")]
-    ArithTypes {
-        verb: &'static str,
-        lhs: &'static str,
-        rhs: &'static str,
-        col: usize,
-    },
+    ArithTypes { verb: &'static str, lhs: &'static str, rhs: &'static str, col: usize },
     #[error("cannot compare {lhs} and {rhs} with `{op}` at column {col}")]
-    CompareTypes {
-        op: &'static str,
-        lhs: &'static str,
-        rhs: &'static str,
-        col: usize,
-    },
+    CompareTypes { op: &'static str, lhs: &'static str, rhs: &'static str, col: usize },
     #[error("`{op}` needs {expected}, found {found} at column {col}")]
-    OperandType {
-        op: &'static str,
-        expected: &'static str,
-        found: &'static str,
-        col: usize,
-    },
+    OperandType { op: &'static str, expected: &'static str, found: &'static str, col: usize },
     #[error("integer constant overflows at column {col}")]
     ConstantOverflow { col: usize },
     #[error("integer constant {value} does not fit in {ty} at column {col}")]
-    ConstantRange {
-        value: i128,
-        ty: FieldType,
-        col: usize,
-    },
+    ConstantRange { value: i128, ty: FieldType, col: usize },
     #[error("expression is {found}, a predicate must be bool")]
     NotBool { found: FieldType },
 }
@@ -177,10 +150,7 @@ macro_rules! integer {
                     ArithOp::Add => a.wrapping_add(b),
                     ArithOp::Sub => a.wrapping_sub(b),
                     ArithOp::Mul => a.wrapping_mul(b),
-                    ArithOp::Div => {
-                        a.checked_div(b)
-                            .unwrap_or_else(|| if b == 0 { 0 } else { a.wrapping_div(b) })
-                    }
+                    ArithOp::Div => a.checked_div(b).unwrap_or_else(|| if b == 0 { 0 } else { a.wrapping_div(b) }),
                     ArithOp::Rem => a.checked_rem(b).unwrap_or(0),
                 }
             }
@@ -300,11 +270,7 @@ impl BoolNode {
     #[inline]
     fn eval(&self, rec: &ArchivedRecord) -> bool {
         match self {
-            BoolNode::Field(pos) => rec
-                .fields
-                .get(*pos)
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false),
+            BoolNode::Field(pos) => rec.fields.get(*pos).and_then(|v| v.as_bool()).unwrap_or(false),
             BoolNode::Const(v) => *v,
             BoolNode::Not(e) => !e.eval(rec),
             BoolNode::And(a, b) => a.eval(rec) && b.eval(rec),
@@ -350,9 +316,7 @@ impl Expr {
     /// Parse and type-check `src` against `schema`. Cold path.
     pub fn parse(src: &str, schema: &Schema) -> Result<Expr, ExprError> {
         let ast = parse::parse(src)?;
-        Ok(Expr {
-            root: check::check(&ast, schema)?,
-        })
+        Ok(Expr { root: check::check(&ast, schema)? })
     }
 
     /// The type of the expression's result.

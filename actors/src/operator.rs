@@ -29,13 +29,7 @@ pub trait Emitter {
 /// A function instance on one shard: holds the state of every actor of that function homed there.
 pub trait Operator {
     /// Apply one record. `archive` is the record's rkyv bytes (for zero-copy pass-through).
-    fn on_record<E: Emitter>(
-        &mut self,
-        msg: Msg,
-        rec: &ArchivedRecord,
-        archive: &[u8],
-        out: &mut E,
-    );
+    fn on_record<E: Emitter>(&mut self, msg: Msg, rec: &ArchivedRecord, archive: &[u8], out: &mut E);
 
     /// Event time reached `watermark` (ms) on every input: fire what is due.
     /// The engine forwards the watermark downstream after this returns.

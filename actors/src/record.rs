@@ -74,9 +74,9 @@ impl Value {
         match self {
             Value::U64(v) => (*v).into(),
             Value::I64(v) => (*v).into(),
-            Value::F64(v) => serde_json::Number::from_f64(*v)
-                .map(serde_json::Value::Number)
-                .unwrap_or(serde_json::Value::Null),
+            Value::F64(v) => {
+                serde_json::Number::from_f64(*v).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
+            }
             Value::Bool(v) => (*v).into(),
             Value::Str(v) => v.clone().into(),
         }
@@ -257,8 +257,7 @@ where
 
 /// Read an archive from untrusted bytes: validated.
 pub fn access(bytes: &[u8]) -> Result<&ArchivedRecord, RecordError> {
-    rkyv::access::<ArchivedRecord, rancor::Error>(bytes)
-        .map_err(|e| RecordError::Invalid(e.to_string()))
+    rkyv::access::<ArchivedRecord, rancor::Error>(bytes).map_err(|e| RecordError::Invalid(e.to_string()))
 }
 
 /// Read an archive the engine itself wrote, in place, without validation.
@@ -284,11 +283,7 @@ pub enum RecordError {
     #[error("field `{field}` is not in the schema")]
     UnknownField { field: String },
     #[error("field `{field}` should be {expected}, found `{found}`")]
-    WrongType {
-        field: String,
-        expected: FieldType,
-        found: String,
-    },
+    WrongType { field: String, expected: FieldType, found: String },
     #[error("record has {found} fields, the schema has {expected}")]
     WrongArity { expected: usize, found: usize },
 }
@@ -333,9 +328,7 @@ impl Schema {
             serde_json::from_str(line).map_err(|e| RecordError::NotJson(e.to_string()))?;
         let mut out = Vec::with_capacity(self.fields.len());
         for (name, ty) in &self.fields {
-            let v = obj.get(name).ok_or_else(|| RecordError::MissingField {
-                field: name.clone(),
-            })?;
+            let v = obj.get(name).ok_or_else(|| RecordError::MissingField { field: name.clone() })?;
             out.push(json_to_value(name, *ty, v)?);
         }
         if obj.len() != self.fields.len() {
@@ -347,25 +340,16 @@ impl Schema {
     }
 
     /// Parse one CSV row (fields in schema order) into values.
-    pub fn parse_csv_row<'a>(
-        &self,
-        cells: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Vec<Value>, RecordError> {
+    pub fn parse_csv_row<'a>(&self, cells: impl IntoIterator<Item = &'a str>) -> Result<Vec<Value>, RecordError> {
         let mut out = Vec::with_capacity(self.fields.len());
         for (i, cell) in cells.into_iter().enumerate() {
             let Some((name, ty)) = self.fields.get(i) else {
-                return Err(RecordError::WrongArity {
-                    expected: self.fields.len(),
-                    found: i + 1,
-                });
+                return Err(RecordError::WrongArity { expected: self.fields.len(), found: i + 1 });
             };
             out.push(parse_cell(name, *ty, cell.trim())?);
         }
         if out.len() != self.fields.len() {
-            return Err(RecordError::WrongArity {
-                expected: self.fields.len(),
-                found: out.len(),
-            });
+            return Err(RecordError::WrongArity { expected: self.fields.len(), found: out.len() });
         }
         Ok(out)
     }
@@ -406,11 +390,7 @@ fn write_json_str(s: &str, out: &mut String) {
 }
 
 fn json_to_value(name: &str, ty: FieldType, v: &serde_json::Value) -> Result<Value, RecordError> {
-    let wrong = || RecordError::WrongType {
-        field: name.to_owned(),
-        expected: ty,
-        found: v.to_string(),
-    };
+    let wrong = || RecordError::WrongType { field: name.to_owned(), expected: ty, found: v.to_string() };
     Ok(match ty {
         FieldType::U64 => Value::U64(v.as_u64().ok_or_else(wrong)?),
         FieldType::I64 => Value::I64(v.as_i64().ok_or_else(wrong)?),
@@ -421,11 +401,7 @@ fn json_to_value(name: &str, ty: FieldType, v: &serde_json::Value) -> Result<Val
 }
 
 fn parse_cell(name: &str, ty: FieldType, cell: &str) -> Result<Value, RecordError> {
-    let wrong = || RecordError::WrongType {
-        field: name.to_owned(),
-        expected: ty,
-        found: cell.to_owned(),
-    };
+    let wrong = || RecordError::WrongType { field: name.to_owned(), expected: ty, found: cell.to_owned() };
     Ok(match ty {
         FieldType::U64 => Value::U64(cell.parse().map_err(|_| wrong())?),
         FieldType::I64 => Value::I64(cell.parse().map_err(|_| wrong())?),
@@ -465,9 +441,7 @@ mod tests {
     #[test]
     fn json_round_trip_and_errors() {
         let s = schema();
-        let v = s
-            .parse_json(r#"{"a":1,"b":-2,"c":3,"d":true,"e":"hi \"x\""}"#)
-            .unwrap();
+        let v = s.parse_json(r#"{"a":1,"b":-2,"c":3,"d":true,"e":"hi \"x\""}"#).unwrap();
         let bytes = Record::from(v.clone()).to_archive();
         let mut out = String::new();
         s.write_json(access(&bytes).unwrap(), &mut out);
@@ -476,10 +450,7 @@ mod tests {
             s.parse_json(r#"{"a":1,"b":-2,"c":3,"d":true}"#),
             Err(RecordError::MissingField { field: "e".into() })
         );
-        assert!(matches!(
-            s.parse_json(r#"{"a":-1,"b":-2,"c":3,"d":true,"e":""}"#),
-            Err(RecordError::WrongType { .. })
-        ));
+        assert!(matches!(s.parse_json(r#"{"a":-1,"b":-2,"c":3,"d":true,"e":""}"#), Err(RecordError::WrongType { .. })));
         assert_eq!(
             s.parse_json(r#"{"a":1,"b":-2,"c":3,"d":true,"e":"","z":0}"#),
             Err(RecordError::UnknownField { field: "z".into() })
@@ -492,10 +463,7 @@ mod tests {
         let s = schema();
         let v = s.parse_csv_row(["1", "-2", "3.5", "false", "x"]).unwrap();
         assert_eq!(v[2], Value::F64(3.5));
-        assert!(matches!(
-            s.parse_csv_row(["1", "2"]),
-            Err(RecordError::WrongArity { .. })
-        ));
+        assert!(matches!(s.parse_csv_row(["1", "2"]), Err(RecordError::WrongArity { .. })));
     }
 
     #[test]

@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
 
 use dirigo_actors::dual_mode::{
-    Admission, BarrierId, Command, Config, Control, Decision, Ledger, Lessee, LesseeMode, Lessor,
-    Mode, SlotPhase, Work,
+    Admission, BarrierId, Command, Config, Control, Decision, Ledger, Lessee, LesseeMode, Lessor, Mode, SlotPhase, Work,
 };
 use dirigo_actors::ids::ShardId;
 use dirigo_actors::state::{AccessMode, Count, Exclusive, Max, Mergeable, SetUnion, Sum};
@@ -28,14 +27,8 @@ enum Msg {
 /// One item of an input channel, in channel order.
 #[derive(Clone, Debug)]
 enum Item {
-    Fold {
-        id: u64,
-        value: u64,
-    },
-    Barrier {
-        barrier: BarrierId,
-        query: Option<Msg>,
-    },
+    Fold { id: u64, value: u64 },
+    Barrier { barrier: BarrierId, query: Option<Msg> },
 }
 
 /// What a state does with a fold and a reset: the function under test.
@@ -122,27 +115,16 @@ fn build((channels, steps, max_lessees): (Vec<RawChannel>, Vec<Step>, usize)) ->
         .map(|(segments, queries)| {
             let mut items = Vec::new();
             for (round, segment) in segments.into_iter().enumerate() {
-                items.extend(
-                    segment
-                        .into_iter()
-                        .map(|value| Item::Fold { id: id(), value }),
-                );
+                items.extend(segment.into_iter().map(|value| Item::Fold { id: id(), value }));
                 if let Some(query) = queries.get(round) {
                     let query = query.map(|reset| Msg::Query { id: id(), reset });
-                    items.push(Item::Barrier {
-                        barrier: 3 * round as u64 + 1,
-                        query,
-                    });
+                    items.push(Item::Barrier { barrier: 3 * round as u64 + 1, query });
                 }
             }
             items
         })
         .collect();
-    Script {
-        channels,
-        steps,
-        max_lessees,
-    }
+    Script { channels, steps, max_lessees }
 }
 
 /// The sequential single-activation reference: each barrier's queries (in channel order) see
@@ -166,19 +148,13 @@ fn reference<Mo: Model>(script: &Script) -> (Vec<(u64, Mo::State)>, Mo::State) {
             }
         }
         for query in queries {
-            let Msg::Query { id, reset } = query else {
-                unreachable!()
-            };
+            let Msg::Query { id, reset } = query else { unreachable!() };
             views.push((id, state.clone()));
             if reset {
                 Mo::reset(&mut state);
             }
         }
-        if cursors
-            .iter()
-            .zip(&script.channels)
-            .all(|(c, ch)| *c >= ch.len())
-        {
+        if cursors.iter().zip(&script.channels).all(|(c, ch)| *c >= ch.len()) {
             return (views, state);
         }
     }
@@ -251,20 +227,13 @@ struct Sim<Mo: Model> {
 
 impl<Mo: Model> Sim<Mo> {
     fn new(script: &Script) -> Self {
-        let config = Config {
-            access: Mo::ACCESS,
-            max_lessees: script.max_lessees,
-            channels: script.channels.len() as u16,
-        };
+        let config =
+            Config { access: Mo::ACCESS, max_lessees: script.max_lessees, channels: script.channels.len() as u16 };
         Sim {
             lessor: Lessor::new(Mo::zero(), config),
             lessees: (0..=LESSEE_SHARDS).map(|_| None).collect(),
             net: BTreeMap::new(),
-            inputs: script
-                .channels
-                .iter()
-                .map(|c| c.iter().cloned().collect())
-                .collect(),
+            inputs: script.channels.iter().map(|c| c.iter().cloned().collect()).collect(),
             out: Vec::new(),
             ledger: Ledger::new(),
             views: Vec::new(),
@@ -276,10 +245,7 @@ impl<Mo: Model> Sim<Mo> {
     fn post(&mut self, from: ShardId) {
         for command in self.out.drain(..) {
             if let Command::Send { to, control } = command {
-                assert!(
-                    Mo::ACCESS.allows_lessees(),
-                    "exclusive actor sent {control:?}"
-                );
+                assert!(Mo::ACCESS.allows_lessees(), "exclusive actor sent {control:?}");
                 if matches!(control, Control::Forward { .. }) {
                     self.coverage.forwards += 1;
                 }
@@ -296,15 +262,11 @@ impl<Mo: Model> Sim<Mo> {
         match item {
             Item::Fold { id, value } => {
                 let msg = Msg::Fold { id, value };
-                self.lessor
-                    .route(channel_id, msg, decision, &mut self.out)
-                    .unwrap();
+                self.lessor.route(channel_id, msg, decision, &mut self.out).unwrap();
             }
             Item::Barrier { barrier, query } => {
                 let was_runnable = self.lessor.mode() == Mode::Runnable;
-                self.lessor
-                    .barrier(channel_id, barrier, query, &mut self.out)
-                    .unwrap();
+                self.lessor.barrier(channel_id, barrier, query, &mut self.out).unwrap();
                 if was_runnable && self.lessor.in_flight() > 0 {
                     self.coverage.blocked_with_forwards_in_flight += 1;
                 }
@@ -316,12 +278,7 @@ impl<Mo: Model> Sim<Mo> {
 
     /// Delivers the oldest control message on the `pick`-th non-empty mailbox.
     fn deliver(&mut self, pick: usize) -> bool {
-        let busy: Vec<_> = self
-            .net
-            .iter()
-            .filter(|(_, q)| !q.is_empty())
-            .map(|(k, _)| *k)
-            .collect();
+        let busy: Vec<_> = self.net.iter().filter(|(_, q)| !q.is_empty()).map(|(k, _)| *k).collect();
         let Some(&(from, to)) = busy.get(pick % busy.len().max(1)) else {
             return false;
         };
@@ -339,16 +296,11 @@ impl<Mo: Model> Sim<Mo> {
     fn at_lessee(&mut self, shard: ShardId, control: Control<Mo::State, Msg>) {
         let slot = &mut self.lessees[usize::from(shard)];
         if let Control::Lease { initial } = control {
-            assert!(
-                slot.is_none(),
-                "lease on shard {shard} while a lessee lives there"
-            );
+            assert!(slot.is_none(), "lease on shard {shard} while a lessee lives there");
             *slot = Some(Lessee::new(0, initial));
             return;
         }
-        let lessee = slot
-            .as_mut()
-            .expect("control for a lessee that does not exist");
+        let lessee = slot.as_mut().expect("control for a lessee that does not exist");
         lessee.receive(control, &mut self.out).unwrap();
         match lessee.mode() {
             LesseeMode::Retired => *slot = None,
@@ -377,10 +329,7 @@ impl<Mo: Model> Sim<Mo> {
                     ledger.applied(id).unwrap();
                     Mo::fold(state, id, value);
                 }
-                Work::Critical {
-                    barrier,
-                    msg: Msg::Query { id, reset },
-                } => {
+                Work::Critical { barrier, msg: Msg::Query { id, reset } } => {
                     ledger.critical(barrier, owed, in_flight).unwrap();
                     views.push((id, state.clone()));
                     if reset {
@@ -408,10 +357,7 @@ impl<Mo: Model> Sim<Mo> {
     }
 
     fn retire(&mut self, shard: ShardId) {
-        let leased = self
-            .lessor
-            .lessees()
-            .any(|(s, phase)| s == shard && phase == SlotPhase::Leased);
+        let leased = self.lessor.lessees().any(|(s, phase)| s == shard && phase == SlotPhase::Leased);
         if self.lessor.mode() == Mode::Runnable && leased {
             self.lessor.retire(shard, &mut self.out).unwrap();
             self.coverage.retirements += 1;
@@ -436,14 +382,7 @@ impl<Mo: Model> Sim<Mo> {
             }
             Action::Admit => {
                 let refuse = b % 4 == 0;
-                self.admit(
-                    shard,
-                    if refuse {
-                        Admission::Refuse
-                    } else {
-                        Admission::Accept
-                    },
-                );
+                self.admit(shard, if refuse { Admission::Refuse } else { Admission::Accept });
             }
             Action::Run => {
                 self.run(u16::from(a) % (LESSEE_SHARDS + 1));
@@ -460,8 +399,7 @@ impl<Mo: Model> Sim<Mo> {
             || shards.clone().any(|s| self.admit(s, Admission::Accept))
             || shards.clone().any(|s| self.run(s))
             || (0..self.inputs.len()).any(|c| self.input(c, Decision::NewLessee(1 + c as u16)))
-        {
-        }
+        {}
         assert_eq!(self.lessor.mode(), Mode::Runnable);
         assert_eq!((self.lessor.buffered(), self.lessor.in_flight()), (0, 0));
     }
@@ -477,14 +415,10 @@ impl<Mo: Model> Sim<Mo> {
 }
 
 fn fold_ids(script: &Script) -> impl Iterator<Item = u64> + '_ {
-    script
-        .channels
-        .iter()
-        .flatten()
-        .filter_map(|item| match item {
-            Item::Fold { id, .. } => Some(*id),
-            Item::Barrier { .. } => None,
-        })
+    script.channels.iter().flatten().filter_map(|item| match item {
+        Item::Fold { id, .. } => Some(*id),
+        Item::Barrier { .. } => None,
+    })
 }
 
 /// Simulates `script` under `mix` and checks it against the sequential reference.
@@ -501,15 +435,8 @@ fn run_script<Mo: Model>(script: &Script, mix: &Mix) -> Sim<Mo> {
 fn mergeable_oracle(script: &Script, mix: &Mix) -> Coverage {
     let mut sim = run_script::<Aggregates>(script, mix);
     let (views, state) = reference::<Aggregates>(script);
-    assert_eq!(
-        sim.views, views,
-        "critical views differ from the sequential run"
-    );
-    assert_eq!(
-        sim.final_state(),
-        state,
-        "final state differs from the sequential run"
-    );
+    assert_eq!(sim.views, views, "critical views differ from the sequential run");
+    assert_eq!(sim.final_state(), state, "final state differs from the sequential run");
     sim.coverage.criticals = sim.ledger.criticals();
     sim.coverage
 }
@@ -532,14 +459,8 @@ fn run_cases(mix: &'static Mix, check: fn(&Coverage)) {
 fn any_interleaving_equals_the_sequential_run() {
     run_cases(&STEADY, |total| {
         assert!(total.forwards > 0 && total.criticals > 0 && total.buffered > 0);
-        assert!(
-            total.blocked_with_forwards_in_flight > 0,
-            "never blocked mid-forward"
-        );
-        assert!(
-            total.lessees_draining > 0,
-            "no lessee ever drained on Block"
-        );
+        assert!(total.blocked_with_forwards_in_flight > 0, "never blocked mid-forward");
+        assert!(total.lessees_draining > 0, "no lessee ever drained on Block");
     });
 }
 

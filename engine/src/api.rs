@@ -44,8 +44,14 @@ use crate::report::{Progress, Summary};
 use crate::sink::{Output, Sink, SinkTarget};
 
 /// A message type: anything rkyv can archive into an engine buffer.
-pub trait Message: rkyv::Archive + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>> {}
-impl<T> Message for T where T: rkyv::Archive + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>> {}
+pub trait Message:
+    rkyv::Archive + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+{
+}
+impl<T> Message for T where
+    T: rkyv::Archive + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+{
+}
 
 /// Key hash of an integer key (a bijection: distinct keys never collide).
 pub fn key_u64(k: u64) -> u64 {
@@ -196,7 +202,11 @@ impl EngineBuilder {
     }
 
     /// Run with `policy` (a built-in or your own), reporting progress each stats interval.
-    pub fn run_with<P: Policy + Clone + Send>(self, policy: P, on_progress: impl FnMut(&Progress)) -> Result<Summary, EngineError> {
+    pub fn run_with<P: Policy + Clone + Send>(
+        self,
+        policy: P,
+        on_progress: impl FnMut(&Progress),
+    ) -> Result<Summary, EngineError> {
         run(self.plan, &self.settings, policy, self.stop, on_progress)
     }
 }
@@ -237,7 +247,12 @@ impl AppBuilder<'_> {
 
     /// A source of `parallelism` instances; `make(i)` gives instance i's events as
     /// `(key_hash, event_time_ms, value)`.
-    pub fn source<T, I>(&mut self, name: &str, parallelism: u32, make: impl Fn(u32) -> I + Send + Sync + 'static) -> NodeRef
+    pub fn source<T, I>(
+        &mut self,
+        name: &str,
+        parallelism: u32,
+        make: impl Fn(u32) -> I + Send + Sync + 'static,
+    ) -> NodeRef
     where
         T: Message + 'static,
         I: Iterator<Item = (u64, u64, T)> + 'static,
@@ -259,12 +274,23 @@ impl AppBuilder<'_> {
     }
 
     /// A function on `input`; `make` builds its instance on each shard.
-    pub fn function<F: Function>(&mut self, name: &str, input: NodeRef, route: Route, make: impl Fn() -> F + Send + Sync + 'static) -> NodeRef {
+    pub fn function<F: Function>(
+        &mut self,
+        name: &str,
+        input: NodeRef,
+        route: Route,
+        make: impl Fn() -> F + Send + Sync + 'static,
+    ) -> NodeRef {
         self.function_on(name, &[(input, route)], make)
     }
 
     /// A function with several inputs (port i = the i-th input).
-    pub fn function_on<F: Function>(&mut self, name: &str, inputs: &[(NodeRef, Route)], make: impl Fn() -> F + Send + Sync + 'static) -> NodeRef {
+    pub fn function_on<F: Function>(
+        &mut self,
+        name: &str,
+        inputs: &[(NodeRef, Route)],
+        make: impl Fn() -> F + Send + Sync + 'static,
+    ) -> NodeRef {
         let factory = Arc::new(move |_cx: crate::plan::InstanceCx| {
             OperatorInstance::User(Box::new(Erased { f: make(), scratch: AlignedVec::new() }))
         });
@@ -285,11 +311,19 @@ impl AppBuilder<'_> {
 
     /// A sink that only measures latency.
     pub fn measure(&mut self, name: &str, input: NodeRef) {
-        let factory = Arc::new(|_cx: crate::plan::InstanceCx| OperatorInstance::Sink(Sink::new(SinkTarget::Latency, Schema::default())));
+        let factory = Arc::new(|_cx: crate::plan::InstanceCx| {
+            OperatorInstance::Sink(Sink::new(SinkTarget::Latency, Schema::default()))
+        });
         self.add_node(name, &[(input, Route::Forward)], factory, true);
     }
 
-    fn add_node(&mut self, name: &str, inputs: &[(NodeRef, Route)], factory: crate::plan::OperatorFactory, is_sink: bool) -> NodeRef {
+    fn add_node(
+        &mut self,
+        name: &str,
+        inputs: &[(NodeRef, Route)],
+        factory: crate::plan::OperatorFactory,
+        is_sink: bool,
+    ) -> NodeRef {
         let id = self.plan.functions.len() as FunctionId;
         let inputs: Vec<Input> = inputs
             .iter()

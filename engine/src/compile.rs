@@ -13,8 +13,8 @@ use toml::Spanned;
 
 use crate::builtin::Builtin;
 use crate::config::{
-    AggregateOp, AppConfig, Config, ConfigError, FunctionConfig, FunctionKind, KeyPath, Node, Role, SinkConfig, SinkKind,
-    SourceConfig, SourceKind, WindowType,
+    AggregateOp, AppConfig, Config, ConfigError, FunctionConfig, FunctionKind, KeyPath, Node, Role, SinkConfig,
+    SinkKind, SourceConfig, SourceKind, WindowType,
 };
 use crate::engine::{resolve_shards, EngineSettings};
 use crate::ingest::SourceInstance;
@@ -89,7 +89,15 @@ impl AppCompiler<'_> {
         KeyPath::app(self.index, self.app.name.get_ref()).node(role, index, name).key(key)
     }
 
-    fn err<T>(&self, role: Role, index: usize, name: &str, key: &str, span: std::ops::Range<usize>, msg: String) -> Res<T> {
+    fn err<T>(
+        &self,
+        role: Role,
+        index: usize,
+        name: &str,
+        key: &str,
+        span: std::ops::Range<usize>,
+        msg: String,
+    ) -> Res<T> {
         Err(self.config.error_at(span, self.path(role, index, name, key), msg))
     }
 
@@ -172,10 +180,24 @@ impl AppCompiler<'_> {
         Ok(())
     }
 
-    fn input(&self, role: Role, index: usize, node: &str, key: &str, input: &Spanned<String>) -> Res<(Upstream, Schema)> {
+    fn input(
+        &self,
+        role: Role,
+        index: usize,
+        node: &str,
+        key: &str,
+        input: &Spanned<String>,
+    ) -> Res<(Upstream, Schema)> {
         match self.nodes.get(input.get_ref()) {
             Some(v) => Ok(v.clone()),
-            None => self.err(role, index, node, key, input.span(), format!("no source or function named `{}`", input.get_ref())),
+            None => self.err(
+                role,
+                index,
+                node,
+                key,
+                input.span(),
+                format!("no source or function named `{}`", input.get_ref()),
+            ),
         }
     }
 
@@ -212,7 +234,15 @@ impl AppCompiler<'_> {
         Ok(())
     }
 
-    fn add(&mut self, name: &str, inputs: Vec<Input>, factory: crate::plan::OperatorFactory, input_schema: Schema, is_sink: bool, max_lessees: u32) -> FunctionId {
+    fn add(
+        &mut self,
+        name: &str,
+        inputs: Vec<Input>,
+        factory: crate::plan::OperatorFactory,
+        input_schema: Schema,
+        is_sink: bool,
+        max_lessees: u32,
+    ) -> FunctionId {
         let id = self.plan.functions.len() as FunctionId;
         for i in &inputs {
             let edge = Edge { target: id, port: i.port, partition: i.partition };
@@ -289,22 +319,36 @@ impl AppCompiler<'_> {
         };
         match &f.kind {
             FunctionKind::Map { fields, .. } => {
-                let pairs: Vec<(String, String)> = fields.iter().map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone())).collect();
+                let pairs: Vec<(String, String)> =
+                    fields.iter().map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone())).collect();
                 let span = fields.first().map(|(_, v)| v.span()).unwrap_or(f.name.span());
                 let (_, out) = Map::new(input, &pairs).map_err(|e| fail("fields", span, e))?;
                 let sch = input.clone();
-                Ok(built(move || Builtin::Map(Map::new(&sch, &pairs).expect("checked").0), vec![Partition::Forward], out))
+                Ok(built(
+                    move || Builtin::Map(Map::new(&sch, &pairs).expect("checked").0),
+                    vec![Partition::Forward],
+                    out,
+                ))
             }
             FunctionKind::Filter { predicate, .. } => {
-                let (_, out) = Filter::new(input, predicate.get_ref()).map_err(|e| fail("predicate", predicate.span(), e))?;
+                let (_, out) =
+                    Filter::new(input, predicate.get_ref()).map_err(|e| fail("predicate", predicate.span(), e))?;
                 let (sch, p) = (input.clone(), predicate.get_ref().clone());
-                Ok(built(move || Builtin::Filter(Filter::new(&sch, &p).expect("checked").0), vec![Partition::Forward], out))
+                Ok(built(
+                    move || Builtin::Filter(Filter::new(&sch, &p).expect("checked").0),
+                    vec![Partition::Forward],
+                    out,
+                ))
             }
             FunctionKind::KeyBy { key, .. } => {
                 self.field(index, name, "key", input, key)?;
                 let (_, out) = KeyBy::new(input, key.get_ref()).map_err(|e| fail("key", key.span(), e))?;
                 let (sch, k) = (input.clone(), key.get_ref().clone());
-                Ok(built(move || Builtin::KeyBy(KeyBy::new(&sch, &k).expect("checked").0), vec![Partition::Forward], out))
+                Ok(built(
+                    move || Builtin::KeyBy(KeyBy::new(&sch, &k).expect("checked").0),
+                    vec![Partition::Forward],
+                    out,
+                ))
             }
             FunctionKind::Count { key, .. } => self.aggregate(index, f, input, AggOp::Count, None, key, keyed(key)?),
             FunctionKind::Sum(a) => self.aggregate(index, f, input, AggOp::Sum, Some(&a.field), &a.key, keyed(&a.key)?),
@@ -324,7 +368,9 @@ impl AppCompiler<'_> {
                 let (_, out) = Window::new(input, spec, op, field.as_deref(), key.as_deref())
                     .map_err(|e| fail("aggregate", w.aggregate.span(), e))?;
                 let sch = input.clone();
-                let make = move || Builtin::Window(Window::new(&sch, spec, op, field.as_deref(), key.as_deref()).expect("checked").0);
+                let make = move || {
+                    Builtin::Window(Window::new(&sch, spec, op, field.as_deref(), key.as_deref()).expect("checked").0)
+                };
                 Ok(built(make, vec![part], out))
             }
             FunctionKind::Join(j) => {
@@ -362,7 +408,9 @@ impl AppCompiler<'_> {
         let (_, out) = Aggregate::new(input, op, field.as_deref(), key_name.as_deref())
             .map_err(|e| self.config.error_at(span, self.path(Role::Function, index, name, "field"), e.to_string()))?;
         let sch = input.clone();
-        let make = move || Builtin::Aggregate(Aggregate::new(&sch, op, field.as_deref(), key_name.as_deref()).expect("checked").0);
+        let make = move || {
+            Builtin::Aggregate(Aggregate::new(&sch, op, field.as_deref(), key_name.as_deref()).expect("checked").0)
+        };
         Ok(built(make, vec![part], out))
     }
 }
@@ -379,7 +427,9 @@ fn window_spec(w: &crate::config::WindowSpec) -> Spec {
     let size_ms = w.size.as_millis() as u64;
     let kind = match w.window_type {
         WindowType::Tumbling => WindowKind::Tumbling { size_ms },
-        WindowType::Sliding => WindowKind::Sliding { size_ms, slide_ms: w.slide.map_or(size_ms, |s| s.as_millis() as u64) },
+        WindowType::Sliding => {
+            WindowKind::Sliding { size_ms, slide_ms: w.slide.map_or(size_ms, |s| s.as_millis() as u64) }
+        }
     };
     Spec { kind, lateness_ms: w.lateness.as_millis() as u64 }
 }
@@ -392,7 +442,10 @@ pub fn collect_sinks(plan: &mut Plan) -> flume::Receiver<crate::sink::Output> {
         let (name, tx) = (f.name.clone(), tx.clone());
         let schema = f.input_schema.clone();
         f.factory = Arc::new(move |_| {
-            OperatorInstance::Sink(Sink::new(SinkTarget::Collect { name: name.clone(), tx: tx.clone() }, schema.clone()))
+            OperatorInstance::Sink(Sink::new(
+                SinkTarget::Collect { name: name.clone(), tx: tx.clone() },
+                schema.clone(),
+            ))
         });
     }
     plan.files.clear();

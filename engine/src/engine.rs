@@ -109,10 +109,12 @@ where
     }
     let n = plan.shards;
     let plan = Arc::new(plan);
-    let (signals, doorbells): (Vec<_>, Vec<_>) = (0..n).map(|_| {
-        let (s, d) = ShardSignal::new();
-        (Arc::new(s), d)
-    }).unzip();
+    let (signals, doorbells): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| {
+            let (s, d) = ShardSignal::new();
+            (Arc::new(s), d)
+        })
+        .unzip();
     *stop.signals.lock().expect("stop handle") = signals.clone();
     let signals = Arc::new(signals);
     let mesh = Mesh::new(&signals, settings.mailbox_batches);

@@ -29,7 +29,11 @@ pub enum Produced {
 pub enum SourceInstance {
     Generator(crate::source::Generator),
     /// A file replayed as fast as possible (`rate` 0) or at `rate` records per second.
-    File { reader: crate::source::FileReader, rate: u64, produced: u64 },
+    File {
+        reader: crate::source::FileReader,
+        rate: u64,
+        produced: u64,
+    },
     Custom(Box<dyn CustomSource>),
 }
 

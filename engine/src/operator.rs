@@ -19,6 +19,9 @@ pub trait ErasedFunction {
 }
 
 /// One function instance on one shard.
+// Instances sit in a per-shard table, one per function: their size does not matter, while boxing
+// the built-ins would add a pointer chase per message.
+#[allow(clippy::large_enum_variant)]
 pub enum OperatorInstance {
     Builtin(Builtin),
     Sink(Sink),
@@ -57,6 +60,14 @@ impl OperatorInstance {
             OperatorInstance::Builtin(b) => b.on_end(out),
             OperatorInstance::Sink(s) => s.flush(),
             OperatorInstance::User(f) => f.on_end(out),
+        }
+    }
+
+    /// Records dropped so far for arriving after their window's allowed lateness.
+    pub fn late_dropped(&self) -> u64 {
+        match self {
+            OperatorInstance::Builtin(b) => b.late_dropped(),
+            _ => 0,
         }
     }
 

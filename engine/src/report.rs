@@ -110,7 +110,16 @@ impl Summary {
             let _ = writeln!(
                 s,
                 "{:<16} {:>12} {:>12} {:>12.0} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>8.0} {:>7.2}%",
-                a.name, a.events_in, a.events_out, a.throughput_eps, l.p50, l.p99, l.p999, l.max, a.slo_us, a.satisfaction * 100.0
+                a.name,
+                a.events_in,
+                a.events_out,
+                a.throughput_eps,
+                l.p50,
+                l.p99,
+                l.p999,
+                l.max,
+                a.slo_us,
+                a.satisfaction * 100.0
             );
         }
         let _ = writeln!(s, "shards {}  wall {:.2}s  cpu {:.2}s", self.shards, self.wall_seconds, self.cpu_seconds);

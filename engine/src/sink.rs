@@ -4,7 +4,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
 
 use dirigo_actors::envelope::Header;
 use dirigo_actors::record::{access_trusted, ArchivedRecord, ArchivedValue, Schema};
@@ -29,7 +28,10 @@ pub enum SinkTarget {
     /// Dropped.
     Null,
     /// Sent to a collector (tests, embedding programs).
-    Collect { name: String, tx: flume::Sender<Output> },
+    Collect {
+        name: String,
+        tx: flume::Sender<Output>,
+    },
 }
 
 /// A sink instance on one shard: formats records as NDJSON into a buffer flushed whole.
@@ -51,7 +53,7 @@ impl Sink {
 
     /// Open a file sink for appending, as NDJSON or CSV (the engine writes the file's first
     /// line once before shards start).
-    pub fn open_file(path: &PathBuf, schema: Schema, csv: bool) -> std::io::Result<Sink> {
+    pub fn open_file(path: &std::path::Path, schema: Schema, csv: bool) -> std::io::Result<Sink> {
         let f = OpenOptions::new().append(true).create(true).open(path)?;
         Ok(Sink { csv, ..Sink::new(SinkTarget::File(f), schema) })
     }

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use dirigo_engine::config::{
-    Config, FileFormat, FunctionKind, Node, Policy, Role, SinkKind, SourceKind, WindowType,
-};
+use dirigo_engine::config::{Config, FileFormat, FunctionKind, Node, Policy, Role, SinkKind, SourceKind, WindowType};
 
 /// A windowed max over generated bids, with a map and a filter in front.
 const BIDS: &str = r#"
@@ -125,10 +123,7 @@ fn assert_error(text: &str, expected: &str) {
 
 #[test]
 fn syntax_error_names_line_and_column() {
-    assert_error(
-        "[engine]\nshards = = 2\n",
-        "bad.toml:2:10: invalid string; expected `\"`, `'`",
-    );
+    assert_error("[engine]\nshards = = 2\n", "bad.toml:2:10: invalid string; expected `\"`, `'`");
 }
 
 #[test]
@@ -139,16 +134,9 @@ fn unknown_key_is_named() {
          `pin`, `policy`, `spin`, `mailbox_batches`, `batch_size`, `max_in_flight`, `tick`, \
          `stats_interval`, `preempt_timer`",
     );
-    let text = app_with(
-        "name = \"f\"\nkind = \"filter\"\ninput = \"in\"\npredicate = \"price > 1\"\nbogus = 1",
-    );
+    let text = app_with("name = \"f\"\nkind = \"filter\"\ninput = \"in\"\npredicate = \"price > 1\"\nbogus = 1");
     let e = error(&text);
-    assert!(
-        e.starts_with(
-            "bad.toml:13:1: app[0] \"bids\" function \"f\" key `bogus`: unknown field `bogus`"
-        ),
-        "{e}"
-    );
+    assert!(e.starts_with("bad.toml:13:1: app[0] \"bids\" function \"f\" key `bogus`: unknown field `bogus`"), "{e}");
 }
 
 #[test]
@@ -158,10 +146,7 @@ fn wrong_type_and_bad_duration() {
         "bad.toml:2:8: engine key `spin`: invalid type: integer `5`, expected a string",
     );
     let e = error("[engine]\ntick = \"5 parsecs\"\n");
-    assert!(
-        e.starts_with("bad.toml:2:8: engine key `tick`: invalid duration `5 parsecs`"),
-        "{e}"
-    );
+    assert!(e.starts_with("bad.toml:2:8: engine key `tick`: invalid duration `5 parsecs`"), "{e}");
     let text = app_with("name = \"f\"\nkind = \"count\"\ninput = \"in\"\nmax_lessees = -1");
     assert_error(
         &text,
@@ -197,8 +182,7 @@ fn unknown_names_list_the_valid_ones() {
 
 #[test]
 fn key_of_another_kind_is_named() {
-    let text =
-        app_with("name = \"f\"\nkind = \"count\"\ninput = \"in\"\npredicate = \"price > 1\"");
+    let text = app_with("name = \"f\"\nkind = \"count\"\ninput = \"in\"\npredicate = \"price > 1\"");
     assert_error(
         &text,
         "bad.toml:12:13: app[0] \"bids\" function \"f\" key `predicate`: a `count` function \
@@ -210,10 +194,7 @@ fn key_of_another_kind_is_named() {
 fn duplicate_app_names() {
     let app = app_with("name = \"f\"\nkind = \"count\"\ninput = \"in\"");
     let text = format!("{app}{app}");
-    assert_error(
-        &text,
-        "bad.toml:17:8: app[1] \"bids\" key `name`: duplicate app name `bids` (first at line 2)",
-    );
+    assert_error(&text, "bad.toml:17:8: app[1] \"bids\" key `name`: duplicate app name `bids` (first at line 2)");
 }
 
 #[test]
@@ -233,9 +214,7 @@ fn input_naming_nothing() {
                 [[app.function]]\nname = \"max\"\n        input = \"mx\"\nkind = \"max\"\nfield = \"price\"\n\n\
                 [[app.function]]\nname = \"max_price\"\nkind = \"count\"\ninput = \"in\"\n\n\
                 [[app.sink]]\nname = \"out\"\nkind = \"stdout\"\ninput = \"max\"\n";
-    let e = Config::parse(text, "configs/bad.toml")
-        .unwrap_err()
-        .to_string();
+    let e = Config::parse(text, "configs/bad.toml").unwrap_err().to_string();
     assert_eq!(
         e,
         "configs/bad.toml:12:17: app[0] \"bids\" function \"max\" key `input`: no function or \
@@ -261,10 +240,7 @@ fn sink_input_missing_or_naming_nothing() {
          `f`; known: in, g",
     );
     let text = text.replace("input = \"f\"\n", "");
-    assert_error(
-        &text,
-        "bad.toml:12:1: app[0] \"bids\" sink \"out\": missing field `input`",
-    );
+    assert_error(&text, "bad.toml:12:1: app[0] \"bids\" sink \"out\": missing field `input`");
 }
 
 #[test]
@@ -274,10 +250,7 @@ fn cycle_is_named() {
          [[app.function]]\nname = \"g\"\nkind = \"filter\"\ninput = \"f\"\npredicate = \"true\"\n\
          [[app.function]]\nname = \"h\"\nkind = \"key_by\"\ninput = \"g\"\nkey = \"price\"",
     );
-    assert_error(
-        &text,
-        "bad.toml:11:9: app[0] \"bids\" function \"f\" key `input`: cycle: f -> g -> h -> f",
-    );
+    assert_error(&text, "bad.toml:11:9: app[0] \"bids\" function \"f\" key `input`: cycle: f -> g -> h -> f");
 }
 
 #[test]
@@ -287,10 +260,7 @@ fn errors_carry_facts_a_caller_can_act_on() {
     let invalid = e.invalid().expect("an invalid config");
     assert_eq!((invalid.location.line, invalid.location.column), (11, 9));
     let cycle = vec!["f".to_owned(), "f".to_owned()];
-    assert_eq!(
-        invalid.problem,
-        dirigo_engine::config::Problem::Cycle { cycle }
-    );
+    assert_eq!(invalid.problem, dirigo_engine::config::Problem::Cycle { cycle });
 }
 
 #[test]
@@ -312,10 +282,8 @@ fn fields_checked_against_the_source_schema() {
         "bad.toml:4:14: app[0] \"bids\" key `event_time`: unknown schema field `when`; valid: \
          auction, price",
     );
-    let text = app_with("name = \"f\"\nkind = \"count\"\ninput = \"in\"").replace(
-        "kind = \"generator\"\n",
-        "kind = \"generator\"\nkey_field = \"bidder\"\n",
-    );
+    let text = app_with("name = \"f\"\nkind = \"count\"\ninput = \"in\"")
+        .replace("kind = \"generator\"\n", "kind = \"generator\"\nkey_field = \"bidder\"\n");
     assert_error(
         &text,
         "bad.toml:8:13: app[0] \"bids\" source \"in\" key `key_field`: unknown schema field \
@@ -325,30 +293,16 @@ fn fields_checked_against_the_source_schema() {
 
 #[test]
 fn zero_values_are_rejected() {
-    assert_error(
-        "[engine]\nbatch_size = 0\n",
-        "bad.toml:2:14: engine key `batch_size`: must be greater than zero",
-    );
-    let text = app_with("name = \"f\"\nkind = \"count\"\ninput = \"in\"").replace(
-        "kind = \"generator\"\n",
-        "kind = \"generator\"\nparallelism = 0\n",
-    );
-    assert_error(
-        &text,
-        "bad.toml:8:15: app[0] \"bids\" source \"in\" key `parallelism`: must be greater than zero",
-    );
+    assert_error("[engine]\nbatch_size = 0\n", "bad.toml:2:14: engine key `batch_size`: must be greater than zero");
+    let text = app_with("name = \"f\"\nkind = \"count\"\ninput = \"in\"")
+        .replace("kind = \"generator\"\n", "kind = \"generator\"\nparallelism = 0\n");
+    assert_error(&text, "bad.toml:8:15: app[0] \"bids\" source \"in\" key `parallelism`: must be greater than zero");
     let text = app_with(
         "name = \"f\"\nkind = \"window\"\ninput = \"in\"\n\
          window = { type = \"tumbling\", size = \"0s\" }\naggregate = { op = \"count\" }",
     );
-    assert_error(
-        &text,
-        "bad.toml:12:38: app[0] \"bids\" function \"f\" key `window.size`: must be greater than zero",
-    );
-    assert_error(
-        "[defaults.app]\nweight = 0\n",
-        "bad.toml:2:10: defaults.app key `weight`: must be greater than zero",
-    );
+    assert_error(&text, "bad.toml:12:38: app[0] \"bids\" function \"f\" key `window.size`: must be greater than zero");
+    assert_error("[defaults.app]\nweight = 0\n", "bad.toml:2:10: defaults.app key `weight`: must be greater than zero");
     // shards = 0 means "one per CPU" and rate = 0 "unbounded": both fine.
     assert!(Config::parse("[engine]\nshards = 0\n", "ok.toml").is_ok());
 }
@@ -372,61 +326,35 @@ fn example_configs_resolve_with_defaults() {
     assert_eq!(config.engine.spin, Duration::from_micros(200));
     let app = &config.apps[0];
     assert_eq!((app.weight, app.watermark_every), (1, 1000));
-    let SourceKind::Generator(generator) = &app.sources[0].kind else {
-        panic!("a generator")
-    };
+    let SourceKind::Generator(generator) = &app.sources[0].kind else { panic!("a generator") };
     assert_eq!(generator.key_field.get_ref(), "auction");
-    assert_eq!(
-        (generator.keys, generator.seed, generator.parallelism),
-        (1000, 42, 1)
-    );
+    assert_eq!((generator.keys, generator.seed, generator.parallelism), (1000, 42, 1));
     assert_eq!(generator.bursts[0].at, Duration::from_secs(2));
-    let FunctionKind::Window(window) = &app.functions[0].kind else {
-        panic!("a window")
-    };
+    let FunctionKind::Window(window) = &app.functions[0].kind else { panic!("a window") };
     assert_eq!(window.window.get_ref().window_type, WindowType::Sliding);
     assert_eq!(window.window.get_ref().lateness, Duration::ZERO);
     assert_eq!(app.functions[1].max_lessees, 0);
 
     let two = Config::parse(TWO_APPS, "two.toml").unwrap();
     assert_eq!((two.apps[0].weight, two.apps[1].weight), (2, 3));
-    let SourceKind::File(file) = &two.apps[0].sources[0].kind else {
-        panic!("a file source")
-    };
-    assert_eq!(
-        (file.format, file.header, file.rate),
-        (FileFormat::Csv, false, 0)
-    );
-    let SinkKind::File { format, .. } = &two.apps[0].sinks[0].kind else {
-        panic!("a file sink")
-    };
+    let SourceKind::File(file) = &two.apps[0].sources[0].kind else { panic!("a file source") };
+    assert_eq!((file.format, file.header, file.rate), (FileFormat::Csv, false, 0));
+    let SinkKind::File { format, .. } = &two.apps[0].sinks[0].kind else { panic!("a file sink") };
     assert_eq!(*format, FileFormat::Ndjson);
 }
 
 #[test]
 fn schema_and_map_fields_keep_their_order() {
     let config = Config::parse(BIDS, "bids.toml").unwrap();
-    let names: Vec<&str> = config.apps[0]
-        .schema
-        .fields
-        .iter()
-        .map(|f| f.name.get_ref().as_str())
-        .collect();
+    let names: Vec<&str> = config.apps[0].schema.fields.iter().map(|f| f.name.get_ref().as_str()).collect();
     assert_eq!(names, ["auction", "bidder", "price", "date_time"]);
     let schema = config.apps[0].schema.to_schema();
     assert_eq!(schema.position("date_time"), Some(3));
-    let FunctionKind::Map { fields, .. } = &config.apps[0].functions[2].kind else {
-        panic!("a map")
-    };
+    let FunctionKind::Map { fields, .. } = &config.apps[0].functions[2].kind else { panic!("a map") };
     let outputs: Vec<&str> = fields.iter().map(|(n, _)| n.get_ref().as_str()).collect();
     assert_eq!(outputs, ["total", "auction", "bidder"]);
     let two = Config::parse(TWO_APPS, "two.toml").unwrap();
-    let names: Vec<&str> = two.apps[0]
-        .schema
-        .fields
-        .iter()
-        .map(|f| f.name.get_ref().as_str())
-        .collect();
+    let names: Vec<&str> = two.apps[0].schema.fields.iter().map(|f| f.name.get_ref().as_str()).collect();
     assert_eq!(names, ["zeta", "id", "alpha", "ok"]);
 }
 
@@ -461,9 +389,7 @@ fn nodes_come_in_topological_order() {
 fn planner_errors_use_the_same_format() {
     let config = Config::parse(BIDS, "bids.toml").unwrap();
     let app = &config.apps[0];
-    let FunctionKind::Filter { predicate, .. } = &app.functions[1].kind else {
-        panic!("a filter")
-    };
+    let FunctionKind::Filter { predicate, .. } = &app.functions[1].kind else { panic!("a filter") };
     let path = dirigo_engine::config::KeyPath::app(0, app.name.get_ref())
         .node(Role::Function, 1, app.functions[1].name.get_ref())
         .key("predicate");

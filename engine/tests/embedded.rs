@@ -34,7 +34,9 @@ fn run_keyed_count(shards: usize, events: u64, keys: u64, sources: u32) -> Vec<(
     let mut engine = EngineBuilder::new().shards(shards).settings(|s| s.shard.max_in_flight = 512);
     let mut app = engine.app("counts", Duration::from_millis(50));
     let src = app.source("in", sources, move |inst| {
-        (0..events).filter(move |i| i % sources as u64 == inst as u64).map(move |i| (key_u64(i % keys), i, (i % keys, i)))
+        (0..events)
+            .filter(move |i| i % sources as u64 == inst as u64)
+            .map(move |i| (key_u64(i % keys), i, (i % keys, i)))
     });
     let relay = app.function("relay", src, Route::Forward, || Relay);
     let counts = app.function("count", relay, Route::ByKey, CountWithSeq::default);

@@ -42,12 +42,7 @@ impl<'a> BatchWriter<'a> {
     pub fn begin(out: &'a mut AlignedVec) -> Result<Self, EncodeError> {
         let start = begin_frame(out)?;
         out.resize(out.len() + SUB_HEADER, 0);
-        Ok(BatchWriter {
-            out,
-            start,
-            count: 0,
-            finished: false,
-        })
+        Ok(BatchWriter { out, start, count: 0, finished: false })
     }
 
     /// Records written so far.
@@ -131,10 +126,7 @@ pub struct BatchEntry<'a> {
 
 impl std::fmt::Debug for BatchEntry<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BatchEntry")
-            .field("tag", &self.tag)
-            .field("archive_len", &self.archive.len())
-            .finish()
+        f.debug_struct("BatchEntry").field("tag", &self.tag).field("archive_len", &self.archive.len()).finish()
     }
 }
 
@@ -167,11 +159,7 @@ impl<'a> ValidBatch<'a> {
 
     /// The records in order, read in place.
     pub fn iter(&self) -> BatchIter<'a> {
-        BatchIter {
-            payload: self.payload,
-            at: SUB_HEADER,
-            left: self.count,
-        }
+        BatchIter { payload: self.payload, at: SUB_HEADER, left: self.count }
     }
 }
 
@@ -204,11 +192,7 @@ impl<'a> Iterator for BatchIter<'a> {
         // `entry_at` is a pure function of the same immutably borrowed bytes, so this is one of
         // those validated slices, and it starts 16-aligned (payload aligned, entries padded).
         let record = unsafe { record::access_trusted(archive) };
-        Some(BatchEntry {
-            tag,
-            record,
-            archive,
-        })
+        Some(BatchEntry { tag, record, archive })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -217,9 +201,7 @@ impl<'a> Iterator for BatchIter<'a> {
 }
 
 fn batch_count(payload: &[u8]) -> Result<u32, ValidateError> {
-    let header = payload
-        .get(..SUB_HEADER)
-        .ok_or(fault(0, BatchFault::MissingHeader))?;
+    let header = payload.get(..SUB_HEADER).ok_or(fault(0, BatchFault::MissingHeader))?;
     if header[4..].iter().any(|&b| b != 0) {
         return Err(fault(4, BatchFault::ReservedNonzero));
     }
@@ -229,9 +211,7 @@ fn batch_count(payload: &[u8]) -> Result<u32, ValidateError> {
 /// The entry at `at`: its tag, its archive and where the next entry starts. Checks bounds,
 /// the reserved word and the padding.
 fn entry_at(payload: &[u8], at: usize) -> Result<(u64, &[u8], usize), ValidateError> {
-    let header = payload
-        .get(at..at + SUB_HEADER)
-        .ok_or(fault(at, BatchFault::EntryHeaderTruncated))?;
+    let header = payload.get(at..at + SUB_HEADER).ok_or(fault(at, BatchFault::EntryHeaderTruncated))?;
     let len = le_u32(header, 0);
     if le_u32(header, 4) != 0 {
         return Err(fault(at + 4, BatchFault::ReservedNonzero));

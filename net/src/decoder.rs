@@ -116,10 +116,7 @@ impl FrameDecoder {
         self.check_open()?;
         let window = self.buf.len() - self.end;
         if n > window {
-            return Err(self.fail(DecodeError::WindowOverrun {
-                committed: n,
-                window,
-            }));
+            return Err(self.fail(DecodeError::WindowOverrun { committed: n, window }));
         }
         self.advance(n)
     }
@@ -143,10 +140,7 @@ impl FrameDecoder {
             return Err(self.fail(DecodeError::NonzeroPadding { ty, len }));
         }
         self.start = frame_end;
-        Ok(Some(Frame {
-            ty: header.ty,
-            payload: &self.buf[body..payload_end],
-        }))
+        Ok(Some(Frame { ty: header.ty, payload: &self.buf[body..payload_end] }))
     }
 
     /// The peer closed the stream: succeeds only at a frame boundary with nothing buffered.

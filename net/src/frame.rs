@@ -113,16 +113,11 @@ impl FrameHeader {
     #[inline]
     pub fn parse(b: &[u8; HEADER_LEN], max_payload: u32) -> Result<FrameHeader, DecodeError> {
         if b[0..2] != MAGIC {
-            return Err(DecodeError::BadMagic {
-                found: [b[0], b[1]],
-            });
+            return Err(DecodeError::BadMagic { found: [b[0], b[1]] });
         }
         if b[2] != VERSION {
             let found = b[2];
-            return Err(DecodeError::UnsupportedVersion {
-                found,
-                supported: VERSION,
-            });
+            return Err(DecodeError::UnsupportedVersion { found, supported: VERSION });
         }
         let (found, computed) = (le_u32(b, 12), header_check(b));
         if found != computed {
@@ -168,17 +163,10 @@ pub fn padded(len: usize) -> usize {
 }
 
 /// Append one frame carrying `payload` (copied) to `out`. Returns the payload's range in `out`.
-pub fn encode_frame(
-    ty: FrameType,
-    payload: &[u8],
-    out: &mut AlignedVec,
-) -> Result<Range<usize>, EncodeError> {
+pub fn encode_frame(ty: FrameType, payload: &[u8], out: &mut AlignedVec) -> Result<Range<usize>, EncodeError> {
     if payload.len() > PAYLOAD_LIMIT as usize {
         let len = payload.len();
-        return Err(EncodeError::PayloadTooLarge {
-            len,
-            max: PAYLOAD_LIMIT,
-        });
+        return Err(EncodeError::PayloadTooLarge { len, max: PAYLOAD_LIMIT });
     }
     let start = begin_frame(out)?;
     out.extend_from_slice(payload);
@@ -188,15 +176,9 @@ pub fn encode_frame(
 /// Serialise `value` with rkyv straight into `out` after a reserved header, then patch the
 /// header: no intermediate buffer. Uses rkyv's thread-local arena, so it does not allocate once
 /// `out` has grown to its working size.
-pub fn encode_archived<T>(
-    ty: FrameType,
-    value: &T,
-    out: &mut AlignedVec,
-) -> Result<Range<usize>, EncodeError>
+pub fn encode_archived<T>(ty: FrameType, value: &T, out: &mut AlignedVec) -> Result<Range<usize>, EncodeError>
 where
-    T: for<'a, 'w> rkyv::Serialize<
-        HighSerializer<&'w mut AlignedVec, ArenaHandle<'a>, rancor::Error>,
-    >,
+    T: for<'a, 'w> rkyv::Serialize<HighSerializer<&'w mut AlignedVec, ArenaHandle<'a>, rancor::Error>>,
 {
     let start = begin_frame(out)?;
     if let Err(e) = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, &mut *out) {
@@ -226,28 +208,17 @@ pub fn begin_frame(out: &mut AlignedVec) -> Result<usize, EncodeError> {
 
 /// Finish the frame begun at `start`: everything after its header is the payload. Pads the
 /// payload, writes the header and returns the payload's range; on error `out` is cut back.
-pub fn end_frame(
-    ty: FrameType,
-    start: usize,
-    out: &mut AlignedVec,
-) -> Result<Range<usize>, EncodeError> {
+pub fn end_frame(ty: FrameType, start: usize, out: &mut AlignedVec) -> Result<Range<usize>, EncodeError> {
     let body = start + HEADER_LEN;
-    if start % ALIGN != 0 || out.len() < body {
+    if !start.is_multiple_of(ALIGN) || out.len() < body {
         return Err(EncodeError::UnalignedOutput { len: start });
     }
     let len = out.len() - body;
     if len > PAYLOAD_LIMIT as usize {
         out.resize(start, 0);
-        return Err(EncodeError::PayloadTooLarge {
-            len,
-            max: PAYLOAD_LIMIT,
-        });
+        return Err(EncodeError::PayloadTooLarge { len, max: PAYLOAD_LIMIT });
     }
-    let header = FrameHeader {
-        ty,
-        len: len as u32,
-    }
-    .to_bytes();
+    let header = FrameHeader { ty, len: len as u32 }.to_bytes();
     out[start..body].copy_from_slice(&header);
     out.resize(body + padded(len), 0);
     Ok(body..body + len)
@@ -263,20 +234,14 @@ mod tests {
             assert_eq!(FrameType::try_from(ty as u8), Ok(ty));
         }
         for b in [0u8, 10, 0x7f, 0xff] {
-            assert_eq!(
-                FrameType::try_from(b),
-                Err(DecodeError::UnknownFrameType { found: b })
-            );
+            assert_eq!(FrameType::try_from(b), Err(DecodeError::UnknownFrameType { found: b }));
         }
     }
 
     #[test]
     fn header_round_trips_and_every_frame_is_a_multiple_of_16() {
         for len in [0u32, 1, 15, 16, 17, 4096] {
-            let h = FrameHeader {
-                ty: FrameType::Ping,
-                len,
-            };
+            let h = FrameHeader { ty: FrameType::Ping, len };
             assert_eq!(FrameHeader::parse(&h.to_bytes(), u32::MAX), Ok(h));
             assert_eq!(h.frame_len() % ALIGN, 0);
         }

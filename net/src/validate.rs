@@ -23,8 +23,7 @@ where
     T: Portable + for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
     check_aligned(payload)?;
-    rkyv::access::<T, rancor::Error>(payload)
-        .map_err(|e| ValidateError::Archive(RecordError::Invalid(e.to_string())))
+    rkyv::access::<T, rancor::Error>(payload).map_err(|e| ValidateError::Archive(RecordError::Invalid(e.to_string())))
 }
 
 /// Payloads are read in place, so they must sit where the decoder put them: 16-aligned.
@@ -55,18 +54,12 @@ mod tests {
     fn garbage_and_misplaced_records_are_refused() {
         let mut buf: AlignedVec = AlignedVec::new();
         buf.extend_from_slice(&[0xff; 48]);
-        assert!(matches!(
-            validate_record(&buf),
-            Err(ValidateError::Archive(RecordError::Invalid(_)))
-        ));
+        assert!(matches!(validate_record(&buf), Err(ValidateError::Archive(RecordError::Invalid(_)))));
         let good = Record::from(vec![Value::U64(1)]).to_archive();
         let mut shifted: AlignedVec = AlignedVec::new();
         shifted.push(0);
         shifted.extend_from_slice(&good);
-        assert!(matches!(
-            validate_record(&shifted[1..]),
-            Err(ValidateError::Misaligned { .. })
-        ));
+        assert!(matches!(validate_record(&shifted[1..]), Err(ValidateError::Misaligned { .. })));
     }
 
     #[test]

@@ -10,9 +10,7 @@ use std::path::PathBuf;
 use common::{encode_all, raw_header};
 use dirigo_actors::record::Value;
 use dirigo_net::frame::VERSION;
-use dirigo_net::{
-    encode_record, validate_batch, validate_record, BatchWriter, FrameDecoder, FrameType,
-};
+use dirigo_net::{encode_record, validate_batch, validate_record, BatchWriter, FrameDecoder, FrameType};
 use rkyv::util::AlignedVec;
 
 /// The fuzz input's first byte: chunk size 7 (`knob & 0x3f` + 1), small frame limit.
@@ -25,11 +23,7 @@ fn corpus_dir() -> PathBuf {
 fn record_frames() -> AlignedVec {
     let mut out = AlignedVec::new();
     encode_record(&[Value::U64(1), Value::Str("auction".into())], &mut out).unwrap();
-    encode_record(
-        &[Value::F64(2.5), Value::Bool(true), Value::I64(-3)],
-        &mut out,
-    )
-    .unwrap();
+    encode_record(&[Value::F64(2.5), Value::Bool(true), Value::I64(-3)], &mut out).unwrap();
     out
 }
 
@@ -64,20 +58,11 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("valid-records", record_frames().to_vec()),
         ("valid-batch", batch_frame().to_vec()),
         ("valid-control", control_frames().to_vec()),
-        (
-            "invalid-magic",
-            raw_header(*b"GD", VERSION, 1, 0, 0).to_vec(),
-        ),
+        ("invalid-magic", raw_header(*b"GD", VERSION, 1, 0, 0).to_vec()),
         ("invalid-version", raw_header(*b"DG", 9, 1, 0, 0).to_vec()),
-        (
-            "invalid-type",
-            raw_header(*b"DG", VERSION, 42, 0, 0).to_vec(),
-        ),
+        ("invalid-type", raw_header(*b"DG", VERSION, 42, 0, 0).to_vec()),
         ("invalid-check", bad_check),
-        (
-            "invalid-oversized",
-            raw_header(*b"DG", VERSION, 2, 1 << 24, 0).to_vec(),
-        ),
+        ("invalid-oversized", raw_header(*b"DG", VERSION, 2, 1 << 24, 0).to_vec()),
         ("invalid-padding", padding),
         ("invalid-truncated", batch_frame()[..40].to_vec()),
         ("invalid-record", corrupt),
@@ -122,15 +107,7 @@ fn write_seed_corpus() {
 fn seed_corpus_is_current_and_behaves_as_named() {
     for (name, bytes) in seeds() {
         let file = std::fs::read(corpus_dir().join(name)).expect("run write_seed_corpus");
-        assert_eq!(
-            file,
-            with_knob(&bytes),
-            "{name} is stale: run write_seed_corpus"
-        );
-        assert_eq!(
-            decodes_cleanly(&bytes),
-            name.starts_with("valid-"),
-            "{name}"
-        );
+        assert_eq!(file, with_knob(&bytes), "{name} is stale: run write_seed_corpus");
+        assert_eq!(decodes_cleanly(&bytes), name.starts_with("valid-"), "{name}");
     }
 }

@@ -6,8 +6,7 @@ use common::{encode_all, raw_header, sample_frames};
 use dirigo_actors::record::{RecordError, Value};
 use dirigo_net::frame::VERSION;
 use dirigo_net::{
-    encode_frame, validate_batch, BatchFault, BatchWriter, DecodeError, FrameDecoder, FrameType,
-    ValidateError,
+    encode_frame, validate_batch, BatchFault, BatchWriter, DecodeError, FrameDecoder, FrameType, ValidateError,
 };
 use rkyv::util::AlignedVec;
 
@@ -27,10 +26,7 @@ fn bad_magic() {
 #[test]
 fn unsupported_version() {
     let h = raw_header(*b"DG", 2, 1, 0, 0);
-    let want = DecodeError::UnsupportedVersion {
-        found: 2,
-        supported: 1,
-    };
+    let want = DecodeError::UnsupportedVersion { found: 2, supported: 1 };
     assert_eq!(feed_err(&h), want);
 }
 
@@ -60,10 +56,7 @@ fn oversized_is_refused_before_any_payload_is_buffered() {
     let mut wire = raw_header(*b"DG", VERSION, 2, 1025, 0).to_vec();
     wire.extend_from_slice(&[0u8; 2048]);
     let mut dec = FrameDecoder::new(1024);
-    let want = DecodeError::Oversized {
-        declared: 1025,
-        max: 1024,
-    };
+    let want = DecodeError::Oversized { declared: 1025, max: 1024 };
     assert_eq!(dec.feed(&wire), Err(want));
     assert_eq!(dec.buffered(), 16, "only the header was buffered");
     let exact = raw_header(*b"DG", VERSION, 2, 1024, 0);
@@ -76,10 +69,7 @@ fn nonzero_padding() {
     wire[16 + 5] = 1;
     let mut dec = FrameDecoder::default();
     dec.feed(&wire).unwrap();
-    let want = DecodeError::NonzeroPadding {
-        ty: FrameType::Error,
-        len: 3,
-    };
+    let want = DecodeError::NonzeroPadding { ty: FrameType::Error, len: 3 };
     assert_eq!(dec.next_frame(), Err(want));
 }
 
@@ -88,19 +78,13 @@ fn truncated_inside_a_header_and_inside_a_payload() {
     let wire = encode_all(&[(FrameType::Hello, vec![9; 20])]);
     let mut dec = FrameDecoder::default();
     dec.feed(&wire[..5]).unwrap();
-    let want = DecodeError::Truncated {
-        buffered: 5,
-        needed: 16,
-    };
+    let want = DecodeError::Truncated { buffered: 5, needed: 16 };
     assert_eq!(dec.finish(), Err(want));
 
     let mut dec = FrameDecoder::default();
     dec.feed(&wire[..40]).unwrap();
     assert_eq!(dec.next_frame(), Ok(None));
-    let want = DecodeError::Truncated {
-        buffered: 40,
-        needed: 48,
-    };
+    let want = DecodeError::Truncated { buffered: 40, needed: 48 };
     assert_eq!(dec.finish(), Err(want));
 }
 
@@ -108,9 +92,7 @@ fn truncated_inside_a_header_and_inside_a_payload() {
 fn after_an_error_every_call_returns_it() {
     let wire = encode_all(&sample_frames());
     let mut dec = FrameDecoder::default();
-    let err = dec
-        .feed(&[0xde, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
-        .unwrap_err();
+    let err = dec.feed(&[0xde, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap_err();
     assert_eq!(dec.feed(&wire), Err(err));
     assert_eq!(dec.next_frame(), Err(err));
     assert_eq!(dec.recv_window(64).map(|w| w.len()), Err(err));
@@ -150,29 +132,14 @@ fn batch_layout_faults_name_their_offset() {
     let frame = batch_of_two();
     let check = |edit: fn(&mut Vec<u8>)| validate_batch(&payload_of(&frame, edit)).unwrap_err();
     let fault = |offset, what| ValidateError::Batch { offset, what };
-    assert_eq!(
-        check(|p| p.truncate(8)),
-        fault(0, BatchFault::MissingHeader)
-    );
+    assert_eq!(check(|p| p.truncate(8)), fault(0, BatchFault::MissingHeader));
     assert_eq!(check(|p| p[7] = 1), fault(4, BatchFault::ReservedNonzero));
     assert_eq!(check(|p| p[20] = 1), fault(20, BatchFault::ReservedNonzero));
-    assert_eq!(
-        check(|p| p[0] = 3),
-        fault(p_len(&frame), BatchFault::EntryHeaderTruncated)
-    );
-    assert_eq!(check(|p| p.extend([0; 16])), {
-        fault(p_len(&frame), BatchFault::TrailingBytes { extra: 16 })
-    });
-    assert_eq!(
-        check(|p| p[16] = 0xff),
-        fault(32, BatchFault::RecordTruncated { len: 0xff })
-    );
+    assert_eq!(check(|p| p[0] = 3), fault(p_len(&frame), BatchFault::EntryHeaderTruncated));
+    assert_eq!(check(|p| p.extend([0; 16])), { fault(p_len(&frame), BatchFault::TrailingBytes { extra: 16 }) });
+    assert_eq!(check(|p| p[16] = 0xff), fault(32, BatchFault::RecordTruncated { len: 0xff }));
     let padding_at = 32 + le_u32(&frame[32..]) as usize;
-    assert_eq!(
-        padding_at % 16,
-        8,
-        "the first record leaves padding to corrupt"
-    );
+    assert_eq!(padding_at % 16, 8, "the first record leaves padding to corrupt");
     let e = validate_batch(&payload_of(&frame, |p| p[padding_at] = 1)).unwrap_err();
     assert_eq!(e, fault(padding_at, BatchFault::NonzeroPadding));
 }
@@ -195,10 +162,7 @@ fn a_corrupt_record_inside_a_batch_is_named_by_index() {
     });
     assert!(matches!(
         validate_batch(&bad),
-        Err(ValidateError::BatchRecord {
-            index: 1,
-            source: RecordError::Invalid(_)
-        })
+        Err(ValidateError::BatchRecord { index: 1, source: RecordError::Invalid(_) })
     ));
 }
 

@@ -6,9 +6,7 @@ mod common;
 use common::{decode_chunks, encode_all, Owned};
 use dirigo_actors::record::Value;
 use dirigo_net::frame::HEADER_LEN;
-use dirigo_net::{
-    validate_batch, validate_record, BatchWriter, DecodeError, FrameDecoder, FrameType,
-};
+use dirigo_net::{validate_batch, validate_record, BatchWriter, DecodeError, FrameDecoder, FrameType};
 use proptest::prelude::*;
 use rkyv::util::AlignedVec;
 

@@ -5,8 +5,7 @@ mod common;
 use common::{decode_chunks, drain, encode_all, sample_frames, Owned};
 use dirigo_actors::record::{Record, Value};
 use dirigo_net::{
-    encode_archived, encode_frame, encode_record, validate_batch, validate_record, BatchWriter,
-    FrameDecoder, FrameType,
+    encode_archived, encode_frame, encode_record, validate_batch, validate_record, BatchWriter, FrameDecoder, FrameType,
 };
 use rkyv::util::AlignedVec;
 
@@ -15,7 +14,7 @@ fn values(i: u64) -> Vec<Value> {
         Value::U64(i),
         Value::I64(-(i as i64)),
         Value::F64(i as f64 / 4.0),
-        Value::Bool(i % 2 == 0),
+        Value::Bool(i.is_multiple_of(2)),
         Value::Str("x".repeat(i as usize % 23)),
     ]
 }
@@ -54,14 +53,8 @@ fn one_byte_at_a_time_and_odd_chunk_sizes_decode_the_same() {
 
 #[test]
 fn many_frames_in_one_chunk_are_yielded_in_order() {
-    let frames: Vec<Owned> = (0..10_000)
-        .map(|i| {
-            (
-                FrameType::ALL[i % 9],
-                common::payload(FrameType::Data, i % 40),
-            )
-        })
-        .collect();
+    let frames: Vec<Owned> =
+        (0..10_000).map(|i| (FrameType::ALL[i % 9], common::payload(FrameType::Data, i % 40))).collect();
     let wire = encode_all(&frames);
     let (got, end) = decode_chunks(&mut FrameDecoder::default(), [wire.as_slice()]);
     assert_eq!((got, end), (frames, Ok(())));
@@ -112,11 +105,7 @@ fn a_batch_round_trips_and_forwards_archives_unchanged() {
         fwd.push_archive(entry.tag, entry.archive);
     }
     fwd.finish().unwrap();
-    assert_eq!(
-        forwarded.as_slice(),
-        out.as_slice(),
-        "forwarding is a byte copy"
-    );
+    assert_eq!(forwarded.as_slice(), out.as_slice(), "forwarding is a byte copy");
 }
 
 #[test]

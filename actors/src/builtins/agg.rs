@@ -32,11 +32,7 @@ impl AggOp {
             "min" => AggOp::Min,
             "max" => AggOp::Max,
             "avg" => AggOp::Avg,
-            _ => {
-                return Err(BuildError::UnknownOp {
-                    op: name.to_owned(),
-                })
-            }
+            _ => return Err(BuildError::UnknownOp { op: name.to_owned() }),
         })
     }
 
@@ -89,13 +85,7 @@ impl Num {
     /// Combine two numbers of one type with `int` (integers) or `float`; a number of another
     /// type (a record not matching its schema) leaves `self` unchanged.
     #[inline]
-    fn zip(
-        self,
-        o: Num,
-        u: fn(u64, u64) -> u64,
-        i: fn(i64, i64) -> i64,
-        f: fn(f64, f64) -> f64,
-    ) -> Num {
+    fn zip(self, o: Num, u: fn(u64, u64) -> u64, i: fn(i64, i64) -> i64, f: fn(f64, f64) -> f64) -> Num {
         match (self, o) {
             (Num::U64(a), Num::U64(b)) => Num::U64(u(a, b)),
             (Num::I64(a), Num::I64(b)) => Num::I64(i(a, b)),
@@ -145,11 +135,7 @@ pub enum AggPartial {
 impl AggPartial {
     /// Resolve `field` of `input` for `op`: the zero partial and the position to read (`None` for
     /// count, which counts records and ignores any field it is given, once it exists).
-    pub fn build(
-        op: AggOp,
-        input: &Schema,
-        field: Option<&str>,
-    ) -> Result<(AggPartial, Option<usize>), BuildError> {
+    pub fn build(op: AggOp, input: &Schema, field: Option<&str>) -> Result<(AggPartial, Option<usize>), BuildError> {
         let resolved = match field {
             Some(name) => Some((name, resolve_field(input, name, "aggregate")?)),
             None => None,
@@ -160,11 +146,7 @@ impl AggPartial {
         let Some((name, (pos, ty))) = resolved else {
             return Err(BuildError::MissingField { op });
         };
-        let zero = AggPartial::zero(op, ty).ok_or_else(|| BuildError::NotNumeric {
-            op,
-            field: name.to_owned(),
-            ty,
-        })?;
+        let zero = AggPartial::zero(op, ty).ok_or_else(|| BuildError::NotNumeric { op, field: name.to_owned(), ty })?;
         Ok((zero, Some(pos)))
     }
 
@@ -174,24 +156,15 @@ impl AggPartial {
             FieldType::U64 => (Num::U64(0), Num::U64(u64::MIN), Num::U64(u64::MAX)),
             FieldType::I64 => (Num::I64(0), Num::I64(i64::MIN), Num::I64(i64::MAX)),
             // -0.0 is IEEE's additive identity: -0.0 + x == x for every x, including 0.0.
-            FieldType::F64 => (
-                Num::F64(-0.0),
-                Num::F64(f64::NEG_INFINITY),
-                Num::F64(f64::INFINITY),
-            ),
-            FieldType::Bool | FieldType::Str => {
-                return (op == AggOp::Count).then_some(AggPartial::Count(0))
-            }
+            FieldType::F64 => (Num::F64(-0.0), Num::F64(f64::NEG_INFINITY), Num::F64(f64::INFINITY)),
+            FieldType::Bool | FieldType::Str => return (op == AggOp::Count).then_some(AggPartial::Count(0)),
         };
         Some(match op {
             AggOp::Count => AggPartial::Count(0),
             AggOp::Sum => AggPartial::Sum(zero),
             AggOp::Min => AggPartial::Min(most),
             AggOp::Max => AggPartial::Max(least),
-            AggOp::Avg if ty == FieldType::F64 => AggPartial::AvgF64 {
-                sum: -0.0,
-                count: 0,
-            },
+            AggOp::Avg if ty == FieldType::F64 => AggPartial::AvgF64 { sum: -0.0, count: 0 },
             AggOp::Avg => AggPartial::AvgInt { sum: 0, count: 0 },
         })
     }
@@ -228,12 +201,8 @@ impl AggPartial {
             AggPartial::Min(a) => *a = a.min(x),
             AggPartial::Max(a) => *a = a.max(x),
             AggPartial::AvgInt { sum, count } => match x {
-                Num::U64(v) => {
-                    (*sum, *count) = (sum.wrapping_add(v as i128), count.wrapping_add(1))
-                }
-                Num::I64(v) => {
-                    (*sum, *count) = (sum.wrapping_add(v as i128), count.wrapping_add(1))
-                }
+                Num::U64(v) => (*sum, *count) = (sum.wrapping_add(v as i128), count.wrapping_add(1)),
+                Num::I64(v) => (*sum, *count) = (sum.wrapping_add(v as i128), count.wrapping_add(1)),
                 Num::F64(_) => {}
             },
             AggPartial::AvgF64 { sum, count } => {
@@ -271,12 +240,7 @@ impl Mergeable for AggPartial {
             AggPartial::Count(_) => return AggPartial::Count(0),
             AggPartial::Sum(n) | AggPartial::Min(n) | AggPartial::Max(n) => n.field_type(),
             AggPartial::AvgInt { .. } => return AggPartial::AvgInt { sum: 0, count: 0 },
-            AggPartial::AvgF64 { .. } => {
-                return AggPartial::AvgF64 {
-                    sum: -0.0,
-                    count: 0,
-                }
-            }
+            AggPartial::AvgF64 { .. } => return AggPartial::AvgF64 { sum: -0.0, count: 0 },
         };
         let op = match self {
             AggPartial::Sum(_) => AggOp::Sum,
@@ -299,9 +263,7 @@ impl Mergeable for AggPartial {
             (AvgInt { sum, count }, AvgInt { sum: s, count: c }) => {
                 (*sum, *count) = (sum.wrapping_add(s), count.wrapping_add(c))
             }
-            (AvgF64 { sum, count }, AvgF64 { sum: s, count: c }) => {
-                (*sum, *count) = (*sum + s, count.wrapping_add(c))
-            }
+            (AvgF64 { sum, count }, AvgF64 { sum: s, count: c }) => (*sum, *count) = (*sum + s, count.wrapping_add(c)),
             (mine, theirs) => debug_assert!(false, "combining {theirs:?} into {mine:?}"),
         }
     }
@@ -332,10 +294,7 @@ mod tests {
 
     #[test]
     fn hand_computed_results() {
-        let xs: Vec<Num> = [3, -1, 7, 0]
-            .iter()
-            .map(|x| num(FieldType::I64, *x))
-            .collect();
+        let xs: Vec<Num> = [3, -1, 7, 0].iter().map(|x| num(FieldType::I64, *x)).collect();
         let res = |op| fold_all(AggPartial::zero(op, FieldType::I64).unwrap(), &xs).result();
         assert_eq!(res(AggOp::Count), Value::U64(4));
         assert_eq!(res(AggOp::Sum), Value::I64(9));
@@ -350,35 +309,16 @@ mod tests {
 
     #[test]
     fn build_errors_name_the_problem() {
-        let schema = Schema::new(vec![
-            ("name".into(), FieldType::Str),
-            ("price".into(), FieldType::U64),
-        ]);
+        let schema = Schema::new(vec![("name".into(), FieldType::Str), ("price".into(), FieldType::U64)]);
         let err = AggPartial::build(AggOp::Sum, &schema, Some("name")).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "aggregate `sum` needs a numeric field (u64, i64 or f64), but `name` is string"
-        );
+        assert_eq!(err.to_string(), "aggregate `sum` needs a numeric field (u64, i64 or f64), but `name` is string");
         let err = AggPartial::build(AggOp::Max, &schema, None).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "aggregate `max` needs a field to aggregate"
-        );
+        assert_eq!(err.to_string(), "aggregate `max` needs a field to aggregate");
         let err = AggPartial::build(AggOp::Avg, &schema, Some("prce")).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "unknown aggregate field `prce`; fields are: name, price"
-        );
+        assert_eq!(err.to_string(), "unknown aggregate field `prce`; fields are: name, price");
         let err = AggOp::parse("median").unwrap_err();
-        assert!(err
-            .to_string()
-            .contains("valid aggregates are: count, sum, min, max, avg"));
-        assert_eq!(
-            AggPartial::build(AggOp::Count, &schema, Some("name"))
-                .unwrap()
-                .1,
-            None
-        );
+        assert!(err.to_string().contains("valid aggregates are: count, sum, min, max, avg"));
+        assert_eq!(AggPartial::build(AggOp::Count, &schema, Some("name")).unwrap().1, None);
     }
 
     proptest! {

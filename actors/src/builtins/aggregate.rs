@@ -29,22 +29,10 @@ impl Aggregate {
     ) -> Result<(Aggregate, Schema), BuildError> {
         let (zero, field) = AggPartial::build(op, input, field)?;
         let (key, key_ty) = KeySource::resolve(input, key)?;
-        let schema = output_schema(vec![
-            ("key".into(), key_ty),
-            (op.name().into(), zero.output_type()),
-        ])?;
+        let schema = output_schema(vec![("key".into(), key_ty), (op.name().into(), zero.output_type())])?;
         let row = [Value::U64(0), Value::U64(0)];
         let state = KeyedState::new();
-        Ok((
-            Aggregate {
-                key,
-                field,
-                zero,
-                state,
-                row,
-            },
-            schema,
-        ))
+        Ok((Aggregate { key, field, zero, state, row }, schema))
     }
 
     /// Every key's partial: what the dual-mode actor ships and combines.
@@ -99,33 +87,14 @@ mod tests {
 
     #[test]
     fn rolling_max_per_string_key() {
-        let (mut agg, schema) =
-            Aggregate::new(&bids(), AggOp::Max, Some("price"), Some("auction")).unwrap();
+        let (mut agg, schema) = Aggregate::new(&bids(), AggOp::Max, Some("price"), Some("auction")).unwrap();
         let types: Vec<_> = schema.fields().map(|(n, t)| (n.to_owned(), t)).collect();
-        assert_eq!(
-            types,
-            vec![
-                ("key".into(), FieldType::Str),
-                ("max".into(), FieldType::F64)
-            ]
-        );
+        assert_eq!(types, vec![("key".into(), FieldType::Str), ("max".into(), FieldType::F64)]);
         let mut out = VecEmitter::default();
-        for (i, (a, p)) in [("x", 2.0), ("y", 1.0), ("x", 1.5), ("x", 3.0)]
-            .into_iter()
-            .enumerate()
-        {
-            feed(
-                &mut agg,
-                msg(i as u64, 10 + i as u64),
-                bid(a, p, 0),
-                &mut out,
-            );
+        for (i, (a, p)) in [("x", 2.0), ("y", 1.0), ("x", 1.5), ("x", 3.0)].into_iter().enumerate() {
+            feed(&mut agg, msg(i as u64, 10 + i as u64), bid(a, p, 0), &mut out);
         }
-        let got: Vec<_> = out
-            .out
-            .iter()
-            .map(|(h, t, v)| (*h, *t, v[0].clone(), v[1].clone()))
-            .collect();
+        let got: Vec<_> = out.out.iter().map(|(h, t, v)| (*h, *t, v[0].clone(), v[1].clone())).collect();
         let s = |x: &str| Value::Str(x.into());
         assert_eq!(
             got,
@@ -147,16 +116,10 @@ mod tests {
         for h in [7, 8, 7, 7] {
             feed(&mut agg, msg(h, 0), bid("", 0.0, 0), &mut out);
         }
-        let counts: Vec<_> = out
-            .out
-            .iter()
-            .map(|(_, _, v)| (v[0].clone(), v[1].clone()))
-            .collect();
+        let counts: Vec<_> = out.out.iter().map(|(_, _, v)| (v[0].clone(), v[1].clone())).collect();
         let c = |k, n| (Value::U64(k), Value::U64(n));
         assert_eq!(counts, vec![c(7, 1), c(8, 1), c(7, 2), c(7, 3)]);
-        let err = Aggregate::new(&bids(), AggOp::Min, Some("auction"), None)
-            .err()
-            .unwrap();
+        let err = Aggregate::new(&bids(), AggOp::Min, Some("auction"), None).err().unwrap();
         assert!(matches!(err, BuildError::NotNumeric { .. }));
     }
 
@@ -181,11 +144,7 @@ mod tests {
                     AggOp::Max => Value::I64(*xs.iter().max().unwrap()),
                     AggOp::Avg => Value::F64(xs.iter().sum::<i64>() as f64 / xs.len() as f64),
                 };
-                assert_eq!(
-                    out.out.last().unwrap().2,
-                    vec![Value::Str(key), want],
-                    "seed {seed}"
-                );
+                assert_eq!(out.out.last().unwrap().2, vec![Value::Str(key), want], "seed {seed}");
             }
         }
     }

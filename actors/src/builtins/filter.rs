@@ -25,13 +25,7 @@ impl Filter {
 impl Operator for Filter {
     /// Hot path: evaluates in place and forwards the archive bytes, never deserialised.
     #[inline]
-    fn on_record<E: Emitter>(
-        &mut self,
-        msg: Msg,
-        rec: &ArchivedRecord,
-        archive: &[u8],
-        out: &mut E,
-    ) {
+    fn on_record<E: Emitter>(&mut self, msg: Msg, rec: &ArchivedRecord, archive: &[u8], out: &mut E) {
         if self.predicate.test(rec) {
             out.forward(msg.key_hash, msg.event_time, archive);
         }
@@ -46,10 +40,7 @@ mod tests {
     use crate::record::{FieldType, Value};
 
     fn schema() -> Schema {
-        Schema::new(vec![
-            ("price".into(), FieldType::U64),
-            ("name".into(), FieldType::Str),
-        ])
+        Schema::new(vec![("price".into(), FieldType::U64), ("name".into(), FieldType::Str)])
     }
 
     #[test]
@@ -67,10 +58,7 @@ mod tests {
     #[test]
     fn non_bool_predicates_are_rejected() {
         let err = Filter::new(&schema(), "price").err().unwrap();
-        assert_eq!(
-            err.to_string(),
-            "filter predicate `price`: expression is u64, a predicate must be bool"
-        );
+        assert_eq!(err.to_string(), "filter predicate `price`: expression is u64, a predicate must be bool");
     }
 
     #[test]

@@ -70,11 +70,8 @@ impl Join {
             });
         }
         let schema = joined_schema(left, right)?;
-        let join = Join {
-            key_pos: [left_pos, right_pos],
-            panes: PaneStore::new(spec),
-            row: Vec::with_capacity(schema.len()),
-        };
+        let join =
+            Join { key_pos: [left_pos, right_pos], panes: PaneStore::new(spec), row: Vec::with_capacity(schema.len()) };
         Ok((join, schema))
     }
 
@@ -86,26 +83,15 @@ impl Join {
 
 /// `window_start, window_end`, the left fields, then the right fields, renamed where they clash.
 fn joined_schema(left: &Schema, right: &Schema) -> Result<Schema, BuildError> {
-    let mut fields = vec![
-        ("window_start".to_owned(), FieldType::U64),
-        ("window_end".to_owned(), FieldType::U64),
-    ];
+    let mut fields = vec![("window_start".to_owned(), FieldType::U64), ("window_end".to_owned(), FieldType::U64)];
     for (name, ty) in left.fields() {
         let taken = fields.iter().any(|(n, _)| n == name);
-        let name = if taken {
-            format!("left_{name}")
-        } else {
-            name.to_owned()
-        };
+        let name = if taken { format!("left_{name}") } else { name.to_owned() };
         fields.push((name, ty));
     }
     for (name, ty) in right.fields() {
         let taken = fields.iter().any(|(n, _)| n == name);
-        let name = if taken {
-            format!("right_{name}")
-        } else {
-            name.to_owned()
-        };
+        let name = if taken { format!("right_{name}") } else { name.to_owned() };
         fields.push((name, ty));
     }
     output_schema(fields)
@@ -113,13 +99,7 @@ fn joined_schema(left: &Schema, right: &Schema) -> Result<Schema, BuildError> {
 
 /// Emit one joined pair. Hot path: allocates only to clone string fields.
 #[inline]
-fn emit_pair<E: Emitter>(
-    row: &mut Vec<Value>,
-    window: (u64, u64),
-    pair: (&[Value], &[Value]),
-    hash: u64,
-    out: &mut E,
-) {
+fn emit_pair<E: Emitter>(row: &mut Vec<Value>, window: (u64, u64), pair: (&[Value], &[Value]), hash: u64, out: &mut E) {
     row.clear();
     row.push(Value::U64(window.0));
     row.push(Value::U64(window.1));
@@ -129,13 +109,7 @@ fn emit_pair<E: Emitter>(
 }
 
 /// Emit every pair of a fired pane, left-arrival then right-arrival order.
-fn emit_pane<E: Emitter>(
-    row: &mut Vec<Value>,
-    window: (u64, u64),
-    pane: &JoinPane,
-    hash: u64,
-    out: &mut E,
-) {
+fn emit_pane<E: Emitter>(row: &mut Vec<Value>, window: (u64, u64), pane: &JoinPane, hash: u64, out: &mut E) {
     for l in &pane.left {
         for r in &pane.right {
             emit_pair(row, window, (l, r), hash, out);
@@ -171,21 +145,17 @@ impl Operator for Join {
                 }
             }
         };
-        self.panes
-            .assign(key, msg.event_time, JoinPane::default, add);
+        self.panes.assign(key, msg.event_time, JoinPane::default, add);
     }
 
     fn on_watermark<E: Emitter>(&mut self, watermark: u64, out: &mut E) {
         let row = &mut self.row;
-        self.panes.advance(watermark, |_, hash, pane| {
-            emit_pane(row, (pane.start, pane.end), &pane.body, hash, out)
-        });
+        self.panes.advance(watermark, |_, hash, pane| emit_pane(row, (pane.start, pane.end), &pane.body, hash, out));
     }
 
     fn on_end<E: Emitter>(&mut self, out: &mut E) {
         let row = &mut self.row;
-        self.panes
-            .finish(|_, hash, pane| emit_pane(row, (pane.start, pane.end), &pane.body, hash, out));
+        self.panes.finish(|_, hash, pane| emit_pane(row, (pane.start, pane.end), &pane.body, hash, out));
     }
 }
 
@@ -198,62 +168,24 @@ mod tests {
     use std::collections::HashSet;
 
     fn bids() -> Schema {
-        Schema::new(vec![
-            ("auction".into(), FieldType::U64),
-            ("price".into(), FieldType::U64),
-        ])
+        Schema::new(vec![("auction".into(), FieldType::U64), ("price".into(), FieldType::U64)])
     }
 
     fn auctions() -> Schema {
-        Schema::new(vec![
-            ("auction".into(), FieldType::U64),
-            ("seller".into(), FieldType::Str),
-        ])
+        Schema::new(vec![("auction".into(), FieldType::U64), ("seller".into(), FieldType::Str)])
     }
 
     fn on(port: u8, t: u64) -> Msg {
-        Msg {
-            key_hash: 0,
-            event_time: t,
-            port,
-        }
+        Msg { key_hash: 0, event_time: t, port }
     }
 
     #[test]
     fn output_schema_prefixes_clashing_right_fields() {
-        let (_, schema) = Join::new(
-            &bids(),
-            &auctions(),
-            "auction",
-            "auction",
-            WindowSpec::tumbling(10),
-        )
-        .unwrap();
+        let (_, schema) = Join::new(&bids(), &auctions(), "auction", "auction", WindowSpec::tumbling(10)).unwrap();
         let names: Vec<_> = schema.fields().map(|(n, _)| n.to_owned()).collect();
-        assert_eq!(
-            names,
-            [
-                "window_start",
-                "window_end",
-                "auction",
-                "price",
-                "right_auction",
-                "seller"
-            ]
-        );
-        let err = Join::new(
-            &bids(),
-            &auctions(),
-            "auction",
-            "seller",
-            WindowSpec::tumbling(10),
-        )
-        .err()
-        .unwrap();
-        assert_eq!(
-            err.to_string(),
-            "join keys differ in type: left `auction` is u64, right `seller` is string"
-        );
+        assert_eq!(names, ["window_start", "window_end", "auction", "price", "right_auction", "seller"]);
+        let err = Join::new(&bids(), &auctions(), "auction", "seller", WindowSpec::tumbling(10)).err().unwrap();
+        assert_eq!(err.to_string(), "join keys differ in type: left `auction` is u64, right `seller` is string");
     }
 
     #[test]
@@ -278,19 +210,8 @@ mod tests {
             r
         };
         let got: Vec<_> = out.out.iter().map(|(_, _, v)| v.clone()).collect();
-        assert_eq!(
-            got,
-            vec![
-                row(10, "ann"),
-                row(11, "ann"),
-                row(10, "cid"),
-                row(11, "cid")
-            ]
-        );
-        assert!(out
-            .out
-            .iter()
-            .all(|(h, t, _)| *h == Value::U64(1).key_hash() && *t == 10));
+        assert_eq!(got, vec![row(10, "ann"), row(11, "ann"), row(10, "cid"), row(11, "cid")]);
+        assert!(out.out.iter().all(|(h, t, _)| *h == Value::U64(1).key_hash() && *t == 10));
     }
 
     /// (port, key, t, payload) events and watermarks.
@@ -310,23 +231,13 @@ mod tests {
         let mut fired: HashSet<(u64, u64)> = HashSet::new();
         let mut out = Vec::new();
         let pair = |s: u64, k: u64, l: u64, r: u64| {
-            let row = vec![
-                Value::U64(s),
-                Value::U64(s + size),
-                Value::U64(k),
-                Value::U64(l),
-                Value::U64(k),
-                Value::U64(r),
-            ];
+            let row =
+                vec![Value::U64(s), Value::U64(s + size), Value::U64(k), Value::U64(l), Value::U64(k), Value::U64(r)];
             (Value::U64(k).key_hash(), s + size, row)
         };
         let fire_all = |due: Vec<(u64, u64)>, acc: &[(u8, u64, u64, u64)], out: &mut Vec<_>| {
             for (s, k) in due {
-                let side = |p| {
-                    acc.iter()
-                        .filter(move |a| a.0 == p && a.1 == k && a.2 == s)
-                        .map(|a| a.3)
-                };
+                let side = |p| acc.iter().filter(move |a| a.0 == p && a.1 == k && a.2 == s).map(|a| a.3);
                 for l in side(0) {
                     for r in side(1) {
                         out.push(pair(s, k, l, r));
@@ -335,11 +246,8 @@ mod tests {
             }
         };
         let unfired = |acc: &[(u8, u64, u64, u64)], fired: &HashSet<(u64, u64)>, limit: u64| {
-            let mut due: Vec<(u64, u64)> = acc
-                .iter()
-                .map(|a| (a.2, a.1))
-                .filter(|w| w.0 + size <= limit && !fired.contains(w))
-                .collect();
+            let mut due: Vec<(u64, u64)> =
+                acc.iter().map(|a| (a.2, a.1)).filter(|w| w.0 + size <= limit && !fired.contains(w)).collect();
             due.sort();
             due.dedup();
             due
@@ -357,15 +265,8 @@ mod tests {
                         if s + size <= wm {
                             fired.insert((s, k));
                             let others = acc.iter().filter(|a| a.0 != p && a.1 == k && a.2 == s);
-                            let pairs: Vec<_> = others
-                                .map(|o| {
-                                    if p == 0 {
-                                        pair(s, k, x, o.3)
-                                    } else {
-                                        pair(s, k, o.3, x)
-                                    }
-                                })
-                                .collect();
+                            let pairs: Vec<_> =
+                                others.map(|o| if p == 0 { pair(s, k, x, o.3) } else { pair(s, k, o.3, x) }).collect();
                             out.extend(pairs);
                         }
                     }
@@ -386,13 +287,8 @@ mod tests {
     #[test]
     fn random_streams_match_a_brute_force_reference() {
         let (mut all_out, mut all_dropped) = (0, 0);
-        let (left, right) = (
-            bids(),
-            Schema::new(vec![
-                ("auction".into(), FieldType::U64),
-                ("x".into(), FieldType::U64),
-            ]),
-        );
+        let (left, right) =
+            (bids(), Schema::new(vec![("auction".into(), FieldType::U64), ("x".into(), FieldType::U64)]));
         for seed in 0..40 {
             let mut rng = Rng(100 + seed);
             let size = 2 + rng.below(15);
@@ -406,24 +302,14 @@ mod tests {
                 clock += rng.below(3);
                 events.push(match rng.below(10) {
                     0 => Ev::Wm(clock.saturating_sub(rng.below(8))),
-                    _ => Ev::Rec(
-                        rng.below(2) as u8,
-                        rng.below(4),
-                        clock.saturating_sub(rng.below(20)),
-                        i,
-                    ),
+                    _ => Ev::Rec(rng.below(2) as u8, rng.below(4), clock.saturating_sub(rng.below(20)), i),
                 });
             }
             let (mut j, _) = Join::new(&left, &right, "auction", "auction", spec).unwrap();
             let mut out = VecEmitter::default();
             for ev in &events {
                 match *ev {
-                    Ev::Rec(p, k, t, x) => feed(
-                        &mut j,
-                        on(p, t),
-                        vec![Value::U64(k), Value::U64(x)],
-                        &mut out,
-                    ),
+                    Ev::Rec(p, k, t, x) => feed(&mut j, on(p, t), vec![Value::U64(k), Value::U64(x)], &mut out),
                     Ev::Wm(w) => j.on_watermark(w, &mut out),
                 }
             }
@@ -433,9 +319,6 @@ mod tests {
             assert_eq!(j.late_dropped(), dropped, "seed {seed}");
             (all_out, all_dropped) = (all_out + expected.len(), all_dropped + dropped);
         }
-        assert!(
-            all_out > 0 && all_dropped > 0,
-            "the streams exercise pairs and lateness"
-        );
+        assert!(all_out > 0 && all_dropped > 0, "the streams exercise pairs and lateness");
     }
 }

@@ -21,18 +21,9 @@ impl KeyBy {
 impl Operator for KeyBy {
     /// Hot path: hashes the key in place and forwards the archive bytes.
     #[inline]
-    fn on_record<E: Emitter>(
-        &mut self,
-        msg: Msg,
-        rec: &ArchivedRecord,
-        archive: &[u8],
-        out: &mut E,
-    ) {
+    fn on_record<E: Emitter>(&mut self, msg: Msg, rec: &ArchivedRecord, archive: &[u8], out: &mut E) {
         // A record shorter than its schema (never, once validated) keeps its key hash.
-        let key_hash = rec
-            .fields
-            .get(self.key)
-            .map_or(msg.key_hash, |v| v.key_hash());
+        let key_hash = rec.fields.get(self.key).map_or(msg.key_hash, |v| v.key_hash());
         out.forward(key_hash, msg.event_time, archive);
     }
 }
@@ -45,10 +36,7 @@ mod tests {
     use crate::record::{FieldType, Value};
 
     fn schema() -> Schema {
-        Schema::new(vec![
-            ("user".into(), FieldType::Str),
-            ("n".into(), FieldType::I64),
-        ])
+        Schema::new(vec![("user".into(), FieldType::Str), ("n".into(), FieldType::I64)])
     }
 
     #[test]
@@ -63,9 +51,6 @@ mod tests {
             assert_eq!(out.out.last(), Some(&(row[0].key_hash(), i as u64, row)));
         }
         let err = KeyBy::new(&schema(), "usr").err().unwrap();
-        assert_eq!(
-            err.to_string(),
-            "unknown key field `usr`; fields are: user, n"
-        );
+        assert_eq!(err.to_string(), "unknown key field `usr`; fields are: user, n");
     }
 }

@@ -62,12 +62,7 @@ impl<'a> KeyRef<'a> {
             ArchivedValue::I64(x) => ExactKey::I64(x.to_native()),
             ArchivedValue::F64(x) => ExactKey::F64(x.to_native()),
             ArchivedValue::Bool(x) => ExactKey::Bool(*x),
-            ArchivedValue::Str(s) => {
-                return KeyRef::Str {
-                    hash,
-                    text: s.as_str(),
-                }
-            }
+            ArchivedValue::Str(s) => return KeyRef::Str { hash, text: s.as_str() },
         };
         KeyRef::Exact { hash, value }
     }
@@ -75,10 +70,7 @@ impl<'a> KeyRef<'a> {
     /// A key that is an upstream key hash itself (the key value is the hash, as a u64).
     #[inline]
     pub fn upstream(hash: u64) -> KeyRef<'static> {
-        KeyRef::Exact {
-            hash,
-            value: ExactKey::U64(hash),
-        }
+        KeyRef::Exact { hash, value: ExactKey::U64(hash) }
     }
 
     /// The key's hash.
@@ -184,12 +176,7 @@ pub struct KeyedState<S> {
 
 impl<S> Default for KeyedState<S> {
     fn default() -> Self {
-        KeyedState {
-            index: HashMap::default(),
-            slots: Vec::new(),
-            free: Vec::new(),
-            len: 0,
-        }
+        KeyedState { index: HashMap::default(), slots: Vec::new(), free: Vec::new(), len: 0 }
     }
 }
 
@@ -234,11 +221,7 @@ impl<S> KeyedState<S> {
 
     fn insert(&mut self, key: KeyRef<'_>, state: S) -> SlotId {
         let hash = key.hash();
-        let entry = Entry {
-            hash,
-            key: key.to_owned_key(),
-            state,
-        };
+        let entry = Entry { hash, key: key.to_owned_key(), state };
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slots[slot as usize] = Some(entry);

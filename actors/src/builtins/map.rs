@@ -27,13 +27,7 @@ impl Map {
             })?;
             exprs.push(expr);
         }
-        let schema = output_schema(
-            fields
-                .iter()
-                .zip(&exprs)
-                .map(|((name, _), e)| (name.clone(), e.ty()))
-                .collect(),
-        )?;
+        let schema = output_schema(fields.iter().zip(&exprs).map(|((name, _), e)| (name.clone(), e.ty())).collect())?;
         let row = exprs.iter().map(|e| zero(e.ty())).collect();
         Ok((Map { exprs, row }, schema))
     }
@@ -76,56 +70,32 @@ mod tests {
     }
 
     fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, e)| (n.to_string(), e.to_string()))
-            .collect()
+        pairs.iter().map(|(n, e)| (n.to_string(), e.to_string())).collect()
     }
 
     #[test]
     fn computes_fields_in_order_and_keeps_key_and_time() {
-        let spec = fields(&[
-            ("bidder", "bidder"),
-            ("euros", "price * 0.9"),
-            ("big", "price > 100"),
-        ]);
+        let spec = fields(&[("bidder", "bidder"), ("euros", "price * 0.9"), ("big", "price > 100")]);
         let (mut map, schema) = Map::new(&bids(), &spec).unwrap();
         let types: Vec<_> = schema.fields().map(|(n, t)| (n.to_owned(), t)).collect();
         assert_eq!(
             types,
-            vec![
-                ("bidder".into(), FieldType::Str),
-                ("euros".into(), FieldType::F64),
-                ("big".into(), FieldType::Bool),
-            ]
+            vec![("bidder".into(), FieldType::Str), ("euros".into(), FieldType::F64), ("big".into(), FieldType::Bool),]
         );
         let mut out = VecEmitter::default();
         let bid = |p| vec![Value::U64(1), Value::U64(p), Value::Str("ann".into())];
         feed(&mut map, msg(5, 9), bid(200), &mut out);
         feed(&mut map, msg(6, 10), bid(10), &mut out);
         let s = |x: &str| Value::Str(x.into());
-        assert_eq!(
-            out.out[0],
-            (5, 9, vec![s("ann"), Value::F64(180.0), Value::Bool(true)])
-        );
-        assert_eq!(
-            out.out[1],
-            (6, 10, vec![s("ann"), Value::F64(9.0), Value::Bool(false)])
-        );
+        assert_eq!(out.out[0], (5, 9, vec![s("ann"), Value::F64(180.0), Value::Bool(true)]));
+        assert_eq!(out.out[1], (6, 10, vec![s("ann"), Value::F64(9.0), Value::Bool(false)]));
     }
 
     #[test]
     fn build_errors_name_the_field_and_expression() {
-        let err = Map::new(&bids(), &fields(&[("x", "price + bidder")]))
-            .err()
-            .unwrap();
-        assert_eq!(
-            err.to_string(),
-            "map field `x` `price + bidder`: cannot add u64 and string at column 7"
-        );
-        let err = Map::new(&bids(), &fields(&[("x", "price"), ("x", "auction")]))
-            .err()
-            .unwrap();
+        let err = Map::new(&bids(), &fields(&[("x", "price + bidder")])).err().unwrap();
+        assert_eq!(err.to_string(), "map field `x` `price + bidder`: cannot add u64 and string at column 7");
+        let err = Map::new(&bids(), &fields(&[("x", "price"), ("x", "auction")])).err().unwrap();
         assert_eq!(err, BuildError::DuplicateField { field: "x".into() });
     }
 
@@ -137,17 +107,8 @@ mod tests {
         let mut expected = Vec::new();
         for i in 0..500 {
             let (a, p) = (rng.next_u64(), rng.below(1 << 40));
-            feed(
-                &mut map,
-                msg(i, i),
-                vec![Value::U64(a), Value::U64(p), Value::Str(String::new())],
-                &mut out,
-            );
-            expected.push((
-                i,
-                i,
-                vec![Value::U64((a % 7).wrapping_add(p.wrapping_mul(2)))],
-            ));
+            feed(&mut map, msg(i, i), vec![Value::U64(a), Value::U64(p), Value::Str(String::new())], &mut out);
+            expected.push((i, i, vec![Value::U64((a % 7).wrapping_add(p.wrapping_mul(2)))]));
         }
         assert_eq!(out.out, expected);
     }

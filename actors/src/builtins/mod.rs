@@ -41,11 +41,7 @@ use keyed::KeyRef;
 pub enum BuildError {
     /// A field name that is not in the input schema.
     #[error("unknown {role} field `{field}`; fields are: {fields}")]
-    UnknownField {
-        role: &'static str,
-        field: String,
-        fields: String,
-    },
+    UnknownField { role: &'static str, field: String, fields: String },
     /// An aggregate name that is not one of [`AggOp`].
     #[error("unknown aggregate `{op}`; valid aggregates are: count, sum, min, max, avg")]
     UnknownOp { op: String },
@@ -54,47 +50,26 @@ pub enum BuildError {
     MissingField { op: AggOp },
     /// sum/min/max/avg over a field that is not a number.
     #[error("aggregate `{op}` needs a numeric field (u64, i64 or f64), but `{field}` is {ty}")]
-    NotNumeric {
-        op: AggOp,
-        field: String,
-        ty: FieldType,
-    },
+    NotNumeric { op: AggOp, field: String, ty: FieldType },
     /// An expression that does not parse or type-check.
     #[error("{context} `{expr}`: {source}")]
-    Expr {
-        context: String,
-        expr: String,
-        source: ExprError,
-    },
+    Expr { context: String, expr: String, source: ExprError },
     /// Two output fields with the same name.
     #[error("duplicate output field `{field}`")]
     DuplicateField { field: String },
     /// A join whose key fields have different types.
     #[error("join keys differ in type: left `{left}` is {left_ty}, right `{right}` is {right_ty}")]
-    KeyTypeMismatch {
-        left: String,
-        left_ty: FieldType,
-        right: String,
-        right_ty: FieldType,
-    },
+    KeyTypeMismatch { left: String, left_ty: FieldType, right: String, right_ty: FieldType },
     /// A window with a zero size or slide.
     #[error("invalid window: {reason}")]
     InvalidWindow { reason: &'static str },
 }
 
 /// Position and type of `name` in `schema`, or an error listing the valid names.
-pub(crate) fn resolve_field(
-    schema: &Schema,
-    name: &str,
-    role: &'static str,
-) -> Result<(usize, FieldType), BuildError> {
+pub(crate) fn resolve_field(schema: &Schema, name: &str, role: &'static str) -> Result<(usize, FieldType), BuildError> {
     match schema.position(name) {
         Some(pos) => Ok((pos, schema.field(pos).1)),
-        None => Err(BuildError::UnknownField {
-            role,
-            field: name.to_owned(),
-            fields: field_names(schema),
-        }),
+        None => Err(BuildError::UnknownField { role, field: name.to_owned(), fields: field_names(schema) }),
     }
 }
 
@@ -108,9 +83,7 @@ pub(crate) fn field_names(schema: &Schema) -> String {
 pub(crate) fn output_schema(fields: Vec<(String, FieldType)>) -> Result<Schema, BuildError> {
     for (i, (name, _)) in fields.iter().enumerate() {
         if fields[..i].iter().any(|(n, _)| n == name) {
-            return Err(BuildError::DuplicateField {
-                field: name.clone(),
-            });
+            return Err(BuildError::DuplicateField { field: name.clone() });
         }
     }
     Ok(Schema::new(fields))
@@ -127,10 +100,7 @@ pub(crate) enum KeySource {
 
 impl KeySource {
     /// Resolve an optional key field name; returns the source and the output key type.
-    pub(crate) fn resolve(
-        input: &Schema,
-        key: Option<&str>,
-    ) -> Result<(KeySource, FieldType), BuildError> {
+    pub(crate) fn resolve(input: &Schema, key: Option<&str>) -> Result<(KeySource, FieldType), BuildError> {
         match key {
             Some(name) => {
                 let (pos, ty) = resolve_field(input, name, "key")?;
@@ -182,10 +152,6 @@ pub(crate) mod testkit {
 
     /// A message on port 0 with this key hash and event time.
     pub fn msg(key_hash: u64, event_time: u64) -> Msg {
-        Msg {
-            key_hash,
-            event_time,
-            port: 0,
-        }
+        Msg { key_hash, event_time, port: 0 }
     }
 }

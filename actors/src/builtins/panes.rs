@@ -91,18 +91,12 @@ impl<P> PaneStore<P> {
                     // A new pane already past its end (but within lateness) fires at once.
                     let fired = end <= wm;
                     if fired {
-                        self.expiry
-                            .insert((end.saturating_add(lateness), slot, end));
+                        self.expiry.insert((end.saturating_add(lateness), slot, end));
                     } else {
                         self.due.insert((end, slot));
                     }
                     let body = init();
-                    panes.push(Pane {
-                        start,
-                        end,
-                        fired,
-                        body,
-                    });
+                    panes.push(Pane { start, end, fired, body });
                     panes.len() - 1
                 }
             };
@@ -155,8 +149,7 @@ impl<P> PaneStore<P> {
             };
             pane.fired = true;
             emit(key, hash, pane);
-            self.expiry
-                .insert((end.saturating_add(lateness), slot, end));
+            self.expiry.insert((end.saturating_add(lateness), slot, end));
         }
     }
 
@@ -214,10 +207,7 @@ mod tests {
             add(&mut s, k, t, &mut fired);
         }
         advance(&mut s, 20, &mut fired);
-        assert_eq!(
-            fired,
-            vec![(3, 10, 1), (7, 10, 1), (9, 10, 1), (3, 20, 1), (9, 20, 1)]
-        );
+        assert_eq!(fired, vec![(3, 10, 1), (7, 10, 1), (9, 10, 1), (3, 20, 1), (9, 20, 1)]);
         fired.clear();
         add(&mut s, 3, 19, &mut fired); // late, within lateness: re-emitted at once
         assert_eq!(fired, vec![(3, 20, 2)]);

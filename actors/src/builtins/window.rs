@@ -30,26 +30,17 @@ pub struct WindowSpec {
 impl WindowSpec {
     /// Tumbling windows of `size_ms`, no lateness.
     pub fn tumbling(size_ms: u64) -> Self {
-        WindowSpec {
-            kind: WindowKind::Tumbling { size_ms },
-            lateness_ms: 0,
-        }
+        WindowSpec { kind: WindowKind::Tumbling { size_ms }, lateness_ms: 0 }
     }
 
     /// Sliding windows of `size_ms` every `slide_ms`, no lateness.
     pub fn sliding(size_ms: u64, slide_ms: u64) -> Self {
-        WindowSpec {
-            kind: WindowKind::Sliding { size_ms, slide_ms },
-            lateness_ms: 0,
-        }
+        WindowSpec { kind: WindowKind::Sliding { size_ms, slide_ms }, lateness_ms: 0 }
     }
 
     /// The same windows with `lateness_ms` of allowed lateness.
     pub fn with_lateness(self, lateness_ms: u64) -> Self {
-        WindowSpec {
-            lateness_ms,
-            ..self
-        }
+        WindowSpec { lateness_ms, ..self }
     }
 
     /// Window length in ms.
@@ -69,14 +60,10 @@ impl WindowSpec {
     /// Reject zero sizes and slides.
     pub fn validate(&self) -> Result<(), BuildError> {
         if self.size_ms() == 0 {
-            return Err(BuildError::InvalidWindow {
-                reason: "size must be at least 1 ms",
-            });
+            return Err(BuildError::InvalidWindow { reason: "size must be at least 1 ms" });
         }
         if self.slide_ms() == 0 {
-            return Err(BuildError::InvalidWindow {
-                reason: "slide must be at least 1 ms",
-            });
+            return Err(BuildError::InvalidWindow { reason: "slide must be at least 1 ms" });
         }
         Ok(())
     }
@@ -91,11 +78,7 @@ impl WindowSpec {
             Some(before) => (before / slide).saturating_add(1).saturating_mul(slide),
             None => 0,
         };
-        Starts {
-            next: Some(first),
-            last: t - t % slide,
-            slide,
-        }
+        Starts { next: Some(first), last: t - t % slide, slide }
     }
 }
 
@@ -149,16 +132,7 @@ impl Window {
         ])?;
         let row = [Value::U64(0), Value::U64(0), Value::U64(0), Value::U64(0)];
         let panes = PaneStore::new(spec);
-        Ok((
-            Window {
-                key,
-                field,
-                zero,
-                panes,
-                row,
-            },
-            schema,
-        ))
+        Ok((Window { key, field, zero, panes, row }, schema))
     }
 
     /// Records dropped because all their windows had expired.
@@ -213,8 +187,7 @@ impl Operator for Window {
 
     fn on_end<E: Emitter>(&mut self, out: &mut E) {
         let row = &mut self.row;
-        self.panes
-            .finish(|key, hash, pane| emit_pane(row, key, hash, pane, out));
+        self.panes.finish(|key, hash, pane| emit_pane(row, key, hash, pane, out));
     }
 }
 
@@ -226,10 +199,7 @@ mod tests {
     use std::collections::HashSet;
 
     fn bids() -> Schema {
-        Schema::new(vec![
-            ("auction".into(), FieldType::U64),
-            ("price".into(), FieldType::I64),
-        ])
+        Schema::new(vec![("auction".into(), FieldType::U64), ("price".into(), FieldType::I64)])
     }
 
     fn row(key: Value, start: u64, end: u64, result: Value) -> Vec<Value> {
@@ -250,18 +220,12 @@ mod tests {
     #[test]
     fn tumbling_sum_per_auction() {
         let spec = WindowSpec::tumbling(10);
-        let (mut w, schema) =
-            Window::new(&bids(), spec, AggOp::Sum, Some("price"), Some("auction")).unwrap();
+        let (mut w, schema) = Window::new(&bids(), spec, AggOp::Sum, Some("price"), Some("auction")).unwrap();
         let names: Vec<_> = schema.fields().map(|(n, _)| n.to_owned()).collect();
         assert_eq!(names, ["key", "window_start", "window_end", "sum"]);
         let mut out = VecEmitter::default();
         for (auction, price, t) in [(2, 7, 3), (1, 5, 1), (1, 4, 9), (1, 10, 12)] {
-            feed(
-                &mut w,
-                msg(0, t),
-                vec![Value::U64(auction), Value::I64(price)],
-                &mut out,
-            );
+            feed(&mut w, msg(0, t), vec![Value::U64(auction), Value::I64(price)], &mut out);
         }
         w.on_watermark(10, &mut out);
         w.on_end(&mut out);
@@ -323,28 +287,19 @@ mod tests {
         let mut fired: HashSet<(String, u64)> = HashSet::new();
         let mut out = Vec::new();
         let result = |acc: &[(String, u64, i64)], k: &str, s: u64| {
-            let xs: Vec<i64> = acc
-                .iter()
-                .filter(|a| a.0 == k && a.1 == s)
-                .map(|a| a.2)
-                .collect();
+            let xs: Vec<i64> = acc.iter().filter(|a| a.0 == k && a.1 == s).map(|a| a.2).collect();
             let sum = xs.iter().fold(0i64, |a, b| a.wrapping_add(*b));
             let value = match op {
                 AggOp::Count => Value::U64(xs.len() as u64),
                 AggOp::Sum => Value::I64(sum),
                 AggOp::Min => Value::I64(*xs.iter().min().unwrap()),
                 AggOp::Max => Value::I64(*xs.iter().max().unwrap()),
-                AggOp::Avg => {
-                    Value::F64(xs.iter().map(|x| *x as i128).sum::<i128>() as f64 / xs.len() as f64)
-                }
+                AggOp::Avg => Value::F64(xs.iter().map(|x| *x as i128).sum::<i128>() as f64 / xs.len() as f64),
             };
             let key = Value::Str(k.to_owned());
             (key.key_hash(), s + size, row(key, s, s + size, value))
         };
-        let fire = |due: Vec<(u64, String)>,
-                    acc: &[(String, u64, i64)],
-                    fired: &mut HashSet<_>,
-                    out: &mut Vec<_>| {
+        let fire = |due: Vec<(u64, String)>, acc: &[(String, u64, i64)], fired: &mut HashSet<_>, out: &mut Vec<_>| {
             for (s, k) in due {
                 out.push(result(acc, &k, s));
                 fired.insert((k, s));
@@ -363,11 +318,7 @@ mod tests {
                     for s in &live {
                         accepted.push((k.clone(), *s, *v));
                     }
-                    let late: Vec<_> = live
-                        .into_iter()
-                        .filter(|s| s + size <= wm)
-                        .map(|s| (s, k.clone()))
-                        .collect();
+                    let late: Vec<_> = live.into_iter().filter(|s| s + size <= wm).map(|s| (s, k.clone())).collect();
                     late_emits += late.len();
                     fire(late, &accepted, &mut fired, &mut out);
                 }
@@ -385,11 +336,8 @@ mod tests {
                 Ev::Wm(_) => {}
             }
         }
-        let mut due: Vec<(u64, String)> = accepted
-            .iter()
-            .filter(|a| !fired.contains(&(a.0.clone(), a.1)))
-            .map(|a| (a.1, a.0.clone()))
-            .collect();
+        let mut due: Vec<(u64, String)> =
+            accepted.iter().filter(|a| !fired.contains(&(a.0.clone(), a.1))).map(|a| (a.1, a.0.clone())).collect();
         due.sort();
         due.dedup();
         fire(due, &accepted, &mut fired, &mut out);
@@ -398,10 +346,7 @@ mod tests {
 
     #[test]
     fn random_streams_match_a_brute_force_reference() {
-        let schema = Schema::new(vec![
-            ("k".into(), FieldType::Str),
-            ("v".into(), FieldType::I64),
-        ]);
+        let schema = Schema::new(vec![("k".into(), FieldType::Str), ("v".into(), FieldType::I64)]);
         let ops = [AggOp::Count, AggOp::Sum, AggOp::Min, AggOp::Max, AggOp::Avg];
         let (mut all_dropped, mut all_late) = (0, 0);
         for seed in 0..60 {
@@ -442,9 +387,6 @@ mod tests {
             assert_eq!(out.out, expected, "seed {seed} spec {spec:?} op {op}");
             assert_eq!(w.late_dropped(), dropped, "seed {seed}");
         }
-        assert!(
-            all_dropped > 0 && all_late > 0,
-            "the streams exercise lateness"
-        );
+        assert!(all_dropped > 0 && all_late > 0, "the streams exercise lateness");
     }
 }

@@ -16,10 +16,7 @@ impl<M> Alignment<M> {
     /// Alignment for `channels` input channels (at least one).
     pub(crate) fn new(channels: u16) -> Self {
         let channels = usize::from(channels.max(1));
-        Alignment {
-            arrived: (0..channels).map(|_| None).collect(),
-            missing: channels,
-        }
+        Alignment { arrived: (0..channels).map(|_| None).collect(), missing: channels }
     }
 
     /// Number of input channels.
@@ -32,10 +29,7 @@ impl<M> Alignment<M> {
         if usize::from(channel) < self.arrived.len() {
             Ok(())
         } else {
-            Err(ProtocolError::ChannelOutOfRange {
-                channel,
-                channels: self.channels(),
-            })
+            Err(ProtocolError::ChannelOutOfRange { channel, channels: self.channels() })
         }
     }
 
@@ -54,11 +48,7 @@ impl<M> Alignment<M> {
         self.check(channel)?;
         let slot = &mut self.arrived[usize::from(channel)];
         if slot.is_some() {
-            return Err(ProtocolError::BarrierOutOfOrder {
-                channel,
-                expected: barrier + 1,
-                got: barrier,
-            });
+            return Err(ProtocolError::BarrierOutOfOrder { channel, expected: barrier + 1, got: barrier });
         }
         *slot = Some(critical);
         self.missing -= 1;

@@ -28,11 +28,7 @@ pub enum Violation {
         "critical message of barrier {barrier} ran with {owed} partials owed \
          and {in_flight} forwards unanswered"
     )]
-    CriticalTooEarly {
-        barrier: BarrierId,
-        owed: usize,
-        in_flight: usize,
-    },
+    CriticalTooEarly { barrier: BarrierId, owed: usize, in_flight: usize },
 }
 
 /// Records applications and critical runs of one actor and checks them.
@@ -61,18 +57,9 @@ impl Ledger {
     /// A critical message of `barrier` is about to run; `owed` and `in_flight` are the
     /// lessor's [`owed_partials`](super::Lessor::owed_partials) and
     /// [`in_flight`](super::Lessor::in_flight) just before.
-    pub fn critical(
-        &mut self,
-        barrier: BarrierId,
-        owed: usize,
-        in_flight: usize,
-    ) -> Result<(), Violation> {
+    pub fn critical(&mut self, barrier: BarrierId, owed: usize, in_flight: usize) -> Result<(), Violation> {
         if owed > 0 || in_flight > 0 {
-            return Err(Violation::CriticalTooEarly {
-                barrier,
-                owed,
-                in_flight,
-            });
+            return Err(Violation::CriticalTooEarly { barrier, owed, in_flight });
         }
         if let Some(last) = self.last_barrier.filter(|last| barrier < *last) {
             return Err(Violation::BarrierRegressed { got: barrier, last });

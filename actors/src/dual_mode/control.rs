@@ -73,9 +73,6 @@ impl<S, M> Control<S, M> {
 
     /// Whether the lessee sends this variant (and the lessor receives it).
     pub fn is_for_lessor(&self) -> bool {
-        matches!(
-            self.kind(),
-            ControlKind::Accept | ControlKind::Refuse | ControlKind::Partial | ControlKind::Retired
-        )
+        matches!(self.kind(), ControlKind::Accept | ControlKind::Refuse | ControlKind::Partial | ControlKind::Retired)
     }
 }

@@ -14,11 +14,7 @@ pub enum ProtocolError {
     ChannelOutOfRange { channel: ChannelId, channels: u16 },
     /// A barrier arrived out of order on a channel: `expected` is the barrier the channel owes.
     #[error("barrier {got} on channel {channel} out of order (expected {expected})")]
-    BarrierOutOfOrder {
-        channel: ChannelId,
-        expected: BarrierId,
-        got: BarrierId,
-    },
+    BarrierOutOfOrder { channel: ChannelId, expected: BarrierId, got: BarrierId },
     /// A barrier at or below the last completed one.
     #[error("barrier {got} is not after the last completed barrier {last}")]
     BarrierRegressed { got: BarrierId, last: BarrierId },
@@ -27,24 +23,13 @@ pub enum ProtocolError {
     UnknownLessee { shard: ShardId },
     /// A lessee answered a forward other than its oldest unanswered one.
     #[error("lessee on shard {from} answered forward {got}, expected {expected:?}")]
-    UnexpectedSeq {
-        from: ShardId,
-        expected: Option<Seq>,
-        got: Seq,
-    },
+    UnexpectedSeq { from: ShardId, expected: Option<Seq>, got: Seq },
     /// A control message the lessor cannot take in its mode.
     #[error("lessor in mode {mode:?} cannot take {control:?} from shard {from}")]
-    UnexpectedAtLessor {
-        from: ShardId,
-        control: ControlKind,
-        mode: Mode,
-    },
+    UnexpectedAtLessor { from: ShardId, control: ControlKind, mode: Mode },
     /// A control message the lessee cannot take in its mode.
     #[error("lessee in mode {mode:?} cannot take {control:?}")]
-    UnexpectedAtLessee {
-        control: ControlKind,
-        mode: LesseeMode,
-    },
+    UnexpectedAtLessee { control: ControlKind, mode: LesseeMode },
     /// A lessee retired while forwards to it were still unanswered.
     #[error("lessee on shard {shard} retired with {count} unanswered forwards")]
     UnresolvedForwards { shard: ShardId, count: usize },

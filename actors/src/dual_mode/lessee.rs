@@ -49,13 +49,7 @@ pub struct Lessee<S, M> {
 impl<S: Mergeable, M> Lessee<S, M> {
     /// The slot opened by a `Lease { initial }` from the lessor on shard `lessor`.
     pub fn new(lessor: ShardId, initial: S) -> Self {
-        Lessee {
-            lessor,
-            state: initial,
-            mode: LesseeMode::Leased,
-            offered: VecDeque::new(),
-            accepted: VecDeque::new(),
-        }
+        Lessee { lessor, state: initial, mode: LesseeMode::Leased, offered: VecDeque::new(), accepted: VecDeque::new() }
     }
 
     /// The current mode.
@@ -84,28 +78,17 @@ impl<S: Mergeable, M> Lessee<S, M> {
     }
 
     /// Input: a control message from the lessor (all but `Lease`, which creates the slot).
-    pub fn receive(
-        &mut self,
-        control: Control<S, M>,
-        out: &mut Vec<Command<S, M>>,
-    ) -> Result<(), ProtocolError> {
+    pub fn receive(&mut self, control: Control<S, M>, out: &mut Vec<Command<S, M>>) -> Result<(), ProtocolError> {
         match (control, self.mode) {
             (Control::Forward { seq, msg }, LesseeMode::Leased) => {
                 self.offered.push_back((seq, msg));
             }
             (Control::Block { barrier }, LesseeMode::Leased) => self.block(barrier, out),
-            (Control::Unblock { barrier }, LesseeMode::Parked { barrier: parked })
-                if barrier == parked =>
-            {
+            (Control::Unblock { barrier }, LesseeMode::Parked { barrier: parked }) if barrier == parked => {
                 self.mode = LesseeMode::Leased;
             }
             (Control::Retire, LesseeMode::Leased) => self.retire(out),
-            (control, mode) => {
-                return Err(ProtocolError::UnexpectedAtLessee {
-                    control: control.kind(),
-                    mode,
-                })
-            }
+            (control, mode) => return Err(ProtocolError::UnexpectedAtLessee { control: control.kind(), mode }),
         }
         Ok(())
     }
@@ -116,11 +99,7 @@ impl<S: Mergeable, M> Lessee<S, M> {
         let Some((seq, msg)) = self.offered.pop_front() else {
             return false;
         };
-        debug_assert_eq!(
-            self.mode,
-            LesseeMode::Leased,
-            "offers are resolved on Block/Retire"
-        );
+        debug_assert_eq!(self.mode, LesseeMode::Leased, "offers are resolved on Block/Retire");
         match admission {
             Admission::Accept => {
                 self.send(Control::Accept { seq }, out);
@@ -136,11 +115,7 @@ impl<S: Mergeable, M> Lessee<S, M> {
 
     /// Input: the scheduler runs this slot. Folds the oldest accepted message into the partial
     /// through `apply`; returns whether there was one.
-    pub fn run_next(
-        &mut self,
-        apply: impl FnOnce(&mut S, Work<M>),
-        out: &mut Vec<Command<S, M>>,
-    ) -> bool {
+    pub fn run_next(&mut self, apply: impl FnOnce(&mut S, Work<M>), out: &mut Vec<Command<S, M>>) -> bool {
         let Some(msg) = self.accepted.pop_front() else {
             return false;
         };
@@ -191,9 +166,6 @@ impl<S: Mergeable, M> Lessee<S, M> {
     }
 
     fn send(&self, control: Control<S, M>, out: &mut Vec<Command<S, M>>) {
-        out.push(Command::Send {
-            to: self.lessor,
-            control,
-        });
+        out.push(Command::Send { to: self.lessor, control });
     }
 }

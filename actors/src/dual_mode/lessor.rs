@@ -34,10 +34,7 @@ pub enum Mode {
     /// `barrier` reached the lessor: waiting for alignment, partials and pre-barrier work.
     Blocked { barrier: BarrierId },
     /// `barrier`'s critical messages are running alone; `remaining` have not run yet.
-    Critical {
-        barrier: BarrierId,
-        remaining: usize,
-    },
+    Critical { barrier: BarrierId, remaining: usize },
 }
 
 /// The lessor's view of one lessee slot.
@@ -64,15 +61,8 @@ struct Slot<M> {
 /// A message that arrived on a channel after that channel delivered the current barrier.
 #[derive(Debug)]
 enum Arrival<M> {
-    Regular {
-        channel: ChannelId,
-        msg: M,
-    },
-    Barrier {
-        channel: ChannelId,
-        barrier: BarrierId,
-        critical: Option<M>,
-    },
+    Regular { channel: ChannelId, msg: M },
+    Barrier { channel: ChannelId, barrier: BarrierId, critical: Option<M> },
 }
 
 /// The home activation of one virtual actor: owns the authoritative state `S`; `M` is the
@@ -153,9 +143,7 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
 
     /// Lessees whose partial the lessor waits for (blocking or retiring).
     pub fn owed_partials(&self) -> usize {
-        let owes = |slot: &&Slot<M>| {
-            matches!(slot.phase, SlotPhase::Blocking { .. } | SlotPhase::Retiring)
-        };
+        let owes = |slot: &&Slot<M>| matches!(slot.phase, SlotPhase::Blocking { .. } | SlotPhase::Retiring);
         self.lessees.iter().filter(owes).count()
     }
 
@@ -213,14 +201,8 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
                 Ok(())
             }
             Control::Partial { barrier, state } => self.merge_partial(from, barrier, state, out),
-            Control::Retired { partial, returned } => {
-                self.merge_retired(from, partial, returned, out)
-            }
-            other => Err(ProtocolError::UnexpectedAtLessor {
-                from,
-                control: other.kind(),
-                mode: self.mode,
-            }),
+            Control::Retired { partial, returned } => self.merge_retired(from, partial, returned, out),
+            other => Err(ProtocolError::UnexpectedAtLessor { from, control: other.kind(), mode: self.mode }),
         }?;
         self.drain_replay(out)
     }
@@ -228,11 +210,7 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
     /// Input: the policy retires the lessee on `shard` (idle or too slow). It refuses what it
     /// has not accepted, hands back what it has not run, and ships its partial. Only while
     /// Runnable; otherwise retry after the unblock.
-    pub fn retire(
-        &mut self,
-        shard: ShardId,
-        out: &mut Vec<Command<S, M>>,
-    ) -> Result<(), ProtocolError> {
+    pub fn retire(&mut self, shard: ShardId, out: &mut Vec<Command<S, M>>) -> Result<(), ProtocolError> {
         if self.mode != Mode::Runnable {
             return Err(ProtocolError::NotRunnable { mode: self.mode });
         }
@@ -242,10 +220,7 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
             .find(|slot| slot.shard == shard && slot.phase == SlotPhase::Leased)
             .ok_or(ProtocolError::UnknownLessee { shard })?;
         slot.phase = SlotPhase::Retiring;
-        out.push(Command::Send {
-            to: shard,
-            control: Control::Retire,
-        });
+        out.push(Command::Send { to: shard, control: Control::Retire });
         Ok(())
     }
 
@@ -262,11 +237,7 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
         };
         if let Work::Critical { barrier, .. } = &work {
             debug_assert_eq!(self.owed_partials(), 0, "critical ran with a partial owed");
-            debug_assert_eq!(
-                self.in_flight(),
-                0,
-                "critical ran with a forward unanswered"
-            );
+            debug_assert_eq!(self.in_flight(), 0, "critical ran with a forward unanswered");
             debug_assert!(matches!(self.mode, Mode::Critical { barrier: b, .. } if b == *barrier));
         } else {
             debug_assert!(!matches!(self.mode, Mode::Critical { .. }));
@@ -338,9 +309,7 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
         };
         match self.lessees.iter().position(|slot| slot.shard == shard) {
             Some(index) => (self.lessees[index].phase == SlotPhase::Leased).then_some(index),
-            None if matches!(decision, Decision::NewLessee(_))
-                && self.lessees.len() < self.config.max_lessees =>
-            {
+            None if matches!(decision, Decision::NewLessee(_)) && self.lessees.len() < self.config.max_lessees => {
                 Some(self.lease(shard, out))
             }
             None => None,
@@ -350,15 +319,8 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
     /// Cold path: opens a lessee slot on `shard`.
     fn lease(&mut self, shard: ShardId, out: &mut Vec<Command<S, M>>) -> usize {
         let initial = self.state.partition();
-        out.push(Command::Send {
-            to: shard,
-            control: Control::Lease { initial },
-        });
-        self.lessees.push(Slot {
-            shard,
-            phase: SlotPhase::Leased,
-            in_flight: VecDeque::new(),
-        });
+        out.push(Command::Send { to: shard, control: Control::Lease { initial } });
+        self.lessees.push(Slot { shard, phase: SlotPhase::Leased, in_flight: VecDeque::new() });
         self.lessees.len() - 1
     }
 
@@ -369,10 +331,7 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
         self.next_seq += 1;
         let slot = &mut self.lessees[index];
         slot.in_flight.push_back((seq, msg.clone()));
-        out.push(Command::Send {
-            to: slot.shard,
-            control: Control::Forward { seq, msg },
-        });
+        out.push(Command::Send { to: slot.shard, control: Control::Forward { seq, msg } });
     }
 
     fn enqueue(&mut self, work: Work<M>, out: &mut Vec<Command<S, M>>) {
@@ -386,22 +345,13 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
     fn answered(&mut self, from: ShardId, seq: Seq) -> Result<M, ProtocolError> {
         let slot = self.slot_mut(from)?;
         match slot.in_flight.front() {
-            Some((oldest, _)) if *oldest == seq => {
-                Ok(slot.in_flight.pop_front().expect("front exists").1)
-            }
-            front => Err(ProtocolError::UnexpectedSeq {
-                from,
-                expected: front.map(|(oldest, _)| *oldest),
-                got: seq,
-            }),
+            Some((oldest, _)) if *oldest == seq => Ok(slot.in_flight.pop_front().expect("front exists").1),
+            front => Err(ProtocolError::UnexpectedSeq { from, expected: front.map(|(oldest, _)| *oldest), got: seq }),
         }
     }
 
     fn slot_mut(&mut self, shard: ShardId) -> Result<&mut Slot<M>, ProtocolError> {
-        self.lessees
-            .iter_mut()
-            .find(|slot| slot.shard == shard)
-            .ok_or(ProtocolError::UnknownLessee { shard })
+        self.lessees.iter_mut().find(|slot| slot.shard == shard).ok_or(ProtocolError::UnknownLessee { shard })
     }
 
     // ---- barriers (cold path) ----
@@ -420,26 +370,14 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
         };
         if self.held_back(channel) {
             if barrier <= current {
-                return Err(ProtocolError::BarrierOutOfOrder {
-                    channel,
-                    expected: current + 1,
-                    got: barrier,
-                });
+                return Err(ProtocolError::BarrierOutOfOrder { channel, expected: current + 1, got: barrier });
             }
-            let arrival = Arrival::Barrier {
-                channel,
-                barrier,
-                critical,
-            };
+            let arrival = Arrival::Barrier { channel, barrier, critical };
             self.buffered.push_back(arrival);
             return Ok(());
         }
         if barrier != current {
-            return Err(ProtocolError::BarrierOutOfOrder {
-                channel,
-                expected: current,
-                got: barrier,
-            });
+            return Err(ProtocolError::BarrierOutOfOrder { channel, expected: current, got: barrier });
         }
         self.alignment.arrive(channel, barrier, critical)?;
         self.advance(out);
@@ -462,10 +400,7 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
         for slot in &mut self.lessees {
             if slot.phase == SlotPhase::Leased {
                 slot.phase = SlotPhase::Blocking { barrier };
-                out.push(Command::Send {
-                    to: slot.shard,
-                    control: Control::Block { barrier },
-                });
+                out.push(Command::Send { to: slot.shard, control: Control::Block { barrier } });
             }
         }
         self.advance(out);
@@ -483,11 +418,7 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
         let slot = self.slot_mut(from)?;
         let blocking = SlotPhase::Blocking { barrier };
         if slot.phase != blocking || mode != (Mode::Blocked { barrier }) {
-            return Err(ProtocolError::UnexpectedAtLessor {
-                from,
-                control: super::ControlKind::Partial,
-                mode,
-            });
+            return Err(ProtocolError::UnexpectedAtLessor { from, control: super::ControlKind::Partial, mode });
         }
         debug_assert!(slot.in_flight.is_empty(), "answers precede the partial");
         slot.phase = SlotPhase::Parked { barrier };
@@ -530,14 +461,9 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
         if !self.alignment.is_complete() || self.owed_partials() > 0 || !self.local.is_empty() {
             return;
         }
-        debug_assert_eq!(
-            self.in_flight(),
-            0,
-            "every forward is answered before its partial"
-        );
+        debug_assert_eq!(self.in_flight(), 0, "every forward is answered before its partial");
         let local = &mut self.local;
-        self.alignment
-            .finish(|msg| local.push_back(Work::Critical { barrier, msg }));
+        self.alignment.finish(|msg| local.push_back(Work::Critical { barrier, msg }));
         let remaining = self.local.len();
         self.mode = Mode::Critical { barrier, remaining };
         if remaining == 0 {
@@ -555,10 +481,7 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
         for slot in &mut self.lessees {
             if let SlotPhase::Parked { .. } = slot.phase {
                 slot.phase = SlotPhase::Leased;
-                out.push(Command::Send {
-                    to: slot.shard,
-                    control: Control::Unblock { barrier },
-                });
+                out.push(Command::Send { to: slot.shard, control: Control::Unblock { barrier } });
             }
         }
         while let Some(arrival) = self.buffered.pop_back() {
@@ -571,14 +494,10 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
     fn drain_replay(&mut self, out: &mut Vec<Command<S, M>>) -> Result<(), ProtocolError> {
         while let Some(arrival) = self.replaying.pop_front() {
             match arrival {
-                Arrival::Regular { channel, msg } => {
-                    self.accept_regular(channel, msg, Decision::Local, out)?
+                Arrival::Regular { channel, msg } => self.accept_regular(channel, msg, Decision::Local, out)?,
+                Arrival::Barrier { channel, barrier, critical } => {
+                    self.accept_barrier(channel, barrier, critical, out)?
                 }
-                Arrival::Barrier {
-                    channel,
-                    barrier,
-                    critical,
-                } => self.accept_barrier(channel, barrier, critical, out)?,
             }
         }
         Ok(())

@@ -6,11 +6,7 @@ use crate::state::{Exclusive, Sum};
 type Out = Vec<Command<Sum<u64>, u64>>;
 
 fn config(max_lessees: usize, channels: u16) -> Config {
-    Config {
-        access: AccessMode::Mergeable,
-        max_lessees,
-        channels,
-    }
+    Config { access: AccessMode::Mergeable, max_lessees, channels }
 }
 
 /// The control messages in `out`, draining it.
@@ -47,9 +43,7 @@ fn leased(value: u64, out: &mut Out) -> (Lessor<Sum<u64>, u64>, Lessee<Sum<u64>,
         assert_eq!(to, 1);
         control
     });
-    let Some(Control::Lease { initial }) = to_lessee.next() else {
-        panic!("a new lessee starts with Lease")
-    };
+    let Some(Control::Lease { initial }) = to_lessee.next() else { panic!("a new lessee starts with Lease") };
     let mut lessee = Lessee::new(0, initial);
     lessee.receive(to_lessee.next().unwrap(), out).unwrap();
     assert!(lessee.admit(Admission::Accept, out));
@@ -64,9 +58,7 @@ fn leased(value: u64, out: &mut Out) -> (Lessor<Sum<u64>, u64>, Lessee<Sum<u64>,
 fn refused_forward_runs_on_the_lessor() {
     let mut out = Out::new();
     let mut lessor = Lessor::new(Sum(0), config(1, 1));
-    lessor
-        .route(0, 7, Decision::NewLessee(1), &mut out)
-        .unwrap();
+    lessor.route(0, 7, Decision::NewLessee(1), &mut out).unwrap();
     let mut lessee = Lessee::new(0, Sum(0));
     let forward = sends(&mut out).pop().unwrap().1;
     lessee.receive(forward, &mut out).unwrap();
@@ -85,43 +77,20 @@ fn barrier_waits_for_the_lessee_partial() {
     lessor.route(0, 1, Decision::Local, &mut out).unwrap();
     lessor.barrier(0, 1, Some(100), &mut out).unwrap();
     assert_eq!(lessor.mode(), Mode::Blocked { barrier: 1 });
-    lessor
-        .route(0, 1000, Decision::Lessee(1), &mut out)
-        .unwrap();
-    assert_eq!(
-        lessor.buffered(),
-        1,
-        "after the barrier on its channel: buffered"
-    );
-    assert!(
-        run_all(&mut lessor, &mut out).is_empty(),
-        "partial still owed"
-    );
+    lessor.route(0, 1000, Decision::Lessee(1), &mut out).unwrap();
+    assert_eq!(lessor.buffered(), 1, "after the barrier on its channel: buffered");
+    assert!(run_all(&mut lessor, &mut out).is_empty(), "partial still owed");
     let block = sends(&mut out).pop().unwrap().1;
     lessee.receive(block, &mut out).unwrap();
     assert_eq!(lessee.mode(), LesseeMode::Draining { barrier: 1 });
     assert!(lessee.run_next(fold, &mut out));
     let partial = sends(&mut out).pop().unwrap().1;
-    assert_eq!(
-        partial,
-        Control::Partial {
-            barrier: 1,
-            state: Sum(5)
-        }
-    );
+    assert_eq!(partial, Control::Partial { barrier: 1, state: Sum(5) });
     assert_eq!(lessee.state(), &Sum(0), "reset to the partition value");
     lessor.receive(1, partial, &mut out).unwrap();
-    assert_eq!(
-        run_all(&mut lessor, &mut out),
-        vec![6],
-        "critical sees 5 + 1, not 1000"
-    );
+    assert_eq!(run_all(&mut lessor, &mut out), vec![6], "critical sees 5 + 1, not 1000");
     assert_eq!(lessor.mode(), Mode::Runnable);
-    assert_eq!(
-        lessor.state(),
-        &Sum(1006),
-        "buffered message replayed after the critical"
-    );
+    assert_eq!(lessor.state(), &Sum(1006), "buffered message replayed after the critical");
     assert_eq!(sends(&mut out), vec![(1, Control::Unblock { barrier: 1 })]);
 }
 
@@ -133,11 +102,7 @@ fn barrier_aligns_across_channels() {
     lessor.route(0, 10, Decision::Local, &mut out).unwrap();
     lessor.route(1, 1, Decision::Local, &mut out).unwrap();
     lessor.barrier(1, 1, None, &mut out).unwrap();
-    assert_eq!(
-        lessor.mode(),
-        Mode::Blocked { barrier: 1 },
-        "channel 1's message runs first"
-    );
+    assert_eq!(lessor.mode(), Mode::Blocked { barrier: 1 }, "channel 1's message runs first");
     assert_eq!(run_all(&mut lessor, &mut out), vec![1]);
     assert_eq!(lessor.state(), &Sum(11));
     let err = lessor.barrier(0, 1, None, &mut out).unwrap_err();
@@ -157,13 +122,7 @@ fn retired_lessee_hands_back_what_it_did_not_run() {
     assert_eq!(lessee.mode(), LesseeMode::Retired);
     let answers = sends(&mut out);
     assert_eq!(answers[0].1, Control::Refuse { seq: 1 });
-    assert_eq!(
-        answers[1].1,
-        Control::Retired {
-            partial: Sum(0),
-            returned: vec![5]
-        }
-    );
+    assert_eq!(answers[1].1, Control::Retired { partial: Sum(0), returned: vec![5] });
     for (_, control) in answers {
         lessor.receive(1, control, &mut out).unwrap();
     }
@@ -176,21 +135,10 @@ fn retired_lessee_hands_back_what_it_did_not_run() {
 fn answers_out_of_order_are_rejected() {
     let mut out = Out::new();
     let mut lessor = Lessor::new(Sum(0), config(1, 1));
-    lessor
-        .route(0, 1, Decision::NewLessee(1), &mut out)
-        .unwrap();
+    lessor.route(0, 1, Decision::NewLessee(1), &mut out).unwrap();
     lessor.route(0, 2, Decision::Lessee(1), &mut out).unwrap();
-    let err = lessor
-        .receive(1, Control::Accept { seq: 1 }, &mut out)
-        .unwrap_err();
-    assert_eq!(
-        err,
-        ProtocolError::UnexpectedSeq {
-            from: 1,
-            expected: Some(0),
-            got: 1
-        }
-    );
+    let err = lessor.receive(1, Control::Accept { seq: 1 }, &mut out).unwrap_err();
+    assert_eq!(err, ProtocolError::UnexpectedSeq { from: 1, expected: Some(0), got: 1 });
     let err = lessor.receive(1, Control::Retire, &mut out).unwrap_err();
     assert!(matches!(err, ProtocolError::UnexpectedAtLessor { .. }));
 }
@@ -198,31 +146,20 @@ fn answers_out_of_order_are_rejected() {
 #[test]
 fn exclusive_and_zero_limit_never_forward() {
     let mut out = Vec::new();
-    let exclusive = Config {
-        access: AccessMode::Exclusive,
-        max_lessees: 4,
-        channels: 1,
-    };
+    let exclusive = Config { access: AccessMode::Exclusive, max_lessees: 4, channels: 1 };
     let mut lessor: Lessor<Exclusive<Vec<u64>>, u64> = Lessor::new(Exclusive(vec![]), exclusive);
-    lessor
-        .route(0, 1, Decision::NewLessee(1), &mut out)
-        .unwrap();
+    lessor.route(0, 1, Decision::NewLessee(1), &mut out).unwrap();
     assert_eq!(out, vec![Command::Schedule]);
     let mut capped: Lessor<Sum<u64>, u64> = Lessor::new(Sum(0), config(0, 1));
     let mut out = Out::new();
-    capped
-        .route(0, 1, Decision::NewLessee(1), &mut out)
-        .unwrap();
+    capped.route(0, 1, Decision::NewLessee(1), &mut out).unwrap();
     assert_eq!(out, vec![Command::Schedule]);
 }
 
 #[test]
 fn control_crosses_cores_as_an_archive() {
     type Wire = Control<Sum<u64>, u64>;
-    let control: Wire = Control::Retired {
-        partial: Sum(9),
-        returned: vec![1, 2],
-    };
+    let control: Wire = Control::Retired { partial: Sum(9), returned: vec![1, 2] };
     let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&control).unwrap();
     let back: Wire = rkyv::from_bytes::<_, rkyv::rancor::Error>(&bytes).unwrap();
     assert_eq!(back, control);

@@ -54,20 +54,14 @@ fn check_node(ast: &Ast, schema: &Schema) -> Result<Checked, ExprError> {
         AstKind::Str(s) => Checked::Typed(Typed::Str(StrNode::Const(s.as_str().into()))),
         AstKind::Field(name) => Checked::Typed(field(name, schema, col)?),
         AstKind::Unary(op, e) => unary(*op, check_node(e, schema)?, col)?,
-        AstKind::Binary(op, l, r) => {
-            binary(*op, check_node(l, schema)?, check_node(r, schema)?, col)?
-        }
+        AstKind::Binary(op, l, r) => binary(*op, check_node(l, schema)?, check_node(r, schema)?, col)?,
     })
 }
 
 fn field(name: &str, schema: &Schema, col: usize) -> Result<Typed, ExprError> {
     let Some(pos) = schema.position(name) else {
         let fields: Vec<&str> = schema.fields().map(|(n, _)| n).collect();
-        return Err(ExprError::UnknownField {
-            name: name.to_owned(),
-            col,
-            fields: fields.join(", "),
-        });
+        return Err(ExprError::UnknownField { name: name.to_owned(), col, fields: fields.join(", ") });
     };
     Ok(match schema.field(pos).1 {
         FieldType::U64 => Typed::U64(NumNode::Field(pos)),
@@ -117,12 +111,7 @@ fn arith(op: ArithOp, l: Checked, r: Checked, col: usize) -> Result<Checked, Exp
         return fold(op, *a, *b, col).map(Checked::Int);
     }
     let verb = op.verb();
-    let typed = match numeric_pair(l, r, col, |l, r| ExprError::ArithTypes {
-        verb,
-        lhs: l,
-        rhs: r,
-        col,
-    })? {
+    let typed = match numeric_pair(l, r, col, |l, r| ExprError::ArithTypes { verb, lhs: l, rhs: r, col })? {
         NumPair::U64(a, b) => Typed::U64(NumNode::Arith(op, Box::new(a), Box::new(b))),
         NumPair::I64(a, b) => Typed::I64(NumNode::Arith(op, Box::new(a), Box::new(b))),
         NumPair::F64(a, b) => Typed::F64(NumNode::Arith(op, Box::new(a), Box::new(b))),
@@ -146,20 +135,11 @@ fn compare(op: CmpOp, l: Checked, r: Checked, col: usize) -> Result<Checked, Exp
     let sym = op.symbol();
     let node = match (l, r) {
         (Checked::Int(a), Checked::Int(b)) => BoolNode::Const(op.apply(&a, &b)),
-        (Checked::Typed(Typed::Str(a)), Checked::Typed(Typed::Str(b))) => {
-            BoolNode::CmpStr(op, a, b)
-        }
-        (Checked::Typed(Typed::Bool(a)), Checked::Typed(Typed::Bool(b)))
-            if matches!(op, CmpOp::Eq | CmpOp::Ne) =>
-        {
+        (Checked::Typed(Typed::Str(a)), Checked::Typed(Typed::Str(b))) => BoolNode::CmpStr(op, a, b),
+        (Checked::Typed(Typed::Bool(a)), Checked::Typed(Typed::Bool(b))) if matches!(op, CmpOp::Eq | CmpOp::Ne) => {
             BoolNode::CmpBool(op, Box::new(a), Box::new(b))
         }
-        (l, r) => match numeric_pair(l, r, col, |l, r| ExprError::CompareTypes {
-            op: sym,
-            lhs: l,
-            rhs: r,
-            col,
-        })? {
+        (l, r) => match numeric_pair(l, r, col, |l, r| ExprError::CompareTypes { op: sym, lhs: l, rhs: r, col })? {
             NumPair::U64(a, b) => BoolNode::CmpU64(op, Box::new(a), Box::new(b)),
             NumPair::I64(a, b) => BoolNode::CmpI64(op, Box::new(a), Box::new(b)),
             NumPair::F64(a, b) => BoolNode::CmpF64(op, Box::new(a), Box::new(b)),
@@ -172,12 +152,7 @@ fn logic(op: BinOp, l: Checked, r: Checked, col: usize) -> Result<Checked, ExprE
     let (a, b) = match (l, r) {
         (Checked::Typed(Typed::Bool(a)), Checked::Typed(Typed::Bool(b))) => (a, b),
         (Checked::Typed(Typed::Bool(_)), other) | (other, _) => {
-            return Err(ExprError::OperandType {
-                op: op.symbol(),
-                expected: "bool",
-                found: other.type_name(),
-                col,
-            })
+            return Err(ExprError::OperandType { op: op.symbol(), expected: "bool", found: other.type_name(), col })
         }
     };
     let (a, b) = (Box::new(a), Box::new(b));
@@ -208,14 +183,8 @@ fn numeric_pair(
     };
     let err = || wrong(lhs, rhs);
     Ok(match common {
-        FieldType::U64 => NumPair::U64(
-            to_u64(l, col).ok_or_else(err)??,
-            to_u64(r, col).ok_or_else(err)??,
-        ),
-        FieldType::I64 => NumPair::I64(
-            to_i64(l, col).ok_or_else(err)??,
-            to_i64(r, col).ok_or_else(err)??,
-        ),
+        FieldType::U64 => NumPair::U64(to_u64(l, col).ok_or_else(err)??, to_u64(r, col).ok_or_else(err)??),
+        FieldType::I64 => NumPair::I64(to_i64(l, col).ok_or_else(err)??, to_i64(r, col).ok_or_else(err)??),
         FieldType::F64 => NumPair::F64(to_f64(l).ok_or_else(err)?, to_f64(r).ok_or_else(err)?),
         _ => return Err(err()),
     })

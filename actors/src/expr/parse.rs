@@ -112,18 +112,11 @@ impl Tok {
 
 /// Parse a whole expression.
 pub(super) fn parse(src: &str) -> Result<Ast, ExprError> {
-    let mut p = Parser {
-        toks: lex(src)?,
-        pos: 0,
-    };
+    let mut p = Parser { toks: lex(src)?, pos: 0 };
     let ast = p.expr(0)?;
     match p.peek() {
         (Tok::Eof, _) => Ok(ast),
-        (tok, col) => Err(ExprError::Expected {
-            expected: "an operator or the end",
-            found: tok.describe(),
-            col,
-        }),
+        (tok, col) => Err(ExprError::Expected { expected: "an operator or the end", found: tok.describe(), col }),
     }
 }
 
@@ -175,13 +168,7 @@ impl Parser {
             Tok::Op(BinOp::Sub) => AstKind::Unary(UnOp::Neg, Box::new(self.expr(PREFIX_POWER)?)),
             Tok::Bang => AstKind::Unary(UnOp::Not, Box::new(self.expr(PREFIX_POWER)?)),
             Tok::LParen => return self.parenthesised(),
-            other => {
-                return Err(ExprError::Expected {
-                    expected: "an expression",
-                    found: other.describe(),
-                    col,
-                })
-            }
+            other => return Err(ExprError::Expected { expected: "an expression", found: other.describe(), col }),
         };
         Ok(Ast { col, kind })
     }
@@ -190,11 +177,7 @@ impl Parser {
         let inner = self.expr(0)?;
         match self.bump() {
             (Tok::RParen, _) => Ok(inner),
-            (tok, col) => Err(ExprError::Expected {
-                expected: "`)`",
-                found: tok.describe(),
-                col,
-            }),
+            (tok, col) => Err(ExprError::Expected { expected: "`)`", found: tok.describe(), col }),
         }
     }
 }
@@ -216,10 +199,7 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ExprError> {
         } else if c == '"' {
             lex_string(rest, col)?
         } else if c.is_alphabetic() || c == '_' {
-            let len = rest
-                .iter()
-                .take_while(|c| c.is_alphanumeric() || **c == '_')
-                .count();
+            let len = rest.iter().take_while(|c| c.is_alphanumeric() || **c == '_').count();
             (Tok::Ident(rest[..len].iter().collect()), len)
         } else {
             lex_symbol(rest, col)?
@@ -248,23 +228,14 @@ fn lex_number(s: &[char], col: usize) -> Result<(Tok, usize), ExprError> {
             float = true;
         }
     }
-    let tail = s[len..]
-        .iter()
-        .take_while(|c| c.is_alphanumeric() || **c == '_')
-        .count();
+    let tail = s[len..].iter().take_while(|c| c.is_alphanumeric() || **c == '_').count();
     let text: String = s[..len + tail].iter().collect();
-    let bad = || ExprError::BadNumber {
-        text: text.clone(),
-        col,
-    };
+    let bad = || ExprError::BadNumber { text: text.clone(), col };
     if tail > 0 {
         return Err(bad());
     }
-    let tok = if float {
-        Tok::Float(text.parse().map_err(|_| bad())?)
-    } else {
-        Tok::Int(text.parse().map_err(|_| bad())?)
-    };
+    let tok =
+        if float { Tok::Float(text.parse().map_err(|_| bad())?) } else { Tok::Int(text.parse().map_err(|_| bad())?) };
     Ok((tok, len))
 }
 

@@ -15,13 +15,7 @@ fn schema() -> Schema {
 }
 
 fn values(price: u64, delta: i64, rate: f64, ok: bool, name: &str) -> Vec<Value> {
-    vec![
-        Value::U64(price),
-        Value::I64(delta),
-        Value::F64(rate),
-        Value::Bool(ok),
-        Value::Str(name.into()),
-    ]
+    vec![Value::U64(price), Value::I64(delta), Value::F64(rate), Value::Bool(ok), Value::Str(name.into())]
 }
 
 fn eval_on(src: &str, row: Vec<Value>) -> Value {
@@ -48,10 +42,7 @@ fn precedence_and_associativity() {
     assert_eq!(eval("price - 3 * 2"), Value::U64(4));
     assert_eq!(eval("-delta * 2"), Value::I64(8));
     assert_eq!(eval("1 + 2 < 4 && 5 > 6 || ok"), Value::Bool(true));
-    assert_eq!(
-        eval("!ok || price == 10 && name == \"al\""),
-        Value::Bool(false)
-    );
+    assert_eq!(eval("!ok || price == 10 && name == \"al\""), Value::Bool(false));
     assert_eq!(eval("!(price > 3)"), Value::Bool(false));
     assert_eq!(eval("ok == (price >= 10)"), Value::Bool(true));
 }
@@ -74,129 +65,58 @@ fn run_time_arithmetic_never_panics() {
     let row = || values(7, i64::MIN, 0.0, false, "");
     assert_eq!(eval_on("price / (price - 7)", row()), Value::U64(0));
     assert_eq!(eval_on("price % (price - 7)", row()), Value::U64(0));
-    assert_eq!(
-        eval_on("price - 8", row()),
-        Value::U64(u64::MAX),
-        "u64 wraps"
-    );
+    assert_eq!(eval_on("price - 8", row()), Value::U64(u64::MAX), "u64 wraps");
     assert_eq!(eval_on("delta / -1", row()), Value::I64(i64::MIN));
     assert_eq!(eval_on("delta % -1", row()), Value::I64(0));
     assert_eq!(eval_on("-delta", row()), Value::I64(i64::MIN));
     assert_eq!(eval_on("1.0 / rate", row()), Value::F64(f64::INFINITY));
-    assert_eq!(
-        eval("7 / 0 + price"),
-        Value::U64(10),
-        "constants fold with the same rule"
-    );
+    assert_eq!(eval("7 / 0 + price"), Value::U64(10), "constants fold with the same rule");
 }
 
 #[test]
 fn type_errors_name_the_types_and_column() {
-    assert_eq!(
-        error("price + name"),
-        "cannot add u64 and string at column 7"
-    );
-    assert_eq!(
-        error("price - delta"),
-        "cannot subtract u64 and i64 at column 7"
-    );
-    assert_eq!(
-        error("ok * 2"),
-        "cannot multiply bool and integer at column 4"
-    );
-    assert_eq!(
-        error("name < 3"),
-        "cannot compare string and integer with `<` at column 6"
-    );
-    assert_eq!(
-        error("ok < ok"),
-        "cannot compare bool and bool with `<` at column 4"
-    );
-    assert_eq!(
-        error("price && ok"),
-        "`&&` needs bool, found u64 at column 7"
-    );
-    assert_eq!(
-        error("ok || 1"),
-        "`||` needs bool, found integer at column 4"
-    );
+    assert_eq!(error("price + name"), "cannot add u64 and string at column 7");
+    assert_eq!(error("price - delta"), "cannot subtract u64 and i64 at column 7");
+    assert_eq!(error("ok * 2"), "cannot multiply bool and integer at column 4");
+    assert_eq!(error("name < 3"), "cannot compare string and integer with `<` at column 6");
+    assert_eq!(error("ok < ok"), "cannot compare bool and bool with `<` at column 4");
+    assert_eq!(error("price && ok"), "`&&` needs bool, found u64 at column 7");
+    assert_eq!(error("ok || 1"), "`||` needs bool, found integer at column 4");
     assert_eq!(error("!price"), "`!` needs a bool, found u64 at column 1");
-    assert_eq!(
-        error("-price"),
-        "`-` needs a signed number (i64 or f64), found u64 at column 1"
-    );
-    assert_eq!(
-        error("price + -1"),
-        "integer constant -1 does not fit in u64 at column 7"
-    );
-    assert_eq!(
-        error("prce * 2"),
-        "unknown field `prce` at column 1; fields are: price, delta, rate, ok, name"
-    );
+    assert_eq!(error("-price"), "`-` needs a signed number (i64 or f64), found u64 at column 1");
+    assert_eq!(error("price + -1"), "integer constant -1 does not fit in u64 at column 7");
+    assert_eq!(error("prce * 2"), "unknown field `prce` at column 1; fields are: price, delta, rate, ok, name");
     let pred = Predicate::parse("price + 1", &schema()).unwrap_err();
-    assert_eq!(
-        pred.to_string(),
-        "expression is u64, a predicate must be bool"
-    );
+    assert_eq!(pred.to_string(), "expression is u64, a predicate must be bool");
 }
 
 #[test]
 fn syntax_errors_name_the_column() {
-    assert_eq!(
-        error("price +"),
-        "expected an expression at column 8, found end of input"
-    );
-    assert_eq!(
-        error("(price + 1"),
-        "expected `)` at column 11, found end of input"
-    );
-    assert_eq!(
-        error("price 1"),
-        "expected an operator or the end at column 7, found number `1`"
-    );
+    assert_eq!(error("price +"), "expected an expression at column 8, found end of input");
+    assert_eq!(error("(price + 1"), "expected `)` at column 11, found end of input");
+    assert_eq!(error("price 1"), "expected an operator or the end at column 7, found number `1`");
     assert_eq!(error("price = 1"), "unexpected character `=` at column 7");
     assert_eq!(error("\"abc"), "unterminated string starting at column 1");
     assert_eq!(error("12ab"), "invalid number `12ab` at column 1");
-    assert_eq!(
-        error("99999999999999999999"),
-        "invalid number `99999999999999999999` at column 1"
-    );
-    assert_eq!(
-        error(""),
-        "expected an expression at column 1, found end of input"
-    );
+    assert_eq!(error("99999999999999999999"), "invalid number `99999999999999999999` at column 1");
+    assert_eq!(error(""), "expected an expression at column 1, found end of input");
 }
 
 /// Random arithmetic on i64 fields against Rust's own wrapping arithmetic.
 #[test]
 fn random_arithmetic_matches_a_direct_computation() {
-    let schema = Schema::new(vec![
-        ("a".into(), FieldType::I64),
-        ("b".into(), FieldType::I64),
-    ]);
+    let schema = Schema::new(vec![("a".into(), FieldType::I64), ("b".into(), FieldType::I64)]);
     let expr = Expr::parse("a * 3 - b / (a % 5) + -b", &schema).unwrap();
     let pred = Predicate::parse("a < b || a % 2 == 0 && !(b >= 0)", &schema).unwrap();
     let mut rng = Rng(3);
     for _ in 0..2000 {
-        let (a, b) = (
-            rng.next_u64() as i64 >> rng.below(64),
-            rng.next_u64() as i64,
-        );
+        let (a, b) = (rng.next_u64() as i64 >> rng.below(64), rng.next_u64() as i64);
         let bytes = Record::from(vec![Value::I64(a), Value::I64(b)]).to_archive();
         let rec = access(&bytes).unwrap();
         let rem = a.checked_rem(5).unwrap_or(0);
-        let div = b
-            .checked_div(rem)
-            .unwrap_or(if rem == 0 { 0 } else { b.wrapping_div(rem) });
-        let want = a
-            .wrapping_mul(3)
-            .wrapping_sub(div)
-            .wrapping_add(b.wrapping_neg());
+        let div = b.checked_div(rem).unwrap_or(if rem == 0 { 0 } else { b.wrapping_div(rem) });
+        let want = a.wrapping_mul(3).wrapping_sub(div).wrapping_add(b.wrapping_neg());
         assert_eq!(expr.eval(rec), Value::I64(want), "a={a} b={b}");
-        assert_eq!(
-            pred.test(rec),
-            a < b || (a % 2 == 0 && b < 0),
-            "a={a} b={b}"
-        );
+        assert_eq!(pred.test(rec), a < b || (a % 2 == 0 && b < 0), "a={a} b={b}");
     }
 }

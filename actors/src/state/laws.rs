@@ -72,11 +72,7 @@ fn folded<S: Fold>(mut state: S, updates: &[S::Update]) -> S {
 
 /// `(a + b) + c == a + (b + c)` for partials built from the same lessor state.
 fn associative<S: Fold>(base: &S, a: &[S::Update], b: &[S::Update], c: &[S::Update]) {
-    let (pa, pb, pc) = (
-        folded(base.partition(), a),
-        folded(base.partition(), b),
-        folded(base.partition(), c),
-    );
+    let (pa, pb, pc) = (folded(base.partition(), a), folded(base.partition(), b), folded(base.partition(), c));
     let mut left = pa.clone();
     left.combine(pb.clone());
     left.combine(pc.clone());
@@ -109,11 +105,7 @@ fn split_equals_sequential<S: Fold>(base: &S, updates: &[(S::Update, usize)], k:
         lessor.combine(partial);
     }
     let all: Vec<S::Update> = updates.iter().map(|(u, _)| u.clone()).collect();
-    assert_eq!(
-        lessor,
-        folded(base.clone(), &all),
-        "split then combine differs"
-    );
+    assert_eq!(lessor, folded(base.clone(), &all), "split then combine differs");
 }
 
 fn all_laws<S: Fold>(initial: &[S::Update], updates: &[(S::Update, usize)], k: usize) {
@@ -130,11 +122,7 @@ fn all_laws<S: Fold>(initial: &[S::Update], updates: &[(S::Update, usize)], k: u
 fn script<U: Debug + Clone>(
     update: impl Strategy<Value = U> + Clone,
 ) -> impl Strategy<Value = (Vec<U>, Vec<(U, usize)>, usize)> {
-    (
-        prop::collection::vec(update.clone(), 0..8),
-        prop::collection::vec((update, 0usize..16), 0..48),
-        0usize..5,
-    )
+    (prop::collection::vec(update.clone(), 0..8), prop::collection::vec((update, 0usize..16), 0..48), 0usize..5)
 }
 
 proptest! {

@@ -13,9 +13,7 @@ use super::Mergeable;
 
 /// A running sum. `T` is numeric: integers combine exactly (floats only up to rounding, because
 /// float addition is not associative).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Sum<T>(pub T);
 
 impl<T: Copy + Default + AddAssign> Sum<T> {
@@ -36,9 +34,7 @@ impl<T: Copy + Default + AddAssign> Mergeable for Sum<T> {
 }
 
 /// A count of folded messages.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Count(pub u64);
 
 impl Count {

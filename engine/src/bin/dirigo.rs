@@ -1,6 +1,6 @@
 //! The `dirigo` command: run a config's apps (`dirigo run`), or check a config (`dirigo check`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -49,9 +49,7 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let result = match Cli::parse().command {
@@ -69,13 +67,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: &PathBuf, shards: Option<usize>) -> anyhow::Result<(Config, dirigo_engine::plan::Plan)> {
+fn load(path: &Path, shards: Option<usize>) -> anyhow::Result<(Config, dirigo_engine::plan::Plan)> {
     let config = Config::load(path)?;
     let plan = compile(&config, shards.unwrap_or(config.engine.shards))?;
     Ok((config, plan))
 }
 
-fn check(path: &PathBuf) -> anyhow::Result<()> {
+fn check(path: &Path) -> anyhow::Result<()> {
     let (config, plan) = load(path, None)?;
     println!(
         "{}: ok ({} apps, {} functions and sinks, {} shards)",
@@ -88,7 +86,7 @@ fn check(path: &PathBuf) -> anyhow::Result<()> {
 }
 
 fn run_config(
-    path: &PathBuf,
+    path: &Path,
     json: bool,
     shards: Option<usize>,
     policy: Option<&str>,

@@ -54,12 +54,7 @@ macro_rules! layered {
 fn missing_default(table: &str, key: &'static str) -> ConfigError {
     let source = Source::new(DEFAULT_TOML_NAME, DEFAULT_TOML);
     let reason = format!("every `[{table}]` key needs a default in {DEFAULT_TOML_NAME}");
-    ConfigError::problem(
-        &source,
-        0..0,
-        KeyPath::table(table),
-        Problem::MissingKey { key, reason },
-    )
+    ConfigError::problem(&source, 0..0, KeyPath::table(table), Problem::MissingKey { key, reason })
 }
 
 layered! {

@@ -18,10 +18,7 @@ pub struct Source {
 impl Source {
     /// A named config text.
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
-        Source {
-            name: name.into(),
-            text: text.into(),
-        }
+        Source { name: name.into(), text: text.into() }
     }
 
     /// The 1-based line and column (in characters) of a byte offset.
@@ -39,11 +36,7 @@ impl Source {
     /// The location of a span's start.
     pub fn locate(&self, span: &Range<usize>) -> Location {
         let (line, column) = self.line_col(span.start);
-        Location {
-            file: self.name.clone(),
-            line,
-            column,
-        }
+        Location { file: self.name.clone(), line, column }
     }
 }
 
@@ -90,11 +83,7 @@ pub enum Segment {
     /// The `index`-th `[[app]]`.
     App { index: usize, name: Option<String> },
     /// A source, function or sink of the enclosing app.
-    Node {
-        role: Role,
-        index: usize,
-        name: Option<String>,
-    },
+    Node { role: Role, index: usize, name: Option<String> },
     /// A key (consecutive keys print dotted: `window.size`).
     Key(String),
 }
@@ -106,10 +95,7 @@ pub struct KeyPath(pub Vec<Segment>);
 impl KeyPath {
     /// The path of the `index`-th app.
     pub fn app(index: usize, name: &str) -> Self {
-        KeyPath(vec![Segment::App {
-            index,
-            name: Some(name.to_owned()),
-        }])
+        KeyPath(vec![Segment::App { index, name: Some(name.to_owned()) }])
     }
     /// A top-level table (`engine`).
     pub fn table(name: &str) -> Self {
@@ -169,16 +155,9 @@ impl fmt::Display for KeyPath {
 fn label(segment: &Segment) -> String {
     match segment {
         Segment::Table(t) => t.clone(),
-        Segment::App {
-            index,
-            name: Some(n),
-        } => format!("app[{index}] \"{n}\""),
+        Segment::App { index, name: Some(n) } => format!("app[{index}] \"{n}\""),
         Segment::App { index, name: None } => format!("app[{index}]"),
-        Segment::Node {
-            role,
-            name: Some(n),
-            ..
-        } => format!("{} \"{n}\"", role.name()),
+        Segment::Node { role, name: Some(n), .. } => format!("{} \"{n}\"", role.name()),
         Segment::Node { role, index, .. } => format!("{}[{index}]", role.name()),
         Segment::Key(k) => format!("key `{k}`"),
     }
@@ -191,26 +170,13 @@ pub enum Problem {
     #[error("{0}")]
     Toml(String),
     #[error("a `{kind}` {role} takes no key `{key}`; its keys: {}", .allowed.join(", "))]
-    KeyNotForKind {
-        role: &'static str,
-        kind: &'static str,
-        key: &'static str,
-        allowed: Vec<&'static str>,
-    },
+    KeyNotForKind { role: &'static str, kind: &'static str, key: &'static str, allowed: Vec<&'static str> },
     #[error("missing key `{key}`{}", note(.reason))]
     MissingKey { key: &'static str, reason: String },
     #[error("unknown {what} `{name}`; valid: {}", .valid.join(", "))]
-    UnknownName {
-        what: &'static str,
-        name: String,
-        valid: Vec<String>,
-    },
+    UnknownName { what: &'static str, name: String, valid: Vec<String> },
     #[error("duplicate {what} name `{name}` (first at line {first_line})")]
-    Duplicate {
-        what: &'static str,
-        name: String,
-        first_line: usize,
-    },
+    Duplicate { what: &'static str, name: String, first_line: usize },
     #[error("no function or source named `{name}`; known: {}", .known.join(", "))]
     NoSuchInput { name: String, known: Vec<String> },
     #[error("cycle: {}", .cycle.join(" -> "))]
@@ -263,22 +229,13 @@ fn with_path(key: &KeyPath, problem: &Problem) -> String {
 impl ConfigError {
     /// A semantic error at a span of `source`, for later stages such as the planner:
     /// `ConfigError::at(config.source(), field.span(), path.key("field"), "no field `x`")`.
-    pub fn at(
-        source: &Source,
-        span: Range<usize>,
-        key: KeyPath,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn at(source: &Source, span: Range<usize>, key: KeyPath, message: impl Into<String>) -> Self {
         Self::problem(source, span, key, Problem::Invalid(message.into()))
     }
 
     /// An error of a given kind at a span of `source`.
     pub fn problem(source: &Source, span: Range<usize>, key: KeyPath, problem: Problem) -> Self {
-        ConfigError::Invalid(Box::new(Invalid {
-            location: source.locate(&span),
-            key,
-            problem,
-        }))
+        ConfigError::Invalid(Box::new(Invalid { location: source.locate(&span), key, problem }))
     }
 
     /// A parser error, placed in the config tree through the file's outline.

@@ -7,40 +7,23 @@ use toml::Spanned;
 
 use super::doc::{function_keys, AggregateDoc, FunctionDoc, FunctionKindName, WindowDoc};
 use super::error::{ConfigError, KeyPath, Problem, Role};
-use super::model::{
-    Aggregate, AggregateSpec, FunctionConfig, FunctionKind, JoinFunction, WindowFunction,
-    WindowSpec,
-};
+use super::model::{Aggregate, AggregateSpec, FunctionConfig, FunctionKind, JoinFunction, WindowFunction, WindowSpec};
 use super::nodes::{or, or_duration};
 use super::resolve::{kind_keys, positive, require, Ctx};
 use super::values::{AggregateOp, WindowType};
 
 /// Resolves the `index`-th function of an app.
-pub(crate) fn function(
-    ctx: &Ctx<'_>,
-    index: usize,
-    doc: Spanned<FunctionDoc>,
-) -> Result<FunctionConfig, ConfigError> {
+pub(crate) fn function(ctx: &Ctx<'_>, index: usize, doc: Spanned<FunctionDoc>) -> Result<FunctionConfig, ConfigError> {
     let span = doc.span();
     let doc = doc.into_inner();
     let path = ctx.node(Role::Function, index, &doc.name);
     let kind = *doc.kind.get_ref();
     let present = doc.present();
-    kind_keys(
-        ctx,
-        &path,
-        (Role::Function, kind.name()),
-        present,
-        function_keys(kind),
-    )?;
+    kind_keys(ctx, &path, (Role::Function, kind.name()), present, function_keys(kind))?;
     let name = doc.name.clone();
     let max_lessees = doc.max_lessees.clone();
     let kind = function_kind(ctx, (&path, span), kind, doc)?;
-    Ok(FunctionConfig {
-        name,
-        max_lessees: or(max_lessees, ctx.defaults.function.max_lessees),
-        kind,
-    })
+    Ok(FunctionConfig { name, max_lessees: or(max_lessees, ctx.defaults.function.max_lessees), kind })
 }
 
 /// Takes a required key of the node, or returns a "missing key" error.
@@ -65,23 +48,16 @@ fn function_kind(
                 let problem = Problem::Invalid("a map needs at least one output field".into());
                 return Err(ctx.error(fields.span(), node.0.clone().key("fields"), problem));
             }
-            FunctionKind::Map {
-                input,
-                fields: fields.into_inner().0,
-            }
+            FunctionKind::Map { input, fields: fields.into_inner().0 }
         }
         K::Filter => FunctionKind::Filter {
             input: req!(ctx, node, doc.input, "input"),
             predicate: req!(ctx, node, doc.predicate, "predicate"),
         },
-        K::KeyBy => FunctionKind::KeyBy {
-            input: req!(ctx, node, doc.input, "input"),
-            key: req!(ctx, node, doc.key, "key"),
-        },
-        K::Count => FunctionKind::Count {
-            input: req!(ctx, node, doc.input, "input"),
-            key: doc.key,
-        },
+        K::KeyBy => {
+            FunctionKind::KeyBy { input: req!(ctx, node, doc.input, "input"), key: req!(ctx, node, doc.key, "key") }
+        }
+        K::Count => FunctionKind::Count { input: req!(ctx, node, doc.input, "input"), key: doc.key },
         K::Sum | K::Min | K::Max | K::Avg => keyed_aggregate(ctx, node, kind, doc)?,
         K::Window => FunctionKind::Window(WindowFunction {
             input: req!(ctx, node, doc.input, "input"),
@@ -119,11 +95,7 @@ fn keyed_aggregate(
 }
 
 /// A window: positive size; a positive `slide` for sliding windows only.
-fn window(
-    ctx: &Ctx<'_>,
-    node: &KeyPath,
-    doc: Spanned<WindowDoc>,
-) -> Result<Spanned<WindowSpec>, ConfigError> {
+fn window(ctx: &Ctx<'_>, node: &KeyPath, doc: Spanned<WindowDoc>) -> Result<Spanned<WindowSpec>, ConfigError> {
     let span = doc.span();
     let doc = doc.into_inner();
     let at = |key: &str| node.clone().key("window").key(key);
@@ -138,30 +110,18 @@ fn window(
         }
         (WindowType::Sliding, None) => {
             let reason = "a sliding window needs it".to_owned();
-            let problem = Problem::MissingKey {
-                key: "slide",
-                reason,
-            };
+            let problem = Problem::MissingKey { key: "slide", reason };
             return Err(ctx.error(span, node.clone().key("window"), problem));
         }
         (_, slide) => slide.map(|s| s.into_inner().0),
     };
     let lateness = or_duration(doc.lateness, ctx.defaults.window.lateness);
-    let spec = WindowSpec {
-        window_type,
-        size,
-        slide,
-        lateness,
-    };
+    let spec = WindowSpec { window_type, size, slide, lateness };
     Ok(Spanned::new(span, spec))
 }
 
 /// `aggregate = { op, field }`: `count` takes no field, every other op needs one.
-fn aggregate(
-    ctx: &Ctx<'_>,
-    node: &KeyPath,
-    doc: Spanned<AggregateDoc>,
-) -> Result<Spanned<AggregateSpec>, ConfigError> {
+fn aggregate(ctx: &Ctx<'_>, node: &KeyPath, doc: Spanned<AggregateDoc>) -> Result<Spanned<AggregateSpec>, ConfigError> {
     let span = doc.span();
     let doc = doc.into_inner();
     let op = *doc.op.get_ref();
@@ -173,18 +133,9 @@ fn aggregate(
         }
         (op, None) if op != AggregateOp::Count => {
             let reason = format!("`{op}` aggregates a field");
-            let problem = Problem::MissingKey {
-                key: "field",
-                reason,
-            };
+            let problem = Problem::MissingKey { key: "field", reason };
             Err(ctx.error(span, node.clone().key("aggregate"), problem))
         }
-        _ => Ok(Spanned::new(
-            span,
-            AggregateSpec {
-                op,
-                field: doc.field,
-            },
-        )),
+        _ => Ok(Spanned::new(span, AggregateSpec { op, field: doc.field })),
     }
 }

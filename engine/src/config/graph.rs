@@ -52,10 +52,7 @@ fn unique_names<'a>(
     let mut counts: HashMap<Role, usize> = HashMap::new();
     for (role, name) in sources.chain(functions).chain(sinks) {
         let count = counts.entry(role).or_default();
-        let id = NodeId {
-            role,
-            index: *count,
-        };
+        let id = NodeId { role, index: *count };
         *count += 1;
         if let Some((_, first)) = names.get(name.get_ref().as_str()) {
             let path = ctx.node(role, id.index, name).key("name");
@@ -83,9 +80,7 @@ fn resolve_input(
             let known = others.cloned().collect();
             let name = input.get_ref().clone();
             let problem = match found {
-                Some(_) => Problem::Invalid(format!(
-                    "`{name}` is a sink; an input names a source or function"
-                )),
+                Some(_) => Problem::Invalid(format!("`{name}` is a sink; an input names a source or function")),
                 None => Problem::NoSuchInput { name, known },
             };
             Err(ctx.error(input.span(), path, problem))
@@ -132,17 +127,9 @@ impl Dfs<'_> {
 }
 
 /// Function indices with every function after those it reads from.
-fn topological(
-    ctx: &Ctx<'_>,
-    app: &AppConfig,
-    reads: &[Vec<usize>],
-) -> Result<Vec<usize>, ConfigError> {
-    let mut dfs = Dfs {
-        reads,
-        marks: vec![Mark::New; reads.len()],
-        stack: Vec::new(),
-        order: Vec::with_capacity(reads.len()),
-    };
+fn topological(ctx: &Ctx<'_>, app: &AppConfig, reads: &[Vec<usize>]) -> Result<Vec<usize>, ConfigError> {
+    let mut dfs =
+        Dfs { reads, marks: vec![Mark::New; reads.len()], stack: Vec::new(), order: Vec::with_capacity(reads.len()) };
     for i in 0..reads.len() {
         if let Err(cycle) = dfs.visit(i) {
             return Err(cycle_error(ctx, app, cycle));
@@ -161,9 +148,7 @@ fn cycle_error(ctx: &Ctx<'_>, app: &AppConfig, reads_order: Vec<usize>) -> Confi
     let head = &app.functions[flow[0]];
     let previous = name(flow[flow.len() - 1]);
     let inputs = head.kind.inputs();
-    let closing = inputs
-        .iter()
-        .find(|(_, input)| *input.get_ref() == previous);
+    let closing = inputs.iter().find(|(_, input)| *input.get_ref() == previous);
     let (key, span) = closing.map_or(("name", head.name.span()), |(k, i)| (*k, i.span()));
     let mut cycle: Vec<String> = flow.iter().map(|&i| name(i)).collect();
     cycle.push(name(flow[0]));

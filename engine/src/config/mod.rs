@@ -31,15 +31,14 @@ use std::path::Path;
 use serde::Serialize;
 
 pub use defaults::{
-    AppDefaults, Defaults, EngineConfig, FileSinkDefaults, FileSourceDefaults, FunctionDefaults,
-    GeneratorDefaults, SinkDefaults, SourceDefaults, TcpSinkDefaults, TcpSourceDefaults,
-    WindowDefaults, DEFAULT_TOML, DEFAULT_TOML_NAME,
+    AppDefaults, Defaults, EngineConfig, FileSinkDefaults, FileSourceDefaults, FunctionDefaults, GeneratorDefaults,
+    SinkDefaults, SourceDefaults, TcpSinkDefaults, TcpSourceDefaults, WindowDefaults, DEFAULT_TOML, DEFAULT_TOML_NAME,
 };
 pub use error::{ConfigError, Invalid, KeyPath, Location, Problem, Role, Segment, Source};
 pub use model::{
-    Aggregate, AggregateSpec, AppConfig, Burst, FileSource, FunctionConfig, FunctionKind,
-    GeneratorSource, JoinFunction, Node, NodeId, SchemaConfig, SchemaField, SinkConfig, SinkKind,
-    SourceConfig, SourceKind, TcpSource, WindowFunction, WindowSpec,
+    Aggregate, AggregateSpec, AppConfig, Burst, FileSource, FunctionConfig, FunctionKind, GeneratorSource,
+    JoinFunction, Node, NodeId, SchemaConfig, SchemaField, SinkConfig, SinkKind, SourceConfig, SourceKind, TcpSource,
+    WindowFunction, WindowSpec,
 };
 pub use values::{AggregateOp, Distribution, FileFormat, Policy, WindowType, WireFormat};
 
@@ -64,10 +63,8 @@ pub struct Config {
 impl Config {
     /// Reads and parses a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Config::parse(&text, &path.display().to_string())
     }
 
@@ -80,12 +77,7 @@ impl Config {
         let engine = user.engine.over(base.engine).resolve("engine")?;
         let defaults = user.defaults.over(base.defaults).resolve()?;
         let apps = apps(&source, &defaults, user.app)?;
-        Ok(Config {
-            engine,
-            defaults,
-            apps,
-            source,
-        })
+        Ok(Config { engine, defaults, apps, source })
     }
 
     /// The `[engine]` table of `configs/default.toml`.
@@ -99,22 +91,13 @@ impl Config {
     }
 
     /// A semantic error at a spanned value of this config (see [`ConfigError::at`]).
-    pub fn error_at(
-        &self,
-        span: std::ops::Range<usize>,
-        key: KeyPath,
-        message: impl Into<String>,
-    ) -> ConfigError {
+    pub fn error_at(&self, span: std::ops::Range<usize>, key: KeyPath, message: impl Into<String>) -> ConfigError {
         ConfigError::at(&self.source, span, key, message)
     }
 
     /// Each app with its nodes in topological order (every node after its inputs).
-    pub fn apps_in_topological_order(
-        &self,
-    ) -> impl Iterator<Item = (&AppConfig, Vec<(NodeId, Node<'_>)>)> + '_ {
-        self.apps
-            .iter()
-            .map(|app| (app, app.nodes_in_order().collect()))
+    pub fn apps_in_topological_order(&self) -> impl Iterator<Item = (&AppConfig, Vec<(NodeId, Node<'_>)>)> + '_ {
+        self.apps.iter().map(|app| (app, app.nodes_in_order().collect()))
     }
 
     /// The config as TOML; parsing it again gives the same config.
@@ -125,8 +108,7 @@ impl Config {
 
 /// One file parsed strictly, its `[engine]` and `[defaults.*]` values checked.
 fn read_doc(source: &Source) -> Result<ConfigDoc, ConfigError> {
-    let doc: ConfigDoc =
-        toml::from_str(&source.text).map_err(|e| ConfigError::from_toml(source, &e))?;
+    let doc: ConfigDoc = toml::from_str(&source.text).map_err(|e| ConfigError::from_toml(source, &e))?;
     check_engine(source, &doc.engine)?;
     check_defaults(source, &doc.defaults)?;
     Ok(doc)
@@ -152,11 +134,7 @@ fn check_defaults(src: &Source, d: &DefaultsLayer) -> Result<(), ConfigError> {
     let generator = &d.source.generator;
     positive(src, &generator.keys, at("source.generator", "keys"))?;
     positive(src, &generator.zipf_s, at("source.generator", "zipf_s"))?;
-    positive(
-        src,
-        &generator.parallelism,
-        at("source.generator", "parallelism"),
-    )
+    positive(src, &generator.parallelism, at("source.generator", "parallelism"))
 }
 
 /// Every app resolved; app names are unique.
@@ -172,11 +150,7 @@ fn apps(
         if let Some(span) = first.get(name.get_ref()) {
             let first_line = source.line_col(span.start).0;
             let path = KeyPath::app(index, name.get_ref()).key("name");
-            let problem = Problem::Duplicate {
-                what: "app",
-                name: name.get_ref().clone(),
-                first_line,
-            };
+            let problem = Problem::Duplicate { what: "app", name: name.get_ref().clone(), first_line };
             return Err(ConfigError::problem(source, name.span(), path, problem));
         }
         first.insert(name.get_ref().clone(), name.span());

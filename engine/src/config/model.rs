@@ -9,8 +9,7 @@ use toml::Spanned;
 
 use super::error::Role;
 use super::values::{
-    ser_duration, ser_opt_duration, ser_pairs, AggregateOp, Distribution, FileFormat, WindowType,
-    WireFormat,
+    ser_duration, ser_opt_duration, ser_pairs, AggregateOp, Distribution, FileFormat, WindowType, WireFormat,
 };
 
 /// One `[[app]]`: a DAG of functions between sources and sinks, with a latency SLO.
@@ -91,11 +90,7 @@ impl SchemaConfig {
     /// The runtime schema.
     pub fn to_schema(&self) -> Schema {
         let fields = self.fields.iter();
-        Schema::new(
-            fields
-                .map(|f| (f.name.get_ref().clone(), *f.ty.get_ref()))
-                .collect(),
-        )
+        Schema::new(fields.map(|f| (f.name.get_ref().clone(), *f.ty.get_ref())).collect())
     }
 
     /// The field with a name.
@@ -107,10 +102,7 @@ impl SchemaConfig {
 impl Serialize for SchemaConfig {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let pairs = self.fields.iter();
-        ser_pairs(
-            pairs.map(|f| (f.name.get_ref().as_str(), f.ty.get_ref().name())),
-            s,
-        )
+        ser_pairs(pairs.map(|f| (f.name.get_ref().as_str(), f.ty.get_ref().name())), s)
     }
 }
 
@@ -140,10 +132,7 @@ pub struct GeneratorSource {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<u64>,
     /// Stop after this long; neither `events` nor `duration` = run until stopped.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "ser_opt_duration"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_duration")]
     pub duration: Option<Duration>,
     /// Number of distinct keys.
     pub keys: u64,
@@ -232,15 +221,9 @@ pub enum FunctionKind {
     Join(JoinFunction),
 }
 
-fn ser_map_fields<S: Serializer>(
-    fields: &[(Spanned<String>, Spanned<String>)],
-    s: S,
-) -> Result<S::Ok, S::Error> {
+fn ser_map_fields<S: Serializer>(fields: &[(Spanned<String>, Spanned<String>)], s: S) -> Result<S::Ok, S::Error> {
     let pairs = fields.iter();
-    ser_pairs(
-        pairs.map(|(k, v)| (k.get_ref().as_str(), v.get_ref().as_str())),
-        s,
-    )
+    ser_pairs(pairs.map(|(k, v)| (k.get_ref().as_str(), v.get_ref().as_str())), s)
 }
 
 impl FunctionKind {
@@ -299,10 +282,7 @@ pub struct WindowSpec {
     #[serde(serialize_with = "ser_duration")]
     pub size: Duration,
     /// Sliding windows only.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "ser_opt_duration"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_duration")]
     pub slide: Option<Duration>,
     /// How long after its end a window still accepts late events.
     #[serde(serialize_with = "ser_duration")]

@@ -11,8 +11,8 @@ use super::doc::{sink_keys, source_keys, SinkDoc, SinkKindName, SourceDoc, Sourc
 use super::error::{ConfigError, KeyPath, Problem, Role};
 use super::functions;
 use super::model::{
-    Burst, FileSource, FunctionConfig, GeneratorSource, SchemaConfig, SinkConfig, SinkKind,
-    SourceConfig, SourceKind, TcpSource,
+    Burst, FileSource, FunctionConfig, GeneratorSource, SchemaConfig, SinkConfig, SinkKind, SourceConfig, SourceKind,
+    TcpSource,
 };
 use super::resolve::{field_in_schema, kind_keys, positive, require, Ctx};
 use super::values::{FileFormat, HumanDuration, WireFormat};
@@ -43,15 +43,11 @@ pub(crate) fn functions(
     docs: Vec<Spanned<super::doc::FunctionDoc>>,
 ) -> Result<Vec<FunctionConfig>, ConfigError> {
     let docs = docs.into_iter().enumerate();
-    docs.map(|(i, doc)| functions::function(ctx, i, doc))
-        .collect()
+    docs.map(|(i, doc)| functions::function(ctx, i, doc)).collect()
 }
 
 /// Every sink of an app.
-pub(crate) fn sinks(
-    ctx: &Ctx<'_>,
-    docs: Vec<Spanned<SinkDoc>>,
-) -> Result<Vec<SinkConfig>, ConfigError> {
+pub(crate) fn sinks(ctx: &Ctx<'_>, docs: Vec<Spanned<SinkDoc>>) -> Result<Vec<SinkConfig>, ConfigError> {
     let docs = docs.into_iter().enumerate();
     docs.map(|(i, doc)| sink(ctx, i, doc)).collect()
 }
@@ -67,13 +63,7 @@ fn source(
     let path = ctx.node(Role::Source, index, &doc.name);
     let kind = *doc.kind.get_ref();
     let present = doc.present();
-    kind_keys(
-        ctx,
-        &path,
-        (Role::Source, kind.name()),
-        present,
-        source_keys(kind),
-    )?;
+    kind_keys(ctx, &path, (Role::Source, kind.name()), present, source_keys(kind))?;
     let name = doc.name.clone();
     let kind = match kind {
         SourceKindName::Generator => SourceKind::Generator(generator(ctx, &path, doc, schema)?),
@@ -123,18 +113,12 @@ fn key_field(
         field_in_schema(ctx, schema, &field, path.clone().key("key_field"))?;
         return Ok(field);
     }
-    let first_u64 = schema
-        .fields
-        .iter()
-        .find(|f| *f.ty.get_ref() == FieldType::U64);
+    let first_u64 = schema.fields.iter().find(|f| *f.ty.get_ref() == FieldType::U64);
     match first_u64 {
         Some(f) => Ok(Spanned::new(name.span(), f.name.get_ref().clone())),
         None => {
             let reason = "the schema has no u64 field to default to".to_owned();
-            let problem = Problem::MissingKey {
-                key: "key_field",
-                reason,
-            };
+            let problem = Problem::MissingKey { key: "key_field", reason };
             Err(ctx.error(name.span(), path.clone(), problem))
         }
     }
@@ -160,70 +144,35 @@ fn bursts(
     Ok(bursts)
 }
 
-fn file_source(
-    ctx: &Ctx<'_>,
-    node: (&KeyPath, Range<usize>),
-    doc: SourceDoc,
-) -> Result<FileSource, ConfigError> {
+fn file_source(ctx: &Ctx<'_>, node: (&KeyPath, Range<usize>), doc: SourceDoc) -> Result<FileSource, ConfigError> {
     let reason = "a file source reads this file";
     let path = require(ctx, doc.path, (node.0, node.1.clone()), "path", reason)?;
-    let written = parse_name(
-        ctx,
-        node.0,
-        doc.format,
-        FileFormat::parse,
-        FileFormat::NAMES,
-    )?;
+    let written = parse_name(ctx, node.0, doc.format, FileFormat::parse, FileFormat::NAMES)?;
     let format = match written {
         Some(format) => format,
         None => format_from_extension(ctx, node.0, &path)?,
     };
     let d = &ctx.defaults.source.file;
-    Ok(FileSource {
-        path,
-        format,
-        header: or(doc.header, d.header),
-        rate: or(doc.rate, d.rate),
-    })
+    Ok(FileSource { path, format, header: or(doc.header, d.header), rate: or(doc.rate, d.rate) })
 }
 
-fn format_from_extension(
-    ctx: &Ctx<'_>,
-    node: &KeyPath,
-    path: &Spanned<String>,
-) -> Result<FileFormat, ConfigError> {
+fn format_from_extension(ctx: &Ctx<'_>, node: &KeyPath, path: &Spanned<String>) -> Result<FileFormat, ConfigError> {
     let extension = std::path::Path::new(path.get_ref()).extension();
     match extension.and_then(|e| e.to_str()) {
         Some("csv") => Ok(FileFormat::Csv),
         Some("ndjson" | "jsonl" | "json") => Ok(FileFormat::Ndjson),
         _ => {
-            let reason = format!(
-                "cannot tell it from the extension of `{}`; valid: ndjson, csv",
-                path.get_ref()
-            );
-            let problem = Problem::MissingKey {
-                key: "format",
-                reason,
-            };
+            let reason = format!("cannot tell it from the extension of `{}`; valid: ndjson, csv", path.get_ref());
+            let problem = Problem::MissingKey { key: "format", reason };
             Err(ctx.error(path.span(), node.clone().key("path"), problem))
         }
     }
 }
 
-fn tcp_source(
-    ctx: &Ctx<'_>,
-    node: (&KeyPath, Range<usize>),
-    doc: SourceDoc,
-) -> Result<TcpSource, ConfigError> {
+fn tcp_source(ctx: &Ctx<'_>, node: (&KeyPath, Range<usize>), doc: SourceDoc) -> Result<TcpSource, ConfigError> {
     let reason = "the address to listen on";
     let listen = require(ctx, doc.listen, (node.0, node.1), "listen", reason)?;
-    let format = parse_name(
-        ctx,
-        node.0,
-        doc.format,
-        WireFormat::parse,
-        WireFormat::NAMES,
-    )?;
+    let format = parse_name(ctx, node.0, doc.format, WireFormat::parse, WireFormat::NAMES)?;
     let format = format.unwrap_or(ctx.defaults.source.tcp.format);
     Ok(TcpSource { listen, format })
 }
@@ -244,11 +193,7 @@ fn parse_name<T>(
         None => {
             let valid = names.iter().map(|n| n.to_string()).collect();
             let name = written.get_ref().clone();
-            let problem = Problem::UnknownName {
-                what: "format",
-                name,
-                valid,
-            };
+            let problem = Problem::UnknownName { what: "format", name, valid };
             Err(ctx.error(written.span(), node.clone().key("format"), problem))
         }
     }
@@ -259,13 +204,7 @@ fn sink(ctx: &Ctx<'_>, index: usize, doc: Spanned<SinkDoc>) -> Result<SinkConfig
     let doc = doc.into_inner();
     let path = ctx.node(Role::Sink, index, &doc.name);
     let kind = *doc.kind.get_ref();
-    kind_keys(
-        ctx,
-        &path,
-        (Role::Sink, kind.name()),
-        doc.present(),
-        sink_keys(kind),
-    )?;
+    kind_keys(ctx, &path, (Role::Sink, kind.name()), doc.present(), sink_keys(kind))?;
     let kind = match kind {
         SinkKindName::Stdout => SinkKind::Stdout,
         SinkKindName::Latency => SinkKind::Latency,
@@ -285,9 +224,5 @@ fn sink(ctx: &Ctx<'_>, index: usize, doc: Spanned<SinkDoc>) -> Result<SinkConfig
             SinkKind::Tcp { listen, format }
         }
     };
-    Ok(SinkConfig {
-        name: doc.name,
-        input: doc.input,
-        kind,
-    })
+    Ok(SinkConfig { name: doc.name, input: doc.input, kind })
 }

@@ -75,12 +75,7 @@ fn contains(span: &Range<usize>, offset: usize) -> bool {
 }
 
 /// Walks down the tables that claim `offset`, pushing one segment per step.
-fn find(
-    entries: &[(Spanned<String>, Spanned<Tree>)],
-    offset: usize,
-    path: &mut Vec<Segment>,
-    in_app: bool,
-) -> bool {
+fn find(entries: &[(Spanned<String>, Spanned<Tree>)], offset: usize, path: &mut Vec<Segment>, in_app: bool) -> bool {
     for (key, value) in entries {
         if contains(&key.span(), offset) {
             path.push(Segment::Key(key.get_ref().clone()));
@@ -95,13 +90,7 @@ fn find(
     false
 }
 
-fn find_in_value(
-    key: &str,
-    value: &Spanned<Tree>,
-    offset: usize,
-    path: &mut Vec<Segment>,
-    in_app: bool,
-) -> bool {
+fn find_in_value(key: &str, value: &Spanned<Tree>, offset: usize, path: &mut Vec<Segment>, in_app: bool) -> bool {
     match value.get_ref() {
         Tree::Table(entries) => {
             let top_level = path.iter().all(|s| matches!(s, Segment::Table(_)));
@@ -138,13 +127,12 @@ fn find_in_value(
 /// The segment naming the `index`-th element of array `key`.
 fn element(key: &str, index: usize, item: &Tree, in_app: bool, at_root: bool) -> Segment {
     let name = match item {
-        Tree::Table(entries) => entries
-            .iter()
-            .find(|(k, _)| k.get_ref() == "name")
-            .and_then(|(_, v)| match v.get_ref() {
+        Tree::Table(entries) => {
+            entries.iter().find(|(k, _)| k.get_ref() == "name").and_then(|(_, v)| match v.get_ref() {
                 Tree::Scalar(s) => s.clone(),
                 _ => None,
-            }),
+            })
+        }
         _ => None,
     };
     let role = match key {

@@ -62,12 +62,7 @@ pub(crate) fn positive<T: Zero>(
     path: impl FnOnce() -> KeyPath,
 ) -> Result<(), ConfigError> {
     match value {
-        Some(v) if v.get_ref().is_zero() => Err(ConfigError::problem(
-            src,
-            v.span(),
-            path(),
-            Problem::NotPositive,
-        )),
+        Some(v) if v.get_ref().is_zero() => Err(ConfigError::problem(src, v.span(), path(), Problem::NotPositive)),
         _ => Ok(()),
     }
 }
@@ -95,20 +90,13 @@ pub(crate) fn app(
 ) -> Result<AppConfig, ConfigError> {
     let span = doc.span();
     let doc = doc.into_inner();
-    let ctx = Ctx {
-        src,
-        defaults,
-        app: KeyPath::app(index, doc.name.get_ref()),
-    };
+    let ctx = Ctx { src, defaults, app: KeyPath::app(index, doc.name.get_ref()) };
     check_app_values(&ctx, &doc)?;
     let schema = schema(&ctx, doc.schema)?;
     if let Some(field) = &doc.event_time {
         field_in_schema(&ctx, &schema, field, ctx.app.clone().key("event_time"))?;
     }
-    for (list, key) in [
-        (doc.source.is_empty(), "source"),
-        (doc.sink.is_empty(), "sink"),
-    ] {
+    for (list, key) in [(doc.source.is_empty(), "source"), (doc.sink.is_empty(), "sink")] {
         if list {
             let reason = format!("an app needs at least one [[app.{key}]]");
             let problem = Problem::MissingKey { key, reason };
@@ -121,12 +109,8 @@ pub(crate) fn app(
         slo: doc.slo.into_inner().0,
         weight: doc.weight.map_or(d.weight, Spanned::into_inner),
         event_time: doc.event_time,
-        watermark_delay: doc
-            .watermark_delay
-            .map_or(d.watermark_delay, |v| v.into_inner().0),
-        watermark_every: doc
-            .watermark_every
-            .map_or(d.watermark_every, Spanned::into_inner),
+        watermark_delay: doc.watermark_delay.map_or(d.watermark_delay, |v| v.into_inner().0),
+        watermark_every: doc.watermark_every.map_or(d.watermark_every, Spanned::into_inner),
         sources: nodes::sources(&ctx, doc.source, &schema)?,
         functions: nodes::functions(&ctx, doc.function)?,
         sinks: nodes::sinks(&ctx, doc.sink)?,
@@ -151,15 +135,9 @@ fn schema(ctx: &Ctx<'_>, doc: Spanned<OrderedTable>) -> Result<SchemaConfig, Con
     for (name, ty) in doc.into_inner().0 {
         let path = ctx.app.clone().key("schema").key(name.get_ref());
         let Some(parsed) = FieldType::parse(ty.get_ref()) else {
-            let valid = ["u64", "i64", "f64", "bool", "string"]
-                .map(String::from)
-                .to_vec();
+            let valid = ["u64", "i64", "f64", "bool", "string"].map(String::from).to_vec();
             let name = ty.get_ref().clone();
-            let problem = Problem::UnknownName {
-                what: "type",
-                name,
-                valid,
-            };
+            let problem = Problem::UnknownName { what: "type", name, valid };
             return Err(ctx.error(ty.span(), path, problem));
         };
         if let Some(first) = fields.iter().find(|f| f.name.get_ref() == name.get_ref()) {
@@ -185,15 +163,7 @@ pub(crate) fn duplicate(
 ) -> ConfigError {
     let first_line = ctx.src.line_col(first.start).0;
     let name = again.get_ref().clone();
-    ctx.error(
-        again.span(),
-        path,
-        Problem::Duplicate {
-            what,
-            name,
-            first_line,
-        },
-    )
+    ctx.error(again.span(), path, Problem::Duplicate { what, name, first_line })
 }
 
 /// Fails unless `field` names a field of the app's schema.
@@ -206,17 +176,9 @@ pub(crate) fn field_in_schema(
     if schema.field(field.get_ref()).is_some() {
         return Ok(());
     }
-    let valid = schema
-        .fields
-        .iter()
-        .map(|f| f.name.get_ref().clone())
-        .collect();
+    let valid = schema.fields.iter().map(|f| f.name.get_ref().clone()).collect();
     let name = field.get_ref().clone();
-    let problem = Problem::UnknownName {
-        what: "schema field",
-        name,
-        valid,
-    };
+    let problem = Problem::UnknownName { what: "schema field", name, valid };
     Err(ctx.error(field.span(), path, problem))
 }
 
@@ -237,12 +199,7 @@ pub(crate) fn kind_keys(
                 Role::Sink => &["input"],
             });
             all.extend_from_slice(allowed);
-            let problem = Problem::KeyNotForKind {
-                role: role.name(),
-                kind,
-                key,
-                allowed: all,
-            };
+            let problem = Problem::KeyNotForKind { role: role.name(), kind, key, allowed: all };
             return Err(ctx.error(span, path.clone().key(key), problem));
         }
     }

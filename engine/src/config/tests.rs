@@ -10,9 +10,7 @@ fn normalize(value: toml::Value) -> toml::Value {
             Ok(d) => toml::Value::String(format!("{d:?}")),
             Err(_) => toml::Value::String(s),
         },
-        toml::Value::Table(t) => {
-            toml::Value::Table(t.into_iter().map(|(k, v)| (k, normalize(v))).collect())
-        }
+        toml::Value::Table(t) => toml::Value::Table(t.into_iter().map(|(k, v)| (k, normalize(v))).collect()),
         other => other,
     }
 }
@@ -49,11 +47,7 @@ fn every_default_key_is_documented() {
     for (i, line) in lines.iter().enumerate() {
         let is_key = !line.is_empty() && !line.starts_with('#') && !line.starts_with('[');
         let documented = line.contains(" # ") || i > 0 && lines[i - 1].starts_with('#');
-        assert!(
-            !is_key || documented,
-            "default.toml:{}: `{line}` has no comment",
-            i + 1
-        );
+        assert!(!is_key || documented, "default.toml:{}: `{line}` has no comment", i + 1);
     }
 }
 
@@ -61,10 +55,7 @@ fn every_default_key_is_documented() {
 fn a_gap_in_the_defaults_is_reported() {
     let layer = EngineLayer::default();
     let e = layer.resolve("engine").unwrap_err().to_string();
-    assert!(
-        e.starts_with("configs/default.toml:1:1: engine: missing key `shards`"),
-        "{e}"
-    );
+    assert!(e.starts_with("configs/default.toml:1:1: engine: missing key `shards`"), "{e}");
 }
 
 #[test]

@@ -32,11 +32,24 @@ impl<P: Policy> Shard<P> {
     fn enqueue_batch(&mut self, batch: Batch, from: ShardId) {
         self.check_sequence(&batch, from);
         let now = now_ns();
-        let cx = SchedCx { apps: &self.plan.apps, fn_app: &self.fn_app, cost_ns: &self.cost_ns, cost_to_go_ns: &self.cost_to_go_ns, now_ns: now };
+        let cx = SchedCx {
+            apps: &self.plan.apps,
+            fn_app: &self.fn_app,
+            cost_ns: &self.cost_ns,
+            cost_to_go_ns: &self.cost_to_go_ns,
+            now_ns: now,
+        };
         let slot = self.held.hold_with(batch, from, |entries, slot| {
             for e in entries {
                 let priority = self.policy.on_enqueue(&e.header, self.arrival, &cx);
-                self.runq.push(QEntry { header: e.header, priority, arrival: self.arrival, slot, off: e.off, len: e.len });
+                self.runq.push(QEntry {
+                    header: e.header,
+                    priority,
+                    arrival: self.arrival,
+                    slot,
+                    off: e.off,
+                    len: e.len,
+                });
                 self.arrival += 1;
             }
         });
@@ -56,11 +69,16 @@ impl<P: Policy> Shard<P> {
     }
 
     /// Run up to `budget` messages in the policy's order; returns how many ran.
-    pub(super) fn run_budget(&mut self, budget: usize) -> usize {
+    pub(super) fn run_budget(&mut self, budget: usize, now: u64) -> usize {
         let mut ran = 0;
         while ran < budget {
-            let now = if self.arrival % COST_SAMPLE == 0 { now_ns() } else { 0 };
-            let cx = SchedCx { apps: &self.plan.apps, fn_app: &self.fn_app, cost_ns: &self.cost_ns, cost_to_go_ns: &self.cost_to_go_ns, now_ns: now };
+            let cx = SchedCx {
+                apps: &self.plan.apps,
+                fn_app: &self.fn_app,
+                cost_ns: &self.cost_ns,
+                cost_to_go_ns: &self.cost_to_go_ns,
+                now_ns: now,
+            };
             let Some(f) = self.policy.pick_next(&self.runq, &cx) else { break };
             let e = self.runq.pop(f).expect("picked queue is non-empty");
             self.apply(e);
@@ -88,19 +106,37 @@ impl<P: Policy> Shard<P> {
     fn apply_data(&mut self, e: &QEntry) {
         let f = e.header.function as usize;
         let fp = &self.plan.functions[f];
-        let sampled = e.arrival % COST_SAMPLE == 0;
+        let sampled = e.arrival.is_multiple_of(COST_SAMPLE);
         let t0 = if sampled || fp.is_sink { now_ns() } else { 0 };
         if fp.is_sink {
             let slo = self.plan.apps[fp.app as usize].slo_ns;
             self.stats[fp.app as usize].record_output(t0.saturating_sub(e.header.ingress_ns), slo);
         }
-        let cx = SchedCx { apps: &self.plan.apps, fn_app: &self.fn_app, cost_ns: &self.cost_ns, cost_to_go_ns: &self.cost_to_go_ns, now_ns: t0 };
+        let cx = SchedCx {
+            apps: &self.plan.apps,
+            fn_app: &self.fn_app,
+            cost_ns: &self.cost_ns,
+            cost_to_go_ns: &self.cost_to_go_ns,
+            now_ns: t0,
+        };
         self.policy.pre_apply(&e.header, &cx);
         let payload = self.held.batch(e.slot).payload(e.off, e.len);
         let op = self.ops[f].as_mut().expect("message for a function instance on this shard");
-        let mut router = Router { out: &mut self.out, policy: &mut self.policy, edges: &fp.outputs, parent: e.header, shards: self.plan.shards };
+        let mut router = Router {
+            out: &mut self.out,
+            policy: &mut self.policy,
+            edges: &fp.outputs,
+            parent: e.header,
+            shards: self.plan.shards,
+        };
         op.on_data(&e.header, payload, &mut router);
-        let cx = SchedCx { apps: &self.plan.apps, fn_app: &self.fn_app, cost_ns: &self.cost_ns, cost_to_go_ns: &self.cost_to_go_ns, now_ns: t0 };
+        let cx = SchedCx {
+            apps: &self.plan.apps,
+            fn_app: &self.fn_app,
+            cost_ns: &self.cost_ns,
+            cost_to_go_ns: &self.cost_to_go_ns,
+            now_ns: t0,
+        };
         self.policy.post_apply(&e.header, &cx);
         if sampled {
             let dt = now_ns().saturating_sub(t0);
@@ -120,7 +156,13 @@ impl<P: Policy> Shard<P> {
         let f = h.function as usize;
         let fp = &self.plan.functions[f];
         let op = self.ops[f].as_mut().expect("instance");
-        let mut router = Router { out: &mut self.out, policy: &mut self.policy, edges: &fp.outputs, parent: *h, shards: self.plan.shards };
+        let mut router = Router {
+            out: &mut self.out,
+            policy: &mut self.policy,
+            edges: &fp.outputs,
+            parent: *h,
+            shards: self.plan.shards,
+        };
         op.on_watermark(wm, &mut router);
         broadcast(&mut self.out, &self.plan, &fp.outputs, *h, MessageKind::Watermark, wm);
     }
@@ -140,7 +182,13 @@ impl<P: Policy> Shard<P> {
     fn end_instance(&mut self, f: FunctionId, h: &Header) {
         let fp = &self.plan.functions[f as usize];
         let op = self.ops[f as usize].as_mut().expect("instance");
-        let mut router = Router { out: &mut self.out, policy: &mut self.policy, edges: &fp.outputs, parent: *h, shards: self.plan.shards };
+        let mut router = Router {
+            out: &mut self.out,
+            policy: &mut self.policy,
+            edges: &fp.outputs,
+            parent: *h,
+            shards: self.plan.shards,
+        };
         op.on_end(&mut router);
         broadcast(&mut self.out, &self.plan, &fp.outputs, *h, MessageKind::End, u64::MAX);
         self.live -= 1;

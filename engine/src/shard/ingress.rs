@@ -31,9 +31,18 @@ pub fn instantiate(plan: &Plan, id: ShardId) -> Vec<SourceRun> {
     let mut out = Vec::new();
     for (index, sp) in plan.sources.iter().enumerate() {
         if let Some(i) = sp.shards.iter().position(|&s| s == id) {
-            let cx = InstanceCx { shard: id, shards: plan.shards, instance: i as u32, parallelism: sp.shards.len() as u32 };
+            let cx =
+                InstanceCx { shard: id, shards: plan.shards, instance: i as u32, parallelism: sp.shards.len() as u32 };
             let inst = (sp.factory)(cx);
-            out.push(SourceRun { index, inst, started_ns: None, produced: 0, max_event_time: 0, last_watermark: 0, done: false });
+            out.push(SourceRun {
+                index,
+                inst,
+                started_ns: None,
+                produced: 0,
+                max_event_time: 0,
+                last_watermark: 0,
+                done: false,
+            });
         }
     }
     out
@@ -109,7 +118,13 @@ impl<P: Policy> Shard<P> {
         h.event_time = event_time;
         self.policy.on_ingress(&mut h, app);
         self.stats[sp.app as usize].events_in += 1;
-        let mut router = Router { out: &mut self.out, policy: &mut self.policy, edges: &sp.outputs, parent: h, shards: self.plan.shards };
+        let mut router = Router {
+            out: &mut self.out,
+            policy: &mut self.policy,
+            edges: &sp.outputs,
+            parent: h,
+            shards: self.plan.shards,
+        };
         match p {
             Produced::Archive { .. } => router.forward(key_hash, event_time, &self.bytes),
             _ => router.emit(key_hash, event_time, &self.values),
@@ -117,7 +132,7 @@ impl<P: Policy> Shard<P> {
         let run = &mut self.sources[i];
         run.produced += 1;
         run.max_event_time = run.max_event_time.max(event_time);
-        if run.produced % app.watermark_every.max(1) == 0 {
+        if run.produced.is_multiple_of(app.watermark_every.max(1)) {
             self.emit_watermark(i, h);
         }
     }
@@ -137,7 +152,10 @@ impl<P: Policy> Shard<P> {
         let run = &mut self.sources[i];
         run.done = true;
         let sp = &self.plan.sources[run.index];
-        let h = Header::data(sp.app, 0, 0);
+        // Whatever the end makes fire (remaining windows) is timed from the moment it was issued.
+        let mut h = Header::data(sp.app, 0, 0);
+        h.ingress_ns = now_ns();
+        self.policy.on_ingress(&mut h, &self.plan.apps[sp.app as usize]);
         broadcast(&mut self.out, &self.plan, &sp.outputs, h, MessageKind::End, u64::MAX);
     }
 }

@@ -90,6 +90,8 @@ pub struct Shard<P: Policy> {
     values: Vec<Value>,
     bytes: AlignedVec,
     expected_seq: Vec<u32>,
+    /// Late drops of each function already reported.
+    late_seen: Vec<u64>,
 }
 
 impl<P: Policy> Shard<P> {
@@ -103,7 +105,8 @@ impl<P: Policy> Shard<P> {
         for (f, fp) in plan.functions.iter().enumerate() {
             match fp.shards.iter().position(|&s| s == id) {
                 Some(i) => {
-                    let cx = InstanceCx { shard: id, shards: n, instance: i as u32, parallelism: fp.shards.len() as u32 };
+                    let cx =
+                        InstanceCx { shard: id, shards: n, instance: i as u32, parallelism: fp.shards.len() as u32 };
                     ops.push(Some((fp.factory)(cx)));
                     insts.push(Some(InstanceState::new(plan.channels_of(f as u16, id))));
                 }
@@ -142,6 +145,7 @@ impl<P: Policy> Shard<P> {
             values: Vec::new(),
             bytes: AlignedVec::new(),
             expected_seq: vec![0; n],
+            late_seen: vec![0; nf],
             plan,
         }
     }
@@ -155,7 +159,8 @@ impl<P: Policy> Shard<P> {
     pub async fn run(mut self) {
         let start = now_ns();
         let tick_ns = self.settings.tick.as_nanos() as u64;
-        let stats_ns = self.settings.stats_interval.as_nanos() as u64;
+        // Report ten times per progress interval, so a progress line lags by at most a tenth.
+        let stats_ns = (self.settings.stats_interval.as_nanos() as u64 / 10).max(1_000_000);
         let spin_ns = self.settings.spin.as_nanos() as u64;
         let (mut next_tick, mut next_stats) = (start + tick_ns, start + stats_ns);
         let mut idle_since: Option<u64> = None;
@@ -168,7 +173,9 @@ impl<P: Policy> Shard<P> {
                 next_tick = now + tick_ns;
             }
             if now >= next_stats {
-                self.report(false);
+                if self.has_news() {
+                    self.report(false);
+                }
                 next_stats = now + stats_ns;
             }
             if self.finished() {
@@ -184,7 +191,8 @@ impl<P: Policy> Shard<P> {
             let since = *idle_since.get_or_insert(now);
             // Ticks only matter while there is work: a parked shard wakes for mail, for its
             // next due source event, or to report.
-            let wake_at = next_stats.min(self.next_source_due(start));
+            let report_at = if self.has_news() { next_stats } else { u64::MAX };
+            let wake_at = report_at.min(self.next_source_due(start));
             if now - since < spin_ns || wake_at <= now {
                 std::hint::spin_loop();
                 glommio::yield_if_needed().await;
@@ -204,7 +212,7 @@ impl<P: Policy> Shard<P> {
         if self.may_ingest() {
             progress |= self.poll_sources(now);
         }
-        progress |= self.run_budget(TURN_BUDGET) > 0;
+        progress |= self.run_budget(TURN_BUDGET, now) > 0;
         progress |= self.out.flush();
         self.publish_load();
         progress
@@ -219,7 +227,8 @@ impl<P: Policy> Shard<P> {
 
     fn publish_load(&self) {
         let queued = (self.runq.len() + self.out.staged()) as u64;
-        let delay: u64 = self.runq.active().iter().map(|&f| self.runq.len_of(f) as u64 * self.cost_ns[f as usize]).sum();
+        let delay: u64 =
+            self.runq.active().iter().map(|&f| self.runq.len_of(f) as u64 * self.cost_ns[f as usize]).sum();
         self.signals[self.id as usize].publish(queued, delay);
     }
 
@@ -238,7 +247,13 @@ impl<P: Policy> Shard<P> {
         let t0 = now_ns();
         let bell = self.doorbell.recv_async();
         let timer = glommio::timer::sleep(Duration::from_nanos(timeout_ns));
-        futures_lite::future::or(async { bell.await.ok(); }, timer).await;
+        futures_lite::future::or(
+            async {
+                bell.await.ok();
+            },
+            timer,
+        )
+        .await;
         sig.awake();
         self.parked_ns += now_ns() - t0;
     }
@@ -252,7 +267,13 @@ impl<P: Policy> Shard<P> {
         for op in self.ops.iter_mut().flatten() {
             op.flush();
         }
-        let cx = SchedCx { apps: &self.plan.apps, fn_app: &self.fn_app, cost_ns: &self.cost_ns, cost_to_go_ns: &self.cost_to_go_ns, now_ns: now };
+        let cx = SchedCx {
+            apps: &self.plan.apps,
+            fn_app: &self.fn_app,
+            cost_ns: &self.cost_ns,
+            cost_to_go_ns: &self.cost_to_go_ns,
+            now_ns: now,
+        };
         self.policy.on_tick(&cx);
     }
 
@@ -262,7 +283,19 @@ impl<P: Policy> Shard<P> {
         }
     }
 
+    /// Something was counted since the last report.
+    fn has_news(&self) -> bool {
+        self.stats.iter().any(|s| s.events_in + s.events_out + s.late_dropped > 0)
+    }
+
     fn report(&mut self, last: bool) {
+        for (f, op) in self.ops.iter().enumerate() {
+            if let Some(op) = op {
+                let total = op.late_dropped();
+                self.stats[self.fn_app[f] as usize].late_dropped += total - self.late_seen[f];
+                self.late_seen[f] = total;
+            }
+        }
         let r = ShardReport {
             shard: self.id,
             apps: self.stats.clone(),

@@ -39,18 +39,10 @@ pub enum SourceError {
         "{}: the CSV header {found:?} does not match the schema fields {expected:?}",
         path.display()
     )]
-    Header {
-        path: Arc<Path>,
-        expected: Vec<String>,
-        found: Vec<String>,
-    },
+    Header { path: Arc<Path>, expected: Vec<String>, found: Vec<String> },
     /// A malformed line: `line` is 1-based.
     #[error("{}:{line}: {message}", path.display())]
-    Line {
-        path: Arc<Path>,
-        line: u64,
-        message: String,
-    },
+    Line { path: Arc<Path>, line: u64, message: String },
 }
 
 /// A malformed line or a failed read, before the path is attached.
@@ -77,16 +69,9 @@ enum Decoder {
 impl FileReader {
     /// Open `path`; for CSV with a header, check that the header names the schema's fields in
     /// order.
-    pub fn open(
-        path: &Path,
-        format: FileFormat,
-        schema: &Schema,
-    ) -> Result<FileReader, SourceError> {
+    pub fn open(path: &Path, format: FileFormat, schema: &Schema) -> Result<FileReader, SourceError> {
         let path: Arc<Path> = Arc::from(path);
-        let file = File::open(&path).map_err(|source| SourceError::Open {
-            path: path.clone(),
-            source,
-        })?;
+        let file = File::open(&path).map_err(|source| SourceError::Open { path: path.clone(), source })?;
         let decoder = match format {
             FileFormat::Ndjson => Decoder::Ndjson(NdjsonDecoder::new(file)),
             FileFormat::Csv { header } => {
@@ -97,11 +82,7 @@ impl FileReader {
                 Decoder::Csv(csv)
             }
         };
-        Ok(FileReader {
-            path,
-            schema: schema.clone(),
-            decoder,
-        })
+        Ok(FileReader { path, schema: schema.clone(), decoder })
     }
 
     /// Next record into `values` (reused). `Ok(None)` at end of file. A malformed line gives
@@ -112,15 +93,8 @@ impl FileReader {
             Decoder::Csv(d) => d.next(&self.schema, values),
         };
         next.map_err(|failure| match failure {
-            Failure::Line { line, message } => SourceError::Line {
-                path: self.path.clone(),
-                line,
-                message,
-            },
-            Failure::Io(source) => SourceError::Read {
-                path: self.path.clone(),
-                source,
-            },
+            Failure::Line { line, message } => SourceError::Line { path: self.path.clone(), line, message },
+            Failure::Io(source) => SourceError::Read { path: self.path.clone(), source },
         })
     }
 
@@ -149,37 +123,24 @@ struct NdjsonDecoder {
 
 impl NdjsonDecoder {
     fn new(file: File) -> NdjsonDecoder {
-        NdjsonDecoder {
-            reader: BufReader::with_capacity(64 * 1024, file),
-            line: Vec::with_capacity(256),
-            lines: 0,
-        }
+        NdjsonDecoder { reader: BufReader::with_capacity(64 * 1024, file), line: Vec::with_capacity(256), lines: 0 }
     }
 
     fn next(&mut self, schema: &Schema, values: &mut Vec<Value>) -> Result<Option<()>, Failure> {
         loop {
             self.line.clear();
-            if self
-                .reader
-                .read_until(b'\n', &mut self.line)
-                .map_err(Failure::Io)?
-                == 0
-            {
+            if self.reader.read_until(b'\n', &mut self.line).map_err(Failure::Io)? == 0 {
                 return Ok(None);
             }
             self.lines += 1;
-            let text = std::str::from_utf8(&self.line).map_err(|e| Failure::Line {
-                line: self.lines,
-                message: format!("line is not UTF-8: {e}"),
-            })?;
+            let text = std::str::from_utf8(&self.line)
+                .map_err(|e| Failure::Line { line: self.lines, message: format!("line is not UTF-8: {e}") })?;
             let text = text.trim();
             if text.is_empty() {
                 continue;
             }
-            let mut parsed = schema.parse_json(text).map_err(|e| Failure::Line {
-                line: self.lines,
-                message: e.to_string(),
-            })?;
+            let mut parsed =
+                schema.parse_json(text).map_err(|e| Failure::Line { line: self.lines, message: e.to_string() })?;
             values.clear();
             values.append(&mut parsed);
             return Ok(Some(()));
@@ -197,40 +158,22 @@ struct CsvDecoder {
 
 impl CsvDecoder {
     fn new(file: File) -> CsvDecoder {
-        let reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(file);
-        CsvDecoder {
-            reader,
-            row: csv::StringRecord::new(),
-            lines: 0,
-        }
+        let reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(file);
+        CsvDecoder { reader, row: csv::StringRecord::new(), lines: 0 }
     }
 
     /// Read the first row and compare it with the schema's names. An empty file has no header
     /// and no records.
     fn check_header(&mut self, schema: &Schema, path: &Arc<Path>) -> Result<(), SourceError> {
         let read = self.read_row().map_err(|failure| match failure {
-            Failure::Io(source) => SourceError::Read {
-                path: path.clone(),
-                source,
-            },
-            Failure::Line { line, message } => SourceError::Line {
-                path: path.clone(),
-                line,
-                message,
-            },
+            Failure::Io(source) => SourceError::Read { path: path.clone(), source },
+            Failure::Line { line, message } => SourceError::Line { path: path.clone(), line, message },
         })?;
         let found: Vec<String> = self.row.iter().map(|c| c.trim().to_owned()).collect();
         let expected: Vec<String> = schema.fields().map(|(n, _)| n.to_owned()).collect();
         match !read || found == expected {
             true => Ok(()),
-            false => Err(SourceError::Header {
-                path: path.clone(),
-                expected,
-                found,
-            }),
+            false => Err(SourceError::Header { path: path.clone(), expected, found }),
         }
     }
 
@@ -244,10 +187,7 @@ impl CsvDecoder {
             }
             let mut parsed = schema
                 .parse_csv_row(self.row.iter())
-                .map_err(|e| Failure::Line {
-                    line: self.row_line(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| Failure::Line { line: self.row_line(), message: e.to_string() })?;
             values.clear();
             values.append(&mut parsed);
             return Ok(Some(()));
@@ -327,11 +267,7 @@ mod tests {
             match reader.next_record(&mut values) {
                 Ok(Some(())) => out.push(Ok(values.clone())),
                 Ok(None) => return out,
-                Err(SourceError::Line {
-                    line,
-                    path,
-                    message,
-                }) => {
+                Err(SourceError::Line { line, path, message }) => {
                     assert_eq!(*path, *reader.path());
                     assert!(!message.is_empty());
                     out.push(Err(line));
@@ -342,11 +278,7 @@ mod tests {
     }
 
     fn row(id: u64, name: &str, score: f64) -> Result<Vec<Value>, u64> {
-        Ok(vec![
-            Value::U64(id),
-            Value::Str(name.into()),
-            Value::F64(score),
-        ])
+        Ok(vec![Value::U64(id), Value::Str(name.into()), Value::F64(score)])
     }
 
     #[test]
@@ -360,22 +292,11 @@ mod tests {
 
     #[test]
     fn ndjson_bad_lines_are_reported_and_skipped() {
-        let mut text =
-            b"{\"id\":1,\"name\":\"a\",\"score\":1}\n{\"id\":-1,\"name\":\"a\",\"score\":1}\n"
-                .to_vec();
-        text.extend_from_slice(
-            b"\xff\xfe\n{\"id\":1}\nnot json\n{\"id\":4,\"name\":\"d\",\"score\":2}",
-        );
+        let mut text = b"{\"id\":1,\"name\":\"a\",\"score\":1}\n{\"id\":-1,\"name\":\"a\",\"score\":1}\n".to_vec();
+        text.extend_from_slice(b"\xff\xfe\n{\"id\":1}\nnot json\n{\"id\":4,\"name\":\"d\",\"score\":2}");
         let file = TempFile::new("jsonl", &text);
         let mut reader = FileReader::open(&file.0, FileFormat::Ndjson, &schema()).unwrap();
-        let expected = [
-            row(1, "a", 1.0),
-            Err(2),
-            Err(3),
-            Err(4),
-            Err(5),
-            row(4, "d", 2.0),
-        ];
+        let expected = [row(1, "a", 1.0), Err(2), Err(3), Err(4), Err(5), row(4, "d", 2.0)];
         assert_eq!(outcomes(&mut reader), expected);
         assert_eq!(reader.lines_read(), 6);
     }
@@ -386,10 +307,7 @@ mod tests {
         let mut reader = FileReader::open(&file.0, FileFormat::Ndjson, &schema()).unwrap();
         let err = reader.next_record(&mut Vec::new()).unwrap_err();
         let text = err.to_string();
-        assert!(
-            text.starts_with(&format!("{}:2: ", file.0.display())),
-            "{text}"
-        );
+        assert!(text.starts_with(&format!("{}:2: ", file.0.display())), "{text}");
         assert!(text.contains("`score` is missing"), "{text}");
     }
 
@@ -399,11 +317,7 @@ mod tests {
         let file = TempFile::new("csv", text.as_bytes());
         let format = format_from_path(&file.0).unwrap();
         let mut reader = FileReader::open(&file.0, format, &schema()).unwrap();
-        let expected = [
-            row(1, "a", 0.5),
-            row(2, "b, \"quoted\"\nline", 3.0),
-            row(3, "c", 1000.0),
-        ];
+        let expected = [row(1, "a", 0.5), row(2, "b, \"quoted\"\nline", 3.0), row(3, "c", 1000.0)];
         assert_eq!(outcomes(&mut reader), expected);
         assert_eq!(reader.lines_read(), 6);
     }
@@ -414,14 +328,7 @@ mod tests {
         let file = TempFile::new("csv", text);
         let format = FileFormat::Csv { header: false };
         let mut reader = FileReader::open(&file.0, format, &schema()).unwrap();
-        let expected = [
-            row(1, "a", 0.5),
-            Err(2),
-            Err(3),
-            Err(4),
-            Err(5),
-            row(5, "e", 2.5),
-        ];
+        let expected = [row(1, "a", 0.5), Err(2), Err(3), Err(4), Err(5), row(5, "e", 2.5)];
         assert_eq!(outcomes(&mut reader), expected);
     }
 
@@ -429,24 +336,12 @@ mod tests {
     fn csv_header_must_name_the_schema_in_order() {
         let file = TempFile::new("csv", b"id,score,name\n1,2,a\n");
         let err = FileReader::open(&file.0, FileFormat::Csv { header: true }, &schema());
-        let Err(SourceError::Header {
-            expected, found, ..
-        }) = err
-        else {
-            panic!("header mismatch expected")
-        };
+        let Err(SourceError::Header { expected, found, .. }) = err else { panic!("header mismatch expected") };
         assert_eq!(expected, ["id", "name", "score"]);
         assert_eq!(found, ["id", "score", "name"]);
         let empty = TempFile::new("csv", b"");
         let mut reader = FileReader::open(&empty.0, FileFormat::Csv { header: true }, &schema());
-        assert_eq!(
-            reader
-                .as_mut()
-                .unwrap()
-                .next_record(&mut Vec::new())
-                .unwrap(),
-            None
-        );
+        assert_eq!(reader.as_mut().unwrap().next_record(&mut Vec::new()).unwrap(), None);
     }
 
     #[test]
@@ -454,9 +349,7 @@ mod tests {
         let path = std::env::temp_dir().join("dirigo-source-no-such-file.ndjson");
         let err = FileReader::open(&path, FileFormat::Ndjson, &schema()).unwrap_err();
         assert!(matches!(&err, SourceError::Open { path: p, .. } if **p == *path));
-        assert!(err
-            .to_string()
-            .contains("dirigo-source-no-such-file.ndjson"));
+        assert!(err.to_string().contains("dirigo-source-no-such-file.ndjson"));
     }
 
     #[test]

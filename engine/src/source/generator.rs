@@ -83,11 +83,7 @@ impl fmt::Display for FieldRole {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum GeneratorError {
     #[error("{role} field position {position} is out of range: the schema has {fields} fields")]
-    NoSuchField {
-        role: FieldRole,
-        position: usize,
-        fields: usize,
-    },
+    NoSuchField { role: FieldRole, position: usize, fields: usize },
     #[error("key field `{name}` is {found}: a generator key must be u64, i64 or string")]
     KeyFieldType { name: String, found: FieldType },
     #[error("event-time field `{name}` is {found}: it must be u64 (milliseconds)")]
@@ -124,10 +120,7 @@ enum Schedule {
     /// Every event is due now; logical time advances 1 µs per event.
     Unbounded,
     /// Constant-rate segments; the last one lasts forever and has a rate above 0.
-    Paced {
-        segments: Vec<Segment>,
-        cursor: usize,
-    },
+    Paced { segments: Vec<Segment>, cursor: usize },
 }
 
 impl Schedule {
@@ -157,10 +150,7 @@ impl Schedule {
         }
         segments.push(Segment::at(t, rate));
         accumulate(&mut segments);
-        Ok(Schedule::Paced {
-            segments,
-            cursor: 0,
-        })
+        Ok(Schedule::Paced { segments, cursor: 0 })
     }
 
     /// Due time and logical time (ns) of event `i`; `i` never decreases between calls.
@@ -171,9 +161,7 @@ impl Schedule {
         };
         let x = i as u128 * NS_PER_S;
         // The first segment with a positive rate whose end reaches `x`; the last one never ends.
-        while *cursor + 1 < segments.len()
-            && (segments[*cursor].rate == 0 || segments[*cursor + 1].cum < x)
-        {
+        while *cursor + 1 < segments.len() && (segments[*cursor].rate == 0 || segments[*cursor + 1].cum < x) {
             *cursor += 1;
         }
         let seg = &segments[*cursor];
@@ -189,11 +177,7 @@ impl Schedule {
 
 impl Segment {
     fn at(start_ns: u64, rate: u64) -> Segment {
-        Segment {
-            start_ns,
-            rate,
-            cum: 0,
-        }
+        Segment { start_ns, rate, cum: 0 }
     }
 }
 
@@ -252,13 +236,7 @@ struct Zipf {
 impl Zipf {
     fn new(keys: u64, s: f64) -> Zipf {
         let n = keys as f64;
-        let mut z = Zipf {
-            n,
-            s,
-            h_x1: 0.0,
-            h_n: 0.0,
-            squeeze: 0.0,
-        };
+        let mut z = Zipf { n, s, h_x1: 0.0, h_n: 0.0, squeeze: 0.0 };
         z.h_x1 = z.h_integral(1.5) - 1.0;
         z.h_n = z.h_integral(n + 0.5);
         z.squeeze = 2.0 - z.h_integral_inverse(z.h_integral(2.5) - z.h(2.0));
@@ -395,10 +373,7 @@ impl Generator {
         let event_ms = next.logical_ns / NS_PER_MS;
         self.fill(values, next.index, event_ms);
         self.produced += 1;
-        self.next = next
-            .index
-            .checked_add(self.stride)
-            .and_then(|i| self.schedule_event(i));
+        self.next = next.index.checked_add(self.stride).and_then(|i| self.schedule_event(i));
         Some(event_ms)
     }
 
@@ -417,11 +392,7 @@ impl Generator {
         if self.duration_ns.is_some_and(|d| logical_ns >= d) {
             return None;
         }
-        Some(Next {
-            index,
-            due_ns,
-            logical_ns,
-        })
+        Some(Next { index, due_ns, logical_ns })
     }
 
     /// Hot path: the fields of event `i`, a pure function of `(seed, i)` and the event time.
@@ -493,10 +464,7 @@ fn check_instance(spec: &GeneratorSpec) -> Result<(), GeneratorError> {
         return Err(GeneratorError::ZeroParallelism);
     }
     if spec.instance >= spec.parallelism {
-        return Err(GeneratorError::InstanceOutOfRange {
-            instance: spec.instance,
-            parallelism: spec.parallelism,
-        });
+        return Err(GeneratorError::InstanceOutOfRange { instance: spec.instance, parallelism: spec.parallelism });
     }
     Ok(())
 }
@@ -519,10 +487,7 @@ fn key_plan(spec: &GeneratorSpec, schema: &Schema) -> Result<FieldPlan, Generato
         FieldType::U64 => Ok(FieldPlan::KeyU64),
         FieldType::I64 => Ok(FieldPlan::KeyI64),
         FieldType::Str => Ok(FieldPlan::KeyStr),
-        found => Err(GeneratorError::KeyFieldType {
-            name: name.to_owned(),
-            found,
-        }),
+        found => Err(GeneratorError::KeyFieldType { name: name.to_owned(), found }),
     }
 }
 
@@ -539,18 +504,10 @@ fn check_event_time(spec: &GeneratorSpec, schema: &Schema) -> Result<(), Generat
     }
 }
 
-fn field(
-    schema: &Schema,
-    position: usize,
-    role: FieldRole,
-) -> Result<(&str, FieldType), GeneratorError> {
+fn field(schema: &Schema, position: usize, role: FieldRole) -> Result<(&str, FieldType), GeneratorError> {
     match position < schema.len() {
         true => Ok(schema.field(position)),
-        false => Err(GeneratorError::NoSuchField {
-            role,
-            position,
-            fields: schema.len(),
-        }),
+        false => Err(GeneratorError::NoSuchField { role, position, fields: schema.len() }),
     }
 }
 
@@ -560,9 +517,7 @@ fn key_sampler(spec: &GeneratorSpec) -> Result<KeySampler, GeneratorError> {
     }
     match spec.distribution {
         KeyDistribution::Uniform => Ok(KeySampler::Uniform { keys: spec.keys }),
-        KeyDistribution::Zipf { s } if s.is_finite() && s > 0.0 => {
-            Ok(KeySampler::Zipf(Zipf::new(spec.keys, s)))
-        }
+        KeyDistribution::Zipf { s } if s.is_finite() && s > 0.0 => Ok(KeySampler::Zipf(Zipf::new(spec.keys, s))),
         KeyDistribution::Zipf { s } => Err(GeneratorError::ZipfExponent { s }),
     }
 }

@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use dirigo_actors::record::{FieldType, Schema, Value};
 
-use super::generator::{
-    Burst, FieldRole, Generator, GeneratorError, GeneratorSpec, KeyDistribution,
-};
+use super::generator::{Burst, FieldRole, Generator, GeneratorError, GeneratorSpec, KeyDistribution};
 
 /// key u64, event time u64, then one field of every other type.
 fn schema() -> Schema {
@@ -61,16 +59,11 @@ fn instance(mut s: GeneratorSpec, instance: u32, parallelism: u32) -> GeneratorS
 
 /// Keys of `n` events of a generator.
 fn keys(s: GeneratorSpec, n: u64) -> Vec<u64> {
-    let mut g = generator(GeneratorSpec {
-        events: Some(n),
-        ..s
-    });
+    let mut g = generator(GeneratorSpec { events: Some(n), ..s });
     let mut values = Vec::new();
     let mut out = Vec::with_capacity(n as usize);
     while g.next_event(&mut values).is_some() {
-        let Value::U64(k) = values[0] else {
-            panic!("u64 key expected")
-        };
+        let Value::U64(k) = values[0] else { panic!("u64 key expected") };
         out.push(k);
     }
     out
@@ -78,31 +71,19 @@ fn keys(s: GeneratorSpec, n: u64) -> Vec<u64> {
 
 #[test]
 fn same_seed_same_events_other_seed_other_events() {
-    let s = GeneratorSpec {
-        events: Some(500),
-        ..spec(10_000)
-    };
+    let s = GeneratorSpec { events: Some(500), ..spec(10_000) };
     assert_eq!(drain(generator(s.clone())), drain(generator(s.clone())));
-    let other = drain(generator(GeneratorSpec {
-        seed: 43,
-        ..s.clone()
-    }));
+    let other = drain(generator(GeneratorSpec { seed: 43, ..s.clone() }));
     assert_ne!(drain(generator(s)), other);
 }
 
 #[test]
 fn parallel_instances_split_the_same_stream() {
     for (rate, parallelism) in [(5_000, 2), (5_000, 3), (0, 2), (0, 4)] {
-        let s = GeneratorSpec {
-            events: Some(1001),
-            distribution: KeyDistribution::Zipf { s: 1.1 },
-            ..spec(rate)
-        };
+        let s = GeneratorSpec { events: Some(1001), distribution: KeyDistribution::Zipf { s: 1.1 }, ..spec(rate) };
         let whole = drain(generator(s.clone()));
         assert_eq!(whole.len(), 1001);
-        let parts: Vec<_> = (0..parallelism)
-            .map(|k| drain(generator(instance(s.clone(), k, parallelism))))
-            .collect();
+        let parts: Vec<_> = (0..parallelism).map(|k| drain(generator(instance(s.clone(), k, parallelism)))).collect();
         assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), 1001);
         for (i, event) in whole.iter().enumerate() {
             let p = parallelism as usize;
@@ -113,20 +94,14 @@ fn parallel_instances_split_the_same_stream() {
 
 #[test]
 fn events_are_due_at_the_base_rate() {
-    let events = drain(generator(GeneratorSpec {
-        events: Some(2000),
-        ..spec(1000)
-    }));
+    let events = drain(generator(GeneratorSpec { events: Some(2000), ..spec(1000) }));
     for (i, (due, ms, values)) in events.iter().enumerate() {
         assert_eq!(*due, i as u64 * 1_000_000);
         assert_eq!(*ms, i as u64);
         assert_eq!(values[1], Value::U64(i as u64));
     }
     // 3 events/s: due times round up to the first nanosecond the integral reaches i.
-    let thirds = drain(generator(GeneratorSpec {
-        events: Some(4),
-        ..spec(3)
-    }));
+    let thirds = drain(generator(GeneratorSpec { events: Some(4), ..spec(3) }));
     let due: Vec<u64> = thirds.iter().map(|e| e.0).collect();
     assert_eq!(due, [0, 333_333_334, 666_666_667, 1_000_000_000]);
 }
@@ -135,11 +110,7 @@ fn events_are_due_at_the_base_rate() {
 fn a_burst_raises_the_rate_over_exactly_its_window() {
     let s = GeneratorSpec {
         duration: Some(Duration::from_secs(3)),
-        bursts: vec![Burst {
-            at: Duration::from_secs(1),
-            duration: Duration::from_secs(1),
-            rate: 10_000,
-        }],
+        bursts: vec![Burst { at: Duration::from_secs(1), duration: Duration::from_secs(1), rate: 10_000 }],
         ..spec(1000)
     };
     let events = drain(generator(s));
@@ -157,61 +128,33 @@ fn a_burst_raises_the_rate_over_exactly_its_window() {
 
 #[test]
 fn bursts_in_any_order_and_a_pause() {
-    let pause = Burst {
-        at: Duration::from_millis(10),
-        duration: Duration::from_millis(5),
-        rate: 0,
-    };
-    let fast = Burst {
-        at: Duration::from_millis(2),
-        duration: Duration::from_millis(1),
-        rate: 2000,
-    };
-    let events = drain(generator(GeneratorSpec {
-        events: Some(14),
-        bursts: vec![pause, fast],
-        ..spec(1000)
-    }));
+    let pause = Burst { at: Duration::from_millis(10), duration: Duration::from_millis(5), rate: 0 };
+    let fast = Burst { at: Duration::from_millis(2), duration: Duration::from_millis(1), rate: 2000 };
+    let events = drain(generator(GeneratorSpec { events: Some(14), bursts: vec![pause, fast], ..spec(1000) }));
     let ms: Vec<u64> = events.iter().map(|e| e.0 / 100_000).collect();
     // 0, 1 ms; 2, 2.5 ms (burst); 1 per ms from 3 ms; the pause [10, 15) ms delays event 12 to 16 ms.
-    assert_eq!(
-        ms,
-        [0, 10, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100, 160, 170]
-    );
+    assert_eq!(ms, [0, 10, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100, 160, 170]);
 }
 
 #[test]
 fn duration_cuts_off_every_instance() {
-    let s = GeneratorSpec {
-        duration: Some(Duration::from_secs(1)),
-        ..spec(1000)
-    };
+    let s = GeneratorSpec { duration: Some(Duration::from_secs(1)), ..spec(1000) };
     assert_eq!(drain(generator(s.clone())).len(), 1000);
-    let halves: Vec<_> = (0..2)
-        .map(|k| drain(generator(instance(s.clone(), k, 2))))
-        .collect();
+    let halves: Vec<_> = (0..2).map(|k| drain(generator(instance(s.clone(), k, 2)))).collect();
     assert_eq!(halves[0].len() + halves[1].len(), 1000);
     assert!(halves.iter().flatten().all(|e| e.0 < 1_000_000_000));
 }
 
 #[test]
 fn events_cut_off_across_instances() {
-    let s = GeneratorSpec {
-        events: Some(10),
-        ..spec(1000)
-    };
-    let counts: Vec<usize> = (0..3)
-        .map(|k| drain(generator(instance(s.clone(), k, 3))).len())
-        .collect();
+    let s = GeneratorSpec { events: Some(10), ..spec(1000) };
+    let counts: Vec<usize> = (0..3).map(|k| drain(generator(instance(s.clone(), k, 3))).len()).collect();
     assert_eq!(counts, [4, 3, 3]);
 }
 
 #[test]
 fn unbounded_rate_is_always_due_on_a_logical_clock() {
-    let events = drain(generator(GeneratorSpec {
-        duration: Some(Duration::from_millis(3)),
-        ..spec(0)
-    }));
+    let events = drain(generator(GeneratorSpec { duration: Some(Duration::from_millis(3)), ..spec(0) }));
     assert_eq!(events.len(), 3000);
     assert!(events.iter().all(|e| e.0 == 0));
     assert_eq!(events[999].1, 0);
@@ -229,21 +172,14 @@ fn fields_have_their_documented_ranges() {
         ("u".into(), FieldType::U64),
         ("b".into(), FieldType::Bool),
     ]);
-    let spec = GeneratorSpec {
-        key_field: 1,
-        event_time_field: None,
-        events: Some(5000),
-        keys: 7,
-        ..spec(0)
-    };
+    let spec = GeneratorSpec { key_field: 1, event_time_field: None, events: Some(5000), keys: 7, ..spec(0) };
     let mut g = Generator::new(spec.clone(), &s).unwrap();
     // A buffer of the wrong shape is refilled to the schema's.
     let mut values = vec![Value::Bool(false); 9];
     let mut trues = 0;
     while g.next_event(&mut values).is_some() {
         assert_eq!(values.len(), 6);
-        let [Value::Str(a), Value::Str(k), Value::I64(n), Value::F64(x), Value::U64(u), Value::Bool(b)] =
-            &values[..]
+        let [Value::Str(a), Value::Str(k), Value::I64(n), Value::F64(x), Value::U64(u), Value::Bool(b)] = &values[..]
         else {
             panic!("types follow the schema: {values:?}")
         };
@@ -257,14 +193,7 @@ fn fields_have_their_documented_ranges() {
         Value::Str(s) => s.as_ptr(),
         other => panic!("string expected, got {other:?}"),
     };
-    let mut g = Generator::new(
-        GeneratorSpec {
-            events: None,
-            ..spec
-        },
-        &s,
-    )
-    .unwrap();
+    let mut g = Generator::new(GeneratorSpec { events: None, ..spec }, &s).unwrap();
     g.next_event(&mut values);
     assert!(matches!(&values[0], Value::Str(s) if s.as_ptr() == before));
     assert!((2300..2700).contains(&trues), "{trues} trues of 5000");
@@ -274,20 +203,11 @@ fn fields_have_their_documented_ranges() {
 fn uniform_keys_cover_the_space_evenly() {
     let n = 100_000;
     let mut counts = vec![0u64; 100];
-    for k in keys(
-        GeneratorSpec {
-            keys: 100,
-            ..spec(0)
-        },
-        n,
-    ) {
+    for k in keys(GeneratorSpec { keys: 100, ..spec(0) }, n) {
         counts[k as usize] += 1;
     }
     let expected = n as f64 / 100.0;
-    let chi2: f64 = counts
-        .iter()
-        .map(|&c| (c as f64 - expected).powi(2) / expected)
-        .sum();
+    let chi2: f64 = counts.iter().map(|&c| (c as f64 - expected).powi(2) / expected).sum();
     // 99 degrees of freedom: mean 99, standard deviation 14.
     assert!(chi2 < 170.0, "chi-square {chi2}");
 }
@@ -295,30 +215,15 @@ fn uniform_keys_cover_the_space_evenly() {
 #[test]
 fn zipf_key_zero_has_its_theoretical_frequency() {
     let n = 100_000;
-    for (keys, s) in [
-        (1000u64, 1.0),
-        (1000, 1.5),
-        (10_000_000, 0.8),
-        (50, 2.5),
-        (1, 1.0),
-    ] {
-        let harmonic: f64 = (1..=keys.min(1_000_000))
-            .map(|k| (k as f64).powf(-s))
-            .sum::<f64>()
-            + tail(keys, s);
+    for (keys, s) in [(1000u64, 1.0), (1000, 1.5), (10_000_000, 0.8), (50, 2.5), (1, 1.0)] {
+        let harmonic: f64 = (1..=keys.min(1_000_000)).map(|k| (k as f64).powf(-s)).sum::<f64>() + tail(keys, s);
         let sample = keys_of(keys, s, n);
         assert!(sample.iter().all(|&k| k < keys));
         let p0 = sample.iter().filter(|&&k| k == 0).count() as f64 / n as f64;
         let p1 = sample.iter().filter(|&&k| k == 1).count() as f64 / n as f64;
         let (e0, e1) = (1.0 / harmonic, 2f64.powf(-s) / harmonic);
-        assert!(
-            (p0 - e0).abs() < 0.006,
-            "keys {keys} s {s}: p0 {p0} vs {e0}"
-        );
-        assert!(
-            keys == 1 || (p1 - e1).abs() < 0.006,
-            "keys {keys} s {s}: p1 {p1}"
-        );
+        assert!((p0 - e0).abs() < 0.006, "keys {keys} s {s}: p0 {p0} vs {e0}");
+        assert!(keys == 1 || (p1 - e1).abs() < 0.006, "keys {keys} s {s}: p1 {p1}");
     }
 }
 
@@ -332,11 +237,7 @@ fn tail(keys: u64, s: f64) -> f64 {
 }
 
 fn keys_of(keys: u64, s: f64, n: u64) -> Vec<u64> {
-    let spec = GeneratorSpec {
-        keys,
-        distribution: KeyDistribution::Zipf { s },
-        ..spec(0)
-    };
+    let spec = GeneratorSpec { keys, distribution: KeyDistribution::Zipf { s }, ..spec(0) };
     self::keys(spec, n)
 }
 
@@ -344,122 +245,49 @@ fn keys_of(keys: u64, s: f64, n: u64) -> Vec<u64> {
 fn every_constructor_error() {
     let err = |s: GeneratorSpec| Generator::new(s, &schema()).unwrap_err();
     let base = spec(1000);
-    let burst = |at: u64, ms: u64| Burst {
-        at: Duration::from_millis(at),
-        duration: Duration::from_millis(ms),
-        rate: 5,
-    };
+    let burst =
+        |at: u64, ms: u64| Burst { at: Duration::from_millis(at), duration: Duration::from_millis(ms), rate: 5 };
     let cases = [
         (
-            GeneratorSpec {
-                key_field: 9,
-                ..base.clone()
-            },
-            GeneratorError::NoSuchField {
-                role: FieldRole::Key,
-                position: 9,
-                fields: 7,
-            },
+            GeneratorSpec { key_field: 9, ..base.clone() },
+            GeneratorError::NoSuchField { role: FieldRole::Key, position: 9, fields: 7 },
         ),
         (
-            GeneratorSpec {
-                event_time_field: Some(7),
-                ..base.clone()
-            },
-            GeneratorError::NoSuchField {
-                role: FieldRole::EventTime,
-                position: 7,
-                fields: 7,
-            },
+            GeneratorSpec { event_time_field: Some(7), ..base.clone() },
+            GeneratorError::NoSuchField { role: FieldRole::EventTime, position: 7, fields: 7 },
         ),
         (
-            GeneratorSpec {
-                key_field: 3,
-                ..base.clone()
-            },
-            GeneratorError::KeyFieldType {
-                name: "x".into(),
-                found: FieldType::F64,
-            },
+            GeneratorSpec { key_field: 3, ..base.clone() },
+            GeneratorError::KeyFieldType { name: "x".into(), found: FieldType::F64 },
         ),
         (
-            GeneratorSpec {
-                event_time_field: Some(2),
-                ..base.clone()
-            },
-            GeneratorError::EventTimeFieldType {
-                name: "n".into(),
-                found: FieldType::I64,
-            },
+            GeneratorSpec { event_time_field: Some(2), ..base.clone() },
+            GeneratorError::EventTimeFieldType { name: "n".into(), found: FieldType::I64 },
         ),
         (
-            GeneratorSpec {
-                event_time_field: Some(0),
-                ..base.clone()
-            },
+            GeneratorSpec { event_time_field: Some(0), ..base.clone() },
             GeneratorError::KeyIsEventTime { name: "key".into() },
         ),
+        (GeneratorSpec { parallelism: 0, ..base.clone() }, GeneratorError::ZeroParallelism),
+        (instance(base.clone(), 2, 2), GeneratorError::InstanceOutOfRange { instance: 2, parallelism: 2 }),
         (
-            GeneratorSpec {
-                parallelism: 0,
-                ..base.clone()
-            },
-            GeneratorError::ZeroParallelism,
-        ),
-        (
-            instance(base.clone(), 2, 2),
-            GeneratorError::InstanceOutOfRange {
-                instance: 2,
-                parallelism: 2,
-            },
-        ),
-        (
-            GeneratorSpec {
-                distribution: KeyDistribution::Zipf { s: 0.0 },
-                ..base.clone()
-            },
+            GeneratorSpec { distribution: KeyDistribution::Zipf { s: 0.0 }, ..base.clone() },
             GeneratorError::ZipfExponent { s: 0.0 },
         ),
+        (GeneratorSpec { keys: 0, ..base.clone() }, GeneratorError::NoKeys),
         (
-            GeneratorSpec {
-                keys: 0,
-                ..base.clone()
-            },
-            GeneratorError::NoKeys,
+            GeneratorSpec { bursts: vec![burst(50, 10), burst(0, 5), burst(45, 10)], ..base.clone() },
+            GeneratorError::OverlappingBursts { first: 0, second: 2 },
         ),
-        (
-            GeneratorSpec {
-                bursts: vec![burst(50, 10), burst(0, 5), burst(45, 10)],
-                ..base.clone()
-            },
-            GeneratorError::OverlappingBursts {
-                first: 0,
-                second: 2,
-            },
-        ),
-        (
-            GeneratorSpec {
-                bursts: vec![burst(0, 5)],
-                ..spec(0)
-            },
-            GeneratorError::BurstsWithUnboundedRate,
-        ),
+        (GeneratorSpec { bursts: vec![burst(0, 5)], ..spec(0) }, GeneratorError::BurstsWithUnboundedRate),
     ];
     for (spec, expected) in cases {
         assert_eq!(err(spec), expected);
     }
-    let nan = GeneratorSpec {
-        distribution: KeyDistribution::Zipf { s: f64::NAN },
-        ..base
-    };
+    let nan = GeneratorSpec { distribution: KeyDistribution::Zipf { s: f64::NAN }, ..base };
     assert!(matches!(err(nan), GeneratorError::ZipfExponent { .. }));
     // Adjacent bursts do not overlap; error messages name the problem.
-    let adjacent = GeneratorSpec {
-        bursts: vec![burst(5, 5), burst(0, 5)],
-        ..spec(1000)
-    };
+    let adjacent = GeneratorSpec { bursts: vec![burst(5, 5), burst(0, 5)], ..spec(1000) };
     assert!(Generator::new(adjacent, &schema()).is_ok());
-    assert!(GeneratorError::ZeroParallelism
-        .to_string()
-        .contains("parallelism"));
+    assert!(GeneratorError::ZeroParallelism.to_string().contains("parallelism"));
 }

@@ -10,9 +10,7 @@ pub type Owned = (FrameType, Vec<u8>);
 
 /// A payload of `len` bytes that differs per position and type.
 pub fn payload(ty: FrameType, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31) ^ ty as u8)
-        .collect()
+    (0..len).map(|i| (i as u8).wrapping_mul(31) ^ ty as u8).collect()
 }
 
 /// Every frame type, with payload lengths around the padding boundaries.
@@ -53,11 +51,7 @@ pub fn decode_chunks<'a>(
 /// Move every complete frame out of the decoder, checking payload alignment.
 pub fn drain(dec: &mut FrameDecoder, got: &mut Vec<Owned>) -> Result<(), DecodeError> {
     while let Some(f) = dec.next_frame()? {
-        assert_eq!(
-            f.payload.as_ptr() as usize % 16,
-            0,
-            "payload not 16-aligned"
-        );
+        assert_eq!(f.payload.as_ptr() as usize % 16, 0, "payload not 16-aligned");
         got.push((f.ty, f.payload.to_vec()));
     }
     Ok(())

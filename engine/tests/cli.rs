@@ -1,0 +1,121 @@
+//! The `dirigo` binary end to end: the quickstart's `--json` summary has every documented field,
+//! and each kind of bad config is refused with its file, line and key.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn dirigo() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dirigo"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
+}
+
+fn temp_config(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dirigo-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+#[test]
+fn quickstart_json_summary_has_every_field() {
+    let out = dirigo()
+        .current_dir(repo())
+        .args(["run", "configs/quickstart.toml", "--json", "--quiet", "--duration", "1500ms"])
+        .output()
+        .expect("dirigo runs");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let last = stdout.lines().last().expect("a summary line");
+    let v: serde_json::Value = serde_json::from_str(last).expect("the last line is one JSON object");
+    assert!(v["cpu_seconds"].as_f64().expect("cpu_seconds") > 0.0);
+    let app = &v["apps"][0];
+    assert_eq!(app["name"], "bids");
+    for k in ["events_in", "events_out"] {
+        assert!(app[k].as_u64().expect(k) > 0, "{k}");
+    }
+    for k in ["throughput_eps", "slo_us", "satisfaction"] {
+        assert!(app[k].as_f64().is_some(), "{k}");
+    }
+    for k in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(app["latency_us"][k].as_f64().expect(k) > 0.0, "latency_us.{k}");
+    }
+    assert_eq!(app["slo_us"].as_f64(), Some(5000.0));
+    // Every NDJSON result line before the summary parses and belongs to the window's schema.
+    for line in stdout.lines().take_while(|l| *l != last) {
+        let r: serde_json::Value = serde_json::from_str(line).expect("ndjson");
+        assert!(r["window_end"].as_u64().is_some() && r["max"].as_u64().is_some(), "{line}");
+    }
+}
+
+#[test]
+fn every_shipped_config_checks() {
+    for entry in std::fs::read_dir(repo().join("configs")).expect("configs/") {
+        let p = entry.expect("entry").path();
+        let out = dirigo().current_dir(repo()).arg("check").arg(&p).output().expect("dirigo runs");
+        assert!(out.status.success(), "{}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+const GOOD: &str = r#"
+[[app]]
+name = "a"
+slo = "1ms"
+schema = { k = "u64", v = "u64" }
+
+[[app.source]]
+name = "in"
+kind = "generator"
+events = 10
+
+[[app.function]]
+name = "f"
+kind = "filter"
+input = "in"
+predicate = "v > 1"
+
+[[app.sink]]
+name = "out"
+kind = "null"
+input = "f"
+"#;
+
+/// `dirigo check` on `GOOD` with `from` replaced by `to` fails, naming the line and saying `what`.
+fn refuses(from: &str, to: &str, line: usize, what: &[&str]) {
+    assert!(GOOD.contains(from), "{from}");
+    let p = temp_config("bad.toml", &GOOD.replacen(from, to, 1));
+    let out = dirigo().arg("check").arg(&p).output().expect("dirigo runs");
+    assert!(!out.status.success(), "{to} was accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let at = format!("{}:{line}:", p.display());
+    assert!(err.contains(&at), "expected {at} in: {err}");
+    for w in what {
+        assert!(err.contains(w), "expected `{w}` in: {err}");
+    }
+}
+
+#[test]
+fn bad_configs_name_file_line_and_key() {
+    assert!(dirigo().arg("check").arg(temp_config("good.toml", GOOD)).status().expect("runs").success());
+    refuses("slo = \"1ms\"", "slo = \"1ms\"\nsurprise = 1", 5, &["surprise"]);
+    refuses("events = 10", "events = \"ten\"", 10, &["events"]);
+    refuses("input = \"in\"", "input = \"nowhere\"", 15, &["nowhere", "input"]);
+    refuses("predicate = \"v > 1\"", "predicate = \"w > 1\"", 16, &["predicate", "w"]);
+    refuses("kind = \"filter\"", "kind = \"teleport\"", 14, &["teleport", "filter"]);
+    refuses("v = \"u64\"", "v = \"u65\"", 5, &["u65"]);
+    refuses("input = \"f\"", "input = \"out\"", 21, &["out"]);
+}
+
+#[test]
+fn a_cycle_is_named() {
+    let cyclic = GOOD.replacen("input = \"in\"", "input = \"g\"", 1)
+        + "\n[[app.function]]\nname = \"g\"\nkind = \"filter\"\ninput = \"f\"\npredicate = \"v > 2\"\n";
+    let p = temp_config("cycle.toml", &cyclic);
+    let out = dirigo().arg("check").arg(&p).output().expect("dirigo runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("f -> g -> f") || err.contains("g -> f -> g"), "{err}");
+}
