@@ -27,8 +27,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dirigo_actors::envelope::Header;
 use dirigo_actors::ids::{AppId, FunctionId, ShardId};
-use dirigo_actors::operator::{Emitter, Msg};
+use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::{hash_bytes, mix64, Schema};
 use rkyv::api::high::HighSerializer;
 use rkyv::rancor;
@@ -65,7 +66,7 @@ pub fn key_str(k: &str) -> u64 {
 
 /// What a user function sees of the message it is applied to, and where it emits.
 pub struct Cx<'a> {
-    msg: Msg,
+    msg: Header,
     out: &'a mut dyn Emitter,
     scratch: &'a mut AlignedVec,
 }
@@ -82,6 +83,15 @@ impl Cx<'_> {
     /// Input port (0, or 1 for a second input).
     pub fn port(&self) -> u8 {
         self.msg.port
+    }
+    /// When the message entered the engine (ns since the engine's epoch; see `clock::now_ns`).
+    pub fn ingress_ns(&self) -> u64 {
+        self.msg.ingress_ns
+    }
+    /// The message's deadline (ns since the engine's epoch): its ingress time plus the app's SLO,
+    /// inherited from parent to child unless the policy rewrote it.
+    pub fn deadline_ns(&self) -> u64 {
+        self.msg.deadline_ns
     }
     /// Emit `value` downstream, partitioned by `key_hash`. It inherits the deadline of the
     /// message being applied.
@@ -113,19 +123,19 @@ struct Erased<F> {
 }
 
 impl<F: Function> ErasedFunction for Erased<F> {
-    fn on_message(&mut self, msg: Msg, payload: &[u8], out: &mut dyn Emitter) {
+    fn on_message(&mut self, msg: &Header, payload: &[u8], out: &mut dyn Emitter) {
         // SAFETY: payloads on this function's inputs were archived in-process from `F::In` by
         // the typed `Cx::emit` or a typed source of this app.
         let m = unsafe { rkyv::access_unchecked::<rkyv::Archived<F::In>>(payload) };
-        let mut cx = Cx { msg, out, scratch: &mut self.scratch };
+        let mut cx = Cx { msg: *msg, out, scratch: &mut self.scratch };
         self.f.on_message(&mut cx, m);
     }
     fn on_watermark(&mut self, watermark: u64, out: &mut dyn Emitter) {
-        let msg = Msg { key_hash: 0, event_time: watermark, port: 0 };
+        let msg = Header { event_time: watermark, ..Header::data(0, 0, 0) };
         self.f.on_watermark(&mut Cx { msg, out, scratch: &mut self.scratch }, watermark);
     }
     fn on_end(&mut self, out: &mut dyn Emitter) {
-        let msg = Msg { key_hash: 0, event_time: u64::MAX, port: 0 };
+        let msg = Header { event_time: u64::MAX, ..Header::data(0, 0, 0) };
         self.f.on_end(&mut Cx { msg, out, scratch: &mut self.scratch });
     }
 }
@@ -257,9 +267,15 @@ impl AppBuilder<'_> {
         T: Message + 'static,
         I: Iterator<Item = (u64, u64, T)> + 'static,
     {
-        let shards: Vec<ShardId> = (0..parallelism.clamp(1, self.plan.shards as u32) as ShardId).collect();
+        // One instance per shard at most: a shard's instance runs the logical instances
+        // i, i + n, i + 2n... one after the other, so every instance's events are produced.
+        let logical = parallelism.max(1);
+        let shards: Vec<ShardId> = (0..logical.min(self.plan.shards as u32) as ShardId).collect();
+        let make = Arc::new(make);
         let factory = Arc::new(move |cx: crate::plan::InstanceCx| {
-            SourceInstance::Custom(Box::new(IterSource { iter: make(cx.instance) }))
+            let make = make.clone();
+            let iter = (cx.instance..logical).step_by(cx.parallelism as usize).flat_map(move |i| make(i));
+            SourceInstance::Custom(Box::new(IterSource { iter }))
         });
         self.plan.sources.push(SourcePlan {
             app: self.app,

@@ -15,13 +15,22 @@ pub struct AppStats {
     pub events_out: u64,
     pub within_slo: u64,
     pub late_dropped: u64,
+    /// Messages `on_route` found unable to meet their deadline on their home shard.
+    pub scale_up_signals: u64,
     pub latency_ns: Histogram<u64>,
 }
 
 impl AppStats {
     /// Empty counters.
     pub fn new() -> Self {
-        AppStats { events_in: 0, events_out: 0, within_slo: 0, late_dropped: 0, latency_ns: new_histogram() }
+        AppStats {
+            events_in: 0,
+            events_out: 0,
+            within_slo: 0,
+            late_dropped: 0,
+            scale_up_signals: 0,
+            latency_ns: new_histogram(),
+        }
     }
 
     /// Fold another interval in.
@@ -30,6 +39,7 @@ impl AppStats {
         self.events_out += o.events_out;
         self.within_slo += o.within_slo;
         self.late_dropped += o.late_dropped;
+        self.scale_up_signals += o.scale_up_signals;
         self.latency_ns.add(&o.latency_ns).expect("same histogram bounds");
     }
 
@@ -47,6 +57,7 @@ impl AppStats {
         self.events_out = 0;
         self.within_slo = 0;
         self.late_dropped = 0;
+        self.scale_up_signals = 0;
         self.latency_ns.reset();
     }
 }

@@ -11,7 +11,7 @@ use crate::sink::Sink;
 /// A user function with its types erased (see `crate::api::Function` for the typed trait).
 pub trait ErasedFunction {
     /// Apply one message; `payload` is the archive the engine carried.
-    fn on_message(&mut self, msg: Msg, payload: &[u8], out: &mut dyn Emitter);
+    fn on_message(&mut self, header: &Header, payload: &[u8], out: &mut dyn Emitter);
     /// Event time reached `watermark` on every input.
     fn on_watermark(&mut self, _watermark: u64, _out: &mut dyn Emitter) {}
     /// Every input ended.
@@ -41,7 +41,7 @@ impl OperatorInstance {
                 b.on_record(msg, rec, payload, out)
             }
             OperatorInstance::Sink(s) => s.on_data(h, payload),
-            OperatorInstance::User(f) => f.on_message(msg, payload, out),
+            OperatorInstance::User(f) => f.on_message(h, payload, out),
         }
     }
 

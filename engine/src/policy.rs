@@ -132,14 +132,21 @@ impl Policy for Laxity {
 pub struct Fair {
     /// Virtual time consumed by each app, in ns of service divided by its weight.
     vtime: Vec<u64>,
+    /// Apps that had queued work at the previous pick.
+    backlogged: Vec<bool>,
+    /// Scratch: apps with queued work now.
+    now_backlogged: Vec<bool>,
+    /// System virtual time: the start tag of the app picked last.
+    system: u64,
 }
 
 impl Fair {
-    fn vtime_of(&mut self, app: usize) -> &mut u64 {
-        if self.vtime.len() <= app {
-            self.vtime.resize(app + 1, 0);
+    fn grow(&mut self, apps: usize) {
+        if self.vtime.len() < apps {
+            self.vtime.resize(apps, 0);
+            self.backlogged.resize(apps, false);
+            self.now_backlogged.resize(apps, false);
         }
-        &mut self.vtime[app]
     }
 }
 
@@ -150,30 +157,37 @@ impl Policy for Fair {
     }
 
     fn pick_next(&mut self, q: &RunQueue, cx: &SchedCx<'_>) -> Option<FunctionId> {
-        // The active app with the least virtual time; an app waking from idle starts at the
-        // least virtual time of the active apps, so idleness earns no credit.
-        let mut best: Option<(u64, usize)> = None;
+        self.grow(cx.apps.len());
+        self.now_backlogged.iter_mut().for_each(|b| *b = false);
         for &f in q.active() {
-            let app = cx.fn_app[f as usize] as usize;
-            let v = *self.vtime_of(app);
-            if best.is_none_or(|(bv, _)| v < bv) {
-                best = Some((v, app));
+            self.now_backlogged[cx.fn_app[f as usize] as usize] = true;
+        }
+        // An app that becomes backlogged starts at the system virtual time: idleness earns no
+        // credit. Then the backlogged app with the least virtual time runs.
+        let mut best: Option<(u64, usize)> = None;
+        for app in 0..self.vtime.len() {
+            if !self.now_backlogged[app] {
+                continue;
+            }
+            if !self.backlogged[app] {
+                self.vtime[app] = self.vtime[app].max(self.system);
+            }
+            if best.is_none_or(|(v, _)| self.vtime[app] < v) {
+                best = Some((self.vtime[app], app));
             }
         }
-        let (floor, app) = best?;
-        for &f in q.active() {
-            let a = cx.fn_app[f as usize] as usize;
-            let v = self.vtime_of(a);
-            *v = (*v).max(floor);
-        }
+        std::mem::swap(&mut self.backlogged, &mut self.now_backlogged);
+        let (start, app) = best?;
+        self.system = start;
         q.min_head_by(|f| cx.fn_app[f as usize] as usize == app)
     }
 
     #[inline]
     fn post_apply(&mut self, h: &Header, cx: &SchedCx<'_>) {
+        self.grow(cx.apps.len());
         let weight = cx.apps[h.app as usize].weight.max(1) as u64;
         let cost = cx.cost_ns[h.function as usize].max(1);
-        *self.vtime_of(h.app as usize) += cost * 1024 / weight;
+        self.vtime[h.app as usize] += cost * 1024 / weight;
     }
 }
 
@@ -249,5 +263,145 @@ impl Policy for Builtin {
     #[inline]
     fn on_tick(&mut self, cx: &SchedCx<'_>) {
         dispatch!(self, p => p.on_tick(cx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runqueue::QEntry;
+
+    fn apps(weights: &[u32]) -> Vec<AppPlan> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| AppPlan {
+                name: format!("app{i}"),
+                slo_ns: 1_000_000,
+                weight,
+                watermark_every: 1,
+                watermark_delay_ms: 0,
+            })
+            .collect()
+    }
+
+    /// Enqueue (function, deadline) pairs under `policy`, then drain by `pick_next`.
+    fn order<P: Policy>(policy: &mut P, msgs: &[(u16, u64)], fn_app: &[u16], cost_to_go: &[u64]) -> Vec<(u16, u64)> {
+        let apps = apps(&[1, 1]);
+        let cost = vec![100; fn_app.len()];
+        let cx = SchedCx { apps: &apps, fn_app, cost_ns: &cost, cost_to_go_ns: cost_to_go, now_ns: 0 };
+        let mut q = RunQueue::new(fn_app.len());
+        for (arrival, &(f, deadline)) in msgs.iter().enumerate() {
+            let header = Header { deadline_ns: deadline, ..Header::data(fn_app[f as usize], f, 0) };
+            let priority = policy.on_enqueue(&header, arrival as u64, &cx);
+            q.push(QEntry { header, priority, arrival: arrival as u64, slot: 0, off: 0, len: 0 });
+        }
+        let mut out = Vec::new();
+        while let Some(f) = policy.pick_next(&q, &cx) {
+            let e = q.pop(f).expect("picked");
+            out.push((f, e.header.deadline_ns));
+        }
+        out
+    }
+
+    #[test]
+    fn fifo_runs_in_arrival_order_across_functions() {
+        let msgs = [(1, 50), (0, 10), (2, 30), (0, 5)];
+        assert_eq!(order(&mut Fifo, &msgs, &[0, 0, 0], &[0, 0, 0]), msgs.to_vec());
+    }
+
+    #[test]
+    fn edf_picks_the_earliest_deadline_among_queue_heads() {
+        let msgs = [(1, 50), (0, 10), (2, 30), (2, 40)];
+        let got = order(&mut Edf, &msgs, &[0, 0, 0], &[0, 0, 0]);
+        assert_eq!(got, vec![(0, 10), (2, 30), (2, 40), (1, 50)]);
+    }
+
+    #[test]
+    fn laxity_picks_the_least_slack() {
+        // Same deadline: the function with more work still ahead of it (cost to go) runs first.
+        let msgs = [(0, 1_000), (1, 1_000), (2, 900)];
+        let got = order(&mut Laxity, &msgs, &[0, 0, 0], &[10, 500, 0]);
+        assert_eq!(got, vec![(1, 1_000), (2, 900), (0, 1_000)]);
+    }
+
+    #[test]
+    fn per_function_order_holds_even_when_priorities_invert() {
+        // Deadlines 50 then 10 on one function: EDF may not reorder them.
+        let got = order(&mut Edf, &[(0, 50), (0, 10)], &[0], &[0]);
+        assert_eq!(got, vec![(0, 50), (0, 10)]);
+    }
+
+    #[test]
+    fn fair_honours_weights_over_a_long_run() {
+        let apps = apps(&[3, 1]);
+        let fn_app = [0u16, 1];
+        let cost = [1_000u64, 1_000];
+        let cx = SchedCx { apps: &apps, fn_app: &fn_app, cost_ns: &cost, cost_to_go_ns: &cost, now_ns: 0 };
+        let mut fair = Fair::default();
+        let mut q = RunQueue::new(2);
+        let mut arrival = 0;
+        let mut push = |q: &mut RunQueue, f: u16| {
+            let header = Header::data(fn_app[f as usize], f, 0);
+            q.push(QEntry { header, priority: arrival, arrival, slot: 0, off: 0, len: 0 });
+            arrival += 1;
+        };
+        for _ in 0..3 {
+            push(&mut q, 0);
+            push(&mut q, 1);
+        }
+        let mut ran = [0u64; 2];
+        for _ in 0..40_000 {
+            let f = fair.pick_next(&q, &cx).expect("both apps backlogged");
+            let e = q.pop(f).expect("picked");
+            fair.post_apply(&e.header, &cx);
+            ran[f as usize] += 1;
+            push(&mut q, f); // keep both apps backlogged
+        }
+        let share = ran[0] as f64 / (ran[0] + ran[1]) as f64;
+        assert!((share - 0.75).abs() < 0.001, "weight 3:1 gave share {share}");
+    }
+
+    #[test]
+    fn an_app_waking_from_idle_earns_no_credit() {
+        let apps = apps(&[1, 1]);
+        let fn_app = [0u16, 1];
+        let cost = [1_000u64, 1_000];
+        let cx = SchedCx { apps: &apps, fn_app: &fn_app, cost_ns: &cost, cost_to_go_ns: &cost, now_ns: 0 };
+        let mut fair = Fair::default();
+        let mut q = RunQueue::new(2);
+        // App 0 runs alone for a long time.
+        for i in 0..1_000 {
+            q.push(QEntry { header: Header::data(0, 0, 0), priority: i, arrival: i, slot: 0, off: 0, len: 0 });
+            let f = fair.pick_next(&q, &cx).expect("work");
+            let e = q.pop(f).expect("picked");
+            fair.post_apply(&e.header, &cx);
+        }
+        // Then both are backlogged: app 1 must not monopolise the shard to "catch up".
+        let mut ran = [0u32; 2];
+        for i in 0..100 {
+            for f in 0..2u16 {
+                let header = Header::data(f, f, 0);
+                q.push(QEntry { header, priority: i, arrival: 2_000 + i * 2 + f as u64, slot: 0, off: 0, len: 0 });
+            }
+        }
+        for _ in 0..100 {
+            let f = fair.pick_next(&q, &cx).expect("work");
+            let e = q.pop(f).expect("picked");
+            fair.post_apply(&e.header, &cx);
+            ran[f as usize] += 1;
+        }
+        assert!(ran[0] >= 45 && ran[1] >= 45, "shares after idling: {ran:?}");
+    }
+
+    #[test]
+    fn the_scale_up_signal_compares_delay_and_service_with_slack() {
+        let fits = RouteCx { home_delay_ns: 400, service_ns: 100, laxity_ns: 600 };
+        let late = RouteCx { home_delay_ns: 550, service_ns: 100, laxity_ns: 600 };
+        assert!(!fits.misses_deadline() && late.misses_deadline());
+        let h = Header::data(0, 0, 0);
+        assert_eq!(Laxity.on_route(&h, &late), Placement::Lessee);
+        assert_eq!(Laxity.on_route(&h, &fits), Placement::Lessor);
+        assert_eq!(Fifo.on_route(&h, &late), Placement::Lessor, "the default keeps the lessor");
     }
 }

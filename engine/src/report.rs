@@ -45,6 +45,9 @@ pub struct AppSummary {
     pub satisfaction: f64,
     /// Records dropped for arriving after their window's allowed lateness.
     pub late_dropped: u64,
+    /// Messages the policy's `on_route` judged unable to meet their deadline on their home shard
+    /// (the scale-up signal).
+    pub scale_up_signals: u64,
 }
 
 /// A whole run.
@@ -82,6 +85,7 @@ impl Summary {
                 slo_us: a.slo_ns as f64 / 1000.0,
                 satisfaction: satisfaction(s),
                 late_dropped: s.late_dropped,
+                scale_up_signals: s.scale_up_signals,
             })
             .collect();
         Summary { apps, shards: plan.shards, wall_seconds: secs, cpu_seconds }

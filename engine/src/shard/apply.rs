@@ -5,7 +5,7 @@
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::ids::{FunctionId, ShardId};
 
-use super::router::{broadcast, Router};
+use super::router::broadcast;
 use super::{Shard, COST_SAMPLE};
 use crate::clock::now_ns;
 use crate::mailbox::Batch;
@@ -122,13 +122,7 @@ impl<P: Policy> Shard<P> {
         self.policy.pre_apply(&e.header, &cx);
         let payload = self.held.batch(e.slot).payload(e.off, e.len);
         let op = self.ops[f].as_mut().expect("message for a function instance on this shard");
-        let mut router = Router {
-            out: &mut self.out,
-            policy: &mut self.policy,
-            edges: &fp.outputs,
-            parent: e.header,
-            shards: self.plan.shards,
-        };
+        let mut router = router!(self, &fp.outputs, e.header);
         op.on_data(&e.header, payload, &mut router);
         let cx = SchedCx {
             apps: &self.plan.apps,
@@ -156,13 +150,7 @@ impl<P: Policy> Shard<P> {
         let f = h.function as usize;
         let fp = &self.plan.functions[f];
         let op = self.ops[f].as_mut().expect("instance");
-        let mut router = Router {
-            out: &mut self.out,
-            policy: &mut self.policy,
-            edges: &fp.outputs,
-            parent: *h,
-            shards: self.plan.shards,
-        };
+        let mut router = router!(self, &fp.outputs, *h);
         op.on_watermark(wm, &mut router);
         broadcast(&mut self.out, &self.plan, &fp.outputs, *h, MessageKind::Watermark, wm);
     }
@@ -182,13 +170,7 @@ impl<P: Policy> Shard<P> {
     fn end_instance(&mut self, f: FunctionId, h: &Header) {
         let fp = &self.plan.functions[f as usize];
         let op = self.ops[f as usize].as_mut().expect("instance");
-        let mut router = Router {
-            out: &mut self.out,
-            policy: &mut self.policy,
-            edges: &fp.outputs,
-            parent: *h,
-            shards: self.plan.shards,
-        };
+        let mut router = router!(self, &fp.outputs, *h);
         op.on_end(&mut router);
         broadcast(&mut self.out, &self.plan, &fp.outputs, *h, MessageKind::End, u64::MAX);
         self.live -= 1;

@@ -8,7 +8,7 @@ use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::ids::ShardId;
 use dirigo_actors::operator::Emitter;
 
-use super::router::{broadcast, Router};
+use super::router::broadcast;
 use super::{Shard, TURN_BUDGET};
 use crate::clock::now_ns;
 use crate::ingest::{Produced, SourceInstance};
@@ -118,13 +118,7 @@ impl<P: Policy> Shard<P> {
         h.event_time = event_time;
         self.policy.on_ingress(&mut h, app);
         self.stats[sp.app as usize].events_in += 1;
-        let mut router = Router {
-            out: &mut self.out,
-            policy: &mut self.policy,
-            edges: &sp.outputs,
-            parent: h,
-            shards: self.plan.shards,
-        };
+        let mut router = router!(self, &sp.outputs, h);
         match p {
             Produced::Archive { .. } => router.forward(key_hash, event_time, &self.bytes),
             _ => router.emit(key_hash, event_time, &self.values),

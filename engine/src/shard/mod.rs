@@ -4,6 +4,28 @@
 //! batches; with nothing to do it spins for the configured window, then parks until a sender
 //! rings its doorbell or its next timer is due.
 
+/// A `Router` for the output of `edges` with parent header `parent`, borrowing the shard's fields
+/// one by one (so the operator table can stay borrowed beside it).
+macro_rules! router {
+    ($s:ident, $edges:expr, $parent:expr) => {{
+        let parent: dirigo_actors::envelope::Header = $parent;
+        super::router::Router {
+            out: &mut $s.out,
+            policy: &mut $s.policy,
+            edges: $edges,
+            parent,
+            shards: $s.plan.shards,
+            load: super::router::RouteLoad {
+                delay_ns: &$s.peer_delay,
+                cost_ns: &$s.cost_ns,
+                cost_to_go_ns: &$s.cost_to_go_ns,
+                now_ns: $s.now,
+            },
+            scale_up_signals: &mut $s.stats[parent.app as usize].scale_up_signals,
+        }
+    }};
+}
+
 mod apply;
 mod held;
 mod ingress;
@@ -92,6 +114,10 @@ pub struct Shard<P: Policy> {
     expected_seq: Vec<u32>,
     /// Late drops of each function already reported.
     late_seen: Vec<u64>,
+    /// Time of the current turn.
+    now: u64,
+    /// Expected delay of every shard, read from the signal slots once per turn.
+    peer_delay: Vec<u64>,
 }
 
 impl<P: Policy> Shard<P> {
@@ -146,6 +172,8 @@ impl<P: Policy> Shard<P> {
             bytes: AlignedVec::new(),
             expected_seq: vec![0; n],
             late_seen: vec![0; nf],
+            now: 0,
+            peer_delay: vec![0; n],
             plan,
         }
     }
@@ -207,6 +235,10 @@ impl<P: Policy> Shard<P> {
 
     /// One turn of the loop; true if anything happened.
     fn turn(&mut self, now: u64) -> bool {
+        self.now = now;
+        for (d, s) in self.peer_delay.iter_mut().zip(self.signals.iter()) {
+            *d = s.delay_ns();
+        }
         self.out.reclaim();
         let mut progress = self.drain_mail();
         if self.may_ingest() {

@@ -7,7 +7,7 @@ use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::{access_trusted, Value};
 
 use crate::plan::{Edge, Partition, Plan};
-use crate::policy::Policy;
+use crate::policy::{Placement, Policy, RouteCx};
 use crate::shard::outputs::Outputs;
 
 /// Routes one node's output. `parent` is the message being applied (or the ingress header).
@@ -17,6 +17,20 @@ pub struct Router<'a, P: Policy> {
     pub edges: &'a [Edge],
     pub parent: Header,
     pub shards: usize,
+    pub load: RouteLoad<'a>,
+    /// Scale-up signals counted for the parent's app.
+    pub scale_up_signals: &'a mut u64,
+}
+
+/// What the router knows of the load, refreshed once per turn.
+#[derive(Clone, Copy)]
+pub struct RouteLoad<'a> {
+    /// Expected delay at each shard, as it last published it.
+    pub delay_ns: &'a [u64],
+    pub cost_ns: &'a [u64],
+    pub cost_to_go_ns: &'a [u64],
+    /// Time of this turn of the loop.
+    pub now_ns: u64,
 }
 
 impl<P: Policy> Router<'_, P> {
@@ -32,11 +46,23 @@ impl<P: Policy> Router<'_, P> {
         h
     }
 
+    /// The receiving shard; for keyed edges, `on_route` sees whether the home shard can meet
+    /// the message's deadline (the scale-up signal; lessees act on it).
     #[inline]
-    fn dest(&self, edge: &Edge, key_hash: u64) -> usize {
+    fn dest(&mut self, edge: &Edge, h: &Header) -> usize {
         match edge.partition {
             Partition::Forward => self.out.me as usize,
-            Partition::ByKey | Partition::ByField(_) => home_shard(key_hash, self.shards),
+            Partition::ByKey | Partition::ByField(_) => {
+                let home = home_shard(h.key_hash, self.shards);
+                let f = edge.target as usize;
+                let l = self.load;
+                let slack = h.deadline_ns as i64 - l.now_ns as i64 - l.cost_to_go_ns[f] as i64;
+                let route = RouteCx { home_delay_ns: l.delay_ns[home], service_ns: l.cost_ns[f], laxity_ns: slack };
+                if self.policy.on_route(h, &route) == Placement::Lessee {
+                    *self.scale_up_signals += 1;
+                }
+                home
+            }
         }
     }
 }
@@ -50,7 +76,7 @@ impl<P: Policy> Emitter for Router<'_, P> {
                 _ => key_hash,
             };
             let h = self.child(edge, key, event_time);
-            let dest = self.dest(edge, key);
+            let dest = self.dest(edge, &h);
             self.out.push_values(dest, h, values);
         }
     }
@@ -64,7 +90,7 @@ impl<P: Policy> Emitter for Router<'_, P> {
                 _ => key_hash,
             };
             let h = self.child(edge, key, event_time);
-            let dest = self.dest(edge, key);
+            let dest = self.dest(edge, &h);
             self.out.push_bytes(dest, h, archive);
         }
     }
