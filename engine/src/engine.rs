@@ -111,7 +111,7 @@ where
     let plan = Arc::new(plan);
     let (signals, doorbells): (Vec<_>, Vec<_>) = (0..n)
         .map(|_| {
-            let (s, d) = ShardSignal::new();
+            let (s, d) = ShardSignal::new(plan.apps.len());
             (Arc::new(s), d)
         })
         .unzip();

@@ -136,7 +136,7 @@ mod tests {
 
     #[test]
     fn batches_flow_and_come_back() {
-        let sig = Arc::new(ShardSignal::new().0);
+        let sig = Arc::new(ShardSignal::new(1).0);
         let (mut out, mut inb) = mailbox(2, sig);
         let mut b = Batch::with_capacity(4);
         b.push_bytes(Header::data(0, 0, 1), &[1, 2, 3]);

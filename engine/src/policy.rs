@@ -191,6 +191,24 @@ impl Policy for Fair {
     }
 }
 
+/// No scheduling at all: no deadline, one priority, the first non-empty queue runs. Every hook
+/// is a no-op the compiler removes; the baseline against which hook overhead is measured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bare;
+
+impl Policy for Bare {
+    #[inline]
+    fn on_ingress(&mut self, _h: &mut Header, _app: &AppPlan) {}
+    #[inline]
+    fn on_enqueue(&mut self, _h: &Header, _arrival: u64, _cx: &SchedCx<'_>) -> u64 {
+        0
+    }
+    #[inline]
+    fn pick_next(&mut self, q: &RunQueue, _cx: &SchedCx<'_>) -> Option<FunctionId> {
+        q.active().first().copied()
+    }
+}
+
 /// The built-in policies, chosen in the config.
 #[derive(Clone, Debug)]
 pub enum Builtin {

@@ -12,6 +12,8 @@ pub struct ShardSignal {
     queued: CachePadded<AtomicU64>,
     /// Expected delay (ns) before a newly queued message would start.
     delay_ns: CachePadded<AtomicU64>,
+    /// Messages of each app queued on the shard, published once per turn (per-app backpressure).
+    queued_by_app: CachePadded<Box<[AtomicU64]>>,
     /// Set by the owner just before it parks.
     sleeping: CachePadded<AtomicBool>,
     doorbell: flume::Sender<()>,
@@ -21,11 +23,12 @@ pub struct ShardSignal {
 pub type Doorbell = flume::Receiver<()>;
 
 impl ShardSignal {
-    /// A slot and the doorbell its owner waits on.
-    pub fn new() -> (ShardSignal, Doorbell) {
+    /// A slot for a shard running `apps` apps, and the doorbell its owner waits on.
+    pub fn new(apps: usize) -> (ShardSignal, Doorbell) {
         let (tx, rx) = flume::bounded(1);
         let sig = ShardSignal {
             queued: CachePadded::new(AtomicU64::new(0)),
+            queued_by_app: CachePadded::new((0..apps).map(|_| AtomicU64::new(0)).collect()),
             delay_ns: CachePadded::new(AtomicU64::new(0)),
             sleeping: CachePadded::new(AtomicBool::new(false)),
             doorbell: tx,
@@ -38,6 +41,18 @@ impl ShardSignal {
     pub fn publish(&self, queued: u64, delay_ns: u64) {
         self.queued.store(queued, Ordering::Relaxed);
         self.delay_ns.store(delay_ns, Ordering::Relaxed);
+    }
+
+    /// Owner: publish how many messages of `app` are queued.
+    #[inline]
+    pub fn publish_app(&self, app: usize, queued: u64) {
+        self.queued_by_app[app].store(queued, Ordering::Relaxed);
+    }
+
+    /// Messages of `app` queued on the shard, as last published.
+    #[inline]
+    pub fn queued_of(&self, app: usize) -> u64 {
+        self.queued_by_app[app].load(Ordering::Relaxed)
     }
 
     /// Messages queued on the shard, as last published.

@@ -72,7 +72,10 @@ impl<P: Policy> Shard<P> {
                 progress = true;
                 continue;
             }
-            progress |= self.poll_source(i, now);
+            let app = self.plan.sources[self.sources[i].index].app as usize;
+            if self.may_ingest(app) {
+                progress |= self.poll_source(i, now);
+            }
         }
         progress
     }

@@ -118,6 +118,8 @@ pub struct Shard<P: Policy> {
     now: u64,
     /// Expected delay of every shard, read from the signal slots once per turn.
     peer_delay: Vec<u64>,
+    /// Scratch: messages queued per app on this shard.
+    app_queued: Vec<u64>,
 }
 
 impl<P: Policy> Shard<P> {
@@ -174,6 +176,7 @@ impl<P: Policy> Shard<P> {
             late_seen: vec![0; nf],
             now: 0,
             peer_delay: vec![0; n],
+            app_queued: vec![0; plan.apps.len()],
             plan,
         }
     }
@@ -241,27 +244,35 @@ impl<P: Policy> Shard<P> {
         }
         self.out.reclaim();
         let mut progress = self.drain_mail();
-        if self.may_ingest() {
-            progress |= self.poll_sources(now);
-        }
+        progress |= self.poll_sources(now);
         progress |= self.run_budget(TURN_BUDGET, now) > 0;
         progress |= self.out.flush();
         self.publish_load();
         progress
     }
 
-    /// Backpressure: sources pause while this shard or any other has too much queued.
-    fn may_ingest(&self) -> bool {
+    /// Backpressure, per app: a source pauses while its app has too much queued on any shard,
+    /// or this shard has too much output staged. A heavy app's backlog never pauses another
+    /// app's sources.
+    fn may_ingest(&self, app: usize) -> bool {
         let max = self.settings.max_in_flight;
-        let mine = (self.runq.len() + self.out.staged()) as u64;
-        mine < max && self.signals.iter().all(|s| s.queued() < max)
+        (self.out.staged() as u64) < max && self.signals.iter().all(|s| s.queued_of(app) < max)
     }
 
-    fn publish_load(&self) {
+    fn publish_load(&mut self) {
         let queued = (self.runq.len() + self.out.staged()) as u64;
-        let delay: u64 =
-            self.runq.active().iter().map(|&f| self.runq.len_of(f) as u64 * self.cost_ns[f as usize]).sum();
-        self.signals[self.id as usize].publish(queued, delay);
+        let mut delay = 0;
+        self.app_queued.iter_mut().for_each(|q| *q = 0);
+        for &f in self.runq.active() {
+            let n = self.runq.len_of(f) as u64;
+            delay += n * self.cost_ns[f as usize];
+            self.app_queued[self.fn_app[f as usize] as usize] += n;
+        }
+        let sig = &self.signals[self.id as usize];
+        sig.publish(queued, delay);
+        for (app, &n) in self.app_queued.iter().enumerate() {
+            sig.publish_app(app, n);
+        }
     }
 
     fn has_mail(&self) -> bool {
