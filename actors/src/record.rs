@@ -4,6 +4,7 @@
 use std::fmt;
 
 use rkyv::rancor;
+use rkyv::ser::allocator::Arena;
 use rkyv::util::AlignedVec;
 
 /// Type of a schema field.
@@ -219,13 +220,20 @@ impl ArchivedRecord {
 /// Serialize `values` as an archived [`Record`], appended to `buf` at a 16-byte aligned offset.
 /// Returns the archive's byte range in `buf`. `buf` must start 16-byte aligned (an `AlignedVec`).
 pub fn archive_values_into(values: &[Value], buf: &mut AlignedVec) -> std::ops::Range<usize> {
+    rkyv::util::with_arena(|arena| archive_values_with(values, buf, arena))
+}
+
+/// [`archive_values_into`] with a caller-owned scratch arena: the hot path keeps one per shard
+/// and reuses it, instead of a thread-local look-up per record.
+#[inline]
+pub fn archive_values_with(values: &[Value], buf: &mut AlignedVec, arena: &mut Arena) -> std::ops::Range<usize> {
     // A `Record` borrows nothing, so archive a view with the same archived layout: `Vec<Value>`
     // and `[Value]` both archive to `ArchivedVec<ArchivedValue>`.
     let start = buf.len().next_multiple_of(16);
     buf.resize(start, 0);
     let view = RecordView { fields: values };
     let taken = std::mem::take(buf);
-    let out = rkyv::api::high::to_bytes_in::<_, rancor::Panic>(&view, taken);
+    let out = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Panic>(&view, taken, arena.acquire());
     *buf = out.unwrap_or_else(|never| match never {});
     start..buf.len()
 }

@@ -6,7 +6,8 @@ use std::collections::VecDeque;
 
 use dirigo_actors::envelope::Header;
 use dirigo_actors::ids::ShardId;
-use dirigo_actors::record::{archive_values_into, Value};
+use dirigo_actors::record::{archive_values_with, Value};
+use rkyv::ser::allocator::Arena;
 
 use crate::mailbox::{Batch, Entry, Outbox};
 
@@ -27,6 +28,8 @@ pub struct Outputs {
     pub local: VecDeque<Batch>,
     seq: Vec<u32>,
     staged: usize,
+    /// Scratch space of the serializer, reused for every record.
+    arena: Arena,
 }
 
 impl Outputs {
@@ -43,6 +46,7 @@ impl Outputs {
             local: VecDeque::new(),
             seq: vec![0; n],
             staged: 0,
+            arena: Arena::new(),
         }
     }
 
@@ -70,7 +74,7 @@ impl Outputs {
     pub fn push_values(&mut self, dest: usize, mut h: Header, values: &[Value]) {
         self.stamp(dest, &mut h);
         let b = &mut self.open[dest];
-        let r = archive_values_into(values, &mut b.bytes);
+        let r = archive_values_with(values, &mut b.bytes, &mut self.arena);
         b.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
         self.close_if_full(dest);
     }
