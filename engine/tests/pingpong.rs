@@ -1,7 +1,8 @@
-//! Regression test for lost wake-ups: messages bounce between two shards many times while both
-//! shards also do CPU-bound work and park whenever idle (spin window 0). If a shard ever parks
-//! with work pending, the run stops making progress and the test fails on its deadline instead
-//! of hanging.
+//! Regression tests for lost wake-ups: messages bounce between two shards many times while both
+//! shards also do CPU-bound work and park whenever idle (spin window 0), and a keyed pipeline runs
+//! over mailboxes of one batch of one envelope, so rings are full most of the time. If a shard
+//! ever parks with work pending (mail, or output staged behind a full ring), the run stops making
+//! progress and the test fails on its deadline instead of hanging.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -58,5 +59,46 @@ fn ping_pong_under_cpu_load_never_parks_with_work_pending() {
     match rx.recv_timeout(Duration::from_secs(120)) {
         Ok(n) => assert_eq!(n, 3_000, "every message came back"),
         Err(_) => panic!("no progress for 120 s: a shard parked with work pending"),
+    }
+}
+
+/// Sum per key, emitting nothing but the count at the end; forwards each message on.
+struct Forward;
+
+impl Function for Forward {
+    type In = u64;
+    fn on_message(&mut self, cx: &mut Cx<'_>, msg: &rkyv::Archived<u64>) {
+        cx.emit(key_u64(msg.to_native() % 97), cx.event_time(), &msg.to_native());
+    }
+}
+
+fn full_rings_run(events: u64) -> u64 {
+    let mut engine = EngineBuilder::new().shards(2).settings(|s| {
+        s.shard.spin = Duration::ZERO;
+        s.shard.batch_size = 1;
+        s.mailbox_batches = 1;
+    });
+    let mut app = engine.app("full-rings", Duration::from_secs(1));
+    let src = app.source("in", 2, move |inst| (0..events).filter(move |i| i % 2 == inst as u64).map(|i| (key_u64(i), i, i)));
+    let a = app.function("a", src, Route::ByKey, || Forward);
+    let b = app.function("b", a, Route::ByKey, || Forward);
+    let out = app.collect("out", b);
+    engine.run().expect("engine runs");
+    out.drain().count() as u64
+}
+
+#[test]
+fn output_staged_behind_a_full_ring_is_never_stranded() {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in 0..10 {
+            let _ = tx.send(full_rings_run(20_000));
+        }
+    });
+    for round in 0..10 {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(n) => assert_eq!(n, 20_000, "round {round}: every message arrived"),
+            Err(_) => panic!("round {round}: no progress for 60 s: a shard parked with output staged"),
+        }
     }
 }

@@ -224,7 +224,7 @@ impl<P: Policy> Shard<P> {
             // next due source event, or to report.
             let report_at = if self.has_news() { next_stats } else { u64::MAX };
             let wake_at = report_at.min(self.next_source_due(start));
-            if now - since < spin_ns || wake_at <= now {
+            if now - since < spin_ns || wake_at <= now || self.out.staged() > 0 {
                 std::hint::spin_loop();
                 glommio::yield_if_needed().await;
                 continue;
@@ -275,15 +275,18 @@ impl<P: Policy> Shard<P> {
         }
     }
 
-    fn has_mail(&self) -> bool {
-        !self.out.local.is_empty() || self.inboxes.iter().flatten().any(|i| i.has_mail())
+    /// Work that needs no wake-up to proceed: mail waiting, or output staged behind a full ring
+    /// (the receiver is draining it and will not ring back, so a shard holding staged output
+    /// must keep turning, never park).
+    fn has_pending_work(&self) -> bool {
+        self.out.staged() > 0 || !self.out.local.is_empty() || self.inboxes.iter().flatten().any(|i| i.has_mail())
     }
 
     /// Park until a sender rings the doorbell or `timeout` passes.
     async fn park(&mut self, timeout_ns: u64) {
         let sig = self.signals[self.id as usize].clone();
         sig.going_to_sleep();
-        if self.has_mail() || self.stop.load(Ordering::Relaxed) && self.sources.iter().any(|s| !s.done) {
+        if self.has_pending_work() || self.stop.load(Ordering::Relaxed) && self.sources.iter().any(|s| !s.done) {
             sig.awake();
             return;
         }
