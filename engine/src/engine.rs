@@ -122,12 +122,14 @@ where
     let started = Instant::now();
     let cpu0 = cpu_seconds();
     let handles = spawn_shards(&plan, settings, policy, &stop, signals, doorbells, mesh, tx)?;
-    let totals = collect(&plan, settings, &rx, n, &stop, started, &mut on_progress);
+    let (totals, missed_wakeups) = collect(&plan, settings, &rx, n, &stop, started, &mut on_progress);
     for (i, h) in handles.into_iter().enumerate() {
         h.join().map_err(|e| EngineError::ShardFailed { shard: i, reason: e.to_string() })?;
     }
     let wall = started.elapsed();
-    Ok(Summary::new(&plan, &totals, wall, cpu_seconds() - cpu0))
+    let mut summary = Summary::new(&plan, &totals, wall, cpu_seconds() - cpu0);
+    summary.missed_wakeups = missed_wakeups;
+    Ok(summary)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -179,13 +181,14 @@ fn collect(
     stop: &StopHandle,
     started: Instant,
     on_progress: &mut impl FnMut(&Progress),
-) -> Vec<AppStats> {
+) -> (Vec<AppStats>, u64) {
     let napps = plan.apps.len();
     let mut totals: Vec<AppStats> = (0..napps).map(|_| AppStats::new()).collect();
     let mut interval: Vec<AppStats> = (0..napps).map(|_| AppStats::new()).collect();
     let period = settings.shard.stats_interval;
     let mut next = started + period;
     let mut remaining = n;
+    let mut missed_wakeups = 0;
     while remaining > 0 {
         if settings.run_for.is_some_and(|d| started.elapsed() >= d) {
             stop.stop();
@@ -197,6 +200,7 @@ fn collect(
                 interval[a].add(s);
             }
             remaining -= r.last as usize;
+            missed_wakeups += r.missed_wakeups;
         }
         if Instant::now() >= next {
             on_progress(&Progress::new(plan, &interval, started.elapsed(), period));
@@ -204,7 +208,7 @@ fn collect(
             next += period;
         }
     }
-    totals
+    (totals, missed_wakeups)
 }
 
 /// CPU time (user + system) used by this process so far, in seconds.

@@ -77,6 +77,8 @@ pub struct ShardReport {
     pub busy_ns: u64,
     /// Time spent parked (ns) in the interval.
     pub parked_ns: u64,
+    /// Parks that ended on their safety timeout with work pending (lost wake-ups).
+    pub missed_wakeups: u64,
     /// True on the shard's last report.
     pub last: bool,
 }

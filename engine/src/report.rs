@@ -58,6 +58,9 @@ pub struct Summary {
     pub wall_seconds: f64,
     /// CPU time (user + system) the process used during the run.
     pub cpu_seconds: f64,
+    /// Parks that ended on their safety timeout with mail already waiting: wake-ups that were
+    /// lost (by the executor) and recovered within 50 ms. Should be 0.
+    pub missed_wakeups: u64,
 }
 
 fn satisfaction(s: &AppStats) -> f64 {
@@ -88,7 +91,7 @@ impl Summary {
                 scale_up_signals: s.scale_up_signals,
             })
             .collect();
-        Summary { apps, shards: plan.shards, wall_seconds: secs, cpu_seconds }
+        Summary { apps, shards: plan.shards, wall_seconds: secs, cpu_seconds, missed_wakeups: 0 }
     }
 
     /// The app called `name`.

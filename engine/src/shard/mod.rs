@@ -67,6 +67,11 @@ pub struct ShardSettings {
 
 /// Messages run per turn before the shard polls its mailboxes and flushes again.
 const TURN_BUDGET: usize = 64;
+/// A parked shard wakes at least this often, and a heartbeat timer keeps an event armed in its
+/// executor's ring at this period. Mail always rings the doorbell; this bounds the damage if a
+/// wake-up is lost anyway (glommio can park an executor with a runnable task, see FACTS.md), and
+/// `missed_wakeups` counts every time it was needed.
+const MAX_PARK: Duration = Duration::from_millis(50);
 /// One in this many messages is timed to estimate service costs.
 const COST_SAMPLE: u64 = 16;
 
@@ -120,6 +125,8 @@ pub struct Shard<P: Policy> {
     peer_delay: Vec<u64>,
     /// Scratch: messages queued per app on this shard.
     app_queued: Vec<u64>,
+    /// Parks that ended on their timeout with work already pending (a lost wake-up).
+    missed_wakeups: u64,
 }
 
 impl<P: Policy> Shard<P> {
@@ -177,6 +184,7 @@ impl<P: Policy> Shard<P> {
             now: 0,
             peer_delay: vec![0; n],
             app_queued: vec![0; plan.apps.len()],
+            missed_wakeups: 0,
             plan,
         }
     }
@@ -188,6 +196,12 @@ impl<P: Policy> Shard<P> {
 
     /// Run until every instance on this shard has ended.
     pub async fn run(mut self) {
+        glommio::spawn_local(async {
+            loop {
+                glommio::timer::sleep(MAX_PARK).await;
+            }
+        })
+        .detach();
         let start = now_ns();
         let tick_ns = self.settings.tick.as_nanos() as u64;
         // Report ten times per progress interval, so a progress line lags by at most a tenth.
@@ -292,15 +306,17 @@ impl<P: Policy> Shard<P> {
         }
         let t0 = now_ns();
         let bell = self.doorbell.recv_async();
-        let timer = glommio::timer::sleep(Duration::from_nanos(timeout_ns));
-        futures_lite::future::or(
-            async {
-                bell.await.ok();
-            },
-            timer,
-        )
+        let timer = glommio::timer::sleep(Duration::from_nanos(timeout_ns).min(MAX_PARK));
+        let rung = futures_lite::future::or(async { bell.await.is_ok() }, async {
+            timer.await;
+            false
+        })
         .await;
         sig.awake();
+        if !rung && self.has_pending_work() {
+            self.missed_wakeups += 1;
+            tracing::debug!(shard = self.id, "woke on the park timeout with mail waiting: a wake-up was lost");
+        }
         self.parked_ns += now_ns() - t0;
     }
 
@@ -347,6 +363,7 @@ impl<P: Policy> Shard<P> {
             apps: self.stats.clone(),
             busy_ns: std::mem::take(&mut self.busy_ns),
             parked_ns: std::mem::take(&mut self.parked_ns),
+            missed_wakeups: std::mem::take(&mut self.missed_wakeups),
             last,
         };
         self.stats.iter_mut().for_each(AppStats::reset);
