@@ -1,0 +1,136 @@
+//! W1 on Dirigo: the workload as a config string, parsed with `Config::parse`, compiled with
+//! `compile::compile` and run with `engine::run`, exactly as the `dirigo` CLI would.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use dirigo_engine::compile::{compile, settings};
+use dirigo_engine::config::Config;
+use dirigo_engine::engine::{run as run_engine, StopHandle};
+use dirigo_engine::policy::Builtin;
+
+use super::{Load, Measurement, Workload};
+
+/// The W1 config for `load` (every `[engine]` key not set here comes from `configs/default.toml`).
+pub fn config_text(load: Load, w: &Workload, spin: Option<&str>) -> String {
+    let (rate, events) = match load {
+        Load::Max { events } => (0, events),
+        Load::Rate { eps, events } => (eps, events),
+    };
+    let spin = spin.map(|s| format!("spin = \"{s}\"\n")).unwrap_or_default();
+    format!(
+        r#"
+[engine]
+shards = {shards}
+pin = true
+{spin}
+[[app]]
+name = "w1"
+slo = "10ms"
+schema = {{ key = "u64", value = "u64" }}
+
+[[app.source]]
+name = "events"
+kind = "generator"
+rate = {rate}
+events = {events}
+keys = {keys}
+distribution = "uniform"
+seed = {seed}
+
+[[app.function]]
+name = "mapped"
+kind = "map"
+input = "events"
+fields = {{ key = "key", value = "value + 1" }}
+
+[[app.function]]
+name = "counts"
+kind = "count"
+input = "mapped"
+key = "key"
+
+[[app.sink]]
+name = "latency"
+kind = "latency"
+input = "counts"
+"#,
+        shards = w.shards,
+        keys = w.keys,
+        seed = w.seed,
+    )
+}
+
+/// Parse, compile and run `text` under a [`Watchdog`] of `limit`; the summary and its only app.
+pub fn run_config(text: &str, limit: Duration) -> anyhow::Result<(dirigo_engine::report::Summary, Measurement)> {
+    let config = Config::parse(text, "keyed-count.toml").map_err(|e| anyhow!("{e}"))?;
+    let plan = compile(&config, config.engine.shards).map_err(|e| anyhow!("{e}"))?;
+    let policy = Builtin::by_name(config.engine.policy.name()).context("unknown policy")?;
+    let stop = StopHandle::default();
+    let watchdog = Watchdog::start(stop.clone(), limit);
+    let summary = run_engine(plan, &settings(&config), policy, stop, |_| {})?;
+    let stalled = watchdog.finish();
+    let app = summary.apps.first().context("the config has one app")?;
+    let m = Measurement {
+        events_in: app.events_in,
+        events_out: app.events_out,
+        wall_seconds: summary.wall_seconds,
+        cpu_seconds: summary.cpu_seconds,
+        latency_us: app.latency_us.clone(),
+        stalled,
+    };
+    Ok((summary, m))
+}
+
+/// Run W1 under `load` on Dirigo.
+pub fn run(load: Load, w: &Workload) -> anyhow::Result<Measurement> {
+    let expected = match load {
+        Load::Max { events } => events as f64 / 200_000.0,
+        Load::Rate { eps, events } => events as f64 / eps as f64,
+    };
+    let (_, m) = run_config(&config_text(load, w, None), Duration::from_secs_f64(10.0 + 3.0 * expected))?;
+    anyhow::ensure!(
+        m.stalled || m.events_in == load.events(),
+        "dirigo took {} events of {}",
+        m.events_in,
+        load.events()
+    );
+    Ok(m)
+}
+
+/// Stops an engine that runs past its time limit (a hang: every shard parked with work due),
+/// and ends the process if even that does not stop it, so a scenario always finishes.
+pub struct Watchdog {
+    done: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<bool>,
+}
+
+/// How long a stopped engine gets to drain before the process gives up on it.
+const GRACE: Duration = Duration::from_secs(10);
+
+impl Watchdog {
+    /// Watch a run that should end within `limit`.
+    pub fn start(stop: StopHandle, limit: Duration) -> Self {
+        let (done, rx) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            if rx.recv_timeout(limit).is_ok() {
+                return false;
+            }
+            eprintln!("watchdog: the engine ran past {limit:?}: asking it to stop (a hang?)");
+            stop.stop();
+            if rx.recv_timeout(GRACE).is_err() {
+                eprintln!("watchdog: the engine did not stop within {GRACE:?} of the request: giving up");
+                std::process::exit(3);
+            }
+            true
+        });
+        Watchdog { done, thread }
+    }
+
+    /// The run ended: true if the watchdog had to stop it.
+    pub fn finish(self) -> bool {
+        let _ = self.done.send(());
+        self.thread.join().unwrap_or(true)
+    }
+}
