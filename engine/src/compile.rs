@@ -163,8 +163,23 @@ impl AppCompiler<'_> {
                 (f as _, self.spread(name, 1))
             }
             SourceKind::Tcp(t) => {
-                let msg = "tcp sources are not available in this build (see the networking issue)".to_owned();
-                return self.err(Role::Source, index, name, "kind", t.listen.span(), msg);
+                // Bound here, so a bad or busy address is an error at the `listen` key.
+                let listener = match crate::tcp::bind(t.listen.get_ref()) {
+                    Ok(l) => std::sync::Mutex::new(Some(l)),
+                    Err(e) => return self.err(Role::Source, index, name, "listen", t.listen.span(), e.to_string()),
+                };
+                let spec = crate::tcp::IngressSpec {
+                    name: format!("{}/{name}", self.app.name.get_ref()),
+                    format: t.format,
+                    schema: schema.clone(),
+                    event_time_field,
+                };
+                let f = Arc::new(move |_cx: crate::plan::InstanceCx| {
+                    // One instance (parallelism 1): the first call takes the listener.
+                    let l = listener.lock().ok().and_then(|mut l| l.take());
+                    SourceInstance::Tcp(Box::new(crate::tcp::TcpIngress::new(l, spec.clone())))
+                });
+                (f as _, self.spread(name, 1))
             }
         };
         self.plan.sources.push(SourcePlan {
@@ -285,9 +300,13 @@ impl AppCompiler<'_> {
                     OperatorInstance::Sink(sink)
                 })
             }
-            SinkKind::Tcp { listen, .. } => {
-                let msg = "tcp sinks are not available in this build (see the networking issue)".to_owned();
-                return self.err(Role::Sink, index, &name, "kind", listen.span(), msg);
+            SinkKind::Tcp { listen, format } => {
+                let full = format!("{}/{name}", self.app.name.get_ref());
+                let hub = match crate::tcp::EgressHub::bind(listen.get_ref(), *format, schema.clone(), full) {
+                    Ok(h) => Arc::new(h),
+                    Err(e) => return self.err(Role::Sink, index, &name, "listen", listen.span(), e.to_string()),
+                };
+                Arc::new(move |_| OperatorInstance::Sink(Sink::new(SinkTarget::Tcp(hub.instance()), sch.clone())))
             }
         };
         let inputs = vec![Input { port: 0, from: up, partition: Partition::Forward }];

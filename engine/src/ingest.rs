@@ -23,6 +23,8 @@ pub enum Produced {
     Archive { key_hash: u64, event_time: u64 },
     /// A malformed input was skipped (already logged); nothing to emit.
     Skipped,
+    /// Nothing is available now (a socket source read all it could); poll again later.
+    Idle,
 }
 
 /// A source instance on one shard.
@@ -35,6 +37,8 @@ pub enum SourceInstance {
         produced: u64,
     },
     Custom(Box<dyn CustomSource>),
+    /// Clients pushing over TCP; runs until the engine stops.
+    Tcp(Box<crate::tcp::TcpIngress>),
 }
 
 impl SourceInstance {
@@ -45,6 +49,16 @@ impl SourceInstance {
             SourceInstance::File { rate: 0, .. } => Some(0),
             SourceInstance::File { rate, produced, .. } => Some(produced.saturating_mul(1_000_000_000) / rate),
             SourceInstance::Custom(c) => c.next_due_ns(),
+            SourceInstance::Tcp(_) => Some(0),
+        }
+    }
+
+    /// For sources fed by sockets: how long a parked shard may wait before polling again
+    /// (nothing is scheduled, bytes may arrive any time). None for scheduled sources.
+    pub fn io_poll_ns(&self) -> Option<u64> {
+        match self {
+            SourceInstance::Tcp(t) => Some(t.poll_interval_ns()),
+            _ => None,
         }
     }
 
@@ -72,6 +86,7 @@ impl SourceInstance {
                 bytes.clear();
                 c.next(bytes).map(|(key_hash, event_time)| Produced::Archive { key_hash, event_time })
             }
+            SourceInstance::Tcp(t) => Some(t.produce(values, bytes)),
         }
     }
 }

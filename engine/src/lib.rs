@@ -9,6 +9,8 @@
 //!   what runs on a shard.
 //! - [`config`]: the typed config; [`metrics`] and [`report`]: what a run measures and prints.
 //! - [`clock`]: the engine's time base.
+//! - [`tcp`]: tcp sources (polled by their shard's loop) and sinks (served by an edge thread),
+//!   and the reference clients behind `dirigo send` and `dirigo tail`.
 
 pub mod api;
 pub mod builtin;
@@ -28,3 +30,4 @@ pub mod shard;
 pub mod signal;
 pub mod sink;
 pub mod source;
+pub mod tcp;

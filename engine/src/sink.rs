@@ -1,6 +1,6 @@
-//! Sinks: where an app's results leave the engine (stdout, a file, a collector for embedding
-//! programs and tests) or are only measured (`latency`, `null`). Latency is recorded by the
-//! shard for every sink; a sink only writes.
+//! Sinks: where an app's results leave the engine (stdout, a file, tcp subscribers, a collector
+//! for embedding programs and tests) or are only measured (`latency`, `null`). Latency is
+//! recorded by the shard for every sink; a sink only writes.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -27,6 +27,8 @@ pub enum SinkTarget {
     Latency,
     /// Dropped.
     Null,
+    /// Served to the subscribers of a tcp sink.
+    Tcp(crate::tcp::EgressSink),
     /// Sent to a collector (tests, embedding programs).
     Collect {
         name: String,
@@ -63,6 +65,7 @@ impl Sink {
     pub fn on_data(&mut self, h: &Header, payload: &[u8]) {
         match &mut self.target {
             SinkTarget::Latency | SinkTarget::Null => {}
+            SinkTarget::Tcp(t) => t.push(payload),
             SinkTarget::Collect { name, tx } => {
                 let out = Output {
                     sink: name.clone(),
@@ -91,6 +94,9 @@ impl Sink {
 
     /// Write out whatever is buffered, in one `write` so lines of shards never interleave.
     pub fn flush(&mut self) {
+        if let SinkTarget::Tcp(t) = &mut self.target {
+            t.flush();
+        }
         if self.buf.is_empty() {
             return;
         }

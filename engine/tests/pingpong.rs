@@ -79,7 +79,8 @@ fn full_rings_run(events: u64) -> u64 {
         s.mailbox_batches = 1;
     });
     let mut app = engine.app("full-rings", Duration::from_secs(1));
-    let src = app.source("in", 2, move |inst| (0..events).filter(move |i| i % 2 == inst as u64).map(|i| (key_u64(i), i, i)));
+    let src =
+        app.source("in", 2, move |inst| (0..events).filter(move |i| i % 2 == inst as u64).map(|i| (key_u64(i), i, i)));
     let a = app.function("a", src, Route::ByKey, || Forward);
     let b = app.function("b", a, Route::ByKey, || Forward);
     let out = app.collect("out", b);

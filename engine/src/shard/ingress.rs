@@ -54,7 +54,11 @@ impl<P: Policy> Shard<P> {
         self.sources
             .iter()
             .filter(|s| !s.done)
-            .filter_map(|s| s.inst.next_due_ns().map(|d| s.started_ns.unwrap_or(engine_start) + d))
+            .filter_map(|s| match s.inst.io_poll_ns() {
+                // Socket sources (tcp): nothing is scheduled; re-poll after their interval.
+                Some(poll) => Some(now_ns() + poll),
+                None => s.inst.next_due_ns().map(|d| s.started_ns.unwrap_or(engine_start) + d),
+            })
             .min()
             .unwrap_or(u64::MAX)
     }
@@ -95,6 +99,9 @@ impl<P: Policy> Shard<P> {
                 self.finish_source(i);
                 return true;
             };
+            if p == Produced::Idle {
+                break; // a socket source has nothing buffered or readable now
+            }
             // Open-loop sources are stamped with their schedule, so queueing behind a slow
             // engine counts as latency (no coordinated omission).
             let ingress = if due == 0 { now_ns() } else { started + due };
@@ -108,7 +115,7 @@ impl<P: Policy> Shard<P> {
     fn ingest(&mut self, i: usize, p: Produced, ingress_ns: u64) {
         let sp = &self.plan.sources[self.sources[i].index];
         let (key_hash, event_time) = match p {
-            Produced::Skipped => return,
+            Produced::Skipped | Produced::Idle => return,
             Produced::Archive { key_hash, event_time } => (key_hash, event_time),
             Produced::Values { event_time } => {
                 let from_field = sp.event_time_field.and_then(|f| self.values[f].as_u64());

@@ -1,0 +1,146 @@
+//! The tcp source instance: a non-blocking listener and its connections, polled by the shard loop
+//! itself. Each `produce` call returns at most one record, serving connections in turn (a burst
+//! each) and accepting new ones once per round; when no connection has a whole record buffered it
+//! returns [`Produced::Idle`] and the shard moves on. While the engine is backpressured the shard
+//! does not call it, so nothing is read and TCP flow control slows the clients.
+
+use std::io::ErrorKind;
+use std::net::TcpListener;
+
+use dirigo_actors::record::{Schema, Value};
+use rkyv::util::AlignedVec;
+
+use super::conn::{Connection, SourceCx, Step};
+use super::{POLL_LISTEN_NS, POLL_OPEN_NS};
+use crate::config::WireFormat;
+use crate::ingest::Produced;
+
+/// Records served from one connection before the next one gets its turn.
+const BURST: u32 = 32;
+/// Connections accepted per round (the rest wait in the kernel's backlog).
+const ACCEPTS_PER_ROUND: usize = 16;
+
+/// What serving one connection gave.
+enum Served {
+    Event(Produced),
+    Empty,
+    Closed,
+}
+
+/// What a tcp source instance is built from (cloned into the source's factory).
+#[derive(Clone, Debug)]
+pub struct IngressSpec {
+    /// `app/source`, for logs.
+    pub name: String,
+    pub format: WireFormat,
+    pub schema: Schema,
+    /// Position of the app's event-time field, if it has one.
+    pub event_time_field: Option<usize>,
+}
+
+/// A tcp source on its shard.
+pub struct TcpIngress {
+    listener: Option<TcpListener>,
+    spec: IngressSpec,
+    conns: Vec<Connection>,
+    /// The connection being served, and how many records it got in this turn.
+    cursor: usize,
+    served: u32,
+    /// Connections accepted and records produced, over the source's life.
+    pub connections: u64,
+    pub accepted: u64,
+}
+
+impl TcpIngress {
+    /// A source accepting on `listener` (None: its listener could not be handed over; it then
+    /// produces nothing, and the cause was logged).
+    pub fn new(listener: Option<TcpListener>, spec: IngressSpec) -> TcpIngress {
+        if let Some(l) = &listener {
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!(source = %spec.name, %addr, format = %spec.format, "tcp source listening");
+            }
+        }
+        TcpIngress { listener, spec, conns: Vec::new(), cursor: 0, served: 0, connections: 0, accepted: 0 }
+    }
+
+    /// Open connections.
+    pub fn open_connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// How long a parked shard may wait before polling this source again.
+    pub fn poll_interval_ns(&self) -> u64 {
+        if self.conns.is_empty() {
+            POLL_LISTEN_NS
+        } else {
+            POLL_OPEN_NS
+        }
+    }
+
+    /// The next record from any connection, or `Idle` after one round found none (hot path).
+    pub fn produce(&mut self, values: &mut Vec<Value>, bytes: &mut AlignedVec) -> Produced {
+        for _ in 0..=self.conns.len() {
+            if self.cursor >= self.conns.len() {
+                self.cursor = 0;
+                self.accept();
+                if self.conns.is_empty() {
+                    return Produced::Idle;
+                }
+            }
+            if self.served < BURST {
+                match self.serve(values, bytes) {
+                    Served::Event(p) => return p,
+                    Served::Closed => continue, // another connection took its place
+                    Served::Empty => {}
+                }
+            }
+            self.cursor += 1;
+            self.served = 0;
+        }
+        Produced::Idle
+    }
+
+    /// One step of the connection under the cursor.
+    fn serve(&mut self, values: &mut Vec<Value>, bytes: &mut AlignedVec) -> Served {
+        let cx =
+            SourceCx { name: &self.spec.name, schema: &self.spec.schema, event_time_field: self.spec.event_time_field };
+        match self.conns[self.cursor].next(cx, values, bytes) {
+            Step::Event(p) => {
+                self.served += 1;
+                self.accepted += 1;
+                Served::Event(p)
+            }
+            Step::Empty => Served::Empty,
+            Step::Closed => {
+                let c = self.conns.swap_remove(self.cursor);
+                tracing::info!(source = %self.spec.name, peer = %c.peer(), accepted = c.accepted, "connection closed");
+                self.served = 0;
+                Served::Closed
+            }
+        }
+    }
+
+    /// Accept the connections waiting in the backlog (up to a round's worth).
+    fn accept(&mut self) {
+        let Some(listener) = &self.listener else { return };
+        for _ in 0..ACCEPTS_PER_ROUND {
+            match listener.accept() {
+                Ok((stream, peer)) => match Connection::new(stream, peer, self.spec.format) {
+                    Ok(c) => {
+                        tracing::info!(source = %self.spec.name, %peer, "client connected");
+                        self.connections += 1;
+                        self.conns.push(c);
+                    }
+                    Err(e) => tracing::warn!(source = %self.spec.name, %peer, "cannot set up connection: {e}"),
+                },
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and the like: keep serving the open connections, retry next round.
+                    tracing::warn!(source = %self.spec.name, "accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}

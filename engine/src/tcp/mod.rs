@@ -1,0 +1,59 @@
+//! TCP ingress and egress: `tcp` sources polled by their shard's own loop, `tcp` sinks served by
+//! one edge thread per sink, and the reference clients behind `dirigo send` and `dirigo tail`.
+//!
+//! - [`ingress`]: [`TcpIngress`], the source instance: a non-blocking listener and its
+//!   connections, read by the shard loop itself (no task, no thread per connection).
+//! - [`conn`]: one client connection: bytes in, records out (binary frames or NDJSON lines),
+//!   and what a bad input does to it (an error to the client, then close).
+//! - [`egress`]: [`EgressHub`] (the listener and its edge thread) and [`EgressSink`] (what each
+//!   shard's sink instance encodes and hands over).
+//! - [`wire`]: what the TCP protocol adds to `dirigo-net`: the schema check, the Hello frame
+//!   carrying a sink's schema, error frames and lines.
+//! - [`client`]: the reference clients (`send`, `tail`).
+//!
+//! Why the shard polls its sockets instead of awaiting glommio futures, and what it costs, is in
+//! `docs/why-tcp-ingress.md`.
+
+pub mod client;
+pub mod conn;
+pub mod egress;
+pub mod ingress;
+pub mod wire;
+
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+
+pub use client::{send, tail, ClientError, SendMode, SendReport};
+pub use egress::{EgressHub, EgressSink};
+pub use ingress::{IngressSpec, TcpIngress};
+
+/// Largest binary payload a connection may declare (a frame over it is refused unread).
+pub const MAX_PAYLOAD: u32 = 4 << 20;
+/// Longest NDJSON line a connection may send.
+pub const MAX_LINE: usize = 1 << 20;
+/// Bytes read from a socket per `read` call.
+pub const READ_CHUNK: usize = 64 * 1024;
+/// A parked shard re-polls a tcp source this often while it has open connections.
+pub const POLL_OPEN_NS: u64 = 1_000_000;
+/// ... and this often while it only listens (new connections wait at most this long).
+pub const POLL_LISTEN_NS: u64 = 10_000_000;
+
+/// Errors setting up a TCP endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The address does not resolve.
+    #[error("`{addr}` is not an address to listen on: {reason}")]
+    BadAddress { addr: String, reason: String },
+    /// The OS refused the listener.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Bind a non-blocking listener on `addr` (port 0 picks a free port).
+pub fn bind(addr: &str) -> Result<TcpListener, BindError> {
+    let bad = |reason: String| BindError::BadAddress { addr: addr.to_owned(), reason };
+    let resolved = addr.to_socket_addrs().map_err(|e| bad(e.to_string()))?.next();
+    let resolved = resolved.ok_or_else(|| bad("it resolves to nothing".to_owned()))?;
+    let listener = TcpListener::bind(resolved).map_err(|source| BindError::Listen { addr: resolved, source })?;
+    listener.set_nonblocking(true).map_err(|source| BindError::Listen { addr: resolved, source })?;
+    Ok(listener)
+}

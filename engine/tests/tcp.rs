@@ -1,0 +1,426 @@
+//! TCP ingress and egress through real engines on 127.0.0.1: NDJSON and binary ingress counted
+//! per key against a reference, two subscribers of a sink, `dirigo send` and `dirigo tail`, every
+//! kind of bad input (each followed by a client that is still served, nothing accepted lost),
+//! and backpressure. Readiness is waited on (retry-connect, Hello frames, probes), never slept.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dirigo_actors::envelope::Header;
+use dirigo_actors::operator::Emitter;
+use dirigo_actors::record::{access, Value};
+use dirigo_engine::compile::{collect_sinks, compile, settings};
+use dirigo_engine::config::Config;
+use dirigo_engine::engine::{run, StopHandle};
+use dirigo_engine::operator::{ErasedFunction, OperatorInstance};
+use dirigo_engine::policy::Builtin;
+use dirigo_engine::report::Summary;
+use dirigo_engine::sink::Output;
+use dirigo_engine::tcp::{self, client, SendMode};
+use dirigo_net::{encode_frame, encode_record, BatchWriter, FrameDecoder, FrameHeader, FrameType};
+use rkyv::util::AlignedVec;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A free port: bound by the OS, released, then bound by the engine (retry-connect covers the
+/// time until it listens).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn config(src_port: u16, src_format: &str, sink: &str, extra: &str) -> String {
+    format!(
+        r#"
+[engine]
+shards = 2
+stats_interval = "100ms"
+{extra}
+
+[[app]]
+name = "t"
+slo = "1s"
+schema = {{ key = "u64", v = "u64" }}
+
+[[app.source]]
+name = "in"
+kind = "tcp"
+listen = "127.0.0.1:{src_port}"
+format = "{src_format}"
+
+[[app.function]]
+name = "pass"
+kind = "filter"
+input = "in"
+predicate = "v < 1000000000"
+
+[[app.sink]]
+name = "out"
+input = "pass"
+{sink}
+"#
+    )
+}
+
+/// An engine running on its own thread, stopped through its StopHandle.
+struct Running {
+    stop: StopHandle,
+    outputs: flume::Receiver<Output>,
+    thread: std::thread::JoinHandle<Summary>,
+}
+
+fn start(toml: &str, collect: bool, edit: impl FnOnce(&mut dirigo_engine::plan::Plan)) -> Running {
+    let config = Config::parse(toml, "tcp-test.toml").expect("config");
+    let mut plan = compile(&config, config.engine.shards).expect("compiles");
+    let outputs = if collect { collect_sinks(&mut plan) } else { flume::unbounded().1 };
+    edit(&mut plan);
+    let (stop, s) = (StopHandle::default(), settings(&config));
+    let handle = stop.clone();
+    let thread = std::thread::spawn(move || run(plan, &s, Builtin::by_name("fifo").unwrap(), handle, |_| {}).unwrap());
+    Running { stop, outputs, thread }
+}
+
+impl Running {
+    /// Wait until `n` outputs arrived; returns their keys' counts.
+    fn counts(&self, n: usize) -> HashMap<u64, u64> {
+        let deadline = Instant::now() + WAIT;
+        let mut counts = HashMap::new();
+        for got in 0..n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let o = self.outputs.recv_timeout(left).unwrap_or_else(|e| panic!("{got} of {n} records came out: {e}"));
+            *counts.entry(key_of(&o.archive)).or_default() += 1;
+        }
+        counts
+    }
+
+    fn finish(self) -> Summary {
+        self.stop.stop();
+        self.thread.join().expect("engine thread")
+    }
+}
+
+fn key_of(archive: &[u8]) -> u64 {
+    let mut aligned: AlignedVec = AlignedVec::new();
+    aligned.extend_from_slice(archive);
+    access(&aligned).expect("record").fields[0].as_u64().expect("u64 key")
+}
+
+fn connect(port: u16) -> TcpStream {
+    let s = client::connect(&format!("127.0.0.1:{port}"), WAIT).expect("the engine listens");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+/// Records `(key, v)` with `keys` keys, and their reference counts.
+fn workload(n: u64, keys: u64, salt: u64) -> (Vec<[u64; 2]>, HashMap<u64, u64>) {
+    let recs: Vec<[u64; 2]> = (0..n).map(|i| [(i * 7 + salt) % keys, i]).collect();
+    let mut counts = HashMap::new();
+    recs.iter().for_each(|r| *counts.entry(r[0]).or_default() += 1);
+    (recs, counts)
+}
+
+fn ndjson(recs: &[[u64; 2]]) -> String {
+    recs.iter().map(|r| format!("{{\"key\":{},\"v\":{}}}\n", r[0], r[1])).collect()
+}
+
+fn merge(a: &mut HashMap<u64, u64>, b: &HashMap<u64, u64>) {
+    b.iter().for_each(|(k, n)| *a.entry(*k).or_default() += n);
+}
+
+/// Binary: the first half as Record frames, the rest as Data batches of 100.
+fn binary(recs: &[[u64; 2]]) -> AlignedVec {
+    let mut out: AlignedVec = AlignedVec::new();
+    let (singles, batched) = recs.split_at(recs.len() / 2);
+    for r in singles {
+        encode_record(&[Value::U64(r[0]), Value::U64(r[1])], &mut out).unwrap();
+    }
+    for chunk in batched.chunks(100) {
+        let mut w = BatchWriter::begin(&mut out).unwrap();
+        chunk.iter().for_each(|r| w.push_values(0, &[Value::U64(r[0]), Value::U64(r[1])]));
+        w.finish().unwrap();
+    }
+    encode_frame(FrameType::End, &[], &mut out).unwrap();
+    out
+}
+
+/// Write `bytes`, close the sending side, and return everything the engine answered.
+fn push(port: u16, bytes: &[u8]) -> Vec<u8> {
+    let mut s = connect(port);
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(Shutdown::Write);
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    reply
+}
+
+#[test]
+fn ndjson_and_binary_ingress_count_every_record_per_key() {
+    for format in ["ndjson", "binary"] {
+        let port = free_port();
+        let eng = start(&config(port, format, "kind = \"null\"", ""), true, |_| {});
+        let mut expected = HashMap::new();
+        let clients: Vec<_> = (0..3u64)
+            .map(|c| {
+                let (recs, counts) = workload(4000, 50, c);
+                merge(&mut expected, &counts);
+                let bytes = if format == "ndjson" { ndjson(&recs).into_bytes() } else { binary(&recs).to_vec() };
+                std::thread::spawn(move || push(port, &bytes))
+            })
+            .collect();
+        for c in clients {
+            assert!(c.join().unwrap().is_empty(), "{format}: no error for good input");
+        }
+        assert_eq!(eng.counts(12_000), expected, "{format}");
+        let summary = eng.finish();
+        assert_eq!(summary.apps[0].events_in, 12_000, "{format}: nothing extra accepted");
+    }
+}
+
+/// Connect a binary subscriber and wait for its Hello frame (it is then registered); the frame
+/// is only peeked, so `tail` reads it again.
+fn subscribe(port: u16) -> TcpStream {
+    let s = connect(port);
+    let mut buf = vec![0u8; 4096];
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let n = s.peek(&mut buf).expect("hello");
+        if n >= 16 {
+            let header: [u8; 16] = buf[..16].try_into().unwrap();
+            let h = FrameHeader::parse(&header, u32::MAX).expect("a frame");
+            assert_eq!(h.ty, FrameType::Hello);
+            if n >= h.frame_len() {
+                return s;
+            }
+        }
+        assert!(Instant::now() < deadline, "no hello");
+    }
+}
+
+#[test]
+fn egress_serves_two_subscribers_every_record() {
+    let (src, sink) = (free_port(), free_port());
+    let eng = start(
+        &config(src, "ndjson", &format!("kind = \"tcp\"\nlisten = \"127.0.0.1:{sink}\"\nformat = \"binary\""), ""),
+        false,
+        |_| {},
+    );
+    let subs: Vec<TcpStream> = (0..2).map(|_| subscribe(sink)).collect();
+    let (recs, expected) = workload(3000, 20, 1);
+    assert!(push(src, ndjson(&recs).as_bytes()).is_empty());
+    for s in subs {
+        let mut text = Vec::new();
+        let n = tcp::tail(s, &mut text, Some(3000)).expect("tail");
+        assert_eq!(n, 3000);
+        let mut counts: HashMap<u64, u64> = HashMap::new();
+        for line in String::from_utf8(text).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            *counts.entry(v["key"].as_u64().unwrap()).or_default() += 1;
+        }
+        assert_eq!(counts, expected);
+    }
+    eng.finish();
+}
+
+/// Each bad input after 10 good records: the client gets an error (where it can), the engine
+/// keeps those 10, and the next well-behaved client is served.
+fn bad_inputs(format: &str, cases: Vec<(&str, Vec<u8>, bool)>) {
+    let port = free_port();
+    let eng = start(&config(port, format, "kind = \"null\"", ""), true, |_| {});
+    let (good, counts) = workload(10, 3, 0);
+    let good = if format == "ndjson" { ndjson(&good).into_bytes() } else { binary(&good[..]).to_vec() };
+    // Drop the End frame of the good prefix so the bad bytes follow on the same stream.
+    let prefix = if format == "ndjson" { good.clone() } else { good[..good.len() - 16].to_vec() };
+    for (name, bad, answered) in cases {
+        // The good prefix is produced before the bad bytes are written on the same connection.
+        let mut s = connect(port);
+        s.write_all(&prefix).unwrap();
+        assert_eq!(eng.counts(10), counts, "{name}: the records before the bad input");
+        let _ = s.write_all(&bad);
+        let _ = s.shutdown(Shutdown::Write);
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        let text = String::from_utf8_lossy(&reply);
+        if answered && format == "ndjson" {
+            assert!(text.contains("\"error\""), "{name}: an error line, got {text:?}");
+        } else if answered {
+            let mut dec = FrameDecoder::default();
+            dec.feed(&reply).unwrap();
+            let f = dec.next_frame().unwrap().unwrap_or_else(|| panic!("{name}: an error frame"));
+            assert_eq!(f.ty, FrameType::Error, "{name}");
+            eprintln!("{name}: {}", tcp::wire::error_message(f.payload));
+        }
+        assert!(push(port, &good).is_empty(), "{name}: the next client is served");
+        assert_eq!(eng.counts(10), counts, "{name}: the next client's records");
+    }
+    assert!(eng.outputs.is_empty());
+    eng.finish();
+}
+
+#[test]
+fn bad_binary_input_closes_only_its_connection() {
+    let mut oversized = FrameHeader { ty: FrameType::Record, len: tcp::MAX_PAYLOAD + 1 }.to_bytes().to_vec();
+    oversized.extend_from_slice(&[0; 64]);
+    let mut garbage_record: AlignedVec = AlignedVec::new();
+    encode_frame(FrameType::Record, &[0xAB; 40], &mut garbage_record).unwrap();
+    let mut misfit: AlignedVec = AlignedVec::new();
+    encode_record(&[Value::Str("not a key".into()), Value::U64(1)], &mut misfit).unwrap();
+    let mut truncated: AlignedVec = AlignedVec::new();
+    encode_record(&[Value::U64(1), Value::U64(2)], &mut truncated).unwrap();
+    bad_inputs(
+        "binary",
+        vec![
+            ("garbage", b"GET / HTTP/1.1\r\n\r\n".to_vec(), true),
+            ("oversized", oversized, true),
+            ("invalid archive", garbage_record.to_vec(), true),
+            ("does not fit the schema", misfit.to_vec(), true),
+            ("disappears mid-frame", truncated[..24].to_vec(), true),
+        ],
+    );
+}
+
+#[test]
+fn bad_ndjson_input_closes_only_its_connection() {
+    bad_inputs(
+        "ndjson",
+        vec![
+            ("invalid utf-8", b"{\"key\":1,\"v\":\xff\xfe}\n".to_vec(), true),
+            ("invalid json", b"{\"key\":1,\n".to_vec(), true),
+            ("does not fit the schema", b"{\"key\":\"one\",\"v\":1}\n".to_vec(), true),
+            ("oversized line", vec![b'x'; tcp::MAX_LINE + 10], true),
+        ],
+    );
+}
+
+/// A sink that takes `cost` per record and counts what it processed.
+struct Slow {
+    cost: Duration,
+    processed: Arc<AtomicU64>,
+}
+
+impl ErasedFunction for Slow {
+    fn on_message(&mut self, _: &Header, _: &[u8], _: &mut dyn Emitter) {
+        let t = Instant::now();
+        while t.elapsed() < self.cost {
+            std::hint::spin_loop();
+        }
+        self.processed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_fast_client_is_slowed_and_loses_nothing() {
+    const N: u64 = 40_000;
+    const MAX_IN_FLIGHT: u64 = 256;
+    let port = free_port();
+    let text = config(port, "binary", "kind = \"null\"", "max_in_flight = 256\nbatch_size = 64")
+        .replace("shards = 2", "shards = 1");
+    let config = Config::parse(&text, "bp.toml").unwrap();
+    let mut plan = compile(&config, 1).unwrap();
+    let processed = Arc::new(AtomicU64::new(0));
+    let p = processed.clone();
+    let sink = plan.functions.iter_mut().find(|f| f.is_sink).unwrap();
+    sink.factory = Arc::new(move |_| {
+        OperatorInstance::User(Box::new(Slow { cost: Duration::from_micros(20), processed: p.clone() }))
+    });
+    let (stop, s) = (StopHandle::default(), settings(&config));
+    let (handle, seen) = (stop.clone(), processed.clone());
+    let engine = std::thread::spawn(move || {
+        let (mut accepted, mut worst) = (0f64, 0i64);
+        let summary = run(plan, &s, Builtin::by_name("fifo").unwrap(), handle, |p| {
+            accepted += p.lines[0].in_per_s * 0.1;
+            worst = worst.max(accepted.round() as i64 - seen.load(Ordering::SeqCst) as i64);
+        });
+        (summary.unwrap(), worst)
+    });
+    let (recs, _) = workload(N, 10, 0);
+    let t = Instant::now();
+    assert!(push(port, &binary(&recs)).is_empty());
+    let took = t.elapsed();
+    let deadline = Instant::now() + WAIT;
+    while processed.load(Ordering::SeqCst) < N && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    stop.stop();
+    let (summary, worst) = engine.join().unwrap();
+    eprintln!("client took {took:?} for {N} records; accepted ran ahead of processed by at most {worst}");
+    assert_eq!(processed.load(Ordering::SeqCst), N, "nothing lost");
+    assert_eq!(summary.apps[0].events_in, N);
+    assert!(worst <= (MAX_IN_FLIGHT + 64 + 64) as i64, "in flight {worst} exceeds the bound");
+    // The engine takes >= 20 us per record, so the client cannot finish before most were processed.
+    assert!(took >= Duration::from_micros(20) * (N as u32 / 2), "the client was slowed ({took:?})");
+}
+
+fn dirigo() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dirigo"))
+}
+
+#[test]
+fn dirigo_send_and_tail_end_to_end() {
+    let (src, sink) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("dirigo-tcp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("cli.toml");
+    let sink_kind = format!("kind = \"tcp\"\nlisten = \"127.0.0.1:{sink}\"\nformat = \"binary\"");
+    std::fs::write(&cfg, config(src, "binary", &sink_kind, "")).unwrap();
+    let (recs, expected) = workload(2000, 7, 3);
+    let data = dir.join("data.ndjson");
+    std::fs::write(&data, ndjson(&recs)).unwrap();
+    let probe = dir.join("probe.ndjson");
+    std::fs::write(&probe, "{\"key\":999999,\"v\":0}\n").unwrap();
+    let mut engine = dirigo().args(["run", "--quiet", "--duration", "60s"]).arg(&cfg).spawn().unwrap();
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let mut tail =
+        dirigo().args(["tail", &addr(sink), "--wait", "20s"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let (tx, lines) = flume::unbounded();
+    let out = tail.stdout.take().unwrap();
+    std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+    let send = |file: &std::path::Path| {
+        let st = dirigo()
+            .args(["send", &addr(src), "--binary", "--config"])
+            .arg(&cfg)
+            .arg(file)
+            .args(["--wait", "20s"])
+            .status();
+        assert!(st.unwrap().success());
+    };
+    // Probe until the tail is subscribed: a probe it prints proves every later record reaches it.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "tail never saw a probe");
+        send(&probe);
+        if lines.recv_timeout(Duration::from_millis(500)).is_ok() {
+            break;
+        }
+    }
+    send(&data);
+    let mut counts: HashMap<u64, u64> = HashMap::new();
+    while counts.values().sum::<u64>() < 2000 {
+        let line = lines.recv_timeout(WAIT).expect("tail prints every record");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let key = v["key"].as_u64().unwrap();
+        if key != 999999 {
+            *counts.entry(key).or_default() += 1;
+        }
+    }
+    assert_eq!(counts, expected);
+    // SAFETY: kill(2) on our own child's pid: Ctrl-C, the engine drains and exits.
+    unsafe { libc::kill(engine.id() as i32, libc::SIGINT) };
+    assert!(engine.wait().unwrap().success());
+    assert!(tail.wait().unwrap().success(), "tail ends when the sink ends");
+}
+
+#[test]
+fn send_reports_the_engines_error() {
+    let port = free_port();
+    let eng = start(&config(port, "ndjson", "kind = \"null\"", ""), true, |_| {});
+    let input = b"{\"key\":1,\"v\":2}\n{\"key\":true,\"v\":2}\n".as_slice();
+    let report = tcp::send(connect(port), input, &SendMode::Ndjson).unwrap();
+    assert_eq!(report.records, 2);
+    assert_eq!(report.errors.len(), 1, "{report:?}");
+    assert!(report.errors[0].contains("line 2"), "{report:?}");
+    assert_eq!(eng.counts(1).get(&1), Some(&1));
+    eng.finish();
+}
