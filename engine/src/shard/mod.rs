@@ -156,7 +156,7 @@ impl<P: Policy> Shard<P> {
         let nf = plan.functions.len();
         Shard {
             id,
-            out: Outputs::new(id, init.outboxes, init.settings.batch_size),
+            out: Outputs::new(id, init.outboxes, init.settings.batch_size, plan.apps.len()),
             inboxes: init.inboxes,
             held: Held::default(),
             runq: RunQueue::new(nf),
@@ -266,11 +266,11 @@ impl<P: Policy> Shard<P> {
     }
 
     /// Backpressure, per app: a source pauses while its app has too much queued on any shard,
-    /// or this shard has too much output staged. A heavy app's backlog never pauses another
-    /// app's sources.
+    /// or too much output staged on this one. A heavy app's backlog never pauses another app's
+    /// sources.
     fn may_ingest(&self, app: usize) -> bool {
         let max = self.settings.max_in_flight;
-        (self.out.staged() as u64) < max && self.signals.iter().all(|s| s.queued_of(app) < max)
+        (self.out.staged_of(app) as u64) < max && self.signals.iter().all(|s| s.queued_of(app) < max)
     }
 
     fn publish_load(&mut self) {

@@ -28,13 +28,15 @@ pub struct Outputs {
     pub local: VecDeque<Batch>,
     seq: Vec<u32>,
     staged: usize,
+    /// Staged envelopes per app (sources pause on their own app's backlog only).
+    staged_by_app: Vec<usize>,
     /// Scratch space of the serializer, reused for every record.
     arena: Arena,
 }
 
 impl Outputs {
     /// Outputs of shard `me` over `outboxes` (None at `me`).
-    pub fn new(me: ShardId, outboxes: Vec<Option<Outbox>>, batch_size: usize) -> Self {
+    pub fn new(me: ShardId, outboxes: Vec<Option<Outbox>>, batch_size: usize, apps: usize) -> Self {
         let n = outboxes.len();
         Outputs {
             me,
@@ -46,6 +48,7 @@ impl Outputs {
             local: VecDeque::new(),
             seq: vec![0; n],
             staged: 0,
+            staged_by_app: vec![0; apps],
             arena: Arena::new(),
         }
     }
@@ -54,6 +57,12 @@ impl Outputs {
     #[inline]
     pub fn staged(&self) -> usize {
         self.staged
+    }
+
+    /// Envelopes of `app` staged and not yet handed to a ring.
+    #[inline]
+    pub fn staged_of(&self, app: usize) -> usize {
+        self.staged_by_app[app]
     }
 
     /// True when nothing is staged or waiting locally.
@@ -67,6 +76,7 @@ impl Outputs {
         h.seq = self.seq[dest];
         self.seq[dest] = self.seq[dest].wrapping_add(1);
         self.staged += 1;
+        self.staged_by_app[h.app as usize] += 1;
     }
 
     /// Stage a record built from `values` for `dest`. Hot path.
@@ -117,12 +127,18 @@ impl Outputs {
     fn send_waiting(&mut self, dest: usize) -> bool {
         let mut sent = false;
         while let Some(b) = self.waiting[dest].pop_front() {
-            let n = b.entries.len();
+            let (n, batch) = (b.entries.len(), &b);
+            for e in &batch.entries {
+                self.staged_by_app[e.header.app as usize] -= 1;
+            }
             if dest == self.me as usize {
                 self.local.push_back(b);
             } else {
                 let ob = self.outboxes[dest].as_mut().expect("mailbox to every other shard");
                 if let Err(b) = ob.try_send(b) {
+                    for e in &b.entries {
+                        self.staged_by_app[e.header.app as usize] += 1;
+                    }
                     self.waiting[dest].push_front(b);
                     break;
                 }
