@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dirigo_actors::envelope::Header;
-use dirigo_actors::ids::{AppId, FunctionId, ShardId};
+use dirigo_actors::ids::{AppId, ShardId};
 use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::{hash_bytes, mix64, Schema};
 use rkyv::api::high::HighSerializer;
@@ -39,7 +39,7 @@ use rkyv::util::AlignedVec;
 use crate::engine::{resolve_shards, run, EngineError, EngineSettings, StopHandle};
 use crate::ingest::{CustomSource, SourceInstance};
 use crate::operator::{ErasedFunction, OperatorInstance};
-use crate::plan::{AppPlan, Edge, FunctionPlan, Input, Partition, Plan, SourcePlan, Upstream};
+use crate::plan::{AppPlan, FunctionPlan, Input, Partition, Plan, SourcePlan, Upstream};
 use crate::policy::{Builtin, Policy};
 use crate::report::{Progress, Summary};
 use crate::sink::{Output, Sink, SinkTarget};
@@ -340,7 +340,6 @@ impl AppBuilder<'_> {
         factory: crate::plan::OperatorFactory,
         is_sink: bool,
     ) -> NodeRef {
-        let id = self.plan.functions.len() as FunctionId;
         let inputs: Vec<Input> = inputs
             .iter()
             .enumerate()
@@ -350,19 +349,11 @@ impl AppBuilder<'_> {
                 partition: if *r == Route::ByKey { Partition::ByKey } else { Partition::Forward },
             })
             .collect();
-        for i in &inputs {
-            let edge = Edge { target: id, port: i.port, partition: i.partition };
-            match i.from {
-                Upstream::Source(s) => self.plan.sources[s].outputs.push(edge),
-                Upstream::Function(f) => self.plan.functions[f as usize].outputs.push(edge),
-            }
-        }
-        let shards = self.plan.derive_shards(&inputs);
-        self.plan.functions.push(FunctionPlan {
+        let id = self.plan.add_function(FunctionPlan {
             app: self.app,
             name: name.to_owned(),
             factory,
-            shards,
+            shards: Vec::new(),
             inputs,
             outputs: Vec::new(),
             input_schema: Schema::default(),

@@ -19,7 +19,7 @@ use crate::config::{
 use crate::engine::{resolve_shards, EngineSettings};
 use crate::ingest::SourceInstance;
 use crate::operator::OperatorInstance;
-use crate::plan::{AppPlan, Edge, FunctionPlan, Input, Partition, Plan, SourcePlan, Upstream};
+use crate::plan::{AppPlan, FunctionPlan, Input, Partition, Plan, SourcePlan, Upstream};
 use crate::shard::ShardSettings;
 use crate::sink::{Sink, SinkTarget};
 use crate::source::{Burst, FileFormat, FileReader, Generator, GeneratorSpec, KeyDistribution};
@@ -258,27 +258,17 @@ impl AppCompiler<'_> {
         is_sink: bool,
         max_lessees: u32,
     ) -> FunctionId {
-        let id = self.plan.functions.len() as FunctionId;
-        for i in &inputs {
-            let edge = Edge { target: id, port: i.port, partition: i.partition };
-            match i.from {
-                Upstream::Source(s) => self.plan.sources[s].outputs.push(edge),
-                Upstream::Function(f) => self.plan.functions[f as usize].outputs.push(edge),
-            }
-        }
-        let shards = self.plan.derive_shards(&inputs);
-        self.plan.functions.push(FunctionPlan {
+        self.plan.add_function(FunctionPlan {
             app: self.id,
             name: name.to_owned(),
             factory,
-            shards,
+            shards: Vec::new(),
             inputs,
             outputs: Vec::new(),
             input_schema,
             is_sink,
             max_lessees,
-        });
-        id
+        })
     }
 
     fn sink(&mut self, index: usize, s: &SinkConfig) -> Res<()> {

@@ -159,6 +159,23 @@ impl Plan {
         (0..self.shards as ShardId).filter(|s| set[*s as usize]).collect()
     }
 
+    /// Add a function or sink: connect its inputs' edges to it and place it on the shards its
+    /// inputs lead to (`f.shards` and `f.outputs` are filled here). Returns its id.
+    pub fn add_function(&mut self, mut f: FunctionPlan) -> FunctionId {
+        let id = self.functions.len() as FunctionId;
+        for i in &f.inputs {
+            let edge = Edge { target: id, port: i.port, partition: i.partition };
+            match i.from {
+                Upstream::Source(s) => self.sources[s].outputs.push(edge),
+                Upstream::Function(up) => self.functions[up as usize].outputs.push(edge),
+            }
+        }
+        f.shards = self.derive_shards(&f.inputs);
+        f.outputs = Vec::new();
+        self.functions.push(f);
+        id
+    }
+
     /// Check the plan's invariants; an error names the node.
     pub fn validate(&self) -> Result<(), String> {
         for (i, f) in self.functions.iter().enumerate() {

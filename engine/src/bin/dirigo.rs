@@ -17,7 +17,11 @@ use dirigo_engine::tcp::{self, client, SendMode};
 
 /// Dirigo: real-time stream processing on self-scaling stateful virtual actors.
 #[derive(Parser, Debug)]
-#[command(name = "dirigo", version, about = "Dirigo: real-time stream processing on self-scaling stateful virtual actors")]
+#[command(
+    name = "dirigo",
+    version,
+    about = "Dirigo: real-time stream processing on self-scaling stateful virtual actors"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -9,7 +9,7 @@ use super::router::broadcast;
 use super::{Shard, COST_SAMPLE};
 use crate::clock::now_ns;
 use crate::mailbox::Batch;
-use crate::policy::{Policy, SchedCx};
+use crate::policy::Policy;
 use crate::runqueue::QEntry;
 
 impl<P: Policy> Shard<P> {
@@ -32,13 +32,7 @@ impl<P: Policy> Shard<P> {
     fn enqueue_batch(&mut self, batch: Batch, from: ShardId) {
         self.check_sequence(&batch, from);
         let now = now_ns();
-        let cx = SchedCx {
-            apps: &self.plan.apps,
-            fn_app: &self.fn_app,
-            cost_ns: &self.cost_ns,
-            cost_to_go_ns: &self.cost_to_go_ns,
-            now_ns: now,
-        };
+        let cx = sched_cx!(self, now);
         let slot = self.held.hold_with(batch, from, |entries, slot| {
             for e in entries {
                 let priority = self.policy.on_enqueue(&e.header, self.arrival, &cx);
@@ -72,13 +66,7 @@ impl<P: Policy> Shard<P> {
     pub(super) fn run_budget(&mut self, budget: usize, now: u64) -> usize {
         let mut ran = 0;
         while ran < budget {
-            let cx = SchedCx {
-                apps: &self.plan.apps,
-                fn_app: &self.fn_app,
-                cost_ns: &self.cost_ns,
-                cost_to_go_ns: &self.cost_to_go_ns,
-                now_ns: now,
-            };
+            let cx = sched_cx!(self, now);
             let Some(f) = self.policy.pick_next(&self.runq, &cx) else { break };
             let e = self.runq.pop(f).expect("picked queue is non-empty");
             self.apply(e);
@@ -112,25 +100,13 @@ impl<P: Policy> Shard<P> {
             let slo = self.plan.apps[fp.app as usize].slo_ns;
             self.stats[fp.app as usize].record_output(t0.saturating_sub(e.header.ingress_ns), slo);
         }
-        let cx = SchedCx {
-            apps: &self.plan.apps,
-            fn_app: &self.fn_app,
-            cost_ns: &self.cost_ns,
-            cost_to_go_ns: &self.cost_to_go_ns,
-            now_ns: t0,
-        };
+        let cx = sched_cx!(self, t0);
         self.policy.pre_apply(&e.header, &cx);
         let payload = self.held.batch(e.slot).payload(e.off, e.len);
         let op = self.ops[f].as_mut().expect("message for a function instance on this shard");
         let mut router = router!(self, &fp.outputs, e.header);
         op.on_data(&e.header, payload, &mut router);
-        let cx = SchedCx {
-            apps: &self.plan.apps,
-            fn_app: &self.fn_app,
-            cost_ns: &self.cost_ns,
-            cost_to_go_ns: &self.cost_to_go_ns,
-            now_ns: t0,
-        };
+        let cx = sched_cx!(self, t0);
         self.policy.post_apply(&e.header, &cx);
         if sampled {
             let dt = now_ns().saturating_sub(t0);

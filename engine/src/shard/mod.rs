@@ -26,6 +26,19 @@ macro_rules! router {
     }};
 }
 
+/// The `SchedCx` the hooks see, at time `$now`, borrowing the shard's fields one by one.
+macro_rules! sched_cx {
+    ($s:ident, $now:expr) => {
+        crate::policy::SchedCx {
+            apps: &$s.plan.apps,
+            fn_app: &$s.fn_app,
+            cost_ns: &$s.cost_ns,
+            cost_to_go_ns: &$s.cost_to_go_ns,
+            now_ns: $now,
+        }
+    };
+}
+
 mod apply;
 mod held;
 mod ingress;
@@ -46,7 +59,7 @@ use crate::mailbox::{Inbox, Outbox};
 use crate::metrics::{AppStats, ShardReport};
 use crate::operator::OperatorInstance;
 use crate::plan::{InstanceCx, Plan};
-use crate::policy::{Policy, SchedCx};
+use crate::policy::Policy;
 use crate::runqueue::RunQueue;
 use crate::signal::{Doorbell, ShardSignal};
 
@@ -329,13 +342,7 @@ impl<P: Policy> Shard<P> {
         for op in self.ops.iter_mut().flatten() {
             op.flush();
         }
-        let cx = SchedCx {
-            apps: &self.plan.apps,
-            fn_app: &self.fn_app,
-            cost_ns: &self.cost_ns,
-            cost_to_go_ns: &self.cost_to_go_ns,
-            now_ns: now,
-        };
+        let cx = sched_cx!(self, now);
         self.policy.on_tick(&cx);
     }
 
