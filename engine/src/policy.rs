@@ -154,6 +154,9 @@ pub struct Fair {
     vtime: Vec<u64>,
     /// The pick at which each app last had queued work (one pass, nothing to clear per pick).
     seen: Vec<u64>,
+    /// 2^20 / weight of each app: virtual time advances by cost * this >> 10 (no division per
+    /// message).
+    inv_weight: Vec<u64>,
     picks: u64,
     /// System virtual time: the start tag of the app picked last.
     system: u64,
@@ -161,10 +164,11 @@ pub struct Fair {
 
 impl Fair {
     #[inline]
-    fn grow(&mut self, apps: usize) {
-        if self.vtime.len() < apps {
-            self.vtime.resize(apps, 0);
-            self.seen.resize(apps, 0);
+    fn grow(&mut self, apps: &[AppPlan]) {
+        if self.vtime.len() < apps.len() {
+            self.vtime.resize(apps.len(), 0);
+            self.seen.resize(apps.len(), 0);
+            self.inv_weight = apps.iter().map(|a| (1u64 << 20) / a.weight.max(1) as u64).collect();
         }
     }
 }
@@ -180,7 +184,7 @@ impl Policy for Fair {
     /// idleness earns no credit.
     #[inline]
     fn pick_next(&mut self, q: &RunQueue, cx: &SchedCx<'_>) -> Option<FunctionId> {
-        self.grow(cx.apps.len());
+        self.grow(cx.apps);
         self.picks += 1;
         let mut best: Option<((u64, u64), FunctionId)> = None;
         for &f in q.active() {
@@ -201,10 +205,9 @@ impl Policy for Fair {
 
     #[inline]
     fn post_apply(&mut self, h: &Header, cx: &SchedCx<'_>) {
-        self.grow(cx.apps.len());
-        let weight = cx.apps[h.app as usize].weight.max(1) as u64;
+        self.grow(cx.apps);
         let cost = cx.cost_ns[h.function as usize].max(1);
-        self.vtime[h.app as usize] += cost * 1024 / weight;
+        self.vtime[h.app as usize] += (cost * self.inv_weight[h.app as usize]) >> 10;
     }
 }
 
