@@ -103,8 +103,10 @@ impl<P: Policy> Shard<P> {
                 break; // a socket source has nothing buffered or readable now
             }
             // Open-loop sources are stamped with their schedule, so queueing behind a slow
-            // engine counts as latency (no coordinated omission).
-            let ingress = if due == 0 { now_ns() } else { started + due };
+            // engine counts as latency (no coordinated omission). Unscheduled ones (rate 0,
+            // files, sockets) with the time of this poll: one clock read per poll, not per
+            // event, at the price of at most one poll's duration (microseconds) of extra latency.
+            let ingress = if due == 0 { now } else { started + due };
             self.ingest(i, p, ingress);
             n += 1;
         }
