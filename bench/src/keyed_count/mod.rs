@@ -1,6 +1,7 @@
 //! Scenario `keyed-count`: workload W1 — a generator of 10,000 uniform keys -> map -> keyed count
-//! -> latency sink on 2 shards — on Dirigo and on a hand-written reference pipeline of 2 pinned
-//! threads (FACTS.md's "hardware-ish" limit), interleaved in one process.
+//! -> latency sink on 2 shards — on Dirigo, on a hand-written reference pipeline of 2 pinned
+//! threads (FACTS.md's "hardware-ish" limit) and on timely-dataflow (2 pinned workers, exchange by
+//! key), interleaved in one process.
 //!
 //! It isolates the engine's per-event overhead (routing, batching, mailboxes, scheduling, the
 //! shard loop) against the least a 2-core pipeline must do for the same work. Two loads:
@@ -10,7 +11,7 @@
 //!   time (no coordinated omission) to the sink.
 //!
 //! Each (load, system) runs `repeats` times, alternating which system goes first; the table shows
-//! medians and the ratios Dirigo/baseline.
+//! medians and the ratios Dirigo/baseline, Dirigo/timely and timely/baseline.
 //!
 //! ```text
 //! cargo run --release -p dirigo-bench -- keyed-count            # about 1 min
@@ -22,6 +23,7 @@
 
 mod baseline;
 pub mod dirigo;
+mod timely;
 
 use dirigo_engine::report::LatencyUs;
 use serde::Serialize;
@@ -35,7 +37,7 @@ use crate::Opts;
 pub struct Workload {
     /// Distinct keys, drawn uniformly.
     pub keys: u64,
-    /// Shards (Dirigo) or pinned threads (baseline).
+    /// Shards (Dirigo), pinned threads (baseline) or workers (timely).
     pub shards: usize,
     /// Generator seed.
     pub seed: u64,
@@ -79,18 +81,22 @@ pub enum System {
     Dirigo,
     /// Two pinned threads and an rtrb ring of recycled batches.
     Baseline,
+    /// timely-dataflow: 2 pinned workers, map, exchange by key, a `unary` keyed count.
+    Timely,
 }
 
 impl System {
     /// Every system, the one the ratios are about first.
-    const ALL: [System; 2] = [System::Dirigo, System::Baseline];
-    /// The reference every ratio divides by.
-    const REFERENCE: System = System::Baseline;
+    const ALL: [System; 3] = [System::Dirigo, System::Baseline, System::Timely];
+    /// The ratios reported, as (system, reference): the system's medians over the reference's.
+    const RATIOS: [(System, System); 3] =
+        [(System::Dirigo, System::Baseline), (System::Dirigo, System::Timely), (System::Timely, System::Baseline)];
 
     fn name(self) -> &'static str {
         match self {
             System::Dirigo => "dirigo",
             System::Baseline => "baseline",
+            System::Timely => "timely",
         }
     }
 
@@ -98,6 +104,7 @@ impl System {
         match self {
             System::Dirigo => dirigo::run(load, w),
             System::Baseline => baseline::run(load, w),
+            System::Timely => timely::run(load, w),
         }
     }
 }
@@ -259,18 +266,17 @@ fn summarise(plan: &Plan, runs: &[Run]) -> (Vec<MedianRow>, Vec<RatioRow>) {
 }
 
 fn ratios(medians: &[MedianRow]) -> Vec<RatioRow> {
-    let reference = System::REFERENCE.name();
-    let refs = medians.iter().filter(|m| m.system == reference);
-    let pairs = refs.flat_map(|b| {
-        medians
-            .iter()
-            .filter(move |m| m.system != reference && m.load == b.load && m.offered_eps == b.offered_eps)
-            .map(move |a| (a, b))
-    });
-    pairs
+    let find = |system: System, load: &str, offered: u64| {
+        medians.iter().find(|m| m.system == system.name() && m.load == load && m.offered_eps == offered)
+    };
+    // Per load (in the order run), every pair of `System::RATIOS` that has both medians.
+    let loads = medians.iter().filter(|m| m.system == System::ALL[0].name());
+    loads
+        .flat_map(|l| System::RATIOS.iter().map(move |&(s, r)| (l, s, r)))
+        .filter_map(|(l, s, r)| Some((find(s, l.load, l.offered_eps)?, find(r, l.load, l.offered_eps)?)))
         .map(|(a, b)| RatioRow {
             system: a.system,
-            reference,
+            reference: b.system,
             load: a.load,
             offered_eps: a.offered_eps,
             throughput: ratio(a.throughput_eps, b.throughput_eps),
