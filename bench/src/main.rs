@@ -2,13 +2,14 @@
 //!
 //! Every scenario prints a table and writes `OUT/SCENARIO.json` (fields in `bench/README.md`):
 //!
-//! - [`keyed_count`]: workload W1 on Dirigo vs a hand-written 2-thread pipeline: maximum
-//!   throughput and open-loop latency at fixed rates.
+//! - [`keyed_count`]: workload W1 on Dirigo vs a hand-written 2-thread pipeline and
+//!   timely-dataflow: maximum throughput and open-loop latency at fixed rates.
 //! - [`mailbox`]: the cross-shard mailbox round trip (busy, idle, loaded) vs glommio's
 //!   `shared_channel`.
 //! - [`idle`]: CPU used by an engine that has (almost) nothing to do.
 //! - [`hooks`]: CPU ns per message of each scheduling policy against hooks compiled out.
 //! - [`tenants`]: a latency-critical app beside a heavy bursty one, under each policy.
+//! - [`nexmark`]: NEXMark Q1, Q2, Q5, Q7, Q8, each checked against a sequential reference.
 //!
 //! ```text
 //! cargo run --release -p dirigo-bench -- keyed-count [--quick] [--out bench/results]
@@ -18,6 +19,7 @@ mod hooks;
 mod idle;
 mod keyed_count;
 mod mailbox;
+mod nexmark;
 mod report;
 mod sys;
 mod tenants;
@@ -55,6 +57,8 @@ enum Scenario {
     Hooks,
     /// Multi-tenant: a 1 ms-SLO app beside a heavy bursty app, per policy.
     Tenants,
+    /// NEXMark queries 1, 2, 5, 7, 8 on 2 shards, each checked against a sequential reference.
+    Nexmark,
 }
 
 impl Scenario {
@@ -65,6 +69,7 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Hooks => "hooks",
             Scenario::Tenants => "tenants",
+            Scenario::Nexmark => "nexmark",
         }
     }
 }
@@ -86,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Idle => idle::run(opts)?,
         Scenario::Hooks => hooks::run_scenario(opts)?,
         Scenario::Tenants => tenants::run_scenario(opts)?,
+        Scenario::Nexmark => nexmark::run_scenario(opts)?,
     };
     let name = cli.scenario.name();
     let doc = report::envelope(name, opts, started.elapsed(), json);

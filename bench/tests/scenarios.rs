@@ -86,3 +86,17 @@ fn tenants_quick() {
         }
     }
 }
+
+#[test]
+fn nexmark_quick_matches_its_references() {
+    let r = quick("nexmark");
+    assert!(r["events"].as_u64().is_some_and(|n| n > 0));
+    let queries = r["queries"].as_array().expect("queries");
+    let names: Vec<&str> = queries.iter().filter_map(|q| q["query"].as_str()).collect();
+    assert_eq!(names, ["q1", "q2", "q5", "q7", "q8"]);
+    for q in queries {
+        assert_eq!(q["matches_reference"], true, "{q}");
+        assert!(q["events_per_s"].as_f64().is_some_and(|x| x > 0.0) && q["outputs"].as_u64().is_some(), "{q}");
+        assert!(q["latency_us"]["p50"].as_f64().is_some() && q["latency_us"]["p99"].as_f64().is_some(), "{q}");
+    }
+}
