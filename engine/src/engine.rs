@@ -74,14 +74,26 @@ pub struct StopHandle {
 }
 
 impl StopHandle {
-    /// Ask the engine to stop.
-    pub fn stop(&self) {
-        self.flag.store(true, Ordering::SeqCst);
+    /// Ring every shard's doorbell (a parked shard wakes and re-checks its work).
+    fn ring_all(&self) {
         for s in self.signals.lock().expect("stop handle").iter() {
             s.wake();
         }
     }
+
+    /// Ask the engine to stop.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.ring_all();
+    }
 }
+
+/// How often the controller rings every shard's doorbell. Mail always rings a parked receiver's
+/// doorbell and parks are bounded; yet on oversubscribed CPUs (shards > CPUs) we saw, rarely, a
+/// glommio executor stay asleep with work pending until a doorbell rang from another thread.
+/// This safety net bounds such a stall to this period, at the cost of a few spurious wake-ups
+/// per second on an idle shard.
+const WATCHDOG: Duration = Duration::from_millis(200);
 
 /// Number of shards to run for `requested` (0 = one per online CPU).
 pub fn resolve_shards(requested: usize) -> usize {
@@ -146,6 +158,13 @@ fn spawn_shards<P: Policy + Clone + Send>(
     let n = plan.shards;
     let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
     let pin = settings.pin && n <= cpus;
+    // Unpinned shards share CPUs: a shard spinning for mail would hold a CPU that the shard with
+    // the work needs (glommio likewise ignores `spin_before_park` when unpinned), so they park
+    // at once.
+    let mut shard_settings = settings.shard;
+    if !pin {
+        shard_settings.spin = Duration::ZERO;
+    }
     let mut handles = Vec::with_capacity(n);
     let parts = mesh.outboxes.into_iter().zip(mesh.inboxes).zip(doorbells);
     for (i, ((outboxes, inboxes), doorbell)) in parts.enumerate() {
@@ -157,7 +176,7 @@ fn spawn_shards<P: Policy + Clone + Send>(
             signals: signals.clone(),
             doorbell,
             policy: policy.clone(),
-            settings: settings.shard,
+            settings: shard_settings,
             stop: stop.flag.clone(),
             reports: tx.clone(),
         };
@@ -189,11 +208,12 @@ fn collect(
     let mut next = started + period;
     let mut remaining = n;
     let mut missed_wakeups = 0;
+    let mut last_ring = Instant::now();
     while remaining > 0 {
         if settings.run_for.is_some_and(|d| started.elapsed() >= d) {
             stop.stop();
         }
-        let wait = next.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+        let wait = next.saturating_duration_since(Instant::now()).min(WATCHDOG);
         if let Ok(r) = rx.recv_timeout(wait) {
             for (a, s) in r.apps.iter().enumerate() {
                 totals[a].add(s);
@@ -201,6 +221,10 @@ fn collect(
             }
             remaining -= r.last as usize;
             missed_wakeups += r.missed_wakeups;
+        }
+        if last_ring.elapsed() >= WATCHDOG {
+            stop.ring_all();
+            last_ring = Instant::now();
         }
         if Instant::now() >= next {
             on_progress(&Progress::new(plan, &interval, started.elapsed(), period));

@@ -59,7 +59,7 @@ pub struct Summary {
     /// CPU time (user + system) the process used during the run.
     pub cpu_seconds: f64,
     /// Parks that ended on their safety timeout with mail already waiting: wake-ups that were
-    /// lost (by the executor) and recovered within 50 ms. Should be 0.
+    /// lost (by the executor) and recovered within 200 ms. Should be 0.
     pub missed_wakeups: u64,
 }
 

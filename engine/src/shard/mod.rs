@@ -84,7 +84,7 @@ const TURN_BUDGET: usize = 64;
 /// executor's ring at this period. Mail always rings the doorbell; this bounds the damage if a
 /// wake-up is lost anyway (glommio can park an executor with a runnable task, see FACTS.md), and
 /// `missed_wakeups` counts every time it was needed.
-const MAX_PARK: Duration = Duration::from_millis(50);
+const MAX_PARK: Duration = Duration::from_millis(200);
 /// One in this many messages is timed to estimate service costs.
 const COST_SAMPLE: u64 = 16;
 
@@ -256,8 +256,10 @@ impl<P: Policy> Shard<P> {
                 glommio::yield_if_needed().await;
                 continue;
             }
+            // The idle clock keeps running across the park: a wake-up that finds nothing to do
+            // (a timer, the controller's watchdog ring) parks again without spinning; progress
+            // resets it.
             self.park(wake_at.saturating_sub(now)).await;
-            idle_since = None;
         }
         self.flush_sinks();
         self.report(true);
