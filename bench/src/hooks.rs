@@ -10,9 +10,9 @@
 //! Reported: CPU ns per message (3 messages per event: map, count, sink) per policy, the median
 //! over rounds, and the difference to `Bare` (target: at most 50 ns per message).
 
-use dirigo_engine::compile::{compile, settings};
+use dirigo_engine::compile::run_config;
 use dirigo_engine::config::Config;
-use dirigo_engine::engine::{run, StopHandle};
+use dirigo_engine::engine::StopHandle;
 use dirigo_engine::policy::{Bare, Builtin, Policy};
 use serde_json::{json, Value};
 
@@ -58,9 +58,7 @@ input = "count"
 /// CPU ns per message of one closed-loop run under `policy`.
 fn ns_per_message<P: Policy + Clone + Send>(policy: P, events: u64) -> anyhow::Result<f64> {
     let config = Config::parse(&config(events), "hooks.toml")?;
-    let plan = compile(&config, 1)?;
-    let s = settings(&config);
-    let summary = run(plan, &s, policy, StopHandle::default(), |_| {})?;
+    let summary = run_config(&config, 1, policy, StopHandle::default())?;
     // The controller thread sleeps in a receive loop; the shard's CPU time dominates.
     Ok(summary.cpu_seconds * 1e9 / (summary.apps[0].events_in as f64 * MESSAGES_PER_EVENT))
 }

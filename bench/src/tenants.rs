@@ -11,9 +11,9 @@
 //! behind the burst's backlog; deadline-aware policies (edf, laxity) and weighted shares (fair,
 //! weight 8 vs 1) should keep it within its SLO.
 
-use dirigo_engine::compile::{compile, settings};
+use dirigo_engine::compile::run_config;
 use dirigo_engine::config::Config;
-use dirigo_engine::engine::{run, StopHandle};
+use dirigo_engine::engine::StopHandle;
 use dirigo_engine::policy::{Builtin, POLICY_NAMES};
 use dirigo_engine::report::Summary;
 use serde_json::{json, Value};
@@ -68,17 +68,15 @@ kind = "latency"
 input = "per_sensor"
 "#;
 
-fn run_config(text: &str, policy: &str) -> anyhow::Result<Summary> {
+fn run_text(text: &str, policy: &str) -> anyhow::Result<Summary> {
     let config = Config::parse(text, "tenants.toml")?;
-    let plan = compile(&config, 2)?;
-    let s = settings(&config);
-    Ok(run(plan, &s, Builtin::by_name(policy).expect("policy"), StopHandle::default(), |_| {})?)
+    Ok(run_config(&config, 2, Builtin::by_name(policy).expect("policy"), StopHandle::default())?)
 }
 
 /// Events/s the heavy app sustains alone, closed loop.
 fn capacity(events: u64) -> anyhow::Result<f64> {
     let text = HEAVY.replace("RATE", &format!("rate = 0\nevents = {events}"));
-    Ok(run_config(&text, "fifo")?.apps[0].throughput_eps)
+    Ok(run_text(&text, "fifo")?.apps[0].throughput_eps)
 }
 
 fn workload(capacity: f64, secs: f64) -> String {
@@ -103,7 +101,7 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
     let mut results: Vec<Vec<Summary>> = vec![Vec::new(); POLICY_NAMES.len()];
     for _ in 0..rounds {
         for (i, p) in POLICY_NAMES.iter().enumerate() {
-            results[i].push(run_config(&text, p)?);
+            results[i].push(run_text(&text, p)?);
         }
     }
     let mut table = Table::new(&["policy", "app", "satisfaction", "p50 us", "p99 us", "events out"]);

@@ -43,6 +43,28 @@ pub fn settings(config: &Config) -> EngineSettings {
     }
 }
 
+/// Why a config could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+}
+
+/// Compile `config` for `shards` shards (0: the config's own setting) and run it to completion
+/// with `policy`: the one call for programs and benchmarks that start from a config.
+pub fn run_config<P: crate::policy::Policy + Clone + Send>(
+    config: &Config,
+    shards: usize,
+    policy: P,
+    stop: crate::engine::StopHandle,
+) -> Result<crate::report::Summary, RunError> {
+    let shards = if shards == 0 { config.engine.shards } else { shards };
+    let plan = compile(config, shards)?;
+    Ok(crate::engine::run(plan, &settings(config), policy, stop, |_| {})?)
+}
+
 /// Compile every app of `config` for `shards` shards.
 pub fn compile(config: &Config, shards: usize) -> Result<Plan, ConfigError> {
     let mut plan = Plan { shards: resolve_shards(shards), ..Plan::default() };

@@ -13,7 +13,7 @@ use crate::mailbox::Mesh;
 use crate::metrics::{AppStats, ShardReport};
 use crate::plan::Plan;
 use crate::policy::Policy;
-use crate::report::{AppSummary, Progress, Summary};
+use crate::report::{Progress, Summary};
 use crate::shard::{Shard, ShardInit, ShardSettings};
 use crate::signal::ShardSignal;
 
@@ -244,6 +244,3 @@ pub fn cpu_seconds() -> f64 {
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     t(u.ru_utime) + t(u.ru_stime)
 }
-
-/// Keep `AppSummary` reachable from here for the docs.
-pub type AppResult = AppSummary;

@@ -5,9 +5,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use dirigo_engine::compile::{compile, settings};
 use dirigo_engine::config::Config;
-use dirigo_engine::engine::{run as run_engine, StopHandle};
+use dirigo_engine::engine::StopHandle;
 use dirigo_engine::policy::Builtin;
 
 use super::{Load, Measurement, Workload};
@@ -65,11 +64,10 @@ input = "counts"
 /// Parse, compile and run `text` under a [`Watchdog`] of `limit`; the summary and its only app.
 pub fn run_config(text: &str, limit: Duration) -> anyhow::Result<(dirigo_engine::report::Summary, Measurement)> {
     let config = Config::parse(text, "keyed-count.toml").map_err(|e| anyhow!("{e}"))?;
-    let plan = compile(&config, config.engine.shards).map_err(|e| anyhow!("{e}"))?;
     let policy = Builtin::by_name(config.engine.policy.name()).context("unknown policy")?;
     let stop = StopHandle::default();
     let watchdog = Watchdog::start(stop.clone(), limit);
-    let summary = run_engine(plan, &settings(&config), policy, stop, |_| {})?;
+    let summary = dirigo_engine::compile::run_config(&config, 0, policy, stop)?;
     let stalled = watchdog.finish();
     let app = summary.apps.first().context("the config has one app")?;
     let m = Measurement {

@@ -33,7 +33,7 @@ impl<P: Policy> Shard<P> {
         self.check_sequence(&batch, from);
         let now = now_ns();
         let cx = sched_cx!(self, now);
-        let slot = self.held.hold_with(batch, from, |entries, slot| {
+        self.held.hold_with(batch, from, |entries, slot| {
             for e in entries {
                 let priority = self.policy.on_enqueue(&e.header, self.arrival, &cx);
                 self.runq.push(QEntry {
@@ -47,7 +47,6 @@ impl<P: Policy> Shard<P> {
                 self.arrival += 1;
             }
         });
-        let _ = slot;
     }
 
     /// Protocol invariant (debug builds): every channel delivers its envelopes exactly once, in

@@ -35,14 +35,13 @@ impl Held {
     }
 
     /// Hold `batch`, letting `f` see its entries and the slot they will live in.
-    pub fn hold_with(&mut self, batch: Batch, from: ShardId, f: impl FnOnce(&[crate::mailbox::Entry], u32)) -> u32 {
+    pub fn hold_with(&mut self, batch: Batch, from: ShardId, f: impl FnOnce(&[crate::mailbox::Entry], u32)) {
         if batch.entries.is_empty() {
-            return u32::MAX;
+            return;
         }
         let slot = self.hold(batch, from);
         let s = self.slots[slot as usize].as_ref().expect("just held");
         f(&s.batch.entries, slot);
-        slot
     }
 
     /// The batch in `slot`.
