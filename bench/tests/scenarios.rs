@@ -1,5 +1,6 @@
 //! Every benchmark scenario runs in its short mode (`--quick`) and writes a JSON document with
-//! the fields `bench/README.md` documents. Figures from these runs are not for comparison (debug
+//! the fields `bench/README.md` documents, and an SVG figure beside it whose legends name the
+//! expected series. Figures from these runs are not for comparison (debug
 //! build, seconds of work): this checks that the scenarios work and keep their format.
 
 use std::path::PathBuf;
@@ -7,8 +8,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
-/// Run `dirigo-bench SCENARIO --quick` into a fresh directory and return its JSON document.
-fn quick(scenario: &str) -> Value {
+/// Run `dirigo-bench SCENARIO --quick` into a fresh directory, check its SVG figure names every
+/// one of `series`, and return its JSON document's `results`.
+fn quick(scenario: &str, series: &[&str]) -> Value {
     let out: PathBuf = std::env::temp_dir().join(format!("dirigo-bench-{}-{scenario}", std::process::id()));
     let status = Command::new(env!("CARGO_BIN_EXE_dirigo-bench"))
         .args([scenario, "--quick", "--out"])
@@ -18,7 +20,9 @@ fn quick(scenario: &str) -> Value {
     assert!(status.success(), "{scenario} failed");
     let text = std::fs::read_to_string(out.join(format!("{scenario}.json"))).expect("the JSON file");
     let doc: Value = serde_json::from_str(&text).expect("valid JSON");
+    let svg = std::fs::read_to_string(out.join(format!("{scenario}.svg"))).expect("the SVG file");
     let _ = std::fs::remove_dir_all(&out);
+    assert_svg(scenario, &svg, series);
     assert_eq!(doc["scenario"], scenario);
     assert_eq!(doc["quick"], true);
     assert!(doc["elapsed_seconds"].as_f64().is_some() && doc["unix_time"].as_u64().is_some());
@@ -27,6 +31,25 @@ fn quick(scenario: &str) -> Value {
         assert!(doc["machine"][k].as_f64().is_some(), "machine.{k}");
     }
     doc["results"].clone()
+}
+
+/// A well-formed SVG document (one `<svg>` root, every element closed) that contains each name.
+fn assert_svg(scenario: &str, svg: &str, names: &[&str]) {
+    let svg = svg.trim();
+    assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"), "{scenario}: not an SVG document");
+    let mut open: Vec<&str> = Vec::new();
+    for tag in svg.split('<').skip(1).map(|t| &t[..t.find('>').expect("a closed tag")]) {
+        let name = |t: &str| t.split_whitespace().next().unwrap_or("").trim_end_matches('/').to_owned();
+        if let Some(closing) = tag.strip_prefix('/') {
+            assert_eq!(open.pop().map(name), Some(closing.to_owned()), "{scenario}: unbalanced </{closing}>");
+        } else if !tag.ends_with('/') && !tag.starts_with('?') && !tag.starts_with('!') {
+            open.push(tag);
+        }
+    }
+    assert!(open.is_empty(), "{scenario}: unclosed elements {open:?}");
+    for n in names {
+        assert!(svg.contains(n), "{scenario}: series {n:?} missing from the SVG");
+    }
 }
 
 fn has(v: &Value, path: &str) -> bool {
@@ -41,7 +64,7 @@ fn assert_fields(scenario: &str, v: &Value, paths: &[&str]) {
 
 #[test]
 fn keyed_count_quick() {
-    let r = quick("keyed-count");
+    let r = quick("keyed-count", &["dirigo", "baseline", "timely", "p99 @ 200k/s"]);
     assert_fields(
         "keyed-count",
         &r,
@@ -52,19 +75,19 @@ fn keyed_count_quick() {
 
 #[test]
 fn mailbox_quick() {
-    let r = quick("mailbox");
+    let r = quick("mailbox", &["dirigo-mailbox", "glommio-channel", "atomic"]);
     assert_fields("mailbox", &r, &["busy_spin_us", "medians", "ratios", "target.busy_p50_us", "target.met"]);
 }
 
 #[test]
 fn idle_quick() {
-    let r = quick("idle");
+    let r = quick("idle", &["spin default", "spin 0s", "target"]);
     assert_fields("idle", &r, &["rate_eps", "seconds", "shards", "target_cpu_percent", "runs", "medians"]);
 }
 
 #[test]
 fn hooks_quick() {
-    let r = quick("hooks");
+    let r = quick("hooks", &["bare", "laxity", "ns added vs bare"]);
     assert_fields("hooks", &r, &["events", "rounds", "messages_per_event", "policies"]);
     let names: Vec<&str> =
         r["policies"].as_array().expect("policies").iter().filter_map(|p| p["policy"].as_str()).collect();
@@ -76,7 +99,7 @@ fn hooks_quick() {
 
 #[test]
 fn tenants_quick() {
-    let r = quick("tenants");
+    let r = quick("tenants", &["critical", "heavy", "fifo", "fair"]);
     assert_fields("tenants", &r, &["capacity_eps", "seconds", "rounds", "results"]);
     let rows = r["results"].as_array().expect("results");
     assert_eq!(rows.len(), 8, "4 policies x 2 apps");
@@ -89,7 +112,7 @@ fn tenants_quick() {
 
 #[test]
 fn nexmark_quick_matches_its_references() {
-    let r = quick("nexmark");
+    let r = quick("nexmark", &["q1", "q8", "dirigo (2 shards)", "sequential reference (1 thread)"]);
     assert!(r["events"].as_u64().is_some_and(|n| n > 0));
     let queries = r["queries"].as_array().expect("queries");
     let names: Vec<&str> = queries.iter().filter_map(|q| q["query"].as_str()).collect();
@@ -98,5 +121,54 @@ fn nexmark_quick_matches_its_references() {
         assert_eq!(q["matches_reference"], true, "{q}");
         assert!(q["events_per_s"].as_f64().is_some_and(|x| x > 0.0) && q["outputs"].as_u64().is_some(), "{q}");
         assert!(q["latency_us"]["p50"].as_f64().is_some() && q["latency_us"]["p99"].as_f64().is_some(), "{q}");
+    }
+}
+
+#[test]
+fn slo_quick() {
+    let r = quick("slo", &["serverful critical", "dirigo heavy-a", "shard-seconds occupied"]);
+    assert_fields("slo", &r, &["shards", "capacity_eps", "seconds", "rounds", "interval_ms", "setups", "results"]);
+    let rows = r["results"].as_array().expect("results");
+    assert_eq!(rows.len(), 6, "2 setups x 3 apps");
+    for row in rows {
+        for k in ["satisfaction", "p50_us", "p99_us", "events_out", "shard_seconds"] {
+            assert!(row[k].as_f64().is_some(), "{k} in {row}");
+        }
+        for k in ["shard_seconds_measured", "lessees_peak", "lessees_created", "scale_up_p99_us", "runs"] {
+            assert!(row.get(k).is_some(), "{k} in {row}");
+        }
+    }
+    for s in r["setups"].as_array().expect("setups") {
+        assert!(s["cpu_seconds"].as_f64().is_some_and(|x| x > 0.0), "{s}");
+    }
+    let timelines = r["timelines"].as_array().expect("timelines");
+    assert_eq!(timelines.len(), 6);
+    assert!(timelines.iter().any(|t| t["points"].as_array().is_some_and(|p| !p.is_empty())));
+}
+
+#[test]
+fn scaling_quick() {
+    let r = quick("scaling", &["events/s", "p99", "barrier p99"]);
+    assert_fields(
+        "scaling",
+        &r,
+        &["lessee_sweep.shards", "lessee_sweep.rows", "state_sweep.rows", "scale_up.target_p99_us"],
+    );
+    let sweep = r["lessee_sweep"]["rows"].as_array().expect("rows");
+    assert_eq!(
+        sweep.iter().map(|x| x["max_lessees"].as_u64()).collect::<Vec<_>>(),
+        [Some(0), Some(1), Some(2), Some(3)]
+    );
+    for row in sweep {
+        for k in ["throughput_eps", "p50_us", "p99_us", "offered_eps", "satisfaction"] {
+            assert!(row[k].as_f64().is_some(), "{k} in {row}");
+        }
+    }
+    let state = r["state_sweep"]["rows"].as_array().expect("rows");
+    assert_eq!(state.len(), 2);
+    for row in state {
+        for k in ["keys", "window_ms", "events", "barrier_us", "partial_bytes_per_barrier", "throughput_eps"] {
+            assert!(row.get(k).is_some(), "{k} in {row}");
+        }
     }
 }
