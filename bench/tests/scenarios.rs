@@ -1,22 +1,44 @@
 //! Every benchmark scenario runs in its short mode (`--quick`) and writes a JSON document with
 //! the fields `bench/README.md` documents, and an SVG figure beside it whose legends name the
-//! expected series. Figures from these runs are not for comparison (debug
-//! build, seconds of work): this checks that the scenarios work and keep their format.
+//! expected series. They run one at a time (each pins CPUs 0 and 1), each killed if it hangs.
+//! Figures from these runs are not for comparison (debug build, seconds of work): this checks
+//! that the scenarios work and keep their format.
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// Held while a scenario runs.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// A quick run that takes longer than this has hung (they take seconds; debug builds, minutes).
+const TIME_LIMIT: Duration = Duration::from_secs(300);
 
 /// Run `dirigo-bench SCENARIO --quick` into a fresh directory, check its SVG figure names every
 /// one of `series`, and return its JSON document's `results`.
 fn quick(scenario: &str, series: &[&str]) -> Value {
+    // Every scenario pins its threads to CPUs 0 and 1: run them one at a time.
+    let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let out: PathBuf = std::env::temp_dir().join(format!("dirigo-bench-{}-{scenario}", std::process::id()));
-    let status = Command::new(env!("CARGO_BIN_EXE_dirigo-bench"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dirigo-bench"))
         .args([scenario, "--quick", "--out"])
         .arg(&out)
-        .status()
+        .spawn()
         .expect("dirigo-bench runs");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for dirigo-bench") {
+            break status;
+        }
+        if started.elapsed() > TIME_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{scenario} --quick still running after {TIME_LIMIT:?}: killed (an engine hang?)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(status.success(), "{scenario} failed");
     let text = std::fs::read_to_string(out.join(format!("{scenario}.json"))).expect("the JSON file");
     let doc: Value = serde_json::from_str(&text).expect("valid JSON");
