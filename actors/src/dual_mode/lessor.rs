@@ -58,10 +58,11 @@ struct Slot<M> {
     in_flight: VecDeque<(Seq, M)>,
 }
 
-/// A message that arrived on a channel after that channel delivered the current barrier.
+/// A message that arrived on a channel after that channel delivered the current barrier; a
+/// regular one keeps the placement the policy chose on arrival, followed when it replays.
 #[derive(Debug)]
 enum Arrival<M> {
-    Regular { channel: ChannelId, msg: M },
+    Regular { channel: ChannelId, msg: M, decision: Decision },
     Barrier { channel: ChannelId, barrier: BarrierId, critical: Option<M> },
 }
 
@@ -155,6 +156,17 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
         }
     }
 
+    /// The work `run_next` would run next.
+    pub fn next_work(&self) -> Option<&Work<M>> {
+        self.local.front()
+    }
+
+    /// The full sequence number of a forward whose low 32 bits are `low` (an engine may carry
+    /// only those): forwards answered are among the last 2^32 sent.
+    pub fn widen_seq(&self, low: u32) -> Seq {
+        self.next_seq - u64::from((self.next_seq as u32).wrapping_sub(low))
+    }
+
     /// The last barrier whose critical messages all ran.
     pub fn last_barrier(&self) -> Option<BarrierId> {
         self.last_barrier
@@ -194,7 +206,11 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
         out: &mut Vec<Command<S, M>>,
     ) -> Result<(), ProtocolError> {
         match control {
-            Control::Accept { seq } => self.answered(from, seq).map(drop),
+            Control::Accept { seq } => {
+                let msg = self.answered(from, seq)?;
+                out.push(Command::Done { msg });
+                Ok(())
+            }
             Control::Refuse { seq } => {
                 let msg = self.answered(from, seq)?;
                 self.enqueue(Work::Regular(msg), out);
@@ -271,7 +287,7 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
         match self.mode {
             Mode::Runnable => self.dispatch(msg, decision, out),
             _ if self.held_back(channel) => {
-                self.buffered.push_back(Arrival::Regular { channel, msg });
+                self.buffered.push_back(Arrival::Regular { channel, msg, decision });
             }
             // Blocked, and this channel has not delivered the barrier: the message precedes
             // it, so it runs before the critical messages, here (no forwarding while blocked).
@@ -489,12 +505,12 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
         }
     }
 
-    /// Replays buffered arrivals in arrival order, as if they arrived now (regular ones run
-    /// here). A replayed barrier may block again and re-buffer the arrivals behind it.
+    /// Replays buffered arrivals in arrival order, as if they arrived now (regular ones with
+    /// the placement chosen on arrival, which may forward them). A replayed barrier may block again and re-buffer the arrivals behind it.
     fn drain_replay(&mut self, out: &mut Vec<Command<S, M>>) -> Result<(), ProtocolError> {
         while let Some(arrival) = self.replaying.pop_front() {
             match arrival {
-                Arrival::Regular { channel, msg } => self.accept_regular(channel, msg, Decision::Local, out)?,
+                Arrival::Regular { channel, msg, decision } => self.accept_regular(channel, msg, decision, out)?,
                 Arrival::Barrier { channel, barrier, critical } => {
                     self.accept_barrier(channel, barrier, critical, out)?
                 }
