@@ -49,6 +49,35 @@ impl RouteCx {
     }
 }
 
+pub use dirigo_actors::dual_mode::Admission;
+
+/// What `on_offer` sees when a lessee on this shard is offered a forwarded message.
+#[derive(Clone, Copy, Debug)]
+pub struct OfferCx {
+    /// Expected wait on this shard (ns), as it last published it.
+    pub own_delay_ns: u64,
+    /// Expected wait at the lessor's shard (ns), as it last published it.
+    pub lessor_delay_ns: u64,
+    /// Expected service time of the function (ns).
+    pub service_ns: u64,
+}
+
+/// What `retire_lessee` sees of one lessee of a lessor on this shard (called every tick).
+#[derive(Clone, Copy, Debug)]
+pub struct LesseeCx {
+    /// Time since the lessor last forwarded it a message (ns).
+    pub idle_ns: u64,
+    /// The configured idle limit (`[engine] lessee_idle`, ns).
+    pub idle_limit_ns: u64,
+    /// Forwards it refused since the last tick.
+    pub refused: u64,
+    /// Forwards it accepted since the last tick.
+    pub accepted: u64,
+    /// Expected wait on the lessee's shard and on the lessor's (ns).
+    pub lessee_delay_ns: u64,
+    pub lessor_delay_ns: u64,
+}
+
 /// The scheduling hooks. Every method has a default; a policy overrides what it decides.
 pub trait Policy: 'static {
     /// A message enters the engine: derive its deadline from the app's SLO.
@@ -77,6 +106,23 @@ pub trait Policy: 'static {
     /// A message is emitted: the child inherited its parent's deadline; the policy may rewrite it.
     #[inline]
     fn on_send(&mut self, _parent: &Header, _child: &mut Header) {}
+    /// A lessee on this shard is offered a forwarded message: take it, or hand it back to the
+    /// lessor (which then runs it). Default: take it unless this shard is busier than the
+    /// lessor's by more than one service time.
+    #[inline]
+    fn on_offer(&mut self, _h: &Header, cx: &OfferCx) -> Admission {
+        if cx.own_delay_ns <= cx.lessor_delay_ns.saturating_add(cx.service_ns) {
+            Admission::Accept
+        } else {
+            Admission::Refuse
+        }
+    }
+    /// Whether a lessor on this shard retires one of its lessees (it ships its partial back).
+    /// Default: when it was sent nothing for `idle_limit_ns`, or it refused more than it took.
+    #[inline]
+    fn retire_lessee(&mut self, cx: &LesseeCx) -> bool {
+        cx.idle_ns >= cx.idle_limit_ns || cx.refused > cx.accepted
+    }
     /// The shard found nothing to do.
     #[inline]
     fn on_idle(&mut self) {}
@@ -123,6 +169,14 @@ impl Policy for Edf {
     #[inline]
     fn on_enqueue(&mut self, h: &Header, _arrival: u64, cx: &SchedCx<'_>) -> u64 {
         banded(h.deadline_ns, cx.now_ns)
+    }
+    #[inline]
+    fn on_route(&mut self, _h: &Header, route: &RouteCx) -> Placement {
+        if route.misses_deadline() {
+            Placement::Lessee
+        } else {
+            Placement::Lessor
+        }
     }
 }
 
@@ -293,6 +347,14 @@ impl Policy for Builtin {
     #[inline]
     fn on_send(&mut self, parent: &Header, child: &mut Header) {
         dispatch!(self, p => p.on_send(parent, child))
+    }
+    #[inline]
+    fn on_offer(&mut self, h: &Header, cx: &OfferCx) -> Admission {
+        dispatch!(self, p => p.on_offer(h, cx))
+    }
+    #[inline]
+    fn retire_lessee(&mut self, cx: &LesseeCx) -> bool {
+        dispatch!(self, p => p.retire_lessee(cx))
     }
     #[inline]
     fn on_idle(&mut self) {
