@@ -60,6 +60,16 @@ impl ActorOp {
         }
     }
 
+    /// Whether the watermark moving from `from` to `to` is a barrier: for a window, only when it
+    /// crosses a window end or an end plus lateness (otherwise it changes nothing a lessee's
+    /// partial could miss); for a user actor, always (its `on_watermark` sees the state).
+    pub fn watermark_is_critical(&self, from: u64, to: u64) -> bool {
+        match self {
+            ActorOp::Window(w) => w.watermark_matters(from, to),
+            _ => true,
+        }
+    }
+
     /// Whether a data message is critical (user actors only).
     #[inline]
     pub fn is_critical(&self, h: &Header, payload: &[u8]) -> bool {

@@ -35,6 +35,9 @@ pub enum Placement {
 pub struct RouteCx {
     /// Expected wait at the home shard before the message could start (ns).
     pub home_delay_ns: u64,
+    /// Expected wait at the least-loaded other shard, where a new lessee would go (ns;
+    /// `u64::MAX` when there is none). The sender's signal-only call sets it to 0.
+    pub peer_delay_ns: u64,
     /// Expected service time of the target function (ns).
     pub service_ns: u64,
     /// Slack left: deadline - now - cost to go (ns, negative when already late).
@@ -46,6 +49,19 @@ impl RouteCx {
     #[inline]
     pub fn misses_deadline(&self) -> bool {
         (self.home_delay_ns + self.service_ns) as i64 > self.laxity_ns
+    }
+
+    /// Whether a lessee would start the message sooner than its home shard.
+    #[inline]
+    pub fn lessee_helps(&self) -> bool {
+        self.peer_delay_ns.saturating_add(self.service_ns) < self.home_delay_ns
+    }
+
+    /// The built-in scale-out rule: the home shard misses the deadline and another shard
+    /// would start the message sooner.
+    #[inline]
+    pub fn scale_out(&self) -> bool {
+        self.misses_deadline() && self.lessee_helps()
     }
 }
 
@@ -172,7 +188,7 @@ impl Policy for Edf {
     }
     #[inline]
     fn on_route(&mut self, _h: &Header, route: &RouteCx) -> Placement {
-        if route.misses_deadline() {
+        if route.scale_out() {
             Placement::Lessee
         } else {
             Placement::Lessor
@@ -192,7 +208,7 @@ impl Policy for Laxity {
     }
     #[inline]
     fn on_route(&mut self, _h: &Header, route: &RouteCx) -> Placement {
-        if route.misses_deadline() {
+        if route.scale_out() {
             Placement::Lessee
         } else {
             Placement::Lessor
@@ -519,12 +535,16 @@ mod tests {
 
     #[test]
     fn the_scale_up_signal_compares_delay_and_service_with_slack() {
-        let fits = RouteCx { home_delay_ns: 400, service_ns: 100, laxity_ns: 600 };
-        let late = RouteCx { home_delay_ns: 550, service_ns: 100, laxity_ns: 600 };
+        let fits = RouteCx { home_delay_ns: 400, peer_delay_ns: 0, service_ns: 100, laxity_ns: 600 };
+        let late = RouteCx { home_delay_ns: 550, peer_delay_ns: 0, service_ns: 100, laxity_ns: 600 };
+        let nowhere_better = RouteCx { peer_delay_ns: 500, ..late };
         assert!(!fits.misses_deadline() && late.misses_deadline());
         let h = Header::data(0, 0, 0);
-        assert_eq!(Laxity.on_route(&h, &late), Placement::Lessee);
-        assert_eq!(Laxity.on_route(&h, &fits), Placement::Lessor);
+        for p in [&mut Builtin::Laxity(Laxity), &mut Builtin::Edf(Edf)] {
+            assert_eq!(p.on_route(&h, &late), Placement::Lessee);
+            assert_eq!(p.on_route(&h, &fits), Placement::Lessor);
+            assert_eq!(p.on_route(&h, &nowhere_better), Placement::Lessor, "no shard would start it sooner");
+        }
         assert_eq!(Fifo.on_route(&h, &late), Placement::Lessor, "the default keeps the lessor");
     }
 }

@@ -66,6 +66,11 @@ impl<P> PaneStore<P> {
         self.late_dropped
     }
 
+    /// The window spec.
+    pub fn spec(&self) -> WindowSpec {
+        self.spec
+    }
+
     /// The same windows, empty: what a lessee starts from.
     pub fn empty_like(&self) -> Self {
         PaneStore::new(self.spec)

@@ -58,6 +58,20 @@ impl WindowSpec {
         }
     }
 
+    /// Whether a window end, or an end plus the allowed lateness, lies in `(from, to]`: only
+    /// then does moving the watermark from `from` to `to` fire or expire a pane, or change
+    /// whether a record is late. Otherwise the move is invisible.
+    pub fn has_boundary_in(&self, from: u64, to: u64) -> bool {
+        let (size, slide) = (self.size_ms().max(1), self.slide_ms().max(1));
+        // The first end `k * slide + size` strictly after `x`.
+        let next_end = |x: u64| match x.checked_sub(size) {
+            Some(over) => (over / slide).saturating_add(1).saturating_mul(slide).saturating_add(size),
+            None => size,
+        };
+        let lateness = self.lateness_ms;
+        next_end(from) <= to || next_end(from.saturating_sub(lateness)).saturating_add(lateness) <= to
+    }
+
     /// Reject zero sizes and slides.
     pub fn validate(&self) -> Result<(), BuildError> {
         if self.size_ms() == 0 {
@@ -156,6 +170,12 @@ impl Window {
     /// Records dropped because all their windows had expired.
     pub fn late_dropped(&self) -> u64 {
         self.panes.late_dropped()
+    }
+
+    /// Whether moving the watermark from `from` to `to` fires or expires anything, or changes
+    /// which records are late: only then is it a barrier for lessees.
+    pub fn watermark_matters(&self, from: u64, to: u64) -> bool {
+        self.panes.spec().has_boundary_in(from, to)
     }
 
     /// Whether partials of this window merge exactly (see [`AggPartial::merges_exactly`]): only
@@ -495,5 +515,25 @@ mod tests {
             assert_eq!(lessor.late_dropped(), single.late_dropped(), "seed {seed}");
         }
         assert!(on_lessee > 1000, "most records ran on the lessee ({on_lessee})");
+    }
+
+    #[test]
+    fn boundaries_are_the_window_ends_and_their_lateness() {
+        let brute = |spec: WindowSpec, from: u64, to: u64| {
+            let (size, slide, l) = (spec.size_ms(), spec.slide_ms(), spec.lateness_ms);
+            (0..=to / slide).map(|k| k * slide + size).any(|e| (from < e && e <= to) || (from < e + l && e + l <= to))
+        };
+        let mut rng = Rng(3);
+        for _ in 0..20_000 {
+            let size = 1 + rng.below(30);
+            let spec = match rng.below(2) {
+                0 => WindowSpec::tumbling(size),
+                _ => WindowSpec::sliding(size, 1 + rng.below(size + 5)),
+            }
+            .with_lateness(rng.below(3) * rng.below(20));
+            let from = rng.below(200);
+            let to = from + rng.below(40);
+            assert_eq!(spec.has_boundary_in(from, to), brute(spec, from, to), "{spec:?} ({from}, {to}]");
+        }
     }
 }

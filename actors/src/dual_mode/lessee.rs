@@ -77,6 +77,11 @@ impl<S: Mergeable, M> Lessee<S, M> {
         self.accepted.front()
     }
 
+    /// Messages waiting here: offered and accepted (a load figure).
+    pub fn queued(&self) -> usize {
+        self.offered.len() + self.accepted.len()
+    }
+
     /// Whether `run_next` has something to run.
     pub fn has_work(&self) -> bool {
         !self.accepted.is_empty()

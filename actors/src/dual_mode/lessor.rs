@@ -79,8 +79,6 @@ pub struct Lessor<S, M> {
     local: VecDeque<Work<M>>,
     /// Arrivals held back by the current barrier, in arrival order.
     buffered: VecDeque<Arrival<M>>,
-    /// Arrivals being replayed after an unblock; always drained before an input returns.
-    replaying: VecDeque<Arrival<M>>,
     next_seq: Seq,
     last_barrier: Option<BarrierId>,
 }
@@ -96,7 +94,6 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
             lessees: Vec::with_capacity(config.max_lessees),
             local: VecDeque::new(),
             buffered: VecDeque::new(),
-            replaying: VecDeque::new(),
             next_seq: 0,
             last_barrier: None,
         }
@@ -140,6 +137,12 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
     /// Whether `run_next` has something to run.
     pub fn has_work(&self) -> bool {
         !self.local.is_empty()
+    }
+
+    /// Messages waiting here: work to run plus arrivals buffered behind the barrier (a load
+    /// figure for the engine's backpressure and delay estimates).
+    pub fn queued(&self) -> usize {
+        self.local.len() + self.buffered.len()
     }
 
     /// Lessees whose partial the lessor waits for (blocking or retiring).
@@ -489,8 +492,8 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
         }
     }
 
-    /// Critical -> Runnable: release the parked lessees and queue the buffer for replay ahead
-    /// of anything still being replayed (it arrived earlier).
+    /// Critical -> Runnable: release the parked lessees. The buffer replays (`drain_replay`)
+    /// before the input that unblocked returns.
     fn unblock(&mut self, barrier: BarrierId, out: &mut Vec<Command<S, M>>) {
         self.last_barrier = Some(barrier);
         self.mode = Mode::Runnable;
@@ -500,21 +503,47 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
                 out.push(Command::Send { to: slot.shard, control: Control::Unblock { barrier } });
             }
         }
-        while let Some(arrival) = self.buffered.pop_back() {
-            self.replaying.push_front(arrival);
+    }
+
+    /// Whether every arrival now waits for the unblock.
+    fn all_held_back(&self) -> bool {
+        match self.mode {
+            Mode::Runnable => false,
+            Mode::Blocked { .. } => self.alignment.is_complete(),
+            Mode::Critical { .. } => true,
         }
     }
 
     /// Replays buffered arrivals in arrival order, as if they arrived now (regular ones with
-    /// the placement chosen on arrival, which may forward them). A replayed barrier may block again and re-buffer the arrivals behind it.
+    /// the placement chosen on arrival, which may forward them), before any later arrival. A
+    /// replayed barrier may block again: the arrivals behind it on its channel stay buffered
+    /// where they are, and the scan stops as soon as every channel is held back, so a buffer
+    /// holding many barriers costs time linear in its length over all its replays.
     fn drain_replay(&mut self, out: &mut Vec<Command<S, M>>) -> Result<(), ProtocolError> {
-        while let Some(arrival) = self.replaying.pop_front() {
+        if self.buffered.is_empty() || self.all_held_back() {
+            return Ok(());
+        }
+        let mut kept = VecDeque::new();
+        while let Some(arrival) = self.buffered.pop_front() {
+            let channel = match &arrival {
+                Arrival::Regular { channel, .. } | Arrival::Barrier { channel, .. } => *channel,
+            };
+            if self.held_back(channel) {
+                kept.push_back(arrival);
+                if self.all_held_back() {
+                    break;
+                }
+                continue;
+            }
             match arrival {
                 Arrival::Regular { channel, msg, decision } => self.accept_regular(channel, msg, decision, out)?,
                 Arrival::Barrier { channel, barrier, critical } => {
                     self.accept_barrier(channel, barrier, critical, out)?
                 }
             }
+        }
+        while let Some(arrival) = kept.pop_back() {
+            self.buffered.push_front(arrival);
         }
         Ok(())
     }

@@ -153,16 +153,18 @@ impl<P: Policy> Shard<P> {
             MessageKind::Watermark => {
                 self.release(slot);
                 let inst = self.insts[f].as_mut().expect("instance");
+                let from = inst.watermark;
                 if let Some(wm) = inst.on_watermark(e.header.port, e.header.from_shard, e.header.event_time) {
-                    self.barrier(f, barrier_msg(MessageKind::Watermark, wm), &mut out);
+                    self.advance_watermark(f, from, barrier_msg(MessageKind::Watermark, wm), &mut out);
                 }
             }
             MessageKind::End => {
                 self.release(slot);
                 let inst = self.insts[f].as_mut().expect("instance");
+                let from = inst.watermark;
                 let (last, advanced) = inst.on_end(e.header.port, e.header.from_shard);
                 if let Some(wm) = advanced {
-                    self.barrier(f, barrier_msg(MessageKind::Watermark, wm), &mut out);
+                    self.advance_watermark(f, from, barrier_msg(MessageKind::Watermark, wm), &mut out);
                 }
                 if last {
                     self.barrier(f, barrier_msg(MessageKind::End, u64::MAX), &mut out);
@@ -172,6 +174,18 @@ impl<P: Policy> Shard<P> {
         }
         self.exec(Activation::Lessor(f), &mut out);
         self.cmds = out;
+    }
+
+    /// The instance's watermark moved from `from` to `wm.event_time`: a barrier if the move
+    /// matters to the state (it fires, expires, or changes lateness), else an ordinary message
+    /// the lessor runs in order (it still goes downstream after everything before it).
+    fn advance_watermark(&mut self, f: usize, from: u64, wm: Pending, out: &mut Outbox) {
+        let actor = self.actors[f].as_mut().expect("lessor");
+        if actor.machine.state().watermark_is_critical(from, wm.header.event_time) {
+            self.barrier(f, wm, out);
+        } else {
+            actor.machine.route(0, wm, Decision::Local, out).expect("lessor accepts a watermark");
+        }
     }
 
     /// A critical message: a barrier of its own on the actor's one (merged) input channel.
@@ -195,11 +209,18 @@ impl<P: Policy> Shard<P> {
         }
         let me = self.id as usize;
         let slack = h.deadline_ns as i64 - self.now as i64 - self.cost_to_go_ns[f] as i64;
-        let route = RouteCx { home_delay_ns: self.peer_delay[me], service_ns: self.cost_ns[f], laxity_ns: slack };
+        let delay = |s: ShardId| self.peer_delay[s as usize];
+        let peer_delay_ns =
+            (0..self.plan.shards as ShardId).filter(|&s| s != self.id).map(delay).min().unwrap_or(u64::MAX);
+        let route = RouteCx {
+            home_delay_ns: self.peer_delay[me],
+            peer_delay_ns,
+            service_ns: self.cost_ns[f],
+            laxity_ns: slack,
+        };
         if self.policy.on_route(h, &route) != Placement::Lessee {
             return Decision::Local;
         }
-        let delay = |s: ShardId| self.peer_delay[s as usize];
         // A lessee parked by the current barrier is leased again when a buffered message replays.
         let existing = (actor.machine.lessees())
             .filter(|&(_, phase)| phase != SlotPhase::Retiring)
@@ -656,5 +677,22 @@ impl<P: Policy> Shard<P> {
         }
         self.hosting_since[app] = now;
         self.hosting[app] = self.hosting[app].checked_add_signed(delta).expect("hosting count");
+    }
+}
+
+/// Messages queued inside the actor machines of a shard, per function: `add(function, count)`
+/// (a load figure: the run queue holds one token per activation).
+pub(super) fn backlog(
+    actors: &[Option<Box<LessorActor>>],
+    lessees: &[Option<LesseeSlot>],
+    mut add: impl FnMut(usize, u64),
+) {
+    for (f, actor) in actors.iter().enumerate() {
+        if let Some(actor) = actor {
+            add(f, actor.machine.queued() as u64);
+        }
+    }
+    for slot in lessees.iter().flatten() {
+        add(slot.function as usize, slot.machine.queued() as u64);
     }
 }

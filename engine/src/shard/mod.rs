@@ -345,7 +345,7 @@ impl<P: Policy> Shard<P> {
     }
 
     fn publish_load(&mut self) {
-        let queued = (self.runq.len() + self.out.staged()) as u64;
+        let mut queued = (self.runq.len() + self.out.staged()) as u64;
         let mut delay = 0;
         self.app_queued.iter_mut().for_each(|q| *q = 0);
         for &f in self.runq.active() {
@@ -353,6 +353,13 @@ impl<P: Policy> Shard<P> {
             delay += n * self.cost_ns[f as usize];
             self.app_queued[self.fn_app[f as usize] as usize] += n;
         }
+        // Actor work waits inside the machines (the run queue holds one token per activation).
+        let (cost, fn_app, app_queued) = (&self.cost_ns, &self.fn_app, &mut self.app_queued);
+        actors::backlog(&self.actors, &self.lessees, |f, n| {
+            queued += n;
+            delay += n * cost[f];
+            app_queued[fn_app[f] as usize] += n;
+        });
         let sig = &self.signals[self.id as usize];
         sig.publish(queued, delay);
         for (app, &n) in self.app_queued.iter().enumerate() {
