@@ -13,6 +13,36 @@ pub enum MessageKind {
     Watermark = 1,
     /// The channel is finished: nothing more will follow on it.
     End = 2,
+    // Dual-mode protocol (between a lessor's shard and a lessee's shard; never crosses a
+    // function edge). `aux` carries the forward's sequence number where there is one.
+    /// Open a lessee slot of `function` for the lessor on `from_shard`.
+    Lease = 3,
+    /// A regular message offered to a lessee (payload: the record), sequence `aux`.
+    Forward = 4,
+    /// The lessee took forward `aux`.
+    Accept = 5,
+    /// The lessee hands forward `aux` back: the lessor runs it.
+    Refuse = 6,
+    /// A barrier reached the lessor: ship the partial.
+    Block = 7,
+    /// A lessee's partial state (payload: its rkyv archive), for the barrier in `event_time`.
+    Partial = 8,
+    /// The barrier in `event_time` completed: forwarding may resume.
+    Unblock = 9,
+    /// Leave: ship the partial, hand back what was accepted and not run.
+    Retire = 10,
+    /// An accepted message the retiring lessee did not run (payload: the record).
+    Returned = 11,
+    /// The lessee's last partial (payload); the slot is gone.
+    Retired = 12,
+}
+
+impl MessageKind {
+    /// Whether this is a dual-mode protocol message (handled on arrival, not queued).
+    #[inline]
+    pub fn is_protocol(self) -> bool {
+        self as u8 >= MessageKind::Lease as u8
+    }
 }
 
 /// Envelope header: routing, ordering and timing of one message. 48 bytes, `Copy`.
@@ -39,7 +69,12 @@ pub struct Header {
     pub kind: MessageKind,
     /// Shard that sent the message (the channel it arrived on).
     pub from_shard: u16,
+    /// Argument of a protocol message (a forward's sequence number); 0 otherwise. Fills what
+    /// would be padding: the header stays 48 bytes.
+    pub aux: u32,
 }
+
+const _: () = assert!(std::mem::size_of::<Header>() == 48);
 
 impl Header {
     /// A data header for `function` of `app`.
@@ -55,6 +90,7 @@ impl Header {
             port: 0,
             kind: MessageKind::Data,
             from_shard: 0,
+            aux: 0,
         }
     }
 }

@@ -31,11 +31,13 @@ use dirigo_actors::envelope::Header;
 use dirigo_actors::ids::{AppId, ShardId};
 use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::{hash_bytes, mix64, Schema};
+use dirigo_actors::state::Mergeable;
 use rkyv::api::high::HighSerializer;
 use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 
+use crate::actor::ErasedActor;
 use crate::engine::{resolve_shards, run, EngineError, EngineSettings, StopHandle};
 use crate::ingest::{CustomSource, SourceInstance};
 use crate::operator::{ErasedFunction, OperatorInstance};
@@ -137,6 +139,92 @@ impl<F: Function> ErasedFunction for Erased<F> {
     fn on_end(&mut self, out: &mut dyn Emitter) {
         let msg = Header { event_time: u64::MAX, ..Header::data(0, 0, 0) };
         self.f.on_end(&mut Cx { msg, out, scratch: &mut self.scratch });
+    }
+}
+
+/// A dual-mode virtual actor written by the user: a keyed function whose state is
+/// [`Mergeable`], so the engine may run its regular messages on lessees (borrowed slots on
+/// other shards, each with a partial state) when its home shard cannot meet their deadlines.
+///
+/// One activation holds the state of every key homed on its shard (use a per-key container
+/// such as [`dirigo_actors::state::MapMerge`]). Regular messages (`on_message`) must only fold
+/// into the state: they may run on a partial. Critical messages (`is_critical` true, plus the
+/// watermark and the end) run alone on the lessor, on the state merged from every partial, with
+/// everything that arrived before them applied and nothing after: exactly what a sequential,
+/// single-activation run would see.
+pub trait Actor: 'static {
+    /// The message type (its archive is read in place).
+    type In: rkyv::Archive;
+    /// The state: mergeable, archivable (partials travel between shards as rkyv archives).
+    type State: Mergeable + Default + Message + 'static;
+    /// Whether `msg` is critical (a query, a snapshot request...). Default: none is.
+    fn is_critical(&self, _msg: &rkyv::Archived<Self::In>) -> bool {
+        false
+    }
+    /// Fold a regular message into `state` (the lessor's, or a lessee's partial). What it emits
+    /// must not depend on state other messages built.
+    fn on_message(&mut self, state: &mut Self::State, cx: &mut Cx<'_>, msg: &rkyv::Archived<Self::In>);
+    /// A critical message, on the merged state.
+    fn on_critical(&mut self, state: &mut Self::State, cx: &mut Cx<'_>, msg: &rkyv::Archived<Self::In>);
+    /// Event time reached `watermark` on every input (critical).
+    fn on_watermark(&mut self, _state: &mut Self::State, _cx: &mut Cx<'_>, _watermark: u64) {}
+    /// Every input ended (critical): the state is final.
+    fn on_end(&mut self, _state: &mut Self::State, _cx: &mut Cx<'_>) {}
+}
+
+/// An [`Actor`] with its types erased, and its factory (a lessee builds a fresh one).
+struct ErasedActorImpl<A: Actor> {
+    make: Arc<dyn Fn() -> A + Send + Sync>,
+    actor: A,
+    state: A::State,
+    scratch: AlignedVec,
+}
+
+impl<A: Actor> ErasedActor for ErasedActorImpl<A>
+where
+    rkyv::Archived<A::State>: rkyv::Deserialize<A::State, rkyv::api::high::HighDeserializer<rancor::Error>>,
+{
+    fn partition(&self) -> Box<dyn ErasedActor> {
+        let actor = (self.make)();
+        Box::new(ErasedActorImpl {
+            make: self.make.clone(),
+            actor,
+            state: self.state.partition(),
+            scratch: AlignedVec::new(),
+        })
+    }
+    fn is_critical(&self, _header: &Header, payload: &[u8]) -> bool {
+        // SAFETY: payloads of user functions are archives of `A::In` written by the engine.
+        let m = unsafe { rkyv::access_unchecked::<rkyv::Archived<A::In>>(payload) };
+        self.actor.is_critical(m)
+    }
+    fn on_message(&mut self, header: &Header, payload: &[u8], critical: bool, out: &mut dyn Emitter) {
+        // SAFETY: as above.
+        let m = unsafe { rkyv::access_unchecked::<rkyv::Archived<A::In>>(payload) };
+        let mut cx = Cx { msg: *header, out, scratch: &mut self.scratch };
+        if critical {
+            self.actor.on_critical(&mut self.state, &mut cx, m)
+        } else {
+            self.actor.on_message(&mut self.state, &mut cx, m)
+        }
+    }
+    fn on_watermark(&mut self, watermark: u64, out: &mut dyn Emitter) {
+        let msg = Header { event_time: watermark, ..Header::data(0, 0, 0) };
+        self.actor.on_watermark(&mut self.state, &mut Cx { msg, out, scratch: &mut self.scratch }, watermark);
+    }
+    fn on_end(&mut self, out: &mut dyn Emitter) {
+        let msg = Header { event_time: u64::MAX, ..Header::data(0, 0, 0) };
+        self.actor.on_end(&mut self.state, &mut Cx { msg, out, scratch: &mut self.scratch });
+    }
+    fn export(&self) -> AlignedVec {
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(&self.state, AlignedVec::new()).expect("state archives")
+    }
+    fn combine_archive(&mut self, bytes: &[u8]) {
+        // SAFETY: the archive was written by `export` of an activation of the same actor.
+        let archived = unsafe { rkyv::access_unchecked::<rkyv::Archived<A::State>>(bytes) };
+        let partial: A::State =
+            rkyv::api::high::deserialize::<A::State, rancor::Error>(archived).expect("state deserialises");
+        self.state.combine(partial);
     }
 }
 
@@ -298,6 +386,37 @@ impl AppBuilder<'_> {
         make: impl Fn() -> F + Send + Sync + 'static,
     ) -> NodeRef {
         self.function_on(name, &[(input, route)], make)
+    }
+
+    /// A dual-mode actor on `input` (routed by key): with `max_lessees > 0` a hot partition
+    /// scales out to lessees on other shards when the policy's `on_route` says its home shard
+    /// cannot meet a message's deadline (see [`Actor`]). `make` builds a fresh actor (the
+    /// lessor's, and each lessee's).
+    pub fn actor<A: Actor>(
+        &mut self,
+        name: &str,
+        input: NodeRef,
+        max_lessees: u32,
+        make: impl Fn() -> A + Send + Sync + 'static,
+    ) -> NodeRef
+    where
+        rkyv::Archived<A::State>: rkyv::Deserialize<A::State, rkyv::api::high::HighDeserializer<rancor::Error>>,
+    {
+        let make: Arc<dyn Fn() -> A + Send + Sync> = Arc::new(make);
+        let factory = Arc::new(move |_cx: crate::plan::InstanceCx| {
+            let erased = ErasedActorImpl {
+                make: make.clone(),
+                actor: make(),
+                state: A::State::default(),
+                scratch: AlignedVec::new(),
+            };
+            OperatorInstance::Actor(Box::new(erased))
+        });
+        let node = self.add_node(name, &[(input, Route::ByKey)], factory, false);
+        if let NodeRef(Upstream::Function(id)) = node {
+            self.plan.functions[id as usize].max_lessees = max_lessees;
+        }
+        node
     }
 
     /// A function with several inputs (port i = the i-th input).

@@ -35,6 +35,7 @@ pub fn settings(config: &Config) -> EngineSettings {
             max_in_flight: e.max_in_flight as u64,
             spin: e.spin,
             tick: e.tick,
+            lessee_idle: e.lessee_idle,
             stats_interval: e.stats_interval,
         },
         mailbox_batches: e.mailbox_batches,

@@ -43,6 +43,7 @@ impl Default for EngineSettings {
                 max_in_flight: 65_536,
                 spin: Duration::from_micros(200),
                 tick: Duration::from_millis(1),
+                lessee_idle: Duration::from_millis(10),
                 stats_interval: Duration::from_secs(1),
             },
             mailbox_batches: 64,
@@ -134,12 +135,12 @@ where
     let started = Instant::now();
     let cpu0 = cpu_seconds();
     let handles = spawn_shards(&plan, settings, policy, &stop, signals, doorbells, mesh, tx)?;
-    let (totals, missed_wakeups) = collect(&plan, settings, &rx, n, &stop, started, &mut on_progress);
+    let (totals, lessees, missed_wakeups) = collect(&plan, settings, &rx, n, &stop, started, &mut on_progress);
     for (i, h) in handles.into_iter().enumerate() {
         h.join().map_err(|e| EngineError::ShardFailed { shard: i, reason: e.to_string() })?;
     }
     let wall = started.elapsed();
-    let mut summary = Summary::new(&plan, &totals, wall, cpu_seconds() - cpu0);
+    let mut summary = Summary::new(&plan, &totals, &lessees, wall, cpu_seconds() - cpu0);
     summary.missed_wakeups = missed_wakeups;
     Ok(summary)
 }
@@ -191,6 +192,9 @@ fn spawn_shards<P: Policy + Clone + Send>(
     Ok(handles)
 }
 
+/// One app's value per progress interval: `(seconds since start, value)`.
+type Series = Vec<(f64, u64)>;
+
 /// Gather reports until every shard has sent its last one; report progress each interval.
 fn collect(
     plan: &Plan,
@@ -200,8 +204,12 @@ fn collect(
     stop: &StopHandle,
     started: Instant,
     on_progress: &mut impl FnMut(&Progress),
-) -> (Vec<AppStats>, u64) {
+) -> (Vec<AppStats>, Vec<Series>, u64) {
     let napps = plan.apps.len();
+    // Lessee slots per shard and app: the latest report's gauge, and the interval's maximum.
+    let mut gauge = vec![vec![0u64; napps]; n];
+    let mut peak = vec![vec![0u64; napps]; n];
+    let mut series: Vec<Series> = vec![Vec::new(); napps];
     let mut totals: Vec<AppStats> = (0..napps).map(|_| AppStats::new()).collect();
     let mut interval: Vec<AppStats> = (0..napps).map(|_| AppStats::new()).collect();
     let period = settings.shard.stats_interval;
@@ -218,6 +226,9 @@ fn collect(
             for (a, s) in r.apps.iter().enumerate() {
                 totals[a].add(s);
                 interval[a].add(s);
+                gauge[r.shard as usize][a] = s.actors.lessees_max;
+                let p = &mut peak[r.shard as usize][a];
+                *p = (*p).max(s.actors.lessees_max);
             }
             remaining -= r.last as usize;
             missed_wakeups += r.missed_wakeups;
@@ -227,12 +238,18 @@ fn collect(
             last_ring = Instant::now();
         }
         if Instant::now() >= next {
-            on_progress(&Progress::new(plan, &interval, started.elapsed(), period));
+            let lessees: Vec<u64> = (0..napps).map(|a| peak.iter().map(|p| p[a]).sum()).collect();
+            let elapsed = started.elapsed();
+            for (a, &l) in lessees.iter().enumerate() {
+                series[a].push((elapsed.as_secs_f64(), l));
+            }
+            on_progress(&Progress::new(plan, &interval, &lessees, elapsed, period));
             interval.iter_mut().for_each(AppStats::reset);
+            peak.clone_from(&gauge);
             next += period;
         }
     }
-    (totals, missed_wakeups)
+    (totals, series, missed_wakeups)
 }
 
 /// CPU time (user + system) used by this process so far, in seconds.

@@ -8,10 +8,12 @@
 //! - [`plan`]: the compiled DAGs; [`operator`], [`builtin`], [`sink`], [`ingest`], [`source`]:
 //!   what runs on a shard.
 //! - [`config`]: the typed config; [`metrics`] and [`report`]: what a run measures and prints.
+//! - [`actor`]: the mergeable operator state of dual-mode actors (lessor and lessees).
 //! - [`clock`]: the engine's time base.
 //! - [`tcp`]: tcp sources (polled by their shard's loop) and sinks (served by an edge thread),
 //!   and the reference clients behind `dirigo send` and `dirigo tail`.
 
+pub mod actor;
 pub mod api;
 pub mod builtin;
 pub mod clock;

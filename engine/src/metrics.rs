@@ -18,6 +18,92 @@ pub struct AppStats {
     /// Messages `on_route` found unable to meet their deadline on their home shard.
     pub scale_up_signals: u64,
     pub latency_ns: Histogram<u64>,
+    /// Dual-mode actors of the app (see [`ActorStats`]).
+    pub actors: ActorStats,
+}
+
+/// Dual-mode actor figures of one app on one shard over one interval.
+#[derive(Clone, Debug)]
+pub struct ActorStats {
+    /// Messages a lessor forwarded to a lessee, and those the lessee refused (run at home).
+    pub forwarded: u64,
+    pub refused: u64,
+    /// Lessee slots leased and retired (counted by their lessors).
+    pub lessees_created: u64,
+    pub lessees_retired: u64,
+    /// Most lessee slots of the app this shard hosted at once during the interval (a gauge:
+    /// [`ActorStats::add`] keeps the maximum).
+    pub lessees_max: u64,
+    /// Barriers completed, and each one's duration from its arrival at the lessor to its last
+    /// critical message (ns).
+    pub barriers: u64,
+    pub barrier_ns: Histogram<u64>,
+    /// Time lessors spent Blocked (waiting for partials and pre-barrier work) and Critical.
+    pub blocked_ns: u64,
+    pub critical_ns: u64,
+    /// Bytes of partial state shipped from lessees to lessors.
+    pub partial_bytes: u64,
+    /// Scale-up reaction: from the deadline miss that leased a lessee to the first message
+    /// that ran on it (ns).
+    pub scale_up_ns: Histogram<u64>,
+    /// Time this shard hosted at least one activation of the app (a function instance or a
+    /// lessee slot), ns.
+    pub hosted_ns: u64,
+}
+
+impl ActorStats {
+    fn new() -> Self {
+        ActorStats {
+            forwarded: 0,
+            refused: 0,
+            lessees_created: 0,
+            lessees_retired: 0,
+            lessees_max: 0,
+            barriers: 0,
+            barrier_ns: new_histogram(),
+            blocked_ns: 0,
+            critical_ns: 0,
+            partial_bytes: 0,
+            scale_up_ns: new_histogram(),
+            hosted_ns: 0,
+        }
+    }
+
+    /// Fold another interval (or shard) in; the gauge keeps its maximum.
+    pub fn add(&mut self, o: &ActorStats) {
+        self.forwarded += o.forwarded;
+        self.refused += o.refused;
+        self.lessees_created += o.lessees_created;
+        self.lessees_retired += o.lessees_retired;
+        self.lessees_max = self.lessees_max.max(o.lessees_max);
+        self.barriers += o.barriers;
+        self.barrier_ns.add(&o.barrier_ns).expect("same histogram bounds");
+        self.blocked_ns += o.blocked_ns;
+        self.critical_ns += o.critical_ns;
+        self.partial_bytes += o.partial_bytes;
+        self.scale_up_ns.add(&o.scale_up_ns).expect("same histogram bounds");
+        self.hosted_ns += o.hosted_ns;
+    }
+
+    fn reset(&mut self) {
+        self.barrier_ns.reset();
+        self.scale_up_ns.reset();
+        self.forwarded = 0;
+        self.refused = 0;
+        self.lessees_created = 0;
+        self.lessees_retired = 0;
+        self.lessees_max = 0;
+        self.barriers = 0;
+        self.blocked_ns = 0;
+        self.critical_ns = 0;
+        self.partial_bytes = 0;
+        self.hosted_ns = 0;
+    }
+
+    /// Whether anything was counted.
+    pub fn has_news(&self) -> bool {
+        self.forwarded + self.lessees_created + self.lessees_retired + self.barriers + self.hosted_ns > 0
+    }
 }
 
 impl AppStats {
@@ -30,6 +116,7 @@ impl AppStats {
             late_dropped: 0,
             scale_up_signals: 0,
             latency_ns: new_histogram(),
+            actors: ActorStats::new(),
         }
     }
 
@@ -41,6 +128,7 @@ impl AppStats {
         self.late_dropped += o.late_dropped;
         self.scale_up_signals += o.scale_up_signals;
         self.latency_ns.add(&o.latency_ns).expect("same histogram bounds");
+        self.actors.add(&o.actors);
     }
 
     /// Record one output at a sink. Hot path.
@@ -59,6 +147,7 @@ impl AppStats {
         self.late_dropped = 0;
         self.scale_up_signals = 0;
         self.latency_ns.reset();
+        self.actors.reset();
     }
 }
 

@@ -5,6 +5,7 @@ use dirigo_actors::envelope::Header;
 use dirigo_actors::operator::{Emitter, Msg, Operator};
 use dirigo_actors::record::access_trusted;
 
+use crate::actor::ErasedActor;
 use crate::builtin::Builtin;
 use crate::sink::Sink;
 
@@ -26,6 +27,8 @@ pub enum OperatorInstance {
     Builtin(Builtin),
     Sink(Sink),
     User(Box<dyn ErasedFunction>),
+    /// A user actor (mergeable state, critical messages) run without lessees.
+    Actor(Box<dyn ErasedActor>),
 }
 
 impl OperatorInstance {
@@ -42,6 +45,10 @@ impl OperatorInstance {
             }
             OperatorInstance::Sink(s) => s.on_data(h, payload),
             OperatorInstance::User(f) => f.on_message(h, payload, out),
+            OperatorInstance::Actor(a) => {
+                let critical = a.is_critical(h, payload);
+                a.on_message(h, payload, critical, out)
+            }
         }
     }
 
@@ -51,6 +58,7 @@ impl OperatorInstance {
             OperatorInstance::Builtin(b) => b.on_watermark(watermark, out),
             OperatorInstance::Sink(_) => {}
             OperatorInstance::User(f) => f.on_watermark(watermark, out),
+            OperatorInstance::Actor(a) => a.on_watermark(watermark, out),
         }
     }
 
@@ -60,6 +68,18 @@ impl OperatorInstance {
             OperatorInstance::Builtin(b) => b.on_end(out),
             OperatorInstance::Sink(s) => s.flush(),
             OperatorInstance::User(f) => f.on_end(out),
+            OperatorInstance::Actor(a) => a.on_end(out),
+        }
+    }
+
+    /// The instance as a dual-mode actor, if its state is mergeable (a window, a user actor).
+    /// Cold path (once per instance): the large `Err` is fine.
+    #[allow(clippy::result_large_err)]
+    pub fn into_actor(self) -> Result<crate::actor::ActorOp, OperatorInstance> {
+        match self {
+            OperatorInstance::Builtin(Builtin::Window(w)) if w.merges_exactly() => Ok(crate::actor::ActorOp::Window(w)),
+            OperatorInstance::Actor(a) => Ok(crate::actor::ActorOp::User(a)),
+            other => Err(other),
         }
     }
 

@@ -35,6 +35,9 @@ pub enum Placement {
 pub struct RouteCx {
     /// Expected wait at the home shard before the message could start (ns).
     pub home_delay_ns: u64,
+    /// Expected wait at the least-loaded other shard, where a new lessee would go (ns;
+    /// `u64::MAX` when there is none). The sender's signal-only call sets it to 0.
+    pub peer_delay_ns: u64,
     /// Expected service time of the target function (ns).
     pub service_ns: u64,
     /// Slack left: deadline - now - cost to go (ns, negative when already late).
@@ -47,6 +50,48 @@ impl RouteCx {
     pub fn misses_deadline(&self) -> bool {
         (self.home_delay_ns + self.service_ns) as i64 > self.laxity_ns
     }
+
+    /// Whether a lessee would start the message sooner than its home shard.
+    #[inline]
+    pub fn lessee_helps(&self) -> bool {
+        self.peer_delay_ns.saturating_add(self.service_ns) < self.home_delay_ns
+    }
+
+    /// The built-in scale-out rule: the home shard misses the deadline and another shard
+    /// would start the message sooner.
+    #[inline]
+    pub fn scale_out(&self) -> bool {
+        self.misses_deadline() && self.lessee_helps()
+    }
+}
+
+pub use dirigo_actors::dual_mode::Admission;
+
+/// What `on_offer` sees when a lessee on this shard is offered a forwarded message.
+#[derive(Clone, Copy, Debug)]
+pub struct OfferCx {
+    /// Expected wait on this shard (ns), as it last published it.
+    pub own_delay_ns: u64,
+    /// Expected wait at the lessor's shard (ns), as it last published it.
+    pub lessor_delay_ns: u64,
+    /// Expected service time of the function (ns).
+    pub service_ns: u64,
+}
+
+/// What `retire_lessee` sees of one lessee of a lessor on this shard (called every tick).
+#[derive(Clone, Copy, Debug)]
+pub struct LesseeCx {
+    /// Time since the lessor last forwarded it a message (ns).
+    pub idle_ns: u64,
+    /// The configured idle limit (`[engine] lessee_idle`, ns).
+    pub idle_limit_ns: u64,
+    /// Forwards it refused since the last tick.
+    pub refused: u64,
+    /// Forwards it accepted since the last tick.
+    pub accepted: u64,
+    /// Expected wait on the lessee's shard and on the lessor's (ns).
+    pub lessee_delay_ns: u64,
+    pub lessor_delay_ns: u64,
 }
 
 /// The scheduling hooks. Every method has a default; a policy overrides what it decides.
@@ -77,6 +122,23 @@ pub trait Policy: 'static {
     /// A message is emitted: the child inherited its parent's deadline; the policy may rewrite it.
     #[inline]
     fn on_send(&mut self, _parent: &Header, _child: &mut Header) {}
+    /// A lessee on this shard is offered a forwarded message: take it, or hand it back to the
+    /// lessor (which then runs it). Default: take it unless this shard is busier than the
+    /// lessor's by more than one service time.
+    #[inline]
+    fn on_offer(&mut self, _h: &Header, cx: &OfferCx) -> Admission {
+        if cx.own_delay_ns <= cx.lessor_delay_ns.saturating_add(cx.service_ns) {
+            Admission::Accept
+        } else {
+            Admission::Refuse
+        }
+    }
+    /// Whether a lessor on this shard retires one of its lessees (it ships its partial back).
+    /// Default: when it was sent nothing for `idle_limit_ns`, or it refused more than it took.
+    #[inline]
+    fn retire_lessee(&mut self, cx: &LesseeCx) -> bool {
+        cx.idle_ns >= cx.idle_limit_ns || cx.refused > cx.accepted
+    }
     /// The shard found nothing to do.
     #[inline]
     fn on_idle(&mut self) {}
@@ -124,6 +186,14 @@ impl Policy for Edf {
     fn on_enqueue(&mut self, h: &Header, _arrival: u64, cx: &SchedCx<'_>) -> u64 {
         banded(h.deadline_ns, cx.now_ns)
     }
+    #[inline]
+    fn on_route(&mut self, _h: &Header, route: &RouteCx) -> Placement {
+        if route.scale_out() {
+            Placement::Lessee
+        } else {
+            Placement::Lessor
+        }
+    }
 }
 
 /// Least laxity first (Cameo): latest start time = deadline - cost to go; messages already late
@@ -138,7 +208,7 @@ impl Policy for Laxity {
     }
     #[inline]
     fn on_route(&mut self, _h: &Header, route: &RouteCx) -> Placement {
-        if route.misses_deadline() {
+        if route.scale_out() {
             Placement::Lessee
         } else {
             Placement::Lessor
@@ -293,6 +363,14 @@ impl Policy for Builtin {
     #[inline]
     fn on_send(&mut self, parent: &Header, child: &mut Header) {
         dispatch!(self, p => p.on_send(parent, child))
+    }
+    #[inline]
+    fn on_offer(&mut self, h: &Header, cx: &OfferCx) -> Admission {
+        dispatch!(self, p => p.on_offer(h, cx))
+    }
+    #[inline]
+    fn retire_lessee(&mut self, cx: &LesseeCx) -> bool {
+        dispatch!(self, p => p.retire_lessee(cx))
     }
     #[inline]
     fn on_idle(&mut self) {
@@ -457,12 +535,16 @@ mod tests {
 
     #[test]
     fn the_scale_up_signal_compares_delay_and_service_with_slack() {
-        let fits = RouteCx { home_delay_ns: 400, service_ns: 100, laxity_ns: 600 };
-        let late = RouteCx { home_delay_ns: 550, service_ns: 100, laxity_ns: 600 };
+        let fits = RouteCx { home_delay_ns: 400, peer_delay_ns: 0, service_ns: 100, laxity_ns: 600 };
+        let late = RouteCx { home_delay_ns: 550, peer_delay_ns: 0, service_ns: 100, laxity_ns: 600 };
+        let nowhere_better = RouteCx { peer_delay_ns: 500, ..late };
         assert!(!fits.misses_deadline() && late.misses_deadline());
         let h = Header::data(0, 0, 0);
-        assert_eq!(Laxity.on_route(&h, &late), Placement::Lessee);
-        assert_eq!(Laxity.on_route(&h, &fits), Placement::Lessor);
+        for p in [&mut Builtin::Laxity(Laxity), &mut Builtin::Edf(Edf)] {
+            assert_eq!(p.on_route(&h, &late), Placement::Lessee);
+            assert_eq!(p.on_route(&h, &fits), Placement::Lessor);
+            assert_eq!(p.on_route(&h, &nowhere_better), Placement::Lessor, "no shard would start it sooner");
+        }
         assert_eq!(Fifo.on_route(&h, &late), Placement::Lessor, "the default keeps the lessor");
     }
 }

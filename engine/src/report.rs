@@ -48,6 +48,38 @@ pub struct AppSummary {
     /// Messages the policy's `on_route` judged unable to meet their deadline on their home shard
     /// (the scale-up signal).
     pub scale_up_signals: u64,
+    /// Shard-seconds the app occupied: Σ over shards of the time the shard hosted at least one
+    /// of its activations (a function instance or a lessee slot).
+    pub shard_seconds: f64,
+    /// Dual-mode actors: lessees, forwards, barriers.
+    pub actors: ActorSummary,
+}
+
+/// One app's dual-mode actor figures over a whole run.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct ActorSummary {
+    /// Most lessee slots of the app open at once (Σ over shards of each shard's maximum within
+    /// a progress interval, the largest over intervals).
+    pub lessees_peak: u64,
+    pub lessees_created: u64,
+    pub lessees_retired: u64,
+    /// Messages forwarded to lessees, and those refused by them (run on the lessor).
+    pub forwarded: u64,
+    pub refused: u64,
+    /// Time lessors spent Blocked (waiting for partials) and Critical (running critical
+    /// messages alone), summed over actors.
+    pub blocked_ms: f64,
+    pub critical_ms: f64,
+    /// Barriers completed and their duration, arrival at the lessor to the last critical.
+    pub barriers: u64,
+    pub barrier_us: LatencyUs,
+    /// Bytes of partial state lessees shipped to lessors.
+    pub partial_bytes: u64,
+    /// Scale-up reaction: from the deadline miss that leased a lessee to the first message
+    /// run on it.
+    pub scale_up_us: LatencyUs,
+    /// Lessee slots open per progress interval: `[seconds since start, count]`.
+    pub lessees_over_time: Vec<(f64, u64)>,
 }
 
 /// A whole run.
@@ -72,14 +104,21 @@ fn satisfaction(s: &AppStats) -> f64 {
 }
 
 impl Summary {
-    /// Summarise per-app totals.
-    pub fn new(plan: &Plan, totals: &[AppStats], wall: Duration, cpu_seconds: f64) -> Self {
+    /// Summarise per-app totals; `lessees` is each app's lessee count per progress interval.
+    pub fn new(
+        plan: &Plan,
+        totals: &[AppStats],
+        lessees: &[Vec<(f64, u64)>],
+        wall: Duration,
+        cpu_seconds: f64,
+    ) -> Self {
         let secs = wall.as_secs_f64().max(1e-9);
         let apps = plan
             .apps
             .iter()
             .zip(totals)
-            .map(|(a, s)| AppSummary {
+            .zip(lessees)
+            .map(|((a, s), series)| AppSummary {
                 name: a.name.clone(),
                 events_in: s.events_in,
                 events_out: s.events_out,
@@ -89,6 +128,21 @@ impl Summary {
                 satisfaction: satisfaction(s),
                 late_dropped: s.late_dropped,
                 scale_up_signals: s.scale_up_signals,
+                shard_seconds: s.actors.hosted_ns as f64 / 1e9,
+                actors: ActorSummary {
+                    lessees_peak: series.iter().map(|p| p.1).max().unwrap_or(0).max(s.actors.lessees_max),
+                    lessees_created: s.actors.lessees_created,
+                    lessees_retired: s.actors.lessees_retired,
+                    forwarded: s.actors.forwarded,
+                    refused: s.actors.refused,
+                    blocked_ms: s.actors.blocked_ns as f64 / 1e6,
+                    critical_ms: s.actors.critical_ns as f64 / 1e6,
+                    barriers: s.actors.barriers,
+                    barrier_us: LatencyUs::of(&s.actors.barrier_ns),
+                    partial_bytes: s.actors.partial_bytes,
+                    scale_up_us: LatencyUs::of(&s.actors.scale_up_ns),
+                    lessees_over_time: series.clone(),
+                },
             })
             .collect();
         Summary { apps, shards: plan.shards, wall_seconds: secs, cpu_seconds, missed_wakeups: 0 }
@@ -150,17 +204,20 @@ pub struct ProgressLine {
     pub p50_us: f64,
     pub p99_us: f64,
     pub satisfaction: f64,
+    /// Lessee slots of the app open during the interval (see [`ActorSummary::lessees_peak`]).
+    pub lessees: u64,
 }
 
 impl Progress {
     /// Figures of the interval that just ended.
-    pub fn new(plan: &Plan, interval: &[AppStats], elapsed: Duration, period: Duration) -> Self {
+    pub fn new(plan: &Plan, interval: &[AppStats], lessees: &[u64], elapsed: Duration, period: Duration) -> Self {
         let secs = period.as_secs_f64().max(1e-9);
         let lines = plan
             .apps
             .iter()
             .zip(interval)
-            .map(|(a, s)| {
+            .zip(lessees)
+            .map(|((a, s), &lessees)| {
                 let l = LatencyUs::of(&s.latency_ns);
                 ProgressLine {
                     app: a.name.clone(),
@@ -169,6 +226,7 @@ impl Progress {
                     p50_us: l.p50,
                     p99_us: l.p99,
                     satisfaction: satisfaction(s),
+                    lessees,
                 }
             })
             .collect();

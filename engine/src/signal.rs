@@ -16,6 +16,9 @@ pub struct ShardSignal {
     queued_by_app: CachePadded<Box<[AtomicU64]>>,
     /// Set by the owner just before it parks.
     sleeping: CachePadded<AtomicBool>,
+    /// Set by the owner once everything it runs has ended (it stays to host lessees until every
+    /// shard has set it).
+    closing: AtomicBool,
     doorbell: flume::Sender<()>,
 }
 
@@ -31,6 +34,7 @@ impl ShardSignal {
             queued_by_app: CachePadded::new((0..apps).map(|_| AtomicU64::new(0)).collect()),
             delay_ns: CachePadded::new(AtomicU64::new(0)),
             sleeping: CachePadded::new(AtomicBool::new(false)),
+            closing: AtomicBool::new(false),
             doorbell: tx,
         };
         (sig, rx)
@@ -89,6 +93,16 @@ impl ShardSignal {
         if self.sleeping.load(Ordering::SeqCst) {
             let _ = self.doorbell.try_send(());
         }
+    }
+
+    /// Owner: everything it runs has ended.
+    pub fn set_closing(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the shard has ended everything it runs.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
     }
 
     /// Wake the owner unconditionally (control plane: stop, shutdown).

@@ -132,7 +132,7 @@ fn unknown_key_is_named() {
         "[engine]\nshards = 1\nspinn = \"5ms\"\n",
         "bad.toml:3:1: engine key `spinn`: unknown field `spinn`, expected one of `shards`, \
          `pin`, `policy`, `spin`, `mailbox_batches`, `batch_size`, `max_in_flight`, `tick`, \
-         `stats_interval`, `preempt_timer`",
+         `lessee_idle`, `stats_interval`, `preempt_timer`",
     );
     let text = app_with("name = \"f\"\nkind = \"filter\"\ninput = \"in\"\npredicate = \"price > 1\"\nbogus = 1");
     let e = error(&text);
@@ -333,7 +333,7 @@ fn example_configs_resolve_with_defaults() {
     let FunctionKind::Window(window) = &app.functions[0].kind else { panic!("a window") };
     assert_eq!(window.window.get_ref().window_type, WindowType::Sliding);
     assert_eq!(window.window.get_ref().lateness, Duration::ZERO);
-    assert_eq!(app.functions[1].max_lessees, 0);
+    assert_eq!(app.functions[1].max_lessees, 1, "the default");
 
     let two = Config::parse(TWO_APPS, "two.toml").unwrap();
     assert_eq!((two.apps[0].weight, two.apps[1].weight), (2, 3));

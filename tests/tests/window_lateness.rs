@@ -8,7 +8,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use anyhow::{ensure, Result};
-use common::{aggregate, assert_keyed_eq, by_key, for_each_setup, parse, run, window_starts, Keyed, Out, TempFile};
+use common::{aggregate, assert_keyed_eq, by_key, for_each_setup, parse, run, run_with, window_starts, Forced};
+use common::{Keyed, Out, TempFile};
 use dirigo_actors::record::Value;
 use rand::{Rng, SeedableRng};
 
@@ -191,6 +192,51 @@ fn late_records_are_re_emitted_or_dropped_as_documented() -> Result<()> {
         ensure!(run.summary.apps[0].events_in == RECORDS as u64, "events_in {}", run.summary.apps[0].events_in);
         want.iter().try_for_each(|(sink, w)| assert_keyed_eq(sink, &run.keyed(sink), w))
     })
+}
+
+/// Dual-mode scaling forced on every other message (random refusals and retirements, a policy
+/// tick every 100 µs), with 2 shards and with 4 (more than this machine's CPUs): on-time records
+/// fold into lessees' partials, which are merged at every watermark (the barrier), and every
+/// output equals the sequential simulation's; nothing is lost or counted twice.
+#[test]
+fn windows_scaled_out_on_every_other_message_equal_the_simulation() -> Result<()> {
+    let input = records(99);
+    let file = TempFile::with_text("forced", "ndjson", &ndjson(&input))?;
+    let functions = [SUM_TUMBLING, COUNT_SLIDING].map(|(n, w, a)| window_fn(n, w, a)).concat();
+    let text = format!("[engine]\ntick = \"100us\"\n{}", config(&file.0, &functions));
+    let config = parse(&text)?;
+    let sims = [("sum_t_out", sum_tumbling(&input)), ("count_s_out", count_sliding(&input))];
+    let dropped: u64 = sims.iter().map(|(_, s)| s.dropped).sum();
+    for shards in [2, 4] {
+        for seed in 1..=3 {
+            let run = run_with(&config, shards, Forced::new(seed))?;
+            let app = &run.summary.apps[0];
+            let a = &app.actors;
+            ensure!(
+                a.forwarded > 200 && a.refused > 0,
+                "{shards} shards: forwarded {}, refused {}",
+                a.forwarded,
+                a.refused
+            );
+            ensure!(a.lessees_created > 0 && a.lessees_retired == a.lessees_created, "lessees {a:?}");
+            ensure!(
+                a.barriers > 100 && a.partial_bytes > 0,
+                "barriers {}, partial bytes {}",
+                a.barriers,
+                a.partial_bytes
+            );
+            ensure!(
+                app.events_in == RECORDS as u64 && app.late_dropped == dropped,
+                "in {} dropped {}",
+                app.events_in,
+                app.late_dropped
+            );
+            for (sink, sim) in &sims {
+                assert_keyed_eq(sink, &run.keyed(sink), &by_key(&sim.outs))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Regression: the summary's `late_dropped` ("records dropped for arriving after their

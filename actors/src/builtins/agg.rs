@@ -55,7 +55,7 @@ impl fmt::Display for AggOp {
 }
 
 /// A number of one of the three numeric field types.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Num {
     U64(u64),
     I64(i64),
@@ -114,7 +114,7 @@ impl Num {
 }
 
 /// The running state of one aggregate over one key (or one key's window).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum AggPartial {
     Count(u64),
     Sum(Num),
@@ -230,6 +230,15 @@ impl AggPartial {
         let mut v = Value::U64(0);
         self.write_result(&mut v);
         v
+    }
+}
+
+impl AggPartial {
+    /// Whether combining partials gives exactly the sequential result. Float sums (and float
+    /// averages) do not: addition of floats is not associative, so the order partials are
+    /// merged in shows in the last bits. Those stay on their lessor.
+    pub fn merges_exactly(&self) -> bool {
+        !matches!(self, AggPartial::Sum(Num::F64(_)) | AggPartial::AvgF64 { .. })
     }
 }
 

@@ -35,7 +35,7 @@ impl Hasher for IdentityHasher {
 pub type IdentityBuild = BuildHasherDefault<IdentityHasher>;
 
 /// A key value whose hash identifies it exactly.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum ExactKey {
     U64(u64),
     I64(i64),
@@ -90,13 +90,22 @@ impl<'a> KeyRef<'a> {
 }
 
 /// A key as stored in the map: owns its string, if any.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum OwnedKey {
     Exact(ExactKey),
     Str(Box<str>),
 }
 
 impl OwnedKey {
+    /// The stored key as a lookup key, given its hash.
+    #[inline]
+    pub fn as_key_ref(&self, hash: u64) -> KeyRef<'_> {
+        match self {
+            OwnedKey::Exact(value) => KeyRef::Exact { hash, value: *value },
+            OwnedKey::Str(text) => KeyRef::Str { hash, text },
+        }
+    }
+
     /// Whether this stored key is `key`, given that their hashes are equal.
     #[inline]
     fn matches(&self, key: &KeyRef<'_>) -> bool {
@@ -257,6 +266,12 @@ impl<S> KeyedState<S> {
     pub fn entry_mut(&mut self, slot: SlotId) -> Option<(&OwnedKey, u64, &mut S)> {
         let e = self.slots.get_mut(slot as usize)?.as_mut()?;
         Some((&e.key, e.hash, &mut e.state))
+    }
+
+    /// The hash of the key stored in `slot`.
+    #[inline]
+    pub fn hash_of(&self, slot: SlotId) -> Option<u64> {
+        self.slots.get(slot as usize)?.as_ref().map(|e| e.hash)
     }
 
     /// The key stored in `slot`.

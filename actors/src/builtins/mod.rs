@@ -29,7 +29,8 @@ pub use filter::Filter;
 pub use join::Join;
 pub use key_by::KeyBy;
 pub use map::Map;
-pub use window::{Window, WindowKind, WindowSpec};
+pub use panes::KeyPanes;
+pub use window::{Window, WindowKind, WindowPartial, WindowSpec};
 
 use crate::expr::ExprError;
 use crate::operator::Msg;

@@ -25,6 +25,14 @@ pub(crate) struct Pane<P> {
     pub body: P,
 }
 
+/// One key's unfired panes `(start, end, body)`, as a lessee ships them to its lessor.
+#[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct KeyPanes<P> {
+    pub key: OwnedKey,
+    pub hash: u64,
+    pub panes: Vec<(u64, u64, P)>,
+}
+
 /// Every key's live panes of one windowed operator, with its firing and expiry timers.
 pub(crate) struct PaneStore<P> {
     spec: WindowSpec,
@@ -56,6 +64,66 @@ impl<P> PaneStore<P> {
     /// Records dropped because every window they belong to had expired.
     pub fn late_dropped(&self) -> u64 {
         self.late_dropped
+    }
+
+    /// The window spec.
+    pub fn spec(&self) -> WindowSpec {
+        self.spec
+    }
+
+    /// The same windows, empty: what a lessee starts from.
+    pub fn empty_like(&self) -> Self {
+        PaneStore::new(self.spec)
+    }
+
+    /// Whether a record at event time `t` only folds into panes that have not fired: it is in
+    /// some window, emits nothing and is not late, so it may run on a partial (a lessee) and be
+    /// merged later.
+    #[inline]
+    /// `watermark` is the one the record will meet (a record queued behind a watermark that
+    /// has not been applied yet meets that one): at least this store's.
+    pub fn all_windows_open(&self, t: u64, watermark: u64) -> bool {
+        let (wm, size) = (self.watermark.max(watermark), self.spec.size_ms());
+        let mut starts = self.spec.starts(t).peekable();
+        // A record in no window at all (a gap between sliding windows) is counted as dropped.
+        starts.peek().is_some() && starts.all(|start| start.saturating_add(size) > wm)
+    }
+
+    /// Every key's unfired panes, for shipping to the lessor.
+    pub fn export(&self) -> Vec<KeyPanes<P>>
+    where
+        P: Clone,
+    {
+        let unfired = |p: &Pane<P>| (!p.fired).then(|| (p.start, p.end, p.body.clone()));
+        let part = |(slot, key, panes): (SlotId, &OwnedKey, &Vec<Pane<P>>)| {
+            let hash = self.keys.hash_of(slot).unwrap_or(0);
+            KeyPanes { key: key.clone(), hash, panes: panes.iter().filter_map(unfired).collect() }
+        };
+        self.keys.iter().map(part).filter(|k| !k.panes.is_empty()).collect()
+    }
+
+    /// Fold a lessee's panes in: a pane this store has gets `combine`d, a missing one is added
+    /// (it has not fired: a lessee only takes records whose windows are all open).
+    pub fn merge(&mut self, parts: Vec<KeyPanes<P>>, mut combine: impl FnMut(&mut P, P)) {
+        for part in parts {
+            let slot = self.keys.find_or_insert_with(part.key.as_key_ref(part.hash), Vec::new);
+            let Some((_, _, panes)) = self.keys.entry_mut(slot) else {
+                continue;
+            };
+            for (start, end, body) in part.panes {
+                match panes.iter_mut().find(|p| p.end == end) {
+                    Some(pane) => {
+                        debug_assert!(!pane.fired, "a lessee's pane merged after it fired");
+                        combine(&mut pane.body, body);
+                    }
+                    None => {
+                        debug_assert!(end > self.watermark, "a lessee's pane is already due");
+                        self.due.insert((end, slot));
+                        panes.push(Pane { start, end, fired: false, body });
+                    }
+                }
+            }
+        }
     }
 
     /// Number of keys with live panes.

@@ -10,6 +10,7 @@ use super::panes::{Pane, PaneStore};
 use super::{output_schema, BuildError, KeySource};
 use crate::operator::{Emitter, Msg, Operator};
 use crate::record::{ArchivedRecord, FieldType, Schema, Value};
+use crate::state::Mergeable;
 
 /// Shape of a window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +58,20 @@ impl WindowSpec {
         }
     }
 
+    /// Whether a window end, or an end plus the allowed lateness, lies in `(from, to]`: only
+    /// then does moving the watermark from `from` to `to` fire or expire a pane, or change
+    /// whether a record is late. Otherwise the move is invisible.
+    pub fn has_boundary_in(&self, from: u64, to: u64) -> bool {
+        let (size, slide) = (self.size_ms().max(1), self.slide_ms().max(1));
+        // The first end `k * slide + size` strictly after `x`.
+        let next_end = |x: u64| match x.checked_sub(size) {
+            Some(over) => (over / slide).saturating_add(1).saturating_mul(slide).saturating_add(size),
+            None => size,
+        };
+        let lateness = self.lateness_ms;
+        next_end(from) <= to || next_end(from.saturating_sub(lateness)).saturating_add(lateness) <= to
+    }
+
     /// Reject zero sizes and slides.
     pub fn validate(&self) -> Result<(), BuildError> {
         if self.size_ms() == 0 {
@@ -100,6 +115,23 @@ impl Iterator for Starts {
     }
 }
 
+/// A window's partial state as it travels from a lessee to its lessor (an rkyv archive).
+#[derive(Clone, Debug, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct WindowPartial {
+    pub keys: Vec<super::panes::KeyPanes<AggPartial>>,
+}
+
+/// Mergeable: a lessee starts from empty panes; combining merges pane by pane (each pane's
+/// aggregate with [`AggPartial`]'s exact combine).
+impl Mergeable for Window {
+    fn partition(&self) -> Self {
+        self.empty_like()
+    }
+    fn combine(&mut self, partial: Self) {
+        self.merge_partial(partial.export_partial());
+    }
+}
+
 /// Keyed windowed aggregate of one field.
 pub struct Window {
     key: KeySource,
@@ -138,6 +170,42 @@ impl Window {
     /// Records dropped because all their windows had expired.
     pub fn late_dropped(&self) -> u64 {
         self.panes.late_dropped()
+    }
+
+    /// Whether moving the watermark from `from` to `to` fires or expires anything, or changes
+    /// which records are late: only then is it a barrier for lessees.
+    pub fn watermark_matters(&self, from: u64, to: u64) -> bool {
+        self.panes.spec().has_boundary_in(from, to)
+    }
+
+    /// Whether partials of this window merge exactly (see [`AggPartial::merges_exactly`]): only
+    /// then may it have lessees.
+    pub fn merges_exactly(&self) -> bool {
+        self.zero.merges_exactly()
+    }
+
+    /// The same window with no panes: what a lessee starts from.
+    pub fn empty_like(&self) -> Window {
+        let row = [Value::U64(0), Value::U64(0), Value::U64(0), Value::U64(0)];
+        Window { key: self.key, field: self.field, zero: self.zero, panes: self.panes.empty_like(), row }
+    }
+
+    /// Whether a record at `event_time` may run on a lessee: every window it falls in is still
+    /// open at `watermark`, the watermark the record will meet (it only folds into unfired
+    /// panes, emits nothing and is not late).
+    #[inline]
+    pub fn folds_anywhere(&self, event_time: u64, watermark: u64) -> bool {
+        self.panes.all_windows_open(event_time, watermark)
+    }
+
+    /// The unfired panes of every key, to ship to the lessor.
+    pub fn export_partial(&self) -> WindowPartial {
+        WindowPartial { keys: self.panes.export() }
+    }
+
+    /// Fold a lessee's partial in.
+    pub fn merge_partial(&mut self, partial: WindowPartial) {
+        self.panes.merge(partial.keys, Mergeable::combine);
     }
 
     /// Keys that have at least one live window (a measure of state size).
@@ -388,5 +456,84 @@ mod tests {
             assert_eq!(w.late_dropped(), dropped, "seed {seed}");
         }
         assert!(all_dropped > 0 && all_late > 0, "the streams exercise lateness");
+    }
+
+    /// A lessor window and a lessee partial: on-time records go to either at random (late ones
+    /// only to the lessor), the partial is shipped through its rkyv archive and merged at each
+    /// watermark and at the end. The output equals the single window's, byte for byte.
+    #[test]
+    fn partials_merged_at_watermarks_equal_one_window() {
+        let schema = Schema::new(vec![("k".into(), FieldType::Str), ("v".into(), FieldType::I64)]);
+        let ops = [AggOp::Count, AggOp::Sum, AggOp::Min, AggOp::Max, AggOp::Avg];
+        let mut on_lessee = 0;
+        for seed in 0..60 {
+            let mut rng = Rng(seed ^ 0x5eed);
+            let size = 2 + rng.below(20);
+            let spec = match rng.below(2) {
+                0 => WindowSpec::tumbling(size),
+                _ => WindowSpec::sliding(size, 1 + rng.below(size + 3)),
+            }
+            .with_lateness(rng.below(3) * rng.below(15));
+            let op = ops[rng.below(5) as usize];
+            let (mut single, _) = Window::new(&schema, spec, op, Some("v"), Some("k")).unwrap();
+            let (mut lessor, _) = Window::new(&schema, spec, op, Some("v"), Some("k")).unwrap();
+            let mut lessee = lessor.partition();
+            let (mut want, mut got) = (VecEmitter::default(), VecEmitter::default());
+            let ship = |lessor: &mut Window, lessee: &mut Window| {
+                let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&lessee.export_partial()).unwrap();
+                let partial = rkyv::from_bytes::<WindowPartial, rkyv::rancor::Error>(&bytes).unwrap();
+                lessor.merge_partial(partial);
+                *lessee = lessor.partition();
+            };
+            let mut clock = 0;
+            for _ in 0..300 {
+                clock += rng.below(3);
+                if rng.below(10) == 0 {
+                    let wm = clock.saturating_sub(rng.below(10));
+                    single.on_watermark(wm, &mut want);
+                    ship(&mut lessor, &mut lessee);
+                    lessor.on_watermark(wm, &mut got);
+                } else {
+                    let t = clock.saturating_sub(rng.below(25));
+                    let values =
+                        vec![Value::Str(format!("key{}", rng.below(6))), Value::I64(rng.below(2001) as i64 - 1000)];
+                    feed(&mut single, msg(0, t), values.clone(), &mut want);
+                    if lessor.folds_anywhere(t, 0) && rng.below(2) == 0 {
+                        on_lessee += 1;
+                        let before = got.out.len();
+                        feed(&mut lessee, msg(0, t), values, &mut got);
+                        assert_eq!(got.out.len(), before, "a record folded on a lessee emits nothing");
+                    } else {
+                        feed(&mut lessor, msg(0, t), values, &mut got);
+                    }
+                }
+            }
+            single.on_end(&mut want);
+            ship(&mut lessor, &mut lessee);
+            lessor.on_end(&mut got);
+            assert_eq!(got.out, want.out, "seed {seed} spec {spec:?} op {op}");
+            assert_eq!(lessor.late_dropped(), single.late_dropped(), "seed {seed}");
+        }
+        assert!(on_lessee > 1000, "most records ran on the lessee ({on_lessee})");
+    }
+
+    #[test]
+    fn boundaries_are_the_window_ends_and_their_lateness() {
+        let brute = |spec: WindowSpec, from: u64, to: u64| {
+            let (size, slide, l) = (spec.size_ms(), spec.slide_ms(), spec.lateness_ms);
+            (0..=to / slide).map(|k| k * slide + size).any(|e| (from < e && e <= to) || (from < e + l && e + l <= to))
+        };
+        let mut rng = Rng(3);
+        for _ in 0..20_000 {
+            let size = 1 + rng.below(30);
+            let spec = match rng.below(2) {
+                0 => WindowSpec::tumbling(size),
+                _ => WindowSpec::sliding(size, 1 + rng.below(size + 5)),
+            }
+            .with_lateness(rng.below(3) * rng.below(20));
+            let from = rng.below(200);
+            let to = from + rng.below(40);
+            assert_eq!(spec.has_boundary_in(from, to), brute(spec, from, to), "{spec:?} ({from}, {to}]");
+        }
     }
 }

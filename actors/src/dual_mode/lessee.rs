@@ -72,6 +72,16 @@ impl<S: Mergeable, M> Lessee<S, M> {
         self.offered.len()
     }
 
+    /// The accepted message `run_next` would run next.
+    pub fn next_accepted(&self) -> Option<&M> {
+        self.accepted.front()
+    }
+
+    /// Messages waiting here: offered and accepted (a load figure).
+    pub fn queued(&self) -> usize {
+        self.offered.len() + self.accepted.len()
+    }
+
     /// Whether `run_next` has something to run.
     pub fn has_work(&self) -> bool {
         !self.accepted.is_empty()
@@ -108,7 +118,10 @@ impl<S: Mergeable, M> Lessee<S, M> {
                 }
                 self.accepted.push_back(msg);
             }
-            Admission::Refuse => self.send(Control::Refuse { seq }, out),
+            Admission::Refuse => {
+                self.send(Control::Refuse { seq }, out);
+                out.push(Command::Done { msg });
+            }
         }
         true
     }
@@ -155,8 +168,9 @@ impl<S: Mergeable, M> Lessee<S, M> {
     }
 
     fn refuse_offered(&mut self, out: &mut Vec<Command<S, M>>) {
-        while let Some((seq, _)) = self.offered.pop_front() {
+        while let Some((seq, msg)) = self.offered.pop_front() {
             self.send(Control::Refuse { seq }, out);
+            out.push(Command::Done { msg });
         }
     }
 

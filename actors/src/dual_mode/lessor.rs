@@ -58,10 +58,11 @@ struct Slot<M> {
     in_flight: VecDeque<(Seq, M)>,
 }
 
-/// A message that arrived on a channel after that channel delivered the current barrier.
+/// A message that arrived on a channel after that channel delivered the current barrier; a
+/// regular one keeps the placement the policy chose on arrival, followed when it replays.
 #[derive(Debug)]
 enum Arrival<M> {
-    Regular { channel: ChannelId, msg: M },
+    Regular { channel: ChannelId, msg: M, decision: Decision },
     Barrier { channel: ChannelId, barrier: BarrierId, critical: Option<M> },
 }
 
@@ -78,8 +79,6 @@ pub struct Lessor<S, M> {
     local: VecDeque<Work<M>>,
     /// Arrivals held back by the current barrier, in arrival order.
     buffered: VecDeque<Arrival<M>>,
-    /// Arrivals being replayed after an unblock; always drained before an input returns.
-    replaying: VecDeque<Arrival<M>>,
     next_seq: Seq,
     last_barrier: Option<BarrierId>,
 }
@@ -95,7 +94,6 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
             lessees: Vec::with_capacity(config.max_lessees),
             local: VecDeque::new(),
             buffered: VecDeque::new(),
-            replaying: VecDeque::new(),
             next_seq: 0,
             last_barrier: None,
         }
@@ -141,6 +139,12 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
         !self.local.is_empty()
     }
 
+    /// Messages waiting here: work to run plus arrivals buffered behind the barrier (a load
+    /// figure for the engine's backpressure and delay estimates).
+    pub fn queued(&self) -> usize {
+        self.local.len() + self.buffered.len()
+    }
+
     /// Lessees whose partial the lessor waits for (blocking or retiring).
     pub fn owed_partials(&self) -> usize {
         let owes = |slot: &&Slot<M>| matches!(slot.phase, SlotPhase::Blocking { .. } | SlotPhase::Retiring);
@@ -153,6 +157,17 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
             Mode::Runnable => 0,
             _ => self.alignment.missing(),
         }
+    }
+
+    /// The work `run_next` would run next.
+    pub fn next_work(&self) -> Option<&Work<M>> {
+        self.local.front()
+    }
+
+    /// The full sequence number of a forward whose low 32 bits are `low` (an engine may carry
+    /// only those): forwards answered are among the last 2^32 sent.
+    pub fn widen_seq(&self, low: u32) -> Seq {
+        self.next_seq - u64::from((self.next_seq as u32).wrapping_sub(low))
     }
 
     /// The last barrier whose critical messages all ran.
@@ -194,7 +209,11 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
         out: &mut Vec<Command<S, M>>,
     ) -> Result<(), ProtocolError> {
         match control {
-            Control::Accept { seq } => self.answered(from, seq).map(drop),
+            Control::Accept { seq } => {
+                let msg = self.answered(from, seq)?;
+                out.push(Command::Done { msg });
+                Ok(())
+            }
             Control::Refuse { seq } => {
                 let msg = self.answered(from, seq)?;
                 self.enqueue(Work::Regular(msg), out);
@@ -271,7 +290,7 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
         match self.mode {
             Mode::Runnable => self.dispatch(msg, decision, out),
             _ if self.held_back(channel) => {
-                self.buffered.push_back(Arrival::Regular { channel, msg });
+                self.buffered.push_back(Arrival::Regular { channel, msg, decision });
             }
             // Blocked, and this channel has not delivered the barrier: the message precedes
             // it, so it runs before the critical messages, here (no forwarding while blocked).
@@ -473,8 +492,8 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
         }
     }
 
-    /// Critical -> Runnable: release the parked lessees and queue the buffer for replay ahead
-    /// of anything still being replayed (it arrived earlier).
+    /// Critical -> Runnable: release the parked lessees. The buffer replays (`drain_replay`)
+    /// before the input that unblocked returns.
     fn unblock(&mut self, barrier: BarrierId, out: &mut Vec<Command<S, M>>) {
         self.last_barrier = Some(barrier);
         self.mode = Mode::Runnable;
@@ -484,21 +503,47 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
                 out.push(Command::Send { to: slot.shard, control: Control::Unblock { barrier } });
             }
         }
-        while let Some(arrival) = self.buffered.pop_back() {
-            self.replaying.push_front(arrival);
+    }
+
+    /// Whether every arrival now waits for the unblock.
+    fn all_held_back(&self) -> bool {
+        match self.mode {
+            Mode::Runnable => false,
+            Mode::Blocked { .. } => self.alignment.is_complete(),
+            Mode::Critical { .. } => true,
         }
     }
 
-    /// Replays buffered arrivals in arrival order, as if they arrived now (regular ones run
-    /// here). A replayed barrier may block again and re-buffer the arrivals behind it.
+    /// Replays buffered arrivals in arrival order, as if they arrived now (regular ones with
+    /// the placement chosen on arrival, which may forward them), before any later arrival. A
+    /// replayed barrier may block again: the arrivals behind it on its channel stay buffered
+    /// where they are, and the scan stops as soon as every channel is held back, so a buffer
+    /// holding many barriers costs time linear in its length over all its replays.
     fn drain_replay(&mut self, out: &mut Vec<Command<S, M>>) -> Result<(), ProtocolError> {
-        while let Some(arrival) = self.replaying.pop_front() {
+        if self.buffered.is_empty() || self.all_held_back() {
+            return Ok(());
+        }
+        let mut kept = VecDeque::new();
+        while let Some(arrival) = self.buffered.pop_front() {
+            let channel = match &arrival {
+                Arrival::Regular { channel, .. } | Arrival::Barrier { channel, .. } => *channel,
+            };
+            if self.held_back(channel) {
+                kept.push_back(arrival);
+                if self.all_held_back() {
+                    break;
+                }
+                continue;
+            }
             match arrival {
-                Arrival::Regular { channel, msg } => self.accept_regular(channel, msg, Decision::Local, out)?,
+                Arrival::Regular { channel, msg, decision } => self.accept_regular(channel, msg, decision, out)?,
                 Arrival::Barrier { channel, barrier, critical } => {
                     self.accept_barrier(channel, barrier, critical, out)?
                 }
             }
+        }
+        while let Some(arrival) = kept.pop_back() {
+            self.buffered.push_front(arrival);
         }
         Ok(())
     }

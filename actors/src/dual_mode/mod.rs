@@ -14,7 +14,8 @@
 //! | the policy retires a lessee | [`Lessor::retire`] | - |
 //!
 //! Outputs: [`Command::Send`] (deliver a control message to a shard, on the FIFO mailbox of that
-//! pair) and [`Command::Schedule`] (the activation has work: put it on the shard's run queue).
+//! pair), [`Command::Schedule`] (the activation has work: put it on the shard's run queue) and
+//! [`Command::Done`] (a message the activation no longer holds: its payload may be recycled).
 //! Work runs through `run_next(f)`: the machine hands `f` the activation's state and one
 //! [`Work`] item, a regular message to fold in or a critical message that sees the merged state.
 //! When to run is the engine's (and its policy's) choice; what may run is the machine's.
@@ -40,7 +41,7 @@
 //! fn sent<S, M>(out: &mut Vec<Command<S, M>>) -> Vec<Control<S, M>> {
 //!     out.drain(..).filter_map(|c| match c {
 //!         Command::Send { control, .. } => Some(control),
-//!         Command::Schedule => None,
+//!         Command::Schedule | Command::Done { .. } => None,
 //!     }).collect()
 //! }
 //! let fold = |s: &mut Sum<u64>, w: Work<u64>| if let Work::Regular(v) = w { s.add(v) };
@@ -139,6 +140,9 @@ pub enum Command<S, M> {
     Send { to: ShardId, control: Control<S, M> },
     /// The activation had no work and now has some: put it on its shard's run queue.
     Schedule,
+    /// The activation let go of `msg` without running it (a lessor's kept copy once the lessee
+    /// accepted it, a lessee's refused offer): the engine may recycle its payload.
+    Done { msg: M },
 }
 
 /// The outbox an input pushes commands into; the caller drains it and reuses the allocation.

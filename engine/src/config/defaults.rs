@@ -78,6 +78,9 @@ layered! {
         /// Policy tick period.
         #[serde(serialize_with = "ser_duration")]
         tick: Duration = HumanDuration,
+        /// Retire a lessee that was sent nothing for this long.
+        #[serde(serialize_with = "ser_duration")]
+        lessee_idle: Duration = HumanDuration,
         /// Progress line period.
         #[serde(serialize_with = "ser_duration")]
         stats_interval: Duration = HumanDuration,

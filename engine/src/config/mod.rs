@@ -120,6 +120,7 @@ fn check_engine(src: &Source, e: &EngineLayer) -> Result<(), ConfigError> {
     positive(src, &e.batch_size, at("batch_size"))?;
     positive(src, &e.max_in_flight, at("max_in_flight"))?;
     positive(src, &e.tick, at("tick"))?;
+    positive(src, &e.lessee_idle, at("lessee_idle"))?;
     positive(src, &e.stats_interval, at("stats_interval"))?;
     positive(src, &e.preempt_timer, at("preempt_timer"))
 }

@@ -5,6 +5,7 @@
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::ids::{FunctionId, ShardId};
 
+use super::actors::TOKEN;
 use super::router::broadcast;
 use super::{Shard, COST_SAMPLE};
 use crate::clock::now_ns;
@@ -32,9 +33,17 @@ impl<P: Policy> Shard<P> {
     fn enqueue_batch(&mut self, batch: Batch, from: ShardId) {
         self.check_sequence(&batch, from);
         let now = now_ns();
+        let mut diverted = false;
         let cx = sched_cx!(self, now);
-        self.held.hold_with(batch, from, |entries, slot| {
+        let (actors, fn_count) = (&self.actors, self.actors.len());
+        let slot = self.held.hold_with(batch, from, |entries, slot| {
             for e in entries {
+                let f = e.header.function as usize;
+                // Protocol messages and the messages of actors go through the actor machines.
+                if e.header.kind.is_protocol() || f < fn_count && actors[f].is_some() {
+                    diverted = true;
+                    continue;
+                }
                 let priority = self.policy.on_enqueue(&e.header, self.arrival, &cx);
                 self.runq.push(QEntry {
                     header: e.header,
@@ -47,6 +56,25 @@ impl<P: Policy> Shard<P> {
                 self.arrival += 1;
             }
         });
+        if let (Some(slot), true) = (slot, diverted) {
+            self.divert(slot, from);
+        }
+    }
+
+    /// The entries of held batch `slot` that go to actor machines, in order. Entries are
+    /// copied out one at a time: a machine may release entries (never this batch's last one
+    /// before its turn), and the queued ones stay where they are.
+    fn divert(&mut self, slot: u32, from: ShardId) {
+        let n = self.held.batch(slot).entries.len();
+        for i in 0..n {
+            let e = self.held.batch(slot).entries[i];
+            let f = e.header.function as usize;
+            if e.header.kind.is_protocol() {
+                self.on_protocol(e, slot, from);
+            } else if self.actors[f].is_some() {
+                self.actor_arrival(e, slot);
+            }
+        }
     }
 
     /// Protocol invariant (debug builds): every channel delivers its envelopes exactly once, in
@@ -75,12 +103,21 @@ impl<P: Policy> Shard<P> {
     }
 
     fn apply(&mut self, e: QEntry) {
+        if e.slot == TOKEN {
+            return self.run_token(&e);
+        }
         match e.header.kind {
             MessageKind::Data => self.apply_data(&e),
             MessageKind::Watermark => self.apply_watermark(&e.header),
             MessageKind::End => self.apply_end(&e.header),
+            kind => unreachable!("protocol message {kind:?} in the run queue"),
         }
-        if let Some((batch, from)) = self.held.release(e.slot) {
+        self.release(e.slot);
+    }
+
+    /// One entry of held batch `slot` is done: the last one sends the batch back.
+    pub(super) fn release(&mut self, slot: u32) {
+        if let Some((batch, from)) = self.held.release(slot) {
             if from == self.id {
                 self.out.recycle(batch);
             } else if let Some(inbox) = self.inboxes[from as usize].as_mut() {
@@ -149,5 +186,6 @@ impl<P: Policy> Shard<P> {
         op.on_end(&mut router);
         broadcast(&mut self.out, &self.plan, &fp.outputs, *h, MessageKind::End, u64::MAX);
         self.live -= 1;
+        self.host(fp.app as usize, -1);
     }
 }

@@ -34,14 +34,21 @@ impl Held {
         }
     }
 
-    /// Hold `batch`, letting `f` see its entries and the slot they will live in.
-    pub fn hold_with(&mut self, batch: Batch, from: ShardId, f: impl FnOnce(&[crate::mailbox::Entry], u32)) {
+    /// Hold `batch`, letting `f` see its entries and the slot they will live in; returns the
+    /// slot (`None` for an empty batch, which is not held).
+    pub fn hold_with(
+        &mut self,
+        batch: Batch,
+        from: ShardId,
+        f: impl FnOnce(&[crate::mailbox::Entry], u32),
+    ) -> Option<u32> {
         if batch.entries.is_empty() {
-            return;
+            return None;
         }
         let slot = self.hold(batch, from);
         let s = self.slots[slot as usize].as_ref().expect("just held");
         f(&s.batch.entries, slot);
+        Some(slot)
     }
 
     /// The batch in `slot`.

@@ -39,6 +39,7 @@ macro_rules! sched_cx {
     };
 }
 
+mod actors;
 mod apply;
 mod held;
 mod ingress;
@@ -63,6 +64,7 @@ use crate::policy::Policy;
 use crate::runqueue::RunQueue;
 use crate::signal::{Doorbell, ShardSignal};
 
+use actors::{LesseeSlot, LessorActor, Outbox as ActorOutbox};
 use held::Held;
 use ingress::SourceRun;
 use instance::InstanceState;
@@ -75,6 +77,8 @@ pub struct ShardSettings {
     pub max_in_flight: u64,
     pub spin: Duration,
     pub tick: Duration,
+    /// Retire a lessee that was sent nothing for this long.
+    pub lessee_idle: Duration,
     pub stats_interval: Duration,
 }
 
@@ -111,6 +115,20 @@ pub struct Shard<P: Policy> {
     held: Held,
     runq: RunQueue,
     ops: Vec<Option<OperatorInstance>>,
+    /// Lessors of the dual-mode actors homed here, by function (their operator lives inside).
+    actors: Vec<Option<Box<LessorActor>>>,
+    /// Lessee slots this shard lends to other shards' lessors.
+    lessees: Vec<Option<LesseeSlot>>,
+    /// Scratch outbox of the actor machines.
+    cmds: ActorOutbox,
+    /// Per app: activations hosted here (instances and lessee slots), and since when the count
+    /// last changed (shard-seconds).
+    hosting: Vec<u32>,
+    hosting_since: Vec<u64>,
+    /// Per app: lessee slots open here.
+    lessees_here: Vec<u64>,
+    /// This shard told the others it is done (see `may_exit`).
+    closing: bool,
     insts: Vec<Option<InstanceState>>,
     live: usize,
     sources: Vec<SourceRun>,
@@ -149,17 +167,32 @@ impl<P: Policy> Shard<P> {
         let n = plan.shards;
         let id = init.id;
         let mut ops = Vec::new();
+        let mut actors = Vec::new();
         let mut insts = Vec::new();
+        let mut hosting = vec![0u32; plan.apps.len()];
         for (f, fp) in plan.functions.iter().enumerate() {
             match fp.shards.iter().position(|&s| s == id) {
                 Some(i) => {
                     let cx =
                         InstanceCx { shard: id, shards: n, instance: i as u32, parallelism: fp.shards.len() as u32 };
-                    ops.push(Some((fp.factory)(cx)));
+                    let op = (fp.factory)(cx);
+                    let op = if fp.max_lessees > 0 { op.into_actor() } else { Err(op) };
+                    match op {
+                        Ok(actor) => {
+                            actors.push(Some(Box::new(LessorActor::new(actor, fp.max_lessees as usize))));
+                            ops.push(None);
+                        }
+                        Err(op) => {
+                            actors.push(None);
+                            ops.push(Some(op));
+                        }
+                    }
                     insts.push(Some(InstanceState::new(plan.channels_of(f as u16, id))));
+                    hosting[fp.app as usize] += 1;
                 }
                 None => {
                     ops.push(None);
+                    actors.push(None);
                     insts.push(None);
                 }
             }
@@ -174,6 +207,13 @@ impl<P: Policy> Shard<P> {
             held: Held::default(),
             runq: RunQueue::new(nf),
             ops,
+            actors,
+            lessees: Vec::new(),
+            cmds: Vec::new(),
+            hosting_since: vec![now_ns(); plan.apps.len()],
+            hosting,
+            lessees_here: vec![0; plan.apps.len()],
+            closing: false,
             insts,
             live,
             sources,
@@ -204,7 +244,23 @@ impl<P: Policy> Shard<P> {
 
     /// Everything this shard runs has ended and all its output has left.
     fn finished(&self) -> bool {
-        self.live == 0 && self.sources.iter().all(|s| s.done) && self.runq.is_empty() && self.out.is_drained()
+        self.live == 0
+            && self.sources.iter().all(|s| s.done)
+            && self.runq.is_empty()
+            && self.out.is_drained()
+            && self.actors_done()
+    }
+
+    /// A finished shard may exit once every shard is finished: until then another shard's
+    /// lessor may still lease a slot here. The first time it is finished it says so and wakes
+    /// the others (a shard waiting for the last one to finish is parked).
+    fn may_exit(&mut self) -> bool {
+        if !self.closing {
+            self.closing = true;
+            self.signals[self.id as usize].set_closing();
+            self.signals.iter().for_each(|s| s.wake());
+        }
+        self.signals.iter().all(|s| s.is_closing()) && !self.has_pending_work()
     }
 
     /// Run until every instance on this shard has ended.
@@ -236,7 +292,7 @@ impl<P: Policy> Shard<P> {
                 }
                 next_stats = now + stats_ns;
             }
-            if self.finished() {
+            if self.finished() && self.may_exit() {
                 break;
             }
             if progress {
@@ -289,7 +345,7 @@ impl<P: Policy> Shard<P> {
     }
 
     fn publish_load(&mut self) {
-        let queued = (self.runq.len() + self.out.staged()) as u64;
+        let mut queued = (self.runq.len() + self.out.staged()) as u64;
         let mut delay = 0;
         self.app_queued.iter_mut().for_each(|q| *q = 0);
         for &f in self.runq.active() {
@@ -297,6 +353,13 @@ impl<P: Policy> Shard<P> {
             delay += n * self.cost_ns[f as usize];
             self.app_queued[self.fn_app[f as usize] as usize] += n;
         }
+        // Actor work waits inside the machines (the run queue holds one token per activation).
+        let (cost, fn_app, app_queued) = (&self.cost_ns, &self.fn_app, &mut self.app_queued);
+        actors::backlog(&self.actors, &self.lessees, |f, n| {
+            queued += n;
+            delay += n * cost[f];
+            app_queued[fn_app[f] as usize] += n;
+        });
         let sig = &self.signals[self.id as usize];
         sig.publish(queued, delay);
         for (app, &n) in self.app_queued.iter().enumerate() {
@@ -344,6 +407,7 @@ impl<P: Policy> Shard<P> {
         for op in self.ops.iter_mut().flatten() {
             op.flush();
         }
+        self.tick_actors(now);
         let cx = sched_cx!(self, now);
         self.policy.on_tick(&cx);
     }
@@ -356,16 +420,21 @@ impl<P: Policy> Shard<P> {
 
     /// Something was counted since the last report.
     fn has_news(&self) -> bool {
-        self.stats.iter().any(|s| s.events_in + s.events_out + s.late_dropped > 0)
+        self.stats.iter().any(|s| s.events_in + s.events_out + s.late_dropped > 0 || s.actors.has_news())
     }
 
     fn report(&mut self, last: bool) {
-        for (f, op) in self.ops.iter().enumerate() {
-            if let Some(op) = op {
-                let total = op.late_dropped();
-                self.stats[self.fn_app[f] as usize].late_dropped += total - self.late_seen[f];
-                self.late_seen[f] = total;
-            }
+        for f in 0..self.ops.len() {
+            let total = match (&self.ops[f], &self.actors[f]) {
+                (Some(op), _) => op.late_dropped(),
+                (_, Some(actor)) => actor.late_dropped(),
+                _ => continue,
+            };
+            self.stats[self.fn_app[f] as usize].late_dropped += total - self.late_seen[f];
+            self.late_seen[f] = total;
+        }
+        for app in 0..self.hosting.len() {
+            self.host(app, 0);
         }
         let r = ShardReport {
             shard: self.id,
@@ -376,6 +445,9 @@ impl<P: Policy> Shard<P> {
             last,
         };
         self.stats.iter_mut().for_each(AppStats::reset);
+        for (s, &n) in self.stats.iter_mut().zip(&self.lessees_here) {
+            s.actors.lessees_max = n;
+        }
         let _ = self.reports.send(r);
     }
 }

@@ -57,7 +57,13 @@ impl<P: Policy> Router<'_, P> {
                 let f = edge.target as usize;
                 let l = self.load;
                 let slack = h.deadline_ns as i64 - l.now_ns as i64 - l.cost_to_go_ns[f] as i64;
-                let route = RouteCx { home_delay_ns: l.delay_ns[home], service_ns: l.cost_ns[f], laxity_ns: slack };
+                // The signal only: where a lessee would go is decided at the home shard.
+                let route = RouteCx {
+                    home_delay_ns: l.delay_ns[home],
+                    peer_delay_ns: 0,
+                    service_ns: l.cost_ns[f],
+                    laxity_ns: slack,
+                };
                 if self.policy.on_route(h, &route) == Placement::Lessee {
                     *self.scale_up_signals += 1;
                 }

@@ -12,7 +12,8 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use dirigo_actors::record::{access, Value};
 use dirigo_engine::compile::{collect_sinks, compile, settings};
 use dirigo_engine::config::{Config, Distribution, SourceKind};
-use dirigo_engine::policy::{Builtin, POLICY_NAMES};
+use dirigo_engine::policy::POLICY_NAMES;
+use dirigo_engine::policy::{Admission, Builtin, LesseeCx, OfferCx, Placement, Policy, RouteCx, SchedCx};
 use dirigo_engine::report::Summary;
 use dirigo_engine::source::{Generator, GeneratorSpec, KeyDistribution};
 
@@ -74,10 +75,15 @@ pub fn parse(text: &str) -> Result<Config> {
 /// Run every app of `config` to completion on `shards` shards under `policy`, every sink
 /// replaced by a collector.
 pub fn run(config: &Config, shards: usize, policy: &str) -> Result<Run> {
+    let policy = Builtin::by_name(policy).ok_or_else(|| anyhow!("no policy `{policy}`"))?;
+    run_with(config, shards, policy)
+}
+
+/// [`run`] under any policy.
+pub fn run_with<P: Policy + Clone + Send>(config: &Config, shards: usize, policy: P) -> Result<Run> {
     let mut plan = compile(config, shards).map_err(|e| anyhow!("{e}"))?;
     let outputs = collect_sinks(&mut plan);
     let settings = settings(config);
-    let policy = Builtin::by_name(policy).ok_or_else(|| anyhow!("no policy `{policy}`"))?;
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let result = dirigo_engine::engine::run(plan, &settings, policy, Default::default(), |_| {});
@@ -93,6 +99,53 @@ pub fn run(config: &Config, shards: usize, policy: &str) -> Result<Run> {
         sinks.entry(o.sink).or_default().push(out);
     }
     Ok(Run { summary, sinks })
+}
+
+/// A policy that forces dual-mode scaling: FIFO order, every other message routed to a lessee
+/// (a new one where the limit allows), a quarter of the forwards refused and a quarter of the
+/// lessees retired at each tick, from a seeded generator (each shard has its own copy).
+#[derive(Clone, Debug)]
+pub struct Forced {
+    routed: u64,
+    rng: u64,
+}
+
+impl Forced {
+    pub fn new(seed: u64) -> Self {
+        Forced { routed: 0, rng: seed | 1 }
+    }
+
+    /// xorshift64: one in `n`.
+    fn one_in(&mut self, n: u64) -> bool {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng.is_multiple_of(n)
+    }
+}
+
+impl Policy for Forced {
+    fn on_enqueue(&mut self, _h: &dirigo_actors::envelope::Header, arrival: u64, _cx: &SchedCx<'_>) -> u64 {
+        arrival
+    }
+    fn on_route(&mut self, _h: &dirigo_actors::envelope::Header, _route: &RouteCx) -> Placement {
+        self.routed += 1;
+        if self.routed.is_multiple_of(2) {
+            Placement::Lessee
+        } else {
+            Placement::Lessor
+        }
+    }
+    fn on_offer(&mut self, _h: &dirigo_actors::envelope::Header, _cx: &OfferCx) -> Admission {
+        if self.one_in(4) {
+            Admission::Refuse
+        } else {
+            Admission::Accept
+        }
+    }
+    fn retire_lessee(&mut self, _cx: &LesseeCx) -> bool {
+        self.one_in(4)
+    }
 }
 
 /// Run `config` at every shard count of [`SHARDS`] under every policy, and `check` each run.

@@ -1,0 +1,167 @@
+//! The state of a dual-mode actor's activation: an operator whose state is mergeable, so a
+//! lessee can fold records into a partial that its lessor combines at each barrier.
+//!
+//! Built-in: [`Window`] (records fold into panes; the watermark fire is the critical message).
+//! User code: [`ErasedActor`], the type-erased form of [`crate::api::Actor`]. A partial travels
+//! from a lessee's shard to its lessor's as an rkyv archive ([`ActorOp::export`]), decoded on
+//! arrival into [`ActorOp::Shipped`] and combined by the lessor's machine.
+
+use dirigo_actors::builtins::{Window, WindowPartial};
+use dirigo_actors::envelope::Header;
+use dirigo_actors::operator::{Emitter, Msg, Operator};
+use dirigo_actors::record::access_trusted;
+use dirigo_actors::state::Mergeable;
+use rkyv::util::AlignedVec;
+
+/// A user actor with its types erased (see [`crate::api::Actor`] for the typed trait).
+pub trait ErasedActor {
+    /// A fresh activation of the same function on the partition value of the state.
+    fn partition(&self) -> Box<dyn ErasedActor>;
+    /// Whether this message is critical: it runs alone, on the merged state.
+    fn is_critical(&self, header: &Header, payload: &[u8]) -> bool;
+    /// Apply a message (`critical`: alone, on the merged state).
+    fn on_message(&mut self, header: &Header, payload: &[u8], critical: bool, out: &mut dyn Emitter);
+    /// Event time reached `watermark` on every input (critical).
+    fn on_watermark(&mut self, watermark: u64, out: &mut dyn Emitter);
+    /// Every input ended (critical).
+    fn on_end(&mut self, out: &mut dyn Emitter);
+    /// The state as an rkyv archive (a partial on its way to the lessor).
+    fn export(&self) -> AlignedVec;
+    /// Combine a partial archived by `export` into this state.
+    fn combine_archive(&mut self, bytes: &[u8]);
+}
+
+/// A partial received from a lessee, decoded, until the lessor's machine combines it.
+pub enum Shipped {
+    Window(WindowPartial),
+    User(AlignedVec),
+}
+
+/// The mergeable operator of one activation.
+// One per actor activation, in a machine: the size does not matter, while boxing the window
+// would add a pointer chase per message.
+#[allow(clippy::large_enum_variant)]
+pub enum ActorOp {
+    Window(Window),
+    User(Box<dyn ErasedActor>),
+    Shipped(Shipped),
+}
+
+impl ActorOp {
+    /// Whether a message may run on a lessee: it only folds into state (not critical, and for
+    /// a window, all its windows still open at `watermark`, the instance's watermark when the
+    /// message arrived, which it will meet).
+    #[inline]
+    pub fn folds_anywhere(&self, h: &Header, payload: &[u8], watermark: u64) -> bool {
+        match self {
+            ActorOp::Window(w) => w.folds_anywhere(h.event_time, watermark),
+            ActorOp::User(u) => !u.is_critical(h, payload),
+            ActorOp::Shipped(_) => false,
+        }
+    }
+
+    /// Whether the watermark moving from `from` to `to` is a barrier: for a window, only when it
+    /// crosses a window end or an end plus lateness (otherwise it changes nothing a lessee's
+    /// partial could miss); for a user actor, always (its `on_watermark` sees the state).
+    pub fn watermark_is_critical(&self, from: u64, to: u64) -> bool {
+        match self {
+            ActorOp::Window(w) => w.watermark_matters(from, to),
+            _ => true,
+        }
+    }
+
+    /// Whether a data message is critical (user actors only).
+    #[inline]
+    pub fn is_critical(&self, h: &Header, payload: &[u8]) -> bool {
+        match self {
+            ActorOp::User(u) => u.is_critical(h, payload),
+            _ => false,
+        }
+    }
+
+    /// Apply a data message. Hot path.
+    #[inline]
+    pub fn on_data<E: Emitter>(&mut self, h: &Header, payload: &[u8], critical: bool, out: &mut E) {
+        match self {
+            ActorOp::Window(w) => {
+                // SAFETY: payloads of built-in functions are archives the engine wrote itself or
+                // validated at the network boundary.
+                let rec = unsafe { access_trusted(payload) };
+                let msg = Msg { key_hash: h.key_hash, event_time: h.event_time, port: h.port };
+                w.on_record(msg, rec, payload, out)
+            }
+            ActorOp::User(u) => u.on_message(h, payload, critical, out),
+            ActorOp::Shipped(_) => unreachable!("a shipped partial never runs messages"),
+        }
+    }
+
+    /// Event time advanced on every input.
+    pub fn on_watermark<E: Emitter>(&mut self, watermark: u64, out: &mut E) {
+        match self {
+            ActorOp::Window(w) => w.on_watermark(watermark, out),
+            ActorOp::User(u) => u.on_watermark(watermark, out),
+            ActorOp::Shipped(_) => {}
+        }
+    }
+
+    /// Every input ended.
+    pub fn on_end<E: Emitter>(&mut self, out: &mut E) {
+        match self {
+            ActorOp::Window(w) => w.on_end(out),
+            ActorOp::User(u) => u.on_end(out),
+            ActorOp::Shipped(_) => {}
+        }
+    }
+
+    /// The partial state as an rkyv archive.
+    pub fn export(&self) -> AlignedVec {
+        match self {
+            ActorOp::Window(w) => rkyv::to_bytes::<rkyv::rancor::Error>(&w.export_partial()).expect("partial archives"),
+            ActorOp::User(u) => u.export(),
+            ActorOp::Shipped(_) => unreachable!("a shipped partial is not shipped again"),
+        }
+    }
+
+    /// Decode a partial archived by a lessee of this actor (`export`).
+    pub fn decode_partial(&self, bytes: &[u8]) -> ActorOp {
+        ActorOp::Shipped(match self {
+            ActorOp::Window(_) => {
+                // Archives from another shard of this process: validated all the same (cold path).
+                Shipped::Window(rkyv::from_bytes::<WindowPartial, rkyv::rancor::Error>(bytes).expect("window partial"))
+            }
+            _ => {
+                let mut copy = AlignedVec::with_capacity(bytes.len());
+                copy.extend_from_slice(bytes);
+                Shipped::User(copy)
+            }
+        })
+    }
+
+    /// Records dropped for lateness.
+    pub fn late_dropped(&self) -> u64 {
+        match self {
+            ActorOp::Window(w) => w.late_dropped(),
+            _ => 0,
+        }
+    }
+}
+
+impl Mergeable for ActorOp {
+    fn partition(&self) -> Self {
+        match self {
+            ActorOp::Window(w) => ActorOp::Window(w.empty_like()),
+            ActorOp::User(u) => ActorOp::User(u.partition()),
+            ActorOp::Shipped(_) => unreachable!("a shipped partial is never partitioned"),
+        }
+    }
+
+    fn combine(&mut self, partial: Self) {
+        match (self, partial) {
+            (ActorOp::Window(w), ActorOp::Shipped(Shipped::Window(p))) => w.merge_partial(p),
+            (ActorOp::Window(w), ActorOp::Window(p)) => w.merge_partial(p.export_partial()),
+            (ActorOp::User(u), ActorOp::Shipped(Shipped::User(bytes))) => u.combine_archive(&bytes),
+            (ActorOp::User(u), ActorOp::User(p)) => u.combine_archive(&p.export()),
+            _ => unreachable!("partials combine into an activation of the same function"),
+        }
+    }
+}

@@ -1,0 +1,698 @@
+//! Dual-mode virtual actors on a shard: the engine side of `dirigo_actors::dual_mode`.
+//!
+//! An actor is one keyed partition of a function whose state is mergeable (a window, a user
+//! actor) with `max_lessees > 0`: the function's instance on its home shard is the **lessor**.
+//! Its messages do not enter the run queue directly: on arrival they go through the lessor's
+//! machine ([`Lessor::route`] for data, [`Lessor::barrier`] for a watermark that advances the
+//! instance, its end, or a user's critical message), which runs them here, forwards them to a
+//! **lessee** on the least-loaded other shard when the policy's `on_route` says the home shard
+//! cannot meet the deadline, or buffers them behind a barrier. An activation with work has one
+//! *token* in the run queue (an entry with `slot == TOKEN`); picking it runs one work item, so
+//! the policy orders actor work among everything else.
+//!
+//! Control messages travel on the same mailboxes as data, as envelopes of the protocol kinds
+//! ([`MessageKind::is_protocol`]); partial state is an rkyv archive in the payload. A forwarded
+//! message's payload stays held (not recycled) on the lessor until the lessee accepts it.
+//!
+//! Lessees are retired by the policy (`retire_lessee`, every tick) and always when their lessor
+//! ends; a shard exits only when every shard is done, so a lessee slot never loses its host.
+
+use dirigo_actors::dual_mode::{Command, Config as ActorConfig, Control, Decision, Lessee, LesseeMode};
+use dirigo_actors::dual_mode::{Lessor, Mode, SlotPhase, Work};
+use dirigo_actors::envelope::{Header, MessageKind};
+use dirigo_actors::ids::{FunctionId, ShardId};
+use dirigo_actors::state::AccessMode;
+
+use super::router::broadcast;
+use super::Shard;
+use crate::actor::ActorOp;
+use crate::clock::now_ns;
+use crate::mailbox::Entry;
+use crate::plan::InstanceCx;
+use crate::policy::{LesseeCx, OfferCx, Placement, Policy, RouteCx};
+use crate::runqueue::QEntry;
+
+/// `QEntry::slot` of a token: `off` 0 is the lessor of the entry's function, `1 + i` lessee
+/// slot `i`.
+pub(super) const TOKEN: u32 = u32::MAX;
+/// `Pending::slot` of a critical message made by the lessor (a watermark or an end).
+const NO_PAYLOAD: u32 = u32::MAX;
+
+/// A message inside a machine: its header and where its payload is held on this shard.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Pending {
+    header: Header,
+    slot: u32,
+    off: u32,
+    len: u32,
+}
+
+pub(super) type Outbox = Vec<Command<ActorOp, Pending>>;
+
+/// Which activation a machine input belongs to.
+#[derive(Clone, Copy, Debug)]
+enum Activation {
+    Lessor(usize),
+    Lessee(usize),
+}
+
+/// What the lessor knows of one lessee beyond the machine: for the retire decision.
+#[derive(Debug)]
+struct SlotInfo {
+    shard: ShardId,
+    last_forward_ns: u64,
+    refused: u64,
+    accepted: u64,
+}
+
+/// The lessor of one actor (a function instance whose state is mergeable).
+pub(super) struct LessorActor {
+    machine: Lessor<ActorOp, Pending>,
+    max_lessees: usize,
+    scheduled: bool,
+    next_barrier: u64,
+    /// The end ran: retire every lessee, then the actor is done.
+    ended: bool,
+    slots: Vec<SlotInfo>,
+    /// Messages a retiring lessee handed back, until its `Retired` arrives.
+    returned: Vec<(ShardId, Pending)>,
+    /// Barriers not yet completed: (id, arrival time).
+    barriers: std::collections::VecDeque<(u64, u64)>,
+    /// Mode at the last observation, and since when.
+    mode: Mode,
+    mode_since: u64,
+}
+
+impl LessorActor {
+    pub(super) fn new(op: ActorOp, max_lessees: usize) -> Self {
+        let config = ActorConfig { access: AccessMode::Mergeable, max_lessees, channels: 1 };
+        LessorActor {
+            machine: Lessor::new(op, config),
+            max_lessees,
+            scheduled: false,
+            next_barrier: 1,
+            ended: false,
+            slots: Vec::new(),
+            returned: Vec::new(),
+            barriers: std::collections::VecDeque::new(),
+            mode: Mode::Runnable,
+            mode_since: 0,
+        }
+    }
+
+    /// Ended, and every lessee retired.
+    pub(super) fn is_done(&self) -> bool {
+        self.ended && self.machine.lessees().next().is_none()
+    }
+
+    pub(super) fn late_dropped(&self) -> u64 {
+        self.machine.state().late_dropped()
+    }
+}
+
+/// A lessee slot on this shard.
+pub(super) struct LesseeSlot {
+    function: FunctionId,
+    lessor: ShardId,
+    machine: Lessee<ActorOp, Pending>,
+    scheduled: bool,
+    /// When the lessor decided to lease (its clock; the engine's clock is global), until the
+    /// first message runs here: the scale-up reaction.
+    leased_at: Option<u64>,
+}
+
+impl<P: Policy> Shard<P> {
+    /// A data message, watermark or end for an actor whose lessor is here.
+    pub(super) fn actor_arrival(&mut self, e: Entry, slot: u32) {
+        let f = e.header.function as usize;
+        let mut out = std::mem::take(&mut self.cmds);
+        let barrier_msg = |kind, event_time| Pending {
+            header: Header { kind, event_time, ..e.header },
+            slot: NO_PAYLOAD,
+            off: 0,
+            len: 0,
+        };
+        match e.header.kind {
+            MessageKind::Data => {
+                let msg = Pending { header: e.header, slot, off: e.off, len: e.len };
+                let payload = self.held.batch(slot).payload(e.off, e.len);
+                let op = self.actors[f].as_ref().expect("lessor").machine.state();
+                if op.is_critical(&e.header, payload) {
+                    self.barrier(f, msg, &mut out);
+                } else {
+                    let watermark = self.insts[f].as_ref().expect("instance").watermark;
+                    let decision = if op.folds_anywhere(&e.header, payload, watermark) {
+                        self.placement(f, &e.header)
+                    } else {
+                        Decision::Local
+                    };
+                    let actor = self.actors[f].as_mut().expect("lessor");
+                    actor.machine.route(0, msg, decision, &mut out).expect("lessor accepts a regular message");
+                }
+            }
+            MessageKind::Watermark => {
+                self.release(slot);
+                let inst = self.insts[f].as_mut().expect("instance");
+                let from = inst.watermark;
+                if let Some(wm) = inst.on_watermark(e.header.port, e.header.from_shard, e.header.event_time) {
+                    self.advance_watermark(f, from, barrier_msg(MessageKind::Watermark, wm), &mut out);
+                }
+            }
+            MessageKind::End => {
+                self.release(slot);
+                let inst = self.insts[f].as_mut().expect("instance");
+                let from = inst.watermark;
+                let (last, advanced) = inst.on_end(e.header.port, e.header.from_shard);
+                if let Some(wm) = advanced {
+                    self.advance_watermark(f, from, barrier_msg(MessageKind::Watermark, wm), &mut out);
+                }
+                if last {
+                    self.barrier(f, barrier_msg(MessageKind::End, u64::MAX), &mut out);
+                }
+            }
+            kind => unreachable!("protocol message {kind:?} routed as an arrival"),
+        }
+        self.exec(Activation::Lessor(f), &mut out);
+        self.cmds = out;
+    }
+
+    /// The instance's watermark moved from `from` to `wm.event_time`: a barrier if the move
+    /// matters to the state (it fires, expires, or changes lateness), else an ordinary message
+    /// the lessor runs in order (it still goes downstream after everything before it).
+    fn advance_watermark(&mut self, f: usize, from: u64, wm: Pending, out: &mut Outbox) {
+        let actor = self.actors[f].as_mut().expect("lessor");
+        if actor.machine.state().watermark_is_critical(from, wm.header.event_time) {
+            self.barrier(f, wm, out);
+        } else {
+            actor.machine.route(0, wm, Decision::Local, out).expect("lessor accepts a watermark");
+        }
+    }
+
+    /// A critical message: a barrier of its own on the actor's one (merged) input channel.
+    fn barrier(&mut self, f: usize, critical: Pending, out: &mut Outbox) {
+        let now = self.now;
+        let actor = self.actors[f].as_mut().expect("lessor");
+        let id = actor.next_barrier;
+        actor.next_barrier += 1;
+        actor.barriers.push_back((id, now));
+        actor.machine.barrier(0, id, Some(critical), out).expect("barriers arrive in order");
+    }
+
+    /// Where a foldable message runs: `on_route` decides whether the home shard can meet its
+    /// deadline; if not, the least-loaded of the existing lessees or of the other shards.
+    fn placement(&mut self, f: usize, h: &Header) -> Decision {
+        let actor = self.actors[f].as_ref().expect("lessor");
+        // Decided in every mode: a message buffered behind a barrier keeps its placement for
+        // when it replays.
+        if actor.max_lessees == 0 || self.plan.shards < 2 {
+            return Decision::Local;
+        }
+        let me = self.id as usize;
+        let slack = h.deadline_ns as i64 - self.now as i64 - self.cost_to_go_ns[f] as i64;
+        let delay = |s: ShardId| self.peer_delay[s as usize];
+        let peer_delay_ns =
+            (0..self.plan.shards as ShardId).filter(|&s| s != self.id).map(delay).min().unwrap_or(u64::MAX);
+        let route = RouteCx {
+            home_delay_ns: self.peer_delay[me],
+            peer_delay_ns,
+            service_ns: self.cost_ns[f],
+            laxity_ns: slack,
+        };
+        if self.policy.on_route(h, &route) != Placement::Lessee {
+            return Decision::Local;
+        }
+        // A lessee parked by the current barrier is leased again when a buffered message replays.
+        let existing = (actor.machine.lessees())
+            .filter(|&(_, phase)| phase != SlotPhase::Retiring)
+            .map(|(s, _)| s)
+            .min_by_key(|&s| delay(s));
+        let fresh = (actor.machine.lessees().count() < actor.max_lessees)
+            .then(|| {
+                (0..self.plan.shards as ShardId)
+                    .filter(|&s| s != self.id && actor.machine.lessees().all(|(l, _)| l != s))
+                    .min_by_key(|&s| delay(s))
+            })
+            .flatten();
+        match (existing, fresh) {
+            (Some(e), Some(n)) if delay(n) < delay(e) => Decision::NewLessee(n),
+            (Some(e), _) => Decision::Lessee(e),
+            (None, Some(n)) => Decision::NewLessee(n),
+            (None, None) => Decision::Local,
+        }
+    }
+
+    /// A protocol envelope from shard `from`.
+    pub(super) fn on_protocol(&mut self, e: Entry, slot: u32, from: ShardId) {
+        let f = e.header.function as usize;
+        let app = self.fn_app[f] as usize;
+        let mut out = std::mem::take(&mut self.cmds);
+        let data = Header { kind: MessageKind::Data, ..e.header };
+        let who = match e.header.kind {
+            MessageKind::Lease => {
+                self.release(slot);
+                Activation::Lessee(self.open_lessee(f, from, e.header.event_time))
+            }
+            MessageKind::Forward => {
+                let i = self.lessee_of(f, from);
+                let msg = Pending { header: data, slot, off: e.off, len: e.len };
+                let l = &mut self.lessees[i].as_mut().expect("slot").machine;
+                l.receive(Control::Forward { seq: u64::from(e.header.aux), msg }, &mut out).expect("forward");
+                let me = self.id as usize;
+                let cx = OfferCx {
+                    own_delay_ns: self.peer_delay[me],
+                    lessor_delay_ns: self.peer_delay[from as usize],
+                    service_ns: self.cost_ns[f],
+                };
+                let admission = self.policy.on_offer(&data, &cx);
+                l.admit(admission, &mut out);
+                Activation::Lessee(i)
+            }
+            kind @ (MessageKind::Block | MessageKind::Unblock | MessageKind::Retire) => {
+                self.release(slot);
+                let i = self.lessee_of(f, from);
+                let barrier = e.header.event_time;
+                let control = match kind {
+                    MessageKind::Block => Control::Block { barrier },
+                    MessageKind::Unblock => Control::Unblock { barrier },
+                    _ => Control::Retire,
+                };
+                let l = &mut self.lessees[i].as_mut().expect("slot").machine;
+                l.receive(control, &mut out).expect("lessee accepts its lessor's control");
+                Activation::Lessee(i)
+            }
+            kind @ (MessageKind::Accept | MessageKind::Refuse) => {
+                self.release(slot);
+                let actor = self.actors[f].as_mut().expect("lessor");
+                let seq = actor.machine.widen_seq(e.header.aux);
+                let info = actor.slots.iter_mut().find(|s| s.shard == from).expect("lessee info");
+                let control = if kind == MessageKind::Accept {
+                    info.accepted += 1;
+                    Control::Accept { seq }
+                } else {
+                    info.refused += 1;
+                    self.stats[app].actors.refused += 1;
+                    Control::Refuse { seq }
+                };
+                actor.machine.receive(from, control, &mut out).expect("answer in forward order");
+                Activation::Lessor(f)
+            }
+            MessageKind::Partial => {
+                let actor = self.actors[f].as_mut().expect("lessor");
+                let state = actor.machine.state().decode_partial(self.held.batch(slot).payload(e.off, e.len));
+                self.stats[app].actors.partial_bytes += u64::from(e.len);
+                let control = Control::Partial { barrier: e.header.event_time, state };
+                actor.machine.receive(from, control, &mut out).expect("partial for the current barrier");
+                self.release(slot);
+                Activation::Lessor(f)
+            }
+            MessageKind::Returned => {
+                let actor = self.actors[f].as_mut().expect("lessor");
+                actor.returned.push((from, Pending { header: data, slot, off: e.off, len: e.len }));
+                self.cmds = out;
+                return;
+            }
+            MessageKind::Retired => {
+                let actor = self.actors[f].as_mut().expect("lessor");
+                let partial = actor.machine.state().decode_partial(self.held.batch(slot).payload(e.off, e.len));
+                let mut returned = Vec::new();
+                actor.returned.retain(|&(s, m)| {
+                    if s == from {
+                        returned.push(m);
+                    }
+                    s != from
+                });
+                actor.slots.retain(|s| s.shard != from);
+                let stats = &mut self.stats[app].actors;
+                stats.partial_bytes += u64::from(e.len);
+                stats.lessees_retired += 1;
+                actor.machine.receive(from, Control::Retired { partial, returned }, &mut out).expect("retired");
+                self.release(slot);
+                Activation::Lessor(f)
+            }
+            kind => unreachable!("{kind:?} is not a protocol message"),
+        };
+        self.exec(who, &mut out);
+        self.cmds = out;
+        if let Activation::Lessee(i) = who {
+            self.close_if_retired(i);
+        }
+    }
+
+    /// Open a lessee slot of function `f` for the lessor on `lessor`.
+    fn open_lessee(&mut self, f: usize, lessor: ShardId, leased_at: u64) -> usize {
+        let fp = &self.plan.functions[f];
+        let instance = fp.shards.iter().position(|&s| s == lessor).unwrap_or(0) as u32;
+        let cx = InstanceCx { shard: lessor, shards: self.plan.shards, instance, parallelism: fp.shards.len() as u32 };
+        let Ok(op) = (fp.factory)(cx).into_actor() else {
+            unreachable!("a lease for a function whose state is not mergeable")
+        };
+        let slot = LesseeSlot {
+            function: f as FunctionId,
+            lessor,
+            machine: Lessee::new(lessor, op),
+            scheduled: false,
+            leased_at: Some(leased_at),
+        };
+        let i = match self.lessees.iter().position(Option::is_none) {
+            Some(i) => {
+                self.lessees[i] = Some(slot);
+                i
+            }
+            None => {
+                self.lessees.push(Some(slot));
+                self.lessees.len() - 1
+            }
+        };
+        let app = self.fn_app[f] as usize;
+        self.host(app, 1);
+        self.lessees_here[app] += 1;
+        let now_here = self.lessees_here[app];
+        let gauge = &mut self.stats[app].actors.lessees_max;
+        *gauge = (*gauge).max(now_here);
+        i
+    }
+
+    fn lessee_of(&self, f: usize, lessor: ShardId) -> usize {
+        let is = |s: &Option<LesseeSlot>| s.as_ref().is_some_and(|s| s.function as usize == f && s.lessor == lessor);
+        self.lessees.iter().position(is).expect("a control message for an open lessee slot")
+    }
+
+    /// Drop a lessee slot that shipped its last partial.
+    fn close_if_retired(&mut self, i: usize) {
+        let retired = self.lessees[i].as_ref().is_some_and(|s| s.machine.mode() == LesseeMode::Retired);
+        if retired {
+            let slot = self.lessees[i].take().expect("slot");
+            let app = self.fn_app[slot.function as usize] as usize;
+            self.host(app, -1);
+            self.lessees_here[app] -= 1;
+        }
+    }
+
+    /// Execute what a machine asked for.
+    fn exec(&mut self, who: Activation, out: &mut Outbox) {
+        for command in out.drain(..) {
+            match command {
+                Command::Schedule => {}
+                Command::Done { msg } => self.release_pending(msg),
+                Command::Send { to, control } => self.send_control(who, to, control),
+            }
+        }
+        self.observe(who);
+        self.schedule(who);
+    }
+
+    fn release_pending(&mut self, msg: Pending) {
+        if msg.slot != NO_PAYLOAD {
+            self.release(msg.slot);
+        }
+    }
+
+    /// Encode a control message as an envelope to shard `to`.
+    fn send_control(&mut self, who: Activation, to: ShardId, control: Control<ActorOp, Pending>) {
+        let f = match who {
+            Activation::Lessor(f) => f,
+            Activation::Lessee(i) => self.lessees[i].as_ref().expect("slot").function as usize,
+        };
+        let app = self.fn_app[f];
+        let mut h = Header::data(app, f as FunctionId, 0);
+        let to_ = to as usize;
+        let stats = &mut self.stats[app as usize].actors;
+        match control {
+            Control::Lease { .. } => {
+                // The lessee builds its own partition value from the function's factory.
+                h.kind = MessageKind::Lease;
+                h.event_time = self.now;
+                stats.lessees_created += 1;
+                let actor = self.actors[f].as_mut().expect("lessor");
+                actor.slots.push(SlotInfo { shard: to, last_forward_ns: self.now, refused: 0, accepted: 0 });
+                self.out.push_bytes(to_, h, &[]);
+            }
+            Control::Forward { seq, msg } => {
+                stats.forwarded += 1;
+                let actor = self.actors[f].as_mut().expect("lessor");
+                if let Some(info) = actor.slots.iter_mut().find(|s| s.shard == to) {
+                    info.last_forward_ns = self.now;
+                }
+                let h = Header { kind: MessageKind::Forward, aux: seq as u32, ..msg.header };
+                self.out.push_bytes(to_, h, self.held.batch(msg.slot).payload(msg.off, msg.len));
+            }
+            Control::Accept { seq } | Control::Refuse { seq } => {
+                let accept = matches!(control, Control::Accept { .. });
+                h.kind = if accept { MessageKind::Accept } else { MessageKind::Refuse };
+                h.aux = seq as u32;
+                self.out.push_bytes(to_, h, &[]);
+            }
+            Control::Block { barrier } | Control::Unblock { barrier } => {
+                let block = matches!(control, Control::Block { .. });
+                h.kind = if block { MessageKind::Block } else { MessageKind::Unblock };
+                h.event_time = barrier;
+                self.out.push_bytes(to_, h, &[]);
+            }
+            Control::Retire => {
+                h.kind = MessageKind::Retire;
+                self.out.push_bytes(to_, h, &[]);
+            }
+            Control::Partial { barrier, state } => {
+                h.kind = MessageKind::Partial;
+                h.event_time = barrier;
+                self.out.push_bytes(to_, h, &state.export());
+            }
+            Control::Retired { partial, returned } => {
+                for msg in returned {
+                    let h = Header { kind: MessageKind::Returned, ..msg.header };
+                    self.out.push_bytes(to_, h, self.held.batch(msg.slot).payload(msg.off, msg.len));
+                    self.release(msg.slot);
+                }
+                h.kind = MessageKind::Retired;
+                self.out.push_bytes(to_, h, &partial.export());
+            }
+        }
+    }
+
+    /// Put the activation's token on the run queue if it has work and none is there.
+    fn schedule(&mut self, who: Activation) {
+        let (header, off) = match who {
+            Activation::Lessor(f) => {
+                let actor = self.actors[f].as_mut().expect("lessor");
+                let next = match actor.machine.next_work() {
+                    Some(Work::Regular(m)) | Some(Work::Critical { msg: m, .. }) => m.header,
+                    None => return,
+                };
+                if std::mem::replace(&mut actor.scheduled, true) {
+                    return;
+                }
+                (next, 0)
+            }
+            Activation::Lessee(i) => {
+                let Some(slot) = self.lessees[i].as_mut() else { return };
+                let Some(next) = slot.machine.next_accepted().map(|m| m.header) else { return };
+                if std::mem::replace(&mut slot.scheduled, true) {
+                    return;
+                }
+                (next, 1 + i as u32)
+            }
+        };
+        let cx = sched_cx!(self, self.now);
+        let priority = self.policy.on_enqueue(&header, self.arrival, &cx);
+        self.runq.push(QEntry { header, priority, arrival: self.arrival, slot: TOKEN, off, len: 0 });
+        self.arrival += 1;
+    }
+
+    /// Barrier figures from the lessor's mode changes.
+    fn observe(&mut self, who: Activation) {
+        let Activation::Lessor(f) = who else { return };
+        let now = now_ns();
+        let app = self.fn_app[f] as usize;
+        let actor = self.actors[f].as_mut().expect("lessor");
+        let stats = &mut self.stats[app].actors;
+        let mode = actor.machine.mode();
+        if std::mem::discriminant(&mode) != std::mem::discriminant(&actor.mode) {
+            let spent = now.saturating_sub(actor.mode_since);
+            match actor.mode {
+                Mode::Blocked { .. } => stats.blocked_ns += spent,
+                Mode::Critical { .. } => stats.critical_ns += spent,
+                Mode::Runnable => {}
+            }
+            actor.mode = mode;
+            actor.mode_since = now;
+        }
+        let done = actor.machine.last_barrier().unwrap_or(0);
+        while let Some(&(id, at)) = actor.barriers.front() {
+            if id > done {
+                break;
+            }
+            actor.barriers.pop_front();
+            stats.barriers += 1;
+            stats.barrier_ns.saturating_record(now.saturating_sub(at).max(1));
+        }
+    }
+
+    /// Run one work item of the activation a token stands for.
+    pub(super) fn run_token(&mut self, e: &QEntry) {
+        if e.off == 0 {
+            self.run_lessor(e.header.function as usize);
+        } else {
+            self.run_lessee(e.off as usize - 1);
+        }
+    }
+
+    fn run_lessor(&mut self, f: usize) {
+        let mut out = std::mem::take(&mut self.cmds);
+        let fp = &self.plan.functions[f];
+        let actor = self.actors[f].as_mut().expect("lessor");
+        actor.scheduled = false;
+        let t0 = now_ns();
+        let held = &self.held;
+        let mut ran: Option<(Pending, bool)> = None;
+        let apply = |op: &mut ActorOp, work: Work<Pending>| {
+            let (msg, critical) = match work {
+                Work::Regular(m) => (m, false),
+                Work::Critical { msg, .. } => (msg, true),
+            };
+            let cx = sched_cx!(self, t0);
+            self.policy.pre_apply(&msg.header, &cx);
+            let mut router = router!(self, &fp.outputs, msg.header);
+            match msg.header.kind {
+                MessageKind::Watermark => op.on_watermark(msg.header.event_time, &mut router),
+                MessageKind::End => op.on_end(&mut router),
+                _ => op.on_data(&msg.header, held.batch(msg.slot).payload(msg.off, msg.len), critical, &mut router),
+            }
+            let cx = sched_cx!(self, t0);
+            self.policy.post_apply(&msg.header, &cx);
+            ran = Some((msg, critical));
+        };
+        actor.machine.run_next(apply, &mut out).expect("lessor runs its work");
+        if let Some((msg, critical)) = ran {
+            match msg.header.kind {
+                MessageKind::Watermark => {
+                    let wm = msg.header.event_time;
+                    broadcast(&mut self.out, &self.plan, &fp.outputs, msg.header, MessageKind::Watermark, wm);
+                }
+                MessageKind::End => {
+                    broadcast(&mut self.out, &self.plan, &fp.outputs, msg.header, MessageKind::End, u64::MAX);
+                    self.live -= 1;
+                    self.actors[f].as_mut().expect("lessor").ended = true;
+                    self.host(fp.app as usize, -1);
+                }
+                _ => {
+                    self.release_pending(msg);
+                    if !critical {
+                        let dt = now_ns().saturating_sub(t0);
+                        self.cost_ns[f] = (self.cost_ns[f] * 7 + dt) / 8;
+                    }
+                }
+            }
+        }
+        let actor = self.actors[f].as_mut().expect("lessor");
+        if actor.ended && actor.machine.mode() == Mode::Runnable {
+            let leased: Vec<ShardId> =
+                actor.machine.lessees().filter(|&(_, p)| p == SlotPhase::Leased).map(|(s, _)| s).collect();
+            for s in leased {
+                actor.machine.retire(s, &mut out).expect("retire a leased lessee");
+            }
+        }
+        self.exec(Activation::Lessor(f), &mut out);
+        self.cmds = out;
+    }
+
+    fn run_lessee(&mut self, i: usize) {
+        let mut out = std::mem::take(&mut self.cmds);
+        let Some(slot) = self.lessees[i].as_mut() else {
+            self.cmds = out;
+            return;
+        };
+        slot.scheduled = false;
+        let f = slot.function as usize;
+        let fp = &self.plan.functions[f];
+        let t0 = now_ns();
+        let held = &self.held;
+        let mut ran = None;
+        let apply = |op: &mut ActorOp, work: Work<Pending>| {
+            let Work::Regular(msg) = work else { unreachable!("a lessee runs regular messages only") };
+            let cx = sched_cx!(self, t0);
+            self.policy.pre_apply(&msg.header, &cx);
+            let mut router = router!(self, &fp.outputs, msg.header);
+            op.on_data(&msg.header, held.batch(msg.slot).payload(msg.off, msg.len), false, &mut router);
+            let cx = sched_cx!(self, t0);
+            self.policy.post_apply(&msg.header, &cx);
+            ran = Some(msg);
+        };
+        slot.machine.run_next(apply, &mut out);
+        if let Some(leased_at) = slot.leased_at.take() {
+            let app = fp.app as usize;
+            self.stats[app].actors.scale_up_ns.saturating_record(t0.saturating_sub(leased_at).max(1));
+        }
+        if let Some(msg) = ran {
+            self.release_pending(msg);
+            let dt = now_ns().saturating_sub(t0);
+            self.cost_ns[f] = (self.cost_ns[f] * 7 + dt) / 8;
+        }
+        self.exec(Activation::Lessee(i), &mut out);
+        self.cmds = out;
+    }
+
+    /// Every tick: the policy may retire lessees of the lessors here.
+    pub(super) fn tick_actors(&mut self, now: u64) {
+        let me = self.id as usize;
+        let idle_limit_ns = self.settings.lessee_idle.as_nanos() as u64;
+        let mut out = std::mem::take(&mut self.cmds);
+        for f in 0..self.actors.len() {
+            let Some(actor) = self.actors[f].as_mut() else { continue };
+            if actor.machine.mode() != Mode::Runnable || actor.slots.is_empty() {
+                continue;
+            }
+            for info in &mut actor.slots {
+                let leased = actor.machine.lessees().any(|(s, p)| s == info.shard && p == SlotPhase::Leased);
+                if !leased {
+                    continue;
+                }
+                let cx = LesseeCx {
+                    idle_ns: now.saturating_sub(info.last_forward_ns),
+                    idle_limit_ns,
+                    refused: std::mem::take(&mut info.refused),
+                    accepted: std::mem::take(&mut info.accepted),
+                    lessee_delay_ns: self.peer_delay[info.shard as usize],
+                    lessor_delay_ns: self.peer_delay[me],
+                };
+                if self.policy.retire_lessee(&cx) {
+                    actor.machine.retire(info.shard, &mut out).expect("retire a leased lessee");
+                }
+            }
+            self.exec(Activation::Lessor(f), &mut out);
+        }
+        self.cmds = out;
+    }
+
+    /// Whether every actor here is done and no lessee slot is open.
+    pub(super) fn actors_done(&self) -> bool {
+        self.actors.iter().flatten().all(|a| a.is_done()) && self.lessees.iter().all(Option::is_none)
+    }
+
+    /// `delta` activations of `app` opened (1) or closed (-1) on this shard: account the time
+    /// it hosted at least one (shard-seconds).
+    pub(super) fn host(&mut self, app: usize, delta: i32) {
+        let now = now_ns();
+        if self.hosting[app] > 0 {
+            self.stats[app].actors.hosted_ns += now.saturating_sub(self.hosting_since[app]);
+        }
+        self.hosting_since[app] = now;
+        self.hosting[app] = self.hosting[app].checked_add_signed(delta).expect("hosting count");
+    }
+}
+
+/// Messages queued inside the actor machines of a shard, per function: `add(function, count)`
+/// (a load figure: the run queue holds one token per activation).
+pub(super) fn backlog(
+    actors: &[Option<Box<LessorActor>>],
+    lessees: &[Option<LesseeSlot>],
+    mut add: impl FnMut(usize, u64),
+) {
+    for (f, actor) in actors.iter().enumerate() {
+        if let Some(actor) = actor {
+            add(f, actor.machine.queued() as u64);
+        }
+    }
+    for slot in lessees.iter().flatten() {
+        add(slot.function as usize, slot.machine.queued() as u64);
+    }
+}

@@ -1,0 +1,193 @@
+//! Dual-mode actors through real shards, against a sequential single-activation run.
+//!
+//! A user actor sums values per key (mergeable state); some messages are queries (critical: they
+//! must see every earlier value of their key, merged from every lessee's partial, and no later
+//! one); at the end it emits every key's total. A policy forces random scale-up decisions,
+//! refusals and retirements. For random inputs, every query's answer and the final state equal a
+//! sequential run of the same input, with 2 and 4 shards (4 is more than this machine's CPUs).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use dirigo_actors::envelope::Header;
+use dirigo_actors::state::Mergeable;
+use dirigo_engine::api::{key_u64, Actor, Cx, EngineBuilder};
+use dirigo_engine::policy::{Admission, LesseeCx, OfferCx, Placement, Policy, RouteCx, SchedCx};
+use dirigo_engine::report::Summary;
+use proptest::prelude::*;
+
+/// Per-key sums: combine adds key by key.
+#[derive(Clone, Debug, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct Sums(BTreeMap<u64, u64>);
+
+impl Mergeable for Sums {
+    fn partition(&self) -> Self {
+        Sums::default()
+    }
+    fn combine(&mut self, partial: Self) {
+        for (k, v) in partial.0 {
+            *self.0.entry(k).or_default() += v;
+        }
+    }
+}
+
+/// An input: key, value, and whether it is a query (critical) rather than a value to add.
+type In = (u64, u64, bool);
+/// An output: query answers `(key, total, query id = its value)`, final totals `(key, total, MAX)`.
+type Answer = (u64, u64, u64);
+const FINAL: u64 = u64::MAX;
+
+struct Summer;
+
+impl Actor for Summer {
+    type In = In;
+    type State = Sums;
+    fn is_critical(&self, msg: &rkyv::Archived<In>) -> bool {
+        msg.2
+    }
+    fn on_message(&mut self, state: &mut Sums, _cx: &mut Cx<'_>, msg: &rkyv::Archived<In>) {
+        *state.0.entry(msg.0.to_native()).or_default() += msg.1.to_native();
+    }
+    fn on_critical(&mut self, state: &mut Sums, cx: &mut Cx<'_>, msg: &rkyv::Archived<In>) {
+        let key = msg.0.to_native();
+        let total = state.0.get(&key).copied().unwrap_or(0);
+        cx.emit(cx.key_hash(), cx.event_time(), &(key, total, msg.1.to_native()));
+    }
+    fn on_end(&mut self, state: &mut Sums, cx: &mut Cx<'_>) {
+        for (&key, &total) in &state.0 {
+            cx.emit(key_u64(key), 0, &(key, total, FINAL));
+        }
+    }
+}
+
+/// FIFO order; `on_route` sends a message to a lessee with probability `lessee_pct`%;
+/// refusals and retirements at random (seeded; every shard has its own copy).
+#[derive(Clone, Debug)]
+struct Forced {
+    rng: u64,
+    lessee_pct: u64,
+}
+
+impl Forced {
+    fn below(&mut self, n: u64) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng % n
+    }
+}
+
+impl Policy for Forced {
+    fn on_enqueue(&mut self, _h: &Header, arrival: u64, _cx: &SchedCx<'_>) -> u64 {
+        arrival
+    }
+    fn on_route(&mut self, _h: &Header, _route: &RouteCx) -> Placement {
+        if self.below(100) < self.lessee_pct {
+            Placement::Lessee
+        } else {
+            Placement::Lessor
+        }
+    }
+    fn on_offer(&mut self, _h: &Header, _cx: &OfferCx) -> Admission {
+        if self.below(5) == 0 {
+            Admission::Refuse
+        } else {
+            Admission::Accept
+        }
+    }
+    fn retire_lessee(&mut self, _cx: &LesseeCx) -> bool {
+        self.below(3) == 0
+    }
+}
+
+/// Run `inputs` (query ids are their values) through the actor on `shards` shards.
+fn run(inputs: &[In], shards: usize, max_lessees: u32, policy: Forced) -> (Vec<Answer>, Summary) {
+    let mut engine = EngineBuilder::new().shards(shards).settings(|s| {
+        s.shard.tick = Duration::from_micros(100);
+        s.shard.batch_size = 16;
+    });
+    let mut app = engine.app("sums", Duration::from_millis(5));
+    let owned = inputs.to_vec();
+    let src =
+        app.source("in", 1, move |_| owned.clone().into_iter().enumerate().map(|(i, m)| (key_u64(m.0), i as u64, m)));
+    let sums = app.actor("sums", src, max_lessees, || Summer);
+    let out = app.collect("out", sums);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(engine.run_with(policy, |_| {}));
+    });
+    let summary = done_rx.recv_timeout(Duration::from_secs(60)).expect("the engine finishes").expect("runs");
+    let answers = out
+        .drain()
+        .map(|o| {
+            // SAFETY: the sink's input is archived `Answer`s emitted by `Summer`.
+            let a = unsafe { rkyv::access_unchecked::<rkyv::Archived<Answer>>(&o.archive) };
+            (a.0.to_native(), a.1.to_native(), a.2.to_native())
+        })
+        .collect();
+    (answers, summary)
+}
+
+/// The sequential single-activation run: each query's total and the final totals, sorted.
+fn sequential(inputs: &[In]) -> Vec<Answer> {
+    let mut sums: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut out = Vec::new();
+    for &(key, value, query) in inputs {
+        if query {
+            out.push((key, sums.get(&key).copied().unwrap_or(0), value));
+        } else {
+            *sums.entry(key).or_default() += value;
+        }
+    }
+    out.extend(sums.into_iter().map(|(k, t)| (k, t, FINAL)));
+    out.sort_unstable();
+    out
+}
+
+/// Inputs: values on a few keys, about one in `query_every` a query (its value is its id).
+fn inputs(raw: &[(u64, u64, u64)], query_every: u64) -> Vec<In> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, &(k, v, q))| if q % query_every == 0 { (k, i as u64, true) } else { (k, v, false) })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn queries_and_final_state_equal_a_sequential_run(
+        raw in prop::collection::vec((0u64..6, 0u64..1000, 0u64..1000), 1..600),
+        query_every in 3u64..40,
+        shards in prop::sample::select(vec![2usize, 4]),
+        max_lessees in 1u32..4,
+        lessee_pct in 20u64..100,
+        seed in 1u64..u64::MAX,
+    ) {
+        let inputs = inputs(&raw, query_every);
+        let (mut got, summary) = run(&inputs, shards, max_lessees, Forced { rng: seed, lessee_pct });
+        got.sort_unstable();
+        prop_assert_eq!(got, sequential(&inputs));
+        let a = &summary.apps[0].actors;
+        prop_assert_eq!(a.lessees_retired, a.lessees_created, "every lessee retired");
+        let queries = inputs.iter().filter(|m| m.2).count() as u64;
+        prop_assert!(a.barriers >= queries, "{} barriers for {} queries", a.barriers, queries);
+    }
+}
+
+/// Scaling forced on every message that may scale, with many shards: the actor really runs on
+/// lessees (forwards accepted, partials shipped), and the results still equal the sequential run.
+#[test]
+fn stress_more_shards_than_cpus_scaling_on_every_other_message() {
+    let raw: Vec<(u64, u64, u64)> = (0..20_000u64).map(|i| (i % 7, i * 31 % 1000, i * 7919 % 1000)).collect();
+    let inputs = inputs(&raw, 97);
+    for shards in [3, 6] {
+        let (mut got, summary) = run(&inputs, shards, 4, Forced { rng: 42 + shards as u64, lessee_pct: 50 });
+        got.sort_unstable();
+        assert_eq!(got, sequential(&inputs), "{shards} shards");
+        let a = &summary.apps[0].actors;
+        assert!(a.forwarded > 1_000 && a.refused > 0, "{shards} shards: {a:?}");
+        assert!(a.lessees_created > 0 && a.lessees_retired == a.lessees_created, "{a:?}");
+        assert!(a.partial_bytes > 0 && a.barriers > 100, "{a:?}");
+    }
+}
