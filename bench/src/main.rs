@@ -10,6 +10,7 @@
 //! - [`hooks`]: CPU ns per message of each scheduling policy against hooks compiled out.
 //! - [`tenants`]: a latency-critical app beside a heavy bursty one, under each policy.
 //! - [`nexmark`]: NEXMark Q1, Q2, Q5, Q7, Q8, each checked against a sequential reference.
+//! - [`skew`]: a hot key range on one shard through a dual-mode actor, lessor alone vs lessees.
 //!
 //! ```text
 //! cargo run --release -p dirigo-bench -- keyed-count [--quick] [--out bench/results]
@@ -21,6 +22,7 @@ mod keyed_count;
 mod mailbox;
 mod nexmark;
 mod report;
+mod skew;
 mod sys;
 mod tenants;
 
@@ -59,6 +61,8 @@ enum Scenario {
     Tenants,
     /// NEXMark queries 1, 2, 5, 7, 8 on 2 shards, each checked against a sequential reference.
     Nexmark,
+    /// A hot key range at 10x the others on one shard: lessor alone vs lessees allowed.
+    Skew,
 }
 
 impl Scenario {
@@ -70,6 +74,7 @@ impl Scenario {
             Scenario::Hooks => "hooks",
             Scenario::Tenants => "tenants",
             Scenario::Nexmark => "nexmark",
+            Scenario::Skew => "skew",
         }
     }
 }
@@ -92,6 +97,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Hooks => hooks::run_scenario(opts)?,
         Scenario::Tenants => tenants::run_scenario(opts)?,
         Scenario::Nexmark => nexmark::run_scenario(opts)?,
+        Scenario::Skew => skew::run_scenario(opts)?,
     };
     let name = cli.scenario.name();
     let doc = report::envelope(name, opts, started.elapsed(), json);
