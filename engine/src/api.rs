@@ -335,7 +335,7 @@ struct IterSource<I> {
 
 impl<T: Message, I: Iterator<Item = (u64, u64, T)>> CustomSource for IterSource<I> {
     fn next_due_ns(&self) -> Option<u64> {
-        Some(if self.rate == 0 { 0 } else { self.produced.saturating_mul(1_000_000_000) / self.rate })
+        Some(self.produced.saturating_mul(1_000_000_000).checked_div(self.rate).unwrap_or(0))
     }
 
     fn next(&mut self, buf: &mut AlignedVec) -> Option<(u64, u64)> {
