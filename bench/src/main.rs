@@ -14,6 +14,7 @@
 //! - [`slo`]: the Dirigo paper's experiment: a 1 ms-SLO app beside bursty heavy apps, serverful
 //!   FIFO against least laxity with dual-mode autoscaling (satisfaction, resources, over time).
 //! - [`scaling`]: throughput and p99 against lessees; barrier time against state size.
+//! - [`skew`]: a hot key range on one shard through a dual-mode actor, lessor alone vs lessees.
 //!
 //! ```text
 //! cargo run --release -p dirigo-bench -- keyed-count [--quick] [--out bench/results]
@@ -30,6 +31,7 @@ mod plot;
 mod report;
 mod scaling;
 mod slo;
+mod skew;
 mod sys;
 mod tenants;
 
@@ -75,6 +77,8 @@ enum Scenario {
     Slo,
     /// Throughput and p99 against lessees; barrier time against state size.
     Scaling,
+    /// A hot key range at 10x the others on one shard: lessor alone vs lessees allowed.
+    Skew,
 }
 
 impl Scenario {
@@ -88,6 +92,7 @@ impl Scenario {
             Scenario::Nexmark => "nexmark",
             Scenario::Slo => "slo",
             Scenario::Scaling => "scaling",
+            Scenario::Skew => "skew",
         }
     }
 }
@@ -122,6 +127,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Nexmark => nexmark::run_scenario(opts)?,
         Scenario::Slo => slo::run_scenario(opts)?,
         Scenario::Scaling => scaling::run_scenario(opts)?,
+        Scenario::Skew => skew::run_scenario(opts)?,
     };
     let doc = report::envelope(name, opts, started.elapsed(), json);
     std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;

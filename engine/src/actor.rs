@@ -21,6 +21,8 @@ pub trait ErasedActor {
     fn is_critical(&self, header: &Header, payload: &[u8]) -> bool;
     /// Apply a message (`critical`: alone, on the merged state).
     fn on_message(&mut self, header: &Header, payload: &[u8], critical: bool, out: &mut dyn Emitter);
+    /// Whether watermarks matter to it (then each one is a critical message).
+    fn uses_watermarks(&self) -> bool;
     /// Event time reached `watermark` on every input (critical).
     fn on_watermark(&mut self, watermark: u64, out: &mut dyn Emitter);
     /// Every input ended (critical).
@@ -62,11 +64,13 @@ impl ActorOp {
 
     /// Whether the watermark moving from `from` to `to` is a barrier: for a window, only when it
     /// crosses a window end or an end plus lateness (otherwise it changes nothing a lessee's
-    /// partial could miss); for a user actor, always (its `on_watermark` sees the state).
+    /// partial could miss); for a user actor, when it uses watermarks (its `on_watermark`
+    /// sees the state).
     pub fn watermark_is_critical(&self, from: u64, to: u64) -> bool {
         match self {
             ActorOp::Window(w) => w.watermark_matters(from, to),
-            _ => true,
+            ActorOp::User(u) => u.uses_watermarks(),
+            ActorOp::Shipped(_) => false,
         }
     }
 

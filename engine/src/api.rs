@@ -166,7 +166,13 @@ pub trait Actor: 'static {
     fn on_message(&mut self, state: &mut Self::State, cx: &mut Cx<'_>, msg: &rkyv::Archived<Self::In>);
     /// A critical message, on the merged state.
     fn on_critical(&mut self, state: &mut Self::State, cx: &mut Cx<'_>, msg: &rkyv::Archived<Self::In>);
-    /// Event time reached `watermark` on every input (critical).
+    /// Whether `on_watermark` is used: then every watermark is a critical message (a barrier
+    /// that merges the lessees' partials). Default: no, and watermarks only pass through.
+    fn uses_watermarks(&self) -> bool {
+        false
+    }
+    /// Event time reached `watermark` on every input (critical; called only when
+    /// `uses_watermarks`).
     fn on_watermark(&mut self, _state: &mut Self::State, _cx: &mut Cx<'_>, _watermark: u64) {}
     /// Every input ended (critical): the state is final.
     fn on_end(&mut self, _state: &mut Self::State, _cx: &mut Cx<'_>) {}
@@ -208,9 +214,14 @@ where
             self.actor.on_message(&mut self.state, &mut cx, m)
         }
     }
+    fn uses_watermarks(&self) -> bool {
+        self.actor.uses_watermarks()
+    }
     fn on_watermark(&mut self, watermark: u64, out: &mut dyn Emitter) {
-        let msg = Header { event_time: watermark, ..Header::data(0, 0, 0) };
-        self.actor.on_watermark(&mut self.state, &mut Cx { msg, out, scratch: &mut self.scratch }, watermark);
+        if self.actor.uses_watermarks() {
+            let msg = Header { event_time: watermark, ..Header::data(0, 0, 0) };
+            self.actor.on_watermark(&mut self.state, &mut Cx { msg, out, scratch: &mut self.scratch }, watermark);
+        }
     }
     fn on_end(&mut self, out: &mut dyn Emitter) {
         let msg = Header { event_time: u64::MAX, ..Header::data(0, 0, 0) };
@@ -317,11 +328,19 @@ pub struct AppBuilder<'a> {
 
 struct IterSource<I> {
     iter: I,
+    /// Events per second (0: as fast as the engine takes them), and how many were produced.
+    rate: u64,
+    produced: u64,
 }
 
 impl<T: Message, I: Iterator<Item = (u64, u64, T)>> CustomSource for IterSource<I> {
+    fn next_due_ns(&self) -> Option<u64> {
+        Some(self.produced.saturating_mul(1_000_000_000).checked_div(self.rate).unwrap_or(0))
+    }
+
     fn next(&mut self, buf: &mut AlignedVec) -> Option<(u64, u64)> {
         let (key, time, value) = self.iter.next()?;
+        self.produced += 1;
         let taken = std::mem::take(buf);
         *buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&value, taken).expect("value archives");
         Some((key, time))
@@ -355,6 +374,22 @@ impl AppBuilder<'_> {
         T: Message + 'static,
         I: Iterator<Item = (u64, u64, T)> + 'static,
     {
+        self.paced_source(name, parallelism, 0, make)
+    }
+
+    /// [`AppBuilder::source`] offering `rate` events per second per shard it runs on (open
+    /// loop: an event is due at its index / rate; 0 = as fast as the engine takes them).
+    pub fn paced_source<T, I>(
+        &mut self,
+        name: &str,
+        parallelism: u32,
+        rate: u64,
+        make: impl Fn(u32) -> I + Send + Sync + 'static,
+    ) -> NodeRef
+    where
+        T: Message + 'static,
+        I: Iterator<Item = (u64, u64, T)> + 'static,
+    {
         // One instance per shard at most: a shard's instance runs the logical instances
         // i, i + n, i + 2n... one after the other, so every instance's events are produced.
         let logical = parallelism.max(1);
@@ -363,7 +398,7 @@ impl AppBuilder<'_> {
         let factory = Arc::new(move |cx: crate::plan::InstanceCx| {
             let make = make.clone();
             let iter = (cx.instance..logical).step_by(cx.parallelism as usize).flat_map(move |i| make(i));
-            SourceInstance::Custom(Box::new(IterSource { iter }))
+            SourceInstance::Custom(Box::new(IterSource { iter, rate, produced: 0 }))
         });
         self.plan.sources.push(SourcePlan {
             app: self.app,

@@ -183,6 +183,29 @@ impl Summary {
                 a.satisfaction * 100.0
             );
         }
+        for a in self.apps.iter().filter(|a| a.actors.barriers + a.actors.lessees_created > 0) {
+            let x = &a.actors;
+            let _ = writeln!(
+                s,
+                "{:<16} actors: lessees peak {} (leased {}, retired {}), forwarded {} (refused {}), barriers {} \
+                 (p50 {:.1}us, p99 {:.1}us), blocked {:.1}ms, critical {:.1}ms, partials {} B, scale-up p99 {:.1}us, \
+                 {:.2} shard-s",
+                a.name,
+                x.lessees_peak,
+                x.lessees_created,
+                x.lessees_retired,
+                x.forwarded,
+                x.refused,
+                x.barriers,
+                x.barrier_us.p50,
+                x.barrier_us.p99,
+                x.blocked_ms,
+                x.critical_ms,
+                x.partial_bytes,
+                x.scale_up_us.p99,
+                a.shard_seconds
+            );
+        }
         let _ = writeln!(s, "shards {}  wall {:.2}s  cpu {:.2}s", self.shards, self.wall_seconds, self.cpu_seconds);
         s
     }
@@ -237,7 +260,7 @@ impl Progress {
     pub fn render(&self) -> String {
         let mut s = String::new();
         for l in &self.lines {
-            let _ = writeln!(
+            let _ = write!(
                 s,
                 "[{:>6.1}s] {:<16} in {:>10.0}/s  out {:>10.0}/s  p50 {:>9.1}us  p99 {:>9.1}us  slo {:>6.2}%",
                 self.elapsed.as_secs_f64(),
@@ -248,6 +271,10 @@ impl Progress {
                 l.p99_us,
                 l.satisfaction * 100.0
             );
+            if l.lessees > 0 {
+                let _ = write!(s, "  lessees {}", l.lessees);
+            }
+            s.push('\n');
         }
         s
     }

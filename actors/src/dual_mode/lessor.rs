@@ -226,6 +226,20 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
         self.drain_replay(out)
     }
 
+    /// Re-decide where the buffered regular messages that will replay at the next unblock go
+    /// (those before the first buffered barrier): `decide` sees each message and the placement
+    /// chosen on its arrival, in arrival order, and returns the one to follow. Placement only:
+    /// the protocol stays exact whatever it returns. An engine calls this just before the
+    /// unblock, when the loads that made the arrival-time choice are stale.
+    pub fn plan_replay(&mut self, mut decide: impl FnMut(&M, Decision) -> Decision) {
+        for arrival in &mut self.buffered {
+            match arrival {
+                Arrival::Regular { msg, decision, .. } => *decision = decide(msg, *decision),
+                Arrival::Barrier { .. } => break,
+            }
+        }
+    }
+
     /// Input: the policy retires the lessee on `shard` (idle or too slow). It refuses what it
     /// has not accepted, hands back what it has not run, and ships its partial. Only while
     /// Runnable; otherwise retry after the unblock.

@@ -541,6 +541,29 @@ impl<P: Policy> Shard<P> {
         let fp = &self.plan.functions[f];
         let actor = self.actors[f].as_mut().expect("lessor");
         actor.scheduled = false;
+        if matches!(actor.machine.mode(), Mode::Critical { remaining: 1, .. }) {
+            // The last critical message unblocks the actor: split the replay between this shard
+            // and the lessees by the loads as they are now (arrival-time choices were made
+            // while this shard was blocked and looked busy).
+            let cost = self.cost_ns[f].max(1);
+            let mut here = actor.machine.queued().saturating_sub(actor.machine.buffered()) as u64 * cost;
+            let mut there: Vec<(ShardId, u64)> =
+                actor.machine.lessees().map(|(s, _)| (s, self.peer_delay[s as usize])).collect();
+            actor.machine.plan_replay(|_, decision| {
+                let target = match decision {
+                    Decision::Local => return Decision::Local,
+                    Decision::Lessee(s) | Decision::NewLessee(s) => s,
+                };
+                let Some(t) = there.iter_mut().find(|(s, _)| *s == target) else { return decision };
+                if t.1 + cost < here {
+                    t.1 += cost;
+                    decision
+                } else {
+                    here += cost;
+                    Decision::Local
+                }
+            });
+        }
         let t0 = now_ns();
         let held = &self.held;
         let mut ran: Option<(Pending, bool)> = None;
