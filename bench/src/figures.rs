@@ -16,6 +16,7 @@ pub fn panels(scenario: &str, r: &Value) -> Vec<Panel> {
         "nexmark" => nexmark(r),
         "slo" => crate::slo::figure(r),
         "scaling" => crate::scaling::figure(r),
+        "skew" => skew(r),
         _ => Vec::new(),
     }
 }
@@ -150,5 +151,20 @@ fn nexmark(r: &Value) -> Vec<Panel> {
     vec![
         Panel::bars("throughput per query", "events/s", names.clone(), series),
         Panel::bars("dirigo latency per query", "µs", names, vec![p50, p99]).log(),
+    ]
+}
+
+fn skew(r: &Value) -> Vec<Panel> {
+    let results = rows(r, "results");
+    let per_mode = |keys: &[&str], scale: f64| -> Vec<Series<f64>> {
+        let name = |m: &Value| m["mode"].as_str().unwrap_or("").to_owned();
+        results.iter().map(|m| Series::new(name(m), keys.iter().map(|k| num(&m[*k]) * scale).collect())).collect()
+    };
+    let throughput = ["closed loop", "open loop at 1.3x"].map(String::from).to_vec();
+    let latency = ["p50", "p99"].map(String::from).to_vec();
+    vec![
+        Panel::bars("throughput", "events/s", throughput, per_mode(&["closed_loop_eps", "throughput_eps"], 1.0)),
+        Panel::bars("latency at 1.3x lessor-alone capacity", "µs", latency, per_mode(&["p50_us", "p99_us"], 1.0)).log(),
+        Panel::bars("outputs within SLO", "%", vec!["open loop".into()], per_mode(&["satisfaction"], 100.0)),
     ]
 }

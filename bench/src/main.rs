@@ -30,8 +30,8 @@ mod nexmark;
 mod plot;
 mod report;
 mod scaling;
-mod slo;
 mod skew;
+mod slo;
 mod sys;
 mod tenants;
 

@@ -151,7 +151,7 @@ fn slo_quick() {
     let r = quick("slo", &["serverful critical", "dirigo heavy-a", "dirigo-fair heavy-b", "shard-seconds occupied"]);
     assert_fields("slo", &r, &["shards", "capacity_eps", "seconds", "rounds", "interval_ms", "setups", "results"]);
     let rows = r["results"].as_array().expect("results");
-    assert_eq!(rows.len(), 9, "3 setups x 3 apps");
+    assert_eq!(rows.len(), 12, "4 setups x 3 apps");
     for row in rows {
         for k in ["satisfaction", "p50_us", "p99_us", "events_out", "shard_seconds", "shard_seconds_measured"] {
             assert!(row[k].as_f64().is_some(), "{k} in {row}");
@@ -166,7 +166,7 @@ fn slo_quick() {
         assert!(s["cpu_seconds"].as_f64().is_some_and(|x| x > 0.0), "{s}");
     }
     let timelines = r["timelines"].as_array().expect("timelines");
-    assert_eq!(timelines.len(), 9);
+    assert_eq!(timelines.len(), 12);
     assert!(timelines.iter().any(|t| t["points"].as_array().is_some_and(|p| !p.is_empty())));
 }
 
@@ -196,5 +196,18 @@ fn scaling_quick() {
         }
         // null when no barrier completed
         assert!(row.get("partial_bytes_per_barrier").is_some() && row["barrier_us"].get("p99").is_some(), "{row}");
+    }
+}
+
+#[test]
+fn skew_quick() {
+    let r = quick("skew", &["lessor alone", "lessees allowed", "open loop at 1.3x"]);
+    assert_fields("skew", &r, &["shards", "events", "open_loop_events", "rounds", "hot_keys", "keys", "results"]);
+    let rows = r["results"].as_array().expect("results");
+    assert_eq!(rows.iter().map(|m| m["max_lessees"].as_u64()).collect::<Vec<_>>(), [Some(0), Some(1)]);
+    for row in rows {
+        for k in ["closed_loop_eps", "offered_eps", "throughput_eps", "p50_us", "p99_us", "satisfaction", "forwarded"] {
+            assert!(row[k].as_f64().is_some(), "{k} in {row}");
+        }
     }
 }
