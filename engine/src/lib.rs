@@ -15,6 +15,7 @@
 pub mod api;
 pub mod builtin;
 pub mod clock;
+pub mod cluster;
 pub mod compile;
 pub mod config;
 pub mod engine;
