@@ -14,6 +14,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// Every sink's output lines, sorted, by sink name.
+type Sinks = BTreeMap<String, Vec<String>>;
+
 /// A cluster run that takes longer than this is a hang (a healthy one takes about a second).
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -147,8 +150,8 @@ fn stderr(o: &Output) -> String {
 }
 
 /// Every sink's lines over every file of `dir` (one per node), sorted.
-fn outputs(dir: &Path) -> BTreeMap<String, Vec<String>> {
-    let mut sinks: BTreeMap<String, Vec<String>> = SINKS.iter().map(|s| (s.to_string(), Vec::new())).collect();
+fn outputs(dir: &Path) -> Sinks {
+    let mut sinks: Sinks = SINKS.iter().map(|s| (s.to_string(), Vec::new())).collect();
     for entry in std::fs::read_dir(dir).expect("run dir") {
         let path = entry.expect("entry").path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
@@ -175,7 +178,7 @@ fn totals(outs: &[Output]) -> (u64, u64) {
 }
 
 /// Run the apps on one node of `total` shards; its outputs and (events in, events out).
-fn one_node(total: usize) -> (BTreeMap<String, Vec<String>>, (u64, u64)) {
+fn one_node(total: usize) -> (Sinks, (u64, u64)) {
     let dir = run_dir("one");
     let config = dir.join("one.toml");
     std::fs::write(&config, engine(total) + &apps(&dir)).expect("config");
@@ -192,7 +195,7 @@ fn one_node(total: usize) -> (BTreeMap<String, Vec<String>>, (u64, u64)) {
 
 /// Run the apps on a cluster of nodes with these shard counts (each node with `env` set); the
 /// outputs, (events in, events out), and each node's stderr.
-fn cluster(shards: &[usize], env: &[(&str, &str)]) -> (BTreeMap<String, Vec<String>>, (u64, u64), Vec<String>) {
+fn cluster(shards: &[usize], env: &[(&str, &str)]) -> (Sinks, (u64, u64), Vec<String>) {
     let dir = run_dir("cluster");
     let config = dir.join("cluster.toml");
     std::fs::write(&config, engine(0) + &nodes(shards) + &apps(&dir)).expect("config");
@@ -215,7 +218,7 @@ fn cluster(shards: &[usize], env: &[(&str, &str)]) -> (BTreeMap<String, Vec<Stri
 }
 
 /// The cluster's outputs are exactly the one-node run's, sink by sink.
-fn assert_same(cluster: &BTreeMap<String, Vec<String>>, one: &BTreeMap<String, Vec<String>>) {
+fn assert_same(cluster: &Sinks, one: &Sinks) {
     for (sink, want) in one {
         assert!(!want.is_empty(), "sink {sink} produced nothing: the test would prove nothing");
         let got = &cluster[sink];
