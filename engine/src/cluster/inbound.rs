@@ -176,27 +176,31 @@ impl Connection<'_> {
                         }
                         st.next += 1;
                         st.bye = true;
-                        self.grant(st)?;
+                        self.grant(st, true)?;
                         return Ok(());
                     }
                     other => return Err(Ending::Fatal(format!("unexpected {other:?} frame"))),
                 }
             }
-            self.grant(st)?;
+            self.grant(st, false)?;
             let window = self.decoder.recv_window(64 * 1024).map_err(|e| Ending::Fatal(e.to_string()))?;
             match (&self.stream).read(window) {
                 Ok(0) => return Err(Ending::Lost("closed without a goodbye".into())),
                 Ok(n) => self.decoder.commit(n).map_err(|e| Ending::Fatal(e.to_string()))?,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    self.grant(st, true)?;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Ending::Lost(e.to_string())),
             }
         }
     }
 
-    /// Take back the batches shards have finished with, and tell the peer (only when something
-    /// changed since the last credit frame).
-    fn grant(&mut self, st: &mut State) -> Result<(), Ending> {
+    /// Take back the batches shards have finished with, and tell the peer: at once when `now`
+    /// (the link is idle, or the peer said goodbye), else once a channel has a quarter of its
+    /// window to grant. So a busy link sends one credit frame per several batches, and an
+    /// idle one answers within [`CREDIT_POLL`].
+    fn grant(&mut self, st: &mut State, now: bool) -> Result<(), Ending> {
         for (ch, ring) in st.rings.iter_mut().enumerate() {
             while let Some(b) = ring.reclaim() {
                 st.consumed[ch] += 1;
@@ -204,6 +208,12 @@ impl Connection<'_> {
             }
         }
         if self.sent.0 == st.next && self.sent.1 == st.consumed {
+            return Ok(());
+        }
+        let quarter = (self.shared.spec.settings.credits as u64 / 4).max(1);
+        let due = self.sent.1.len() != st.consumed.len()
+            || st.consumed.iter().zip(&self.sent.1).any(|(c, s)| c - s >= quarter);
+        if !now && !due {
             return Ok(());
         }
         self.out.clear();
