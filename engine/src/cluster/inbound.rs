@@ -108,7 +108,8 @@ fn accept(shared: &Shared, receivers: &[Option<Receiver>], stream: TcpStream) {
         Some(r) if hello.fingerprint == fingerprint && hello.to as usize == spec.me => r,
         _ => {
             // Answer anyway, so the dialer can tell a config mismatch from a network fault.
-            let reply = Hello { fingerprint, from: spec.me as u32, to: hello.from, next: 0 };
+            let epoch = crate::clock::epoch_unix_ns();
+            let reply = Hello { fingerprint, from: spec.me as u32, to: hello.from, next: 0, epoch };
             let mut out = AlignedVec::new();
             let _ = reply.encode(&mut out);
             let _ = (&stream).write_all(&out);
@@ -119,7 +120,8 @@ fn accept(shared: &Shared, receivers: &[Option<Receiver>], stream: TcpStream) {
         let _ = old.shutdown(Shutdown::Both);
     }
     let mut state = receiver.state.lock().expect("receiver state");
-    let reply = Hello { fingerprint, from: spec.me as u32, to: hello.from, next: state.next };
+    let epoch = crate::clock::epoch_unix_ns();
+    let reply = Hello { fingerprint, from: spec.me as u32, to: hello.from, next: state.next, epoch };
     let mut out = AlignedVec::new();
     reply.encode(&mut out).expect("aligned");
     if let Err(e) = (&stream).write_all(&out) {
@@ -133,7 +135,9 @@ fn accept(shared: &Shared, receivers: &[Option<Receiver>], stream: TcpStream) {
     }
     shared.mark(|u| u.1[receiver.peer] = true, false);
     let _ = stream.set_read_timeout(Some(CREDIT_POLL));
-    let mut conn = Connection { shared, peer: receiver.peer, stream, decoder, out, sent: (u64::MAX, Vec::new()) };
+    let shift = (hello.epoch as i128 - epoch as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+    let sent = (u64::MAX, Vec::new());
+    let mut conn = Connection { shared, peer: receiver.peer, stream, decoder, out, sent, shift };
     match conn.receive(&mut state) {
         Ok(()) => shared.mark(|d| d.1[receiver.peer] = true, true),
         Err(Ending::Lost(why)) => {
@@ -159,6 +163,8 @@ struct Connection<'a> {
     out: AlignedVec,
     /// What the last credit frame said: `next` and the consumed counts.
     sent: (u64, Vec<u64>),
+    /// The peer's clock epoch minus this node's (ns).
+    shift: i64,
 }
 
 impl Connection<'_> {
@@ -167,7 +173,9 @@ impl Connection<'_> {
         loop {
             while let Some(f) = self.decoder.next_frame().map_err(|e| Ending::Fatal(e.to_string()))? {
                 match f.ty {
-                    FrameType::Data => deliver(self.shared, self.peer, st, f.payload).map_err(Ending::Fatal)?,
+                    FrameType::Data => {
+                        deliver(self.shared, (self.peer, self.shift), st, f.payload).map_err(Ending::Fatal)?
+                    }
                     FrameType::End => {
                         let seq = wire::goodbye_seq(f.payload).map_err(|e| Ending::Fatal(e.to_string()))?;
                         if seq != st.next {
@@ -226,7 +234,7 @@ impl Connection<'_> {
 }
 
 /// Check one Data frame and push its batch to the receiving shard. Hot path.
-fn deliver(shared: &Shared, peer: usize, st: &mut State, payload: &[u8]) -> Result<(), String> {
+fn deliver(shared: &Shared, (peer, shift): (usize, i64), st: &mut State, payload: &[u8]) -> Result<(), String> {
     let spec = &shared.spec;
     let (seq, from, to) = wire::batch_prefix(payload).map_err(|e| e.to_string())?;
     if seq < st.next {
@@ -241,7 +249,7 @@ fn deliver(shared: &Shared, peer: usize, st: &mut State, payload: &[u8]) -> Resu
     }
     let ch = channel_index(them, me, from as usize, to as usize);
     let mut batch = st.pool.pop().unwrap_or_default();
-    wire::decode_batch(payload, shared.limits, &mut batch).map_err(|e| format!("frame {seq}: {e}"))?;
+    wire::decode_batch(payload, shared.limits, shift, &mut batch).map_err(|e| format!("frame {seq}: {e}"))?;
     if batch.entries.is_empty() {
         st.consumed[ch] += 1; // nothing for the shard to finish: credit it at once
         st.pool.push(batch);

@@ -309,7 +309,9 @@ impl Link {
         let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
         let spec = &self.shared.spec;
-        let hello = Hello { fingerprint: spec.fingerprint(), from: spec.me as u32, to: self.peer as u32, next: 0 };
+        let epoch = crate::clock::epoch_unix_ns();
+        let hello =
+            Hello { fingerprint: spec.fingerprint(), from: spec.me as u32, to: self.peer as u32, next: 0, epoch };
         let mut out = AlignedVec::new();
         hello.encode(&mut out).expect("aligned");
         (&stream).write_all(&out).map_err(|e| e.to_string())?;

@@ -1,7 +1,9 @@
 //! What crosses a node link, inside `dirigo-net` frames (16-byte header, payload padded to 16):
 //!
-//! - `Hello` (both ways, once per connection): `fingerprint u64, from u32, to u32, next u64`;
-//!   the dialer's `next` is 0, the acceptor answers with the next link sequence it expects.
+//! - `Hello` (both ways, once per connection): `fingerprint u64, from u32, to u32, next u64,
+//!   epoch u64`; the dialer's `next` is 0, the acceptor answers with the next link sequence it
+//!   expects. `epoch` is the sender's clock epoch as Unix time (ns): the receiver shifts the
+//!   ingress times and deadlines of what arrives into its own epoch.
 //! - `Data` (dialer to acceptor): one mailbox batch. `seq u64, from u16, to u16, count u32`,
 //!   then `count` entries: the 48-byte envelope header with the payload length in its
 //!   last 4 bytes, then the payload (an rkyv archive) padded to 16.
@@ -36,6 +38,8 @@ pub struct Hello {
     pub to: u32,
     /// Acceptor: the next link sequence number it expects.
     pub next: u64,
+    /// The sender's clock epoch, ns since the Unix epoch.
+    pub epoch: u64,
 }
 
 /// Something wrong in what a peer sent.
@@ -57,15 +61,17 @@ impl Hello {
         out.extend_from_slice(&self.from.to_le_bytes());
         out.extend_from_slice(&self.to.to_le_bytes());
         out.extend_from_slice(&self.next.to_le_bytes());
+        out.extend_from_slice(&self.epoch.to_le_bytes());
         end_frame(FrameType::Hello, start, out).map(|_| ())
     }
 
     /// Decode a `Hello` payload.
     pub fn decode(p: &[u8]) -> Result<Hello, WireError> {
-        if p.len() < 24 {
+        if p.len() < 32 {
             return Err(WireError::Short { what: "hello", len: p.len() });
         }
-        Ok(Hello { fingerprint: u64_at(p, 0), from: u32_at(p, 8), to: u32_at(p, 12), next: u64_at(p, 16) })
+        let (fingerprint, from, to) = (u64_at(p, 0), u32_at(p, 8), u32_at(p, 12));
+        Ok(Hello { fingerprint, from, to, next: u64_at(p, 16), epoch: u64_at(p, 24) })
     }
 }
 
@@ -119,10 +125,21 @@ pub struct Limits {
     pub functions: u16,
 }
 
+/// `t` (ns in the sender's epoch) in the receiver's epoch, `shift` = sender's epoch minus the
+/// receiver's; "never" (`u64::MAX`) stays never.
+#[inline]
+pub fn shift_time(t: u64, shift: i64) -> u64 {
+    match t {
+        u64::MAX => u64::MAX,
+        t => (t as i128 + shift as i128).clamp(0, u64::MAX as i128 - 1) as u64,
+    }
+}
+
 /// Decode a Data payload into `batch` (cleared first), checking every envelope: its kind, its
 /// ids against `limits`, that it comes from the frame's sender shard, its bounds, and each data
-/// payload as a record archive. Hot path on the receiving node.
-pub fn decode_batch(p: &[u8], limits: Limits, batch: &mut Batch) -> Result<(), WireError> {
+/// payload as a record archive; times are shifted by `shift` ns into this node's epoch. Hot
+/// path on the receiving node.
+pub fn decode_batch(p: &[u8], limits: Limits, shift: i64, batch: &mut Batch) -> Result<(), WireError> {
     batch.clear();
     let (_, from, _) = batch_prefix(p)?;
     let count = u32_at(p, 12);
@@ -138,8 +155,8 @@ pub fn decode_batch(p: &[u8], limits: Limits, batch: &mut Batch) -> Result<(), W
         };
         let header = Header {
             key_hash: u64_at(h, 0),
-            ingress_ns: u64_at(h, 8),
-            deadline_ns: u64_at(h, 16),
+            ingress_ns: shift_time(u64_at(h, 8), shift),
+            deadline_ns: shift_time(u64_at(h, 16), shift),
             event_time: u64_at(h, 24),
             seq: u32_at(h, 32),
             app: u16_at(h, 36),
@@ -229,20 +246,28 @@ mod tests {
         let f = d.next_frame().unwrap().unwrap();
         assert_eq!(batch_prefix(f.payload).unwrap(), (12, 3, 0));
         let mut got = Batch::default();
-        decode_batch(f.payload, Limits { apps: 1, functions: 2 }, &mut got).unwrap();
+        decode_batch(f.payload, Limits { apps: 1, functions: 2 }, 0, &mut got).unwrap();
         assert_eq!(got.entries.len(), 2);
         assert_eq!(got.entries[0].header, b.entries[0].header);
         assert_eq!(got.payload(got.entries[0].off, got.entries[0].len), &rec[..]);
         assert_eq!(got.entries[1].header.kind, MessageKind::End);
-        let err = decode_batch(f.payload, Limits { apps: 1, functions: 1 }, &mut got).unwrap_err();
+        let err = decode_batch(f.payload, Limits { apps: 1, functions: 1 }, 0, &mut got).unwrap_err();
         assert!(matches!(err, WireError::Entry { index: 0, .. }), "{err}");
+    }
+
+    #[test]
+    fn times_shift_into_the_receivers_epoch() {
+        assert_eq!(shift_time(1_000, 500), 1_500);
+        assert_eq!(shift_time(1_000, -400), 600);
+        assert_eq!(shift_time(1_000, -4_000), 0);
+        assert_eq!(shift_time(u64::MAX, -4_000), u64::MAX);
     }
 
     #[test]
     fn credit_and_hello_round_trip() {
         let mut out = AlignedVec::new();
         encode_credit(9, &[1, 2, 3], &mut out).unwrap();
-        let hello = Hello { fingerprint: 5, from: 1, to: 2, next: 77 };
+        let hello = Hello { fingerprint: 5, from: 1, to: 2, next: 77, epoch: 123 };
         hello.encode(&mut out).unwrap();
         let mut d = FrameDecoder::default();
         d.feed(&out).unwrap();
