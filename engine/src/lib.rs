@@ -9,6 +9,7 @@
 //!   what runs on a shard.
 //! - [`config`]: the typed config; [`metrics`] and [`report`]: what a run measures and prints.
 //! - [`clock`]: the engine's time base.
+//! - [`cluster`]: multi-node clusters: the links that carry mailboxes between nodes' shards.
 //! - [`tcp`]: tcp sources (polled by their shard's loop) and sinks (served by an edge thread),
 //!   and the reference clients behind `dirigo send` and `dirigo tail`.
 
