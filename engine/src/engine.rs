@@ -183,6 +183,7 @@ where
     let wall = started.elapsed();
     let mut summary = Summary::new(&plan, &totals, wall, cpu_seconds() - cpu0);
     summary.missed_wakeups = missed_wakeups;
+    summary.shards = local.len();
     Ok(summary)
 }
 

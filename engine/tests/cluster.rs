@@ -211,6 +211,9 @@ fn cluster(shards: &[usize], env: &[(&str, &str)]) -> (Sinks, (u64, u64), Vec<St
     let outs = run_all(commands);
     for (i, o) in outs.iter().enumerate() {
         assert!(o.status.success(), "node {i} failed: {}", stderr(o));
+        let text = String::from_utf8_lossy(&o.stdout);
+        let summary: serde_json::Value = serde_json::from_str(text.lines().last().expect("summary")).expect("json");
+        assert_eq!(summary["shards"].as_u64(), Some(shards[i] as u64), "node {i} reports its own shards");
     }
     let result = (outputs(&dir), totals(&outs), outs.iter().map(stderr).collect());
     let _ = std::fs::remove_dir_all(&dir);
