@@ -44,7 +44,7 @@ struct State {
 }
 
 impl Receiver {
-    pub(crate) fn new(_shared: &Shared, peer: usize, rings: Vec<Outbox>) -> Receiver {
+    pub(crate) fn new(peer: usize, rings: Vec<Outbox>) -> Receiver {
         let n = rings.len();
         let state = State { rings, next: 0, consumed: vec![0; n], pool: Vec::new(), bye: false };
         Receiver { peer, state: Mutex::new(state), current: Mutex::new(None), lost: Mutex::new(None) }

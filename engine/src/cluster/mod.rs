@@ -250,7 +250,7 @@ impl Transport {
                 continue;
             };
             let PeerEnds { outgoing, incoming, signal, doorbell } = ends;
-            receivers.push(Some(inbound::Receiver::new(&shared, p, incoming)));
+            receivers.push(Some(inbound::Receiver::new(p, incoming)));
             wakers.push(signal.clone());
             let link = outbound::Link::new(shared.clone(), p, outgoing, signal, doorbell);
             let name = format!("dirigo-link-to-{}", shared.spec.nodes[p].id);
@@ -275,6 +275,7 @@ impl Transport {
         let mut up = s.up.lock().expect("up");
         loop {
             if let Some(f) = s.failure.lock().expect("failure").clone() {
+                s.stopped.store(true, Ordering::SeqCst);
                 return Err(LinkError::Failed(f));
             }
             if up.0.iter().chain(up.1.iter()).all(|&b| b) {

@@ -147,7 +147,8 @@ impl Link {
             }
             let since = *idle_since.get_or_insert_with(now_ns);
             if now_ns() - since < spin_ns {
-                std::hint::spin_loop();
+                // Yield, not spin: link threads share CPUs with the shards.
+                std::thread::yield_now();
                 continue;
             }
             self.park();
