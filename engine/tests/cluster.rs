@@ -116,8 +116,13 @@ fn nodes(shards: &[usize]) -> String {
 
 /// Shards share the CPUs with each other and with other nodes: unpinned.
 fn engine(shards: usize) -> String {
+    engine_with(shards, "")
+}
+
+/// [`engine`] with more `[engine]` keys.
+fn engine_with(shards: usize, extra: &str) -> String {
     format!(
-        "[engine]\nshards = {shards}\npin = false\n[cluster]\nconnect_timeout = \"20s\"\nreconnect_timeout = \"20s\"\n"
+        "[engine]\nshards = {shards}\npin = false\n{extra}\n[cluster]\nconnect_timeout = \"20s\"\nreconnect_timeout = \"20s\"\n"
     )
 }
 
@@ -193,12 +198,13 @@ fn one_node(total: usize) -> (Sinks, (u64, u64)) {
     result
 }
 
-/// Run the apps on a cluster of nodes with these shard counts (each node with `env` set); the
-/// outputs, (events in, events out), and each node's stderr.
-fn cluster(shards: &[usize], env: &[(&str, &str)]) -> (Sinks, (u64, u64), Vec<String>) {
+/// Run the apps on a cluster of nodes with these shard counts (each node with `env` set, and
+/// `engine` keys added to `[engine]`); the outputs, (events in, events out), and each node's
+/// stderr.
+fn cluster(shards: &[usize], env: &[(&str, &str)], engine: &str) -> (Sinks, (u64, u64), Vec<String>) {
     let dir = run_dir("cluster");
     let config = dir.join("cluster.toml");
-    std::fs::write(&config, engine(0) + &nodes(shards) + &apps(&dir)).expect("config");
+    std::fs::write(&config, engine_with(0, engine) + &nodes(shards) + &apps(&dir)).expect("config");
     let commands = (0..shards.len())
         .map(|i| {
             let mut c = dirigo();
@@ -241,7 +247,7 @@ fn assert_same(cluster: &Sinks, one: &Sinks) {
 #[test]
 fn two_nodes_give_the_outputs_of_one_node() {
     let (want, want_totals) = one_node(2);
-    let (got, got_totals, _) = cluster(&[1, 1], &[]);
+    let (got, got_totals, _) = cluster(&[1, 1], &[], "");
     assert_same(&got, &want);
     assert_eq!(got_totals, want_totals, "(events in, events out) summed over the nodes");
 }
@@ -249,16 +255,25 @@ fn two_nodes_give_the_outputs_of_one_node() {
 #[test]
 fn three_nodes_give_the_outputs_of_one_node() {
     let (want, want_totals) = one_node(4);
-    let (got, got_totals, _) = cluster(&[1, 2, 1], &[]);
+    let (got, got_totals, _) = cluster(&[1, 2, 1], &[], "");
     assert_same(&got, &want);
     assert_eq!(got_totals, want_totals, "(events in, events out) summed over the nodes");
+}
+
+#[test]
+fn a_credit_window_of_two_small_batches_still_gives_the_outputs_of_one_node() {
+    let (want, want_totals) = one_node(3);
+    // Two batches of at most 8 envelopes in flight per channel: links stall on credit all along.
+    let (got, got_totals, _) = cluster(&[2, 1], &[], "mailbox_batches = 2\nbatch_size = 8");
+    assert_same(&got, &want);
+    assert_eq!(got_totals, want_totals);
 }
 
 #[test]
 fn a_dropped_link_is_reported_and_reestablished_without_loss() {
     let (want, want_totals) = one_node(3);
     // Every outbound link drops its connection once, after its third frame (kept, not written).
-    let (got, got_totals, logs) = cluster(&[1, 1, 1], &[("DIRIGO_TEST_DROP_LINK", "3")]);
+    let (got, got_totals, logs) = cluster(&[1, 1, 1], &[("DIRIGO_TEST_DROP_LINK", "3")], "");
     assert_same(&got, &want);
     assert_eq!(got_totals, want_totals);
     let all = logs.join("\n");
