@@ -143,7 +143,11 @@ where
         }
     }
     for (path, first) in &plan.files {
-        std::fs::write(path, first).map_err(|source| EngineError::SinkFile { path: path.clone(), source })?;
+        let fail = |source| EngineError::SinkFile { path: path.clone(), source };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        std::fs::write(path, first).map_err(fail)?;
     }
     let n = plan.shards;
     let plan = Arc::new(plan);
