@@ -19,8 +19,11 @@ use super::wire::{self, Hello};
 use super::{channel_index, Shared};
 use crate::mailbox::{Batch, Outbox};
 
-/// How often a receiver with nothing to read looks for batches its shards have finished with.
-const CREDIT_POLL: Duration = Duration::from_millis(2);
+/// How often a receiver with nothing to read looks for batches its shards have finished with,
+/// while some are still out (shards do not ring the link when they hand a batch back)...
+const CREDIT_POLL: Duration = Duration::from_micros(50);
+/// ... and when none is: only to notice a dead peer's silence sooner than never.
+const IDLE_POLL: Duration = Duration::from_millis(100);
 
 /// The receiving side of the link from one peer.
 pub(crate) struct Receiver {
@@ -38,6 +41,8 @@ struct State {
     next: u64,
     /// Per channel: batches the local shard has finished with (cumulative).
     consumed: Vec<u64>,
+    /// Per channel: batches pushed to the local shard (cumulative).
+    delivered: Vec<u64>,
     pool: Vec<Batch>,
     /// The peer said goodbye.
     bye: bool,
@@ -46,7 +51,7 @@ struct State {
 impl Receiver {
     pub(crate) fn new(peer: usize, rings: Vec<Outbox>) -> Receiver {
         let n = rings.len();
-        let state = State { rings, next: 0, consumed: vec![0; n], pool: Vec::new(), bye: false };
+        let state = State { rings, next: 0, consumed: vec![0; n], delivered: vec![0; n], pool: Vec::new(), bye: false };
         Receiver { peer, state: Mutex::new(state), current: Mutex::new(None), lost: Mutex::new(None) }
     }
 }
@@ -134,10 +139,11 @@ fn accept(shared: &Shared, receivers: &[Option<Receiver>], stream: TcpStream) {
         tracing::warn!("link from {} re-established", spec.describe(receiver.peer));
     }
     shared.mark(|u| u.1[receiver.peer] = true, false);
-    let _ = stream.set_read_timeout(Some(CREDIT_POLL));
+    let _ = stream.set_read_timeout(None);
     let shift = (hello.epoch as i128 - epoch as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
     let sent = (u64::MAX, Vec::new());
-    let mut conn = Connection { shared, peer: receiver.peer, stream, decoder, out, sent, shift };
+    let poll = IDLE_POLL;
+    let mut conn = Connection { shared, peer: receiver.peer, stream, decoder, out, sent, poll, shift };
     match conn.receive(&mut state) {
         Ok(()) => shared.mark(|d| d.1[receiver.peer] = true, true),
         Err(Ending::Lost(why)) => {
@@ -163,6 +169,9 @@ struct Connection<'a> {
     out: AlignedVec,
     /// What the last credit frame said: `next` and the consumed counts.
     sent: (u64, Vec<u64>),
+    /// How long to wait for the socket: [`CREDIT_POLL`] while batches are out, else
+    /// [`IDLE_POLL`].
+    poll: Duration,
     /// The peer's clock epoch minus this node's (ns).
     shift: i64,
 }
@@ -191,23 +200,55 @@ impl Connection<'_> {
                 }
             }
             self.grant(st, false)?;
+            self.set_poll(st);
+            if !self.readable()? {
+                self.grant(st, true)?;
+                continue;
+            }
             let window = self.decoder.recv_window(64 * 1024).map_err(|e| Ending::Fatal(e.to_string()))?;
             match (&self.stream).read(window) {
                 Ok(0) => return Err(Ending::Lost("closed without a goodbye".into())),
                 Ok(n) => self.decoder.commit(n).map_err(|e| Ending::Fatal(e.to_string()))?,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    self.grant(st, true)?;
-                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Ending::Lost(e.to_string())),
             }
         }
     }
 
+    /// Poll for handed-back batches often while some are out, rarely when none is.
+    fn set_poll(&mut self, st: &State) {
+        let out = st.delivered.iter().zip(&st.consumed).any(|(d, c)| d > c);
+        self.poll = if out { CREDIT_POLL } else { IDLE_POLL };
+    }
+
+    /// Wait until the socket is readable or the poll period passes; true if readable. A socket
+    /// read timeout would not do: the kernel rounds it up to a scheduler tick (4 ms measured),
+    /// which throttled a busy link to a window per tick; `ppoll` sleeps on a high-resolution
+    /// timer.
+    fn readable(&self) -> Result<bool, Ending> {
+        use std::os::fd::AsRawFd;
+        let mut fd = libc::pollfd { fd: self.stream.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ts = libc::timespec {
+            tv_sec: self.poll.as_secs() as libc::time_t,
+            tv_nsec: self.poll.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: one valid pollfd, a valid timespec, no signal mask; all outlive the call.
+        let n = unsafe { libc::ppoll(&mut fd, 1, &ts, std::ptr::null()) };
+        match n {
+            0 => Ok(false),
+            n if n > 0 => Ok(true),
+            _ => match std::io::Error::last_os_error() {
+                e if e.kind() == std::io::ErrorKind::Interrupted => Ok(false),
+                e => Err(Ending::Lost(e.to_string())),
+            },
+        }
+    }
+
     /// Take back the batches shards have finished with, and tell the peer: at once when `now`
-    /// (the link is idle, or the peer said goodbye), else once a channel has a quarter of its
-    /// window to grant. So a busy link sends one credit frame per several batches, and an
-    /// idle one answers within [`CREDIT_POLL`].
+    /// (nothing arrived within the poll, or the peer said goodbye), else once a channel has a
+    /// quarter of its window to grant. So a busy link sends one credit frame per several
+    /// batches, and a quiet one answers within [`CREDIT_POLL`].
     fn grant(&mut self, st: &mut State, now: bool) -> Result<(), Ending> {
         for (ch, ring) in st.rings.iter_mut().enumerate() {
             while let Some(b) = ring.reclaim() {
@@ -250,6 +291,7 @@ fn deliver(shared: &Shared, (peer, shift): (usize, i64), st: &mut State, payload
     let ch = channel_index(them, me, from as usize, to as usize);
     let mut batch = st.pool.pop().unwrap_or_default();
     wire::decode_batch(payload, shared.limits, shift, &mut batch).map_err(|e| format!("frame {seq}: {e}"))?;
+    st.delivered[ch] += 1;
     if batch.entries.is_empty() {
         st.consumed[ch] += 1; // nothing for the shard to finish: credit it at once
         st.pool.push(batch);
