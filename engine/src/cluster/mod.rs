@@ -77,9 +77,12 @@ impl ClusterSpec {
         self.nodes.iter().position(|n| n.shards.contains(&s)).expect("a shard of the cluster")
     }
 
-    /// A hash of the node list: nodes started from different cluster configs refuse to link.
+    /// A hash of the node list and the credit window (the receiving rings are sized by the
+    /// receiver's, the credit spent by the sender's): nodes started from different cluster
+    /// configs refuse to link.
     pub fn fingerprint(&self) -> u64 {
-        let text: String = self.nodes.iter().map(|n| format!("{}@{}:{:?};", n.id, n.address, n.shards)).collect();
+        let mut text: String = self.nodes.iter().map(|n| format!("{}@{}:{:?};", n.id, n.address, n.shards)).collect();
+        text += &format!("credits={}", self.settings.credits);
         hash_bytes(text.as_bytes())
     }
 

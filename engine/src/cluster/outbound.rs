@@ -321,7 +321,8 @@ impl Link {
         let reply = read_frame(&stream, &mut decoder, FrameType::Hello)?;
         let reply = Hello::decode(&reply).map_err(|e| e.to_string())?;
         if reply.fingerprint != hello.fingerprint {
-            let what = format!("{} runs a different cluster config (node list)", self.describe());
+            let what =
+                format!("{} runs a different cluster config ([[node]] list or mailbox_batches)", self.describe());
             self.shared.fail(what.clone());
             return Err(what);
         }
