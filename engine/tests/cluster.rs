@@ -298,6 +298,27 @@ fn a_missing_peer_is_named_when_the_cluster_does_not_come_up() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn nodes_started_from_different_cluster_configs_refuse_to_link() {
+    let dir = run_dir("mismatch");
+    let nodes = nodes(&[1, 1]);
+    let mut commands = Vec::new();
+    for (id, batches) in [("a", 64), ("b", 32)] {
+        let config = dir.join(format!("{id}.toml"));
+        let engine =
+            format!("[engine]\npin = false\nmailbox_batches = {batches}\n[cluster]\nconnect_timeout = \"3s\"\n");
+        std::fs::write(&config, engine + &nodes + &apps(&dir)).expect("config");
+        let mut c = dirigo();
+        c.args(["run", "--quiet", "--node", id]).arg(&config);
+        commands.push(c);
+    }
+    let outs = run_all(commands);
+    assert!(outs.iter().all(|o| !o.status.success()), "a node ran with a peer of another config");
+    let all: String = outs.iter().map(stderr).collect();
+    assert!(all.contains("runs a different cluster config"), "{all}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `dirigo` with `args` on a config of `text` fails and its stderr contains each of `what`.
 fn refuses(args: &[&str], text: &str, what: &[&str]) {
     let dir = run_dir("bad");
