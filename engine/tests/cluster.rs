@@ -130,13 +130,21 @@ fn dirigo() -> Command {
     Command::new(env!("CARGO_BIN_EXE_dirigo"))
 }
 
+/// The tests run their processes one test at a time: every node is a process with its own
+/// shards and link threads, and several clusters at once on a small machine oversubscribe its
+/// CPUs many times over (see "Fragile" in `docs/why-cluster-links.md`).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Start every command, then wait for each to exit, all within [`DEADLINE`] (a thread per
-/// process waits on it; no polling).
+/// process waits on it; no polling). At the deadline every process still running is killed.
 fn run_all(commands: Vec<Command>) -> Vec<Output> {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (tx, rx) = std::sync::mpsc::channel();
     let n = commands.len();
+    let mut pids = Vec::with_capacity(n);
     for (i, mut c) in commands.into_iter().enumerate() {
         let child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("dirigo starts");
+        pids.push(child.id());
         let tx = tx.clone();
         std::thread::spawn(move || {
             let _ = tx.send((i, child.wait_with_output()));
@@ -144,8 +152,17 @@ fn run_all(commands: Vec<Command>) -> Vec<Output> {
     }
     let mut outputs: Vec<Option<Output>> = (0..n).map(|_| None).collect();
     for _ in 0..n {
-        let (i, out) = rx.recv_timeout(DEADLINE).expect("every node exits before the deadline");
-        outputs[i] = Some(out.expect("waited"));
+        match rx.recv_timeout(DEADLINE) {
+            Ok((i, out)) => outputs[i] = Some(out.expect("waited")),
+            Err(_) => {
+                let running: Vec<u32> = (0..n).filter(|&i| outputs[i].is_none()).map(|i| pids[i]).collect();
+                for &pid in &running {
+                    // SAFETY: kill(2) on a child this test started and has not reaped.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                }
+                panic!("processes {running:?} did not exit within {DEADLINE:?} (killed)");
+            }
+        }
     }
     outputs.into_iter().map(|o| o.expect("collected")).collect()
 }
