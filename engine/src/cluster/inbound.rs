@@ -138,14 +138,14 @@ fn accept(shared: &Shared, receivers: &[Option<Receiver>], stream: TcpStream) {
     if receiver.lost.lock().expect("lost").take().is_some() {
         tracing::warn!("link from {} re-established", spec.describe(receiver.peer));
     }
-    shared.mark(|u| u.1[receiver.peer] = true, false);
+    shared.up.set_inbound(receiver.peer);
     let _ = stream.set_read_timeout(None);
     let shift = (hello.epoch as i128 - epoch as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
     let sent = (u64::MAX, Vec::new());
     let poll = IDLE_POLL;
     let mut conn = Connection { shared, peer: receiver.peer, stream, decoder, out, sent, poll, shift };
     match conn.receive(&mut state) {
-        Ok(()) => shared.mark(|d| d.1[receiver.peer] = true, true),
+        Ok(()) => shared.done.set_inbound(receiver.peer),
         Err(Ending::Lost(why)) => {
             tracing::warn!("link from {} lost: {why}; waiting for it to reconnect", spec.describe(receiver.peer));
             *receiver.lost.lock().expect("lost") = Some((Instant::now(), why));

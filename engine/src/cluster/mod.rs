@@ -21,7 +21,7 @@ pub mod wire;
 use std::net::{SocketAddr, TcpListener};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use dirigo_actors::record::hash_bytes;
@@ -168,6 +168,72 @@ pub enum LinkError {
     Failed(String),
 }
 
+/// One flag per peer and direction (`up`: the link has been established; `done`: it has said or
+/// heard goodbye), and a condvar to wait for them on.
+pub(crate) struct PeerFlags {
+    bits: Mutex<PeerBits>,
+    changed: Condvar,
+}
+
+/// The flags of [`PeerFlags`]: the link to each peer, and from each peer.
+pub(crate) struct PeerBits {
+    pub outbound: Vec<bool>,
+    pub inbound: Vec<bool>,
+}
+
+impl PeerBits {
+    fn all(&self) -> bool {
+        self.outbound.iter().chain(&self.inbound).all(|&b| b)
+    }
+}
+
+impl PeerFlags {
+    /// Flags for `n` nodes, those of node `me` (no link to itself) already set.
+    fn new(n: usize, me: usize) -> Self {
+        let mut bits = PeerBits { outbound: vec![false; n], inbound: vec![false; n] };
+        (bits.outbound[me], bits.inbound[me]) = (true, true);
+        PeerFlags { bits: Mutex::new(bits), changed: Condvar::new() }
+    }
+
+    /// Set the flag of the link to `peer`.
+    pub(crate) fn set_outbound(&self, peer: usize) {
+        self.bits.lock().expect("flags").outbound[peer] = true;
+        self.changed.notify_all();
+    }
+
+    /// Set the flag of the link from `peer`.
+    pub(crate) fn set_inbound(&self, peer: usize) {
+        self.bits.lock().expect("flags").inbound[peer] = true;
+        self.changed.notify_all();
+    }
+
+    /// Wait until every flag is set (Ok), a link fails, or `deadline` passes (the flags as
+    /// they are).
+    fn wait_all(&self, failure: &Mutex<Option<String>>, deadline: Option<Instant>) -> Result<(), Waited<'_>> {
+        let mut bits = self.bits.lock().expect("flags");
+        loop {
+            if let Some(f) = failure.lock().expect("failure").clone() {
+                return Err(Waited::Failed(f));
+            }
+            if bits.all() {
+                return Ok(());
+            }
+            let wait = match deadline {
+                Some(d) if Instant::now() >= d => return Err(Waited::Timeout(bits)),
+                Some(d) => d - Instant::now(),
+                None => Duration::from_millis(100),
+            };
+            bits = self.changed.wait_timeout(bits, wait).expect("flags").0;
+        }
+    }
+}
+
+/// How [`PeerFlags::wait_all`] ended without every flag set.
+enum Waited<'a> {
+    Failed(String),
+    Timeout(std::sync::MutexGuard<'a, PeerBits>),
+}
+
 /// State every link thread of a node shares with the controller.
 pub(crate) struct Shared {
     pub spec: ClusterSpec,
@@ -176,11 +242,10 @@ pub(crate) struct Shared {
     pub finishing: AtomicBool,
     /// The first fatal link error.
     pub failure: Mutex<Option<String>>,
-    /// Links up at least once: outbound and inbound, one bit per peer each.
-    pub up: Mutex<(Vec<bool>, Vec<bool>)>,
+    /// Links established at least once.
+    pub up: PeerFlags,
     /// Outbound links that said goodbye, and inbound links that heard it.
-    pub done: Mutex<(Vec<bool>, Vec<bool>)>,
-    pub changed: std::sync::Condvar,
+    pub done: PeerFlags,
     /// Set when the node stops: the listener exits.
     pub stopped: AtomicBool,
     /// Frames sent in total (tests, benchmarks).
@@ -188,19 +253,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Record the node's first fatal link error; whoever waits on the links sees it.
     pub(crate) fn fail(&self, message: String) {
         tracing::error!("{message}");
-        let mut f = self.failure.lock().expect("failure");
-        f.get_or_insert(message);
-        self.changed.notify_all();
-    }
-
-    pub(crate) fn mark(&self, which: impl FnOnce(&mut (Vec<bool>, Vec<bool>)), done: bool) {
-        match done {
-            true => which(&mut self.done.lock().expect("done")),
-            false => which(&mut self.up.lock().expect("up")),
-        }
-        self.changed.notify_all();
+        self.failure.lock().expect("failure").get_or_insert(message);
+        self.up.changed.notify_all();
+        self.done.changed.notify_all();
     }
 }
 
@@ -231,19 +289,12 @@ impl Transport {
             limits,
             finishing: AtomicBool::new(false),
             failure: Mutex::new(None),
-            up: Mutex::new((vec![false; n], vec![false; n])),
-            done: Mutex::new((vec![false; n], vec![false; n])),
-            changed: std::sync::Condvar::new(),
+            up: PeerFlags::new(n, spec.me),
+            done: PeerFlags::new(n, spec.me),
             stopped: AtomicBool::new(false),
             frames_sent: AtomicU64::new(0),
             spec,
         });
-        for i in 0..n {
-            if i == shared.spec.me {
-                shared.mark(|u| (u.0[i], u.1[i]) = (true, true), false);
-                shared.mark(|d| (d.0[i], d.1[i]) = (true, true), true);
-            }
-        }
         let mut threads = Vec::new();
         let mut wakers = Vec::new();
         let mut receivers = Vec::with_capacity(n);
@@ -274,32 +325,25 @@ impl Transport {
     fn wait_up(&self) -> Result<(), LinkError> {
         let s = &self.shared;
         let timeout = s.spec.settings.connect_timeout;
-        let deadline = Instant::now() + timeout;
-        let mut up = s.up.lock().expect("up");
-        loop {
-            if let Some(f) = s.failure.lock().expect("failure").clone() {
-                s.stopped.store(true, Ordering::SeqCst);
-                return Err(LinkError::Failed(f));
-            }
-            if up.0.iter().chain(up.1.iter()).all(|&b| b) {
-                return Ok(());
-            }
-            let now = Instant::now();
-            if now >= deadline {
+        let waited = s.up.wait_all(&s.failure, Some(Instant::now() + timeout));
+        let error = match waited {
+            Ok(()) => return Ok(()),
+            Err(Waited::Failed(f)) => LinkError::Failed(f),
+            Err(Waited::Timeout(bits)) => {
                 let mut missing = Vec::new();
                 for p in 0..s.spec.nodes.len() {
-                    if !up.0[p] {
+                    if !bits.outbound[p] {
                         missing.push(format!("no link to {} (is it running?)", s.spec.describe(p)));
                     }
-                    if !up.1[p] {
+                    if !bits.inbound[p] {
                         missing.push(format!("{} has not connected to this node", s.spec.describe(p)));
                     }
                 }
-                s.stopped.store(true, Ordering::SeqCst);
-                return Err(LinkError::Startup { timeout, missing: missing.join("; ") });
+                LinkError::Startup { timeout, missing: missing.join("; ") }
             }
-            up = s.changed.wait_timeout(up, deadline - now).expect("up").0;
-        }
+        };
+        s.stopped.store(true, Ordering::SeqCst);
+        Err(error)
     }
 
     /// The first fatal link error, if any (the controller polls it).
@@ -319,18 +363,10 @@ impl Transport {
         let s = &self.shared;
         s.finishing.store(true, Ordering::SeqCst);
         self.wakers.iter().for_each(|w| w.wake());
-        let mut done = s.done.lock().expect("done");
-        loop {
-            if let Some(f) = s.failure.lock().expect("failure").clone() {
-                s.stopped.store(true, Ordering::SeqCst);
-                return Err(LinkError::Failed(f));
-            }
-            if done.0.iter().chain(done.1.iter()).all(|&b| b) {
-                break;
-            }
-            done = s.changed.wait_timeout(done, Duration::from_millis(100)).expect("done").0;
+        if let Err(Waited::Failed(f)) = s.done.wait_all(&s.failure, None) {
+            s.stopped.store(true, Ordering::SeqCst);
+            return Err(LinkError::Failed(f));
         }
-        drop(done);
         s.stopped.store(true, Ordering::SeqCst);
         for t in self.threads {
             let _ = t.join();

@@ -124,7 +124,7 @@ impl Link {
         if !self.connect_first() {
             return;
         }
-        self.shared.mark(|u| u.0[self.peer] = true, false);
+        self.shared.up.set_outbound(self.peer);
         let spin_ns = self.shared.spec.settings.spin.as_nanos() as u64;
         let mut idle_since = None;
         loop {
@@ -253,7 +253,7 @@ impl Link {
             }
             let _ = self.doorbell.recv_timeout(MAX_PARK);
         }
-        self.shared.mark(|d| d.0[self.peer] = true, true);
+        self.shared.done.set_outbound(self.peer);
     }
 
     /// Connect at startup, retrying until the cluster is up or the node gives up.
