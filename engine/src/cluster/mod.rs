@@ -359,7 +359,7 @@ impl Transport {
     /// After the local shards have finished: send what is left, wait until peers acknowledge
     /// everything, say goodbye, and wait until every peer has said goodbye too (so no peer
     /// still needs this node's acknowledgements). Bounded by the reconnect timeout per stall.
-    pub fn finish(self) -> Result<(), LinkError> {
+    pub fn finish(mut self) -> Result<(), LinkError> {
         let s = &self.shared;
         s.finishing.store(true, Ordering::SeqCst);
         self.wakers.iter().for_each(|w| w.wake());
@@ -368,9 +368,17 @@ impl Transport {
             return Err(LinkError::Failed(f));
         }
         s.stopped.store(true, Ordering::SeqCst);
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             let _ = t.join();
         }
         Ok(())
+    }
+}
+
+impl Drop for Transport {
+    /// Dropped without [`Transport::finish`] (the node failed): the link threads give up.
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        self.wakers.iter().for_each(|w| w.wake());
     }
 }
