@@ -86,6 +86,7 @@ pub struct ActorSummary {
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     pub apps: Vec<AppSummary>,
+    /// Shards this process ran (on a cluster, this node's).
     pub shards: usize,
     pub wall_seconds: f64,
     /// CPU time (user + system) the process used during the run.

@@ -204,14 +204,15 @@ impl<P: Policy> Shard<P> {
         let actor = self.actors[f].as_ref().expect("lessor");
         // Decided in every mode: a message buffered behind a barrier keeps its placement for
         // when it replays.
-        if actor.max_lessees == 0 || self.plan.shards < 2 {
+        if actor.max_lessees == 0 || self.local.len() < 2 {
             return Decision::Local;
         }
         let me = self.id as usize;
         let slack = h.deadline_ns as i64 - self.now as i64 - self.cost_to_go_ns[f] as i64;
         let delay = |s: ShardId| self.peer_delay[s as usize];
-        let peer_delay_ns =
-            (0..self.plan.shards as ShardId).filter(|&s| s != self.id).map(delay).min().unwrap_or(u64::MAX);
+        // Lessees stay on this node.
+        let others = self.local.clone().filter(|&s| s != self.id);
+        let peer_delay_ns = others.clone().map(delay).min().unwrap_or(u64::MAX);
         let route = RouteCx {
             home_delay_ns: self.peer_delay[me],
             peer_delay_ns,
@@ -227,11 +228,7 @@ impl<P: Policy> Shard<P> {
             .map(|(s, _)| s)
             .min_by_key(|&s| delay(s));
         let fresh = (actor.machine.lessees().count() < actor.max_lessees)
-            .then(|| {
-                (0..self.plan.shards as ShardId)
-                    .filter(|&s| s != self.id && actor.machine.lessees().all(|(l, _)| l != s))
-                    .min_by_key(|&s| delay(s))
-            })
+            .then(|| others.filter(|&s| actor.machine.lessees().all(|(l, _)| l != s)).min_by_key(|&s| delay(s)))
             .flatten();
         match (existing, fresh) {
             (Some(e), Some(n)) if delay(n) < delay(e) => Decision::NewLessee(n),

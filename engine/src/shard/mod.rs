@@ -95,6 +95,8 @@ const COST_SAMPLE: u64 = 16;
 /// Everything a shard is built from; made by the controller, moved onto the shard's thread.
 pub struct ShardInit<P> {
     pub id: ShardId,
+    /// The shards of this node (global ids): lessees go only there, and the shards exit together.
+    pub local: std::ops::Range<ShardId>,
     pub plan: Arc<Plan>,
     pub outboxes: Vec<Option<Outbox>>,
     pub inboxes: Vec<Option<Inbox>>,
@@ -109,6 +111,8 @@ pub struct ShardInit<P> {
 /// A running shard.
 pub struct Shard<P: Policy> {
     id: ShardId,
+    /// The shards of this node (global ids).
+    local: std::ops::Range<ShardId>,
     plan: Arc<Plan>,
     out: Outputs,
     inboxes: Vec<Option<Inbox>>,
@@ -202,6 +206,7 @@ impl<P: Policy> Shard<P> {
         let nf = plan.functions.len();
         Shard {
             id,
+            local: init.local,
             out: Outputs::new(id, init.outboxes, init.settings.batch_size, plan.apps.len()),
             inboxes: init.inboxes,
             held: Held::default(),
@@ -251,16 +256,17 @@ impl<P: Policy> Shard<P> {
             && self.actors_done()
     }
 
-    /// A finished shard may exit once every shard is finished: until then another shard's
-    /// lessor may still lease a slot here. The first time it is finished it says so and wakes
+    /// A finished shard may exit once every shard of its node is finished: until then another
+    /// shard's lessor may still lease a slot here (lessees stay on their lessor's node). The first time it is finished it says so and wakes
     /// the others (a shard waiting for the last one to finish is parked).
     fn may_exit(&mut self) -> bool {
+        let local = &self.signals[self.local.start as usize..self.local.end as usize];
         if !self.closing {
             self.closing = true;
             self.signals[self.id as usize].set_closing();
-            self.signals.iter().for_each(|s| s.wake());
+            local.iter().for_each(|s| s.wake());
         }
-        self.signals.iter().all(|s| s.is_closing()) && !self.has_pending_work()
+        local.iter().all(|s| s.is_closing()) && !self.has_pending_work()
     }
 
     /// Run until every instance on this shard has ended.
