@@ -539,20 +539,24 @@ impl<P: Policy> Shard<P> {
         let actor = self.actors[f].as_mut().expect("lessor");
         actor.scheduled = false;
         if matches!(actor.machine.mode(), Mode::Critical { remaining: 1, .. }) {
-            // The last critical message unblocks the actor: split the replay between this shard
-            // and the lessees by the loads as they are now (arrival-time choices were made
-            // while this shard was blocked and looked busy).
-            let cost = self.cost_ns[f].max(1);
+            // The last critical message unblocks the actor and its buffer replays. The placements
+            // chosen on arrival were made while this shard was blocked and looked busy: ask
+            // `on_route` again with the loads as they will be, message by message.
+            let (cost, cost_to_go, now) = (self.cost_ns[f].max(1), self.cost_to_go_ns[f], self.now);
             let mut here = actor.machine.queued().saturating_sub(actor.machine.buffered()) as u64 * cost;
             let mut there: Vec<(ShardId, u64)> =
                 actor.machine.lessees().map(|(s, _)| (s, self.peer_delay[s as usize])).collect();
-            actor.machine.plan_replay(|_, decision| {
+            let policy = &mut self.policy;
+            actor.machine.plan_replay(|msg, decision| {
                 let target = match decision {
                     Decision::Local => return Decision::Local,
                     Decision::Lessee(s) | Decision::NewLessee(s) => s,
                 };
                 let Some(t) = there.iter_mut().find(|(s, _)| *s == target) else { return decision };
-                if t.1 + cost < here {
+                let h = &msg.header;
+                let laxity_ns = h.deadline_ns as i64 - now as i64 - cost_to_go as i64;
+                let route = RouteCx { home_delay_ns: here, peer_delay_ns: t.1, service_ns: cost, laxity_ns };
+                if policy.on_route(h, &route) == Placement::Lessee {
                     t.1 += cost;
                     decision
                 } else {

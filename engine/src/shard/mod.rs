@@ -84,10 +84,8 @@ pub struct ShardSettings {
 
 /// Messages run per turn before the shard polls its mailboxes and flushes again.
 const TURN_BUDGET: usize = 64;
-/// A parked shard wakes at least this often, and a heartbeat timer keeps an event armed in its
-/// executor's ring at this period. Mail always rings the doorbell; this bounds the damage if a
-/// wake-up is lost anyway (glommio can park an executor with a runnable task, see FACTS.md), and
-/// `missed_wakeups` counts every time it was needed.
+/// A parked shard wakes at least this often. Mail always rings the doorbell; this bounds the
+/// damage if a wake-up is lost anyway, and `missed_wakeups` counts every time it was needed.
 const MAX_PARK: Duration = Duration::from_millis(200);
 /// One in this many messages is timed to estimate service costs.
 const COST_SAMPLE: u64 = 16;
@@ -270,13 +268,14 @@ impl<P: Policy> Shard<P> {
     }
 
     /// Run until every instance on this shard has ended.
+    ///
+    /// The loop never yields to glommio's scheduler and parks by blocking its thread on the
+    /// doorbell (with a timeout), not in glommio's reactor: glommio 0.9 can park an executor
+    /// with a runnable task and sleep in `io_uring_wait_cqes` with no timeout, which neither its
+    /// timers nor a foreign wake-up then end (FACTS.md; seen here under heavy CPU load, e.g.
+    /// `docs/why-cluster-links.md`). The shard's thread runs this one task, and everything that
+    /// wakes it (mail, the tcp readiness thread, the controller) rings the doorbell.
     pub async fn run(mut self) {
-        glommio::spawn_local(async {
-            loop {
-                glommio::timer::sleep(MAX_PARK).await;
-            }
-        })
-        .detach();
         let start = now_ns();
         let tick_ns = self.settings.tick.as_nanos() as u64;
         // Report ten times per progress interval, so a progress line lags by at most a tenth.
@@ -304,7 +303,6 @@ impl<P: Policy> Shard<P> {
             if progress {
                 self.busy_ns += now - t0;
                 idle_since = None;
-                glommio::yield_if_needed().await;
                 continue;
             }
             self.policy.on_idle();
@@ -314,14 +312,18 @@ impl<P: Policy> Shard<P> {
             let report_at = if self.has_news() { next_stats } else { u64::MAX };
             let wake_at = report_at.min(self.next_source_due(start));
             if now - since < spin_ns || wake_at <= now || self.out.staged() > 0 {
-                std::hint::spin_loop();
-                glommio::yield_if_needed().await;
+                if spin_ns == 0 {
+                    // Unpinned: the shard this one waits for may need this CPU.
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
                 continue;
             }
             // The idle clock keeps running across the park: a wake-up that finds nothing to do
             // (a timer, the controller's watchdog ring) parks again without spinning; progress
             // resets it.
-            self.park(wake_at.saturating_sub(now)).await;
+            self.park(wake_at.saturating_sub(now));
         }
         self.flush_sinks();
         self.report(true);
@@ -380,8 +382,8 @@ impl<P: Policy> Shard<P> {
         self.out.staged() > 0 || !self.out.local.is_empty() || self.inboxes.iter().flatten().any(|i| i.has_mail())
     }
 
-    /// Park until a sender rings the doorbell or `timeout` passes.
-    async fn park(&mut self, timeout_ns: u64) {
+    /// Park until a sender rings the doorbell or `timeout` passes: blocks the thread (see `run`).
+    fn park(&mut self, timeout_ns: u64) {
         let sig = self.signals[self.id as usize].clone();
         sig.going_to_sleep();
         if self.has_pending_work() || self.stop.load(Ordering::Relaxed) && self.sources.iter().any(|s| !s.done) {
@@ -389,13 +391,7 @@ impl<P: Policy> Shard<P> {
             return;
         }
         let t0 = now_ns();
-        let bell = self.doorbell.recv_async();
-        let timer = glommio::timer::sleep(Duration::from_nanos(timeout_ns).min(MAX_PARK));
-        let rung = futures_lite::future::or(async { bell.await.is_ok() }, async {
-            timer.await;
-            false
-        })
-        .await;
+        let rung = self.doorbell.recv_timeout(Duration::from_nanos(timeout_ns).min(MAX_PARK)).is_ok();
         sig.awake();
         if !rung && self.has_pending_work() {
             self.missed_wakeups += 1;
