@@ -246,7 +246,7 @@ fn spawn_shards<P: Policy + Clone + Send>(
     Ok(handles)
 }
 
-/// One app's value per progress interval: `(seconds since start, value)`.
+/// One function's value per progress interval: `(seconds since start, value)`.
 type Series = Vec<(f64, u64)>;
 
 /// Gather reports until every shard has sent its last one; report progress each interval. A
@@ -263,11 +263,12 @@ fn collect(
     failure: &dyn Fn() -> Option<String>,
 ) -> Result<(Vec<AppStats>, Vec<Series>, u64), EngineError> {
     let napps = plan.apps.len();
-    // Lessee slots per shard (global id) and app: the latest report's gauge, and the
+    // Lessee slots per shard (global id) and function: the latest report's gauge, and the
     // interval's maximum.
-    let mut gauge = vec![vec![0u64; napps]; plan.shards];
-    let mut peak = vec![vec![0u64; napps]; plan.shards];
-    let mut series: Vec<Series> = vec![Vec::new(); napps];
+    let nf = plan.functions.len();
+    let mut gauge = vec![vec![0u64; nf]; plan.shards];
+    let mut peak = vec![vec![0u64; nf]; plan.shards];
+    let mut series: Vec<Series> = vec![Vec::new(); nf];
     let mut totals: Vec<AppStats> = (0..napps).map(|_| AppStats::new()).collect();
     let mut interval: Vec<AppStats> = (0..napps).map(|_| AppStats::new()).collect();
     let period = settings.shard.stats_interval;
@@ -284,9 +285,11 @@ fn collect(
             for (a, s) in r.apps.iter().enumerate() {
                 totals[a].add(s);
                 interval[a].add(s);
-                gauge[r.shard as usize][a] = s.actors.lessees_max;
-                let p = &mut peak[r.shard as usize][a];
-                *p = (*p).max(s.actors.lessees_max);
+            }
+            for (f, &n) in r.lessees.iter().enumerate() {
+                gauge[r.shard as usize][f] = n;
+                let p = &mut peak[r.shard as usize][f];
+                *p = (*p).max(n);
             }
             remaining -= r.last as usize;
             missed_wakeups += r.missed_wakeups;
@@ -299,10 +302,12 @@ fn collect(
             last_ring = Instant::now();
         }
         if Instant::now() >= next {
-            let lessees: Vec<u64> = (0..napps).map(|a| peak.iter().map(|p| p[a]).sum()).collect();
             let elapsed = started.elapsed();
-            for (a, &l) in lessees.iter().enumerate() {
-                series[a].push((elapsed.as_secs_f64(), l));
+            let mut lessees = vec![0u64; napps];
+            for (f, fs) in series.iter_mut().enumerate() {
+                let n: u64 = peak.iter().map(|p| p[f]).sum();
+                fs.push((elapsed.as_secs_f64(), n));
+                lessees[plan.functions[f].app as usize] += n;
             }
             on_progress(&Progress::new(plan, &interval, &lessees, elapsed, period));
             interval.iter_mut().for_each(AppStats::reset);

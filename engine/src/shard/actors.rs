@@ -362,10 +362,14 @@ impl<P: Policy> Shard<P> {
         };
         let app = self.fn_app[f] as usize;
         self.host(app, 1);
-        self.lessees_here[app] += 1;
-        let now_here = self.lessees_here[app];
+        self.lessees_here[f] += 1;
+        self.lessees_max[f] = self.lessees_max[f].max(self.lessees_here[f]);
+        let here: u64 = (0..self.lessees_here.len())
+            .filter(|&g| self.fn_app[g] as usize == app)
+            .map(|g| self.lessees_here[g])
+            .sum();
         let gauge = &mut self.stats[app].actors.lessees_max;
-        *gauge = (*gauge).max(now_here);
+        *gauge = (*gauge).max(here);
         i
     }
 
@@ -381,7 +385,7 @@ impl<P: Policy> Shard<P> {
             let slot = self.lessees[i].take().expect("slot");
             let app = self.fn_app[slot.function as usize] as usize;
             self.host(app, -1);
-            self.lessees_here[app] -= 1;
+            self.lessees_here[slot.function as usize] -= 1;
         }
     }
 

@@ -127,8 +127,9 @@ pub struct Shard<P: Policy> {
     /// last changed (shard-seconds).
     hosting: Vec<u32>,
     hosting_since: Vec<u64>,
-    /// Per app: lessee slots open here.
+    /// Per function: lessee slots open here, and the most since the last report.
     lessees_here: Vec<u64>,
+    lessees_max: Vec<u64>,
     /// This shard told the others it is done (see `may_exit`).
     closing: bool,
     insts: Vec<Option<InstanceState>>,
@@ -215,7 +216,8 @@ impl<P: Policy> Shard<P> {
             cmds: Vec::new(),
             hosting_since: vec![now_ns(); plan.apps.len()],
             hosting,
-            lessees_here: vec![0; plan.apps.len()],
+            lessees_here: vec![0; nf],
+            lessees_max: vec![0; nf],
             closing: false,
             insts,
             live,
@@ -444,11 +446,13 @@ impl<P: Policy> Shard<P> {
             busy_ns: std::mem::take(&mut self.busy_ns),
             parked_ns: std::mem::take(&mut self.parked_ns),
             missed_wakeups: std::mem::take(&mut self.missed_wakeups),
+            lessees: self.lessees_max.clone(),
             last,
         };
         self.stats.iter_mut().for_each(AppStats::reset);
-        for (s, &n) in self.stats.iter_mut().zip(&self.lessees_here) {
-            s.actors.lessees_max = n;
+        self.lessees_max.clone_from(&self.lessees_here);
+        for (f, &n) in self.lessees_here.iter().enumerate() {
+            self.stats[self.fn_app[f] as usize].actors.lessees_max += n;
         }
         let _ = self.reports.send(r);
     }
