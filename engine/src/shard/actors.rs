@@ -391,12 +391,22 @@ impl<P: Policy> Shard<P> {
 
     /// Execute what a machine asked for.
     fn exec(&mut self, who: Activation, out: &mut Outbox) {
+        let mut leased = None;
         for command in out.drain(..) {
             match command {
                 Command::Schedule => {}
                 Command::Done { msg } => self.release_pending(msg),
-                Command::Send { to, control } => self.send_control(who, to, control),
+                Command::Send { to, control } => {
+                    if matches!(control, Control::Lease { .. }) {
+                        leased = Some(to);
+                    }
+                    self.send_control(who, to, control)
+                }
             }
+        }
+        if let Some(to) = leased {
+            // Scale-up reaction: the lease and its first forward leave now, not at the turn's end.
+            self.out.flush_to(to as usize);
         }
         self.observe(who);
         self.schedule(who);
