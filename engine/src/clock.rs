@@ -7,19 +7,34 @@ use std::sync::OnceLock;
 struct Epoch {
     clock: quanta::Clock,
     start: u64,
+    /// Wall-clock time of the epoch, ns since the Unix epoch.
+    unix_ns: u64,
 }
 
 static EPOCH: OnceLock<Epoch> = OnceLock::new();
 
+#[inline]
+fn epoch() -> &'static Epoch {
+    EPOCH.get_or_init(|| {
+        let clock = quanta::Clock::new();
+        let start = clock.raw();
+        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Epoch { clock, start, unix_ns: unix.as_nanos() as u64 }
+    })
+}
+
 /// Nanoseconds since the engine's epoch (the first call in the process).
 #[inline]
 pub fn now_ns() -> u64 {
-    let e = EPOCH.get_or_init(|| {
-        let clock = quanta::Clock::new();
-        let start = clock.raw();
-        Epoch { clock, start }
-    });
+    let e = epoch();
     e.clock.delta_as_nanos(e.start, e.clock.raw())
+}
+
+/// The epoch as wall-clock time (ns since the Unix epoch). Nodes of a cluster exchange it so
+/// that times crossing a link are shifted into the receiver's epoch (as exact as the nodes'
+/// wall clocks agree: exactly on one machine, NTP's accuracy across machines).
+pub fn epoch_unix_ns() -> u64 {
+    epoch().unix_ns
 }
 
 #[cfg(test)]

@@ -64,6 +64,8 @@ pub enum EngineError {
     ShardFailed { shard: usize, reason: String },
     #[error("cannot prepare sink file {path}: {source}")]
     SinkFile { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Link(#[from] crate::cluster::LinkError),
 }
 
 /// A handle that stops a running engine from another thread (sources end, in-flight messages
@@ -111,14 +113,42 @@ pub fn run<P>(
     settings: &EngineSettings,
     policy: P,
     stop: StopHandle,
+    on_progress: impl FnMut(&Progress),
+) -> Result<Summary, EngineError>
+where
+    P: Policy + Clone + Send,
+{
+    run_node(plan, settings, policy, stop, on_progress, None)
+}
+
+/// Run one node of `cluster` (None: a single node, every shard local): only this node's shards
+/// run here, and mailboxes to other nodes' shards cross the cluster's links. The summary counts
+/// this node's shards. Returns once this node's shards have finished, its links have delivered
+/// everything and every peer has said goodbye.
+pub fn run_node<P>(
+    plan: Plan,
+    settings: &EngineSettings,
+    policy: P,
+    stop: StopHandle,
     mut on_progress: impl FnMut(&Progress),
+    cluster: Option<crate::cluster::ClusterSpec>,
 ) -> Result<Summary, EngineError>
 where
     P: Policy + Clone + Send,
 {
     plan.validate().map_err(EngineError::Plan)?;
+    if let Some(c) = &cluster {
+        if c.shards() != plan.shards {
+            let what = format!("the plan has {} shards, the cluster {}", plan.shards, c.shards());
+            return Err(EngineError::Plan(what));
+        }
+    }
     for (path, first) in &plan.files {
-        std::fs::write(path, first).map_err(|source| EngineError::SinkFile { path: path.clone(), source })?;
+        let fail = |source| EngineError::SinkFile { path: path.clone(), source };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        std::fs::write(path, first).map_err(fail)?;
     }
     let n = plan.shards;
     let plan = Arc::new(plan);
@@ -128,37 +158,60 @@ where
             (Arc::new(s), d)
         })
         .unzip();
-    *stop.signals.lock().expect("stop handle") = signals.clone();
+    let local = cluster.as_ref().map_or(0..n, |c| c.local());
+    *stop.signals.lock().expect("stop handle") = signals[local.clone()].to_vec();
+    let (mesh, transport) = match cluster {
+        None => (Mesh::new(&signals, settings.mailbox_batches), None),
+        Some(spec) => {
+            let (mesh, peers) = crate::cluster::node_mesh(&spec, &signals, plan.apps.len());
+            let limits =
+                crate::cluster::wire::Limits { apps: plan.apps.len() as u16, functions: plan.functions.len() as u16 };
+            (mesh, Some(crate::cluster::Transport::start(spec, peers, limits)?))
+        }
+    };
     let signals = Arc::new(signals);
-    let mesh = Mesh::new(&signals, settings.mailbox_batches);
     let (tx, rx) = flume::unbounded();
     let started = Instant::now();
     let cpu0 = cpu_seconds();
-    let handles = spawn_shards(&plan, settings, policy, &stop, signals, doorbells, mesh, tx)?;
-    let (totals, lessees, missed_wakeups) = collect(&plan, settings, &rx, n, &stop, started, &mut on_progress);
+    let shards = Shards { local: local.clone(), signals, doorbells, mesh, reports: tx };
+    let handles = spawn_shards(&plan, settings, policy, &stop, shards)?;
+    let failure = || transport.as_ref().and_then(|t| t.failure());
+    let (totals, lessees, missed_wakeups) =
+        collect(&plan, settings, &rx, local.len(), &stop, started, &mut on_progress, &failure)?;
     for (i, h) in handles.into_iter().enumerate() {
-        h.join().map_err(|e| EngineError::ShardFailed { shard: i, reason: e.to_string() })?;
+        let shard = local.start + i;
+        h.join().map_err(|e| EngineError::ShardFailed { shard, reason: e.to_string() })?;
+    }
+    if let Some(t) = transport {
+        t.finish()?;
     }
     let wall = started.elapsed();
     let mut summary = Summary::new(&plan, &totals, &lessees, wall, cpu_seconds() - cpu0);
     summary.missed_wakeups = missed_wakeups;
+    summary.shards = local.len();
     Ok(summary)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the controller hands to the shards it spawns.
+struct Shards {
+    /// Global ids of the shards to run here.
+    local: std::ops::Range<usize>,
+    signals: Arc<Vec<Arc<ShardSignal>>>,
+    doorbells: Vec<crate::signal::Doorbell>,
+    mesh: Mesh,
+    reports: flume::Sender<ShardReport>,
+}
+
 fn spawn_shards<P: Policy + Clone + Send>(
     plan: &Arc<Plan>,
     settings: &EngineSettings,
     policy: P,
     stop: &StopHandle,
-    signals: Arc<Vec<Arc<ShardSignal>>>,
-    doorbells: Vec<crate::signal::Doorbell>,
-    mesh: Mesh,
-    tx: flume::Sender<ShardReport>,
+    shards: Shards,
 ) -> Result<Vec<glommio::ExecutorJoinHandle<()>>, EngineError> {
-    let n = plan.shards;
+    let local = shards.local;
     let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
-    let pin = settings.pin && n <= cpus;
+    let pin = settings.pin && local.len() <= cpus;
     // Unpinned shards share CPUs: a shard spinning for mail would hold a CPU that the shard with
     // the work needs (glommio likewise ignores `spin_before_park` when unpinned), so they park
     // at once.
@@ -166,22 +219,23 @@ fn spawn_shards<P: Policy + Clone + Send>(
     if !pin {
         shard_settings.spin = Duration::ZERO;
     }
-    let mut handles = Vec::with_capacity(n);
-    let parts = mesh.outboxes.into_iter().zip(mesh.inboxes).zip(doorbells);
-    for (i, ((outboxes, inboxes), doorbell)) in parts.enumerate() {
+    let mut handles = Vec::with_capacity(local.len());
+    let parts = shards.mesh.outboxes.into_iter().zip(shards.mesh.inboxes).zip(shards.doorbells);
+    for (i, ((outboxes, inboxes), doorbell)) in parts.enumerate().filter(|(i, _)| local.contains(i)) {
         let init = ShardInit {
             id: i as u16,
+            local: local.start as u16..local.end as u16,
             plan: plan.clone(),
             outboxes,
             inboxes,
-            signals: signals.clone(),
+            signals: shards.signals.clone(),
             doorbell,
             policy: policy.clone(),
             settings: shard_settings,
             stop: stop.flag.clone(),
-            reports: tx.clone(),
+            reports: shards.reports.clone(),
         };
-        let placement = if pin { Placement::Fixed(i) } else { Placement::Unbound };
+        let placement = if pin { Placement::Fixed(i - local.start) } else { Placement::Unbound };
         let h = LocalExecutorBuilder::new(placement)
             .name(&format!("dirigo-shard-{i}"))
             .preempt_timer(settings.preempt_timer)
@@ -192,10 +246,12 @@ fn spawn_shards<P: Policy + Clone + Send>(
     Ok(handles)
 }
 
-/// One app's value per progress interval: `(seconds since start, value)`.
+/// One function's value per progress interval: `(seconds since start, value)`.
 type Series = Vec<(f64, u64)>;
 
-/// Gather reports until every shard has sent its last one; report progress each interval.
+/// Gather reports until every shard has sent its last one; report progress each interval. A
+/// link failure (`failure`) ends the run with an error.
+#[allow(clippy::too_many_arguments)]
 fn collect(
     plan: &Plan,
     settings: &EngineSettings,
@@ -204,12 +260,15 @@ fn collect(
     stop: &StopHandle,
     started: Instant,
     on_progress: &mut impl FnMut(&Progress),
-) -> (Vec<AppStats>, Vec<Series>, u64) {
+    failure: &dyn Fn() -> Option<String>,
+) -> Result<(Vec<AppStats>, Vec<Series>, u64), EngineError> {
     let napps = plan.apps.len();
-    // Lessee slots per shard and app: the latest report's gauge, and the interval's maximum.
-    let mut gauge = vec![vec![0u64; napps]; n];
-    let mut peak = vec![vec![0u64; napps]; n];
-    let mut series: Vec<Series> = vec![Vec::new(); napps];
+    // Lessee slots per shard (global id) and function: the latest report's gauge, and the
+    // interval's maximum.
+    let nf = plan.functions.len();
+    let mut gauge = vec![vec![0u64; nf]; plan.shards];
+    let mut peak = vec![vec![0u64; nf]; plan.shards];
+    let mut series: Vec<Series> = vec![Vec::new(); nf];
     let mut totals: Vec<AppStats> = (0..napps).map(|_| AppStats::new()).collect();
     let mut interval: Vec<AppStats> = (0..napps).map(|_| AppStats::new()).collect();
     let period = settings.shard.stats_interval;
@@ -226,22 +285,29 @@ fn collect(
             for (a, s) in r.apps.iter().enumerate() {
                 totals[a].add(s);
                 interval[a].add(s);
-                gauge[r.shard as usize][a] = s.actors.lessees_max;
-                let p = &mut peak[r.shard as usize][a];
-                *p = (*p).max(s.actors.lessees_max);
+            }
+            for (f, &n) in r.lessees.iter().enumerate() {
+                gauge[r.shard as usize][f] = n;
+                let p = &mut peak[r.shard as usize][f];
+                *p = (*p).max(n);
             }
             remaining -= r.last as usize;
             missed_wakeups += r.missed_wakeups;
         }
         if last_ring.elapsed() >= WATCHDOG {
+            if let Some(f) = failure() {
+                return Err(crate::cluster::LinkError::Failed(f).into());
+            }
             stop.ring_all();
             last_ring = Instant::now();
         }
         if Instant::now() >= next {
-            let lessees: Vec<u64> = (0..napps).map(|a| peak.iter().map(|p| p[a]).sum()).collect();
             let elapsed = started.elapsed();
-            for (a, &l) in lessees.iter().enumerate() {
-                series[a].push((elapsed.as_secs_f64(), l));
+            let mut lessees = vec![0u64; napps];
+            for (f, fs) in series.iter_mut().enumerate() {
+                let n: u64 = peak.iter().map(|p| p[f]).sum();
+                fs.push((elapsed.as_secs_f64(), n));
+                lessees[plan.functions[f].app as usize] += n;
             }
             on_progress(&Progress::new(plan, &interval, &lessees, elapsed, period));
             interval.iter_mut().for_each(AppStats::reset);
@@ -249,7 +315,7 @@ fn collect(
             next += period;
         }
     }
-    (totals, series, missed_wakeups)
+    Ok((totals, series, missed_wakeups))
 }
 
 /// CPU time (user + system) used by this process so far, in seconds.

@@ -10,6 +10,7 @@
 //! - [`config`]: the typed config; [`metrics`] and [`report`]: what a run measures and prints.
 //! - [`actor`]: the mergeable operator state of dual-mode actors (lessor and lessees).
 //! - [`clock`]: the engine's time base.
+//! - [`cluster`]: multi-node clusters: the links that carry mailboxes between nodes' shards.
 //! - [`tcp`]: tcp sources (polled by their shard's loop) and sinks (served by an edge thread),
 //!   and the reference clients behind `dirigo send` and `dirigo tail`.
 
@@ -17,6 +18,7 @@ pub mod actor;
 pub mod api;
 pub mod builtin;
 pub mod clock;
+pub mod cluster;
 pub mod compile;
 pub mod config;
 pub mod engine;

@@ -168,6 +168,8 @@ pub struct ShardReport {
     pub parked_ns: u64,
     /// Parks that ended on their safety timeout with work pending (lost wake-ups).
     pub missed_wakeups: u64,
+    /// Per function: most lessee slots of it this shard hosted at once since the last report.
+    pub lessees: Vec<u64>,
     /// True on the shard's last report.
     pub last: bool,
 }

@@ -78,7 +78,19 @@ pub struct ActorSummary {
     /// Scale-up reaction: from the deadline miss that leased a lessee to the first message
     /// run on it.
     pub scale_up_us: LatencyUs,
-    /// Lessee slots open per progress interval: `[seconds since start, count]`.
+    /// Lessee slots of the app open per progress interval: `[seconds since start, count]`.
+    pub lessees_over_time: Vec<(f64, u64)>,
+    /// The same per function of the app that had lessees during the run.
+    pub functions: Vec<FunctionLessees>,
+}
+
+/// Lessees of one function over a run.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct FunctionLessees {
+    pub name: String,
+    pub max_lessees: u32,
+    pub lessees_peak: u64,
+    /// `[seconds since start, lessee slots open]` per progress interval.
     pub lessees_over_time: Vec<(f64, u64)>,
 }
 
@@ -86,6 +98,7 @@ pub struct ActorSummary {
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     pub apps: Vec<AppSummary>,
+    /// Shards this process ran (on a cluster, this node's).
     pub shards: usize,
     pub wall_seconds: f64,
     /// CPU time (user + system) the process used during the run.
@@ -93,6 +106,34 @@ pub struct Summary {
     /// Parks that ended on their safety timeout with mail already waiting: wake-ups that were
     /// lost (by the executor) and recovered within 200 ms. Should be 0.
     pub missed_wakeups: u64,
+}
+
+/// An app's lessee count per interval: the sum over its functions.
+fn app_series(plan: &Plan, app: usize, lessees: &[Vec<(f64, u64)>]) -> Vec<(f64, u64)> {
+    let mut sum: Vec<(f64, u64)> = Vec::new();
+    for (f, series) in lessees.iter().enumerate().filter(|(f, _)| plan.functions[*f].app as usize == app) {
+        if sum.is_empty() {
+            sum = series.iter().map(|&(t, _)| (t, 0)).collect();
+        }
+        debug_assert_eq!(sum.len(), series.len(), "function {f}: every series has one point per interval");
+        for (s, &(_, n)) in sum.iter_mut().zip(series) {
+            s.1 += n;
+        }
+    }
+    sum
+}
+
+/// The functions of an app that had lessees, and their lessees over time.
+fn function_series(plan: &Plan, app: usize, lessees: &[Vec<(f64, u64)>]) -> Vec<FunctionLessees> {
+    (plan.functions.iter().zip(lessees))
+        .filter(|(f, series)| f.app as usize == app && series.iter().any(|p| p.1 > 0))
+        .map(|(f, series)| FunctionLessees {
+            name: f.name.clone(),
+            max_lessees: f.max_lessees,
+            lessees_peak: series.iter().map(|p| p.1).max().unwrap_or(0),
+            lessees_over_time: series.clone(),
+        })
+        .collect()
 }
 
 fn satisfaction(s: &AppStats) -> f64 {
@@ -104,7 +145,7 @@ fn satisfaction(s: &AppStats) -> f64 {
 }
 
 impl Summary {
-    /// Summarise per-app totals; `lessees` is each app's lessee count per progress interval.
+    /// Summarise per-app totals; `lessees` is each function's lessee count per progress interval.
     pub fn new(
         plan: &Plan,
         totals: &[AppStats],
@@ -116,9 +157,10 @@ impl Summary {
         let apps = plan
             .apps
             .iter()
+            .enumerate()
             .zip(totals)
-            .zip(lessees)
-            .map(|((a, s), series)| AppSummary {
+            .map(|((app, a), s)| (a, s, app_series(plan, app, lessees), function_series(plan, app, lessees)))
+            .map(|(a, s, series, functions)| AppSummary {
                 name: a.name.clone(),
                 events_in: s.events_in,
                 events_out: s.events_out,
@@ -131,6 +173,7 @@ impl Summary {
                 shard_seconds: s.actors.hosted_ns as f64 / 1e9,
                 actors: ActorSummary {
                     lessees_peak: series.iter().map(|p| p.1).max().unwrap_or(0).max(s.actors.lessees_max),
+                    functions,
                     lessees_created: s.actors.lessees_created,
                     lessees_retired: s.actors.lessees_retired,
                     forwarded: s.actors.forwarded,
@@ -141,7 +184,7 @@ impl Summary {
                     barrier_us: LatencyUs::of(&s.actors.barrier_ns),
                     partial_bytes: s.actors.partial_bytes,
                     scale_up_us: LatencyUs::of(&s.actors.scale_up_ns),
-                    lessees_over_time: series.clone(),
+                    lessees_over_time: series,
                 },
             })
             .collect();

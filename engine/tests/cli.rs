@@ -44,6 +44,21 @@ fn quickstart_json_summary_has_every_field() {
         assert!(app["latency_us"][k].as_f64().expect(k) > 0.0, "latency_us.{k}");
     }
     assert_eq!(app["slo_us"].as_f64(), Some(5000.0));
+    // The window is a dual-mode actor: its shards are occupied, and watermarks crossing window
+    // ends are barriers.
+    assert!(app["shard_seconds"].as_f64().expect("shard_seconds") > 0.0);
+    let actors = &app["actors"];
+    assert!(actors["barriers"].as_u64().expect("actors.barriers") > 0);
+    for k in ["lessees_peak", "lessees_created", "lessees_retired", "forwarded", "refused", "partial_bytes"] {
+        assert!(actors[k].as_u64().is_some(), "actors.{k}");
+    }
+    for k in ["blocked_ms", "critical_ms"] {
+        assert!(actors[k].as_f64().is_some(), "actors.{k}");
+    }
+    for k in ["barrier_us", "scale_up_us"] {
+        assert!(actors[k]["p99"].as_f64().is_some(), "actors.{k}.p99");
+    }
+    assert!(actors["lessees_over_time"].as_array().is_some() && actors["functions"].as_array().is_some());
     // Every NDJSON result line before the summary parses and belongs to the window's schema.
     for line in stdout.lines().take_while(|l| *l != last) {
         let r: serde_json::Value = serde_json::from_str(line).expect("ndjson");

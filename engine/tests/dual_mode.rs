@@ -105,6 +105,7 @@ fn run(inputs: &[In], shards: usize, max_lessees: u32, policy: Forced) -> (Vec<A
     let mut engine = EngineBuilder::new().shards(shards).settings(|s| {
         s.shard.tick = Duration::from_micros(100);
         s.shard.batch_size = 16;
+        s.shard.stats_interval = Duration::from_millis(10);
     });
     let mut app = engine.app("sums", Duration::from_millis(5));
     let owned = inputs.to_vec();
@@ -189,5 +190,12 @@ fn stress_more_shards_than_cpus_scaling_on_every_other_message() {
         assert!(a.forwarded > 1_000 && a.refused > 0, "{shards} shards: {a:?}");
         assert!(a.lessees_created > 0 && a.lessees_retired == a.lessees_created, "{a:?}");
         assert!(a.partial_bytes > 0 && a.barriers > 100, "{a:?}");
+        let intervals = a.lessees_over_time.len();
+        assert!(intervals > 0, "one point per progress interval");
+        if a.lessees_over_time.iter().any(|p| p.1 > 0) {
+            assert_eq!(a.functions.len(), 1, "the actor function is listed: {:?}", a.functions);
+            assert_eq!(a.functions[0].name, "sums");
+            assert_eq!(a.functions[0].lessees_over_time, a.lessees_over_time, "the app's only actor");
+        }
     }
 }

@@ -2,9 +2,7 @@
 //! in both directions, `ShardSignal` for parking, each end owned by a glommio executor pinned to
 //! its CPU. The idle wait is a copy of `engine/src/shard/mod.rs`'s spin-then-`park` protocol.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use dirigo_actors::envelope::Header;
@@ -149,27 +147,20 @@ impl End {
                 continue;
             }
             let timeout = deadline.map_or(MAX_PARK, |d| Duration::from_nanos(d - now)).min(MAX_PARK);
-            self.park(timeout).await;
+            self.park(timeout);
             idle_since = now_ns();
         }
     }
 
     /// Park until the peer rings the doorbell or `timeout` passes: `Shard::park`'s protocol
-    /// (raise the flag, re-check the inbox, then wait on doorbell or timer).
-    async fn park(&mut self, timeout: Duration) {
+    /// (raise the flag, re-check the inbox, then block the thread on the doorbell with a timeout).
+    fn park(&mut self, timeout: Duration) {
         self.me.going_to_sleep();
         if self.inbox.has_mail() {
             self.me.awake();
             return;
         }
-        let mut bell = std::pin::pin!(self.doorbell.recv_async());
-        let mut timer = std::pin::pin!(glommio::timer::sleep(timeout));
-        // `futures_lite::future::or(bell, timer)`, as the engine writes it: first one ready.
-        std::future::poll_fn(|cx| match bell.as_mut().poll(cx).is_ready() || timer.as_mut().poll(cx).is_ready() {
-            true => Poll::Ready(()),
-            false => Poll::Pending,
-        })
-        .await;
+        let _ = self.doorbell.recv_timeout(timeout);
         self.me.awake();
     }
 }

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use dirigo_actors::record::{FieldType, Schema};
-use dirigo_engine::compile::{compile, settings};
-use dirigo_engine::config::Config;
+use dirigo_engine::cluster::ClusterSpec;
+use dirigo_engine::compile::{cluster_spec, compile, compile_node, settings};
 use dirigo_engine::config::SourceKind;
-use dirigo_engine::engine::{run, StopHandle};
+use dirigo_engine::config::{unknown_node, Config};
+use dirigo_engine::engine::{run_node, StopHandle};
 use dirigo_engine::policy::Builtin;
 use dirigo_engine::tcp::{self, client, SendMode};
 
@@ -48,11 +49,17 @@ enum Command {
         /// Do not print progress lines.
         #[arg(long, short)]
         quiet: bool,
+        /// Run this node of the config's cluster (its `[[node]]` id).
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Check a config: parse it, resolve every name and type-check every function.
     Check {
         /// The config file (TOML).
         config: PathBuf,
+        /// Also check that the cluster has this node.
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Push events to a tcp source: NDJSON lines as they are, or binary frames with --binary.
     Send {
@@ -95,13 +102,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match Cli::parse().command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, node } => check(&config, node.as_deref()),
         Command::Send { addr, file, binary, schema, config, app, wait } => {
             send(&addr, file.as_deref(), binary, schema.as_deref(), config.as_deref(), app.as_deref(), wait)
         }
         Command::Tail { addr, limit, wait } => tail(&addr, limit, wait),
-        Command::Run { config, json, shards, policy, duration, quiet } => {
-            run_config(&config, json, shards, policy.as_deref(), duration, quiet)
+        Command::Run { config, json, shards, policy, duration, quiet, node } => {
+            let opts = RunOptions { json, shards, policy, duration, quiet, node };
+            run_config(&config, &opts)
         }
     };
     match result {
@@ -113,16 +121,52 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: &Path, shards: Option<usize>) -> anyhow::Result<(Config, dirigo_engine::plan::Plan)> {
-    let config = Config::load(path)?;
-    let plan = compile(&config, shards.unwrap_or(config.engine.shards))?;
-    Ok((config, plan))
+/// How `dirigo run` was asked to run.
+struct RunOptions {
+    json: bool,
+    shards: Option<usize>,
+    policy: Option<String>,
+    duration: Option<Duration>,
+    quiet: bool,
+    node: Option<String>,
 }
 
-fn check(path: &Path) -> anyhow::Result<()> {
-    let (config, plan) = load(path, None)?;
+/// The config, its plan and, on a cluster, this node's view of it.
+fn load(
+    path: &Path,
+    shards: Option<usize>,
+    node: Option<&str>,
+) -> anyhow::Result<(Config, dirigo_engine::plan::Plan, Option<ClusterSpec>)> {
+    let config = Config::load(path)?;
+    if config.nodes.is_empty() {
+        if let Some(id) = node {
+            anyhow::bail!("{}: {}", path.display(), unknown_node(&config.nodes, id));
+        }
+        let plan = compile(&config, shards.unwrap_or(config.engine.shards))?;
+        return Ok((config, plan, None));
+    }
+    let ids: Vec<&str> = config.nodes.iter().map(|n| n.id.get_ref().as_str()).collect();
+    anyhow::ensure!(shards.is_none(), "--shards: a cluster sets each node's shards in its [[node]] table");
+    let Some(id) = node else {
+        anyhow::bail!("{}: the config lists nodes {}; pick one with --node", path.display(), ids.join(", "));
+    };
+    let spec = cluster_spec(&config, id).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let plan = compile_node(&config, config.cluster_shards(), Some(&config.nodes[spec.me]))?;
+    Ok((config, plan, Some(spec)))
+}
+
+fn check(path: &Path, node: Option<&str>) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    if let Some(id) = node {
+        config.node(id).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    let plan = compile(&config, config.cluster_shards())?;
+    let nodes = match config.nodes.len() {
+        0 => String::new(),
+        n => format!(", {n} nodes"),
+    };
     println!(
-        "{}: ok ({} apps, {} functions and sinks, {} shards)",
+        "{}: ok ({} apps, {} functions and sinks, {} shards{nodes})",
         path.display(),
         config.apps.len(),
         plan.functions.len(),
@@ -131,21 +175,18 @@ fn check(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_config(
-    path: &Path,
-    json: bool,
-    shards: Option<usize>,
-    policy: Option<&str>,
-    duration: Option<Duration>,
-    quiet: bool,
-) -> anyhow::Result<()> {
-    let (config, plan) = load(path, shards)?;
+fn run_config(path: &Path, opts: &RunOptions) -> anyhow::Result<()> {
+    let (config, plan, cluster) = load(path, opts.shards, opts.node.as_deref())?;
     let mut s = settings(&config);
-    s.run_for = duration;
-    let name = policy.unwrap_or(config.engine.policy.name());
+    s.run_for = opts.duration;
+    let name = opts.policy.as_deref().unwrap_or(config.engine.policy.name());
     let policy = Builtin::by_name(name).ok_or_else(|| {
         anyhow::anyhow!("unknown policy `{name}`; valid: {}", dirigo_engine::policy::POLICY_NAMES.join(", "))
     })?;
+    let cluster = cluster.map(|mut c| {
+        c.settings.drop_after = test_drop_link();
+        c
+    });
     let stop = StopHandle::default();
     let on_signal = stop.clone();
     let mut interrupted = false;
@@ -157,17 +198,38 @@ fn run_config(
         eprintln!("stopping: draining in-flight messages (Ctrl-C again to abort)");
         on_signal.stop();
     })?;
-    let summary = run(plan, &s, policy, stop, |p| {
-        if !quiet {
-            eprint!("{}", p.render());
-        }
-    })?;
-    if json {
+    let quiet = opts.quiet;
+    let summary = run_node(
+        plan,
+        &s,
+        policy,
+        stop,
+        |p| {
+            if !quiet {
+                eprint!("{}", p.render());
+            }
+        },
+        cluster,
+    )?;
+    if opts.json {
         println!("{}", summary.to_json());
     } else {
         eprint!("{}", summary.to_table());
     }
     Ok(())
+}
+
+/// Test hook: `DIRIGO_TEST_DROP_LINK=N` makes every outbound link of this node drop its
+/// connection once, after N data frames (the link must reconnect and lose nothing).
+fn test_drop_link() -> Option<u64> {
+    let v = std::env::var("DIRIGO_TEST_DROP_LINK").ok()?;
+    match v.parse() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            eprintln!("warning: DIRIGO_TEST_DROP_LINK={v} is not a number; ignored");
+            None
+        }
+    }
 }
 
 fn send(

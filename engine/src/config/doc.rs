@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::defaults::{DefaultsLayer, EngineLayer};
 use super::values::{names, AggregateOp, Distribution, HumanDuration, OrderedTable, WindowType};
 
-/// A whole file: `[engine]`, `[defaults.*]`, `[[app]]`.
+/// A whole file: `[engine]`, `[defaults.*]`, `[[app]]`, `[cluster]`, `[[node]]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConfigDoc {
@@ -19,6 +19,10 @@ pub(crate) struct ConfigDoc {
     pub defaults: DefaultsLayer,
     #[serde(default)]
     pub app: Vec<Spanned<AppDoc>>,
+    #[serde(default)]
+    pub cluster: super::cluster::ClusterLayer,
+    #[serde(default)]
+    pub node: Vec<Spanned<super::cluster::NodeDoc>>,
 }
 
 /// One `[[app]]`.

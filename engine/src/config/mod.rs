@@ -14,6 +14,7 @@
 //! assert!(config.apps.is_empty());
 //! ```
 
+mod cluster;
 mod defaults;
 mod doc;
 mod error;
@@ -30,6 +31,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+pub use cluster::{unknown_node, ClusterConfig, NodeConfig};
 pub use defaults::{
     AppDefaults, Defaults, EngineConfig, FileSinkDefaults, FileSourceDefaults, FunctionDefaults, GeneratorDefaults,
     SinkDefaults, SourceDefaults, TcpSinkDefaults, TcpSourceDefaults, WindowDefaults, DEFAULT_TOML, DEFAULT_TOML_NAME,
@@ -55,6 +57,11 @@ pub struct Config {
     pub defaults: Defaults,
     #[serde(rename = "app")]
     pub apps: Vec<AppConfig>,
+    /// Link settings between nodes.
+    pub cluster: ClusterConfig,
+    /// The nodes of a cluster, in order; empty: a single node.
+    #[serde(rename = "node")]
+    pub nodes: Vec<NodeConfig>,
     /// The file the config came from, for errors found later.
     #[serde(skip)]
     source: Source,
@@ -77,12 +84,27 @@ impl Config {
         let engine = user.engine.over(base.engine).resolve("engine")?;
         let defaults = user.defaults.over(base.defaults).resolve()?;
         let apps = apps(&source, &defaults, user.app)?;
-        Ok(Config { engine, defaults, apps, source })
+        let cluster = user.cluster.over(base.cluster).resolve(&source)?;
+        let nodes = cluster::nodes(&source, user.node)?;
+        Ok(Config { engine, defaults, apps, cluster, nodes, source })
     }
 
     /// The `[engine]` table of `configs/default.toml`.
     pub fn default_engine() -> Result<EngineConfig, ConfigError> {
         Config::parse("", DEFAULT_TOML_NAME).map(|c| c.engine)
+    }
+
+    /// The node named `id` (`dirigo run --node`), or an error listing the known ids.
+    pub fn node(&self, id: &str) -> Result<&NodeConfig, String> {
+        self.nodes.iter().find(|n| n.id.get_ref() == id).ok_or_else(|| unknown_node(&self.nodes, id))
+    }
+
+    /// Shards of the whole cluster: the sum of the nodes' shards, else `[engine] shards`.
+    pub fn cluster_shards(&self) -> usize {
+        match self.nodes.is_empty() {
+            true => self.engine.shards,
+            false => self.nodes.iter().map(|n| n.shards).sum(),
+        }
     }
 
     /// The file this config was parsed from: pass it to [`ConfigError::at`].

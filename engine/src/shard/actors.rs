@@ -204,14 +204,15 @@ impl<P: Policy> Shard<P> {
         let actor = self.actors[f].as_ref().expect("lessor");
         // Decided in every mode: a message buffered behind a barrier keeps its placement for
         // when it replays.
-        if actor.max_lessees == 0 || self.plan.shards < 2 {
+        if actor.max_lessees == 0 || self.local.len() < 2 {
             return Decision::Local;
         }
         let me = self.id as usize;
         let slack = h.deadline_ns as i64 - self.now as i64 - self.cost_to_go_ns[f] as i64;
         let delay = |s: ShardId| self.peer_delay[s as usize];
-        let peer_delay_ns =
-            (0..self.plan.shards as ShardId).filter(|&s| s != self.id).map(delay).min().unwrap_or(u64::MAX);
+        // Lessees stay on this node.
+        let others = self.local.clone().filter(|&s| s != self.id);
+        let peer_delay_ns = others.clone().map(delay).min().unwrap_or(u64::MAX);
         let route = RouteCx {
             home_delay_ns: self.peer_delay[me],
             peer_delay_ns,
@@ -227,11 +228,7 @@ impl<P: Policy> Shard<P> {
             .map(|(s, _)| s)
             .min_by_key(|&s| delay(s));
         let fresh = (actor.machine.lessees().count() < actor.max_lessees)
-            .then(|| {
-                (0..self.plan.shards as ShardId)
-                    .filter(|&s| s != self.id && actor.machine.lessees().all(|(l, _)| l != s))
-                    .min_by_key(|&s| delay(s))
-            })
+            .then(|| others.filter(|&s| actor.machine.lessees().all(|(l, _)| l != s)).min_by_key(|&s| delay(s)))
             .flatten();
         match (existing, fresh) {
             (Some(e), Some(n)) if delay(n) < delay(e) => Decision::NewLessee(n),
@@ -365,10 +362,14 @@ impl<P: Policy> Shard<P> {
         };
         let app = self.fn_app[f] as usize;
         self.host(app, 1);
-        self.lessees_here[app] += 1;
-        let now_here = self.lessees_here[app];
+        self.lessees_here[f] += 1;
+        self.lessees_max[f] = self.lessees_max[f].max(self.lessees_here[f]);
+        let here: u64 = (0..self.lessees_here.len())
+            .filter(|&g| self.fn_app[g] as usize == app)
+            .map(|g| self.lessees_here[g])
+            .sum();
         let gauge = &mut self.stats[app].actors.lessees_max;
-        *gauge = (*gauge).max(now_here);
+        *gauge = (*gauge).max(here);
         i
     }
 
@@ -384,18 +385,28 @@ impl<P: Policy> Shard<P> {
             let slot = self.lessees[i].take().expect("slot");
             let app = self.fn_app[slot.function as usize] as usize;
             self.host(app, -1);
-            self.lessees_here[app] -= 1;
+            self.lessees_here[slot.function as usize] -= 1;
         }
     }
 
     /// Execute what a machine asked for.
     fn exec(&mut self, who: Activation, out: &mut Outbox) {
+        let mut leased = None;
         for command in out.drain(..) {
             match command {
                 Command::Schedule => {}
                 Command::Done { msg } => self.release_pending(msg),
-                Command::Send { to, control } => self.send_control(who, to, control),
+                Command::Send { to, control } => {
+                    if matches!(control, Control::Lease { .. }) {
+                        leased = Some(to);
+                    }
+                    self.send_control(who, to, control)
+                }
             }
+        }
+        if let Some(to) = leased {
+            // Scale-up reaction: the lease and its first forward leave now, not at the turn's end.
+            self.out.flush_to(to as usize);
         }
         self.observe(who);
         self.schedule(who);
@@ -542,20 +553,24 @@ impl<P: Policy> Shard<P> {
         let actor = self.actors[f].as_mut().expect("lessor");
         actor.scheduled = false;
         if matches!(actor.machine.mode(), Mode::Critical { remaining: 1, .. }) {
-            // The last critical message unblocks the actor: split the replay between this shard
-            // and the lessees by the loads as they are now (arrival-time choices were made
-            // while this shard was blocked and looked busy).
-            let cost = self.cost_ns[f].max(1);
+            // The last critical message unblocks the actor and its buffer replays. The placements
+            // chosen on arrival were made while this shard was blocked and looked busy: ask
+            // `on_route` again with the loads as they will be, message by message.
+            let (cost, cost_to_go, now) = (self.cost_ns[f].max(1), self.cost_to_go_ns[f], self.now);
             let mut here = actor.machine.queued().saturating_sub(actor.machine.buffered()) as u64 * cost;
             let mut there: Vec<(ShardId, u64)> =
                 actor.machine.lessees().map(|(s, _)| (s, self.peer_delay[s as usize])).collect();
-            actor.machine.plan_replay(|_, decision| {
+            let policy = &mut self.policy;
+            actor.machine.plan_replay(|msg, decision| {
                 let target = match decision {
                     Decision::Local => return Decision::Local,
                     Decision::Lessee(s) | Decision::NewLessee(s) => s,
                 };
                 let Some(t) = there.iter_mut().find(|(s, _)| *s == target) else { return decision };
-                if t.1 + cost < here {
+                let h = &msg.header;
+                let laxity_ns = h.deadline_ns as i64 - now as i64 - cost_to_go as i64;
+                let route = RouteCx { home_delay_ns: here, peer_delay_ns: t.1, service_ns: cost, laxity_ns };
+                if policy.on_route(h, &route) == Placement::Lessee {
                     t.1 += cost;
                     decision
                 } else {

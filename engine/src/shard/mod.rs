@@ -84,10 +84,8 @@ pub struct ShardSettings {
 
 /// Messages run per turn before the shard polls its mailboxes and flushes again.
 const TURN_BUDGET: usize = 64;
-/// A parked shard wakes at least this often, and a heartbeat timer keeps an event armed in its
-/// executor's ring at this period. Mail always rings the doorbell; this bounds the damage if a
-/// wake-up is lost anyway (glommio can park an executor with a runnable task, see FACTS.md), and
-/// `missed_wakeups` counts every time it was needed.
+/// A parked shard wakes at least this often. Mail always rings the doorbell; this bounds the
+/// damage if a wake-up is lost anyway, and `missed_wakeups` counts every time it was needed.
 const MAX_PARK: Duration = Duration::from_millis(200);
 /// One in this many messages is timed to estimate service costs.
 const COST_SAMPLE: u64 = 16;
@@ -95,6 +93,8 @@ const COST_SAMPLE: u64 = 16;
 /// Everything a shard is built from; made by the controller, moved onto the shard's thread.
 pub struct ShardInit<P> {
     pub id: ShardId,
+    /// The shards of this node (global ids): lessees go only there, and the shards exit together.
+    pub local: std::ops::Range<ShardId>,
     pub plan: Arc<Plan>,
     pub outboxes: Vec<Option<Outbox>>,
     pub inboxes: Vec<Option<Inbox>>,
@@ -109,6 +109,8 @@ pub struct ShardInit<P> {
 /// A running shard.
 pub struct Shard<P: Policy> {
     id: ShardId,
+    /// The shards of this node (global ids).
+    local: std::ops::Range<ShardId>,
     plan: Arc<Plan>,
     out: Outputs,
     inboxes: Vec<Option<Inbox>>,
@@ -125,8 +127,9 @@ pub struct Shard<P: Policy> {
     /// last changed (shard-seconds).
     hosting: Vec<u32>,
     hosting_since: Vec<u64>,
-    /// Per app: lessee slots open here.
+    /// Per function: lessee slots open here, and the most since the last report.
     lessees_here: Vec<u64>,
+    lessees_max: Vec<u64>,
     /// This shard told the others it is done (see `may_exit`).
     closing: bool,
     insts: Vec<Option<InstanceState>>,
@@ -202,6 +205,7 @@ impl<P: Policy> Shard<P> {
         let nf = plan.functions.len();
         Shard {
             id,
+            local: init.local,
             out: Outputs::new(id, init.outboxes, init.settings.batch_size, plan.apps.len()),
             inboxes: init.inboxes,
             held: Held::default(),
@@ -212,7 +216,8 @@ impl<P: Policy> Shard<P> {
             cmds: Vec::new(),
             hosting_since: vec![now_ns(); plan.apps.len()],
             hosting,
-            lessees_here: vec![0; plan.apps.len()],
+            lessees_here: vec![0; nf],
+            lessees_max: vec![0; nf],
             closing: false,
             insts,
             live,
@@ -251,26 +256,28 @@ impl<P: Policy> Shard<P> {
             && self.actors_done()
     }
 
-    /// A finished shard may exit once every shard is finished: until then another shard's
-    /// lessor may still lease a slot here. The first time it is finished it says so and wakes
+    /// A finished shard may exit once every shard of its node is finished: until then another
+    /// shard's lessor may still lease a slot here (lessees stay on their lessor's node). The first time it is finished it says so and wakes
     /// the others (a shard waiting for the last one to finish is parked).
     fn may_exit(&mut self) -> bool {
+        let local = &self.signals[self.local.start as usize..self.local.end as usize];
         if !self.closing {
             self.closing = true;
             self.signals[self.id as usize].set_closing();
-            self.signals.iter().for_each(|s| s.wake());
+            local.iter().for_each(|s| s.wake());
         }
-        self.signals.iter().all(|s| s.is_closing()) && !self.has_pending_work()
+        local.iter().all(|s| s.is_closing()) && !self.has_pending_work()
     }
 
     /// Run until every instance on this shard has ended.
+    ///
+    /// The loop never yields to glommio's scheduler and parks by blocking its thread on the
+    /// doorbell (with a timeout), not in glommio's reactor: glommio 0.9 can park an executor
+    /// with a runnable task and sleep in `io_uring_wait_cqes` with no timeout, which neither its
+    /// timers nor a foreign wake-up then end (FACTS.md; seen here under heavy CPU load, e.g.
+    /// `docs/why-cluster-links.md`). The shard's thread runs this one task, and everything that
+    /// wakes it (mail, the tcp readiness thread, the controller) rings the doorbell.
     pub async fn run(mut self) {
-        glommio::spawn_local(async {
-            loop {
-                glommio::timer::sleep(MAX_PARK).await;
-            }
-        })
-        .detach();
         let start = now_ns();
         let tick_ns = self.settings.tick.as_nanos() as u64;
         // Report ten times per progress interval, so a progress line lags by at most a tenth.
@@ -298,7 +305,6 @@ impl<P: Policy> Shard<P> {
             if progress {
                 self.busy_ns += now - t0;
                 idle_since = None;
-                glommio::yield_if_needed().await;
                 continue;
             }
             self.policy.on_idle();
@@ -308,14 +314,18 @@ impl<P: Policy> Shard<P> {
             let report_at = if self.has_news() { next_stats } else { u64::MAX };
             let wake_at = report_at.min(self.next_source_due(start));
             if now - since < spin_ns || wake_at <= now || self.out.staged() > 0 {
-                std::hint::spin_loop();
-                glommio::yield_if_needed().await;
+                if spin_ns == 0 {
+                    // Unpinned: the shard this one waits for may need this CPU.
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
                 continue;
             }
             // The idle clock keeps running across the park: a wake-up that finds nothing to do
             // (a timer, the controller's watchdog ring) parks again without spinning; progress
             // resets it.
-            self.park(wake_at.saturating_sub(now)).await;
+            self.park(wake_at.saturating_sub(now));
         }
         self.flush_sinks();
         self.report(true);
@@ -374,8 +384,8 @@ impl<P: Policy> Shard<P> {
         self.out.staged() > 0 || !self.out.local.is_empty() || self.inboxes.iter().flatten().any(|i| i.has_mail())
     }
 
-    /// Park until a sender rings the doorbell or `timeout` passes.
-    async fn park(&mut self, timeout_ns: u64) {
+    /// Park until a sender rings the doorbell or `timeout` passes: blocks the thread (see `run`).
+    fn park(&mut self, timeout_ns: u64) {
         let sig = self.signals[self.id as usize].clone();
         sig.going_to_sleep();
         if self.has_pending_work() || self.stop.load(Ordering::Relaxed) && self.sources.iter().any(|s| !s.done) {
@@ -383,13 +393,7 @@ impl<P: Policy> Shard<P> {
             return;
         }
         let t0 = now_ns();
-        let bell = self.doorbell.recv_async();
-        let timer = glommio::timer::sleep(Duration::from_nanos(timeout_ns).min(MAX_PARK));
-        let rung = futures_lite::future::or(async { bell.await.is_ok() }, async {
-            timer.await;
-            false
-        })
-        .await;
+        let rung = self.doorbell.recv_timeout(Duration::from_nanos(timeout_ns).min(MAX_PARK)).is_ok();
         sig.awake();
         if !rung && self.has_pending_work() {
             self.missed_wakeups += 1;
@@ -442,11 +446,13 @@ impl<P: Policy> Shard<P> {
             busy_ns: std::mem::take(&mut self.busy_ns),
             parked_ns: std::mem::take(&mut self.parked_ns),
             missed_wakeups: std::mem::take(&mut self.missed_wakeups),
+            lessees: self.lessees_max.clone(),
             last,
         };
         self.stats.iter_mut().for_each(AppStats::reset);
-        for (s, &n) in self.stats.iter_mut().zip(&self.lessees_here) {
-            s.actors.lessees_max = n;
+        self.lessees_max.clone_from(&self.lessees_here);
+        for (f, &n) in self.lessees_here.iter().enumerate() {
+            self.stats[self.fn_app[f] as usize].actors.lessees_max += n;
         }
         let _ = self.reports.send(r);
     }

@@ -111,6 +111,15 @@ impl Outputs {
         self.waiting[dest].push_back(full);
     }
 
+    /// Hand what is staged for `dest` to its ring now, mid-turn (a latency-critical message:
+    /// a new lessee's lease and first forward).
+    pub fn flush_to(&mut self, dest: usize) {
+        if !self.open[dest].entries.is_empty() {
+            self.close(dest);
+        }
+        self.send_waiting(dest);
+    }
+
     /// Hand every staged batch to its ring (or the local queue); ring the doorbell of parked
     /// receivers. Returns true if anything moved.
     pub fn flush(&mut self) -> bool {

@@ -1,0 +1,384 @@
+//! Multi-node clusters: the shards of every node form one global id space; a mailbox whose two
+//! ends are on different nodes is cut in the middle by a framed TCP link.
+//!
+//! For each peer, a node runs an [`outbound`] link (a thread that consumes the rings of local
+//! shards addressed to the peer's shards, frames each batch and writes it, within the credit the
+//! peer granted) and an [`inbound`] link (a thread that validates the peer's frames and pushes
+//! each batch into the ring of the local receiving shard, and grants credit as shards finish
+//! with them). The shards' loop does not change: a remote shard's mailbox looks like a local
+//! one. Links number their frames; a dropped link is re-established and the frames the peer has
+//! not acknowledged are sent again, so nothing is lost or duplicated.
+//!
+//! - [`wire`]: the frames of a link.
+//! - [`outbound`], [`inbound`]: the two halves of a link, and the listener.
+//! - [`Transport`]: starts every link of a node and waits for them (startup), then flushes,
+//!   says goodbye and waits for the peers' goodbyes (shutdown).
+
+pub mod inbound;
+pub mod outbound;
+pub mod wire;
+
+use std::net::{SocketAddr, TcpListener};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use dirigo_actors::record::hash_bytes;
+
+use crate::mailbox::{mailbox, Inbox, Mesh, Outbox};
+use crate::signal::ShardSignal;
+
+/// One node of the cluster.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub id: String,
+    pub address: SocketAddr,
+    /// Its shards' global ids.
+    pub shards: Range<usize>,
+}
+
+/// Link settings.
+#[derive(Clone, Copy, Debug)]
+pub struct LinkSettings {
+    pub connect_timeout: Duration,
+    pub reconnect_timeout: Duration,
+    /// Batches in flight per channel (sent and not yet finished with by the receiving shard):
+    /// the credit window. The receiving ring holds this many.
+    pub credits: usize,
+    /// How long an idle outbound link polls before it parks.
+    pub spin: Duration,
+    /// Test hook: drop each outbound connection once, after this many data frames.
+    pub drop_after: Option<u64>,
+}
+
+/// The cluster as one node sees it.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    pub nodes: Vec<NodeSpec>,
+    /// This node's index in `nodes`.
+    pub me: usize,
+    pub settings: LinkSettings,
+}
+
+impl ClusterSpec {
+    /// Total shards of the cluster.
+    pub fn shards(&self) -> usize {
+        self.nodes.iter().map(|n| n.shards.len()).sum()
+    }
+
+    /// This node's shards.
+    pub fn local(&self) -> Range<usize> {
+        self.nodes[self.me].shards.clone()
+    }
+
+    /// The node that runs global shard `s`.
+    pub fn node_of(&self, s: usize) -> usize {
+        self.nodes.iter().position(|n| n.shards.contains(&s)).expect("a shard of the cluster")
+    }
+
+    /// A hash of the node list and the credit window (the receiving rings are sized by the
+    /// receiver's, the credit spent by the sender's): nodes started from different cluster
+    /// configs refuse to link.
+    pub fn fingerprint(&self) -> u64 {
+        let mut text: String = self.nodes.iter().map(|n| format!("{}@{}:{:?};", n.id, n.address, n.shards)).collect();
+        text += &format!("credits={}", self.settings.credits);
+        hash_bytes(text.as_bytes())
+    }
+
+    /// `node b (127.0.0.1:7102)`.
+    pub fn describe(&self, node: usize) -> String {
+        format!("node {} ({})", self.nodes[node].id, self.nodes[node].address)
+    }
+}
+
+/// Channel `from -> to` of the link from node `a` to node `b`: its index among the link's
+/// channels (sender shards major).
+pub fn channel_index(a: &NodeSpec, b: &NodeSpec, from: usize, to: usize) -> usize {
+    (from - a.shards.start) * b.shards.len() + (to - b.shards.start)
+}
+
+/// The ends of the mailboxes that cross the link with one peer.
+pub struct PeerEnds {
+    /// Rings from local shards to the peer's shards, by channel index; the outbound link reads them.
+    pub outgoing: Vec<Inbox>,
+    /// Rings from the peer's shards to local shards, by channel index; the inbound link fills them.
+    pub incoming: Vec<Outbox>,
+    /// The outbound link's signal slot (local shards ring it when they send) and doorbell.
+    pub signal: Arc<ShardSignal>,
+    pub doorbell: crate::signal::Doorbell,
+}
+
+/// The mesh of this node's shards (indexed by global id; rows of remote shards are empty), and
+/// for each peer (None for this node) the ends its links hold.
+pub fn node_mesh(spec: &ClusterSpec, signals: &[Arc<ShardSignal>], apps: usize) -> (Mesh, Vec<Option<PeerEnds>>) {
+    let n = spec.shards();
+    let capacity = spec.settings.credits;
+    let local = spec.local();
+    let mut outboxes: Vec<Vec<Option<Outbox>>> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+    let mut inboxes: Vec<Vec<Option<Inbox>>> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+    let mut peers = Vec::with_capacity(spec.nodes.len());
+    for (p, peer) in spec.nodes.iter().enumerate() {
+        if p == spec.me {
+            peers.push(None);
+            continue;
+        }
+        let (signal, doorbell) = ShardSignal::new(apps);
+        let signal = Arc::new(signal);
+        let (mut outgoing, mut incoming) = (Vec::new(), Vec::new());
+        for from in local.clone() {
+            for to in peer.shards.clone() {
+                let (o, i) = mailbox(capacity, signal.clone());
+                outboxes[from][to] = Some(o);
+                outgoing.push(i);
+            }
+        }
+        for from in peer.shards.clone() {
+            for to in local.clone() {
+                let (o, i) = mailbox(capacity, signals[to].clone());
+                inboxes[to][from] = Some(i);
+                incoming.push(o);
+            }
+        }
+        peers.push(Some(PeerEnds { outgoing, incoming, signal, doorbell }));
+    }
+    for from in local.clone() {
+        for to in local.clone().filter(|&to| to != from) {
+            let (o, i) = mailbox(capacity, signals[to].clone());
+            outboxes[from][to] = Some(o);
+            inboxes[to][from] = Some(i);
+        }
+    }
+    (Mesh { outboxes, inboxes }, peers)
+}
+
+/// Why a node's links failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("node {node}: cannot listen on {address}: {source}")]
+    Listen {
+        node: String,
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the cluster did not come up within {timeout:?}: {missing}")]
+    Startup { timeout: Duration, missing: String },
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// One flag per peer and direction (`up`: the link has been established; `done`: it has said or
+/// heard goodbye), and a condvar to wait for them on.
+pub(crate) struct PeerFlags {
+    bits: Mutex<PeerBits>,
+    changed: Condvar,
+}
+
+/// The flags of [`PeerFlags`]: the link to each peer, and from each peer.
+pub(crate) struct PeerBits {
+    pub outbound: Vec<bool>,
+    pub inbound: Vec<bool>,
+}
+
+impl PeerBits {
+    fn all(&self) -> bool {
+        self.outbound.iter().chain(&self.inbound).all(|&b| b)
+    }
+}
+
+impl PeerFlags {
+    /// Flags for `n` nodes, those of node `me` (no link to itself) already set.
+    fn new(n: usize, me: usize) -> Self {
+        let mut bits = PeerBits { outbound: vec![false; n], inbound: vec![false; n] };
+        (bits.outbound[me], bits.inbound[me]) = (true, true);
+        PeerFlags { bits: Mutex::new(bits), changed: Condvar::new() }
+    }
+
+    /// Set the flag of the link to `peer`.
+    pub(crate) fn set_outbound(&self, peer: usize) {
+        self.bits.lock().expect("flags").outbound[peer] = true;
+        self.changed.notify_all();
+    }
+
+    /// Set the flag of the link from `peer`.
+    pub(crate) fn set_inbound(&self, peer: usize) {
+        self.bits.lock().expect("flags").inbound[peer] = true;
+        self.changed.notify_all();
+    }
+
+    /// Wait until every flag is set (Ok), a link fails, or `deadline` passes (the flags as
+    /// they are).
+    fn wait_all(&self, failure: &Mutex<Option<String>>, deadline: Option<Instant>) -> Result<(), Waited<'_>> {
+        let mut bits = self.bits.lock().expect("flags");
+        loop {
+            if let Some(f) = failure.lock().expect("failure").clone() {
+                return Err(Waited::Failed(f));
+            }
+            if bits.all() {
+                return Ok(());
+            }
+            let wait = match deadline {
+                Some(d) if Instant::now() >= d => return Err(Waited::Timeout(bits)),
+                Some(d) => d - Instant::now(),
+                None => Duration::from_millis(100),
+            };
+            bits = self.changed.wait_timeout(bits, wait).expect("flags").0;
+        }
+    }
+}
+
+/// How [`PeerFlags::wait_all`] ended without every flag set.
+enum Waited<'a> {
+    Failed(String),
+    Timeout(std::sync::MutexGuard<'a, PeerBits>),
+}
+
+/// State every link thread of a node shares with the controller.
+pub(crate) struct Shared {
+    pub spec: ClusterSpec,
+    pub limits: wire::Limits,
+    /// Set when the controller wants the outbound links to flush and say goodbye.
+    pub finishing: AtomicBool,
+    /// The first fatal link error.
+    pub failure: Mutex<Option<String>>,
+    /// Links established at least once.
+    pub up: PeerFlags,
+    /// Outbound links that said goodbye, and inbound links that heard it.
+    pub done: PeerFlags,
+    /// Set when the node stops: the listener exits.
+    pub stopped: AtomicBool,
+    /// Frames sent in total (tests, benchmarks).
+    pub frames_sent: AtomicU64,
+}
+
+impl Shared {
+    /// Record the node's first fatal link error; whoever waits on the links sees it.
+    pub(crate) fn fail(&self, message: String) {
+        tracing::error!("{message}");
+        self.failure.lock().expect("failure").get_or_insert(message);
+        self.up.changed.notify_all();
+        self.done.changed.notify_all();
+    }
+}
+
+/// The running links of one node.
+pub struct Transport {
+    shared: Arc<Shared>,
+    /// The outbound links' signal slots, rung to make them look at `finishing`.
+    wakers: Vec<Arc<ShardSignal>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Transport {
+    /// Listen, start a link to and from every peer, and wait until every link is up (or
+    /// `connect_timeout` passes: the error names the missing nodes).
+    pub fn start(
+        spec: ClusterSpec,
+        peers: Vec<Option<PeerEnds>>,
+        limits: wire::Limits,
+    ) -> Result<Transport, LinkError> {
+        let me = &spec.nodes[spec.me];
+        let listener = TcpListener::bind(me.address).map_err(|source| LinkError::Listen {
+            node: me.id.clone(),
+            address: me.address,
+            source,
+        })?;
+        let n = spec.nodes.len();
+        let shared = Arc::new(Shared {
+            limits,
+            finishing: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            up: PeerFlags::new(n, spec.me),
+            done: PeerFlags::new(n, spec.me),
+            stopped: AtomicBool::new(false),
+            frames_sent: AtomicU64::new(0),
+            spec,
+        });
+        let mut threads = Vec::new();
+        let mut wakers = Vec::new();
+        let mut receivers = Vec::with_capacity(n);
+        for (p, ends) in peers.into_iter().enumerate() {
+            let Some(ends) = ends else {
+                receivers.push(None);
+                continue;
+            };
+            let PeerEnds { outgoing, incoming, signal, doorbell } = ends;
+            receivers.push(Some(inbound::Receiver::new(p, incoming)));
+            wakers.push(signal.clone());
+            let link = outbound::Link::new(shared.clone(), p, outgoing, signal, doorbell);
+            let name = format!("dirigo-link-to-{}", shared.spec.nodes[p].id);
+            threads.push(std::thread::Builder::new().name(name).spawn(move || link.run()).expect("spawn link"));
+        }
+        let sh = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("dirigo-listener".into())
+                .spawn(move || inbound::listen(sh, listener, receivers))
+                .expect("spawn listener"),
+        );
+        let transport = Transport { shared, wakers, threads };
+        transport.wait_up()?;
+        Ok(transport)
+    }
+
+    fn wait_up(&self) -> Result<(), LinkError> {
+        let s = &self.shared;
+        let timeout = s.spec.settings.connect_timeout;
+        let waited = s.up.wait_all(&s.failure, Some(Instant::now() + timeout));
+        let error = match waited {
+            Ok(()) => return Ok(()),
+            Err(Waited::Failed(f)) => LinkError::Failed(f),
+            Err(Waited::Timeout(bits)) => {
+                let mut missing = Vec::new();
+                for p in 0..s.spec.nodes.len() {
+                    if !bits.outbound[p] {
+                        missing.push(format!("no link to {} (is it running?)", s.spec.describe(p)));
+                    }
+                    if !bits.inbound[p] {
+                        missing.push(format!("{} has not connected to this node", s.spec.describe(p)));
+                    }
+                }
+                LinkError::Startup { timeout, missing: missing.join("; ") }
+            }
+        };
+        s.stopped.store(true, Ordering::SeqCst);
+        Err(error)
+    }
+
+    /// The first fatal link error, if any (the controller polls it).
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.lock().expect("failure").clone()
+    }
+
+    /// Data frames sent so far by every outbound link.
+    pub fn frames_sent(&self) -> u64 {
+        self.shared.frames_sent.load(Ordering::Relaxed)
+    }
+
+    /// After the local shards have finished: send what is left, wait until peers acknowledge
+    /// everything, say goodbye, and wait until every peer has said goodbye too (so no peer
+    /// still needs this node's acknowledgements). Bounded by the reconnect timeout per stall.
+    pub fn finish(mut self) -> Result<(), LinkError> {
+        let s = &self.shared;
+        s.finishing.store(true, Ordering::SeqCst);
+        self.wakers.iter().for_each(|w| w.wake());
+        if let Err(Waited::Failed(f)) = s.done.wait_all(&s.failure, None) {
+            s.stopped.store(true, Ordering::SeqCst);
+            return Err(LinkError::Failed(f));
+        }
+        s.stopped.store(true, Ordering::SeqCst);
+        for t in std::mem::take(&mut self.threads) {
+            let _ = t.join();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Transport {
+    /// Dropped without [`Transport::finish`] (the node failed): the link threads give up.
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        self.wakers.iter().for_each(|w| w.wake());
+    }
+}

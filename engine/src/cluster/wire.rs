@@ -1,0 +1,284 @@
+//! What crosses a node link, inside `dirigo-net` frames (16-byte header, payload padded to 16):
+//!
+//! - `Hello` (both ways, once per connection): `fingerprint u64, from u32, to u32, next u64,
+//!   epoch u64`; the dialer's `next` is 0, the acceptor answers with the next link sequence it
+//!   expects. `epoch` is the sender's clock epoch as Unix time (ns): the receiver shifts the
+//!   ingress times and deadlines of what arrives into its own epoch.
+//! - `Data` (dialer to acceptor): one mailbox batch. `seq u64, from u16, to u16, count u32`,
+//!   then `count` entries: the 48-byte envelope header with the payload length in its
+//!   last 4 bytes, then the payload (an rkyv archive) padded to 16.
+//! - `Credit` (acceptor to dialer): `next u64, count u32, 0 u32`, then per channel of the link
+//!   `consumed u64`: batches of the channel the receiving shard has finished with. Both numbers
+//!   are cumulative, so a lost credit frame is superseded by the next one.
+//! - `End` (dialer to acceptor): goodbye, `seq u64`: it takes the next link sequence number,
+//!   so its acknowledgement says it arrived. Everything before it has been acknowledged.
+//!
+//! Every field is little-endian. Bytes from a peer are checked here, at the trust boundary:
+//! ranges, kinds, ids against the plan, and each data payload as a record archive.
+
+use dirigo_actors::envelope::{Header, MessageKind};
+use dirigo_actors::record;
+use dirigo_net::frame::{begin_frame, end_frame};
+use dirigo_net::{EncodeError, FrameType};
+use rkyv::util::AlignedVec;
+
+use crate::mailbox::Batch;
+
+/// Length of an encoded envelope header (payload length included).
+const ENTRY_HEADER: usize = 48;
+/// Length of a batch's or a credit frame's prefix.
+const PREFIX: usize = 16;
+
+/// A `Hello` frame's fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// Hash of the node list: peers with different cluster configs refuse each other.
+    pub fingerprint: u64,
+    pub from: u32,
+    pub to: u32,
+    /// Acceptor: the next link sequence number it expects.
+    pub next: u64,
+    /// The sender's clock epoch, ns since the Unix epoch.
+    pub epoch: u64,
+}
+
+/// Something wrong in what a peer sent.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("a {what} frame of {len} bytes is too short")]
+    Short { what: &'static str, len: usize },
+    #[error("entry {index}: {what}")]
+    Entry { index: u32, what: String },
+    #[error("batch from shard {from} to shard {to} is not a channel of this link")]
+    Channel { from: u16, to: u16 },
+}
+
+impl Hello {
+    /// Append as a frame to `out`.
+    pub fn encode(&self, out: &mut AlignedVec) -> Result<(), EncodeError> {
+        let start = begin_frame(out)?;
+        out.extend_from_slice(&self.fingerprint.to_le_bytes());
+        out.extend_from_slice(&self.from.to_le_bytes());
+        out.extend_from_slice(&self.to.to_le_bytes());
+        out.extend_from_slice(&self.next.to_le_bytes());
+        out.extend_from_slice(&self.epoch.to_le_bytes());
+        end_frame(FrameType::Hello, start, out).map(|_| ())
+    }
+
+    /// Decode a `Hello` payload.
+    pub fn decode(p: &[u8]) -> Result<Hello, WireError> {
+        if p.len() < 32 {
+            return Err(WireError::Short { what: "hello", len: p.len() });
+        }
+        let (fingerprint, from, to) = (u64_at(p, 0), u32_at(p, 8), u32_at(p, 12));
+        Ok(Hello { fingerprint, from, to, next: u64_at(p, 16), epoch: u64_at(p, 24) })
+    }
+}
+
+/// Append `batch` as Data frame number `seq` of channel `from -> to`. Hot path: copies the
+/// headers and payload bytes, allocates only if `out` must grow.
+pub fn encode_batch(seq: u64, from: u16, to: u16, batch: &Batch, out: &mut AlignedVec) -> Result<(), EncodeError> {
+    let start = begin_frame(out)?;
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&from.to_le_bytes());
+    out.extend_from_slice(&to.to_le_bytes());
+    out.extend_from_slice(&(batch.entries.len() as u32).to_le_bytes());
+    for e in &batch.entries {
+        let h = &e.header;
+        out.extend_from_slice(&h.key_hash.to_le_bytes());
+        out.extend_from_slice(&h.ingress_ns.to_le_bytes());
+        out.extend_from_slice(&h.deadline_ns.to_le_bytes());
+        out.extend_from_slice(&h.event_time.to_le_bytes());
+        out.extend_from_slice(&h.seq.to_le_bytes());
+        out.extend_from_slice(&h.app.to_le_bytes());
+        out.extend_from_slice(&h.function.to_le_bytes());
+        out.extend_from_slice(&[h.port, h.kind as u8]);
+        out.extend_from_slice(&h.from_shard.to_le_bytes());
+        out.extend_from_slice(&e.len.to_le_bytes());
+        out.extend_from_slice(batch.payload(e.off, e.len));
+        let end = out.len().next_multiple_of(16);
+        out.resize(end, 0);
+    }
+    end_frame(FrameType::Data, start, out).map(|_| ())
+}
+
+/// The sequence number of a goodbye (`End`) payload.
+pub fn goodbye_seq(p: &[u8]) -> Result<u64, WireError> {
+    match p.len() < 8 {
+        true => Err(WireError::Short { what: "goodbye", len: p.len() }),
+        false => Ok(u64_at(p, 0)),
+    }
+}
+
+/// The prefix of a Data payload: `(seq, from, to)`.
+pub fn batch_prefix(p: &[u8]) -> Result<(u64, u16, u16), WireError> {
+    if p.len() < PREFIX {
+        return Err(WireError::Short { what: "data", len: p.len() });
+    }
+    Ok((u64_at(p, 0), u16_at(p, 8), u16_at(p, 10)))
+}
+
+/// Ids a received envelope may carry: the plan's sizes.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub apps: u16,
+    pub functions: u16,
+}
+
+/// `t` (ns in the sender's epoch) in the receiver's epoch, `shift` = sender's epoch minus the
+/// receiver's; "never" (`u64::MAX`) stays never.
+#[inline]
+pub fn shift_time(t: u64, shift: i64) -> u64 {
+    match t {
+        u64::MAX => u64::MAX,
+        t => (t as i128 + shift as i128).clamp(0, u64::MAX as i128 - 1) as u64,
+    }
+}
+
+/// Decode a Data payload into `batch` (cleared first), checking every envelope: its kind, its
+/// ids against `limits`, that it comes from the frame's sender shard, its bounds, and each data
+/// payload as a record archive; times are shifted by `shift` ns into this node's epoch. Hot
+/// path on the receiving node.
+pub fn decode_batch(p: &[u8], limits: Limits, shift: i64, batch: &mut Batch) -> Result<(), WireError> {
+    batch.clear();
+    let (_, from, _) = batch_prefix(p)?;
+    let count = u32_at(p, 12);
+    let mut at = PREFIX;
+    for index in 0..count {
+        let bad = |what: String| WireError::Entry { index, what };
+        let h = p.get(at..at + ENTRY_HEADER).ok_or_else(|| bad("truncated header".into()))?;
+        let kind = match h[41] {
+            0 => MessageKind::Data,
+            1 => MessageKind::Watermark,
+            2 => MessageKind::End,
+            k => return Err(bad(format!("unknown message kind {k}"))),
+        };
+        let header = Header {
+            key_hash: u64_at(h, 0),
+            ingress_ns: shift_time(u64_at(h, 8), shift),
+            deadline_ns: shift_time(u64_at(h, 16), shift),
+            event_time: u64_at(h, 24),
+            seq: u32_at(h, 32),
+            app: u16_at(h, 36),
+            function: u16_at(h, 38),
+            port: h[40],
+            kind,
+            from_shard: u16_at(h, 42),
+            // The header's last 4 bytes carry the payload length on the wire; `aux` is only
+            // used by dual-mode protocol messages, which never leave their node (lessees stay on
+            // their lessor's node), and their kinds are refused above.
+            aux: 0,
+        };
+        if header.app >= limits.apps || header.function >= limits.functions || header.port > 1 {
+            return Err(bad(format!(
+                "app {} function {} port {} out of range",
+                header.app, header.function, header.port
+            )));
+        }
+        if header.from_shard != from {
+            return Err(bad(format!("from shard {} in a batch from shard {from}", header.from_shard)));
+        }
+        let len = u32_at(h, 44) as usize;
+        let body = at + ENTRY_HEADER;
+        let payload = p.get(body..body + len).ok_or_else(|| bad(format!("payload of {len} bytes truncated")))?;
+        if kind == MessageKind::Data {
+            record::access(payload).map_err(|e| bad(format!("payload is not a valid record: {e}")))?;
+        }
+        batch.push_bytes(header, payload);
+        at = body + len.next_multiple_of(16);
+    }
+    Ok(())
+}
+
+/// Append a Credit frame: the next sequence expected and every channel's consumed count.
+pub fn encode_credit(next: u64, consumed: &[u64], out: &mut AlignedVec) -> Result<(), EncodeError> {
+    let start = begin_frame(out)?;
+    out.extend_from_slice(&next.to_le_bytes());
+    out.extend_from_slice(&(consumed.len() as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    for c in consumed {
+        out.extend_from_slice(&c.to_le_bytes());
+    }
+    end_frame(FrameType::Credit, start, out).map(|_| ())
+}
+
+/// Decode a Credit payload: the next sequence expected, and each channel's consumed count.
+pub fn decode_credit(p: &[u8]) -> Result<(u64, impl Iterator<Item = u64> + '_), WireError> {
+    if p.len() < PREFIX {
+        return Err(WireError::Short { what: "credit", len: p.len() });
+    }
+    let count = u32_at(p, 8) as usize;
+    if p.len() < PREFIX + count * 8 {
+        return Err(WireError::Short { what: "credit", len: p.len() });
+    }
+    Ok((u64_at(p, 0), (0..count).map(move |i| u64_at(p, PREFIX + i * 8))))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(b[at..at + 2].try_into().expect("2 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dirigo_actors::record::{archive_values_into, Value};
+    use dirigo_net::FrameDecoder;
+
+    #[test]
+    fn a_batch_round_trips_and_a_bad_one_is_refused() {
+        let mut b = Batch::with_capacity(4);
+        let mut rec = AlignedVec::new();
+        archive_values_into(&[Value::U64(7), Value::Str("x".into())], &mut rec);
+        let mut h = Header::data(0, 1, 99);
+        h.from_shard = 3;
+        h.seq = 5;
+        b.push_bytes(h, &rec);
+        h.kind = MessageKind::End;
+        b.push_bytes(h, &[]);
+        let mut out = AlignedVec::new();
+        encode_batch(12, 3, 0, &b, &mut out).unwrap();
+        let mut d = FrameDecoder::default();
+        d.feed(&out).unwrap();
+        let f = d.next_frame().unwrap().unwrap();
+        assert_eq!(batch_prefix(f.payload).unwrap(), (12, 3, 0));
+        let mut got = Batch::default();
+        decode_batch(f.payload, Limits { apps: 1, functions: 2 }, 0, &mut got).unwrap();
+        assert_eq!(got.entries.len(), 2);
+        assert_eq!(got.entries[0].header, b.entries[0].header);
+        assert_eq!(got.payload(got.entries[0].off, got.entries[0].len), &rec[..]);
+        assert_eq!(got.entries[1].header.kind, MessageKind::End);
+        let err = decode_batch(f.payload, Limits { apps: 1, functions: 1 }, 0, &mut got).unwrap_err();
+        assert!(matches!(err, WireError::Entry { index: 0, .. }), "{err}");
+    }
+
+    #[test]
+    fn times_shift_into_the_receivers_epoch() {
+        assert_eq!(shift_time(1_000, 500), 1_500);
+        assert_eq!(shift_time(1_000, -400), 600);
+        assert_eq!(shift_time(1_000, -4_000), 0);
+        assert_eq!(shift_time(u64::MAX, -4_000), u64::MAX);
+    }
+
+    #[test]
+    fn credit_and_hello_round_trip() {
+        let mut out = AlignedVec::new();
+        encode_credit(9, &[1, 2, 3], &mut out).unwrap();
+        let hello = Hello { fingerprint: 5, from: 1, to: 2, next: 77, epoch: 123 };
+        hello.encode(&mut out).unwrap();
+        let mut d = FrameDecoder::default();
+        d.feed(&out).unwrap();
+        let f = d.next_frame().unwrap().unwrap();
+        let (next, consumed) = decode_credit(f.payload).unwrap();
+        assert_eq!((next, consumed.collect::<Vec<_>>()), (9, vec![1, 2, 3]));
+        let f = d.next_frame().unwrap().unwrap();
+        assert_eq!(Hello::decode(f.payload).unwrap(), hello);
+    }
+}

@@ -1,0 +1,371 @@
+//! Multi-node clusters end to end: two and three `dirigo` processes on loopback, linked over
+//! TCP, produce exactly the outputs of one node running the same plan (the same number of
+//! shards), for the built-in functions; a dropped link is reported, re-established, and loses
+//! or duplicates nothing; bad cluster configs and a missing peer are refused with clear errors.
+//!
+//! Every node writes its own sink files (`{node}` in the path); a cluster's output is the union
+//! of its nodes' files, compared with the one-node run's as a sorted multiset of lines. Each key
+//! lives on one shard, so a key's lines are also in the same order in exactly one file.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Every sink's output lines, sorted, by sink name.
+type Sinks = BTreeMap<String, Vec<String>>;
+
+/// A cluster run that takes longer than this is a hang (a healthy one takes about a second).
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Input fields: `k` is the generator's key, `ts` its event time in ms (1000 events per ms).
+const SCHEMA: &str = r#"{ k = "u64", a = "u64", b = "i64", x = "f64", flag = "bool", s = "string", ts = "u64" }"#;
+
+/// The sinks of [`apps`], each written to `<dir>/<sink>-{node}.ndjson`.
+const SINKS: [&str; 7] = ["counts", "sums", "keyed", "tumbling", "sliding", "pairs", "mapped"];
+
+/// Two apps covering the built-ins: map, filter, key_by, keyed count, sum and avg, tumbling and
+/// sliding windows, and a windowed join of two generators.
+fn apps(dir: &Path) -> String {
+    let sink = |name: &str, input: &str| {
+        let path = dir.join(format!("{name}-{{node}}.ndjson"));
+        format!(
+            "[[app.sink]]\nname = \"{name}\"\nkind = \"file\"\ninput = \"{input}\"\npath = \"{}\"\n",
+            path.display()
+        )
+    };
+    let generator = |name: &str, events: u64, seed: u64| {
+        format!(
+            "[[app.source]]\nname = \"{name}\"\nkind = \"generator\"\nrate = 0\nevents = {events}\nkeys = 50\nseed = {seed}\n"
+        )
+    };
+    let function = |name: &str, kind: &str, keys: &str| {
+        format!("[[app.function]]\nname = \"{name}\"\nkind = \"{kind}\"\n{keys}\n")
+    };
+    let mut t = format!(
+        "[[app]]\nname = \"agg\"\nslo = \"50ms\"\nschema = {SCHEMA}\nevent_time = \"ts\"\nwatermark_every = 250\n"
+    );
+    t += &generator("in", 3000, 7);
+    t += &function(
+        "m",
+        "map",
+        "input = \"in\"\nfields = { k = \"k\", a = \"a\", twice = \"a * 2 + k\", x = \"x\", ts = \"ts\" }",
+    );
+    t += &function("f", "filter", "input = \"m\"\npredicate = \"a % 3 != 0\"");
+    t += &function("c", "count", "input = \"f\"\nkey = \"k\"");
+    t += &function("s", "sum", "input = \"f\"\nkey = \"k\"\nfield = \"twice\"");
+    t += &function("kb", "key_by", "input = \"in\"\nkey = \"s\"");
+    t += &function("ka", "avg", "input = \"kb\"\nfield = \"x\"");
+    t += &function(
+        "tw",
+        "window",
+        "input = \"in\"\nkey = \"k\"\nwindow = { type = \"tumbling\", size = \"1ms\" }\naggregate = { op = \"max\", field = \"a\" }",
+    );
+    t += &function(
+        "sw",
+        "window",
+        "input = \"in\"\nkey = \"k\"\nwindow = { type = \"sliding\", size = \"2ms\", slide = \"1ms\" }\naggregate = { op = \"count\" }",
+    );
+    t += &sink("mapped", "f");
+    t += &sink("counts", "c");
+    t += &sink("sums", "s");
+    t += &sink("keyed", "ka");
+    t += &sink("tumbling", "tw");
+    t += &sink("sliding", "sw");
+    t += &format!(
+        "[[app]]\nname = \"join\"\nslo = \"50ms\"\nschema = {SCHEMA}\nevent_time = \"ts\"\nwatermark_every = 100\n"
+    );
+    t += &generator("left", 1000, 1);
+    t += &generator("right", 1000, 2);
+    t += &function(
+        "j",
+        "join",
+        "left = \"left\"\nright = \"right\"\nleft_key = \"k\"\nright_key = \"k\"\nwindow = { type = \"tumbling\", size = \"1ms\" }",
+    );
+    t += &sink("pairs", "j");
+    t
+}
+
+/// A fresh directory for one run's config and outputs.
+fn run_dir(tag: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("dirigo-cluster-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A loopback address nobody listens on now (the OS picks the port).
+fn free_address() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("address").to_string()
+}
+
+/// `[[node]]` tables for nodes `a`, `b`, ... with these shard counts, on free loopback ports.
+fn nodes(shards: &[usize]) -> String {
+    let mut t = String::new();
+    for (i, s) in shards.iter().enumerate() {
+        let id = (b'a' + i as u8) as char;
+        t += &format!("[[node]]\nid = \"{id}\"\naddress = \"{}\"\nshards = {s}\n", free_address());
+    }
+    t
+}
+
+/// Shards share the CPUs with each other and with other nodes: unpinned.
+fn engine(shards: usize) -> String {
+    engine_with(shards, "")
+}
+
+/// [`engine`] with more `[engine]` keys.
+fn engine_with(shards: usize, extra: &str) -> String {
+    format!(
+        "[engine]\nshards = {shards}\npin = false\n{extra}\n[cluster]\nconnect_timeout = \"20s\"\nreconnect_timeout = \"20s\"\n"
+    )
+}
+
+fn dirigo() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dirigo"))
+}
+
+/// The tests run their processes one test at a time: every node is a process with its own
+/// shards and link threads, and several clusters at once on a small machine oversubscribe its
+/// CPUs many times over (see "Fragile" in `docs/why-cluster-links.md`).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Start every command, then wait for each to exit, all within [`DEADLINE`] (a thread per
+/// process waits on it; no polling). At the deadline every process still running is killed.
+fn run_all(commands: Vec<Command>) -> Vec<Output> {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let n = commands.len();
+    let mut pids = Vec::with_capacity(n);
+    for (i, mut c) in commands.into_iter().enumerate() {
+        let child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("dirigo starts");
+        pids.push(child.id());
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((i, child.wait_with_output()));
+        });
+    }
+    let mut outputs: Vec<Option<Output>> = (0..n).map(|_| None).collect();
+    for _ in 0..n {
+        match rx.recv_timeout(DEADLINE) {
+            Ok((i, out)) => outputs[i] = Some(out.expect("waited")),
+            Err(_) => {
+                let running: Vec<u32> = (0..n).filter(|&i| outputs[i].is_none()).map(|i| pids[i]).collect();
+                for &pid in &running {
+                    // SAFETY: kill(2) on a child this test started and has not reaped.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                }
+                panic!("processes {running:?} did not exit within {DEADLINE:?} (killed)");
+            }
+        }
+    }
+    outputs.into_iter().map(|o| o.expect("collected")).collect()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Every sink's lines over every file of `dir` (one per node), sorted.
+fn outputs(dir: &Path) -> Sinks {
+    let mut sinks: Sinks = SINKS.iter().map(|s| (s.to_string(), Vec::new())).collect();
+    for entry in std::fs::read_dir(dir).expect("run dir") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let Some((sink, _node)) = name.strip_suffix(".ndjson").and_then(|n| n.split_once('-')) else { continue };
+        let text = std::fs::read_to_string(&path).expect("sink file");
+        sinks.get_mut(sink).expect("a known sink").extend(text.lines().map(str::to_owned));
+    }
+    sinks.values_mut().for_each(|v| v.sort_unstable());
+    sinks
+}
+
+/// Events in and out over the `--json` summaries of every node.
+fn totals(outs: &[Output]) -> (u64, u64) {
+    let mut t = (0, 0);
+    for o in outs {
+        let text = String::from_utf8_lossy(&o.stdout);
+        let v: serde_json::Value = serde_json::from_str(text.lines().last().expect("a summary")).expect("json summary");
+        for app in v["apps"].as_array().expect("apps") {
+            t.0 += app["events_in"].as_u64().expect("events_in");
+            t.1 += app["events_out"].as_u64().expect("events_out");
+        }
+    }
+    t
+}
+
+/// Run the apps on one node of `total` shards; its outputs and (events in, events out).
+fn one_node(total: usize) -> (Sinks, (u64, u64)) {
+    let dir = run_dir("one");
+    let config = dir.join("one.toml");
+    std::fs::write(&config, engine(total) + &apps(&dir)).expect("config");
+    let outs = run_all(vec![{
+        let mut c = dirigo();
+        c.args(["run", "--json", "--quiet"]).arg(&config);
+        c
+    }]);
+    assert!(outs[0].status.success(), "one node failed: {}", stderr(&outs[0]));
+    let result = (outputs(&dir), totals(&outs));
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// Run the apps on a cluster of nodes with these shard counts (each node with `env` set, and
+/// `engine` keys added to `[engine]`); the outputs, (events in, events out), and each node's
+/// stderr.
+fn cluster(shards: &[usize], env: &[(&str, &str)], engine: &str) -> (Sinks, (u64, u64), Vec<String>) {
+    let dir = run_dir("cluster");
+    let config = dir.join("cluster.toml");
+    std::fs::write(&config, engine_with(0, engine) + &nodes(shards) + &apps(&dir)).expect("config");
+    let commands = (0..shards.len())
+        .map(|i| {
+            let mut c = dirigo();
+            let id = ((b'a' + i as u8) as char).to_string();
+            c.args(["run", "--json", "--quiet", "--node", &id]).arg(&config);
+            c.envs(env.iter().copied());
+            c
+        })
+        .collect();
+    let outs = run_all(commands);
+    for (i, o) in outs.iter().enumerate() {
+        assert!(o.status.success(), "node {i} failed: {}", stderr(o));
+        let text = String::from_utf8_lossy(&o.stdout);
+        let summary: serde_json::Value = serde_json::from_str(text.lines().last().expect("summary")).expect("json");
+        assert_eq!(summary["shards"].as_u64(), Some(shards[i] as u64), "node {i} reports its own shards");
+    }
+    let result = (outputs(&dir), totals(&outs), outs.iter().map(stderr).collect());
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// The cluster's outputs are exactly the one-node run's, sink by sink.
+fn assert_same(cluster: &Sinks, one: &Sinks) {
+    for (sink, want) in one {
+        assert!(!want.is_empty(), "sink {sink} produced nothing: the test would prove nothing");
+        let got = &cluster[sink];
+        if got != want {
+            let first = (0..got.len().max(want.len())).find(|&i| got.get(i) != want.get(i)).expect("a difference");
+            panic!(
+                "sink {sink}: {} lines on the cluster, {} on one node; first difference at sorted line {first}: {:?} vs {:?}",
+                got.len(),
+                want.len(),
+                got.get(first),
+                want.get(first)
+            );
+        }
+    }
+}
+
+#[test]
+fn two_nodes_give_the_outputs_of_one_node() {
+    let (want, want_totals) = one_node(2);
+    let (got, got_totals, _) = cluster(&[1, 1], &[], "");
+    assert_same(&got, &want);
+    assert_eq!(got_totals, want_totals, "(events in, events out) summed over the nodes");
+}
+
+#[test]
+fn three_nodes_give_the_outputs_of_one_node() {
+    let (want, want_totals) = one_node(4);
+    let (got, got_totals, _) = cluster(&[1, 2, 1], &[], "");
+    assert_same(&got, &want);
+    assert_eq!(got_totals, want_totals, "(events in, events out) summed over the nodes");
+}
+
+#[test]
+fn a_credit_window_of_two_small_batches_still_gives_the_outputs_of_one_node() {
+    let (want, want_totals) = one_node(3);
+    // Two batches of at most 8 envelopes in flight per channel: links stall on credit all along.
+    let (got, got_totals, _) = cluster(&[2, 1], &[], "mailbox_batches = 2\nbatch_size = 8");
+    assert_same(&got, &want);
+    assert_eq!(got_totals, want_totals);
+}
+
+#[test]
+fn a_dropped_link_is_reported_and_reestablished_without_loss() {
+    let (want, want_totals) = one_node(3);
+    // Every outbound link drops its connection once, after its third frame (kept, not written).
+    let (got, got_totals, logs) = cluster(&[1, 1, 1], &[("DIRIGO_TEST_DROP_LINK", "3")], "");
+    assert_same(&got, &want);
+    assert_eq!(got_totals, want_totals);
+    let all = logs.join("\n");
+    assert!(all.contains("lost: dropped by the test hook DIRIGO_TEST_DROP_LINK; reconnecting"), "{all}");
+    assert!(all.contains("re-established"), "{all}");
+    assert!(all.contains("link to node "), "the log names the node and its address: {all}");
+}
+
+#[test]
+fn a_missing_peer_is_named_when_the_cluster_does_not_come_up() {
+    let dir = run_dir("missing");
+    let config = dir.join("c.toml");
+    let text =
+        "[engine]\npin = false\n[cluster]\nconnect_timeout = \"500ms\"\n".to_owned() + &nodes(&[1, 1]) + &apps(&dir);
+    std::fs::write(&config, text).expect("config");
+    let mut c = dirigo();
+    c.args(["run", "--quiet", "--node", "a"]).arg(&config);
+    let out = run_all(vec![c]).remove(0);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("did not come up within 500ms") && err.contains("no link to node b (127.0.0.1:"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn nodes_started_from_different_cluster_configs_refuse_to_link() {
+    let dir = run_dir("mismatch");
+    let nodes = nodes(&[1, 1]);
+    let mut commands = Vec::new();
+    for (id, batches) in [("a", 64), ("b", 32)] {
+        let config = dir.join(format!("{id}.toml"));
+        let engine =
+            format!("[engine]\npin = false\nmailbox_batches = {batches}\n[cluster]\nconnect_timeout = \"3s\"\n");
+        std::fs::write(&config, engine + &nodes + &apps(&dir)).expect("config");
+        let mut c = dirigo();
+        c.args(["run", "--quiet", "--node", id]).arg(&config);
+        commands.push(c);
+    }
+    let outs = run_all(commands);
+    assert!(outs.iter().all(|o| !o.status.success()), "a node ran with a peer of another config");
+    let all: String = outs.iter().map(stderr).collect();
+    assert!(all.contains("runs a different cluster config"), "{all}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `dirigo` with `args` on a config of `text` fails and its stderr contains each of `what`.
+fn refuses(args: &[&str], text: &str, what: &[&str]) {
+    let dir = run_dir("bad");
+    let config = dir.join("bad.toml");
+    std::fs::write(&config, text).expect("config");
+    let out = dirigo().args(args).arg(&config).output().expect("dirigo runs");
+    assert!(!out.status.success(), "{args:?} accepted {text}");
+    let err = stderr(&out);
+    for w in what {
+        assert!(err.contains(w), "expected `{w}` in: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_cluster_configs_are_refused_with_what_is_wrong() {
+    let two = "[[node]]\nid = \"a\"\naddress = \"127.0.0.1:7101\"\nshards = 1\n\
+               [[node]]\nid = \"b\"\naddress = \"127.0.0.1:7102\"\nshards = 1\n";
+    refuses(&["run", "--node", "zz"], two, &["--node zz: no such node; known: a, b"]);
+    refuses(&["check", "--node", "zz"], two, &["no such node; known: a, b"]);
+    refuses(&["run"], two, &["the config lists nodes a, b; pick one with --node"]);
+    refuses(&["run", "--node", "a", "--shards", "4"], two, &["--shards"]);
+    refuses(&["run", "--node", "a"], "", &["lists no [[node]]"]);
+    let dup_id = two.replace("id = \"b\"", "id = \"a\"");
+    refuses(&["check"], &dup_id, &["bad.toml:6:", "node[1] key `id`", "duplicate node name `a` (first at line 2)"]);
+    let dup_address = two.replace("7102", "7101");
+    refuses(&["check"], &dup_address, &["bad.toml:7:", "node[1] key `address`", "also node `a`'s"]);
+    let no_shards = two.replace("shards = 1\n[[node]]", "shards = 0\n[[node]]");
+    refuses(&["check"], &no_shards, &["bad.toml:4:", "node[0] key `shards`", "greater than zero"]);
+    let bad_address = two.replace("127.0.0.1:7102", "nowhere");
+    refuses(&["check"], &bad_address, &["node[1] key `address`", "`nowhere` is not a host:port address"]);
+    refuses(&["check"], &(two.to_owned() + "colour = \"red\"\n"), &["colour"]);
+}
