@@ -81,6 +81,13 @@ impl StopHandle {
         }
     }
 
+    /// Shard `shard` of the running engine has flagged itself asleep (parked, or about to park
+    /// with everything armed to wake it). False before the engine started. For tests and tools
+    /// that need to act on a parked shard.
+    pub fn shard_parked(&self, shard: usize) -> bool {
+        self.signals.lock().expect("stop handle").get(shard).is_some_and(|s| s.is_sleeping())
+    }
+
     /// Ask the engine to stop.
     pub fn stop(&self) {
         self.flag.store(true, Ordering::SeqCst);
@@ -134,13 +141,13 @@ where
     let started = Instant::now();
     let cpu0 = cpu_seconds();
     let handles = spawn_shards(&plan, settings, policy, &stop, signals, doorbells, mesh, tx)?;
-    let (totals, missed_wakeups) = collect(&plan, settings, &rx, n, &stop, started, &mut on_progress);
+    let (totals, wakeups) = collect(&plan, settings, &rx, n, &stop, started, &mut on_progress);
     for (i, h) in handles.into_iter().enumerate() {
         h.join().map_err(|e| EngineError::ShardFailed { shard: i, reason: e.to_string() })?;
     }
     let wall = started.elapsed();
     let mut summary = Summary::new(&plan, &totals, wall, cpu_seconds() - cpu0);
-    summary.missed_wakeups = missed_wakeups;
+    (summary.missed_wakeups, summary.io_wakeups) = wakeups;
     Ok(summary)
 }
 
@@ -200,14 +207,14 @@ fn collect(
     stop: &StopHandle,
     started: Instant,
     on_progress: &mut impl FnMut(&Progress),
-) -> (Vec<AppStats>, u64) {
+) -> (Vec<AppStats>, (u64, u64)) {
     let napps = plan.apps.len();
     let mut totals: Vec<AppStats> = (0..napps).map(|_| AppStats::new()).collect();
     let mut interval: Vec<AppStats> = (0..napps).map(|_| AppStats::new()).collect();
     let period = settings.shard.stats_interval;
     let mut next = started + period;
     let mut remaining = n;
-    let mut missed_wakeups = 0;
+    let (mut missed_wakeups, mut io_wakeups) = (0, 0);
     let mut last_ring = Instant::now();
     while remaining > 0 {
         if settings.run_for.is_some_and(|d| started.elapsed() >= d) {
@@ -221,6 +228,7 @@ fn collect(
             }
             remaining -= r.last as usize;
             missed_wakeups += r.missed_wakeups;
+            io_wakeups += r.io_wakeups;
         }
         if last_ring.elapsed() >= WATCHDOG {
             stop.ring_all();
@@ -232,7 +240,7 @@ fn collect(
             next += period;
         }
     }
-    (totals, missed_wakeups)
+    (totals, (missed_wakeups, io_wakeups))
 }
 
 /// CPU time (user + system) used by this process so far, in seconds.

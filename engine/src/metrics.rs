@@ -79,6 +79,8 @@ pub struct ShardReport {
     pub parked_ns: u64,
     /// Parks that ended on their safety timeout with work pending (lost wake-ups).
     pub missed_wakeups: u64,
+    /// Doorbell rings by socket sources' readiness wakers (input arrived while parked).
+    pub io_wakeups: u64,
     /// True on the shard's last report.
     pub last: bool,
 }

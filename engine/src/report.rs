@@ -61,6 +61,8 @@ pub struct Summary {
     /// Parks that ended on their safety timeout with mail already waiting: wake-ups that were
     /// lost (by the executor) and recovered within 200 ms. Should be 0.
     pub missed_wakeups: u64,
+    /// Parked shards woken by a socket source's readiness waker (input arrived while parked).
+    pub io_wakeups: u64,
 }
 
 fn satisfaction(s: &AppStats) -> f64 {
@@ -91,7 +93,7 @@ impl Summary {
                 scale_up_signals: s.scale_up_signals,
             })
             .collect();
-        Summary { apps, shards: plan.shards, wall_seconds: secs, cpu_seconds, missed_wakeups: 0 }
+        Summary { apps, shards: plan.shards, wall_seconds: secs, cpu_seconds, missed_wakeups: 0, io_wakeups: 0 }
     }
 
     /// The app called `name`.

@@ -424,3 +424,40 @@ fn send_reports_the_engines_error() {
     assert_eq!(eng.counts(1).get(&1), Some(&1));
     eng.finish();
 }
+
+/// Regression (idle CPU fix): a parked shard is woken by its tcp source's readiness waker, not by
+/// a timer. With `spin = "0s"` each event is written only once the shard has flagged itself
+/// parked (the race window of the park protocol: after the flag, around the arm). Each must come
+/// out within 100 ms, and each wake must be a readiness ring: without the waker, only the
+/// controller's 200 ms doorbell ring or the 200 ms park cap would deliver it.
+#[test]
+fn a_parked_shard_is_woken_by_input_on_an_open_connection() {
+    const EVENTS: u64 = 10;
+    const DEADLINE: Duration = Duration::from_millis(100);
+    let port = free_port();
+    let text = config(port, "binary", "kind = \"null\"", "spin = \"0s\"").replace("shards = 2", "shards = 1");
+    let engine = start(&text, true, |_| {});
+    let mut conn = connect(port);
+    let mut worst = Duration::ZERO;
+    for i in 0..EVENTS {
+        let deadline = Instant::now() + WAIT;
+        while !engine.stop.shard_parked(0) {
+            assert!(Instant::now() < deadline, "shard 0 never parked");
+            std::thread::yield_now();
+        }
+        let mut one: AlignedVec = AlignedVec::new();
+        encode_record(&[Value::U64(i), Value::U64(i)], &mut one).unwrap();
+        let t = Instant::now();
+        conn.write_all(&one).unwrap();
+        let o = engine.outputs.recv_timeout(WAIT).expect("the event comes out");
+        let took = t.elapsed();
+        assert_eq!(key_of(&o.archive), i);
+        assert!(took < DEADLINE, "event {i} took {took:?} to come out of a parked shard");
+        worst = worst.max(took);
+    }
+    drop(conn);
+    let summary = engine.finish();
+    eprintln!("worst write -> sink {worst:?}; readiness wake-ups {}", summary.io_wakeups);
+    assert_eq!(summary.apps[0].events_in, EVENTS);
+    assert!(summary.io_wakeups >= EVENTS, "{} readiness wake-ups for {EVENTS} events", summary.io_wakeups);
+}

@@ -165,7 +165,7 @@ impl<P: Policy> Shard<P> {
             }
         }
         let live = insts.iter().flatten().count();
-        let sources = ingress::instantiate(&plan, id);
+        let sources = ingress::instantiate(&plan, id, &init.signals[id as usize]);
         let nf = plan.functions.len();
         Shard {
             id,
@@ -315,7 +315,12 @@ impl<P: Policy> Shard<P> {
     async fn park(&mut self, timeout_ns: u64) {
         let sig = self.signals[self.id as usize].clone();
         sig.going_to_sleep();
-        if self.has_pending_work() || self.stop.load(Ordering::Relaxed) && self.sources.iter().any(|s| !s.done) {
+        // Armed after the flag and before the re-check: input that arrives from here on rings.
+        let armed = self.arm_sources();
+        if !armed
+            || self.has_pending_work()
+            || self.stop.load(Ordering::Relaxed) && self.sources.iter().any(|s| !s.done)
+        {
             sig.awake();
             return;
         }
@@ -373,6 +378,7 @@ impl<P: Policy> Shard<P> {
             busy_ns: std::mem::take(&mut self.busy_ns),
             parked_ns: std::mem::take(&mut self.parked_ns),
             missed_wakeups: std::mem::take(&mut self.missed_wakeups),
+            io_wakeups: self.take_io_wakes(),
             last,
         };
         self.stats.iter_mut().for_each(AppStats::reset);

@@ -109,6 +109,11 @@ impl Connection {
         self.peer
     }
 
+    /// The socket's fd (for readiness notifications).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.stream)
+    }
+
     /// The next record, reading the socket at most once (hot path).
     pub fn next(&mut self, cx: SourceCx<'_>, values: &mut Vec<Value>, bytes: &mut AlignedVec) -> Step {
         if let State::Draining { .. } = self.state {

@@ -6,14 +6,18 @@
 
 use std::io::ErrorKind;
 use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use dirigo_actors::record::{Schema, Value};
 use rkyv::util::AlignedVec;
 
 use super::conn::{Connection, SourceCx, Step};
+use super::readiness::Readiness;
 use super::{POLL_LISTEN_NS, POLL_OPEN_NS};
 use crate::config::WireFormat;
-use crate::ingest::Produced;
+use crate::ingest::{IoWakeup, Produced};
+use crate::signal::ShardSignal;
 
 /// Records served from one connection before the next one gets its turn.
 const BURST: u32 = 32;
@@ -42,6 +46,9 @@ pub struct IngressSpec {
 pub struct TcpIngress {
     listener: Option<TcpListener>,
     spec: IngressSpec,
+    /// Rings the shard's doorbell when a socket has input while the shard is parked; None until
+    /// attached, or after it failed (the shard then re-polls on a timer).
+    readiness: Option<Readiness>,
     conns: Vec<Connection>,
     /// The connection being served, and how many records it got in this turn.
     cursor: usize,
@@ -60,21 +67,66 @@ impl TcpIngress {
                 tracing::info!(source = %spec.name, %addr, format = %spec.format, "tcp source listening");
             }
         }
-        TcpIngress { listener, spec, conns: Vec::new(), cursor: 0, served: 0, connections: 0, accepted: 0 }
+        TcpIngress {
+            listener,
+            spec,
+            readiness: None,
+            conns: Vec::new(),
+            cursor: 0,
+            served: 0,
+            connections: 0,
+            accepted: 0,
+        }
+    }
+
+    /// Wake the shard owning `signal` when input arrives while it is parked (see
+    /// `readiness.rs`). On failure the shard keeps polling on a timer, and the cause is logged.
+    pub fn attach(&mut self, signal: &Arc<ShardSignal>) {
+        let r = Readiness::new(signal.clone(), &self.spec.name);
+        let r = r.and_then(|r| match &self.listener {
+            Some(l) => r.add(l.as_raw_fd()).map(|()| r),
+            None => Ok(r),
+        });
+        match r {
+            Ok(r) => self.readiness = Some(r),
+            Err(e) => self.readiness_failed(e),
+        }
+    }
+
+    fn readiness_failed(&mut self, e: std::io::Error) {
+        no_readiness(&mut self.readiness, &self.spec.name, e);
+    }
+
+    /// How a parked shard learns that this source has input.
+    pub fn wakeup(&self) -> IoWakeup {
+        match (&self.readiness, self.conns.is_empty()) {
+            (Some(_), _) => IoWakeup::Readiness,
+            (None, true) => IoWakeup::Poll(POLL_LISTEN_NS),
+            (None, false) => IoWakeup::Poll(POLL_OPEN_NS),
+        }
+    }
+
+    /// Before the shard parks: have its doorbell rung when input arrives. False if that failed
+    /// (the source then falls back to timed polls).
+    pub fn arm(&mut self) -> bool {
+        let Some(r) = &self.readiness else { return true };
+        match r.arm() {
+            Ok(()) => true,
+            Err(e) => {
+                self.readiness_failed(e);
+                false
+            }
+        }
+    }
+
+    /// Doorbell rings by readiness since the last call.
+    pub fn take_io_wakes(&self) -> u64 {
+        self.readiness.as_ref().map_or(0, Readiness::take_wakes)
     }
 
     /// Open connections.
     pub fn open_connections(&self) -> usize {
         self.conns.len()
-    }
-
-    /// How long a parked shard may wait before polling this source again.
-    pub fn poll_interval_ns(&self) -> u64 {
-        if self.conns.is_empty() {
-            POLL_LISTEN_NS
-        } else {
-            POLL_OPEN_NS
-        }
     }
 
     /// The next record from any connection, or `Idle` after one round found none (hot path).
@@ -127,6 +179,9 @@ impl TcpIngress {
             match listener.accept() {
                 Ok((stream, peer)) => match Connection::new(stream, peer, self.spec.format) {
                     Ok(c) => {
+                        if let Some(Err(e)) = self.readiness.as_ref().map(|r| r.add(c.fd())) {
+                            no_readiness(&mut self.readiness, &self.spec.name, e);
+                        }
                         tracing::info!(source = %self.spec.name, %peer, "client connected");
                         self.connections += 1;
                         self.conns.push(c);
@@ -143,4 +198,11 @@ impl TcpIngress {
             }
         }
     }
+}
+
+/// Drop a failed readiness waker: the source falls back to timed polls.
+fn no_readiness(readiness: &mut Option<Readiness>, name: &str, e: std::io::Error) {
+    let every_us = POLL_OPEN_NS / 1000;
+    tracing::warn!(source = name, "no readiness wake-ups ({e}): a parked shard re-polls every {every_us} µs");
+    *readiness = None;
 }
