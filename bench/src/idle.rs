@@ -116,11 +116,8 @@ pub fn run(opts: Opts) -> anyhow::Result<Value> {
 }
 
 fn median_of(variant: &'static str, spin: &'static str, runs: &[Run]) -> MedianRow {
-    let xs: Vec<f64> = runs
-        .iter()
-        .filter(|r| r.variant == variant && r.spin == spin && !r.stalled)
-        .map(|r| r.cpu_percent)
-        .collect();
+    let xs: Vec<f64> =
+        runs.iter().filter(|r| r.variant == variant && r.spin == spin && !r.stalled).map(|r| r.cpu_percent).collect();
     let cpu_percent = median(&xs);
     MedianRow {
         variant,
