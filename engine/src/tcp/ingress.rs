@@ -14,8 +14,9 @@ use rkyv::util::AlignedVec;
 
 use super::conn::{Connection, SourceCx, Step};
 use super::readiness::Readiness;
+use super::uring::UringRx;
 use super::{POLL_LISTEN_NS, POLL_OPEN_NS};
-use crate::config::WireFormat;
+use crate::config::{TcpIo, WireFormat};
 use crate::ingest::{IoWakeup, Produced};
 use crate::signal::ShardSignal;
 
@@ -40,6 +41,8 @@ pub struct IngressSpec {
     pub schema: Schema,
     /// Position of the app's event-time field, if it has one.
     pub event_time_field: Option<usize>,
+    /// How the connections are received (`[engine] tcp_io`).
+    pub io: TcpIo,
 }
 
 /// A tcp source on its shard.
@@ -49,6 +52,8 @@ pub struct TcpIngress {
     /// Rings the shard's doorbell when a socket has input while the shard is parked; None until
     /// attached, or after it failed (the shard then re-polls on a timer).
     readiness: Option<Readiness>,
+    /// The io_uring receive path (`tcp_io = "uring"`), set up by `attach`; None: `recv`.
+    uring: Option<UringRx>,
     conns: Vec<Connection>,
     /// The connection being served, and how many records it got in this turn.
     cursor: usize,
@@ -71,6 +76,7 @@ impl TcpIngress {
             listener,
             spec,
             readiness: None,
+            uring: None,
             conns: Vec::new(),
             cursor: 0,
             served: 0,
@@ -79,10 +85,22 @@ impl TcpIngress {
         }
     }
 
-    /// Wake the shard owning `signal` when input arrives while it is parked (see
-    /// `readiness.rs`). On failure the shard keeps polling on a timer, and the cause is logged.
+    /// On the shard's thread, before the first poll: set up the io_uring receive path if the
+    /// config asks for it (falling back to `recv`, logged, if the kernel cannot), and wake the
+    /// shard owning `signal` when input arrives while it is parked (see `readiness.rs`; on
+    /// failure the shard keeps polling on a timer, and the cause is logged).
     pub fn attach(&mut self, signal: &Arc<ShardSignal>) {
+        if self.spec.io == TcpIo::Uring {
+            match UringRx::new() {
+                Ok(u) => self.uring = Some(u),
+                Err(e) => tracing::warn!(source = %self.spec.name, "tcp_io = \"uring\" unavailable, using recv: {e}"),
+            }
+        }
         let r = Readiness::new(signal.clone(), &self.spec.name);
+        let r = r.and_then(|r| match &self.uring {
+            Some(u) => r.add(u.eventfd()).map(|()| r),
+            None => Ok(r),
+        });
         let r = r.and_then(|r| match &self.listener {
             Some(l) => r.add(l.as_raw_fd()).map(|()| r),
             None => Ok(r),
@@ -106,17 +124,19 @@ impl TcpIngress {
         }
     }
 
-    /// Before the shard parks: have its doorbell rung when input arrives. False if that failed
-    /// (the source then falls back to timed polls).
+    /// Before the shard parks: have its doorbell rung when input arrives. False: do not park
+    /// now (input already waits in the ring, or arming failed and the source fell back to timed
+    /// polls).
     pub fn arm(&mut self) -> bool {
         let Some(r) = &self.readiness else { return true };
-        match r.arm() {
-            Ok(()) => true,
-            Err(e) => {
-                self.readiness_failed(e);
-                false
-            }
+        if let Some(u) = &self.uring {
+            u.clear_eventfd(); // completions after this signal it again
         }
+        if let Err(e) = r.arm() {
+            self.readiness_failed(e);
+            return false;
+        }
+        !self.uring.as_mut().is_some_and(UringRx::has_input)
     }
 
     /// Doorbell rings by readiness since the last call.
@@ -135,6 +155,9 @@ impl TcpIngress {
             if self.cursor >= self.conns.len() {
                 self.cursor = 0;
                 self.accept();
+                if let Some(u) = &mut self.uring {
+                    u.reap();
+                }
                 if self.conns.is_empty() {
                     return Produced::Idle;
                 }
@@ -156,7 +179,7 @@ impl TcpIngress {
     fn serve(&mut self, values: &mut Vec<Value>, bytes: &mut AlignedVec) -> Served {
         let cx =
             SourceCx { name: &self.spec.name, schema: &self.spec.schema, event_time_field: self.spec.event_time_field };
-        match self.conns[self.cursor].next(cx, values, bytes) {
+        match self.conns[self.cursor].next(cx, values, bytes, self.uring.as_mut()) {
             Step::Event(p) => {
                 self.served += 1;
                 self.accepted += 1;
@@ -165,6 +188,9 @@ impl TcpIngress {
             Step::Empty => Served::Empty,
             Step::Closed => {
                 let c = self.conns.swap_remove(self.cursor);
+                if let (Some(u), Some(t)) = (&mut self.uring, c.ring()) {
+                    u.close(t);
+                }
                 tracing::info!(source = %self.spec.name, peer = %c.peer(), accepted = c.accepted, "connection closed");
                 self.served = 0;
                 Served::Closed
@@ -178,7 +204,15 @@ impl TcpIngress {
         for _ in 0..ACCEPTS_PER_ROUND {
             match listener.accept() {
                 Ok((stream, peer)) => match Connection::new(stream, peer, self.spec.format) {
-                    Ok(c) => {
+                    Ok(mut c) => {
+                        if let Some(u) = &mut self.uring {
+                            match u.open(c.fd()) {
+                                Ok(t) => c.set_ring(t),
+                                Err(e) => {
+                                    tracing::warn!(source = %self.spec.name, %peer, "io_uring receive failed, using recv: {e}")
+                                }
+                            }
+                        }
                         if let Some(Err(e)) = self.readiness.as_ref().map(|r| r.add(c.fd())) {
                             no_readiness(&mut self.readiness, &self.spec.name, e);
                         }

@@ -9,6 +9,8 @@
 //!   shard's sink instance encodes and hands over).
 //! - [`readiness`]: [`Readiness`], the thread that rings a parked shard's doorbell when its tcp
 //!   source has input (so a parked shard needs no timer to notice bytes).
+//! - [`uring`]: [`UringRx`], the io_uring receive path (`tcp_io = "uring"`): multishot
+//!   receive into a provided buffer ring, one small ring per tcp source.
 //! - [`wire`]: what the TCP protocol adds to `dirigo-net`: the schema check, the Hello frame
 //!   carrying a sink's schema, error frames and lines.
 //! - [`client`]: the reference clients (`send`, `tail`).
@@ -21,6 +23,7 @@ pub mod conn;
 pub mod egress;
 pub mod ingress;
 pub mod readiness;
+pub mod uring;
 pub mod wire;
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -29,6 +32,7 @@ pub use client::{send, tail, ClientError, SendMode, SendReport};
 pub use egress::{EgressHub, EgressSink};
 pub use ingress::{IngressSpec, TcpIngress};
 pub use readiness::Readiness;
+pub use uring::UringRx;
 
 /// Largest binary payload a connection may declare (a frame over it is refused unread).
 pub const MAX_PAYLOAD: u32 = 4 << 20;
