@@ -10,6 +10,7 @@
 //! - [`hooks`]: CPU ns per message of each scheduling policy against hooks compiled out.
 //! - [`tenants`]: a latency-critical app beside a heavy bursty one, under each policy.
 //! - [`nexmark`]: NEXMark Q1, Q2, Q5, Q7, Q8, each checked against a sequential reference.
+//! - [`tcp_ingress`]: a tcp source's receive path, `recv` against io_uring (`tcp_io`).
 //!
 //! ```text
 //! cargo run --release -p dirigo-bench -- keyed-count [--quick] [--out bench/results]
@@ -22,6 +23,7 @@ mod mailbox;
 mod nexmark;
 mod report;
 mod sys;
+mod tcp_ingress;
 mod tenants;
 
 use std::path::PathBuf;
@@ -59,6 +61,8 @@ enum Scenario {
     Tenants,
     /// NEXMark queries 1, 2, 5, 7, 8 on 2 shards, each checked against a sequential reference.
     Nexmark,
+    /// TCP ingress: `tcp_io = "recv"` vs `"uring"`: events/s, CPU/event, lone-event latency.
+    TcpIngress,
 }
 
 impl Scenario {
@@ -70,6 +74,7 @@ impl Scenario {
             Scenario::Hooks => "hooks",
             Scenario::Tenants => "tenants",
             Scenario::Nexmark => "nexmark",
+            Scenario::TcpIngress => "tcp-ingress",
         }
     }
 }
@@ -92,6 +97,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Hooks => hooks::run_scenario(opts)?,
         Scenario::Tenants => tenants::run_scenario(opts)?,
         Scenario::Nexmark => nexmark::run_scenario(opts)?,
+        Scenario::TcpIngress => tcp_ingress::run_scenario(opts)?,
     };
     let name = cli.scenario.name();
     let doc = report::envelope(name, opts, started.elapsed(), json);
