@@ -164,7 +164,9 @@ impl UringRx {
             let bid = cqueue::buffer_select(flags);
             let slot = if ud == CANCEL { None } else { slots.get_mut((ud & 0xffff_ffff) as usize) };
             let Some(s) = slot.filter(|s| s.live && u64::from(s.generation) == ud >> 32) else {
-                bid.map(|b| bufs.give_back(b)); // a closed connection's late completion
+                if let Some(b) = bid {
+                    bufs.give_back(b); // a closed connection's late completion
+                }
                 continue;
             };
             if !cqueue::more(flags) {
@@ -172,10 +174,13 @@ impl UringRx {
             }
             match (res, bid) {
                 (n, Some(b)) if n > 0 => s.held.push_back((b, n as u32)),
+                (n, None) if n > 0 => s.error = Some(libc::EIO), // bytes without a buffer: not ours to read
                 (0, _) => s.eof = true,
                 (e, _) if e == -libc::ENOBUFS => {} // out of buffers: re-armed once drained
                 (e, b) => {
-                    b.map(|b| bufs.give_back(b));
+                    if let Some(b) = b {
+                        bufs.give_back(b);
+                    }
                     s.error = Some(-e);
                 }
             }
