@@ -2,7 +2,8 @@
 //! Each turn it drains its mailboxes into the run queue, polls its sources (while the engine is
 //! not backpressured), runs a budget of messages in the policy's order, and flushes its output
 //! batches; with nothing to do it spins for the configured window, then parks until a sender
-//! rings its doorbell or its next timer is due.
+//! (or a tcp source's readiness waker, armed as it parks) rings its doorbell or its next timer
+//! is due.
 
 /// A `Router` for the output of `edges` with parent header `parent`, borrowing the shard's fields
 /// one by one (so the operator table can stay borrowed beside it).
