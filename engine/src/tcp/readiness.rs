@@ -11,6 +11,9 @@
 //! - no wake-up is lost: arming checks the inner set's current readiness, and the inner set is
 //!   level-triggered, so bytes that arrived before the arm, or after it, both fire;
 //! - a fired arm rings the doorbell once; a stale ring only costs the shard one empty turn.
+//!
+//! The thread is spawned on the shard's thread, so it inherits the shard's CPU pinning: it only
+//! runs while that shard is parked, and the wake-up stays on the shard's core.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -127,7 +127,10 @@ impl UringRx {
         let s = &mut self.slots[slot as usize];
         (s.live, s.fd, s.offset, s.eof, s.error) = (true, fd, 0, false, None);
         let token = RxToken { slot, generation: s.generation };
-        self.arm(token)?;
+        if let Err(e) = self.arm(token) {
+            self.close(token); // the connection falls back to recv; free the slot
+            return Err(e);
+        }
         Ok(token)
     }
 
