@@ -78,8 +78,9 @@ impl SourceInstance {
         }
     }
 
-    /// Socket sources, before the shard parks: arm the readiness wake-up. False if that failed
-    /// (the source falls back to timed polls; the shard should not park on the old plan).
+    /// Socket sources, before the shard parks: arm the readiness wake-up. False: the shard must
+    /// not park now (input already waits where no readiness would report it, or arming failed
+    /// and the source fell back to timed polls).
     pub fn arm(&mut self) -> bool {
         match self {
             SourceInstance::Tcp(t) => t.arm(),

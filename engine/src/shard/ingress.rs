@@ -73,8 +73,9 @@ impl<P: Policy> Shard<P> {
         self.plan.sources[s.index].app as usize
     }
 
-    /// Before parking: arm the readiness waker of every socket source that may ingest. False if
-    /// one failed (it fell back to timed polls; the caller must not park on the old deadline).
+    /// Before parking: arm the readiness waker of every socket source that may ingest. False:
+    /// do not park now (a source has input waiting, or one fell back to timed polls and the
+    /// deadline computed before is stale).
     pub(super) fn arm_sources(&mut self) -> bool {
         let mut ok = true;
         for i in 0..self.sources.len() {
