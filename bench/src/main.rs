@@ -11,6 +11,7 @@
 //! - [`tenants`]: a latency-critical app beside a heavy bursty one, under each policy.
 //! - [`nexmark`]: NEXMark Q1, Q2, Q5, Q7, Q8, each checked against a sequential reference.
 //! - [`skew`]: a hot key range on one shard through a dual-mode actor, lessor alone vs lessees.
+//! - [`tcp_ingress`]: a tcp source's receive path, `recv` against io_uring (`tcp_io`).
 //!
 //! ```text
 //! cargo run --release -p dirigo-bench -- keyed-count [--quick] [--out bench/results]
@@ -24,6 +25,7 @@ mod nexmark;
 mod report;
 mod skew;
 mod sys;
+mod tcp_ingress;
 mod tenants;
 
 use std::path::PathBuf;
@@ -63,6 +65,8 @@ enum Scenario {
     Nexmark,
     /// A hot key range at 10x the others on one shard: lessor alone vs lessees allowed.
     Skew,
+    /// TCP ingress: `tcp_io = "recv"` vs `"uring"`: events/s, CPU/event, lone-event latency.
+    TcpIngress,
 }
 
 impl Scenario {
@@ -75,6 +79,7 @@ impl Scenario {
             Scenario::Tenants => "tenants",
             Scenario::Nexmark => "nexmark",
             Scenario::Skew => "skew",
+            Scenario::TcpIngress => "tcp-ingress",
         }
     }
 }
@@ -98,6 +103,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Tenants => tenants::run_scenario(opts)?,
         Scenario::Nexmark => nexmark::run_scenario(opts)?,
         Scenario::Skew => skew::run_scenario(opts)?,
+        Scenario::TcpIngress => tcp_ingress::run_scenario(opts)?,
     };
     let name = cli.scenario.name();
     let doc = report::envelope(name, opts, started.elapsed(), json);
