@@ -15,6 +15,7 @@
 //!   FIFO against least laxity with dual-mode autoscaling (satisfaction, resources, over time).
 //! - [`scaling`]: throughput and p99 against lessees; barrier time against state size.
 //! - [`skew`]: a hot key range on one shard through a dual-mode actor, lessor alone vs lessees.
+//! - [`tcp_ingress`]: a tcp source's receive path, `recv` against io_uring (`tcp_io`).
 //!
 //! ```text
 //! cargo run --release -p dirigo-bench -- keyed-count [--quick] [--out bench/results]
@@ -33,6 +34,7 @@ mod scaling;
 mod skew;
 mod slo;
 mod sys;
+mod tcp_ingress;
 mod tenants;
 
 use std::path::PathBuf;
@@ -79,6 +81,8 @@ enum Scenario {
     Scaling,
     /// A hot key range at 10x the others on one shard: lessor alone vs lessees allowed.
     Skew,
+    /// TCP ingress: `tcp_io = "recv"` vs `"uring"`: events/s, CPU/event, lone-event latency.
+    TcpIngress,
 }
 
 impl Scenario {
@@ -93,6 +97,7 @@ impl Scenario {
             Scenario::Slo => "slo",
             Scenario::Scaling => "scaling",
             Scenario::Skew => "skew",
+            Scenario::TcpIngress => "tcp-ingress",
         }
     }
 }
@@ -128,6 +133,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Slo => slo::run_scenario(opts)?,
         Scenario::Scaling => scaling::run_scenario(opts)?,
         Scenario::Skew => skew::run_scenario(opts)?,
+        Scenario::TcpIngress => tcp_ingress::run_scenario(opts)?,
     };
     let doc = report::envelope(name, opts, started.elapsed(), json);
     std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;

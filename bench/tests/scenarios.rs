@@ -105,6 +105,9 @@ fn mailbox_quick() {
 fn idle_quick() {
     let r = quick("idle", &["spin default", "spin 0s", "target"]);
     assert_fields("idle", &r, &["rate_eps", "seconds", "shards", "target_cpu_percent", "runs", "medians"]);
+    let variants: Vec<&str> =
+        r["medians"].as_array().expect("medians").iter().filter_map(|m| m["variant"].as_str()).collect();
+    assert_eq!(variants, ["w1", "w1", "tcp"]);
 }
 
 #[test]
@@ -209,5 +212,18 @@ fn skew_quick() {
         for k in ["closed_loop_eps", "offered_eps", "throughput_eps", "p50_us", "p99_us", "satisfaction", "forwarded"] {
             assert!(row[k].as_f64().is_some(), "{k} in {row}");
         }
+    }
+}
+
+#[test]
+fn tcp_ingress_quick_compares_both_receive_paths() {
+    let r = quick("tcp-ingress", &["recv", "uring"]);
+    assert_fields("tcp-ingress", &r, &["events", "batch", "repeats", "runs", "medians", "ratios.events_per_s"]);
+    let paths: Vec<&str> = r["medians"].as_array().expect("medians").iter().filter_map(|m| m["io"].as_str()).collect();
+    assert_eq!(paths, ["recv", "uring"]);
+    for m in r["medians"].as_array().expect("medians") {
+        assert!(m["events_per_s"].as_f64().is_some_and(|x| x > 0.0), "{m}");
+        assert!(m["engine_cpu_ns_per_event"].as_f64().is_some_and(|x| x > 0.0), "{m}");
+        assert!(m["lone_latency_us"]["p50"].as_f64().is_some_and(|x| x > 0.0), "{m}");
     }
 }

@@ -1,7 +1,8 @@
 //! TCP ingress over loopback, measured through a real engine (tcp source -> null sink, one
 //! shard): events/s for binary Data batches, binary Record frames and NDJSON lines, then the
 //! cost of an idle tcp source (CPU while parked with an open connection) and the latency of a
-//! lone event after idling (the parked shard's poll interval).
+//! lone event after idling (how fast the source's readiness waker wakes the parked shard).
+//! `dirigo-bench tcp-ingress` compares the receive paths (`tcp_io`) side by side.
 //!
 //! ```sh
 //! cargo run --release -p dirigo-engine --example ingress_bench [-- EVENTS]

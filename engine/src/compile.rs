@@ -244,6 +244,7 @@ impl AppCompiler<'_> {
                     format: t.format,
                     schema: schema.clone(),
                     event_time_field,
+                    io: self.config.engine.tcp_io,
                 };
                 let f = Arc::new(move |_cx: crate::plan::InstanceCx| {
                     // One instance (parallelism 1): the first call takes the listener.

@@ -84,6 +84,13 @@ impl StopHandle {
         }
     }
 
+    /// Shard `shard` of the running engine has flagged itself asleep (parked, or about to park
+    /// with everything armed to wake it). False before the engine started. For tests and tools
+    /// that need to act on a parked shard.
+    pub fn shard_parked(&self, shard: usize) -> bool {
+        self.signals.lock().expect("stop handle").get(shard).is_some_and(|s| s.is_sleeping())
+    }
+
     /// Ask the engine to stop.
     pub fn stop(&self) {
         self.flag.store(true, Ordering::SeqCst);
@@ -176,8 +183,7 @@ where
     let shards = Shards { local: local.clone(), signals, doorbells, mesh, reports: tx };
     let handles = spawn_shards(&plan, settings, policy, &stop, shards)?;
     let failure = || transport.as_ref().and_then(|t| t.failure());
-    let (totals, lessees, missed_wakeups) =
-        collect(&plan, settings, &rx, local.len(), &stop, started, &mut on_progress, &failure)?;
+    let c = collect(&plan, settings, &rx, local.len(), &stop, started, &mut on_progress, &failure)?;
     for (i, h) in handles.into_iter().enumerate() {
         let shard = local.start + i;
         h.join().map_err(|e| EngineError::ShardFailed { shard, reason: e.to_string() })?;
@@ -186,8 +192,8 @@ where
         t.finish()?;
     }
     let wall = started.elapsed();
-    let mut summary = Summary::new(&plan, &totals, &lessees, wall, cpu_seconds() - cpu0);
-    summary.missed_wakeups = missed_wakeups;
+    let mut summary = Summary::new(&plan, &c.totals, &c.lessees, wall, cpu_seconds() - cpu0);
+    (summary.missed_wakeups, summary.io_wakeups) = (c.missed_wakeups, c.io_wakeups);
     summary.shards = local.len();
     Ok(summary)
 }
@@ -249,6 +255,16 @@ fn spawn_shards<P: Policy + Clone + Send>(
 /// One function's value per progress interval: `(seconds since start, value)`.
 type Series = Vec<(f64, u64)>;
 
+/// What the controller gathered from the shards' reports.
+struct Collected {
+    /// Per app.
+    totals: Vec<AppStats>,
+    /// Lessee slots per function per progress interval.
+    lessees: Vec<Series>,
+    missed_wakeups: u64,
+    io_wakeups: u64,
+}
+
 /// Gather reports until every shard has sent its last one; report progress each interval. A
 /// link failure (`failure`) ends the run with an error.
 #[allow(clippy::too_many_arguments)]
@@ -261,7 +277,7 @@ fn collect(
     started: Instant,
     on_progress: &mut impl FnMut(&Progress),
     failure: &dyn Fn() -> Option<String>,
-) -> Result<(Vec<AppStats>, Vec<Series>, u64), EngineError> {
+) -> Result<Collected, EngineError> {
     let napps = plan.apps.len();
     // Lessee slots per shard (global id) and function: the latest report's gauge, and the
     // interval's maximum.
@@ -274,7 +290,7 @@ fn collect(
     let period = settings.shard.stats_interval;
     let mut next = started + period;
     let mut remaining = n;
-    let mut missed_wakeups = 0;
+    let (mut missed_wakeups, mut io_wakeups) = (0, 0);
     let mut last_ring = Instant::now();
     while remaining > 0 {
         if settings.run_for.is_some_and(|d| started.elapsed() >= d) {
@@ -293,6 +309,7 @@ fn collect(
             }
             remaining -= r.last as usize;
             missed_wakeups += r.missed_wakeups;
+            io_wakeups += r.io_wakeups;
         }
         if last_ring.elapsed() >= WATCHDOG {
             if let Some(f) = failure() {
@@ -315,7 +332,7 @@ fn collect(
             next += period;
         }
     }
-    Ok((totals, series, missed_wakeups))
+    Ok(Collected { totals, lessees: series, missed_wakeups, io_wakeups })
 }
 
 /// CPU time (user + system) used by this process so far, in seconds.

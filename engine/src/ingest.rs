@@ -27,6 +27,15 @@ pub enum Produced {
     Idle,
 }
 
+/// How a parked shard learns that a socket source has input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoWakeup {
+    /// A readiness waker rings the shard's doorbell (armed as the shard parks).
+    Readiness,
+    /// The shard wakes after this many ns to poll it.
+    Poll(u64),
+}
+
 /// A source instance on one shard.
 pub enum SourceInstance {
     Generator(crate::source::Generator),
@@ -53,12 +62,37 @@ impl SourceInstance {
         }
     }
 
-    /// For sources fed by sockets: how long a parked shard may wait before polling again
-    /// (nothing is scheduled, bytes may arrive any time). None for scheduled sources.
-    pub fn io_poll_ns(&self) -> Option<u64> {
+    /// For sources fed by sockets (nothing is scheduled, bytes may arrive any time): how a parked
+    /// shard learns of new input. None for scheduled sources.
+    pub fn io_wakeup(&self) -> Option<IoWakeup> {
         match self {
-            SourceInstance::Tcp(t) => Some(t.poll_interval_ns()),
+            SourceInstance::Tcp(t) => Some(t.wakeup()),
             _ => None,
+        }
+    }
+
+    /// Socket sources: ring the doorbell of the shard owning `signal` when input arrives.
+    pub fn attach(&mut self, signal: &std::sync::Arc<crate::signal::ShardSignal>) {
+        if let SourceInstance::Tcp(t) = self {
+            t.attach(signal);
+        }
+    }
+
+    /// Socket sources, before the shard parks: arm the readiness wake-up. False: the shard must
+    /// not park now (input already waits where no readiness would report it, or arming failed
+    /// and the source fell back to timed polls).
+    pub fn arm(&mut self) -> bool {
+        match self {
+            SourceInstance::Tcp(t) => t.arm(),
+            _ => true,
+        }
+    }
+
+    /// Doorbell rings by readiness since the last call.
+    pub fn take_io_wakes(&self) -> u64 {
+        match self {
+            SourceInstance::Tcp(t) => t.take_io_wakes(),
+            _ => 0,
         }
     }
 

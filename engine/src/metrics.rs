@@ -170,6 +170,8 @@ pub struct ShardReport {
     pub missed_wakeups: u64,
     /// Per function: most lessee slots of it this shard hosted at once since the last report.
     pub lessees: Vec<u64>,
+    /// Doorbell rings by socket sources' readiness wakers (input arrived while parked).
+    pub io_wakeups: u64,
     /// True on the shard's last report.
     pub last: bool,
 }

@@ -106,6 +106,8 @@ pub struct Summary {
     /// Parks that ended on their safety timeout with mail already waiting: wake-ups that were
     /// lost (by the executor) and recovered within 200 ms. Should be 0.
     pub missed_wakeups: u64,
+    /// Parked shards woken by a socket source's readiness waker (input arrived while parked).
+    pub io_wakeups: u64,
 }
 
 /// An app's lessee count per interval: the sum over its functions.
@@ -188,7 +190,7 @@ impl Summary {
                 },
             })
             .collect();
-        Summary { apps, shards: plan.shards, wall_seconds: secs, cpu_seconds, missed_wakeups: 0 }
+        Summary { apps, shards: plan.shards, wall_seconds: secs, cpu_seconds, missed_wakeups: 0, io_wakeups: 0 }
     }
 
     /// The app called `name`.

@@ -77,6 +77,12 @@ impl ShardSignal {
         self.sleeping.store(true, Ordering::SeqCst);
     }
 
+    /// The owner flagged itself asleep (it is parked, or about to park).
+    #[inline]
+    pub fn is_sleeping(&self) -> bool {
+        self.sleeping.load(Ordering::SeqCst)
+    }
+
     /// Owner: awake again.
     #[inline]
     pub fn awake(&self) {

@@ -25,6 +25,12 @@ use dirigo_net::{encode_frame, encode_record, BatchWriter, FrameDecoder, FrameHe
 use rkyv::util::AlignedVec;
 
 const WAIT: Duration = Duration::from_secs(20);
+/// Every ingress test runs with both receive paths (`[engine] tcp_io`).
+const TCP_IO: [&str; 2] = ["recv", "uring"];
+
+fn io_key(io: &str) -> String {
+    format!("tcp_io = \"{io}\"")
+}
 
 /// A free port: bound by the OS, released, then bound by the engine (retry-connect covers the
 /// time until it listens).
@@ -158,9 +164,9 @@ fn push(port: u16, bytes: &[u8]) -> Vec<u8> {
 
 #[test]
 fn ndjson_and_binary_ingress_count_every_record_per_key() {
-    for format in ["ndjson", "binary"] {
+    for (format, io) in ["ndjson", "binary"].into_iter().flat_map(|f| TCP_IO.map(|io| (f, io))) {
         let port = free_port();
-        let eng = start(&config(port, format, "kind = \"null\"", ""), true, |_| {});
+        let eng = start(&config(port, format, "kind = \"null\"", &io_key(io)), true, |_| {});
         let mut expected = HashMap::new();
         let clients: Vec<_> = (0..3u64)
             .map(|c| {
@@ -171,11 +177,11 @@ fn ndjson_and_binary_ingress_count_every_record_per_key() {
             })
             .collect();
         for c in clients {
-            assert!(c.join().unwrap().is_empty(), "{format}: no error for good input");
+            assert!(c.join().unwrap().is_empty(), "{format} {io}: no error for good input");
         }
-        assert_eq!(eng.counts(12_000), expected, "{format}");
+        assert_eq!(eng.counts(12_000), expected, "{format} {io}");
         let summary = eng.finish();
-        assert_eq!(summary.apps[0].events_in, 12_000, "{format}: nothing extra accepted");
+        assert_eq!(summary.apps[0].events_in, 12_000, "{format} {io}: nothing extra accepted");
     }
 }
 
@@ -227,18 +233,24 @@ fn egress_serves_two_subscribers_every_record() {
 /// Each bad input after 10 good records: the client gets an error (where it can), the engine
 /// keeps those 10, and the next well-behaved client is served.
 fn bad_inputs(format: &str, cases: Vec<(&str, Vec<u8>, bool)>) {
+    for io in TCP_IO {
+        bad_inputs_with(format, io, &cases);
+    }
+}
+
+fn bad_inputs_with(format: &str, io: &str, cases: &[(&str, Vec<u8>, bool)]) {
     let port = free_port();
-    let eng = start(&config(port, format, "kind = \"null\"", ""), true, |_| {});
+    let eng = start(&config(port, format, "kind = \"null\"", &io_key(io)), true, |_| {});
     let (good, counts) = workload(10, 3, 0);
     let good = if format == "ndjson" { ndjson(&good).into_bytes() } else { binary(&good[..]).to_vec() };
     // Drop the End frame of the good prefix so the bad bytes follow on the same stream.
     let prefix = if format == "ndjson" { good.clone() } else { good[..good.len() - 16].to_vec() };
-    for (name, bad, answered) in cases {
+    for &(name, ref bad, answered) in cases {
         // The good prefix is produced before the bad bytes are written on the same connection.
         let mut s = connect(port);
         s.write_all(&prefix).unwrap();
         assert_eq!(eng.counts(10), counts, "{name}: the records before the bad input");
-        let _ = s.write_all(&bad);
+        let _ = s.write_all(bad);
         let _ = s.shutdown(Shutdown::Write);
         let mut reply = Vec::new();
         let _ = s.read_to_end(&mut reply);
@@ -312,11 +324,15 @@ impl ErasedFunction for Slow {
 
 #[test]
 fn a_fast_client_is_slowed_and_loses_nothing() {
+    TCP_IO.iter().for_each(|io| fast_client_is_slowed(io));
+}
+
+fn fast_client_is_slowed(io: &str) {
     const N: u64 = 40_000;
     const MAX_IN_FLIGHT: u64 = 256;
     let port = free_port();
-    let text = config(port, "binary", "kind = \"null\"", "max_in_flight = 256\nbatch_size = 64")
-        .replace("shards = 2", "shards = 1");
+    let extra = format!("max_in_flight = 256\nbatch_size = 64\n{}", io_key(io));
+    let text = config(port, "binary", "kind = \"null\"", &extra).replace("shards = 2", "shards = 1");
     let config = Config::parse(&text, "bp.toml").unwrap();
     let mut plan = compile(&config, 1).unwrap();
     let processed = Arc::new(AtomicU64::new(0));
@@ -345,7 +361,7 @@ fn a_fast_client_is_slowed_and_loses_nothing() {
     }
     stop.stop();
     let (summary, worst) = engine.join().unwrap();
-    eprintln!("client took {took:?} for {N} records; accepted ran ahead of processed by at most {worst}");
+    eprintln!("{io}: client took {took:?} for {N} records; accepted ran ahead of processed by at most {worst}");
     assert_eq!(processed.load(Ordering::SeqCst), N, "nothing lost");
     assert_eq!(summary.apps[0].events_in, N);
     assert!(worst <= (MAX_IN_FLIGHT + 64 + 64) as i64, "in flight {worst} exceeds the bound");
@@ -423,4 +439,46 @@ fn send_reports_the_engines_error() {
     assert!(report.errors[0].contains("line 2"), "{report:?}");
     assert_eq!(eng.counts(1).get(&1), Some(&1));
     eng.finish();
+}
+
+/// Regression (idle CPU fix): a parked shard is woken by its tcp source's readiness waker, not by
+/// a timer. With `spin = "0s"` each event is written only once the shard has flagged itself
+/// parked (the race window of the park protocol: after the flag, around the arm). Each must come
+/// out within 100 ms, and each wake must be a readiness ring: without the waker, only the
+/// controller's 200 ms doorbell ring or the 200 ms park cap would deliver it.
+#[test]
+fn a_parked_shard_is_woken_by_input_on_an_open_connection() {
+    TCP_IO.iter().for_each(|io| parked_shard_is_woken(io));
+}
+
+fn parked_shard_is_woken(io: &str) {
+    const EVENTS: u64 = 10;
+    const DEADLINE: Duration = Duration::from_millis(100);
+    let port = free_port();
+    let extra = format!("spin = \"0s\"\n{}", io_key(io));
+    let text = config(port, "binary", "kind = \"null\"", &extra).replace("shards = 2", "shards = 1");
+    let engine = start(&text, true, |_| {});
+    let mut conn = connect(port);
+    let mut worst = Duration::ZERO;
+    for i in 0..EVENTS {
+        let deadline = Instant::now() + WAIT;
+        while !engine.stop.shard_parked(0) {
+            assert!(Instant::now() < deadline, "shard 0 never parked");
+            std::thread::yield_now();
+        }
+        let mut one: AlignedVec = AlignedVec::new();
+        encode_record(&[Value::U64(i), Value::U64(i)], &mut one).unwrap();
+        let t = Instant::now();
+        conn.write_all(&one).unwrap();
+        let o = engine.outputs.recv_timeout(WAIT).expect("the event comes out");
+        let took = t.elapsed();
+        assert_eq!(key_of(&o.archive), i);
+        assert!(took < DEADLINE, "{io}: event {i} took {took:?} to come out of a parked shard");
+        worst = worst.max(took);
+    }
+    drop(conn);
+    let summary = engine.finish();
+    eprintln!("{io}: worst write -> sink {worst:?}; readiness wake-ups {}", summary.io_wakeups);
+    assert_eq!(summary.apps[0].events_in, EVENTS);
+    assert!(summary.io_wakeups >= EVENTS, "{} readiness wake-ups for {EVENTS} events", summary.io_wakeups);
 }

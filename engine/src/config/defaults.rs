@@ -6,7 +6,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{ConfigError, KeyPath, Problem, Source};
-use super::values::{ser_duration, Distribution, FileFormat, HumanDuration, Policy, WireFormat};
+use super::values::{ser_duration, Distribution, FileFormat, HumanDuration, Policy, TcpIo, WireFormat};
 
 /// The embedded `configs/default.toml`: the single source of every default.
 pub const DEFAULT_TOML: &str = include_str!("../../../configs/default.toml");
@@ -87,6 +87,8 @@ layered! {
         /// Glommio preemption timer.
         #[serde(serialize_with = "ser_duration")]
         preempt_timer: Duration = HumanDuration,
+        /// How tcp sources receive: `recv` or `uring`.
+        tcp_io: TcpIo = TcpIo,
     }
 }
 

@@ -42,7 +42,7 @@ pub use model::{
     JoinFunction, Node, NodeId, SchemaConfig, SchemaField, SinkConfig, SinkKind, SourceConfig, SourceKind, TcpSource,
     WindowFunction, WindowSpec,
 };
-pub use values::{AggregateOp, Distribution, FileFormat, Policy, WindowType, WireFormat};
+pub use values::{AggregateOp, Distribution, FileFormat, Policy, TcpIo, WindowType, WireFormat};
 
 use defaults::{DefaultsLayer, EngineLayer};
 use doc::ConfigDoc;

@@ -144,6 +144,12 @@ names! {
 }
 
 names! {
+    /// How tcp sources receive: a non-blocking `recv` per read, or io_uring multishot receive
+    /// into a provided buffer ring.
+    TcpIo { Recv = "recv", Uring = "uring" }
+}
+
+names! {
     /// Shape of a window.
     WindowType { Tumbling = "tumbling", Sliding = "sliding" }
 }

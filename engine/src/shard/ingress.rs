@@ -11,7 +11,7 @@ use dirigo_actors::operator::Emitter;
 use super::router::broadcast;
 use super::{Shard, TURN_BUDGET};
 use crate::clock::now_ns;
-use crate::ingest::{Produced, SourceInstance};
+use crate::ingest::{IoWakeup, Produced, SourceInstance};
 use crate::plan::{InstanceCx, Plan};
 use crate::policy::Policy;
 
@@ -26,14 +26,16 @@ pub struct SourceRun {
     pub done: bool,
 }
 
-/// The source instances of `plan` that run on shard `id`.
-pub fn instantiate(plan: &Plan, id: ShardId) -> Vec<SourceRun> {
+/// The source instances of `plan` that run on shard `id`; socket sources ring `signal` when
+/// input arrives while the shard is parked.
+pub fn instantiate(plan: &Plan, id: ShardId, signal: &std::sync::Arc<crate::signal::ShardSignal>) -> Vec<SourceRun> {
     let mut out = Vec::new();
     for (index, sp) in plan.sources.iter().enumerate() {
         if let Some(i) = sp.shards.iter().position(|&s| s == id) {
             let cx =
                 InstanceCx { shard: id, shards: plan.shards, instance: i as u32, parallelism: sp.shards.len() as u32 };
-            let inst = (sp.factory)(cx);
+            let mut inst = (sp.factory)(cx);
+            inst.attach(signal);
             out.push(SourceRun {
                 index,
                 inst,
@@ -54,13 +56,40 @@ impl<P: Policy> Shard<P> {
         self.sources
             .iter()
             .filter(|s| !s.done)
-            .filter_map(|s| match s.inst.io_poll_ns() {
-                // Socket sources (tcp): nothing is scheduled; re-poll after their interval.
-                Some(poll) => Some(now_ns() + poll),
+            .filter_map(|s| match s.inst.io_wakeup() {
+                // Socket sources (tcp): nothing is scheduled. Their readiness waker rings the
+                // doorbell; a paused one (backpressure: it is not armed) or one without a
+                // waker is re-polled on a timer.
+                Some(IoWakeup::Readiness) if self.may_ingest(self.app_of(s)) => None,
+                Some(IoWakeup::Readiness) => Some(now_ns() + crate::tcp::POLL_OPEN_NS),
+                Some(IoWakeup::Poll(poll)) => Some(now_ns() + poll),
                 None => s.inst.next_due_ns().map(|d| s.started_ns.unwrap_or(engine_start) + d),
             })
             .min()
             .unwrap_or(u64::MAX)
+    }
+
+    fn app_of(&self, s: &SourceRun) -> usize {
+        self.plan.sources[s.index].app as usize
+    }
+
+    /// Before parking: arm the readiness waker of every socket source that may ingest. False:
+    /// do not park now (a source has input waiting, or one fell back to timed polls and the
+    /// deadline computed before is stale).
+    pub(super) fn arm_sources(&mut self) -> bool {
+        let mut ok = true;
+        for i in 0..self.sources.len() {
+            let s = &self.sources[i];
+            if !s.done && s.inst.io_wakeup() == Some(IoWakeup::Readiness) && self.may_ingest(self.app_of(s)) {
+                ok &= self.sources[i].inst.arm();
+            }
+        }
+        ok
+    }
+
+    /// Doorbell rings by the sources' readiness wakers since the last call.
+    pub(super) fn take_io_wakes(&self) -> u64 {
+        self.sources.iter().map(|s| s.inst.take_io_wakes()).sum()
     }
 
     /// Poll every source for events due by `now`, up to a turn's budget each.

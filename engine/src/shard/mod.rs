@@ -2,7 +2,8 @@
 //! Each turn it drains its mailboxes into the run queue, polls its sources (while the engine is
 //! not backpressured), runs a budget of messages in the policy's order, and flushes its output
 //! batches; with nothing to do it spins for the configured window, then parks until a sender
-//! rings its doorbell or its next timer is due.
+//! (or a tcp source's readiness waker, armed as it parks) rings its doorbell or its next timer
+//! is due.
 
 /// A `Router` for the output of `edges` with parent header `parent`, borrowing the shard's fields
 /// one by one (so the operator table can stay borrowed beside it).
@@ -201,7 +202,7 @@ impl<P: Policy> Shard<P> {
             }
         }
         let live = insts.iter().flatten().count();
-        let sources = ingress::instantiate(&plan, id);
+        let sources = ingress::instantiate(&plan, id, &init.signals[id as usize]);
         let nf = plan.functions.len();
         Shard {
             id,
@@ -388,7 +389,12 @@ impl<P: Policy> Shard<P> {
     fn park(&mut self, timeout_ns: u64) {
         let sig = self.signals[self.id as usize].clone();
         sig.going_to_sleep();
-        if self.has_pending_work() || self.stop.load(Ordering::Relaxed) && self.sources.iter().any(|s| !s.done) {
+        // Armed after the flag and before the re-check: input that arrives from here on rings.
+        let armed = self.arm_sources();
+        if !armed
+            || self.has_pending_work()
+            || self.stop.load(Ordering::Relaxed) && self.sources.iter().any(|s| !s.done)
+        {
             sig.awake();
             return;
         }
@@ -447,6 +453,7 @@ impl<P: Policy> Shard<P> {
             parked_ns: std::mem::take(&mut self.parked_ns),
             missed_wakeups: std::mem::take(&mut self.missed_wakeups),
             lessees: self.lessees_max.clone(),
+            io_wakeups: self.take_io_wakes(),
             last,
         };
         self.stats.iter_mut().for_each(AppStats::reset);

@@ -11,6 +11,7 @@ use dirigo_actors::record::{ArchivedRecord, RecordError, Schema, Value};
 use dirigo_net::{validate_batch, validate_record, DecodeError, FrameDecoder, FrameType, ValidateError};
 use rkyv::util::AlignedVec;
 
+use super::uring::{RxToken, UringRx};
 use super::wire::{encode_error, error_line, error_message, fits};
 use super::{MAX_LINE, MAX_PAYLOAD, READ_CHUNK};
 use crate::clock::now_ns;
@@ -80,6 +81,8 @@ enum State {
 /// One client connection.
 pub struct Connection {
     stream: TcpStream,
+    /// Where its bytes come from: None: `recv` on the socket; Some: the source's io_uring.
+    ring: Option<RxToken>,
     peer: SocketAddr,
     input: Input,
     /// Records of a validated batch not yet produced: their archives and event times.
@@ -101,7 +104,7 @@ impl Connection {
             WireFormat::Ndjson => Input::Ndjson(Lines::default()),
         };
         let (staged, spans) = (AlignedVec::new(), VecDeque::new());
-        Ok(Connection { stream, peer, input, staged, spans, state: State::Open, eof: false, accepted: 0 })
+        Ok(Connection { stream, ring: None, peer, input, staged, spans, state: State::Open, eof: false, accepted: 0 })
     }
 
     /// The client's address.
@@ -109,10 +112,31 @@ impl Connection {
         self.peer
     }
 
-    /// The next record, reading the socket at most once (hot path).
-    pub fn next(&mut self, cx: SourceCx<'_>, values: &mut Vec<Value>, bytes: &mut AlignedVec) -> Step {
+    /// Receive through the source's io_uring from now on.
+    pub fn set_ring(&mut self, token: RxToken) {
+        self.ring = Some(token);
+    }
+
+    /// Its place in the source's io_uring, if it receives through it.
+    pub fn ring(&self) -> Option<RxToken> {
+        self.ring
+    }
+
+    /// The socket's fd (for readiness notifications).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.stream)
+    }
+
+    /// The next record, reading the socket (or taking from `ring`) at most once (hot path).
+    pub fn next(
+        &mut self,
+        cx: SourceCx<'_>,
+        values: &mut Vec<Value>,
+        bytes: &mut AlignedVec,
+        mut ring: Option<&mut UringRx>,
+    ) -> Step {
         if let State::Draining { .. } = self.state {
-            return self.drain();
+            return self.drain(ring);
         }
         let mut read = false;
         loop {
@@ -127,7 +151,7 @@ impl Connection {
                 Err(e) => return self.fail(cx, e),
             }
             read = true;
-            match self.read() {
+            match self.read(ring.as_deref_mut()) {
                 Ok(true) => {}
                 Ok(false) => return Step::Empty,
                 Err(ReadFail::Decode(e)) => return self.fail(cx, e.into()),
@@ -142,7 +166,7 @@ impl Connection {
     /// Read once into the decoder. `Ok(false)`: no bytes now. End of stream sets `eof`. The
     /// decoder checks each header as it arrives: a bad one fails the read, and frames that came
     /// in the same read are refused with it (those of earlier reads were produced already).
-    fn read(&mut self) -> Result<bool, ReadFail> {
+    fn read(&mut self, ring: Option<&mut UringRx>) -> Result<bool, ReadFail> {
         let window = match &mut self.input {
             Input::Binary(d) => match d.recv_window(READ_CHUNK) {
                 Ok(w) => w,
@@ -150,7 +174,7 @@ impl Connection {
             },
             Input::Ndjson(l) => l.window(),
         };
-        let n = match (&self.stream).read(window) {
+        let n = match receive(&self.stream, self.ring, ring, window) {
             Ok(0) => {
                 self.eof = true;
                 return Ok(true);
@@ -218,11 +242,11 @@ impl Connection {
     }
 
     /// Discard input until the client closes, the budget is spent or the deadline passes.
-    fn drain(&mut self) -> Step {
+    fn drain(&mut self, mut ring: Option<&mut UringRx>) -> Step {
         let State::Draining { until_ns, budget } = &mut self.state else { return Step::Empty };
         let mut sink = [0u8; 4096];
         loop {
-            match (&self.stream).read(&mut sink) {
+            match receive(&self.stream, self.ring, ring.as_deref_mut(), &mut sink) {
                 Ok(0) => return Step::Closed,
                 Ok(n) if n >= *budget => return Step::Closed,
                 Ok(n) => *budget -= n,
@@ -230,6 +254,20 @@ impl Connection {
                 Err(_) => return Step::Closed,
             }
         }
+    }
+}
+
+/// One non-blocking read: from the source's io_uring if the connection receives through it,
+/// otherwise `recv` on the socket.
+fn receive(
+    stream: &TcpStream,
+    token: Option<RxToken>,
+    ring: Option<&mut UringRx>,
+    dst: &mut [u8],
+) -> std::io::Result<usize> {
+    match (token, ring) {
+        (Some(t), Some(r)) => r.read(t, dst),
+        _ => (&*stream).read(dst),
     }
 }
 

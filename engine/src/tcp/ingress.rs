@@ -6,14 +6,19 @@
 
 use std::io::ErrorKind;
 use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use dirigo_actors::record::{Schema, Value};
 use rkyv::util::AlignedVec;
 
 use super::conn::{Connection, SourceCx, Step};
+use super::readiness::Readiness;
+use super::uring::UringRx;
 use super::{POLL_LISTEN_NS, POLL_OPEN_NS};
-use crate::config::WireFormat;
-use crate::ingest::Produced;
+use crate::config::{TcpIo, WireFormat};
+use crate::ingest::{IoWakeup, Produced};
+use crate::signal::ShardSignal;
 
 /// Records served from one connection before the next one gets its turn.
 const BURST: u32 = 32;
@@ -36,12 +41,19 @@ pub struct IngressSpec {
     pub schema: Schema,
     /// Position of the app's event-time field, if it has one.
     pub event_time_field: Option<usize>,
+    /// How the connections are received (`[engine] tcp_io`).
+    pub io: TcpIo,
 }
 
 /// A tcp source on its shard.
 pub struct TcpIngress {
     listener: Option<TcpListener>,
     spec: IngressSpec,
+    /// Rings the shard's doorbell when a socket has input while the shard is parked; None until
+    /// attached, or after it failed (the shard then re-polls on a timer).
+    readiness: Option<Readiness>,
+    /// The io_uring receive path (`tcp_io = "uring"`), set up by `attach`; None: `recv`.
+    uring: Option<UringRx>,
     conns: Vec<Connection>,
     /// The connection being served, and how many records it got in this turn.
     cursor: usize,
@@ -60,21 +72,81 @@ impl TcpIngress {
                 tracing::info!(source = %spec.name, %addr, format = %spec.format, "tcp source listening");
             }
         }
-        TcpIngress { listener, spec, conns: Vec::new(), cursor: 0, served: 0, connections: 0, accepted: 0 }
+        TcpIngress {
+            listener,
+            spec,
+            readiness: None,
+            uring: None,
+            conns: Vec::new(),
+            cursor: 0,
+            served: 0,
+            connections: 0,
+            accepted: 0,
+        }
+    }
+
+    /// On the shard's thread, before the first poll: set up the io_uring receive path if the
+    /// config asks for it (falling back to `recv`, logged, if the kernel cannot), and wake the
+    /// shard owning `signal` when input arrives while it is parked (see `readiness.rs`; on
+    /// failure the shard keeps polling on a timer, and the cause is logged).
+    pub fn attach(&mut self, signal: &Arc<ShardSignal>) {
+        if self.spec.io == TcpIo::Uring {
+            match UringRx::new() {
+                Ok(u) => self.uring = Some(u),
+                Err(e) => tracing::warn!(source = %self.spec.name, "tcp_io = \"uring\" unavailable, using recv: {e}"),
+            }
+        }
+        let r = Readiness::new(signal.clone(), &self.spec.name);
+        let r = r.and_then(|r| match &self.uring {
+            Some(u) => r.add(u.eventfd()).map(|()| r),
+            None => Ok(r),
+        });
+        let r = r.and_then(|r| match &self.listener {
+            Some(l) => r.add(l.as_raw_fd()).map(|()| r),
+            None => Ok(r),
+        });
+        match r {
+            Ok(r) => self.readiness = Some(r),
+            Err(e) => self.readiness_failed(e),
+        }
+    }
+
+    fn readiness_failed(&mut self, e: std::io::Error) {
+        no_readiness(&mut self.readiness, &self.spec.name, e);
+    }
+
+    /// How a parked shard learns that this source has input.
+    pub fn wakeup(&self) -> IoWakeup {
+        match (&self.readiness, self.conns.is_empty()) {
+            (Some(_), _) => IoWakeup::Readiness,
+            (None, true) => IoWakeup::Poll(POLL_LISTEN_NS),
+            (None, false) => IoWakeup::Poll(POLL_OPEN_NS),
+        }
+    }
+
+    /// Before the shard parks: have its doorbell rung when input arrives. False: do not park
+    /// now (input already waits in the ring, or arming failed and the source fell back to timed
+    /// polls).
+    pub fn arm(&mut self) -> bool {
+        let Some(r) = &self.readiness else { return true };
+        if let Some(u) = &self.uring {
+            u.clear_eventfd(); // completions after this signal it again
+        }
+        if let Err(e) = r.arm() {
+            self.readiness_failed(e);
+            return false;
+        }
+        !self.uring.as_mut().is_some_and(UringRx::has_input)
+    }
+
+    /// Doorbell rings by readiness since the last call.
+    pub fn take_io_wakes(&self) -> u64 {
+        self.readiness.as_ref().map_or(0, Readiness::take_wakes)
     }
 
     /// Open connections.
     pub fn open_connections(&self) -> usize {
         self.conns.len()
-    }
-
-    /// How long a parked shard may wait before polling this source again.
-    pub fn poll_interval_ns(&self) -> u64 {
-        if self.conns.is_empty() {
-            POLL_LISTEN_NS
-        } else {
-            POLL_OPEN_NS
-        }
     }
 
     /// The next record from any connection, or `Idle` after one round found none (hot path).
@@ -83,6 +155,9 @@ impl TcpIngress {
             if self.cursor >= self.conns.len() {
                 self.cursor = 0;
                 self.accept();
+                if let Some(u) = &mut self.uring {
+                    u.reap();
+                }
                 if self.conns.is_empty() {
                     return Produced::Idle;
                 }
@@ -104,7 +179,7 @@ impl TcpIngress {
     fn serve(&mut self, values: &mut Vec<Value>, bytes: &mut AlignedVec) -> Served {
         let cx =
             SourceCx { name: &self.spec.name, schema: &self.spec.schema, event_time_field: self.spec.event_time_field };
-        match self.conns[self.cursor].next(cx, values, bytes) {
+        match self.conns[self.cursor].next(cx, values, bytes, self.uring.as_mut()) {
             Step::Event(p) => {
                 self.served += 1;
                 self.accepted += 1;
@@ -113,6 +188,9 @@ impl TcpIngress {
             Step::Empty => Served::Empty,
             Step::Closed => {
                 let c = self.conns.swap_remove(self.cursor);
+                if let (Some(u), Some(t)) = (&mut self.uring, c.ring()) {
+                    u.close(t);
+                }
                 tracing::info!(source = %self.spec.name, peer = %c.peer(), accepted = c.accepted, "connection closed");
                 self.served = 0;
                 Served::Closed
@@ -126,7 +204,18 @@ impl TcpIngress {
         for _ in 0..ACCEPTS_PER_ROUND {
             match listener.accept() {
                 Ok((stream, peer)) => match Connection::new(stream, peer, self.spec.format) {
-                    Ok(c) => {
+                    Ok(mut c) => {
+                        if let Some(u) = &mut self.uring {
+                            match u.open(c.fd()) {
+                                Ok(t) => c.set_ring(t),
+                                Err(e) => {
+                                    tracing::warn!(source = %self.spec.name, %peer, "io_uring receive failed, using recv: {e}")
+                                }
+                            }
+                        }
+                        if let Some(Err(e)) = self.readiness.as_ref().map(|r| r.add(c.fd())) {
+                            no_readiness(&mut self.readiness, &self.spec.name, e);
+                        }
                         tracing::info!(source = %self.spec.name, %peer, "client connected");
                         self.connections += 1;
                         self.conns.push(c);
@@ -143,4 +232,11 @@ impl TcpIngress {
             }
         }
     }
+}
+
+/// Drop a failed readiness waker: the source falls back to timed polls.
+fn no_readiness(readiness: &mut Option<Readiness>, name: &str, e: std::io::Error) {
+    let every_us = POLL_OPEN_NS / 1000;
+    tracing::warn!(source = name, "no readiness wake-ups ({e}): a parked shard re-polls every {every_us} µs");
+    *readiness = None;
 }

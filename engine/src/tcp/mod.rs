@@ -7,6 +7,10 @@
 //!   and what a bad input does to it (an error to the client, then close).
 //! - [`egress`]: [`EgressHub`] (the listener and its edge thread) and [`EgressSink`] (what each
 //!   shard's sink instance encodes and hands over).
+//! - [`readiness`]: [`Readiness`], the thread that rings a parked shard's doorbell when its tcp
+//!   source has input (so a parked shard needs no timer to notice bytes).
+//! - [`uring`]: [`UringRx`], the io_uring receive path (`tcp_io = "uring"`): multishot
+//!   receive into a provided buffer ring, one small ring per tcp source.
 //! - [`wire`]: what the TCP protocol adds to `dirigo-net`: the schema check, the Hello frame
 //!   carrying a sink's schema, error frames and lines.
 //! - [`client`]: the reference clients (`send`, `tail`).
@@ -18,6 +22,8 @@ pub mod client;
 pub mod conn;
 pub mod egress;
 pub mod ingress;
+pub mod readiness;
+pub mod uring;
 pub mod wire;
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -25,6 +31,8 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 pub use client::{send, tail, ClientError, SendMode, SendReport};
 pub use egress::{EgressHub, EgressSink};
 pub use ingress::{IngressSpec, TcpIngress};
+pub use readiness::Readiness;
+pub use uring::UringRx;
 
 /// Largest binary payload a connection may declare (a frame over it is refused unread).
 pub const MAX_PAYLOAD: u32 = 4 << 20;
@@ -32,7 +40,9 @@ pub const MAX_PAYLOAD: u32 = 4 << 20;
 pub const MAX_LINE: usize = 1 << 20;
 /// Bytes read from a socket per `read` call.
 pub const READ_CHUNK: usize = 64 * 1024;
-/// A parked shard re-polls a tcp source this often while it has open connections.
+/// A parked shard re-polls a tcp source this often while it has open connections, if the source
+/// has no readiness waker (it could not be set up) or is paused by backpressure (its readiness
+/// is not armed then: unread bytes would ring at once).
 pub const POLL_OPEN_NS: u64 = 1_000_000;
 /// ... and this often while it only listens (new connections wait at most this long).
 pub const POLL_LISTEN_NS: u64 = 10_000_000;
