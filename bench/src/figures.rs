@@ -17,6 +17,7 @@ pub fn panels(scenario: &str, r: &Value) -> Vec<Panel> {
         "slo" => crate::slo::figure(r),
         "scaling" => crate::scaling::figure(r),
         "skew" => skew(r),
+        "tcp-ingress" => tcp_ingress(r),
         _ => Vec::new(),
     }
 }
@@ -99,10 +100,13 @@ fn mailbox(r: &Value) -> Vec<Panel> {
 
 fn idle(r: &Value) -> Vec<Panel> {
     let medians = rows(r, "medians");
-    let spins: Vec<String> = distinct(medians, "spin").iter().map(|s| format!("spin {s}")).collect();
+    let label = |m: &Value| {
+        let spin = format!("spin {}", m["spin"].as_str().unwrap_or(""));
+        m["variant"].as_str().map_or(spin.clone(), |v| format!("{v}, {spin}"))
+    };
     let cpu = Series::new("cpu % of a core", medians.iter().map(|m| num(&m["cpu_percent"])).collect());
     let target = Series::new("target", vec![num(&r["target_cpu_percent"]); medians.len()]);
-    vec![Panel::bars("idle engine, 1 event/s", "% of one core", spins, vec![cpu, target])]
+    vec![Panel::bars("idle engine", "% of one core", medians.iter().map(label).collect(), vec![cpu, target])]
 }
 
 fn hooks(r: &Value) -> Vec<Panel> {
@@ -166,5 +170,29 @@ fn skew(r: &Value) -> Vec<Panel> {
         Panel::bars("throughput", "events/s", throughput, per_mode(&["closed_loop_eps", "throughput_eps"], 1.0)),
         Panel::bars("latency at 1.3x lessor-alone capacity", "µs", latency, per_mode(&["p50_us", "p99_us"], 1.0)).log(),
         Panel::bars("outputs within SLO", "%", vec!["open loop".into()], per_mode(&["satisfaction"], 100.0)),
+    ]
+}
+
+fn tcp_ingress(r: &Value) -> Vec<Panel> {
+    let medians = rows(r, "medians");
+    let paths = distinct(medians, "io");
+    let one = |name: &str, f: &dyn Fn(&Value) -> f64| vec![Series::new(name, medians.iter().map(f).collect())];
+    let latency = ["p50", "p90"]
+        .map(|p| Series::new(p, medians.iter().map(|m| num(&m["lone_latency_us"][p])).collect()))
+        .to_vec();
+    vec![
+        Panel::bars(
+            "tcp source -> null sink",
+            "events/s",
+            paths.clone(),
+            one("events/s", &|m| num(&m["events_per_s"])),
+        ),
+        Panel::bars(
+            "engine CPU per event",
+            "ns",
+            paths.clone(),
+            one("ns/event", &|m| num(&m["engine_cpu_ns_per_event"])),
+        ),
+        Panel::bars("a lone event's latency", "µs", paths, latency),
     ]
 }
