@@ -1,6 +1,7 @@
 //! `dirigo-bench`: named benchmark scenarios, each run against a baseline in the same process.
 //!
-//! Every scenario prints a table and writes `OUT/SCENARIO.json` (fields in `bench/README.md`):
+//! Every scenario prints a table and writes `OUT/SCENARIO.json` (fields in `bench/README.md`) and
+//! a figure of its medians beside it, `OUT/SCENARIO.svg` ([`figures`], drawn by [`plot`]):
 //!
 //! - [`keyed_count`]: workload W1 on Dirigo vs a hand-written 2-thread pipeline and
 //!   timely-dataflow: maximum throughput and open-loop latency at fixed rates.
@@ -10,20 +11,28 @@
 //! - [`hooks`]: CPU ns per message of each scheduling policy against hooks compiled out.
 //! - [`tenants`]: a latency-critical app beside a heavy bursty one, under each policy.
 //! - [`nexmark`]: NEXMark Q1, Q2, Q5, Q7, Q8, each checked against a sequential reference.
+//! - [`slo`]: the Dirigo paper's experiment: a 1 ms-SLO app beside bursty heavy apps, serverful
+//!   FIFO against least laxity with dual-mode autoscaling (satisfaction, resources, over time).
+//! - [`scaling`]: throughput and p99 against lessees; barrier time against state size.
 //! - [`skew`]: a hot key range on one shard through a dual-mode actor, lessor alone vs lessees.
 //! - [`tcp_ingress`]: a tcp source's receive path, `recv` against io_uring (`tcp_io`).
 //!
 //! ```text
 //! cargo run --release -p dirigo-bench -- keyed-count [--quick] [--out bench/results]
+//! cargo run --release -p dirigo-bench -- keyed-count --plot-only   # redraw the SVG from the JSON
 //! ```
 
+mod figures;
 mod hooks;
 mod idle;
 mod keyed_count;
 mod mailbox;
 mod nexmark;
+mod plot;
 mod report;
+mod scaling;
 mod skew;
+mod slo;
 mod sys;
 mod tcp_ingress;
 mod tenants;
@@ -43,9 +52,12 @@ struct Cli {
     /// Run for a few seconds only (smoke test; figures are noisy).
     #[arg(long)]
     quick: bool,
-    /// Directory the JSON result is written to.
+    /// Directory the JSON result and the SVG figure are written to.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
+    /// Do not run: redraw `OUT/SCENARIO.svg` from an existing `OUT/SCENARIO.json`.
+    #[arg(long)]
+    plot_only: bool,
 }
 
 /// The scenarios, by command-line name.
@@ -63,6 +75,10 @@ enum Scenario {
     Tenants,
     /// NEXMark queries 1, 2, 5, 7, 8 on 2 shards, each checked against a sequential reference.
     Nexmark,
+    /// The paper's experiment: serverful FIFO vs least laxity with dual-mode autoscaling.
+    Slo,
+    /// Throughput and p99 against lessees; barrier time against state size.
+    Scaling,
     /// A hot key range at 10x the others on one shard: lessor alone vs lessees allowed.
     Skew,
     /// TCP ingress: `tcp_io = "recv"` vs `"uring"`: events/s, CPU/event, lone-event latency.
@@ -78,6 +94,8 @@ impl Scenario {
             Scenario::Hooks => "hooks",
             Scenario::Tenants => "tenants",
             Scenario::Nexmark => "nexmark",
+            Scenario::Slo => "slo",
+            Scenario::Scaling => "scaling",
             Scenario::Skew => "skew",
             Scenario::TcpIngress => "tcp-ingress",
         }
@@ -93,6 +111,16 @@ pub struct Opts {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let name = cli.scenario.name();
+    let json_path = cli.out.join(format!("{name}.json"));
+    let svg_path = cli.out.join(format!("{name}.svg"));
+    if cli.plot_only {
+        let text = std::fs::read_to_string(&json_path).with_context(|| format!("reading {}", json_path.display()))?;
+        let doc: serde_json::Value = serde_json::from_str(&text)?;
+        write_figure(name, &doc, &svg_path)?;
+        println!("wrote {}", svg_path.display());
+        return Ok(());
+    }
     let opts = Opts { quick: cli.quick };
     let started = std::time::Instant::now();
     let json = match cli.scenario {
@@ -102,15 +130,23 @@ fn main() -> anyhow::Result<()> {
         Scenario::Hooks => hooks::run_scenario(opts)?,
         Scenario::Tenants => tenants::run_scenario(opts)?,
         Scenario::Nexmark => nexmark::run_scenario(opts)?,
+        Scenario::Slo => slo::run_scenario(opts)?,
+        Scenario::Scaling => scaling::run_scenario(opts)?,
         Scenario::Skew => skew::run_scenario(opts)?,
         Scenario::TcpIngress => tcp_ingress::run_scenario(opts)?,
     };
-    let name = cli.scenario.name();
     let doc = report::envelope(name, opts, started.elapsed(), json);
     std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
-    let path = cli.out.join(format!("{name}.json"));
     let text = serde_json::to_string_pretty(&doc)?;
-    std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
-    println!("\nwrote {} ({:.1}s)", path.display(), started.elapsed().as_secs_f64());
+    std::fs::write(&json_path, text + "\n").with_context(|| format!("writing {}", json_path.display()))?;
+    write_figure(name, &doc, &svg_path)?;
+    println!("\nwrote {} and {} ({:.1}s)", json_path.display(), svg_path.display(), started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Draw the figure of a scenario's JSON document `doc` into `path`.
+fn write_figure(name: &str, doc: &serde_json::Value, path: &std::path::Path) -> anyhow::Result<()> {
+    let quick = if doc["quick"] == true { " (--quick: not for comparison)" } else { "" };
+    let title = format!("dirigo-bench {name}{quick}");
+    plot::write_svg(path, &title, &figures::panels(name, &doc["results"]))
 }

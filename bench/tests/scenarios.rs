@@ -1,24 +1,50 @@
 //! Every benchmark scenario runs in its short mode (`--quick`) and writes a JSON document with
-//! the fields `bench/README.md` documents. Figures from these runs are not for comparison (debug
-//! build, seconds of work): this checks that the scenarios work and keep their format.
+//! the fields `bench/README.md` documents, and an SVG figure beside it whose legends name the
+//! expected series. They run one at a time (each pins CPUs 0 and 1), each killed if it hangs.
+//! Figures from these runs are not for comparison (debug build, seconds of work): this checks
+//! that the scenarios work and keep their format.
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// Run `dirigo-bench SCENARIO --quick` into a fresh directory and return its JSON document.
-fn quick(scenario: &str) -> Value {
+/// Held while a scenario runs.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// A quick run that takes longer than this has hung (they take seconds; debug builds, minutes).
+const TIME_LIMIT: Duration = Duration::from_secs(300);
+
+/// Run `dirigo-bench SCENARIO --quick` into a fresh directory, check its SVG figure names every
+/// one of `series`, and return its JSON document's `results`.
+fn quick(scenario: &str, series: &[&str]) -> Value {
+    // Every scenario pins its threads to CPUs 0 and 1: run them one at a time.
+    let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let out: PathBuf = std::env::temp_dir().join(format!("dirigo-bench-{}-{scenario}", std::process::id()));
-    let status = Command::new(env!("CARGO_BIN_EXE_dirigo-bench"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dirigo-bench"))
         .args([scenario, "--quick", "--out"])
         .arg(&out)
-        .status()
+        .spawn()
         .expect("dirigo-bench runs");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for dirigo-bench") {
+            break status;
+        }
+        if started.elapsed() > TIME_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{scenario} --quick still running after {TIME_LIMIT:?}: killed (an engine hang?)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(status.success(), "{scenario} failed");
     let text = std::fs::read_to_string(out.join(format!("{scenario}.json"))).expect("the JSON file");
     let doc: Value = serde_json::from_str(&text).expect("valid JSON");
+    let svg = std::fs::read_to_string(out.join(format!("{scenario}.svg"))).expect("the SVG file");
     let _ = std::fs::remove_dir_all(&out);
+    assert_svg(scenario, &svg, series);
     assert_eq!(doc["scenario"], scenario);
     assert_eq!(doc["quick"], true);
     assert!(doc["elapsed_seconds"].as_f64().is_some() && doc["unix_time"].as_u64().is_some());
@@ -27,6 +53,25 @@ fn quick(scenario: &str) -> Value {
         assert!(doc["machine"][k].as_f64().is_some(), "machine.{k}");
     }
     doc["results"].clone()
+}
+
+/// A well-formed SVG document (one `<svg>` root, every element closed) that contains each name.
+fn assert_svg(scenario: &str, svg: &str, names: &[&str]) {
+    let svg = svg.trim();
+    assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"), "{scenario}: not an SVG document");
+    let mut open: Vec<&str> = Vec::new();
+    for tag in svg.split('<').skip(1).map(|t| &t[..t.find('>').expect("a closed tag")]) {
+        let name = |t: &str| t.split_whitespace().next().unwrap_or("").trim_end_matches('/').to_owned();
+        if let Some(closing) = tag.strip_prefix('/') {
+            assert_eq!(open.pop().map(name), Some(closing.to_owned()), "{scenario}: unbalanced </{closing}>");
+        } else if !tag.ends_with('/') && !tag.starts_with('?') && !tag.starts_with('!') {
+            open.push(tag);
+        }
+    }
+    assert!(open.is_empty(), "{scenario}: unclosed elements {open:?}");
+    for n in names {
+        assert!(svg.contains(n), "{scenario}: series {n:?} missing from the SVG");
+    }
 }
 
 fn has(v: &Value, path: &str) -> bool {
@@ -41,7 +86,7 @@ fn assert_fields(scenario: &str, v: &Value, paths: &[&str]) {
 
 #[test]
 fn keyed_count_quick() {
-    let r = quick("keyed-count");
+    let r = quick("keyed-count", &["dirigo", "baseline", "timely", "p99 @ 200k/s"]);
     assert_fields(
         "keyed-count",
         &r,
@@ -52,13 +97,13 @@ fn keyed_count_quick() {
 
 #[test]
 fn mailbox_quick() {
-    let r = quick("mailbox");
+    let r = quick("mailbox", &["dirigo-mailbox", "glommio-channel", "atomic"]);
     assert_fields("mailbox", &r, &["busy_spin_us", "medians", "ratios", "target.busy_p50_us", "target.met"]);
 }
 
 #[test]
 fn idle_quick() {
-    let r = quick("idle");
+    let r = quick("idle", &["spin default", "spin 0s", "target"]);
     assert_fields("idle", &r, &["rate_eps", "seconds", "shards", "target_cpu_percent", "runs", "medians"]);
     let variants: Vec<&str> =
         r["medians"].as_array().expect("medians").iter().filter_map(|m| m["variant"].as_str()).collect();
@@ -67,7 +112,7 @@ fn idle_quick() {
 
 #[test]
 fn hooks_quick() {
-    let r = quick("hooks");
+    let r = quick("hooks", &["bare", "laxity", "ns added vs bare"]);
     assert_fields("hooks", &r, &["events", "rounds", "messages_per_event", "policies"]);
     let names: Vec<&str> =
         r["policies"].as_array().expect("policies").iter().filter_map(|p| p["policy"].as_str()).collect();
@@ -79,7 +124,7 @@ fn hooks_quick() {
 
 #[test]
 fn tenants_quick() {
-    let r = quick("tenants");
+    let r = quick("tenants", &["critical", "heavy", "fifo", "fair"]);
     assert_fields("tenants", &r, &["capacity_eps", "seconds", "rounds", "results"]);
     let rows = r["results"].as_array().expect("results");
     assert_eq!(rows.len(), 8, "4 policies x 2 apps");
@@ -92,7 +137,7 @@ fn tenants_quick() {
 
 #[test]
 fn nexmark_quick_matches_its_references() {
-    let r = quick("nexmark");
+    let r = quick("nexmark", &["q1", "q8", "dirigo (2 shards)", "sequential reference (1 thread)"]);
     assert!(r["events"].as_u64().is_some_and(|n| n > 0));
     let queries = r["queries"].as_array().expect("queries");
     let names: Vec<&str> = queries.iter().filter_map(|q| q["query"].as_str()).collect();
@@ -105,8 +150,74 @@ fn nexmark_quick_matches_its_references() {
 }
 
 #[test]
+fn slo_quick() {
+    let r = quick("slo", &["serverful critical", "dirigo heavy-a", "dirigo-fair heavy-b", "shard-seconds occupied"]);
+    assert_fields("slo", &r, &["shards", "capacity_eps", "seconds", "rounds", "interval_ms", "setups", "results"]);
+    let rows = r["results"].as_array().expect("results");
+    assert_eq!(rows.len(), 12, "4 setups x 3 apps");
+    for row in rows {
+        for k in ["satisfaction", "p50_us", "p99_us", "events_out", "shard_seconds", "shard_seconds_measured"] {
+            assert!(row[k].as_f64().is_some(), "{k} in {row}");
+        }
+        for k in ["lessees_peak", "lessees_created"] {
+            assert!(row[k].as_f64().is_some(), "{k} in {row}");
+        }
+        // null when the run created no lessee
+        assert!(row.get("scale_up_p99_us").is_some() && row["runs"].is_array(), "{row}");
+    }
+    for s in r["setups"].as_array().expect("setups") {
+        assert!(s["cpu_seconds"].as_f64().is_some_and(|x| x > 0.0), "{s}");
+    }
+    let timelines = r["timelines"].as_array().expect("timelines");
+    assert_eq!(timelines.len(), 12);
+    assert!(timelines.iter().any(|t| t["points"].as_array().is_some_and(|p| !p.is_empty())));
+}
+
+#[test]
+fn scaling_quick() {
+    let r = quick("scaling", &["events/s", "p99", "barrier p99"]);
+    assert_fields(
+        "scaling",
+        &r,
+        &["lessee_sweep.shards", "lessee_sweep.rows", "state_sweep.rows", "scale_up.target_p99_us"],
+    );
+    let sweep = r["lessee_sweep"]["rows"].as_array().expect("rows");
+    assert_eq!(
+        sweep.iter().map(|x| x["max_lessees"].as_u64()).collect::<Vec<_>>(),
+        [Some(0), Some(1), Some(2), Some(3)]
+    );
+    for row in sweep {
+        for k in ["throughput_eps", "p50_us", "p99_us", "offered_eps", "satisfaction", "lessees_peak"] {
+            assert!(row[k].as_f64().is_some(), "{k} in {row}");
+        }
+    }
+    let state = r["state_sweep"]["rows"].as_array().expect("rows");
+    assert_eq!(state.len(), 2);
+    for row in state {
+        for k in ["keys", "window_ms", "events", "barriers", "throughput_eps", "lessees_peak"] {
+            assert!(row[k].as_f64().is_some(), "{k} in {row}");
+        }
+        // null when no barrier completed
+        assert!(row.get("partial_bytes_per_barrier").is_some() && row["barrier_us"].get("p99").is_some(), "{row}");
+    }
+}
+
+#[test]
+fn skew_quick() {
+    let r = quick("skew", &["lessor alone", "lessees allowed", "open loop at 1.3x"]);
+    assert_fields("skew", &r, &["shards", "events", "open_loop_events", "rounds", "hot_keys", "keys", "results"]);
+    let rows = r["results"].as_array().expect("results");
+    assert_eq!(rows.iter().map(|m| m["max_lessees"].as_u64()).collect::<Vec<_>>(), [Some(0), Some(1)]);
+    for row in rows {
+        for k in ["closed_loop_eps", "offered_eps", "throughput_eps", "p50_us", "p99_us", "satisfaction", "forwarded"] {
+            assert!(row[k].as_f64().is_some(), "{k} in {row}");
+        }
+    }
+}
+
+#[test]
 fn tcp_ingress_quick_compares_both_receive_paths() {
-    let r = quick("tcp-ingress");
+    let r = quick("tcp-ingress", &["recv", "uring"]);
     assert_fields("tcp-ingress", &r, &["events", "batch", "repeats", "runs", "medians", "ratios.events_per_s"]);
     let paths: Vec<&str> = r["medians"].as_array().expect("medians").iter().filter_map(|m| m["io"].as_str()).collect();
     assert_eq!(paths, ["recv", "uring"]);

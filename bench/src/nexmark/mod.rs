@@ -6,7 +6,9 @@
 //! ```text
 //! cargo run --release -p dirigo-bench -- nexmark [--quick]
 //! ```
-//! Reported per query: events/s (all NEXMark events the source produced, closed loop), end-to-end
+//! Reported per query: events/s (all NEXMark events the source produced, closed loop), the
+//! sequential reference's events/s (the same events generated and queried by plain loops on one
+//! thread: what the query costs without an engine), end-to-end
 //! latency from the engine's summary, the number of outputs and whether they match the reference.
 
 pub mod gen;
@@ -29,6 +31,8 @@ const SHARDS: usize = 2;
 struct Outcome {
     query: Query,
     events_per_s: f64,
+    /// Events per second of the sequential reference (generation + plain loops, one thread).
+    reference_events_per_s: f64,
     latency_us: dirigo_engine::report::LatencyUs,
     outputs: usize,
 }
@@ -89,11 +93,14 @@ fn run_checked(q: Query, events: u64) -> anyhow::Result<Outcome> {
     let run = run_engine(q, SEED, events, SHARDS)?;
     let app = &run.summary.apps[0];
     anyhow::ensure!(app.events_in == events, "{}: the source produced {} of {events} events", q.name(), app.events_in);
+    let t = std::time::Instant::now();
     let want = reference(q, SEED, events);
+    let reference_events_per_s = events as f64 / t.elapsed().as_secs_f64().max(1e-9);
     compare(q, &run.rows, &want)?;
     Ok(Outcome {
         query: q,
         events_per_s: app.throughput_eps,
+        reference_events_per_s,
         latency_us: app.latency_us.clone(),
         outputs: run.rows.len(),
     })
@@ -102,13 +109,14 @@ fn run_checked(q: Query, events: u64) -> anyhow::Result<Outcome> {
 /// Run the scenario.
 pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
     let events: u64 = if opts.quick { 20_000 } else { 1_000_000 };
-    let mut table = Table::new(&["query", "events/s", "p50 µs", "p99 µs", "outputs", "matches"]);
+    let mut table = Table::new(&["query", "events/s", "reference ev/s", "p50 µs", "p99 µs", "outputs", "matches"]);
     let mut queries = Vec::new();
     for q in Query::ALL {
         let o = run_checked(q, events)?;
         table.row(vec![
             o.query.name().to_owned(),
             meps(o.events_per_s),
+            meps(o.reference_events_per_s),
             us(o.latency_us.p50),
             us(o.latency_us.p99),
             o.outputs.to_string(),
@@ -117,6 +125,7 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
         queries.push(json!({
             "query": o.query.name(),
             "events_per_s": o.events_per_s,
+            "reference_events_per_s": o.reference_events_per_s,
             "latency_us": o.latency_us,
             "outputs": o.outputs,
             "matches_reference": true,
