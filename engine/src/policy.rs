@@ -42,6 +42,9 @@ pub struct RouteCx {
     pub service_ns: u64,
     /// Slack left: deadline - now - cost to go (ns, negative when already late).
     pub laxity_ns: i64,
+    /// What forwarding one message costs the home shard (measured: sending it and handling
+    /// the lessee's answer, ns; 0 where unknown).
+    pub forward_ns: u64,
 }
 
 impl RouteCx {
@@ -51,10 +54,14 @@ impl RouteCx {
         (self.home_delay_ns + self.service_ns) as i64 > self.laxity_ns
     }
 
-    /// Whether a lessee would start the message sooner than its home shard.
+    /// Whether a lessee would start the message sooner than its home shard, and forwarding it
+    /// costs the home shard less than half of running it (a function not much dearer than a
+    /// forward never scales out: forwarding would move little work off the busy shard, and the
+    /// lessee's backlog would lengthen every barrier).
     #[inline]
     pub fn lessee_helps(&self) -> bool {
         self.peer_delay_ns.saturating_add(self.service_ns) < self.home_delay_ns
+            && self.forward_ns.saturating_mul(2) < self.service_ns
     }
 
     /// The built-in scale-out rule: the home shard misses the deadline and another shard
@@ -123,11 +130,11 @@ pub trait Policy: 'static {
     #[inline]
     fn on_send(&mut self, _parent: &Header, _child: &mut Header) {}
     /// A lessee on this shard is offered a forwarded message: take it, or hand it back to the
-    /// lessor (which then runs it). Default: take it unless this shard is busier than the
-    /// lessor's by more than one service time.
+    /// lessor (which then runs it). Default: take it when it would start here sooner than at
+    /// the lessor (a lessee's backlog is what the next barrier waits for: keep it short).
     #[inline]
     fn on_offer(&mut self, _h: &Header, cx: &OfferCx) -> Admission {
-        if cx.own_delay_ns <= cx.lessor_delay_ns.saturating_add(cx.service_ns) {
+        if cx.own_delay_ns.saturating_add(cx.service_ns) <= cx.lessor_delay_ns {
             Admission::Accept
         } else {
             Admission::Refuse
@@ -535,15 +542,17 @@ mod tests {
 
     #[test]
     fn the_scale_up_signal_compares_delay_and_service_with_slack() {
-        let fits = RouteCx { home_delay_ns: 400, peer_delay_ns: 0, service_ns: 100, laxity_ns: 600 };
-        let late = RouteCx { home_delay_ns: 550, peer_delay_ns: 0, service_ns: 100, laxity_ns: 600 };
+        let fits = RouteCx { home_delay_ns: 400, peer_delay_ns: 0, service_ns: 100, laxity_ns: 600, forward_ns: 50 };
+        let late = RouteCx { home_delay_ns: 550, peer_delay_ns: 0, service_ns: 100, laxity_ns: 600, forward_ns: 50 };
         let nowhere_better = RouteCx { peer_delay_ns: 500, ..late };
+        let too_cheap = RouteCx { forward_ns: 60, ..late };
         assert!(!fits.misses_deadline() && late.misses_deadline());
         let h = Header::data(0, 0, 0);
         for p in [&mut Builtin::Laxity(Laxity), &mut Builtin::Edf(Edf)] {
             assert_eq!(p.on_route(&h, &late), Placement::Lessee);
             assert_eq!(p.on_route(&h, &fits), Placement::Lessor);
             assert_eq!(p.on_route(&h, &nowhere_better), Placement::Lessor, "no shard would start it sooner");
+            assert_eq!(p.on_route(&h, &too_cheap), Placement::Lessor, "forwarding costs more than running");
         }
         assert_eq!(Fifo.on_route(&h, &late), Placement::Lessor, "the default keeps the lessor");
     }

@@ -146,8 +146,16 @@ impl<P: Policy> Shard<P> {
                     } else {
                         Decision::Local
                     };
+                    let t0 = now_ns();
                     let actor = self.actors[f].as_mut().expect("lessor");
+                    let before = actor.machine.in_flight();
                     actor.machine.route(0, msg, decision, &mut out).expect("lessor accepts a regular message");
+                    if actor.machine.in_flight() > before {
+                        // Forwarded: measure what it costs this shard (with the send, below).
+                        self.exec(Activation::Lessor(f), &mut out);
+                        let dt = now_ns().saturating_sub(t0);
+                        self.forward_ns[f] = (self.forward_ns[f] * 7 + dt) / 8;
+                    }
                 }
             }
             MessageKind::Watermark => {
@@ -218,6 +226,7 @@ impl<P: Policy> Shard<P> {
             peer_delay_ns,
             service_ns: self.cost_ns[f],
             laxity_ns: slack,
+            forward_ns: self.forward_ns[f] + self.answer_ns[f],
         };
         if self.policy.on_route(h, &route) != Placement::Lessee {
             return Decision::Local;
@@ -278,6 +287,7 @@ impl<P: Policy> Shard<P> {
                 Activation::Lessee(i)
             }
             kind @ (MessageKind::Accept | MessageKind::Refuse) => {
+                let t0 = now_ns();
                 self.release(slot);
                 let actor = self.actors[f].as_mut().expect("lessor");
                 let seq = actor.machine.widen_seq(e.header.aux);
@@ -291,6 +301,9 @@ impl<P: Policy> Shard<P> {
                     Control::Refuse { seq }
                 };
                 actor.machine.receive(from, control, &mut out).expect("answer in forward order");
+                self.exec(Activation::Lessor(f), &mut out);
+                let dt = now_ns().saturating_sub(t0);
+                self.answer_ns[f] = (self.answer_ns[f] * 7 + dt) / 8;
                 Activation::Lessor(f)
             }
             MessageKind::Partial => {
@@ -557,6 +570,7 @@ impl<P: Policy> Shard<P> {
             // chosen on arrival were made while this shard was blocked and looked busy: ask
             // `on_route` again with the loads as they will be, message by message.
             let (cost, cost_to_go, now) = (self.cost_ns[f].max(1), self.cost_to_go_ns[f], self.now);
+            let forward_ns = self.forward_ns[f] + self.answer_ns[f];
             let mut here = actor.machine.queued().saturating_sub(actor.machine.buffered()) as u64 * cost;
             let mut there: Vec<(ShardId, u64)> =
                 actor.machine.lessees().map(|(s, _)| (s, self.peer_delay[s as usize])).collect();
@@ -569,7 +583,8 @@ impl<P: Policy> Shard<P> {
                 let Some(t) = there.iter_mut().find(|(s, _)| *s == target) else { return decision };
                 let h = &msg.header;
                 let laxity_ns = h.deadline_ns as i64 - now as i64 - cost_to_go as i64;
-                let route = RouteCx { home_delay_ns: here, peer_delay_ns: t.1, service_ns: cost, laxity_ns };
+                let route =
+                    RouteCx { home_delay_ns: here, peer_delay_ns: t.1, service_ns: cost, laxity_ns, forward_ns };
                 if policy.on_route(h, &route) == Placement::Lessee {
                     t.1 += cost;
                     decision

@@ -88,6 +88,9 @@ const TURN_BUDGET: usize = 64;
 /// A parked shard wakes at least this often. Mail always rings the doorbell; this bounds the
 /// damage if a wake-up is lost anyway, and `missed_wakeups` counts every time it was needed.
 const MAX_PARK: Duration = Duration::from_millis(200);
+/// Assumed cost to the home shard of sending a forward, and of handling its answer, until
+/// measured (ns).
+const FORWARD_PRIOR_NS: u64 = 500;
 /// One in this many messages is timed to estimate service costs.
 const COST_SAMPLE: u64 = 16;
 
@@ -140,6 +143,10 @@ pub struct Shard<P: Policy> {
     fn_app: Vec<u16>,
     cost_ns: Vec<u64>,
     cost_to_go_ns: Vec<u64>,
+    /// Per actor function: what sending a forward and handling its answer cost this shard
+    /// (EWMAs, ns).
+    forward_ns: Vec<u64>,
+    answer_ns: Vec<u64>,
     stats: Vec<AppStats>,
     busy_ns: u64,
     parked_ns: u64,
@@ -227,6 +234,10 @@ impl<P: Policy> Shard<P> {
             fn_app: plan.functions.iter().map(|f| f.app).collect(),
             cost_ns: vec![1_000; nf],
             cost_to_go_ns: vec![1_000; nf],
+            // A prior until measured (a typical forward and answer on a 2-vCPU VM): a function
+            // cheaper than twice this never forwards, and then never measures it.
+            forward_ns: vec![FORWARD_PRIOR_NS; nf],
+            answer_ns: vec![FORWARD_PRIOR_NS; nf],
             stats: plan.apps.iter().map(|_| AppStats::new()).collect(),
             busy_ns: 0,
             parked_ns: 0,

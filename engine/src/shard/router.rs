@@ -63,6 +63,7 @@ impl<P: Policy> Router<'_, P> {
                     peer_delay_ns: 0,
                     service_ns: l.cost_ns[f],
                     laxity_ns: slack,
+                    forward_ns: 0,
                 };
                 if self.policy.on_route(h, &route) == Placement::Lessee {
                     *self.scale_up_signals += 1;
