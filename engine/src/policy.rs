@@ -542,8 +542,8 @@ mod tests {
 
     #[test]
     fn the_scale_up_signal_compares_delay_and_service_with_slack() {
-        let fits = RouteCx { home_delay_ns: 400, peer_delay_ns: 0, service_ns: 100, laxity_ns: 600, forward_ns: 50 };
-        let late = RouteCx { home_delay_ns: 550, peer_delay_ns: 0, service_ns: 100, laxity_ns: 600, forward_ns: 50 };
+        let fits = RouteCx { home_delay_ns: 400, peer_delay_ns: 0, service_ns: 100, laxity_ns: 600, forward_ns: 40 };
+        let late = RouteCx { home_delay_ns: 550, peer_delay_ns: 0, service_ns: 100, laxity_ns: 600, forward_ns: 40 };
         let nowhere_better = RouteCx { peer_delay_ns: 500, ..late };
         let too_cheap = RouteCx { forward_ns: 60, ..late };
         assert!(!fits.misses_deadline() && late.misses_deadline());

@@ -518,6 +518,11 @@ impl<P: Policy> Shard<P> {
         };
         let cx = sched_cx!(self, self.now);
         let priority = self.policy.on_enqueue(&header, self.arrival, &cx);
+        // A new lessee's first message jumps the queue: it is late at home by construction, and
+        // the scale-up reaction is the time until it runs.
+        let first =
+            matches!(who, Activation::Lessee(i) if self.lessees[i].as_ref().is_some_and(|s| s.leased_at.is_some()));
+        let priority = if first { 0 } else { priority };
         self.runq.push(QEntry { header, priority, arrival: self.arrival, slot: TOKEN, off, len: 0 });
         self.arrival += 1;
     }
