@@ -445,7 +445,9 @@ impl<P: Policy> Shard<P> {
             Control::Lease { .. } => {
                 // The lessee builds its own partition value from the function's factory.
                 h.kind = MessageKind::Lease;
-                h.event_time = self.now;
+                // When the decision was taken (not the turn's start): the scale-up reaction
+                // runs from here to the first message run on the lessee.
+                h.event_time = now_ns();
                 stats.lessees_created += 1;
                 let actor = self.actors[f].as_mut().expect("lessor");
                 actor.slots.push(SlotInfo { shard: to, last_forward_ns: self.now, refused: 0, accepted: 0 });
