@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use dirigo_actors::record::mix64;
-use dirigo_actors::state::Mergeable;
+use dirigo_actors::state::{Count, MapMerge};
 use dirigo_engine::api::{key_u64, Actor, Cx, EngineBuilder};
 use dirigo_engine::policy::Builtin;
 use dirigo_engine::report::{AppSummary, Summary};
@@ -38,20 +38,8 @@ const QUERY_EVERY: u64 = 5_000;
 /// Rounds of `mix64` per event: a few µs of work, so the actor (not the source) is the load.
 const WORK: u32 = 1_000;
 
-/// Per-key counts; partials add key by key.
-#[derive(Clone, Debug, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-struct Counts(BTreeMap<u64, u64>);
-
-impl Mergeable for Counts {
-    fn partition(&self) -> Self {
-        Counts::default()
-    }
-    fn combine(&mut self, partial: Self) {
-        for (k, n) in partial.0 {
-            *self.0.entry(k).or_default() += n;
-        }
-    }
-}
+/// Per-key counts, combined key by key.
+type Counts = MapMerge<u64, Count>;
 
 /// An event: key, sequence number, whether it is a query.
 type Event = (u64, u64, bool);
@@ -73,16 +61,16 @@ impl Actor for Counter {
             x = mix64(x);
         }
         std::hint::black_box(x);
-        *state.0.entry(key).or_default() += 1;
+        state.entry(key).increment();
         cx.emit(cx.key_hash(), cx.event_time(), &(0u8, key, msg.1.to_native()));
     }
     fn on_critical(&mut self, state: &mut Counts, cx: &mut Cx<'_>, msg: &rkyv::Archived<Event>) {
         let key = msg.0.to_native();
-        cx.emit(cx.key_hash(), cx.event_time(), &(1u8, key, state.0.get(&key).copied().unwrap_or(0)));
+        cx.emit(cx.key_hash(), cx.event_time(), &(1u8, key, state.0.get(&key).map_or(0, |n| n.0)));
     }
     fn on_end(&mut self, state: &mut Counts, cx: &mut Cx<'_>) {
-        for (&key, &n) in &state.0 {
-            cx.emit(key_u64(key), 0, &(2u8, key, n));
+        for (&key, n) in &state.0 {
+            cx.emit(key_u64(key), 0, &(2u8, key, n.0));
         }
     }
 }

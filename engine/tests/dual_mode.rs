@@ -10,26 +10,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use dirigo_actors::envelope::Header;
-use dirigo_actors::state::Mergeable;
+use dirigo_actors::state::{MapMerge, Sum};
 use dirigo_engine::api::{key_u64, Actor, Cx, EngineBuilder};
 use dirigo_engine::policy::{Admission, LesseeCx, OfferCx, Placement, Policy, RouteCx, SchedCx};
 use dirigo_engine::report::Summary;
 use proptest::prelude::*;
 
-/// Per-key sums: combine adds key by key.
-#[derive(Clone, Debug, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-struct Sums(BTreeMap<u64, u64>);
-
-impl Mergeable for Sums {
-    fn partition(&self) -> Self {
-        Sums::default()
-    }
-    fn combine(&mut self, partial: Self) {
-        for (k, v) in partial.0 {
-            *self.0.entry(k).or_default() += v;
-        }
-    }
-}
+/// Per-key sums: combined key by key.
+type Sums = MapMerge<u64, Sum<u64>>;
 
 /// An input: key, value, and whether it is a query (critical) rather than a value to add.
 type In = (u64, u64, bool);
@@ -46,16 +34,16 @@ impl Actor for Summer {
         msg.2
     }
     fn on_message(&mut self, state: &mut Sums, _cx: &mut Cx<'_>, msg: &rkyv::Archived<In>) {
-        *state.0.entry(msg.0.to_native()).or_default() += msg.1.to_native();
+        state.entry(msg.0.to_native()).add(msg.1.to_native());
     }
     fn on_critical(&mut self, state: &mut Sums, cx: &mut Cx<'_>, msg: &rkyv::Archived<In>) {
         let key = msg.0.to_native();
-        let total = state.0.get(&key).copied().unwrap_or(0);
+        let total = state.0.get(&key).map_or(0, |s| s.0);
         cx.emit(cx.key_hash(), cx.event_time(), &(key, total, msg.1.to_native()));
     }
     fn on_end(&mut self, state: &mut Sums, cx: &mut Cx<'_>) {
-        for (&key, &total) in &state.0 {
-            cx.emit(key_u64(key), 0, &(key, total, FINAL));
+        for (&key, total) in &state.0 {
+            cx.emit(key_u64(key), 0, &(key, total.0, FINAL));
         }
     }
 }

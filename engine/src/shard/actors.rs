@@ -24,7 +24,7 @@ use dirigo_actors::ids::{FunctionId, ShardId};
 use dirigo_actors::state::AccessMode;
 
 use super::router::broadcast;
-use super::Shard;
+use super::{Shard, COST_SAMPLE};
 use crate::actor::ActorOp;
 use crate::clock::now_ns;
 use crate::mailbox::Entry;
@@ -126,6 +126,7 @@ impl<P: Policy> Shard<P> {
     pub(super) fn actor_arrival(&mut self, e: Entry, slot: u32) {
         let f = e.header.function as usize;
         let mut out = std::mem::take(&mut self.cmds);
+        let mut forwarded_at = None;
         let barrier_msg = |kind, event_time| Pending {
             header: Header { kind, event_time, ..e.header },
             slot: NO_PAYLOAD,
@@ -146,15 +147,13 @@ impl<P: Policy> Shard<P> {
                     } else {
                         Decision::Local
                     };
-                    let t0 = now_ns();
+                    // A forward is timed, with its send below: what it costs this shard.
+                    let t0 = if decision == Decision::Local { 0 } else { now_ns() };
                     let actor = self.actors[f].as_mut().expect("lessor");
                     let before = actor.machine.in_flight();
                     actor.machine.route(0, msg, decision, &mut out).expect("lessor accepts a regular message");
                     if actor.machine.in_flight() > before {
-                        // Forwarded: measure what it costs this shard (with the send, below).
-                        self.exec(Activation::Lessor(f), &mut out);
-                        let dt = now_ns().saturating_sub(t0);
-                        self.forward_ns[f] = (self.forward_ns[f] * 7 + dt) / 8;
+                        forwarded_at = Some(t0);
                     }
                 }
             }
@@ -182,6 +181,10 @@ impl<P: Policy> Shard<P> {
         }
         self.exec(Activation::Lessor(f), &mut out);
         self.cmds = out;
+        if let Some(t0) = forwarded_at {
+            let dt = now_ns().saturating_sub(t0);
+            self.forward_ns[f] = (self.forward_ns[f] * 7 + dt) / 8;
+        }
     }
 
     /// The instance's watermark moved from `from` to `wm.event_time`: a barrier if the move
@@ -532,12 +535,17 @@ impl<P: Policy> Shard<P> {
     /// Barrier figures from the lessor's mode changes.
     fn observe(&mut self, who: Activation) {
         let Activation::Lessor(f) = who else { return };
-        let now = now_ns();
         let app = self.fn_app[f] as usize;
         let actor = self.actors[f].as_mut().expect("lessor");
-        let stats = &mut self.stats[app].actors;
         let mode = actor.machine.mode();
-        if std::mem::discriminant(&mode) != std::mem::discriminant(&actor.mode) {
+        let changed = std::mem::discriminant(&mode) != std::mem::discriminant(&actor.mode);
+        let done = actor.machine.last_barrier().unwrap_or(0);
+        if !changed && actor.barriers.front().is_none_or(|&(id, _)| id > done) {
+            return; // the common case, once per message: no clock read
+        }
+        let now = now_ns();
+        let stats = &mut self.stats[app].actors;
+        if changed {
             let spent = now.saturating_sub(actor.mode_since);
             match actor.mode {
                 Mode::Blocked { .. } => stats.blocked_ns += spent,
@@ -547,7 +555,6 @@ impl<P: Policy> Shard<P> {
             actor.mode = mode;
             actor.mode_since = now;
         }
-        let done = actor.machine.last_barrier().unwrap_or(0);
         while let Some(&(id, at)) = actor.barriers.front() {
             if id > done {
                 break;
@@ -560,14 +567,16 @@ impl<P: Policy> Shard<P> {
 
     /// Run one work item of the activation a token stands for.
     pub(super) fn run_token(&mut self, e: &QEntry) {
+        // Service times are sampled as in `apply_data`: one token run in `COST_SAMPLE` is timed.
+        let sampled = e.arrival.is_multiple_of(COST_SAMPLE);
         if e.off == 0 {
-            self.run_lessor(e.header.function as usize);
+            self.run_lessor(e.header.function as usize, sampled);
         } else {
-            self.run_lessee(e.off as usize - 1);
+            self.run_lessee(e.off as usize - 1, sampled);
         }
     }
 
-    fn run_lessor(&mut self, f: usize) {
+    fn run_lessor(&mut self, f: usize, sampled: bool) {
         let mut out = std::mem::take(&mut self.cmds);
         let fp = &self.plan.functions[f];
         let actor = self.actors[f].as_mut().expect("lessor");
@@ -601,7 +610,7 @@ impl<P: Policy> Shard<P> {
                 }
             });
         }
-        let t0 = now_ns();
+        let t0 = if sampled { now_ns() } else { self.now };
         let held = &self.held;
         let mut ran: Option<(Pending, bool)> = None;
         let apply = |op: &mut ActorOp, work: Work<Pending>| {
@@ -636,7 +645,7 @@ impl<P: Policy> Shard<P> {
                 }
                 _ => {
                     self.release_pending(msg);
-                    if !critical {
+                    if sampled && !critical {
                         let dt = now_ns().saturating_sub(t0);
                         self.cost_ns[f] = (self.cost_ns[f] * 7 + dt) / 8;
                     }
@@ -655,7 +664,7 @@ impl<P: Policy> Shard<P> {
         self.cmds = out;
     }
 
-    fn run_lessee(&mut self, i: usize) {
+    fn run_lessee(&mut self, i: usize, sampled: bool) {
         let mut out = std::mem::take(&mut self.cmds);
         let Some(slot) = self.lessees[i].as_mut() else {
             self.cmds = out;
@@ -664,7 +673,8 @@ impl<P: Policy> Shard<P> {
         slot.scheduled = false;
         let f = slot.function as usize;
         let fp = &self.plan.functions[f];
-        let t0 = now_ns();
+        // The first run on a new lessee is timed too: it ends the scale-up reaction.
+        let t0 = if sampled || slot.leased_at.is_some() { now_ns() } else { self.now };
         let held = &self.held;
         let mut ran = None;
         let apply = |op: &mut ActorOp, work: Work<Pending>| {
@@ -684,8 +694,10 @@ impl<P: Policy> Shard<P> {
         }
         if let Some(msg) = ran {
             self.release_pending(msg);
-            let dt = now_ns().saturating_sub(t0);
-            self.cost_ns[f] = (self.cost_ns[f] * 7 + dt) / 8;
+            if sampled {
+                let dt = now_ns().saturating_sub(t0);
+                self.cost_ns[f] = (self.cost_ns[f] * 7 + dt) / 8;
+            }
         }
         self.exec(Activation::Lessee(i), &mut out);
         self.cmds = out;
