@@ -14,6 +14,8 @@
 //! - [`slo`]: the Dirigo paper's experiment: a 1 ms-SLO app beside bursty heavy apps, serverful
 //!   FIFO against least laxity with dual-mode autoscaling (satisfaction, resources, over time).
 //! - [`scaling`]: throughput and p99 against lessees; barrier time against state size.
+//! - [`reaction`]: the scale-up reaction (deadline miss to first message on a new lessee) over
+//!   hundreds of leases, with an idle and a busy lender.
 //! - [`skew`]: a hot key range on one shard through a dual-mode actor, lessor alone vs lessees.
 //! - [`tcp_ingress`]: a tcp source's receive path, `recv` against io_uring (`tcp_io`).
 //!
@@ -29,6 +31,7 @@ mod keyed_count;
 mod mailbox;
 mod nexmark;
 mod plot;
+mod reaction;
 mod report;
 mod scaling;
 mod skew;
@@ -79,6 +82,8 @@ enum Scenario {
     Slo,
     /// Throughput and p99 against lessees; barrier time against state size.
     Scaling,
+    /// Scale-up reaction: deadline miss to first message on a new lessee, idle and busy lender.
+    Reaction,
     /// A hot key range at 10x the others on one shard: lessor alone vs lessees allowed.
     Skew,
     /// TCP ingress: `tcp_io = "recv"` vs `"uring"`: events/s, CPU/event, lone-event latency.
@@ -96,6 +101,7 @@ impl Scenario {
             Scenario::Nexmark => "nexmark",
             Scenario::Slo => "slo",
             Scenario::Scaling => "scaling",
+            Scenario::Reaction => "reaction",
             Scenario::Skew => "skew",
             Scenario::TcpIngress => "tcp-ingress",
         }
@@ -132,6 +138,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Nexmark => nexmark::run_scenario(opts)?,
         Scenario::Slo => slo::run_scenario(opts)?,
         Scenario::Scaling => scaling::run_scenario(opts)?,
+        Scenario::Reaction => reaction::run_scenario(opts)?,
         Scenario::Skew => skew::run_scenario(opts)?,
         Scenario::TcpIngress => tcp_ingress::run_scenario(opts)?,
     };

@@ -320,6 +320,21 @@ impl EngineBuilder {
     }
 }
 
+/// Several schedules merged by due time (the logical source instances one shard runs).
+struct MergeByDue<T, I> {
+    instances: Vec<I>,
+    heads: Vec<Option<(u64, u64, u64, T)>>,
+}
+
+impl<T, I: Iterator<Item = (u64, u64, u64, T)>> Iterator for MergeByDue<T, I> {
+    type Item = (u64, u64, u64, T);
+    fn next(&mut self) -> Option<Self::Item> {
+        let i =
+            (self.heads.iter().enumerate()).filter_map(|(i, h)| h.as_ref().map(|e| (e.0, i))).min().map(|(_, i)| i)?;
+        std::mem::replace(&mut self.heads[i], self.instances[i].next())
+    }
+}
+
 /// Builds one app's DAG.
 pub struct AppBuilder<'a> {
     plan: &'a mut Plan,
@@ -341,6 +356,26 @@ impl<T: Message, I: Iterator<Item = (u64, u64, T)>> CustomSource for IterSource<
     fn next(&mut self, buf: &mut AlignedVec) -> Option<(u64, u64)> {
         let (key, time, value) = self.iter.next()?;
         self.produced += 1;
+        let taken = std::mem::take(buf);
+        *buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&value, taken).expect("value archives");
+        Some((key, time))
+    }
+}
+
+/// A source replaying events at the times they carry (see [`AppBuilder::scheduled_source`]).
+struct ScheduledSource<T, I> {
+    iter: I,
+    /// The next event, read ahead so its due time is known before it is produced.
+    ahead: Option<(u64, u64, u64, T)>,
+}
+
+impl<T: Message, I: Iterator<Item = (u64, u64, u64, T)>> CustomSource for ScheduledSource<T, I> {
+    fn next_due_ns(&self) -> Option<u64> {
+        self.ahead.as_ref().map(|e| e.0)
+    }
+
+    fn next(&mut self, buf: &mut AlignedVec) -> Option<(u64, u64)> {
+        let (_, key, time, value) = std::mem::replace(&mut self.ahead, self.iter.next())?;
         let taken = std::mem::take(buf);
         *buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&value, taken).expect("value archives");
         Some((key, time))
@@ -399,6 +434,44 @@ impl AppBuilder<'_> {
             let make = make.clone();
             let iter = (cx.instance..logical).step_by(cx.parallelism as usize).flat_map(move |i| make(i));
             SourceInstance::Custom(Box::new(IterSource { iter, rate, produced: 0 }))
+        });
+        self.plan.sources.push(SourcePlan {
+            app: self.app,
+            name: name.to_owned(),
+            factory,
+            shards,
+            outputs: Vec::new(),
+            schema: Schema::default(),
+            event_time_field: None,
+        });
+        NodeRef(Upstream::Source(self.plan.sources.len() - 1))
+    }
+
+    /// A source replaying a schedule (a trace, a burst pattern): `make(i)` gives instance i's
+    /// events as `(due_ns, key_hash, event_time_ms, value)`, where `due_ns` (ns since the source
+    /// started, non-decreasing) is when the event is offered. Open loop: an event is stamped
+    /// with its due time, so time it waits behind a slow engine counts as latency.
+    pub fn scheduled_source<T, I>(
+        &mut self,
+        name: &str,
+        parallelism: u32,
+        make: impl Fn(u32) -> I + Send + Sync + 'static,
+    ) -> NodeRef
+    where
+        T: Message + 'static,
+        I: Iterator<Item = (u64, u64, u64, T)> + 'static,
+    {
+        let logical = parallelism.max(1);
+        let shards: Vec<ShardId> = (0..logical.min(self.plan.shards as u32) as ShardId).collect();
+        let make = Arc::new(make);
+        let factory = Arc::new(move |cx: crate::plan::InstanceCx| {
+            // The logical instances a shard runs are merged by due time, so each keeps its schedule.
+            let mut instances: Vec<I> =
+                (cx.instance..logical).step_by(cx.parallelism as usize).map(|i| make(i)).collect();
+            let heads = instances.iter_mut().map(Iterator::next).collect();
+            let mut iter = MergeByDue { instances, heads };
+            let ahead = iter.next();
+            SourceInstance::Custom(Box::new(ScheduledSource { iter, ahead }))
         });
         self.plan.sources.push(SourcePlan {
             app: self.app,

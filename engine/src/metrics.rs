@@ -46,6 +46,9 @@ pub struct ActorStats {
     /// Scale-up reaction: from the deadline miss that leased a lessee to the first message
     /// that ran on it (ns).
     pub scale_up_ns: Histogram<u64>,
+    /// The first part of it: from the lease decision to the lease opening on the borrowed
+    /// shard (mail, and the wake-up or the end of the turn it waited for), ns.
+    pub lease_delivery_ns: Histogram<u64>,
     /// Time this shard hosted at least one activation of the app (a function instance or a
     /// lessee slot), ns.
     pub hosted_ns: u64,
@@ -65,6 +68,7 @@ impl ActorStats {
             critical_ns: 0,
             partial_bytes: 0,
             scale_up_ns: new_histogram(),
+            lease_delivery_ns: new_histogram(),
             hosted_ns: 0,
         }
     }
@@ -82,12 +86,14 @@ impl ActorStats {
         self.critical_ns += o.critical_ns;
         self.partial_bytes += o.partial_bytes;
         self.scale_up_ns.add(&o.scale_up_ns).expect("same histogram bounds");
+        self.lease_delivery_ns.add(&o.lease_delivery_ns).expect("same histogram bounds");
         self.hosted_ns += o.hosted_ns;
     }
 
     fn reset(&mut self) {
         self.barrier_ns.reset();
         self.scale_up_ns.reset();
+        self.lease_delivery_ns.reset();
         self.forwarded = 0;
         self.refused = 0;
         self.lessees_created = 0;

@@ -78,6 +78,10 @@ pub struct ActorSummary {
     /// Scale-up reaction: from the deadline miss that leased a lessee to the first message
     /// run on it.
     pub scale_up_us: LatencyUs,
+    /// Its first part: from the lease decision to the lease opening on the borrowed shard
+    /// (mail, plus that shard's wake-up or the rest of its turn); the rest is the first
+    /// message waiting there.
+    pub lease_delivery_us: LatencyUs,
     /// Lessee slots of the app open per progress interval: `[seconds since start, count]`.
     pub lessees_over_time: Vec<(f64, u64)>,
     /// The same per function of the app that had lessees during the run.
@@ -186,6 +190,7 @@ impl Summary {
                     barrier_us: LatencyUs::of(&s.actors.barrier_ns),
                     partial_bytes: s.actors.partial_bytes,
                     scale_up_us: LatencyUs::of(&s.actors.scale_up_ns),
+                    lease_delivery_us: LatencyUs::of(&s.actors.lease_delivery_ns),
                     lessees_over_time: series,
                 },
             })

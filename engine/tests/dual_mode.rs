@@ -187,3 +187,58 @@ fn stress_more_shards_than_cpus_scaling_on_every_other_message() {
         }
     }
 }
+
+/// Every message to a lessee, every offer accepted, lessees retired by the default rule (idle
+/// for `lessee_idle`).
+#[derive(Clone, Debug)]
+struct AlwaysLease;
+
+impl Policy for AlwaysLease {
+    fn on_enqueue(&mut self, _h: &Header, arrival: u64, _cx: &SchedCx<'_>) -> u64 {
+        arrival
+    }
+    fn on_route(&mut self, _h: &Header, _route: &RouteCx) -> Placement {
+        Placement::Lessee
+    }
+    fn on_offer(&mut self, _h: &Header, _cx: &OfferCx) -> Admission {
+        Admission::Accept
+    }
+}
+
+/// A lessor that goes idle still retires its idle lessee (its shard wakes for the policy's
+/// tick while it has lessees, not only for input): two bursts far apart lease twice, and the
+/// results equal the sequential run.
+#[test]
+fn an_idle_lessor_retires_its_lessee_between_bursts() {
+    const BURST: u64 = 50;
+    const GAP_NS: u64 = 100_000_000;
+    // Keys homed on shard 0: one lessor, one lessee (on shard 1).
+    let keys: Vec<u64> = (0..).filter(|&k| dirigo_actors::ids::home_shard(key_u64(k), 2) == 0).take(5).collect();
+    let inputs: Vec<In> = (0..2 * BURST).map(|i| (keys[(i % 5) as usize], i, false)).collect();
+    let mut engine = EngineBuilder::new().shards(2).settings(|s| {
+        s.shard.lessee_idle = Duration::from_millis(5);
+        // Progress reports would wake the idle lessor too (and tick it): not within the gap.
+        s.shard.stats_interval = Duration::from_secs(60);
+    });
+    let mut app = engine.app("sums", Duration::from_millis(5));
+    let owned = inputs.clone();
+    let src = app.scheduled_source("bursts", 1, move |_| {
+        owned.clone().into_iter().enumerate().map(|(i, m)| ((i as u64 / BURST) * GAP_NS, key_u64(m.0), i as u64, m))
+    });
+    let sums = app.actor("sums", src, 1, || Summer);
+    let out = app.collect("out", sums);
+    let summary = engine.run_with(AlwaysLease, |_| {}).expect("runs");
+    let mut got: Vec<Answer> = out
+        .drain()
+        .map(|o| {
+            // SAFETY: the sink's input is archived `Answer`s emitted by `Summer`.
+            let a = unsafe { rkyv::access_unchecked::<rkyv::Archived<Answer>>(&o.archive) };
+            (a.0.to_native(), a.1.to_native(), a.2.to_native())
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, sequential(&inputs));
+    let a = &summary.apps[0].actors;
+    assert_eq!(a.lessees_created, 2, "one lease per burst: the first lessee retired while its lessor was idle");
+    assert_eq!(a.lessees_retired, 2);
+}

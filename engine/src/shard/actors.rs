@@ -24,7 +24,7 @@ use dirigo_actors::ids::{FunctionId, ShardId};
 use dirigo_actors::state::AccessMode;
 
 use super::router::broadcast;
-use super::{Shard, COST_SAMPLE};
+use super::{Shard, COST_SAMPLE, FORWARD_PRIOR_NS};
 use crate::actor::ActorOp;
 use crate::clock::now_ns;
 use crate::mailbox::Entry;
@@ -179,9 +179,12 @@ impl<P: Policy> Shard<P> {
             }
             kind => unreachable!("protocol message {kind:?} routed as an arrival"),
         }
-        self.exec(Activation::Lessor(f), &mut out);
+        let leased = self.exec(Activation::Lessor(f), &mut out);
         self.cmds = out;
-        if let Some(t0) = forwarded_at {
+        // A forward that leased also paid for the lease and for waking the borrowed shard: a
+        // cost of the lease, not of forwarding (one such sample would hold every later message
+        // at home).
+        if let (Some(t0), false) = (forwarded_at, leased) {
             let dt = now_ns().saturating_sub(t0);
             self.forward_ns[f] = (self.forward_ns[f] * 7 + dt) / 8;
         }
@@ -377,6 +380,7 @@ impl<P: Policy> Shard<P> {
             }
         };
         let app = self.fn_app[f] as usize;
+        self.stats[app].actors.lease_delivery_ns.saturating_record(now_ns().saturating_sub(leased_at).max(1));
         self.host(app, 1);
         self.lessees_here[f] += 1;
         self.lessees_max[f] = self.lessees_max[f].max(self.lessees_here[f]);
@@ -405,8 +409,8 @@ impl<P: Policy> Shard<P> {
         }
     }
 
-    /// Execute what a machine asked for.
-    fn exec(&mut self, who: Activation, out: &mut Outbox) {
+    /// Execute what a machine asked for; true if it leased a lessee.
+    fn exec(&mut self, who: Activation, out: &mut Outbox) -> bool {
         let mut leased = None;
         for command in out.drain(..) {
             match command {
@@ -426,6 +430,7 @@ impl<P: Policy> Shard<P> {
         }
         self.observe(who);
         self.schedule(who);
+        leased.is_some()
     }
 
     fn release_pending(&mut self, msg: Pending) {
@@ -710,6 +715,14 @@ impl<P: Policy> Shard<P> {
         let mut out = std::mem::take(&mut self.cmds);
         for f in 0..self.actors.len() {
             let Some(actor) = self.actors[f].as_mut() else { continue };
+            // Forward costs are measured only on forwards: an estimate that holds every message
+            // at home (one preempted sample) would never be corrected. Each tick moves it an
+            // eighth of the way back to the prior, so the lessor tries again and re-measures.
+            for cost in [&mut self.forward_ns[f], &mut self.answer_ns[f]] {
+                if *cost > FORWARD_PRIOR_NS {
+                    *cost = (*cost * 7 + FORWARD_PRIOR_NS) / 8;
+                }
+            }
             if actor.machine.mode() != Mode::Runnable || actor.slots.is_empty() {
                 continue;
             }
@@ -733,6 +746,11 @@ impl<P: Policy> Shard<P> {
             self.exec(Activation::Lessor(f), &mut out);
         }
         self.cmds = out;
+    }
+
+    /// Whether a lessor here has lessees (leased or on their way back).
+    pub(super) fn lends_out(&self) -> bool {
+        self.actors.iter().flatten().any(|a| a.machine.lessees().next().is_some())
     }
 
     /// Whether every actor here is done and no lessee slot is open.
