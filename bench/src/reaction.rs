@@ -13,6 +13,8 @@
 //! reaction sample per burst. Two setups, interleaved:
 //!
 //! - **idle lender**: shard 1 has nothing else to do; it has parked by the time a burst comes;
+//! - **idle lender, standby**: the same with `[engine] standby = 1`: shard 1 spins instead of
+//!   parking, so no OS wake-up stands between the lease and its first message (a core's price);
 //! - **busy lender**: shard 1 also runs a background app (events homed on it, about half its
 //!   CPU), so a lease waits for the turn the shard is in.
 //!
@@ -90,9 +92,12 @@ fn keys_on(shard: usize, n: usize) -> Vec<u64> {
 }
 
 /// One run of `secs` seconds; checks the hot app's counts. Returns the summary.
-fn run_once(secs: u64, busy: bool) -> anyhow::Result<Summary> {
+fn run_once(secs: u64, busy: bool, standby: usize) -> anyhow::Result<Summary> {
     let bursts = secs * 1000 / PERIOD_MS;
-    let mut engine = EngineBuilder::new().shards(SHARDS).settings(|s| s.shard.lessee_idle = Duration::from_millis(2));
+    let mut engine = EngineBuilder::new().shards(SHARDS).settings(|s| {
+        s.shard.lessee_idle = Duration::from_millis(2);
+        s.shard.standby = standby;
+    });
     let hot_keys = keys_on(0, HOT_KEYS);
     let mut app = engine.app("hot", Duration::from_millis(1));
     let keys = hot_keys.clone();
@@ -143,11 +148,11 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
     crate::sys::load_before();
     crate::sys::calibrate();
     let (secs, rounds) = if opts.quick { (1, 1) } else { (5, 3) };
-    let setups = [("idle lender", false), ("busy lender", true)];
+    let setups = [("idle lender", false, 0), ("idle lender, standby", false, 1), ("busy lender", true, 0)];
     let mut runs: Vec<Vec<Summary>> = vec![Vec::new(); setups.len()];
     for round in 0..rounds {
-        for (i, &(name, busy)) in setups.iter().enumerate() {
-            let s = run_once(secs, busy)?;
+        for (i, &(name, busy, standby)) in setups.iter().enumerate() {
+            let s = run_once(secs, busy, standby)?;
             let a = hot(&s);
             println!(
                 "round {round} {name}: {} leases ({} retired, {} forwarded, {} refused), reaction p50 {:.1} p99 {:.1} max {:.1} us, delivery p99 {:.1} us",
@@ -174,12 +179,13 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
         "hot p99 us",
     ]);
     let mut results = Vec::new();
-    for (i, &(name, busy)) in setups.iter().enumerate() {
+    for (i, &(name, busy, standby)) in setups.iter().enumerate() {
         let of = |f: &dyn Fn(&AppSummary) -> f64| median(&runs[i].iter().map(|s| f(hot(s))).collect::<Vec<_>>());
         let lat = |f: fn(&AppSummary) -> &LatencyUs| json!({ "p50": of(&|a| f(a).p50), "p99": of(&|a| f(a).p99), "max": of(&|a| f(a).max) });
         let row = json!({
             "lender": name,
             "busy": busy,
+            "standby": standby,
             "leases": of(&|a| a.actors.lessees_created as f64),
             "scale_up_us": lat(|a| &a.actors.scale_up_us),
             "lease_delivery_us": lat(|a| &a.actors.lease_delivery_us),

@@ -34,6 +34,7 @@ pub fn settings(config: &Config) -> EngineSettings {
             batch_size: e.batch_size,
             max_in_flight: e.max_in_flight as u64,
             spin: e.spin,
+            standby: e.standby,
             tick: e.tick,
             lessee_idle: e.lessee_idle,
             stats_interval: e.stats_interval,

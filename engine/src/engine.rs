@@ -42,6 +42,7 @@ impl Default for EngineSettings {
                 batch_size: 256,
                 max_in_flight: 65_536,
                 spin: Duration::from_micros(200),
+                standby: 0,
                 tick: Duration::from_millis(1),
                 lessee_idle: Duration::from_millis(10),
                 stats_interval: Duration::from_secs(1),

@@ -242,3 +242,35 @@ fn an_idle_lessor_retires_its_lessee_between_bursts() {
     assert_eq!(a.lessees_created, 2, "one lease per burst: the first lessee retired while its lessor was idle");
     assert_eq!(a.lessees_retired, 2);
 }
+
+/// `standby = 1`: the node's last shard never parks (a lease lands on an awake shard), while
+/// the other parks between events as usual. Shards run unpinned on a machine with fewer CPUs
+/// than shards, and then no shard stands by (it would take the CPU of a shard with work).
+#[test]
+fn a_standby_shard_never_parks_and_the_others_do() {
+    let mut engine = EngineBuilder::new().shards(2).settings(|s| s.shard.standby = 1);
+    let mut app = engine.app("slow", Duration::from_secs(1));
+    // 20 events over about a second: shard 0 is idle for 50 ms between two.
+    let src = app.paced_source("slow", 1, 20, |_| (0..20u64).map(|i| (key_u64(i), i, (i, i, false))));
+    let sums = app.actor("sums", src, 1, || Summer);
+    let out = app.collect("out", sums);
+    let stop = engine.stop_handle();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let runner = std::thread::spawn(move || {
+        let summary = engine.run();
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        summary
+    });
+    let (mut parked0, mut parked1) = (false, false);
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        parked0 |= stop.shard_parked(0);
+        parked1 |= stop.shard_parked(1);
+        std::thread::yield_now();
+    }
+    runner.join().expect("engine thread").expect("runs");
+    assert_eq!(out.drain().count(), 20, "every final sum");
+    assert!(parked0, "shard 0 parks between events");
+    let pinned = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    assert_eq!(parked1, !pinned, "shard 1 stands by (never parks) exactly when shards are pinned");
+}

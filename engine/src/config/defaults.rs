@@ -69,6 +69,9 @@ layered! {
         /// How long an idle shard spins before it parks.
         #[serde(serialize_with = "ser_duration")]
         spin: Duration = HumanDuration,
+        /// Shards per node that never park while the engine runs (they spin when idle), so a
+        /// lease lands on an awake shard: the scale-up reaction without an OS wake-up, for a core.
+        standby: usize = usize,
         /// Batches per cross-shard mailbox ring.
         mailbox_batches: usize = usize,
         /// Envelopes per batch at most.

@@ -242,8 +242,13 @@ impl<P: Policy> Shard<P> {
             .filter(|&(_, phase)| phase != SlotPhase::Retiring)
             .map(|(s, _)| s)
             .min_by_key(|&s| delay(s));
+        // Among equally loaded shards an awake one (busy, spinning, standby) is leased first: a
+        // parked one reacts only after an OS wake-up.
+        let asleep = |s: ShardId| self.signals[s as usize].is_sleeping();
         let fresh = (actor.machine.lessees().count() < actor.max_lessees)
-            .then(|| others.filter(|&s| actor.machine.lessees().all(|(l, _)| l != s)).min_by_key(|&s| delay(s)))
+            .then(|| {
+                others.filter(|&s| actor.machine.lessees().all(|(l, _)| l != s)).min_by_key(|&s| (delay(s), asleep(s)))
+            })
             .flatten();
         match (existing, fresh) {
             (Some(e), Some(n)) if delay(n) < delay(e) => Decision::NewLessee(n),
@@ -425,7 +430,10 @@ impl<P: Policy> Shard<P> {
             }
         }
         if let Some(to) = leased {
-            // Scale-up reaction: the lease and its first forward leave now, not at the turn's end.
+            // Scale-up reaction: the lease and its first forward leave now, not at the turn's
+            // end, and the load they were decided on is published first (the lessee admits a
+            // forward against the lessor's published delay: a stale, idle figure would refuse it).
+            self.publish_load();
             self.out.flush_to(to as usize);
         }
         self.observe(who);

@@ -77,6 +77,8 @@ pub struct ShardSettings {
     pub batch_size: usize,
     pub max_in_flight: u64,
     pub spin: Duration,
+    /// Shards of each node that spin instead of parking (the node's last ones).
+    pub standby: usize,
     pub tick: Duration,
     /// Retire a lessee that was sent nothing for this long.
     pub lessee_idle: Duration,
@@ -297,6 +299,10 @@ impl<P: Policy> Shard<P> {
         let spin_ns = self.settings.spin.as_nanos() as u64;
         let (mut next_tick, mut next_stats) = (start + tick_ns, start + stats_ns);
         let mut idle_since: Option<u64> = None;
+        // A standby shard (the node's last `standby` ones) spins when idle, never parks; not
+        // when unpinned (`spin` is 0 then), where it would take the CPU of a shard with work.
+        let rank = (self.local.end - 1 - self.id) as usize;
+        let standby = spin_ns > 0 && rank < self.settings.standby;
         loop {
             let t0 = now_ns();
             let progress = self.turn(t0);
@@ -327,7 +333,7 @@ impl<P: Policy> Shard<P> {
             // A lessor with lessees keeps ticking: its policy retires them when they go idle.
             let tick_at = if self.lends_out() { next_tick } else { u64::MAX };
             let wake_at = report_at.min(tick_at).min(self.next_source_due(start));
-            if now - since < spin_ns || wake_at <= now || self.out.staged() > 0 {
+            if now - since < spin_ns || wake_at <= now || self.out.staged() > 0 || standby {
                 if spin_ns == 0 {
                     // Unpinned: the shard this one waits for may need this CPU.
                     std::thread::yield_now();
