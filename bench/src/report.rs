@@ -40,7 +40,15 @@ pub fn median(xs: &[f64]) -> f64 {
 /// Percentile-wise median of several latency summaries (each percentile on its own).
 pub fn median_latency(ls: &[&LatencyUs]) -> LatencyUs {
     let of = |f: fn(&LatencyUs) -> f64| median(&ls.iter().map(|l| f(l)).collect::<Vec<_>>());
-    LatencyUs { p50: of(|l| l.p50), p90: of(|l| l.p90), p99: of(|l| l.p99), p999: of(|l| l.p999), max: of(|l| l.max) }
+    let count = of(|l| l.count as f64) as u64;
+    LatencyUs {
+        p50: of(|l| l.p50),
+        p90: of(|l| l.p90),
+        p99: of(|l| l.p99),
+        p999: of(|l| l.p999),
+        max: of(|l| l.max),
+        count,
+    }
 }
 
 /// `a / b`, or NaN when `b` is 0 (serialised as `null`).

@@ -18,6 +18,8 @@ pub struct LatencyUs {
     pub p99: f64,
     pub p999: f64,
     pub max: f64,
+    /// Samples behind the percentiles.
+    pub count: u64,
 }
 
 impl LatencyUs {
@@ -27,7 +29,8 @@ impl LatencyUs {
             return LatencyUs::default();
         }
         let q = |x: f64| h.value_at_quantile(x) as f64 / 1000.0;
-        LatencyUs { p50: q(0.5), p90: q(0.9), p99: q(0.99), p999: q(0.999), max: h.max() as f64 / 1000.0 }
+        let max = h.max() as f64 / 1000.0;
+        LatencyUs { p50: q(0.5), p90: q(0.9), p99: q(0.99), p999: q(0.999), max, count: h.len() }
     }
 }
 
