@@ -275,9 +275,12 @@ impl<P: Policy> Shard<P> {
                 let l = &mut self.lessees[i].as_mut().expect("slot").machine;
                 l.receive(Control::Forward { seq: u64::from(e.header.aux), msg }, &mut out).expect("forward");
                 let me = self.id as usize;
+                // The lessor's delay read now, not from this turn's snapshot: it published it
+                // just before a new lease left, possibly after this turn began (a stale, idle
+                // figure would refuse the lease's first messages).
                 let cx = OfferCx {
                     own_delay_ns: self.peer_delay[me],
-                    lessor_delay_ns: self.peer_delay[from as usize],
+                    lessor_delay_ns: self.signals[from as usize].delay_ns(),
                     service_ns: self.cost_ns[f],
                 };
                 let admission = self.policy.on_offer(&data, &cx);
