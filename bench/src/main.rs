@@ -13,7 +13,8 @@
 //! - [`nexmark`]: NEXMark Q1, Q2, Q5, Q7, Q8, each checked against a sequential reference.
 //! - [`slo`]: the Dirigo paper's experiment: a 1 ms-SLO app beside bursty heavy apps, serverful
 //!   FIFO against least laxity with dual-mode autoscaling (satisfaction, resources, over time).
-//! - [`scaling`]: throughput and p99 against lessees; barrier time against state size.
+//! - [`scaling`]: throughput and p99 against lessees.
+//! - [`barrier`]: barrier time against the number of lessees and the state size.
 //! - [`skew`]: a hot key range on one shard through a dual-mode actor, lessor alone vs lessees.
 //! - [`tcp_ingress`]: a tcp source's receive path, `recv` against io_uring (`tcp_io`).
 //!
@@ -22,6 +23,7 @@
 //! cargo run --release -p dirigo-bench -- keyed-count --plot-only   # redraw the SVG from the JSON
 //! ```
 
+mod barrier;
 mod figures;
 mod hooks;
 mod idle;
@@ -77,8 +79,10 @@ enum Scenario {
     Nexmark,
     /// The paper's experiment: serverful FIFO vs least laxity with dual-mode autoscaling.
     Slo,
-    /// Throughput and p99 against lessees; barrier time against state size.
+    /// Throughput and p99 against lessees.
     Scaling,
+    /// Barrier time against lessees (1 ..= shards - 1) and state size (1 KB .. 100 MB).
+    Barrier,
     /// A hot key range at 10x the others on one shard: lessor alone vs lessees allowed.
     Skew,
     /// TCP ingress: `tcp_io = "recv"` vs `"uring"`: events/s, CPU/event, lone-event latency.
@@ -96,6 +100,7 @@ impl Scenario {
             Scenario::Nexmark => "nexmark",
             Scenario::Slo => "slo",
             Scenario::Scaling => "scaling",
+            Scenario::Barrier => "barrier",
             Scenario::Skew => "skew",
             Scenario::TcpIngress => "tcp-ingress",
         }
@@ -132,6 +137,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Nexmark => nexmark::run_scenario(opts)?,
         Scenario::Slo => slo::run_scenario(opts)?,
         Scenario::Scaling => scaling::run_scenario(opts)?,
+        Scenario::Barrier => barrier::run_scenario(opts)?,
         Scenario::Skew => skew::run_scenario(opts)?,
         Scenario::TcpIngress => tcp_ingress::run_scenario(opts)?,
     };

@@ -203,6 +203,37 @@ fn scaling_quick() {
 }
 
 #[test]
+fn barrier_quick_ships_every_lessees_partial() {
+    let r = quick("barrier", &["barrier p50", "2 shards, L=1", "L=3", "partial merged"]);
+    assert_fields("barrier", &r, &["cpus", "rounds", "messages_per_barrier", "max_in_flight", "setups", "rows"]);
+    let rows = r["rows"].as_array().expect("rows");
+    let setups: Vec<(u64, u64)> =
+        rows.iter().map(|x| (x["shards"].as_u64().unwrap(), x["lessees"].as_u64().unwrap())).collect();
+    assert_eq!(setups, [(2, 1), (4, 1), (4, 2), (4, 3)].repeat(2), "(shards, lessees) per state size");
+    let sizes: Vec<u64> = rows.iter().filter_map(|x| x["state_bytes"].as_u64()).collect();
+    assert_eq!(sizes, [[1024; 4], [256 * 1024; 4]].concat());
+    for row in rows {
+        let (l, queries) = (row["lessees"].as_f64().unwrap(), row["queries"].as_f64().unwrap());
+        // Each barrier shipped one partial of the whole state (and rkyv's 8-byte root) per lessee.
+        let partial = row["partial_archive_bytes"].as_f64().unwrap();
+        assert_eq!(partial, row["state_bytes"].as_f64().unwrap() + 8.0, "{row}");
+        assert_eq!(row["partial_bytes_per_barrier"].as_f64(), Some(l * partial), "{row}");
+        assert_eq!(row["lessees_peak"].as_f64(), Some(l), "{row}");
+        assert_eq!(row["barriers"].as_f64(), Some(queries + 1.0), "{row}: the queries and the end");
+        assert_eq!(row["pinned"].as_bool(), Some(row["shards"].as_u64().unwrap() <= r["cpus"].as_u64().unwrap()));
+        for p in ["p50", "p99", "max"] {
+            assert!(row["barrier_us"][p].as_f64().is_some_and(|x| x > 0.0), "barrier_us.{p} in {row}");
+        }
+        for k in ["mean_barrier_us", "merged_mb_per_s", "throughput_eps", "warmup_messages"] {
+            assert!(row[k].as_f64().is_some_and(|x| x > 0.0), "{k} in {row}");
+        }
+        let runs = row["runs"].as_array().expect("runs");
+        assert_eq!(runs.len(), 1, "--quick: one round");
+        assert!(runs.iter().all(|x| x["engine_barriers"].as_f64().is_some()), "{row}");
+    }
+}
+
+#[test]
 fn skew_quick() {
     let r = quick("skew", &["lessor alone", "lessees allowed", "open loop at 1.3x"]);
     assert_fields("skew", &r, &["shards", "events", "open_loop_events", "rounds", "hot_keys", "keys", "results"]);
