@@ -7,7 +7,9 @@
 //! One user [`Actor`] whose state is a dense mergeable vector of S bytes ([`Dense`]: `S / 8`
 //! `u64` slots; a partial is zeros of the same length, combined by element-wise wrapping add).
 //! Every activation (the lessor and each lessee) holds all S bytes from the start, so every
-//! barrier ships a partial of exactly S bytes (plus rkyv's 8-byte root) from each lessee.
+//! barrier ships a partial of exactly S bytes (plus rkyv's 8-byte root) from each lessee. The
+//! lessor folds each partial in place from its archive ([`Actor::combine_archived`]), without
+//! deserialising an owned copy first.
 //!
 //! A source on shard 0 (closed loop) sends messages to one key homed on shard 0. The bench
 //! policy ([`Forced`]) sends every regular message to a lessee, every lessee accepts everything
@@ -161,6 +163,19 @@ impl Actor for DenseActor {
     fn on_critical(&mut self, state: &mut Dense, cx: &mut Cx<'_>, msg: &rkyv::Archived<Msg>) {
         let (slot, seq) = (msg.0.to_native(), msg.1.to_native());
         cx.emit(cx.key_hash(), cx.event_time(), &(seq, slot, state.0[slot as usize]));
+    }
+    fn combine_archived(&mut self, state: &mut Dense, partial: &rkyv::Archived<Dense>) {
+        // In place, element by element: no owned copy of the partial.
+        let partial = partial.0.as_slice();
+        if state.0.is_empty() {
+            // As in `combine`: the lessees' last partials after `on_end`.
+            state.0 = partial.iter().map(|x| x.to_native()).collect();
+            return;
+        }
+        assert_eq!(state.0.len(), partial.len(), "partials of one actor have its length");
+        for (a, b) in state.0.iter_mut().zip(partial) {
+            *a = a.wrapping_add(b.to_native());
+        }
     }
     fn on_end(&mut self, state: &mut Dense, _cx: &mut Cx<'_>) {
         // Moved out, not scanned: the end is a barrier too, and its time is reported with the
