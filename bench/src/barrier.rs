@@ -16,8 +16,9 @@
 //! and none is retired before the end, so the actor has `max_lessees` = L lessees, on shards
 //! 1 ..= L. The engine opens a new lessee only while the existing ones' shards report a longer
 //! wait than a free shard, so the run starts with heavy warm-up messages (no query) until every
-//! lessee has run one. Then a regular message `i` adds a pseudo-random value to slot
-//! `i % slots` after [`WORK`] rounds of `mix64`, and every [`PER_BARRIER`]-th message is
+//! lessee has run one, then light ones until every heavy one has run (so that the first barrier
+//! does not wait for their backlog). Then a regular message `i` adds a pseudo-random value to
+//! slot `i % slots` after [`WORK`] rounds of `mix64`, and every [`PER_BARRIER`]-th message is
 //! critical: a query answered from the merged state (a slot written a few messages earlier),
 //! so each query is a barrier; the end of input is one more. Every run checks the lessee
 //! count, the exact partial bytes, every answer and the final state (against a sequential
@@ -30,7 +31,7 @@
 //! while the actor is blocked, so a barrier never queues behind the previous one
 //! ([`PER_BARRIER`] is larger).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dirigo_actors::envelope::Header;
@@ -60,9 +61,10 @@ const MB: f64 = (1u64 << 20) as f64;
 /// Rounds of `mix64` of a warm-up message (several µs): warm-up messages back the lessees up
 /// so that the engine leases all `max_lessees` of them (it opens a new lessee only when the
 /// existing ones' shards report a longer wait than a free shard's). The source sends them
-/// until every lessee ran one, at most `WARMUP_MAX`.
+/// until every lessee ran one, then light ones (no query) until every warm-up message ran, so
+/// the first barrier does not wait for their backlog; each phase at most `WARMUP_MAX` messages.
 const WARMUP_WORK: u32 = 5_000;
-const WARMUP_MAX: u64 = 200_000;
+const WARMUP_MAX: u64 = 1_000_000;
 /// A query reads a slot written at most this many messages before it.
 const QUERY_BACK: u64 = 16;
 
@@ -98,35 +100,45 @@ impl Mergeable for Dense {
     }
 }
 
-/// A message: slot, value (a regular message's addend; a query's sequence number), rounds of
-/// work, query?
-type Msg = (u64, u64, u32, bool);
+/// A message: slot, value (a regular message's addend; a query's sequence number), phase
+/// ([`HEAVY`], [`DRAIN`] or [`MEASURED`]), query?
+type Msg = (u64, u64, u8, bool);
+/// Phases of a run: heavy warm-up messages, light ones until the lessees drained them, then the
+/// measured ones with the queries.
+const HEAVY: u8 = 0;
+const DRAIN: u8 = 1;
+const MEASURED: u8 = 2;
 /// A query's answer: (sequence number, slot, value of the slot).
 type Answer = (u64, u64, u64);
 
-/// What a run's source and actors share: the shards whose lessee ran a warm-up message, and
-/// how many warm-up messages the source sent.
+/// What a run's source and actors share: the threads (shards) whose lessee ran a heavy
+/// warm-up message, how many of those ran, and where the source ended each warm-up phase.
 #[derive(Debug, Default)]
 struct Warmup {
-    /// The source's thread (shard 0's: the lessor's), then every thread that ran a warm-up
-    /// message on a lessee.
+    /// The source's thread (shard 0's, the lessor's): not a lessee.
+    source: Mutex<Option<std::thread::ThreadId>>,
+    /// The lessee threads that ran a heavy message, and how many.
     threads: Mutex<Vec<std::thread::ThreadId>>,
-    /// Lessees that ran a warm-up message.
     lessees: AtomicUsize,
-    /// Warm-up messages sent, once the source moved on.
-    messages: std::sync::atomic::AtomicU64,
+    /// Heavy messages run.
+    heavy_run: AtomicU64,
+    /// Per phase ([`HEAVY`], [`DRAIN`]): the index of the first message after it, once the
+    /// source moved on.
+    ends: [AtomicU64; 2],
 }
 
 impl Warmup {
-    /// The calling thread ran a warm-up message.
-    fn saw(&self, source: bool) {
+    /// The calling thread ran a heavy message; `first`: its activation's first.
+    fn ran_heavy(&self, first: bool) {
+        self.heavy_run.fetch_add(1, Ordering::AcqRel);
         let me = std::thread::current().id();
+        if !first || *self.source.lock().expect("source thread") == Some(me) {
+            return;
+        }
         let mut threads = self.threads.lock().expect("warm-up threads");
-        if source {
-            threads.insert(0, me);
-        } else if !threads.contains(&me) {
+        if !threads.contains(&me) {
             threads.push(me);
-            self.lessees.store(threads.len() - 1, Ordering::Release);
+            self.lessees.store(threads.len(), Ordering::Release);
         }
     }
 }
@@ -138,7 +150,7 @@ type Finals = Arc<Mutex<Vec<Vec<u64>>>>;
 struct DenseActor {
     finals: Finals,
     warmup: Arc<Warmup>,
-    /// This activation registered its thread with `warmup`.
+    /// This activation ran a heavy message.
     seen: bool,
 }
 
@@ -149,15 +161,15 @@ impl Actor for DenseActor {
         msg.3
     }
     fn on_message(&mut self, state: &mut Dense, _cx: &mut Cx<'_>, msg: &rkyv::Archived<Msg>) {
-        let (slot, value, rounds) = (msg.0.to_native() as usize, msg.1.to_native(), msg.2.to_native());
+        let (slot, value, phase) = (msg.0.to_native() as usize, msg.1.to_native(), msg.2);
         let mut x = value;
-        for _ in 0..rounds {
+        for _ in 0..if phase == HEAVY { WARMUP_WORK } else { WORK } {
             x = mix64(x);
         }
         std::hint::black_box(x);
         state.0[slot] = state.0[slot].wrapping_add(value);
-        if rounds == WARMUP_WORK && !std::mem::replace(&mut self.seen, true) {
-            self.warmup.saw(false);
+        if phase == HEAVY {
+            self.warmup.ran_heavy(!std::mem::replace(&mut self.seen, true));
         }
     }
     fn on_critical(&mut self, state: &mut Dense, cx: &mut Cx<'_>, msg: &rkyv::Archived<Msg>) {
@@ -187,60 +199,69 @@ impl Actor for DenseActor {
 /// Seed of the regular messages' values.
 const SEED: u64 = 0xba55_01e7;
 
-/// Message `i` of a run over `slots` slots whose warm-up was `warmup` messages: heavy regular
-/// messages, then light ones, every [`PER_BARRIER`]-th a query.
-fn message(i: u64, slots: u64, warmup: u64) -> Msg {
-    if i < warmup {
-        (i % slots, mix64(i ^ SEED), WARMUP_WORK, false)
-    } else if (i - warmup) % PER_BARRIER == PER_BARRIER - 1 {
+/// Message `i` of a run over `slots` slots whose warm-up phases end at `ends`: heavy regular
+/// messages, light ones, then light ones with every [`PER_BARRIER`]-th a query.
+fn message(i: u64, slots: u64, ends: [u64; 2]) -> Msg {
+    let regular = |phase| (i % slots, mix64(i ^ SEED), phase, false);
+    if i < ends[0] {
+        regular(HEAVY)
+    } else if i < ends[1] {
+        regular(DRAIN)
+    } else if (i - ends[1]) % PER_BARRIER == PER_BARRIER - 1 {
         let back = 1 + mix64(i) % QUERY_BACK;
-        ((i - back) % slots, i, 0, true)
+        ((i - back) % slots, i, MEASURED, true)
     } else {
-        (i % slots, mix64(i ^ SEED), WORK, false)
+        regular(MEASURED)
     }
 }
 
-/// The source: warm-up messages until every lessee ran one (or [`WARMUP_MAX`]), then
-/// `queries` x [`PER_BARRIER`] measured ones.
+/// The source: each warm-up phase until every lessee ran one of its messages (or
+/// [`WARMUP_MAX`]), then `queries` x [`PER_BARRIER`] measured messages.
 struct Input {
     i: u64,
     slots: u64,
     lessees: usize,
     queries: u64,
     warmup: Arc<Warmup>,
-    /// The warm-up's length, once over.
-    warmed: Option<u64>,
+    /// Where each warm-up phase ended (`u64::MAX`: not yet).
+    ends: [u64; 2],
 }
 
 impl Iterator for Input {
     type Item = Msg;
     fn next(&mut self) -> Option<Msg> {
         if self.i == 0 {
-            self.warmup.saw(true);
+            *self.warmup.source.lock().expect("source thread") = Some(std::thread::current().id());
         }
-        let warmed = match self.warmed {
-            Some(w) => w,
-            None if self.warmup.lessees.load(Ordering::Acquire) >= self.lessees || self.i >= WARMUP_MAX => {
-                self.warmup.messages.store(self.i, Ordering::Release);
-                *self.warmed.insert(self.i)
-            }
-            None => u64::MAX,
+        let w = &self.warmup;
+        let over = match self.ends {
+            // Heavy until every lessee ran one.
+            [u64::MAX, _] => w.lessees.load(Ordering::Acquire) >= self.lessees || self.i >= WARMUP_MAX,
+            // Light until every heavy one ran.
+            [heavy, u64::MAX] => w.heavy_run.load(Ordering::Acquire) >= heavy || self.i - heavy >= WARMUP_MAX,
+            _ => false,
         };
-        if warmed != u64::MAX && self.i >= warmed + self.queries * PER_BARRIER {
+        if over {
+            let p = usize::from(self.ends[0] != u64::MAX);
+            self.ends[p] = self.i;
+            w.ends[p].store(self.i, Ordering::Release);
+        }
+        if self.ends[1] != u64::MAX && self.i >= self.ends[1] + self.queries * PER_BARRIER {
             return None;
         }
-        let m = message(self.i, self.slots, warmed);
+        let m = message(self.i, self.slots, self.ends);
         self.i += 1;
         Some(m)
     }
 }
 
-/// What a sequential run gives: every query's answer, in order, and the final state.
-fn sequential(messages: u64, slots: u64, warmup: u64) -> (Vec<Answer>, Vec<u64>) {
+/// What a sequential run of `messages` gives: every query's answer, in order, and the final
+/// state.
+fn sequential(messages: u64, slots: u64, ends: [u64; 2]) -> (Vec<Answer>, Vec<u64>) {
     let mut state = vec![0u64; slots as usize];
     let mut answers = Vec::new();
     for i in 0..messages {
-        let (slot, value, _, query) = message(i, slots, warmup);
+        let (slot, value, _, query) = message(i, slots, ends);
         if query {
             answers.push((value, slot, state[slot as usize]));
         } else {
@@ -306,7 +327,7 @@ fn run_once(setup: Setup, queries: u64) -> anyhow::Result<Value> {
     let w = warmup.clone();
     let lessees = setup.lessees as usize;
     let src = app.source("in", 1, move |_| {
-        let input = Input { i: 0, slots: slots as u64, lessees, queries, warmup: w.clone(), warmed: None };
+        let input = Input { i: 0, slots: slots as u64, lessees, queries, warmup: w.clone(), ends: [u64::MAX; 2] };
         input.enumerate().map(move |(i, m)| (k, i as u64, m))
     });
     let finals = Finals::default();
@@ -322,11 +343,16 @@ fn run_once(setup: Setup, queries: u64) -> anyhow::Result<Value> {
     let ac = &a.actors;
     let l = u64::from(setup.lessees);
     let what = format!("{} shards, {} lessees, {} bytes", setup.shards, setup.lessees, setup.bytes);
-    let warm = warmup.messages.load(Ordering::Acquire);
+    let ends = [0, 1].map(|p| warmup.ends[p].load(Ordering::Acquire));
+    let ready = warmup.lessees.load(Ordering::Acquire);
     anyhow::ensure!(
-        ac.lessees_peak == l,
-        "{what}: lessees_peak {} (want {l}; warm-up {warm} messages)",
+        ac.lessees_peak == l && ready == setup.lessees as usize,
+        "{what}: lessees_peak {} (want {l}), {ready} ran a warm-up message (warm-up phases end at {ends:?})",
         ac.lessees_peak
+    );
+    anyhow::ensure!(
+        ends[1] - ends[0] < WARMUP_MAX,
+        "{what}: the lessees did not run the warm-up messages while {WARMUP_MAX} more were sent"
     );
     anyhow::ensure!(ac.lessees_created == l, "{what}: lessees_created {} (want {l})", ac.lessees_created);
     anyhow::ensure!(ac.refused == 0, "{what}: {} forwards refused", ac.refused);
@@ -347,8 +373,8 @@ fn run_once(setup: Setup, queries: u64) -> anyhow::Result<Value> {
         "{what}: partial_bytes {} (want {want_bytes}: {l} lessees x ({barriers} barriers + retirement) x {partial})",
         ac.partial_bytes
     );
-    let messages = warm + queries * PER_BARRIER;
-    let want = sequential(messages, slots as u64, warm);
+    let messages = ends[1] + queries * PER_BARRIER;
+    let want = sequential(messages, slots as u64, ends);
     let mut answers: Vec<Answer> = out
         .drain()
         .map(|o| {
@@ -368,7 +394,8 @@ fn run_once(setup: Setup, queries: u64) -> anyhow::Result<Value> {
     // What a barrier shipped: the retirement partials left out.
     let per_barrier = (ac.partial_bytes - l * partial) as f64 / barriers as f64;
     Ok(json!({
-        "warmup_messages": warm,
+        "warmup_messages": ends[0],
+        "drain_messages": ends[1] - ends[0],
         "messages": messages,
         "barriers": barriers,
         "engine_barriers": ac.barriers,
@@ -471,6 +498,7 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
                 "partial_archive_bytes": archive_bytes(bytes / 8),
                 "queries": queries,
                 "warmup_messages": med(r, "warmup_messages"),
+                "drain_messages": med(r, "drain_messages"),
                 "barriers": med(r, "barriers"),
                 "barrier_us": { "p50": p50, "p99": p99, "max": max },
                 "mean_barrier_us": med(r, "mean_barrier_us"),

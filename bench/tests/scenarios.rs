@@ -212,7 +212,7 @@ fn barrier_quick_ships_every_lessees_partial() {
         for p in ["p50", "p99", "max"] {
             assert!(row["barrier_us"][p].as_f64().is_some_and(|x| x > 0.0), "barrier_us.{p} in {row}");
         }
-        for k in ["mean_barrier_us", "merged_mb_per_s", "throughput_eps", "warmup_messages"] {
+        for k in ["mean_barrier_us", "merged_mb_per_s", "throughput_eps", "warmup_messages", "drain_messages"] {
             assert!(row[k].as_f64().is_some_and(|x| x > 0.0), "{k} in {row}");
         }
         let runs = row["runs"].as_array().expect("runs");
