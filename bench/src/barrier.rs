@@ -20,7 +20,8 @@
 //! does not wait for their backlog). Then a regular message `i` adds a pseudo-random value to
 //! slot `i % slots` after [`WORK`] rounds of `mix64`, and every [`PER_BARRIER`]-th message is
 //! critical: a query answered from the merged state (a slot written a few messages earlier),
-//! so each query is a barrier; the end of input is one more. Every run checks the lessee
+//! so each query is a barrier; the end of input, [`PER_BARRIER`] - 1 messages after the last
+//! query, is one more. Every run checks the lessee
 //! count, the exact partial bytes, every answer and the final state (against a sequential
 //! computation of the same input) and fails otherwise.
 //!
@@ -215,8 +216,7 @@ fn message(i: u64, slots: u64, ends: [u64; 2]) -> Msg {
     }
 }
 
-/// The source: each warm-up phase until every lessee ran one of its messages (or
-/// [`WARMUP_MAX`]), then `queries` x [`PER_BARRIER`] measured messages.
+/// The source: the warm-up phases (see [`WARMUP_WORK`]), then the [`measured`] messages.
 struct Input {
     i: u64,
     slots: u64,
@@ -246,13 +246,20 @@ impl Iterator for Input {
             self.ends[p] = self.i;
             w.ends[p].store(self.i, Ordering::Release);
         }
-        if self.ends[1] != u64::MAX && self.i >= self.ends[1] + self.queries * PER_BARRIER {
+        if self.ends[1] != u64::MAX && self.i >= self.ends[1] + measured(self.queries) {
             return None;
         }
         let m = message(self.i, self.slots, self.ends);
         self.i += 1;
         Some(m)
     }
+}
+
+/// Measured messages of a run of `queries` queries: after the last query, as many regular
+/// messages as before each, so that the end of input (a barrier too) does not arrive while the
+/// last query's barrier is open.
+fn measured(queries: u64) -> u64 {
+    (queries + 1) * PER_BARRIER - 1
 }
 
 /// What a sequential run of `messages` gives: every query's answer, in order, and the final
@@ -373,7 +380,7 @@ fn run_once(setup: Setup, queries: u64) -> anyhow::Result<Value> {
         "{what}: partial_bytes {} (want {want_bytes}: {l} lessees x ({barriers} barriers + retirement) x {partial})",
         ac.partial_bytes
     );
-    let messages = ends[1] + queries * PER_BARRIER;
+    let messages = ends[1] + measured(queries);
     let want = sequential(messages, slots as u64, ends);
     let mut answers: Vec<Answer> = out
         .drain()
