@@ -559,15 +559,22 @@ pub fn figure(r: &Value) -> Vec<Panel> {
             .collect()
     };
     vec![
-        Panel::lines("barrier p50", "state KB", "µs", series(&|x| num(&x["barrier_us"]["p50"]))).log().log_x(),
-        Panel::lines("barrier p99", "state KB", "µs", series(&|x| num(&x["barrier_us"]["p99"]))).log().log_x(),
+        Panel::lines("barrier p50", "state KB", "µs", series(&|x| num(&x["barrier_us"]["p50"])))
+            .log()
+            .log_x()
+            .legend_left(),
+        Panel::lines("barrier p99", "state KB", "µs", series(&|x| num(&x["barrier_us"]["p99"])))
+            .log()
+            .log_x()
+            .legend_left(),
         Panel::lines(
-            "partial merged per µs of barrier (p50)",
+            "partial merged, MB per second of barrier (p50)",
             "state KB",
             "MB/s",
             series(&|x| num(&x["merged_mb_per_s"])),
         )
         .log()
-        .log_x(),
+        .log_x()
+        .legend_left(),
     ]
 }
