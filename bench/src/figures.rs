@@ -17,6 +17,7 @@ pub fn panels(scenario: &str, r: &Value) -> Vec<Panel> {
         "slo" => crate::slo::figure(r),
         "scaling" => crate::scaling::figure(r),
         "reaction" => crate::reaction::figure(r),
+        "barrier" => crate::barrier::figure(r),
         "skew" => skew(r),
         "tcp-ingress" => tcp_ingress(r),
         _ => Vec::new(),

@@ -13,9 +13,10 @@
 //! - [`nexmark`]: NEXMark Q1, Q2, Q5, Q7, Q8, each checked against a sequential reference.
 //! - [`slo`]: the Dirigo paper's experiment: a 1 ms-SLO app beside bursty heavy apps, serverful
 //!   FIFO against least laxity with dual-mode autoscaling (satisfaction, resources, over time).
-//! - [`scaling`]: throughput and p99 against lessees; barrier time against state size.
 //! - [`reaction`]: the scale-up reaction (deadline miss to first message on a new lessee) over
 //!   hundreds of leases, with an idle and a busy lender.
+//! - [`scaling`]: throughput and p99 against lessees.
+//! - [`barrier`]: barrier time against the number of lessees and the state size.
 //! - [`skew`]: a hot key range on one shard through a dual-mode actor, lessor alone vs lessees.
 //! - [`tcp_ingress`]: a tcp source's receive path, `recv` against io_uring (`tcp_io`).
 //!
@@ -24,6 +25,7 @@
 //! cargo run --release -p dirigo-bench -- keyed-count --plot-only   # redraw the SVG from the JSON
 //! ```
 
+mod barrier;
 mod figures;
 mod hooks;
 mod idle;
@@ -80,10 +82,12 @@ enum Scenario {
     Nexmark,
     /// The paper's experiment: serverful FIFO vs least laxity with dual-mode autoscaling.
     Slo,
-    /// Throughput and p99 against lessees; barrier time against state size.
+    /// Throughput and p99 against lessees.
     Scaling,
     /// Scale-up reaction: deadline miss to first message on a new lessee, idle and busy lender.
     Reaction,
+    /// Barrier time against lessees (1 ..= shards - 1) and state size (1 KB .. 100 MB).
+    Barrier,
     /// A hot key range at 10x the others on one shard: lessor alone vs lessees allowed.
     Skew,
     /// TCP ingress: `tcp_io = "recv"` vs `"uring"`: events/s, CPU/event, lone-event latency.
@@ -102,6 +106,7 @@ impl Scenario {
             Scenario::Slo => "slo",
             Scenario::Scaling => "scaling",
             Scenario::Reaction => "reaction",
+            Scenario::Barrier => "barrier",
             Scenario::Skew => "skew",
             Scenario::TcpIngress => "tcp-ingress",
         }
@@ -139,6 +144,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Slo => slo::run_scenario(opts)?,
         Scenario::Scaling => scaling::run_scenario(opts)?,
         Scenario::Reaction => reaction::run_scenario(opts)?,
+        Scenario::Barrier => barrier::run_scenario(opts)?,
         Scenario::Skew => skew::run_scenario(opts)?,
         Scenario::TcpIngress => tcp_ingress::run_scenario(opts)?,
     };

@@ -55,6 +55,8 @@ pub struct Panel {
     pub log_y: bool,
     /// Logarithmic x axis (lines only; points with x <= 0 are left out).
     pub log_x: bool,
+    /// The legend in the upper left corner (default: upper right), for lines that rise.
+    pub legend_left: bool,
     pub chart: Chart,
 }
 
@@ -66,6 +68,7 @@ impl Panel {
             y_label: y_label.into(),
             log_y: false,
             log_x: false,
+            legend_left: false,
             chart: Chart::Bars { categories, series },
         }
     }
@@ -73,7 +76,7 @@ impl Panel {
     /// Lines.
     pub fn lines(title: &str, x_label: &str, y_label: &str, series: Vec<Series<(f64, f64)>>) -> Self {
         let chart = Chart::Lines { x_label: x_label.into(), series };
-        Panel { title: title.into(), y_label: y_label.into(), log_y: false, log_x: false, chart }
+        Panel { title: title.into(), y_label: y_label.into(), log_y: false, log_x: false, legend_left: false, chart }
     }
 
     /// The same panel with a logarithmic y axis.
@@ -85,6 +88,12 @@ impl Panel {
     /// The same panel with a logarithmic x axis (lines).
     pub fn log_x(mut self) -> Self {
         self.log_x = true;
+        self
+    }
+
+    /// The same panel with its legend in the upper left corner.
+    pub fn legend_left(mut self) -> Self {
+        self.legend_left = true;
         self
     }
 
@@ -205,7 +214,7 @@ where
             .label(&s.name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled()));
     }
-    legend(&mut chart)
+    legend(&mut chart, panel.legend_left)
 }
 
 fn lines<Y, X>(area: &Area<'_>, panel: &Panel, x_label: &str, series: &[Series<(f64, f64)>], y: Y, x: X) -> DrawResult
@@ -239,17 +248,17 @@ where
             .label(&s.name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], colour.stroke_width(2)));
     }
-    legend(&mut chart)
+    legend(&mut chart, panel.legend_left)
 }
 
-fn legend<'a, X, Y>(chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>) -> DrawResult
+fn legend<'a, X, Y>(chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>, left: bool) -> DrawResult
 where
     X: Ranged,
     Y: Ranged,
 {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(if left { SeriesLabelPosition::UpperLeft } else { SeriesLabelPosition::UpperRight })
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .label_font(("sans-serif", 13))

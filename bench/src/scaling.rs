@@ -1,20 +1,13 @@
-//! Scenario `scaling`: what dual-mode actors buy and cost. Two sweeps over one windowed app
-//! (generator -> tumbling-window sum per user -> latency sink, least-laxity policy):
+//! Scenario `scaling`: what dual-mode actors buy and cost, on one windowed app (generator ->
+//! tumbling-window sum per user -> latency sink, least-laxity policy): throughput (closed loop)
+//! and p99 (open loop at 1.2x the capacity without lessees) against `max_lessees` = 0 ..=
+//! shards - 1, on 4 shards with one hot key (every record folds into one actor), a generator
+//! instance on every shard. 4 shards on a 2-CPU machine run unpinned (the output says so): read
+//! the trend, not the absolute figures. Barrier time against the number of lessees and the
+//! state size is scenario `barrier`.
 //!
-//! - **lessees**: throughput (closed loop) and p99 (open loop at 1.2x the capacity without
-//!   lessees) against `max_lessees` = 0 ..= shards - 1, on 4 shards with one hot key (every
-//!   record folds into one actor), a generator instance on every shard. 4 shards on a 2-CPU
-//!   machine run unpinned (the output says so): read the trend, not the absolute figures;
-//! - **state size**: barrier time (`barrier_us`: a window fire's barrier, from the lessor
-//!   blocking to the actor running again) against the partial state a lessee ships per barrier
-//!   (`partial_bytes / barriers`), on 2 pinned shards with `max_lessees = 1` and a 1 ms SLO under
-//!   closed-loop overload (so the window actors lease), sweeping the keys in a window from 100 up
-//!   to 1,000,000 (that one run once). A barrier waits for the messages a lessee accepted before
-//!   it, so the shards queue at most [`MAX_IN_FLIGHT`] messages: what remains is mostly the
-//!   shipping and merging of the partial, but not only.
-//!
-//! Both report the scale-up reaction (`scale_up_us`: from a message's deadline-miss signal at the
-//! lessor to the first message run on the new lessee; target p99 <= 100 µs).
+//! It also reports the scale-up reaction (`scale_up_us`: from a message's deadline-miss signal at
+//! the lessor to the first message run on the new lessee; target p99 <= 100 µs).
 //!
 //! ```text
 //! cargo run --release -p dirigo-bench -- scaling [--quick]
@@ -33,8 +26,6 @@ use crate::Opts;
 
 /// Shards of the lessee sweep (unpinned when the machine has fewer CPUs).
 const SWEEP_SHARDS: usize = 4;
-/// Shards of the state-size sweep (pinned).
-const STATE_SHARDS: usize = 2;
 /// The scale-up reaction's target, p99 in µs.
 const SCALE_UP_TARGET_US: f64 = 100.0;
 
@@ -50,8 +41,8 @@ struct App {
     load: String,
 }
 
-/// Messages a shard queues before its sources pause: small, so that a barrier measures the
-/// state shipped rather than the backlog a lessee must finish first.
+/// Messages a shard queues before its sources pause: small, so that a barrier waits for a short
+/// backlog at the lessees.
 const MAX_IN_FLIGHT: usize = 1024;
 
 impl App {
@@ -202,46 +193,6 @@ fn lessee_sweep(quick: bool, rounds: usize) -> anyhow::Result<Vec<Value>> {
         .collect())
 }
 
-/// Barrier time against the partial state shipped per barrier.
-fn state_sweep(quick: bool, rounds: usize) -> anyhow::Result<Vec<Value>> {
-    let keys: &[u64] = if quick { &[100, 10_000] } else { &[100, 1_000, 10_000, 100_000, 1_000_000] };
-    let mut out = Vec::new();
-    for &k in keys {
-        // A window holds about 2 records per key (1 µs of event time per event), 3 windows a run.
-        let window_ms = (2 * k / 1000).max(20);
-        let events = (3 * window_ms * 1000).max(200_000);
-        let app = App {
-            shards: STATE_SHARDS,
-            keys: k,
-            window_ms,
-            max_lessees: 1,
-            slo: "1ms",
-            load: format!("rate = 0\nevents = {events}"),
-        };
-        // The largest state takes seconds a run: once is enough to read its order of magnitude.
-        let n = if k >= 1_000_000 { 1 } else { rounds };
-        let samples: Vec<Value> = (0..n).map(|_| app.run().map(|a| sample(&a))).collect::<anyhow::Result<_>>()?;
-        println!("state sweep: {k} keys, window {window_ms} ms, {events} events done");
-        out.push(json!({
-            "keys": k,
-            "window_ms": window_ms,
-            "events": events,
-            "partial_bytes_per_barrier": med(&samples, "partial_bytes_per_barrier"),
-            "barriers": med(&samples, "barriers"),
-            "barrier_us": {
-                "p50": med(&samples, "barrier_us.p50"),
-                "p99": med(&samples, "barrier_us.p99"),
-                "max": med(&samples, "barrier_us.max"),
-            },
-            "lessees_peak": med(&samples, "lessees_peak"),
-            "scale_up_p99_us": med(&samples, "scale_up_us.p99"),
-            "throughput_eps": med(&samples, "throughput_eps"),
-            "runs": samples,
-        }));
-    }
-    Ok(out)
-}
-
 /// Run the scenario.
 pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
     crate::sys::load_before();
@@ -249,7 +200,6 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
     let cpus = crate::sys::cpus();
     let pinned = SWEEP_SHARDS <= cpus;
     let lessees = lessee_sweep(opts.quick, rounds)?;
-    let state = state_sweep(opts.quick, if opts.quick { 1 } else { 2 })?;
     let mut t = Table::new(&[
         "max lessees",
         "events/s",
@@ -277,51 +227,24 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
         "\nscaling: one hot key, {SWEEP_SHARDS} shards ({where_}, {cpus} CPUs), least laxity, medians\n{}",
         t.render()
     );
-    let mut t = Table::new(&[
-        "keys",
-        "window ms",
-        "KB/barrier",
-        "barriers",
-        "barrier p50 us",
-        "barrier p99 us",
-        "lessees peak",
-    ]);
-    for r in &state {
-        t.row(vec![
-            r["keys"].to_string(),
-            r["window_ms"].to_string(),
-            cell(&r["partial_bytes_per_barrier"], 1e-3, 1),
-            cell(&r["barriers"], 1.0, 0),
-            cell(&r["barrier_us"]["p50"], 1.0, 1),
-            cell(&r["barrier_us"]["p99"], 1.0, 1),
-            cell(&r["lessees_peak"], 1.0, 0),
-        ]);
-    }
-    println!("barrier time against state size, {STATE_SHARDS} pinned shards, max_lessees 1, medians\n{}", t.render());
-    let scale_up: Vec<f64> = lessees.iter().chain(&state).filter_map(|r| r["scale_up_p99_us"].as_f64()).collect();
+    let scale_up: Vec<f64> = lessees.iter().filter_map(|r| r["scale_up_p99_us"].as_f64()).collect();
     let worst = scale_up.iter().copied().fold(f64::NAN, f64::max);
     println!(
         "scale-up p99 (worst median over the configurations): {} us (target <= {SCALE_UP_TARGET_US})",
         cell(&json!(worst), 1.0, 1)
     );
-    let largest = state.iter().filter_map(|r| r["partial_bytes_per_barrier"].as_f64()).fold(f64::NAN, f64::max);
     Ok(json!({
         "max_in_flight": MAX_IN_FLIGHT,
         "lessee_sweep": { "shards": SWEEP_SHARDS, "cpus": cpus, "pinned": pinned, "keys": 1, "rounds": rounds, "rows": lessees },
-        "state_sweep": { "shards": STATE_SHARDS, "max_lessees": 1, "largest_partial_bytes_per_barrier": if largest.is_finite() { json!(largest) } else { Value::Null }, "rows": state },
         "scale_up": { "target_p99_us": SCALE_UP_TARGET_US, "worst_p99_us": if worst.is_finite() { json!(worst) } else { Value::Null }, "met": worst.is_finite() && worst <= SCALE_UP_TARGET_US },
     }))
 }
 
-/// The figure: throughput and p99 against lessees; barrier time against state size.
+/// The figure: throughput and p99 against lessees.
 pub fn figure(r: &Value) -> Vec<Panel> {
     let sweep = rows(&r["lessee_sweep"], "rows");
     let points =
         |key: &str| -> Vec<(f64, f64)> { sweep.iter().map(|x| (num(&x["max_lessees"]), num(&x[key]))).collect() };
-    let state = rows(&r["state_sweep"], "rows");
-    let barrier = |p: &str| -> Vec<(f64, f64)> {
-        state.iter().map(|x| (num(&x["partial_bytes_per_barrier"]) / 1e3, num(&x["barrier_us"][p]))).collect()
-    };
     vec![
         Panel::lines(
             "throughput (closed loop)",
@@ -336,13 +259,5 @@ pub fn figure(r: &Value) -> Vec<Panel> {
             vec![Series::new("p50", points("p50_us")), Series::new("p99", points("p99_us"))],
         )
         .log(),
-        Panel::lines(
-            "barrier time vs partial state",
-            "KB shipped per barrier",
-            "µs",
-            vec![Series::new("barrier p50", barrier("p50")), Series::new("barrier p99", barrier("p99"))],
-        )
-        .log()
-        .log_x(),
     ]
 }

@@ -175,12 +175,9 @@ fn slo_quick() {
 
 #[test]
 fn scaling_quick() {
-    let r = quick("scaling", &["events/s", "p99", "barrier p99"]);
-    assert_fields(
-        "scaling",
-        &r,
-        &["lessee_sweep.shards", "lessee_sweep.rows", "state_sweep.rows", "scale_up.target_p99_us"],
-    );
+    let r = quick("scaling", &["events/s", "p99"]);
+    assert_fields("scaling", &r, &["lessee_sweep.shards", "lessee_sweep.rows", "scale_up.target_p99_us"]);
+    assert!(r.get("state_sweep").is_none(), "barrier time against state size lives in `barrier`");
     let sweep = r["lessee_sweep"]["rows"].as_array().expect("rows");
     assert_eq!(
         sweep.iter().map(|x| x["max_lessees"].as_u64()).collect::<Vec<_>>(),
@@ -191,14 +188,36 @@ fn scaling_quick() {
             assert!(row[k].as_f64().is_some(), "{k} in {row}");
         }
     }
-    let state = r["state_sweep"]["rows"].as_array().expect("rows");
-    assert_eq!(state.len(), 2);
-    for row in state {
-        for k in ["keys", "window_ms", "events", "barriers", "throughput_eps", "lessees_peak"] {
-            assert!(row[k].as_f64().is_some(), "{k} in {row}");
+}
+
+#[test]
+fn barrier_quick_ships_every_lessees_partial() {
+    let r = quick("barrier", &["barrier p50", "2 shards, L=1", "L=3", "partial merged"]);
+    assert_fields("barrier", &r, &["cpus", "rounds", "messages_per_barrier", "max_in_flight", "setups", "rows"]);
+    let rows = r["rows"].as_array().expect("rows");
+    let setups: Vec<(u64, u64)> =
+        rows.iter().map(|x| (x["shards"].as_u64().unwrap(), x["lessees"].as_u64().unwrap())).collect();
+    assert_eq!(setups, [(2, 1), (4, 1), (4, 2), (4, 3)].repeat(2), "(shards, lessees) per state size");
+    let sizes: Vec<u64> = rows.iter().filter_map(|x| x["state_bytes"].as_u64()).collect();
+    assert_eq!(sizes, [[1024; 4], [256 * 1024; 4]].concat());
+    for row in rows {
+        let (l, queries) = (row["lessees"].as_f64().unwrap(), row["queries"].as_f64().unwrap());
+        // Each barrier shipped one partial of the whole state (and rkyv's 8-byte root) per lessee.
+        let partial = row["partial_archive_bytes"].as_f64().unwrap();
+        assert_eq!(partial, row["state_bytes"].as_f64().unwrap() + 8.0, "{row}");
+        assert_eq!(row["partial_bytes_per_barrier"].as_f64(), Some(l * partial), "{row}");
+        assert_eq!(row["lessees_peak"].as_f64(), Some(l), "{row}");
+        assert_eq!(row["barriers"].as_f64(), Some(queries + 1.0), "{row}: the queries and the end");
+        assert_eq!(row["pinned"].as_bool(), Some(row["shards"].as_u64().unwrap() <= r["cpus"].as_u64().unwrap()));
+        for p in ["p50", "p99", "max"] {
+            assert!(row["barrier_us"][p].as_f64().is_some_and(|x| x > 0.0), "barrier_us.{p} in {row}");
         }
-        // null when no barrier completed
-        assert!(row.get("partial_bytes_per_barrier").is_some() && row["barrier_us"].get("p99").is_some(), "{row}");
+        for k in ["mean_barrier_us", "merged_mb_per_s", "throughput_eps", "warmup_messages", "drain_messages"] {
+            assert!(row[k].as_f64().is_some_and(|x| x > 0.0), "{k} in {row}");
+        }
+        let runs = row["runs"].as_array().expect("runs");
+        assert_eq!(runs.len(), 1, "--quick: one round");
+        assert!(runs.iter().all(|x| x["engine_barriers"].as_f64().is_some()), "{row}");
     }
 }
 

@@ -176,6 +176,18 @@ pub trait Actor: 'static {
     fn on_watermark(&mut self, _state: &mut Self::State, _cx: &mut Cx<'_>, _watermark: u64) {}
     /// Every input ended (critical): the state is final.
     fn on_end(&mut self, _state: &mut Self::State, _cx: &mut Cx<'_>) {}
+    /// Fold a lessee's partial into `state` (the lessor's, at a barrier or a retirement),
+    /// reading the partial in place from the archive it travelled in. Default: deserialise it
+    /// and [`Mergeable::combine`] it. Override it when the archive can be folded directly (a
+    /// dense vector: element by element), which saves building an owned copy of every partial.
+    /// It must have the same effect as the default.
+    fn combine_archived(&mut self, state: &mut Self::State, partial: &rkyv::Archived<Self::State>)
+    where
+        rkyv::Archived<Self::State>: rkyv::Deserialize<Self::State, rkyv::api::high::HighDeserializer<rancor::Error>>,
+    {
+        let partial = rkyv::api::high::deserialize::<Self::State, rancor::Error>(partial).expect("state deserialises");
+        state.combine(partial);
+    }
 }
 
 /// An [`Actor`] with its types erased, and its factory (a lessee builds a fresh one).
@@ -233,9 +245,7 @@ where
     fn combine_archive(&mut self, bytes: &[u8]) {
         // SAFETY: the archive was written by `export` of an activation of the same actor.
         let archived = unsafe { rkyv::access_unchecked::<rkyv::Archived<A::State>>(bytes) };
-        let partial: A::State =
-            rkyv::api::high::deserialize::<A::State, rancor::Error>(archived).expect("state deserialises");
-        self.state.combine(partial);
+        self.actor.combine_archived(&mut self.state, archived);
     }
 }
 
