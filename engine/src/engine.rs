@@ -182,9 +182,23 @@ where
     let started = Instant::now();
     let cpu0 = cpu_seconds();
     let shards = Shards { local: local.clone(), signals, doorbells, mesh, reports: tx };
-    let handles = spawn_shards(&plan, settings, policy, &stop, shards)?;
+    let (dead_tx, dead_rx) = flume::unbounded();
+    let mut handles = spawn_shards(&plan, settings, policy, &stop, shards, &dead_tx)?;
     let failure = || transport.as_ref().and_then(|t| t.failure());
-    let c = collect(&plan, settings, &rx, local.len(), &stop, started, &mut on_progress, &failure)?;
+    let c = match collect(&plan, settings, &rx, local.len(), &stop, started, &mut on_progress, &failure, &dead_rx) {
+        Err(EngineError::ShardFailed { shard, reason }) => {
+            // A shard died (it panicked): the others may wait for it forever. Stop the sources,
+            // take the dead shard's reason from its thread, and fail the run now; the other
+            // shards' threads are left to end with the process.
+            stop.stop();
+            let reason = match handles.swap_remove(shard - local.start).join() {
+                Err(e) => format!("{reason}: {e}"),
+                Ok(()) => reason,
+            };
+            return Err(EngineError::ShardFailed { shard, reason });
+        }
+        other => other?,
+    };
     for (i, h) in handles.into_iter().enumerate() {
         let shard = local.start + i;
         h.join().map_err(|e| EngineError::ShardFailed { shard, reason: e.to_string() })?;
@@ -215,6 +229,7 @@ fn spawn_shards<P: Policy + Clone + Send>(
     policy: P,
     stop: &StopHandle,
     shards: Shards,
+    dead: &flume::Sender<usize>,
 ) -> Result<Vec<glommio::ExecutorJoinHandle<()>>, EngineError> {
     let local = shards.local;
     let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
@@ -246,11 +261,32 @@ fn spawn_shards<P: Policy + Clone + Send>(
         let h = LocalExecutorBuilder::new(placement)
             .name(&format!("dirigo-shard-{i}"))
             .preempt_timer(settings.preempt_timer)
-            .spawn(move || async move { Shard::new(init).run().await })
+            .spawn({
+                let notice = DeathNotice { shard: i, tx: dead.clone() };
+                move || async move {
+                    let _notice = notice;
+                    Shard::new(init).run().await
+                }
+            })
             .map_err(|e| EngineError::Spawn { shard: i, reason: e.to_string() })?;
         handles.push(h);
     }
     Ok(handles)
+}
+
+/// Tells the controller that a shard's thread is unwinding from a panic (dropped during the
+/// unwind), so the run fails at once instead of waiting for the shard's last report.
+struct DeathNotice {
+    shard: usize,
+    tx: flume::Sender<usize>,
+}
+
+impl Drop for DeathNotice {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.tx.send(self.shard);
+        }
+    }
 }
 
 /// One function's value per progress interval: `(seconds since start, value)`.
@@ -267,7 +303,7 @@ struct Collected {
 }
 
 /// Gather reports until every shard has sent its last one; report progress each interval. A
-/// link failure (`failure`) ends the run with an error.
+/// link failure (`failure`) or a shard that died (`dead`) ends the run with an error.
 #[allow(clippy::too_many_arguments)]
 fn collect(
     plan: &Plan,
@@ -278,6 +314,7 @@ fn collect(
     started: Instant,
     on_progress: &mut impl FnMut(&Progress),
     failure: &dyn Fn() -> Option<String>,
+    dead: &flume::Receiver<usize>,
 ) -> Result<Collected, EngineError> {
     let napps = plan.apps.len();
     // Lessee slots per shard (global id) and function: the latest report's gauge, and the
@@ -296,6 +333,9 @@ fn collect(
     while remaining > 0 {
         if settings.run_for.is_some_and(|d| started.elapsed() >= d) {
             stop.stop();
+        }
+        if let Ok(shard) = dead.try_recv() {
+            return Err(EngineError::ShardFailed { shard, reason: "panicked".into() });
         }
         let wait = next.saturating_duration_since(Instant::now()).min(WATCHDOG);
         if let Ok(r) = rx.recv_timeout(wait) {

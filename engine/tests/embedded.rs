@@ -130,3 +130,32 @@ fn scheduled_source_merges_its_instances_by_due_time_and_loses_nothing() {
         assert!(events.windows(2).all(|w| w[0].1 <= w[1].1), "shard {shard}: events out of due order");
     }
 }
+
+/// Panics on one message: the engine must fail the run, naming the shard, not wait forever.
+struct Faulty;
+
+impl Function for Faulty {
+    type In = (u64, u64);
+    fn on_message(&mut self, cx: &mut Cx<'_>, msg: &rkyv::Archived<(u64, u64)>) {
+        assert!(msg.1.to_native() != 700, "a user function failed on message 700");
+        cx.emit(cx.key_hash(), cx.event_time(), &(msg.0.to_native(), msg.1.to_native()));
+    }
+}
+
+/// A shard whose function panics fails the whole run with an error (not a hang), while the
+/// other shard is still waiting for the dead one's input.
+#[test]
+fn a_panicking_function_fails_the_run_instead_of_hanging_it() {
+    let mut engine = EngineBuilder::new().shards(2);
+    let mut app = engine.app("faulty", Duration::from_secs(1));
+    let src = app.source("events", 2, |i| (0..1_000u64).map(move |j| (key_u64(j), j, (u64::from(i), j))));
+    let faulty = app.function("faulty", src, Route::ByKey, || Faulty);
+    let _out = app.collect("out", faulty);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(engine.run().map(|_| ()).map_err(|e| e.to_string()));
+    });
+    let result = rx.recv_timeout(Duration::from_secs(60)).expect("the run ends instead of hanging");
+    let err = result.expect_err("a shard panicked: the run must fail");
+    assert!(err.starts_with("shard ") && err.contains("failed: panicked"), "{err}");
+}
