@@ -222,6 +222,25 @@ fn barrier_quick_ships_every_lessees_partial() {
 }
 
 #[test]
+fn reaction_quick_leases_on_every_burst() {
+    let r = quick("reaction", &["idle lender", "idle lender, standby", "busy lender"]);
+    assert_fields("reaction", &r, &["shards", "period_ms", "burst", "target_p99_us", "os_wake_up_us.p99", "results"]);
+    let rows = r["results"].as_array().expect("results");
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        // 100 bursts a quick run, each leasing anew once the last lessee retired (most do in a
+        // release build on a quiet machine; a debug build or a loaded machine keeps its lessee
+        // busy across bursts, but every setup must scale out).
+        let leases = row["leases"].as_f64().expect("leases");
+        assert!(leases >= 1.0, "no lease in {row}");
+        for k in ["scale_up_us.p50", "scale_up_us.p99", "lease_delivery_us.p99", "hot_latency_us.p99", "leases_unused"]
+        {
+            assert!(has(row, k), "{k} in {row}");
+        }
+    }
+}
+
+#[test]
 fn skew_quick() {
     let r = quick("skew", &["lessor alone", "lessees allowed", "open loop at 1.3x"]);
     assert_fields("skew", &r, &["shards", "events", "open_loop_events", "rounds", "hot_keys", "keys", "results"]);

@@ -55,7 +55,7 @@ fn quickstart_json_summary_has_every_field() {
     for k in ["blocked_ms", "critical_ms"] {
         assert!(actors[k].as_f64().is_some(), "actors.{k}");
     }
-    for k in ["barrier_us", "scale_up_us"] {
+    for k in ["barrier_us", "scale_up_us", "lease_delivery_us"] {
         assert!(actors[k]["p99"].as_f64().is_some(), "actors.{k}.p99");
     }
     assert!(actors["lessees_over_time"].as_array().is_some() && actors["functions"].as_array().is_some());
