@@ -373,6 +373,14 @@ fn collect(
             next += period;
         }
     }
+    // The last, partial interval: its lessee peak is a point of the series too (a run shorter
+    // than one interval has no other; its peak would read as one shard's, not the node's).
+    let elapsed = started.elapsed().as_secs_f64();
+    for (f, fs) in series.iter_mut().enumerate() {
+        if fs.last().is_none_or(|&(t, _)| t < elapsed) {
+            fs.push((elapsed, peak.iter().map(|p| p[f]).sum()));
+        }
+    }
     Ok(Collected { totals, lessees: series, missed_wakeups, io_wakeups })
 }
 

@@ -241,6 +241,10 @@ fn an_idle_lessor_retires_its_lessee_between_bursts() {
     let a = &summary.apps[0].actors;
     assert_eq!(a.lessees_created, 2, "one lease per burst: the first lessee retired while its lessor was idle");
     assert_eq!(a.lessees_retired, 2);
+    // A run shorter than one progress interval still has its lessee series: one point, the
+    // last (partial) interval's peak.
+    assert_eq!(a.lessees_over_time.len(), 1, "{:?}", a.lessees_over_time);
+    assert_eq!((a.lessees_over_time[0].1, a.lessees_peak), (1, 1));
 }
 
 /// `standby = 1`: the node's last shard never parks (a lease lands on an awake shard), while
