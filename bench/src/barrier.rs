@@ -372,6 +372,8 @@ fn run_once(setup: Setup, queries: u64) -> anyhow::Result<Value> {
         "{what}: {} barriers, want {barriers} + {others} (the other instances' ends)",
         ac.barriers
     );
+    // Only the actor's own barriers had lessees to block: only they are timed.
+    anyhow::ensure!(ac.barrier_us.count == barriers, "{what}: {} barriers timed, want {barriers}", ac.barrier_us.count);
     // Every barrier collects a partial from every lessee, and each retires with one more.
     let partial = archive_bytes(slots) as u64;
     let want_bytes = (barriers + 1) * l * partial;

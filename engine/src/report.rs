@@ -73,7 +73,8 @@ pub struct ActorSummary {
     /// messages alone), summed over actors.
     pub blocked_ms: f64,
     pub critical_ms: f64,
-    /// Barriers completed and their duration, arrival at the lessor to the last critical.
+    /// Barriers completed; the duration (arrival at the lessor to the last critical) of those
+    /// that had lessees to block and merge (`barrier_us.count` of them).
     pub barriers: u64,
     pub barrier_us: LatencyUs,
     /// Bytes of partial state lessees shipped to lessors.

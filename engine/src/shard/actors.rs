@@ -76,8 +76,8 @@ pub(super) struct LessorActor {
     slots: Vec<SlotInfo>,
     /// Messages a retiring lessee handed back, until its `Retired` arrives.
     returned: Vec<(ShardId, Pending)>,
-    /// Barriers not yet completed: (id, arrival time).
-    barriers: std::collections::VecDeque<(u64, u64)>,
+    /// Barriers not yet completed: (id, arrival time, whether a lessee was out when it came).
+    barriers: std::collections::VecDeque<(u64, u64, bool)>,
     /// Mode at the last observation, and since when.
     mode: Mode,
     mode_since: u64,
@@ -208,7 +208,8 @@ impl<P: Policy> Shard<P> {
         let actor = self.actors[f].as_mut().expect("lessor");
         let id = actor.next_barrier;
         actor.next_barrier += 1;
-        actor.barriers.push_back((id, now));
+        let lessees = actor.machine.lessees().next().is_some();
+        actor.barriers.push_back((id, now, lessees));
         actor.machine.barrier(0, id, Some(critical), out).expect("barriers arrive in order");
     }
 
@@ -556,7 +557,7 @@ impl<P: Policy> Shard<P> {
         let mode = actor.machine.mode();
         let changed = std::mem::discriminant(&mode) != std::mem::discriminant(&actor.mode);
         let done = actor.machine.last_barrier().unwrap_or(0);
-        if !changed && actor.barriers.front().is_none_or(|&(id, _)| id > done) {
+        if !changed && actor.barriers.front().is_none_or(|&(id, _, _)| id > done) {
             return; // the common case, once per message: no clock read
         }
         let now = now_ns();
@@ -571,13 +572,17 @@ impl<P: Policy> Shard<P> {
             actor.mode = mode;
             actor.mode_since = now;
         }
-        while let Some(&(id, at)) = actor.barriers.front() {
+        while let Some(&(id, at, lessees)) = actor.barriers.front() {
             if id > done {
                 break;
             }
             actor.barriers.pop_front();
             stats.barriers += 1;
-            stats.barrier_ns.saturating_record(now.saturating_sub(at).max(1));
+            // Only a barrier that had lessees to block and merge is timed: without, it is just
+            // its critical message run in order, and would dilute what scale-out costs.
+            if lessees {
+                stats.barrier_ns.saturating_record(now.saturating_sub(at).max(1));
+            }
         }
     }
 
