@@ -34,6 +34,15 @@ impl LatencyUs {
     }
 }
 
+/// `"N what: p50 ..us, p99 ..us"`, or `none` without samples.
+fn percentiles(l: &LatencyUs, what: &str, none: &str) -> String {
+    if l.count == 0 {
+        none.to_owned()
+    } else {
+        format!("{} {what}: p50 {:.1}us, p99 {:.1}us", l.count, l.p50, l.p99)
+    }
+}
+
 /// One app's figures over a whole run.
 #[derive(Clone, Debug, Serialize)]
 pub struct AppSummary {
@@ -242,8 +251,7 @@ impl Summary {
             let _ = writeln!(
                 s,
                 "{:<16} actors: lessees peak {} (leased {}, retired {}), forwarded {} (refused {}), barriers {} \
-                 (p50 {:.1}us, p99 {:.1}us), blocked {:.1}ms, critical {:.1}ms, partials {} B, scale-up p99 {:.1}us, \
-                 {:.2} shard-s",
+                 ({}), blocked {:.1}ms, critical {:.1}ms, partials {} B, scale-up {}, {:.2} shard-s",
                 a.name,
                 x.lessees_peak,
                 x.lessees_created,
@@ -251,12 +259,11 @@ impl Summary {
                 x.forwarded,
                 x.refused,
                 x.barriers,
-                x.barrier_us.p50,
-                x.barrier_us.p99,
+                percentiles(&x.barrier_us, "with lessees", "none with lessees"),
                 x.blocked_ms,
                 x.critical_ms,
                 x.partial_bytes,
-                x.scale_up_us.p99,
+                percentiles(&x.scale_up_us, "leases", "no lease"),
                 a.shard_seconds
             );
         }
