@@ -141,6 +141,15 @@ impl ActorOp {
         })
     }
 
+    /// [`ActorOp::decode_partial`] of an archive this shard may keep: a user actor's partial
+    /// is kept as it is, not copied.
+    pub fn decode_partial_owned(&self, bytes: AlignedVec) -> ActorOp {
+        match self {
+            ActorOp::Window(_) => self.decode_partial(&bytes),
+            _ => ActorOp::Shipped(Shipped::User(bytes)),
+        }
+    }
+
     /// Records dropped for lateness.
     pub fn late_dropped(&self) -> u64 {
         match self {

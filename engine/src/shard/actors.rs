@@ -323,7 +323,7 @@ impl<P: Policy> Shard<P> {
             }
             MessageKind::Partial => {
                 let actor = self.actors[f].as_mut().expect("lessor");
-                let state = actor.machine.state().decode_partial(self.held.batch(slot).payload(e.off, e.len));
+                let state = decode_partial(actor, &mut self.held, slot, &e);
                 self.stats[app].actors.partial_bytes += u64::from(e.len);
                 let control = Control::Partial { barrier: e.header.event_time, state };
                 actor.machine.receive(from, control, &mut out).expect("partial for the current barrier");
@@ -338,7 +338,7 @@ impl<P: Policy> Shard<P> {
             }
             MessageKind::Retired => {
                 let actor = self.actors[f].as_mut().expect("lessor");
-                let partial = actor.machine.state().decode_partial(self.held.batch(slot).payload(e.off, e.len));
+                let partial = decode_partial(actor, &mut self.held, slot, &e);
                 let mut returned = Vec::new();
                 actor.returned.retain(|&(s, m)| {
                     if s == from {
@@ -501,7 +501,7 @@ impl<P: Policy> Shard<P> {
             Control::Partial { barrier, state } => {
                 h.kind = MessageKind::Partial;
                 h.event_time = barrier;
-                self.out.push_bytes(to_, h, &state.export());
+                self.out.push_archive(to_, h, state.export());
             }
             Control::Retired { partial, returned } => {
                 for msg in returned {
@@ -510,7 +510,7 @@ impl<P: Policy> Shard<P> {
                     self.release(msg.slot);
                 }
                 h.kind = MessageKind::Retired;
-                self.out.push_bytes(to_, h, &partial.export());
+                self.out.push_archive(to_, h, partial.export());
             }
         }
     }
@@ -783,6 +783,16 @@ impl<P: Policy> Shard<P> {
         }
         self.hosting_since[app] = now;
         self.hosting[app] = self.hosting[app].checked_add_signed(delta).expect("hosting count");
+    }
+}
+
+/// The partial state in entry `e` of held batch `slot`: taken from the batch when it travelled
+/// alone (a large one), else copied out of it.
+fn decode_partial(actor: &LessorActor, held: &mut super::held::Held, slot: u32, e: &Entry) -> ActorOp {
+    let op = actor.machine.state();
+    match held.take_sole_payload(slot, e.off, e.len) {
+        Some(bytes) => op.decode_partial_owned(bytes),
+        None => op.decode_partial(held.batch(slot).payload(e.off, e.len)),
     }
 }
 

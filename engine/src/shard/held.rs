@@ -57,6 +57,14 @@ impl Held {
         &self.slots[slot as usize].as_ref().expect("held slot").batch
     }
 
+    /// The payload buffer of `slot` if it holds that one payload alone, from offset 0 (a large
+    /// archive moved as a batch of its own: `Outputs::push_archive`): taken, not copied. The
+    /// entry stays until released.
+    pub fn take_sole_payload(&mut self, slot: u32, off: u32, len: u32) -> Option<rkyv::util::AlignedVec> {
+        let b = &mut self.slots[slot as usize].as_mut().expect("held slot").batch;
+        (b.entries.len() == 1 && off == 0 && len as usize == b.bytes.len()).then(|| std::mem::take(&mut b.bytes))
+    }
+
     /// One entry of `slot` is done; returns the batch and its sender when it was the last.
     #[inline]
     pub fn release(&mut self, slot: u32) -> Option<(Batch, ShardId)> {

@@ -8,6 +8,7 @@ use dirigo_actors::envelope::Header;
 use dirigo_actors::ids::ShardId;
 use dirigo_actors::record::{archive_values_with, Value};
 use rkyv::ser::allocator::Arena;
+use rkyv::util::AlignedVec;
 
 use crate::mailbox::{Batch, Entry, Outbox};
 
@@ -97,6 +98,23 @@ impl Outputs {
         self.close_if_full(dest);
     }
 
+    /// Stage an envelope whose payload is the archive `bytes`, moved rather than copied when it
+    /// is large (a partial state): it travels as a batch of its own whose buffer is `bytes`, so
+    /// a 100 MB partial is not copied into a batch and, at the receiver, not copied out again
+    /// (`Held::take_sole_payload`).
+    pub fn push_archive(&mut self, dest: usize, mut h: Header, bytes: AlignedVec) {
+        if bytes.len() < BATCH_BYTES {
+            return self.push_bytes(dest, h, &bytes);
+        }
+        self.stamp(dest, &mut h);
+        if !self.open[dest].entries.is_empty() {
+            self.close(dest); // what was staged before goes first
+        }
+        let len = bytes.len() as u32;
+        let entries = vec![Entry { header: h, off: 0, len }];
+        self.waiting[dest].push_back(Batch { entries, bytes });
+    }
+
     #[inline]
     fn close_if_full(&mut self, dest: usize) {
         let b = &self.open[dest];
@@ -165,7 +183,8 @@ impl Outputs {
     pub fn reclaim(&mut self) {
         for ob in self.outboxes.iter_mut().flatten() {
             while let Some(b) = ob.reclaim() {
-                if self.pool.len() < POOL_MAX {
+                // A batch that carried a large archive is not kept at that size.
+                if self.pool.len() < POOL_MAX && b.bytes.capacity() <= 4 * BATCH_BYTES {
                     self.pool.push(b);
                 }
             }
