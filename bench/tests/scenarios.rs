@@ -7,9 +7,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+use wait_timeout::ChildExt;
 
 /// Held while a scenario runs.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -27,17 +28,10 @@ fn quick(scenario: &str, series: &[&str]) -> Value {
         .arg(&out)
         .spawn()
         .expect("dirigo-bench runs");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for dirigo-bench") {
-            break status;
-        }
-        if started.elapsed() > TIME_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{scenario} --quick still running after {TIME_LIMIT:?}: killed (an engine hang?)");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let Some(status) = child.wait_timeout(TIME_LIMIT).expect("waiting for dirigo-bench") else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{scenario} --quick still running after {TIME_LIMIT:?}: killed (an engine hang?)");
     };
     assert!(status.success(), "{scenario} failed");
     let text = std::fs::read_to_string(out.join(format!("{scenario}.json"))).expect("the JSON file");

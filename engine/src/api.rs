@@ -435,26 +435,12 @@ impl AppBuilder<'_> {
         T: Message + 'static,
         I: Iterator<Item = (u64, u64, T)> + 'static,
     {
-        // One instance per shard at most: a shard's instance runs the logical instances
-        // i, i + n, i + 2n... one after the other, so every instance's events are produced.
-        let logical = parallelism.max(1);
-        let shards: Vec<ShardId> = (0..logical.min(self.plan.shards as u32) as ShardId).collect();
         let make = Arc::new(make);
-        let factory = Arc::new(move |cx: crate::plan::InstanceCx| {
+        self.add_source(name, parallelism, move |cx, logical| {
             let make = make.clone();
             let iter = (cx.instance..logical).step_by(cx.parallelism as usize).flat_map(move |i| make(i));
             SourceInstance::Custom(Box::new(IterSource { iter, rate, produced: 0 }))
-        });
-        self.plan.sources.push(SourcePlan {
-            app: self.app,
-            name: name.to_owned(),
-            factory,
-            shards,
-            outputs: Vec::new(),
-            schema: Schema::default(),
-            event_time_field: None,
-        });
-        NodeRef(Upstream::Source(self.plan.sources.len() - 1))
+        })
     }
 
     /// A source replaying a schedule (a trace, a burst pattern): `make(i)` gives instance i's
@@ -471,22 +457,31 @@ impl AppBuilder<'_> {
         T: Message + 'static,
         I: Iterator<Item = (u64, u64, u64, T)> + 'static,
     {
-        let logical = parallelism.max(1);
-        let shards: Vec<ShardId> = (0..logical.min(self.plan.shards as u32) as ShardId).collect();
-        let make = Arc::new(make);
-        let factory = Arc::new(move |cx: crate::plan::InstanceCx| {
+        self.add_source(name, parallelism, move |cx, logical| {
             // The logical instances a shard runs are merged by due time, so each keeps its schedule.
-            let mut instances: Vec<I> =
-                (cx.instance..logical).step_by(cx.parallelism as usize).map(|i| make(i)).collect();
+            let mut instances: Vec<I> = (cx.instance..logical).step_by(cx.parallelism as usize).map(&make).collect();
             let heads = instances.iter_mut().map(Iterator::next).collect();
             let mut iter = MergeByDue { instances, heads };
             let ahead = iter.next();
             SourceInstance::Custom(Box::new(ScheduledSource { iter, ahead }))
-        });
+        })
+    }
+
+    /// A source of `parallelism` logical instances, at most one physical instance per shard:
+    /// `make(cx, logical)` builds shard `cx.shard`'s, which runs the logical instances
+    /// `cx.instance`, `cx.instance + cx.parallelism`... (so every instance's events are produced).
+    fn add_source(
+        &mut self,
+        name: &str,
+        parallelism: u32,
+        make: impl Fn(crate::plan::InstanceCx, u32) -> SourceInstance + Send + Sync + 'static,
+    ) -> NodeRef {
+        let logical = parallelism.max(1);
+        let shards: Vec<ShardId> = (0..logical.min(self.plan.shards as u32) as ShardId).collect();
         self.plan.sources.push(SourcePlan {
             app: self.app,
             name: name.to_owned(),
-            factory,
+            factory: Arc::new(move |cx| make(cx, logical)),
             shards,
             outputs: Vec::new(),
             schema: Schema::default(),
