@@ -216,17 +216,18 @@ fn barrier_quick_ships_every_lessees_partial() {
 }
 
 #[test]
-fn reaction_quick_leases_on_every_burst() {
+fn reaction_quick_leases_with_an_idle_lender() {
     let r = quick("reaction", &["idle lender", "idle lender, standby", "busy lender"]);
     assert_fields("reaction", &r, &["shards", "period_ms", "burst", "target_p99_us", "os_wake_up_us.p99", "results"]);
     let rows = r["results"].as_array().expect("results");
     assert_eq!(rows.len(), 3);
     for row in rows {
         // 100 bursts a quick run, each leasing anew once the last lessee retired (most do in a
-        // release build on a quiet machine; a debug build or a loaded machine keeps its lessee
-        // busy across bursts, but every setup must scale out).
+        // release build on a quiet machine). A burst always overloads the home shard, so with
+        // an idle lender the actor must scale out. A busy lender may rightly be refused: in a
+        // debug build its background work can leave it no sooner than the home shard.
         let leases = row["leases"].as_f64().expect("leases");
-        assert!(leases >= 1.0, "no lease in {row}");
+        assert!(leases >= 1.0 || row["busy"] == true, "no lease in {row}");
         for k in ["scale_up_us.p50", "scale_up_us.p99", "lease_delivery_us.p99", "hot_latency_us.p99", "leases_unused"]
         {
             assert!(has(row, k), "{k} in {row}");
