@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use dirigo_actors::envelope::Header;
 use dirigo_actors::record::{archive_values_into, Value};
-use dirigo_engine::cluster::{node_mesh, wire, ClusterSpec, LinkSettings, NodeSpec, Transport};
-use dirigo_engine::mailbox::{Batch, Inbox, Outbox};
-use dirigo_engine::signal::ShardSignal;
+use dirigo_net::link::{node_mesh, wire, ClusterSpec, LinkSettings, NodeSpec, Transport};
+use dirigo_net::mailbox::{Batch, Inbox, Outbox};
+use dirigo_net::signal::ShardSignal;
 use hdrhistogram::Histogram;
 use rkyv::util::AlignedVec;
 

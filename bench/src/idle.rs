@@ -21,7 +21,7 @@ use dirigo_engine::config::Config;
 use dirigo_engine::engine::StopHandle;
 use dirigo_engine::policy::Builtin;
 use dirigo_engine::report::Summary;
-use dirigo_engine::tcp::client;
+use dirigo_net::tcp::client;
 use serde::Serialize;
 use serde_json::{json, Value};
 

@@ -18,7 +18,7 @@ use dirigo_engine::config::Config;
 use dirigo_engine::engine::{cpu_seconds, run, StopHandle};
 use dirigo_engine::policy::Builtin;
 use dirigo_engine::report::Summary;
-use dirigo_engine::tcp::client;
+use dirigo_net::tcp::client;
 use dirigo_net::{encode_record, BatchWriter};
 use rkyv::util::AlignedVec;
 

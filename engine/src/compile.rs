@@ -46,15 +46,15 @@ pub fn settings(config: &Config) -> EngineSettings {
 }
 
 /// The cluster of `config` as node `node` sees it, or why `node` names no node of it.
-pub fn cluster_spec(config: &Config, node: &str) -> Result<crate::cluster::ClusterSpec, String> {
+pub fn cluster_spec(config: &Config, node: &str) -> Result<dirigo_net::link::ClusterSpec, String> {
     let me = config.node(node)?;
     let nodes = config
         .nodes
         .iter()
-        .map(|n| crate::cluster::NodeSpec { id: n.id.get_ref().clone(), address: n.socket, shards: n.shard_range() })
+        .map(|n| dirigo_net::link::NodeSpec { id: n.id.get_ref().clone(), address: n.socket, shards: n.shard_range() })
         .collect();
     let me = config.nodes.iter().position(|n| std::ptr::eq(n, me)).expect("found above");
-    let settings = crate::cluster::LinkSettings {
+    let settings = dirigo_net::link::LinkSettings {
         connect_timeout: config.cluster.connect_timeout,
         reconnect_timeout: config.cluster.reconnect_timeout,
         credits: config.engine.mailbox_batches,
@@ -63,7 +63,7 @@ pub fn cluster_spec(config: &Config, node: &str) -> Result<crate::cluster::Clust
         spin: std::time::Duration::ZERO,
         drop_after: None,
     };
-    Ok(crate::cluster::ClusterSpec { nodes, me, settings })
+    Ok(dirigo_net::link::ClusterSpec { nodes, me, settings })
 }
 
 /// Why a config could not be run.
@@ -235,12 +235,12 @@ impl AppCompiler<'_> {
                 let shards = self.spread(name, 1);
                 let listener = match self.here.local.contains(&(shards[0] as usize)) {
                     false => std::sync::Mutex::new(None),
-                    true => match crate::tcp::bind(t.listen.get_ref()) {
+                    true => match dirigo_net::tcp::bind(t.listen.get_ref()) {
                         Ok(l) => std::sync::Mutex::new(Some(l)),
                         Err(e) => return self.err(Role::Source, index, name, "listen", t.listen.span(), e.to_string()),
                     },
                 };
-                let spec = crate::tcp::IngressSpec {
+                let spec = dirigo_net::tcp::IngressSpec {
                     name: format!("{}/{name}", self.app.name.get_ref()),
                     format: t.format,
                     schema: schema.clone(),
@@ -250,7 +250,7 @@ impl AppCompiler<'_> {
                 let f = Arc::new(move |_cx: crate::plan::InstanceCx| {
                     // One instance (parallelism 1): the first call takes the listener.
                     let l = listener.lock().ok().and_then(|mut l| l.take());
-                    SourceInstance::Tcp(Box::new(crate::tcp::TcpIngress::new(l, spec.clone())))
+                    SourceInstance::Tcp(Box::new(dirigo_net::tcp::TcpIngress::new(l, spec.clone())))
                 });
                 (f as _, shards)
             }
@@ -365,7 +365,7 @@ impl AppCompiler<'_> {
             }
             SinkKind::Tcp { listen, format } => {
                 let full = format!("{}/{name}", self.app.name.get_ref());
-                let hub = match crate::tcp::EgressHub::bind(listen.get_ref(), *format, schema.clone(), full) {
+                let hub = match dirigo_net::tcp::EgressHub::bind(listen.get_ref(), *format, schema.clone(), full) {
                     Ok(h) => Arc::new(h),
                     Err(e) => return self.err(Role::Sink, index, &name, "listen", listen.span(), e.to_string()),
                 };

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::mailbox::Mesh;
 use crate::metrics::{AppStats, ShardReport};
 use crate::plan::Plan;
 use crate::policy::Policy;
 use crate::report::{Progress, Summary};
 use crate::shard::{Shard, ShardInit, ShardSettings};
-use crate::signal::ShardSignal;
+use dirigo_net::mailbox::Mesh;
+use dirigo_net::signal::ShardSignal;
 
 /// Engine-wide settings (the `[engine]` section of a config).
 #[derive(Clone, Debug)]
@@ -66,7 +66,7 @@ pub enum EngineError {
     #[error("cannot prepare sink file {path}: {source}")]
     SinkFile { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
-    Link(#[from] crate::cluster::LinkError),
+    Link(#[from] dirigo_net::link::LinkError),
 }
 
 /// A handle that stops a running engine from another thread (sources end, in-flight messages
@@ -139,7 +139,7 @@ pub fn run_node<P>(
     policy: P,
     stop: StopHandle,
     mut on_progress: impl FnMut(&Progress),
-    cluster: Option<crate::cluster::ClusterSpec>,
+    cluster: Option<dirigo_net::link::ClusterSpec>,
 ) -> Result<Summary, EngineError>
 where
     P: Policy + Clone + Send,
@@ -171,10 +171,10 @@ where
     let (mesh, transport) = match cluster {
         None => (Mesh::new(&signals, settings.mailbox_batches), None),
         Some(spec) => {
-            let (mesh, peers) = crate::cluster::node_mesh(&spec, &signals, plan.apps.len());
+            let (mesh, peers) = dirigo_net::link::node_mesh(&spec, &signals, plan.apps.len());
             let limits =
-                crate::cluster::wire::Limits { apps: plan.apps.len() as u16, functions: plan.functions.len() as u16 };
-            (mesh, Some(crate::cluster::Transport::start(spec, peers, limits)?))
+                dirigo_net::link::wire::Limits { apps: plan.apps.len() as u16, functions: plan.functions.len() as u16 };
+            (mesh, Some(dirigo_net::link::Transport::start(spec, peers, limits)?))
         }
     };
     let signals = Arc::new(signals);
@@ -218,7 +218,7 @@ struct Shards {
     /// Global ids of the shards to run here.
     local: std::ops::Range<usize>,
     signals: Arc<Vec<Arc<ShardSignal>>>,
-    doorbells: Vec<crate::signal::Doorbell>,
+    doorbells: Vec<dirigo_net::signal::Doorbell>,
     mesh: Mesh,
     reports: flume::Sender<ShardReport>,
 }
@@ -354,7 +354,7 @@ fn collect(
         }
         if last_ring.elapsed() >= WATCHDOG {
             if let Some(f) = failure() {
-                return Err(crate::cluster::LinkError::Failed(f).into());
+                return Err(dirigo_net::link::LinkError::Failed(f).into());
             }
             stop.ring_all();
             last_ring = Instant::now();

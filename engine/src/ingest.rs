@@ -1,6 +1,8 @@
-//! What a shard polls for new events: the source instances of every kind behind one enum.
+//! What a shard polls for new events: the source instances of every kind behind one enum
+//! (socket sources are polled through `dirigo_net`'s [`Ingress`] trait).
 
 use dirigo_actors::record::Value;
+use dirigo_net::ingress::{Ingress, IoWakeup, Produced};
 use rkyv::util::AlignedVec;
 
 /// A source written by an embedding program: writes one archive per call.
@@ -14,28 +16,6 @@ pub trait CustomSource {
     fn next(&mut self, buf: &mut AlignedVec) -> Option<(u64, u64)>;
 }
 
-/// One event produced by a source, its payload left in the shard's scratch buffers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Produced {
-    /// A record, in the values scratch; event time from the app's field or the given ms.
-    Values { event_time: Option<u64> },
-    /// An archive, in the bytes scratch.
-    Archive { key_hash: u64, event_time: u64 },
-    /// A malformed input was skipped (already logged); nothing to emit.
-    Skipped,
-    /// Nothing is available now (a socket source read all it could); poll again later.
-    Idle,
-}
-
-/// How a parked shard learns that a socket source has input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IoWakeup {
-    /// A readiness waker rings the shard's doorbell (armed as the shard parks).
-    Readiness,
-    /// The shard wakes after this many ns to poll it.
-    Poll(u64),
-}
-
 /// A source instance on one shard.
 pub enum SourceInstance {
     Generator(crate::source::Generator),
@@ -47,7 +27,7 @@ pub enum SourceInstance {
     },
     Custom(Box<dyn CustomSource>),
     /// Clients pushing over TCP; runs until the engine stops.
-    Tcp(Box<crate::tcp::TcpIngress>),
+    Tcp(Box<dirigo_net::tcp::TcpIngress>),
 }
 
 impl SourceInstance {
@@ -72,7 +52,7 @@ impl SourceInstance {
     }
 
     /// Socket sources: ring the doorbell of the shard owning `signal` when input arrives.
-    pub fn attach(&mut self, signal: &std::sync::Arc<crate::signal::ShardSignal>) {
+    pub fn attach(&mut self, signal: &std::sync::Arc<dirigo_net::signal::ShardSignal>) {
         if let SourceInstance::Tcp(t) = self {
             t.attach(signal);
         }

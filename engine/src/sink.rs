@@ -28,7 +28,7 @@ pub enum SinkTarget {
     /// Dropped.
     Null,
     /// Served to the subscribers of a tcp sink.
-    Tcp(crate::tcp::EgressSink),
+    Tcp(dirigo_net::tcp::EgressSink),
     /// Sent to a collector (tests, embedding programs).
     Collect {
         name: String,

@@ -20,7 +20,7 @@ use dirigo_engine::operator::{ErasedFunction, OperatorInstance};
 use dirigo_engine::policy::Builtin;
 use dirigo_engine::report::Summary;
 use dirigo_engine::sink::Output;
-use dirigo_engine::tcp::{self, client, SendMode};
+use dirigo_net::tcp::{self, client, SendMode};
 use dirigo_net::{encode_frame, encode_record, BatchWriter, FrameDecoder, FrameHeader, FrameType};
 use rkyv::util::AlignedVec;
 

@@ -40,9 +40,15 @@
 //! ```
 
 pub mod batch;
+pub mod clock;
 pub mod decoder;
 pub mod error;
 pub mod frame;
+pub mod ingress;
+pub mod link;
+pub mod mailbox;
+pub mod signal;
+pub mod tcp;
 pub mod validate;
 
 pub use batch::{validate_batch, BatchEntry, BatchWriter, ValidBatch};

@@ -8,7 +8,7 @@ use std::hint::spin_loop;
 use std::thread;
 
 use dirigo_actors::record::mix64;
-use dirigo_engine::clock::now_ns;
+use dirigo_net::clock::now_ns;
 use hdrhistogram::Histogram;
 
 use super::{Load, Measurement, Workload};

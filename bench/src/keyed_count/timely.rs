@@ -37,7 +37,7 @@ use ::timely::worker::Worker;
 use ::timely::Config;
 use anyhow::anyhow;
 use dirigo_actors::record::mix64;
-use dirigo_engine::clock::now_ns;
+use dirigo_net::clock::now_ns;
 use hdrhistogram::Histogram;
 
 use super::{Load, Measurement, Workload};

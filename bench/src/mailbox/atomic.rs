@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 
 use crossbeam_utils::CachePadded;
-use dirigo_engine::clock::now_ns;
+use dirigo_net::clock::now_ns;
 use hdrhistogram::Histogram;
 
 use super::Sample;

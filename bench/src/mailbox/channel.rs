@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use dirigo_engine::clock::now_ns;
+use dirigo_net::clock::now_ns;
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::timer::sleep;
 use glommio::{LocalExecutorBuilder, Placement};

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dirigo_actors::envelope::Header;
-use dirigo_engine::clock::now_ns;
-use dirigo_engine::mailbox::{mailbox, Batch, Inbox, Outbox};
-use dirigo_engine::signal::{Doorbell, ShardSignal};
+use dirigo_net::clock::now_ns;
+use dirigo_net::mailbox::{mailbox, Batch, Inbox, Outbox};
+use dirigo_net::signal::{Doorbell, ShardSignal};
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 

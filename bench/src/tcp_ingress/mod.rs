@@ -27,7 +27,7 @@ use dirigo_engine::config::Config;
 use dirigo_engine::engine::{run, StopHandle};
 use dirigo_engine::policy::Builtin;
 use dirigo_engine::report::{LatencyUs, Summary};
-use dirigo_engine::tcp::client;
+use dirigo_net::tcp::client;
 use dirigo_net::{encode_frame, encode_record, BatchWriter, FrameType};
 use rkyv::util::AlignedVec;
 use serde::Serialize;

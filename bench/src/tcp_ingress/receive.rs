@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 
 use anyhow::{anyhow, bail, ensure};
-use dirigo_engine::tcp::UringRx;
+use dirigo_net::tcp::UringRx;
 use dirigo_net::{validate_batch, FrameDecoder, FrameType};
 use futures_lite::AsyncReadExt;
 use glommio::{LocalExecutorBuilder, Placement};

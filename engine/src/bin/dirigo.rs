@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use dirigo_actors::record::{FieldType, Schema};
-use dirigo_engine::cluster::ClusterSpec;
 use dirigo_engine::compile::{cluster_spec, compile, compile_node, settings};
 use dirigo_engine::config::SourceKind;
 use dirigo_engine::config::{unknown_node, Config};
 use dirigo_engine::engine::{run_node, StopHandle};
 use dirigo_engine::policy::Builtin;
-use dirigo_engine::tcp::{self, client, SendMode};
+use dirigo_net::link::ClusterSpec;
+use dirigo_net::tcp::{self, client, SendMode};
 
 /// Dirigo: real-time stream processing on self-scaling stateful virtual actors.
 #[derive(Parser, Debug)]

@@ -114,6 +114,8 @@ macro_rules! names {
 }
 pub(crate) use names;
 
+pub use dirigo_net::tcp::{TcpIo, WireFormat};
+
 names! {
     /// The shards' scheduling policy.
     Policy {
@@ -136,17 +138,6 @@ names! {
 names! {
     /// Record encoding of a file source or sink.
     FileFormat { Ndjson = "ndjson", Csv = "csv" }
-}
-
-names! {
-    /// Record encoding on a TCP connection.
-    WireFormat { Ndjson = "ndjson", Binary = "binary" }
-}
-
-names! {
-    /// How tcp sources receive: a non-blocking `recv` per read, or io_uring multishot receive
-    /// into a provided buffer ring.
-    TcpIo { Recv = "recv", Uring = "uring" }
 }
 
 names! {

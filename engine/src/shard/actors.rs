@@ -26,11 +26,11 @@ use dirigo_actors::state::AccessMode;
 use super::router::broadcast;
 use super::{Shard, COST_SAMPLE, FORWARD_PRIOR_NS};
 use crate::actor::ActorOp;
-use crate::clock::now_ns;
-use crate::mailbox::Entry;
 use crate::plan::InstanceCx;
 use crate::policy::{LesseeCx, OfferCx, Placement, Policy, RouteCx};
 use crate::runqueue::QEntry;
+use dirigo_net::clock::now_ns;
+use dirigo_net::mailbox::Entry;
 
 /// `QEntry::slot` of a token: `off` 0 is the lessor of the entry's function, `1 + i` lessee
 /// slot `i`.

@@ -8,10 +8,10 @@ use dirigo_actors::ids::{FunctionId, ShardId};
 use super::actors::TOKEN;
 use super::router::broadcast;
 use super::{Shard, COST_SAMPLE};
-use crate::clock::now_ns;
-use crate::mailbox::Batch;
 use crate::policy::Policy;
 use crate::runqueue::QEntry;
+use dirigo_net::clock::now_ns;
+use dirigo_net::mailbox::Batch;
 
 /// A turn runs messages for at most about this long (ns) before the shard looks at its mail.
 const TURN_TIME_NS: u64 = 50_000;

@@ -3,7 +3,7 @@
 
 use dirigo_actors::ids::ShardId;
 
-use crate::mailbox::Batch;
+use dirigo_net::mailbox::Batch;
 
 struct Slot {
     batch: Batch,
@@ -40,7 +40,7 @@ impl Held {
         &mut self,
         batch: Batch,
         from: ShardId,
-        f: impl FnOnce(&[crate::mailbox::Entry], u32),
+        f: impl FnOnce(&[dirigo_net::mailbox::Entry], u32),
     ) -> Option<u32> {
         if batch.entries.is_empty() {
             return None;

@@ -10,8 +10,10 @@ use dirigo_actors::operator::Emitter;
 
 use super::router::broadcast;
 use super::{Shard, TURN_BUDGET};
-use crate::clock::now_ns;
-use crate::ingest::{IoWakeup, Produced, SourceInstance};
+use dirigo_net::clock::now_ns;
+use dirigo_net::ingress::{IoWakeup, Produced};
+
+use crate::ingest::SourceInstance;
 use crate::plan::{InstanceCx, Plan};
 use crate::policy::Policy;
 
@@ -28,7 +30,11 @@ pub struct SourceRun {
 
 /// The source instances of `plan` that run on shard `id`; socket sources ring `signal` when
 /// input arrives while the shard is parked.
-pub fn instantiate(plan: &Plan, id: ShardId, signal: &std::sync::Arc<crate::signal::ShardSignal>) -> Vec<SourceRun> {
+pub fn instantiate(
+    plan: &Plan,
+    id: ShardId,
+    signal: &std::sync::Arc<dirigo_net::signal::ShardSignal>,
+) -> Vec<SourceRun> {
     let mut out = Vec::new();
     for (index, sp) in plan.sources.iter().enumerate() {
         if let Some(i) = sp.shards.iter().position(|&s| s == id) {
@@ -61,7 +67,7 @@ impl<P: Policy> Shard<P> {
                 // doorbell; a paused one (backpressure: it is not armed) or one without a
                 // waker is re-polled on a timer.
                 Some(IoWakeup::Readiness) if self.may_ingest(self.app_of(s)) => None,
-                Some(IoWakeup::Readiness) => Some(now_ns() + crate::tcp::POLL_OPEN_NS),
+                Some(IoWakeup::Readiness) => Some(now_ns() + dirigo_net::tcp::POLL_OPEN_NS),
                 Some(IoWakeup::Poll(poll)) => Some(now_ns() + poll),
                 None => s.inst.next_due_ns().map(|d| s.started_ns.unwrap_or(engine_start) + d),
             })

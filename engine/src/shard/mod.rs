@@ -56,14 +56,14 @@ use dirigo_actors::ids::ShardId;
 use dirigo_actors::record::Value;
 use rkyv::util::AlignedVec;
 
-use crate::clock::now_ns;
-use crate::mailbox::{Inbox, Outbox};
 use crate::metrics::{AppStats, ShardReport};
 use crate::operator::OperatorInstance;
 use crate::plan::{InstanceCx, Plan};
 use crate::policy::Policy;
 use crate::runqueue::RunQueue;
-use crate::signal::{Doorbell, ShardSignal};
+use dirigo_net::clock::now_ns;
+use dirigo_net::mailbox::{Inbox, Outbox};
+use dirigo_net::signal::{Doorbell, ShardSignal};
 
 use actors::{LesseeSlot, LessorActor, Outbox as ActorOutbox};
 use held::Held;

@@ -10,7 +10,7 @@ use dirigo_actors::record::{archive_values_with, Value};
 use rkyv::ser::allocator::Arena;
 use rkyv::util::AlignedVec;
 
-use crate::mailbox::{Batch, Entry, Outbox};
+use dirigo_net::mailbox::{Batch, Entry, Outbox};
 
 /// Keep at most this many empty batches in the pool.
 const POOL_MAX: usize = 256;

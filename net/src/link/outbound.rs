@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dirigo_net::{FrameDecoder, FrameType};
+use crate::{FrameDecoder, FrameType};
 use rkyv::util::AlignedVec;
 
 use super::wire::{self, Hello};
@@ -236,7 +236,7 @@ impl Link {
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut buf = AlignedVec::new();
-        dirigo_net::encode_frame(FrameType::End, &seq.to_le_bytes(), &mut buf).expect("aligned");
+        crate::encode_frame(FrameType::End, &seq.to_le_bytes(), &mut buf).expect("aligned");
         write_frame(self.conn.as_ref(), &buf);
         while self.acks.next.load(Ordering::Acquire) <= seq {
             if self.shared.stopped.load(Ordering::Relaxed) {

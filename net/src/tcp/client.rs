@@ -6,10 +6,10 @@ use std::io::{BufRead, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::frame::MAGIC;
+use crate::ValidateError;
+use crate::{validate_batch, validate_record, BatchWriter, DecodeError, EncodeError, FrameDecoder, FrameType};
 use dirigo_actors::record::{RecordError, Schema};
-use dirigo_net::frame::MAGIC;
-use dirigo_net::ValidateError;
-use dirigo_net::{validate_batch, validate_record, BatchWriter, DecodeError, EncodeError, FrameDecoder, FrameType};
 use rkyv::util::AlignedVec;
 
 use super::wire::{encode_end, error_message, schema_from_hello, HelloError};

@@ -16,10 +16,10 @@
 //! Every field is little-endian. Bytes from a peer are checked here, at the trust boundary:
 //! ranges, kinds, ids against the plan, and each data payload as a record archive.
 
+use crate::frame::{begin_frame, end_frame};
+use crate::{EncodeError, FrameType};
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::record;
-use dirigo_net::frame::{begin_frame, end_frame};
-use dirigo_net::{EncodeError, FrameType};
 use rkyv::util::AlignedVec;
 
 use crate::mailbox::Batch;
@@ -229,8 +229,8 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FrameDecoder;
     use dirigo_actors::record::{archive_values_into, Value};
-    use dirigo_net::FrameDecoder;
 
     #[test]
     fn a_batch_round_trips_and_a_bad_one_is_refused() {

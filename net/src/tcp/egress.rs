@@ -11,13 +11,13 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::{encode_frame, FrameType};
 use dirigo_actors::record::{access_trusted, Schema};
-use dirigo_net::{encode_frame, FrameType};
 use rkyv::util::AlignedVec;
 
 use super::wire::{encode_end, encode_hello};
 use super::BindError;
-use crate::config::WireFormat;
+use super::WireFormat;
 
 /// Bytes a subscriber may fall behind before it is disconnected.
 pub const MAX_LAG: usize = 16 << 20;

@@ -2,11 +2,11 @@
 //! clients, the Hello frame that tells a subscriber the sink's schema, and error reports (an
 //! Error frame carrying a one-field record, or an NDJSON `{"error": "..."}` line).
 
+use crate::frame::{begin_frame, end_frame};
+use crate::{encode_frame, validate_record, FrameType, ValidateError};
 use dirigo_actors::record::{
     archive_values_into, ArchivedRecord, ArchivedValue, FieldType, RecordError, Schema, Value,
 };
-use dirigo_net::frame::{begin_frame, end_frame};
-use dirigo_net::{encode_frame, validate_record, FrameType, ValidateError};
 use rkyv::util::AlignedVec;
 
 /// Check that a validated record has the schema's arity and field types.
@@ -117,7 +117,7 @@ mod tests {
     fn hello_round_trips_the_schema() {
         let mut out: AlignedVec = AlignedVec::new();
         encode_hello(&schema(), &mut out);
-        let mut dec = dirigo_net::FrameDecoder::default();
+        let mut dec = crate::FrameDecoder::default();
         dec.feed(&out).unwrap();
         let f = dec.next_frame().unwrap().unwrap();
         assert_eq!(f.ty, FrameType::Hello);

@@ -34,6 +34,53 @@ pub use ingress::{IngressSpec, TcpIngress};
 pub use readiness::Readiness;
 pub use uring::UringRx;
 
+/// Record encoding on a TCP connection (`format` of a tcp source or sink).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireFormat {
+    /// One JSON object per line.
+    Ndjson,
+    /// Length-prefixed rkyv frames (see the crate root).
+    Binary,
+}
+
+/// How tcp sources receive (`tcp_io`): a non-blocking `recv` per read, or io_uring multishot
+/// receive into a provided buffer ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcpIo {
+    Recv,
+    Uring,
+}
+
+/// The config names of a closed set of modes.
+macro_rules! config_names {
+    ($ty:ident { $($variant:ident = $text:literal),+ }) => {
+        impl $ty {
+            /// Every valid config name, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+
+            /// The config name.
+            pub fn name(self) -> &'static str {
+                match self { $($ty::$variant => $text,)+ }
+            }
+
+            /// Parses a config name.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($ty::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+config_names!(WireFormat { Ndjson = "ndjson", Binary = "binary" });
+config_names!(TcpIo { Recv = "recv", Uring = "uring" });
+
 /// Largest binary payload a connection may declare (a frame over it is refused unread).
 pub const MAX_PAYLOAD: u32 = 4 << 20;
 /// Longest NDJSON line a connection may send.

@@ -15,9 +15,9 @@ use rkyv::util::AlignedVec;
 use super::conn::{Connection, SourceCx, Step};
 use super::readiness::Readiness;
 use super::uring::UringRx;
+use super::{TcpIo, WireFormat};
 use super::{POLL_LISTEN_NS, POLL_OPEN_NS};
-use crate::config::{TcpIo, WireFormat};
-use crate::ingest::{IoWakeup, Produced};
+use crate::ingress::{Ingress, IoWakeup, Produced};
 use crate::signal::ShardSignal;
 
 /// Records served from one connection before the next one gets its turn.
@@ -85,94 +85,13 @@ impl TcpIngress {
         }
     }
 
-    /// On the shard's thread, before the first poll: set up the io_uring receive path if the
-    /// config asks for it (falling back to `recv`, logged, if the kernel cannot), and wake the
-    /// shard owning `signal` when input arrives while it is parked (see `readiness.rs`; on
-    /// failure the shard keeps polling on a timer, and the cause is logged).
-    pub fn attach(&mut self, signal: &Arc<ShardSignal>) {
-        if self.spec.io == TcpIo::Uring {
-            match UringRx::new() {
-                Ok(u) => self.uring = Some(u),
-                Err(e) => tracing::warn!(source = %self.spec.name, "tcp_io = \"uring\" unavailable, using recv: {e}"),
-            }
-        }
-        let r = Readiness::new(signal.clone(), &self.spec.name);
-        let r = r.and_then(|r| match &self.uring {
-            Some(u) => r.add(u.eventfd()).map(|()| r),
-            None => Ok(r),
-        });
-        let r = r.and_then(|r| match &self.listener {
-            Some(l) => r.add(l.as_raw_fd()).map(|()| r),
-            None => Ok(r),
-        });
-        match r {
-            Ok(r) => self.readiness = Some(r),
-            Err(e) => self.readiness_failed(e),
-        }
-    }
-
     fn readiness_failed(&mut self, e: std::io::Error) {
         no_readiness(&mut self.readiness, &self.spec.name, e);
-    }
-
-    /// How a parked shard learns that this source has input.
-    pub fn wakeup(&self) -> IoWakeup {
-        match (&self.readiness, self.conns.is_empty()) {
-            (Some(_), _) => IoWakeup::Readiness,
-            (None, true) => IoWakeup::Poll(POLL_LISTEN_NS),
-            (None, false) => IoWakeup::Poll(POLL_OPEN_NS),
-        }
-    }
-
-    /// Before the shard parks: have its doorbell rung when input arrives. False: do not park
-    /// now (input already waits in the ring, or arming failed and the source fell back to timed
-    /// polls).
-    pub fn arm(&mut self) -> bool {
-        let Some(r) = &self.readiness else { return true };
-        if let Some(u) = &self.uring {
-            u.clear_eventfd(); // completions after this signal it again
-        }
-        if let Err(e) = r.arm() {
-            self.readiness_failed(e);
-            return false;
-        }
-        !self.uring.as_mut().is_some_and(UringRx::has_input)
-    }
-
-    /// Doorbell rings by readiness since the last call.
-    pub fn take_io_wakes(&self) -> u64 {
-        self.readiness.as_ref().map_or(0, Readiness::take_wakes)
     }
 
     /// Open connections.
     pub fn open_connections(&self) -> usize {
         self.conns.len()
-    }
-
-    /// The next record from any connection, or `Idle` after one round found none (hot path).
-    pub fn produce(&mut self, values: &mut Vec<Value>, bytes: &mut AlignedVec) -> Produced {
-        for _ in 0..=self.conns.len() {
-            if self.cursor >= self.conns.len() {
-                self.cursor = 0;
-                self.accept();
-                if let Some(u) = &mut self.uring {
-                    u.reap();
-                }
-                if self.conns.is_empty() {
-                    return Produced::Idle;
-                }
-            }
-            if self.served < BURST {
-                match self.serve(values, bytes) {
-                    Served::Event(p) => return p,
-                    Served::Closed => continue, // another connection took its place
-                    Served::Empty => {}
-                }
-            }
-            self.cursor += 1;
-            self.served = 0;
-        }
-        Produced::Idle
     }
 
     /// One step of the connection under the cursor.
@@ -231,6 +150,89 @@ impl TcpIngress {
                 }
             }
         }
+    }
+}
+
+impl Ingress for TcpIngress {
+    /// On the shard's thread, before the first poll: set up the io_uring receive path if the
+    /// config asks for it (falling back to `recv`, logged, if the kernel cannot), and wake the
+    /// shard owning `signal` when input arrives while it is parked (see `readiness.rs`; on
+    /// failure the shard keeps polling on a timer, and the cause is logged).
+    fn attach(&mut self, signal: &Arc<ShardSignal>) {
+        if self.spec.io == TcpIo::Uring {
+            match UringRx::new() {
+                Ok(u) => self.uring = Some(u),
+                Err(e) => tracing::warn!(source = %self.spec.name, "tcp_io = \"uring\" unavailable, using recv: {e}"),
+            }
+        }
+        let r = Readiness::new(signal.clone(), &self.spec.name);
+        let r = r.and_then(|r| match &self.uring {
+            Some(u) => r.add(u.eventfd()).map(|()| r),
+            None => Ok(r),
+        });
+        let r = r.and_then(|r| match &self.listener {
+            Some(l) => r.add(l.as_raw_fd()).map(|()| r),
+            None => Ok(r),
+        });
+        match r {
+            Ok(r) => self.readiness = Some(r),
+            Err(e) => self.readiness_failed(e),
+        }
+    }
+
+    /// How a parked shard learns that this source has input.
+    fn wakeup(&self) -> IoWakeup {
+        match (&self.readiness, self.conns.is_empty()) {
+            (Some(_), _) => IoWakeup::Readiness,
+            (None, true) => IoWakeup::Poll(POLL_LISTEN_NS),
+            (None, false) => IoWakeup::Poll(POLL_OPEN_NS),
+        }
+    }
+
+    /// Before the shard parks: have its doorbell rung when input arrives. False: do not park
+    /// now (input already waits in the ring, or arming failed and the source fell back to timed
+    /// polls).
+    fn arm(&mut self) -> bool {
+        let Some(r) = &self.readiness else { return true };
+        if let Some(u) = &self.uring {
+            u.clear_eventfd(); // completions after this signal it again
+        }
+        if let Err(e) = r.arm() {
+            self.readiness_failed(e);
+            return false;
+        }
+        !self.uring.as_mut().is_some_and(UringRx::has_input)
+    }
+
+    /// Doorbell rings by readiness since the last call.
+    fn take_io_wakes(&self) -> u64 {
+        self.readiness.as_ref().map_or(0, Readiness::take_wakes)
+    }
+
+    /// The next record from any connection, or `Idle` after one round found none (hot path).
+    fn produce(&mut self, values: &mut Vec<Value>, bytes: &mut AlignedVec) -> Produced {
+        for _ in 0..=self.conns.len() {
+            if self.cursor >= self.conns.len() {
+                self.cursor = 0;
+                self.accept();
+                if let Some(u) = &mut self.uring {
+                    u.reap();
+                }
+                if self.conns.is_empty() {
+                    return Produced::Idle;
+                }
+            }
+            if self.served < BURST {
+                match self.serve(values, bytes) {
+                    Served::Event(p) => return p,
+                    Served::Closed => continue, // another connection took its place
+                    Served::Empty => {}
+                }
+            }
+            self.cursor += 1;
+            self.served = 0;
+        }
+        Produced::Idle
     }
 }
 

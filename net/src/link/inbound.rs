@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dirigo_net::{FrameDecoder, FrameType};
+use crate::{FrameDecoder, FrameType};
 use rkyv::util::AlignedVec;
 
 use super::outbound::read_frame;

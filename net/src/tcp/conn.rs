@@ -7,16 +7,16 @@ use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 
+use crate::{validate_batch, validate_record, DecodeError, FrameDecoder, FrameType, ValidateError};
 use dirigo_actors::record::{ArchivedRecord, RecordError, Schema, Value};
-use dirigo_net::{validate_batch, validate_record, DecodeError, FrameDecoder, FrameType, ValidateError};
 use rkyv::util::AlignedVec;
 
 use super::uring::{RxToken, UringRx};
 use super::wire::{encode_error, error_line, error_message, fits};
+use super::WireFormat;
 use super::{MAX_LINE, MAX_PAYLOAD, READ_CHUNK};
 use crate::clock::now_ns;
-use crate::config::WireFormat;
-use crate::ingest::Produced;
+use crate::ingress::Produced;
 
 /// How long, and how many bytes, a failed connection is drained so its error report is not
 /// lost to a reset, before it is closed.
@@ -391,8 +391,8 @@ impl Lines {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::BatchWriter;
     use dirigo_actors::record::FieldType;
-    use dirigo_net::BatchWriter;
 
     fn staged_record(staged: &AlignedVec, span: (usize, usize)) -> &ArchivedRecord {
         dirigo_actors::record::access(&staged[span.0..span.1]).unwrap()
