@@ -20,10 +20,12 @@
 //! assert_eq!(rec.fields[0].as_u64(), Some(7));
 //! ```
 
+pub mod activation;
 pub mod builtins;
 pub mod dual_mode;
 pub mod envelope;
 pub mod expr;
+pub mod function;
 pub mod ids;
 pub mod operator;
 pub mod record;

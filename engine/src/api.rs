@@ -27,227 +27,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dirigo_actors::envelope::Header;
+use dirigo_actors::function::{erase_actor, erase_function};
+pub use dirigo_actors::function::{key_str, key_u64, Actor, Cx, Function, Message};
 use dirigo_actors::ids::{AppId, ShardId};
-use dirigo_actors::operator::Emitter;
-use dirigo_actors::record::{hash_bytes, mix64, Schema};
-use dirigo_actors::state::Mergeable;
-use rkyv::api::high::HighSerializer;
+use dirigo_actors::record::Schema;
 use rkyv::rancor;
-use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 
-use crate::actor::ErasedActor;
 use crate::engine::{resolve_shards, run, EngineError, EngineSettings, StopHandle};
 use crate::ingest::{CustomSource, SourceInstance};
-use crate::operator::{ErasedFunction, OperatorInstance};
+use crate::operator::OperatorInstance;
 use crate::plan::{AppPlan, FunctionPlan, Input, Partition, Plan, SourcePlan, Upstream};
 use crate::policy::{Builtin, Policy};
 use crate::report::{Progress, Summary};
 use crate::sink::{Output, Sink, SinkTarget};
-
-/// A message type: anything rkyv can archive into an engine buffer.
-pub trait Message:
-    rkyv::Archive + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
-{
-}
-impl<T> Message for T where
-    T: rkyv::Archive + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
-{
-}
-
-/// Key hash of an integer key (a bijection: distinct keys never collide).
-pub fn key_u64(k: u64) -> u64 {
-    mix64(k)
-}
-
-/// Key hash of a string key.
-pub fn key_str(k: &str) -> u64 {
-    hash_bytes(k.as_bytes())
-}
-
-/// What a user function sees of the message it is applied to, and where it emits.
-pub struct Cx<'a> {
-    msg: Header,
-    out: &'a mut dyn Emitter,
-    scratch: &'a mut AlignedVec,
-}
-
-impl Cx<'_> {
-    /// Key hash the message was routed by.
-    pub fn key_hash(&self) -> u64 {
-        self.msg.key_hash
-    }
-    /// Event time of the message (ms).
-    pub fn event_time(&self) -> u64 {
-        self.msg.event_time
-    }
-    /// Input port (0, or 1 for a second input).
-    pub fn port(&self) -> u8 {
-        self.msg.port
-    }
-    /// When the message entered the engine (ns since the engine's epoch; see `clock::now_ns`).
-    pub fn ingress_ns(&self) -> u64 {
-        self.msg.ingress_ns
-    }
-    /// The message's deadline (ns since the engine's epoch): its ingress time plus the app's SLO,
-    /// inherited from parent to child unless the policy rewrote it.
-    pub fn deadline_ns(&self) -> u64 {
-        self.msg.deadline_ns
-    }
-    /// Emit `value` downstream, partitioned by `key_hash`. It inherits the deadline of the
-    /// message being applied.
-    pub fn emit<T: Message>(&mut self, key_hash: u64, event_time: u64, value: &T) {
-        let buf = std::mem::take(self.scratch);
-        let mut buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, buf).expect("value archives");
-        self.out.forward(key_hash, event_time, &buf);
-        buf.clear();
-        *self.scratch = buf;
-    }
-}
-
-/// A user function over messages of type `In`. One instance per shard holds the state of every
-/// actor (key) of the function homed there.
-pub trait Function: 'static {
-    /// The input message type.
-    type In: rkyv::Archive;
-    /// Apply one message, read in place.
-    fn on_message(&mut self, cx: &mut Cx<'_>, msg: &rkyv::Archived<Self::In>);
-    /// Event time reached `watermark` (ms) on every input.
-    fn on_watermark(&mut self, _cx: &mut Cx<'_>, _watermark: u64) {}
-    /// Every input ended.
-    fn on_end(&mut self, _cx: &mut Cx<'_>) {}
-}
-
-struct Erased<F> {
-    f: F,
-    scratch: AlignedVec,
-}
-
-impl<F: Function> ErasedFunction for Erased<F> {
-    fn on_message(&mut self, msg: &Header, payload: &[u8], out: &mut dyn Emitter) {
-        // SAFETY: payloads on this function's inputs were archived in-process from `F::In` by
-        // the typed `Cx::emit` or a typed source of this app.
-        let m = unsafe { rkyv::access_unchecked::<rkyv::Archived<F::In>>(payload) };
-        let mut cx = Cx { msg: *msg, out, scratch: &mut self.scratch };
-        self.f.on_message(&mut cx, m);
-    }
-    fn on_watermark(&mut self, watermark: u64, out: &mut dyn Emitter) {
-        let msg = Header { event_time: watermark, ..Header::data(0, 0, 0) };
-        self.f.on_watermark(&mut Cx { msg, out, scratch: &mut self.scratch }, watermark);
-    }
-    fn on_end(&mut self, out: &mut dyn Emitter) {
-        let msg = Header { event_time: u64::MAX, ..Header::data(0, 0, 0) };
-        self.f.on_end(&mut Cx { msg, out, scratch: &mut self.scratch });
-    }
-}
-
-/// A dual-mode virtual actor written by the user: a keyed function whose state is
-/// [`Mergeable`], so the engine may run its regular messages on lessees (borrowed slots on
-/// other shards, each with a partial state) when its home shard cannot meet their deadlines.
-///
-/// One activation holds the state of every key homed on its shard (use a per-key container
-/// such as [`dirigo_actors::state::MapMerge`]). Regular messages (`on_message`) must only fold
-/// into the state: they may run on a partial. Critical messages (`is_critical` true, plus the
-/// watermark and the end) run alone on the lessor, on the state merged from every partial, with
-/// everything that arrived before them applied and nothing after: exactly what a sequential,
-/// single-activation run would see.
-pub trait Actor: 'static {
-    /// The message type (its archive is read in place).
-    type In: rkyv::Archive;
-    /// The state: mergeable, archivable (partials travel between shards as rkyv archives).
-    type State: Mergeable + Default + Message + 'static;
-    /// Whether `msg` is critical (a query, a snapshot request...). Default: none is.
-    fn is_critical(&self, _msg: &rkyv::Archived<Self::In>) -> bool {
-        false
-    }
-    /// Fold a regular message into `state` (the lessor's, or a lessee's partial). What it emits
-    /// must not depend on state other messages built.
-    fn on_message(&mut self, state: &mut Self::State, cx: &mut Cx<'_>, msg: &rkyv::Archived<Self::In>);
-    /// A critical message, on the merged state.
-    fn on_critical(&mut self, state: &mut Self::State, cx: &mut Cx<'_>, msg: &rkyv::Archived<Self::In>);
-    /// Whether `on_watermark` is used: then every watermark is a critical message (a barrier
-    /// that merges the lessees' partials). Default: no, and watermarks only pass through.
-    fn uses_watermarks(&self) -> bool {
-        false
-    }
-    /// Event time reached `watermark` on every input (critical; called only when
-    /// `uses_watermarks`).
-    fn on_watermark(&mut self, _state: &mut Self::State, _cx: &mut Cx<'_>, _watermark: u64) {}
-    /// Every input ended (critical): the state is final.
-    fn on_end(&mut self, _state: &mut Self::State, _cx: &mut Cx<'_>) {}
-    /// Fold a lessee's partial into `state` (the lessor's, at a barrier or a retirement),
-    /// reading the partial in place from the archive it travelled in. Default: deserialise it
-    /// and [`Mergeable::combine`] it. Override it when the archive can be folded directly (a
-    /// dense vector: element by element), which saves building an owned copy of every partial.
-    /// It must have the same effect as the default.
-    fn combine_archived(&mut self, state: &mut Self::State, partial: &rkyv::Archived<Self::State>)
-    where
-        rkyv::Archived<Self::State>: rkyv::Deserialize<Self::State, rkyv::api::high::HighDeserializer<rancor::Error>>,
-    {
-        let partial = rkyv::api::high::deserialize::<Self::State, rancor::Error>(partial).expect("state deserialises");
-        state.combine(partial);
-    }
-}
-
-/// An [`Actor`] with its types erased, and its factory (a lessee builds a fresh one).
-struct ErasedActorImpl<A: Actor> {
-    make: Arc<dyn Fn() -> A + Send + Sync>,
-    actor: A,
-    state: A::State,
-    scratch: AlignedVec,
-}
-
-impl<A: Actor> ErasedActor for ErasedActorImpl<A>
-where
-    rkyv::Archived<A::State>: rkyv::Deserialize<A::State, rkyv::api::high::HighDeserializer<rancor::Error>>,
-{
-    fn partition(&self) -> Box<dyn ErasedActor> {
-        let actor = (self.make)();
-        Box::new(ErasedActorImpl {
-            make: self.make.clone(),
-            actor,
-            state: self.state.partition(),
-            scratch: AlignedVec::new(),
-        })
-    }
-    fn is_critical(&self, _header: &Header, payload: &[u8]) -> bool {
-        // SAFETY: payloads of user functions are archives of `A::In` written by the engine.
-        let m = unsafe { rkyv::access_unchecked::<rkyv::Archived<A::In>>(payload) };
-        self.actor.is_critical(m)
-    }
-    fn on_message(&mut self, header: &Header, payload: &[u8], critical: bool, out: &mut dyn Emitter) {
-        // SAFETY: as above.
-        let m = unsafe { rkyv::access_unchecked::<rkyv::Archived<A::In>>(payload) };
-        let mut cx = Cx { msg: *header, out, scratch: &mut self.scratch };
-        if critical {
-            self.actor.on_critical(&mut self.state, &mut cx, m)
-        } else {
-            self.actor.on_message(&mut self.state, &mut cx, m)
-        }
-    }
-    fn uses_watermarks(&self) -> bool {
-        self.actor.uses_watermarks()
-    }
-    fn on_watermark(&mut self, watermark: u64, out: &mut dyn Emitter) {
-        if self.actor.uses_watermarks() {
-            let msg = Header { event_time: watermark, ..Header::data(0, 0, 0) };
-            self.actor.on_watermark(&mut self.state, &mut Cx { msg, out, scratch: &mut self.scratch }, watermark);
-        }
-    }
-    fn on_end(&mut self, out: &mut dyn Emitter) {
-        let msg = Header { event_time: u64::MAX, ..Header::data(0, 0, 0) };
-        self.actor.on_end(&mut self.state, &mut Cx { msg, out, scratch: &mut self.scratch });
-    }
-    fn export(&self) -> AlignedVec {
-        rkyv::api::high::to_bytes_in::<_, rancor::Error>(&self.state, AlignedVec::new()).expect("state archives")
-    }
-    fn combine_archive(&mut self, bytes: &[u8]) {
-        // SAFETY: the archive was written by `export` of an activation of the same actor.
-        let archived = unsafe { rkyv::access_unchecked::<rkyv::Archived<A::State>>(bytes) };
-        self.actor.combine_archived(&mut self.state, archived);
-    }
-}
 
 /// How a function's input is partitioned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -516,15 +309,7 @@ impl AppBuilder<'_> {
         rkyv::Archived<A::State>: rkyv::Deserialize<A::State, rkyv::api::high::HighDeserializer<rancor::Error>>,
     {
         let make: Arc<dyn Fn() -> A + Send + Sync> = Arc::new(make);
-        let factory = Arc::new(move |_cx: crate::plan::InstanceCx| {
-            let erased = ErasedActorImpl {
-                make: make.clone(),
-                actor: make(),
-                state: A::State::default(),
-                scratch: AlignedVec::new(),
-            };
-            OperatorInstance::Actor(Box::new(erased))
-        });
+        let factory = Arc::new(move |_cx: crate::plan::InstanceCx| OperatorInstance::Actor(erase_actor(make.clone())));
         let node = self.add_node(name, &[(input, Route::ByKey)], factory, false);
         if let NodeRef(Upstream::Function(id)) = node {
             self.plan.functions[id as usize].max_lessees = max_lessees;
@@ -539,9 +324,7 @@ impl AppBuilder<'_> {
         inputs: &[(NodeRef, Route)],
         make: impl Fn() -> F + Send + Sync + 'static,
     ) -> NodeRef {
-        let factory = Arc::new(move |_cx: crate::plan::InstanceCx| {
-            OperatorInstance::User(Box::new(Erased { f: make(), scratch: AlignedVec::new() }))
-        });
+        let factory = Arc::new(move |_cx: crate::plan::InstanceCx| OperatorInstance::User(erase_function(make())));
         self.add_node(name, inputs, factory, false)
     }
 

@@ -14,7 +14,6 @@
 //! - [`tcp`]: tcp sources (polled by their shard's loop) and sinks (served by an edge thread),
 //!   and the reference clients behind `dirigo send` and `dirigo tail`.
 
-pub mod actor;
 pub mod api;
 pub mod builtin;
 pub mod compile;

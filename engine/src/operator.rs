@@ -5,19 +5,9 @@ use dirigo_actors::envelope::Header;
 use dirigo_actors::operator::{Emitter, Msg, Operator};
 use dirigo_actors::record::access_trusted;
 
-use crate::actor::ErasedActor;
 use crate::builtin::Builtin;
 use crate::sink::Sink;
-
-/// A user function with its types erased (see `crate::api::Function` for the typed trait).
-pub trait ErasedFunction {
-    /// Apply one message; `payload` is the archive the engine carried.
-    fn on_message(&mut self, header: &Header, payload: &[u8], out: &mut dyn Emitter);
-    /// Event time reached `watermark` on every input.
-    fn on_watermark(&mut self, _watermark: u64, _out: &mut dyn Emitter) {}
-    /// Every input ended.
-    fn on_end(&mut self, _out: &mut dyn Emitter) {}
-}
+use dirigo_actors::function::{ErasedActor, ErasedFunction};
 
 /// One function instance on one shard.
 // Instances sit in a per-shard table, one per function: their size does not matter, while boxing
@@ -75,10 +65,12 @@ impl OperatorInstance {
     /// The instance as a dual-mode actor, if its state is mergeable (a window, a user actor).
     /// Cold path (once per instance): the large `Err` is fine.
     #[allow(clippy::result_large_err)]
-    pub fn into_actor(self) -> Result<crate::actor::ActorOp, OperatorInstance> {
+    pub fn into_actor(self) -> Result<dirigo_actors::activation::ActorOp, OperatorInstance> {
         match self {
-            OperatorInstance::Builtin(Builtin::Window(w)) if w.merges_exactly() => Ok(crate::actor::ActorOp::Window(w)),
-            OperatorInstance::Actor(a) => Ok(crate::actor::ActorOp::User(a)),
+            OperatorInstance::Builtin(Builtin::Window(w)) if w.merges_exactly() => {
+                Ok(dirigo_actors::activation::ActorOp::Window(w))
+            }
+            OperatorInstance::Actor(a) => Ok(dirigo_actors::activation::ActorOp::User(a)),
             other => Err(other),
         }
     }

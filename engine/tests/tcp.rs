@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dirigo_actors::envelope::Header;
+use dirigo_actors::function::ErasedFunction;
 use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::{access, Value};
 use dirigo_engine::compile::{collect_sinks, compile, settings};
 use dirigo_engine::config::Config;
 use dirigo_engine::engine::{run, StopHandle};
-use dirigo_engine::operator::{ErasedFunction, OperatorInstance};
+use dirigo_engine::operator::OperatorInstance;
 use dirigo_engine::policy::Builtin;
 use dirigo_engine::report::Summary;
 use dirigo_engine::sink::Output;

@@ -25,10 +25,10 @@ use dirigo_actors::state::AccessMode;
 
 use super::router::broadcast;
 use super::{Shard, COST_SAMPLE, FORWARD_PRIOR_NS};
-use crate::actor::ActorOp;
 use crate::plan::InstanceCx;
 use crate::policy::{LesseeCx, OfferCx, Placement, Policy, RouteCx};
 use crate::runqueue::QEntry;
+use dirigo_actors::activation::ActorOp;
 use dirigo_net::clock::now_ns;
 use dirigo_net::mailbox::Entry;
 

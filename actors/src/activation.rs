@@ -2,36 +2,18 @@
 //! lessee can fold records into a partial that its lessor combines at each barrier.
 //!
 //! Built-in: [`Window`] (records fold into panes; the watermark fire is the critical message).
-//! User code: [`ErasedActor`], the type-erased form of [`crate::api::Actor`]. A partial travels
+//! User code: [`ErasedActor`], the type-erased form of [`crate::function::Actor`]. A partial travels
 //! from a lessee's shard to its lessor's as an rkyv archive ([`ActorOp::export`]), decoded on
 //! arrival into [`ActorOp::Shipped`] and combined by the lessor's machine.
 
-use dirigo_actors::builtins::{Window, WindowPartial};
-use dirigo_actors::envelope::Header;
-use dirigo_actors::operator::{Emitter, Msg, Operator};
-use dirigo_actors::record::access_trusted;
-use dirigo_actors::state::Mergeable;
+use crate::builtins::{Window, WindowPartial};
+use crate::envelope::Header;
+use crate::operator::{Emitter, Msg, Operator};
+use crate::record::access_trusted;
+use crate::state::Mergeable;
 use rkyv::util::AlignedVec;
 
-/// A user actor with its types erased (see [`crate::api::Actor`] for the typed trait).
-pub trait ErasedActor {
-    /// A fresh activation of the same function on the partition value of the state.
-    fn partition(&self) -> Box<dyn ErasedActor>;
-    /// Whether this message is critical: it runs alone, on the merged state.
-    fn is_critical(&self, header: &Header, payload: &[u8]) -> bool;
-    /// Apply a message (`critical`: alone, on the merged state).
-    fn on_message(&mut self, header: &Header, payload: &[u8], critical: bool, out: &mut dyn Emitter);
-    /// Whether watermarks matter to it (then each one is a critical message).
-    fn uses_watermarks(&self) -> bool;
-    /// Event time reached `watermark` on every input (critical).
-    fn on_watermark(&mut self, watermark: u64, out: &mut dyn Emitter);
-    /// Every input ended (critical).
-    fn on_end(&mut self, out: &mut dyn Emitter);
-    /// The state as an rkyv archive (a partial on its way to the lessor).
-    fn export(&self) -> AlignedVec;
-    /// Combine a partial archived by `export` into this state.
-    fn combine_archive(&mut self, bytes: &[u8]);
-}
+use crate::function::ErasedActor;
 
 /// A partial received from a lessee, decoded, until the lessor's machine combines it.
 pub enum Shipped {

@@ -1,0 +1,380 @@
+//! The user's programming model: a [`Function`] (a stateful function over one message type), an
+//! [`Actor`] (a dual-mode virtual actor with [`Mergeable`] state and critical messages), the
+//! context [`Cx`] they see, and their type-erased forms ([`ErasedFunction`], [`ErasedActor`]) that
+//! the engine stores and calls once per message.
+//!
+//! Nothing here needs the runtime: [`Harness`] applies a function to messages and collects what
+//! it emits, so a function is unit-tested like any other Rust code:
+//!
+//! ```
+//! use dirigo_actors::function::{key_u64, Cx, Function, Harness};
+//!
+//! /// A running count per word.
+//! #[derive(Default)]
+//! struct Count(std::collections::HashMap<String, u64>);
+//!
+//! impl Function for Count {
+//!     type In = String;
+//!     fn on_message(&mut self, cx: &mut Cx<'_>, word: &rkyv::Archived<String>) {
+//!         let n = self.0.entry(word.as_str().to_owned()).or_default();
+//!         *n += 1;
+//!         cx.emit(cx.key_hash(), cx.event_time(), &(word.as_str().to_owned(), *n));
+//!     }
+//! }
+//!
+//! let mut h = Harness::new(Count::default());
+//! for w in ["a", "b", "a"] {
+//!     h.send(key_u64(w.len() as u64), 7, &w.to_owned());
+//! }
+//! let counts: Vec<(String, u64)> = h.outputs().iter().map(|o| o.decode::<(String, u64)>().unwrap()).collect();
+//! assert_eq!(counts, [("a".into(), 1), ("b".into(), 1), ("a".into(), 2)]);
+//! assert!(h.outputs().iter().all(|o| o.event_time == 7));
+//! ```
+
+use std::sync::Arc;
+
+use rkyv::api::high::HighSerializer;
+use rkyv::rancor;
+use rkyv::ser::allocator::ArenaHandle;
+use rkyv::util::AlignedVec;
+
+use crate::envelope::Header;
+use crate::operator::Emitter;
+use crate::record::{hash_bytes, mix64, Value};
+use crate::state::Mergeable;
+
+/// A message type: anything rkyv can archive into an engine buffer.
+pub trait Message:
+    rkyv::Archive + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+{
+}
+impl<T> Message for T where
+    T: rkyv::Archive + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+{
+}
+
+/// Key hash of an integer key (a bijection: distinct keys never collide).
+pub fn key_u64(k: u64) -> u64 {
+    mix64(k)
+}
+
+/// Key hash of a string key.
+pub fn key_str(k: &str) -> u64 {
+    hash_bytes(k.as_bytes())
+}
+
+/// What a user function sees of the message it is applied to, and where it emits.
+pub struct Cx<'a> {
+    msg: Header,
+    out: &'a mut dyn Emitter,
+    scratch: &'a mut AlignedVec,
+}
+
+impl Cx<'_> {
+    /// Key hash the message was routed by.
+    pub fn key_hash(&self) -> u64 {
+        self.msg.key_hash
+    }
+    /// Event time of the message (ms).
+    pub fn event_time(&self) -> u64 {
+        self.msg.event_time
+    }
+    /// Input port (0, or 1 for a second input).
+    pub fn port(&self) -> u8 {
+        self.msg.port
+    }
+    /// When the message entered the engine (ns since the engine's epoch; see `dirigo_net::clock::now_ns`).
+    pub fn ingress_ns(&self) -> u64 {
+        self.msg.ingress_ns
+    }
+    /// The message's deadline (ns since the engine's epoch): its ingress time plus the app's SLO,
+    /// inherited from parent to child unless the policy rewrote it.
+    pub fn deadline_ns(&self) -> u64 {
+        self.msg.deadline_ns
+    }
+    /// Emit `value` downstream, partitioned by `key_hash`. It inherits the deadline of the
+    /// message being applied.
+    pub fn emit<T: Message>(&mut self, key_hash: u64, event_time: u64, value: &T) {
+        let buf = std::mem::take(self.scratch);
+        let mut buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, buf).expect("value archives");
+        self.out.forward(key_hash, event_time, &buf);
+        buf.clear();
+        *self.scratch = buf;
+    }
+}
+
+/// A user function over messages of type `In`. One instance per shard holds the state of every
+/// actor (key) of the function homed there.
+pub trait Function: 'static {
+    /// The input message type.
+    type In: rkyv::Archive;
+    /// Apply one message, read in place.
+    fn on_message(&mut self, cx: &mut Cx<'_>, msg: &rkyv::Archived<Self::In>);
+    /// Event time reached `watermark` (ms) on every input.
+    fn on_watermark(&mut self, _cx: &mut Cx<'_>, _watermark: u64) {}
+    /// Every input ended.
+    fn on_end(&mut self, _cx: &mut Cx<'_>) {}
+}
+
+/// A [`Function`] with its types erased: what the engine stores (see [`erase_function`]).
+struct Erased<F> {
+    f: F,
+    scratch: AlignedVec,
+}
+
+impl<F: Function> ErasedFunction for Erased<F> {
+    fn on_message(&mut self, msg: &Header, payload: &[u8], out: &mut dyn Emitter) {
+        // SAFETY: payloads on this function's inputs were archived in-process from `F::In` by
+        // the typed `Cx::emit` or a typed source of this app.
+        let m = unsafe { rkyv::access_unchecked::<rkyv::Archived<F::In>>(payload) };
+        let mut cx = Cx { msg: *msg, out, scratch: &mut self.scratch };
+        self.f.on_message(&mut cx, m);
+    }
+    fn on_watermark(&mut self, watermark: u64, out: &mut dyn Emitter) {
+        let msg = Header { event_time: watermark, ..Header::data(0, 0, 0) };
+        self.f.on_watermark(&mut Cx { msg, out, scratch: &mut self.scratch }, watermark);
+    }
+    fn on_end(&mut self, out: &mut dyn Emitter) {
+        let msg = Header { event_time: u64::MAX, ..Header::data(0, 0, 0) };
+        self.f.on_end(&mut Cx { msg, out, scratch: &mut self.scratch });
+    }
+}
+
+/// A dual-mode virtual actor written by the user: a keyed function whose state is
+/// [`Mergeable`], so the engine may run its regular messages on lessees (borrowed slots on
+/// other shards, each with a partial state) when its home shard cannot meet their deadlines.
+///
+/// One activation holds the state of every key homed on its shard (use a per-key container
+/// such as [`crate::state::MapMerge`]). Regular messages (`on_message`) must only fold
+/// into the state: they may run on a partial. Critical messages (`is_critical` true, plus the
+/// watermark and the end) run alone on the lessor, on the state merged from every partial, with
+/// everything that arrived before them applied and nothing after: exactly what a sequential,
+/// single-activation run would see.
+pub trait Actor: 'static {
+    /// The message type (its archive is read in place).
+    type In: rkyv::Archive;
+    /// The state: mergeable, archivable (partials travel between shards as rkyv archives).
+    type State: Mergeable + Default + Message + 'static;
+    /// Whether `msg` is critical (a query, a snapshot request...). Default: none is.
+    fn is_critical(&self, _msg: &rkyv::Archived<Self::In>) -> bool {
+        false
+    }
+    /// Fold a regular message into `state` (the lessor's, or a lessee's partial). What it emits
+    /// must not depend on state other messages built.
+    fn on_message(&mut self, state: &mut Self::State, cx: &mut Cx<'_>, msg: &rkyv::Archived<Self::In>);
+    /// A critical message, on the merged state.
+    fn on_critical(&mut self, state: &mut Self::State, cx: &mut Cx<'_>, msg: &rkyv::Archived<Self::In>);
+    /// Whether `on_watermark` is used: then every watermark is a critical message (a barrier
+    /// that merges the lessees' partials). Default: no, and watermarks only pass through.
+    fn uses_watermarks(&self) -> bool {
+        false
+    }
+    /// Event time reached `watermark` on every input (critical; called only when
+    /// `uses_watermarks`).
+    fn on_watermark(&mut self, _state: &mut Self::State, _cx: &mut Cx<'_>, _watermark: u64) {}
+    /// Every input ended (critical): the state is final.
+    fn on_end(&mut self, _state: &mut Self::State, _cx: &mut Cx<'_>) {}
+    /// Fold a lessee's partial into `state` (the lessor's, at a barrier or a retirement),
+    /// reading the partial in place from the archive it travelled in. Default: deserialise it
+    /// and [`Mergeable::combine`] it. Override it when the archive can be folded directly (a
+    /// dense vector: element by element), which saves building an owned copy of every partial.
+    /// It must have the same effect as the default.
+    fn combine_archived(&mut self, state: &mut Self::State, partial: &rkyv::Archived<Self::State>)
+    where
+        rkyv::Archived<Self::State>: rkyv::Deserialize<Self::State, rkyv::api::high::HighDeserializer<rancor::Error>>,
+    {
+        let partial = rkyv::api::high::deserialize::<Self::State, rancor::Error>(partial).expect("state deserialises");
+        state.combine(partial);
+    }
+}
+
+/// An [`Actor`] with its types erased, and its factory (a lessee builds a fresh one).
+struct ErasedActorImpl<A: Actor> {
+    make: Arc<dyn Fn() -> A + Send + Sync>,
+    actor: A,
+    state: A::State,
+    scratch: AlignedVec,
+}
+
+impl<A: Actor> ErasedActor for ErasedActorImpl<A>
+where
+    rkyv::Archived<A::State>: rkyv::Deserialize<A::State, rkyv::api::high::HighDeserializer<rancor::Error>>,
+{
+    fn partition(&self) -> Box<dyn ErasedActor> {
+        let actor = (self.make)();
+        Box::new(ErasedActorImpl {
+            make: self.make.clone(),
+            actor,
+            state: self.state.partition(),
+            scratch: AlignedVec::new(),
+        })
+    }
+    fn is_critical(&self, _header: &Header, payload: &[u8]) -> bool {
+        // SAFETY: payloads of user functions are archives of `A::In` written by the engine.
+        let m = unsafe { rkyv::access_unchecked::<rkyv::Archived<A::In>>(payload) };
+        self.actor.is_critical(m)
+    }
+    fn on_message(&mut self, header: &Header, payload: &[u8], critical: bool, out: &mut dyn Emitter) {
+        // SAFETY: as above.
+        let m = unsafe { rkyv::access_unchecked::<rkyv::Archived<A::In>>(payload) };
+        let mut cx = Cx { msg: *header, out, scratch: &mut self.scratch };
+        if critical {
+            self.actor.on_critical(&mut self.state, &mut cx, m)
+        } else {
+            self.actor.on_message(&mut self.state, &mut cx, m)
+        }
+    }
+    fn uses_watermarks(&self) -> bool {
+        self.actor.uses_watermarks()
+    }
+    fn on_watermark(&mut self, watermark: u64, out: &mut dyn Emitter) {
+        if self.actor.uses_watermarks() {
+            let msg = Header { event_time: watermark, ..Header::data(0, 0, 0) };
+            self.actor.on_watermark(&mut self.state, &mut Cx { msg, out, scratch: &mut self.scratch }, watermark);
+        }
+    }
+    fn on_end(&mut self, out: &mut dyn Emitter) {
+        let msg = Header { event_time: u64::MAX, ..Header::data(0, 0, 0) };
+        self.actor.on_end(&mut self.state, &mut Cx { msg, out, scratch: &mut self.scratch });
+    }
+    fn export(&self) -> AlignedVec {
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(&self.state, AlignedVec::new()).expect("state archives")
+    }
+    fn combine_archive(&mut self, bytes: &[u8]) {
+        // SAFETY: the archive was written by `export` of an activation of the same actor.
+        let archived = unsafe { rkyv::access_unchecked::<rkyv::Archived<A::State>>(bytes) };
+        self.actor.combine_archived(&mut self.state, archived);
+    }
+}
+
+/// A user function with its types erased (see [`Function`] for the typed trait).
+pub trait ErasedFunction {
+    /// Apply one message; `payload` is the archive the engine carried.
+    fn on_message(&mut self, header: &Header, payload: &[u8], out: &mut dyn Emitter);
+    /// Event time reached `watermark` on every input.
+    fn on_watermark(&mut self, _watermark: u64, _out: &mut dyn Emitter) {}
+    /// Every input ended.
+    fn on_end(&mut self, _out: &mut dyn Emitter) {}
+}
+
+/// A user actor with its types erased (see [`Actor`] for the typed trait).
+pub trait ErasedActor {
+    /// A fresh activation of the same function on the partition value of the state.
+    fn partition(&self) -> Box<dyn ErasedActor>;
+    /// Whether this message is critical: it runs alone, on the merged state.
+    fn is_critical(&self, header: &Header, payload: &[u8]) -> bool;
+    /// Apply a message (`critical`: alone, on the merged state).
+    fn on_message(&mut self, header: &Header, payload: &[u8], critical: bool, out: &mut dyn Emitter);
+    /// Whether watermarks matter to it (then each one is a critical message).
+    fn uses_watermarks(&self) -> bool;
+    /// Event time reached `watermark` on every input (critical).
+    fn on_watermark(&mut self, watermark: u64, out: &mut dyn Emitter);
+    /// Every input ended (critical).
+    fn on_end(&mut self, out: &mut dyn Emitter);
+    /// The state as an rkyv archive (a partial on its way to the lessor).
+    fn export(&self) -> AlignedVec;
+    /// Combine a partial archived by `export` into this state.
+    fn combine_archive(&mut self, bytes: &[u8]);
+}
+
+/// Erase a function's types for the engine, which calls it once per message through the returned
+/// box.
+pub fn erase_function<F: Function>(f: F) -> Box<dyn ErasedFunction> {
+    Box::new(Erased { f, scratch: AlignedVec::new() })
+}
+
+/// Erase an actor's types for the engine; `make` builds a fresh actor (the lessor's, then one per
+/// lessee), each starting from the state's default.
+pub fn erase_actor<A: Actor>(make: Arc<dyn Fn() -> A + Send + Sync>) -> Box<dyn ErasedActor>
+where
+    rkyv::Archived<A::State>: rkyv::Deserialize<A::State, rkyv::api::high::HighDeserializer<rancor::Error>>,
+{
+    Box::new(ErasedActorImpl { actor: make(), make, state: A::State::default(), scratch: AlignedVec::new() })
+}
+
+/// One message a [`Harness`] collected from its function.
+#[derive(Debug)]
+pub struct Emitted {
+    /// The key hash it was emitted with (its partition downstream).
+    pub key_hash: u64,
+    /// Its event time (ms).
+    pub event_time: u64,
+    /// Its rkyv archive, as the engine would carry it.
+    pub archive: AlignedVec,
+}
+
+impl Emitted {
+    /// The emitted value, validated and deserialised.
+    pub fn decode<T>(&self) -> Result<T, rancor::Error>
+    where
+        T: rkyv::Archive,
+        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rancor::Error>>
+            + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rancor::Error>>,
+    {
+        rkyv::from_bytes::<T, rancor::Error>(&self.archive)
+    }
+}
+
+/// Collects emitted archives (the [`Emitter`] of a [`Harness`]).
+#[derive(Debug, Default)]
+struct Collect(Vec<Emitted>);
+
+impl Emitter for Collect {
+    fn emit(&mut self, key_hash: u64, event_time: u64, values: &[Value]) {
+        let archive = crate::record::Record::from(values.to_vec()).to_archive();
+        self.0.push(Emitted { key_hash, event_time, archive });
+    }
+    fn forward(&mut self, key_hash: u64, event_time: u64, archive: &[u8]) {
+        let mut copy = AlignedVec::with_capacity(archive.len());
+        copy.extend_from_slice(archive);
+        self.0.push(Emitted { key_hash, event_time, archive: copy });
+    }
+}
+
+/// Runs a [`Function`] without the engine, one message at a time, in the order given, as a
+/// single activation would: for unit tests of user functions (see the module's example).
+pub struct Harness {
+    f: Box<dyn ErasedFunction>,
+    out: Collect,
+    buf: AlignedVec,
+}
+
+impl Harness {
+    /// A harness around `f`.
+    pub fn new<F: Function>(f: F) -> Harness {
+        Harness { f: erase_function(f), out: Collect::default(), buf: AlignedVec::new() }
+    }
+
+    /// Apply `msg` (archived as the engine would) with this key hash and event time (ms).
+    pub fn send<T: Message>(&mut self, key_hash: u64, event_time: u64, msg: &T) -> &mut Self {
+        let buf = std::mem::take(&mut self.buf);
+        let buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(msg, buf).expect("message archives");
+        let header = Header { event_time, ..Header::data(0, 0, key_hash) };
+        self.f.on_message(&header, &buf, &mut self.out);
+        self.buf = buf;
+        self.buf.clear();
+        self
+    }
+
+    /// Event time reached `watermark` (ms) on every input.
+    pub fn watermark(&mut self, watermark: u64) -> &mut Self {
+        self.f.on_watermark(watermark, &mut self.out);
+        self
+    }
+
+    /// Every input ended.
+    pub fn end(&mut self) -> &mut Self {
+        self.f.on_end(&mut self.out);
+        self
+    }
+
+    /// What the function emitted so far, in order.
+    pub fn outputs(&self) -> &[Emitted] {
+        &self.out.0
+    }
+
+    /// Take what the function emitted so far.
+    pub fn take_outputs(&mut self) -> Vec<Emitted> {
+        std::mem::take(&mut self.out.0)
+    }
+}
