@@ -108,7 +108,7 @@ pub fn compile_node(config: &Config, shards: usize, node: Option<&NodeConfig>) -
         let here = Here { node: node_id, local: local.clone() };
         AppCompiler { config, app, index, id, plan: &mut plan, nodes: HashMap::new(), here }.compile()?;
     }
-    plan.validate().map_err(|m| config.error_at(0..0, KeyPath::table("app"), m))?;
+    plan.validate().map_err(|e| config.error_at(0..0, KeyPath::table("app"), e.to_string()))?;
     Ok(plan)
 }
 

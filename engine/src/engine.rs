@@ -58,7 +58,7 @@ impl Default for EngineSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("invalid plan: {0}")]
-    Plan(String),
+    Plan(#[from] crate::plan::PlanError),
     #[error("cannot start shard {shard}: {reason}")]
     Spawn { shard: usize, reason: String },
     #[error("shard {shard} failed: {reason}")]
@@ -144,11 +144,10 @@ pub fn run_node<P>(
 where
     P: Policy + Clone + Send,
 {
-    plan.validate().map_err(EngineError::Plan)?;
+    plan.validate()?;
     if let Some(c) = &cluster {
         if c.shards() != plan.shards {
-            let what = format!("the plan has {} shards, the cluster {}", plan.shards, c.shards());
-            return Err(EngineError::Plan(what));
+            return Err(crate::plan::PlanError::ClusterShards { plan: plan.shards, cluster: c.shards() }.into());
         }
     }
     for (path, first) in &plan.files {
@@ -313,7 +312,7 @@ fn collect(
     stop: &StopHandle,
     started: Instant,
     on_progress: &mut impl FnMut(&Progress),
-    failure: &dyn Fn() -> Option<String>,
+    failure: &dyn Fn() -> Option<dirigo_net::link::LinkError>,
     dead: &flume::Receiver<usize>,
 ) -> Result<Collected, EngineError> {
     let napps = plan.apps.len();
@@ -354,7 +353,7 @@ fn collect(
         }
         if last_ring.elapsed() >= WATCHDOG {
             if let Some(f) = failure() {
-                return Err(dirigo_net::link::LinkError::Failed(f).into());
+                return Err(f.into());
             }
             stop.ring_all();
             last_ring = Instant::now();

@@ -176,21 +176,35 @@ impl Plan {
         id
     }
 
-    /// Check the plan's invariants; an error names the node.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Check the plan's invariants; an error names the function.
+    pub fn validate(&self) -> Result<(), PlanError> {
         for (i, f) in self.functions.iter().enumerate() {
+            let function = || f.name.clone();
             if f.shards.is_empty() {
-                return Err(format!("function `{}` runs on no shard", f.name));
+                return Err(PlanError::NoShard { function: function() });
             }
             for e in &f.outputs {
                 if e.target as usize >= self.functions.len() {
-                    return Err(format!("function `{}` sends to unknown function {}", f.name, e.target));
+                    return Err(PlanError::UnknownTarget { function: function(), target: e.target });
                 }
                 if e.target as usize <= i {
-                    return Err(format!("function `{}`: edges must go forward in topological order", f.name));
+                    return Err(PlanError::BackwardEdge { function: function() });
                 }
             }
         }
         Ok(())
     }
+}
+
+/// A plan that breaks an invariant (built by hand through the API, or a bug in `compile`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("function `{function}` runs on no shard")]
+    NoShard { function: String },
+    #[error("function `{function}` sends to unknown function {target}")]
+    UnknownTarget { function: String, target: FunctionId },
+    #[error("function `{function}`: edges must go forward in topological order")]
+    BackwardEdge { function: String },
+    #[error("the plan has {plan} shards, the cluster {cluster}")]
+    ClusterShards { plan: usize, cluster: usize },
 }

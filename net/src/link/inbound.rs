@@ -16,7 +16,7 @@ use rkyv::util::AlignedVec;
 
 use super::outbound::read_frame;
 use super::wire::{self, Hello};
-use super::{channel_index, Shared};
+use super::{channel_index, Direction, LinkError, LinkFault, Shared};
 use crate::mailbox::{Batch, Outbox};
 
 /// How often a receiver with nothing to read looks for batches its shards have finished with,
@@ -32,7 +32,7 @@ pub(crate) struct Receiver {
     /// The current connection, to cut when the peer reconnects.
     current: Mutex<Option<TcpStream>>,
     /// Since when the link has been down, and why.
-    lost: Mutex<Option<(Instant, String)>>,
+    lost: Mutex<Option<(Instant, LinkFault)>>,
 }
 
 struct State {
@@ -61,7 +61,7 @@ impl Receiver {
 pub(crate) fn listen(shared: Arc<Shared>, listener: TcpListener, receivers: Vec<Option<Receiver>>) {
     let receivers: Arc<Vec<Option<Receiver>>> = Arc::new(receivers);
     if let Err(e) = listener.set_nonblocking(true) {
-        shared.fail(format!("listener: {e}"));
+        shared.fail(LinkError::Listener(Arc::new(e)));
         return;
     }
     let limit = shared.spec.settings.reconnect_timeout;
@@ -72,7 +72,7 @@ pub(crate) fn listen(shared: Arc<Shared>, listener: TcpListener, receivers: Vec<
                 let spawned =
                     std::thread::Builder::new().name("dirigo-link-in".into()).spawn(move || accept(&sh, &rx, stream));
                 if let Err(e) = spawned {
-                    shared.fail(format!("cannot start a link thread: {e}"));
+                    shared.fail(LinkError::Thread(Arc::new(e)));
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
@@ -84,11 +84,8 @@ pub(crate) fn listen(shared: Arc<Shared>, listener: TcpListener, receivers: Vec<
                 if since.elapsed() <= limit {
                     *lost = Some((since, why));
                 } else {
-                    let what = format!(
-                        "link from {} lost: {why}; it did not reconnect within {limit:?}",
-                        shared.spec.describe(r.peer)
-                    );
-                    shared.fail(what);
+                    let (peer, direction) = (shared.spec.peer(r.peer), Direction::From);
+                    shared.fail(LinkError::NotReestablished { peer, direction, fault: why, within: limit });
                 }
             }
         }
@@ -101,9 +98,7 @@ fn accept(shared: &Shared, receivers: &[Option<Receiver>], stream: TcpStream) {
     let mut decoder = FrameDecoder::default();
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(spec.settings.connect_timeout));
-    let hello = match read_frame(&stream, &mut decoder, FrameType::Hello)
-        .and_then(|p| Hello::decode(&p).map_err(|e| e.to_string()))
-    {
+    let hello = match read_frame(&stream, &mut decoder, FrameType::Hello).and_then(|p| Ok(Hello::decode(&p)?)) {
         Ok(h) => h,
         Err(e) => return tracing::warn!("refused a link connection: {e}"),
     };
@@ -130,13 +125,13 @@ fn accept(shared: &Shared, receivers: &[Option<Receiver>], stream: TcpStream) {
     let mut out = AlignedVec::new();
     reply.encode(&mut out).expect("aligned");
     if let Err(e) = (&stream).write_all(&out) {
-        return tracing::warn!("link from {}: handshake failed: {e}", spec.describe(receiver.peer));
+        return tracing::warn!("link from {}: handshake failed: {e}", spec.peer(receiver.peer));
     }
     if state.bye {
         return; // a goodbye that was received, sent again: the reply above acknowledged it
     }
     if receiver.lost.lock().expect("lost").take().is_some() {
-        tracing::warn!("link from {} re-established", spec.describe(receiver.peer));
+        tracing::warn!("link from {} re-established", spec.peer(receiver.peer));
     }
     shared.up.set_inbound(receiver.peer);
     let _ = stream.set_read_timeout(None);
@@ -147,18 +142,20 @@ fn accept(shared: &Shared, receivers: &[Option<Receiver>], stream: TcpStream) {
     match conn.receive(&mut state) {
         Ok(()) => shared.done.set_inbound(receiver.peer),
         Err(Ending::Lost(why)) => {
-            tracing::warn!("link from {} lost: {why}; waiting for it to reconnect", spec.describe(receiver.peer));
+            tracing::warn!("link from {} lost: {why}; waiting for it to reconnect", spec.peer(receiver.peer));
             *receiver.lost.lock().expect("lost") = Some((Instant::now(), why));
         }
-        Err(Ending::Fatal(why)) => shared.fail(format!("link from {}: {why}", spec.describe(receiver.peer))),
+        Err(Ending::Fatal(fault)) => {
+            shared.fail(LinkError::Protocol { peer: spec.peer(receiver.peer), direction: Direction::From, fault })
+        }
     }
 }
 
 enum Ending {
     /// The connection broke: the peer will reconnect.
-    Lost(String),
+    Lost(LinkFault),
     /// The peer sent something invalid.
-    Fatal(String),
+    Fatal(LinkFault),
 }
 
 struct Connection<'a> {
@@ -180,23 +177,23 @@ impl Connection<'_> {
     /// Receive until the peer says goodbye (Ok) or the connection ends.
     fn receive(&mut self, st: &mut State) -> Result<(), Ending> {
         loop {
-            while let Some(f) = self.decoder.next_frame().map_err(|e| Ending::Fatal(e.to_string()))? {
+            while let Some(f) = self.decoder.next_frame().map_err(|e| Ending::Fatal(e.into()))? {
                 match f.ty {
                     FrameType::Data => {
                         deliver(self.shared, (self.peer, self.shift), st, f.payload).map_err(Ending::Fatal)?
                     }
                     FrameType::End => {
-                        let seq = wire::goodbye_seq(f.payload).map_err(|e| Ending::Fatal(e.to_string()))?;
+                        let seq = wire::goodbye_seq(f.payload).map_err(|e| Ending::Fatal(e.into()))?;
                         if seq != st.next {
-                            let what = format!("goodbye numbered {seq} while {} was expected", st.next);
-                            return Err(Ending::Fatal(what));
+                            let fault = LinkFault::Sequence { what: "goodbye", seq, expected: st.next };
+                            return Err(Ending::Fatal(fault));
                         }
                         st.next += 1;
                         st.bye = true;
                         self.grant(st, true)?;
                         return Ok(());
                     }
-                    other => return Err(Ending::Fatal(format!("unexpected {other:?} frame"))),
+                    got => return Err(Ending::Fatal(LinkFault::Unexpected { want: None, got })),
                 }
             }
             self.grant(st, false)?;
@@ -205,13 +202,13 @@ impl Connection<'_> {
                 self.grant(st, true)?;
                 continue;
             }
-            let window = self.decoder.recv_window(64 * 1024).map_err(|e| Ending::Fatal(e.to_string()))?;
+            let window = self.decoder.recv_window(64 * 1024).map_err(|e| Ending::Fatal(e.into()))?;
             match (&self.stream).read(window) {
-                Ok(0) => return Err(Ending::Lost("closed without a goodbye".into())),
-                Ok(n) => self.decoder.commit(n).map_err(|e| Ending::Fatal(e.to_string()))?,
+                Ok(0) => return Err(Ending::Lost(LinkFault::NoGoodbye)),
+                Ok(n) => self.decoder.commit(n).map_err(|e| Ending::Fatal(e.into()))?,
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Ending::Lost(e.to_string())),
+                Err(e) => return Err(Ending::Lost(e.into())),
             }
         }
     }
@@ -240,7 +237,7 @@ impl Connection<'_> {
             n if n > 0 => Ok(true),
             _ => match std::io::Error::last_os_error() {
                 e if e.kind() == std::io::ErrorKind::Interrupted => Ok(false),
-                e => Err(Ending::Lost(e.to_string())),
+                e => Err(Ending::Lost(e.into())),
             },
         }
     }
@@ -267,7 +264,7 @@ impl Connection<'_> {
         }
         self.out.clear();
         wire::encode_credit(st.next, &st.consumed, &mut self.out).expect("aligned");
-        (&self.stream).write_all(&self.out).map_err(|e| Ending::Lost(e.to_string()))?;
+        (&self.stream).write_all(&self.out).map_err(|e| Ending::Lost(e.into()))?;
         self.sent.0 = st.next;
         self.sent.1.clone_from(&st.consumed);
         Ok(())
@@ -275,22 +272,22 @@ impl Connection<'_> {
 }
 
 /// Check one Data frame and push its batch to the receiving shard. Hot path.
-fn deliver(shared: &Shared, (peer, shift): (usize, i64), st: &mut State, payload: &[u8]) -> Result<(), String> {
+fn deliver(shared: &Shared, (peer, shift): (usize, i64), st: &mut State, payload: &[u8]) -> Result<(), LinkFault> {
     let spec = &shared.spec;
-    let (seq, from, to) = wire::batch_prefix(payload).map_err(|e| e.to_string())?;
+    let (seq, from, to) = wire::batch_prefix(payload)?;
     if seq < st.next {
         return Ok(()); // sent again after a reconnect, and already here
     }
     if seq > st.next {
-        return Err(format!("frame {seq} arrived while {} was expected", st.next));
+        return Err(LinkFault::Sequence { what: "frame", seq, expected: st.next });
     }
     let (them, me) = (&spec.nodes[peer], &spec.nodes[spec.me]);
     if !them.shards.contains(&(from as usize)) || !me.shards.contains(&(to as usize)) {
-        return Err(wire::WireError::Channel { from, to }.to_string());
+        return Err(wire::WireError::Channel { from, to }.into());
     }
     let ch = channel_index(them, me, from as usize, to as usize);
     let mut batch = st.pool.pop().unwrap_or_default();
-    wire::decode_batch(payload, shared.limits, shift, &mut batch).map_err(|e| format!("frame {seq}: {e}"))?;
+    wire::decode_batch(payload, shared.limits, shift, &mut batch).map_err(|source| LinkFault::Batch { seq, source })?;
     st.delivered[ch] += 1;
     if batch.entries.is_empty() {
         st.consumed[ch] += 1; // nothing for the shard to finish: credit it at once
@@ -298,7 +295,7 @@ fn deliver(shared: &Shared, (peer, shift): (usize, i64), st: &mut State, payload
     } else {
         let ring = &mut st.rings[ch];
         if ring.try_send(batch).is_err() {
-            return Err(format!("shard {from} sent to shard {to} beyond its credit"));
+            return Err(LinkFault::Credit { from, to });
         }
         ring.peer.notify();
     }

@@ -10,13 +10,17 @@
 //! not acknowledged are sent again, so nothing is lost or duplicated.
 //!
 //! - [`wire`]: the frames of a link.
+//! - [`error`]: why a connection or the node's links failed.
 //! - [`outbound`], [`inbound`]: the two halves of a link, and the listener.
 //! - [`Transport`]: starts every link of a node and waits for them (startup), then flushes,
 //!   says goodbye and waits for the peers' goodbyes (shutdown).
 
+pub mod error;
 pub mod inbound;
 pub mod outbound;
 pub mod wire;
+
+pub use error::{Direction, LinkError, LinkFault, Peer};
 
 use std::net::{SocketAddr, TcpListener};
 use std::ops::Range;
@@ -86,9 +90,9 @@ impl ClusterSpec {
         hash_bytes(text.as_bytes())
     }
 
-    /// `node b (127.0.0.1:7102)`.
-    pub fn describe(&self, node: usize) -> String {
-        format!("node {} ({})", self.nodes[node].id, self.nodes[node].address)
+    /// Node `node` as links name it: `node b (127.0.0.1:7102)`.
+    pub fn peer(&self, node: usize) -> Peer {
+        Peer { id: self.nodes[node].id.clone(), address: self.nodes[node].address }
     }
 }
 
@@ -152,22 +156,6 @@ pub fn node_mesh(spec: &ClusterSpec, signals: &[Arc<ShardSignal>], apps: usize) 
     (Mesh { outboxes, inboxes }, peers)
 }
 
-/// Why a node's links failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LinkError {
-    #[error("node {node}: cannot listen on {address}: {source}")]
-    Listen {
-        node: String,
-        address: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the cluster did not come up within {timeout:?}: {missing}")]
-    Startup { timeout: Duration, missing: String },
-    #[error("{0}")]
-    Failed(String),
-}
-
 /// One flag per peer and direction (`up`: the link has been established; `done`: it has said or
 /// heard goodbye), and a condvar to wait for them on.
 pub(crate) struct PeerFlags {
@@ -209,7 +197,7 @@ impl PeerFlags {
 
     /// Wait until every flag is set (Ok), a link fails, or `deadline` passes (the flags as
     /// they are).
-    fn wait_all(&self, failure: &Mutex<Option<String>>, deadline: Option<Instant>) -> Result<(), Waited<'_>> {
+    fn wait_all(&self, failure: &Mutex<Option<LinkError>>, deadline: Option<Instant>) -> Result<(), Waited<'_>> {
         let mut bits = self.bits.lock().expect("flags");
         loop {
             if let Some(f) = failure.lock().expect("failure").clone() {
@@ -230,7 +218,7 @@ impl PeerFlags {
 
 /// How [`PeerFlags::wait_all`] ended without every flag set.
 enum Waited<'a> {
-    Failed(String),
+    Failed(LinkError),
     Timeout(std::sync::MutexGuard<'a, PeerBits>),
 }
 
@@ -241,7 +229,7 @@ pub(crate) struct Shared {
     /// Set when the controller wants the outbound links to flush and say goodbye.
     pub finishing: AtomicBool,
     /// The first fatal link error.
-    pub failure: Mutex<Option<String>>,
+    pub failure: Mutex<Option<LinkError>>,
     /// Links established at least once.
     pub up: PeerFlags,
     /// Outbound links that said goodbye, and inbound links that heard it.
@@ -254,9 +242,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Record the node's first fatal link error; whoever waits on the links sees it.
-    pub(crate) fn fail(&self, message: String) {
-        tracing::error!("{message}");
-        self.failure.lock().expect("failure").get_or_insert(message);
+    pub(crate) fn fail(&self, error: LinkError) {
+        tracing::error!("{error}");
+        self.failure.lock().expect("failure").get_or_insert(error);
         self.up.changed.notify_all();
         self.done.changed.notify_all();
     }
@@ -282,7 +270,7 @@ impl Transport {
         let listener = TcpListener::bind(me.address).map_err(|source| LinkError::Listen {
             node: me.id.clone(),
             address: me.address,
-            source,
+            source: Arc::new(source),
         })?;
         let n = spec.nodes.len();
         let shared = Arc::new(Shared {
@@ -328,18 +316,12 @@ impl Transport {
         let waited = s.up.wait_all(&s.failure, Some(Instant::now() + timeout));
         let error = match waited {
             Ok(()) => return Ok(()),
-            Err(Waited::Failed(f)) => LinkError::Failed(f),
+            Err(Waited::Failed(f)) => f,
             Err(Waited::Timeout(bits)) => {
-                let mut missing = Vec::new();
-                for p in 0..s.spec.nodes.len() {
-                    if !bits.outbound[p] {
-                        missing.push(format!("no link to {} (is it running?)", s.spec.describe(p)));
-                    }
-                    if !bits.inbound[p] {
-                        missing.push(format!("{} has not connected to this node", s.spec.describe(p)));
-                    }
-                }
-                LinkError::Startup { timeout, missing: missing.join("; ") }
+                let nodes = 0..s.spec.nodes.len();
+                let no_link_to = nodes.clone().filter(|&p| !bits.outbound[p]).map(|p| s.spec.peer(p)).collect();
+                let not_connected = nodes.filter(|&p| !bits.inbound[p]).map(|p| s.spec.peer(p)).collect();
+                LinkError::Startup { timeout, no_link_to, not_connected }
             }
         };
         s.stopped.store(true, Ordering::SeqCst);
@@ -347,7 +329,7 @@ impl Transport {
     }
 
     /// The first fatal link error, if any (the controller polls it).
-    pub fn failure(&self) -> Option<String> {
+    pub fn failure(&self) -> Option<LinkError> {
         self.shared.failure.lock().expect("failure").clone()
     }
 
@@ -365,7 +347,7 @@ impl Transport {
         self.wakers.iter().for_each(|w| w.wake());
         if let Err(Waited::Failed(f)) = s.done.wait_all(&s.failure, None) {
             s.stopped.store(true, Ordering::SeqCst);
-            return Err(LinkError::Failed(f));
+            return Err(f);
         }
         s.stopped.store(true, Ordering::SeqCst);
         for t in std::mem::take(&mut self.threads) {

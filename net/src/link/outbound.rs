@@ -16,7 +16,7 @@ use crate::{FrameDecoder, FrameType};
 use rkyv::util::AlignedVec;
 
 use super::wire::{self, Hello};
-use super::Shared;
+use super::{Direction, LinkError, LinkFault, Shared};
 use crate::clock::now_ns;
 use crate::mailbox::Inbox;
 use crate::signal::{Doorbell, ShardSignal};
@@ -41,11 +41,11 @@ struct Conn {
 #[derive(Default)]
 struct Lost {
     flag: AtomicBool,
-    why: Mutex<Option<String>>,
+    why: Mutex<Option<LinkFault>>,
 }
 
 impl Lost {
-    fn set(&self, why: String) {
+    fn set(&self, why: LinkFault) {
         self.why.lock().expect("lost").get_or_insert(why);
         self.flag.store(true, Ordering::SeqCst);
     }
@@ -54,8 +54,8 @@ impl Lost {
         self.flag.load(Ordering::SeqCst)
     }
 
-    fn reason(&self) -> String {
-        self.why.lock().expect("lost").clone().unwrap_or_else(|| "connection closed".into())
+    fn reason(&self) -> LinkFault {
+        self.why.lock().expect("lost").clone().unwrap_or(LinkFault::Closed)
     }
 }
 
@@ -115,8 +115,8 @@ impl Link {
         }
     }
 
-    fn describe(&self) -> String {
-        self.shared.spec.describe(self.peer)
+    fn describe(&self) -> super::Peer {
+        self.shared.spec.peer(self.peer)
     }
 
     /// The link's thread.
@@ -132,7 +132,7 @@ impl Link {
                 return;
             }
             if let Some(why) = self.lost() {
-                if !self.reconnect(&why) {
+                if !self.reconnect(why) {
                     return;
                 }
             }
@@ -156,7 +156,7 @@ impl Link {
     }
 
     /// Why the current connection is gone, if it is.
-    fn lost(&self) -> Option<String> {
+    fn lost(&self) -> Option<LinkFault> {
         let c = self.conn.as_ref()?;
         c.lost.is_set().then(|| c.lost.reason())
     }
@@ -199,7 +199,7 @@ impl Link {
             if *left == 0 {
                 self.drop_in = None;
                 if let Some(c) = &self.conn {
-                    c.lost.set("dropped by the test hook DIRIGO_TEST_DROP_LINK".into());
+                    c.lost.set(LinkFault::TestDrop);
                     let _ = c.stream.shutdown(Shutdown::Both);
                 }
             }
@@ -243,7 +243,7 @@ impl Link {
                 return;
             }
             if let Some(why) = self.lost() {
-                if !self.reconnect(&why) {
+                if !self.reconnect(why) {
                     return;
                 }
                 if self.acks.next.load(Ordering::Acquire) <= seq {
@@ -273,7 +273,7 @@ impl Link {
     }
 
     /// Re-establish a lost connection and send again what the peer has not received.
-    fn reconnect(&mut self, why: &str) -> bool {
+    fn reconnect(&mut self, why: LinkFault) -> bool {
         tracing::warn!("link to {} lost: {why}; reconnecting", self.describe());
         if let Some(c) = self.conn.take() {
             let _ = c.stream.shutdown(Shutdown::Both);
@@ -288,9 +288,9 @@ impl Link {
                     return true;
                 }
                 Err(e) if Instant::now() >= deadline => {
-                    let what =
-                        format!("link to {} lost: {why}; not re-established within {limit:?}: {e}", self.describe());
-                    self.shared.fail(what);
+                    tracing::warn!("link to {}: last attempt: {e}", self.describe());
+                    let (peer, direction) = (self.describe(), Direction::To);
+                    self.shared.fail(LinkError::NotReestablished { peer, direction, fault: why, within: limit });
                     return false;
                 }
                 Err(_) if self.shared.stopped.load(Ordering::Relaxed) => return false,
@@ -304,39 +304,38 @@ impl Link {
 
     /// One connection attempt: hello both ways, start the credit reader, then send again every
     /// kept frame the peer has not received; returns how many.
-    fn connect(&mut self) -> Result<usize, String> {
+    fn connect(&mut self) -> Result<usize, ConnectError> {
         let addr = self.shared.spec.nodes[self.peer].address;
         let timeout = self.shared.spec.settings.connect_timeout;
-        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(LinkFault::from)?;
+        stream.set_nodelay(true).map_err(LinkFault::from)?;
         let spec = &self.shared.spec;
         let epoch = crate::clock::epoch_unix_ns();
         let hello =
             Hello { fingerprint: spec.fingerprint(), from: spec.me as u32, to: self.peer as u32, next: 0, epoch };
         let mut out = AlignedVec::new();
         hello.encode(&mut out).expect("aligned");
-        (&stream).write_all(&out).map_err(|e| e.to_string())?;
-        stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        (&stream).write_all(&out).map_err(LinkFault::from)?;
+        stream.set_read_timeout(Some(timeout)).map_err(LinkFault::from)?;
         let mut decoder = FrameDecoder::default();
         let reply = read_frame(&stream, &mut decoder, FrameType::Hello)?;
-        let reply = Hello::decode(&reply).map_err(|e| e.to_string())?;
+        let reply = Hello::decode(&reply).map_err(LinkFault::from)?;
         if reply.fingerprint != hello.fingerprint {
-            let what =
-                format!("{} runs a different cluster config ([[node]] list or mailbox_batches)", self.describe());
-            self.shared.fail(what.clone());
-            return Err(what);
+            let mismatch = LinkError::ConfigMismatch { peer: self.describe() };
+            self.shared.fail(mismatch.clone());
+            return Err(ConnectError::Refused(mismatch));
         }
-        stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+        stream.set_read_timeout(None).map_err(LinkFault::from)?;
         let next = reply.next;
         self.acks.next.fetch_max(next, Ordering::AcqRel);
         let lost = Arc::new(Lost::default());
-        let reader = stream.try_clone().map_err(|e| e.to_string())?;
+        let reader = stream.try_clone().map_err(LinkFault::from)?;
         let (acks, signal, lost2) = (self.acks.clone(), self.signal.clone(), lost.clone());
         let name = format!("dirigo-acks-from-{}", spec.nodes[self.peer].id);
         std::thread::Builder::new()
             .name(name)
             .spawn(move || read_acks(reader, decoder, &acks, &signal, &lost2))
-            .map_err(|e| e.to_string())?;
+            .map_err(LinkFault::from)?;
         self.conn = Some(Conn { stream, lost });
         let mut resent = 0;
         for (_, frame) in self.retained.iter().filter(|(seq, _)| *seq >= next) {
@@ -354,25 +353,29 @@ fn write_frame(conn: Option<&Conn>, frame: &[u8]) {
         return;
     }
     if let Err(e) = (&c.stream).write_all(frame) {
-        c.lost.set(e.to_string());
+        c.lost.set(e.into());
     }
 }
 
 /// Read until one whole frame of type `want` arrives (handshakes only).
-pub(crate) fn read_frame(stream: &TcpStream, decoder: &mut FrameDecoder, want: FrameType) -> Result<Vec<u8>, String> {
+pub(crate) fn read_frame(
+    stream: &TcpStream,
+    decoder: &mut FrameDecoder,
+    want: FrameType,
+) -> Result<Vec<u8>, LinkFault> {
     loop {
-        if let Some(f) = decoder.next_frame().map_err(|e| e.to_string())? {
+        if let Some(f) = decoder.next_frame()? {
             if f.ty != want {
-                return Err(format!("expected a {want:?} frame, got {:?}", f.ty));
+                return Err(LinkFault::Unexpected { want: Some(want), got: f.ty });
             }
             return Ok(f.payload.to_vec());
         }
-        let window = decoder.recv_window(4096).map_err(|e| e.to_string())?;
-        let n = (&*stream).read(window).map_err(|e| e.to_string())?;
+        let window = decoder.recv_window(4096)?;
+        let n = (&*stream).read(window)?;
         if n == 0 {
-            return Err("connection closed during the handshake".into());
+            return Err(LinkFault::ClosedInHandshake);
         }
-        decoder.commit(n).map_err(|e| e.to_string())?;
+        decoder.commit(n)?;
     }
 }
 
@@ -383,12 +386,12 @@ fn read_acks(stream: TcpStream, mut decoder: FrameDecoder, acks: &Acks, signal: 
         while let Some(f) = match decoder.next_frame() {
             Ok(f) => f,
             Err(e) => {
-                fault = Some(e.to_string());
+                fault = Some(e.into());
                 None
             }
         } {
             if f.ty != FrameType::Credit {
-                fault = Some(format!("unexpected {:?} frame from the receiver", f.ty));
+                fault = Some(LinkFault::Unexpected { want: Some(FrameType::Credit), got: f.ty });
                 break;
             }
             match wire::decode_credit(f.payload) {
@@ -398,7 +401,7 @@ fn read_acks(stream: TcpStream, mut decoder: FrameDecoder, acks: &Acks, signal: 
                         slot.fetch_max(c, Ordering::AcqRel);
                     }
                 }
-                Err(e) => fault = Some(e.to_string()),
+                Err(e) => fault = Some(e.into()),
             }
             signal.wake();
         }
@@ -407,20 +410,30 @@ fn read_acks(stream: TcpStream, mut decoder: FrameDecoder, acks: &Acks, signal: 
         }
         let window = match decoder.recv_window(4096) {
             Ok(w) => w,
-            Err(e) => break e.to_string(),
+            Err(e) => break e.into(),
         };
         match (&stream).read(window) {
-            Ok(0) => break "closed by the peer".into(),
+            Ok(0) => break LinkFault::Closed,
             Ok(n) => {
                 if let Err(e) = decoder.commit(n) {
-                    break e.to_string();
+                    break e.into();
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => break e.to_string(),
+            Err(e) => break e.into(),
         }
     };
     lost.set(why);
     let _ = stream.shutdown(Shutdown::Both);
     signal.wake();
+}
+
+/// Why one connection attempt failed: a fault (retried until the link's timeout), or a refusal
+/// that already failed the node.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error(transparent)]
+    Fault(#[from] LinkFault),
+    #[error(transparent)]
+    Refused(LinkError),
 }

@@ -43,7 +43,7 @@ pub struct Hello {
 }
 
 /// Something wrong in what a peer sent.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
     #[error("a {what} frame of {len} bytes is too short")]
     Short { what: &'static str, len: usize },
