@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::error::{ConfigError, KeyPath, Problem, Source};
+use super::error::{ConfigError, Problem, Source};
+use super::path::KeyPath;
 use super::resolve::positive;
 use super::values::HumanDuration;
 

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::error::{ConfigError, KeyPath, Problem, Source};
+use super::error::{ConfigError, Problem, Source};
+use super::path::KeyPath;
 use super::values::{ser_duration, Distribution, FileFormat, HumanDuration, Policy, TcpIo, WireFormat};
 
 /// The embedded `configs/default.toml`: the single source of every default.

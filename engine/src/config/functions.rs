@@ -6,9 +6,10 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::doc::{function_keys, AggregateDoc, FunctionDoc, FunctionKindName, WindowDoc};
-use super::error::{ConfigError, KeyPath, Problem, Role};
+use super::error::{ConfigError, Problem};
 use super::model::{Aggregate, AggregateSpec, FunctionConfig, FunctionKind, JoinFunction, WindowFunction, WindowSpec};
 use super::nodes::{or, or_duration};
+use super::path::{KeyPath, Role};
 use super::resolve::{kind_keys, positive, require, Ctx};
 use super::values::{AggregateOp, WindowType};
 

@@ -6,8 +6,9 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::error::{ConfigError, KeyPath, Problem, Role};
+use super::error::{ConfigError, Problem};
 use super::model::{AppConfig, NodeId};
+use super::path::{KeyPath, Role};
 use super::resolve::{duplicate, Ctx};
 
 /// Checks the app's DAG and returns its nodes in topological order.

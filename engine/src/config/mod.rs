@@ -23,6 +23,7 @@ mod graph;
 mod model;
 mod nodes;
 mod outline;
+mod path;
 mod resolve;
 mod values;
 
@@ -36,12 +37,13 @@ pub use defaults::{
     AppDefaults, Defaults, EngineConfig, FileSinkDefaults, FileSourceDefaults, FunctionDefaults, GeneratorDefaults,
     SinkDefaults, SourceDefaults, TcpSinkDefaults, TcpSourceDefaults, WindowDefaults, DEFAULT_TOML, DEFAULT_TOML_NAME,
 };
-pub use error::{ConfigError, Invalid, KeyPath, Location, Problem, Role, Segment, Source};
+pub use error::{ConfigError, Invalid, Location, Problem, Source};
 pub use model::{
     Aggregate, AggregateSpec, AppConfig, Burst, FileSource, FunctionConfig, FunctionKind, GeneratorSource,
     JoinFunction, Node, NodeId, SchemaConfig, SchemaField, SinkConfig, SinkKind, SourceConfig, SourceKind, TcpSource,
     WindowFunction, WindowSpec,
 };
+pub use path::{KeyPath, Role, Segment};
 pub use values::{AggregateOp, Distribution, FileFormat, Policy, TcpIo, WindowType, WireFormat};
 
 use defaults::{DefaultsLayer, EngineLayer};

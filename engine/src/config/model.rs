@@ -7,7 +7,7 @@ use dirigo_actors::record::{FieldType, Schema};
 use serde::{Serialize, Serializer};
 use toml::Spanned;
 
-use super::error::Role;
+use super::path::Role;
 use super::values::{
     ser_duration, ser_opt_duration, ser_pairs, AggregateOp, Distribution, FileFormat, WindowType, WireFormat,
 };

@@ -8,12 +8,13 @@ use dirigo_actors::record::FieldType;
 use toml::Spanned;
 
 use super::doc::{sink_keys, source_keys, SinkDoc, SinkKindName, SourceDoc, SourceKindName};
-use super::error::{ConfigError, KeyPath, Problem, Role};
+use super::error::{ConfigError, Problem};
 use super::functions;
 use super::model::{
     Burst, FileSource, FunctionConfig, GeneratorSource, SchemaConfig, SinkConfig, SinkKind, SourceConfig, SourceKind,
     TcpSource,
 };
+use super::path::{KeyPath, Role};
 use super::resolve::{field_in_schema, kind_keys, positive, require, Ctx};
 use super::values::{FileFormat, HumanDuration, WireFormat};
 

@@ -7,7 +7,7 @@ use std::ops::Range;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use toml::Spanned;
 
-use super::error::{KeyPath, Role, Segment};
+use super::path::{KeyPath, Role, Segment};
 
 /// One value of the outline; scalars keep only their text when they are strings.
 enum Tree {

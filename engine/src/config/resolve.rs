@@ -8,10 +8,11 @@ use toml::Spanned;
 
 use super::defaults::Defaults;
 use super::doc::AppDoc;
-use super::error::{ConfigError, KeyPath, Problem, Role, Source};
+use super::error::{ConfigError, Problem, Source};
 use super::graph;
 use super::model::{AppConfig, SchemaConfig, SchemaField};
 use super::nodes;
+use super::path::{KeyPath, Role};
 use super::values::{HumanDuration, OrderedTable};
 
 /// What resolving one app needs: the file, the merged defaults and the app's key path.
