@@ -9,9 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use super::check::positive;
 use super::error::{ConfigError, Problem, Source};
 use super::path::KeyPath;
-use super::resolve::positive;
 use super::values::HumanDuration;
 
 /// One `[[node]]` as written.

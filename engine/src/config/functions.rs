@@ -5,12 +5,11 @@ use std::ops::Range;
 
 use toml::Spanned;
 
+use super::check::{kind_keys, or, or_duration, positive, require, Ctx};
 use super::doc::{function_keys, AggregateDoc, FunctionDoc, FunctionKindName, WindowDoc};
 use super::error::{ConfigError, Problem};
 use super::model::{Aggregate, AggregateSpec, FunctionConfig, FunctionKind, JoinFunction, WindowFunction, WindowSpec};
-use super::nodes::{or, or_duration};
 use super::path::{KeyPath, Role};
-use super::resolve::{kind_keys, positive, require, Ctx};
 use super::values::{AggregateOp, WindowType};
 
 /// Resolves the `index`-th function of an app.

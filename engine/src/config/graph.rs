@@ -6,10 +6,10 @@ use std::ops::Range;
 
 use toml::Spanned;
 
+use super::check::{duplicate, Ctx};
 use super::error::{ConfigError, Problem};
 use super::model::{AppConfig, NodeId};
 use super::path::{KeyPath, Role};
-use super::resolve::{duplicate, Ctx};
 
 /// Checks the app's DAG and returns its nodes in topological order.
 pub(crate) fn check(ctx: &Ctx<'_>, app: &AppConfig) -> Result<Vec<NodeId>, ConfigError> {

@@ -14,6 +14,7 @@
 //! assert!(config.apps.is_empty());
 //! ```
 
+mod check;
 mod cluster;
 mod defaults;
 mod doc;
@@ -46,9 +47,9 @@ pub use model::{
 pub use path::{KeyPath, Role, Segment};
 pub use values::{AggregateOp, Distribution, FileFormat, Policy, TcpIo, WindowType, WireFormat};
 
+use check::positive;
 use defaults::{DefaultsLayer, EngineLayer};
 use doc::ConfigDoc;
-use resolve::positive;
 
 /// A whole, checked configuration.
 #[derive(Clone, Debug, Serialize)]

@@ -2,11 +2,11 @@
 //! generator's `key_field` against the app's schema.
 
 use std::ops::Range;
-use std::time::Duration;
 
 use dirigo_actors::record::FieldType;
 use toml::Spanned;
 
+use super::check::{field_in_schema, kind_keys, or, positive, require, Ctx};
 use super::doc::{sink_keys, source_keys, SinkDoc, SinkKindName, SourceDoc, SourceKindName};
 use super::error::{ConfigError, Problem};
 use super::functions;
@@ -15,18 +15,7 @@ use super::model::{
     TcpSource,
 };
 use super::path::{KeyPath, Role};
-use super::resolve::{field_in_schema, kind_keys, positive, require, Ctx};
-use super::values::{FileFormat, HumanDuration, WireFormat};
-
-/// The value written, else the default.
-pub(crate) fn or<T>(value: Option<Spanned<T>>, default: T) -> T {
-    value.map_or(default, Spanned::into_inner)
-}
-
-/// The duration written, else the default.
-pub(crate) fn or_duration(value: Option<Spanned<HumanDuration>>, default: Duration) -> Duration {
-    value.map_or(default, |v| v.into_inner().0)
-}
+use super::values::{FileFormat, WireFormat};
 
 /// Every source of an app.
 pub(crate) fn sources(
