@@ -33,16 +33,15 @@ use std::path::Path;
 
 use serde::Serialize;
 
-pub use cluster::{unknown_node, ClusterConfig, NodeConfig};
 pub use defaults::{
     AppDefaults, Defaults, EngineConfig, FileSinkDefaults, FileSourceDefaults, FunctionDefaults, GeneratorDefaults,
     SinkDefaults, SourceDefaults, TcpSinkDefaults, TcpSourceDefaults, WindowDefaults, DEFAULT_TOML, DEFAULT_TOML_NAME,
 };
 pub use error::{ConfigError, Invalid, Location, Problem, Source};
 pub use model::{
-    Aggregate, AggregateSpec, AppConfig, Burst, FileSource, FunctionConfig, FunctionKind, GeneratorSource,
-    JoinFunction, Node, NodeId, SchemaConfig, SchemaField, SinkConfig, SinkKind, SourceConfig, SourceKind, TcpSource,
-    WindowFunction, WindowSpec,
+    unknown_node, Aggregate, AggregateSpec, AppConfig, Burst, ClusterConfig, FileSource, FunctionConfig, FunctionKind,
+    GeneratorSource, JoinFunction, Node, NodeConfig, NodeId, SchemaConfig, SchemaField, SinkConfig, SinkKind,
+    SourceConfig, SourceKind, TcpSource, WindowFunction, WindowSpec,
 };
 pub use path::{KeyPath, Role, Segment};
 pub use values::{AggregateOp, Distribution, FileFormat, Policy, TcpIo, WindowType, WireFormat};
@@ -87,7 +86,7 @@ impl Config {
         let engine = user.engine.over(base.engine).resolve("engine")?;
         let defaults = user.defaults.over(base.defaults).resolve()?;
         let apps = apps(&source, &defaults, user.app)?;
-        let cluster = user.cluster.over(base.cluster).resolve(&source)?;
+        let cluster = cluster::settings(&source, user.cluster.over(base.cluster))?;
         let nodes = cluster::nodes(&source, user.node)?;
         Ok(Config { engine, defaults, apps, cluster, nodes, source })
     }

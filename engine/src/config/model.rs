@@ -1,6 +1,9 @@
-//! The resolved, public config of one app: schema, sources, functions and sinks, each kind with
-//! exactly its own fields. Names and expressions are `Spanned` so later errors can point at them.
+//! The resolved, public config: each app (schema, sources, functions and sinks, each kind with
+//! exactly its own fields) and the cluster (`[cluster]`, `[[node]]`). Names and expressions are
+//! `Spanned` so later errors can point at them.
 
+use std::net::SocketAddr;
+use std::ops::Range;
 use std::time::Duration;
 
 use dirigo_actors::record::{FieldType, Schema};
@@ -322,4 +325,48 @@ pub enum SinkKind {
         listen: Spanned<String>,
         format: WireFormat,
     },
+}
+
+/// `[cluster]`: how links between nodes are set up and kept.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClusterConfig {
+    /// How long a node waits for all its links at startup.
+    #[serde(serialize_with = "ser_duration")]
+    pub connect_timeout: Duration,
+    /// How long a dropped link is retried before the node gives up.
+    #[serde(serialize_with = "ser_duration")]
+    pub reconnect_timeout: Duration,
+}
+
+/// One node of the cluster, checked.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeConfig {
+    /// The node's name, given to `dirigo run --node`.
+    pub id: Spanned<String>,
+    /// `host:port` the node listens on for links from its peers.
+    pub address: Spanned<String>,
+    /// Number of shards the node runs.
+    pub shards: usize,
+    /// The node's first global shard id.
+    #[serde(skip)]
+    pub first_shard: usize,
+    /// The address resolved.
+    #[serde(skip)]
+    pub socket: SocketAddr,
+}
+
+impl NodeConfig {
+    /// The global ids of this node's shards.
+    pub fn shard_range(&self) -> Range<usize> {
+        self.first_shard..self.first_shard + self.shards
+    }
+}
+
+/// Why `--node` names no node of the config.
+pub fn unknown_node(nodes: &[NodeConfig], id: &str) -> String {
+    if nodes.is_empty() {
+        return format!("--node {id}: the config lists no [[node]]; run it without --node");
+    }
+    let known: Vec<&str> = nodes.iter().map(|n| n.id.get_ref().as_str()).collect();
+    format!("--node {id}: no such node; known: {}", known.join(", "))
 }
