@@ -1,6 +1,6 @@
 //! What every part resolves with: the app's context ([`Ctx`]) and the shared rules: values that
-//! must be positive, keys a kind requires or does not take, unique names, schema fields, and a
-//! default for a key left out.
+//! must be positive, keys a kind requires or does not take, known format names, unique names,
+//! schema fields, and a default for a key left out.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -131,6 +131,28 @@ pub(crate) fn kind_keys(
         }
     }
     Ok(())
+}
+
+/// A `format` written as a string, checked against the names valid for this kind.
+pub(crate) fn known_format<T>(
+    ctx: &Ctx<'_>,
+    node: &KeyPath,
+    written: Option<Spanned<String>>,
+    parse: fn(&str) -> Option<T>,
+    names: &[&str],
+) -> Result<Option<T>, ConfigError> {
+    let Some(written) = written else {
+        return Ok(None);
+    };
+    match parse(written.get_ref()) {
+        Some(value) => Ok(Some(value)),
+        None => {
+            let valid = names.iter().map(|n| n.to_string()).collect();
+            let name = written.get_ref().clone();
+            let problem = Problem::UnknownName { what: "format", name, valid };
+            Err(ctx.error(written.span(), node.clone().key("format"), problem))
+        }
+    }
 }
 
 /// The value written, else the default.

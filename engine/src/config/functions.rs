@@ -12,6 +12,12 @@ use super::model::{Aggregate, AggregateSpec, FunctionConfig, FunctionKind, JoinF
 use super::path::{KeyPath, Role};
 use super::values::{AggregateOp, WindowType};
 
+/// Every function of an app.
+pub(crate) fn all(ctx: &Ctx<'_>, docs: Vec<Spanned<FunctionDoc>>) -> Result<Vec<FunctionConfig>, ConfigError> {
+    let docs = docs.into_iter().enumerate();
+    docs.map(|(i, doc)| function(ctx, i, doc)).collect()
+}
+
 /// Resolves the `index`-th function of an app.
 pub(crate) fn function(ctx: &Ctx<'_>, index: usize, doc: Spanned<FunctionDoc>) -> Result<FunctionConfig, ConfigError> {
     let span = doc.span();

@@ -22,10 +22,11 @@ mod error;
 mod functions;
 mod graph;
 mod model;
-mod nodes;
 mod outline;
 mod path;
 mod resolve;
+mod sinks;
+mod sources;
 mod values;
 
 use std::collections::HashMap;

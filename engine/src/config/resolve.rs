@@ -10,9 +10,9 @@ use super::doc::AppDoc;
 use super::error::{ConfigError, Problem, Source};
 use super::graph;
 use super::model::{AppConfig, SchemaConfig, SchemaField};
-use super::nodes;
 use super::path::KeyPath;
 use super::values::OrderedTable;
+use super::{functions, sinks, sources};
 
 /// Resolves the `index`-th app.
 pub(crate) fn app(
@@ -44,9 +44,9 @@ pub(crate) fn app(
         event_time: doc.event_time,
         watermark_delay: doc.watermark_delay.map_or(d.watermark_delay, |v| v.into_inner().0),
         watermark_every: doc.watermark_every.map_or(d.watermark_every, Spanned::into_inner),
-        sources: nodes::sources(&ctx, doc.source, &schema)?,
-        functions: nodes::functions(&ctx, doc.function)?,
-        sinks: nodes::sinks(&ctx, doc.sink)?,
+        sources: sources::all(&ctx, doc.source, &schema)?,
+        functions: functions::all(&ctx, doc.function)?,
+        sinks: sinks::all(&ctx, doc.sink)?,
         schema,
         order: Vec::new(),
     };
