@@ -10,10 +10,66 @@ use dirigo_actors::record::{FieldType, Schema};
 use serde::{Serialize, Serializer};
 use toml::Spanned;
 
-use super::path::Role;
+use super::defaults::{Defaults, EngineConfig};
+use super::error::{ConfigError, Source};
+use super::path::{KeyPath, Role};
 use super::values::{
     ser_duration, ser_opt_duration, ser_pairs, AggregateOp, Distribution, FileFormat, WindowType, WireFormat,
 };
+
+/// A whole, checked configuration; made by [`Config::load`] and [`Config::parse`] (in `config/mod.rs`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    pub engine: EngineConfig,
+    /// The per-app and per-node defaults in force (already applied to `apps`).
+    #[serde(skip)]
+    pub defaults: Defaults,
+    #[serde(rename = "app")]
+    pub apps: Vec<AppConfig>,
+    /// Link settings between nodes.
+    pub cluster: ClusterConfig,
+    /// The nodes of a cluster, in order; empty: a single node.
+    #[serde(rename = "node")]
+    pub nodes: Vec<NodeConfig>,
+    /// The file the config came from, for errors found later.
+    #[serde(skip)]
+    pub(super) source: Source,
+}
+
+impl Config {
+    /// The node named `id` (`dirigo run --node`), or an error listing the known ids.
+    pub fn node(&self, id: &str) -> Result<&NodeConfig, String> {
+        self.nodes.iter().find(|n| n.id.get_ref() == id).ok_or_else(|| unknown_node(&self.nodes, id))
+    }
+
+    /// Shards of the whole cluster: the sum of the nodes' shards, else `[engine] shards`.
+    pub fn cluster_shards(&self) -> usize {
+        match self.nodes.is_empty() {
+            true => self.engine.shards,
+            false => self.nodes.iter().map(|n| n.shards).sum(),
+        }
+    }
+
+    /// The file this config was parsed from: pass it to [`ConfigError::at`].
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// A semantic error at a spanned value of this config (see [`ConfigError::at`]).
+    pub fn error_at(&self, span: Range<usize>, key: KeyPath, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(&self.source, span, key, message)
+    }
+
+    /// Each app with its nodes in topological order (every node after its inputs).
+    pub fn apps_in_topological_order(&self) -> impl Iterator<Item = (&AppConfig, Vec<(NodeId, Node<'_>)>)> + '_ {
+        self.apps.iter().map(|app| (app, app.nodes_in_order().collect()))
+    }
+
+    /// The config as TOML; parsing it again gives the same config.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+}
 
 /// One `[[app]]`: a DAG of functions between sources and sinks, with a latency SLO.
 #[derive(Clone, Debug, PartialEq, Serialize)]

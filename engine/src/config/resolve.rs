@@ -1,26 +1,90 @@
-//! From the config as written to the public types: app-level checks, the schema, defaults
-//! filled in.
+//! The driver: reads the built-in and the user's file, merges the user's layers over the built-in
+//! ones, resolves `[engine]`, `[defaults.*]` and each app's own keys (values, schema, unique
+//! names), and hands every other piece to its part: sources, functions, sinks, graph, cluster.
+
+use std::collections::HashMap;
+use std::ops::Range;
 
 use dirigo_actors::record::FieldType;
 use toml::Spanned;
 
 use super::check::{duplicate, field_in_schema, positive, Ctx};
-use super::defaults::Defaults;
-use super::doc::AppDoc;
+use super::cluster;
+use super::defaults::{Defaults, DefaultsLayer, EngineLayer, DEFAULT_TOML, DEFAULT_TOML_NAME};
+use super::doc::{AppDoc, ConfigDoc};
 use super::error::{ConfigError, Problem, Source};
 use super::graph;
-use super::model::{AppConfig, SchemaConfig, SchemaField};
+use super::model::{AppConfig, Config, SchemaConfig, SchemaField};
 use super::path::KeyPath;
 use super::values::OrderedTable;
 use super::{functions, sinks, sources};
 
+/// The whole config of `source`: the built-in file read first, the user's layers merged over it,
+/// then every piece resolved.
+pub(crate) fn config(source: Source) -> Result<Config, ConfigError> {
+    let builtin = Source::new(DEFAULT_TOML_NAME, DEFAULT_TOML);
+    let base = read_doc(&builtin)?;
+    let user = read_doc(&source)?;
+    let engine = user.engine.over(base.engine).resolve("engine")?;
+    let defaults = user.defaults.over(base.defaults).resolve()?;
+    let apps = apps(&source, &defaults, user.app)?;
+    let cluster = cluster::settings(&source, user.cluster.over(base.cluster))?;
+    let nodes = cluster::nodes(&source, user.node)?;
+    Ok(Config { engine, defaults, apps, cluster, nodes, source })
+}
+
+/// One file parsed strictly, its `[engine]` and `[defaults.*]` values checked.
+fn read_doc(source: &Source) -> Result<ConfigDoc, ConfigError> {
+    let doc: ConfigDoc = toml::from_str(&source.text).map_err(|e| ConfigError::from_toml(source, &e))?;
+    check_engine(source, &doc.engine)?;
+    check_defaults(source, &doc.defaults)?;
+    Ok(doc)
+}
+
+fn check_engine(src: &Source, e: &EngineLayer) -> Result<(), ConfigError> {
+    let at = |key: &'static str| move || KeyPath::table("engine").key(key);
+    positive(src, &e.mailbox_batches, at("mailbox_batches"))?;
+    positive(src, &e.batch_size, at("batch_size"))?;
+    positive(src, &e.max_in_flight, at("max_in_flight"))?;
+    positive(src, &e.tick, at("tick"))?;
+    positive(src, &e.lessee_idle, at("lessee_idle"))?;
+    positive(src, &e.stats_interval, at("stats_interval"))?;
+    positive(src, &e.preempt_timer, at("preempt_timer"))
+}
+
+fn check_defaults(src: &Source, d: &DefaultsLayer) -> Result<(), ConfigError> {
+    let at = |table: &str, key: &str| {
+        let path = KeyPath::table(&format!("defaults.{table}")).key(key);
+        move || path
+    };
+    positive(src, &d.app.weight, at("app", "weight"))?;
+    positive(src, &d.app.watermark_every, at("app", "watermark_every"))?;
+    let generator = &d.source.generator;
+    positive(src, &generator.keys, at("source.generator", "keys"))?;
+    positive(src, &generator.zipf_s, at("source.generator", "zipf_s"))?;
+    positive(src, &generator.parallelism, at("source.generator", "parallelism"))
+}
+
+/// Every app resolved; app names are unique.
+fn apps(source: &Source, defaults: &Defaults, docs: Vec<Spanned<AppDoc>>) -> Result<Vec<AppConfig>, ConfigError> {
+    let mut first: HashMap<String, Range<usize>> = HashMap::new();
+    let mut apps = Vec::with_capacity(docs.len());
+    for (index, doc) in docs.into_iter().enumerate() {
+        let name = doc.get_ref().name.clone();
+        if let Some(span) = first.get(name.get_ref()) {
+            let first_line = source.line_col(span.start).0;
+            let path = KeyPath::app(index, name.get_ref()).key("name");
+            let problem = Problem::Duplicate { what: "app", name: name.get_ref().clone(), first_line };
+            return Err(ConfigError::problem(source, name.span(), path, problem));
+        }
+        first.insert(name.get_ref().clone(), name.span());
+        apps.push(app(source, defaults, index, doc)?);
+    }
+    Ok(apps)
+}
+
 /// Resolves the `index`-th app.
-pub(crate) fn app(
-    src: &Source,
-    defaults: &Defaults,
-    index: usize,
-    doc: Spanned<AppDoc>,
-) -> Result<AppConfig, ConfigError> {
+fn app(src: &Source, defaults: &Defaults, index: usize, doc: Spanned<AppDoc>) -> Result<AppConfig, ConfigError> {
     let span = doc.span();
     let doc = doc.into_inner();
     let ctx = Ctx { src, defaults, app: KeyPath::app(index, doc.name.get_ref()) };

@@ -1,6 +1,7 @@
 //! Unit tests of the config module: `configs/default.toml` is complete, documented, and exactly
 //! what an empty config resolves to.
 
+use super::defaults::EngineLayer;
 use super::*;
 
 /// Durations compare by value ("0ms" == "0s"); everything else as written.
