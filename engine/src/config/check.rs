@@ -1,6 +1,7 @@
-//! What every part resolves with: the app's context ([`Ctx`]) and the shared rules: values that
-//! must be positive, keys a kind requires or does not take, known format names, unique names,
-//! schema fields, and a default for a key left out.
+//! The rules every part resolves by: the app's [`Ctx`], the shared checks, and defaulting.
+//!
+//! Values that must be positive, keys a kind requires or does not take, known format names,
+//! unique names, schema fields, and a default for a key left out.
 
 use std::ops::Range;
 use std::time::Duration;

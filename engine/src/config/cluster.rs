@@ -1,6 +1,7 @@
-//! Resolving the cluster: `[[node]]` tables (id, address, shards) and the `[cluster]` link
-//! settings. No `[[node]]` is a single node (every shard local). Ids and addresses are unique;
-//! each node's shards are a range of the global shard ids, in the order the nodes are listed.
+//! Resolves `[cluster]` and the `[[node]]` list into `ClusterConfig` and `NodeConfig`s.
+//!
+//! No `[[node]]` is a single node (every shard local). Ids and addresses are unique; each node's
+//! shards are a range of the global shard ids, in the order the nodes are listed.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 

@@ -1,5 +1,7 @@
-//! Defaults: the `[engine]` table and the `[defaults.*]` sections, whose values all come from the
-//! embedded `configs/default.toml`. A user's tables are merged over it key by key.
+//! The `[engine]` and `[defaults.*]` tables: their layers as written, merged, and resolved.
+//!
+//! Every value comes from the embedded `configs/default.toml`; a user's tables are merged over it
+//! key by key.
 
 use std::time::Duration;
 

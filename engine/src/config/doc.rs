@@ -1,5 +1,6 @@
-//! The config as written: flat, spanned, every optional key an `Option`. Deserialized strictly
-//! (`deny_unknown_fields`), then checked and resolved into the public types by `resolve`.
+//! The config as written: each file's tables, flat and spanned, every optional key an `Option`.
+//!
+//! Deserialized strictly (`deny_unknown_fields`); `resolve` and the parts turn it into the model.
 
 use std::ops::Range;
 

@@ -1,4 +1,6 @@
-//! `ConfigError`: every config problem as `file:line:col: key path: what is wrong`.
+//! `ConfigError` and the file positions it reports (`Source`, `Location`).
+//!
+//! Every problem reads `file:line:col: key path: what is wrong`.
 
 use std::fmt;
 use std::ops::Range;

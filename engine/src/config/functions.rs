@@ -1,5 +1,7 @@
-//! Resolving functions: the keys of each kind, windows and aggregates. Field names and
-//! expressions stay spanned strings; the planner type-checks them against the schema.
+//! Resolves an app's `[[app.function]]` list: each kind's keys, windows and aggregates.
+//!
+//! Field names and expressions stay spanned strings; the planner type-checks them against the
+//! schema.
 
 use std::ops::Range;
 

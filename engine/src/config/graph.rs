@@ -1,5 +1,4 @@
-//! An app's DAG: unique node names, inputs that name a source or function, no cycle, and the
-//! topological order of its nodes.
+//! Checks an app's DAG (unique names, inputs that exist, no cycle) and gives its node order.
 
 use std::collections::HashMap;
 use std::ops::Range;

@@ -1,6 +1,7 @@
-//! The resolved, public config: each app (schema, sources, functions and sinks, each kind with
-//! exactly its own fields) and the cluster (`[cluster]`, `[[node]]`). Names and expressions are
-//! `Spanned` so later errors can point at them.
+//! The typed result: [`Config`], each app with its sources, functions and sinks, the cluster.
+//!
+//! Each kind has exactly its own fields. Names and expressions are `Spanned` so later errors can
+//! point at them.
 
 use std::net::SocketAddr;
 use std::ops::Range;

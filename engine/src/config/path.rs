@@ -1,5 +1,4 @@
-//! Key paths: where in the config tree a value is (`app[0] "bids" function "max" key `input``),
-//! built from tables, apps, nodes (by [`Role`]) and keys.
+//! Key paths: where in the config tree a value is (`app[0] "bids" function "max" key `input``).
 
 use std::fmt;
 

@@ -1,6 +1,7 @@
-//! The driver: reads the built-in and the user's file, merges the user's layers over the built-in
-//! ones, resolves `[engine]`, `[defaults.*]` and each app's own keys (values, schema, unique
-//! names), and hands every other piece to its part: sources, functions, sinks, graph, cluster.
+//! The driver: reads both files, merges their layers, and resolves each piece into a `Config`.
+//!
+//! It resolves `[engine]`, `[defaults.*]` and each app's own keys (values, schema, unique names)
+//! itself and hands every other piece to its part: sources, functions, sinks, graph, cluster.
 
 use std::collections::HashMap;
 use std::ops::Range;

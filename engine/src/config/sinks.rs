@@ -1,4 +1,4 @@
-//! Resolving sinks: per-kind keys, required keys, and formats (else the defaults).
+//! Resolves an app's `[[app.sink]]` list: per-kind keys, required keys, formats (else defaults).
 
 use toml::Spanned;
 

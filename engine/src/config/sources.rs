@@ -1,5 +1,6 @@
-//! Resolving sources: per-kind keys, required keys, formats, defaults, and the generator's
-//! `key_field` against the app's schema.
+//! Resolves an app's `[[app.source]]` list: per-kind keys, required keys, formats, defaults.
+//!
+//! The generator's `key_field` is checked against the app's schema.
 
 use std::ops::Range;
 
