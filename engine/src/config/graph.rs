@@ -11,7 +11,7 @@ use super::model::{AppConfig, NodeId};
 use super::path::{KeyPath, Role};
 
 /// Checks the app's DAG and returns its nodes in topological order.
-pub(crate) fn check(ctx: &Ctx<'_>, app: &AppConfig) -> Result<Vec<NodeId>, ConfigError> {
+pub(crate) fn order(ctx: &Ctx<'_>, app: &AppConfig) -> Result<Vec<NodeId>, ConfigError> {
     let names = unique_names(ctx, app)?;
     let mut reads: Vec<Vec<usize>> = vec![Vec::new(); app.functions.len()];
     for (i, function) in app.functions.iter().enumerate() {

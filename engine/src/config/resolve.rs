@@ -115,7 +115,7 @@ fn app(src: &Source, defaults: &Defaults, index: usize, doc: Spanned<AppDoc>) ->
         schema,
         order: Vec::new(),
     };
-    app.order = graph::check(&ctx, &app)?;
+    app.order = graph::order(&ctx, &app)?;
     Ok(app)
 }
 
