@@ -354,11 +354,14 @@ impl AppCompiler<'_> {
             SinkKind::Null => Arc::new(move |_| OperatorInstance::Sink(Sink::new(SinkTarget::Null, sch.clone()))),
             SinkKind::File { path, format } => {
                 let p = PathBuf::from(path.get_ref().replace(NODE_PLACEHOLDER, self.here.node));
-                let csv = *format == crate::config::FileFormat::Csv;
-                let header = if csv { crate::sink::csv_header(&schema) } else { String::new() };
+                let format = *format;
+                let header = match format {
+                    crate::config::FileFormat::Ndjson => String::new(),
+                    crate::config::FileFormat::Csv => crate::sink::csv_header(&schema),
+                };
                 self.plan.files.push((p.clone(), header));
                 Arc::new(move |_| {
-                    let sink = Sink::open_file(&p, sch.clone(), csv)
+                    let sink = Sink::open_file(&p, sch.clone(), format)
                         .unwrap_or_else(|e| panic!("cannot open sink file {}: {e}", p.display()));
                     OperatorInstance::Sink(sink)
                 })

@@ -8,6 +8,8 @@ use std::io::Write;
 use dirigo_actors::envelope::Header;
 use dirigo_actors::record::{access_trusted, ArchivedRecord, ArchivedValue, Schema};
 
+use crate::config::FileFormat;
+
 /// One output delivered to a collecting sink.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Output {
@@ -41,7 +43,8 @@ pub struct Sink {
     target: SinkTarget,
     schema: Schema,
     buf: String,
-    csv: bool,
+    /// How stdout and file sinks write each record.
+    format: FileFormat,
 }
 
 /// Flush the text buffer once it holds this much.
@@ -50,14 +53,14 @@ const FLUSH_BYTES: usize = 64 * 1024;
 impl Sink {
     /// A sink writing records of `schema` to `target`.
     pub fn new(target: SinkTarget, schema: Schema) -> Sink {
-        Sink { target, schema, buf: String::with_capacity(FLUSH_BYTES + 1024), csv: false }
+        Sink { target, schema, buf: String::with_capacity(FLUSH_BYTES + 1024), format: FileFormat::Ndjson }
     }
 
     /// Open a file sink for appending, as NDJSON or CSV (the engine writes the file's first
     /// line once before shards start).
-    pub fn open_file(path: &std::path::Path, schema: Schema, csv: bool) -> std::io::Result<Sink> {
+    pub fn open_file(path: &std::path::Path, schema: Schema, format: FileFormat) -> std::io::Result<Sink> {
         let f = OpenOptions::new().append(true).create(true).open(path)?;
-        Ok(Sink { csv, ..Sink::new(SinkTarget::File(f), schema) })
+        Ok(Sink { format, ..Sink::new(SinkTarget::File(f), schema) })
     }
 
     /// Write one record. Hot path for `latency`/`null` (nothing to do).
@@ -79,10 +82,9 @@ impl Sink {
             SinkTarget::Stdout | SinkTarget::File(_) => {
                 // SAFETY: sinks of config apps receive `Record` archives written by the engine.
                 let rec = unsafe { access_trusted(payload) };
-                if self.csv {
-                    write_csv(rec, &mut self.buf);
-                } else {
-                    self.schema.write_json(rec, &mut self.buf);
+                match self.format {
+                    FileFormat::Ndjson => self.schema.write_json(rec, &mut self.buf),
+                    FileFormat::Csv => write_csv(rec, &mut self.buf),
                 }
                 self.buf.push('\n');
                 if self.buf.len() >= FLUSH_BYTES {

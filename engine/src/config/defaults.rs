@@ -1,11 +1,14 @@
-//! Defaults: the `[engine]` table and the `[defaults.*]` sections, whose values all come from the
-//! embedded `configs/default.toml`. A user's tables are merged over it key by key.
+//! The `[engine]` and `[defaults.*]` tables: their layers as written, merged, and resolved.
+//!
+//! Every value comes from the embedded `configs/default.toml`; a user's tables are merged over it
+//! key by key.
 
 use std::time::Duration;
 
 use toml::Spanned;
 
-use super::error::{ConfigError, KeyPath, Problem, Source};
+use super::error::{ConfigError, Problem, Source};
+use super::path::KeyPath;
 use super::values::{ser_duration, Distribution, FileFormat, HumanDuration, Policy, TcpIo, WireFormat};
 
 /// The embedded `configs/default.toml`: the single source of every default.

@@ -1,5 +1,6 @@
-//! The config as written: flat, spanned, every optional key an `Option`. Deserialized strictly
-//! (`deny_unknown_fields`), then checked and resolved into the public types by `resolve`.
+//! The config as written: each file's tables, flat and spanned, every optional key an `Option`.
+//!
+//! Deserialized strictly (`deny_unknown_fields`); `resolve` and the parts turn it into the model.
 
 use std::ops::Range;
 
@@ -20,9 +21,9 @@ pub(crate) struct ConfigDoc {
     #[serde(default)]
     pub app: Vec<Spanned<AppDoc>>,
     #[serde(default)]
-    pub cluster: super::cluster::ClusterLayer,
+    pub cluster: ClusterLayer,
     #[serde(default)]
-    pub node: Vec<Spanned<super::cluster::NodeDoc>>,
+    pub node: Vec<Spanned<NodeDoc>>,
 }
 
 /// One `[[app]]`.
@@ -142,6 +143,33 @@ pub(crate) struct SinkDoc {
     pub path: Option<Spanned<String>>,
     pub listen: Option<Spanned<String>>,
     pub format: Option<Spanned<String>>,
+}
+
+/// `[cluster]` as written in one file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClusterLayer {
+    pub connect_timeout: Option<Spanned<HumanDuration>>,
+    pub reconnect_timeout: Option<Spanned<HumanDuration>>,
+}
+
+impl ClusterLayer {
+    /// `self`'s keys, then `base`'s.
+    pub(crate) fn over(self, base: Self) -> Self {
+        ClusterLayer {
+            connect_timeout: self.connect_timeout.or(base.connect_timeout),
+            reconnect_timeout: self.reconnect_timeout.or(base.reconnect_timeout),
+        }
+    }
+}
+
+/// One `[[node]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NodeDoc {
+    pub id: Spanned<String>,
+    pub address: Spanned<String>,
+    pub shards: Spanned<usize>,
 }
 
 /// The optional keys present in a node, with their value spans, in declaration order.

@@ -1,16 +1,24 @@
-//! Resolving functions: the keys of each kind, windows and aggregates. Field names and
-//! expressions stay spanned strings; the planner type-checks them against the schema.
+//! Resolves an app's `[[app.function]]` list: each kind's keys, windows and aggregates.
+//!
+//! Field names and expressions stay spanned strings; the planner type-checks them against the
+//! schema.
 
 use std::ops::Range;
 
 use toml::Spanned;
 
+use super::check::{kind_keys, or, or_duration, positive, require, Ctx};
 use super::doc::{function_keys, AggregateDoc, FunctionDoc, FunctionKindName, WindowDoc};
-use super::error::{ConfigError, KeyPath, Problem, Role};
+use super::error::{ConfigError, Problem};
 use super::model::{Aggregate, AggregateSpec, FunctionConfig, FunctionKind, JoinFunction, WindowFunction, WindowSpec};
-use super::nodes::{or, or_duration};
-use super::resolve::{kind_keys, positive, require, Ctx};
+use super::path::{KeyPath, Role};
 use super::values::{AggregateOp, WindowType};
+
+/// Every function of an app.
+pub(crate) fn all(ctx: &Ctx<'_>, docs: Vec<Spanned<FunctionDoc>>) -> Result<Vec<FunctionConfig>, ConfigError> {
+    let docs = docs.into_iter().enumerate();
+    docs.map(|(i, doc)| function(ctx, i, doc)).collect()
+}
 
 /// Resolves the `index`-th function of an app.
 pub(crate) fn function(ctx: &Ctx<'_>, index: usize, doc: Spanned<FunctionDoc>) -> Result<FunctionConfig, ConfigError> {

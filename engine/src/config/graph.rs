@@ -1,17 +1,17 @@
-//! An app's DAG: unique node names, inputs that name a source or function, no cycle, and the
-//! topological order of its nodes.
+//! Checks an app's DAG (unique names, inputs that exist, no cycle) and gives its node order.
 
 use std::collections::HashMap;
 use std::ops::Range;
 
 use toml::Spanned;
 
-use super::error::{ConfigError, KeyPath, Problem, Role};
+use super::check::{duplicate, Ctx};
+use super::error::{ConfigError, Problem};
 use super::model::{AppConfig, NodeId};
-use super::resolve::{duplicate, Ctx};
+use super::path::{KeyPath, Role};
 
 /// Checks the app's DAG and returns its nodes in topological order.
-pub(crate) fn check(ctx: &Ctx<'_>, app: &AppConfig) -> Result<Vec<NodeId>, ConfigError> {
+pub(crate) fn order(ctx: &Ctx<'_>, app: &AppConfig) -> Result<Vec<NodeId>, ConfigError> {
     let names = unique_names(ctx, app)?;
     let mut reads: Vec<Vec<usize>> = vec![Vec::new(); app.functions.len()];
     for (i, function) in app.functions.iter().enumerate() {

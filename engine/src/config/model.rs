@@ -1,16 +1,76 @@
-//! The resolved, public config of one app: schema, sources, functions and sinks, each kind with
-//! exactly its own fields. Names and expressions are `Spanned` so later errors can point at them.
+//! The typed result: [`Config`], each app with its sources, functions and sinks, the cluster.
+//!
+//! Each kind has exactly its own fields. Names and expressions are `Spanned` so later errors can
+//! point at them.
 
+use std::net::SocketAddr;
+use std::ops::Range;
 use std::time::Duration;
 
 use dirigo_actors::record::{FieldType, Schema};
 use serde::{Serialize, Serializer};
 use toml::Spanned;
 
-use super::error::Role;
+use super::defaults::{Defaults, EngineConfig};
+use super::error::{ConfigError, Source};
+use super::path::{KeyPath, Role};
 use super::values::{
     ser_duration, ser_opt_duration, ser_pairs, AggregateOp, Distribution, FileFormat, WindowType, WireFormat,
 };
+
+/// A whole, checked configuration; made by [`Config::load`] and [`Config::parse`] (in `config/mod.rs`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    pub engine: EngineConfig,
+    /// The per-app and per-node defaults in force (already applied to `apps`).
+    #[serde(skip)]
+    pub defaults: Defaults,
+    #[serde(rename = "app")]
+    pub apps: Vec<AppConfig>,
+    /// Link settings between nodes.
+    pub cluster: ClusterConfig,
+    /// The nodes of a cluster, in order; empty: a single node.
+    #[serde(rename = "node")]
+    pub nodes: Vec<NodeConfig>,
+    /// The file the config came from, for errors found later.
+    #[serde(skip)]
+    pub(super) source: Source,
+}
+
+impl Config {
+    /// The node named `id` (`dirigo run --node`), or an error listing the known ids.
+    pub fn node(&self, id: &str) -> Result<&NodeConfig, String> {
+        self.nodes.iter().find(|n| n.id.get_ref() == id).ok_or_else(|| unknown_node(&self.nodes, id))
+    }
+
+    /// Shards of the whole cluster: the sum of the nodes' shards, else `[engine] shards`.
+    pub fn cluster_shards(&self) -> usize {
+        match self.nodes.is_empty() {
+            true => self.engine.shards,
+            false => self.nodes.iter().map(|n| n.shards).sum(),
+        }
+    }
+
+    /// The file this config was parsed from: pass it to [`ConfigError::at`].
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// A semantic error at a spanned value of this config (see [`ConfigError::at`]).
+    pub fn error_at(&self, span: Range<usize>, key: KeyPath, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(&self.source, span, key, message)
+    }
+
+    /// Each app with its nodes in topological order (every node after its inputs).
+    pub fn apps_in_topological_order(&self) -> impl Iterator<Item = (&AppConfig, Vec<(NodeId, Node<'_>)>)> + '_ {
+        self.apps.iter().map(|app| (app, app.nodes_in_order().collect()))
+    }
+
+    /// The config as TOML; parsing it again gives the same config.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+}
 
 /// One `[[app]]`: a DAG of functions between sources and sinks, with a latency SLO.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -322,4 +382,48 @@ pub enum SinkKind {
         listen: Spanned<String>,
         format: WireFormat,
     },
+}
+
+/// `[cluster]`: how links between nodes are set up and kept.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClusterConfig {
+    /// How long a node waits for all its links at startup.
+    #[serde(serialize_with = "ser_duration")]
+    pub connect_timeout: Duration,
+    /// How long a dropped link is retried before the node gives up.
+    #[serde(serialize_with = "ser_duration")]
+    pub reconnect_timeout: Duration,
+}
+
+/// One node of the cluster, checked.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeConfig {
+    /// The node's name, given to `dirigo run --node`.
+    pub id: Spanned<String>,
+    /// `host:port` the node listens on for links from its peers.
+    pub address: Spanned<String>,
+    /// Number of shards the node runs.
+    pub shards: usize,
+    /// The node's first global shard id.
+    #[serde(skip)]
+    pub first_shard: usize,
+    /// The address resolved.
+    #[serde(skip)]
+    pub socket: SocketAddr,
+}
+
+impl NodeConfig {
+    /// The global ids of this node's shards.
+    pub fn shard_range(&self) -> Range<usize> {
+        self.first_shard..self.first_shard + self.shards
+    }
+}
+
+/// Why `--node` names no node of the config.
+pub fn unknown_node(nodes: &[NodeConfig], id: &str) -> String {
+    if nodes.is_empty() {
+        return format!("--node {id}: the config lists no [[node]]; run it without --node");
+    }
+    let known: Vec<&str> = nodes.iter().map(|n| n.id.get_ref().as_str()).collect();
+    format!("--node {id}: no such node; known: {}", known.join(", "))
 }

@@ -1,5 +1,6 @@
-//! A loosely typed, fully spanned outline of a TOML file: turns a parser error's byte offset into
-//! the key path it belongs to (`app[0] "bids" function "max" key `kind``).
+//! The key path of a parser error's byte offset, found in a loosely typed outline of the file.
+//!
+//! For example `app[0] "bids" function "max" key `kind`` for an offset in that function's `kind`.
 
 use std::fmt;
 use std::ops::Range;
@@ -7,7 +8,7 @@ use std::ops::Range;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use toml::Spanned;
 
-use super::error::{KeyPath, Role, Segment};
+use super::path::{KeyPath, Role, Segment};
 
 /// One value of the outline; scalars keep only their text when they are strings.
 enum Tree {

@@ -1,93 +1,91 @@
-//! From the config as written to the public types: app-level checks, the schema, defaults
-//! filled in, and the shared helpers (required keys, positive values, per-kind keys).
+//! The driver: reads both files, merges their layers, and resolves each piece into a `Config`.
+//!
+//! It resolves `[engine]`, `[defaults.*]` and each app's own keys (values, schema, unique names)
+//! itself and hands every other piece to its part: sources, functions, sinks, graph, cluster.
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use dirigo_actors::record::FieldType;
 use toml::Spanned;
 
-use super::defaults::Defaults;
-use super::doc::AppDoc;
-use super::error::{ConfigError, KeyPath, Problem, Role, Source};
+use super::check::{duplicate, field_in_schema, positive, Ctx};
+use super::cluster;
+use super::defaults::{Defaults, DefaultsLayer, EngineLayer, DEFAULT_TOML, DEFAULT_TOML_NAME};
+use super::doc::{AppDoc, ConfigDoc};
+use super::error::{ConfigError, Problem, Source};
 use super::graph;
-use super::model::{AppConfig, SchemaConfig, SchemaField};
-use super::nodes;
-use super::values::{HumanDuration, OrderedTable};
+use super::model::{AppConfig, Config, SchemaConfig, SchemaField};
+use super::path::KeyPath;
+use super::values::OrderedTable;
+use super::{functions, sinks, sources};
 
-/// What resolving one app needs: the file, the merged defaults and the app's key path.
-pub(crate) struct Ctx<'a> {
-    pub src: &'a Source,
-    pub defaults: &'a Defaults,
-    pub app: KeyPath,
+/// The whole config of `source`: the built-in file read first, the user's layers merged over it,
+/// then every piece resolved.
+pub(crate) fn config(source: Source) -> Result<Config, ConfigError> {
+    let builtin = Source::new(DEFAULT_TOML_NAME, DEFAULT_TOML);
+    let base = read_doc(&builtin)?;
+    let user = read_doc(&source)?;
+    let engine = user.engine.over(base.engine).resolve("engine")?;
+    let defaults = user.defaults.over(base.defaults).resolve()?;
+    let apps = apps(&source, &defaults, user.app)?;
+    let cluster = cluster::settings(&source, user.cluster.over(base.cluster))?;
+    let nodes = cluster::nodes(&source, user.node)?;
+    Ok(Config { engine, defaults, apps, cluster, nodes, source })
 }
 
-impl Ctx<'_> {
-    /// An error at `span`, `path` below the app.
-    pub fn error(&self, span: Range<usize>, path: KeyPath, problem: Problem) -> ConfigError {
-        ConfigError::problem(self.src, span, path, problem)
+/// One file parsed strictly, its `[engine]` and `[defaults.*]` values checked.
+fn read_doc(source: &Source) -> Result<ConfigDoc, ConfigError> {
+    let doc: ConfigDoc = toml::from_str(&source.text).map_err(|e| ConfigError::from_toml(source, &e))?;
+    check_engine(source, &doc.engine)?;
+    check_defaults(source, &doc.defaults)?;
+    Ok(doc)
+}
+
+fn check_engine(src: &Source, e: &EngineLayer) -> Result<(), ConfigError> {
+    let at = |key: &'static str| move || KeyPath::table("engine").key(key);
+    positive(src, &e.mailbox_batches, at("mailbox_batches"))?;
+    positive(src, &e.batch_size, at("batch_size"))?;
+    positive(src, &e.max_in_flight, at("max_in_flight"))?;
+    positive(src, &e.tick, at("tick"))?;
+    positive(src, &e.lessee_idle, at("lessee_idle"))?;
+    positive(src, &e.stats_interval, at("stats_interval"))?;
+    positive(src, &e.preempt_timer, at("preempt_timer"))
+}
+
+fn check_defaults(src: &Source, d: &DefaultsLayer) -> Result<(), ConfigError> {
+    let at = |table: &str, key: &str| {
+        let path = KeyPath::table(&format!("defaults.{table}")).key(key);
+        move || path
+    };
+    positive(src, &d.app.weight, at("app", "weight"))?;
+    positive(src, &d.app.watermark_every, at("app", "watermark_every"))?;
+    let generator = &d.source.generator;
+    positive(src, &generator.keys, at("source.generator", "keys"))?;
+    positive(src, &generator.zipf_s, at("source.generator", "zipf_s"))?;
+    positive(src, &generator.parallelism, at("source.generator", "parallelism"))
+}
+
+/// Every app resolved; app names are unique.
+fn apps(source: &Source, defaults: &Defaults, docs: Vec<Spanned<AppDoc>>) -> Result<Vec<AppConfig>, ConfigError> {
+    let mut first: HashMap<String, Range<usize>> = HashMap::new();
+    let mut apps = Vec::with_capacity(docs.len());
+    for (index, doc) in docs.into_iter().enumerate() {
+        let name = doc.get_ref().name.clone();
+        if let Some(span) = first.get(name.get_ref()) {
+            let first_line = source.line_col(span.start).0;
+            let path = KeyPath::app(index, name.get_ref()).key("name");
+            let problem = Problem::Duplicate { what: "app", name: name.get_ref().clone(), first_line };
+            return Err(ConfigError::problem(source, name.span(), path, problem));
+        }
+        first.insert(name.get_ref().clone(), name.span());
+        apps.push(app(source, defaults, index, doc)?);
     }
-
-    /// The path of a node of this app.
-    pub fn node(&self, role: Role, index: usize, name: &Spanned<String>) -> KeyPath {
-        self.app.clone().node(role, index, name.get_ref())
-    }
-}
-
-/// Values for which zero (or less) makes no sense where [`positive`] is asked.
-pub(crate) trait Zero {
-    fn is_zero(&self) -> bool;
-}
-
-macro_rules! zero_int {
-    ($($ty:ty),*) => { $(impl Zero for $ty { fn is_zero(&self) -> bool { *self == 0 } })* };
-}
-zero_int!(u32, u64, usize);
-
-impl Zero for f64 {
-    fn is_zero(&self) -> bool {
-        self.is_nan() || *self <= 0.0
-    }
-}
-
-impl Zero for HumanDuration {
-    fn is_zero(&self) -> bool {
-        self.0.is_zero()
-    }
-}
-
-/// Fails when `value` is present and zero; `path` is the key's path.
-pub(crate) fn positive<T: Zero>(
-    src: &Source,
-    value: &Option<Spanned<T>>,
-    path: impl FnOnce() -> KeyPath,
-) -> Result<(), ConfigError> {
-    match value {
-        Some(v) if v.get_ref().is_zero() => Err(ConfigError::problem(src, v.span(), path(), Problem::NotPositive)),
-        _ => Ok(()),
-    }
-}
-
-/// The value of a key the node's kind requires.
-pub(crate) fn require<T>(
-    ctx: &Ctx<'_>,
-    value: Option<Spanned<T>>,
-    node: (&KeyPath, Range<usize>),
-    key: &'static str,
-    reason: &str,
-) -> Result<Spanned<T>, ConfigError> {
-    value.ok_or_else(|| {
-        let reason = reason.to_owned();
-        ctx.error(node.1, node.0.clone(), Problem::MissingKey { key, reason })
-    })
+    Ok(apps)
 }
 
 /// Resolves the `index`-th app.
-pub(crate) fn app(
-    src: &Source,
-    defaults: &Defaults,
-    index: usize,
-    doc: Spanned<AppDoc>,
-) -> Result<AppConfig, ConfigError> {
+fn app(src: &Source, defaults: &Defaults, index: usize, doc: Spanned<AppDoc>) -> Result<AppConfig, ConfigError> {
     let span = doc.span();
     let doc = doc.into_inner();
     let ctx = Ctx { src, defaults, app: KeyPath::app(index, doc.name.get_ref()) };
@@ -111,13 +109,13 @@ pub(crate) fn app(
         event_time: doc.event_time,
         watermark_delay: doc.watermark_delay.map_or(d.watermark_delay, |v| v.into_inner().0),
         watermark_every: doc.watermark_every.map_or(d.watermark_every, Spanned::into_inner),
-        sources: nodes::sources(&ctx, doc.source, &schema)?,
-        functions: nodes::functions(&ctx, doc.function)?,
-        sinks: nodes::sinks(&ctx, doc.sink)?,
+        sources: sources::all(&ctx, doc.source, &schema)?,
+        functions: functions::all(&ctx, doc.function)?,
+        sinks: sinks::all(&ctx, doc.sink)?,
         schema,
         order: Vec::new(),
     };
-    app.order = graph::check(&ctx, &app)?;
+    app.order = graph::order(&ctx, &app)?;
     Ok(app)
 }
 
@@ -151,57 +149,4 @@ fn schema(ctx: &Ctx<'_>, doc: Spanned<OrderedTable>) -> Result<SchemaConfig, Con
         return Err(ctx.error(span, ctx.app.clone().key("schema"), problem));
     }
     Ok(SchemaConfig { fields })
-}
-
-/// A "duplicate name" error at `again`, quoting the line of the first occurrence.
-pub(crate) fn duplicate(
-    ctx: &Ctx<'_>,
-    what: &'static str,
-    first: Range<usize>,
-    again: &Spanned<String>,
-    path: KeyPath,
-) -> ConfigError {
-    let first_line = ctx.src.line_col(first.start).0;
-    let name = again.get_ref().clone();
-    ctx.error(again.span(), path, Problem::Duplicate { what, name, first_line })
-}
-
-/// Fails unless `field` names a field of the app's schema.
-pub(crate) fn field_in_schema(
-    ctx: &Ctx<'_>,
-    schema: &SchemaConfig,
-    field: &Spanned<String>,
-    path: KeyPath,
-) -> Result<(), ConfigError> {
-    if schema.field(field.get_ref()).is_some() {
-        return Ok(());
-    }
-    let valid = schema.fields.iter().map(|f| f.name.get_ref().clone()).collect();
-    let name = field.get_ref().clone();
-    let problem = Problem::UnknownName { what: "schema field", name, valid };
-    Err(ctx.error(field.span(), path, problem))
-}
-
-/// Fails when a node sets a key its kind does not take.
-pub(crate) fn kind_keys(
-    ctx: &Ctx<'_>,
-    path: &KeyPath,
-    (role, kind): (Role, &'static str),
-    present: Vec<(&'static str, Range<usize>)>,
-    allowed: &[&'static str],
-) -> Result<(), ConfigError> {
-    for (key, span) in present {
-        if !allowed.contains(&key) {
-            let mut all = vec!["name", "kind"];
-            all.extend_from_slice(match role {
-                Role::Source => &[],
-                Role::Function => &["max_lessees"],
-                Role::Sink => &["input"],
-            });
-            all.extend_from_slice(allowed);
-            let problem = Problem::KeyNotForKind { role: role.name(), kind, key, allowed: all };
-            return Err(ctx.error(span, path.clone().key(key), problem));
-        }
-    }
-    Ok(())
 }

@@ -1,6 +1,6 @@
-//! Unit tests of the config module: `configs/default.toml` is complete, documented, and exactly
-//! what an empty config resolves to.
+//! Unit tests: `configs/default.toml` is complete, documented, and what an empty config gives.
 
+use super::defaults::EngineLayer;
 use super::*;
 
 /// Durations compare by value ("0ms" == "0s"); everything else as written.

@@ -1,55 +1,27 @@
-//! Resolving sources and sinks: per-kind keys, required keys, formats, defaults, and the
-//! generator's `key_field` against the app's schema.
+//! Resolves an app's `[[app.source]]` list: per-kind keys, required keys, formats, defaults.
+//!
+//! The generator's `key_field` is checked against the app's schema.
 
 use std::ops::Range;
-use std::time::Duration;
 
 use dirigo_actors::record::FieldType;
 use toml::Spanned;
 
-use super::doc::{sink_keys, source_keys, SinkDoc, SinkKindName, SourceDoc, SourceKindName};
-use super::error::{ConfigError, KeyPath, Problem, Role};
-use super::functions;
-use super::model::{
-    Burst, FileSource, FunctionConfig, GeneratorSource, SchemaConfig, SinkConfig, SinkKind, SourceConfig, SourceKind,
-    TcpSource,
-};
-use super::resolve::{field_in_schema, kind_keys, positive, require, Ctx};
-use super::values::{FileFormat, HumanDuration, WireFormat};
-
-/// The value written, else the default.
-pub(crate) fn or<T>(value: Option<Spanned<T>>, default: T) -> T {
-    value.map_or(default, Spanned::into_inner)
-}
-
-/// The duration written, else the default.
-pub(crate) fn or_duration(value: Option<Spanned<HumanDuration>>, default: Duration) -> Duration {
-    value.map_or(default, |v| v.into_inner().0)
-}
+use super::check::{field_in_schema, kind_keys, known_format, or, positive, require, Ctx};
+use super::doc::{source_keys, BurstDoc, SourceDoc, SourceKindName};
+use super::error::{ConfigError, Problem};
+use super::model::{Burst, FileSource, GeneratorSource, SchemaConfig, SourceConfig, SourceKind, TcpSource};
+use super::path::{KeyPath, Role};
+use super::values::{FileFormat, WireFormat};
 
 /// Every source of an app.
-pub(crate) fn sources(
+pub(crate) fn all(
     ctx: &Ctx<'_>,
     docs: Vec<Spanned<SourceDoc>>,
     schema: &SchemaConfig,
 ) -> Result<Vec<SourceConfig>, ConfigError> {
     let docs = docs.into_iter().enumerate();
     docs.map(|(i, doc)| source(ctx, i, doc, schema)).collect()
-}
-
-/// Every function of an app.
-pub(crate) fn functions(
-    ctx: &Ctx<'_>,
-    docs: Vec<Spanned<super::doc::FunctionDoc>>,
-) -> Result<Vec<FunctionConfig>, ConfigError> {
-    let docs = docs.into_iter().enumerate();
-    docs.map(|(i, doc)| functions::function(ctx, i, doc)).collect()
-}
-
-/// Every sink of an app.
-pub(crate) fn sinks(ctx: &Ctx<'_>, docs: Vec<Spanned<SinkDoc>>) -> Result<Vec<SinkConfig>, ConfigError> {
-    let docs = docs.into_iter().enumerate();
-    docs.map(|(i, doc)| sink(ctx, i, doc)).collect()
 }
 
 fn source(
@@ -127,7 +99,7 @@ fn key_field(
 fn bursts(
     ctx: &Ctx<'_>,
     path: &KeyPath,
-    written: Option<Spanned<Vec<Spanned<super::doc::BurstDoc>>>>,
+    written: Option<Spanned<Vec<Spanned<BurstDoc>>>>,
 ) -> Result<Vec<Burst>, ConfigError> {
     let written = written.map(Spanned::into_inner).unwrap_or_default();
     let mut bursts = Vec::with_capacity(written.len());
@@ -147,7 +119,7 @@ fn bursts(
 fn file_source(ctx: &Ctx<'_>, node: (&KeyPath, Range<usize>), doc: SourceDoc) -> Result<FileSource, ConfigError> {
     let reason = "a file source reads this file";
     let path = require(ctx, doc.path, (node.0, node.1.clone()), "path", reason)?;
-    let written = parse_name(ctx, node.0, doc.format, FileFormat::parse, FileFormat::NAMES)?;
+    let written = known_format(ctx, node.0, doc.format, FileFormat::parse, FileFormat::NAMES)?;
     let format = match written {
         Some(format) => format,
         None => format_from_extension(ctx, node.0, &path)?,
@@ -172,57 +144,7 @@ fn format_from_extension(ctx: &Ctx<'_>, node: &KeyPath, path: &Spanned<String>) 
 fn tcp_source(ctx: &Ctx<'_>, node: (&KeyPath, Range<usize>), doc: SourceDoc) -> Result<TcpSource, ConfigError> {
     let reason = "the address to listen on";
     let listen = require(ctx, doc.listen, (node.0, node.1), "listen", reason)?;
-    let format = parse_name(ctx, node.0, doc.format, WireFormat::parse, WireFormat::NAMES)?;
+    let format = known_format(ctx, node.0, doc.format, WireFormat::parse, WireFormat::NAMES)?;
     let format = format.unwrap_or(ctx.defaults.source.tcp.format);
     Ok(TcpSource { listen, format })
-}
-
-/// A `format` written as a string, checked against the names valid for this kind.
-fn parse_name<T>(
-    ctx: &Ctx<'_>,
-    node: &KeyPath,
-    written: Option<Spanned<String>>,
-    parse: fn(&str) -> Option<T>,
-    names: &[&str],
-) -> Result<Option<T>, ConfigError> {
-    let Some(written) = written else {
-        return Ok(None);
-    };
-    match parse(written.get_ref()) {
-        Some(value) => Ok(Some(value)),
-        None => {
-            let valid = names.iter().map(|n| n.to_string()).collect();
-            let name = written.get_ref().clone();
-            let problem = Problem::UnknownName { what: "format", name, valid };
-            Err(ctx.error(written.span(), node.clone().key("format"), problem))
-        }
-    }
-}
-
-fn sink(ctx: &Ctx<'_>, index: usize, doc: Spanned<SinkDoc>) -> Result<SinkConfig, ConfigError> {
-    let span = doc.span();
-    let doc = doc.into_inner();
-    let path = ctx.node(Role::Sink, index, &doc.name);
-    let kind = *doc.kind.get_ref();
-    kind_keys(ctx, &path, (Role::Sink, kind.name()), doc.present(), sink_keys(kind))?;
-    let kind = match kind {
-        SinkKindName::Stdout => SinkKind::Stdout,
-        SinkKindName::Latency => SinkKind::Latency,
-        SinkKindName::Null => SinkKind::Null,
-        SinkKindName::File => {
-            let reason = "a file sink writes this file";
-            let file = require(ctx, doc.path, (&path, span), "path", reason)?;
-            let format = parse_name(ctx, &path, doc.format, FileFormat::parse, FileFormat::NAMES)?;
-            let format = format.unwrap_or(ctx.defaults.sink.file.format);
-            SinkKind::File { path: file, format }
-        }
-        SinkKindName::Tcp => {
-            let reason = "the address to listen on";
-            let listen = require(ctx, doc.listen, (&path, span), "listen", reason)?;
-            let format = parse_name(ctx, &path, doc.format, WireFormat::parse, WireFormat::NAMES)?;
-            let format = format.unwrap_or(ctx.defaults.sink.tcp.format);
-            SinkKind::Tcp { listen, format }
-        }
-    };
-    Ok(SinkConfig { name: doc.name, input: doc.input, kind })
 }
