@@ -46,7 +46,7 @@ pub fn settings(config: &Config) -> EngineSettings {
 }
 
 /// The cluster of `config` as node `node` sees it, or why `node` names no node of it.
-pub fn cluster_spec(config: &Config, node: &str) -> Result<dirigo_net::link::ClusterSpec, String> {
+pub fn cluster_spec(config: &Config, node: &str) -> Result<dirigo_net::link::ClusterSpec, crate::config::UnknownNode> {
     let me = config.node(node)?;
     let nodes = config
         .nodes

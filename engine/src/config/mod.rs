@@ -57,7 +57,7 @@ pub use error::{ConfigError, Invalid, Location, Problem, Source};
 pub use model::{
     unknown_node, Aggregate, AggregateSpec, AppConfig, Burst, ClusterConfig, Config, FileSource, FunctionConfig,
     FunctionKind, GeneratorSource, JoinFunction, Node, NodeConfig, NodeId, SchemaConfig, SchemaField, SinkConfig,
-    SinkKind, SourceConfig, SourceKind, TcpSource, WindowFunction, WindowSpec,
+    SinkKind, SourceConfig, SourceKind, TcpSource, UnknownNode, WindowFunction, WindowSpec,
 };
 pub use path::{KeyPath, Role, Segment};
 pub use values::{AggregateOp, Distribution, FileFormat, Policy, TcpIo, WindowType, WireFormat};

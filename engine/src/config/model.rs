@@ -39,7 +39,7 @@ pub struct Config {
 
 impl Config {
     /// The node named `id` (`dirigo run --node`), or an error listing the known ids.
-    pub fn node(&self, id: &str) -> Result<&NodeConfig, String> {
+    pub fn node(&self, id: &str) -> Result<&NodeConfig, UnknownNode> {
         self.nodes.iter().find(|n| n.id.get_ref() == id).ok_or_else(|| unknown_node(&self.nodes, id))
     }
 
@@ -420,10 +420,20 @@ impl NodeConfig {
 }
 
 /// Why `--node` names no node of the config.
-pub fn unknown_node(nodes: &[NodeConfig], id: &str) -> String {
-    if nodes.is_empty() {
-        return format!("--node {id}: the config lists no [[node]]; run it without --node");
-    }
-    let known: Vec<&str> = nodes.iter().map(|n| n.id.get_ref().as_str()).collect();
-    format!("--node {id}: no such node; known: {}", known.join(", "))
+pub fn unknown_node(nodes: &[NodeConfig], id: &str) -> UnknownNode {
+    let known = nodes.iter().map(|n| n.id.get_ref().clone()).collect();
+    UnknownNode { id: id.to_owned(), known }
+}
+
+/// `--node ID` names no node of the config.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("--node {id}: {}", match known.is_empty() {
+    true => "the config lists no [[node]]; run it without --node".to_owned(),
+    false => format!("no such node; known: {}", known.join(", ")),
+})]
+pub struct UnknownNode {
+    /// The id asked for.
+    pub id: String,
+    /// The ids of the config's nodes (none: the config is not a cluster).
+    pub known: Vec<String>,
 }
