@@ -9,7 +9,7 @@
 use crate::builtins::{Window, WindowPartial};
 use crate::envelope::Header;
 use crate::operator::{Emitter, Msg, Operator};
-use crate::record::access_trusted;
+use crate::record::RecordsOnly;
 use crate::state::Mergeable;
 use rkyv::util::AlignedVec;
 
@@ -26,7 +26,8 @@ pub enum Shipped {
 // would add a pointer chase per message.
 #[allow(clippy::large_enum_variant)]
 pub enum ActorOp {
-    Window(Window),
+    /// A built-in window, with the proof that its inputs are records.
+    Window(Window, RecordsOnly),
     User(Box<dyn ErasedActor>),
     Shipped(Shipped),
 }
@@ -38,7 +39,7 @@ impl ActorOp {
     #[inline]
     pub fn folds_anywhere(&self, h: &Header, payload: &[u8], watermark: u64) -> bool {
         match self {
-            ActorOp::Window(w) => w.folds_anywhere(h.event_time, watermark),
+            ActorOp::Window(w, _) => w.folds_anywhere(h.event_time, watermark),
             ActorOp::User(u) => !u.is_critical(h, payload),
             ActorOp::Shipped(_) => false,
         }
@@ -50,7 +51,7 @@ impl ActorOp {
     /// sees the state).
     pub fn watermark_is_critical(&self, from: u64, to: u64) -> bool {
         match self {
-            ActorOp::Window(w) => w.watermark_matters(from, to),
+            ActorOp::Window(w, _) => w.watermark_matters(from, to),
             ActorOp::User(u) => u.uses_watermarks(),
             ActorOp::Shipped(_) => false,
         }
@@ -69,12 +70,9 @@ impl ActorOp {
     #[inline]
     pub fn on_data<E: Emitter>(&mut self, h: &Header, payload: &[u8], critical: bool, out: &mut E) {
         match self {
-            ActorOp::Window(w) => {
-                // SAFETY: payloads of built-in functions are archives the engine wrote itself or
-                // validated at the network boundary.
-                let rec = unsafe { access_trusted(payload) };
+            ActorOp::Window(w, records) => {
                 let msg = Msg { key_hash: h.key_hash, event_time: h.event_time, port: h.port };
-                w.on_record(msg, rec, payload, out)
+                w.on_record(msg, records.read(payload).get(), payload, out)
             }
             ActorOp::User(u) => u.on_message(h, payload, critical, out),
             ActorOp::Shipped(_) => unreachable!("a shipped partial never runs messages"),
@@ -84,7 +82,7 @@ impl ActorOp {
     /// Event time advanced on every input.
     pub fn on_watermark<E: Emitter>(&mut self, watermark: u64, out: &mut E) {
         match self {
-            ActorOp::Window(w) => w.on_watermark(watermark, out),
+            ActorOp::Window(w, _) => w.on_watermark(watermark, out),
             ActorOp::User(u) => u.on_watermark(watermark, out),
             ActorOp::Shipped(_) => {}
         }
@@ -93,7 +91,7 @@ impl ActorOp {
     /// Every input ended.
     pub fn on_end<E: Emitter>(&mut self, out: &mut E) {
         match self {
-            ActorOp::Window(w) => w.on_end(out),
+            ActorOp::Window(w, _) => w.on_end(out),
             ActorOp::User(u) => u.on_end(out),
             ActorOp::Shipped(_) => {}
         }
@@ -102,7 +100,9 @@ impl ActorOp {
     /// The partial state as an rkyv archive.
     pub fn export(&self) -> AlignedVec {
         match self {
-            ActorOp::Window(w) => rkyv::to_bytes::<rkyv::rancor::Error>(&w.export_partial()).expect("partial archives"),
+            ActorOp::Window(w, _) => {
+                rkyv::to_bytes::<rkyv::rancor::Error>(&w.export_partial()).expect("partial archives")
+            }
             ActorOp::User(u) => u.export(),
             ActorOp::Shipped(_) => unreachable!("a shipped partial is not shipped again"),
         }
@@ -111,7 +111,7 @@ impl ActorOp {
     /// Decode a partial archived by a lessee of this actor (`export`).
     pub fn decode_partial(&self, bytes: &[u8]) -> ActorOp {
         ActorOp::Shipped(match self {
-            ActorOp::Window(_) => {
+            ActorOp::Window(..) => {
                 // Archives from another shard of this process: validated all the same (cold path).
                 Shipped::Window(rkyv::from_bytes::<WindowPartial, rkyv::rancor::Error>(bytes).expect("window partial"))
             }
@@ -127,7 +127,7 @@ impl ActorOp {
     /// is kept as it is, not copied.
     pub fn decode_partial_owned(&self, bytes: AlignedVec) -> ActorOp {
         match self {
-            ActorOp::Window(_) => self.decode_partial(&bytes),
+            ActorOp::Window(..) => self.decode_partial(&bytes),
             _ => ActorOp::Shipped(Shipped::User(bytes)),
         }
     }
@@ -135,7 +135,7 @@ impl ActorOp {
     /// Records dropped for lateness.
     pub fn late_dropped(&self) -> u64 {
         match self {
-            ActorOp::Window(w) => w.late_dropped(),
+            ActorOp::Window(w, _) => w.late_dropped(),
             _ => 0,
         }
     }
@@ -144,7 +144,7 @@ impl ActorOp {
 impl Mergeable for ActorOp {
     fn partition(&self) -> Self {
         match self {
-            ActorOp::Window(w) => ActorOp::Window(w.empty_like()),
+            ActorOp::Window(w, records) => ActorOp::Window(w.empty_like(), *records),
             ActorOp::User(u) => ActorOp::User(u.partition()),
             ActorOp::Shipped(_) => unreachable!("a shipped partial is never partitioned"),
         }
@@ -152,8 +152,8 @@ impl Mergeable for ActorOp {
 
     fn combine(&mut self, partial: Self) {
         match (self, partial) {
-            (ActorOp::Window(w), ActorOp::Shipped(Shipped::Window(p))) => w.merge_partial(p),
-            (ActorOp::Window(w), ActorOp::Window(p)) => w.merge_partial(p.export_partial()),
+            (ActorOp::Window(w, _), ActorOp::Shipped(Shipped::Window(p))) => w.merge_partial(p),
+            (ActorOp::Window(w, _), ActorOp::Window(p, _)) => w.merge_partial(p.export_partial()),
             (ActorOp::User(u), ActorOp::Shipped(Shipped::User(bytes))) => u.combine_archive(&bytes),
             (ActorOp::User(u), ActorOp::User(p)) => u.combine_archive(&p.export()),
             _ => unreachable!("partials combine into an activation of the same function"),

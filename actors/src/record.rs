@@ -268,15 +268,59 @@ pub fn access(bytes: &[u8]) -> Result<&ArchivedRecord, RecordError> {
     rkyv::access::<ArchivedRecord, rancor::Error>(bytes).map_err(|e| RecordError::Invalid(e.to_string()))
 }
 
-/// Read an archive the engine itself wrote, in place, without validation.
-///
-/// # Safety
-/// `bytes` must be exactly an archive produced by [`archive_values_into`] or
-/// [`Record::to_archive`] (or validated with [`access`]), starting 16-byte aligned.
-#[inline]
-pub unsafe fn access_trusted(bytes: &[u8]) -> &ArchivedRecord {
-    // SAFETY: the caller guarantees `bytes` is a well-formed, aligned archive of a `Record`.
-    unsafe { rkyv::access_unchecked::<ArchivedRecord>(bytes) }
+/// A record archive known to be well formed, read in place without a check: the one way Dirigo
+/// reads a record payload. Only two things make one: validation ([`TrustedRecord::validate`], at
+/// a trust boundary) and a [`RecordsOnly`] proof that the bytes come from a stream of records
+/// this process archived or validated ([`RecordsOnly::read`]).
+#[derive(Clone, Copy, Debug)]
+pub struct TrustedRecord<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> TrustedRecord<'a> {
+    /// Check that `bytes` hold a well-formed archived [`Record`] (about 10 ns for a small one).
+    pub fn validate(bytes: &'a [u8]) -> Result<Self, RecordError> {
+        access(bytes)?;
+        Ok(TrustedRecord { bytes })
+    }
+
+    /// The record, read in place. Hot path.
+    #[inline]
+    pub fn get(self) -> &'a ArchivedRecord {
+        // SAFETY: a `TrustedRecord` is only made by `validate` (checked above) or by
+        // `RecordsOnly::read`, whose proof says the bytes are a record archive this process wrote
+        // or validated; rkyv archives from `AlignedVec`s and frames start 16-byte aligned.
+        unsafe { rkyv::access_unchecked::<ArchivedRecord>(self.bytes) }
+    }
+
+    /// The archive's bytes (to pass the record on without re-archiving it).
+    #[inline]
+    pub fn bytes(self) -> &'a [u8] {
+        self.bytes
+    }
+}
+
+/// Proof, zero-sized, that every payload of a stream (a function's inputs, a batch) is a
+/// [`Record`] archive made by [`archive_values_into`] or [`Record::to_archive`] in this process,
+/// or checked by [`TrustedRecord::validate`]. Holding one makes reading those payloads safe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RecordsOnly(());
+
+impl RecordsOnly {
+    /// Assert the proof.
+    ///
+    /// # Safety
+    /// Every payload later passed to [`RecordsOnly::read`] on this proof must be exactly a
+    /// record archive as described on the type, starting 16-byte aligned.
+    pub unsafe fn assert() -> RecordsOnly {
+        RecordsOnly(())
+    }
+
+    /// A payload of the stream this proof covers, as a record. Hot path.
+    #[inline]
+    pub fn read(self, payload: &[u8]) -> TrustedRecord<'_> {
+        TrustedRecord { bytes: payload }
+    }
 }
 
 /// Errors about records and their schema.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use dirigo_actors::builtins::{AggOp, Aggregate, Filter, Join, KeyBy, Map, Window, WindowKind, WindowSpec as Spec};
 use dirigo_actors::ids::{AppId, FunctionId, ShardId};
-use dirigo_actors::record::{hash_bytes, Schema};
+use dirigo_actors::record::{hash_bytes, RecordsOnly, Schema};
 use toml::Spanned;
 
 use crate::builtin::Builtin;
@@ -103,10 +103,17 @@ pub fn compile_node(config: &Config, shards: usize, node: Option<&NodeConfig>) -
     let mut plan = Plan { shards: resolve_shards(shards), ..Plan::default() };
     let local = node.map_or(0..plan.shards, |n| n.shard_range());
     let node_id = node.map_or("local", |n| n.id.get_ref().as_str());
+    // SAFETY: a config app is made of record streams only. Its sources archive records
+    // (generators and files with `archive_values_into`; tcp sources validate binary frames and
+    // archive parsed NDJSON values), its built-in functions emit records (new values, or the
+    // records they received), and node links validate every data payload as a record before a
+    // shard sees it. No user code feeds a config app: the embedding API builds apps of its own.
+    let records = unsafe { RecordsOnly::assert() };
     for (index, app) in config.apps.iter().enumerate() {
         let id = index as AppId;
         let here = Here { node: node_id, local: local.clone() };
-        AppCompiler { config, app, index, id, plan: &mut plan, nodes: HashMap::new(), here }.compile()?;
+        let nodes = HashMap::new();
+        AppCompiler { config, app, index, id, plan: &mut plan, nodes, here, records }.compile()?;
     }
     plan.validate().map_err(|e| config.error_at(0..0, KeyPath::table("app"), e.to_string()))?;
     Ok(plan)
@@ -121,6 +128,8 @@ struct AppCompiler<'a> {
     /// Output of every node compiled so far, by name.
     nodes: HashMap<String, (Upstream, Schema)>,
     here: Here<'a>,
+    /// The proof that this app's streams are records.
+    records: RecordsOnly,
 }
 
 /// The cluster node being compiled for.
@@ -315,8 +324,8 @@ impl AppCompiler<'_> {
         for (i, p) in built.partitions.iter().enumerate() {
             inputs[i].partition = *p;
         }
-        let make = built.make;
-        let factory = Arc::new(move |_cx: crate::plan::InstanceCx| OperatorInstance::Builtin(make()));
+        let (make, records) = (built.make, self.records);
+        let factory = Arc::new(move |_cx: crate::plan::InstanceCx| OperatorInstance::Builtin(make(), records));
         let id = self.add(&name, inputs, factory, schemas[0].clone(), false, f.max_lessees);
         self.nodes.insert(name, (Upstream::Function(id), built.output));
         Ok(())
@@ -347,9 +356,11 @@ impl AppCompiler<'_> {
     fn sink(&mut self, index: usize, s: &SinkConfig) -> Res<()> {
         let name = s.name.get_ref().clone();
         let (up, schema) = self.input(Role::Sink, index, &name, "input", &s.input)?;
-        let sch = schema.clone();
+        let (sch, records) = (schema.clone(), self.records);
         let factory: crate::plan::OperatorFactory = match &s.kind {
-            SinkKind::Stdout => Arc::new(move |_| OperatorInstance::Sink(Sink::new(SinkTarget::Stdout, sch.clone()))),
+            SinkKind::Stdout => {
+                Arc::new(move |_| OperatorInstance::Sink(Sink::new(SinkTarget::Stdout(records), sch.clone())))
+            }
             SinkKind::Latency => Arc::new(move |_| OperatorInstance::Sink(Sink::new(SinkTarget::Latency, sch.clone()))),
             SinkKind::Null => Arc::new(move |_| OperatorInstance::Sink(Sink::new(SinkTarget::Null, sch.clone()))),
             SinkKind::File { path, format } => {
@@ -361,7 +372,7 @@ impl AppCompiler<'_> {
                 };
                 self.plan.files.push((p.clone(), header));
                 Arc::new(move |_| {
-                    let sink = Sink::open_file(&p, sch.clone(), format)
+                    let sink = Sink::open_file(&p, sch.clone(), format, records)
                         .unwrap_or_else(|e| panic!("cannot open sink file {}: {e}", p.display()));
                     OperatorInstance::Sink(sink)
                 })
@@ -372,7 +383,9 @@ impl AppCompiler<'_> {
                     Ok(h) => Arc::new(h),
                     Err(e) => return self.err(Role::Sink, index, &name, "listen", listen.span(), e.to_string()),
                 };
-                Arc::new(move |_| OperatorInstance::Sink(Sink::new(SinkTarget::Tcp(hub.instance()), sch.clone())))
+                Arc::new(move |_| {
+                    OperatorInstance::Sink(Sink::new(SinkTarget::Tcp(hub.instance(), records), sch.clone()))
+                })
             }
         };
         let inputs = vec![Input { port: 0, from: up, partition: Partition::Forward }];
@@ -398,7 +411,7 @@ impl AppCompiler<'_> {
         };
         let keyed = |key: &Option<Spanned<String>>| -> Res<Partition> {
             match key {
-                Some(k) => Ok(Partition::ByField(self.field(index, name, "key", input, k)?)),
+                Some(k) => Ok(Partition::ByField(self.field(index, name, "key", input, k)?, self.records)),
                 None => Ok(Partition::ByKey),
             }
         };
@@ -467,7 +480,7 @@ impl AppCompiler<'_> {
                 let (_, out) = Join::new(l, r, &lk, &rk, spec).map_err(|e| fail("right_key", j.right_key.span(), e))?;
                 let (ls, rs) = (l.clone(), r.clone());
                 let make = move || Builtin::Join(Join::new(&ls, &rs, &lk, &rk, spec).expect("checked").0);
-                Ok(built(make, vec![Partition::ByField(lp), Partition::ByField(rp)], out))
+                Ok(built(make, vec![Partition::ByField(lp, self.records), Partition::ByField(rp, self.records)], out))
             }
         }
     }

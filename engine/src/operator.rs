@@ -1,20 +1,22 @@
 //! Operator instances on a shard: built-in functions, sinks and user functions behind one enum,
 //! so the hot path dispatches with a `match`, not a virtual call (user code excepted).
 
+use dirigo_actors::activation::ActorOp;
 use dirigo_actors::envelope::Header;
+use dirigo_actors::function::{ErasedActor, ErasedFunction};
 use dirigo_actors::operator::{Emitter, Msg, Operator};
-use dirigo_actors::record::access_trusted;
+use dirigo_actors::record::RecordsOnly;
 
 use crate::builtin::Builtin;
 use crate::sink::Sink;
-use dirigo_actors::function::{ErasedActor, ErasedFunction};
 
 /// One function instance on one shard.
 // Instances sit in a per-shard table, one per function: their size does not matter, while boxing
 // the built-ins would add a pointer chase per message.
 #[allow(clippy::large_enum_variant)]
 pub enum OperatorInstance {
-    Builtin(Builtin),
+    /// A built-in function of a config app, with the proof that its inputs are records.
+    Builtin(Builtin, RecordsOnly),
     Sink(Sink),
     User(Box<dyn ErasedFunction>),
     /// A user actor (mergeable state, critical messages) run without lessees.
@@ -27,12 +29,7 @@ impl OperatorInstance {
     pub fn on_data<E: Emitter>(&mut self, h: &Header, payload: &[u8], out: &mut E) {
         let msg = Msg { key_hash: h.key_hash, event_time: h.event_time, port: h.port };
         match self {
-            OperatorInstance::Builtin(b) => {
-                // SAFETY: payloads of built-in functions are archives the engine wrote itself
-                // (sources and emitters), or validated at the network boundary.
-                let rec = unsafe { access_trusted(payload) };
-                b.on_record(msg, rec, payload, out)
-            }
+            OperatorInstance::Builtin(b, records) => b.on_record(msg, records.read(payload).get(), payload, out),
             OperatorInstance::Sink(s) => s.on_data(h, payload),
             OperatorInstance::User(f) => f.on_message(h, payload, out),
             OperatorInstance::Actor(a) => {
@@ -45,7 +42,7 @@ impl OperatorInstance {
     /// Event time advanced on every input.
     pub fn on_watermark<E: Emitter>(&mut self, watermark: u64, out: &mut E) {
         match self {
-            OperatorInstance::Builtin(b) => b.on_watermark(watermark, out),
+            OperatorInstance::Builtin(b, _) => b.on_watermark(watermark, out),
             OperatorInstance::Sink(_) => {}
             OperatorInstance::User(f) => f.on_watermark(watermark, out),
             OperatorInstance::Actor(a) => a.on_watermark(watermark, out),
@@ -55,7 +52,7 @@ impl OperatorInstance {
     /// Every input ended.
     pub fn on_end<E: Emitter>(&mut self, out: &mut E) {
         match self {
-            OperatorInstance::Builtin(b) => b.on_end(out),
+            OperatorInstance::Builtin(b, _) => b.on_end(out),
             OperatorInstance::Sink(s) => s.flush(),
             OperatorInstance::User(f) => f.on_end(out),
             OperatorInstance::Actor(a) => a.on_end(out),
@@ -65,12 +62,12 @@ impl OperatorInstance {
     /// The instance as a dual-mode actor, if its state is mergeable (a window, a user actor).
     /// Cold path (once per instance): the large `Err` is fine.
     #[allow(clippy::result_large_err)]
-    pub fn into_actor(self) -> Result<dirigo_actors::activation::ActorOp, OperatorInstance> {
+    pub fn into_actor(self) -> Result<ActorOp, OperatorInstance> {
         match self {
-            OperatorInstance::Builtin(Builtin::Window(w)) if w.merges_exactly() => {
-                Ok(dirigo_actors::activation::ActorOp::Window(w))
+            OperatorInstance::Builtin(Builtin::Window(w), records) if w.merges_exactly() => {
+                Ok(ActorOp::Window(w, records))
             }
-            OperatorInstance::Actor(a) => Ok(dirigo_actors::activation::ActorOp::User(a)),
+            OperatorInstance::Actor(a) => Ok(ActorOp::User(a)),
             other => Err(other),
         }
     }
@@ -78,7 +75,7 @@ impl OperatorInstance {
     /// Records dropped so far for arriving after their window's allowed lateness.
     pub fn late_dropped(&self) -> u64 {
         match self {
-            OperatorInstance::Builtin(b) => b.late_dropped(),
+            OperatorInstance::Builtin(b, _) => b.late_dropped(),
             _ => 0,
         }
     }

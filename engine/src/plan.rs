@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use dirigo_actors::ids::{AppId, FunctionId, ShardId};
-use dirigo_actors::record::Schema;
+use dirigo_actors::record::{RecordsOnly, Schema};
 
 use crate::ingest::SourceInstance;
 use crate::operator::OperatorInstance;
@@ -17,8 +17,9 @@ pub enum Partition {
     Forward,
     /// To the home shard of the message's key hash (set upstream, e.g. by `key_by`).
     ByKey,
-    /// To the home shard of the hash of this output field; the field's hash becomes the key.
-    ByField(usize),
+    /// To the home shard of the hash of this output field; the field's hash becomes the key
+    /// (config apps only: the proof says the edge carries records).
+    ByField(usize, RecordsOnly),
 }
 
 /// An output edge: where a node's output goes.
@@ -134,7 +135,7 @@ impl Plan {
                         out.push((input.port, shard));
                     }
                 }
-                Partition::ByKey | Partition::ByField(_) => {
+                Partition::ByKey | Partition::ByField(..) => {
                     out.extend(ups.iter().map(|&s| (input.port, s)));
                 }
             }

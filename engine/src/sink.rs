@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 
 use dirigo_actors::envelope::Header;
-use dirigo_actors::record::{access_trusted, ArchivedRecord, ArchivedValue, Schema};
+use dirigo_actors::record::{ArchivedRecord, ArchivedValue, RecordsOnly, Schema};
 
 use crate::config::FileFormat;
 
@@ -22,15 +22,18 @@ pub struct Output {
 }
 
 /// Where a sink writes.
+///
+/// The targets that read records (stdout, file, tcp) carry the proof that their input is records
+/// (only config apps, whose streams are records, have them).
 pub enum SinkTarget {
-    Stdout,
-    File(File),
+    Stdout(RecordsOnly),
+    File(File, RecordsOnly),
     /// Measured only: latency is recorded, nothing is written.
     Latency,
     /// Dropped.
     Null,
     /// Served to the subscribers of a tcp sink.
-    Tcp(dirigo_net::tcp::EgressSink),
+    Tcp(dirigo_net::tcp::EgressSink, RecordsOnly),
     /// Sent to a collector (tests, embedding programs).
     Collect {
         name: String,
@@ -58,9 +61,14 @@ impl Sink {
 
     /// Open a file sink for appending, as NDJSON or CSV (the engine writes the file's first
     /// line once before shards start).
-    pub fn open_file(path: &std::path::Path, schema: Schema, format: FileFormat) -> std::io::Result<Sink> {
+    pub fn open_file(
+        path: &std::path::Path,
+        schema: Schema,
+        format: FileFormat,
+        records: RecordsOnly,
+    ) -> std::io::Result<Sink> {
         let f = OpenOptions::new().append(true).create(true).open(path)?;
-        Ok(Sink { format, ..Sink::new(SinkTarget::File(f), schema) })
+        Ok(Sink { format, ..Sink::new(SinkTarget::File(f, records), schema) })
     }
 
     /// Write one record. Hot path for `latency`/`null` (nothing to do).
@@ -68,7 +76,7 @@ impl Sink {
     pub fn on_data(&mut self, h: &Header, payload: &[u8]) {
         match &mut self.target {
             SinkTarget::Latency | SinkTarget::Null => {}
-            SinkTarget::Tcp(t) => t.push(payload),
+            SinkTarget::Tcp(t, records) => t.push(records.read(payload)),
             SinkTarget::Collect { name, tx } => {
                 let out = Output {
                     sink: name.clone(),
@@ -79,9 +87,8 @@ impl Sink {
                 };
                 let _ = tx.send(out);
             }
-            SinkTarget::Stdout | SinkTarget::File(_) => {
-                // SAFETY: sinks of config apps receive `Record` archives written by the engine.
-                let rec = unsafe { access_trusted(payload) };
+            SinkTarget::Stdout(records) | SinkTarget::File(_, records) => {
+                let rec = records.read(payload).get();
                 match self.format {
                     FileFormat::Ndjson => self.schema.write_json(rec, &mut self.buf),
                     FileFormat::Csv => write_csv(rec, &mut self.buf),
@@ -96,15 +103,15 @@ impl Sink {
 
     /// Write out whatever is buffered, in one `write` so lines of shards never interleave.
     pub fn flush(&mut self) {
-        if let SinkTarget::Tcp(t) = &mut self.target {
+        if let SinkTarget::Tcp(t, _) = &mut self.target {
             t.flush();
         }
         if self.buf.is_empty() {
             return;
         }
         let res = match &mut self.target {
-            SinkTarget::Stdout => std::io::stdout().lock().write_all(self.buf.as_bytes()),
-            SinkTarget::File(f) => f.write_all(self.buf.as_bytes()),
+            SinkTarget::Stdout(_) => std::io::stdout().lock().write_all(self.buf.as_bytes()),
+            SinkTarget::File(f, _) => f.write_all(self.buf.as_bytes()),
             _ => Ok(()),
         };
         if let Err(e) = res {

@@ -17,7 +17,7 @@
 
 use std::ops::Range;
 
-use dirigo_actors::record::{self, archive_values_into, ArchivedRecord, Value};
+use dirigo_actors::record::{self, archive_values_into, ArchivedRecord, RecordsOnly, Value};
 use rkyv::util::AlignedVec;
 
 use crate::error::{BatchFault, EncodeError, ValidateError};
@@ -111,6 +111,8 @@ impl Drop for BatchWriter<'_> {
 pub struct ValidBatch<'a> {
     payload: &'a [u8],
     count: u32,
+    /// Every entry's archive was validated.
+    records: RecordsOnly,
 }
 
 /// One record of a [`ValidBatch`].
@@ -140,8 +142,12 @@ pub fn validate_batch(payload: &[u8]) -> Result<ValidBatch<'_>, ValidateError> {
         record::access(archive).map_err(|source| ValidateError::BatchRecord { index, source })?;
         at = next;
     }
+    // SAFETY: `record::access` accepted the archive of each of the `count` entries above, and
+    // the batch's iterator reads exactly those slices again (`entry_at` is a pure function of the
+    // same immutably borrowed bytes), 16-aligned (payload aligned, entries padded).
+    let records = unsafe { RecordsOnly::assert() };
     match payload.len() - at {
-        0 => Ok(ValidBatch { payload, count }),
+        0 => Ok(ValidBatch { payload, count, records }),
         extra => Err(fault(at, BatchFault::TrailingBytes { extra })),
     }
 }
@@ -159,7 +165,7 @@ impl<'a> ValidBatch<'a> {
 
     /// The records in order, read in place.
     pub fn iter(&self) -> BatchIter<'a> {
-        BatchIter { payload: self.payload, at: SUB_HEADER, left: self.count }
+        BatchIter { payload: self.payload, at: SUB_HEADER, left: self.count, records: self.records }
     }
 }
 
@@ -177,6 +183,7 @@ pub struct BatchIter<'a> {
     payload: &'a [u8],
     at: usize,
     left: u32,
+    records: RecordsOnly,
 }
 
 impl<'a> Iterator for BatchIter<'a> {
@@ -187,11 +194,7 @@ impl<'a> Iterator for BatchIter<'a> {
         self.left = self.left.checked_sub(1)?;
         let (tag, archive, next) = entry_at(self.payload, self.at).ok()?;
         self.at = next;
-        // SAFETY: a `BatchIter` only comes from a `ValidBatch`, which only `validate_batch`
-        // builds, after `record::access` accepted the archive of each of its `count` entries.
-        // `entry_at` is a pure function of the same immutably borrowed bytes, so this is one of
-        // those validated slices, and it starts 16-aligned (payload aligned, entries padded).
-        let record = unsafe { record::access_trusted(archive) };
+        let record = self.records.read(archive).get();
         Some(BatchEntry { tag, record, archive })
     }
 

@@ -4,7 +4,7 @@
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::ids::home_shard;
 use dirigo_actors::operator::Emitter;
-use dirigo_actors::record::{access_trusted, Value};
+use dirigo_actors::record::Value;
 
 use crate::plan::{Edge, Partition, Plan};
 use crate::policy::{Placement, Policy, RouteCx};
@@ -52,7 +52,7 @@ impl<P: Policy> Router<'_, P> {
     fn dest(&mut self, edge: &Edge, h: &Header) -> usize {
         match edge.partition {
             Partition::Forward => self.out.me as usize,
-            Partition::ByKey | Partition::ByField(_) => {
+            Partition::ByKey | Partition::ByField(..) => {
                 let home = home_shard(h.key_hash, self.shards);
                 let f = edge.target as usize;
                 let l = self.load;
@@ -79,7 +79,7 @@ impl<P: Policy> Emitter for Router<'_, P> {
     fn emit(&mut self, key_hash: u64, event_time: u64, values: &[Value]) {
         for edge in self.edges {
             let key = match edge.partition {
-                Partition::ByField(p) => values[p].key_hash(),
+                Partition::ByField(p, _) => values[p].key_hash(),
                 _ => key_hash,
             };
             let h = self.child(edge, key, event_time);
@@ -92,8 +92,7 @@ impl<P: Policy> Emitter for Router<'_, P> {
     fn forward(&mut self, key_hash: u64, event_time: u64, archive: &[u8]) {
         for edge in self.edges {
             let key = match edge.partition {
-                // SAFETY: by-field edges carry `Record` archives the engine wrote or validated.
-                Partition::ByField(p) => unsafe { access_trusted(archive) }.fields[p].key_hash(),
+                Partition::ByField(p, records) => records.read(archive).get().fields[p].key_hash(),
                 _ => key_hash,
             };
             let h = self.child(edge, key, event_time);

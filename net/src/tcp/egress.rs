@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::{encode_frame, FrameType};
-use dirigo_actors::record::{access_trusted, Schema};
+use dirigo_actors::record::{Schema, TrustedRecord};
 use rkyv::util::AlignedVec;
 
 use super::wire::{encode_end, encode_hello};
@@ -117,17 +117,15 @@ pub struct EgressSink {
 }
 
 impl EgressSink {
-    /// Encode one record (a `Record` archive the engine wrote). Hot path.
-    pub fn push(&mut self, payload: &[u8]) {
+    /// Encode one record. Hot path.
+    pub fn push(&mut self, rec: TrustedRecord<'_>) {
         match self.format {
             WireFormat::Binary => {
-                let _ = encode_frame(FrameType::Record, payload, &mut self.buf);
+                let _ = encode_frame(FrameType::Record, rec.bytes(), &mut self.buf);
             }
             WireFormat::Ndjson => {
-                // SAFETY: sinks of config apps receive `Record` archives written by the engine.
-                let rec = unsafe { access_trusted(payload) };
                 self.line.clear();
-                self.schema.write_json(rec, &mut self.line);
+                self.schema.write_json(rec.get(), &mut self.line);
                 self.line.push('\n');
                 self.buf.extend_from_slice(self.line.as_bytes());
             }
