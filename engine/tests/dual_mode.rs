@@ -12,7 +12,7 @@ use std::time::Duration;
 use dirigo_actors::envelope::Header;
 use dirigo_actors::state::{MapMerge, Sum};
 use dirigo_engine::api::{key_u64, Actor, Cx, EngineBuilder};
-use dirigo_engine::policy::{Admission, LesseeCx, OfferCx, Placement, Policy, RouteCx, SchedCx};
+use dirigo_engine::policy::{Admission, AlwaysLease, LesseeCx, OfferCx, Placement, Policy, RouteCx, SchedCx};
 use dirigo_engine::report::Summary;
 use proptest::prelude::*;
 
@@ -188,23 +188,6 @@ fn stress_more_shards_than_cpus_scaling_on_every_other_message() {
     }
 }
 
-/// Every message to a lessee, every offer accepted, lessees retired by the default rule (idle
-/// for `lessee_idle`).
-#[derive(Clone, Debug)]
-struct AlwaysLease;
-
-impl Policy for AlwaysLease {
-    fn on_enqueue(&mut self, _h: &Header, arrival: u64, _cx: &SchedCx<'_>) -> u64 {
-        arrival
-    }
-    fn on_route(&mut self, _h: &Header, _route: &RouteCx) -> Placement {
-        Placement::Lessee
-    }
-    fn on_offer(&mut self, _h: &Header, _cx: &OfferCx) -> Admission {
-        Admission::Accept
-    }
-}
-
 /// A lessor that goes idle still retires its idle lessee (its shard wakes for the policy's
 /// tick while it has lessees, not only for input): two bursts far apart lease twice, and the
 /// results equal the sequential run.
@@ -227,7 +210,9 @@ fn an_idle_lessor_retires_its_lessee_between_bursts() {
     });
     let sums = app.actor("sums", src, 1, || Summer);
     let out = app.collect("out", sums);
-    let summary = engine.run_with(AlwaysLease, |_| {}).expect("runs");
+    // Every message to a lessee, every offer accepted, lessees retired by the default rule (idle
+    // for `lessee_idle`).
+    let summary = engine.run_with(AlwaysLease::default(), |_| {}).expect("runs");
     let mut got: Vec<Answer> = out
         .drain()
         .map(|o| {
