@@ -28,3 +28,16 @@ input = "per_sensor"
 "#
     )
 }
+
+/// The app of [`tcp_to_null`], a template shared with the engine's `ingress_bench` example.
+const TCP_TO_NULL: &str = include_str!("../../engine/examples/tcp_to_null.toml");
+
+/// A tcp source of `format` listening on `127.0.0.1:port`, straight into a null sink: app `name`
+/// of `schema` (a TOML inline table). The caller writes the `[engine]` table before it.
+pub fn tcp_to_null(name: &str, schema: &str, port: u16, format: &str) -> String {
+    TCP_TO_NULL
+        .replace("NAME", name)
+        .replace("SCHEMA", schema)
+        .replace("PORT", &port.to_string())
+        .replace("FORMAT", format)
+}
