@@ -14,6 +14,7 @@ use dirigo_actors::state::{MapMerge, Sum};
 use dirigo_engine::api::{key_u64, Actor, Cx, EngineBuilder};
 use dirigo_engine::policy::{Admission, AlwaysLease, LesseeCx, OfferCx, Placement, Policy, RouteCx, SchedCx};
 use dirigo_engine::report::Summary;
+use dirigo_engine::sink::Output;
 use proptest::prelude::*;
 
 /// Per-key sums: combined key by key.
@@ -106,15 +107,18 @@ fn run(inputs: &[In], shards: usize, max_lessees: u32, policy: Forced) -> (Vec<A
         let _ = done_tx.send(engine.run_with(policy, |_| {}));
     });
     let summary = done_rx.recv_timeout(Duration::from_secs(60)).expect("the engine finishes").expect("runs");
-    let answers = out
-        .drain()
+    (answers(&out), summary)
+}
+
+/// The answers a collecting sink behind `Summer` received, in arrival order.
+fn answers(out: &flume::Receiver<Output>) -> Vec<Answer> {
+    out.drain()
         .map(|o| {
             // SAFETY: the sink's input is archived `Answer`s emitted by `Summer`.
             let a = unsafe { rkyv::access_unchecked::<rkyv::Archived<Answer>>(&o.archive) };
             (a.0.to_native(), a.1.to_native(), a.2.to_native())
         })
-        .collect();
-    (answers, summary)
+        .collect()
 }
 
 /// The sequential single-activation run: each query's total and the final totals, sorted.
@@ -213,14 +217,7 @@ fn an_idle_lessor_retires_its_lessee_between_bursts() {
     // Every message to a lessee, every offer accepted, lessees retired by the default rule (idle
     // for `lessee_idle`).
     let summary = engine.run_with(AlwaysLease::default(), |_| {}).expect("runs");
-    let mut got: Vec<Answer> = out
-        .drain()
-        .map(|o| {
-            // SAFETY: the sink's input is archived `Answer`s emitted by `Summer`.
-            let a = unsafe { rkyv::access_unchecked::<rkyv::Archived<Answer>>(&o.archive) };
-            (a.0.to_native(), a.1.to_native(), a.2.to_native())
-        })
-        .collect();
+    let mut got = answers(&out);
     got.sort_unstable();
     assert_eq!(got, sequential(&inputs));
     let a = &summary.apps[0].actors;
