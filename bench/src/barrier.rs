@@ -12,7 +12,7 @@
 //! deserialising an owned copy first.
 //!
 //! A source on shard 0 (closed loop) sends messages to one key homed on shard 0. The bench
-//! policy ([`Forced`]) sends every regular message to a lessee, every lessee accepts everything
+//! policy ([`FORCED`]) sends every regular message to a lessee, every lessee accepts everything
 //! and none is retired before the end, so the actor has `max_lessees` = L lessees, on shards
 //! 1 ..= L. The engine opens a new lessee only while the existing ones' shards report a longer
 //! wait than a free shard, so the run starts with heavy warm-up messages (no query) until every
@@ -35,12 +35,11 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dirigo_actors::envelope::Header;
 use dirigo_actors::ids::home_shard;
 use dirigo_actors::record::mix64;
 use dirigo_actors::state::Mergeable;
 use dirigo_engine::api::{key_u64, Actor, Cx, EngineBuilder};
-use dirigo_engine::policy::{Admission, LesseeCx, OfferCx, Placement, Policy, RouteCx, SchedCx};
+use dirigo_engine::policy::AlwaysLease;
 use dirigo_engine::report::AppSummary;
 use serde_json::{json, Value};
 
@@ -280,23 +279,7 @@ fn sequential(messages: u64, slots: u64, ends: [u64; 2]) -> (Vec<Answer>, Vec<u6
 
 /// The bench policy: FIFO order, every regular message to a lessee, every forward accepted,
 /// no lessee retired (the engine retires them all at the end).
-#[derive(Clone, Copy, Debug, Default)]
-struct Forced;
-
-impl Policy for Forced {
-    fn on_enqueue(&mut self, _h: &Header, arrival: u64, _cx: &SchedCx<'_>) -> u64 {
-        arrival
-    }
-    fn on_route(&mut self, _h: &Header, _route: &RouteCx) -> Placement {
-        Placement::Lessee
-    }
-    fn on_offer(&mut self, _h: &Header, _cx: &OfferCx) -> Admission {
-        Admission::Accept
-    }
-    fn retire_lessee(&mut self, _cx: &LesseeCx) -> bool {
-        false
-    }
-}
+const FORCED: AlwaysLease = AlwaysLease { keep_lessees: true };
 
 /// One configuration: shards, lessees, state size in bytes.
 #[derive(Clone, Copy, Debug)]
@@ -345,7 +328,7 @@ fn run_once(setup: Setup, queries: u64) -> anyhow::Result<Value> {
         seen: false,
     });
     let out = app.collect("answers", actor);
-    let summary = engine.run_with(Forced, |_| {})?;
+    let summary = engine.run_with(FORCED, |_| {})?;
     let a: &AppSummary = &summary.apps[0];
     let ac = &a.actors;
     let l = u64::from(setup.lessees);

@@ -25,6 +25,7 @@ use dirigo_net::tcp::client;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::apps;
 use crate::keyed_count::{dirigo, Load, Measurement, W1};
 use crate::report::{median, Table};
 use crate::Opts;
@@ -133,30 +134,8 @@ fn median_of(variant: &'static str, spin: &'static str, runs: &[Run]) -> MedianR
 /// sink; stopped after `seconds`.
 fn tcp_idle(seconds: u64, limit: Duration) -> anyhow::Result<(Summary, Measurement)> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let text = format!(
-        r#"
-[engine]
-shards = {shards}
-pin = true
-
-[[app]]
-name = "idle"
-slo = "1s"
-schema = {{ key = "u64" }}
-
-[[app.source]]
-name = "in"
-kind = "tcp"
-listen = "127.0.0.1:{port}"
-format = "binary"
-
-[[app.sink]]
-name = "out"
-kind = "null"
-input = "in"
-"#,
-        shards = W1.shards
-    );
+    let app = apps::tcp_to_null("idle", r#"{ key = "u64" }"#, port, "binary");
+    let text = format!("[engine]\nshards = {}\npin = true\n{app}", W1.shards);
     let config = Config::parse(&text, "idle-tcp.toml").map_err(|e| anyhow!("{e}"))?;
     let policy = Builtin::by_name(config.engine.policy.name()).context("unknown policy")?;
     let stop = StopHandle::default();

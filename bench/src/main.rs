@@ -25,6 +25,7 @@
 //! cargo run --release -p dirigo-bench -- keyed-count --plot-only   # redraw the SVG from the JSON
 //! ```
 
+mod apps;
 mod barrier;
 mod figures;
 mod hooks;

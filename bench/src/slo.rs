@@ -30,6 +30,7 @@ use dirigo_engine::policy::Builtin;
 use dirigo_engine::report::{Progress, Summary};
 use serde_json::{json, Value};
 
+use crate::apps;
 use crate::figures::{distinct, num, rows};
 use crate::plot::{Panel, Series};
 use crate::report::{median, Table};
@@ -58,29 +59,6 @@ const SETUPS: [Setup; 4] = [
     Setup { name: "dirigo", policy: "laxity", max_lessees: 1, serverful: false },
     Setup { name: "dirigo-fair", policy: "fair", max_lessees: 1, serverful: false },
 ];
-
-const CRITICAL: &str = r#"
-[[app]]
-name = "critical"
-slo = "1ms"
-weight = 8
-schema = { sensor = "u64", value = "u64" }
-[[app.source]]
-name = "readings"
-kind = "generator"
-rate = 5000
-duration = "DURATION"
-keys = 100
-[[app.function]]
-name = "per_sensor"
-kind = "count"
-input = "readings"
-key = "sensor"
-[[app.sink]]
-name = "latency"
-kind = "latency"
-input = "per_sensor"
-"#;
 
 const HEAVY: &str = r#"
 [[app]]
@@ -159,7 +137,7 @@ fn workload(setup: Setup, cap: f64, secs: f64) -> String {
             (cap * 0.8) as u64
         )
     };
-    let critical = CRITICAL.replace("DURATION", &ms(1.0));
+    let critical = apps::critical(5000, &ms(1.0));
     let a = heavy("heavy-a", 3, &rate(0.25), setup.max_lessees);
     let b = heavy("heavy-b", 4, &rate(0.5), setup.max_lessees);
     format!("{}{critical}{a}{b}", engine_table())

@@ -18,6 +18,7 @@ use dirigo_engine::policy::{Builtin, POLICY_NAMES};
 use dirigo_engine::report::Summary;
 use serde_json::{json, Value};
 
+use crate::apps;
 use crate::report::{median, Table};
 use crate::Opts;
 
@@ -45,29 +46,6 @@ kind = "latency"
 input = "spend"
 "#;
 
-const CRITICAL: &str = r#"
-[[app]]
-name = "critical"
-slo = "1ms"
-weight = 8
-schema = { sensor = "u64", value = "u64" }
-[[app.source]]
-name = "readings"
-kind = "generator"
-rate = 10000
-duration = "DURATION"
-keys = 100
-[[app.function]]
-name = "per_sensor"
-kind = "count"
-input = "readings"
-key = "sensor"
-[[app.sink]]
-name = "latency"
-kind = "latency"
-input = "per_sensor"
-"#;
-
 fn run_text(text: &str, policy: &str) -> anyhow::Result<Summary> {
     let config = Config::parse(text, "tenants.toml")?;
     Ok(run_config(&config, 2, Builtin::by_name(policy).expect("policy"), StopHandle::default())?)
@@ -88,7 +66,7 @@ fn workload(capacity: f64, secs: f64) -> String {
         (secs * 375.0) as u64,
         (secs * 250.0) as u64
     );
-    let critical = CRITICAL.replace("DURATION", &format!("{}ms", (secs * 1000.0) as u64));
+    let critical = apps::critical(10000, &format!("{}ms", (secs * 1000.0) as u64));
     format!("{critical}\n{}", HEAVY.replace("RATE", &rate))
 }
 

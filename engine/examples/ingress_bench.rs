@@ -22,29 +22,16 @@ use dirigo_net::tcp::client;
 use dirigo_net::{encode_record, BatchWriter};
 use rkyv::util::AlignedVec;
 
+/// The app: a tcp source straight into a null sink (shared with `dirigo-bench`'s scenarios).
+const TCP_TO_NULL: &str = include_str!("tcp_to_null.toml");
+
 fn config(port: u16, format: &str) -> String {
-    format!(
-        r#"
-[engine]
-shards = 1
-
-[[app]]
-name = "bench"
-slo = "1s"
-schema = {{ auction = "u64", bidder = "u64", price = "u64", date_time = "u64" }}
-
-[[app.source]]
-name = "in"
-kind = "tcp"
-listen = "127.0.0.1:{port}"
-format = "{format}"
-
-[[app.sink]]
-name = "out"
-kind = "null"
-input = "in"
-"#
-    )
+    let app = TCP_TO_NULL
+        .replace("NAME", "bench")
+        .replace("SCHEMA", r#"{ auction = "u64", bidder = "u64", price = "u64", date_time = "u64" }"#)
+        .replace("PORT", &port.to_string())
+        .replace("FORMAT", format);
+    format!("[engine]\nshards = 1\n{app}")
 }
 
 fn record(i: u64) -> [Value; 4] {

@@ -389,6 +389,40 @@ impl Policy for Builtin {
     }
 }
 
+/// Test and benchmark support, not a policy to run apps under: it forces dual-mode scale-out so
+/// that tests and benchmarks exercise lessees, forwards and barriers on every message. Arrival
+/// order (FIFO); every message to a dual-mode actor goes to a lessee (a new one while
+/// `max_lessees` allows); every forward is accepted.
+///
+/// Lessees retire by the default rule of [`Policy::retire_lessee`] (sent nothing for
+/// `[engine] lessee_idle`; an accepting lessee refuses nothing), or, with `keep_lessees`, not
+/// before the end of the run (the engine retires them all then).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AlwaysLease {
+    /// Retire no lessee while the run lasts.
+    pub keep_lessees: bool,
+}
+
+impl Policy for AlwaysLease {
+    #[inline]
+    fn on_enqueue(&mut self, _h: &Header, arrival: u64, _cx: &SchedCx<'_>) -> u64 {
+        arrival
+    }
+    #[inline]
+    fn on_route(&mut self, _h: &Header, _route: &RouteCx) -> Placement {
+        Placement::Lessee
+    }
+    #[inline]
+    fn on_offer(&mut self, _h: &Header, _cx: &OfferCx) -> Admission {
+        Admission::Accept
+    }
+    #[inline]
+    fn retire_lessee(&mut self, cx: &LesseeCx) -> bool {
+        // The trait's default rule, unless the lessees are kept.
+        !self.keep_lessees && (cx.idle_ns >= cx.idle_limit_ns || cx.refused > cx.accepted)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,5 +589,30 @@ mod tests {
             assert_eq!(p.on_route(&h, &too_cheap), Placement::Lessor, "forwarding costs more than running");
         }
         assert_eq!(Fifo.on_route(&h, &late), Placement::Lessor, "the default keeps the lessor");
+    }
+
+    #[test]
+    fn always_lease_leases_every_message_and_retires_by_the_default_rule_unless_kept() {
+        let h = Header::data(0, 0, 0);
+        let fits =
+            RouteCx { home_delay_ns: 0, peer_delay_ns: u64::MAX, service_ns: 1, laxity_ns: 1_000, forward_ns: 0 };
+        let busy = OfferCx { own_delay_ns: 1_000, lessor_delay_ns: 0, service_ns: 1 };
+        let lessee = |idle_ns, refused| LesseeCx {
+            idle_ns,
+            idle_limit_ns: 100,
+            refused,
+            accepted: 1,
+            lessee_delay_ns: 0,
+            lessor_delay_ns: 0,
+        };
+        for keep_lessees in [false, true] {
+            let mut p = AlwaysLease { keep_lessees };
+            assert_eq!(p.on_route(&h, &fits), Placement::Lessee);
+            assert_eq!(p.on_offer(&h, &busy), Admission::Accept);
+            for cx in [lessee(0, 0), lessee(100, 0), lessee(0, 2)] {
+                let default = Fifo.retire_lessee(&cx);
+                assert_eq!(p.retire_lessee(&cx), default && !keep_lessees, "{cx:?}");
+            }
+        }
     }
 }

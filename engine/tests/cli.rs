@@ -1,33 +1,27 @@
 //! The `dirigo` binary end to end: the quickstart's `--json` summary has every documented field,
 //! and each kind of bad config is refused with its file, line and key.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn dirigo() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dirigo"))
-}
+use std::path::{Path, PathBuf};
+
+use common::{dirigo, output, stderr};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
 }
 
 fn temp_config(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dirigo-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let p = dir.join(name);
+    let p = common::temp_dir("cli").join(name);
     std::fs::write(&p, text).expect("write config");
     p
 }
 
 #[test]
 fn quickstart_json_summary_has_every_field() {
-    let out = dirigo()
-        .current_dir(repo())
-        .args(["run", "configs/quickstart.toml", "--json", "--quiet", "--duration", "1500ms"])
-        .output()
-        .expect("dirigo runs");
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let args = ["run", "configs/quickstart.toml", "--json", "--quiet", "--duration", "1500ms"];
+    let out = output(dirigo().current_dir(repo()).args(args));
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
     let stdout = String::from_utf8(out.stdout).expect("utf-8");
     let last = stdout.lines().last().expect("a summary line");
     let v: serde_json::Value = serde_json::from_str(last).expect("the last line is one JSON object");
@@ -70,8 +64,8 @@ fn quickstart_json_summary_has_every_field() {
 fn every_shipped_config_checks() {
     for entry in std::fs::read_dir(repo().join("configs")).expect("configs/") {
         let p = entry.expect("entry").path();
-        let out = dirigo().current_dir(repo()).arg("check").arg(&p).output().expect("dirigo runs");
-        assert!(out.status.success(), "{}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
+        let out = output(dirigo().current_dir(repo()).arg("check").arg(&p));
+        assert!(out.status.success(), "{}: {}", p.display(), stderr(&out));
     }
 }
 
@@ -102,9 +96,9 @@ input = "f"
 fn refuses(from: &str, to: &str, line: usize, what: &[&str]) {
     assert!(GOOD.contains(from), "{from}");
     let p = temp_config("bad.toml", &GOOD.replacen(from, to, 1));
-    let out = dirigo().arg("check").arg(&p).output().expect("dirigo runs");
+    let out = output(dirigo().arg("check").arg(&p));
     assert!(!out.status.success(), "{to} was accepted");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     let at = format!("{}:{line}:", p.display());
     assert!(err.contains(&at), "expected {at} in: {err}");
     for w in what {
@@ -114,7 +108,7 @@ fn refuses(from: &str, to: &str, line: usize, what: &[&str]) {
 
 #[test]
 fn bad_configs_name_file_line_and_key() {
-    assert!(dirigo().arg("check").arg(temp_config("good.toml", GOOD)).status().expect("runs").success());
+    assert!(output(dirigo().arg("check").arg(temp_config("good.toml", GOOD))).status.success());
     refuses("slo = \"1ms\"", "slo = \"1ms\"\nsurprise = 1", 5, &["surprise"]);
     refuses("events = 10", "events = \"ten\"", 10, &["events"]);
     refuses("input = \"in\"", "input = \"nowhere\"", 15, &["nowhere", "input"]);
@@ -129,8 +123,8 @@ fn a_cycle_is_named() {
     let cyclic = GOOD.replacen("input = \"in\"", "input = \"g\"", 1)
         + "\n[[app.function]]\nname = \"g\"\nkind = \"filter\"\ninput = \"f\"\npredicate = \"v > 2\"\n";
     let p = temp_config("cycle.toml", &cyclic);
-    let out = dirigo().arg("check").arg(&p).output().expect("dirigo runs");
+    let out = output(dirigo().arg("check").arg(&p));
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert!(err.contains("f -> g -> f") || err.contains("g -> f -> g"), "{err}");
 }

@@ -7,18 +7,16 @@
 //! of its nodes' files, compared with the one-node run's as a sorted multiset of lines. Each key
 //! lives on one shard, so a key's lines are also in the same order in exactly one file.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::process::{Command, Output};
+
+use common::{dirigo, free_address, stderr, DEADLINE};
 
 /// Every sink's output lines, sorted, by sink name.
 type Sinks = BTreeMap<String, Vec<String>>;
-
-/// A cluster run that takes longer than this is a hang (a healthy one takes about a second).
-const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Input fields: `k` is the generator's key, `ts` its event time in ms (1000 events per ms).
 const SCHEMA: &str = r#"{ k = "u64", a = "u64", b = "i64", x = "f64", flag = "bool", s = "string", ts = "u64" }"#;
@@ -90,18 +88,7 @@ fn apps(dir: &Path) -> String {
 
 /// A fresh directory for one run's config and outputs.
 fn run_dir(tag: &str) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("dirigo-cluster-{tag}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-/// A loopback address nobody listens on now (the OS picks the port).
-fn free_address() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("address").to_string()
+    common::temp_dir(&format!("cluster-{tag}"))
 }
 
 /// `[[node]]` tables for nodes `a`, `b`, ... with these shard counts, on free loopback ports.
@@ -126,49 +113,15 @@ fn engine_with(shards: usize, extra: &str) -> String {
     )
 }
 
-fn dirigo() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dirigo"))
-}
-
 /// The tests run their processes one test at a time: every node is a process with its own
 /// shards and link threads, and several clusters at once on a small machine oversubscribe its
 /// CPUs many times over (see "Fragile" in `docs/why-cluster-links.md`).
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Start every command, then wait for each to exit, all within [`DEADLINE`] (a thread per
-/// process waits on it; no polling). At the deadline every process still running is killed.
+/// [`common::run_all`] within [`DEADLINE`], one cluster at a time.
 fn run_all(commands: Vec<Command>) -> Vec<Output> {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (tx, rx) = std::sync::mpsc::channel();
-    let n = commands.len();
-    let mut pids = Vec::with_capacity(n);
-    for (i, mut c) in commands.into_iter().enumerate() {
-        let child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("dirigo starts");
-        pids.push(child.id());
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let _ = tx.send((i, child.wait_with_output()));
-        });
-    }
-    let mut outputs: Vec<Option<Output>> = (0..n).map(|_| None).collect();
-    for _ in 0..n {
-        match rx.recv_timeout(DEADLINE) {
-            Ok((i, out)) => outputs[i] = Some(out.expect("waited")),
-            Err(_) => {
-                let running: Vec<u32> = (0..n).filter(|&i| outputs[i].is_none()).map(|i| pids[i]).collect();
-                for &pid in &running {
-                    // SAFETY: kill(2) on a child this test started and has not reaped.
-                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-                }
-                panic!("processes {running:?} did not exit within {DEADLINE:?} (killed)");
-            }
-        }
-    }
-    outputs.into_iter().map(|o| o.expect("collected")).collect()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    common::run_all(commands, DEADLINE)
 }
 
 /// Every sink's lines over every file of `dir` (one per node), sorted.
@@ -341,7 +294,7 @@ fn refuses(args: &[&str], text: &str, what: &[&str]) {
     let dir = run_dir("bad");
     let config = dir.join("bad.toml");
     std::fs::write(&config, text).expect("config");
-    let out = dirigo().args(args).arg(&config).output().expect("dirigo runs");
+    let out = common::output(dirigo().args(args).arg(&config));
     assert!(!out.status.success(), "{args:?} accepted {text}");
     let err = stderr(&out);
     for w in what {

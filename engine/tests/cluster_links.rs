@@ -2,10 +2,12 @@
 //! credit bounds what a receiver that does not consume makes its peer buffer, and once it
 //! consumes, every batch arrives exactly once and in order.
 
-use std::net::TcpListener;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::free_address;
 use dirigo_actors::envelope::Header;
 use dirigo_actors::record::{archive_values_into, Value};
 use dirigo_net::link::{node_mesh, wire, ClusterSpec, LinkSettings, NodeSpec, Transport};
@@ -16,10 +18,6 @@ use rkyv::util::AlignedVec;
 /// Batches in flight per channel, and batches per ring.
 const CREDITS: usize = 4;
 const DEADLINE: Duration = Duration::from_secs(20);
-
-fn free_address() -> std::net::SocketAddr {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address")
-}
 
 /// Nodes `a` (shard 0) and `b` (shard 1) in this process: shard 0's ring to shard 1, shard 1's
 /// ring from shard 0, and the two nodes' links.

@@ -12,8 +12,9 @@ use std::time::Duration;
 use dirigo_actors::envelope::Header;
 use dirigo_actors::state::{MapMerge, Sum};
 use dirigo_engine::api::{key_u64, Actor, Cx, EngineBuilder};
-use dirigo_engine::policy::{Admission, LesseeCx, OfferCx, Placement, Policy, RouteCx, SchedCx};
+use dirigo_engine::policy::{Admission, AlwaysLease, LesseeCx, OfferCx, Placement, Policy, RouteCx, SchedCx};
 use dirigo_engine::report::Summary;
+use dirigo_engine::sink::Output;
 use proptest::prelude::*;
 
 /// Per-key sums: combined key by key.
@@ -106,15 +107,18 @@ fn run(inputs: &[In], shards: usize, max_lessees: u32, policy: Forced) -> (Vec<A
         let _ = done_tx.send(engine.run_with(policy, |_| {}));
     });
     let summary = done_rx.recv_timeout(Duration::from_secs(60)).expect("the engine finishes").expect("runs");
-    let answers = out
-        .drain()
+    (answers(&out), summary)
+}
+
+/// The answers a collecting sink behind `Summer` received, in arrival order.
+fn answers(out: &flume::Receiver<Output>) -> Vec<Answer> {
+    out.drain()
         .map(|o| {
             // SAFETY: the sink's input is archived `Answer`s emitted by `Summer`.
             let a = unsafe { rkyv::access_unchecked::<rkyv::Archived<Answer>>(&o.archive) };
             (a.0.to_native(), a.1.to_native(), a.2.to_native())
         })
-        .collect();
-    (answers, summary)
+        .collect()
 }
 
 /// The sequential single-activation run: each query's total and the final totals, sorted.
@@ -188,23 +192,6 @@ fn stress_more_shards_than_cpus_scaling_on_every_other_message() {
     }
 }
 
-/// Every message to a lessee, every offer accepted, lessees retired by the default rule (idle
-/// for `lessee_idle`).
-#[derive(Clone, Debug)]
-struct AlwaysLease;
-
-impl Policy for AlwaysLease {
-    fn on_enqueue(&mut self, _h: &Header, arrival: u64, _cx: &SchedCx<'_>) -> u64 {
-        arrival
-    }
-    fn on_route(&mut self, _h: &Header, _route: &RouteCx) -> Placement {
-        Placement::Lessee
-    }
-    fn on_offer(&mut self, _h: &Header, _cx: &OfferCx) -> Admission {
-        Admission::Accept
-    }
-}
-
 /// A lessor that goes idle still retires its idle lessee (its shard wakes for the policy's
 /// tick while it has lessees, not only for input): two bursts far apart lease twice, and the
 /// results equal the sequential run.
@@ -227,15 +214,10 @@ fn an_idle_lessor_retires_its_lessee_between_bursts() {
     });
     let sums = app.actor("sums", src, 1, || Summer);
     let out = app.collect("out", sums);
-    let summary = engine.run_with(AlwaysLease, |_| {}).expect("runs");
-    let mut got: Vec<Answer> = out
-        .drain()
-        .map(|o| {
-            // SAFETY: the sink's input is archived `Answer`s emitted by `Summer`.
-            let a = unsafe { rkyv::access_unchecked::<rkyv::Archived<Answer>>(&o.archive) };
-            (a.0.to_native(), a.1.to_native(), a.2.to_native())
-        })
-        .collect();
+    // Every message to a lessee, every offer accepted, lessees retired by the default rule (idle
+    // for `lessee_idle`).
+    let summary = engine.run_with(AlwaysLease::default(), |_| {}).expect("runs");
+    let mut got = answers(&out);
     got.sort_unstable();
     assert_eq!(got, sequential(&inputs));
     let a = &summary.apps[0].actors;

@@ -3,13 +3,16 @@
 //! kind of bad input (each followed by a client that is still served, nothing accepted lost),
 //! and backpressure. Readiness is waited on (retry-connect, Hello frames, probes), never slept.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::dirigo;
 use dirigo_actors::envelope::Header;
 use dirigo_actors::function::ErasedFunction;
 use dirigo_actors::operator::Emitter;
@@ -33,10 +36,9 @@ fn io_key(io: &str) -> String {
     format!("tcp_io = \"{io}\"")
 }
 
-/// A free port: bound by the OS, released, then bound by the engine (retry-connect covers the
-/// time until it listens).
+/// A free port ([`common::free_address`]).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    common::free_address().port()
 }
 
 fn config(src_port: u16, src_format: &str, sink: &str, extra: &str) -> String {
@@ -370,15 +372,10 @@ fn fast_client_is_slowed(io: &str) {
     assert!(took >= Duration::from_micros(20) * (N as u32 / 2), "the client was slowed ({took:?})");
 }
 
-fn dirigo() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_dirigo"))
-}
-
 #[test]
 fn dirigo_send_and_tail_end_to_end() {
     let (src, sink) = (free_port(), free_port());
-    let dir = std::env::temp_dir().join(format!("dirigo-tcp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir("tcp");
     let cfg = dir.join("cli.toml");
     let sink_kind = format!("kind = \"tcp\"\nlisten = \"127.0.0.1:{sink}\"\nformat = \"binary\"");
     std::fs::write(&cfg, config(src, "binary", &sink_kind, "")).unwrap();
@@ -387,7 +384,7 @@ fn dirigo_send_and_tail_end_to_end() {
     std::fs::write(&data, ndjson(&recs)).unwrap();
     let probe = dir.join("probe.ndjson");
     std::fs::write(&probe, "{\"key\":999999,\"v\":0}\n").unwrap();
-    let mut engine = dirigo().args(["run", "--quiet", "--duration", "60s"]).arg(&cfg).spawn().unwrap();
+    let engine = dirigo().args(["run", "--quiet", "--duration", "60s"]).arg(&cfg).spawn().unwrap();
     let addr = |p: u16| format!("127.0.0.1:{p}");
     let mut tail =
         dirigo().args(["tail", &addr(sink), "--wait", "20s"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
@@ -425,8 +422,9 @@ fn dirigo_send_and_tail_end_to_end() {
     assert_eq!(counts, expected);
     // SAFETY: kill(2) on our own child's pid: Ctrl-C, the engine drains and exits.
     unsafe { libc::kill(engine.id() as i32, libc::SIGINT) };
-    assert!(engine.wait().unwrap().success());
-    assert!(tail.wait().unwrap().success(), "tail ends when the sink ends");
+    let exits = common::wait_all(vec![engine, tail], common::DEADLINE);
+    assert!(exits[0].status.success());
+    assert!(exits[1].status.success(), "tail ends when the sink ends");
 }
 
 #[test]

@@ -35,11 +35,14 @@ use serde_json::{json, Value};
 
 mod receive;
 
+use crate::apps;
 use crate::report::{histogram, latency_of, median, median_latency, ratio, Table};
 use crate::{sys, Opts};
 
 /// The receive paths compared, by their `tcp_io` name.
 const PATHS: [&str; 2] = ["recv", "uring"];
+/// The schema of [`record`]: a NEXMark bid's numeric fields.
+const BID_SCHEMA: &str = r#"{ auction = "u64", bidder = "u64", price = "u64", date_time = "u64" }"#;
 /// Records per Data batch.
 const BATCH: usize = 256;
 /// Lone events per run, and the silence before each.
@@ -165,30 +168,8 @@ fn median_of(io: &'static str, runs: &[Run]) -> Value {
 }
 
 fn config(port: u16, io: &str) -> String {
-    format!(
-        r#"
-[engine]
-shards = 1
-pin = true
-tcp_io = "{io}"
-
-[[app]]
-name = "ingress"
-slo = "1s"
-schema = {{ auction = "u64", bidder = "u64", price = "u64", date_time = "u64" }}
-
-[[app.source]]
-name = "in"
-kind = "tcp"
-listen = "127.0.0.1:{port}"
-format = "binary"
-
-[[app.sink]]
-name = "out"
-kind = "null"
-input = "in"
-"#
-    )
+    let app = apps::tcp_to_null("ingress", BID_SCHEMA, port, "binary");
+    format!("[engine]\nshards = 1\npin = true\ntcp_io = \"{io}\"\n{app}")
 }
 
 fn record(i: u64) -> [Field; 4] {
