@@ -7,6 +7,7 @@
 //! arrival into [`ActorOp::Shipped`] and combined by the lessor's machine.
 
 use crate::builtins::{Window, WindowPartial};
+use crate::dual_mode::MessageClass;
 use crate::envelope::Header;
 use crate::operator::{Emitter, Msg, Operator};
 use crate::record::RecordsOnly;
@@ -68,13 +69,13 @@ impl ActorOp {
 
     /// Apply a data message. Hot path.
     #[inline]
-    pub fn on_data<E: Emitter>(&mut self, h: &Header, payload: &[u8], critical: bool, out: &mut E) {
+    pub fn on_data<E: Emitter>(&mut self, h: &Header, payload: &[u8], class: MessageClass, out: &mut E) {
         match self {
             ActorOp::Window(w, records) => {
                 let msg = Msg { key_hash: h.key_hash, event_time: h.event_time, port: h.port };
                 w.on_record(msg, records.read(payload).get(), payload, out)
             }
-            ActorOp::User(u) => u.on_message(h, payload, critical, out),
+            ActorOp::User(u) => u.on_message(h, payload, class, out),
             ActorOp::Shipped(_) => unreachable!("a shipped partial never runs messages"),
         }
     }

@@ -55,7 +55,9 @@ pub struct Header {
     pub ingress_ns: u64,
     /// Deadline (ns since the engine's epoch): ingress + the app's SLO, inherited by children.
     pub deadline_ns: u64,
-    /// Event time in ms (the app's `event_time` field, or the ingress time in ms).
+    /// Event time in ms (the app's `event_time` field, or the ingress time in ms) of data, and
+    /// the watermark of a watermark. A protocol message carries its argument here instead: read
+    /// and write it only through [`Header::arg`] and [`Header::protocol`].
     pub event_time: u64,
     /// Per-channel sequence number (sender shard -> receiver shard), for invariant checks.
     pub seq: u32,
@@ -69,8 +71,8 @@ pub struct Header {
     pub kind: MessageKind,
     /// Shard that sent the message (the channel it arrived on).
     pub from_shard: u16,
-    /// Argument of a protocol message (a forward's sequence number); 0 otherwise. Fills what
-    /// would be padding: the header stays 48 bytes.
+    /// A protocol message's forward sequence number (see [`Header::arg`]); 0 otherwise. Fills
+    /// what would be padding: the header stays 48 bytes.
     pub aux: u32,
 }
 
@@ -92,5 +94,105 @@ impl Header {
             from_shard: 0,
             aux: 0,
         }
+    }
+
+    /// A dual-mode protocol message of `kind` with its argument, on top of `base` (its app,
+    /// function, key and times). The argument must be the one `kind` takes (see [`ProtocolArg`]).
+    pub fn protocol(base: Header, kind: MessageKind, arg: ProtocolArg) -> Header {
+        debug_assert!(kind.is_protocol(), "{kind:?} is not a protocol message");
+        debug_assert_eq!(ProtocolArg::kind_of(kind), ProtocolArg::kind_of_arg(arg), "{kind:?} takes another argument");
+        let mut h = Header { kind, ..base };
+        match arg {
+            ProtocolArg::None => {}
+            ProtocolArg::Lease { at_ns } => h.event_time = at_ns,
+            ProtocolArg::Seq(seq) => h.aux = seq,
+            ProtocolArg::Barrier(barrier) => h.event_time = barrier,
+        }
+        h
+    }
+
+    /// The argument of a protocol message, by its kind ([`ProtocolArg::None`] for data, watermarks
+    /// and ends).
+    #[inline]
+    pub fn arg(&self) -> ProtocolArg {
+        match self.kind {
+            MessageKind::Lease => ProtocolArg::Lease { at_ns: self.event_time },
+            MessageKind::Forward | MessageKind::Accept | MessageKind::Refuse => ProtocolArg::Seq(self.aux),
+            MessageKind::Block | MessageKind::Partial | MessageKind::Unblock => ProtocolArg::Barrier(self.event_time),
+            _ => ProtocolArg::None,
+        }
+    }
+
+    /// The barrier a Block, Partial or Unblock belongs to.
+    #[inline]
+    pub fn barrier(&self) -> u64 {
+        match self.arg() {
+            ProtocolArg::Barrier(b) => b,
+            other => panic!("a {:?} carries no barrier ({other:?})", self.kind),
+        }
+    }
+}
+
+/// What a dual-mode protocol message carries in its header besides routing, by kind. It shares
+/// the header's slots with data's event time (and the padding), so a header stays 48 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtocolArg {
+    /// Retire, Returned, Retired: nothing.
+    None,
+    /// Lease: when the lessor decided to lease (ns since the engine's epoch), from which the
+    /// scale-up reaction is measured.
+    Lease { at_ns: u64 },
+    /// Forward, Accept, Refuse: the forward's sequence number (low 32 bits; the lessor widens it).
+    Seq(u32),
+    /// Block, Partial, Unblock: the barrier it belongs to.
+    Barrier(u64),
+}
+
+impl ProtocolArg {
+    /// Which argument `kind` takes (as a variant with zero values).
+    fn kind_of(kind: MessageKind) -> ProtocolArg {
+        Header { kind, event_time: 0, aux: 0, ..Header::data(0, 0, 0) }.arg()
+    }
+
+    fn kind_of_arg(arg: ProtocolArg) -> ProtocolArg {
+        match arg {
+            ProtocolArg::None => ProtocolArg::None,
+            ProtocolArg::Lease { .. } => ProtocolArg::Lease { at_ns: 0 },
+            ProtocolArg::Seq(_) => ProtocolArg::Seq(0),
+            ProtocolArg::Barrier(_) => ProtocolArg::Barrier(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod protocol_tests {
+    use super::*;
+
+    #[test]
+    fn each_protocol_kind_carries_its_own_argument() {
+        let base = Header { event_time: 77, ..Header::data(1, 2, 3) };
+        let cases = [
+            (MessageKind::Lease, ProtocolArg::Lease { at_ns: 123_456 }),
+            (MessageKind::Forward, ProtocolArg::Seq(9)),
+            (MessageKind::Accept, ProtocolArg::Seq(10)),
+            (MessageKind::Refuse, ProtocolArg::Seq(11)),
+            (MessageKind::Block, ProtocolArg::Barrier(5)),
+            (MessageKind::Partial, ProtocolArg::Barrier(6)),
+            (MessageKind::Unblock, ProtocolArg::Barrier(7)),
+            (MessageKind::Retire, ProtocolArg::None),
+        ];
+        for (kind, arg) in cases {
+            let h = Header::protocol(base, kind, arg);
+            assert_eq!((h.kind, h.arg()), (kind, arg));
+            assert_eq!((h.app, h.function, h.key_hash), (1, 2, 3), "routing kept");
+        }
+        assert_eq!(Header::protocol(base, MessageKind::Block, ProtocolArg::Barrier(5)).barrier(), 5);
+        assert_eq!(base.arg(), ProtocolArg::None, "data carries no protocol argument");
+    }
+
+    #[test]
+    #[should_panic(expected = "carries no barrier")]
+    fn a_forward_has_no_barrier() {
+        Header::protocol(Header::data(0, 0, 0), MessageKind::Forward, ProtocolArg::Seq(1)).barrier();
     }
 }

@@ -39,6 +39,7 @@ use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 
+use crate::dual_mode::MessageClass;
 use crate::envelope::Header;
 use crate::operator::Emitter;
 use crate::record::{hash_bytes, mix64, Value};
@@ -67,9 +68,10 @@ pub fn key_str(k: &str) -> u64 {
 /// A type a user function takes: rkyv archives it, and its archive can be checked in place.
 ///
 /// The types on an app's edges are the app author's wiring, which the compiler does not see, so
-/// each message is checked against the function's `In` as it is read (a few ns for plain types):
-/// a function wired to an upstream of another type fails with a clear panic, never reads a
-/// foreign archive.
+/// each message is checked against the function's `In` as it is read (a few ns for plain types).
+/// Wiring a function to an upstream of another type is then never undefined behaviour: bytes that
+/// are not a valid archive of `In` fail with a clear panic (bytes that happen to be valid are read
+/// as `In`, as with any untyped channel).
 pub trait Input: rkyv::Archive<Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>> {}
 
 impl<T> Input for T
@@ -238,13 +240,12 @@ where
     fn is_critical(&self, _header: &Header, payload: &[u8]) -> bool {
         self.actor.is_critical(read_input::<A::In>(payload))
     }
-    fn on_message(&mut self, header: &Header, payload: &[u8], critical: bool, out: &mut dyn Emitter) {
+    fn on_message(&mut self, header: &Header, payload: &[u8], class: MessageClass, out: &mut dyn Emitter) {
         let m = read_input::<A::In>(payload);
         let mut cx = Cx { msg: *header, out, scratch: &mut self.scratch };
-        if critical {
-            self.actor.on_critical(&mut self.state, &mut cx, m)
-        } else {
-            self.actor.on_message(&mut self.state, &mut cx, m)
+        match class {
+            MessageClass::Critical => self.actor.on_critical(&mut self.state, &mut cx, m),
+            MessageClass::Regular => self.actor.on_message(&mut self.state, &mut cx, m),
         }
     }
     fn uses_watermarks(&self) -> bool {
@@ -286,8 +287,8 @@ pub trait ErasedActor {
     fn partition(&self) -> Box<dyn ErasedActor>;
     /// Whether this message is critical: it runs alone, on the merged state.
     fn is_critical(&self, header: &Header, payload: &[u8]) -> bool;
-    /// Apply a message (`critical`: alone, on the merged state).
-    fn on_message(&mut self, header: &Header, payload: &[u8], critical: bool, out: &mut dyn Emitter);
+    /// Apply a message (a critical one runs alone, on the merged state).
+    fn on_message(&mut self, header: &Header, payload: &[u8], class: MessageClass, out: &mut dyn Emitter);
     /// Whether watermarks matter to it (then each one is a critical message).
     fn uses_watermarks(&self) -> bool;
     /// Event time reached `watermark` on every input (critical).

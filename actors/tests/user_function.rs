@@ -79,3 +79,21 @@ fn nothing_fires_before_its_watermark() {
     let rest: Vec<_> = h.outputs().iter().map(|o| o.decode::<(u64, u64, u64)>().unwrap()).collect();
     assert_eq!(rest, [(1, 20, 4)]);
 }
+
+/// Takes `(u64, u64)` messages.
+struct Pairs;
+
+impl Function for Pairs {
+    type In = (u64, u64);
+    fn on_message(&mut self, cx: &mut Cx<'_>, msg: &rkyv::Archived<(u64, u64)>) {
+        cx.emit(cx.key_hash(), cx.event_time(), &(msg.0.to_native() + msg.1.to_native()));
+    }
+}
+
+#[test]
+#[should_panic(expected = "is not an archived `(u64, u64)`")]
+fn a_message_of_another_type_is_refused_not_misread() {
+    // A wiring mistake: the upstream emits strings. The function's input is checked as it is
+    // read, so it fails clearly instead of reading a string's bytes as two integers.
+    Harness::new(Pairs).send(key_u64(1), 0, &"not a pair".to_owned());
+}

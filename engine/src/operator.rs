@@ -2,6 +2,7 @@
 //! so the hot path dispatches with a `match`, not a virtual call (user code excepted).
 
 use dirigo_actors::activation::ActorOp;
+use dirigo_actors::dual_mode::MessageClass;
 use dirigo_actors::envelope::Header;
 use dirigo_actors::function::{ErasedActor, ErasedFunction};
 use dirigo_actors::operator::{Emitter, Msg, Operator};
@@ -33,8 +34,8 @@ impl OperatorInstance {
             OperatorInstance::Sink(s) => s.on_data(h, payload),
             OperatorInstance::User(f) => f.on_message(h, payload, out),
             OperatorInstance::Actor(a) => {
-                let critical = a.is_critical(h, payload);
-                a.on_message(h, payload, critical, out)
+                let class = if a.is_critical(h, payload) { MessageClass::Critical } else { MessageClass::Regular };
+                a.on_message(h, payload, class, out)
             }
         }
     }

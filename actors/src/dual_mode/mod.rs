@@ -133,6 +133,25 @@ pub enum Work<M> {
     Critical { barrier: BarrierId, msg: M },
 }
 
+/// How a message runs on an actor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageClass {
+    /// It only folds into the state: it may run on a lessee's partial.
+    Regular,
+    /// It must see the consolidated state: it runs alone on the lessor, at a barrier.
+    Critical,
+}
+
+impl<M> Work<M> {
+    /// The message and how it runs.
+    pub fn into_parts(self) -> (M, MessageClass) {
+        match self {
+            Work::Regular(m) => (m, MessageClass::Regular),
+            Work::Critical { msg, .. } => (msg, MessageClass::Critical),
+        }
+    }
+}
+
 /// What the engine must do after an input.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command<S, M> {

@@ -18,8 +18,8 @@
 //! ends; a shard exits only when every shard is done, so a lessee slot never loses its host.
 
 use dirigo_actors::dual_mode::{Command, Config as ActorConfig, Control, Decision, Lessee, LesseeMode};
-use dirigo_actors::dual_mode::{Lessor, Mode, SlotPhase, Work};
-use dirigo_actors::envelope::{Header, MessageKind};
+use dirigo_actors::dual_mode::{Lessor, MessageClass, Mode, SlotPhase, Work};
+use dirigo_actors::envelope::{Header, MessageKind, ProtocolArg};
 use dirigo_actors::ids::{FunctionId, ShardId};
 use dirigo_actors::state::AccessMode;
 
@@ -268,13 +268,14 @@ impl<P: Policy> Shard<P> {
         let who = match e.header.kind {
             MessageKind::Lease => {
                 self.release(slot);
-                Activation::Lessee(self.open_lessee(f, from, e.header.event_time))
+                let ProtocolArg::Lease { at_ns } = e.header.arg() else { unreachable!("a lease carries its time") };
+                Activation::Lessee(self.open_lessee(f, from, at_ns))
             }
             MessageKind::Forward => {
                 let i = self.lessee_of(f, from);
                 let msg = Pending { header: data, slot, off: e.off, len: e.len };
                 let l = &mut self.lessees[i].as_mut().expect("slot").machine;
-                l.receive(Control::Forward { seq: u64::from(e.header.aux), msg }, &mut out).expect("forward");
+                l.receive(Control::Forward { seq: u64::from(seq_of(&e.header)), msg }, &mut out).expect("forward");
                 let me = self.id as usize;
                 // The lessor's delay read now, not from this turn's snapshot: it published it
                 // just before a new lease left, possibly after this turn began (a stale, idle
@@ -291,7 +292,7 @@ impl<P: Policy> Shard<P> {
             kind @ (MessageKind::Block | MessageKind::Unblock | MessageKind::Retire) => {
                 self.release(slot);
                 let i = self.lessee_of(f, from);
-                let barrier = e.header.event_time;
+                let barrier = e.header.barrier();
                 let control = match kind {
                     MessageKind::Block => Control::Block { barrier },
                     MessageKind::Unblock => Control::Unblock { barrier },
@@ -305,7 +306,7 @@ impl<P: Policy> Shard<P> {
                 let t0 = now_ns();
                 self.release(slot);
                 let actor = self.actors[f].as_mut().expect("lessor");
-                let seq = actor.machine.widen_seq(e.header.aux);
+                let seq = actor.machine.widen_seq(seq_of(&e.header));
                 let info = actor.slots.iter_mut().find(|s| s.shard == from).expect("lessee info");
                 let control = if kind == MessageKind::Accept {
                     info.accepted += 1;
@@ -325,7 +326,7 @@ impl<P: Policy> Shard<P> {
                 let actor = self.actors[f].as_mut().expect("lessor");
                 let state = decode_partial(actor, &mut self.held, slot, &e);
                 self.stats[app].actors.partial_bytes += u64::from(e.len);
-                let control = Control::Partial { barrier: e.header.event_time, state };
+                let control = Control::Partial { barrier: e.header.barrier(), state };
                 actor.machine.receive(from, control, &mut out).expect("partial for the current barrier");
                 self.release(slot);
                 Activation::Lessor(f)
@@ -464,10 +465,9 @@ impl<P: Policy> Shard<P> {
         match control {
             Control::Lease { .. } => {
                 // The lessee builds its own partition value from the function's factory.
-                h.kind = MessageKind::Lease;
                 // When the decision was taken (not the turn's start): the scale-up reaction
                 // runs from here to the first message run on the lessee.
-                h.event_time = now_ns();
+                let h = Header::protocol(h, MessageKind::Lease, ProtocolArg::Lease { at_ns: now_ns() });
                 stats.lessees_created += 1;
                 let actor = self.actors[f].as_mut().expect("lessor");
                 actor.slots.push(SlotInfo { shard: to, last_forward_ns: self.now, refused: 0, accepted: 0 });
@@ -479,19 +479,19 @@ impl<P: Policy> Shard<P> {
                 if let Some(info) = actor.slots.iter_mut().find(|s| s.shard == to) {
                     info.last_forward_ns = self.now;
                 }
-                let h = Header { kind: MessageKind::Forward, aux: seq as u32, ..msg.header };
+                let h = Header::protocol(msg.header, MessageKind::Forward, ProtocolArg::Seq(seq as u32));
                 self.out.push_bytes(to_, h, self.held.batch(msg.slot).payload(msg.off, msg.len));
             }
             Control::Accept { seq } | Control::Refuse { seq } => {
                 let accept = matches!(control, Control::Accept { .. });
-                h.kind = if accept { MessageKind::Accept } else { MessageKind::Refuse };
-                h.aux = seq as u32;
+                let kind = if accept { MessageKind::Accept } else { MessageKind::Refuse };
+                let h = Header::protocol(h, kind, ProtocolArg::Seq(seq as u32));
                 self.out.push_bytes(to_, h, &[]);
             }
             Control::Block { barrier } | Control::Unblock { barrier } => {
                 let block = matches!(control, Control::Block { .. });
-                h.kind = if block { MessageKind::Block } else { MessageKind::Unblock };
-                h.event_time = barrier;
+                let kind = if block { MessageKind::Block } else { MessageKind::Unblock };
+                let h = Header::protocol(h, kind, ProtocolArg::Barrier(barrier));
                 self.out.push_bytes(to_, h, &[]);
             }
             Control::Retire => {
@@ -499,8 +499,7 @@ impl<P: Policy> Shard<P> {
                 self.out.push_bytes(to_, h, &[]);
             }
             Control::Partial { barrier, state } => {
-                h.kind = MessageKind::Partial;
-                h.event_time = barrier;
+                let h = Header::protocol(h, MessageKind::Partial, ProtocolArg::Barrier(barrier));
                 self.out.push_archive(to_, h, state.export());
             }
             Control::Retired { partial, returned } => {
@@ -633,26 +632,23 @@ impl<P: Policy> Shard<P> {
         }
         let t0 = if sampled { now_ns() } else { self.now };
         let held = &self.held;
-        let mut ran: Option<(Pending, bool)> = None;
+        let mut ran: Option<(Pending, MessageClass)> = None;
         let apply = |op: &mut ActorOp, work: Work<Pending>| {
-            let (msg, critical) = match work {
-                Work::Regular(m) => (m, false),
-                Work::Critical { msg, .. } => (msg, true),
-            };
+            let (msg, class) = work.into_parts();
             let cx = sched_cx!(self, t0);
             self.policy.pre_apply(&msg.header, &cx);
             let mut router = router!(self, &fp.outputs, msg.header);
             match msg.header.kind {
                 MessageKind::Watermark => op.on_watermark(msg.header.event_time, &mut router),
                 MessageKind::End => op.on_end(&mut router),
-                _ => op.on_data(&msg.header, held.batch(msg.slot).payload(msg.off, msg.len), critical, &mut router),
+                _ => op.on_data(&msg.header, held.batch(msg.slot).payload(msg.off, msg.len), class, &mut router),
             }
             let cx = sched_cx!(self, t0);
             self.policy.post_apply(&msg.header, &cx);
-            ran = Some((msg, critical));
+            ran = Some((msg, class));
         };
         actor.machine.run_next(apply, &mut out).expect("lessor runs its work");
-        if let Some((msg, critical)) = ran {
+        if let Some((msg, class)) = ran {
             match msg.header.kind {
                 MessageKind::Watermark => {
                     let wm = msg.header.event_time;
@@ -666,7 +662,7 @@ impl<P: Policy> Shard<P> {
                 }
                 _ => {
                     self.release_pending(msg);
-                    if sampled && !critical {
+                    if sampled && class == MessageClass::Regular {
                         let dt = now_ns().saturating_sub(t0);
                         self.cost_ns[f] = (self.cost_ns[f] * 7 + dt) / 8;
                     }
@@ -703,7 +699,7 @@ impl<P: Policy> Shard<P> {
             let cx = sched_cx!(self, t0);
             self.policy.pre_apply(&msg.header, &cx);
             let mut router = router!(self, &fp.outputs, msg.header);
-            op.on_data(&msg.header, held.batch(msg.slot).payload(msg.off, msg.len), false, &mut router);
+            op.on_data(&msg.header, held.batch(msg.slot).payload(msg.off, msg.len), MessageClass::Regular, &mut router);
             let cx = sched_cx!(self, t0);
             self.policy.post_apply(&msg.header, &cx);
             ran = Some(msg);
@@ -810,5 +806,14 @@ pub(super) fn backlog(
     }
     for slot in lessees.iter().flatten() {
         add(slot.function as usize, slot.machine.queued() as u64);
+    }
+}
+
+/// The forward sequence number of a Forward, Accept or Refuse.
+#[inline]
+fn seq_of(h: &Header) -> u32 {
+    match h.arg() {
+        ProtocolArg::Seq(seq) => seq,
+        other => unreachable!("a {:?} carries no sequence number ({other:?})", h.kind),
     }
 }
