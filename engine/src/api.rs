@@ -35,12 +35,12 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
 use crate::engine::{resolve_shards, run, EngineError, EngineSettings, StopHandle};
-use crate::ingest::{CustomSource, SourceInstance};
-use crate::operator::OperatorInstance;
+use crate::instance::OperatorInstance;
 use crate::plan::{AppPlan, FunctionPlan, Input, Partition, Plan, SourcePlan, Upstream};
 use crate::policy::{Builtin, Policy};
 use crate::report::{Progress, Summary};
 use crate::sink::{Output, Sink, SinkTarget};
+use crate::source::{CustomSource, SourceInstance};
 
 /// How a function's input is partitioned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

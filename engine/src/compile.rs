@@ -11,17 +11,17 @@ use dirigo_actors::ids::{AppId, FunctionId, ShardId};
 use dirigo_actors::record::{hash_bytes, RecordsOnly, Schema};
 use toml::Spanned;
 
-use crate::builtin::Builtin;
 use crate::config::{
     AggregateOp, AppConfig, Config, ConfigError, FunctionConfig, FunctionKind, KeyPath, Node, NodeConfig, Role,
     SinkConfig, SinkKind, SourceConfig, SourceKind, WindowType,
 };
 use crate::engine::{resolve_shards, EngineSettings};
-use crate::ingest::SourceInstance;
-use crate::operator::OperatorInstance;
+use crate::instance::Builtin;
+use crate::instance::OperatorInstance;
 use crate::plan::{AppPlan, FunctionPlan, Input, Partition, Plan, SourcePlan, Upstream};
 use crate::shard::ShardSettings;
 use crate::sink::{Sink, SinkTarget};
+use crate::source::SourceInstance;
 use crate::source::{Burst, FileFormat, FileReader, Generator, GeneratorSpec, KeyDistribution};
 
 /// Engine settings from the `[engine]` table.

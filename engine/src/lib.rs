@@ -15,13 +15,11 @@
 //!   and the reference clients behind `dirigo send` and `dirigo tail`.
 
 pub mod api;
-pub mod builtin;
 pub mod compile;
 pub mod config;
 pub mod engine;
-pub mod ingest;
+pub mod instance;
 pub mod metrics;
-pub mod operator;
 pub mod plan;
 pub mod policy;
 pub mod report;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use dirigo_actors::ids::{AppId, FunctionId, ShardId};
 use dirigo_actors::record::{RecordsOnly, Schema};
 
-use crate::ingest::SourceInstance;
-use crate::operator::OperatorInstance;
+use crate::instance::OperatorInstance;
+use crate::source::SourceInstance;
 
 /// How messages on an edge choose the receiving shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

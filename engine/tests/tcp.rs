@@ -20,7 +20,7 @@ use dirigo_actors::record::{access, Value};
 use dirigo_engine::compile::{collect_sinks, compile, settings};
 use dirigo_engine::config::Config;
 use dirigo_engine::engine::{run, StopHandle};
-use dirigo_engine::operator::OperatorInstance;
+use dirigo_engine::instance::OperatorInstance;
 use dirigo_engine::policy::Builtin;
 use dirigo_engine::report::Summary;
 use dirigo_engine::sink::Output;

@@ -165,7 +165,7 @@ pub enum Command<S, M> {
 }
 
 /// The outbox an input pushes commands into; the caller drains it and reuses the allocation.
-pub type Outbox<S, M> = Vec<Command<S, M>>;
+pub type Commands<S, M> = Vec<Command<S, M>>;
 
 #[cfg(test)]
 mod tests;

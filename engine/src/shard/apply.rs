@@ -5,7 +5,7 @@
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::ids::{FunctionId, ShardId};
 
-use super::actors::TOKEN;
+use super::dual_mode::TOKEN;
 use super::router::broadcast;
 use super::{Shard, COST_SAMPLE};
 use crate::policy::Policy;

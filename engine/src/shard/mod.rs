@@ -40,13 +40,13 @@ macro_rules! sched_cx {
     };
 }
 
-mod actors;
 mod apply;
+mod dual_mode;
 mod held;
-mod ingress;
-mod instance;
+mod inputs;
 pub mod outputs;
 mod router;
+mod sources;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -56,8 +56,8 @@ use dirigo_actors::ids::ShardId;
 use dirigo_actors::record::Value;
 use rkyv::util::AlignedVec;
 
+use crate::instance::OperatorInstance;
 use crate::metrics::{AppStats, ShardReport};
-use crate::operator::OperatorInstance;
 use crate::plan::{InstanceCx, Plan};
 use crate::policy::Policy;
 use crate::runqueue::RunQueue;
@@ -65,11 +65,11 @@ use dirigo_net::clock::now_ns;
 use dirigo_net::mailbox::{Inbox, Outbox};
 use dirigo_net::signal::{Doorbell, ShardSignal};
 
-use actors::{LesseeSlot, LessorActor, Outbox as ActorOutbox};
+use dual_mode::{Commands, LesseeSlot, LessorActor};
 use held::Held;
-use ingress::SourceRun;
-use instance::InstanceState;
+use inputs::InputChannels;
 use outputs::Outputs;
+use sources::SourceRun;
 
 /// Loop settings of a shard (from the `[engine]` config).
 #[derive(Clone, Copy, Debug)]
@@ -128,7 +128,7 @@ pub struct Shard<P: Policy> {
     /// Lessee slots this shard lends to other shards' lessors.
     lessees: Vec<Option<LesseeSlot>>,
     /// Scratch outbox of the actor machines.
-    cmds: ActorOutbox,
+    cmds: Commands,
     /// Per app: activations hosted here (instances and lessee slots), and since when the count
     /// last changed (shard-seconds).
     hosting: Vec<u32>,
@@ -138,7 +138,7 @@ pub struct Shard<P: Policy> {
     lessees_max: Vec<u64>,
     /// This shard told the others it is done (see `may_exit`).
     closing: bool,
-    insts: Vec<Option<InstanceState>>,
+    insts: Vec<Option<InputChannels>>,
     live: usize,
     sources: Vec<SourceRun>,
     policy: P,
@@ -200,7 +200,7 @@ impl<P: Policy> Shard<P> {
                             ops.push(Some(op));
                         }
                     }
-                    insts.push(Some(InstanceState::new(plan.channels_of(f as u16, id))));
+                    insts.push(Some(InputChannels::new(plan.channels_of(f as u16, id))));
                     hosting[fp.app as usize] += 1;
                 }
                 None => {
@@ -211,7 +211,7 @@ impl<P: Policy> Shard<P> {
             }
         }
         let live = insts.iter().flatten().count();
-        let sources = ingress::instantiate(&plan, id, &init.signals[id as usize]);
+        let sources = sources::instantiate(&plan, id, &init.signals[id as usize]);
         let nf = plan.functions.len();
         Shard {
             id,
@@ -385,7 +385,7 @@ impl<P: Policy> Shard<P> {
         }
         // Actor work waits inside the machines (the run queue holds one token per activation).
         let (cost, fn_app, app_queued) = (&self.cost_ns, &self.fn_app, &mut self.app_queued);
-        actors::backlog(&self.actors, &self.lessees, |f, n| {
+        dual_mode::backlog(&self.actors, &self.lessees, |f, n| {
             queued += n;
             delay += n * cost[f];
             app_queued[fn_app[f] as usize] += n;

@@ -8,6 +8,8 @@
 //!   instances split the stream by `i % parallelism` and any parallelism yields the same union.
 //! - [`file`]: [`FileReader`], replay of an NDJSON or CSV file line by line; a malformed line is
 //!   reported with its file and line number and the reader carries on.
+//! - [`instance`]: [`SourceInstance`], every kind of source behind one enum (what a shard polls),
+//!   and [`CustomSource`], a source written by an embedding program.
 //!
 //! ```
 //! use dirigo_actors::record::{FieldType, Schema, Value};
@@ -39,9 +41,11 @@
 
 pub mod file;
 pub mod generator;
+pub mod instance;
 
 #[cfg(test)]
 mod tests;
 
 pub use file::{format_from_path, FileFormat, FileReader, SourceError};
 pub use generator::{Burst, FieldRole, Generator, GeneratorError, GeneratorSpec, KeyDistribution};
+pub use instance::{CustomSource, SourceInstance};

@@ -18,10 +18,10 @@ pub trait CustomSource {
 
 /// A source instance on one shard.
 pub enum SourceInstance {
-    Generator(crate::source::Generator),
+    Generator(super::Generator),
     /// A file replayed as fast as possible (`rate` 0) or at `rate` records per second.
     File {
-        reader: crate::source::FileReader,
+        reader: super::FileReader,
         rate: u64,
         produced: u64,
     },
@@ -86,7 +86,7 @@ impl SourceInstance {
                     Some(Produced::Values { event_time: None })
                 }
                 Ok(None) => None,
-                Err(e @ crate::source::SourceError::Line { .. }) => {
+                Err(e @ super::SourceError::Line { .. }) => {
                     tracing::warn!("skipped: {e}");
                     Some(Produced::Skipped)
                 }

@@ -13,9 +13,9 @@ use super::{Shard, TURN_BUDGET};
 use dirigo_net::clock::now_ns;
 use dirigo_net::ingress::{IoWakeup, Produced};
 
-use crate::ingest::SourceInstance;
 use crate::plan::{InstanceCx, Plan};
 use crate::policy::Policy;
+use crate::source::SourceInstance;
 
 /// One source instance running on this shard.
 pub struct SourceRun {

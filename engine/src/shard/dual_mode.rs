@@ -47,7 +47,7 @@ pub(super) struct Pending {
     len: u32,
 }
 
-pub(super) type Outbox = Vec<Command<ActorOp, Pending>>;
+pub(super) type Commands = Vec<Command<ActorOp, Pending>>;
 
 /// Which activation a machine input belongs to.
 #[derive(Clone, Copy, Debug)]
@@ -193,7 +193,7 @@ impl<P: Policy> Shard<P> {
     /// The instance's watermark moved from `from` to `wm.event_time`: a barrier if the move
     /// matters to the state (it fires, expires, or changes lateness), else an ordinary message
     /// the lessor runs in order (it still goes downstream after everything before it).
-    fn advance_watermark(&mut self, f: usize, from: u64, wm: Pending, out: &mut Outbox) {
+    fn advance_watermark(&mut self, f: usize, from: u64, wm: Pending, out: &mut Commands) {
         let actor = self.actors[f].as_mut().expect("lessor");
         if actor.machine.state().watermark_is_critical(from, wm.header.event_time) {
             self.barrier(f, wm, out);
@@ -203,7 +203,7 @@ impl<P: Policy> Shard<P> {
     }
 
     /// A critical message: a barrier of its own on the actor's one (merged) input channel.
-    fn barrier(&mut self, f: usize, critical: Pending, out: &mut Outbox) {
+    fn barrier(&mut self, f: usize, critical: Pending, out: &mut Commands) {
         let now = self.now;
         let actor = self.actors[f].as_mut().expect("lessor");
         let id = actor.next_barrier;
@@ -420,7 +420,7 @@ impl<P: Policy> Shard<P> {
     }
 
     /// Execute what a machine asked for; true if it leased a lessee.
-    fn exec(&mut self, who: Activation, out: &mut Outbox) -> bool {
+    fn exec(&mut self, who: Activation, out: &mut Commands) -> bool {
         let mut leased = None;
         for command in out.drain(..) {
             match command {

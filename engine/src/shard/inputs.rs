@@ -5,7 +5,7 @@ use dirigo_actors::ids::ShardId;
 
 /// Input channels of one instance.
 #[derive(Debug)]
-pub struct InstanceState {
+pub struct InputChannels {
     channels: Vec<(u8, ShardId)>,
     watermarks: Vec<u64>,
     open: usize,
@@ -13,11 +13,11 @@ pub struct InstanceState {
     pub watermark: u64,
 }
 
-impl InstanceState {
+impl InputChannels {
     /// An instance receiving on `channels` (port, sending shard).
     pub fn new(channels: Vec<(u8, ShardId)>) -> Self {
         let n = channels.len();
-        InstanceState { channels, watermarks: vec![0; n], open: n, watermark: 0 }
+        InputChannels { channels, watermarks: vec![0; n], open: n, watermark: 0 }
     }
 
     fn channel(&self, port: u8, from: ShardId) -> usize {
@@ -62,7 +62,7 @@ mod tests {
 
     #[test]
     fn watermark_is_the_minimum_over_channels_and_ends_count() {
-        let mut s = InstanceState::new(vec![(0, 0), (0, 1), (1, 0)]);
+        let mut s = InputChannels::new(vec![(0, 0), (0, 1), (1, 0)]);
         assert_eq!(s.on_watermark(0, 0, 10), None);
         assert_eq!(s.on_watermark(0, 1, 5), None);
         assert_eq!(s.on_watermark(1, 0, 7), Some(5));
