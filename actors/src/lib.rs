@@ -30,3 +30,5 @@ pub mod ids;
 pub mod operator;
 pub mod record;
 pub mod state;
+#[cfg(test)]
+pub(crate) mod testkit;

@@ -2,7 +2,7 @@
 
 use dirigo_actors::record::RecordError;
 
-use crate::frame::FrameType;
+use crate::frame_type::FrameType;
 
 /// Why a byte stream is not a valid sequence of frames. Every variant is `Copy` and names the
 /// offending value; after any of them the decoder refuses further input and the connection is

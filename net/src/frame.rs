@@ -23,6 +23,7 @@ use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 
 use crate::error::{DecodeError, EncodeError};
+pub use crate::frame_type::FrameType;
 
 /// First two bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"DG";
@@ -34,45 +35,6 @@ pub const HEADER_LEN: usize = 16;
 pub const ALIGN: usize = 16;
 /// Largest payload any frame may declare (1 GiB); a decoder's configured maximum is lower.
 pub const PAYLOAD_LIMIT: u32 = 1 << 30;
-
-/// What a frame carries. Zero is not a frame type, so a zeroed header never decodes.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FrameType {
-    /// A batch of records (see [`crate::batch`]).
-    Data = 1,
-    /// One record archive.
-    Record = 2,
-    /// Event time has advanced on the sender's channel.
-    Watermark = 3,
-    /// The sender's channel is finished.
-    End = 4,
-    /// The receiver grants the sender credit (backpressure).
-    Credit = 5,
-    /// First frame on a link: who the peer is.
-    Hello = 6,
-    /// The peer reports an error before closing.
-    Error = 7,
-    /// Liveness probe.
-    Ping = 8,
-    /// Answer to a [`FrameType::Ping`].
-    Pong = 9,
-}
-
-impl FrameType {
-    /// Every frame type, in wire order.
-    pub const ALL: [FrameType; 9] = [
-        FrameType::Data,
-        FrameType::Record,
-        FrameType::Watermark,
-        FrameType::End,
-        FrameType::Credit,
-        FrameType::Hello,
-        FrameType::Error,
-        FrameType::Ping,
-        FrameType::Pong,
-    ];
-}
 
 impl TryFrom<u8> for FrameType {
     type Error = DecodeError;

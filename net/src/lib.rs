@@ -44,6 +44,7 @@ pub mod clock;
 pub mod decoder;
 pub mod error;
 pub mod frame;
+pub mod frame_type;
 pub mod ingress;
 pub mod link;
 pub mod mailbox;

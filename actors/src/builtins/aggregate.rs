@@ -69,9 +69,9 @@ impl Operator for Aggregate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builtins::testkit::{feed, msg, Rng};
     use crate::operator::VecEmitter;
     use crate::record::FieldType;
+    use crate::testkit::{feed, msg, Rng};
 
     fn bids() -> Schema {
         Schema::new(vec![

@@ -35,9 +35,9 @@ impl Operator for Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builtins::testkit::{feed, msg, Rng};
     use crate::operator::VecEmitter;
     use crate::record::{FieldType, Value};
+    use crate::testkit::{feed, msg, Rng};
 
     fn schema() -> Schema {
         Schema::new(vec![("price".into(), FieldType::U64), ("name".into(), FieldType::Str)])

@@ -10,7 +10,7 @@
 
 use super::keyed::KeyRef;
 use super::panes::PaneStore;
-use super::window::WindowSpec;
+use super::shape::WindowSpec;
 use super::{output_schema, resolve_field, BuildError};
 use crate::operator::{Emitter, Msg, Operator};
 use crate::record::{ArchivedRecord, FieldType, Schema, Value};
@@ -162,9 +162,9 @@ impl Operator for Join {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builtins::testkit::{feed, Rng};
     use crate::builtins::WindowKind;
     use crate::operator::VecEmitter;
+    use crate::testkit::{feed, Rng};
     use std::collections::HashSet;
 
     fn bids() -> Schema {

@@ -31,9 +31,9 @@ impl Operator for KeyBy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builtins::testkit::{feed, msg, Rng};
     use crate::operator::VecEmitter;
     use crate::record::{FieldType, Value};
+    use crate::testkit::{feed, msg, Rng};
 
     fn schema() -> Schema {
         Schema::new(vec![("user".into(), FieldType::Str), ("n".into(), FieldType::I64)])

@@ -321,8 +321,8 @@ impl<S> KeyedState<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builtins::testkit::Rng;
     use crate::record::{access, Record};
+    use crate::testkit::Rng;
 
     fn str_key(hash: u64, text: &str) -> KeyRef<'_> {
         KeyRef::Str { hash, text }

@@ -58,8 +58,8 @@ impl Operator for Map {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builtins::testkit::{feed, msg, Rng};
     use crate::operator::VecEmitter;
+    use crate::testkit::{feed, msg, Rng};
 
     fn bids() -> Schema {
         Schema::new(vec![

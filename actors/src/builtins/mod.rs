@@ -8,7 +8,8 @@
 //!
 //! - [`map`], [`filter`], [`key_by`]: stateless, one record in, at most one out.
 //! - [`aggregate`]: keyed rolling count/sum/min/max/avg, emitting the updated value per record.
-//! - [`window`]: keyed event-time tumbling and sliding windows with allowed lateness.
+//! - [`window`]: keyed event-time tumbling and sliding windows with allowed lateness; their
+//!   shapes and window assignment are in [`shape`].
 //! - [`join`]: windowed equi-join of two inputs.
 //! - [`agg`]: the mergeable aggregation partial shared by aggregate and window.
 //! - [`keyed`]: the exact per-key state container they all use.
@@ -21,6 +22,7 @@ pub mod key_by;
 pub mod keyed;
 pub mod map;
 mod panes;
+pub mod shape;
 pub mod window;
 
 pub use agg::{AggOp, AggPartial};
@@ -30,7 +32,8 @@ pub use join::Join;
 pub use key_by::KeyBy;
 pub use map::Map;
 pub use panes::KeyPanes;
-pub use window::{Window, WindowKind, WindowPartial, WindowSpec};
+pub use shape::{WindowKind, WindowSpec};
+pub use window::{Window, WindowPartial};
 
 use crate::expr::ExprError;
 use crate::operator::Msg;
@@ -118,41 +121,5 @@ impl KeySource {
             KeySource::Field(pos) => rec.fields.get(pos).map(KeyRef::of),
             KeySource::Upstream => Some(KeyRef::upstream(msg.key_hash)),
         }
-    }
-}
-
-/// Helpers shared by the built-ins' unit tests: a seeded generator and record archiving.
-#[cfg(test)]
-pub(crate) mod testkit {
-    use crate::operator::{Msg, Operator, VecEmitter};
-    use crate::record::{access, Record, Value};
-
-    /// SplitMix64: a tiny seeded generator, so tests need no extra dependency.
-    pub struct Rng(pub u64);
-
-    impl Rng {
-        pub fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        /// Uniform in `0..n` (n > 0).
-        pub fn below(&mut self, n: u64) -> u64 {
-            self.next_u64() % n
-        }
-    }
-
-    /// Apply one record (archived here) to `op`.
-    pub fn feed<O: Operator>(op: &mut O, msg: Msg, values: Vec<Value>, out: &mut VecEmitter) {
-        let bytes = Record::from(values).to_archive();
-        let rec = access(&bytes).expect("test archive is valid");
-        op.on_record(msg, rec, &bytes, out);
-    }
-
-    /// A message on port 0 with this key hash and event time.
-    pub fn msg(key_hash: u64, event_time: u64) -> Msg {
-        Msg { key_hash, event_time, port: 0 }
     }
 }

@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 
 use super::keyed::{KeyRef, KeyedState, OwnedKey, SlotId};
-use super::window::WindowSpec;
+use super::shape::WindowSpec;
 
 /// One key's window `[start, end)` and what the operator keeps in it.
 #[derive(Debug)]
@@ -241,7 +241,7 @@ impl<P> PaneStore<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builtins::window::WindowSpec;
+    use crate::builtins::shape::WindowSpec;
 
     type Fired = Vec<(u64, u64, u32)>;
 

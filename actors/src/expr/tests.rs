@@ -1,8 +1,8 @@
 //! Tests of expression parsing, typing, error messages and evaluation.
 
 use super::*;
-use crate::builtins::testkit::Rng;
 use crate::record::{access, Record};
+use crate::testkit::Rng;
 
 fn schema() -> Schema {
     Schema::new(vec![
