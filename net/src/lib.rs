@@ -1,13 +1,32 @@
-//! # dirigo-net: the wire format
+//! # dirigo-net: every path a message takes between threads and machines
 //!
-//! Everything that crosses a socket is a sequence of **frames**: a 16-byte header, then an rkyv
+//! Shards talk only through this crate: bounded mailboxes between the cores of a node, framed
+//! TCP links between nodes, and TCP ingress and egress with clients. The wire format is shared:
+//! everything that crosses a socket is a sequence of **frames**, a 16-byte header then an rkyv
 //! archive zero-padded to 16 bytes. A frame is checked before it is parsed, its payload is read
 //! in place from a reused 16-aligned receive buffer, and archives from the network are validated
-//! once, at this trust boundary; after that the engine reads them unchecked. The crate is
-//! sans-I/O: the transports feed it bytes and write out what it encodes.
+//! once, at this trust boundary; after that they are read without checks.
 //!
-//! - [`frame`]: the header layout, [`FrameType`], and the encoders ([`encode_frame`] copies a
-//!   payload in; [`encode_archived`] and [`encode_record`] serialise straight into the output).
+//! Between shards:
+//! - [`mailbox`]: [`mailbox::Batch`]es of envelopes on bounded single-producer/single-consumer
+//!   rings ([`mailbox::Outbox`], [`mailbox::Inbox`]), emptied batches returning on a second ring;
+//!   [`mailbox::Mesh`], a node's full mesh.
+//! - [`signal`]: each shard's cache-padded load and sleep slot, and the doorbell that wakes it.
+//! - [`clock`]: the time base every header time is in.
+//!
+//! Between nodes and with clients:
+//! - [`link`]: node-to-node links: an outbound and an inbound thread per peer that carry the
+//!   mailboxes crossing nodes, with credits, numbered frames and resend after a reconnect.
+//! - [`tcp`]: tcp sources polled by their shard ([`tcp::TcpIngress`]), tcp sinks served by an
+//!   edge thread ([`tcp::EgressHub`]), and the reference clients behind `dirigo send` and
+//!   `dirigo tail`.
+//! - [`ingress`]: the [`ingress::Ingress`] trait a shard polls socket sources through, and what
+//!   a poll produces.
+//!
+//! The wire format (sans-I/O):
+//! - [`frame`] and [`frame_type`]: the header layout, [`FrameType`], and the encoders
+//!   ([`encode_frame`] copies a payload in; [`encode_archived`] and [`encode_record`] serialise
+//!   straight into the output).
 //! - [`decoder`]: [`FrameDecoder`], which turns byte chunks of any size into [`Frame`]s borrowed
 //!   from its buffer, refusing bad or oversized headers before buffering their payload.
 //! - [`batch`]: many records in one Data frame ([`BatchWriter`], [`validate_batch`]), each record

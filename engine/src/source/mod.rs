@@ -6,7 +6,7 @@
 //! - [`generator`]: [`Generator`], a deterministic synthetic stream on an open-loop schedule
 //!   (base rate, bursts, uniform or Zipf keys). Event `i` depends only on `(seed, i)`, so
 //!   instances split the stream by `i % parallelism` and any parallelism yields the same union.
-//! - [`file`]: [`FileReader`], replay of an NDJSON or CSV file line by line; a malformed line is
+//! - [`file`](mod@file): [`FileReader`], replay of an NDJSON or CSV file line by line; a malformed line is
 //!   reported with its file and line number and the reader carries on.
 //! - [`instance`]: [`SourceInstance`], every kind of source behind one enum (what a shard polls),
 //!   and [`CustomSource`], a source written by an embedding program.
