@@ -324,7 +324,7 @@ impl RecordsOnly {
 }
 
 /// Errors about records and their schema.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RecordError {
     #[error("invalid record archive: {0}")]
     Invalid(String),

@@ -39,7 +39,7 @@ use dirigo_actors::ids::home_shard;
 use dirigo_actors::record::mix64;
 use dirigo_actors::state::Mergeable;
 use dirigo_engine::api::{key_u64, Actor, Cx, EngineBuilder};
-use dirigo_engine::policy::AlwaysLease;
+use dirigo_engine::policy::{AlwaysLease, Retirement};
 use dirigo_engine::report::AppSummary;
 use serde_json::{json, Value};
 
@@ -279,7 +279,7 @@ fn sequential(messages: u64, slots: u64, ends: [u64; 2]) -> (Vec<Answer>, Vec<u6
 
 /// The bench policy: FIFO order, every regular message to a lessee, every forward accepted,
 /// no lessee retired (the engine retires them all at the end).
-const FORCED: AlwaysLease = AlwaysLease { keep_lessees: true };
+const FORCED: AlwaysLease = AlwaysLease { retirement: Retirement::AtEnd };
 
 /// One configuration: shards, lessees, state size in bytes.
 #[derive(Clone, Copy, Debug)]

@@ -101,6 +101,15 @@ pub struct LesseeCx {
     pub lessor_delay_ns: u64,
 }
 
+impl LesseeCx {
+    /// The default retirement rule: the lessor sent it nothing for the idle limit, or it refused
+    /// more than it took.
+    #[inline]
+    pub fn idle_or_refusing(&self) -> bool {
+        self.idle_ns >= self.idle_limit_ns || self.refused > self.accepted
+    }
+}
+
 /// The scheduling hooks. Every method has a default; a policy overrides what it decides.
 pub trait Policy: 'static {
     /// A message enters the engine: derive its deadline from the app's SLO.
@@ -144,7 +153,7 @@ pub trait Policy: 'static {
     /// Default: when it was sent nothing for `idle_limit_ns`, or it refused more than it took.
     #[inline]
     fn retire_lessee(&mut self, cx: &LesseeCx) -> bool {
-        cx.idle_ns >= cx.idle_limit_ns || cx.refused > cx.accepted
+        cx.idle_or_refusing()
     }
     /// The shard found nothing to do.
     #[inline]
@@ -395,12 +404,21 @@ impl Policy for Builtin {
 /// `max_lessees` allows); every forward is accepted.
 ///
 /// Lessees retire by the default rule of [`Policy::retire_lessee`] (sent nothing for
-/// `[engine] lessee_idle`; an accepting lessee refuses nothing), or, with `keep_lessees`, not
-/// before the end of the run (the engine retires them all then).
+/// `[engine] lessee_idle`; an accepting lessee refuses nothing), or, with
+/// [`Retirement::AtEnd`], not before the end of the run (the engine retires them all then).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AlwaysLease {
-    /// Retire no lessee while the run lasts.
-    pub keep_lessees: bool,
+    pub retirement: Retirement,
+}
+
+/// When [`AlwaysLease`] retires a lessee.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Retirement {
+    /// By the default rule of [`Policy::retire_lessee`].
+    #[default]
+    Default,
+    /// Only at the end of the run.
+    AtEnd,
 }
 
 impl Policy for AlwaysLease {
@@ -418,8 +436,10 @@ impl Policy for AlwaysLease {
     }
     #[inline]
     fn retire_lessee(&mut self, cx: &LesseeCx) -> bool {
-        // The trait's default rule, unless the lessees are kept.
-        !self.keep_lessees && (cx.idle_ns >= cx.idle_limit_ns || cx.refused > cx.accepted)
+        match self.retirement {
+            Retirement::Default => cx.idle_or_refusing(),
+            Retirement::AtEnd => false,
+        }
     }
 }
 
@@ -605,13 +625,13 @@ mod tests {
             lessee_delay_ns: 0,
             lessor_delay_ns: 0,
         };
-        for keep_lessees in [false, true] {
-            let mut p = AlwaysLease { keep_lessees };
+        for retirement in [Retirement::Default, Retirement::AtEnd] {
+            let mut p = AlwaysLease { retirement };
             assert_eq!(p.on_route(&h, &fits), Placement::Lessee);
             assert_eq!(p.on_offer(&h, &busy), Admission::Accept);
             for cx in [lessee(0, 0), lessee(100, 0), lessee(0, 2)] {
                 let default = Fifo.retire_lessee(&cx);
-                assert_eq!(p.retire_lessee(&cx), default && !keep_lessees, "{cx:?}");
+                assert_eq!(p.retire_lessee(&cx), default && retirement == Retirement::Default, "{cx:?}");
             }
         }
     }

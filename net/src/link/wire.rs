@@ -47,10 +47,27 @@ pub struct Hello {
 pub enum WireError {
     #[error("a {what} frame of {len} bytes is too short")]
     Short { what: &'static str, len: usize },
-    #[error("entry {index}: {what}")]
-    Entry { index: u32, what: String },
+    #[error("entry {index}: {fault}")]
+    Entry { index: u32, fault: EntryFault },
     #[error("batch from shard {from} to shard {to} is not a channel of this link")]
     Channel { from: u16, to: u16 },
+}
+
+/// What is wrong with one envelope of a Data frame.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EntryFault {
+    #[error("truncated header")]
+    TruncatedHeader,
+    #[error("unknown message kind {kind}")]
+    UnknownKind { kind: u8 },
+    #[error("app {app} function {function} port {port} out of range")]
+    OutOfRange { app: u16, function: u16, port: u8 },
+    #[error("from shard {claimed} in a batch from shard {sender}")]
+    WrongSender { claimed: u16, sender: u16 },
+    #[error("payload of {len} bytes truncated")]
+    TruncatedPayload { len: usize },
+    #[error("payload is not a valid record: {0}")]
+    NotARecord(Box<record::RecordError>),
 }
 
 impl Hello {
@@ -145,13 +162,13 @@ pub fn decode_batch(p: &[u8], limits: Limits, shift: i64, batch: &mut Batch) -> 
     let count = u32_at(p, 12);
     let mut at = PREFIX;
     for index in 0..count {
-        let bad = |what: String| WireError::Entry { index, what };
-        let h = p.get(at..at + ENTRY_HEADER).ok_or_else(|| bad("truncated header".into()))?;
+        let bad = |fault: EntryFault| WireError::Entry { index, fault };
+        let h = p.get(at..at + ENTRY_HEADER).ok_or_else(|| bad(EntryFault::TruncatedHeader))?;
         let kind = match h[41] {
             0 => MessageKind::Data,
             1 => MessageKind::Watermark,
             2 => MessageKind::End,
-            k => return Err(bad(format!("unknown message kind {k}"))),
+            kind => return Err(bad(EntryFault::UnknownKind { kind })),
         };
         let header = Header {
             key_hash: u64_at(h, 0),
@@ -170,19 +187,17 @@ pub fn decode_batch(p: &[u8], limits: Limits, shift: i64, batch: &mut Batch) -> 
             aux: 0,
         };
         if header.app >= limits.apps || header.function >= limits.functions || header.port > 1 {
-            return Err(bad(format!(
-                "app {} function {} port {} out of range",
-                header.app, header.function, header.port
-            )));
+            let (app, function, port) = (header.app, header.function, header.port);
+            return Err(bad(EntryFault::OutOfRange { app, function, port }));
         }
         if header.from_shard != from {
-            return Err(bad(format!("from shard {} in a batch from shard {from}", header.from_shard)));
+            return Err(bad(EntryFault::WrongSender { claimed: header.from_shard, sender: from }));
         }
         let len = u32_at(h, 44) as usize;
         let body = at + ENTRY_HEADER;
-        let payload = p.get(body..body + len).ok_or_else(|| bad(format!("payload of {len} bytes truncated")))?;
+        let payload = p.get(body..body + len).ok_or_else(|| bad(EntryFault::TruncatedPayload { len }))?;
         if kind == MessageKind::Data {
-            record::access(payload).map_err(|e| bad(format!("payload is not a valid record: {e}")))?;
+            record::access(payload).map_err(|e| bad(EntryFault::NotARecord(Box::new(e))))?;
         }
         batch.push_bytes(header, payload);
         at = body + len.next_multiple_of(16);

@@ -97,9 +97,16 @@ pub const POLL_LISTEN_NS: u64 = 10_000_000;
 /// Errors setting up a TCP endpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
-    /// The address does not resolve.
-    #[error("`{addr}` is not an address to listen on: {reason}")]
-    BadAddress { addr: String, reason: String },
+    /// The address does not parse or resolve.
+    #[error("`{addr}` is not an address to listen on: {source}")]
+    BadAddress {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The address resolves to no socket address.
+    #[error("`{addr}` is not an address to listen on: it resolves to nothing")]
+    Unresolved { addr: String },
     /// The OS refused the listener.
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
@@ -107,9 +114,8 @@ pub enum BindError {
 
 /// Bind a non-blocking listener on `addr` (port 0 picks a free port).
 pub fn bind(addr: &str) -> Result<TcpListener, BindError> {
-    let bad = |reason: String| BindError::BadAddress { addr: addr.to_owned(), reason };
-    let resolved = addr.to_socket_addrs().map_err(|e| bad(e.to_string()))?.next();
-    let resolved = resolved.ok_or_else(|| bad("it resolves to nothing".to_owned()))?;
+    let resolved = addr.to_socket_addrs().map_err(|source| BindError::BadAddress { addr: addr.to_owned(), source })?;
+    let resolved = resolved.into_iter().next().ok_or_else(|| BindError::Unresolved { addr: addr.to_owned() })?;
     let listener = TcpListener::bind(resolved).map_err(|source| BindError::Listen { addr: resolved, source })?;
     listener.set_nonblocking(true).map_err(|source| BindError::Listen { addr: resolved, source })?;
     Ok(listener)
