@@ -292,10 +292,9 @@ impl<P: Policy> Shard<P> {
             kind @ (MessageKind::Block | MessageKind::Unblock | MessageKind::Retire) => {
                 self.release(slot);
                 let i = self.lessee_of(f, from);
-                let barrier = e.header.barrier();
                 let control = match kind {
-                    MessageKind::Block => Control::Block { barrier },
-                    MessageKind::Unblock => Control::Unblock { barrier },
+                    MessageKind::Block => Control::Block { barrier: e.header.barrier() },
+                    MessageKind::Unblock => Control::Unblock { barrier: e.header.barrier() },
                     _ => Control::Retire,
                 };
                 let l = &mut self.lessees[i].as_mut().expect("slot").machine;
