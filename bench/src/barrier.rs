@@ -35,7 +35,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dirigo_actors::ids::home_shard;
+use dirigo_actors::ids::initial_home;
 use dirigo_actors::record::mix64;
 use dirigo_actors::state::Mergeable;
 use dirigo_engine::api::{key_u64, Actor, Cx, EngineBuilder};
@@ -297,7 +297,7 @@ fn archive_bytes(slots: usize) -> usize {
 
 /// A key homed on shard 0 at every shard count swept.
 fn key() -> u64 {
-    (0..).find(|&k| [2, 4].iter().all(|&n| home_shard(key_u64(k), n) == 0)).expect("a key homed on shard 0")
+    (0..).find(|&k| [2, 4].iter().all(|&n| initial_home(key_u64(k), n) == 0)).expect("a key homed on shard 0")
 }
 
 /// One run of `queries` queries; checks the lessee count, the partial bytes, the answers and

@@ -25,7 +25,7 @@
 
 use std::time::Duration;
 
-use dirigo_actors::ids::home_shard;
+use dirigo_actors::ids::initial_home;
 use dirigo_actors::state::{Count, MapMerge};
 use dirigo_engine::api::{key_u64, Actor, Cx, EngineBuilder, Function, Route};
 use dirigo_engine::policy::Builtin;
@@ -88,7 +88,7 @@ impl Function for Background {
 
 /// Keys whose home is `shard`.
 fn keys_on(shard: usize, n: usize) -> Vec<u64> {
-    (0..).filter(|&k| home_shard(key_u64(k), SHARDS) as usize == shard).take(n).collect()
+    (0..).filter(|&k| initial_home(key_u64(k), SHARDS) as usize == shard).take(n).collect()
 }
 
 /// One run of `secs` seconds; checks the hot app's counts. Returns the summary.

@@ -77,7 +77,7 @@ impl Actor for Counter {
 
 /// The key table: 50 hot keys homed on shard 0 with weight 10, then the cold keys, weight 1.
 fn key_table() -> Vec<u64> {
-    let home0 = |k: &u64| dirigo_actors::ids::home_shard(key_u64(*k), SHARDS) == 0;
+    let home0 = |k: &u64| dirigo_actors::ids::initial_home(key_u64(*k), SHARDS) == 0;
     let hot: Vec<u64> = (0..KEYS).filter(home0).take(HOT_KEYS).collect();
     let mut table = Vec::new();
     for k in 0..KEYS {

@@ -104,6 +104,8 @@ impl EngineBuilder {
             weight: 1,
             watermark_every: 1000,
             watermark_delay_ms: 0,
+            // An embedded app runs on every shard: its author placed its keys and sources.
+            shards: (0..self.plan.shards as ShardId).collect(),
         });
         AppBuilder { plan: &mut self.plan, app: id }
     }

@@ -18,6 +18,7 @@ use crate::config::{
 use crate::engine::{resolve_shards, EngineSettings};
 use crate::instance::Builtin;
 use crate::instance::OperatorInstance;
+use crate::placement::AppShards;
 use crate::plan::{AppPlan, FunctionPlan, Input, Partition, Plan, SourcePlan, Upstream};
 use crate::shard::ShardSettings;
 use crate::sink::{Sink, SinkTarget};
@@ -34,11 +35,13 @@ pub fn settings(config: &Config) -> EngineSettings {
             batch_size: e.batch_size,
             max_in_flight: e.max_in_flight as u64,
             spin: e.spin,
+            spin_slo: e.spin_slo,
             standby: e.standby,
             tick: e.tick,
             lessee_idle: e.lessee_idle,
             stats_interval: e.stats_interval,
         },
+        key_groups: e.key_groups,
         mailbox_batches: e.mailbox_batches,
         preempt_timer: e.preempt_timer,
         run_for: None,
@@ -109,11 +112,13 @@ pub fn compile_node(config: &Config, shards: usize, node: Option<&NodeConfig>) -
     // records they received), and node links validate every data payload as a record before a
     // shard sees it. No user code feeds a config app: the embedding API builds apps of its own.
     let records = unsafe { RecordsOnly::assert() };
+    let mut placer = AppShards::new(plan.shards, config.engine.shard_capacity);
     for (index, app) in config.apps.iter().enumerate() {
         let id = index as AppId;
+        let shards = placer.place(app_cores(app), declared_rate(app));
         let here = Here { node: node_id, local: local.clone() };
         let nodes = HashMap::new();
-        AppCompiler { config, app, index, id, plan: &mut plan, nodes, here, records }.compile()?;
+        AppCompiler { config, app, index, id, plan: &mut plan, nodes, here, records }.compile(shards)?;
     }
     plan.validate().map_err(|e| config.error_at(0..0, KeyPath::table("app"), e.to_string()))?;
     Ok(plan)
@@ -142,7 +147,7 @@ struct Here<'a> {
 type Res<T> = Result<T, ConfigError>;
 
 impl AppCompiler<'_> {
-    fn compile(mut self) -> Res<()> {
+    fn compile(mut self, shards: Vec<ShardId>) -> Res<()> {
         let a = self.app;
         self.plan.apps.push(AppPlan {
             name: a.name.get_ref().clone(),
@@ -150,6 +155,7 @@ impl AppCompiler<'_> {
             weight: a.weight,
             watermark_every: a.watermark_every,
             watermark_delay_ms: a.watermark_delay.as_millis() as u64,
+            shards,
         });
         for (id, node) in a.nodes_in_order() {
             match node {
@@ -177,13 +183,14 @@ impl AppCompiler<'_> {
         Err(self.config.error_at(span, self.path(role, index, name, key), msg))
     }
 
-    /// Shards for `parallelism` instances, starting at a shard chosen by the app's name so that
-    /// the sources of several apps spread over the shards.
+    /// Shards of the app for a source of `parallelism` instances, starting at one chosen by the
+    /// source's name so that the sources of an app spread over its shards.
     fn spread(&self, name: &str, parallelism: u32) -> Vec<ShardId> {
-        let n = self.plan.shards;
+        let mine = &self.plan.apps[self.id as usize].shards;
+        let n = mine.len();
         let start = (hash_bytes(format!("{}/{name}", self.app.name.get_ref()).as_bytes()) % n as u64) as usize;
         let p = (parallelism.max(1) as usize).min(n);
-        let mut v: Vec<ShardId> = (0..p).map(|i| ((start + i) % n) as ShardId).collect();
+        let mut v: Vec<ShardId> = (0..p).map(|i| mine[(start + i) % n]).collect();
         v.sort_unstable();
         v
     }
@@ -530,6 +537,29 @@ fn window_spec(w: &crate::config::WindowSpec) -> Spec {
         }
     };
     Spec { kind, lateness_ms: w.lateness.as_millis() as u64 }
+}
+
+/// Shards an app asks for: its `cores`, else its widest source's parallelism.
+fn app_cores(app: &AppConfig) -> usize {
+    let widest = app.sources.iter().map(|s| match &s.kind {
+        SourceKind::Generator(g) => g.parallelism,
+        _ => 1,
+    });
+    match app.cores {
+        0 => widest.max().unwrap_or(1) as usize,
+        cores => cores as usize,
+    }
+}
+
+/// Events per second an app's sources declare; None when one has no bound (a generator or file
+/// at rate 0), 0 for sockets (their clients decide).
+fn declared_rate(app: &AppConfig) -> Option<u64> {
+    app.sources.iter().try_fold(0u64, |sum, s| match &s.kind {
+        SourceKind::Generator(g) if g.rate > 0 => Some(sum + g.rate),
+        SourceKind::File(f) if f.rate > 0 => Some(sum + f.rate),
+        SourceKind::Tcp(_) => Some(sum),
+        _ => None,
+    })
 }
 
 /// Replace every sink of `plan` by a collector (tests, embedding programs): outputs arrive on

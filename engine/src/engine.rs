@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::metrics::{AppStats, ShardReport};
+use crate::placement::PlacementTable;
 use crate::plan::Plan;
 use crate::policy::Policy;
-use crate::report::{Progress, Summary};
+use crate::report::{Progress, ShardTime, Summary};
 use crate::shard::{Shard, ShardInit, ShardSettings};
 use dirigo_net::mailbox::Mesh;
 use dirigo_net::signal::ShardSignal;
@@ -25,6 +26,8 @@ pub struct EngineSettings {
     /// Pin shard i to CPU i (only when there are at least as many CPUs as shards).
     pub pin: bool,
     pub shard: ShardSettings,
+    /// Key groups per keyed function (the placement table's width).
+    pub key_groups: u16,
     /// Batches per mailbox ring.
     pub mailbox_batches: usize,
     /// glommio's preemption timer.
@@ -42,11 +45,13 @@ impl Default for EngineSettings {
                 batch_size: 256,
                 max_in_flight: 65_536,
                 spin: Duration::from_micros(200),
+                spin_slo: Duration::from_millis(1),
                 standby: 0,
                 tick: Duration::from_millis(1),
                 lessee_idle: Duration::from_millis(10),
                 stats_interval: Duration::from_secs(1),
             },
+            key_groups: dirigo_actors::ids::DEFAULT_KEY_GROUPS,
             mailbox_batches: 64,
             preempt_timer: Duration::from_millis(10),
             run_for: None,
@@ -180,7 +185,8 @@ where
     let (tx, rx) = flume::unbounded();
     let started = Instant::now();
     let cpu0 = cpu_seconds();
-    let shards = Shards { local: local.clone(), signals, doorbells, mesh, reports: tx };
+    let placement = Arc::new(PlacementTable::new(&plan, settings.key_groups));
+    let shards = Shards { local: local.clone(), signals, doorbells, mesh, reports: tx, placement };
     let (dead_tx, dead_rx) = flume::unbounded();
     let mut handles = spawn_shards(&plan, settings, policy, &stop, shards, &dead_tx)?;
     let failure = || transport.as_ref().and_then(|t| t.failure());
@@ -209,6 +215,7 @@ where
     let mut summary = Summary::new(&plan, &c.totals, &c.lessees, wall, cpu_seconds() - cpu0);
     (summary.missed_wakeups, summary.io_wakeups) = (c.missed_wakeups, c.io_wakeups);
     summary.shards = local.len();
+    summary.shard_time = local.map(|s| ShardTime::of(s, c.shard_ns[s], wall)).collect();
     Ok(summary)
 }
 
@@ -220,6 +227,8 @@ struct Shards {
     doorbells: Vec<dirigo_net::signal::Doorbell>,
     mesh: Mesh,
     reports: flume::Sender<ShardReport>,
+    /// The node's placement table, read by every shard.
+    placement: Arc<PlacementTable>,
 }
 
 fn spawn_shards<P: Policy + Clone + Send>(
@@ -250,6 +259,7 @@ fn spawn_shards<P: Policy + Clone + Send>(
             outboxes,
             inboxes,
             signals: shards.signals.clone(),
+            placement: shards.placement.clone(),
             doorbell,
             policy: policy.clone(),
             settings: shard_settings,
@@ -299,6 +309,8 @@ struct Collected {
     lessees: Vec<Series>,
     missed_wakeups: u64,
     io_wakeups: u64,
+    /// Per shard (global id): (busy, parked) ns over the run.
+    shard_ns: Vec<(u64, u64)>,
 }
 
 /// Gather reports until every shard has sent its last one; report progress each interval. A
@@ -328,6 +340,7 @@ fn collect(
     let mut next = started + period;
     let mut remaining = n;
     let (mut missed_wakeups, mut io_wakeups) = (0, 0);
+    let mut shard_ns = vec![(0u64, 0u64); plan.shards];
     let mut last_ring = Instant::now();
     while remaining > 0 {
         if settings.run_for.is_some_and(|d| started.elapsed() >= d) {
@@ -348,6 +361,8 @@ fn collect(
                 *p = (*p).max(n);
             }
             remaining -= r.last as usize;
+            let t = &mut shard_ns[r.shard as usize];
+            (t.0, t.1) = (t.0 + r.busy_ns, t.1 + r.parked_ns);
             missed_wakeups += r.missed_wakeups;
             io_wakeups += r.io_wakeups;
         }
@@ -380,7 +395,7 @@ fn collect(
             fs.push((elapsed, peak.iter().map(|p| p[f]).sum()));
         }
     }
-    Ok(Collected { totals, lessees: series, missed_wakeups, io_wakeups })
+    Ok(Collected { totals, lessees: series, missed_wakeups, io_wakeups, shard_ns })
 }
 
 /// CPU time (user + system) used by this process so far, in seconds.

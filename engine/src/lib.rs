@@ -67,6 +67,7 @@ pub mod config;
 pub mod engine;
 pub mod instance;
 pub mod metrics;
+pub mod placement;
 pub mod plan;
 pub mod policy;
 pub mod report;

@@ -71,6 +71,9 @@ pub struct AppPlan {
     pub watermark_every: u64,
     /// Bounded out-of-orderness (ms) subtracted from the max event time seen.
     pub watermark_delay_ms: u64,
+    /// The shards the app starts on (its key groups, sources and stateless functions), sorted;
+    /// see [`crate::placement::AppShards`].
+    pub shards: Vec<ShardId>,
 }
 
 /// A source node.
@@ -143,9 +146,9 @@ impl Plan {
         out
     }
 
-    /// Shards that run `f`, computed from its inputs: keyed inputs spread over every shard,
-    /// forward inputs stay where their upstream runs.
-    pub fn derive_shards(&self, inputs: &[Input]) -> Vec<ShardId> {
+    /// Shards that run a function of `app`, computed from its inputs: keyed inputs spread over
+    /// the app's shards, forward inputs stay where their upstream runs.
+    pub fn derive_shards(&self, app: AppId, inputs: &[Input]) -> Vec<ShardId> {
         let mut set = vec![false; self.shards];
         for input in inputs {
             match input.partition {
@@ -154,7 +157,7 @@ impl Plan {
                         set[s as usize] = true;
                     }
                 }
-                _ => set.iter_mut().for_each(|b| *b = true),
+                _ => self.apps[app as usize].shards.iter().for_each(|&s| set[s as usize] = true),
             }
         }
         (0..self.shards as ShardId).filter(|s| set[*s as usize]).collect()
@@ -171,7 +174,7 @@ impl Plan {
                 Upstream::Function(up) => self.functions[up as usize].outputs.push(edge),
             }
         }
-        f.shards = self.derive_shards(&f.inputs);
+        f.shards = self.derive_shards(f.app, &f.inputs);
         f.outputs = Vec::new();
         self.functions.push(f);
         id

@@ -458,6 +458,7 @@ mod tests {
                 weight,
                 watermark_every: 1,
                 watermark_delay_ms: 0,
+                shards: vec![0],
             })
             .collect()
     }

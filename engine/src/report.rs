@@ -63,6 +63,8 @@ pub struct AppSummary {
     /// Shard-seconds the app occupied: Σ over shards of the time the shard hosted at least one
     /// of its activations (a function instance or a lessee slot).
     pub shard_seconds: f64,
+    /// The shards the app started on (its key groups, sources and stateless functions).
+    pub placed_on: Vec<u16>,
     /// Dual-mode actors: lessees, forwards, barriers.
     pub actors: ActorSummary,
 }
@@ -125,6 +127,27 @@ pub struct Summary {
     pub missed_wakeups: u64,
     /// Parked shards woken by a socket source's readiness waker (input arrived while parked).
     pub io_wakeups: u64,
+    /// Where each of this process's shards spent the run.
+    pub shard_time: Vec<ShardTime>,
+}
+
+/// Where one shard spent a run: running messages and sources, parked, and the rest (spinning
+/// for mail, and the loop's own overhead).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct ShardTime {
+    pub shard: usize,
+    pub busy_seconds: f64,
+    pub parked_seconds: f64,
+    pub spinning_seconds: f64,
+}
+
+impl ShardTime {
+    /// From a shard's `(busy, parked)` ns over a run of `wall`.
+    pub fn of(shard: usize, (busy_ns, parked_ns): (u64, u64), wall: Duration) -> ShardTime {
+        let (busy, parked) = (busy_ns as f64 / 1e9, parked_ns as f64 / 1e9);
+        let spinning = (wall.as_secs_f64() - busy - parked).max(0.0);
+        ShardTime { shard, busy_seconds: busy, parked_seconds: parked, spinning_seconds: spinning }
+    }
 }
 
 /// An app's lessee count per interval: the sum over its functions.
@@ -190,6 +213,7 @@ impl Summary {
                 late_dropped: s.late_dropped,
                 scale_up_signals: s.scale_up_signals,
                 shard_seconds: s.actors.hosted_ns as f64 / 1e9,
+                placed_on: a.shards.clone(),
                 actors: ActorSummary {
                     lessees_peak: series.iter().map(|p| p.1).max().unwrap_or(0).max(s.actors.lessees_max),
                     functions,
@@ -208,7 +232,16 @@ impl Summary {
                 },
             })
             .collect();
-        Summary { apps, shards: plan.shards, wall_seconds: secs, cpu_seconds, missed_wakeups: 0, io_wakeups: 0 }
+        let shard_time = Vec::new();
+        Summary {
+            apps,
+            shards: plan.shards,
+            wall_seconds: secs,
+            cpu_seconds,
+            missed_wakeups: 0,
+            io_wakeups: 0,
+            shard_time,
+        }
     }
 
     /// The app called `name`.
@@ -265,6 +298,17 @@ impl Summary {
                 x.partial_bytes,
                 percentiles(&x.scale_up_us, "leases", "no lease"),
                 a.shard_seconds
+            );
+        }
+        for a in &self.apps {
+            let on: Vec<String> = a.placed_on.iter().map(u16::to_string).collect();
+            let _ = writeln!(s, "{:<16} placed on shard(s) {}", a.name, on.join(", "));
+        }
+        for t in &self.shard_time {
+            let _ = writeln!(
+                s,
+                "shard {:<3} busy {:>7.2}s  parked {:>7.2}s  spinning {:>7.2}s",
+                t.shard, t.busy_seconds, t.parked_seconds, t.spinning_seconds
             );
         }
         let _ = writeln!(s, "shards {}  wall {:.2}s  cpu {:.2}s", self.shards, self.wall_seconds, self.cpu_seconds);

@@ -42,8 +42,10 @@ fn apps(dir: &Path) -> String {
     let function = |name: &str, kind: &str, keys: &str| {
         format!("[[app.function]]\nname = \"{name}\"\nkind = \"{kind}\"\n{keys}\n")
     };
+    // Each app on every shard of the cluster (cores above the shard count take them all), so
+    // keys cross nodes: the links are what these tests are about.
     let mut t = format!(
-        "[[app]]\nname = \"agg\"\nslo = \"50ms\"\nschema = {SCHEMA}\nevent_time = \"ts\"\nwatermark_every = 250\n"
+        "[[app]]\nname = \"agg\"\nslo = \"50ms\"\ncores = 64\nschema = {SCHEMA}\nevent_time = \"ts\"\nwatermark_every = 250\n"
     );
     t += &generator("in", 3000, 7);
     t += &function(
@@ -73,7 +75,7 @@ fn apps(dir: &Path) -> String {
     t += &sink("tumbling", "tw");
     t += &sink("sliding", "sw");
     t += &format!(
-        "[[app]]\nname = \"join\"\nslo = \"50ms\"\nschema = {SCHEMA}\nevent_time = \"ts\"\nwatermark_every = 100\n"
+        "[[app]]\nname = \"join\"\nslo = \"50ms\"\ncores = 64\nschema = {SCHEMA}\nevent_time = \"ts\"\nwatermark_every = 100\n"
     );
     t += &generator("left", 1000, 1);
     t += &generator("right", 1000, 2);

@@ -200,7 +200,7 @@ fn an_idle_lessor_retires_its_lessee_between_bursts() {
     const BURST: u64 = 50;
     const GAP_NS: u64 = 100_000_000;
     // Keys homed on shard 0: one lessor, one lessee (on shard 1).
-    let keys: Vec<u64> = (0..).filter(|&k| dirigo_actors::ids::home_shard(key_u64(k), 2) == 0).take(5).collect();
+    let keys: Vec<u64> = (0..).filter(|&k| dirigo_actors::ids::initial_home(key_u64(k), 2) == 0).take(5).collect();
     let inputs: Vec<In> = (0..2 * BURST).map(|i| (keys[(i % 5) as usize], i, false)).collect();
     let mut engine = EngineBuilder::new().shards(2).settings(|s| {
         s.shard.lessee_idle = Duration::from_millis(5);

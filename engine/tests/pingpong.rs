@@ -7,7 +7,7 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use dirigo_actors::ids::home_shard;
+use dirigo_actors::ids::initial_home;
 use dirigo_engine::api::{key_u64, Cx, EngineBuilder, Function, NodeRef, Route};
 
 /// Re-keys each message so that it lands on the other shard, after burning some CPU.
@@ -29,7 +29,7 @@ impl Function for Bounce {
 
 /// A key hash homed on `shard` of 2.
 fn key_on(shard: usize) -> u64 {
-    (0..).map(key_u64).find(|&h| home_shard(h, 2) == shard).expect("some key lands there")
+    (0..).map(key_u64).find(|&h| initial_home(h, 2) == shard).expect("some key lands there")
 }
 
 fn bounce_run(events: u64, hops: usize) -> u64 {

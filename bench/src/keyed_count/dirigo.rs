@@ -27,6 +27,8 @@ pin = true
 [[app]]
 name = "w1"
 slo = "10ms"
+# On every shard, as timely's workers are: W1 measures the data path across cores.
+cores = {shards}
 schema = {{ key = "u64", value = "u64" }}
 
 [[app.source]]

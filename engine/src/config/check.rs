@@ -41,7 +41,7 @@ pub(crate) trait Zero {
 macro_rules! zero_int {
     ($($ty:ty),*) => { $(impl Zero for $ty { fn is_zero(&self) -> bool { *self == 0 } })* };
 }
-zero_int!(u32, u64, usize);
+zero_int!(u16, u32, u64, usize);
 
 impl Zero for f64 {
     fn is_zero(&self) -> bool {

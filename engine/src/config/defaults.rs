@@ -72,9 +72,16 @@ layered! {
         /// How long an idle shard spins before it parks.
         #[serde(serialize_with = "ser_duration")]
         spin: Duration = HumanDuration,
+        /// A shard spins when idle only while it hosts an app whose SLO is at most this.
+        #[serde(serialize_with = "ser_duration")]
+        spin_slo: Duration = HumanDuration,
         /// Shards per node that never park while the engine runs (they spin when idle), so a
         /// lease lands on an awake shard: the scale-up reaction without an OS wake-up, for a core.
         standby: usize = usize,
+        /// Key groups per keyed function.
+        key_groups: u16 = u16,
+        /// Events per second of declared load a shard takes at start before apps go to another.
+        shard_capacity: u64 = u64,
         /// Batches per cross-shard mailbox ring.
         mailbox_batches: usize = usize,
         /// Envelopes per batch at most.
@@ -103,6 +110,8 @@ layered! {
     AppDefaults / AppDefaultsLayer {
         /// Share under the `fair` policy.
         weight: u32 = u32,
+        /// Shards the app starts on; 0 = its widest source's parallelism.
+        cores: u32 = u32,
         /// Bounded out-of-orderness subtracted from the max event time seen.
         #[serde(serialize_with = "ser_duration")]
         watermark_delay: Duration = HumanDuration,

@@ -81,6 +81,8 @@ pub struct AppConfig {
     pub slo: Duration,
     /// Share under the `fair` policy.
     pub weight: u32,
+    /// Shards the app starts on; 0 = its widest source's parallelism.
+    pub cores: u32,
     /// Record fields in position order.
     pub schema: SchemaConfig,
     /// Field carrying event time in ms; `None` = ingress time.

@@ -44,6 +44,8 @@ fn read_doc(source: &Source) -> Result<ConfigDoc, ConfigError> {
 
 fn check_engine(src: &Source, e: &EngineLayer) -> Result<(), ConfigError> {
     let at = |key: &'static str| move || KeyPath::table("engine").key(key);
+    positive(src, &e.key_groups, at("key_groups"))?;
+    positive(src, &e.shard_capacity, at("shard_capacity"))?;
     positive(src, &e.mailbox_batches, at("mailbox_batches"))?;
     positive(src, &e.batch_size, at("batch_size"))?;
     positive(src, &e.max_in_flight, at("max_in_flight"))?;
@@ -106,6 +108,7 @@ fn app(src: &Source, defaults: &Defaults, index: usize, doc: Spanned<AppDoc>) ->
         name: doc.name,
         slo: doc.slo.into_inner().0,
         weight: doc.weight.map_or(d.weight, Spanned::into_inner),
+        cores: doc.cores.map_or(d.cores, Spanned::into_inner),
         event_time: doc.event_time,
         watermark_delay: doc.watermark_delay.map_or(d.watermark_delay, |v| v.into_inner().0),
         watermark_every: doc.watermark_every.map_or(d.watermark_every, Spanned::into_inner),

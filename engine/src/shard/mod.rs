@@ -15,7 +15,7 @@ macro_rules! router {
             policy: &mut $s.policy,
             edges: $edges,
             parent,
-            shards: $s.plan.shards,
+            placement: &$s.placement,
             load: super::router::RouteLoad {
                 delay_ns: &$s.peer_delay,
                 cost_ns: &$s.cost_ns,
@@ -58,6 +58,7 @@ use rkyv::util::AlignedVec;
 
 use crate::instance::OperatorInstance;
 use crate::metrics::{AppStats, ShardReport};
+use crate::placement::PlacementTable;
 use crate::plan::{InstanceCx, Plan};
 use crate::policy::Policy;
 use crate::runqueue::RunQueue;
@@ -77,6 +78,9 @@ pub struct ShardSettings {
     pub batch_size: usize,
     pub max_in_flight: u64,
     pub spin: Duration,
+    /// A shard spins when idle only while it hosts an app whose SLO is at most this; otherwise
+    /// it parks at once (park by SLO).
+    pub spin_slo: Duration,
     /// Shards of each node that spin instead of parking (the node's last ones).
     pub standby: usize,
     pub tick: Duration,
@@ -95,6 +99,9 @@ const MAX_PARK: Duration = Duration::from_millis(200);
 const FORWARD_PRIOR_NS: u64 = 500;
 /// One in this many messages is timed to estimate service costs.
 const COST_SAMPLE: u64 = 16;
+/// A parked shard lets due source events gather for up to its tightest SLO over this before it
+/// wakes to produce them (they are stamped with their schedule, so the wait counts as latency).
+const GATHER_SLO_SHARE: u64 = 10;
 
 /// Everything a shard is built from; made by the controller, moved onto the shard's thread.
 pub struct ShardInit<P> {
@@ -105,6 +112,8 @@ pub struct ShardInit<P> {
     pub outboxes: Vec<Option<Outbox>>,
     pub inboxes: Vec<Option<Inbox>>,
     pub signals: Arc<Vec<Arc<ShardSignal>>>,
+    /// The node's placement table: which shard holds each key group.
+    pub placement: Arc<PlacementTable>,
     pub doorbell: Doorbell,
     pub policy: P,
     pub settings: ShardSettings,
@@ -153,6 +162,8 @@ pub struct Shard<P: Policy> {
     busy_ns: u64,
     parked_ns: u64,
     signals: Arc<Vec<Arc<ShardSignal>>>,
+    /// The node's placement table.
+    placement: Arc<PlacementTable>,
     doorbell: Doorbell,
     settings: ShardSettings,
     stop: Arc<AtomicBool>,
@@ -244,6 +255,7 @@ impl<P: Policy> Shard<P> {
             busy_ns: 0,
             parked_ns: 0,
             signals: init.signals,
+            placement: init.placement,
             doorbell: init.doorbell,
             settings: init.settings,
             stop: init.stop,
@@ -303,6 +315,11 @@ impl<P: Policy> Shard<P> {
         // when unpinned (`spin` is 0 then), where it would take the CPU of a shard with work.
         let rank = (self.local.end - 1 - self.id) as usize;
         let standby = spin_ns > 0 && rank < self.settings.standby;
+        // Park by SLO: spin only for an app that cannot afford an OS wake-up, and let due source
+        // events gather for a share of the tightest SLO here before waking for them.
+        let tightest_slo = self.tightest_slo_ns();
+        let spin_ns = if tightest_slo <= self.settings.spin_slo.as_nanos() as u64 { spin_ns } else { 0 };
+        let gather_ns = tightest_slo / GATHER_SLO_SHARE;
         loop {
             let t0 = now_ns();
             let progress = self.turn(t0);
@@ -332,7 +349,7 @@ impl<P: Policy> Shard<P> {
             let report_at = if self.has_news() { next_stats } else { u64::MAX };
             // A lessor with lessees keeps ticking: its policy retires them when they go idle.
             let tick_at = if self.lends_out() { next_tick } else { u64::MAX };
-            let wake_at = report_at.min(tick_at).min(self.next_source_due(start));
+            let wake_at = report_at.min(tick_at).min(self.next_source_due(start).saturating_add(gather_ns));
             if now - since < spin_ns || wake_at <= now || self.out.staged() > 0 || standby {
                 if spin_ns == 0 {
                     // Unpinned: the shard this one waits for may need this CPU.
@@ -349,6 +366,14 @@ impl<P: Policy> Shard<P> {
         }
         self.flush_sinks();
         self.report(true);
+    }
+
+    /// The tightest SLO among the apps whose sources or function instances run here
+    /// (`u64::MAX` when it hosts none).
+    fn tightest_slo_ns(&self) -> u64 {
+        let apps = self.plan.apps.iter().enumerate();
+        let hosted = apps.filter(|(a, _)| self.hosting[*a] > 0 || self.sources.iter().any(|s| self.app_of(s) == *a));
+        hosted.map(|(_, app)| app.slo_ns).min().unwrap_or(u64::MAX)
     }
 
     /// One turn of the loop; true if anything happened.

@@ -2,10 +2,10 @@
 //! by field), lets the policy rewrite the child's header (`on_send`), and stages it. Hot path.
 
 use dirigo_actors::envelope::{Header, MessageKind};
-use dirigo_actors::ids::home_shard;
 use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::Value;
 
+use crate::placement::PlacementTable;
 use crate::plan::{Edge, Partition, Plan};
 use crate::policy::{Placement, Policy, RouteCx};
 use crate::shard::outputs::Outputs;
@@ -16,7 +16,8 @@ pub struct Router<'a, P: Policy> {
     pub policy: &'a mut P,
     pub edges: &'a [Edge],
     pub parent: Header,
-    pub shards: usize,
+    /// Which shard holds each key group.
+    pub placement: &'a PlacementTable,
     pub load: RouteLoad<'a>,
     /// Scale-up signals counted for the parent's app.
     pub scale_up_signals: &'a mut u64,
@@ -53,7 +54,7 @@ impl<P: Policy> Router<'_, P> {
         match edge.partition {
             Partition::Forward => self.out.me as usize,
             Partition::ByKey | Partition::ByField(..) => {
-                let home = home_shard(h.key_hash, self.shards);
+                let home = self.placement.home(edge.target, h.key_hash) as usize;
                 let f = edge.target as usize;
                 let l = self.load;
                 let slack = h.deadline_ns as i64 - l.now_ns as i64 - l.cost_to_go_ns[f] as i64;

@@ -75,7 +75,7 @@ impl<P: Policy> Shard<P> {
             .unwrap_or(u64::MAX)
     }
 
-    fn app_of(&self, s: &SourceRun) -> usize {
+    pub(super) fn app_of(&self, s: &SourceRun) -> usize {
         self.plan.sources[s.index].app as usize
     }
 

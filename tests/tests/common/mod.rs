@@ -73,7 +73,7 @@ pub fn parse(text: &str) -> Result<Config> {
 }
 
 /// Run every app of `config` to completion on `shards` shards under `policy`, every sink
-/// replaced by a collector.
+/// replaced by a collector, each app spread over every shard (so keys cross shards).
 pub fn run(config: &Config, shards: usize, policy: &str) -> Result<Run> {
     let policy = Builtin::by_name(policy).ok_or_else(|| anyhow!("no policy `{policy}`"))?;
     run_with(config, shards, policy)
@@ -81,9 +81,27 @@ pub fn run(config: &Config, shards: usize, policy: &str) -> Result<Run> {
 
 /// [`run`] under any policy.
 pub fn run_with<P: Policy + Clone + Send>(config: &Config, shards: usize, policy: P) -> Result<Run> {
-    let mut plan = compile(config, shards).map_err(|e| anyhow!("{e}"))?;
+    run_placed(config, shards, policy, Apps::Spread)
+}
+
+/// Where a run places its apps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Apps {
+    /// Each app on every shard.
+    Spread,
+    /// As the config says (by default each app on one shard, packed beside the others).
+    AsConfigured,
+}
+
+/// [`run_with`], with the apps placed as `apps` says.
+pub fn run_placed<P: Policy + Clone + Send>(config: &Config, shards: usize, policy: P, apps: Apps) -> Result<Run> {
+    let mut config = config.clone();
+    if apps == Apps::Spread {
+        config.apps.iter_mut().for_each(|a| a.cores = shards as u32);
+    }
+    let mut plan = compile(&config, shards).map_err(|e| anyhow!("{e}"))?;
     let outputs = collect_sinks(&mut plan);
-    let settings = settings(config);
+    let settings = settings(&config);
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let result = dirigo_engine::engine::run(plan, &settings, policy, Default::default(), |_| {});
@@ -148,13 +166,16 @@ impl Policy for Forced {
     }
 }
 
-/// Run `config` at every shard count of [`SHARDS`] under every policy, and `check` each run.
-/// Every run must also report exactly as many outputs as its sinks collected.
+/// Run `config` at every shard count of [`SHARDS`] under every policy with its apps spread over
+/// every shard, and as configured (packed) under FIFO, and `check` each run. Every run must
+/// also report exactly as many outputs as its sinks collected.
 pub fn for_each_setup(config: &Config, mut check: impl FnMut(&Run) -> Result<()>) -> Result<()> {
+    let spread = POLICY_NAMES.iter().map(|&p| (p, Apps::Spread));
     for shards in SHARDS {
-        for policy in POLICY_NAMES {
-            let setup = format!("{shards} shard(s), policy {policy}");
-            let run = run(config, shards, policy).with_context(|| setup.clone())?;
+        for (policy, apps) in spread.clone().chain((shards > 1).then_some(("fifo", Apps::AsConfigured))) {
+            let setup = format!("{shards} shard(s), policy {policy}, apps {apps:?}");
+            let builtin = Builtin::by_name(policy).ok_or_else(|| anyhow!("no policy `{policy}`"))?;
+            let run = run_placed(config, shards, builtin, apps).with_context(|| setup.clone())?;
             let reported: u64 = run.summary.apps.iter().map(|a| a.events_out).sum();
             ensure!(
                 reported == run.total() as u64,

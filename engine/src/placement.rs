@@ -1,0 +1,130 @@
+//! Where key groups live: the placement table of a node, and how an app's shards are chosen.
+//!
+//! A keyed function's keys hash into `key_groups` groups ([`key_group`]); the table says which
+//! shard holds each group's lessor. Every shard of a node reads the same table (one relaxed load
+//! per keyed message, beside the hash it replaces); only a migration writes an entry. The
+//! initial table gives each keyed function of an app the app's shards, in contiguous ranges of
+//! groups, the same for every function of the app, so a key's actors are co-located across them.
+//!
+//! An app's shards ([`AppShards`]) are chosen when the plan is built: as few as its load needs
+//! (its `cores`, else its widest source), on the shards the apps placed before it loaded least,
+//! so apps pack beside each other and a shard that hosts nothing parks.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use dirigo_actors::ids::{initial_owner, key_group, FunctionId, KeyGroup, ShardId};
+
+use crate::plan::{Partition, Plan};
+
+/// The placement table of one node: for each keyed function, the shard of each key group.
+#[derive(Debug)]
+pub struct PlacementTable {
+    groups: u16,
+    /// By function; empty for a function that no edge routes by key.
+    homes: Vec<Box<[AtomicU16]>>,
+}
+
+impl PlacementTable {
+    /// The initial table of `plan`: each keyed function's groups in contiguous ranges over the
+    /// shards it runs on.
+    pub fn new(plan: &Plan, groups: u16) -> PlacementTable {
+        let homes = plan
+            .functions
+            .iter()
+            .map(|f| {
+                let keyed = f.inputs.iter().any(|i| i.partition != Partition::Forward);
+                if !keyed || f.shards.is_empty() {
+                    return Box::default();
+                }
+                (0..groups).map(|g| AtomicU16::new(f.shards[initial_owner(g, groups, f.shards.len())])).collect()
+            })
+            .collect();
+        PlacementTable { groups, homes }
+    }
+
+    /// Key groups per keyed function.
+    pub fn groups(&self) -> u16 {
+        self.groups
+    }
+
+    /// The key group of `key_hash`.
+    #[inline]
+    pub fn group_of(&self, key_hash: u64) -> KeyGroup {
+        key_group(key_hash, self.groups)
+    }
+
+    /// The shard holding the lessor of `key_hash`'s group of keyed function `f`. Hot path.
+    #[inline]
+    pub fn home(&self, f: FunctionId, key_hash: u64) -> ShardId {
+        self.homes[f as usize][self.group_of(key_hash) as usize].load(Ordering::Relaxed)
+    }
+
+    /// The shard holding group `g` of function `f`.
+    pub fn owner(&self, f: FunctionId, g: KeyGroup) -> ShardId {
+        self.homes[f as usize][g as usize].load(Ordering::Relaxed)
+    }
+
+    /// Key groups of function `f` that shard `s` holds.
+    pub fn groups_on(&self, f: FunctionId, s: ShardId) -> usize {
+        self.homes[f as usize].iter().filter(|h| h.load(Ordering::Relaxed) == s).count()
+    }
+}
+
+/// Chooses each app's shards as apps are added to a plan, packing: an app takes `cores`
+/// shards (at least one), each the most loaded one that still has room for its share of the
+/// app's declared rate under `capacity` events per second (best fit; ties to the lowest id),
+/// else the least loaded one. Apps share shards until their declared load fills them, the rest
+/// stay empty and park, and every node of a cluster makes the same choice.
+#[derive(Clone, Debug)]
+pub struct AppShards {
+    /// Declared load per shard (events per second of the apps placed on it).
+    load: Vec<u64>,
+    capacity: u64,
+}
+
+impl AppShards {
+    /// For a plan of `shards` shards that each take `capacity` declared events per second.
+    pub fn new(shards: usize, capacity: u64) -> AppShards {
+        AppShards { load: vec![0; shards], capacity }
+    }
+
+    /// The shards of an app that needs `cores` of them and declares `rate` events per second
+    /// (`None`: unbounded, as fast as the engine takes them: a whole shard per core).
+    pub fn place(&mut self, cores: usize, rate: Option<u64>) -> Vec<ShardId> {
+        let n = self.load.len();
+        let cores = cores.clamp(1, n);
+        let share = rate.map_or(self.capacity, |r| r.div_ceil(cores as u64));
+        let mut chosen: Vec<usize> = Vec::with_capacity(cores);
+        for _ in 0..cores {
+            let free = (0..n).filter(|s| !chosen.contains(s));
+            let fits = free.clone().filter(|&s| self.load[s] + share <= self.capacity);
+            // Best fit: the fullest shard that still has room; else the emptiest.
+            let pick = fits.max_by_key(|&s| (self.load[s], std::cmp::Reverse(s)));
+            let pick = pick.or_else(|| free.min_by_key(|&s| (self.load[s], s))).expect("cores <= shards");
+            chosen.push(pick);
+        }
+        for &s in &chosen {
+            self.load[s] += share;
+        }
+        chosen.sort_unstable();
+        chosen.into_iter().map(|s| s as ShardId).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apps_pack_until_a_shard_is_full_then_take_the_emptiest() {
+        let mut a = AppShards::new(4, 100_000);
+        assert_eq!(a.place(1, Some(50_000)), [0]);
+        assert_eq!(a.place(1, Some(40_000)), [0], "fits beside the first app");
+        assert_eq!(a.place(1, Some(20_000)), [1], "would overfill shard 0");
+        assert_eq!(a.place(2, Some(20_000)), [0, 1], "10k per shard fits on both");
+        assert_eq!(a.place(1, None), [2], "an unbounded app takes a whole shard");
+        assert_eq!(a.place(1, Some(5_000)), [1], "the fullest shard with room");
+        assert_eq!(a.place(9, Some(0)), [0, 1, 2, 3], "cores are capped at the shards there are");
+        assert_eq!(AppShards::new(3, 1).place(0, Some(0)), [0], "an app takes at least one shard");
+    }
+}

@@ -1,0 +1,186 @@
+//! Serverless placement at start: apps pack onto the shards their declared load needs, key
+//! groups follow their app, routing reads the placement table, and a shard that hosts nothing
+//! parks and uses (almost) no CPU while the others work.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{anyhow, ensure, Context, Result};
+use common::{generated, parse, u};
+use dirigo_actors::ids::ShardId;
+use dirigo_engine::compile::{collect_sinks, compile, settings};
+use dirigo_engine::placement::PlacementTable;
+use dirigo_engine::policy::Builtin;
+
+/// An app of one generator (`rate` events/s; 0 = unbounded) -> keyed count -> sink.
+fn app(name: &str, rate: u64, extra: &str) -> String {
+    format!(
+        r#"
+[[app]]
+name = "{name}"
+slo = "50ms"
+schema = {{ k = "u64", ts = "u64" }}
+event_time = "ts"
+{extra}
+
+[[app.source]]
+name = "{name}_in"
+kind = "generator"
+rate = {rate}
+events = 3000
+keys = 64
+seed = 5
+
+[[app.function]]
+name = "{name}_count"
+kind = "count"
+input = "{name}_in"
+key = "k"
+
+[[app.function]]
+name = "{name}_window"
+kind = "window"
+input = "{name}_in"
+key = "k"
+window = {{ type = "tumbling", size = "100ms" }}
+aggregate = {{ op = "count" }}
+
+[[app.sink]]
+name = "{name}_counts"
+kind = "null"
+input = "{name}_count"
+
+[[app.sink]]
+name = "{name}_windows"
+kind = "null"
+input = "{name}_window"
+"#
+    )
+}
+
+#[test]
+fn apps_pack_by_declared_load_and_key_groups_follow_them() -> Result<()> {
+    let text = String::from("[engine]\nshard_capacity = 200000\n")
+        + &app("a", 50_000, "")
+        + &app("b", 100_000, "")
+        + &app("c", 0, "")
+        + &app("d", 30_000, "cores = 2");
+    let config = parse(&text)?;
+    let plan = compile(&config, 4).map_err(|e| anyhow!("{e}"))?;
+    let placed: Vec<&[ShardId]> = plan.apps.iter().map(|a| a.shards.as_slice()).collect();
+    // a and b fit on shard 0 together; c has no bound and takes a whole shard; d's two halves go
+    // to the fullest shards with room: shard 0 (150k + 15k) and shard 2 (empty, as shard 1 is c's).
+    assert_eq!(placed, [&[0][..], &[0], &[1], &[0, 2]]);
+
+    let table = PlacementTable::new(&plan, 256);
+    for (i, f) in plan.functions.iter().enumerate().filter(|(_, f)| !f.is_sink) {
+        let app = &plan.apps[f.app as usize];
+        assert_eq!(f.shards, app.shards, "function {} runs on its app's shards", f.name);
+        let held: usize = app.shards.iter().map(|&s| table.groups_on(i as u16, s)).sum();
+        assert_eq!(held, 256, "every key group of {} is on one of its app's shards", f.name);
+        for &s in &app.shards {
+            assert!(table.groups_on(i as u16, s) >= 128, "{} splits its groups evenly", f.name);
+        }
+    }
+    // The two keyed functions of an app agree on every key's home: a key crosses cores once.
+    let by_name = |n: &str| plan.functions.iter().position(|f| f.name == n).expect("function") as u16;
+    let (count, window) = (by_name("d_count"), by_name("d_window"));
+    let homes: Vec<(ShardId, ShardId)> =
+        (0..2000u64).map(dirigo_actors::record::mix64).map(|k| (table.home(count, k), table.home(window, k))).collect();
+    assert!(homes.iter().all(|(a, b)| a == b), "co-located across the app's functions");
+    assert!(homes.iter().any(|h| h.0 == 0) && homes.iter().any(|h| h.0 == 2), "both of d's shards hold keys");
+    Ok(())
+}
+
+#[test]
+fn an_unknown_app_key_and_a_zero_capacity_are_config_errors() {
+    let bad = |text: &str| parse(text).err().map(|e| e.to_string()).unwrap_or_default();
+    let e = bad(&(String::from("[engine]\nshard_capacity = 0\n") + &app("a", 1, "")));
+    assert!(e.contains("engine key `shard_capacity`: must be greater than zero"), "{e}");
+    let e = bad(&(String::from("[engine]\nkey_groups = 0\n") + &app("a", 1, "")));
+    assert!(e.contains("engine key `key_groups`: must be greater than zero"), "{e}");
+}
+
+/// CPU time of each of this process's shard threads (`dirigo-shard-<i>-...`), by shard, in ns.
+fn shard_cpu_ns(shards: usize) -> BTreeMap<usize, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let Some(shard) = (0..shards).find(|i| comm.trim_end().starts_with(&format!("dirigo-shard-{i}-"))) else {
+            continue;
+        };
+        // schedstat: time on CPU (ns), time waiting, timeslices.
+        let on_cpu = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|t| t.parse::<u64>().ok()));
+        if let Some(ns) = on_cpu {
+            *out.entry(shard).or_default() += ns;
+        }
+    }
+    out
+}
+
+#[test]
+fn a_shard_that_hosts_nothing_parks_while_the_others_work() -> Result<()> {
+    // Two apps of 2,000 events/s for 1.5 s: both pack onto shard 0 of 4.
+    let text = app("a", 2_000, "").replace("events = 3000", "events = 3000\nduration = \"1500ms\"")
+        + &app("b", 2_000, "").replace("events = 3000", "events = 3000\nduration = \"1500ms\"");
+    let config = parse(&text)?;
+    let mut plan = compile(&config, 4).map_err(|e| anyhow!("{e}"))?;
+    ensure!(plan.apps.iter().all(|a| a.shards == [0]), "both apps on shard 0");
+    let outputs = collect_sinks(&mut plan);
+    let settings = settings(&config);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(dirigo_engine::engine::run(
+            plan,
+            &settings,
+            Builtin::by_name("fifo").unwrap(),
+            Default::default(),
+            |_| {},
+        ));
+    });
+    // Sample the shard threads' CPU while the engine runs (they are gone once it returns).
+    let mut cpu = BTreeMap::new();
+    let summary = loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(result) => break result.map_err(|e| anyhow!("{e}"))?,
+            Err(mpsc::RecvTimeoutError::Timeout) => cpu = shard_cpu_ns(4).into_iter().chain(cpu).collect(),
+            Err(e) => return Err(anyhow!("engine thread: {e}")),
+        }
+    };
+    let wall_ns = (summary.wall_seconds * 1e9) as u64;
+    ensure!(cpu.len() == 4, "the four shard threads were seen: {cpu:?}");
+    eprintln!("shard CPU over {wall_ns} ns of wall: {cpu:?}");
+    for shard in 1..4 {
+        let share = cpu[&shard] as f64 / wall_ns as f64;
+        ensure!(share < 0.02, "shard {shard} hosts nothing but used {:.1}% of a core ({cpu:?})", share * 100.0);
+        let t = &summary.shard_time[shard];
+        ensure!(t.busy_seconds < 0.01, "shard {shard} reports {:.3}s busy", t.busy_seconds);
+    }
+    ensure!(cpu[&0] > cpu[&1], "shard 0 did the work: {cpu:?}");
+
+    // Nothing lost on the way: every key's final count is its number of events.
+    let mut last: BTreeMap<(String, u64), u64> = BTreeMap::new();
+    for o in outputs.drain() {
+        let rec = dirigo_actors::record::access(&o.archive).context("a count record")?.to_values();
+        if o.sink.ends_with("_counts") {
+            last.insert((o.sink.clone(), u(&rec[0])), u(rec.last().expect("count field")));
+        }
+    }
+    for name in ["a", "b"] {
+        let mut want: BTreeMap<u64, u64> = BTreeMap::new();
+        for (_, values) in generated(&config, &format!("{name}_in"))? {
+            *want.entry(u(&values[0])).or_default() += 1;
+        }
+        for (k, n) in want {
+            ensure!(last.get(&(format!("{name}_counts"), k)) == Some(&n), "app {name} key {k}: want count {n}");
+        }
+    }
+    Ok(())
+}
