@@ -10,16 +10,19 @@
 //! not acknowledged are sent again, so nothing is lost or duplicated.
 //!
 //! - [`wire`]: the frames of a link.
+//! - [`auth`]: the cluster secret, and the proofs of holding it.
 //! - [`error`]: why a connection or the node's links failed.
 //! - [`outbound`], [`inbound`]: the two halves of a link, and the listener.
 //! - [`Transport`]: starts every link of a node and waits for them (startup), then flushes,
 //!   says goodbye and waits for the peers' goodbyes (shutdown).
 
+pub mod auth;
 pub mod error;
 pub mod inbound;
 pub mod outbound;
 pub mod wire;
 
+pub use auth::{EmptySecret, Secret};
 pub use error::{Direction, LinkError, LinkFault, Peer};
 
 use std::net::{SocketAddr, TcpListener};
