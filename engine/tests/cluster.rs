@@ -2,6 +2,8 @@
 //! TCP, produce exactly the outputs of one node running the same plan (the same number of
 //! shards), for the built-in functions; a dropped link is reported, re-established, and loses
 //! or duplicates nothing; bad cluster configs and a missing peer are refused with clear errors.
+//! Each test node is given the cluster secret one way or the other: by `secret_env` or by
+//! `secret_file`.
 //!
 //! Every node writes its own sink files (`{node}` in the path); a cluster's output is the union
 //! of its nodes' files, compared with the one-node run's as a sorted multiset of lines. Each key
@@ -14,6 +16,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{dirigo, free_address, stderr, DEADLINE};
+
+/// The environment variable test clusters name in `secret_env`.
+const SECRET_ENV: &str = "DIRIGO_TEST_CLUSTER_SECRET";
+/// The secret the test clusters share.
+const SECRET: &str = "a secret only the test's nodes know";
 
 /// Every sink's output lines, sorted, by sink name.
 type Sinks = BTreeMap<String, Vec<String>>;
@@ -101,6 +108,30 @@ fn nodes(shards: &[usize]) -> String {
     t
 }
 
+/// The `[cluster]` key by which node `i` reads the secret, each way in turn: the even nodes by
+/// [`SECRET_ENV`], the odd ones by a file under `dir` (written here, newline-terminated).
+fn secret_key(i: usize, dir: &Path) -> String {
+    match i % 2 {
+        0 => format!("secret_env = \"{SECRET_ENV}\"\n"),
+        _ => {
+            let file = dir.join("secret.key");
+            std::fs::write(&file, format!("{SECRET}\n")).expect("secret file");
+            format!("secret_file = \"{}\"\n", file.display())
+        }
+    }
+}
+
+/// `dirigo run --json --quiet --node ID CONFIG`, with `secret` in [`SECRET_ENV`] (None: unset).
+fn node(id: &str, config: &Path, secret: Option<&str>) -> Command {
+    let mut c = dirigo();
+    c.args(["run", "--json", "--quiet", "--node", id]).arg(config);
+    match secret {
+        Some(s) => c.env(SECRET_ENV, s),
+        None => c.env_remove(SECRET_ENV),
+    };
+    c
+}
+
 /// Shards share the CPUs with each other and with other nodes: unpinned.
 fn engine(shards: usize) -> String {
     engine_with(shards, "")
@@ -169,17 +200,18 @@ fn one_node(total: usize) -> (Sinks, (u64, u64)) {
 }
 
 /// Run the apps on a cluster of nodes with these shard counts (each node with `env` set, and
-/// `engine` keys added to `[engine]`); the outputs, (events in, events out), and each node's
-/// stderr.
+/// `engine` keys added to `[engine]`; each with its own config file, which differ only in how
+/// they name the secret); the outputs, (events in, events out), and each node's stderr.
 fn cluster(shards: &[usize], env: &[(&str, &str)], engine: &str) -> (Sinks, (u64, u64), Vec<String>) {
     let dir = run_dir("cluster");
-    let config = dir.join("cluster.toml");
-    std::fs::write(&config, engine_with(0, engine) + &nodes(shards) + &apps(&dir)).expect("config");
+    let (nodes, apps) = (nodes(shards), apps(&dir));
     let commands = (0..shards.len())
         .map(|i| {
-            let mut c = dirigo();
             let id = ((b'a' + i as u8) as char).to_string();
-            c.args(["run", "--json", "--quiet", "--node", &id]).arg(&config);
+            let config = dir.join(format!("cluster-{id}.toml"));
+            std::fs::write(&config, engine_with(0, engine) + &secret_key(i, &dir) + &nodes + &apps).expect("config");
+            let secret = (i % 2 == 0).then_some(SECRET);
+            let mut c = node(&id, &config, secret);
             c.envs(env.iter().copied());
             c
         })
@@ -256,12 +288,12 @@ fn a_dropped_link_is_reported_and_reestablished_without_loss() {
 fn a_missing_peer_is_named_when_the_cluster_does_not_come_up() {
     let dir = run_dir("missing");
     let config = dir.join("c.toml");
-    let text =
-        "[engine]\npin = false\n[cluster]\nconnect_timeout = \"500ms\"\n".to_owned() + &nodes(&[1, 1]) + &apps(&dir);
+    let text = "[engine]\npin = false\n[cluster]\nconnect_timeout = \"500ms\"\n".to_owned()
+        + &secret_key(0, &dir)
+        + &nodes(&[1, 1])
+        + &apps(&dir);
     std::fs::write(&config, text).expect("config");
-    let mut c = dirigo();
-    c.args(["run", "--quiet", "--node", "a"]).arg(&config);
-    let out = run_all(vec![c]).remove(0);
+    let out = run_all(vec![node("a", &config, Some(SECRET))]).remove(0);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("did not come up within 500ms") && err.contains("no link to node b (127.0.0.1:"), "{err}");
@@ -277,10 +309,8 @@ fn nodes_started_from_different_cluster_configs_refuse_to_link() {
         let config = dir.join(format!("{id}.toml"));
         let engine =
             format!("[engine]\npin = false\nmailbox_batches = {batches}\n[cluster]\nconnect_timeout = \"3s\"\n");
-        std::fs::write(&config, engine + &nodes + &apps(&dir)).expect("config");
-        let mut c = dirigo();
-        c.args(["run", "--quiet", "--node", id]).arg(&config);
-        commands.push(c);
+        std::fs::write(&config, engine + &secret_key(0, &dir) + &nodes + &apps(&dir)).expect("config");
+        commands.push(node(id, &config, Some(SECRET)));
     }
     let outs = run_all(commands);
     assert!(outs.iter().all(|o| !o.status.success()), "a node ran with a peer of another config");
@@ -289,12 +319,13 @@ fn nodes_started_from_different_cluster_configs_refuse_to_link() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `dirigo` with `args` on a config of `text` fails and its stderr contains each of `what`.
+/// `dirigo` with `args` on a config of `text` fails and its stderr contains each of `what`
+/// ([`SECRET_ENV`] unset).
 fn refuses(args: &[&str], text: &str, what: &[&str]) {
     let dir = run_dir("bad");
     let config = dir.join("bad.toml");
     std::fs::write(&config, text).expect("config");
-    let out = common::output(dirigo().args(args).arg(&config));
+    let out = common::output(dirigo().args(args).arg(&config).env_remove(SECRET_ENV));
     assert!(!out.status.success(), "{args:?} accepted {text}");
     let err = stderr(&out);
     for w in what {
@@ -306,7 +337,8 @@ fn refuses(args: &[&str], text: &str, what: &[&str]) {
 #[test]
 fn bad_cluster_configs_are_refused_with_what_is_wrong() {
     let two = "[[node]]\nid = \"a\"\naddress = \"127.0.0.1:7101\"\nshards = 1\n\
-               [[node]]\nid = \"b\"\naddress = \"127.0.0.1:7102\"\nshards = 1\n";
+               [[node]]\nid = \"b\"\naddress = \"127.0.0.1:7102\"\nshards = 1\n\
+               [cluster]\nsecret_env = \"DIRIGO_TEST_CLUSTER_SECRET\"\n";
     refuses(&["run", "--node", "zz"], two, &["--node zz: no such node; known: a, b"]);
     refuses(&["check", "--node", "zz"], two, &["no such node; known: a, b"]);
     refuses(&["run"], two, &["the config lists nodes a, b; pick one with --node"]);
