@@ -2,8 +2,9 @@
 //! TCP, produce exactly the outputs of one node running the same plan (the same number of
 //! shards), for the built-in functions; a dropped link is reported, re-established, and loses
 //! or duplicates nothing; bad cluster configs and a missing peer are refused with clear errors.
-//! Each test node is given the cluster secret one way or the other: by `secret_env` or by
-//! `secret_file`.
+//! Nodes prove they hold the cluster secret (each test node is given it either way: by
+//! `secret_env` or by `secret_file`); a node with another secret is refused both ways, and the
+//! nodes that share the secret run on without it.
 //!
 //! Every node writes its own sink files (`{node}` in the path); a cluster's output is the union
 //! of its nodes' files, compared with the one-node run's as a sorted multiset of lines. Each key
@@ -13,7 +14,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use common::{dirigo, free_address, stderr, DEADLINE};
 
@@ -353,4 +354,82 @@ fn bad_cluster_configs_are_refused_with_what_is_wrong() {
     let bad_address = two.replace("127.0.0.1:7102", "nowhere");
     refuses(&["check"], &bad_address, &["node[1] key `address`", "`nowhere` is not a host:port address"]);
     refuses(&["check"], &(two.to_owned() + "colour = \"red\"\n"), &["colour"]);
+}
+
+#[test]
+fn a_missing_or_empty_secret_stops_the_node_naming_the_key_and_where_it_looked() {
+    let two = "[[node]]\nid = \"a\"\naddress = \"127.0.0.1:7101\"\nshards = 1\n\
+               [[node]]\nid = \"b\"\naddress = \"127.0.0.1:7102\"\nshards = 1\n";
+    refuses(&["check"], two, &["bad.toml:6:6: cluster: a cluster of 2 nodes needs `secret_file` or `secret_env`"]);
+    let by_env = two.to_owned() + "[cluster]\nsecret_env = \"DIRIGO_TEST_CLUSTER_SECRET\"\n";
+    let unset =
+        ["bad.toml:10:14: cluster key `secret_env`: environment variable `DIRIGO_TEST_CLUSTER_SECRET` is not set"];
+    refuses(&["run", "--node", "a"], &by_env, &unset);
+    refuses(&["check", "--node", "b"], &by_env, &unset);
+    let dir = run_dir("secrets");
+    let empty = dir.join("empty.key");
+    std::fs::write(&empty, "\n").expect("secret file");
+    let by_file = |path: &Path| two.to_owned() + &format!("[cluster]\nsecret_file = \"{}\"\n", path.display());
+    let what = format!("bad.toml:10:15: cluster key `secret_file`: the secret file {} is empty", empty.display());
+    refuses(&["run", "--node", "a"], &by_file(&empty), &[&what]);
+    let absent = dir.join("absent.key");
+    let what = format!("cluster key `secret_file`: cannot read the secret file {}", absent.display());
+    refuses(&["run", "--node", "a"], &by_file(&absent), &[&what]);
+    let _ = std::fs::remove_dir_all(&dir);
+    // Without --node, `check` does not read the secret: it may run where the secret is not.
+    let dir = run_dir("unset");
+    let config = dir.join("c.toml");
+    std::fs::write(&config, &by_env).expect("config");
+    let out = common::output(dirigo().arg("check").arg(&config).env_remove(SECRET_ENV));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Start `command`, stdout and stderr captured.
+fn spawn(mut command: Command) -> Child {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("dirigo starts")
+}
+
+#[test]
+fn a_node_with_the_wrong_secret_is_refused_both_ways_and_the_others_run_on() {
+    let (want, want_totals) = one_node(3);
+    let dir = run_dir("impostor");
+    let nodes = nodes(&[1, 1, 1]);
+    let cluster = |timeout: &str| {
+        format!("[engine]\npin = false\n[cluster]\nconnect_timeout = \"{timeout}\"\nsecret_env = \"{SECRET_ENV}\"\n")
+    };
+    let good = dir.join("good.toml");
+    std::fs::write(&good, cluster("40s") + &nodes + &apps(&dir)).expect("config");
+    // The impostor runs the same cluster config (the same fingerprint) as node c, with another
+    // secret, its own output directory, and a shorter wait for its links.
+    let elsewhere = dir.join("impostor");
+    std::fs::create_dir_all(&elsewhere).expect("impostor dir");
+    let impostor = dir.join("impostor.toml");
+    std::fs::write(&impostor, cluster("5s") + &nodes + &apps(&elsewhere)).expect("config");
+
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (a, b) = (spawn(node("a", &good, Some(SECRET))), spawn(node("b", &good, Some(SECRET))));
+    let impostor = common::wait_all(vec![spawn(node("c", &impostor, Some("not the secret")))], DEADLINE).remove(0);
+    // Nodes a and b are still waiting for c: the real one joins them now.
+    let outs = common::wait_all(vec![a, b, spawn(node("c", &good, Some(SECRET)))], DEADLINE);
+
+    assert!(!impostor.status.success(), "the impostor ran");
+    let log = stderr(&impostor);
+    let err = log.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error in: {log}"));
+    assert!(err.contains("the cluster did not come up within 5s"), "{err}");
+    // Refused both ways by both good nodes: its proof there, and theirs here.
+    let there = "refused: it does not accept this node's proof: the two nodes hold different cluster secrets";
+    let here = "has not connected to this node (its last attempt was refused: its proof does not verify: \
+                it does not hold this node's cluster secret)";
+    assert_eq!((err.matches(there).count(), err.matches(here).count()), (2, 2), "{err}");
+    for (o, id) in outs.iter().zip(["a", "b"]) {
+        assert!(o.status.success(), "node {id} failed: {}", stderr(o));
+        let log = stderr(o);
+        assert!(log.contains("refused a link from node c (") && log.contains("its proof does not verify"), "{log}");
+        assert!(log.contains("link to node c (") && log.contains(there), "{log}");
+    }
+    assert!(outs[2].status.success(), "node c failed: {}", stderr(&outs[2]));
+    assert_same(&outputs(&dir), &want);
+    assert_eq!(totals(&outs), want_totals, "(events in, events out) summed over the nodes");
+    let _ = std::fs::remove_dir_all(&dir);
 }
