@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use dirigo_actors::envelope::Header;
 use dirigo_actors::record::{archive_values_into, Value};
-use dirigo_net::link::{node_mesh, wire, ClusterSpec, LinkSettings, NodeSpec, Transport};
+use dirigo_net::link::{node_mesh, wire, ClusterSpec, LinkSettings, NodeSpec, Secret, Transport};
 use dirigo_net::mailbox::{Batch, Inbox, Outbox};
 use dirigo_net::signal::ShardSignal;
 use hdrhistogram::Histogram;
@@ -100,10 +100,11 @@ fn link_pair(spin: Duration) -> (End, End, Transport, Transport) {
     let limits = wire::Limits { apps: 1, functions: 1 };
     let mut record = AlignedVec::new();
     archive_values_into(&[Value::U64(42), Value::U64(7)], &mut record);
+    let secret = Secret::random();
     let mut ends = Vec::new();
     let mut starts = Vec::new();
     for me in 0..2 {
-        let spec = ClusterSpec { nodes: nodes.clone(), me, settings };
+        let spec = ClusterSpec { nodes: nodes.clone(), me, settings, secret: Some(secret.clone()) };
         let signals: Vec<Arc<ShardSignal>> = (0..2).map(|_| Arc::new(ShardSignal::new(1).0)).collect();
         let (mut mesh, peers) = node_mesh(&spec, &signals, 1);
         let other = 1 - me;

@@ -48,8 +48,20 @@ pub fn settings(config: &Config) -> EngineSettings {
     }
 }
 
-/// The cluster of `config` as node `node` sees it, or why `node` names no node of it.
-pub fn cluster_spec(config: &Config, node: &str) -> Result<dirigo_net::link::ClusterSpec, crate::config::UnknownNode> {
+/// Why a node of a config cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterSpecError {
+    /// `--node` names no node of the config.
+    #[error(transparent)]
+    UnknownNode(#[from] crate::config::UnknownNode),
+    /// The cluster secret cannot be read (its key, and the variable or file it names).
+    #[error(transparent)]
+    Secret(#[from] ConfigError),
+}
+
+/// The cluster of `config` as node `node` sees it, with the cluster secret read now; or why
+/// `node` names no node of it, or the secret cannot be read.
+pub fn cluster_spec(config: &Config, node: &str) -> Result<dirigo_net::link::ClusterSpec, ClusterSpecError> {
     let me = config.node(node)?;
     let nodes = config
         .nodes
@@ -66,7 +78,8 @@ pub fn cluster_spec(config: &Config, node: &str) -> Result<dirigo_net::link::Clu
         spin: std::time::Duration::ZERO,
         drop_after: None,
     };
-    Ok(dirigo_net::link::ClusterSpec { nodes, me, settings })
+    let secret = config.cluster_secret()?;
+    Ok(dirigo_net::link::ClusterSpec { nodes, me, settings, secret })
 }
 
 /// Why a config could not be run.

@@ -2,6 +2,9 @@
 //! TCP, produce exactly the outputs of one node running the same plan (the same number of
 //! shards), for the built-in functions; a dropped link is reported, re-established, and loses
 //! or duplicates nothing; bad cluster configs and a missing peer are refused with clear errors.
+//! Nodes prove they hold the cluster secret (each test node is given it either way: by
+//! `secret_env` or by `secret_file`); a node with another secret is refused both ways, and the
+//! nodes that share the secret run on without it.
 //!
 //! Every node writes its own sink files (`{node}` in the path); a cluster's output is the union
 //! of its nodes' files, compared with the one-node run's as a sorted multiset of lines. Each key
@@ -11,9 +14,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use common::{dirigo, free_address, stderr, DEADLINE};
+
+/// The environment variable test clusters name in `secret_env`.
+const SECRET_ENV: &str = "DIRIGO_TEST_CLUSTER_SECRET";
+/// The secret the test clusters share.
+const SECRET: &str = "a secret only the test's nodes know";
 
 /// Every sink's output lines, sorted, by sink name.
 type Sinks = BTreeMap<String, Vec<String>>;
@@ -103,6 +111,30 @@ fn nodes(shards: &[usize]) -> String {
     t
 }
 
+/// The `[cluster]` key by which node `i` reads the secret, each way in turn: the even nodes by
+/// [`SECRET_ENV`], the odd ones by a file under `dir` (written here, newline-terminated).
+fn secret_key(i: usize, dir: &Path) -> String {
+    match i % 2 {
+        0 => format!("secret_env = \"{SECRET_ENV}\"\n"),
+        _ => {
+            let file = dir.join("secret.key");
+            std::fs::write(&file, format!("{SECRET}\n")).expect("secret file");
+            format!("secret_file = \"{}\"\n", file.display())
+        }
+    }
+}
+
+/// `dirigo run --json --quiet --node ID CONFIG`, with `secret` in [`SECRET_ENV`] (None: unset).
+fn node(id: &str, config: &Path, secret: Option<&str>) -> Command {
+    let mut c = dirigo();
+    c.args(["run", "--json", "--quiet", "--node", id]).arg(config);
+    match secret {
+        Some(s) => c.env(SECRET_ENV, s),
+        None => c.env_remove(SECRET_ENV),
+    };
+    c
+}
+
 /// Shards share the CPUs with each other and with other nodes: unpinned.
 fn engine(shards: usize) -> String {
     engine_with(shards, "")
@@ -171,17 +203,18 @@ fn one_node(total: usize) -> (Sinks, (u64, u64)) {
 }
 
 /// Run the apps on a cluster of nodes with these shard counts (each node with `env` set, and
-/// `engine` keys added to `[engine]`); the outputs, (events in, events out), and each node's
-/// stderr.
+/// `engine` keys added to `[engine]`; each with its own config file, which differ only in how
+/// they name the secret); the outputs, (events in, events out), and each node's stderr.
 fn cluster(shards: &[usize], env: &[(&str, &str)], engine: &str) -> (Sinks, (u64, u64), Vec<String>) {
     let dir = run_dir("cluster");
-    let config = dir.join("cluster.toml");
-    std::fs::write(&config, engine_with(0, engine) + &nodes(shards) + &apps(&dir)).expect("config");
+    let (nodes, apps) = (nodes(shards), apps(&dir));
     let commands = (0..shards.len())
         .map(|i| {
-            let mut c = dirigo();
             let id = ((b'a' + i as u8) as char).to_string();
-            c.args(["run", "--json", "--quiet", "--node", &id]).arg(&config);
+            let config = dir.join(format!("cluster-{id}.toml"));
+            std::fs::write(&config, engine_with(0, engine) + &secret_key(i, &dir) + &nodes + &apps).expect("config");
+            let secret = (i % 2 == 0).then_some(SECRET);
+            let mut c = node(&id, &config, secret);
             c.envs(env.iter().copied());
             c
         })
@@ -258,12 +291,12 @@ fn a_dropped_link_is_reported_and_reestablished_without_loss() {
 fn a_missing_peer_is_named_when_the_cluster_does_not_come_up() {
     let dir = run_dir("missing");
     let config = dir.join("c.toml");
-    let text =
-        "[engine]\npin = false\n[cluster]\nconnect_timeout = \"500ms\"\n".to_owned() + &nodes(&[1, 1]) + &apps(&dir);
+    let text = "[engine]\npin = false\n[cluster]\nconnect_timeout = \"500ms\"\n".to_owned()
+        + &secret_key(0, &dir)
+        + &nodes(&[1, 1])
+        + &apps(&dir);
     std::fs::write(&config, text).expect("config");
-    let mut c = dirigo();
-    c.args(["run", "--quiet", "--node", "a"]).arg(&config);
-    let out = run_all(vec![c]).remove(0);
+    let out = run_all(vec![node("a", &config, Some(SECRET))]).remove(0);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("did not come up within 500ms") && err.contains("no link to node b (127.0.0.1:"), "{err}");
@@ -279,10 +312,8 @@ fn nodes_started_from_different_cluster_configs_refuse_to_link() {
         let config = dir.join(format!("{id}.toml"));
         let engine =
             format!("[engine]\npin = false\nmailbox_batches = {batches}\n[cluster]\nconnect_timeout = \"3s\"\n");
-        std::fs::write(&config, engine + &nodes + &apps(&dir)).expect("config");
-        let mut c = dirigo();
-        c.args(["run", "--quiet", "--node", id]).arg(&config);
-        commands.push(c);
+        std::fs::write(&config, engine + &secret_key(0, &dir) + &nodes + &apps(&dir)).expect("config");
+        commands.push(node(id, &config, Some(SECRET)));
     }
     let outs = run_all(commands);
     assert!(outs.iter().all(|o| !o.status.success()), "a node ran with a peer of another config");
@@ -291,12 +322,13 @@ fn nodes_started_from_different_cluster_configs_refuse_to_link() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `dirigo` with `args` on a config of `text` fails and its stderr contains each of `what`.
+/// `dirigo` with `args` on a config of `text` fails and its stderr contains each of `what`
+/// ([`SECRET_ENV`] unset).
 fn refuses(args: &[&str], text: &str, what: &[&str]) {
     let dir = run_dir("bad");
     let config = dir.join("bad.toml");
     std::fs::write(&config, text).expect("config");
-    let out = common::output(dirigo().args(args).arg(&config));
+    let out = common::output(dirigo().args(args).arg(&config).env_remove(SECRET_ENV));
     assert!(!out.status.success(), "{args:?} accepted {text}");
     let err = stderr(&out);
     for w in what {
@@ -308,7 +340,8 @@ fn refuses(args: &[&str], text: &str, what: &[&str]) {
 #[test]
 fn bad_cluster_configs_are_refused_with_what_is_wrong() {
     let two = "[[node]]\nid = \"a\"\naddress = \"127.0.0.1:7101\"\nshards = 1\n\
-               [[node]]\nid = \"b\"\naddress = \"127.0.0.1:7102\"\nshards = 1\n";
+               [[node]]\nid = \"b\"\naddress = \"127.0.0.1:7102\"\nshards = 1\n\
+               [cluster]\nsecret_env = \"DIRIGO_TEST_CLUSTER_SECRET\"\n";
     refuses(&["run", "--node", "zz"], two, &["--node zz: no such node; known: a, b"]);
     refuses(&["check", "--node", "zz"], two, &["no such node; known: a, b"]);
     refuses(&["run"], two, &["the config lists nodes a, b; pick one with --node"]);
@@ -323,4 +356,82 @@ fn bad_cluster_configs_are_refused_with_what_is_wrong() {
     let bad_address = two.replace("127.0.0.1:7102", "nowhere");
     refuses(&["check"], &bad_address, &["node[1] key `address`", "`nowhere` is not a host:port address"]);
     refuses(&["check"], &(two.to_owned() + "colour = \"red\"\n"), &["colour"]);
+}
+
+#[test]
+fn a_missing_or_empty_secret_stops_the_node_naming_the_key_and_where_it_looked() {
+    let two = "[[node]]\nid = \"a\"\naddress = \"127.0.0.1:7101\"\nshards = 1\n\
+               [[node]]\nid = \"b\"\naddress = \"127.0.0.1:7102\"\nshards = 1\n";
+    refuses(&["check"], two, &["bad.toml:6:6: cluster: a cluster of 2 nodes needs `secret_file` or `secret_env`"]);
+    let by_env = two.to_owned() + "[cluster]\nsecret_env = \"DIRIGO_TEST_CLUSTER_SECRET\"\n";
+    let unset =
+        ["bad.toml:10:14: cluster key `secret_env`: environment variable `DIRIGO_TEST_CLUSTER_SECRET` is not set"];
+    refuses(&["run", "--node", "a"], &by_env, &unset);
+    refuses(&["check", "--node", "b"], &by_env, &unset);
+    let dir = run_dir("secrets");
+    let empty = dir.join("empty.key");
+    std::fs::write(&empty, "\n").expect("secret file");
+    let by_file = |path: &Path| two.to_owned() + &format!("[cluster]\nsecret_file = \"{}\"\n", path.display());
+    let what = format!("bad.toml:10:15: cluster key `secret_file`: the secret file {} is empty", empty.display());
+    refuses(&["run", "--node", "a"], &by_file(&empty), &[&what]);
+    let absent = dir.join("absent.key");
+    let what = format!("cluster key `secret_file`: cannot read the secret file {}", absent.display());
+    refuses(&["run", "--node", "a"], &by_file(&absent), &[&what]);
+    let _ = std::fs::remove_dir_all(&dir);
+    // Without --node, `check` does not read the secret: it may run where the secret is not.
+    let dir = run_dir("unset");
+    let config = dir.join("c.toml");
+    std::fs::write(&config, &by_env).expect("config");
+    let out = common::output(dirigo().arg("check").arg(&config).env_remove(SECRET_ENV));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Start `command`, stdout and stderr captured.
+fn spawn(mut command: Command) -> Child {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("dirigo starts")
+}
+
+#[test]
+fn a_node_with_the_wrong_secret_is_refused_both_ways_and_the_others_run_on() {
+    let (want, want_totals) = one_node(3);
+    let dir = run_dir("impostor");
+    let nodes = nodes(&[1, 1, 1]);
+    let cluster = |timeout: &str| {
+        format!("[engine]\npin = false\n[cluster]\nconnect_timeout = \"{timeout}\"\nsecret_env = \"{SECRET_ENV}\"\n")
+    };
+    let good = dir.join("good.toml");
+    std::fs::write(&good, cluster("40s") + &nodes + &apps(&dir)).expect("config");
+    // The impostor runs the same cluster config (the same fingerprint) as node c, with another
+    // secret, its own output directory, and a shorter wait for its links.
+    let elsewhere = dir.join("impostor");
+    std::fs::create_dir_all(&elsewhere).expect("impostor dir");
+    let impostor = dir.join("impostor.toml");
+    std::fs::write(&impostor, cluster("5s") + &nodes + &apps(&elsewhere)).expect("config");
+
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (a, b) = (spawn(node("a", &good, Some(SECRET))), spawn(node("b", &good, Some(SECRET))));
+    let impostor = common::wait_all(vec![spawn(node("c", &impostor, Some("not the secret")))], DEADLINE).remove(0);
+    // Nodes a and b are still waiting for c: the real one joins them now.
+    let outs = common::wait_all(vec![a, b, spawn(node("c", &good, Some(SECRET)))], DEADLINE);
+
+    assert!(!impostor.status.success(), "the impostor ran");
+    let log = stderr(&impostor);
+    let err = log.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error in: {log}"));
+    assert!(err.contains("the cluster did not come up within 5s"), "{err}");
+    // Refused both ways by both good nodes: its proof there, and theirs here.
+    let there = "refused: it does not accept this node's proof: the two nodes hold different cluster secrets";
+    let here = "has not connected to this node (its last attempt was refused: its proof does not verify: \
+                it does not hold this node's cluster secret)";
+    assert_eq!((err.matches(there).count(), err.matches(here).count()), (2, 2), "{err}");
+    for (o, id) in outs.iter().zip(["a", "b"]) {
+        assert!(o.status.success(), "node {id} failed: {}", stderr(o));
+        let log = stderr(o);
+        assert!(log.contains("refused a link from node c (") && log.contains("its proof does not verify"), "{log}");
+        assert!(log.contains("link to node c (") && log.contains(there), "{log}");
+    }
+    assert!(outs[2].status.success(), "node c failed: {}", stderr(&outs[2]));
+    assert_same(&outputs(&dir), &want);
+    assert_eq!(totals(&outs), want_totals, "(events in, events out) summed over the nodes");
+    let _ = std::fs::remove_dir_all(&dir);
 }

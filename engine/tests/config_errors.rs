@@ -360,13 +360,80 @@ fn schema_and_map_fields_keep_their_order() {
 
 #[test]
 fn configs_round_trip() {
-    for text in [BIDS, TWO_APPS, ""] {
+    let cluster = two_nodes("secret_env = \"DIRIGO_CLUSTER_SECRET\"\n");
+    for text in [BIDS, TWO_APPS, "", &cluster] {
         let config = Config::parse(text, "a.toml").unwrap();
         let written = config.to_toml().unwrap();
         let again = Config::parse(&written, "b.toml").unwrap_or_else(|e| panic!("{e}\n{written}"));
         assert_eq!(config.engine, again.engine);
         assert_eq!(config.apps, again.apps, "{written}");
+        assert_eq!(config.cluster.secret.map(|s| s.key()), again.cluster.secret.map(|s| s.key()), "{written}");
     }
+}
+
+/// Two nodes (lines 1-8), then `[cluster]` (line 9) with `lines` from line 10.
+fn two_nodes(lines: &str) -> String {
+    "[[node]]\nid = \"a\"\naddress = \"127.0.0.1:7101\"\nshards = 1\n\
+     [[node]]\nid = \"b\"\naddress = \"127.0.0.1:7102\"\nshards = 1\n\
+     [cluster]\n"
+        .to_owned()
+        + lines
+}
+
+#[test]
+fn a_cluster_names_exactly_one_secret() {
+    assert_error(
+        &two_nodes(""),
+        "bad.toml:6:6: cluster: a cluster of 2 nodes needs `secret_file` or `secret_env`: the secret its \
+         nodes prove to each other before their links carry anything",
+    );
+    assert_error(
+        &two_nodes("secret_file = \"k\"\nsecret_env = \"K\"\n"),
+        "bad.toml:11:14: cluster key `secret_env`: set `secret_file` or `secret_env`, not both",
+    );
+    assert_error(
+        &two_nodes("secret_env = \"\"\n"),
+        "bad.toml:10:14: cluster key `secret_env`: must name an environment variable, not be empty",
+    );
+    assert_error(
+        &two_nodes("secret_file = \"\"\n"),
+        "bad.toml:10:15: cluster key `secret_file`: must name a file, not be empty",
+    );
+    assert!(
+        error(&two_nodes("secret = \"hunter2\"\n")).contains("unknown field `secret`"),
+        "the secret itself is no key"
+    );
+}
+
+#[test]
+fn a_secret_that_cannot_be_read_is_named_at_its_key() {
+    let read = |text: &str, env: Option<&str>| {
+        let config = Config::parse(text, "bad.toml").unwrap();
+        let value = env.map(std::ffi::OsString::from);
+        config.cluster_secret_from(|_| value.clone()).map(|_| ()).unwrap_err().to_string()
+    };
+    let by_env = two_nodes("secret_env = \"DIRIGO_CLUSTER_SECRET\"\n");
+    assert_eq!(
+        read(&by_env, None),
+        "bad.toml:10:14: cluster key `secret_env`: environment variable `DIRIGO_CLUSTER_SECRET` is not set"
+    );
+    assert_eq!(
+        read(&by_env, Some(" \n")),
+        "bad.toml:10:14: cluster key `secret_env`: environment variable `DIRIGO_CLUSTER_SECRET` is empty"
+    );
+    let dir = std::env::temp_dir().join(format!("dirigo-config-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (empty, absent) = (dir.join("empty.key"), dir.join("absent.key"));
+    std::fs::write(&empty, "").unwrap();
+    let by_file = |p: &std::path::Path| two_nodes(&format!("secret_file = \"{}\"\n", p.display()));
+    let e = read(&by_file(&empty), None);
+    assert_eq!(e, format!("bad.toml:10:15: cluster key `secret_file`: the secret file {} is empty", empty.display()));
+    let e = read(&by_file(&absent), None);
+    let want = format!("bad.toml:10:15: cluster key `secret_file`: cannot read the secret file {}: ", absent.display());
+    assert!(e.starts_with(&want), "{e}");
+    let e = read(&by_file(&dir), None);
+    assert!(e.contains("cannot read the secret file"), "a directory: {e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

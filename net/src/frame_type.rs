@@ -22,11 +22,14 @@ pub enum FrameType {
     Ping = 8,
     /// Answer to a [`FrameType::Ping`].
     Pong = 9,
+    /// A link handshake's answer to the peer's challenge: a MAC that proves the sender holds the
+    /// cluster secret.
+    Proof = 10,
 }
 
 impl FrameType {
     /// Every frame type, in wire order.
-    pub const ALL: [FrameType; 9] = [
+    pub const ALL: [FrameType; 10] = [
         FrameType::Data,
         FrameType::Record,
         FrameType::Watermark,
@@ -36,5 +39,6 @@ impl FrameType {
         FrameType::Error,
         FrameType::Ping,
         FrameType::Pong,
+        FrameType::Proof,
     ];
 }

@@ -16,7 +16,8 @@
 //!
 //! Between nodes and with clients:
 //! - [`link`]: node-to-node links: an outbound and an inbound thread per peer that carry the
-//!   mailboxes crossing nodes, with credits, numbered frames and resend after a reconnect.
+//!   mailboxes crossing nodes, with credits, numbered frames and resend after a reconnect; each
+//!   connection opens with a handshake in which both nodes prove they hold the cluster secret.
 //! - [`tcp`]: tcp sources polled by their shard ([`tcp::TcpIngress`]), tcp sinks served by an
 //!   edge thread ([`tcp::EgressHub`]), and the reference clients behind `dirigo send` and
 //!   `dirigo tail`.

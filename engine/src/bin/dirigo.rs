@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use dirigo_actors::record::{FieldType, Schema};
-use dirigo_engine::compile::{cluster_spec, compile, compile_node, settings};
+use dirigo_engine::compile::{cluster_spec, compile, compile_node, settings, ClusterSpecError};
 use dirigo_engine::config::SourceKind;
 use dirigo_engine::config::{unknown_node, Config};
 use dirigo_engine::engine::{run_node, StopHandle};
@@ -57,7 +57,7 @@ enum Command {
     Check {
         /// The config file (TOML).
         config: PathBuf,
-        /// Also check that the cluster has this node.
+        /// Also check that the cluster has this node, and read its cluster secret as `run` would.
         #[arg(long)]
         node: Option<String>,
     },
@@ -150,15 +150,26 @@ fn load(
     let Some(id) = node else {
         anyhow::bail!("{}: the config lists nodes {}; pick one with --node", path.display(), ids.join(", "));
     };
-    let spec = cluster_spec(&config, id).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let spec = cluster_spec(&config, id).map_err(|e| node_error(path, e))?;
     let plan = compile_node(&config, config.cluster_shards(), Some(&config.nodes[spec.me]))?;
     Ok((config, plan, Some(spec)))
 }
 
+/// A node that cannot start: an unknown id is reported under the config's path (a secret that
+/// cannot be read already names the file, line and key).
+fn node_error(path: &Path, e: ClusterSpecError) -> anyhow::Error {
+    match e {
+        ClusterSpecError::UnknownNode(e) => anyhow::anyhow!("{}: {e}", path.display()),
+        ClusterSpecError::Secret(e) => e.into(),
+    }
+}
+
+/// `dirigo check`: the config, and with `--node` that node's view of the cluster (its cluster
+/// secret read as it would be at startup).
 fn check(path: &Path, node: Option<&str>) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     if let Some(id) = node {
-        config.node(id).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        cluster_spec(&config, id).map_err(|e| node_error(path, e))?;
     }
     let plan = compile(&config, config.cluster_shards())?;
     let nodes = match config.nodes.len() {

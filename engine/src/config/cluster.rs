@@ -1,17 +1,24 @@
-//! Resolves `[cluster]` and the `[[node]]` list into `ClusterConfig` and `NodeConfig`s.
+//! Resolves `[cluster]` and the `[[node]]` list into `ClusterConfig` and `NodeConfig`s, and reads
+//! the cluster secret when a node starts.
 //!
 //! No `[[node]]` is a single node (every shard local). Ids and addresses are unique; each node's
-//! shards are a range of the global shard ids, in the order the nodes are listed.
+//! shards are a range of the global shard ids, in the order the nodes are listed. A cluster of
+//! more than one node names where its secret is (`secret_file` or `secret_env`, exactly one);
+//! the secret itself is never in the config.
 
+use std::ffi::OsString;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
 
+use dirigo_net::link::Secret;
 use toml::Spanned;
 
 use super::check::positive;
 use super::defaults::DEFAULT_TOML_NAME;
 use super::doc::{ClusterLayer, NodeDoc};
-use super::error::{ConfigError, Problem, Source};
-use super::model::{ClusterConfig, NodeConfig};
+use super::error::{ConfigError, Problem, SecretProblem, Source};
+use super::model::{ClusterConfig, NodeConfig, SecretSource};
 use super::path::KeyPath;
 use super::values::HumanDuration;
 
@@ -70,8 +77,63 @@ pub(crate) fn settings(src: &Source, layer: ClusterLayer) -> Result<ClusterConfi
             ConfigError::problem(src, 0..0, KeyPath::table("cluster"), Problem::MissingKey { key, reason })
         })
     };
+    let secret = match (layer.secret_file, layer.secret_env) {
+        (Some(_), Some(env)) => {
+            let problem = Problem::Secret(SecretProblem::Both);
+            return Err(ConfigError::problem(src, env.span(), KeyPath::table("cluster").key("secret_env"), problem));
+        }
+        (Some(file), None) => Some(SecretSource::File(file)),
+        (None, Some(env)) => Some(SecretSource::Env(env)),
+        (None, None) => None,
+    };
+    if let Some(source) = &secret {
+        if source.name().get_ref().is_empty() {
+            let problem = Problem::Secret(SecretProblem::EmptyName { key: source.key() });
+            return Err(ConfigError::problem(src, source.name().span(), secret_key(source), problem));
+        }
+    }
     Ok(ClusterConfig {
         connect_timeout: get(layer.connect_timeout, "connect_timeout")?,
         reconnect_timeout: get(layer.reconnect_timeout, "reconnect_timeout")?,
+        secret,
+    })
+}
+
+/// A cluster of more than one node names its secret; the error points at the second node.
+pub(crate) fn secret_named(src: &Source, cluster: &ClusterConfig, nodes: &[NodeConfig]) -> Result<(), ConfigError> {
+    match (&cluster.secret, nodes.get(1)) {
+        (None, Some(second)) => {
+            let problem = Problem::Secret(SecretProblem::Missing { nodes: nodes.len() });
+            Err(ConfigError::problem(src, second.id.span(), KeyPath::table("cluster"), problem))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn secret_key(source: &SecretSource) -> KeyPath {
+    KeyPath::table("cluster").key(source.key())
+}
+
+/// The secret `source` names, read now (when a node starts), through `env` for a variable.
+/// Trailing whitespace (the newline a file ends with) is not part of it; an unset variable, an
+/// unreadable file, or nothing left, is an error at the key that names it.
+pub(crate) fn read_secret(
+    src: &Source,
+    source: &SecretSource,
+    env: impl Fn(&str) -> Option<OsString>,
+) -> Result<Secret, ConfigError> {
+    let name = source.name().get_ref();
+    let fail = |problem| ConfigError::problem(src, source.name().span(), secret_key(source), Problem::Secret(problem));
+    let mut bytes = match source {
+        SecretSource::Env(_) => env(name).ok_or_else(|| fail(SecretProblem::Unset { var: name.clone() }))?.into_vec(),
+        SecretSource::File(_) => std::fs::read(name)
+            .map_err(|e| fail(SecretProblem::Unreadable { path: PathBuf::from(name), kind: e.kind() }))?,
+    };
+    while bytes.last().is_some_and(u8::is_ascii_whitespace) {
+        bytes.pop();
+    }
+    Secret::new(bytes).map_err(|_| match source {
+        SecretSource::Env(_) => fail(SecretProblem::EmptyVariable { var: name.clone() }),
+        SecretSource::File(_) => fail(SecretProblem::EmptyFile { path: PathBuf::from(name) }),
     })
 }

@@ -152,6 +152,10 @@ pub(crate) struct SinkDoc {
 pub(crate) struct ClusterLayer {
     pub connect_timeout: Option<Spanned<HumanDuration>>,
     pub reconnect_timeout: Option<Spanned<HumanDuration>>,
+    /// A file holding the cluster secret (the secret itself is never in the config).
+    pub secret_file: Option<Spanned<String>>,
+    /// An environment variable holding the cluster secret.
+    pub secret_env: Option<Spanned<String>>,
 }
 
 impl ClusterLayer {
@@ -160,6 +164,8 @@ impl ClusterLayer {
         ClusterLayer {
             connect_timeout: self.connect_timeout.or(base.connect_timeout),
             reconnect_timeout: self.reconnect_timeout.or(base.reconnect_timeout),
+            secret_file: self.secret_file.or(base.secret_file),
+            secret_env: self.secret_env.or(base.secret_env),
         }
     }
 }

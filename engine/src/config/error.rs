@@ -79,9 +79,35 @@ pub enum Problem {
     Cycle { cycle: Vec<String> },
     #[error("must be greater than zero")]
     NotPositive,
+    /// The cluster secret is not configured, or cannot be read.
+    #[error("{0}")]
+    Secret(SecretProblem),
     /// Anything a later stage (the planner) finds.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// What is wrong with the cluster secret: its keys (found when the config is read), or what
+/// they name (found when a node starts and reads it).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SecretProblem {
+    #[error(
+        "a cluster of {nodes} nodes needs `secret_file` or `secret_env`: the secret its nodes \
+         prove to each other before their links carry anything"
+    )]
+    Missing { nodes: usize },
+    #[error("set `secret_file` or `secret_env`, not both")]
+    Both,
+    #[error("must name {}, not be empty", match *.key { "secret_file" => "a file", _ => "an environment variable" })]
+    EmptyName { key: &'static str },
+    #[error("environment variable `{var}` is not set")]
+    Unset { var: String },
+    #[error("environment variable `{var}` is empty")]
+    EmptyVariable { var: String },
+    #[error("cannot read the secret file {}: {kind}", .path.display())]
+    Unreadable { path: PathBuf, kind: std::io::ErrorKind },
+    #[error("the secret file {} is empty", .path.display())]
+    EmptyFile { path: PathBuf },
 }
 
 fn note(reason: &str) -> String {

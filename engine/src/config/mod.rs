@@ -47,17 +47,20 @@ mod sinks;
 mod sources;
 mod values;
 
+use std::ffi::OsString;
 use std::path::Path;
+
+use dirigo_net::link::Secret;
 
 pub use defaults::{
     AppDefaults, Defaults, EngineConfig, FileSinkDefaults, FileSourceDefaults, FunctionDefaults, GeneratorDefaults,
     SinkDefaults, SourceDefaults, TcpSinkDefaults, TcpSourceDefaults, WindowDefaults, DEFAULT_TOML, DEFAULT_TOML_NAME,
 };
-pub use error::{ConfigError, Invalid, Location, Problem, Source};
+pub use error::{ConfigError, Invalid, Location, Problem, SecretProblem, Source};
 pub use model::{
     unknown_node, Aggregate, AggregateSpec, AppConfig, Burst, ClusterConfig, Config, FileSource, FunctionConfig,
-    FunctionKind, GeneratorSource, JoinFunction, Node, NodeConfig, NodeId, SchemaConfig, SchemaField, SinkConfig,
-    SinkKind, SourceConfig, SourceKind, TcpSource, UnknownNode, WindowFunction, WindowSpec,
+    FunctionKind, GeneratorSource, JoinFunction, Node, NodeConfig, NodeId, SchemaConfig, SchemaField, SecretSource,
+    SinkConfig, SinkKind, SourceConfig, SourceKind, TcpSource, UnknownNode, WindowFunction, WindowSpec,
 };
 pub use path::{KeyPath, Role, Segment};
 pub use values::{AggregateOp, Distribution, FileFormat, Policy, TcpIo, WindowType, WireFormat};
@@ -78,6 +81,19 @@ impl Config {
     /// The `[engine]` table of `configs/default.toml`.
     pub fn default_engine() -> Result<EngineConfig, ConfigError> {
         Config::parse("", DEFAULT_TOML_NAME).map(|c| c.engine)
+    }
+
+    /// The cluster secret, read now from the file or environment variable `[cluster]` names
+    /// (`None` when it names neither: a single node). An unset variable, an unreadable file or
+    /// an empty secret is an error at that key, naming the variable or the file.
+    pub fn cluster_secret(&self) -> Result<Option<Secret>, ConfigError> {
+        self.cluster_secret_from(|var| std::env::var_os(var))
+    }
+
+    /// [`Config::cluster_secret`] with the environment given as `env`.
+    pub fn cluster_secret_from(&self, env: impl Fn(&str) -> Option<OsString>) -> Result<Option<Secret>, ConfigError> {
+        let Some(source) = &self.cluster.secret else { return Ok(None) };
+        cluster::read_secret(&self.source, source, env).map(Some)
     }
 }
 

@@ -395,6 +395,38 @@ pub struct ClusterConfig {
     /// How long a dropped link is retried before the node gives up.
     #[serde(serialize_with = "ser_duration")]
     pub reconnect_timeout: Duration,
+    /// Where each node reads the secret its links prove (`None`: not set; only a single node
+    /// may leave it out). Read when a node starts: [`Config::cluster_secret`].
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretSource>,
+}
+
+/// Where the cluster secret is read from: `[cluster] secret_file` or `secret_env`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum SecretSource {
+    /// A file whose bytes are the secret.
+    #[serde(rename = "secret_file")]
+    File(Spanned<String>),
+    /// An environment variable whose value is the secret.
+    #[serde(rename = "secret_env")]
+    Env(Spanned<String>),
+}
+
+impl SecretSource {
+    /// The key it was set with.
+    pub fn key(&self) -> &'static str {
+        match self {
+            SecretSource::File(_) => "secret_file",
+            SecretSource::Env(_) => "secret_env",
+        }
+    }
+
+    /// The file name or the variable name, as written.
+    pub fn name(&self) -> &Spanned<String> {
+        match self {
+            SecretSource::File(name) | SecretSource::Env(name) => name,
+        }
+    }
 }
 
 /// One node of the cluster, checked.

@@ -31,6 +31,7 @@ pub(crate) fn config(source: Source) -> Result<Config, ConfigError> {
     let apps = apps(&source, &defaults, user.app)?;
     let cluster = cluster::settings(&source, user.cluster.over(base.cluster))?;
     let nodes = cluster::nodes(&source, user.node)?;
+    cluster::secret_named(&source, &cluster, &nodes)?;
     Ok(Config { engine, defaults, apps, cluster, nodes, source })
 }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::wire::WireError;
+use super::wire::{Refusal, WireError};
 use crate::{DecodeError, FrameType};
 
 /// A node as a link names it: `node b (127.0.0.1:7102)`.
@@ -77,6 +77,21 @@ pub enum LinkFault {
     /// Dropped on purpose by the test hook `DIRIGO_TEST_DROP_LINK`.
     #[error("dropped by the test hook DIRIGO_TEST_DROP_LINK")]
     TestDrop,
+    /// The peer refused this node's handshake (its word for it: not authenticated).
+    #[error("refused: {0}")]
+    Refused(Refusal),
+    /// The peer's handshake proof does not verify: it does not hold this node's cluster secret,
+    /// or it is not the node it claims to be. The connection is refused.
+    #[error("its proof does not verify: it does not hold this node's cluster secret")]
+    BadProof,
+}
+
+impl LinkFault {
+    /// The fault is the handshake's authentication failing (either side's proof), not the
+    /// network.
+    pub fn is_authentication(&self) -> bool {
+        matches!(self, LinkFault::Refused(Refusal::BadProof) | LinkFault::BadProof)
+    }
 }
 
 fn unexpected(want: Option<FrameType>, got: FrameType) -> String {
@@ -107,11 +122,15 @@ pub enum LinkError {
     #[error("the cluster did not come up within {timeout:?}: {}", missing(no_link_to, not_connected))]
     Startup {
         timeout: Duration,
-        /// Peers this node could not link to.
-        no_link_to: Vec<Peer>,
-        /// Peers that have not linked to this node.
-        not_connected: Vec<Peer>,
+        /// Peers this node could not link to, each with why its last attempt failed.
+        no_link_to: Vec<Missing>,
+        /// Peers that have not linked to this node, each with why its last attempt was refused
+        /// (if one was).
+        not_connected: Vec<Missing>,
     },
+    /// A node with peers was started without the cluster secret its links prove.
+    #[error("node {node}: a cluster of {nodes} nodes needs a cluster secret")]
+    NoSecret { node: String, nodes: usize },
     /// The listener stopped accepting.
     #[error("listener: {0}")]
     Listener(Arc<std::io::Error>),
@@ -129,8 +148,22 @@ pub enum LinkError {
     NotReestablished { peer: Peer, direction: Direction, fault: LinkFault, within: Duration },
 }
 
-fn missing(no_link_to: &[Peer], not_connected: &[Peer]) -> String {
-    let to = no_link_to.iter().map(|p| format!("no link to {p} (is it running?)"));
-    let from = not_connected.iter().map(|p| format!("{p} has not connected to this node"));
+/// A link that did not come up, and why its last attempt failed, if one did.
+#[derive(Clone, Debug)]
+pub struct Missing {
+    pub peer: Peer,
+    pub last: Option<LinkFault>,
+}
+
+fn missing(no_link_to: &[Missing], not_connected: &[Missing]) -> String {
+    let to = no_link_to.iter().map(|m| match &m.last {
+        Some(f) if f.is_authentication() => format!("no link to {}: {f}", m.peer),
+        Some(f) => format!("no link to {} (is it running? last attempt: {f})", m.peer),
+        None => format!("no link to {} (is it running?)", m.peer),
+    });
+    let from = not_connected.iter().map(|m| match &m.last {
+        Some(f) => format!("{} has not connected to this node (its last attempt was refused: {f})", m.peer),
+        None => format!("{} has not connected to this node", m.peer),
+    });
     to.chain(from).collect::<Vec<_>>().join("; ")
 }

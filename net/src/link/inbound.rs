@@ -1,5 +1,7 @@
 //! The inbound half of a link: the listener accepts a peer's connection (a handshake names the
-//! peer and tells it the next frame this node expects), then a thread reads the peer's frames,
+//! peer, checks its proof of the cluster secret, and tells it the next frame this node expects;
+//! only then does the connection replace the peer's previous one), then a thread reads the
+//! peer's frames,
 //! checks them, and pushes each batch into the ring of the local shard it is for. As the shards
 //! finish with batches (they come back on the rings' return side) it grants the peer credit and
 //! acknowledges what has arrived. The receiving state outlives a connection: when the peer
@@ -14,8 +16,8 @@ use std::time::{Duration, Instant};
 use crate::{FrameDecoder, FrameType};
 use rkyv::util::AlignedVec;
 
-use super::outbound::read_frame;
-use super::wire::{self, Hello};
+use super::handshake::{self, AcceptError};
+use super::wire;
 use super::{channel_index, Direction, LinkError, LinkFault, Shared};
 use crate::mailbox::{Batch, Outbox};
 
@@ -92,53 +94,55 @@ pub(crate) fn listen(shared: Arc<Shared>, listener: TcpListener, receivers: Vec<
     }
 }
 
-/// Handshake with a connecting peer, then receive on this connection until it ends.
+/// Handshake with a connecting peer, then receive on this connection until it ends. A
+/// connection that does not prove the cluster secret is refused, and leaves the peer's current
+/// connection alone.
 fn accept(shared: &Shared, receivers: &[Option<Receiver>], stream: TcpStream) {
     let spec = &shared.spec;
     let mut decoder = FrameDecoder::default();
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(spec.settings.connect_timeout));
-    let hello = match read_frame(&stream, &mut decoder, FrameType::Hello).and_then(|p| Ok(Hello::decode(&p)?)) {
-        Ok(h) => h,
-        Err(e) => return tracing::warn!("refused a link connection: {e}"),
-    };
-    let fingerprint = spec.fingerprint();
-    let receiver = receivers.get(hello.from as usize).and_then(Option::as_ref);
-    let receiver = match receiver {
-        Some(r) if hello.fingerprint == fingerprint && hello.to as usize == spec.me => r,
-        _ => {
-            // Answer anyway, so the dialer can tell a config mismatch from a network fault.
-            let epoch = crate::clock::epoch_unix_ns();
-            let reply = Hello { fingerprint, from: spec.me as u32, to: hello.from, next: 0, epoch };
-            let mut out = AlignedVec::new();
-            let _ = reply.encode(&mut out);
-            let _ = (&stream).write_all(&out);
-            return tracing::warn!("refused a link from node index {}: another cluster config", hello.from);
+    let is_peer = |from: u32| receivers.get(from as usize).is_some_and(Option::is_some);
+    let challenged = match handshake::challenge(&stream, &mut decoder, spec.fingerprint(), spec.me as u32, is_peer) {
+        Ok(c) => c,
+        Err(AcceptError::Fault(e)) => return tracing::warn!("refused a link connection: {e}"),
+        Err(AcceptError::OtherConfig { from }) => {
+            return tracing::warn!("refused a link from node index {from}: another cluster config")
+        }
+        Err(AcceptError::NotAddressed { from, to }) => {
+            return tracing::warn!("refused a link connection: its hello is from node index {from} to node index {to}")
         }
     };
+    let receiver = receivers[challenged.hello.from as usize].as_ref().expect("checked by the challenge");
+    if let Err(fault) = challenged.verify(&stream, &mut decoder, &shared.secret) {
+        let claimed = spec.peer(receiver.peer);
+        match shared.note(receiver.peer, Direction::From, &fault) {
+            true => tracing::warn!("refused a link from {claimed} (as it claims): {fault}"),
+            false => tracing::debug!("refused a link from {claimed} (as it claims): {fault}"),
+        }
+        return;
+    }
+    shared.clear(receiver.peer, Direction::From);
+    // Authenticated: only now may this connection replace the peer's current one.
     if let Some(old) = receiver.current.lock().expect("current").replace(stream.try_clone().expect("clone")) {
         let _ = old.shutdown(Shutdown::Both);
     }
     let mut state = receiver.state.lock().expect("receiver state");
-    let epoch = crate::clock::epoch_unix_ns();
-    let reply = Hello { fingerprint, from: spec.me as u32, to: hello.from, next: state.next, epoch };
-    let mut out = AlignedVec::new();
-    reply.encode(&mut out).expect("aligned");
-    if let Err(e) = (&stream).write_all(&out) {
+    if let Err(e) = challenged.welcome(&stream, &shared.secret, state.next) {
         return tracing::warn!("link from {}: handshake failed: {e}", spec.peer(receiver.peer));
     }
+    shared.accepted.fetch_add(1, Ordering::Relaxed);
     if state.bye {
-        return; // a goodbye that was received, sent again: the reply above acknowledged it
+        return; // a goodbye that was received, sent again: the welcome above acknowledged it
     }
     if receiver.lost.lock().expect("lost").take().is_some() {
         tracing::warn!("link from {} re-established", spec.peer(receiver.peer));
     }
     shared.up.set_inbound(receiver.peer);
     let _ = stream.set_read_timeout(None);
-    let shift = (hello.epoch as i128 - epoch as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
-    let sent = (u64::MAX, Vec::new());
-    let poll = IDLE_POLL;
-    let mut conn = Connection { shared, peer: receiver.peer, stream, decoder, out, sent, poll, shift };
+    let shift = (challenged.hello.epoch as i128 - challenged.epoch as i128).clamp(i64::MIN as i128, i64::MAX as i128);
+    let (sent, poll, out) = ((u64::MAX, Vec::new()), IDLE_POLL, AlignedVec::new());
+    let mut conn = Connection { shared, peer: receiver.peer, stream, decoder, out, sent, poll, shift: shift as i64 };
     match conn.receive(&mut state) {
         Ok(()) => shared.done.set_inbound(receiver.peer),
         Err(Ending::Lost(why)) => {

@@ -7,20 +7,25 @@
 //! each batch into the ring of the local receiving shard, and grants credit as shards finish
 //! with them). The shards' loop does not change: a remote shard's mailbox looks like a local
 //! one. Links number their frames; a dropped link is re-established and the frames the peer has
-//! not acknowledged are sent again, so nothing is lost or duplicated.
+//! not acknowledged are sent again, so nothing is lost or duplicated. Before a connection carries
+//! anything, its two nodes prove to each other that they hold the cluster's [`Secret`].
 //!
 //! - [`wire`]: the frames of a link.
+//! - [`auth`]: the secret and the proofs of the handshake; `handshake`: the handshake itself.
 //! - [`error`]: why a connection or the node's links failed.
 //! - [`outbound`], [`inbound`]: the two halves of a link, and the listener.
 //! - [`Transport`]: starts every link of a node and waits for them (startup), then flushes,
 //!   says goodbye and waits for the peers' goodbyes (shutdown).
 
+pub mod auth;
 pub mod error;
+mod handshake;
 pub mod inbound;
 pub mod outbound;
 pub mod wire;
 
-pub use error::{Direction, LinkError, LinkFault, Peer};
+pub use auth::{EmptySecret, Secret};
+pub use error::{Direction, LinkError, LinkFault, Missing, Peer};
 
 use std::net::{SocketAddr, TcpListener};
 use std::ops::Range;
@@ -63,6 +68,8 @@ pub struct ClusterSpec {
     /// This node's index in `nodes`.
     pub me: usize,
     pub settings: LinkSettings,
+    /// The secret every node of the cluster holds; needed when there is more than one node.
+    pub secret: Option<Secret>,
 }
 
 impl ClusterSpec {
@@ -216,6 +223,26 @@ impl PeerFlags {
     }
 }
 
+/// Why each peer's link last failed to come up, by direction (a startup error names it).
+#[derive(Default)]
+pub(crate) struct LastFaults {
+    outbound: Vec<Option<LinkFault>>,
+    inbound: Vec<Option<LinkFault>>,
+}
+
+impl LastFaults {
+    fn new(n: usize) -> Self {
+        LastFaults { outbound: vec![None; n], inbound: vec![None; n] }
+    }
+
+    fn slot(&mut self, peer: usize, direction: Direction) -> &mut Option<LinkFault> {
+        match direction {
+            Direction::To => &mut self.outbound[peer],
+            Direction::From => &mut self.inbound[peer],
+        }
+    }
+}
+
 /// How [`PeerFlags::wait_all`] ended without every flag set.
 enum Waited<'a> {
     Failed(LinkError),
@@ -225,6 +252,8 @@ enum Waited<'a> {
 /// State every link thread of a node shares with the controller.
 pub(crate) struct Shared {
     pub spec: ClusterSpec,
+    /// The secret the handshakes prove.
+    pub secret: Secret,
     pub limits: wire::Limits,
     /// Set when the controller wants the outbound links to flush and say goodbye.
     pub finishing: AtomicBool,
@@ -238,6 +267,10 @@ pub(crate) struct Shared {
     pub stopped: AtomicBool,
     /// Frames sent in total (tests, benchmarks).
     pub frames_sent: AtomicU64,
+    /// Inbound connections that passed the handshake (tests).
+    pub accepted: AtomicU64,
+    /// Why each link last failed to come up.
+    pub last: Mutex<LastFaults>,
 }
 
 impl Shared {
@@ -247,6 +280,28 @@ impl Shared {
         self.failure.lock().expect("failure").get_or_insert(error);
         self.up.changed.notify_all();
         self.done.changed.notify_all();
+    }
+
+    /// Record why the link to or from `peer` failed to come up (a startup error names it);
+    /// true when the reason is not the one recorded last, so that a retried failure is logged
+    /// once, not per attempt. A refused handshake is kept over later network faults (such as
+    /// the refusing peer going away): it says more.
+    pub(crate) fn note(&self, peer: usize, direction: Direction, fault: &LinkFault) -> bool {
+        let mut last = self.last.lock().expect("last faults");
+        let slot = last.slot(peer, direction);
+        match slot {
+            Some(kept) if kept.is_authentication() && !fault.is_authentication() => false,
+            Some(kept) if kept.to_string() == fault.to_string() => false,
+            _ => {
+                *slot = Some(fault.clone());
+                true
+            }
+        }
+    }
+
+    /// The link to or from `peer` has come up.
+    pub(crate) fn clear(&self, peer: usize, direction: Direction) {
+        *self.last.lock().expect("last faults").slot(peer, direction) = None;
     }
 }
 
@@ -260,13 +315,20 @@ pub struct Transport {
 
 impl Transport {
     /// Listen, start a link to and from every peer, and wait until every link is up (or
-    /// `connect_timeout` passes: the error names the missing nodes).
+    /// `connect_timeout` passes: the error names the missing nodes). A cluster of more than
+    /// one node needs `spec.secret`.
     pub fn start(
         spec: ClusterSpec,
         peers: Vec<Option<PeerEnds>>,
         limits: wire::Limits,
     ) -> Result<Transport, LinkError> {
         let me = &spec.nodes[spec.me];
+        let secret = match (&spec.secret, spec.nodes.len()) {
+            (Some(s), _) => s.clone(),
+            // A lone node links to no one: a secret nobody knows is never used.
+            (None, 1) => Secret::random(),
+            (None, nodes) => return Err(LinkError::NoSecret { node: me.id.clone(), nodes }),
+        };
         let listener = TcpListener::bind(me.address).map_err(|source| LinkError::Listen {
             node: me.id.clone(),
             address: me.address,
@@ -274,6 +336,7 @@ impl Transport {
         })?;
         let n = spec.nodes.len();
         let shared = Arc::new(Shared {
+            secret,
             limits,
             finishing: AtomicBool::new(false),
             failure: Mutex::new(None),
@@ -281,6 +344,8 @@ impl Transport {
             done: PeerFlags::new(n, spec.me),
             stopped: AtomicBool::new(false),
             frames_sent: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            last: Mutex::new(LastFaults::new(n)),
             spec,
         });
         let mut threads = Vec::new();
@@ -318,9 +383,13 @@ impl Transport {
             Ok(()) => return Ok(()),
             Err(Waited::Failed(f)) => f,
             Err(Waited::Timeout(bits)) => {
+                let last = s.last.lock().expect("last faults");
                 let nodes = 0..s.spec.nodes.len();
-                let no_link_to = nodes.clone().filter(|&p| !bits.outbound[p]).map(|p| s.spec.peer(p)).collect();
-                let not_connected = nodes.filter(|&p| !bits.inbound[p]).map(|p| s.spec.peer(p)).collect();
+                let missing =
+                    |p: usize, last: &[Option<LinkFault>]| Missing { peer: s.spec.peer(p), last: last[p].clone() };
+                let no_link_to =
+                    nodes.clone().filter(|&p| !bits.outbound[p]).map(|p| missing(p, &last.outbound)).collect();
+                let not_connected = nodes.filter(|&p| !bits.inbound[p]).map(|p| missing(p, &last.inbound)).collect();
                 LinkError::Startup { timeout, no_link_to, not_connected }
             }
         };
@@ -336,6 +405,12 @@ impl Transport {
     /// Data frames sent so far by every outbound link.
     pub fn frames_sent(&self) -> u64 {
         self.shared.frames_sent.load(Ordering::Relaxed)
+    }
+
+    /// Inbound connections that passed the handshake so far (each one replaced its peer's
+    /// previous connection, if any).
+    pub fn connections_accepted(&self) -> u64 {
+        self.shared.accepted.load(Ordering::Relaxed)
     }
 
     /// After the local shards have finished: send what is left, wait until peers acknowledge

@@ -2,7 +2,8 @@
 //! addressed to the peer's shards, frames each batch with the next link sequence number and
 //! writes it, as long as the peer's credit for that channel lasts. Frames are kept until the
 //! peer acknowledges them; after a dropped connection the thread reconnects and sends again
-//! every frame the peer did not receive. A second thread per connection reads the peer's
+//! every frame the peer did not receive. Each connection opens with the handshake, in which the
+//! two nodes prove they hold the cluster secret. A second thread per connection reads the peer's
 //! credit frames.
 
 use std::collections::VecDeque;
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 use crate::{FrameDecoder, FrameType};
 use rkyv::util::AlignedVec;
 
-use super::wire::{self, Hello};
+use super::handshake::{self, DialError};
+use super::wire;
 use super::{Direction, LinkError, LinkFault, Shared};
 use crate::clock::now_ns;
 use crate::mailbox::Inbox;
@@ -262,7 +264,7 @@ impl Link {
         loop {
             match self.connect() {
                 Ok(_) => return true,
-                Err(e) => tracing::debug!("link to {}: {e}; retrying", self.describe()),
+                Err(e) => self.failed_attempt(&e),
             }
             if self.shared.stopped.load(Ordering::Relaxed) {
                 return false;
@@ -294,7 +296,8 @@ impl Link {
                     return false;
                 }
                 Err(_) if self.shared.stopped.load(Ordering::Relaxed) => return false,
-                Err(_) => {
+                Err(e) => {
+                    self.failed_attempt(&e);
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(100));
                 }
@@ -302,31 +305,40 @@ impl Link {
         }
     }
 
-    /// One connection attempt: hello both ways, start the credit reader, then send again every
+    /// Record why an attempt failed. A refused handshake is logged as a warning (once per
+    /// reason: the link keeps trying, since a refusal is not authenticated), anything else
+    /// (such as a peer that is not listening yet) at debug level.
+    fn failed_attempt(&self, e: &ConnectError) {
+        let ConnectError::Fault(fault) = e else { return };
+        let changed = self.shared.note(self.peer, Direction::To, fault);
+        match fault.is_authentication() && changed {
+            true => tracing::warn!("link to {}: {fault}; retrying", self.describe()),
+            false => tracing::debug!("link to {}: {fault}; retrying", self.describe()),
+        }
+    }
+
+    /// One connection attempt: the handshake, start the credit reader, then send again every
     /// kept frame the peer has not received; returns how many.
     fn connect(&mut self) -> Result<usize, ConnectError> {
         let addr = self.shared.spec.nodes[self.peer].address;
         let timeout = self.shared.spec.settings.connect_timeout;
         let stream = TcpStream::connect_timeout(&addr, timeout).map_err(LinkFault::from)?;
         stream.set_nodelay(true).map_err(LinkFault::from)?;
-        let spec = &self.shared.spec;
-        let epoch = crate::clock::epoch_unix_ns();
-        let hello =
-            Hello { fingerprint: spec.fingerprint(), from: spec.me as u32, to: self.peer as u32, next: 0, epoch };
-        let mut out = AlignedVec::new();
-        hello.encode(&mut out).expect("aligned");
-        (&stream).write_all(&out).map_err(LinkFault::from)?;
         stream.set_read_timeout(Some(timeout)).map_err(LinkFault::from)?;
+        let spec = &self.shared.spec;
         let mut decoder = FrameDecoder::default();
-        let reply = read_frame(&stream, &mut decoder, FrameType::Hello)?;
-        let reply = Hello::decode(&reply).map_err(LinkFault::from)?;
-        if reply.fingerprint != hello.fingerprint {
-            let mismatch = LinkError::ConfigMismatch { peer: self.describe() };
-            self.shared.fail(mismatch.clone());
-            return Err(ConnectError::Refused(mismatch));
-        }
+        let ends = (spec.me as u32, self.peer as u32);
+        let next = match handshake::dial(&stream, &mut decoder, &self.shared.secret, spec.fingerprint(), ends) {
+            Ok(next) => next,
+            Err(DialError::Fault(fault)) => return Err(fault.into()),
+            Err(DialError::OtherConfig) => {
+                let mismatch = LinkError::ConfigMismatch { peer: self.describe() };
+                self.shared.fail(mismatch.clone());
+                return Err(ConnectError::Refused(mismatch));
+            }
+        };
+        self.shared.clear(self.peer, Direction::To);
         stream.set_read_timeout(None).map_err(LinkFault::from)?;
-        let next = reply.next;
         self.acks.next.fetch_max(next, Ordering::AcqRel);
         let lost = Arc::new(Lost::default());
         let reader = stream.try_clone().map_err(LinkFault::from)?;
@@ -354,28 +366,6 @@ fn write_frame(conn: Option<&Conn>, frame: &[u8]) {
     }
     if let Err(e) = (&c.stream).write_all(frame) {
         c.lost.set(e.into());
-    }
-}
-
-/// Read until one whole frame of type `want` arrives (handshakes only).
-pub(crate) fn read_frame(
-    stream: &TcpStream,
-    decoder: &mut FrameDecoder,
-    want: FrameType,
-) -> Result<Vec<u8>, LinkFault> {
-    loop {
-        if let Some(f) = decoder.next_frame()? {
-            if f.ty != want {
-                return Err(LinkFault::Unexpected { want: Some(want), got: f.ty });
-            }
-            return Ok(f.payload.to_vec());
-        }
-        let window = decoder.recv_window(4096)?;
-        let n = (&*stream).read(window)?;
-        if n == 0 {
-            return Err(LinkFault::ClosedInHandshake);
-        }
-        decoder.commit(n)?;
     }
 }
 

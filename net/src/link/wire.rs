@@ -1,9 +1,13 @@
 //! What crosses a node link, inside `dirigo-net` frames (16-byte header, payload padded to 16):
 //!
-//! - `Hello` (both ways, once per connection): `fingerprint u64, from u32, to u32, next u64,
-//!   epoch u64`; the dialer's `next` is 0, the acceptor answers with the next link sequence it
-//!   expects. `epoch` is the sender's clock epoch as Unix time (ns): the receiver shifts the
-//!   ingress times and deadlines of what arrives into its own epoch.
+//! - The handshake (`handshake.rs`), before anything else:
+//!   - `Hello` (both ways): `fingerprint u64, from u32, to u32, epoch u64, nonce [32]`. `epoch`
+//!     is the sender's clock epoch as Unix time (ns): the receiver shifts the ingress times and
+//!     deadlines of what arrives into its own epoch. `nonce` is the sender's fresh challenge.
+//!   - `Proof` (dialer to acceptor, then acceptor to dialer): `proof [32], next u64`: the
+//!     sender's HMAC of the handshake ([`super::auth`]); the acceptor's `next` is the next link
+//!     sequence number it expects (the dialer's is 0).
+//!   - `Error` (acceptor to dialer, then it closes): `reason u32, 0 u32`: a [`Refusal`].
 //! - `Data` (dialer to acceptor): one mailbox batch. `seq u64, from u16, to u16, count u32`,
 //!   then `count` entries: the 48-byte envelope header with the payload length in its
 //!   last 4 bytes, then the payload (an rkyv archive) padded to 16.
@@ -22,6 +26,7 @@ use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::record;
 use rkyv::util::AlignedVec;
 
+use super::auth::{Nonce, Proof, PROOF_LEN};
 use crate::mailbox::Batch;
 
 /// Length of an encoded envelope header (payload length included).
@@ -36,10 +41,63 @@ pub struct Hello {
     pub fingerprint: u64,
     pub from: u32,
     pub to: u32,
-    /// Acceptor: the next link sequence number it expects.
-    pub next: u64,
     /// The sender's clock epoch, ns since the Unix epoch.
     pub epoch: u64,
+    /// The sender's challenge: the other side's proof must cover it.
+    pub nonce: Nonce,
+}
+
+/// A `Proof` frame's fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProofFrame {
+    /// The sender's MAC of the handshake's transcript.
+    pub proof: Proof,
+    /// Acceptor: the next link sequence number it expects; dialer: 0.
+    pub next: u64,
+}
+
+/// Why an acceptor refused a connection (the payload of a link's `Error` frame). Not
+/// authenticated: a dialer reports it, and tries again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The dialer's proof does not verify with the acceptor's secret.
+    #[error("it does not accept this node's proof: the two nodes hold different cluster secrets")]
+    BadProof,
+    /// The hello names another node than the acceptor, or a sender it has no link from.
+    #[error("the hello names another node, or a sender it has no link from")]
+    NotAddressed,
+    /// A reason this build does not know.
+    #[error("reason {0}")]
+    Unknown(u32),
+}
+
+impl Refusal {
+    fn code(self) -> u32 {
+        match self {
+            Refusal::BadProof => 1,
+            Refusal::NotAddressed => 2,
+            Refusal::Unknown(code) => code,
+        }
+    }
+
+    /// Append as an `Error` frame to `out`.
+    pub fn encode(self, out: &mut AlignedVec) -> Result<(), EncodeError> {
+        let mut payload = [0; 8];
+        payload[..4].copy_from_slice(&self.code().to_le_bytes());
+        crate::encode_frame(FrameType::Error, &payload, out).map(|_| ())
+    }
+
+    /// Decode an `Error` payload.
+    pub fn decode(p: &[u8]) -> Result<Refusal, WireError> {
+        if p.len() < 4 {
+            return Err(WireError::Short { what: "refusal", len: p.len() });
+        }
+        Ok(match u32_at(p, 0) {
+            1 => Refusal::BadProof,
+            2 => Refusal::NotAddressed,
+            code => Refusal::Unknown(code),
+        })
+    }
 }
 
 /// Something wrong in what a peer sent.
@@ -77,18 +135,38 @@ impl Hello {
         out.extend_from_slice(&self.fingerprint.to_le_bytes());
         out.extend_from_slice(&self.from.to_le_bytes());
         out.extend_from_slice(&self.to.to_le_bytes());
-        out.extend_from_slice(&self.next.to_le_bytes());
         out.extend_from_slice(&self.epoch.to_le_bytes());
+        out.extend_from_slice(&self.nonce);
         end_frame(FrameType::Hello, start, out).map(|_| ())
     }
 
     /// Decode a `Hello` payload.
     pub fn decode(p: &[u8]) -> Result<Hello, WireError> {
-        if p.len() < 32 {
+        if p.len() < 24 + PROOF_LEN {
             return Err(WireError::Short { what: "hello", len: p.len() });
         }
-        let (fingerprint, from, to) = (u64_at(p, 0), u32_at(p, 8), u32_at(p, 12));
-        Ok(Hello { fingerprint, from, to, next: u64_at(p, 16), epoch: u64_at(p, 24) })
+        let (fingerprint, from, to, epoch) = (u64_at(p, 0), u32_at(p, 8), u32_at(p, 12), u64_at(p, 16));
+        let nonce = p[24..24 + PROOF_LEN].try_into().expect("a nonce");
+        Ok(Hello { fingerprint, from, to, epoch, nonce })
+    }
+}
+
+impl ProofFrame {
+    /// Append as a frame to `out`.
+    pub fn encode(&self, out: &mut AlignedVec) -> Result<(), EncodeError> {
+        let start = begin_frame(out)?;
+        out.extend_from_slice(&self.proof);
+        out.extend_from_slice(&self.next.to_le_bytes());
+        end_frame(FrameType::Proof, start, out).map(|_| ())
+    }
+
+    /// Decode a `Proof` payload.
+    pub fn decode(p: &[u8]) -> Result<ProofFrame, WireError> {
+        if p.len() < PROOF_LEN + 8 {
+            return Err(WireError::Short { what: "proof", len: p.len() });
+        }
+        let proof = p[..PROOF_LEN].try_into().expect("a proof");
+        Ok(ProofFrame { proof, next: u64_at(p, PROOF_LEN) })
     }
 }
 
@@ -283,11 +361,14 @@ mod tests {
     }
 
     #[test]
-    fn credit_and_hello_round_trip() {
+    fn credit_and_handshake_frames_round_trip() {
         let mut out = AlignedVec::new();
         encode_credit(9, &[1, 2, 3], &mut out).unwrap();
-        let hello = Hello { fingerprint: 5, from: 1, to: 2, next: 77, epoch: 123 };
+        let hello = Hello { fingerprint: 5, from: 1, to: 2, epoch: 123, nonce: [9; 32] };
         hello.encode(&mut out).unwrap();
+        let proof = ProofFrame { proof: [7; 32], next: 77 };
+        proof.encode(&mut out).unwrap();
+        Refusal::BadProof.encode(&mut out).unwrap();
         let mut d = FrameDecoder::default();
         d.feed(&out).unwrap();
         let f = d.next_frame().unwrap().unwrap();
@@ -295,5 +376,10 @@ mod tests {
         assert_eq!((next, consumed.collect::<Vec<_>>()), (9, vec![1, 2, 3]));
         let f = d.next_frame().unwrap().unwrap();
         assert_eq!(Hello::decode(f.payload).unwrap(), hello);
+        let f = d.next_frame().unwrap().unwrap();
+        assert_eq!((f.ty, ProofFrame::decode(f.payload).unwrap()), (FrameType::Proof, proof));
+        let f = d.next_frame().unwrap().unwrap();
+        assert_eq!((f.ty, Refusal::decode(f.payload).unwrap()), (FrameType::Error, Refusal::BadProof));
+        assert!(Hello::decode(&[0; 32]).is_err(), "a hello without a nonce");
     }
 }

@@ -299,7 +299,9 @@ fn decode_frames(
             }
             FrameType::Error => return Err(IngressError::FromClient(error_message(frame.payload))),
             FrameType::End | FrameType::Hello | FrameType::Ping | FrameType::Pong => {}
-            ty @ (FrameType::Watermark | FrameType::Credit) => return Err(IngressError::UnexpectedFrame { ty }),
+            ty @ (FrameType::Watermark | FrameType::Credit | FrameType::Proof) => {
+                return Err(IngressError::UnexpectedFrame { ty })
+            }
         }
     }
     Ok(None)
