@@ -5,6 +5,8 @@
 //!   connections, read by the shard loop itself (no task, no thread per connection).
 //! - [`conn`]: one client connection: bytes in, records out (binary frames or NDJSON lines),
 //!   and what a bad input does to it (an error to the client, then close).
+//! - [`limits`]: what a source lets its clients hold ([`Limits`]: connections, idle time, line
+//!   and frame sizes), what it refuses, and its [`IngressCounts`].
 //! - [`egress`]: [`EgressHub`] (the listener and its edge thread) and [`EgressSink`] (what each
 //!   shard's sink instance encodes and hands over).
 //! - [`readiness`]: [`Readiness`], the thread that rings a parked shard's doorbell when its tcp
@@ -22,6 +24,7 @@ pub mod client;
 pub mod conn;
 pub mod egress;
 pub mod ingress;
+pub mod limits;
 pub mod readiness;
 pub mod uring;
 pub mod wire;
@@ -31,6 +34,7 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 pub use client::{send, tail, ClientError, SendMode, SendReport};
 pub use egress::{EgressHub, EgressSink};
 pub use ingress::{IngressSpec, TcpIngress};
+pub use limits::{human_size, IngressCounts, Limits, Refusal};
 pub use readiness::Readiness;
 pub use uring::UringRx;
 
