@@ -79,6 +79,8 @@ pub enum Problem {
     Cycle { cycle: Vec<String> },
     #[error("must be greater than zero")]
     NotPositive,
+    #[error("must be at most {max} ({why})")]
+    TooLarge { max: String, why: &'static str },
     /// Anything a later stage (the planner) finds.
     #[error("{0}")]
     Invalid(String),
