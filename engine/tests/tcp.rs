@@ -233,22 +233,27 @@ fn egress_serves_two_subscribers_every_record() {
     eng.finish();
 }
 
-/// Each bad input after 10 good records: the client gets an error (where it can), the engine
-/// keeps those 10, and the next well-behaved client is served.
-fn bad_inputs(format: &str, cases: Vec<(&str, Vec<u8>, bool)>) {
+/// The tcp source limits of `configs/default.toml` (what the test configs leave unset).
+fn default_limits() -> dirigo_engine::config::TcpSourceDefaults {
+    Config::parse("", "empty.toml").unwrap().defaults.source.tcp
+}
+
+/// Each bad input after 10 good records: the client gets an error (which says `expected`), the
+/// engine keeps those 10, and the next well-behaved client is served.
+fn bad_inputs(format: &str, cases: Vec<(&str, Vec<u8>, &str)>) {
     for io in TCP_IO {
         bad_inputs_with(format, io, &cases);
     }
 }
 
-fn bad_inputs_with(format: &str, io: &str, cases: &[(&str, Vec<u8>, bool)]) {
+fn bad_inputs_with(format: &str, io: &str, cases: &[(&str, Vec<u8>, &str)]) {
     let port = free_port();
     let eng = start(&config(port, format, "kind = \"null\"", &io_key(io)), true, |_| {});
     let (good, counts) = workload(10, 3, 0);
     let good = if format == "ndjson" { ndjson(&good).into_bytes() } else { binary(&good[..]).to_vec() };
     // Drop the End frame of the good prefix so the bad bytes follow on the same stream.
     let prefix = if format == "ndjson" { good.clone() } else { good[..good.len() - 16].to_vec() };
-    for &(name, ref bad, answered) in cases {
+    for &(name, ref bad, expected) in cases {
         // The good prefix is produced before the bad bytes are written on the same connection.
         let mut s = connect(port);
         s.write_all(&prefix).unwrap();
@@ -257,16 +262,9 @@ fn bad_inputs_with(format: &str, io: &str, cases: &[(&str, Vec<u8>, bool)]) {
         let _ = s.shutdown(Shutdown::Write);
         let mut reply = Vec::new();
         let _ = s.read_to_end(&mut reply);
-        let text = String::from_utf8_lossy(&reply);
-        if answered && format == "ndjson" {
-            assert!(text.contains("\"error\""), "{name}: an error line, got {text:?}");
-        } else if answered {
-            let mut dec = FrameDecoder::default();
-            dec.feed(&reply).unwrap();
-            let f = dec.next_frame().unwrap().unwrap_or_else(|| panic!("{name}: an error frame"));
-            assert_eq!(f.ty, FrameType::Error, "{name}");
-            eprintln!("{name}: {}", tcp::wire::error_message(f.payload));
-        }
+        let error = error_reply(format, &reply).unwrap_or_else(|| panic!("{name}: an error, got {reply:?}"));
+        eprintln!("{name}: {error}");
+        assert!(error.contains(expected), "{name}: `{expected}` in {error:?}");
         assert!(push(port, &good).is_empty(), "{name}: the next client is served");
         assert_eq!(eng.counts(10), counts, "{name}: the next client's records");
     }
@@ -274,9 +272,23 @@ fn bad_inputs_with(format: &str, io: &str, cases: &[(&str, Vec<u8>, bool)]) {
     eng.finish();
 }
 
+/// The error message in what the engine answered: an NDJSON error line, or an Error frame.
+fn error_reply(format: &str, reply: &[u8]) -> Option<String> {
+    if format == "ndjson" {
+        let line = String::from_utf8_lossy(reply).lines().next()?.to_owned();
+        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+        return v["error"].as_str().map(str::to_owned);
+    }
+    let mut dec = FrameDecoder::default();
+    dec.feed(reply).ok()?;
+    let f = dec.next_frame().ok()??;
+    (f.ty == FrameType::Error).then(|| tcp::wire::error_message(f.payload))
+}
+
 #[test]
 fn bad_binary_input_closes_only_its_connection() {
-    let mut oversized = FrameHeader { ty: FrameType::Record, len: tcp::MAX_PAYLOAD + 1 }.to_bytes().to_vec();
+    let max_frame = default_limits().max_frame as u32;
+    let mut oversized = FrameHeader { ty: FrameType::Record, len: max_frame + 1 }.to_bytes().to_vec();
     oversized.extend_from_slice(&[0; 64]);
     let mut garbage_record: AlignedVec = AlignedVec::new();
     encode_frame(FrameType::Record, &[0xAB; 40], &mut garbage_record).unwrap();
@@ -287,24 +299,25 @@ fn bad_binary_input_closes_only_its_connection() {
     bad_inputs(
         "binary",
         vec![
-            ("garbage", b"GET / HTTP/1.1\r\n\r\n".to_vec(), true),
-            ("oversized", oversized, true),
-            ("invalid archive", garbage_record.to_vec(), true),
-            ("does not fit the schema", misfit.to_vec(), true),
-            ("disappears mid-frame", truncated[..24].to_vec(), true),
+            ("garbage", b"GET / HTTP/1.1\r\n\r\n".to_vec(), "bad frame magic"),
+            ("oversized", oversized, "over this source's max_frame of 4MiB"),
+            ("invalid archive", garbage_record.to_vec(), "invalid record"),
+            ("does not fit the schema", misfit.to_vec(), "does not fit the schema"),
+            ("disappears mid-frame", truncated[..24].to_vec(), "stream ended inside a frame"),
         ],
     );
 }
 
 #[test]
 fn bad_ndjson_input_closes_only_its_connection() {
+    let max_line = default_limits().max_line as usize;
     bad_inputs(
         "ndjson",
         vec![
-            ("invalid utf-8", b"{\"key\":1,\"v\":\xff\xfe}\n".to_vec(), true),
-            ("invalid json", b"{\"key\":1,\n".to_vec(), true),
-            ("does not fit the schema", b"{\"key\":\"one\",\"v\":1}\n".to_vec(), true),
-            ("oversized line", vec![b'x'; tcp::MAX_LINE + 10], true),
+            ("invalid utf-8", b"{\"key\":1,\"v\":\xff\xfe}\n".to_vec(), "line 11 is not valid UTF-8"),
+            ("invalid json", b"{\"key\":1,\n".to_vec(), "line 11: "),
+            ("does not fit the schema", b"{\"key\":\"one\",\"v\":1}\n".to_vec(), "line 11: "),
+            ("oversized line", vec![b'x'; max_line + 10], "longer than this source's max_line of 1MiB"),
         ],
     );
 }

@@ -85,11 +85,8 @@ macro_rules! config_names {
 config_names!(WireFormat { Ndjson = "ndjson", Binary = "binary" });
 config_names!(TcpIo { Recv = "recv", Uring = "uring" });
 
-/// Largest binary payload a connection may declare (a frame over it is refused unread).
-pub const MAX_PAYLOAD: u32 = 4 << 20;
-/// Longest NDJSON line a connection may send.
-pub const MAX_LINE: usize = 1 << 20;
-/// Bytes read from a socket per `read` call.
+/// Bytes read from a socket per `read` call into a source's scratch buffer (a connection's own
+/// buffer takes what its free room holds).
 pub const READ_CHUNK: usize = 64 * 1024;
 /// A parked shard re-polls a tcp source this often while it has open connections, if the source
 /// has no readiness waker (it could not be set up) or is paused by backpressure (its readiness
