@@ -207,6 +207,7 @@ where
     }
     let wall = started.elapsed();
     let mut summary = Summary::new(&plan, &c.totals, &c.lessees, wall, cpu_seconds() - cpu0);
+    summary.add_tcp_sources(&plan, &c.tcp);
     (summary.missed_wakeups, summary.io_wakeups) = (c.missed_wakeups, c.io_wakeups);
     summary.shards = local.len();
     Ok(summary)
@@ -299,6 +300,8 @@ struct Collected {
     lessees: Vec<Series>,
     missed_wakeups: u64,
     io_wakeups: u64,
+    /// Per plan source: a tcp source's latest figures (None: not a tcp source run here).
+    tcp: Vec<Option<dirigo_net::tcp::IngressCounts>>,
 }
 
 /// Gather reports until every shard has sent its last one; report progress each interval. A
@@ -328,6 +331,7 @@ fn collect(
     let mut next = started + period;
     let mut remaining = n;
     let (mut missed_wakeups, mut io_wakeups) = (0, 0);
+    let mut tcp = vec![None; plan.sources.len()];
     let mut last_ring = Instant::now();
     while remaining > 0 {
         if settings.run_for.is_some_and(|d| started.elapsed() >= d) {
@@ -350,6 +354,9 @@ fn collect(
             remaining -= r.last as usize;
             missed_wakeups += r.missed_wakeups;
             io_wakeups += r.io_wakeups;
+            for &(source, counts) in &r.tcp_sources {
+                tcp[source] = Some(counts);
+            }
         }
         if last_ring.elapsed() >= WATCHDOG {
             if let Some(f) = failure() {
@@ -380,7 +387,7 @@ fn collect(
             fs.push((elapsed, peak.iter().map(|p| p[f]).sum()));
         }
     }
-    Ok(Collected { totals, lessees: series, missed_wakeups, io_wakeups })
+    Ok(Collected { totals, lessees: series, missed_wakeups, io_wakeups, tcp })
 }
 
 /// CPU time (user + system) used by this process so far, in seconds.

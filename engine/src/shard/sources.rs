@@ -97,6 +97,11 @@ impl<P: Policy> Shard<P> {
         ok
     }
 
+    /// Each tcp source's figures so far, by its index in the plan.
+    pub(super) fn tcp_counts(&self) -> Vec<(usize, dirigo_net::tcp::IngressCounts)> {
+        self.sources.iter().filter_map(|s| s.inst.tcp_counts().map(|c| (s.index, c))).collect()
+    }
+
     /// Doorbell rings by the sources' readiness wakers since the last call.
     pub(super) fn take_io_wakes(&self) -> u64 {
         self.sources.iter().map(|s| s.inst.take_io_wakes()).sum()

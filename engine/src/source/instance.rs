@@ -60,6 +60,14 @@ impl SourceInstance {
         }
     }
 
+    /// A tcp source's connections, records and refusals so far; None for other sources.
+    pub fn tcp_counts(&self) -> Option<dirigo_net::tcp::IngressCounts> {
+        match self {
+            SourceInstance::Tcp(t) => Some(t.counts()),
+            _ => None,
+        }
+    }
+
     /// Socket sources: ring the doorbell of the shard owning `signal` when input arrives.
     pub fn attach(&mut self, signal: &std::sync::Arc<dirigo_net::signal::ShardSignal>) {
         if let SourceInstance::Tcp(t) = self {
