@@ -275,6 +275,13 @@ impl AppCompiler<'_> {
                     schema: schema.clone(),
                     event_time_field,
                     io: self.config.engine.tcp_io,
+                    limits: dirigo_net::tcp::Limits {
+                        max_connections: t.max_connections,
+                        idle_timeout: t.idle_timeout,
+                        max_line: usize::try_from(t.max_line).unwrap_or(usize::MAX),
+                        // The config caps it at the wire format's limit, which fits.
+                        max_frame: u32::try_from(t.max_frame).unwrap_or(u32::MAX),
+                    },
                 };
                 let f = Arc::new(move |_cx: crate::plan::InstanceCx| {
                     // One instance (parallelism 1): the first call takes the listener.

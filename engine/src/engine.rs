@@ -213,6 +213,7 @@ where
     }
     let wall = started.elapsed();
     let mut summary = Summary::new(&plan, &c.totals, &c.lessees, wall, cpu_seconds() - cpu0);
+    summary.add_tcp_sources(&plan, &c.tcp);
     (summary.missed_wakeups, summary.io_wakeups) = (c.missed_wakeups, c.io_wakeups);
     summary.shards = local.len();
     summary.shard_time = local.map(|s| ShardTime::of(s, c.shard_ns[s], wall)).collect();
@@ -311,6 +312,8 @@ struct Collected {
     io_wakeups: u64,
     /// Per shard (global id): (busy, parked) ns over the run.
     shard_ns: Vec<(u64, u64)>,
+    /// Per plan source: a tcp source's latest figures (None: not a tcp source run here).
+    tcp: Vec<Option<dirigo_net::tcp::IngressCounts>>,
 }
 
 /// Gather reports until every shard has sent its last one; report progress each interval. A
@@ -341,6 +344,7 @@ fn collect(
     let mut remaining = n;
     let (mut missed_wakeups, mut io_wakeups) = (0, 0);
     let mut shard_ns = vec![(0u64, 0u64); plan.shards];
+    let mut tcp = vec![None; plan.sources.len()];
     let mut last_ring = Instant::now();
     while remaining > 0 {
         if settings.run_for.is_some_and(|d| started.elapsed() >= d) {
@@ -365,6 +369,9 @@ fn collect(
             (t.0, t.1) = (t.0 + r.busy_ns, t.1 + r.parked_ns);
             missed_wakeups += r.missed_wakeups;
             io_wakeups += r.io_wakeups;
+            for &(source, counts) in &r.tcp_sources {
+                tcp[source] = Some(counts);
+            }
         }
         if last_ring.elapsed() >= WATCHDOG {
             if let Some(f) = failure() {
@@ -395,7 +402,7 @@ fn collect(
             fs.push((elapsed, peak.iter().map(|p| p[f]).sum()));
         }
     }
-    Ok(Collected { totals, lessees: series, missed_wakeups, io_wakeups, shard_ns })
+    Ok(Collected { totals, lessees: series, missed_wakeups, io_wakeups, shard_ns, tcp })
 }
 
 /// CPU time (user + system) used by this process so far, in seconds.

@@ -178,6 +178,9 @@ pub struct ShardReport {
     pub lessees: Vec<u64>,
     /// Doorbell rings by socket sources' readiness wakers (input arrived while parked).
     pub io_wakeups: u64,
+    /// The figures of the tcp sources this shard runs, by source index in the plan: totals
+    /// over the source's life so far (each report supersedes the last).
+    pub tcp_sources: Vec<(usize, dirigo_net::tcp::IngressCounts)>,
     /// True on the shard's last report.
     pub last: bool,
 }

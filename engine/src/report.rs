@@ -67,6 +67,19 @@ pub struct AppSummary {
     pub placed_on: Vec<u16>,
     /// Dual-mode actors: lessees, forwards, barriers.
     pub actors: ActorSummary,
+    /// The app's tcp sources run by this process: connections, records and refusals.
+    pub tcp_sources: Vec<TcpSourceSummary>,
+}
+
+/// One tcp source over a whole run.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TcpSourceSummary {
+    pub name: String,
+    /// Connections accepted, records produced, and refusals by limit (`connections_refused`
+    /// over `max_connections`, `idle_closed` after `idle_timeout`, `oversized` over `max_line`
+    /// or `max_frame`).
+    #[serde(flatten)]
+    pub counts: dirigo_net::tcp::IngressCounts,
 }
 
 /// One app's dual-mode actor figures over a whole run.
@@ -230,6 +243,7 @@ impl Summary {
                     lease_delivery_us: LatencyUs::of(&s.actors.lease_delivery_ns),
                     lessees_over_time: series,
                 },
+                tcp_sources: Vec::new(),
             })
             .collect();
         let shard_time = Vec::new();
@@ -241,6 +255,16 @@ impl Summary {
             missed_wakeups: 0,
             io_wakeups: 0,
             shard_time,
+        }
+    }
+
+    /// Attach each tcp source's figures (per plan source; None: not a tcp source run here) to
+    /// its app.
+    pub fn add_tcp_sources(&mut self, plan: &Plan, tcp: &[Option<dirigo_net::tcp::IngressCounts>]) {
+        for (sp, counts) in plan.sources.iter().zip(tcp) {
+            if let (Some(counts), Some(app)) = (counts, self.apps.get_mut(sp.app as usize)) {
+                app.tcp_sources.push(TcpSourceSummary { name: sp.name.clone(), counts: *counts });
+            }
         }
     }
 
@@ -299,6 +323,17 @@ impl Summary {
                 percentiles(&x.scale_up_us, "leases", "no lease"),
                 a.shard_seconds
             );
+        }
+        for a in &self.apps {
+            for t in &a.tcp_sources {
+                let c = &t.counts;
+                let _ = writeln!(
+                    s,
+                    "{:<16} tcp source {}: {} connections, {} records; refused {} over max_connections, \
+                     closed {} idle, {} oversized",
+                    a.name, t.name, c.connections, c.records, c.connections_refused, c.idle_closed, c.oversized
+                );
+            }
         }
         for a in &self.apps {
             let on: Vec<String> = a.placed_on.iter().map(u16::to_string).collect();

@@ -128,3 +128,18 @@ fn a_cycle_is_named() {
     let err = stderr(&out);
     assert!(err.contains("f -> g -> f") || err.contains("g -> f -> g"), "{err}");
 }
+
+#[test]
+fn a_bad_tcp_limit_names_file_line_and_key() {
+    let text = "[[app]]\nname = \"t\"\nslo = \"1s\"\nschema = { k = \"u64\" }\n\n[[app.source]]\nname = \"in\"\n\
+                kind = \"tcp\"\nlisten = \"127.0.0.1:0\"\nmax_frame = \"9 parsecs\"\n\n[[app.sink]]\nname = \"out\"\n\
+                kind = \"null\"\ninput = \"in\"\n";
+    let p = temp_config("limits.toml", text);
+    let out = output(dirigo().arg("check").arg(&p));
+    assert!(!out.status.success(), "accepted");
+    let err = stderr(&out);
+    let at = format!("{}:10:13: app[0] \"t\" source \"in\" key `max_frame`: invalid size `9 parsecs`", p.display());
+    assert!(err.contains(&at), "expected {at} in: {err}");
+    let p = temp_config("limits-ok.toml", &text.replace("9 parsecs", "512KiB"));
+    assert!(output(dirigo().arg("check").arg(&p)).status.success());
+}

@@ -467,3 +467,119 @@ fn planner_errors_use_the_same_format() {
          `total` in the input"
     );
 }
+
+/// A tcp-fed app; `keys` are spliced into its source at line 9.
+fn tcp_app(keys: &str) -> String {
+    format!(
+        "[[app]]\nname = \"t\"\nslo = \"1s\"\nschema = {{ k = \"u64\" }}\n\
+         [[app.source]]\nname = \"in\"\nkind = \"tcp\"\nlisten = \"127.0.0.1:0\"\n{keys}\n\
+         [[app.sink]]\nname = \"out\"\nkind = \"null\"\ninput = \"in\"\n"
+    )
+}
+
+fn tcp_source(config: &Config) -> &dirigo_engine::config::TcpSource {
+    match &config.apps[0].sources[0].kind {
+        SourceKind::Tcp(t) => t,
+        other => panic!("a tcp source, not {other:?}"),
+    }
+}
+
+#[test]
+fn tcp_source_limits_parse_and_default_from_default_toml() {
+    let keys = "max_connections = 10\nidle_timeout = \"200ms\"\nmax_line = \"64KiB\"\nmax_frame = 1048576";
+    let config = Config::parse(&tcp_app(keys), "limits.toml").unwrap();
+    let t = tcp_source(&config);
+    assert_eq!((t.max_connections, t.idle_timeout), (10, Duration::from_millis(200)));
+    assert_eq!((t.max_line, t.max_frame), (64 << 10, 1 << 20));
+    let config = Config::parse(&tcp_app("max_frame = \"1.5 MiB\"\nmax_line = \"2KB\""), "limits.toml").unwrap();
+    assert_eq!((tcp_source(&config).max_frame, tcp_source(&config).max_line), (3 << 19, 2000));
+
+    // Left out: the values of configs/default.toml, as written there.
+    let config = Config::parse(&tcp_app(""), "limits.toml").unwrap();
+    let t = tcp_source(&config);
+    let table: toml::Table = toml::from_str(dirigo_engine::config::DEFAULT_TOML).unwrap();
+    let written = &table["defaults"]["source"]["tcp"];
+    assert_eq!(t.max_connections as i64, written["max_connections"].as_integer().unwrap());
+    assert_eq!(t.idle_timeout, humantime::parse_duration(written["idle_timeout"].as_str().unwrap()).unwrap());
+    assert_eq!(written["max_line"].as_str(), Some("1MiB"));
+    assert_eq!(written["max_frame"].as_str(), Some("4MiB"));
+    assert_eq!((t.max_line, t.max_frame), (1 << 20, 4 << 20));
+    let d = &config.defaults.source.tcp;
+    assert_eq!(
+        (d.max_connections, d.idle_timeout, d.max_line, d.max_frame),
+        (t.max_connections, t.idle_timeout, t.max_line, t.max_frame)
+    );
+
+    // A user's [defaults.source.tcp] applies to the sources that leave a key out.
+    let text = format!(
+        "[defaults.source.tcp]\nmax_connections = 7\nidle_timeout = \"1m\"\n{}",
+        tcp_app("max_connections = 3")
+    );
+    let config = Config::parse(&text, "limits.toml").unwrap();
+    assert_eq!((tcp_source(&config).max_connections, tcp_source(&config).idle_timeout), (3, Duration::from_secs(60)));
+    assert_eq!(tcp_source(&config).max_line, 1 << 20);
+}
+
+#[test]
+fn bad_tcp_limits_name_file_line_and_key() {
+    let at = "bad.toml:9";
+    let node = "app[0] \"t\" source \"in\" key";
+    assert_error(
+        &tcp_app("max_connections = 0"),
+        &format!("{at}:19: {node} `max_connections`: must be greater than zero"),
+    );
+    assert_error(
+        &tcp_app("idle_timeout = \"0s\""),
+        &format!("{at}:16: {node} `idle_timeout`: must be greater than zero"),
+    );
+    assert_error(&tcp_app("max_line = \"0MiB\""), &format!("{at}:12: {node} `max_line`: must be greater than zero"));
+    assert_error(&tcp_app("max_frame = 0"), &format!("{at}:13: {node} `max_frame`: must be greater than zero"));
+    assert_error(
+        &tcp_app("max_frame = \"2GiB\""),
+        &format!("{at}:13: {node} `max_frame`: must be at most 1GiB (the wire format's largest payload)"),
+    );
+    assert_error(
+        &tcp_app("max_connections = -1"),
+        &format!("{at}:19: {node} `max_connections`: invalid value: integer `-1`, expected usize"),
+    );
+    let e = error(&tcp_app("max_frame = -1"));
+    assert!(
+        e.starts_with(&format!("{at}:13: {node} `max_frame`: invalid size `-1`: a size cannot be negative")),
+        "{e}"
+    );
+    let e = error(&tcp_app("max_line = \"-4MiB\""));
+    assert!(
+        e.starts_with(&format!("{at}:12: {node} `max_line`: invalid size `-4MiB`: a size cannot be negative")),
+        "{e}"
+    );
+    let e = error(&tcp_app("max_line = \"4 parsecs\""));
+    assert!(e.starts_with(&format!("{at}:12: {node} `max_line`: invalid size `4 parsecs`: unknown unit")), "{e}");
+    let e = error(&tcp_app("idle_timeout = \"soon\""));
+    assert!(e.starts_with(&format!("{at}:16: {node} `idle_timeout`: invalid duration `soon`")), "{e}");
+    let e = error(&tcp_app("idle_timeout = 5"));
+    assert!(e.starts_with(&format!("{at}:16: {node} `idle_timeout`: invalid type: integer `5`")), "{e}");
+    // In [defaults.source.tcp] too.
+    assert_error(
+        "[defaults.source.tcp]\nmax_line = 0\n",
+        "bad.toml:2:12: defaults.source.tcp key `max_line`: must be greater than zero",
+    );
+    let e = error("[defaults.source.tcp]\nmax_frame = \"4 MiBs\"\n");
+    assert!(
+        e.starts_with("bad.toml:2:13: defaults.source.tcp key `max_frame`: invalid size `4 MiBs`: unknown unit"),
+        "{e}"
+    );
+    assert_error(
+        "[defaults.source.tcp]\nmax_frame = \"1TiB\"\n",
+        "bad.toml:2:13: defaults.source.tcp key `max_frame`: must be at most 1GiB (the wire format's largest payload)",
+    );
+    // Only a tcp source takes them.
+    let text = app_with("name = \"f\"\nkind = \"count\"\ninput = \"in\"")
+        .replace("kind = \"generator\"\n", "kind = \"generator\"\nmax_line = \"1KiB\"\n");
+    let e = error(&text);
+    assert!(
+        e.starts_with(
+            "bad.toml:8:12: app[0] \"bids\" source \"in\" key `max_line`: a `generator` source takes no key `max_line`"
+        ),
+        "{e}"
+    );
+}

@@ -233,22 +233,27 @@ fn egress_serves_two_subscribers_every_record() {
     eng.finish();
 }
 
-/// Each bad input after 10 good records: the client gets an error (where it can), the engine
-/// keeps those 10, and the next well-behaved client is served.
-fn bad_inputs(format: &str, cases: Vec<(&str, Vec<u8>, bool)>) {
+/// The tcp source limits of `configs/default.toml` (what the test configs leave unset).
+fn default_limits() -> dirigo_engine::config::TcpSourceDefaults {
+    Config::parse("", "empty.toml").unwrap().defaults.source.tcp
+}
+
+/// Each bad input after 10 good records: the client gets an error (which says `expected`), the
+/// engine keeps those 10, and the next well-behaved client is served.
+fn bad_inputs(format: &str, cases: Vec<(&str, Vec<u8>, &str)>) {
     for io in TCP_IO {
         bad_inputs_with(format, io, &cases);
     }
 }
 
-fn bad_inputs_with(format: &str, io: &str, cases: &[(&str, Vec<u8>, bool)]) {
+fn bad_inputs_with(format: &str, io: &str, cases: &[(&str, Vec<u8>, &str)]) {
     let port = free_port();
     let eng = start(&config(port, format, "kind = \"null\"", &io_key(io)), true, |_| {});
     let (good, counts) = workload(10, 3, 0);
     let good = if format == "ndjson" { ndjson(&good).into_bytes() } else { binary(&good[..]).to_vec() };
     // Drop the End frame of the good prefix so the bad bytes follow on the same stream.
     let prefix = if format == "ndjson" { good.clone() } else { good[..good.len() - 16].to_vec() };
-    for &(name, ref bad, answered) in cases {
+    for &(name, ref bad, expected) in cases {
         // The good prefix is produced before the bad bytes are written on the same connection.
         let mut s = connect(port);
         s.write_all(&prefix).unwrap();
@@ -257,16 +262,9 @@ fn bad_inputs_with(format: &str, io: &str, cases: &[(&str, Vec<u8>, bool)]) {
         let _ = s.shutdown(Shutdown::Write);
         let mut reply = Vec::new();
         let _ = s.read_to_end(&mut reply);
-        let text = String::from_utf8_lossy(&reply);
-        if answered && format == "ndjson" {
-            assert!(text.contains("\"error\""), "{name}: an error line, got {text:?}");
-        } else if answered {
-            let mut dec = FrameDecoder::default();
-            dec.feed(&reply).unwrap();
-            let f = dec.next_frame().unwrap().unwrap_or_else(|| panic!("{name}: an error frame"));
-            assert_eq!(f.ty, FrameType::Error, "{name}");
-            eprintln!("{name}: {}", tcp::wire::error_message(f.payload));
-        }
+        let error = error_reply(format, &reply).unwrap_or_else(|| panic!("{name}: an error, got {reply:?}"));
+        eprintln!("{name}: {error}");
+        assert!(error.contains(expected), "{name}: `{expected}` in {error:?}");
         assert!(push(port, &good).is_empty(), "{name}: the next client is served");
         assert_eq!(eng.counts(10), counts, "{name}: the next client's records");
     }
@@ -274,9 +272,23 @@ fn bad_inputs_with(format: &str, io: &str, cases: &[(&str, Vec<u8>, bool)]) {
     eng.finish();
 }
 
+/// The error message in what the engine answered: an NDJSON error line, or an Error frame.
+fn error_reply(format: &str, reply: &[u8]) -> Option<String> {
+    if format == "ndjson" {
+        let line = String::from_utf8_lossy(reply).lines().next()?.to_owned();
+        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+        return v["error"].as_str().map(str::to_owned);
+    }
+    let mut dec = FrameDecoder::default();
+    dec.feed(reply).ok()?;
+    let f = dec.next_frame().ok()??;
+    (f.ty == FrameType::Error).then(|| tcp::wire::error_message(f.payload))
+}
+
 #[test]
 fn bad_binary_input_closes_only_its_connection() {
-    let mut oversized = FrameHeader { ty: FrameType::Record, len: tcp::MAX_PAYLOAD + 1 }.to_bytes().to_vec();
+    let max_frame = default_limits().max_frame as u32;
+    let mut oversized = FrameHeader { ty: FrameType::Record, len: max_frame + 1 }.to_bytes().to_vec();
     oversized.extend_from_slice(&[0; 64]);
     let mut garbage_record: AlignedVec = AlignedVec::new();
     encode_frame(FrameType::Record, &[0xAB; 40], &mut garbage_record).unwrap();
@@ -287,24 +299,25 @@ fn bad_binary_input_closes_only_its_connection() {
     bad_inputs(
         "binary",
         vec![
-            ("garbage", b"GET / HTTP/1.1\r\n\r\n".to_vec(), true),
-            ("oversized", oversized, true),
-            ("invalid archive", garbage_record.to_vec(), true),
-            ("does not fit the schema", misfit.to_vec(), true),
-            ("disappears mid-frame", truncated[..24].to_vec(), true),
+            ("garbage", b"GET / HTTP/1.1\r\n\r\n".to_vec(), "bad frame magic"),
+            ("oversized", oversized, "over this source's max_frame of 4MiB"),
+            ("invalid archive", garbage_record.to_vec(), "invalid record"),
+            ("does not fit the schema", misfit.to_vec(), "does not fit the schema"),
+            ("disappears mid-frame", truncated[..24].to_vec(), "stream ended inside a frame"),
         ],
     );
 }
 
 #[test]
 fn bad_ndjson_input_closes_only_its_connection() {
+    let max_line = default_limits().max_line as usize;
     bad_inputs(
         "ndjson",
         vec![
-            ("invalid utf-8", b"{\"key\":1,\"v\":\xff\xfe}\n".to_vec(), true),
-            ("invalid json", b"{\"key\":1,\n".to_vec(), true),
-            ("does not fit the schema", b"{\"key\":\"one\",\"v\":1}\n".to_vec(), true),
-            ("oversized line", vec![b'x'; tcp::MAX_LINE + 10], true),
+            ("invalid utf-8", b"{\"key\":1,\"v\":\xff\xfe}\n".to_vec(), "line 11 is not valid UTF-8"),
+            ("invalid json", b"{\"key\":1,\n".to_vec(), "line 11: "),
+            ("does not fit the schema", b"{\"key\":\"one\",\"v\":1}\n".to_vec(), "line 11: "),
+            ("oversized line", vec![b'x'; max_line + 10], "longer than this source's max_line of 1MiB"),
         ],
     );
 }
@@ -480,4 +493,252 @@ fn parked_shard_is_woken(io: &str) {
     eprintln!("{io}: worst write -> sink {worst:?}; readiness wake-ups {}", summary.io_wakeups);
     assert_eq!(summary.apps[0].events_in, EVENTS);
     assert!(summary.io_wakeups >= EVENTS, "{} readiness wake-ups for {EVENTS} events", summary.io_wakeups);
+}
+
+/// `text` (from [`config`], listening on `port`) with `keys` added to its tcp source.
+fn with_source_keys(text: &str, port: u16, keys: &str) -> String {
+    let listen = format!("listen = \"127.0.0.1:{port}\"\n");
+    assert!(text.contains(&listen));
+    text.replacen(&listen, &format!("{listen}{keys}\n"), 1)
+}
+
+/// One record `(key, key)` as a client of `format` sends it.
+fn record(format: &str, key: u64) -> Vec<u8> {
+    if format == "ndjson" {
+        return ndjson(&[[key, key]]).into_bytes();
+    }
+    let mut out: AlignedVec = AlignedVec::new();
+    encode_record(&[Value::U64(key), Value::U64(key)], &mut out).unwrap();
+    out.to_vec()
+}
+
+/// The tcp source's figures in a run's summary.
+fn tcp_counts(summary: &Summary) -> tcp::IngressCounts {
+    summary.apps[0].tcp_sources[0].counts
+}
+
+#[test]
+fn connections_over_max_connections_are_refused_and_counted() {
+    for (format, io) in [("ndjson", "recv"), ("binary", "uring")] {
+        let port = free_port();
+        let text = config(port, format, "kind = \"null\"", &io_key(io));
+        let eng = start(&with_source_keys(&text, port, "max_connections = 2"), true, |_| {});
+        // Two clients, each served (a record of each came out): both hold a slot.
+        let mut a = connect(port);
+        a.write_all(&record(format, 1)).unwrap();
+        assert_eq!(eng.counts(1), HashMap::from([(1, 1)]));
+        let mut b = connect(port);
+        b.write_all(&record(format, 2)).unwrap();
+        assert_eq!(eng.counts(1), HashMap::from([(2, 1)]));
+        // A third is answered with an error and closed.
+        let mut reply = Vec::new();
+        connect(port).read_to_end(&mut reply).expect("the refusal, then the end");
+        let error = error_reply(format, &reply).unwrap_or_else(|| panic!("{format}: an error, got {reply:?}"));
+        assert!(error.contains("max_connections (2)"), "{error}");
+        // The two keep being served.
+        a.write_all(&record(format, 3)).unwrap();
+        b.write_all(&record(format, 4)).unwrap();
+        assert_eq!(eng.counts(2), HashMap::from([(3, 1), (4, 1)]));
+        // One leaves (the engine closing its side shows it saw that): the next client is served.
+        a.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        a.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "a clean close");
+        assert!(push(port, &record(format, 5)).is_empty(), "a slot is free again");
+        assert_eq!(eng.counts(1), HashMap::from([(5, 1)]));
+        drop(b);
+        let c = tcp_counts(&eng.finish());
+        assert_eq!((c.connections, c.connections_refused, c.records), (3, 1, 5), "{format} {io}: {c:?}");
+        assert_eq!((c.idle_closed, c.oversized), (0, 0), "{format} {io}: {c:?}");
+    }
+}
+
+#[test]
+fn an_idle_client_is_closed_while_a_good_one_is_served() {
+    for (format, io) in [("ndjson", "uring"), ("binary", "recv")] {
+        let port = free_port();
+        let text = config(port, format, "kind = \"null\"", &io_key(io));
+        let eng = start(&with_source_keys(&text, port, "idle_timeout = \"200ms\""), true, |_| {});
+        let mut good = connect(port);
+        good.write_all(&record(format, 0)).unwrap();
+        assert_eq!(eng.counts(1), HashMap::from([(0, 1)]));
+        // The idle client connects and sends nothing: its read ends with the engine's error.
+        let t = Instant::now();
+        let idle = std::thread::spawn(move || {
+            let mut s = connect(port);
+            let mut reply = Vec::new();
+            let _ = s.read_to_end(&mut reply);
+            (reply, t.elapsed())
+        });
+        // Meanwhile the good client is served, record after record.
+        let mut key = 0;
+        while !idle.is_finished() {
+            key += 1;
+            good.write_all(&record(format, key)).unwrap();
+            assert_eq!(eng.counts(1), HashMap::from([(key, 1)]));
+        }
+        let (reply, took) = idle.join().unwrap();
+        let error = error_reply(format, &reply).unwrap_or_else(|| panic!("{format}: an error, got {reply:?}"));
+        assert!(error.contains("idle_timeout"), "{error}");
+        assert!(took >= Duration::from_millis(200), "closed after {took:?}, before its idle timeout");
+        // ... and after.
+        good.write_all(&record(format, key + 1)).unwrap();
+        assert_eq!(eng.counts(1), HashMap::from([(key + 1, 1)]));
+        good.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        good.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "the good client closes cleanly");
+        let c = tcp_counts(&eng.finish());
+        eprintln!("{format} {io}: idle client closed after {took:?}; good client served {} records meanwhile", key);
+        assert_eq!((c.idle_closed, c.connections, c.records), (1, 2, key + 2), "{format} {io}: {c:?}");
+        assert_eq!((c.connections_refused, c.oversized), (0, 0), "{format} {io}: {c:?}");
+    }
+}
+
+/// Raise this process's open-file limit to its hard limit (the engine it spawns inherits it);
+/// returns the limit now in force.
+fn raise_fd_limit() -> usize {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        let mut l: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return 1024;
+        }
+        if l.rlim_cur < l.rlim_max {
+            let raised = libc::rlimit { rlim_cur: l.rlim_max, rlim_max: l.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                l = raised;
+            }
+        }
+        usize::try_from(l.rlim_cur).unwrap_or(usize::MAX)
+    }
+}
+
+/// Resident memory of process `pid`, in KiB (`VmRSS` of /proc/PID/status).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the engine runs");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmRSS in kB")
+}
+
+/// Kills a spawned engine if the test fails before it ended it.
+struct Spawned(Option<std::process::Child>);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The keys of the Record frames a binary tcp sink sends to one subscriber.
+struct SinkKeys {
+    stream: TcpStream,
+    dec: FrameDecoder,
+}
+
+impl SinkKeys {
+    fn next(&mut self) -> u64 {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(f) = self.dec.next_frame().expect("frames") {
+                match f.ty {
+                    FrameType::Record => return key_of(f.payload),
+                    _ => continue, // the Hello
+                }
+            }
+            let n = self.stream.read(&mut buf).expect("the sink's output");
+            assert!(n > 0, "the sink ended");
+            self.dec.feed(&buf[..n]).unwrap();
+        }
+    }
+}
+
+/// `client` sends one record; it comes out of the sink.
+fn serve(client: &mut TcpStream, sink: &mut SinkKeys, key: u64) {
+    client.write_all(&record("binary", key)).unwrap();
+    assert_eq!(sink.next(), key, "served in order");
+}
+
+/// 1,000 idle connections and a client that announces a max-size frame and trickles it one byte
+/// a second hold little memory (nothing buffered for an idle connection, what was sent for the
+/// trickler) and do not stop good clients from being served. Measured on the `dirigo` process.
+#[test]
+fn idle_connections_and_a_trickler_hold_little_and_block_no_one() {
+    const IDLE: usize = 1000;
+    /// What 1,000 idle connections and the trickler may add to the engine's RSS. Before the
+    /// connections stopped allocating up front, each one held a 64 KiB zeroed buffer from its
+    /// first poll (1,000 of them: 62.5 MiB).
+    const GROWTH_MAX_KIB: u64 = 16 * 1024;
+    /// The engine's whole RSS with them (a debug build, 2 shards).
+    const RSS_MAX_KIB: u64 = 256 * 1024;
+    let idle_n = IDLE.min(raise_fd_limit().saturating_sub(200) / 2);
+    let (src, sink) = (free_port(), free_port());
+    let dir = common::temp_dir("tcp-limits");
+    let cfg = dir.join("limits.toml");
+    let sink_kind = format!("kind = \"tcp\"\nlisten = \"127.0.0.1:{sink}\"\nformat = \"binary\"");
+    let text = config(src, "binary", &sink_kind, "");
+    std::fs::write(&cfg, with_source_keys(&text, src, "max_connections = 4096\nidle_timeout = \"60s\"")).unwrap();
+    let child = dirigo()
+        .args(["run", "--json", "--quiet", "--duration", "60s"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut engine = Spawned(Some(child));
+    let mut sink = SinkKeys { stream: subscribe(sink), dec: FrameDecoder::default() };
+    let mut good = connect(src);
+    serve(&mut good, &mut sink, 0);
+    let base = rss_kib(pid);
+
+    let idle: Vec<TcpStream> = (0..idle_n).map(|_| connect(src)).collect();
+    let max_frame = default_limits().max_frame as u32;
+    let mut trickler = connect(src);
+    trickler.write_all(&FrameHeader { ty: FrameType::Record, len: max_frame }.to_bytes()).unwrap();
+    let trickling = std::thread::spawn(move || {
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_secs(1)); // its pace, not a synchronisation
+            trickler.write_all(&[0]).unwrap();
+        }
+        trickler
+    });
+    // Accepted in order: a client connected after all of them is served once all were accepted.
+    let mut late = connect(src);
+    serve(&mut late, &mut sink, 1);
+    let (mut key, mut worst) = (1, Duration::ZERO);
+    while !trickling.is_finished() {
+        key += 1;
+        let t = Instant::now();
+        serve(if key % 2 == 0 { &mut good } else { &mut late }, &mut sink, key);
+        worst = worst.max(t.elapsed());
+    }
+    let rss = rss_kib(pid);
+    let _trickler = trickling.join().unwrap();
+    eprintln!(
+        "{idle_n} idle connections + a trickler: engine RSS {base} KiB -> {rss} KiB (+{} KiB); good clients \
+         served {key} records meanwhile, the slowest in {worst:?}",
+        rss.saturating_sub(base)
+    );
+    assert!(rss.saturating_sub(base) < GROWTH_MAX_KIB, "RSS grew by {} KiB", rss - base);
+    assert!(rss < RSS_MAX_KIB, "RSS {rss} KiB");
+    assert!(worst < Duration::from_secs(2), "a good client waited {worst:?}");
+
+    // SAFETY: kill(2) on our own child's pid: Ctrl-C, the engine drains and prints its summary.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let out = common::wait_all(vec![engine.0.take().unwrap()], common::DEADLINE).remove(0);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    drop(idle);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().expect("a summary")).unwrap();
+    let t = &summary["apps"][0]["tcp_sources"][0];
+    assert_eq!(t["name"], "in");
+    assert_eq!(t["connections"].as_u64(), Some(idle_n as u64 + 3), "{t}");
+    assert_eq!(t["records"].as_u64(), Some(key + 1), "{t}");
+    for k in ["connections_refused", "idle_closed", "oversized"] {
+        assert_eq!(t[k].as_u64(), Some(0), "{k}: {t}");
+    }
 }

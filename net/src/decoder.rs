@@ -5,9 +5,13 @@
 //! always a multiple of 16, so every payload is 16-aligned. `scan` is where the first header not
 //! yet checked begins: a header is checked as soon as its 16 bytes arrive, before any of its
 //! payload is buffered, so an oversized or garbage header fails without buffering its body.
-//! The buffer grows to the largest partial frame plus one read and is then reused: when every
-//! frame has been yielded it rewinds for free, and a partial frame is moved to the front only
-//! when the space behind it runs out.
+//! The buffer grows with what arrives, never with what a header declares: to the largest partial
+//! frame plus one read, with at most [`MAX_GROWTH`] of slack beyond that, and is then reused.
+//! When every frame has been yielded it rewinds for free, and a partial frame is moved to the
+//! front only when the space behind it runs out. So a peer that announces a large frame and
+//! trickles its body holds what it sent plus a bounded slack: a reader without room in the
+//! buffer ([`FrameDecoder::spare_window`] says so) reads into a scratch buffer of its own and
+//! [`feed`](FrameDecoder::feed)s what came; a decoder that was never fed holds nothing.
 
 use rkyv::util::AlignedVec;
 
@@ -18,6 +22,9 @@ use crate::frame::{FrameHeader, FrameType, HEADER_LEN, PAYLOAD_LIMIT};
 pub const DEFAULT_MAX_PAYLOAD: u32 = 16 << 20;
 /// Smallest receive buffer a decoder allocates.
 const MIN_BUFFER: usize = 4096;
+/// Most a buffer grows beyond what it must hold: it doubles while small, then grows by this
+/// much at a time (a partial frame of n bytes holds at most n + one read + this).
+pub const MAX_GROWTH: usize = 256 * 1024;
 
 /// One decoded frame, borrowed from the decoder's buffer. `payload` starts 16-byte aligned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +87,11 @@ impl FrameDecoder {
         self.end - self.start
     }
 
+    /// Bytes the receive buffer holds (allocated and initialised), live or not.
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The error that closed this decoder, if any.
     pub fn error(&self) -> Option<DecodeError> {
         self.failed
@@ -111,7 +123,25 @@ impl FrameDecoder {
         Ok(&mut self.buf[self.end..])
     }
 
-    /// Account for `n` bytes written into the window from [`Self::recv_window`].
+    /// The free room of the buffer as it is, to read a socket into directly, if it holds at
+    /// least `min_len` bytes (after moving a partial frame to the front); then call
+    /// [`Self::commit`]. None: the buffer would have to grow: read into a scratch buffer and
+    /// [`Self::feed`] what arrived instead, so it grows only by what the peer sent.
+    pub fn spare_window(&mut self, min_len: usize) -> Result<Option<&mut [u8]>, DecodeError> {
+        self.check_open()?;
+        self.rewind_if_drained();
+        let min_len = min_len.max(1);
+        if self.buf.len() - self.end < min_len && self.start > 0 {
+            self.compact();
+        }
+        if self.buf.len() - self.end < min_len {
+            return Ok(None);
+        }
+        Ok(Some(&mut self.buf[self.end..]))
+    }
+
+    /// Account for `n` bytes written into the window from [`Self::recv_window`] or
+    /// [`Self::spare_window`].
     pub fn commit(&mut self, n: usize) -> Result<(), DecodeError> {
         self.check_open()?;
         let window = self.buf.len() - self.end;
@@ -214,21 +244,28 @@ impl FrameDecoder {
     }
 
     /// Make `n` bytes of room after `end`: move the live bytes to the front if that suffices,
-    /// else grow (cold: only until the buffer reaches its working size).
+    /// else grow (cold: only until the buffer reaches its working size): double while small,
+    /// by [`MAX_GROWTH`] at most, so it never holds more than `end + n + MAX_GROWTH`.
     fn make_room(&mut self, n: usize) {
         if self.end + n <= self.buf.len() {
             return;
         }
         if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.scan -= self.start;
-            self.start = 0;
+            self.compact();
         }
         if self.end + n > self.buf.len() {
-            let want = (self.end + n).max(self.buf.len() * 2).max(MIN_BUFFER);
+            let len = self.buf.len();
+            let want = (self.end + n).max(len + len.min(MAX_GROWTH)).max(MIN_BUFFER);
             self.buf.resize(want, 0);
         }
+    }
+
+    /// Move the live bytes to the front of the buffer (frames start 16-aligned there too).
+    fn compact(&mut self) {
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.scan -= self.start;
+        self.start = 0;
     }
 }
 
@@ -272,6 +309,52 @@ mod tests {
         }
         assert_eq!(seen, 1000);
         assert_eq!(dec.buf.len(), MIN_BUFFER);
+    }
+
+    /// A peer that announces the largest frame allowed and trickles its body: the buffer holds
+    /// what arrived plus a bounded slack, never the declared size up front.
+    #[test]
+    fn a_trickled_large_frame_holds_only_what_arrived() {
+        const MAX: u32 = 4 << 20;
+        let mut dec = FrameDecoder::new(MAX);
+        assert_eq!(dec.capacity(), 0, "nothing allocated before the first byte");
+        assert!(dec.spare_window(1).unwrap().is_none(), "no room without growing");
+        let header = FrameHeader { ty: FrameType::Record, len: MAX }.to_bytes();
+        dec.feed(&header).unwrap();
+        assert!(dec.capacity() <= MIN_BUFFER, "a header alone: {} bytes held", dec.capacity());
+        let mut sent = HEADER_LEN;
+        let mut worst = 0;
+        for step in 0..3000 {
+            let chunk = if step % 2 == 0 { 1 } else { 1000 }; // bytes, then a larger trickle
+            dec.feed(&vec![0u8; chunk]).unwrap();
+            sent += chunk;
+            assert_eq!(dec.buffered(), sent);
+            worst = worst.max(dec.capacity() - sent);
+            assert!(dec.capacity() <= sent + MAX_GROWTH, "{} held for {sent} sent", dec.capacity());
+        }
+        assert!(dec.next_frame().unwrap().is_none(), "the frame is not whole yet");
+        // The rest arrives: the frame decodes, and the buffer is its size plus the bounded slack.
+        let rest = HEADER_LEN + MAX as usize - sent;
+        dec.feed(&vec![0u8; rest]).unwrap();
+        assert!(dec.capacity() <= HEADER_LEN + MAX as usize + MAX_GROWTH);
+        assert_eq!(dec.next_frame().unwrap().map(|f| f.payload.len()), Some(MAX as usize));
+        assert!(worst > 0);
+    }
+
+    #[test]
+    fn spare_window_reads_in_place_only_without_growing() {
+        let wire = two_frames();
+        let mut dec = FrameDecoder::default();
+        dec.feed(&wire).unwrap();
+        while dec.next_frame().unwrap().is_some() {}
+        let cap = dec.capacity();
+        let w = dec.spare_window(wire.len()).unwrap().expect("room: the buffer rewound");
+        assert_eq!(w.len(), cap);
+        w[..wire.len()].copy_from_slice(&wire);
+        dec.commit(wire.len()).unwrap();
+        assert_eq!(dec.next_frame().unwrap().unwrap().payload, b"abc");
+        assert!(dec.spare_window(cap).unwrap().is_none(), "a live frame leaves less than the whole buffer");
+        assert_eq!(dec.capacity(), cap, "asking never grows the buffer");
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub trait Ingress {
     fn arm(&mut self) -> bool;
     /// Doorbell rings by readiness since the last call.
     fn take_io_wakes(&self) -> u64;
+    /// When (engine clock) the shard must poll this source even if no input arrives (a timeout
+    /// of its own falls due then); None: only input matters.
+    fn due_ns(&self) -> Option<u64>;
     /// Read what is available and produce the next event into the scratch buffers
     /// ([`Produced::Idle`] when nothing is).
     fn produce(&mut self, values: &mut Vec<Value>, bytes: &mut AlignedVec) -> Produced;

@@ -1,7 +1,7 @@
 //! The rules every part resolves by: the app's [`Ctx`], the shared checks, and defaulting.
 //!
-//! Values that must be positive, keys a kind requires or does not take, known format names,
-//! unique names, schema fields, and a default for a key left out.
+//! Values that must be positive or below a bound, keys a kind requires or does not take, known
+//! format names, unique names, schema fields, and a default for a key left out.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use super::defaults::Defaults;
 use super::error::{ConfigError, Problem, Source};
 use super::model::SchemaConfig;
 use super::path::{KeyPath, Role};
-use super::values::HumanDuration;
+use super::values::{HumanDuration, HumanSize};
 
 /// What resolving one app needs: the file, the merged defaults and the app's key path.
 pub(crate) struct Ctx<'a> {
@@ -55,6 +55,12 @@ impl Zero for HumanDuration {
     }
 }
 
+impl Zero for HumanSize {
+    fn is_zero(&self) -> bool {
+        self.0 == 0
+    }
+}
+
 /// Fails when `value` is present and zero; `path` is the key's path.
 pub(crate) fn positive<T: Zero>(
     src: &Source,
@@ -63,6 +69,27 @@ pub(crate) fn positive<T: Zero>(
 ) -> Result<(), ConfigError> {
     match value {
         Some(v) if v.get_ref().is_zero() => Err(ConfigError::problem(src, v.span(), path(), Problem::NotPositive)),
+        _ => Ok(()),
+    }
+}
+
+/// The largest `max_frame` of a tcp source: the wire format's payload limit.
+pub(crate) const MAX_FRAME_LIMIT: u64 = dirigo_net::frame::PAYLOAD_LIMIT as u64;
+pub(crate) const FRAME_LIMIT_WHY: &str = "the wire format's largest payload";
+
+/// Fails when a size is present and over `max` (`why` says whose limit that is).
+pub(crate) fn size_at_most(
+    src: &Source,
+    value: &Option<Spanned<HumanSize>>,
+    max: u64,
+    why: &'static str,
+    path: impl FnOnce() -> KeyPath,
+) -> Result<(), ConfigError> {
+    match value {
+        Some(v) if v.get_ref().0 > max => {
+            let max = dirigo_net::tcp::human_size(max);
+            Err(ConfigError::problem(src, v.span(), path(), Problem::TooLarge { max, why }))
+        }
         _ => Ok(()),
     }
 }

@@ -9,7 +9,9 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Problem, Source};
 use super::path::KeyPath;
-use super::values::{ser_duration, Distribution, FileFormat, HumanDuration, Policy, TcpIo, WireFormat};
+use super::values::{
+    ser_duration, ser_size, Distribution, FileFormat, HumanDuration, HumanSize, Policy, TcpIo, WireFormat,
+};
 
 /// The embedded `configs/default.toml`: the single source of every default.
 pub const DEFAULT_TOML: &str = include_str!("../../../configs/default.toml");
@@ -170,6 +172,17 @@ layered! {
     TcpSourceDefaults / TcpSourceDefaultsLayer {
         /// Record encoding on the connection.
         format: WireFormat = WireFormat,
+        /// Open connections at most; one more is answered with an error and closed.
+        max_connections: usize = usize,
+        /// A connection that sends nothing for this long is answered with an error and closed.
+        #[serde(serialize_with = "ser_duration")]
+        idle_timeout: Duration = HumanDuration,
+        /// Longest NDJSON line, in bytes.
+        #[serde(serialize_with = "ser_size")]
+        max_line: u64 = HumanSize,
+        /// Largest binary frame payload, in bytes (at most 1GiB, the wire format's limit).
+        #[serde(serialize_with = "ser_size")]
+        max_frame: u64 = HumanSize,
     }
 }
 

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::defaults::{DefaultsLayer, EngineLayer};
-use super::values::{names, AggregateOp, Distribution, HumanDuration, OrderedTable, WindowType};
+use super::values::{names, AggregateOp, Distribution, HumanDuration, HumanSize, OrderedTable, WindowType};
 
 /// A whole file: `[engine]`, `[defaults.*]`, `[[app]]`, `[cluster]`, `[[node]]`.
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +84,10 @@ pub(crate) struct SourceDoc {
     pub format: Option<Spanned<String>>,
     pub header: Option<Spanned<bool>>,
     pub listen: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<usize>>,
+    pub idle_timeout: Option<Spanned<HumanDuration>>,
+    pub max_line: Option<Spanned<HumanSize>>,
+    pub max_frame: Option<Spanned<HumanSize>>,
 }
 
 /// One `bursts = [{ at, duration, rate }]` entry.
@@ -192,7 +196,8 @@ impl SourceDoc {
     /// Every kind-specific key present.
     pub fn present(&self) -> Vec<(&'static str, Range<usize>)> {
         present!(self; rate, events, duration, keys, key_field, distribution, zipf_s, seed,
-            parallelism, bursts, path, format, header, listen)
+            parallelism, bursts, path, format, header, listen, max_connections, idle_timeout, max_line,
+            max_frame)
     }
 }
 
@@ -228,7 +233,7 @@ pub(crate) fn source_keys(kind: SourceKindName) -> &'static [&'static str] {
             "bursts",
         ],
         SourceKindName::File => &["path", "format", "header", "rate"],
-        SourceKindName::Tcp => &["listen", "format"],
+        SourceKindName::Tcp => &["listen", "format", "max_connections", "idle_timeout", "max_line", "max_frame"],
     }
 }
 

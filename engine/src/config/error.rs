@@ -82,6 +82,8 @@ pub enum Problem {
     /// The cluster secret is not configured, or cannot be read.
     #[error("{0}")]
     Secret(SecretProblem),
+    #[error("must be at most {max} ({why})")]
+    TooLarge { max: String, why: &'static str },
     /// Anything a later stage (the planner) finds.
     #[error("{0}")]
     Invalid(String),

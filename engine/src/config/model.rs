@@ -15,7 +15,7 @@ use super::defaults::{Defaults, EngineConfig};
 use super::error::{ConfigError, Source};
 use super::path::{KeyPath, Role};
 use super::values::{
-    ser_duration, ser_opt_duration, ser_pairs, AggregateOp, Distribution, FileFormat, WindowType, WireFormat,
+    ser_duration, ser_opt_duration, ser_pairs, ser_size, AggregateOp, Distribution, FileFormat, WindowType, WireFormat,
 };
 
 /// A whole, checked configuration; made by [`Config::load`] and [`Config::parse`] (in `config/mod.rs`).
@@ -240,6 +240,17 @@ pub struct TcpSource {
     /// Address to listen on.
     pub listen: Spanned<String>,
     pub format: WireFormat,
+    /// Open connections at most; one more is answered with an error and closed.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is answered with an error and closed.
+    #[serde(serialize_with = "ser_duration")]
+    pub idle_timeout: Duration,
+    /// Longest NDJSON line, in bytes.
+    #[serde(serialize_with = "ser_size")]
+    pub max_line: u64,
+    /// Largest binary frame payload, in bytes (at most 1GiB).
+    #[serde(serialize_with = "ser_size")]
+    pub max_frame: u64,
 }
 
 /// One `[[app.function]]`.

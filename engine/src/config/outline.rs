@@ -63,9 +63,35 @@ impl<'de> Visitor<'de> for TreeVisitor {
 /// The key path of the innermost value or key at `offset`; empty when the text does not parse.
 pub(crate) fn key_path_at(text: &str, offset: usize) -> KeyPath {
     let mut path = KeyPath::default();
-    if let Ok(root) = toml::from_str::<Spanned<Tree>>(text) {
-        if let Tree::Table(entries) = root.get_ref() {
-            find(entries, offset, &mut path.0, false);
+    match toml::from_str::<Spanned<Tree>>(text) {
+        Ok(root) => {
+            if let Tree::Table(entries) = root.get_ref() {
+                find(entries, offset, &mut path.0, false);
+            }
+        }
+        Err(_) if toml::from_str::<toml::Table>(text).is_ok() => return by_lines(text, offset),
+        Err(_) => {}
+    }
+    path
+}
+
+/// When the text parses but its outline cannot be read (the parser has no span for a table
+/// opened by a dotted header such as `[defaults.source.tcp]`): the key written at the start of `offset`'s line, in
+/// the `[table]` whose header is the nearest above it. Empty under an `[[array]]` header (the
+/// element could not be named), or when the line does not start with a key.
+fn by_lines(text: &str, offset: usize) -> KeyPath {
+    let mut path = KeyPath::default();
+    let Some(before) = text.get(..offset) else { return path };
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let header = text[..line_start].lines().rev().map(str::trim).find(|l| l.starts_with('['));
+    let table = header.and_then(|h| h.strip_prefix('[')).filter(|h| !h.starts_with('['));
+    let Some(table) = table.and_then(|h| h.split(']').next()).map(str::trim) else { return path };
+    path.0.push(Segment::Table(table.to_owned()));
+    let line = text[line_start..].lines().next().unwrap_or("");
+    if let Some((key, _)) = line.split_once('=') {
+        let key = key.trim();
+        if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            path.0.push(Segment::Key(key.to_owned()));
         }
     }
     path
@@ -146,5 +172,25 @@ fn element(key: &str, index: usize, item: &Tree, in_app: bool, at_root: bool) ->
         _ if at_root && key == "app" => Segment::App { index, name },
         Some(role) if in_app => Segment::Node { role, index, name },
         _ => Segment::Key(format!("{key}[{index}]")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path_at(text: &str, needle: &str) -> String {
+        key_path_at(text, text.find(needle).expect("needle")).to_string()
+    }
+
+    #[test]
+    fn a_value_under_a_dotted_table_header_is_named_by_its_line() {
+        let text = "[engine]\nshards = 1\n\n[defaults.source.tcp]\nformat = \"binary\"\nmax_line = \"4 parsecs\"\n";
+        assert_eq!(path_at(text, "\"4 parsecs"), "defaults.source.tcp key `max_line`");
+        assert_eq!(path_at(text, "1\n"), "engine key `shards`");
+        let text = "[defaults.app]\nweight = 1\n[[app]]\nname = \"a\"\nslo = 5\n";
+        assert_eq!(path_at(text, "5\n"), "", "an array's element cannot be named by lines");
+        assert_eq!(path_at("[engine]\nspin = 5\n", "5"), "engine key `spin`", "the outline, when it reads");
+        assert_eq!(path_at("[defaults.app]\nweight = = 1\n", "= 1"), "", "not when the text does not parse");
     }
 }

@@ -9,7 +9,7 @@ use std::ops::Range;
 use dirigo_actors::record::FieldType;
 use toml::Spanned;
 
-use super::check::{duplicate, field_in_schema, positive, Ctx};
+use super::check::{duplicate, field_in_schema, positive, size_at_most, Ctx, FRAME_LIMIT_WHY, MAX_FRAME_LIMIT};
 use super::cluster;
 use super::defaults::{Defaults, DefaultsLayer, EngineLayer, DEFAULT_TOML, DEFAULT_TOML_NAME};
 use super::doc::{AppDoc, ConfigDoc};
@@ -66,7 +66,13 @@ fn check_defaults(src: &Source, d: &DefaultsLayer) -> Result<(), ConfigError> {
     let generator = &d.source.generator;
     positive(src, &generator.keys, at("source.generator", "keys"))?;
     positive(src, &generator.zipf_s, at("source.generator", "zipf_s"))?;
-    positive(src, &generator.parallelism, at("source.generator", "parallelism"))
+    positive(src, &generator.parallelism, at("source.generator", "parallelism"))?;
+    let tcp = &d.source.tcp;
+    positive(src, &tcp.max_connections, at("source.tcp", "max_connections"))?;
+    positive(src, &tcp.idle_timeout, at("source.tcp", "idle_timeout"))?;
+    positive(src, &tcp.max_line, at("source.tcp", "max_line"))?;
+    positive(src, &tcp.max_frame, at("source.tcp", "max_frame"))?;
+    size_at_most(src, &tcp.max_frame, MAX_FRAME_LIMIT, FRAME_LIMIT_WHY, at("source.tcp", "max_frame"))
 }
 
 /// Every app resolved; app names are unique.

@@ -7,12 +7,15 @@ use std::ops::Range;
 use dirigo_actors::record::FieldType;
 use toml::Spanned;
 
-use super::check::{field_in_schema, kind_keys, known_format, or, positive, require, Ctx};
+use super::check::{
+    field_in_schema, kind_keys, known_format, or, or_duration, positive, require, size_at_most, Ctx, FRAME_LIMIT_WHY,
+    MAX_FRAME_LIMIT,
+};
 use super::doc::{source_keys, BurstDoc, SourceDoc, SourceKindName};
 use super::error::{ConfigError, Problem};
 use super::model::{Burst, FileSource, GeneratorSource, SchemaConfig, SourceConfig, SourceKind, TcpSource};
 use super::path::{KeyPath, Role};
-use super::values::{FileFormat, WireFormat};
+use super::values::{FileFormat, HumanSize, WireFormat};
 
 /// Every source of an app.
 pub(crate) fn all(
@@ -145,6 +148,20 @@ fn tcp_source(ctx: &Ctx<'_>, node: (&KeyPath, Range<usize>), doc: SourceDoc) -> 
     let reason = "the address to listen on";
     let listen = require(ctx, doc.listen, (node.0, node.1), "listen", reason)?;
     let format = known_format(ctx, node.0, doc.format, WireFormat::parse, WireFormat::NAMES)?;
-    let format = format.unwrap_or(ctx.defaults.source.tcp.format);
-    Ok(TcpSource { listen, format })
+    let at = |key: &str| node.0.clone().key(key);
+    positive(ctx.src, &doc.max_connections, || at("max_connections"))?;
+    positive(ctx.src, &doc.idle_timeout, || at("idle_timeout"))?;
+    positive(ctx.src, &doc.max_line, || at("max_line"))?;
+    positive(ctx.src, &doc.max_frame, || at("max_frame"))?;
+    size_at_most(ctx.src, &doc.max_frame, MAX_FRAME_LIMIT, FRAME_LIMIT_WHY, || at("max_frame"))?;
+    let d = &ctx.defaults.source.tcp;
+    let size = |v: Option<Spanned<HumanSize>>, default: u64| v.map_or(default, |v| v.into_inner().0);
+    Ok(TcpSource {
+        listen,
+        format: format.unwrap_or(d.format),
+        max_connections: or(doc.max_connections, d.max_connections),
+        idle_timeout: or_duration(doc.idle_timeout, d.idle_timeout),
+        max_line: size(doc.max_line, d.max_line),
+        max_frame: size(doc.max_frame, d.max_frame),
+    })
 }

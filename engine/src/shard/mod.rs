@@ -498,6 +498,7 @@ impl<P: Policy> Shard<P> {
             missed_wakeups: std::mem::take(&mut self.missed_wakeups),
             lessees: self.lessees_max.clone(),
             io_wakeups: self.take_io_wakes(),
+            tcp_sources: self.tcp_counts(),
             last,
         };
         self.stats.iter_mut().for_each(AppStats::reset);

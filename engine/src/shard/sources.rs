@@ -64,11 +64,15 @@ impl<P: Policy> Shard<P> {
             .filter(|s| !s.done)
             .filter_map(|s| match s.inst.io_wakeup() {
                 // Socket sources (tcp): nothing is scheduled. Their readiness waker rings the
-                // doorbell; a paused one (backpressure: it is not armed) or one without a
+                // doorbell, and a timeout of their own (an idle connection's) falls due at
+                // `io_due_ns`; a paused one (backpressure: it is not armed) or one without a
                 // waker is re-polled on a timer.
-                Some(IoWakeup::Readiness) if self.may_ingest(self.app_of(s)) => None,
+                Some(IoWakeup::Readiness) if self.may_ingest(self.app_of(s)) => s.inst.io_due_ns(),
                 Some(IoWakeup::Readiness) => Some(now_ns() + dirigo_net::tcp::POLL_OPEN_NS),
-                Some(IoWakeup::Poll(poll)) => Some(now_ns() + poll),
+                Some(IoWakeup::Poll(poll)) => {
+                    let poll = now_ns() + poll;
+                    Some(s.inst.io_due_ns().map_or(poll, |due| due.min(poll)))
+                }
                 None => s.inst.next_due_ns().map(|d| s.started_ns.unwrap_or(engine_start) + d),
             })
             .min()
@@ -91,6 +95,11 @@ impl<P: Policy> Shard<P> {
             }
         }
         ok
+    }
+
+    /// Each tcp source's figures so far, by its index in the plan.
+    pub(super) fn tcp_counts(&self) -> Vec<(usize, dirigo_net::tcp::IngressCounts)> {
+        self.sources.iter().filter_map(|s| s.inst.tcp_counts().map(|c| (s.index, c))).collect()
     }
 
     /// Doorbell rings by the sources' readiness wakers since the last call.

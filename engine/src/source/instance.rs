@@ -51,6 +51,23 @@ impl SourceInstance {
         }
     }
 
+    /// Socket sources: when (engine clock) the shard must poll them even without input (a
+    /// connection's idle timeout falls due); None: only input matters, or not a socket source.
+    pub fn io_due_ns(&self) -> Option<u64> {
+        match self {
+            SourceInstance::Tcp(t) => t.due_ns(),
+            _ => None,
+        }
+    }
+
+    /// A tcp source's connections, records and refusals so far; None for other sources.
+    pub fn tcp_counts(&self) -> Option<dirigo_net::tcp::IngressCounts> {
+        match self {
+            SourceInstance::Tcp(t) => Some(t.counts()),
+            _ => None,
+        }
+    }
+
     /// Socket sources: ring the doorbell of the shard owning `signal` when input arrives.
     pub fn attach(&mut self, signal: &std::sync::Arc<dirigo_net::signal::ShardSignal>) {
         if let SourceInstance::Tcp(t) = self {

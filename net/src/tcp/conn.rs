@@ -2,6 +2,12 @@
 //! connection's decoder, and records come out one per call, validated against the app's schema.
 //! A bad input is answered with an error (an Error frame or an NDJSON error line), logged, and
 //! the connection is closed; records produced before it are already in the engine.
+//!
+//! The source's [`Limits`] apply here: a line over `max_line` or a frame over `max_frame`, and
+//! a connection silent for `idle_timeout`, are refusals: answered and closed like a bad input,
+//! and handed to the source ([`Connection::take_refusal`]) to count and log. A connection holds
+//! only what its client sent: while its buffer has no free room it reads into the source's
+//! scratch buffer and keeps what came (an idle one holds no buffer at all).
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
@@ -11,10 +17,10 @@ use crate::{validate_batch, validate_record, DecodeError, FrameDecoder, FrameTyp
 use dirigo_actors::record::{ArchivedRecord, RecordError, Schema, Value};
 use rkyv::util::AlignedVec;
 
+use super::limits::{human_size, Limits, Refusal};
 use super::uring::{RxToken, UringRx};
 use super::wire::{encode_error, error_line, error_message, fits};
 use super::WireFormat;
-use super::{MAX_LINE, MAX_PAYLOAD, READ_CHUNK};
 use crate::clock::now_ns;
 use crate::ingress::Produced;
 
@@ -22,12 +28,19 @@ use crate::ingress::Produced;
 /// lost to a reset, before it is closed.
 const DRAIN_NS: u64 = 1_000_000_000;
 const DRAIN_BYTES: usize = 4 << 20;
+/// A connection reads into its own buffer while that has this much free room, else into the
+/// source's scratch buffer (and keeps only what arrived).
+const MIN_DIRECT: usize = 16 * 1024;
+/// Most a line buffer grows beyond what it must hold (as [`crate::decoder::MAX_GROWTH`]).
+const MAX_LINE_GROWTH: usize = 256 * 1024;
 
 /// Why a connection is closed. Each is reported to the client where possible, and logged.
 #[derive(Debug, thiserror::Error)]
 pub enum IngressError {
     #[error("malformed frame: {0}")]
-    Frame(#[from] DecodeError),
+    Frame(DecodeError),
+    #[error("a frame declares {declared} payload bytes, over this source's max_frame of {}", human_size(u64::from(*.max)))]
+    FrameTooLarge { declared: u32, max: u32 },
     #[error("invalid record: {0}")]
     Invalid(#[from] ValidateError),
     #[error("record {index} does not fit the schema: {source}")]
@@ -36,12 +49,34 @@ pub enum IngressError {
     Utf8 { line: u64, at: usize },
     #[error("line {line}: {source}")]
     Json { line: u64, source: RecordError },
-    #[error("line {line} is longer than {max} bytes")]
+    #[error("line {line} is longer than this source's max_line of {}", human_size(*.max as u64))]
     LineTooLong { line: u64, max: usize },
+    #[error("no input for {idle:?} (this source's idle_timeout): closing the connection")]
+    Idle { idle: std::time::Duration },
     #[error("a client may not send {ty:?} frames")]
     UnexpectedFrame { ty: FrameType },
     #[error("the client reported an error: {0}")]
     FromClient(String),
+}
+
+impl From<DecodeError> for IngressError {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::Oversized { declared, max } => IngressError::FrameTooLarge { declared, max },
+            e => IngressError::Frame(e),
+        }
+    }
+}
+
+impl IngressError {
+    /// The limit this error enforces, if it is a refusal rather than a bad input.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            IngressError::FrameTooLarge { .. } | IngressError::LineTooLong { .. } => Some(Refusal::Oversized),
+            IngressError::Idle { .. } => Some(Refusal::Idle),
+            _ => None,
+        }
+    }
 }
 
 /// Why a read failed: the socket, or a frame header it delivered.
@@ -66,6 +101,8 @@ pub struct SourceCx<'a> {
     pub name: &'a str,
     pub schema: &'a Schema,
     pub event_time_field: Option<usize>,
+    /// `idle_timeout` in ns.
+    pub idle_ns: u64,
 }
 
 enum Input {
@@ -90,21 +127,70 @@ pub struct Connection {
     spans: VecDeque<(usize, usize, u64)>,
     state: State,
     eof: bool,
+    /// When the client last sent bytes, or the connection last ran dry after producing
+    /// (engine clock): its idle time counts from there.
+    last_input_ns: u64,
+    /// `accepted` when the idle clock last started (records produced since restart it).
+    accepted_at_input: u64,
+    /// A limit this connection ran into, and its message, until the source takes it.
+    refusal: Option<(Refusal, String)>,
     /// Records accepted into the engine from this connection.
     pub accepted: u64,
 }
 
 impl Connection {
-    /// A connection accepted from `peer`; the stream is made non-blocking.
-    pub fn new(stream: TcpStream, peer: SocketAddr, format: WireFormat) -> std::io::Result<Connection> {
+    /// A connection accepted from `peer`, under the source's `limits`; the stream is made
+    /// non-blocking. Allocates no buffer until its client sends something.
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        format: WireFormat,
+        limits: &Limits,
+    ) -> std::io::Result<Connection> {
         stream.set_nonblocking(true)?;
         let _ = stream.set_nodelay(true);
         let input = match format {
-            WireFormat::Binary => Input::Binary(FrameDecoder::new(MAX_PAYLOAD)),
-            WireFormat::Ndjson => Input::Ndjson(Lines::default()),
+            WireFormat::Binary => Input::Binary(FrameDecoder::new(limits.max_frame)),
+            WireFormat::Ndjson => Input::Ndjson(Lines::new(limits.max_line)),
         };
         let (staged, spans) = (AlignedVec::new(), VecDeque::new());
-        Ok(Connection { stream, ring: None, peer, input, staged, spans, state: State::Open, eof: false, accepted: 0 })
+        Ok(Connection {
+            stream,
+            ring: None,
+            peer,
+            input,
+            staged,
+            spans,
+            state: State::Open,
+            eof: false,
+            last_input_ns: now_ns(),
+            accepted_at_input: 0,
+            refusal: None,
+            accepted: 0,
+        })
+    }
+
+    /// The limit this connection ran into since the last call (it is being closed), with the
+    /// message its client was sent.
+    pub fn take_refusal(&mut self) -> Option<(Refusal, String)> {
+        self.refusal.take()
+    }
+
+    /// When (engine clock) this connection must be polled even without input: its idle
+    /// deadline, or the end of its drain once it failed.
+    pub fn due_ns(&self, idle_ns: u64) -> u64 {
+        match self.state {
+            State::Open => self.last_input_ns.saturating_add(idle_ns),
+            State::Draining { until_ns, .. } => until_ns,
+        }
+    }
+
+    /// Bytes of receive buffer this connection holds (its decoder's or its line buffer).
+    pub fn buffer_capacity(&self) -> usize {
+        match &self.input {
+            Input::Binary(d) => d.capacity(),
+            Input::Ndjson(l) => l.buf.len(),
+        }
     }
 
     /// The client's address.
@@ -127,16 +213,18 @@ impl Connection {
         std::os::fd::AsRawFd::as_raw_fd(&self.stream)
     }
 
-    /// The next record, reading the socket (or taking from `ring`) at most once (hot path).
+    /// The next record, reading the socket (or taking from `ring`) at most once (hot path);
+    /// `scratch` is the source's buffer for reads that do not fit the connection's own.
     pub fn next(
         &mut self,
         cx: SourceCx<'_>,
         values: &mut Vec<Value>,
         bytes: &mut AlignedVec,
         mut ring: Option<&mut UringRx>,
+        scratch: &mut [u8],
     ) -> Step {
         if let State::Draining { .. } = self.state {
-            return self.drain(ring);
+            return self.drain(ring, scratch);
         }
         let mut read = false;
         loop {
@@ -151,9 +239,9 @@ impl Connection {
                 Err(e) => return self.fail(cx, e),
             }
             read = true;
-            match self.read(ring.as_deref_mut()) {
+            match self.read(ring.as_deref_mut(), scratch) {
                 Ok(true) => {}
-                Ok(false) => return Step::Empty,
+                Ok(false) => return self.quiet(cx),
                 Err(ReadFail::Decode(e)) => return self.fail(cx, e.into()),
                 Err(ReadFail::Io(e)) => {
                     tracing::warn!(source = cx.name, peer = %self.peer, accepted = self.accepted, "connection lost: {e}");
@@ -163,18 +251,36 @@ impl Connection {
         }
     }
 
-    /// Read once into the decoder. `Ok(false)`: no bytes now. End of stream sets `eof`. The
-    /// decoder checks each header as it arrives: a bad one fails the read, and frames that came
-    /// in the same read are refused with it (those of earlier reads were produced already).
-    fn read(&mut self, ring: Option<&mut UringRx>) -> Result<bool, ReadFail> {
+    /// Nothing to read now: past `idle_timeout` since the last bytes, the connection is closed.
+    /// Records produced since then restart the clock: a client is idle from when its input was
+    /// used up (a long backlog, or backpressure, is not its silence).
+    fn quiet(&mut self, cx: SourceCx<'_>) -> Step {
+        let now = now_ns();
+        if self.accepted != self.accepted_at_input {
+            (self.accepted_at_input, self.last_input_ns) = (self.accepted, now);
+            return Step::Empty;
+        }
+        if now.saturating_sub(self.last_input_ns) < cx.idle_ns {
+            return Step::Empty;
+        }
+        self.fail(cx, IngressError::Idle { idle: std::time::Duration::from_nanos(cx.idle_ns) })
+    }
+
+    /// Read once into the decoder (or line buffer): in place while its free room is large
+    /// enough, else into `scratch`, keeping what arrived. `Ok(false)`: no bytes now. End of
+    /// stream sets `eof`. The decoder checks each header as it arrives: a bad one fails the
+    /// read, and frames that came in the same read are refused with it (those of earlier reads
+    /// were produced already).
+    fn read(&mut self, ring: Option<&mut UringRx>, scratch: &mut [u8]) -> Result<bool, ReadFail> {
         let window = match &mut self.input {
-            Input::Binary(d) => match d.recv_window(READ_CHUNK) {
+            Input::Binary(d) => match d.spare_window(MIN_DIRECT) {
                 Ok(w) => w,
                 Err(_) => return Ok(false), // failed decoders are drained, not read
             },
-            Input::Ndjson(l) => l.window(),
+            Input::Ndjson(l) => l.spare_window(MIN_DIRECT),
         };
-        let n = match receive(&self.stream, self.ring, ring, window) {
+        let direct = window.is_some();
+        let n = match receive(&self.stream, self.ring, ring, window.unwrap_or(&mut *scratch)) {
             Ok(0) => {
                 self.eof = true;
                 return Ok(true);
@@ -183,9 +289,12 @@ impl Connection {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => return Ok(false),
             Err(e) => return Err(ReadFail::Io(e)),
         };
-        match &mut self.input {
-            Input::Binary(d) => d.commit(n).map_err(ReadFail::Decode)?,
-            Input::Ndjson(l) => l.end += n,
+        (self.accepted_at_input, self.last_input_ns) = (self.accepted, now_ns());
+        match (&mut self.input, direct) {
+            (Input::Binary(d), true) => d.commit(n).map_err(ReadFail::Decode)?,
+            (Input::Binary(d), false) => d.feed(&scratch[..n]).map_err(ReadFail::Decode)?,
+            (Input::Ndjson(l), true) => l.end += n,
+            (Input::Ndjson(l), false) => l.extend(&scratch[..n]),
         }
         Ok(true)
     }
@@ -220,19 +329,21 @@ impl Connection {
         Step::Closed
     }
 
-    /// Report `e` to the client and the log, then drain the connection until it closes.
+    /// Report `e` to the client, then drain the connection until it closes. A bad input is
+    /// logged here; a refusal is left to the source to count and log ([`Self::take_refusal`]).
     fn fail(&mut self, cx: SourceCx<'_>, e: IngressError) -> Step {
-        tracing::warn!(source = cx.name, peer = %self.peer, accepted = self.accepted, "closing connection: {e}");
         let msg = e.to_string();
-        let _ = match &self.input {
-            Input::Binary(_) => {
-                let mut out: AlignedVec = AlignedVec::new();
-                encode_error(&msg, &mut out);
-                (&self.stream).write(&out)
+        match e.refusal() {
+            Some(r) => self.refusal = Some((r, msg.clone())),
+            None => {
+                tracing::warn!(source = cx.name, peer = %self.peer, accepted = self.accepted, "closing connection: {e}")
             }
-            Input::Ndjson(_) => (&self.stream).write(error_line(&msg).as_bytes()),
+        }
+        let format = match &self.input {
+            Input::Binary(_) => WireFormat::Binary,
+            Input::Ndjson(_) => WireFormat::Ndjson,
         };
-        let _ = self.stream.shutdown(Shutdown::Write);
+        report_error(&self.stream, format, &msg);
         self.spans.clear();
         if self.eof {
             return Step::Closed;
@@ -241,18 +352,48 @@ impl Connection {
         Step::Empty
     }
 
-    /// Discard input until the client closes, the budget is spent or the deadline passes.
-    fn drain(&mut self, mut ring: Option<&mut UringRx>) -> Step {
+    /// Discard input (read into `sink`) until the client closes, the budget is spent or the
+    /// deadline passes.
+    fn drain(&mut self, mut ring: Option<&mut UringRx>, sink: &mut [u8]) -> Step {
         let State::Draining { until_ns, budget } = &mut self.state else { return Step::Empty };
-        let mut sink = [0u8; 4096];
         loop {
-            match receive(&self.stream, self.ring, ring.as_deref_mut(), &mut sink) {
+            match receive(&self.stream, self.ring, ring.as_deref_mut(), sink) {
                 Ok(0) => return Step::Closed,
                 Ok(n) if n >= *budget => return Step::Closed,
                 Ok(n) => *budget -= n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock && now_ns() < *until_ns => return Step::Empty,
                 Err(_) => return Step::Closed,
             }
+        }
+    }
+}
+
+/// Send the client an error (an Error frame, or an NDJSON error line) and close the sending
+/// side. Best effort: a client that does not read may not get it.
+fn report_error(stream: &TcpStream, format: WireFormat, msg: &str) {
+    let _ = match format {
+        WireFormat::Binary => {
+            let mut out: AlignedVec = AlignedVec::new();
+            encode_error(msg, &mut out);
+            (&*stream).write(&out)
+        }
+        WireFormat::Ndjson => (&*stream).write(error_line(msg).as_bytes()),
+    };
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// Refuse a connection the source will not serve: send its client `msg` and close it. What the
+/// client already sent is read first (into `scratch`, discarded), so that the close does not
+/// answer it with a reset that could discard the error before the client reads it.
+pub fn refuse(stream: TcpStream, format: WireFormat, msg: &str, scratch: &mut [u8]) {
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    report_error(&stream, format, msg);
+    for _ in 0..4 {
+        match (&stream).read(scratch) {
+            Ok(n) if n > 0 => {}
+            _ => break,
         }
     }
 }
@@ -333,28 +474,54 @@ fn event_time(cx: SourceCx<'_>, rec: &ArchivedRecord) -> u64 {
     field.unwrap_or_else(|| now_ns() / 1_000_000)
 }
 
-/// The NDJSON receive buffer: bytes `[start, end)` are unparsed.
-#[derive(Default)]
+/// The NDJSON receive buffer: bytes `[start, end)` are unparsed. Like the frame decoder's, it
+/// grows only with what arrives (a partial line plus a bounded slack).
 struct Lines {
     buf: Vec<u8>,
     start: usize,
     end: usize,
     line: u64,
+    /// Longest line, in bytes (without its newline).
+    max: usize,
 }
 
 impl Lines {
-    /// Room for one read after the unparsed bytes.
-    fn window(&mut self) -> &mut [u8] {
+    fn new(max: usize) -> Lines {
+        Lines { buf: Vec::new(), start: 0, end: 0, line: 0, max }
+    }
+
+    /// The free room after the unparsed bytes (moved to the front first if that makes room), if
+    /// it holds at least `min_len` bytes; None: the buffer would have to grow.
+    fn spare_window(&mut self, min_len: usize) -> Option<&mut [u8]> {
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
-        } else if self.buf.len() - self.end < READ_CHUNK && self.start > 0 {
+        } else if self.buf.len() - self.end < min_len && self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             (self.start, self.end) = (0, self.end - self.start);
         }
-        if self.buf.len() - self.end < READ_CHUNK {
-            self.buf.resize(self.end + READ_CHUNK, 0);
+        match self.buf.len() - self.end >= min_len.max(1) {
+            true => Some(&mut self.buf[self.end..]),
+            false => None,
         }
-        &mut self.buf[self.end..]
+    }
+
+    /// Append bytes that were read elsewhere, growing the buffer by what they need (doubling
+    /// while small, by [`MAX_LINE_GROWTH`] at most).
+    fn extend(&mut self, bytes: &[u8]) {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+        let need = self.end - self.start + bytes.len();
+        if self.start > 0 && self.buf.len() - self.end < bytes.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        if self.buf.len() < need {
+            let len = self.buf.len();
+            self.buf.resize(need.max(len + len.min(MAX_LINE_GROWTH)).max(4096), 0);
+        }
+        self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
     }
 
     /// Parse the next complete line (at end of stream, the unterminated rest too).
@@ -367,9 +534,12 @@ impl Lines {
         loop {
             let pending = &self.buf[self.start..self.end];
             let (line, used) = match pending.iter().position(|&b| b == b'\n') {
+                Some(i) if i > self.max => {
+                    return Err(IngressError::LineTooLong { line: self.line + 1, max: self.max })
+                }
                 Some(i) => (&pending[..i], i + 1),
-                None if pending.len() > MAX_LINE => {
-                    return Err(IngressError::LineTooLong { line: self.line + 1, max: MAX_LINE })
+                None if pending.len() > self.max => {
+                    return Err(IngressError::LineTooLong { line: self.line + 1, max: self.max })
                 }
                 None if eof && !pending.is_empty() => (pending, pending.len()),
                 None => return Ok(None),
@@ -392,6 +562,7 @@ impl Lines {
 
 #[cfg(test)]
 mod tests {
+    use super::super::READ_CHUNK;
     use super::*;
     use crate::BatchWriter;
     use dirigo_actors::record::FieldType;
@@ -403,7 +574,7 @@ mod tests {
     #[test]
     fn a_batch_is_staged_whole_or_refused() {
         let schema = Schema::new(vec![("k".into(), FieldType::U64)]);
-        let cx = SourceCx { name: "t", schema: &schema, event_time_field: Some(0) };
+        let cx = SourceCx { name: "t", schema: &schema, event_time_field: Some(0), idle_ns: u64::MAX };
         let mut out: AlignedVec = AlignedVec::new();
         let mut w = BatchWriter::begin(&mut out).unwrap();
         w.push_values(0, &[Value::U64(7)]);
@@ -423,5 +594,152 @@ mod tests {
         let payload = w.finish().unwrap();
         assert!(stage_batch(&out[payload], cx, &mut staged, &mut spans).is_err());
         assert!(spans.is_empty());
+    }
+
+    const LIMITS: Limits = Limits {
+        max_connections: 8,
+        idle_timeout: std::time::Duration::from_secs(3600),
+        max_line: 1 << 20,
+        max_frame: 4 << 20,
+    };
+
+    /// A connection accepted on loopback, and its client.
+    fn pair(format: WireFormat, limits: &Limits) -> (Connection, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, peer) = listener.accept().unwrap();
+        (Connection::new(stream, peer, format, limits).unwrap(), client)
+    }
+
+    fn schema() -> Schema {
+        Schema::new(vec![("k".into(), FieldType::U64)])
+    }
+
+    fn cx(schema: &Schema, idle_ns: u64) -> SourceCx<'_> {
+        SourceCx { name: "t", schema, event_time_field: None, idle_ns }
+    }
+
+    /// Poll `c` until `ready` holds (the bytes written are on their way through loopback).
+    fn poll_until(c: &mut Connection, schema: &Schema, mut ready: impl FnMut(&Connection) -> bool) {
+        let (mut values, mut bytes, mut scratch) = (Vec::new(), AlignedVec::new(), vec![0u8; READ_CHUNK]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !ready(c) {
+            assert!(std::time::Instant::now() < deadline, "the bytes never arrived");
+            let step = c.next(cx(schema, u64::MAX), &mut values, &mut bytes, None, &mut scratch);
+            assert!(matches!(step, Step::Empty), "{step:?}");
+            std::thread::yield_now();
+        }
+    }
+
+    fn buffered(c: &Connection) -> usize {
+        match &c.input {
+            Input::Binary(d) => d.buffered(),
+            Input::Ndjson(l) => l.end - l.start,
+        }
+    }
+
+    #[test]
+    fn an_idle_connection_holds_no_buffer_until_it_times_out() {
+        let schema = schema();
+        let (mut conn, mut client) = pair(WireFormat::Ndjson, &LIMITS);
+        let (mut values, mut bytes, mut scratch) = (Vec::new(), AlignedVec::new(), vec![0u8; READ_CHUNK]);
+        for _ in 0..3 {
+            let step = conn.next(cx(&schema, u64::MAX), &mut values, &mut bytes, None, &mut scratch);
+            assert!(matches!(step, Step::Empty));
+        }
+        assert_eq!(conn.buffer_capacity(), 0, "polling a silent connection allocates nothing");
+        assert!(conn.take_refusal().is_none());
+        // Past its idle timeout (1 ns here), it is answered and closed.
+        let step = conn.next(cx(&schema, 1), &mut values, &mut bytes, None, &mut scratch);
+        assert!(matches!(step, Step::Empty), "draining: {step:?}");
+        let (refusal, msg) = conn.take_refusal().expect("a refusal");
+        assert_eq!(refusal, Refusal::Idle);
+        assert!(msg.contains("idle_timeout"), "{msg}");
+        let mut reply = String::new();
+        client.read_to_string(&mut reply).unwrap();
+        assert_eq!(reply, error_line(&msg));
+    }
+
+    /// Records produced restart the idle clock: a backlog that took longer than the timeout
+    /// to produce is not the client's silence.
+    #[test]
+    fn the_idle_clock_starts_when_the_input_is_used_up() {
+        let schema = schema();
+        let (mut conn, mut client) = pair(WireFormat::Ndjson, &LIMITS);
+        let (mut values, mut bytes, mut scratch) = (Vec::new(), AlignedVec::new(), vec![0u8; READ_CHUNK]);
+        client.write_all(b"{\"k\": 1}\n").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match conn.next(cx(&schema, u64::MAX), &mut values, &mut bytes, None, &mut scratch) {
+                Step::Event(_) => break,
+                Step::Empty => assert!(std::time::Instant::now() < deadline, "the record never came"),
+                Step::Closed => panic!("closed"),
+            }
+        }
+        // Read long ago (as far as a 1 ns timeout is concerned): dry now, but it just produced.
+        conn.last_input_ns = 0;
+        let step = conn.next(cx(&schema, 1), &mut values, &mut bytes, None, &mut scratch);
+        assert!(matches!(step, Step::Empty) && conn.take_refusal().is_none(), "not idle: {step:?}");
+        assert!(conn.last_input_ns > 0, "the idle clock restarted");
+        // Silent from then on: idle.
+        conn.next(cx(&schema, 1), &mut values, &mut bytes, None, &mut scratch);
+        assert_eq!(conn.take_refusal().map(|r| r.0), Some(Refusal::Idle));
+    }
+
+    #[test]
+    fn a_trickling_client_holds_only_what_it_sent() {
+        let schema = schema();
+        let (mut conn, mut client) = pair(WireFormat::Binary, &LIMITS);
+        let header = crate::FrameHeader { ty: FrameType::Record, len: LIMITS.max_frame }.to_bytes();
+        client.write_all(&header).unwrap();
+        let mut sent = header.len();
+        poll_until(&mut conn, &schema, |c| buffered(c) == sent);
+        assert!(conn.buffer_capacity() <= 4096, "a header: {} bytes held", conn.buffer_capacity());
+        for step in 0..400 {
+            let chunk = if step % 2 == 0 { 1 } else { 3000 };
+            client.write_all(&vec![0u8; chunk]).unwrap();
+            sent += chunk;
+            poll_until(&mut conn, &schema, |c| buffered(c) == sent);
+            let held = conn.buffer_capacity();
+            assert!(held <= sent + crate::decoder::MAX_GROWTH, "{held} bytes held for {sent} sent");
+        }
+        assert!(sent < LIMITS.max_frame as usize / 4, "the frame is far from whole");
+    }
+
+    #[test]
+    fn a_trickled_line_holds_only_what_was_sent() {
+        let schema = schema();
+        let (mut conn, mut client) = pair(WireFormat::Ndjson, &LIMITS);
+        let mut sent = 0;
+        for step in 0..400 {
+            let chunk = if step % 2 == 0 { 1 } else { 2000 };
+            client.write_all(&vec![b' '; chunk]).unwrap();
+            sent += chunk;
+            poll_until(&mut conn, &schema, |c| buffered(c) == sent);
+            let held = conn.buffer_capacity();
+            assert!(held <= sent + MAX_LINE_GROWTH, "{held} bytes held for {sent} sent");
+        }
+    }
+
+    #[test]
+    fn a_line_over_max_line_is_refused_even_when_whole() {
+        let schema = schema();
+        let cx = cx(&schema, u64::MAX);
+        let mut values = Vec::new();
+        let mut lines = Lines::new(12);
+        lines.extend(b"{\"k\": 1234}\n{\"k\":    1234}\n");
+        assert!(matches!(lines.next_record(cx, &mut values, false), Ok(Some(_))), "12 bytes: fine");
+        let e = lines.next_record(cx, &mut values, false).unwrap_err();
+        assert!(matches!(e, IngressError::LineTooLong { line: 2, max: 12 }), "{e}");
+        assert_eq!(e.to_string(), "line 2 is longer than this source's max_line of 12B");
+        assert_eq!(e.refusal(), Some(Refusal::Oversized));
+    }
+
+    #[test]
+    fn an_oversized_frame_names_max_frame() {
+        let e = IngressError::from(DecodeError::Oversized { declared: (4 << 20) + 1, max: 4 << 20 });
+        assert_eq!(e.to_string(), "a frame declares 4194305 payload bytes, over this source's max_frame of 4MiB");
+        assert_eq!(e.refusal(), Some(Refusal::Oversized));
+        assert_eq!(IngressError::from(DecodeError::BadMagic { found: *b"GE" }).refusal(), None);
     }
 }

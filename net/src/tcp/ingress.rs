@@ -3,6 +3,11 @@
 //! each) and accepting new ones once per round; when no connection has a whole record buffered it
 //! returns [`Produced::Idle`] and the shard moves on. While the engine is backpressured the shard
 //! does not call it, so nothing is read and TCP flow control slows the clients.
+//!
+//! The source enforces its [`Limits`]: a connection over `max_connections` is answered with an
+//! error and closed at accept; the connections themselves enforce the rest. Each refusal is
+//! counted ([`TcpIngress::counts`]) and logged once at warn (rate-limited against floods). A
+//! parked shard is woken for the earliest idle deadline ([`Ingress::due_ns`]).
 
 use std::io::ErrorKind;
 use std::net::TcpListener;
@@ -12,11 +17,13 @@ use std::sync::Arc;
 use dirigo_actors::record::{Schema, Value};
 use rkyv::util::AlignedVec;
 
-use super::conn::{Connection, SourceCx, Step};
+use super::conn::{refuse, Connection, SourceCx, Step};
+use super::limits::{IngressCounts, Limits, Refusal, RefusalLog};
 use super::readiness::Readiness;
 use super::uring::UringRx;
 use super::{TcpIo, WireFormat};
-use super::{POLL_LISTEN_NS, POLL_OPEN_NS};
+use super::{POLL_LISTEN_NS, POLL_OPEN_NS, READ_CHUNK};
+use crate::clock::now_ns;
 use crate::ingress::{Ingress, IoWakeup, Produced};
 use crate::signal::ShardSignal;
 
@@ -43,6 +50,8 @@ pub struct IngressSpec {
     pub event_time_field: Option<usize>,
     /// How the connections are received (`[engine] tcp_io`).
     pub io: TcpIo,
+    /// What the source lets its clients hold.
+    pub limits: Limits,
 }
 
 /// A tcp source on its shard.
@@ -58,9 +67,11 @@ pub struct TcpIngress {
     /// The connection being served, and how many records it got in this turn.
     cursor: usize,
     served: u32,
-    /// Connections accepted and records produced, over the source's life.
-    pub connections: u64,
-    pub accepted: u64,
+    /// Where reads land that do not fit a connection's own buffer (see `conn.rs`).
+    scratch: Box<[u8]>,
+    /// Connections, records and refusals over the source's life.
+    counts: IngressCounts,
+    log: RefusalLog,
 }
 
 impl TcpIngress {
@@ -80,9 +91,15 @@ impl TcpIngress {
             conns: Vec::new(),
             cursor: 0,
             served: 0,
-            connections: 0,
-            accepted: 0,
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            counts: IngressCounts::default(),
+            log: RefusalLog::default(),
         }
+    }
+
+    /// Connections, records and refusals so far.
+    pub fn counts(&self) -> IngressCounts {
+        self.counts
     }
 
     fn readiness_failed(&mut self, e: std::io::Error) {
@@ -96,12 +113,23 @@ impl TcpIngress {
 
     /// One step of the connection under the cursor.
     fn serve(&mut self, values: &mut Vec<Value>, bytes: &mut AlignedVec) -> Served {
-        let cx =
-            SourceCx { name: &self.spec.name, schema: &self.spec.schema, event_time_field: self.spec.event_time_field };
-        match self.conns[self.cursor].next(cx, values, bytes, self.uring.as_mut()) {
+        let cx = SourceCx {
+            name: &self.spec.name,
+            schema: &self.spec.schema,
+            event_time_field: self.spec.event_time_field,
+            idle_ns: self.spec.limits.idle_ns(),
+        };
+        let step = self.conns[self.cursor].next(cx, values, bytes, self.uring.as_mut(), &mut self.scratch);
+        if !matches!(step, Step::Event(_)) {
+            if let Some((r, msg)) = self.conns[self.cursor].take_refusal() {
+                let peer = self.conns[self.cursor].peer();
+                self.refused(r, peer, &msg);
+            }
+        }
+        match step {
             Step::Event(p) => {
                 self.served += 1;
-                self.accepted += 1;
+                self.counts.records += 1;
                 Served::Event(p)
             }
             Step::Empty => Served::Empty,
@@ -117,12 +145,30 @@ impl TcpIngress {
         }
     }
 
-    /// Accept the connections waiting in the backlog (up to a round's worth).
+    /// Count a refusal, and log it unless a flood of them already filled this second's quota.
+    fn refused(&mut self, r: Refusal, peer: std::net::SocketAddr, msg: &str) {
+        self.counts.refused(r);
+        if self.log.admit(&self.spec.name, now_ns()) {
+            tracing::warn!(source = %self.spec.name, %peer, refusal = ?r, "refused: {msg}");
+        }
+    }
+
+    /// Accept the connections waiting in the backlog (up to a round's worth); those over
+    /// `max_connections` are answered with an error and closed.
     fn accept(&mut self) {
-        let Some(listener) = &self.listener else { return };
+        if self.log.suppressed() > 0 {
+            self.log.roll(&self.spec.name, now_ns());
+        }
         for _ in 0..ACCEPTS_PER_ROUND {
+            let Some(listener) = &self.listener else { return };
             match listener.accept() {
-                Ok((stream, peer)) => match Connection::new(stream, peer, self.spec.format) {
+                Ok((stream, peer)) if self.conns.len() >= self.spec.limits.max_connections => {
+                    let max = self.spec.limits.max_connections;
+                    let msg = format!("connection refused: this source already serves its max_connections ({max})");
+                    refuse(stream, self.spec.format, &msg, &mut self.scratch);
+                    self.refused(Refusal::OverCapacity, peer, &msg);
+                }
+                Ok((stream, peer)) => match Connection::new(stream, peer, self.spec.format, &self.spec.limits) {
                     Ok(mut c) => {
                         if let Some(u) = &mut self.uring {
                             match u.open(c.fd()) {
@@ -136,7 +182,7 @@ impl TcpIngress {
                             no_readiness(&mut self.readiness, &self.spec.name, e);
                         }
                         tracing::info!(source = %self.spec.name, %peer, "client connected");
-                        self.connections += 1;
+                        self.counts.connections += 1;
                         self.conns.push(c);
                     }
                     Err(e) => tracing::warn!(source = %self.spec.name, %peer, "cannot set up connection: {e}"),
@@ -207,6 +253,14 @@ impl Ingress for TcpIngress {
     /// Doorbell rings by readiness since the last call.
     fn take_io_wakes(&self) -> u64 {
         self.readiness.as_ref().map_or(0, Readiness::take_wakes)
+    }
+
+    /// The earliest deadline of a connection: when the silent one times out, or a failed one's
+    /// drain ends (no input would wake the shard for either). One pass over the connections,
+    /// as the shard parks.
+    fn due_ns(&self) -> Option<u64> {
+        let idle_ns = self.spec.limits.idle_ns();
+        self.conns.iter().map(|c| c.due_ns(idle_ns)).min()
     }
 
     /// The next record from any connection, or `Idle` after one round found none (hot path).

@@ -5,6 +5,8 @@
 //!   connections, read by the shard loop itself (no task, no thread per connection).
 //! - [`conn`]: one client connection: bytes in, records out (binary frames or NDJSON lines),
 //!   and what a bad input does to it (an error to the client, then close).
+//! - [`limits`]: what a source lets its clients hold ([`Limits`]: connections, idle time, line
+//!   and frame sizes), what it refuses, and its [`IngressCounts`].
 //! - [`egress`]: [`EgressHub`] (the listener and its edge thread) and [`EgressSink`] (what each
 //!   shard's sink instance encodes and hands over).
 //! - [`readiness`]: [`Readiness`], the thread that rings a parked shard's doorbell when its tcp
@@ -22,6 +24,7 @@ pub mod client;
 pub mod conn;
 pub mod egress;
 pub mod ingress;
+pub mod limits;
 pub mod readiness;
 pub mod uring;
 pub mod wire;
@@ -31,6 +34,7 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 pub use client::{send, tail, ClientError, SendMode, SendReport};
 pub use egress::{EgressHub, EgressSink};
 pub use ingress::{IngressSpec, TcpIngress};
+pub use limits::{human_size, IngressCounts, Limits, Refusal};
 pub use readiness::Readiness;
 pub use uring::UringRx;
 
@@ -81,11 +85,8 @@ macro_rules! config_names {
 config_names!(WireFormat { Ndjson = "ndjson", Binary = "binary" });
 config_names!(TcpIo { Recv = "recv", Uring = "uring" });
 
-/// Largest binary payload a connection may declare (a frame over it is refused unread).
-pub const MAX_PAYLOAD: u32 = 4 << 20;
-/// Longest NDJSON line a connection may send.
-pub const MAX_LINE: usize = 1 << 20;
-/// Bytes read from a socket per `read` call.
+/// Bytes read from a socket per `read` call into a source's scratch buffer (a connection's own
+/// buffer takes what its free room holds).
 pub const READ_CHUNK: usize = 64 * 1024;
 /// A parked shard re-polls a tcp source this often while it has open connections, if the source
 /// has no readiness waker (it could not be set up) or is paused by backpressure (its readiness
