@@ -333,7 +333,7 @@ fn example_configs_resolve_with_defaults() {
     let FunctionKind::Window(window) = &app.functions[0].kind else { panic!("a window") };
     assert_eq!(window.window.get_ref().window_type, WindowType::Sliding);
     assert_eq!(window.window.get_ref().lateness, Duration::ZERO);
-    assert_eq!(app.functions[1].max_lessees, 1, "the default");
+    assert_eq!(app.functions[1].max_lessees, 0, "the default applies to windows only: a filter cannot lease");
 
     let two = Config::parse(TWO_APPS, "two.toml").unwrap();
     assert_eq!((two.apps[0].weight, two.apps[1].weight), (2, 3));
@@ -582,4 +582,25 @@ fn bad_tcp_limits_name_file_line_and_key() {
         ),
         "{e}"
     );
+}
+
+#[test]
+fn lessees_on_state_that_cannot_merge_are_an_error_at_the_key() {
+    for (name, keys) in [("count", "input = \"in\""), ("map", "input = \"in\"\nfields = { a = \"price\" }")] {
+        let e = error(&app_with(&format!("name = \"f\"\nkind = \"{name}\"\n{keys}\nmax_lessees = 2")));
+        assert!(
+            e.contains(&format!(
+                "function \"f\" key `max_lessees`: a `{name}` function keeps state that does not merge"
+            )),
+            "{e}"
+        );
+        assert!(e.starts_with("bad.toml:"), "{e}");
+    }
+    let window = "name = \"f\"\nkind = \"window\"\ninput = \"in\"\nkey = \"auction\"\n\
+                  window = { type = \"tumbling\", size = \"1s\" }\naggregate = { op = \"max\", field = \"price\" }";
+    let config =
+        Config::parse(&app_with(&format!("{window}\nmax_lessees = 2")), "ok.toml").expect("a window may lease");
+    assert_eq!(config.apps[0].functions[0].max_lessees, 2);
+    let config = Config::parse(&app_with("name = \"f\"\nkind = \"count\"\ninput = \"in\""), "ok.toml").expect("parses");
+    assert_eq!(config.apps[0].functions[0].max_lessees, 0, "the default applies to windows only");
 }

@@ -29,9 +29,33 @@ pub(crate) fn function(ctx: &Ctx<'_>, index: usize, doc: Spanned<FunctionDoc>) -
     let present = doc.present();
     kind_keys(ctx, &path, (Role::Function, kind.name()), present, function_keys(kind))?;
     let name = doc.name.clone();
-    let max_lessees = doc.max_lessees.clone();
+    let max_lessees = lessees(ctx, &path, kind, doc.max_lessees.clone())?;
     let kind = function_kind(ctx, (&path, span), kind, doc)?;
-    Ok(FunctionConfig { name, max_lessees: or(max_lessees, ctx.defaults.function.max_lessees), kind })
+    Ok(FunctionConfig { name, max_lessees, kind })
+}
+
+/// `max_lessees` of a function: only a window's state can merge (a user actor's too, but
+/// those are not in configs), so on any other kind a positive value is an error at the key, and
+/// the `[defaults.function]` value applies to windows alone.
+fn lessees(
+    ctx: &Ctx<'_>,
+    path: &KeyPath,
+    kind: FunctionKindName,
+    written: Option<Spanned<u32>>,
+) -> Result<u32, ConfigError> {
+    match written {
+        Some(n) if *n.get_ref() > 0 && kind != FunctionKindName::Window => {
+            let reason = format!(
+                "a `{}` function keeps state that does not merge, so it cannot have lessees \
+                 (windows can; key-group migration is how other functions will scale); remove it",
+                kind.name()
+            );
+            Err(ctx.error(n.span(), path.clone().key("max_lessees"), Problem::Invalid(reason)))
+        }
+        Some(n) => Ok(n.into_inner()),
+        None if kind == FunctionKindName::Window => Ok(ctx.defaults.function.max_lessees),
+        None => Ok(0),
+    }
 }
 
 /// Takes a required key of the node, or returns a "missing key" error.
