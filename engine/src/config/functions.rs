@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::check::{kind_keys, or, or_duration, positive, require, Ctx};
+use super::check::{kind_keys, or_duration, positive, require, Ctx};
 use super::doc::{function_keys, AggregateDoc, FunctionDoc, FunctionKindName, WindowDoc};
 use super::error::{ConfigError, Problem};
 use super::model::{Aggregate, AggregateSpec, FunctionConfig, FunctionKind, JoinFunction, WindowFunction, WindowSpec};
