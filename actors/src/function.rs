@@ -31,6 +31,8 @@
 //! assert!(h.outputs().iter().all(|o| o.event_time == 7));
 //! ```
 
+use std::cell::{Cell, RefCell};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use rkyv::api::high::{HighSerializer, HighValidator};
@@ -146,25 +148,71 @@ pub trait Function: 'static {
     fn on_end(&mut self, _cx: &mut Cx<'_>) {}
 }
 
+thread_local! {
+    /// The message of the last panic caught in user code on this thread, until the engine
+    /// takes it ([`take_failure`]).
+    static CAUGHT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// The message of a panic caught in user code on this thread since the last call, if any: the
+/// engine calls it after it called user code, and fails that code's app (not the shard).
+#[inline]
+pub fn take_failure() -> Option<String> {
+    CAUGHT.with(|c| c.borrow_mut().take())
+}
+
+/// Run user code unless it already failed. A panic is caught: the code is marked failed (every
+/// later call returns `fallback` without running it), and its message kept for
+/// [`take_failure`]. Hot path: `catch_unwind` costs nothing until something panics.
+#[inline]
+fn guarded<T>(failed: &Cell<bool>, fallback: impl FnOnce() -> T, code: impl FnOnce() -> T) -> T {
+    if failed.get() {
+        return fallback();
+    }
+    match std::panic::catch_unwind(AssertUnwindSafe(code)) {
+        Ok(v) => v,
+        Err(payload) => {
+            failed.set(true);
+            let message = match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+                (Some(s), _) => (*s).to_owned(),
+                (_, Some(s)) => s.clone(),
+                _ => "a panic with no message".to_owned(),
+            };
+            CAUGHT.with(|c| *c.borrow_mut() = Some(message));
+            fallback()
+        }
+    }
+}
+
 /// A [`Function`] with its types erased: what the engine stores (see [`erase_function`]).
 struct Erased<F> {
     f: F,
     scratch: AlignedVec,
+    /// It panicked: it runs no more.
+    failed: Cell<bool>,
 }
 
 impl<F: Function> ErasedFunction for Erased<F> {
     fn on_message(&mut self, msg: &Header, payload: &[u8], out: &mut dyn Emitter) {
-        let m = read_input::<F::In>(payload);
-        let mut cx = Cx { msg: *msg, out, scratch: &mut self.scratch };
-        self.f.on_message(&mut cx, m);
+        let (f, scratch) = (&mut self.f, &mut self.scratch);
+        guarded(
+            &self.failed,
+            || (),
+            || {
+                let m = read_input::<F::In>(payload);
+                f.on_message(&mut Cx { msg: *msg, out, scratch }, m)
+            },
+        )
     }
     fn on_watermark(&mut self, watermark: u64, out: &mut dyn Emitter) {
         let msg = Header { event_time: watermark, ..Header::data(0, 0, 0) };
-        self.f.on_watermark(&mut Cx { msg, out, scratch: &mut self.scratch }, watermark);
+        let (f, scratch) = (&mut self.f, &mut self.scratch);
+        guarded(&self.failed, || (), || f.on_watermark(&mut Cx { msg, out, scratch }, watermark))
     }
     fn on_end(&mut self, out: &mut dyn Emitter) {
         let msg = Header { event_time: u64::MAX, ..Header::data(0, 0, 0) };
-        self.f.on_end(&mut Cx { msg, out, scratch: &mut self.scratch });
+        let (f, scratch) = (&mut self.f, &mut self.scratch);
+        guarded(&self.failed, || (), || f.on_end(&mut Cx { msg, out, scratch }))
     }
 }
 
@@ -222,6 +270,8 @@ struct ErasedActorImpl<A: Actor> {
     actor: A,
     state: A::State,
     scratch: AlignedVec,
+    /// It panicked: it runs no more.
+    failed: Cell<bool>,
 }
 
 impl<A: Actor> ErasedActor for ErasedActorImpl<A>
@@ -235,39 +285,69 @@ where
             actor,
             state: self.state.partition(),
             scratch: AlignedVec::new(),
+            failed: Cell::new(self.failed.get()),
         })
     }
     fn is_critical(&self, _header: &Header, payload: &[u8]) -> bool {
-        self.actor.is_critical(read_input::<A::In>(payload))
+        guarded(&self.failed, || false, || self.actor.is_critical(read_input::<A::In>(payload)))
     }
     fn on_message(&mut self, header: &Header, payload: &[u8], class: MessageClass, out: &mut dyn Emitter) {
-        let m = read_input::<A::In>(payload);
-        let mut cx = Cx { msg: *header, out, scratch: &mut self.scratch };
-        match class {
-            MessageClass::Critical => self.actor.on_critical(&mut self.state, &mut cx, m),
-            MessageClass::Regular => self.actor.on_message(&mut self.state, &mut cx, m),
-        }
+        let (actor, state, scratch) = (&mut self.actor, &mut self.state, &mut self.scratch);
+        guarded(
+            &self.failed,
+            || (),
+            || {
+                let m = read_input::<A::In>(payload);
+                let mut cx = Cx { msg: *header, out, scratch };
+                match class {
+                    MessageClass::Critical => actor.on_critical(state, &mut cx, m),
+                    MessageClass::Regular => actor.on_message(state, &mut cx, m),
+                }
+            },
+        )
     }
     fn uses_watermarks(&self) -> bool {
-        self.actor.uses_watermarks()
+        guarded(&self.failed, || false, || self.actor.uses_watermarks())
     }
     fn on_watermark(&mut self, watermark: u64, out: &mut dyn Emitter) {
-        if self.actor.uses_watermarks() {
-            let msg = Header { event_time: watermark, ..Header::data(0, 0, 0) };
-            self.actor.on_watermark(&mut self.state, &mut Cx { msg, out, scratch: &mut self.scratch }, watermark);
-        }
+        let msg = Header { event_time: watermark, ..Header::data(0, 0, 0) };
+        let (actor, state, scratch) = (&mut self.actor, &mut self.state, &mut self.scratch);
+        guarded(
+            &self.failed,
+            || (),
+            || {
+                if actor.uses_watermarks() {
+                    actor.on_watermark(state, &mut Cx { msg, out, scratch }, watermark);
+                }
+            },
+        )
     }
     fn on_end(&mut self, out: &mut dyn Emitter) {
         let msg = Header { event_time: u64::MAX, ..Header::data(0, 0, 0) };
-        self.actor.on_end(&mut self.state, &mut Cx { msg, out, scratch: &mut self.scratch });
+        let (actor, state, scratch) = (&mut self.actor, &mut self.state, &mut self.scratch);
+        guarded(&self.failed, || (), || actor.on_end(state, &mut Cx { msg, out, scratch }))
     }
     fn export(&self) -> AlignedVec {
-        rkyv::api::high::to_bytes_in::<_, rancor::Error>(&self.state, AlignedVec::new()).expect("state archives")
+        // A failed activation ships nothing (an empty archive, which `combine_archive` skips).
+        guarded(&self.failed, AlignedVec::new, || {
+            rkyv::api::high::to_bytes_in::<_, rancor::Error>(&self.state, AlignedVec::new()).expect("state archives")
+        })
     }
     fn combine_archive(&mut self, bytes: &[u8]) {
-        // SAFETY: the archive was written by `export` of an activation of the same actor.
-        let archived = unsafe { rkyv::access_unchecked::<rkyv::Archived<A::State>>(bytes) };
-        self.actor.combine_archived(&mut self.state, archived);
+        if bytes.is_empty() {
+            return; // the partial of a failed lessee
+        }
+        let (actor, state) = (&mut self.actor, &mut self.state);
+        guarded(
+            &self.failed,
+            || (),
+            || {
+                // SAFETY: a non-empty partial was archived by `export` of an activation of the
+                // same actor.
+                let archived = unsafe { rkyv::access_unchecked::<rkyv::Archived<A::State>>(bytes) };
+                actor.combine_archived(state, archived);
+            },
+        )
     }
 }
 
@@ -304,7 +384,7 @@ pub trait ErasedActor {
 /// Erase a function's types for the engine, which calls it once per message through the returned
 /// box.
 pub fn erase_function<F: Function>(f: F) -> Box<dyn ErasedFunction> {
-    Box::new(Erased { f, scratch: AlignedVec::new() })
+    Box::new(Erased { f, scratch: AlignedVec::new(), failed: Cell::new(false) })
 }
 
 /// Erase an actor's types for the engine; `make` builds a fresh actor (the lessor's, then one per
@@ -313,7 +393,8 @@ pub fn erase_actor<A: Actor>(make: Arc<dyn Fn() -> A + Send + Sync>) -> Box<dyn 
 where
     rkyv::Archived<A::State>: rkyv::Deserialize<A::State, rkyv::api::high::HighDeserializer<rancor::Error>>,
 {
-    Box::new(ErasedActorImpl { actor: make(), make, state: A::State::default(), scratch: AlignedVec::new() })
+    let (state, scratch, failed) = (A::State::default(), AlignedVec::new(), Cell::new(false));
+    Box::new(ErasedActorImpl { actor: make(), make, state, scratch, failed })
 }
 
 /// One message a [`Harness`] collected from its function.
@@ -377,19 +458,27 @@ impl Harness {
         self.f.on_message(&header, &buf, &mut self.out);
         self.buf = buf;
         self.buf.clear();
-        self
+        self.rethrow()
+    }
+
+    /// The engine catches a panic of user code (it fails that app alone); a test wants to see it.
+    fn rethrow(&mut self) -> &mut Self {
+        match take_failure() {
+            Some(message) => panic!("{message}"),
+            None => self,
+        }
     }
 
     /// Event time reached `watermark` (ms) on every input.
     pub fn watermark(&mut self, watermark: u64) -> &mut Self {
         self.f.on_watermark(watermark, &mut self.out);
-        self
+        self.rethrow()
     }
 
     /// Every input ended.
     pub fn end(&mut self) -> &mut Self {
         self.f.on_end(&mut self.out);
-        self
+        self.rethrow()
     }
 
     /// What the function emitted so far, in order.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::metrics::{AppStats, ShardReport};
+use crate::metrics::{AppFailure, AppStats, ShardReport};
 use crate::placement::PlacementTable;
 use crate::plan::Plan;
 use crate::policy::Policy;
@@ -186,7 +186,8 @@ where
     let started = Instant::now();
     let cpu0 = cpu_seconds();
     let placement = Arc::new(PlacementTable::new(&plan, settings.key_groups));
-    let shards = Shards { local: local.clone(), signals, doorbells, mesh, reports: tx, placement };
+    let failed_apps = Arc::new(plan.apps.iter().map(|_| AtomicBool::new(false)).collect());
+    let shards = Shards { local: local.clone(), signals, doorbells, mesh, reports: tx, placement, failed_apps };
     let (dead_tx, dead_rx) = flume::unbounded();
     let mut handles = spawn_shards(&plan, settings, policy, &stop, shards, &dead_tx)?;
     let failure = || transport.as_ref().and_then(|t| t.failure());
@@ -217,6 +218,9 @@ where
     (summary.missed_wakeups, summary.io_wakeups) = (c.missed_wakeups, c.io_wakeups);
     summary.shards = local.len();
     summary.shard_time = local.map(|s| ShardTime::of(s, c.shard_ns[s], wall)).collect();
+    for f in c.failures {
+        summary.apps[f.app as usize].failure = Some(f.to_string());
+    }
     Ok(summary)
 }
 
@@ -230,6 +234,8 @@ struct Shards {
     reports: flume::Sender<ShardReport>,
     /// The node's placement table, read by every shard.
     placement: Arc<PlacementTable>,
+    /// Per app: it failed.
+    failed_apps: Arc<Vec<AtomicBool>>,
 }
 
 fn spawn_shards<P: Policy + Clone + Send>(
@@ -261,6 +267,7 @@ fn spawn_shards<P: Policy + Clone + Send>(
             inboxes,
             signals: shards.signals.clone(),
             placement: shards.placement.clone(),
+            failed_apps: shards.failed_apps.clone(),
             doorbell,
             policy: policy.clone(),
             settings: shard_settings,
@@ -312,6 +319,8 @@ struct Collected {
     io_wakeups: u64,
     /// Per shard (global id): (busy, parked) ns over the run.
     shard_ns: Vec<(u64, u64)>,
+    /// Apps that failed, first failure each.
+    failures: Vec<AppFailure>,
     /// Per plan source: a tcp source's latest figures (None: not a tcp source run here).
     tcp: Vec<Option<dirigo_net::tcp::IngressCounts>>,
 }
@@ -344,6 +353,7 @@ fn collect(
     let mut remaining = n;
     let (mut missed_wakeups, mut io_wakeups) = (0, 0);
     let mut shard_ns = vec![(0u64, 0u64); plan.shards];
+    let mut failures: Vec<AppFailure> = Vec::new();
     let mut tcp = vec![None; plan.sources.len()];
     let mut last_ring = Instant::now();
     while remaining > 0 {
@@ -365,6 +375,11 @@ fn collect(
                 *p = (*p).max(n);
             }
             remaining -= r.last as usize;
+            for f in r.failures {
+                if !failures.iter().any(|g| g.app == f.app) {
+                    failures.push(f);
+                }
+            }
             let t = &mut shard_ns[r.shard as usize];
             (t.0, t.1) = (t.0 + r.busy_ns, t.1 + r.parked_ns);
             missed_wakeups += r.missed_wakeups;
@@ -402,7 +417,7 @@ fn collect(
             fs.push((elapsed, peak.iter().map(|p| p[f]).sum()));
         }
     }
-    Ok(Collected { totals, lessees: series, missed_wakeups, io_wakeups, shard_ns, tcp })
+    Ok(Collected { totals, lessees: series, missed_wakeups, io_wakeups, shard_ns, tcp, failures })
 }
 
 /// CPU time (user + system) used by this process so far, in seconds.

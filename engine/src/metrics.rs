@@ -167,6 +167,8 @@ impl Default for AppStats {
 #[derive(Clone, Debug)]
 pub struct ShardReport {
     pub shard: u16,
+    /// Apps whose user code panicked on this shard since the last report.
+    pub failures: Vec<AppFailure>,
     pub apps: Vec<AppStats>,
     /// Time spent running messages and sources (ns) in the interval.
     pub busy_ns: u64,
@@ -183,4 +185,21 @@ pub struct ShardReport {
     pub tcp_sources: Vec<(usize, dirigo_net::tcp::IngressCounts)>,
     /// True on the shard's last report.
     pub last: bool,
+}
+
+/// An app that failed: its user code panicked (on `shard`, in `function`), so it stopped while
+/// every other app ran on.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct AppFailure {
+    pub app: u16,
+    pub function: String,
+    pub shard: u16,
+    /// The panic's message.
+    pub message: String,
+}
+
+impl std::fmt::Display for AppFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "function `{}` panicked on shard {}: {}", self.function, self.shard, self.message)
+    }
 }

@@ -65,6 +65,9 @@ pub struct AppSummary {
     pub shard_seconds: f64,
     /// The shards the app started on (its key groups, sources and stateless functions).
     pub placed_on: Vec<u16>,
+    /// Why the app failed (its user code panicked: it stopped, the other apps ran on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
     /// Dual-mode actors: lessees, forwards, barriers.
     pub actors: ActorSummary,
     /// The app's tcp sources run by this process: connections, records and refusals.
@@ -227,6 +230,7 @@ impl Summary {
                 scale_up_signals: s.scale_up_signals,
                 shard_seconds: s.actors.hosted_ns as f64 / 1e9,
                 placed_on: a.shards.clone(),
+                failure: None,
                 actors: ActorSummary {
                     lessees_peak: series.iter().map(|p| p.1).max().unwrap_or(0).max(s.actors.lessees_max),
                     functions,
@@ -334,6 +338,9 @@ impl Summary {
                     a.name, t.name, c.connections, c.records, c.connections_refused, c.idle_closed, c.oversized
                 );
             }
+        }
+        for a in self.apps.iter().filter(|a| a.failure.is_some()) {
+            let _ = writeln!(s, "{:<16} FAILED: {}", a.name, a.failure.as_deref().unwrap_or_default());
         }
         for a in &self.apps {
             let on: Vec<String> = a.placed_on.iter().map(u16::to_string).collect();

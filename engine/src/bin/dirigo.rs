@@ -227,6 +227,11 @@ fn run_config(path: &Path, opts: &RunOptions) -> anyhow::Result<()> {
     } else {
         eprint!("{}", summary.to_table());
     }
+    let failed: Vec<String> =
+        summary.apps.iter().filter_map(|a| a.failure.as_ref().map(|f| format!("app `{}`: {f}", a.name))).collect();
+    if !failed.is_empty() {
+        anyhow::bail!("{} app(s) failed (the others ran to completion): {}", failed.len(), failed.join("; "));
+    }
     Ok(())
 }
 

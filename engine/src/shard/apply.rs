@@ -79,6 +79,7 @@ impl<P: Policy> Shard<P> {
             } else if self.actors[f].is_some() {
                 self.actor_arrival(e, slot);
             }
+            self.check_user_code(f);
         }
     }
 
@@ -101,7 +102,9 @@ impl<P: Policy> Shard<P> {
             let cx = sched_cx!(self, now);
             let Some(f) = self.policy.pick_next(&self.runq, &cx) else { break };
             let e = self.runq.pop(f).expect("picked queue is non-empty");
+            let function = e.header.function as usize;
             self.apply(e);
+            self.check_user_code(function);
             ran += 1;
             // Expensive messages end the turn early: mail (a lease, a barrier's block), sources
             // and the policy's view of new arrivals wait at most about a turn's time, not 64
@@ -140,6 +143,9 @@ impl<P: Policy> Shard<P> {
     /// Apply a data message to its function. Hot path.
     fn apply_data(&mut self, e: &QEntry) {
         let f = e.header.function as usize;
+        if self.app_failed(self.fn_app[f] as usize) {
+            return;
+        }
         let fp = &self.plan.functions[f];
         let sampled = e.arrival.is_multiple_of(COST_SAMPLE);
         let t0 = if sampled || fp.is_sink { now_ns() } else { 0 };

@@ -631,6 +631,7 @@ impl<P: Policy> Shard<P> {
         }
         let t0 = if sampled { now_ns() } else { self.now };
         let held = &self.held;
+        let failed = self.failed_apps[fp.app as usize].load(std::sync::atomic::Ordering::Relaxed);
         let mut ran: Option<(Pending, MessageClass)> = None;
         let apply = |op: &mut ActorOp, work: Work<Pending>| {
             let (msg, class) = work.into_parts();
@@ -640,6 +641,7 @@ impl<P: Policy> Shard<P> {
             match msg.header.kind {
                 MessageKind::Watermark => op.on_watermark(msg.header.event_time, &mut router),
                 MessageKind::End => op.on_end(&mut router),
+                _ if failed => {} // its app failed: the message is dropped unapplied
                 _ => op.on_data(&msg.header, held.batch(msg.slot).payload(msg.off, msg.len), class, &mut router),
             }
             let cx = sched_cx!(self, t0);
@@ -692,13 +694,17 @@ impl<P: Policy> Shard<P> {
         // The first run on a new lessee is timed too: it ends the scale-up reaction.
         let t0 = if sampled || slot.leased_at.is_some() { now_ns() } else { self.now };
         let held = &self.held;
+        let failed = self.failed_apps[fp.app as usize].load(std::sync::atomic::Ordering::Relaxed);
         let mut ran = None;
         let apply = |op: &mut ActorOp, work: Work<Pending>| {
             let Work::Regular(msg) = work else { unreachable!("a lessee runs regular messages only") };
             let cx = sched_cx!(self, t0);
             self.policy.pre_apply(&msg.header, &cx);
             let mut router = router!(self, &fp.outputs, msg.header);
-            op.on_data(&msg.header, held.batch(msg.slot).payload(msg.off, msg.len), MessageClass::Regular, &mut router);
+            if !failed {
+                let payload = held.batch(msg.slot).payload(msg.off, msg.len);
+                op.on_data(&msg.header, payload, MessageClass::Regular, &mut router);
+            }
             let cx = sched_cx!(self, t0);
             self.policy.post_apply(&msg.header, &cx);
             ran = Some(msg);

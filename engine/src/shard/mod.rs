@@ -57,7 +57,7 @@ use dirigo_actors::record::Value;
 use rkyv::util::AlignedVec;
 
 use crate::instance::OperatorInstance;
-use crate::metrics::{AppStats, ShardReport};
+use crate::metrics::{AppFailure, AppStats, ShardReport};
 use crate::placement::PlacementTable;
 use crate::plan::{InstanceCx, Plan};
 use crate::policy::Policy;
@@ -114,6 +114,8 @@ pub struct ShardInit<P> {
     pub signals: Arc<Vec<Arc<ShardSignal>>>,
     /// The node's placement table: which shard holds each key group.
     pub placement: Arc<PlacementTable>,
+    /// Per app: its user code panicked, and it stopped (every shard of the node reads it).
+    pub failed_apps: Arc<Vec<AtomicBool>>,
     pub doorbell: Doorbell,
     pub policy: P,
     pub settings: ShardSettings,
@@ -164,6 +166,10 @@ pub struct Shard<P: Policy> {
     signals: Arc<Vec<Arc<ShardSignal>>>,
     /// The node's placement table.
     placement: Arc<PlacementTable>,
+    /// Per app: it failed (see [`ShardInit::failed_apps`]).
+    failed_apps: Arc<Vec<AtomicBool>>,
+    /// Failures seen here since the last report.
+    failures: Vec<AppFailure>,
     doorbell: Doorbell,
     settings: ShardSettings,
     stop: Arc<AtomicBool>,
@@ -256,6 +262,8 @@ impl<P: Policy> Shard<P> {
             parked_ns: 0,
             signals: init.signals,
             placement: init.placement,
+            failed_apps: init.failed_apps,
+            failures: Vec::new(),
             doorbell: init.doorbell,
             settings: init.settings,
             stop: init.stop,
@@ -366,6 +374,34 @@ impl<P: Policy> Shard<P> {
         }
         self.flush_sinks();
         self.report(true);
+    }
+
+    /// Whether app `app` failed (its user code panicked): its sources stop and its messages are
+    /// dropped unapplied, while its watermarks and ends still flow so every shard finishes.
+    #[inline]
+    fn app_failed(&self, app: usize) -> bool {
+        self.failed_apps[app].load(Ordering::Relaxed)
+    }
+
+    /// After user code of function `f` ran: if it panicked, fail its app (once per node; logged
+    /// and reported with the app, function and message).
+    #[inline]
+    fn check_user_code(&mut self, f: usize) {
+        if let Some(message) = dirigo_actors::function::take_failure() {
+            self.fail_app(f, message);
+        }
+    }
+
+    #[cold]
+    fn fail_app(&mut self, f: usize, message: String) {
+        let app = self.fn_app[f];
+        if self.failed_apps[app as usize].swap(true, Ordering::SeqCst) {
+            return; // already failed (here or on another shard)
+        }
+        let function = self.plan.functions[f].name.clone();
+        let name = &self.plan.apps[app as usize].name;
+        tracing::error!(app = %name, function = %function, shard = self.id, "app fails: user code panicked: {message}");
+        self.failures.push(AppFailure { app, function, shard: self.id, message });
     }
 
     /// The tightest SLO among the apps whose sources or function instances run here
@@ -499,6 +535,7 @@ impl<P: Policy> Shard<P> {
             lessees: self.lessees_max.clone(),
             io_wakeups: self.take_io_wakes(),
             tcp_sources: self.tcp_counts(),
+            failures: std::mem::take(&mut self.failures),
             last,
         };
         self.stats.iter_mut().for_each(AppStats::reset);

@@ -115,7 +115,7 @@ impl<P: Policy> Shard<P> {
             if self.sources[i].done {
                 continue;
             }
-            if stopping {
+            if stopping || self.app_failed(self.app_of(&self.sources[i])) {
                 self.finish_source(i);
                 progress = true;
                 continue;

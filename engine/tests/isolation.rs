@@ -1,0 +1,108 @@
+//! A failing app fails alone: user code that panics stops its own app (its sources stop, the
+//! failure is reported with the app, function and message), and every other app on the same
+//! shards runs on to exactly the output it produces alone.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use dirigo_actors::state::{MapMerge, Sum};
+use dirigo_engine::api::{key_u64, Actor, Cx, EngineBuilder, Function, Route};
+use dirigo_engine::report::Summary;
+
+const EVENTS: u64 = 5_000;
+const KEYS: u64 = 37;
+
+/// Running count per key: emits `(key, count)`; panics on its `panic_at`-th message (if set).
+struct Count {
+    counts: BTreeMap<u64, u64>,
+    seen: u64,
+    panic_at: Option<u64>,
+}
+
+impl Function for Count {
+    type In = u64;
+    fn on_message(&mut self, cx: &mut Cx<'_>, key: &rkyv::Archived<u64>) {
+        self.seen += 1;
+        if Some(self.seen) == self.panic_at {
+            panic!("message {} is one too many", self.seen);
+        }
+        let n = self.counts.entry(key.to_native()).or_default();
+        *n += 1;
+        cx.emit(cx.key_hash(), cx.event_time(), &(key.to_native(), *n));
+    }
+}
+
+/// A dual-mode actor summing per key (its state merges); answers each key's sum at the end.
+#[derive(Default)]
+struct Sums;
+
+impl Actor for Sums {
+    type In = u64;
+    type State = MapMerge<u64, Sum<u64>>;
+    fn on_message(&mut self, state: &mut Self::State, _cx: &mut Cx<'_>, key: &rkyv::Archived<u64>) {
+        state.entry(key.to_native()).add(1);
+    }
+    fn on_critical(&mut self, _state: &mut Self::State, _cx: &mut Cx<'_>, _key: &rkyv::Archived<u64>) {}
+    fn on_end(&mut self, state: &mut Self::State, cx: &mut Cx<'_>) {
+        for (&k, total) in &state.0 {
+            cx.emit(key_u64(k), 0, &(k, total.0));
+        }
+    }
+}
+
+type Outputs = BTreeMap<String, Vec<(u64, u64)>>;
+
+/// Run the apps named in `which` ("counts", "failing", "sums") together on 2 shards; the
+/// failing app's count panics on its 1,000th message on a shard.
+fn run(which: &[&str]) -> (Summary, Outputs) {
+    let mut engine = EngineBuilder::new().shards(2);
+    let mut sinks = Vec::new();
+    for &name in which {
+        let mut app = engine.app(name, Duration::from_millis(50));
+        let src = app.source("in", 1, |_| (0..EVENTS).map(|i| (key_u64(i % KEYS), i, i % KEYS)));
+        let out = match name {
+            "sums" => app.actor("sum", src, 1, Sums::default),
+            _ => {
+                let panic_at = (name == "failing").then_some(1_000);
+                app.function("count", src, Route::ByKey, move || Count { counts: BTreeMap::new(), seen: 0, panic_at })
+            }
+        };
+        sinks.push((name.to_owned(), app.collect("out", out)));
+    }
+    let summary = engine.run().expect("the engine runs to completion although an app failed");
+    let mut outputs = Outputs::new();
+    for (name, rx) in sinks {
+        let mut got: Vec<(u64, u64)> = rx
+            .drain()
+            .map(|o| {
+                let mut buf = rkyv::util::AlignedVec::<16>::new();
+                buf.extend_from_slice(&o.archive);
+                rkyv::from_bytes::<(u64, u64), rkyv::rancor::Error>(&buf).expect("a (key, n) output")
+            })
+            .collect();
+        got.sort_unstable();
+        outputs.insert(name, got);
+    }
+    (summary, outputs)
+}
+
+#[test]
+fn a_panicking_app_fails_alone_and_the_others_produce_their_outputs() {
+    let (_, alone_counts) = run(&["counts"]);
+    let (_, alone_sums) = run(&["sums"]);
+    let (summary, together) = run(&["counts", "failing", "sums"]);
+
+    assert_eq!(together["counts"], alone_counts["counts"], "counts: exactly its output alone");
+    assert_eq!(together["sums"], alone_sums["sums"], "sums: exactly its output alone");
+    assert_eq!(alone_counts["counts"].len() as u64, EVENTS, "the reference is complete");
+
+    let failed: Vec<(&str, &str)> =
+        summary.apps.iter().filter_map(|a| a.failure.as_deref().map(|f| (a.name.as_str(), f))).collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let (app, why) = failed[0];
+    assert_eq!(app, "failing");
+    assert!(why.starts_with("function `count` panicked on shard "), "{why}");
+    assert!(why.ends_with("message 1000 is one too many"), "{why}");
+    // It stopped: what it emitted before the panic, no more than its instances had seen.
+    assert!(together["failing"].len() < EVENTS as usize, "the failed app stopped early");
+}
