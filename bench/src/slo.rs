@@ -64,6 +64,8 @@ const HEAVY: &str = r#"
 [[app]]
 name = "NAME"
 slo = "50ms"
+# Every app shares both shards (the serverful layout this experiment starts from).
+cores = 2
 schema = { user = "u64", amount = "u64", ts = "u64" }
 event_time = "ts"
 watermark_every = 500
@@ -137,7 +139,7 @@ fn workload(setup: Setup, cap: f64, secs: f64) -> String {
             (cap * 0.8) as u64
         )
     };
-    let critical = apps::critical(5000, &ms(1.0));
+    let critical = apps::critical(5000, &ms(1.0), SHARDS);
     let a = heavy("heavy-a", 3, &rate(0.25), setup.max_lessees);
     let b = heavy("heavy-b", 4, &rate(0.5), setup.max_lessees);
     format!("{}{critical}{a}{b}", engine_table())

@@ -27,6 +27,8 @@ const HEAVY: &str = r#"
 name = "heavy"
 slo = "100ms"
 weight = 1
+# Beside the critical app on both shards: the policies are what this scenario compares.
+cores = 2
 schema = { user = "u64", amount = "u64" }
 [[app.source]]
 name = "clicks"
@@ -66,7 +68,7 @@ fn workload(capacity: f64, secs: f64) -> String {
         (secs * 375.0) as u64,
         (secs * 250.0) as u64
     );
-    let critical = apps::critical(10000, &format!("{}ms", (secs * 1000.0) as u64));
+    let critical = apps::critical(10000, &format!("{}ms", (secs * 1000.0) as u64), 2);
     format!("{critical}\n{}", HEAVY.replace("RATE", &rate))
 }
 
