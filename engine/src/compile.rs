@@ -42,6 +42,7 @@ pub fn settings(config: &Config) -> EngineSettings {
             stats_interval: e.stats_interval,
         },
         key_groups: e.key_groups,
+        stall_budget: e.stall_budget,
         mailbox_batches: e.mailbox_batches,
         preempt_timer: e.preempt_timer,
         run_for: None,

@@ -13,7 +13,7 @@ use crate::metrics::{AppFailure, AppStats, ShardReport};
 use crate::placement::PlacementTable;
 use crate::plan::Plan;
 use crate::policy::Policy;
-use crate::report::{Progress, ShardTime, Summary};
+use crate::report::{Progress, ShardTime, Stall, Summary};
 use crate::shard::{Shard, ShardInit, ShardSettings};
 use dirigo_net::mailbox::Mesh;
 use dirigo_net::signal::ShardSignal;
@@ -28,6 +28,8 @@ pub struct EngineSettings {
     pub shard: ShardSettings,
     /// Key groups per keyed function (the placement table's width).
     pub key_groups: u16,
+    /// A function holding its shard longer than this is reported (the stall detector).
+    pub stall_budget: Duration,
     /// Batches per mailbox ring.
     pub mailbox_batches: usize,
     /// glommio's preemption timer.
@@ -52,6 +54,7 @@ impl Default for EngineSettings {
                 stats_interval: Duration::from_secs(1),
             },
             key_groups: dirigo_actors::ids::DEFAULT_KEY_GROUPS,
+            stall_budget: Duration::from_millis(100),
             mailbox_batches: 64,
             preempt_timer: Duration::from_millis(10),
             run_for: None,
@@ -218,6 +221,7 @@ where
     (summary.missed_wakeups, summary.io_wakeups) = (c.missed_wakeups, c.io_wakeups);
     summary.shards = local.len();
     summary.shard_time = local.map(|s| ShardTime::of(s, c.shard_ns[s], wall)).collect();
+    summary.stalls = c.stalls;
     for f in c.failures {
         summary.apps[f.app as usize].failure = Some(f.to_string());
     }
@@ -321,6 +325,8 @@ struct Collected {
     shard_ns: Vec<(u64, u64)>,
     /// Apps that failed, first failure each.
     failures: Vec<AppFailure>,
+    /// Functions that held their shard past the stall budget.
+    stalls: Vec<Stall>,
     /// Per plan source: a tcp source's latest figures (None: not a tcp source run here).
     tcp: Vec<Option<dirigo_net::tcp::IngressCounts>>,
 }
@@ -354,6 +360,7 @@ fn collect(
     let (mut missed_wakeups, mut io_wakeups) = (0, 0);
     let mut shard_ns = vec![(0u64, 0u64); plan.shards];
     let mut failures: Vec<AppFailure> = Vec::new();
+    let mut stalls = StallDetector::new(settings.stall_budget);
     let mut tcp = vec![None; plan.sources.len()];
     let mut last_ring = Instant::now();
     while remaining > 0 {
@@ -363,7 +370,7 @@ fn collect(
         if let Ok(shard) = dead.try_recv() {
             return Err(EngineError::ShardFailed { shard, reason: "panicked".into() });
         }
-        let wait = next.saturating_duration_since(Instant::now()).min(WATCHDOG);
+        let wait = next.saturating_duration_since(Instant::now()).min(WATCHDOG).min(stalls.every());
         if let Ok(r) = rx.recv_timeout(wait) {
             for (a, s) in r.apps.iter().enumerate() {
                 totals[a].add(s);
@@ -388,6 +395,7 @@ fn collect(
                 tcp[source] = Some(counts);
             }
         }
+        stalls.check(plan, &stop.signals.lock().expect("stop handle"));
         if last_ring.elapsed() >= WATCHDOG {
             if let Some(f) = failure() {
                 return Err(f.into());
@@ -417,7 +425,51 @@ fn collect(
             fs.push((elapsed, peak.iter().map(|p| p[f]).sum()));
         }
     }
-    Ok(Collected { totals, lessees: series, missed_wakeups, io_wakeups, shard_ns, tcp, failures })
+    let stalls = stalls.found;
+    Ok(Collected { totals, lessees: series, missed_wakeups, io_wakeups, shard_ns, tcp, failures, stalls })
+}
+
+/// Watches what each shard runs: a function that holds its shard past the budget is logged
+/// (naming app, function and shard) and recorded, once per message.
+struct StallDetector {
+    budget_us: u64,
+    /// The running word of each stall already reported, by shard.
+    reported: std::collections::HashMap<usize, (u16, u64)>,
+    found: Vec<Stall>,
+}
+
+impl StallDetector {
+    fn new(budget: Duration) -> Self {
+        StallDetector { budget_us: budget.as_micros() as u64, reported: Default::default(), found: Vec::new() }
+    }
+
+    /// How often to look: twice per budget.
+    fn every(&self) -> Duration {
+        Duration::from_micros((self.budget_us / 2).max(1_000))
+    }
+
+    fn check(&mut self, plan: &Plan, signals: &[Arc<ShardSignal>]) {
+        let now_us = dirigo_net::clock::now_ns() / 1_000;
+        for (i, s) in signals.iter().enumerate() {
+            let Some((f, since)) = s.running() else { continue };
+            let held_us = now_us.saturating_sub(since);
+            if held_us <= self.budget_us || self.reported.get(&i) == Some(&(f, since)) {
+                continue;
+            }
+            self.reported.insert(i, (f, since));
+            let fp = &plan.functions[f as usize];
+            let app = plan.apps[fp.app as usize].name.clone();
+            tracing::warn!(
+                app = %app,
+                function = %fp.name,
+                shard = i,
+                held_ms = held_us / 1_000,
+                budget_ms = self.budget_us / 1_000,
+                "a function holds its shard past the stall budget"
+            );
+            self.found.push(Stall { app, function: fp.name.clone(), shard: i, held_ms: held_us as f64 / 1e3 });
+        }
+    }
 }
 
 /// CPU time (user + system) used by this process so far, in seconds.

@@ -145,6 +145,18 @@ pub struct Summary {
     pub io_wakeups: u64,
     /// Where each of this process's shards spent the run.
     pub shard_time: Vec<ShardTime>,
+    /// Functions that held their shard past `[engine] stall_budget`.
+    pub stalls: Vec<Stall>,
+}
+
+/// A function that held its shard past the stall budget (when the detector saw it: it may
+/// have held it longer).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Stall {
+    pub app: String,
+    pub function: String,
+    pub shard: usize,
+    pub held_ms: f64,
 }
 
 /// Where one shard spent a run: running messages and sources, parked, and the rest (spinning
@@ -250,7 +262,7 @@ impl Summary {
                 tcp_sources: Vec::new(),
             })
             .collect();
-        let shard_time = Vec::new();
+        let (shard_time, stalls) = (Vec::new(), Vec::new());
         Summary {
             apps,
             shards: plan.shards,
@@ -259,6 +271,7 @@ impl Summary {
             missed_wakeups: 0,
             io_wakeups: 0,
             shard_time,
+            stalls,
         }
     }
 
@@ -338,6 +351,13 @@ impl Summary {
                     a.name, t.name, c.connections, c.records, c.connections_refused, c.idle_closed, c.oversized
                 );
             }
+        }
+        for st in &self.stalls {
+            let _ = writeln!(
+                s,
+                "{:<16} stall: function `{}` held shard {} for {:.1}ms",
+                st.app, st.function, st.shard, st.held_ms
+            );
         }
         for a in self.apps.iter().filter(|a| a.failure.is_some()) {
             let _ = writeln!(s, "{:<16} FAILED: {}", a.name, a.failure.as_deref().unwrap_or_default());

@@ -106,3 +106,36 @@ fn a_panicking_app_fails_alone_and_the_others_produce_their_outputs() {
     // It stopped: what it emitted before the panic, no more than its instances had seen.
     assert!(together["failing"].len() < EVENTS as usize, "the failed app stopped early");
 }
+
+/// Holds its shard for `hold` on its 10th message (user code that blocks: what the stall
+/// detector is for), and forwards every message.
+struct Slow {
+    seen: u64,
+    hold: Duration,
+}
+
+impl Function for Slow {
+    type In = u64;
+    fn on_message(&mut self, cx: &mut Cx<'_>, key: &rkyv::Archived<u64>) {
+        self.seen += 1;
+        if self.seen == 10 {
+            std::thread::sleep(self.hold);
+        }
+        cx.emit(cx.key_hash(), cx.event_time(), &key.to_native());
+    }
+}
+
+#[test]
+fn a_function_holding_its_shard_past_the_budget_is_reported_by_name() {
+    let mut engine = EngineBuilder::new().shards(2).settings(|s| s.stall_budget = Duration::from_millis(40));
+    let mut app = engine.app("sluggish", Duration::from_millis(500));
+    let src = app.source("in", 1, |_| (0..100u64).map(|i| (key_u64(i), i, i)));
+    let slow = app.function("slow", src, Route::Forward, || Slow { seen: 0, hold: Duration::from_millis(400) });
+    let out = app.collect("out", slow);
+    let summary = engine.run().expect("runs");
+    assert_eq!(out.drain().count(), 100, "a slow function is reported, not failed");
+    assert_eq!(summary.stalls.len(), 1, "{:?}", summary.stalls);
+    let stall = &summary.stalls[0];
+    assert_eq!((stall.app.as_str(), stall.function.as_str()), ("sluggish", "slow"));
+    assert!(stall.held_ms > 40.0, "{stall:?}");
+}

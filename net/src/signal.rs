@@ -16,6 +16,9 @@ pub struct ShardSignal {
     queued_by_app: CachePadded<Box<[AtomicU64]>>,
     /// Set by the owner just before it parks.
     sleeping: CachePadded<AtomicBool>,
+    /// What the owner is running: `(function + 1) << 48 | since (µs)`, 0 between messages. Its
+    /// own line: written twice per message, read only by the controller's stall detector.
+    running: CachePadded<AtomicU64>,
     /// Set by the owner once everything it runs has ended (it stays to host lessees until every
     /// shard has set it).
     closing: AtomicBool,
@@ -34,10 +37,32 @@ impl ShardSignal {
             queued_by_app: CachePadded::new((0..apps).map(|_| AtomicU64::new(0)).collect()),
             delay_ns: CachePadded::new(AtomicU64::new(0)),
             sleeping: CachePadded::new(AtomicBool::new(false)),
+            running: CachePadded::new(AtomicU64::new(0)),
             closing: AtomicBool::new(false),
             doorbell: tx,
         };
         (sig, rx)
+    }
+
+    /// Owner: it starts running a message of `function` (at `since_ns`, at most its turn's start).
+    #[inline]
+    pub fn begin_run(&self, function: u16, since_ns: u64) {
+        let word = ((function as u64 + 1) << 48) | ((since_ns / 1_000) & ((1 << 48) - 1));
+        self.running.store(word, Ordering::Relaxed);
+    }
+
+    /// Owner: the message is done.
+    #[inline]
+    pub fn end_run(&self) {
+        self.running.store(0, Ordering::Relaxed);
+    }
+
+    /// The function the owner is running and since when (µs since the clock's epoch), if any.
+    pub fn running(&self) -> Option<(u16, u64)> {
+        match self.running.load(Ordering::Relaxed) {
+            0 => None,
+            word => Some(((word >> 48) as u16 - 1, word & ((1 << 48) - 1))),
+        }
     }
 
     /// Owner: publish the load.

@@ -82,6 +82,9 @@ layered! {
         standby: usize = usize,
         /// Key groups per keyed function.
         key_groups: u16 = u16,
+        /// A function holding its shard longer than this is reported.
+        #[serde(serialize_with = "ser_duration")]
+        stall_budget: Duration = HumanDuration,
         /// Events per second of declared load a shard takes at start before apps go to another.
         shard_capacity: u64 = u64,
         /// Batches per cross-shard mailbox ring.

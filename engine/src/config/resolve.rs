@@ -46,6 +46,7 @@ fn read_doc(source: &Source) -> Result<ConfigDoc, ConfigError> {
 fn check_engine(src: &Source, e: &EngineLayer) -> Result<(), ConfigError> {
     let at = |key: &'static str| move || KeyPath::table("engine").key(key);
     positive(src, &e.key_groups, at("key_groups"))?;
+    positive(src, &e.stall_budget, at("stall_budget"))?;
     positive(src, &e.shard_capacity, at("shard_capacity"))?;
     positive(src, &e.mailbox_batches, at("mailbox_batches"))?;
     positive(src, &e.batch_size, at("batch_size"))?;

@@ -103,7 +103,10 @@ impl<P: Policy> Shard<P> {
             let Some(f) = self.policy.pick_next(&self.runq, &cx) else { break };
             let e = self.runq.pop(f).expect("picked queue is non-empty");
             let function = e.header.function as usize;
+            let signal = &self.signals[self.id as usize];
+            signal.begin_run(e.header.function, now);
             self.apply(e);
+            self.signals[self.id as usize].end_run();
             self.check_user_code(function);
             ran += 1;
             // Expensive messages end the turn early: mail (a lease, a barrier's block), sources
