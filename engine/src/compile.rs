@@ -36,6 +36,7 @@ pub fn settings(config: &Config) -> EngineSettings {
             max_in_flight: e.max_in_flight as u64,
             spin: e.spin,
             spin_slo: e.spin_slo,
+            gather: e.gather,
             standby: e.standby,
             tick: e.tick,
             lessee_idle: e.lessee_idle,

@@ -48,6 +48,7 @@ impl Default for EngineSettings {
                 max_in_flight: 65_536,
                 spin: Duration::from_micros(200),
                 spin_slo: Duration::from_millis(1),
+                gather: 0.1,
                 standby: 0,
                 tick: Duration::from_millis(1),
                 lessee_idle: Duration::from_millis(10),

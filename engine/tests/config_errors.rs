@@ -131,7 +131,7 @@ fn unknown_key_is_named() {
     assert_error(
         "[engine]\nshards = 1\nspinn = \"5ms\"\n",
         "bad.toml:3:1: engine key `spinn`: unknown field `spinn`, expected one of `shards`, \
-         `pin`, `policy`, `spin`, `spin_slo`, `standby`, `key_groups`, `stall_budget`, `shard_capacity`, `mailbox_batches`, `batch_size`, \
+         `pin`, `policy`, `spin`, `spin_slo`, `gather`, `standby`, `key_groups`, `stall_budget`, `shard_capacity`, `mailbox_batches`, `batch_size`, \
          `max_in_flight`, `tick`, `lessee_idle`, `stats_interval`, `preempt_timer`, `tcp_io`",
     );
     let text = app_with("name = \"f\"\nkind = \"filter\"\ninput = \"in\"\npredicate = \"price > 1\"\nbogus = 1");
@@ -603,4 +603,10 @@ fn lessees_on_state_that_cannot_merge_are_an_error_at_the_key() {
     assert_eq!(config.apps[0].functions[0].max_lessees, 2);
     let config = Config::parse(&app_with("name = \"f\"\nkind = \"count\"\ninput = \"in\""), "ok.toml").expect("parses");
     assert_eq!(config.apps[0].functions[0].max_lessees, 0, "the default applies to windows only");
+}
+
+#[test]
+fn gather_is_a_share_between_0_and_1() {
+    assert_error("[engine]\ngather = 1.5\n", "bad.toml:2:10: engine key `gather`: must be a share between 0 and 1");
+    assert!(Config::parse("[engine]\ngather = 0\n", "ok.toml").is_ok());
 }

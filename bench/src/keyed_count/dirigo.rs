@@ -23,6 +23,10 @@ pub fn config_text(load: Load, w: &Workload, spin: Option<&str>) -> String {
 [engine]
 shards = {shards}
 pin = true
+# Latency mode, as timely's workers spin: spin for the app's 10 ms SLO and wake for each event
+# (the serverless defaults park and let events gather; `idle` and the quickstart measure those).
+spin_slo = "10ms"
+gather = 0
 {spin}
 [[app]]
 name = "w1"

@@ -77,6 +77,8 @@ layered! {
         /// A shard spins when idle only while it hosts an app whose SLO is at most this.
         #[serde(serialize_with = "ser_duration")]
         spin_slo: Duration = HumanDuration,
+        /// Share of its tightest SLO a parked shard lets due source events gather.
+        gather: f64 = f64,
         /// Shards per node that never park while the engine runs (they spin when idle), so a
         /// lease lands on an awake shard: the scale-up reaction without an OS wake-up, for a core.
         standby: usize = usize,

@@ -45,6 +45,10 @@ fn read_doc(source: &Source) -> Result<ConfigDoc, ConfigError> {
 
 fn check_engine(src: &Source, e: &EngineLayer) -> Result<(), ConfigError> {
     let at = |key: &'static str| move || KeyPath::table("engine").key(key);
+    if let Some(g) = e.gather.as_ref().filter(|g| !(0.0..=1.0).contains(g.get_ref())) {
+        let problem = Problem::Invalid("must be a share between 0 and 1".into());
+        return Err(ConfigError::problem(src, g.span(), at("gather")(), problem));
+    }
     positive(src, &e.key_groups, at("key_groups"))?;
     positive(src, &e.stall_budget, at("stall_budget"))?;
     positive(src, &e.shard_capacity, at("shard_capacity"))?;

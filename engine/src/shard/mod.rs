@@ -81,6 +81,10 @@ pub struct ShardSettings {
     /// A shard spins when idle only while it hosts an app whose SLO is at most this; otherwise
     /// it parks at once (park by SLO).
     pub spin_slo: Duration,
+    /// Share of its tightest SLO a parked shard lets due source events gather before it wakes to
+    /// produce them (they are stamped with their schedule, so the wait counts as latency); 0 =
+    /// wake for each.
+    pub gather: f64,
     /// Shards of each node that spin instead of parking (the node's last ones).
     pub standby: usize,
     pub tick: Duration,
@@ -99,9 +103,6 @@ const MAX_PARK: Duration = Duration::from_millis(200);
 const FORWARD_PRIOR_NS: u64 = 500;
 /// One in this many messages is timed to estimate service costs.
 const COST_SAMPLE: u64 = 16;
-/// A parked shard lets due source events gather for up to its tightest SLO over this before it
-/// wakes to produce them (they are stamped with their schedule, so the wait counts as latency).
-const GATHER_SLO_SHARE: u64 = 10;
 
 /// Everything a shard is built from; made by the controller, moved onto the shard's thread.
 pub struct ShardInit<P> {
@@ -327,7 +328,7 @@ impl<P: Policy> Shard<P> {
         // events gather for a share of the tightest SLO here before waking for them.
         let tightest_slo = self.tightest_slo_ns();
         let spin_ns = if tightest_slo <= self.settings.spin_slo.as_nanos() as u64 { spin_ns } else { 0 };
-        let gather_ns = tightest_slo / GATHER_SLO_SHARE;
+        let gather_ns = (tightest_slo as f64 * self.settings.gather).min(u64::MAX as f64) as u64;
         loop {
             let t0 = now_ns();
             let progress = self.turn(t0);
