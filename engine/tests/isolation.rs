@@ -134,8 +134,10 @@ fn a_function_holding_its_shard_past_the_budget_is_reported_by_name() {
     let out = app.collect("out", slow);
     let summary = engine.run().expect("runs");
     assert_eq!(out.drain().count(), 100, "a slow function is reported, not failed");
-    assert_eq!(summary.stalls.len(), 1, "{:?}", summary.stalls);
-    let stall = &summary.stalls[0];
-    assert_eq!((stall.app.as_str(), stall.function.as_str()), ("sluggish", "slow"));
-    assert!(stall.held_ms > 40.0, "{stall:?}");
+    // The 400 ms hold is reported (a loaded machine may add stalls of its own: any other must
+    // also name this app's only function).
+    assert!(summary.stalls.iter().any(|s| s.held_ms > 40.0), "{:?}", summary.stalls);
+    for stall in &summary.stalls {
+        assert_eq!((stall.app.as_str(), stall.function.as_str()), ("sluggish", "slow"), "{stall:?}");
+    }
 }
