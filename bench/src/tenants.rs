@@ -10,6 +10,12 @@
 //! of it with a burst at 150% for a quarter of the run. With FIFO the critical app's messages wait
 //! behind the burst's backlog; deadline-aware policies (edf, laxity) and weighted shares (fair,
 //! weight 8 vs 1) should keep it within its SLO.
+//!
+//! Then the flood: the heavy app offered 10x its fair share (weights 8 : 1, so 10/9 of its
+//! capacity) beside the critical app, under fifo (the default) and fair, with both apps on both
+//! shards (`shared`) and placed by the engine (`placed`: the flood's declared rate fills a shard,
+//! so the critical app starts on the other). Reported: the critical app's satisfaction beside the
+//! flood over its satisfaction alone, in the same placement.
 
 use dirigo_engine::compile::run_config;
 use dirigo_engine::config::Config;
@@ -28,7 +34,7 @@ name = "heavy"
 slo = "100ms"
 weight = 1
 # Beside the critical app on both shards: the policies are what this scenario compares.
-cores = 2
+cores = CORES
 schema = { user = "u64", amount = "u64" }
 [[app.source]]
 name = "clicks"
@@ -55,7 +61,7 @@ fn run_text(text: &str, policy: &str) -> anyhow::Result<Summary> {
 
 /// Events/s the heavy app sustains alone, closed loop.
 fn capacity(events: u64) -> anyhow::Result<f64> {
-    let text = HEAVY.replace("RATE", &format!("rate = 0\nevents = {events}"));
+    let text = HEAVY.replace("RATE", &format!("rate = 0\nevents = {events}")).replace("CORES", "2");
     Ok(run_text(&text, "fifo")?.apps[0].throughput_eps)
 }
 
@@ -69,7 +75,82 @@ fn workload(capacity: f64, secs: f64) -> String {
         (secs * 250.0) as u64
     );
     let critical = apps::critical(10000, &format!("{}ms", (secs * 1000.0) as u64), 2);
-    format!("{critical}\n{}", HEAVY.replace("RATE", &rate))
+    format!("{critical}\n{}", HEAVY.replace("RATE", &rate).replace("CORES", "2"))
+}
+
+/// Where the flood runs: beside the critical app on both shards, or placed by the engine.
+#[derive(Clone, Copy, Debug)]
+enum Placement {
+    Shared,
+    Placed,
+}
+
+impl Placement {
+    fn name(self) -> &'static str {
+        match self {
+            Placement::Shared => "shared",
+            Placement::Placed => "placed",
+        }
+    }
+
+    /// `cores` of each app: both shards, or 0 (the engine's choice).
+    fn cores(self) -> usize {
+        match self {
+            Placement::Shared => 2,
+            Placement::Placed => 0,
+        }
+    }
+}
+
+/// The critical app alone, or beside the heavy app offered 10x its share, for `secs`.
+fn flood_text(capacity: f64, secs: f64, placement: Placement, with_flood: bool) -> String {
+    let ms = (secs * 1000.0) as u64;
+    let critical = apps::critical(10000, &format!("{ms}ms"), placement.cores());
+    if !with_flood {
+        return critical;
+    }
+    let rate = format!("rate = {}\nduration = \"{ms}ms\"", (capacity * 10.0 / 9.0) as u64);
+    let heavy = HEAVY.replace("RATE", &rate).replace("CORES", &placement.cores().to_string());
+    format!("{critical}\n{heavy}")
+}
+
+/// The flood runs: per policy and placement, the critical app's satisfaction alone and beside.
+fn flood(capacity: f64, secs: f64, rounds: usize) -> anyhow::Result<Vec<Value>> {
+    let mut rows = Vec::new();
+    let mut table =
+        Table::new(&["flood", "policy", "alone", "beside", "beside/alone", "p99 alone us", "p99 beside us"]);
+    for placement in [Placement::Shared, Placement::Placed] {
+        for policy in ["fifo", "fair"] {
+            let (mut alone, mut beside) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                alone.push(run_text(&flood_text(capacity, secs, placement, false), policy)?);
+                beside.push(run_text(&flood_text(capacity, secs, placement, true), policy)?);
+            }
+            let of = |runs: &[Summary], f: fn(&dirigo_engine::report::AppSummary) -> f64| {
+                median(&runs.iter().map(|s| f(s.app("critical").expect("critical"))).collect::<Vec<_>>())
+            };
+            let (sat_alone, sat_beside) = (of(&alone, |a| a.satisfaction), of(&beside, |a| a.satisfaction));
+            let (p99_alone, p99_beside) = (of(&alone, |a| a.latency_us.p99), of(&beside, |a| a.latency_us.p99));
+            let ratio = sat_beside / sat_alone.max(1e-9);
+            table.row(vec![
+                placement.name().into(),
+                policy.into(),
+                format!("{:.2}%", sat_alone * 100.0),
+                format!("{:.2}%", sat_beside * 100.0),
+                format!("{ratio:.3}"),
+                format!("{p99_alone:.1}"),
+                format!("{p99_beside:.1}"),
+            ]);
+            rows.push(json!({
+                "placement": placement.name(), "policy": policy,
+                "satisfaction_alone": sat_alone, "satisfaction_beside": sat_beside, "ratio": ratio,
+                "p99_alone_us": p99_alone, "p99_beside_us": p99_beside,
+            }));
+        }
+    }
+    println!("\nthe critical app beside a flood (the heavy app at 10x its share), median of {rounds}:");
+    print!("{}", table.render());
+    Ok(rows)
 }
 
 /// Run the scenario.
@@ -105,5 +186,6 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
         }
     }
     print!("{}", table.render());
-    Ok(json!({ "capacity_eps": cap, "seconds": secs, "rounds": rounds, "results": rows }))
+    let flood = flood(cap, secs, rounds)?;
+    Ok(json!({ "capacity_eps": cap, "seconds": secs, "rounds": rounds, "results": rows, "flood": flood }))
 }

@@ -119,7 +119,7 @@ fn hooks_quick() {
 #[test]
 fn tenants_quick() {
     let r = quick("tenants", &["critical", "heavy", "fifo", "fair"]);
-    assert_fields("tenants", &r, &["capacity_eps", "seconds", "rounds", "results"]);
+    assert_fields("tenants", &r, &["capacity_eps", "seconds", "rounds", "results", "flood"]);
     let rows = r["results"].as_array().expect("results");
     assert_eq!(rows.len(), 8, "4 policies x 2 apps");
     for row in rows {
