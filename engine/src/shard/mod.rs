@@ -358,7 +358,7 @@ impl<P: Policy> Shard<P> {
             let report_at = if self.has_news() { next_stats } else { u64::MAX };
             // A lessor with lessees keeps ticking: its policy retires them when they go idle.
             let tick_at = if self.lends_out() { next_tick } else { u64::MAX };
-            let wake_at = report_at.min(tick_at).min(self.next_source_due(start).saturating_add(gather_ns));
+            let wake_at = report_at.min(tick_at).min(self.next_source_due(start, gather_ns));
             if now - since < spin_ns || wake_at <= now || self.out.staged() > 0 || standby {
                 if spin_ns == 0 {
                     // Unpinned: the shard this one waits for may need this CPU.

@@ -57,8 +57,10 @@ pub fn instantiate(
 }
 
 impl<P: Policy> Shard<P> {
-    /// When the earliest waiting source event is due (engine clock), or `u64::MAX`.
-    pub(super) fn next_source_due(&self, engine_start: u64) -> u64 {
+    /// When the shard should wake for its sources (engine clock), or `u64::MAX`: the earliest
+    /// due event, plus `gather_ns` for a scheduled source that may ingest (events gather while
+    /// the shard sleeps; a paused one is re-checked as soon as its backpressure may lift).
+    pub(super) fn next_source_due(&self, engine_start: u64, gather_ns: u64) -> u64 {
         self.sources
             .iter()
             .filter(|s| !s.done)
@@ -73,7 +75,10 @@ impl<P: Policy> Shard<P> {
                     let poll = now_ns() + poll;
                     Some(s.inst.io_due_ns().map_or(poll, |due| due.min(poll)))
                 }
-                None => s.inst.next_due_ns().map(|d| s.started_ns.unwrap_or(engine_start) + d),
+                None => {
+                    let gather = if self.may_ingest(self.app_of(s)) { gather_ns } else { 0 };
+                    s.inst.next_due_ns().map(|d| (s.started_ns.unwrap_or(engine_start) + d).saturating_add(gather))
+                }
             })
             .min()
             .unwrap_or(u64::MAX)
