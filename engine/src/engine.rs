@@ -195,7 +195,7 @@ where
     let (dead_tx, dead_rx) = flume::unbounded();
     let mut handles = spawn_shards(&plan, settings, policy, &stop, shards, &dead_tx)?;
     let failure = || transport.as_ref().and_then(|t| t.failure());
-    let c = match collect(&plan, settings, &rx, local.len(), &stop, started, &mut on_progress, &failure, &dead_rx) {
+    let c = match collect(&plan, settings, &rx, local.clone(), &stop, started, &mut on_progress, &failure, &dead_rx) {
         Err(EngineError::ShardFailed { shard, reason }) => {
             // A shard died (it panicked): the others may wait for it forever. Stop the sources,
             // take the dead shard's reason from its thread, and fail the run now; the other
@@ -339,7 +339,7 @@ fn collect(
     plan: &Plan,
     settings: &EngineSettings,
     rx: &flume::Receiver<ShardReport>,
-    n: usize,
+    local: std::ops::Range<usize>,
     stop: &StopHandle,
     started: Instant,
     on_progress: &mut impl FnMut(&Progress),
@@ -357,7 +357,7 @@ fn collect(
     let mut interval: Vec<AppStats> = (0..napps).map(|_| AppStats::new()).collect();
     let period = settings.shard.stats_interval;
     let mut next = started + period;
-    let mut remaining = n;
+    let (mut remaining, local_start) = (local.len(), local.start);
     let (mut missed_wakeups, mut io_wakeups) = (0, 0);
     let mut shard_ns = vec![(0u64, 0u64); plan.shards];
     let mut failures: Vec<AppFailure> = Vec::new();
@@ -396,7 +396,7 @@ fn collect(
                 tcp[source] = Some(counts);
             }
         }
-        stalls.check(plan, &stop.signals.lock().expect("stop handle"));
+        stalls.check(plan, local_start, &stop.signals.lock().expect("stop handle"));
         if last_ring.elapsed() >= WATCHDOG {
             if let Some(f) = failure() {
                 return Err(f.into());
@@ -449,9 +449,10 @@ impl StallDetector {
         Duration::from_micros((self.budget_us / 2).max(1_000))
     }
 
-    fn check(&mut self, plan: &Plan, signals: &[Arc<ShardSignal>]) {
+    /// Look at the signals of this node's shards (global ids from `first`).
+    fn check(&mut self, plan: &Plan, first: usize, signals: &[Arc<ShardSignal>]) {
         let now_us = dirigo_net::clock::now_ns() / 1_000;
-        for (i, s) in signals.iter().enumerate() {
+        for (i, s) in signals.iter().enumerate().map(|(i, s)| (first + i, s)) {
             let Some((f, since)) = s.running() else { continue };
             let held_us = now_us.saturating_sub(since);
             if held_us <= self.budget_us || self.reported.get(&i) == Some(&(f, since)) {

@@ -7,8 +7,8 @@
 //! groups, the same for every function of the app, so a key's actors are co-located across them.
 //!
 //! An app's shards ([`AppShards`]) are chosen when the plan is built: as few as its load needs
-//! (its `cores`, else its widest source), on the shards the apps placed before it loaded least,
-//! so apps pack beside each other and a shard that hosts nothing parks.
+//! (its `cores`, else its widest source), best fit by declared rate beside the apps placed before
+//! it, so apps pack onto as few shards as their rates allow and a shard that hosts nothing parks.
 
 use std::sync::atomic::{AtomicU16, Ordering};
 
