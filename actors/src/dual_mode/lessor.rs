@@ -531,34 +531,46 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
     /// Replays buffered arrivals in arrival order, as if they arrived now (regular ones with
     /// the placement chosen on arrival, which may forward them), before any later arrival. A
     /// replayed barrier may block again: the arrivals behind it on its channel stay buffered
-    /// where they are, and the scan stops as soon as every channel is held back, so a buffer
-    /// holding many barriers costs time linear in its length over all its replays.
+    /// where they are (and so does every later arrival of that channel: a channel never
+    /// overtakes itself), and the scan stops as soon as every channel is held back. A replayed
+    /// barrier may also complete and unblock within the scan; then what was kept is no longer
+    /// held back, and the scan starts again from the front.
     fn drain_replay(&mut self, out: &mut Vec<Command<S, M>>) -> Result<(), ProtocolError> {
-        if self.buffered.is_empty() || self.all_held_back() {
-            return Ok(());
-        }
-        let mut kept = VecDeque::new();
-        while let Some(arrival) = self.buffered.pop_front() {
-            let channel = match &arrival {
-                Arrival::Regular { channel, .. } | Arrival::Barrier { channel, .. } => *channel,
-            };
-            if self.held_back(channel) {
-                kept.push_back(arrival);
-                if self.all_held_back() {
-                    break;
-                }
-                continue;
+        loop {
+            if self.buffered.is_empty() || self.all_held_back() {
+                return Ok(());
             }
-            match arrival {
-                Arrival::Regular { channel, msg, decision } => self.accept_regular(channel, msg, decision, out)?,
-                Arrival::Barrier { channel, barrier, critical } => {
-                    self.accept_barrier(channel, barrier, critical, out)?
+            let mut kept = VecDeque::new();
+            // Channels with a kept arrival: their later arrivals wait behind it.
+            let mut waiting: Vec<ChannelId> = Vec::new();
+            while let Some(arrival) = self.buffered.pop_front() {
+                let channel = match &arrival {
+                    Arrival::Regular { channel, .. } | Arrival::Barrier { channel, .. } => *channel,
+                };
+                if waiting.contains(&channel) || self.held_back(channel) {
+                    if !waiting.contains(&channel) {
+                        waiting.push(channel);
+                    }
+                    kept.push_back(arrival);
+                    if self.all_held_back() {
+                        break;
+                    }
+                    continue;
+                }
+                match arrival {
+                    Arrival::Regular { channel, msg, decision } => self.accept_regular(channel, msg, decision, out)?,
+                    Arrival::Barrier { channel, barrier, critical } => {
+                        self.accept_barrier(channel, barrier, critical, out)?
+                    }
                 }
             }
+            let released = waiting.iter().any(|&c| !self.held_back(c));
+            while let Some(arrival) = kept.pop_back() {
+                self.buffered.push_front(arrival);
+            }
+            if !released {
+                return Ok(());
+            }
         }
-        while let Some(arrival) = kept.pop_back() {
-            self.buffered.push_front(arrival);
-        }
-        Ok(())
     }
 }
