@@ -84,7 +84,25 @@ pub enum Problem {
     Secret(SecretProblem),
     #[error("must be at most {max} ({why})")]
     TooLarge { max: String, why: &'static str },
-    /// Anything a later stage (the planner) finds.
+    #[error("a map needs at least one output field")]
+    NoOutputFields,
+    #[error("a schema needs at least one field")]
+    EmptySchema,
+    #[error("a tumbling window takes no `slide`")]
+    SlideOnTumbling,
+    #[error("`count` takes no `field`")]
+    CountTakesNoField,
+    #[error("`{name}` is a sink; an input names a source or function")]
+    SinkAsInput { name: String },
+    #[error("must be a share between 0 and 1")]
+    NotAShare,
+    #[error(
+        "a `{kind}` function keeps state that does not merge, so it cannot have lessees \
+         (windows can; key-group migration is how other functions will scale); remove it"
+    )]
+    CannotLease { kind: &'static str },
+    /// What the compiler found building the plan (a built-in's, a source's or a socket's own
+    /// error, in its words).
     #[error("{0}")]
     Invalid(String),
 }

@@ -45,12 +45,8 @@ fn lessees(
 ) -> Result<u32, ConfigError> {
     match written {
         Some(n) if *n.get_ref() > 0 && kind != FunctionKindName::Window => {
-            let reason = format!(
-                "a `{}` function keeps state that does not merge, so it cannot have lessees \
-                 (windows can; key-group migration is how other functions will scale); remove it",
-                kind.name()
-            );
-            Err(ctx.error(n.span(), path.clone().key("max_lessees"), Problem::Invalid(reason)))
+            let problem = Problem::CannotLease { kind: kind.name() };
+            Err(ctx.error(n.span(), path.clone().key("max_lessees"), problem))
         }
         Some(n) => Ok(n.into_inner()),
         None if kind == FunctionKindName::Window => Ok(ctx.defaults.function.max_lessees),
@@ -77,7 +73,7 @@ fn function_kind(
             let input = req!(ctx, node, doc.input, "input");
             let fields = req!(ctx, node, doc.fields, "fields");
             if fields.get_ref().0.is_empty() {
-                let problem = Problem::Invalid("a map needs at least one output field".into());
+                let problem = Problem::NoOutputFields;
                 return Err(ctx.error(fields.span(), node.0.clone().key("fields"), problem));
             }
             FunctionKind::Map { input, fields: fields.into_inner().0 }
@@ -137,7 +133,7 @@ fn window(ctx: &Ctx<'_>, node: &KeyPath, doc: Spanned<WindowDoc>) -> Result<Span
     let size = doc.size.into_inner().0;
     let slide = match (window_type, doc.slide) {
         (WindowType::Tumbling, Some(slide)) => {
-            let problem = Problem::Invalid("a tumbling window takes no `slide`".into());
+            let problem = Problem::SlideOnTumbling;
             return Err(ctx.error(slide.span(), at("slide"), problem));
         }
         (WindowType::Sliding, None) => {
@@ -159,7 +155,7 @@ fn aggregate(ctx: &Ctx<'_>, node: &KeyPath, doc: Spanned<AggregateDoc>) -> Resul
     let op = *doc.op.get_ref();
     match (op, &doc.field) {
         (AggregateOp::Count, Some(field)) => {
-            let problem = Problem::Invalid("`count` takes no `field`".into());
+            let problem = Problem::CountTakesNoField;
             let path = node.clone().key("aggregate").key("field");
             Err(ctx.error(field.span(), path, problem))
         }

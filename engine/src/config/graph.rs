@@ -80,7 +80,7 @@ fn resolve_input(
             let known = others.cloned().collect();
             let name = input.get_ref().clone();
             let problem = match found {
-                Some(_) => Problem::Invalid(format!("`{name}` is a sink; an input names a source or function")),
+                Some(_) => Problem::SinkAsInput { name },
                 None => Problem::NoSuchInput { name, known },
             };
             Err(ctx.error(input.span(), path, problem))

@@ -300,22 +300,6 @@ fn ser_map_fields<S: Serializer>(fields: &[(Spanned<String>, Spanned<String>)], 
 }
 
 impl FunctionKind {
-    /// The kind's config name (`map`, `count`, `window`...).
-    pub fn name(&self) -> &'static str {
-        match self {
-            FunctionKind::Map { .. } => "map",
-            FunctionKind::Filter { .. } => "filter",
-            FunctionKind::KeyBy { .. } => "key_by",
-            FunctionKind::Count { .. } => "count",
-            FunctionKind::Sum(_) => "sum",
-            FunctionKind::Min(_) => "min",
-            FunctionKind::Max(_) => "max",
-            FunctionKind::Avg(_) => "avg",
-            FunctionKind::Window(_) => "window",
-            FunctionKind::Join(_) => "join",
-        }
-    }
-
     /// The inputs this function reads, with their keys (`input`, or a join's `left`, `right`).
     pub fn inputs(&self) -> Vec<(&'static str, &Spanned<String>)> {
         match self {

@@ -46,7 +46,7 @@ fn read_doc(source: &Source) -> Result<ConfigDoc, ConfigError> {
 fn check_engine(src: &Source, e: &EngineLayer) -> Result<(), ConfigError> {
     let at = |key: &'static str| move || KeyPath::table("engine").key(key);
     if let Some(g) = e.gather.as_ref().filter(|g| !(0.0..=1.0).contains(g.get_ref())) {
-        let problem = Problem::Invalid("must be a share between 0 and 1".into());
+        let problem = Problem::NotAShare;
         return Err(ConfigError::problem(src, g.span(), at("gather")(), problem));
     }
     positive(src, &e.key_groups, at("key_groups"))?;
@@ -160,7 +160,7 @@ fn schema(ctx: &Ctx<'_>, doc: Spanned<OrderedTable>) -> Result<SchemaConfig, Con
         fields.push(SchemaField { name, ty });
     }
     if fields.is_empty() {
-        let problem = Problem::Invalid("a schema needs at least one field".into());
+        let problem = Problem::EmptySchema;
         return Err(ctx.error(span, ctx.app.clone().key("schema"), problem));
     }
     Ok(SchemaConfig { fields })
