@@ -9,6 +9,7 @@
 use crate::builtins::{Window, WindowPartial};
 use crate::dual_mode::MessageClass;
 use crate::envelope::Header;
+use crate::migrate::{KeyArchive, MigrateError};
 use crate::operator::{Emitter, Msg, Operator};
 use crate::record::RecordsOnly;
 use crate::state::Mergeable;
@@ -130,6 +131,49 @@ impl ActorOp {
         match self {
             ActorOp::Window(..) => self.decode_partial(&bytes),
             _ => ActorOp::Shipped(Shipped::User(bytes)),
+        }
+    }
+
+    /// Whether this activation's keys can move to another shard (key-group migration): a window
+    /// always; a user actor when it implements [`Actor::split_off`](crate::function::Actor::split_off).
+    pub fn migrates(&self) -> bool {
+        match self {
+            ActorOp::Window(..) => true,
+            ActorOp::User(u) => u.can_split(),
+            ActorOp::Shipped(_) => false,
+        }
+    }
+
+    /// Remove every key whose routing key hash (the header's `key_hash` its messages are routed
+    /// by) is `moving` and return them as an rkyv archive for [`ActorOp::import_keys`] on the
+    /// activation of the same function on another shard; `None` when the keys cannot move (a
+    /// user actor that does not split, or that failed). Call it on a lessor with no lessees
+    /// (every partial combined). Cold path.
+    pub fn export_keys(&mut self, moving: &dyn Fn(u64) -> bool) -> Option<AlignedVec> {
+        match self {
+            ActorOp::Window(w, _) => Some(w.export_keys(moving)),
+            ActorOp::User(u) => u.split_off(moving),
+            ActorOp::Shipped(_) => None,
+        }
+    }
+
+    /// Fold in keys exported by [`ActorOp::export_keys`] from another activation of the same
+    /// function, none of which this one holds (user actors: combined like a partial, which for
+    /// disjoint keys is a union). The archive is validated; on error nothing changes.
+    ///
+    /// Watermark contract: after the import, the caller calls [`ActorOp::on_watermark`] with
+    /// this activation's current watermark (the last one it saw, or later); for a window it
+    /// fires exactly the imported windows due then (see
+    /// [`Window::import_keys`](crate::builtins::Window::import_keys)). A user actor that uses
+    /// watermarks sees that call as one more watermark.
+    pub fn import_keys(&mut self, archive: &[u8]) -> Result<(), MigrateError> {
+        match self {
+            ActorOp::Window(w, _) => w.import_keys(archive),
+            ActorOp::User(u) => u.import_split(archive),
+            ActorOp::Shipped(_) => Err(MigrateError::WrongKind {
+                expected: "a shipped partial (which takes no keys)".into(),
+                found: KeyArchive::decode(archive)?.kind(),
+            }),
         }
     }
 

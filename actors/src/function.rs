@@ -43,6 +43,7 @@ use rkyv::util::AlignedVec;
 
 use crate::dual_mode::MessageClass;
 use crate::envelope::Header;
+use crate::migrate::{KeyArchive, MigrateError};
 use crate::operator::Emitter;
 use crate::record::{hash_bytes, mix64, Value};
 use crate::state::Mergeable;
@@ -229,8 +230,10 @@ impl<F: Function> ErasedFunction for Erased<F> {
 pub trait Actor: 'static {
     /// The message type (its archive is read in place).
     type In: Input;
-    /// The state: mergeable, archivable (partials travel between shards as rkyv archives).
-    type State: Mergeable + Default + Message + 'static;
+    /// The state: mergeable, archivable (partials travel between shards as rkyv archives), and
+    /// checkable in place (moved keys arrive as an archive that is validated before it is read;
+    /// a derived rkyv archive is).
+    type State: Mergeable + Default + Message + Input + 'static;
     /// Whether `msg` is critical (a query, a snapshot request...). Default: none is.
     fn is_critical(&self, _msg: &rkyv::Archived<Self::In>) -> bool {
         false
@@ -261,6 +264,28 @@ pub trait Actor: 'static {
     {
         let partial = rkyv::api::high::deserialize::<Self::State, rancor::Error>(partial).expect("state deserialises");
         state.combine(partial);
+    }
+    /// Key-group migration: remove from `state` every key whose routing key hash (the
+    /// [`Cx::key_hash`] its messages are routed by) is `moving`, and return them as a state of
+    /// their own; `None` (the default) when this actor's keys cannot move, and then the engine
+    /// never migrates it.
+    ///
+    /// Implementable when the state is keyed by the routing key hash, or by a key whose routing
+    /// hash can be recomputed ([`crate::state::MapMerge::split_off`] does the work):
+    ///
+    /// - call `moving` once per key held, with that key's routing hash, and move exactly the
+    ///   keys for which it returns true (the engine also calls it with a predicate that is
+    ///   always false, to learn the hashes held, and on a default state, to learn whether the
+    ///   actor splits at all: both must leave the state unchanged and return `Some`);
+    /// - the receiver folds the returned state into its own with the actor's
+    ///   [`Actor::combine_archived`] (by default [`Mergeable::combine`]): the two hold disjoint
+    ///   keys, so that combine must be their union, and state not kept per key (a global total)
+    ///   must not be split off;
+    /// - after an import the engine calls `on_watermark` with the receiver's current watermark,
+    ///   which may repeat the last one: an actor that uses watermarks must treat a repeated
+    ///   watermark as a no-op for the keys it already held.
+    fn split_off(&mut self, _state: &mut Self::State, _moving: &dyn Fn(u64) -> bool) -> Option<Self::State> {
+        None
     }
 }
 
@@ -333,6 +358,79 @@ where
             rkyv::api::high::to_bytes_in::<_, rancor::Error>(&self.state, AlignedVec::new()).expect("state archives")
         })
     }
+    fn can_split(&self) -> bool {
+        // `split_off` takes `&mut self`: ask a fresh actor (as a lessee would get), on a
+        // default state.
+        guarded(&self.failed, || false, || (self.make)().split_off(&mut A::State::default(), &|_| false).is_some())
+    }
+    fn split_off(&mut self, moving: &dyn Fn(u64) -> bool) -> Option<AlignedVec> {
+        let (actor, state) = (&mut self.actor, &mut self.state);
+        guarded(
+            &self.failed,
+            || None,
+            || {
+                let moved = RefCell::new(Vec::new());
+                let recording = |hash: u64| {
+                    let m = moving(hash);
+                    if m {
+                        moved.borrow_mut().push(hash);
+                    }
+                    m
+                };
+                let part = actor.split_off(state, &recording)?;
+                let state = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&part, AlignedVec::<16>::new())
+                    .expect("state archives");
+                let mut hashes = moved.into_inner();
+                hashes.sort_unstable();
+                hashes.dedup();
+                let archive =
+                    KeyArchive::User { actor: std::any::type_name::<A>().to_owned(), hashes, state: state.to_vec() };
+                Some(archive.to_bytes())
+            },
+        )
+    }
+    fn import_split(&mut self, bytes: &[u8]) -> Result<(), MigrateError> {
+        let expected = || format!("user actor keys ({})", std::any::type_name::<A>());
+        let (hashes, state_bytes) = match KeyArchive::decode(bytes)? {
+            KeyArchive::User { actor, hashes, state } if actor == std::any::type_name::<A>() => (hashes, state),
+            other => return Err(MigrateError::WrongKind { expected: expected(), found: other.kind() }),
+        };
+        if hashes.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(MigrateError::Corrupt("the moved key hashes are not sorted and distinct".into()));
+        }
+        let mut aligned = AlignedVec::<16>::with_capacity(state_bytes.len());
+        aligned.extend_from_slice(&state_bytes);
+        if let Err(e) = rkyv::access::<rkyv::Archived<A::State>, rancor::Error>(&aligned) {
+            return Err(MigrateError::Corrupt(e.to_string()));
+        }
+        if self.failed.get() {
+            return Ok(()); // a failed activation runs no more user code (its app has failed)
+        }
+        let (actor, state) = (&mut self.actor, &mut self.state);
+        // Keys are disjoint: look for a moved hash among the keys held here (moving nothing).
+        let present = Cell::new(None);
+        let probe = |hash: u64| {
+            if hashes.binary_search(&hash).is_ok() {
+                present.set(Some(hash));
+            }
+            false
+        };
+        guarded(&self.failed, || (), || drop(actor.split_off(state, &probe)));
+        if let Some(hash) = present.get() {
+            return Err(MigrateError::KeyPresent { hash });
+        }
+        guarded(
+            &self.failed,
+            || (),
+            || {
+                // Validated above.
+                if let Ok(archived) = rkyv::access::<rkyv::Archived<A::State>, rancor::Error>(&aligned) {
+                    actor.combine_archived(state, archived);
+                }
+            },
+        );
+        Ok(())
+    }
     fn combine_archive(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
             return; // the partial of a failed lessee
@@ -379,6 +477,24 @@ pub trait ErasedActor {
     fn export(&self) -> AlignedVec;
     /// Combine a partial archived by `export` into this state.
     fn combine_archive(&mut self, bytes: &[u8]);
+    /// Whether the actor's keys can move to another activation ([`Actor::split_off`] is
+    /// implemented). Default: no.
+    fn can_split(&self) -> bool {
+        false
+    }
+    /// Remove the keys whose routing key hash is `moving` and return them as a key archive for
+    /// [`ErasedActor::import_split`]; `None` when the actor cannot split (or has failed).
+    /// Default: `None`.
+    fn split_off(&mut self, _moving: &dyn Fn(u64) -> bool) -> Option<AlignedVec> {
+        None
+    }
+    /// Fold in keys exported by [`ErasedActor::split_off`] from another activation of the same
+    /// actor, none of which this one holds. The archive is validated first (a corrupt one, one
+    /// of another actor, or a key held here is an error, and nothing changes). Default: every
+    /// archive is of the wrong kind.
+    fn import_split(&mut self, _bytes: &[u8]) -> Result<(), MigrateError> {
+        Err(MigrateError::WrongKind { expected: "an actor that cannot split".into(), found: "moved keys".into() })
+    }
 }
 
 /// Erase a function's types for the engine, which calls it once per message through the returned

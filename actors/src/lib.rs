@@ -16,6 +16,7 @@
 //! - [`expr`]: the expression language of map and filter, type-checked once against a schema.
 //! - [`builtins`]: the built-in functions: map, filter, key_by, keyed aggregates, windows, joins.
 //! - [`dual_mode`]: the dual-mode actor protocol (lessor, lessees) as sans-I/O state machines.
+//! - [`migrate`]: moving keys (key groups) between instances of a keyed function.
 //! - [`activation`]: the mergeable state of one activation of a dual-mode actor (a window or a
 //!   user actor), which the protocol's machines hold.
 //!
@@ -33,6 +34,7 @@ pub mod envelope;
 pub mod expr;
 pub mod function;
 pub mod ids;
+pub mod migrate;
 pub mod operator;
 pub mod record;
 pub mod state;

@@ -4,8 +4,10 @@
 use super::agg::{AggOp, AggPartial};
 use super::keyed::KeyedState;
 use super::{output_schema, BuildError, KeySource};
+use crate::migrate::{agg_name, check_new_keys, same_agg, AggKey, KeyArchive, MigrateError};
 use crate::operator::{Emitter, Msg, Operator};
 use crate::record::{ArchivedRecord, Schema, Value};
+use rkyv::util::AlignedVec;
 
 /// Rolling aggregate per key, with the input's key hash and event time on each output.
 pub struct Aggregate {
@@ -43,6 +45,51 @@ impl Aggregate {
     /// Mutable access to every key's partial (to combine lessee partials into).
     pub fn state_mut(&mut self) -> &mut KeyedState<AggPartial> {
         &mut self.state
+    }
+
+    /// Number of keys held.
+    pub fn key_count(&self) -> usize {
+        self.state.len()
+    }
+
+    /// Remove every key whose routing key hash (the `key_hash` its records are routed by: the
+    /// key field's [`key_hash`](crate::record::ArchivedValue::key_hash), or the upstream key
+    /// hash, which is what this aggregate keys its state by) is `moving`, and return them as an
+    /// rkyv archive for [`Aggregate::import_keys`] on the instance of the same aggregate on
+    /// another shard. Cold path.
+    pub fn export_keys(&mut self, moving: &dyn Fn(u64) -> bool) -> AlignedVec {
+        let drained = self.state.drain_where(|hash, _| moving(hash));
+        let keys = drained.into_iter().map(|(key, hash, partial)| AggKey { key, hash, partial }).collect();
+        KeyArchive::Aggregate { zero: self.zero, keys }.to_bytes()
+    }
+
+    /// Insert keys exported by [`Aggregate::export_keys`] from another instance of the same
+    /// aggregate, none of which this instance holds. The archive is validated first (a corrupt
+    /// archive, one of another op or field type, or a key already here is an error); on error
+    /// nothing changes. A rolling aggregate has no timers: nothing is emitted, and a watermark
+    /// after the import changes nothing.
+    pub fn import_keys(&mut self, archive: &[u8]) -> Result<(), MigrateError> {
+        let (zero, keys) = match KeyArchive::decode(archive)? {
+            KeyArchive::Aggregate { zero, keys } => (zero, keys),
+            other => return Err(self.wrong_kind(other.kind())),
+        };
+        if !same_agg(&zero, &self.zero) {
+            return Err(self.wrong_kind(KeyArchive::Aggregate { zero, keys: Vec::new() }.kind()));
+        }
+        if let Some(k) = keys.iter().find(|k| !same_agg(&k.partial, &self.zero)) {
+            let what = (agg_name(&k.partial), agg_name(&zero));
+            return Err(MigrateError::Corrupt(format!("a partial of {} in an archive of {}", what.0, what.1)));
+        }
+        check_new_keys(&self.state, keys.iter().map(|k| (&k.key, k.hash)))?;
+        for k in keys {
+            self.state.insert_new(k.key.as_key_ref(k.hash), k.partial);
+        }
+        Ok(())
+    }
+
+    fn wrong_kind(&self, found: String) -> MigrateError {
+        let expected = KeyArchive::Aggregate { zero: self.zero, keys: Vec::new() }.kind();
+        MigrateError::WrongKind { expected, found }
     }
 }
 

@@ -12,8 +12,10 @@ use super::keyed::KeyRef;
 use super::panes::PaneStore;
 use super::shape::WindowSpec;
 use super::{output_schema, resolve_field, BuildError};
+use crate::migrate::{KeyArchive, MigrateError};
 use crate::operator::{Emitter, Msg, Operator};
 use crate::record::{ArchivedRecord, FieldType, Schema, Value};
+use rkyv::util::AlignedVec;
 
 /// Which input a record came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,8 +25,8 @@ enum Side {
 }
 
 /// The records of one key in one window, per side, in arrival order (owned copies).
-#[derive(Debug, Default)]
-struct JoinPane {
+#[derive(Clone, Debug, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct JoinPane {
     left: Vec<Vec<Value>>,
     right: Vec<Vec<Value>>,
 }
@@ -78,6 +80,48 @@ impl Join {
     /// Records dropped because all their windows had expired.
     pub fn late_dropped(&self) -> u64 {
         self.panes.late_dropped()
+    }
+
+    /// Number of keys held (join keys with a live window).
+    pub fn key_count(&self) -> usize {
+        self.panes.live_keys()
+    }
+
+    /// Remove every key whose routing key hash is `moving`, with all its live windows (fired or
+    /// not) and their buffered records, and return them as an rkyv archive for
+    /// [`Join::import_keys`] on the instance of the same join on another shard. A join's state
+    /// is keyed by the join key, and each side is routed by its join key field's
+    /// [`key_hash`](crate::record::ArchivedValue::key_hash) (both fields have one type, so equal
+    /// keys hash equally): the routing hash is the state's hash. The late-drop count stays
+    /// here. Cold path.
+    pub fn export_keys(&mut self, moving: &dyn Fn(u64) -> bool) -> AlignedVec {
+        let keys = self.panes.take_keys(moving);
+        KeyArchive::Join { shape: self.panes.shape_tag(), keys }.to_bytes()
+    }
+
+    /// Insert keys exported by [`Join::export_keys`] from another instance of the same join,
+    /// none of which this instance holds. The archive is validated first; on error nothing
+    /// changes.
+    ///
+    /// Watermark contract, as for [`Window::import_keys`](crate::builtins::Window::import_keys):
+    /// nothing is emitted here; the caller then calls [`Operator::on_watermark`] with this
+    /// instance's current watermark `w` (the last one it saw, or later), which emits the pairs of
+    /// exactly the imported windows that are due at `w` and had not fired on the sender, expires
+    /// those whose lateness has passed, emits nothing for the keys already here, and leaves the
+    /// late-drop count unchanged. No pair is emitted twice.
+    pub fn import_keys(&mut self, archive: &[u8]) -> Result<(), MigrateError> {
+        let expected = || KeyArchive::Join { shape: self.panes.shape_tag(), keys: Vec::new() }.kind();
+        let (shape, keys) = match KeyArchive::decode(archive)? {
+            KeyArchive::Join { shape, keys } => (shape, keys),
+            other => return Err(MigrateError::WrongKind { expected: expected(), found: other.kind() }),
+        };
+        if shape != self.panes.shape_tag() {
+            let found = KeyArchive::Join { shape, keys: Vec::new() }.kind();
+            return Err(MigrateError::WrongKind { expected: expected(), found });
+        }
+        self.panes.check_keys(&keys)?;
+        self.panes.put_keys(keys);
+        Ok(())
     }
 }
 

@@ -280,8 +280,35 @@ impl<S> KeyedState<S> {
         self.slots.get(slot as usize)?.as_ref().map(|e| &e.key)
     }
 
+    /// Insert `key` with `state` if it is absent, returning its new slot; `None` (and `state`
+    /// dropped) if it is present. Cold path (used to import moved keys).
+    pub fn insert_new(&mut self, key: KeyRef<'_>, state: S) -> Option<SlotId> {
+        match self.find(key) {
+            Some(_) => None,
+            None => Some(self.insert(key, state)),
+        }
+    }
+
+    /// Remove every entry whose `(key hash, key)` satisfies `pred`, returning `(key, hash,
+    /// state)` in slot order. Freed slots join the free list and the index forgets them, as
+    /// with [`KeyedState::remove`]; the slots of the entries kept do not change. Cold path (used
+    /// to move keys to another instance): O(slots).
+    pub fn drain_where(&mut self, mut pred: impl FnMut(u64, &OwnedKey) -> bool) -> Vec<(OwnedKey, u64, S)> {
+        let doomed: Vec<SlotId> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().filter(|e| pred(e.hash, &e.key)).map(|_| i as SlotId))
+            .collect();
+        doomed.into_iter().filter_map(|slot| self.remove_entry(slot)).map(|e| (e.key, e.hash, e.state)).collect()
+    }
+
     /// Remove the entry in `slot`, returning its state; the slot may then be reused.
     pub fn remove(&mut self, slot: SlotId) -> Option<S> {
+        self.remove_entry(slot).map(|e| e.state)
+    }
+
+    fn remove_entry(&mut self, slot: SlotId) -> Option<Entry<S>> {
         let entry = self.slots.get_mut(slot as usize)?.take()?;
         if let Some(bucket) = self.index.get_mut(&entry.hash) {
             match bucket {
@@ -298,7 +325,7 @@ impl<S> KeyedState<S> {
         }
         self.free.push(slot);
         self.len -= 1;
-        Some(entry.state)
+        Some(entry)
     }
 
     /// Every (slot, key, state), in slot order.
@@ -355,6 +382,52 @@ mod tests {
         assert_eq!(out, Value::Str("k".into()));
         m.key(i).unwrap().write_into(&mut out);
         assert_eq!(out, Value::I64(-3));
+    }
+
+    /// `drain_where` and `insert_new` interleaved with inserts and removals keep the index, the
+    /// slots and the free list consistent with a std map (colliding hashes included).
+    #[test]
+    fn drain_where_and_insert_new_match_a_std_map() {
+        let mut rng = Rng(11);
+        let mut m: KeyedState<u64> = KeyedState::new();
+        let mut reference: std::collections::HashMap<String, u64> = Default::default();
+        let hash = |text: &str| text.bytes().map(u64::from).sum::<u64>() % 8;
+        for step in 0..5_000u64 {
+            let text = format!("k{}", rng.below(100));
+            let key = str_key(hash(&text), &text);
+            match rng.below(20) {
+                0 => {
+                    let cut = rng.below(8);
+                    let drained = m.drain_where(|h, _| h == cut);
+                    let want: Vec<String> = reference.keys().filter(|k| hash(k) == cut).cloned().collect();
+                    assert_eq!(drained.len(), want.len(), "step {step}");
+                    for (key, h, state) in drained {
+                        let OwnedKey::Str(s) = key else { panic!() };
+                        assert_eq!((h, reference.remove(&*s)), (cut, Some(state)), "step {step}");
+                    }
+                }
+                1 => {
+                    let inserted = m.insert_new(key, step).is_some();
+                    assert_eq!(inserted, !reference.contains_key(&text), "step {step}");
+                    reference.entry(text.clone()).or_insert(step);
+                }
+                2..=5 => {
+                    let removed = m.find(key).and_then(|s| m.remove(s));
+                    assert_eq!(removed, reference.remove(&text), "step {step}");
+                }
+                _ => {
+                    let slot = m.find_or_insert_with(key, || 0);
+                    *m.entry_mut(slot).unwrap().2 += step;
+                    *reference.entry(text.clone()).or_default() += step;
+                }
+            }
+            assert_eq!(m.len(), reference.len());
+            assert_eq!(m.iter().count(), reference.len());
+        }
+        for (text, state) in &reference {
+            let slot = m.find(str_key(hash(text), text)).expect("every key is found");
+            assert_eq!(m.get(slot), Some(state));
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub mod join;
 pub mod key_by;
 pub mod keyed;
 pub mod map;
-mod panes;
+pub(crate) mod panes;
 pub mod shape;
 pub mod window;
 

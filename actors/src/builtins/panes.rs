@@ -33,6 +33,24 @@ pub struct KeyPanes<P> {
     pub panes: Vec<(u64, u64, P)>,
 }
 
+/// One key's live panes, fired or not, as they move to another instance (key-group migration).
+#[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct MovedKey<P> {
+    pub key: OwnedKey,
+    /// The routing key hash.
+    pub hash: u64,
+    pub panes: Vec<MovedPane<P>>,
+}
+
+/// One pane on the move.
+#[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct MovedPane<P> {
+    pub start: u64,
+    pub end: u64,
+    pub fired: bool,
+    pub body: P,
+}
+
 /// Every key's live panes of one windowed operator, with its firing and expiry timers.
 pub(crate) struct PaneStore<P> {
     spec: WindowSpec,
@@ -131,6 +149,77 @@ impl<P> PaneStore<P> {
         self.keys.len()
     }
 
+    /// The window shape as archived with moved keys.
+    pub fn shape_tag(&self) -> crate::migrate::ShapeTag {
+        [self.spec.size_ms(), self.spec.slide_ms(), self.spec.lateness_ms]
+    }
+
+    /// Remove every key whose routing hash is `moving`, with all its live panes (fired or not)
+    /// and their timers. Cold path: O(keys + timers).
+    pub fn take_keys(&mut self, moving: &dyn Fn(u64) -> bool) -> Vec<MovedKey<P>> {
+        let drained = self.keys.drain_where(|hash, _| moving(hash));
+        if drained.is_empty() {
+            return Vec::new();
+        }
+        // Timers of the slots just freed: every slot whose entry is gone now.
+        let keys = &self.keys;
+        self.due.retain(|(_, slot)| keys.get(*slot).is_some());
+        self.expiry.retain(|(_, slot, _)| keys.get(*slot).is_some());
+        let pane = |p: Pane<P>| MovedPane { start: p.start, end: p.end, fired: p.fired, body: p.body };
+        drained
+            .into_iter()
+            .map(|(key, hash, panes)| MovedKey { key, hash, panes: panes.into_iter().map(pane).collect() })
+            .collect()
+    }
+
+    /// Check keys moved from another instance before [`PaneStore::put_keys`]: each pane is a
+    /// window of this store's shape, appears once, and no key is held here already.
+    pub fn check_keys(&self, keys: &[MovedKey<P>]) -> Result<(), crate::migrate::MigrateError> {
+        use crate::migrate::MigrateError;
+        let (size, slide) = (self.spec.size_ms(), self.spec.slide_ms().max(1));
+        for k in keys {
+            for (i, p) in k.panes.iter().enumerate() {
+                if p.start % slide != 0 || p.end != p.start.saturating_add(size) {
+                    return Err(MigrateError::Corrupt(format!(
+                        "pane [{}, {}) is not a window of this shape (size {size}, slide {slide})",
+                        p.start, p.end
+                    )));
+                }
+                if k.panes[..i].iter().any(|q| q.end == p.end) {
+                    return Err(MigrateError::Corrupt(format!("pane [{}, {}) appears twice", p.start, p.end)));
+                }
+            }
+        }
+        crate::migrate::check_new_keys(&self.keys, keys.iter().map(|k| (&k.key, k.hash)))
+    }
+
+    /// Insert keys moved from another instance (checked by [`PaneStore::check_keys`]): unfired
+    /// panes wait for their end, fired ones for their expiry. Nothing fires here: the next
+    /// [`PaneStore::advance`], even to the watermark this store already has, fires the panes
+    /// that are due and expires those whose lateness has passed. The late-drop count is
+    /// unchanged. Keys without panes are not kept.
+    pub fn put_keys(&mut self, keys: Vec<MovedKey<P>>) {
+        let lateness = self.spec.lateness_ms;
+        for k in keys.into_iter().filter(|k| !k.panes.is_empty()) {
+            let mut panes = Vec::with_capacity(k.panes.len());
+            let Some(slot) = self.keys.insert_new(k.key.as_key_ref(k.hash), Vec::new()) else {
+                debug_assert!(false, "put_keys on a key that is present (check_keys first)");
+                continue;
+            };
+            for p in k.panes {
+                if p.fired {
+                    self.expiry.insert((p.end.saturating_add(lateness), slot, p.end));
+                } else {
+                    self.due.insert((p.end, slot));
+                }
+                panes.push(Pane { start: p.start, end: p.end, fired: p.fired, body: p.body });
+            }
+            if let Some((_, _, slot_panes)) = self.keys.entry_mut(slot) {
+                *slot_panes = panes;
+            }
+        }
+    }
+
     /// Assign a record of `key` at event time `t` to each of its live panes (creating missing
     /// ones with `init`) and call `visit(key, key_hash, pane)` on each, in ascending start order.
     /// Hot path: allocates only for a new key or pane.
@@ -173,11 +262,12 @@ impl<P> PaneStore<P> {
     }
 
     /// The watermark reached `wm`: fire due panes through `emit`, then expire those whose
-    /// lateness has passed. A watermark that does not advance is ignored.
+    /// lateness has passed. A watermark that does not advance stays where it was, and then
+    /// only panes imported since the last advance ([`PaneStore::put_keys`]) can be due: for the
+    /// panes of this store's own records it is a no-op (an unfired pane always ends after the
+    /// watermark, a fired one expires after it).
     pub fn advance(&mut self, wm: u64, mut emit: impl FnMut(&OwnedKey, u64, &Pane<P>)) {
-        if wm <= self.watermark {
-            return;
-        }
+        let wm = wm.max(self.watermark);
         self.watermark = wm;
         while let Some(&(end, slot)) = self.due.first() {
             if end > wm {

@@ -9,9 +9,11 @@ use super::agg::{AggOp, AggPartial};
 use super::panes::{Pane, PaneStore};
 use super::shape::WindowSpec;
 use super::{output_schema, BuildError, KeySource};
+use crate::migrate::{agg_name, same_agg, KeyArchive, MigrateError};
 use crate::operator::{Emitter, Msg, Operator};
 use crate::record::{ArchivedRecord, FieldType, Schema, Value};
 use crate::state::Mergeable;
+use rkyv::util::AlignedVec;
 
 /// A window's partial state as it travels from a lessee to its lessor (an rkyv archive).
 #[derive(Clone, Debug, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -109,6 +111,61 @@ impl Window {
     /// Keys that have at least one live window (a measure of state size).
     pub fn live_keys(&self) -> usize {
         self.panes.live_keys()
+    }
+
+    /// Number of keys held (those with a live window: the same as [`Window::live_keys`]).
+    pub fn key_count(&self) -> usize {
+        self.panes.live_keys()
+    }
+
+    /// Remove every key whose routing key hash (the `key_hash` its records are routed by: the
+    /// key field's [`key_hash`](crate::record::ArchivedValue::key_hash), or the upstream key
+    /// hash) is `moving`, with all its live windows, fired or not, and return them as an rkyv
+    /// archive for [`Window::import_keys`] on the instance of the same window on another shard.
+    /// The late-drop count stays here. Call it on an instance with no lessees (every partial
+    /// merged). Cold path.
+    pub fn export_keys(&mut self, moving: &dyn Fn(u64) -> bool) -> AlignedVec {
+        let keys = self.panes.take_keys(moving);
+        KeyArchive::Window { shape: self.panes.shape_tag(), zero: self.zero, keys }.to_bytes()
+    }
+
+    /// Insert keys exported by [`Window::export_keys`] from another instance of the same window,
+    /// none of which this instance holds. The archive is validated first; on error nothing
+    /// changes.
+    ///
+    /// Watermark contract: the sender may have been at another watermark. Nothing is emitted
+    /// here; the caller then calls [`Operator::on_watermark`] with this instance's current
+    /// watermark `w` (equal to the last one it saw, or later). That call fires exactly the
+    /// imported windows that are due at `w` and had not fired on the sender, in the usual
+    /// `(window_end, key)` order, expires imported windows whose lateness has passed, emits
+    /// nothing for the keys that were already here (a repeated watermark is a no-op for them),
+    /// and does not change the late-drop count. An imported window that fired on the sender
+    /// never fires again. If the receiver is behind the sender, records of moved keys are judged
+    /// late against the receiver's watermark.
+    pub fn import_keys(&mut self, archive: &[u8]) -> Result<(), MigrateError> {
+        let (shape, zero, keys) = match KeyArchive::decode(archive)? {
+            KeyArchive::Window { shape, zero, keys } => (shape, zero, keys),
+            other => return Err(self.wrong_kind(other.kind())),
+        };
+        if shape != self.panes.shape_tag() || !same_agg(&zero, &self.zero) {
+            let found = KeyArchive::Window { shape, zero, keys: Vec::new() }.kind();
+            return Err(self.wrong_kind(found));
+        }
+        if let Some(p) = keys.iter().flat_map(|k| &k.panes).find(|p| !same_agg(&p.body, &self.zero)) {
+            return Err(MigrateError::Corrupt(format!(
+                "a pane of {} in an archive of {}",
+                agg_name(&p.body),
+                agg_name(&zero)
+            )));
+        }
+        self.panes.check_keys(&keys)?;
+        self.panes.put_keys(keys);
+        Ok(())
+    }
+
+    fn wrong_kind(&self, found: String) -> MigrateError {
+        let expected = KeyArchive::Window { shape: self.panes.shape_tag(), zero: self.zero, keys: Vec::new() }.kind();
+        MigrateError::WrongKind { expected, found }
     }
 }
 

@@ -156,6 +156,23 @@ proptest! {
         all_laws::<MapMerge<u8, Sum<u64>>>(&initial, &updates, k);
     }
 
+    /// `split_off` moves exactly the entries whose hash is moving, and combining them back
+    /// (disjoint keys: a union) gives the map it started from.
+    #[test]
+    fn map_merge_split_off_then_combine_is_identity(
+        updates in prop::collection::vec((0u8..40, any::<u32>()), 0..60),
+        cut in 0u64..4,
+    ) {
+        let whole = folded(MapMerge::<u8, Sum<u64>>::default(), &updates);
+        let mut kept = whole.clone();
+        let hash = |k: &u8| crate::function::key_u64(u64::from(*k));
+        let moved = kept.split_off(hash, &|h| h % 4 == cut);
+        prop_assert!(moved.0.keys().all(|k| hash(k) % 4 == cut));
+        prop_assert!(kept.0.keys().all(|k| hash(k) % 4 != cut));
+        kept.combine(moved);
+        prop_assert_eq!(kept, whole);
+    }
+
     #[test]
     fn tuple_laws((initial, updates, k) in script((any::<u32>(), any::<i32>()))) {
         all_laws::<(Sum<u64>, Count, Max<i32>)>(&initial, &updates, k);

@@ -168,6 +168,21 @@ impl<K: Eq + Hash, V: Mergeable + Default> MapMerge<K, V> {
     }
 }
 
+impl<K: Eq + Hash, V> MapMerge<K, V> {
+    /// Key-group migration: remove every entry whose key's routing hash (`key_hash(key)`: the
+    /// hash the actor's messages for that key are routed by, e.g.
+    /// [`key_u64`](crate::function::key_u64) of an integer key) is `moving`, and return them as a
+    /// map of their own. Calls `moving` once per entry. What
+    /// [`Actor::split_off`](crate::function::Actor::split_off) of an actor keyed by this map
+    /// returns (`Some(state.split_off(..))`).
+    pub fn split_off(&mut self, key_hash: impl Fn(&K) -> u64, moving: &dyn Fn(u64) -> bool) -> MapMerge<K, V> {
+        let (moved, kept): (HashMap<K, V>, HashMap<K, V>) =
+            std::mem::take(&mut self.0).into_iter().partition(|(k, _)| moving(key_hash(k)));
+        self.0 = kept;
+        MapMerge(moved)
+    }
+}
+
 impl<K: Eq + Hash, V: Mergeable> Mergeable for MapMerge<K, V> {
     fn partition(&self) -> Self {
         MapMerge(HashMap::new())
