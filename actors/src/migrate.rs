@@ -154,3 +154,6 @@ pub(crate) fn check_new_keys<'a, S>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -82,6 +82,12 @@ impl Join {
         self.panes.late_dropped()
     }
 
+    /// Every key, its hash and its panes as text (migration tests).
+    #[cfg(test)]
+    pub(crate) fn snapshot(&self) -> Vec<(super::keyed::OwnedKey, u64, String)> {
+        self.panes.snapshot()
+    }
+
     /// Number of keys held (join keys with a live window).
     pub fn key_count(&self) -> usize {
         self.panes.live_keys()

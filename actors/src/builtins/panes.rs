@@ -220,6 +220,27 @@ impl<P> PaneStore<P> {
         }
     }
 
+    /// Every key held, its hash, and its panes `(start, end, fired, body)` in end order, as
+    /// text: what migration tests compare.
+    #[cfg(test)]
+    pub fn snapshot(&self) -> Vec<(OwnedKey, u64, String)>
+    where
+        P: std::fmt::Debug,
+    {
+        let keys = &self.keys;
+        let mut out: Vec<_> = keys
+            .iter()
+            .map(|(slot, key, panes)| {
+                let mut panes: Vec<_> =
+                    panes.iter().map(|p| (p.end, p.start, p.fired, format!("{:?}", p.body))).collect();
+                panes.sort_by_key(|a| a.0);
+                (key.clone(), keys.hash_of(slot).unwrap_or(0), format!("{panes:?}"))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.total_cmp(&b.0));
+        out
+    }
+
     /// Assign a record of `key` at event time `t` to each of its live panes (creating missing
     /// ones with `init`) and call `visit(key, key_hash, pane)` on each, in ascending start order.
     /// Hot path: allocates only for a new key or pane.

@@ -163,6 +163,12 @@ impl Window {
         Ok(())
     }
 
+    /// Every key, its hash and its panes as text (migration tests).
+    #[cfg(test)]
+    pub(crate) fn snapshot(&self) -> Vec<(super::keyed::OwnedKey, u64, String)> {
+        self.panes.snapshot()
+    }
+
     fn wrong_kind(&self, found: String) -> MigrateError {
         let expected = KeyArchive::Window { shape: self.panes.shape_tag(), zero: self.zero, keys: Vec::new() }.kind();
         MigrateError::WrongKind { expected, found }
