@@ -478,7 +478,7 @@ pub trait ErasedActor {
     /// Combine a partial archived by `export` into this state.
     fn combine_archive(&mut self, bytes: &[u8]);
     /// Whether the actor's keys can move to another activation ([`Actor::split_off`] is
-    /// implemented). Default: no.
+    /// implemented; asked of a fresh actor on a default state, so a cold-path call). Default: no.
     fn can_split(&self) -> bool {
         false
     }
@@ -490,7 +490,8 @@ pub trait ErasedActor {
     }
     /// Fold in keys exported by [`ErasedActor::split_off`] from another activation of the same
     /// actor, none of which this one holds. The archive is validated first (a corrupt one, one
-    /// of another actor, or a key held here is an error, and nothing changes). Default: every
+    /// of another actor, or a key held here is an error, and nothing changes). An activation
+    /// that failed (a panic in user code: its app has failed) drops the keys. Default: every
     /// archive is of the wrong kind.
     fn import_split(&mut self, _bytes: &[u8]) -> Result<(), MigrateError> {
         Err(MigrateError::WrongKind { expected: "an actor that cannot split".into(), found: "moved keys".into() })
