@@ -35,13 +35,48 @@ pub enum MessageKind {
     Returned = 11,
     /// The lessee's last partial (payload); the slot is gone.
     Retired = 12,
+    // Key-group migration (between the shards of one node; see the engine's `shard::migrate`).
+    // The argument ([`ProtocolArg::Move`]) names the group and a shard.
+    /// Old owner -> new owner: the group is coming; hold the function's input until it is here.
+    Migrate = 13,
+    /// New owner -> old owner: not now (a migration of the same function is under way there).
+    MigrateRefused = 14,
+    /// New owner -> every shard of the node: the group is routed to the new owner from now on;
+    /// answer the old owner (`shard`) with a `FenceAck` behind what was routed to it before.
+    Fence = 15,
+    /// A shard -> the old owner, on the channel its data travelled: nothing more of the group
+    /// follows. Queued in order with the function's data, not handled on arrival.
+    FenceAck = 16,
+    /// Old owner -> new owner: the group's state (payload: its rkyv archive); `key_hash`
+    /// carries how many `Drained` answers the new owner waits for.
+    MigrateState = 17,
+    /// Old owner -> what runs after the function: the group's outputs made before the move are
+    /// ahead of this. Queued in order with the target's messages; `key_hash` carries the old
+    /// owner and the moving function (`shard | function << 16`).
+    Drain = 18,
+    /// -> new owner: a `Drain` reached its turn (the old owner's outputs of the group are
+    /// applied, or queued on a shard where the new owner's will queue behind them).
+    Drained = 19,
 }
 
 impl MessageKind {
-    /// Whether this is a dual-mode protocol message (handled on arrival, not queued).
+    /// Whether this is a protocol message handled on arrival (dual-mode, migration), not queued
+    /// in order with data (as data, watermarks, ends and fence acknowledgements are).
     #[inline]
     pub fn is_protocol(self) -> bool {
-        self as u8 >= MessageKind::Lease as u8
+        self as u8 >= MessageKind::Lease as u8 && !self.is_queued_control()
+    }
+
+    /// A control message queued in order with a function's data (not handled on arrival).
+    #[inline]
+    pub fn is_queued_control(self) -> bool {
+        matches!(self, MessageKind::FenceAck | MessageKind::Drain)
+    }
+
+    /// Whether this is a message of the migration protocol.
+    #[inline]
+    pub fn is_migration(self) -> bool {
+        self as u8 >= MessageKind::Migrate as u8
     }
 }
 
@@ -99,7 +134,7 @@ impl Header {
     /// A dual-mode protocol message of `kind` with its argument, on top of `base` (its app,
     /// function, key and times). The argument must be the one `kind` takes (see [`ProtocolArg`]).
     pub fn protocol(base: Header, kind: MessageKind, arg: ProtocolArg) -> Header {
-        debug_assert!(kind.is_protocol(), "{kind:?} is not a protocol message");
+        debug_assert!(kind.is_protocol() || kind.is_migration(), "{kind:?} is not a protocol message");
         debug_assert_eq!(ProtocolArg::kind_of(kind), ProtocolArg::kind_of_arg(arg), "{kind:?} takes another argument");
         let mut h = Header { kind, ..base };
         match arg {
@@ -107,6 +142,7 @@ impl Header {
             ProtocolArg::Lease { at_ns } => h.event_time = at_ns,
             ProtocolArg::Seq(seq) => h.aux = seq,
             ProtocolArg::Barrier(barrier) => h.event_time = barrier,
+            ProtocolArg::Move { group, shard } => h.aux = u32::from(group) | u32::from(shard) << 16,
         }
         h
     }
@@ -119,6 +155,7 @@ impl Header {
             MessageKind::Lease => ProtocolArg::Lease { at_ns: self.event_time },
             MessageKind::Forward | MessageKind::Accept | MessageKind::Refuse => ProtocolArg::Seq(self.aux),
             MessageKind::Block | MessageKind::Partial | MessageKind::Unblock => ProtocolArg::Barrier(self.event_time),
+            k if k.is_migration() => ProtocolArg::Move { group: self.aux as u16, shard: (self.aux >> 16) as u16 },
             _ => ProtocolArg::None,
         }
     }
@@ -146,6 +183,9 @@ pub enum ProtocolArg {
     Seq(u32),
     /// Block, Partial, Unblock: the barrier it belongs to.
     Barrier(u64),
+    /// Migrate, MigrateRefused, Fence, FenceAck, MigrateState: the key group, and a shard (the
+    /// old owner in a Fence; the new one otherwise).
+    Move { group: u16, shard: u16 },
 }
 
 impl ProtocolArg {
@@ -160,6 +200,7 @@ impl ProtocolArg {
             ProtocolArg::Lease { .. } => ProtocolArg::Lease { at_ns: 0 },
             ProtocolArg::Seq(_) => ProtocolArg::Seq(0),
             ProtocolArg::Barrier(_) => ProtocolArg::Barrier(0),
+            ProtocolArg::Move { .. } => ProtocolArg::Move { group: 0, shard: 0 },
         }
     }
 }
@@ -180,6 +221,10 @@ mod protocol_tests {
             (MessageKind::Partial, ProtocolArg::Barrier(6)),
             (MessageKind::Unblock, ProtocolArg::Barrier(7)),
             (MessageKind::Retire, ProtocolArg::None),
+            (MessageKind::Migrate, ProtocolArg::Move { group: 255, shard: 3 }),
+            (MessageKind::Fence, ProtocolArg::Move { group: 65_535, shard: 65_535 }),
+            (MessageKind::FenceAck, ProtocolArg::Move { group: 0, shard: 1 }),
+            (MessageKind::MigrateState, ProtocolArg::Move { group: 7, shard: 0 }),
         ];
         for (kind, arg) in cases {
             let h = Header::protocol(base, kind, arg);

@@ -106,6 +106,7 @@ impl EngineBuilder {
             watermark_delay_ms: 0,
             // An embedded app runs on every shard: its author placed its keys and sources.
             shards: (0..self.plan.shards as ShardId).collect(),
+            reach: (0..self.plan.shards as ShardId).collect(),
         });
         AppBuilder { plan: &mut self.plan, app: id }
     }

@@ -40,6 +40,8 @@ pub fn settings(config: &Config) -> EngineSettings {
             standby: e.standby,
             tick: e.tick,
             lessee_idle: e.lessee_idle,
+            migrate_every: e.migrate_every,
+            rebalance: e.rebalance,
             stats_interval: e.stats_interval,
         },
         key_groups: e.key_groups,
@@ -131,9 +133,15 @@ pub fn compile_node(config: &Config, shards: usize, node: Option<&NodeConfig>) -
     for (index, app) in config.apps.iter().enumerate() {
         let id = index as AppId;
         let shards = placer.place(app_cores(app), declared_rate(app));
+        // Key groups migrate between the shards of one node: in a cluster an app stays where
+        // it was placed (every node's table must agree on where a group is).
+        let reach = match node {
+            None => placer.reach(&shards, app.max_cores as usize),
+            Some(_) => shards.clone(),
+        };
         let here = Here { node: node_id, local: local.clone() };
         let nodes = HashMap::new();
-        AppCompiler { config, app, index, id, plan: &mut plan, nodes, here, records }.compile(shards)?;
+        AppCompiler { config, app, index, id, plan: &mut plan, nodes, here, records }.compile(shards, reach)?;
     }
     plan.validate().map_err(|e| config.error_at(0..0, KeyPath::table("app"), e.to_string()))?;
     Ok(plan)
@@ -162,7 +170,7 @@ struct Here<'a> {
 type Res<T> = Result<T, ConfigError>;
 
 impl AppCompiler<'_> {
-    fn compile(mut self, shards: Vec<ShardId>) -> Res<()> {
+    fn compile(mut self, shards: Vec<ShardId>, reach: Vec<ShardId>) -> Res<()> {
         let a = self.app;
         self.plan.apps.push(AppPlan {
             name: a.name.get_ref().clone(),
@@ -171,6 +179,7 @@ impl AppCompiler<'_> {
             watermark_every: a.watermark_every,
             watermark_delay_ms: a.watermark_delay.as_millis() as u64,
             shards,
+            reach,
         });
         for (id, node) in a.nodes_in_order() {
             match node {

@@ -52,6 +52,8 @@ impl Default for EngineSettings {
                 standby: 0,
                 tick: Duration::from_millis(1),
                 lessee_idle: Duration::from_millis(10),
+                migrate_every: 0,
+                rebalance: true,
                 stats_interval: Duration::from_secs(1),
             },
             key_groups: dirigo_actors::ids::DEFAULT_KEY_GROUPS,
@@ -223,6 +225,12 @@ where
     summary.shards = local.len();
     summary.shard_time = local.map(|s| ShardTime::of(s, c.shard_ns[s], wall)).collect();
     summary.stalls = c.stalls;
+    for (app, used) in c.shards_used.into_iter().enumerate() {
+        summary.apps[app].moves = c.moves.iter().filter(|m| m.app as usize == app).count() as u64;
+        summary.apps[app].shards_over_time = used;
+    }
+    summary.migrations = c.moves;
+    summary.moves_refused = c.moves_refused;
     for f in c.failures {
         summary.apps[f.app as usize].failure = Some(f.to_string());
     }
@@ -314,6 +322,9 @@ impl Drop for DeathNotice {
 /// One function's value per progress interval: `(seconds since start, value)`.
 type Series = Vec<(f64, u64)>;
 
+/// Key-group moves kept for the summary (a forced-migration test run makes many).
+const MAX_MOVES_KEPT: usize = 100_000;
+
 /// What the controller gathered from the shards' reports.
 struct Collected {
     /// Per app.
@@ -330,6 +341,11 @@ struct Collected {
     stalls: Vec<Stall>,
     /// Per plan source: a tcp source's latest figures (None: not a tcp source run here).
     tcp: Vec<Option<dirigo_net::tcp::IngressCounts>>,
+    /// Key groups moved, in the order the reports came, and moves refused.
+    moves: Vec<crate::metrics::MoveEvent>,
+    moves_refused: u64,
+    /// Per app: the shards hosting it, each time that set changed (seconds since start).
+    shards_used: Vec<Vec<(f64, Vec<u16>)>>,
 }
 
 /// Gather reports until every shard has sent its last one; report progress each interval. A
@@ -364,6 +380,10 @@ fn collect(
     let mut stalls = StallDetector::new(settings.stall_budget);
     let mut tcp = vec![None; plan.sources.len()];
     let mut last_ring = Instant::now();
+    let (mut moves, mut moves_refused) = (Vec::new(), 0);
+    // Per shard (global id), per app: the latest hosting gauge.
+    let mut hosting = vec![vec![0u32; napps]; plan.shards];
+    let mut shards_used: Vec<Vec<(f64, Vec<u16>)>> = vec![Vec::new(); napps];
     while remaining > 0 {
         if settings.run_for.is_some_and(|d| started.elapsed() >= d) {
             stop.stop();
@@ -394,6 +414,20 @@ fn collect(
             io_wakeups += r.io_wakeups;
             for &(source, counts) in &r.tcp_sources {
                 tcp[source] = Some(counts);
+            }
+            moves_refused += r.moves_refused;
+            if moves.len() < MAX_MOVES_KEPT {
+                moves.extend(r.moves);
+            }
+            if hosting[r.shard as usize] != r.hosting {
+                hosting[r.shard as usize] = r.hosting;
+                let t = started.elapsed().as_secs_f64();
+                for (app, used) in shards_used.iter_mut().enumerate() {
+                    let on: Vec<u16> = (0..plan.shards).filter(|&s| hosting[s][app] > 0).map(|s| s as u16).collect();
+                    if used.last().is_none_or(|(_, last)| *last != on) {
+                        used.push((t, on));
+                    }
+                }
             }
         }
         stalls.check(plan, local_start, &stop.signals.lock().expect("stop handle"));
@@ -427,7 +461,19 @@ fn collect(
         }
     }
     let stalls = stalls.found;
-    Ok(Collected { totals, lessees: series, missed_wakeups, io_wakeups, shard_ns, tcp, failures, stalls })
+    Ok(Collected {
+        totals,
+        lessees: series,
+        missed_wakeups,
+        io_wakeups,
+        shard_ns,
+        tcp,
+        failures,
+        stalls,
+        moves,
+        moves_refused,
+        shards_used,
+    })
 }
 
 /// Watches what each shard runs: a function that holds its shard past the budget is logged

@@ -7,8 +7,10 @@ use dirigo_actors::builtins::{Aggregate, Filter, Join, KeyBy, Map, Window};
 use dirigo_actors::dual_mode::MessageClass;
 use dirigo_actors::envelope::Header;
 use dirigo_actors::function::{ErasedActor, ErasedFunction};
+use dirigo_actors::migrate::MigrateError;
 use dirigo_actors::operator::{Emitter, Msg, Operator};
 use dirigo_actors::record::{ArchivedRecord, RecordsOnly};
+use rkyv::util::AlignedVec;
 
 use crate::sink::Sink;
 
@@ -71,6 +73,42 @@ impl OperatorInstance {
             }
             OperatorInstance::Actor(a) => Ok(ActorOp::User(a)),
             other => Err(other),
+        }
+    }
+
+    /// Whether this instance's keys can move to another shard (key-group migration): every
+    /// built-in and sink (stateless ones move nothing), a user actor that splits its state; a
+    /// user function cannot (its state is opaque), so its groups stay where they start.
+    pub fn migrates(&self) -> bool {
+        match self {
+            OperatorInstance::Builtin(..) | OperatorInstance::Sink(_) => true,
+            OperatorInstance::User(_) => false,
+            OperatorInstance::Actor(a) => a.can_split(),
+        }
+    }
+
+    /// Remove the keys whose routing hash is `moving` and return them archived (empty: no
+    /// state). Only called when [`Self::migrates`].
+    pub fn export_keys(&mut self, moving: &dyn Fn(u64) -> bool) -> AlignedVec {
+        match self {
+            OperatorInstance::Builtin(Builtin::Aggregate(a), _) => a.export_keys(moving),
+            OperatorInstance::Builtin(Builtin::Window(w), _) => w.export_keys(moving),
+            OperatorInstance::Builtin(Builtin::Join(j), _) => j.export_keys(moving),
+            OperatorInstance::Builtin(..) | OperatorInstance::Sink(_) => AlignedVec::new(),
+            OperatorInstance::Actor(a) => a.split_off(moving).expect("only actors that split are moved"),
+            OperatorInstance::User(_) => unreachable!("a user function's keys never move"),
+        }
+    }
+
+    /// Merge keys another instance of the same function exported (disjoint from these).
+    pub fn import_keys(&mut self, archive: &[u8]) -> Result<(), MigrateError> {
+        match self {
+            OperatorInstance::Builtin(Builtin::Aggregate(a), _) => a.import_keys(archive),
+            OperatorInstance::Builtin(Builtin::Window(w), _) => w.import_keys(archive),
+            OperatorInstance::Builtin(Builtin::Join(j), _) => j.import_keys(archive),
+            OperatorInstance::Builtin(..) | OperatorInstance::Sink(_) => Ok(()),
+            OperatorInstance::Actor(a) => a.import_split(archive),
+            OperatorInstance::User(_) => unreachable!("a user function's keys never move"),
         }
     }
 

@@ -18,6 +18,9 @@ pub struct AppStats {
     /// Messages `on_route` found unable to meet their deadline on their home shard.
     pub scale_up_signals: u64,
     pub latency_ns: Histogram<u64>,
+    /// Service time of the app's messages: each message run counts its function's measured
+    /// cost on the shard that ran it (sampled, see the shard's `cost_ns`), ns.
+    pub service_ns: u64,
     /// Dual-mode actors of the app (see [`ActorStats`]).
     pub actors: ActorStats,
 }
@@ -122,6 +125,7 @@ impl AppStats {
             late_dropped: 0,
             scale_up_signals: 0,
             latency_ns: new_histogram(),
+            service_ns: 0,
             actors: ActorStats::new(),
         }
     }
@@ -134,6 +138,7 @@ impl AppStats {
         self.late_dropped += o.late_dropped;
         self.scale_up_signals += o.scale_up_signals;
         self.latency_ns.add(&o.latency_ns).expect("same histogram bounds");
+        self.service_ns += o.service_ns;
         self.actors.add(&o.actors);
     }
 
@@ -153,6 +158,7 @@ impl AppStats {
         self.late_dropped = 0;
         self.scale_up_signals = 0;
         self.latency_ns.reset();
+        self.service_ns = 0;
         self.actors.reset();
     }
 }
@@ -183,8 +189,43 @@ pub struct ShardReport {
     /// The figures of the tcp sources this shard runs, by source index in the plan: totals
     /// over the source's life so far (each report supersedes the last).
     pub tcp_sources: Vec<(usize, dirigo_net::tcp::IngressCounts)>,
+    /// Per app: activations hosted here now (key groups, sources, lessee slots): a gauge.
+    pub hosting: Vec<u32>,
+    /// Key groups this shard moved out since the last report.
+    pub moves: Vec<MoveEvent>,
+    /// Moves this shard refused to take in (it was moving a group of the same function out).
+    pub moves_refused: u64,
     /// True on the shard's last report.
     pub last: bool,
+}
+
+/// Why a key group moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveReason {
+    /// Its shard was too busy for its apps' SLOs: out to a shard with room.
+    Spread,
+    /// Load fell: back onto fewer shards, so the freed one parks.
+    Consolidate,
+    /// The `migrate_every` test setting.
+    Forced,
+}
+
+/// One key group that moved (reported by its old owner when the state left).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct MoveEvent {
+    /// When the state left (ns since the engine's epoch).
+    pub at_ns: u64,
+    pub app: u16,
+    pub function: u16,
+    pub group: u16,
+    pub from: u16,
+    pub to: u16,
+    pub reason: MoveReason,
+    /// Size of the state archive shipped.
+    pub bytes: u64,
+    /// From the decision to the state leaving (fences acknowledged, barrier run), ns.
+    pub duration_ns: u64,
 }
 
 /// An app that failed: its user code panicked (on `shard`, in `function`), so it stopped while

@@ -26,7 +26,8 @@ pub struct PlacementTable {
 
 impl PlacementTable {
     /// The initial table of `plan`: each keyed function's groups in contiguous ranges over the
-    /// shards it runs on.
+    /// shards its app starts on (those of them it runs on; the function may run on more, its
+    /// app's reach, where groups may move later).
     pub fn new(plan: &Plan, groups: u16) -> PlacementTable {
         let homes = plan
             .functions
@@ -36,7 +37,12 @@ impl PlacementTable {
                 if !keyed || f.shards.is_empty() {
                     return Box::default();
                 }
-                (0..groups).map(|g| AtomicU16::new(f.shards[initial_owner(g, groups, f.shards.len())])).collect()
+                let start = &plan.apps[f.app as usize].shards;
+                let mut owners: Vec<ShardId> = f.shards.iter().copied().filter(|s| start.contains(s)).collect();
+                if owners.is_empty() {
+                    owners = f.shards.clone();
+                }
+                (0..groups).map(|g| AtomicU16::new(owners[initial_owner(g, groups, owners.len())])).collect()
             })
             .collect();
         PlacementTable { groups, homes }
@@ -62,6 +68,18 @@ impl PlacementTable {
     /// The shard holding group `g` of function `f`.
     pub fn owner(&self, f: FunctionId, g: KeyGroup) -> ShardId {
         self.homes[f as usize][g as usize].load(Ordering::Relaxed)
+    }
+
+    /// Whether function `f` is routed by key (has groups in the table).
+    pub fn is_keyed(&self, f: FunctionId) -> bool {
+        !self.homes[f as usize].is_empty()
+    }
+
+    /// Route group `g` of function `f` to shard `to` from now on. Only the group's new owner
+    /// writes, inside the migration protocol (`shard::migrate`): the fence it then sends to
+    /// every shard carries this store to them (mailboxes release and acquire).
+    pub fn set_owner(&self, f: FunctionId, g: KeyGroup, to: ShardId) {
+        self.homes[f as usize][g as usize].store(to, Ordering::Relaxed)
     }
 
     /// Key groups of function `f` that shard `s` holds.
@@ -108,6 +126,19 @@ impl AppShards {
         }
         chosen.sort_unstable();
         chosen.into_iter().map(|s| s as ShardId).collect()
+    }
+
+    /// Where an app placed on `shards` may spread: those, then the least loaded others, up to
+    /// `max` shards in all (0: every shard). Sorted.
+    pub fn reach(&self, shards: &[ShardId], max: usize) -> Vec<ShardId> {
+        let n = self.load.len();
+        let max = if max == 0 { n } else { max.clamp(shards.len(), n) };
+        let mut others: Vec<usize> = (0..n).filter(|&s| !shards.contains(&(s as ShardId))).collect();
+        others.sort_by_key(|&s| (self.load[s], s));
+        let mut reach: Vec<ShardId> = shards.to_vec();
+        reach.extend(others.into_iter().take(max - shards.len()).map(|s| s as ShardId));
+        reach.sort_unstable();
+        reach
     }
 }
 

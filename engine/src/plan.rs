@@ -74,6 +74,10 @@ pub struct AppPlan {
     /// The shards the app starts on (its key groups, sources and stateless functions), sorted;
     /// see [`crate::placement::AppShards`].
     pub shards: Vec<ShardId>,
+    /// The shards its key groups may move to (a superset of `shards`, sorted): its keyed
+    /// functions, and what runs after them, have an instance on each, idle until a group
+    /// arrives. Migration moves groups only within one node, so in a cluster this is `shards`.
+    pub reach: Vec<ShardId>,
 }
 
 /// A source node.
@@ -146,8 +150,8 @@ impl Plan {
         out
     }
 
-    /// Shards that run a function of `app`, computed from its inputs: keyed inputs spread over
-    /// the app's shards, forward inputs stay where their upstream runs.
+    /// Shards that run a function of `app`, computed from its inputs: keyed inputs over the
+    /// app's reach (where its groups may move), forward inputs stay where their upstream runs.
     pub fn derive_shards(&self, app: AppId, inputs: &[Input]) -> Vec<ShardId> {
         let mut set = vec![false; self.shards];
         for input in inputs {
@@ -157,7 +161,7 @@ impl Plan {
                         set[s as usize] = true;
                     }
                 }
-                _ => self.apps[app as usize].shards.iter().for_each(|&s| set[s as usize] = true),
+                _ => self.apps[app as usize].reach.iter().for_each(|&s| set[s as usize] = true),
             }
         }
         (0..self.shards as ShardId).filter(|s| set[*s as usize]).collect()

@@ -110,6 +110,29 @@ impl LesseeCx {
     }
 }
 
+/// A key-group move the engine is about to start (spreading a hot shard, consolidating a quiet
+/// one, or forced by a test setting): [`Policy::on_move`] may let it go, send it elsewhere, or
+/// veto it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MoveCx {
+    pub app: dirigo_actors::ids::AppId,
+    pub function: FunctionId,
+    pub group: dirigo_actors::ids::KeyGroup,
+    pub from: dirigo_actors::ids::ShardId,
+    pub to: dirigo_actors::ids::ShardId,
+    pub reason: crate::metrics::MoveReason,
+}
+
+/// What a policy answers to a proposed move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MoveVerdict {
+    Accept,
+    /// Move the group to this shard instead (of the same node).
+    Redirect(dirigo_actors::ids::ShardId),
+    /// Leave the group where it is (e.g. the app is pinned, or it already uses its cores).
+    Veto,
+}
+
 /// The scheduling hooks. Every method has a default; a policy overrides what it decides.
 pub trait Policy: 'static {
     /// A message enters the engine: derive its deadline from the app's SLO.
@@ -161,6 +184,12 @@ pub trait Policy: 'static {
     /// Periodic tick.
     #[inline]
     fn on_tick(&mut self, _cx: &SchedCx<'_>) {}
+    /// A key group is about to move (cold path: at most a few times a second per shard).
+    /// Default: let it.
+    #[inline]
+    fn on_move(&mut self, _cx: &MoveCx) -> MoveVerdict {
+        MoveVerdict::Accept
+    }
 }
 
 /// Arrival order.
@@ -396,6 +425,10 @@ impl Policy for Builtin {
     fn on_tick(&mut self, cx: &SchedCx<'_>) {
         dispatch!(self, p => p.on_tick(cx))
     }
+    #[inline]
+    fn on_move(&mut self, cx: &MoveCx) -> MoveVerdict {
+        dispatch!(self, p => p.on_move(cx))
+    }
 }
 
 /// Test and benchmark support, not a policy to run apps under: it forces dual-mode scale-out so
@@ -459,6 +492,7 @@ mod tests {
                 watermark_every: 1,
                 watermark_delay_ms: 0,
                 shards: vec![0],
+                reach: vec![0],
             })
             .collect()
     }

@@ -65,6 +65,13 @@ pub struct AppSummary {
     pub shard_seconds: f64,
     /// The shards the app started on (its key groups, sources and stateless functions).
     pub placed_on: Vec<u16>,
+    /// CPU-seconds attributed to the app: the measured service time of its messages.
+    pub cpu_seconds: f64,
+    /// Key groups of the app that moved between shards.
+    pub moves: u64,
+    /// The shards hosting the app (key groups, sources, lessee slots), each time the set
+    /// changed: `(seconds since start, shards)`.
+    pub shards_over_time: Vec<(f64, Vec<u16>)>,
     /// Why the app failed (its user code panicked: it stopped, the other apps ran on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
@@ -147,6 +154,10 @@ pub struct Summary {
     pub shard_time: Vec<ShardTime>,
     /// Functions that held their shard past `[engine] stall_budget`.
     pub stalls: Vec<Stall>,
+    /// Key groups that moved between shards (the first 100,000), in report order.
+    pub migrations: Vec<crate::metrics::MoveEvent>,
+    /// Moves the target shard refused (it was moving a group of the same function out).
+    pub moves_refused: u64,
 }
 
 /// A function that held its shard past the stall budget (when the detector saw it: it may
@@ -242,6 +253,9 @@ impl Summary {
                 scale_up_signals: s.scale_up_signals,
                 shard_seconds: s.actors.hosted_ns as f64 / 1e9,
                 placed_on: a.shards.clone(),
+                cpu_seconds: s.service_ns as f64 / 1e9,
+                moves: 0,
+                shards_over_time: Vec::new(),
                 failure: None,
                 actors: ActorSummary {
                     lessees_peak: series.iter().map(|p| p.1).max().unwrap_or(0).max(s.actors.lessees_max),
@@ -272,6 +286,8 @@ impl Summary {
             io_wakeups: 0,
             shard_time,
             stalls,
+            migrations: Vec::new(),
+            moves_refused: 0,
         }
     }
 

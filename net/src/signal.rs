@@ -19,6 +19,9 @@ pub struct ShardSignal {
     /// What the owner is running: `(function + 1) << 48 | since (µs)`, 0 between messages. Its
     /// own line: written twice per message, read only by the controller's stall detector.
     running: CachePadded<AtomicU64>,
+    /// Share of its time the shard spent busy over its last rebalancing period (per mille),
+    /// for other shards deciding where key groups go.
+    utilization: AtomicU64,
     /// Set by the owner once everything it runs has ended (it stays to host lessees until every
     /// shard has set it).
     closing: AtomicBool,
@@ -38,10 +41,23 @@ impl ShardSignal {
             delay_ns: CachePadded::new(AtomicU64::new(0)),
             sleeping: CachePadded::new(AtomicBool::new(false)),
             running: CachePadded::new(AtomicU64::new(0)),
+            utilization: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             doorbell: tx,
         };
         (sig, rx)
+    }
+
+    /// Owner: its busy share over the last rebalancing period, per mille.
+    #[inline]
+    pub fn publish_utilization(&self, permille: u64) {
+        self.utilization.store(permille, Ordering::Relaxed);
+    }
+
+    /// The busy share the shard last published, per mille.
+    #[inline]
+    pub fn utilization(&self) -> u64 {
+        self.utilization.load(Ordering::Relaxed)
     }
 
     /// Owner: it starts running a message of `function` (at `since_ns`, at most its turn's start).

@@ -110,6 +110,12 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
     }
 
     /// The state, consuming the lessor (when the actor is deactivated).
+    /// The lessor's state, to change outside a message (a key group arriving by migration: its
+    /// keys are disjoint from every other's, so this is safe in any mode).
+    pub fn state_mut(&mut self) -> &mut S {
+        &mut self.state
+    }
+
     pub fn into_state(self) -> S {
         self.state
     }

@@ -84,6 +84,11 @@ layered! {
         standby: usize = usize,
         /// Key groups per keyed function.
         key_groups: u16 = u16,
+        /// Move key groups between shards as load changes (spread when a shard cannot meet
+        /// its apps' SLOs, consolidate when load falls).
+        rebalance: bool = bool,
+        /// Test setting: move a random key group every this many messages a shard runs; 0 = off.
+        migrate_every: u64 = u64,
         /// A function holding its shard longer than this is reported.
         #[serde(serialize_with = "ser_duration")]
         stall_budget: Duration = HumanDuration,
@@ -119,6 +124,9 @@ layered! {
         weight: u32 = u32,
         /// Shards the app starts on; 0 = its widest source's parallelism.
         cores: u32 = u32,
+        /// Most shards the app's key groups may spread to under load; 0 = every shard of the
+        /// node. Equal to `cores` pins the app.
+        max_cores: u32 = u32,
         /// Bounded out-of-orderness subtracted from the max event time seen.
         #[serde(serialize_with = "ser_duration")]
         watermark_delay: Duration = HumanDuration,

@@ -34,6 +34,7 @@ pub(crate) struct AppDoc {
     pub slo: Spanned<HumanDuration>,
     pub weight: Option<Spanned<u32>>,
     pub cores: Option<Spanned<u32>>,
+    pub max_cores: Option<Spanned<u32>>,
     pub schema: Spanned<OrderedTable>,
     pub event_time: Option<Spanned<String>>,
     pub watermark_delay: Option<Spanned<HumanDuration>>,

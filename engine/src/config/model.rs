@@ -83,6 +83,8 @@ pub struct AppConfig {
     pub weight: u32,
     /// Shards the app starts on; 0 = its widest source's parallelism.
     pub cores: u32,
+    /// Most shards its key groups may spread to; 0 = every shard of the node.
+    pub max_cores: u32,
     /// Record fields in position order.
     pub schema: SchemaConfig,
     /// Field carrying event time in ms; `None` = ingress time.

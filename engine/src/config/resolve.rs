@@ -121,6 +121,7 @@ fn app(src: &Source, defaults: &Defaults, index: usize, doc: Spanned<AppDoc>) ->
         slo: doc.slo.into_inner().0,
         weight: doc.weight.map_or(d.weight, Spanned::into_inner),
         cores: doc.cores.map_or(d.cores, Spanned::into_inner),
+        max_cores: doc.max_cores.map_or(d.max_cores, Spanned::into_inner),
         event_time: doc.event_time,
         watermark_delay: doc.watermark_delay.map_or(d.watermark_delay, |v| v.into_inner().0),
         watermark_every: doc.watermark_every.map_or(d.watermark_every, Spanned::into_inner),

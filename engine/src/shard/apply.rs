@@ -40,12 +40,17 @@ impl<P: Policy> Shard<P> {
         let now = now_ns();
         let mut diverted = false;
         let cx = sched_cx!(self, now);
-        let (actors, fn_count) = (&self.actors, self.actors.len());
+        let (actors, fn_count, mig) = (&self.actors, self.actors.len(), &self.mig);
+        let mask = &mut self.diverted;
+        mask.clear();
         let slot = self.held.hold_with(batch, from, |entries, slot| {
             for e in entries {
                 let f = e.header.function as usize;
-                // Protocol messages and the messages of actors go through the actor machines.
-                if e.header.kind.is_protocol() || f < fn_count && actors[f].is_some() {
+                // Protocol messages and the messages of actors go through the actor machines;
+                // messages of a function a key group is on its way to are held back.
+                let divert = e.header.kind.is_protocol() || f < fn_count && (actors[f].is_some() || mig.holds_back(f));
+                mask.push(divert);
+                if divert {
                     diverted = true;
                     continue;
                 }
@@ -66,21 +71,50 @@ impl<P: Policy> Shard<P> {
         }
     }
 
-    /// The entries of held batch `slot` that go to actor machines, in order. Entries are
-    /// copied out one at a time: a machine may release entries (never this batch's last one
-    /// before its turn), and the queued ones stay where they are.
+    /// The entries of held batch `slot` that were not queued (`self.diverted`), in order:
+    /// protocol messages, actor messages, and messages held back for an incoming key group.
+    /// Entries are copied out one at a time: a machine may release entries (never this batch's
+    /// last one before its turn), and the queued ones stay where they are.
     fn divert(&mut self, slot: u32, from: ShardId) {
         let n = self.held.batch(slot).entries.len();
-        for i in 0..n {
+        let mask = std::mem::take(&mut self.diverted);
+        for i in (0..n).filter(|&i| mask[i]) {
             let e = self.held.batch(slot).entries[i];
             let f = e.header.function as usize;
-            if e.header.kind.is_protocol() {
+            let kind = e.header.kind;
+            if kind.is_migration() && !kind.is_queued_control() {
+                self.on_migration(e, slot, from);
+            } else if kind.is_protocol() {
                 self.on_protocol(e, slot, from);
-            } else if self.actors[f].is_some() {
-                self.actor_arrival(e, slot);
+            } else if kind.is_queued_control() && self.actors[f].is_some() && !self.mig.holds_back(f) {
+                // An actor's: every message before it on its channel has reached the machine.
+                self.on_queued_control(&e.header);
+                self.release(slot);
+            } else if self.mig.holds_back(f) {
+                self.mig.hold_back(f, e, slot);
+            } else {
+                // An actor's message, or one held back when the batch came whose group has
+                // arrived since (earlier in this batch).
+                self.readmit(e, slot);
             }
             self.check_user_code(f);
         }
+        self.diverted = mask;
+    }
+
+    /// A message that was held back while a key group of its function was on its way here
+    /// runs now, in the order it arrived.
+    pub(super) fn readmit(&mut self, e: dirigo_net::mailbox::Entry, slot: u32) {
+        let f = e.header.function as usize;
+        if self.actors[f].is_some() {
+            self.actor_arrival(e, slot);
+            self.check_user_code(f);
+            return;
+        }
+        let cx = sched_cx!(self, self.now);
+        let priority = self.policy.on_enqueue(&e.header, self.arrival, &cx);
+        self.runq.push(QEntry { header: e.header, priority, arrival: self.arrival, slot, off: e.off, len: e.len });
+        self.arrival += 1;
     }
 
     /// Protocol invariant (debug builds): every channel delivers its envelopes exactly once, in
@@ -127,6 +161,7 @@ impl<P: Policy> Shard<P> {
             MessageKind::Data => self.apply_data(&e),
             MessageKind::Watermark => self.apply_watermark(&e.header),
             MessageKind::End => self.apply_end(&e.header),
+            MessageKind::FenceAck | MessageKind::Drain => self.on_queued_control(&e.header),
             kind => unreachable!("protocol message {kind:?} in the run queue"),
         }
         self.release(e.slot);
@@ -152,6 +187,15 @@ impl<P: Policy> Shard<P> {
         let fp = &self.plan.functions[f];
         let sampled = e.arrival.is_multiple_of(COST_SAMPLE);
         let t0 = if sampled || fp.is_sink { now_ns() } else { 0 };
+        self.stats[fp.app as usize].service_ns += self.cost_ns[f];
+        self.rb.count(f, e.header.key_hash);
+        debug_assert!(
+            !self.mig.tracks(f) || self.mig.holds(f, self.placement.group_of(e.header.key_hash)),
+            "shard {}: a message of group {} of `{}`, which is not here",
+            self.id,
+            self.placement.group_of(e.header.key_hash),
+            self.plan.functions[f].name
+        );
         if fp.is_sink {
             let slo = self.plan.apps[fp.app as usize].slo_ns;
             self.stats[fp.app as usize].record_output(t0.saturating_sub(e.header.ingress_ns), slo);
@@ -173,12 +217,25 @@ impl<P: Policy> Shard<P> {
     fn apply_watermark(&mut self, h: &Header) {
         let f = h.function as usize;
         let inst = self.insts[f].as_mut().expect("instance");
+        let from = inst.watermark;
         if let Some(wm) = inst.on_watermark(h.port, h.from_shard, h.event_time) {
+            self.fire_or_defer(h, wm, from);
+        }
+    }
+
+    /// Fire the instance's new watermark, unless a group of it is moving out: then it waits
+    /// until the group is gone (records of it that came before this watermark may have gone to
+    /// the new owner; see `migrate`).
+    fn fire_or_defer(&mut self, h: &Header, wm: u64, from: u64) {
+        let f = h.function as usize;
+        if self.mig.moving_out(f) {
+            self.mig.defer_watermark(f, Header { event_time: wm, ..*h }, from);
+        } else {
             self.fire_watermark(h, wm);
         }
     }
 
-    fn fire_watermark(&mut self, h: &Header, wm: u64) {
+    pub(super) fn fire_watermark(&mut self, h: &Header, wm: u64) {
         let f = h.function as usize;
         let fp = &self.plan.functions[f];
         let op = self.ops[f].as_mut().expect("instance");
@@ -190,22 +247,30 @@ impl<P: Policy> Shard<P> {
     fn apply_end(&mut self, h: &Header) {
         let f = h.function as usize;
         let inst = self.insts[f].as_mut().expect("instance");
+        let from = inst.watermark;
         let (last, advanced) = inst.on_end(h.port, h.from_shard);
         if let Some(wm) = advanced {
-            self.fire_watermark(h, wm);
+            self.fire_or_defer(h, wm, from);
         }
         if last {
-            self.end_instance(h.function, h);
+            if self.mig.moving_out(f) || self.mig.holds_back(f) {
+                // A group of it is leaving, or arriving (the end was queued before the group
+                // was announced): the end waits for the move to finish (see `migrate`).
+                self.mig.defer_end(f, *h);
+            } else {
+                self.end_instance(h.function, h);
+            }
         }
     }
 
-    fn end_instance(&mut self, f: FunctionId, h: &Header) {
+    pub(super) fn end_instance(&mut self, f: FunctionId, h: &Header) {
         let fp = &self.plan.functions[f as usize];
         let op = self.ops[f as usize].as_mut().expect("instance");
         let mut router = router!(self, &fp.outputs, *h);
         op.on_end(&mut router);
         broadcast(&mut self.out, &self.plan, &fp.outputs, *h, MessageKind::End, u64::MAX);
         self.live -= 1;
-        self.host(fp.app as usize, -1);
+        let counted = std::mem::take(&mut self.counted[f as usize]);
+        self.host(fp.app as usize, -(counted as i32));
     }
 }

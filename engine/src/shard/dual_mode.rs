@@ -47,6 +47,13 @@ pub(super) struct Pending {
     len: u32,
 }
 
+impl Pending {
+    /// A critical message the shard makes itself (no payload): a migration's export.
+    pub(super) fn control(header: Header) -> Pending {
+        Pending { header, slot: NO_PAYLOAD, off: 0, len: 0 }
+    }
+}
+
 pub(super) type Commands = Vec<Command<ActorOp, Pending>>;
 
 /// Which activation a machine input belongs to.
@@ -135,6 +142,7 @@ impl<P: Policy> Shard<P> {
         };
         match e.header.kind {
             MessageKind::Data => {
+                self.rb.count(f, e.header.key_hash);
                 let msg = Pending { header: e.header, slot, off: e.off, len: e.len };
                 let payload = self.held.batch(slot).payload(e.off, e.len);
                 let op = self.actors[f].as_ref().expect("lessor").machine.state();
@@ -162,7 +170,11 @@ impl<P: Policy> Shard<P> {
                 let inst = self.insts[f].as_mut().expect("instance");
                 let from = inst.watermark;
                 if let Some(wm) = inst.on_watermark(e.header.port, e.header.from_shard, e.header.event_time) {
-                    self.advance_watermark(f, from, barrier_msg(MessageKind::Watermark, wm), &mut out);
+                    if self.mig.moving_out(f) {
+                        self.mig.defer_watermark(f, Header { event_time: wm, ..e.header }, from);
+                    } else {
+                        self.advance_watermark(f, from, barrier_msg(MessageKind::Watermark, wm), &mut out);
+                    }
                 }
             }
             MessageKind::End => {
@@ -170,10 +182,15 @@ impl<P: Policy> Shard<P> {
                 let inst = self.insts[f].as_mut().expect("instance");
                 let from = inst.watermark;
                 let (last, advanced) = inst.on_end(e.header.port, e.header.from_shard);
-                if let Some(wm) = advanced {
+                if let (Some(wm), true) = (advanced, self.mig.moving_out(f)) {
+                    self.mig.defer_watermark(f, Header { event_time: wm, ..e.header }, from);
+                } else if let Some(wm) = advanced {
                     self.advance_watermark(f, from, barrier_msg(MessageKind::Watermark, wm), &mut out);
                 }
-                if last {
+                if last && self.mig.moving_out(f) {
+                    // A group of it is leaving: the end waits for it to be gone (see `migrate`).
+                    self.mig.defer_end(f, e.header);
+                } else if last {
                     self.barrier(f, barrier_msg(MessageKind::End, u64::MAX), &mut out);
                 }
             }
@@ -211,6 +228,32 @@ impl<P: Policy> Shard<P> {
         let lessees = actor.machine.lessees().next().is_some();
         actor.barriers.push_back((id, now, lessees));
         actor.machine.barrier(0, id, Some(critical), out).expect("barriers arrive in order");
+    }
+
+    /// Actor `f`'s watermark moved from `from` to `wm` while a group moved out: now it counts.
+    pub(super) fn advance_actor_watermark(&mut self, f: usize, from: u64, wm: Header) {
+        let mut out = std::mem::take(&mut self.cmds);
+        let msg = Pending { header: Header { kind: MessageKind::Watermark, ..wm }, slot: NO_PAYLOAD, off: 0, len: 0 };
+        self.advance_watermark(f, from, msg, &mut out);
+        self.exec(Activation::Lessor(f), &mut out);
+        self.cmds = out;
+    }
+
+    /// Raise a barrier with `critical` on actor `f` now (outside an arrival).
+    pub(super) fn actor_barrier(&mut self, f: usize, critical: Pending) {
+        let mut out = std::mem::take(&mut self.cmds);
+        self.barrier(f, critical, &mut out);
+        self.exec(Activation::Lessor(f), &mut out);
+        self.cmds = out;
+    }
+
+    /// Merge a migrated key group into actor `f`'s lessor state.
+    pub(super) fn import_actor_keys(
+        &mut self,
+        f: usize,
+        archive: &[u8],
+    ) -> Result<(), dirigo_actors::migrate::MigrateError> {
+        self.actors[f].as_mut().expect("lessor").machine.state_mut().import_keys(archive)
     }
 
     /// Where a foldable message runs: `on_route` decides whether the home shard can meet its
@@ -633,6 +676,10 @@ impl<P: Policy> Shard<P> {
         let held = &self.held;
         let failed = self.failed_apps[fp.app as usize].load(std::sync::atomic::Ordering::Relaxed);
         let mut ran: Option<(Pending, MessageClass)> = None;
+        // A migration's export runs as a critical message: on the merged state, after every
+        // message of the group that reached this shard.
+        let (ended, groups) = (actor.ended, self.placement.groups());
+        let mut exported = None;
         let apply = |op: &mut ActorOp, work: Work<Pending>| {
             let (msg, class) = work.into_parts();
             let cx = sched_cx!(self, t0);
@@ -641,6 +688,17 @@ impl<P: Policy> Shard<P> {
             match msg.header.kind {
                 MessageKind::Watermark => op.on_watermark(msg.header.event_time, &mut router),
                 MessageKind::End => op.on_end(&mut router),
+                MessageKind::MigrateState => {
+                    let ProtocolArg::Move { group, .. } = msg.header.arg() else {
+                        unreachable!("a move names its group")
+                    };
+                    let moving = move |h: u64| dirigo_actors::ids::key_group(h, groups) == group;
+                    exported = Some(if ended {
+                        rkyv::util::AlignedVec::new()
+                    } else {
+                        op.export_keys(&moving).expect("only actors that split are moved")
+                    });
+                }
                 _ if failed => {} // its app failed: the message is dropped unapplied
                 _ => op.on_data(&msg.header, held.batch(msg.slot).payload(msg.off, msg.len), class, &mut router),
             }
@@ -659,9 +717,15 @@ impl<P: Policy> Shard<P> {
                     broadcast(&mut self.out, &self.plan, &fp.outputs, msg.header, MessageKind::End, u64::MAX);
                     self.live -= 1;
                     self.actors[f].as_mut().expect("lessor").ended = true;
-                    self.host(fp.app as usize, -1);
+                    let counted = std::mem::take(&mut self.counted[f]);
+                    self.host(fp.app as usize, -(counted as i32));
+                }
+                MessageKind::MigrateState => {
+                    let bytes = exported.take().expect("the export ran");
+                    self.send_group(f, bytes);
                 }
                 _ => {
+                    self.stats[self.fn_app[f] as usize].service_ns += self.cost_ns[f];
                     self.release_pending(msg);
                     if sampled && class == MessageClass::Regular {
                         let dt = now_ns().saturating_sub(t0);
@@ -715,6 +779,7 @@ impl<P: Policy> Shard<P> {
             self.stats[app].actors.scale_up_ns.saturating_record(t0.saturating_sub(leased_at).max(1));
         }
         if let Some(msg) = ran {
+            self.stats[self.fn_app[f] as usize].service_ns += self.cost_ns[f];
             self.release_pending(msg);
             if sampled {
                 let dt = now_ns().saturating_sub(t0);
@@ -783,7 +848,12 @@ impl<P: Policy> Shard<P> {
             self.stats[app].actors.hosted_ns += now.saturating_sub(self.hosting_since[app]);
         }
         self.hosting_since[app] = now;
-        self.hosting[app] = self.hosting[app].checked_add_signed(delta).expect("hosting count");
+        let before = self.hosting[app];
+        self.hosting_changed_since_report |= delta != 0;
+        self.hosting[app] = before.checked_add_signed(delta).expect("hosting count");
+        if (before == 0) != (self.hosting[app] == 0) {
+            self.hosting_changed = true;
+        }
     }
 }
 

@@ -20,6 +20,11 @@ impl InputChannels {
         InputChannels { channels, watermarks: vec![0; n], open: n, watermark: 0 }
     }
 
+    /// Channels that have not ended (0: the instance ended).
+    pub fn open(&self) -> usize {
+        self.open
+    }
+
     fn channel(&self, port: u8, from: ShardId) -> usize {
         self.channels
             .iter()

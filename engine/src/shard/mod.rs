@@ -44,7 +44,9 @@ mod apply;
 mod dual_mode;
 mod held;
 mod inputs;
+mod migrate;
 pub mod outputs;
+mod rebalance;
 mod router;
 mod sources;
 
@@ -69,7 +71,9 @@ use dirigo_net::signal::{Doorbell, ShardSignal};
 use dual_mode::{Commands, LesseeSlot, LessorActor};
 use held::Held;
 use inputs::InputChannels;
+use migrate::Migrations;
 use outputs::Outputs;
+use rebalance::Rebalance;
 use sources::SourceRun;
 
 /// Loop settings of a shard (from the `[engine]` config).
@@ -90,6 +94,11 @@ pub struct ShardSettings {
     pub tick: Duration,
     /// Retire a lessee that was sent nothing for this long.
     pub lessee_idle: Duration,
+    /// Move a random key group to a random shard every this many messages run (a test setting
+    /// that exercises migration; 0 = off).
+    pub migrate_every: u64,
+    /// Spread hot key groups out and consolidate them when load falls (`shard::rebalance`).
+    pub rebalance: bool,
     pub stats_interval: Duration,
 }
 
@@ -141,9 +150,23 @@ pub struct Shard<P: Policy> {
     lessees: Vec<Option<LesseeSlot>>,
     /// Scratch outbox of the actor machines.
     cmds: Commands,
-    /// Per app: activations hosted here (instances and lessee slots), and since when the count
-    /// last changed (shard-seconds).
+    /// Per app: activations hosted here (key groups held, instances of its start shards, source
+    /// instances and lessee slots), and since when the count last changed (shard-seconds).
     hosting: Vec<u32>,
+    /// Per function: what its instance here counts in `hosting` (its groups held, or 1).
+    counted: Vec<u32>,
+    /// Key groups held here, and the moves under way.
+    mig: Migrations,
+    /// Spreading and consolidation.
+    rb: Rebalance,
+    /// Busy time since the start (ns), for the rebalancing period's busy share.
+    busy_total_ns: u64,
+    /// Scratch: which entries of the batch being received were not queued (see `divert`).
+    diverted: Vec<bool>,
+    /// The hosted apps changed: the idle behaviour (spin, gather) is recomputed.
+    hosting_changed: bool,
+    /// `hosting` changed since the last report (the controller tracks where apps run).
+    hosting_changed_since_report: bool,
     hosting_since: Vec<u64>,
     /// Per function: lessee slots open here, and the most since the last report.
     lessees_here: Vec<u64>,
@@ -201,6 +224,12 @@ impl<P: Policy> Shard<P> {
         let mut actors = Vec::new();
         let mut insts = Vec::new();
         let mut hosting = vec![0u32; plan.apps.len()];
+        let mut counted = vec![0u32; plan.functions.len()];
+        let seed = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(u64::from(id) + 1);
+        let mut mig = Migrations::new(plan.functions.len(), init.settings.migrate_every, seed);
+        let mut rb = Rebalance::new(plan.functions.len(), now_ns());
+        // Groups move only within a node that is the whole plan (see `migrate`).
+        let single_node = init.local.start == 0 && init.local.end as usize == n;
         for (f, fp) in plan.functions.iter().enumerate() {
             match fp.shards.iter().position(|&s| s == id) {
                 Some(i) => {
@@ -208,6 +237,10 @@ impl<P: Policy> Shard<P> {
                         InstanceCx { shard: id, shards: n, instance: i as u32, parallelism: fp.shards.len() as u32 };
                     let op = (fp.factory)(cx);
                     let op = if fp.max_lessees > 0 { op.into_actor() } else { Err(op) };
+                    let movable = match &op {
+                        Ok(actor) => actor.migrates(),
+                        Err(op) => op.migrates(),
+                    };
                     match op {
                         Ok(actor) => {
                             actors.push(Some(Box::new(LessorActor::new(actor, fp.max_lessees as usize))));
@@ -219,7 +252,17 @@ impl<P: Policy> Shard<P> {
                         }
                     }
                     insts.push(Some(InputChannels::new(plan.channels_of(f as u16, id))));
-                    hosting[fp.app as usize] += 1;
+                    let f16 = f as dirigo_actors::ids::FunctionId;
+                    if init.placement.is_keyed(f16) {
+                        let groups = init.placement.groups();
+                        let held: Vec<bool> = (0..groups).map(|g| init.placement.owner(f16, g) == id).collect();
+                        counted[f] = held.iter().filter(|&&h| h).count() as u32;
+                        mig.init(f, held, movable && single_node);
+                        rb.track(f, groups);
+                    } else if plan.apps[fp.app as usize].shards.contains(&id) {
+                        counted[f] = 1;
+                    }
+                    hosting[fp.app as usize] += counted[f];
                 }
                 None => {
                     ops.push(None);
@@ -244,6 +287,13 @@ impl<P: Policy> Shard<P> {
             cmds: Vec::new(),
             hosting_since: vec![now_ns(); plan.apps.len()],
             hosting,
+            counted,
+            mig,
+            rb,
+            busy_total_ns: 0,
+            diverted: Vec::new(),
+            hosting_changed: false,
+            hosting_changed_since_report: false,
             lessees_here: vec![0; nf],
             lessees_max: vec![0; nf],
             closing: false,
@@ -289,6 +339,7 @@ impl<P: Policy> Shard<P> {
             && self.runq.is_empty()
             && self.out.is_drained()
             && self.actors_done()
+            && self.mig.idle()
     }
 
     /// A finished shard may exit once every shard of its node is finished: until then another
@@ -317,19 +368,21 @@ impl<P: Policy> Shard<P> {
         let tick_ns = self.settings.tick.as_nanos() as u64;
         // Report ten times per progress interval, so a progress line lags by at most a tenth.
         let stats_ns = (self.settings.stats_interval.as_nanos() as u64 / 10).max(1_000_000);
-        let spin_ns = self.settings.spin.as_nanos() as u64;
+        let spin_setting = self.settings.spin.as_nanos() as u64;
         let (mut next_tick, mut next_stats) = (start + tick_ns, start + stats_ns);
         let mut idle_since: Option<u64> = None;
         // A standby shard (the node's last `standby` ones) spins when idle, never parks; not
         // when unpinned (`spin` is 0 then), where it would take the CPU of a shard with work.
         let rank = (self.local.end - 1 - self.id) as usize;
-        let standby = spin_ns > 0 && rank < self.settings.standby;
+        let standby = spin_setting > 0 && rank < self.settings.standby;
         // Park by SLO: spin only for an app that cannot afford an OS wake-up, and let due source
         // events gather for a share of the tightest SLO here before waking for them.
-        let tightest_slo = self.tightest_slo_ns();
-        let spin_ns = if tightest_slo <= self.settings.spin_slo.as_nanos() as u64 { spin_ns } else { 0 };
-        let gather_ns = (tightest_slo as f64 * self.settings.gather).min(u64::MAX as f64) as u64;
+        // Recomputed when the hosted apps change (a key group of another app arrived or left).
+        let (mut spin_ns, mut gather_ns) = self.idle_behaviour(spin_setting);
         loop {
+            if std::mem::take(&mut self.hosting_changed) {
+                (spin_ns, gather_ns) = self.idle_behaviour(spin_setting);
+            }
             let t0 = now_ns();
             let progress = self.turn(t0);
             let now = now_ns();
@@ -348,6 +401,7 @@ impl<P: Policy> Shard<P> {
             }
             if progress {
                 self.busy_ns += now - t0;
+                self.busy_total_ns += now - t0;
                 idle_since = None;
                 continue;
             }
@@ -358,6 +412,8 @@ impl<P: Policy> Shard<P> {
             let report_at = if self.has_news() { next_stats } else { u64::MAX };
             // A lessor with lessees keeps ticking: its policy retires them when they go idle.
             let tick_at = if self.lends_out() { next_tick } else { u64::MAX };
+            // A shard holding groups that came to spread load wakes to consider giving them back.
+            let tick_at = tick_at.min(self.rebalance_due());
             let wake_at = report_at.min(tick_at).min(self.next_source_due(start, gather_ns));
             if now - since < spin_ns || wake_at <= now || self.out.staged() > 0 || standby {
                 if spin_ns == 0 {
@@ -405,11 +461,21 @@ impl<P: Policy> Shard<P> {
         self.failures.push(AppFailure { app, function, shard: self.id, message });
     }
 
+    /// How long to spin when idle, and how long to let due source events gather, for the apps
+    /// hosted here now.
+    fn idle_behaviour(&self, spin_setting: u64) -> (u64, u64) {
+        let tightest_slo = self.tightest_slo_ns();
+        let spin_ns = if tightest_slo <= self.settings.spin_slo.as_nanos() as u64 { spin_setting } else { 0 };
+        let gather_ns = (tightest_slo as f64 * self.settings.gather).min(u64::MAX as f64) as u64;
+        (spin_ns, gather_ns)
+    }
+
     /// The tightest SLO among the apps whose sources or function instances run here
     /// (`u64::MAX` when it hosts none).
     fn tightest_slo_ns(&self) -> u64 {
         let apps = self.plan.apps.iter().enumerate();
-        let hosted = apps.filter(|(a, _)| self.hosting[*a] > 0 || self.sources.iter().any(|s| self.app_of(s) == *a));
+        let hosted =
+            apps.filter(|(a, _)| self.hosting[*a] > 0 || self.sources.iter().any(|s| !s.done && self.app_of(s) == *a));
         hosted.map(|(_, app)| app.slo_ns).min().unwrap_or(u64::MAX)
     }
 
@@ -422,7 +488,9 @@ impl<P: Policy> Shard<P> {
         self.out.reclaim();
         let mut progress = self.drain_mail();
         progress |= self.poll_sources(now);
-        progress |= self.run_budget(TURN_BUDGET, now) > 0;
+        let ran = self.run_budget(TURN_BUDGET, now);
+        progress |= ran > 0;
+        self.force_moves(ran);
         progress |= self.out.flush();
         self.publish_load();
         progress
@@ -499,6 +567,7 @@ impl<P: Policy> Shard<P> {
             op.flush();
         }
         self.tick_actors(now);
+        self.rebalance(now);
         let cx = sched_cx!(self, now);
         self.policy.on_tick(&cx);
     }
@@ -511,7 +580,12 @@ impl<P: Policy> Shard<P> {
 
     /// Something was counted since the last report.
     fn has_news(&self) -> bool {
-        self.stats.iter().any(|s| s.events_in + s.events_out + s.late_dropped > 0 || s.actors.has_news())
+        !self.mig.events.is_empty()
+            || self.hosting_changed_since_report
+            || self
+                .stats
+                .iter()
+                .any(|s| s.events_in + s.events_out + s.late_dropped + s.service_ns > 0 || s.actors.has_news())
     }
 
     fn report(&mut self, last: bool) {
@@ -537,6 +611,12 @@ impl<P: Policy> Shard<P> {
             io_wakeups: self.take_io_wakes(),
             tcp_sources: self.tcp_counts(),
             failures: std::mem::take(&mut self.failures),
+            hosting: {
+                self.hosting_changed_since_report = false;
+                self.hosting.clone()
+            },
+            moves: std::mem::take(&mut self.mig.events),
+            moves_refused: std::mem::take(&mut self.mig.refused),
             last,
         };
         self.stats.iter_mut().for_each(AppStats::reset);

@@ -91,12 +91,23 @@ pub enum Apps {
     Spread,
     /// As the config says (by default each app on one shard, packed beside the others).
     AsConfigured,
+    /// Spread, with key groups forced to move all the time: every shard moves a random group
+    /// to a random shard every [`MIGRATE_EVERY`] messages it runs.
+    Migrating,
 }
+
+/// Messages between two forced key-group moves per shard in [`Apps::Migrating`] runs.
+pub const MIGRATE_EVERY: u64 = 40;
 
 /// [`run_with`], with the apps placed as `apps` says.
 pub fn run_placed<P: Policy + Clone + Send>(config: &Config, shards: usize, policy: P, apps: Apps) -> Result<Run> {
     let mut config = config.clone();
-    if apps == Apps::Spread {
+    if apps == Apps::Migrating {
+        config.engine.migrate_every = MIGRATE_EVERY;
+        // Moves go only where the app may spread: everywhere here.
+        config.apps.iter_mut().for_each(|a| a.max_cores = 0);
+    }
+    if apps != Apps::AsConfigured {
         config.apps.iter_mut().for_each(|a| a.cores = shards as u32);
     }
     let mut plan = compile(&config, shards).map_err(|e| anyhow!("{e}"))?;
@@ -172,7 +183,11 @@ impl Policy for Forced {
 pub fn for_each_setup(config: &Config, mut check: impl FnMut(&Run) -> Result<()>) -> Result<()> {
     let spread = POLICY_NAMES.iter().map(|&p| (p, Apps::Spread));
     for shards in SHARDS {
-        for (policy, apps) in spread.clone().chain((shards > 1).then_some(("fifo", Apps::AsConfigured))) {
+        let packed = (shards > 1).then_some(("fifo", Apps::AsConfigured));
+        // Forced migrations: under FIFO and under the policy that forces lessees (below), so
+        // moves meet barriers, forwards and retirements.
+        let migrating = (shards > 1).then_some(("fifo", Apps::Migrating));
+        for (policy, apps) in spread.clone().chain(packed).chain(migrating) {
             let setup = format!("{shards} shard(s), policy {policy}, apps {apps:?}");
             let builtin = Builtin::by_name(policy).ok_or_else(|| anyhow!("no policy `{policy}`"))?;
             let run = run_placed(config, shards, builtin, apps).with_context(|| setup.clone())?;
