@@ -41,6 +41,7 @@ macro_rules! sched_cx {
 }
 
 mod apply;
+mod deploy;
 mod dual_mode;
 mod held;
 mod inputs;
@@ -59,7 +60,7 @@ use rkyv::util::AlignedVec;
 use crate::instance::OperatorInstance;
 use crate::metrics::{AppFailure, AppStats, ShardReport};
 use crate::placement::PlacementTable;
-use crate::plan::{InstanceCx, Plan};
+use crate::plan::Plan;
 use crate::policy::Policy;
 use crate::runqueue::RunQueue;
 use dirigo_net::clock::now_ns;
@@ -122,6 +123,8 @@ pub struct ShardInit<P> {
     pub settings: ShardSettings,
     pub stop: Arc<AtomicBool>,
     pub reports: flume::Sender<ShardReport>,
+    /// A served engine's control plane (`dirigo serve`): apps deploy and undeploy at run time.
+    pub control: Option<Arc<crate::control::ControlPlane>>,
 }
 
 /// A running shard.
@@ -189,6 +192,8 @@ pub struct Shard<P: Policy> {
     app_queued: Vec<u64>,
     /// Parks that ended on their timeout with work already pending (a lost wake-up).
     missed_wakeups: u64,
+    /// Runtime deploy and undeploy (`dirigo serve`).
+    deploy: deploy::Deploy,
 }
 
 impl<P: Policy> Shard<P> {
@@ -202,31 +207,13 @@ impl<P: Policy> Shard<P> {
         let mut insts = Vec::new();
         let mut hosting = vec![0u32; plan.apps.len()];
         for (f, fp) in plan.functions.iter().enumerate() {
-            match fp.shards.iter().position(|&s| s == id) {
-                Some(i) => {
-                    let cx =
-                        InstanceCx { shard: id, shards: n, instance: i as u32, parallelism: fp.shards.len() as u32 };
-                    let op = (fp.factory)(cx);
-                    let op = if fp.max_lessees > 0 { op.into_actor() } else { Err(op) };
-                    match op {
-                        Ok(actor) => {
-                            actors.push(Some(Box::new(LessorActor::new(actor, fp.max_lessees as usize))));
-                            ops.push(None);
-                        }
-                        Err(op) => {
-                            actors.push(None);
-                            ops.push(Some(op));
-                        }
-                    }
-                    insts.push(Some(InputChannels::new(plan.channels_of(f as u16, id))));
-                    hosting[fp.app as usize] += 1;
-                }
-                None => {
-                    ops.push(None);
-                    actors.push(None);
-                    insts.push(None);
-                }
+            let b = deploy::build_instance(&plan, f, id);
+            if b.inst.is_some() {
+                hosting[fp.app as usize] += 1;
             }
+            ops.push(b.op);
+            actors.push(b.actor);
+            insts.push(b.inst);
         }
         let live = insts.iter().flatten().count();
         let sources = sources::instantiate(&plan, id, &init.signals[id as usize]);
@@ -278,6 +265,7 @@ impl<P: Policy> Shard<P> {
             peer_delay: vec![0; n],
             app_queued: vec![0; plan.apps.len()],
             missed_wakeups: 0,
+            deploy: deploy::Deploy::new(init.control, plan.apps.len()),
             plan,
         }
     }
@@ -289,6 +277,7 @@ impl<P: Policy> Shard<P> {
             && self.runq.is_empty()
             && self.out.is_drained()
             && self.actors_done()
+            && self.deploy.may_finish(&self.stop)
     }
 
     /// A finished shard may exit once every shard of its node is finished: until then another
@@ -326,12 +315,14 @@ impl<P: Policy> Shard<P> {
         let standby = spin_ns > 0 && rank < self.settings.standby;
         // Park by SLO: spin only for an app that cannot afford an OS wake-up, and let due source
         // events gather for a share of the tightest SLO here before waking for them.
-        let tightest_slo = self.tightest_slo_ns();
-        let spin_ns = if tightest_slo <= self.settings.spin_slo.as_nanos() as u64 { spin_ns } else { 0 };
-        let gather_ns = (tightest_slo as f64 * self.settings.gather).min(u64::MAX as f64) as u64;
+        let base_spin_ns = spin_ns;
+        let (mut spin_ns, mut gather_ns) = self.idle_tuning(base_spin_ns);
         loop {
             let t0 = now_ns();
             let progress = self.turn(t0);
+            if self.deploy.take_replanned() {
+                (spin_ns, gather_ns) = self.idle_tuning(base_spin_ns);
+            }
             let now = now_ns();
             if now >= next_tick {
                 self.tick(now);
@@ -415,6 +406,7 @@ impl<P: Policy> Shard<P> {
 
     /// One turn of the loop; true if anything happened.
     fn turn(&mut self, now: u64) -> bool {
+        self.control_turn(now);
         self.now = now;
         for (d, s) in self.peer_delay.iter_mut().zip(self.signals.iter()) {
             *d = s.delay_ns();
