@@ -174,8 +174,9 @@ struct AppRun {
     demand: Option<u64>,
     totals: AppStats,
     interval: AppStats,
-    /// Shards that reported activity of it in the interval.
+    /// Shards that reported activity of it in the interval, and in the last complete one.
     active: Vec<bool>,
+    used: Vec<u16>,
     cpu_ns: f64,
     state: &'static str,
     /// Shards that acked that nothing of it is left.
@@ -347,6 +348,7 @@ impl Controller {
             totals: AppStats::new(),
             interval: AppStats::new(),
             active: vec![false; n],
+            used: Vec::new(),
             cpu_ns: 0.0,
             state,
             ended: vec![false; n],
@@ -611,7 +613,7 @@ impl Controller {
             p99_us,
             latency_us: LatencyUs::of(&t.latency_ns),
             placed_on: ap.shards.clone(),
-            shards_used: a.active.iter().enumerate().filter(|(_, &x)| x).map(|(s, _)| s as u16).collect(),
+            shards_used: a.used.clone(),
             cpu_seconds: a.cpu_ns / 1e9,
             failure: a.failure.clone(),
         }
@@ -650,6 +652,9 @@ impl Controller {
             let iv = &a.interval;
             let live = matches!(a.state, "running" | "stopping" | "pending");
             let shards: Vec<u16> = a.active.iter().enumerate().filter(|(_, &x)| x).map(|(s, _)| s as u16).collect();
+            if live || !shards.is_empty() {
+                a.used.clone_from(&shards);
+            }
             let point = Point {
                 t,
                 eps: iv.events_out as f64 / secs,
