@@ -35,6 +35,9 @@ pub(super) fn build_instance(plan: &Plan, f: usize, id: ShardId) -> Built {
     let Some(i) = fp.shards.iter().position(|&s| s == id) else {
         return Built { op: None, actor: None, inst: None };
     };
+    let app = &plan.apps[fp.app as usize].name;
+    let _span = tracing::debug_span!("instance", app = %app, function = %fp.name, shard = id).entered();
+    tracing::debug!("building");
     let cx = InstanceCx { shard: id, shards: plan.shards, instance: i as u32, parallelism: fp.shards.len() as u32 };
     let op = (fp.factory)(cx);
     let op = if fp.max_lessees > 0 { op.into_actor() } else { Err(op) };
@@ -142,11 +145,8 @@ impl<P: Policy> Shard<P> {
         }
         for f in nf0..nf {
             let fp = &plan.functions[f];
-            let app = &plan.apps[fp.app as usize].name;
-            let _span = tracing::debug_span!("instance", app = %app, function = %fp.name, shard = self.id).entered();
             let b = build_instance(&plan, f, self.id);
             if b.inst.is_some() {
-                tracing::debug!("built");
                 self.live += 1;
                 self.host(fp.app as usize, 1);
             }

@@ -392,6 +392,7 @@ impl<P: Policy> Shard<P> {
         }
         let function = self.plan.functions[f].name.clone();
         let name = &self.plan.apps[app as usize].name;
+        let _span = tracing::error_span!("app_failure", app = %name, function = %function, shard = self.id).entered();
         tracing::error!(app = %name, function = %function, shard = self.id, "app fails: user code panicked: {message}");
         self.failures.push(AppFailure { app, function, shard: self.id, message });
     }
