@@ -147,6 +147,30 @@ pub fn compile_node(config: &Config, shards: usize, node: Option<&NodeConfig>) -
     Ok(plan)
 }
 
+/// Compile app `index` of `config` into `plan` (a running single-node plan of `dirigo serve`):
+/// it takes the next app id and is placed by `placer` beside the apps placed before it, by the
+/// same rules as [`compile_node`]. On error `plan` may hold part of the app: compile into a
+/// clone and keep it only on success.
+pub fn compile_app(config: &Config, index: usize, plan: &mut Plan, placer: &mut AppShards) -> Result<(), ConfigError> {
+    // SAFETY: as in `compile_node`: a config app is made of record streams only.
+    let records = unsafe { RecordsOnly::assert() };
+    let app = &config.apps[index];
+    let id = plan.apps.len() as AppId;
+    let shards = placer.place(app_cores(app), declared_rate(app));
+    let here = Here { node: "local", local: 0..plan.shards };
+    // A served engine keeps each app's groups where they are placed (a deploy rebuilds the
+    // placement table): its reach is its shards.
+    let reach = shards.clone();
+    AppCompiler { config, app, index, id, plan, nodes: HashMap::new(), here, records }.compile(shards, reach)?;
+    plan.validate().map_err(|e| config.error_at(0..0, KeyPath::table("app"), e.to_string()))
+}
+
+/// What an app declares to the placer: the shards it asks for and its events per second (see
+/// [`AppShards::place`]); give them back with [`AppShards::release`] when it is undeployed.
+pub fn app_demand(app: &AppConfig) -> (usize, Option<u64>) {
+    (app_cores(app), declared_rate(app))
+}
+
 struct AppCompiler<'a> {
     config: &'a Config,
     app: &'a AppConfig,

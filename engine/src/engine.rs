@@ -89,8 +89,23 @@ pub struct StopHandle {
 }
 
 impl StopHandle {
+    /// The shards' signal slots of the engine this handle stops.
+    pub(crate) fn set_signals(&self, signals: Vec<Arc<ShardSignal>>) {
+        *self.signals.lock().expect("stop handle") = signals;
+    }
+
+    /// The flag the shards read.
+    pub(crate) fn flag(&self) -> Arc<AtomicBool> {
+        self.flag.clone()
+    }
+
+    /// Whether a stop was asked.
+    pub fn is_stopped(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
     /// Ring every shard's doorbell (a parked shard wakes and re-checks its work).
-    fn ring_all(&self) {
+    pub(crate) fn ring_all(&self) {
         for s in self.signals.lock().expect("stop handle").iter() {
             s.wake();
         }
@@ -193,7 +208,8 @@ where
     let cpu0 = cpu_seconds();
     let placement = Arc::new(PlacementTable::new(&plan, settings.key_groups));
     let failed_apps = Arc::new(plan.apps.iter().map(|_| AtomicBool::new(false)).collect());
-    let shards = Shards { local: local.clone(), signals, doorbells, mesh, reports: tx, placement, failed_apps };
+    let shards =
+        Shards { local: local.clone(), signals, doorbells, mesh, reports: tx, placement, failed_apps, control: None };
     let (dead_tx, dead_rx) = flume::unbounded();
     let mut handles = spawn_shards(&plan, settings, policy, &stop, shards, &dead_tx)?;
     let failure = || transport.as_ref().and_then(|t| t.failure());
@@ -249,6 +265,8 @@ struct Shards {
     placement: Arc<PlacementTable>,
     /// Per app: it failed.
     failed_apps: Arc<Vec<AtomicBool>>,
+    /// A served engine's control plane.
+    control: Option<Arc<crate::control::ControlPlane>>,
 }
 
 fn spawn_shards<P: Policy + Clone + Send>(
@@ -286,6 +304,7 @@ fn spawn_shards<P: Policy + Clone + Send>(
             settings: shard_settings,
             stop: stop.flag.clone(),
             reports: shards.reports.clone(),
+            control: shards.control.clone(),
         };
         let placement = if pin { Placement::Fixed(i - local.start) } else { Placement::Unbound };
         let h = LocalExecutorBuilder::new(placement)
@@ -306,9 +325,15 @@ fn spawn_shards<P: Policy + Clone + Send>(
 
 /// Tells the controller that a shard's thread is unwinding from a panic (dropped during the
 /// unwind), so the run fails at once instead of waiting for the shard's last report.
-struct DeathNotice {
+pub(crate) struct DeathNotice {
     shard: usize,
     tx: flume::Sender<usize>,
+}
+
+impl DeathNotice {
+    pub(crate) fn new(shard: usize, tx: flume::Sender<usize>) -> Self {
+        DeathNotice { shard, tx }
+    }
 }
 
 impl Drop for DeathNotice {

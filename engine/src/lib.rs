@@ -61,17 +61,21 @@
 //! assert_eq!(total.values().sum::<u64>(), 5050);
 //! ```
 
+pub mod admin;
 pub mod api;
 pub mod compile;
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod instance;
 pub mod metrics;
 pub mod placement;
 pub mod plan;
 pub mod policy;
+pub mod prom;
 pub mod report;
 pub mod runqueue;
+pub mod serve;
 pub mod shard;
 pub mod sink;
 pub mod source;

@@ -140,6 +140,15 @@ impl AppShards {
         reach.sort_unstable();
         reach
     }
+
+    /// Give back what [`AppShards::place`] took for an app placed on `shards` declaring `rate`
+    /// (an undeployed app's; `dirigo serve`).
+    pub fn release(&mut self, shards: &[ShardId], rate: Option<u64>) {
+        let share = rate.map_or(self.capacity, |r| r.div_ceil(shards.len().max(1) as u64));
+        for &s in shards {
+            self.load[s as usize] = self.load[s as usize].saturating_sub(share);
+        }
+    }
 }
 
 #[cfg(test)]

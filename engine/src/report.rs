@@ -11,7 +11,7 @@ use crate::metrics::AppStats;
 use crate::plan::Plan;
 
 /// Latency percentiles in microseconds.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct LatencyUs {
     pub p50: f64,
     pub p90: f64,

@@ -33,6 +33,13 @@ impl RunQueue {
         RunQueue { queues: (0..functions).map(|_| VecDeque::with_capacity(256)).collect(), active: Vec::new(), len: 0 }
     }
 
+    /// Make room for functions up to `functions` (a deployed app's, at run time).
+    pub fn grow(&mut self, functions: usize) {
+        while self.queues.len() < functions {
+            self.queues.push(VecDeque::with_capacity(256));
+        }
+    }
+
     /// Messages queued in total.
     #[inline]
     pub fn len(&self) -> usize {

@@ -110,6 +110,9 @@ impl Sink {
             return;
         }
         let res = match &mut self.target {
+            SinkTarget::Stdout(_) if STDOUT_SINKS_TO_STDERR.load(std::sync::atomic::Ordering::Relaxed) => {
+                std::io::stderr().lock().write_all(self.buf.as_bytes())
+            }
             SinkTarget::Stdout(_) => std::io::stdout().lock().write_all(self.buf.as_bytes()),
             SinkTarget::File(f, _) => f.write_all(self.buf.as_bytes()),
             _ => Ok(()),
@@ -120,6 +123,10 @@ impl Sink {
         self.buf.clear();
     }
 }
+
+/// When set, `stdout` sinks write to stderr: `dirigo run --json` and `dirigo serve --json` keep
+/// stdout for their one JSON document.
+pub static STDOUT_SINKS_TO_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The CSV header line of `schema`.
 pub fn csv_header(schema: &Schema) -> String {

@@ -22,9 +22,11 @@ fn quickstart_json_summary_has_every_field() {
     let args = ["run", "configs/quickstart.toml", "--json", "--quiet", "--duration", "1500ms"];
     let out = output(dirigo().current_dir(repo()).args(args));
     assert!(out.status.success(), "stderr: {}", stderr(&out));
-    let stdout = String::from_utf8(out.stdout).expect("utf-8");
-    let last = stdout.lines().last().expect("a summary line");
-    let v: serde_json::Value = serde_json::from_str(last).expect("the last line is one JSON object");
+    let stdout = String::from_utf8(out.stdout.clone()).expect("utf-8");
+    // With --json, stdout is one JSON document whatever the sinks print (they go to stderr).
+    assert_eq!(stdout.lines().count(), 1, "stdout: {stdout}");
+    let last = stdout.trim_end();
+    let v: serde_json::Value = serde_json::from_str(last).expect("stdout is one JSON object");
     assert!(v["cpu_seconds"].as_f64().expect("cpu_seconds") > 0.0);
     let app = &v["apps"][0];
     assert_eq!(app["name"], "bids");
@@ -53,8 +55,11 @@ fn quickstart_json_summary_has_every_field() {
         assert!(actors[k]["p99"].as_f64().is_some(), "actors.{k}.p99");
     }
     assert!(actors["lessees_over_time"].as_array().is_some() && actors["functions"].as_array().is_some());
-    // Every NDJSON result line before the summary parses and belongs to the window's schema.
-    for line in stdout.lines().take_while(|l| *l != last) {
+    // The stdout sink's NDJSON result lines went to stderr, each one the window's schema.
+    let err = stderr(&out);
+    let results: Vec<&str> = err.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(!results.is_empty(), "the stdout sink's records are on stderr: {err}");
+    for line in results {
         let r: serde_json::Value = serde_json::from_str(line).expect("ndjson");
         assert!(r["window_end"].as_u64().is_some() && r["max"].as_u64().is_some(), "{line}");
     }

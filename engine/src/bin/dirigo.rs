@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+#[path = "dirigo/service.rs"]
+mod service;
+
 use clap::{Parser, Subcommand};
 use dirigo_actors::record::{FieldType, Schema};
 use dirigo_engine::compile::{cluster_spec, compile, compile_node, settings, ClusterSpecError};
@@ -83,6 +86,54 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
         wait: Duration,
     },
+    /// Run the engine as a service: the config's apps (possibly none) and an admin HTTP
+    /// endpoint (`[admin] listen`) to deploy, list and undeploy apps, `/metrics` and a dashboard.
+    Serve {
+        /// The config file (TOML).
+        config: PathBuf,
+        /// Print the admin address as one JSON object on stdout (`{"admin":"127.0.0.1:7900"}`);
+        /// `stdout` sinks then write to stderr.
+        #[arg(long)]
+        json: bool,
+        /// Override `[engine] shards`.
+        #[arg(long)]
+        shards: Option<usize>,
+        /// Override `[engine] policy` (fifo, edf, laxity, fair).
+        #[arg(long)]
+        policy: Option<String>,
+        /// Override `[admin] listen` (host:port; port 0 picks a free one).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Deploy the app of a TOML file (one `[[app]]`) into a running `dirigo serve`.
+    Deploy {
+        /// The server's admin address (host:port or http://host:port).
+        addr: String,
+        /// The app's TOML.
+        app: PathBuf,
+        /// Print the server's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the apps of a running `dirigo serve`.
+    Apps {
+        /// The server's admin address.
+        addr: String,
+        /// Print the server's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Undeploy an app from a running `dirigo serve`: its sources stop, what they produced is
+    /// processed, then its instances are released. Waits until it has drained.
+    Undeploy {
+        /// The server's admin address.
+        addr: String,
+        /// The app's name.
+        name: String,
+        /// Print the server's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a tcp sink's output as NDJSON lines (binary output is decoded).
     Tail {
         /// The sink's address (host:port).
@@ -107,6 +158,12 @@ fn main() -> ExitCode {
             send(&addr, file.as_deref(), binary, schema.as_deref(), config.as_deref(), app.as_deref(), wait)
         }
         Command::Tail { addr, limit, wait } => tail(&addr, limit, wait),
+        Command::Serve { config, json, shards, policy, listen } => {
+            service::serve(&config, json, shards, policy.as_deref(), listen.as_deref())
+        }
+        Command::Deploy { addr, app, json } => service::deploy(&addr, &app, json),
+        Command::Apps { addr, json } => service::apps(&addr, json),
+        Command::Undeploy { addr, name, json } => service::undeploy(&addr, &name, json),
         Command::Run { config, json, shards, policy, duration, quiet, node } => {
             let opts = RunOptions { json, shards, policy, duration, quiet, node };
             run_config(&config, &opts)
@@ -188,6 +245,9 @@ fn check(path: &Path, node: Option<&str>) -> anyhow::Result<()> {
 
 fn run_config(path: &Path, opts: &RunOptions) -> anyhow::Result<()> {
     let (config, plan, cluster) = load(path, opts.shards, opts.node.as_deref())?;
+    if opts.json {
+        dirigo_engine::sink::STDOUT_SINKS_TO_STDERR.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let mut s = settings(&config);
     s.run_for = opts.duration;
     let name = opts.policy.as_deref().unwrap_or(config.engine.policy.name());
@@ -223,7 +283,11 @@ fn run_config(path: &Path, opts: &RunOptions) -> anyhow::Result<()> {
         cluster,
     )?;
     if opts.json {
-        println!("{}", summary.to_json());
+        use std::io::Write;
+        // One JSON document on stdout: sinks were sent to stderr.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", summary.to_json())?;
+        out.flush()?;
     } else {
         eprint!("{}", summary.to_table());
     }

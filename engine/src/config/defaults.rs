@@ -114,6 +114,9 @@ layered! {
         preempt_timer: Duration = HumanDuration,
         /// How tcp sources receive: `recv` or `uring`.
         tcp_io: TcpIo = TcpIo,
+        /// Apps a served engine may deploy over its lifetime (`dirigo serve`; ids are not reused):
+        /// per-app slots are sized for this many when it starts.
+        max_apps: usize = usize,
     }
 }
 

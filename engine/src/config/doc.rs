@@ -24,6 +24,8 @@ pub(crate) struct ConfigDoc {
     pub cluster: ClusterLayer,
     #[serde(default)]
     pub node: Vec<Spanned<NodeDoc>>,
+    #[serde(default)]
+    pub admin: AdminLayer,
 }
 
 /// One `[[app]]`.
@@ -171,6 +173,30 @@ impl ClusterLayer {
             reconnect_timeout: self.reconnect_timeout.or(base.reconnect_timeout),
             secret_file: self.secret_file.or(base.secret_file),
             secret_env: self.secret_env.or(base.secret_env),
+        }
+    }
+}
+
+/// `[admin]` as written in one file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AdminLayer {
+    pub listen: Option<Spanned<String>>,
+    pub max_body: Option<Spanned<HumanSize>>,
+    /// A file holding the admin token (the token itself is never in the config).
+    pub token_file: Option<Spanned<String>>,
+    /// An environment variable holding the admin token.
+    pub token_env: Option<Spanned<String>>,
+}
+
+impl AdminLayer {
+    /// `self`'s keys, then `base`'s.
+    pub(crate) fn over(self, base: Self) -> Self {
+        AdminLayer {
+            listen: self.listen.or(base.listen),
+            max_body: self.max_body.or(base.max_body),
+            token_file: self.token_file.or(base.token_file),
+            token_env: self.token_env.or(base.token_env),
         }
     }
 }

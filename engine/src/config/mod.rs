@@ -32,6 +32,7 @@
 //             error's key path) -> `path` (`KeyPath`, `Role`); `values` (durations, ordered
 //             tables, the closed sets of names) is a leaf
 
+mod admin;
 mod check;
 mod cluster;
 mod defaults;
@@ -52,6 +53,7 @@ use std::path::Path;
 
 use dirigo_net::link::Secret;
 
+pub use admin::{AdminConfig, TokenSource};
 pub use defaults::{
     AppDefaults, Defaults, EngineConfig, FileSinkDefaults, FileSourceDefaults, FunctionDefaults, GeneratorDefaults,
     SinkDefaults, SourceDefaults, TcpSinkDefaults, TcpSourceDefaults, WindowDefaults, DEFAULT_TOML, DEFAULT_TOML_NAME,

@@ -32,6 +32,8 @@ pub struct Config {
     /// The nodes of a cluster, in order; empty: a single node.
     #[serde(rename = "node")]
     pub nodes: Vec<NodeConfig>,
+    /// The admin endpoint of `dirigo serve`.
+    pub admin: super::admin::AdminConfig,
     /// The file the config came from, for errors found later.
     #[serde(skip)]
     pub(super) source: Source,

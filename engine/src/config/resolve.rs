@@ -32,7 +32,8 @@ pub(crate) fn config(source: Source) -> Result<Config, ConfigError> {
     let cluster = cluster::settings(&source, user.cluster.over(base.cluster))?;
     let nodes = cluster::nodes(&source, user.node)?;
     cluster::secret_named(&source, &cluster, &nodes)?;
-    Ok(Config { engine, defaults, apps, cluster, nodes, source })
+    let admin = super::admin::settings(&source, user.admin.over(base.admin))?;
+    Ok(Config { engine, defaults, apps, cluster, nodes, admin, source })
 }
 
 /// One file parsed strictly, its `[engine]` and `[defaults.*]` values checked.
@@ -50,6 +51,7 @@ fn check_engine(src: &Source, e: &EngineLayer) -> Result<(), ConfigError> {
         return Err(ConfigError::problem(src, g.span(), at("gather")(), problem));
     }
     positive(src, &e.key_groups, at("key_groups"))?;
+    positive(src, &e.max_apps, at("max_apps"))?;
     positive(src, &e.stall_budget, at("stall_budget"))?;
     positive(src, &e.shard_capacity, at("shard_capacity"))?;
     positive(src, &e.mailbox_batches, at("mailbox_batches"))?;

@@ -115,6 +115,11 @@ impl LessorActor {
     pub(super) fn late_dropped(&self) -> u64 {
         self.machine.state().late_dropped()
     }
+
+    /// Whether its keys can move to another shard.
+    pub(super) fn migrates(&self) -> bool {
+        self.machine.state().migrates()
+    }
 }
 
 /// A lessee slot on this shard.

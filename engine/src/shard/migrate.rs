@@ -35,7 +35,8 @@ use rkyv::util::AlignedVec;
 use super::dual_mode::Pending;
 use super::Shard;
 use crate::metrics::{MoveEvent, MoveReason};
-use crate::plan::Partition;
+use crate::placement::PlacementTable;
+use crate::plan::{Partition, Plan};
 use crate::policy::{MoveCx, MoveVerdict, Policy};
 
 /// A group of this shard on its way out.
@@ -109,6 +110,17 @@ impl Migrations {
             since_forced: 0,
             rng: seed | 1,
         }
+    }
+
+    /// Room for `functions` functions (an app was deployed).
+    pub(super) fn grow(&mut self, functions: usize) {
+        self.movable.resize(functions, false);
+        self.held.resize(functions, Vec::new());
+        self.outgoing.resize(functions, None);
+        self.incoming.resize(functions, 0);
+        self.held_back.resize_with(functions, VecDeque::new);
+        self.deferred_end.resize(functions, None);
+        self.deferred_wm.resize(functions, None);
     }
 
     /// Function `f`'s groups on this shard, and whether they may move.
@@ -202,6 +214,25 @@ fn move_arg(h: &Header) -> (KeyGroup, ShardId) {
     match h.arg() {
         ProtocolArg::Move { group, shard } => (group, shard),
         other => unreachable!("a {:?} carries a group ({other:?})", h.kind),
+    }
+}
+
+/// What function `f`'s instance on shard `id` counts in its app's hosting at start, and, for a
+/// keyed function, which of its groups the shard holds.
+pub(super) fn initial_groups(
+    plan: &Plan,
+    placement: &PlacementTable,
+    f: usize,
+    id: ShardId,
+) -> (u32, Option<Vec<bool>>) {
+    let f16 = f as FunctionId;
+    if placement.is_keyed(f16) {
+        let held: Vec<bool> = (0..placement.groups()).map(|g| placement.owner(f16, g) == id).collect();
+        (held.iter().filter(|&&h| h).count() as u32, Some(held))
+    } else if plan.apps[plan.functions[f].app as usize].shards.contains(&id) {
+        (1, None)
+    } else {
+        (0, None)
     }
 }
 

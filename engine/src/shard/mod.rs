@@ -41,6 +41,7 @@ macro_rules! sched_cx {
 }
 
 mod apply;
+mod deploy;
 mod dual_mode;
 mod held;
 mod inputs;
@@ -61,7 +62,7 @@ use rkyv::util::AlignedVec;
 use crate::instance::OperatorInstance;
 use crate::metrics::{AppFailure, AppStats, ShardReport};
 use crate::placement::PlacementTable;
-use crate::plan::{InstanceCx, Plan};
+use crate::plan::Plan;
 use crate::policy::Policy;
 use crate::runqueue::RunQueue;
 use dirigo_net::clock::now_ns;
@@ -131,6 +132,8 @@ pub struct ShardInit<P> {
     pub settings: ShardSettings,
     pub stop: Arc<AtomicBool>,
     pub reports: flume::Sender<ShardReport>,
+    /// A served engine's control plane (`dirigo serve`): apps deploy and undeploy at run time.
+    pub control: Option<Arc<crate::control::ControlPlane>>,
 }
 
 /// A running shard.
@@ -212,6 +215,8 @@ pub struct Shard<P: Policy> {
     app_queued: Vec<u64>,
     /// Parks that ended on their timeout with work already pending (a lost wake-up).
     missed_wakeups: u64,
+    /// Runtime deploy and undeploy (`dirigo serve`).
+    deploy: deploy::Deploy,
 }
 
 impl<P: Policy> Shard<P> {
@@ -228,48 +233,25 @@ impl<P: Policy> Shard<P> {
         let seed = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(u64::from(id) + 1);
         let mut mig = Migrations::new(plan.functions.len(), init.settings.migrate_every, seed);
         let mut rb = Rebalance::new(plan.functions.len(), now_ns());
-        // Groups move only within a node that is the whole plan (see `migrate`).
-        let single_node = init.local.start == 0 && init.local.end as usize == n;
+        // Groups move only within a node that is the whole plan (see `migrate`), and not in a
+        // served engine (a deploy rebuilds the placement table).
+        let single_node = init.local.start == 0 && init.local.end as usize == n && init.control.is_none();
         for (f, fp) in plan.functions.iter().enumerate() {
-            match fp.shards.iter().position(|&s| s == id) {
-                Some(i) => {
-                    let cx =
-                        InstanceCx { shard: id, shards: n, instance: i as u32, parallelism: fp.shards.len() as u32 };
-                    let op = (fp.factory)(cx);
-                    let op = if fp.max_lessees > 0 { op.into_actor() } else { Err(op) };
-                    let movable = match &op {
-                        Ok(actor) => actor.migrates(),
-                        Err(op) => op.migrates(),
-                    };
-                    match op {
-                        Ok(actor) => {
-                            actors.push(Some(Box::new(LessorActor::new(actor, fp.max_lessees as usize))));
-                            ops.push(None);
-                        }
-                        Err(op) => {
-                            actors.push(None);
-                            ops.push(Some(op));
-                        }
-                    }
-                    insts.push(Some(InputChannels::new(plan.channels_of(f as u16, id))));
-                    let f16 = f as dirigo_actors::ids::FunctionId;
-                    if init.placement.is_keyed(f16) {
-                        let groups = init.placement.groups();
-                        let held: Vec<bool> = (0..groups).map(|g| init.placement.owner(f16, g) == id).collect();
-                        counted[f] = held.iter().filter(|&&h| h).count() as u32;
-                        mig.init(f, held, movable && single_node);
-                        rb.track(f, groups);
-                    } else if plan.apps[fp.app as usize].shards.contains(&id) {
-                        counted[f] = 1;
-                    }
-                    hosting[fp.app as usize] += counted[f];
+            let b = deploy::build_instance(&plan, f, id);
+            if b.inst.is_some() {
+                let (c, held) = migrate::initial_groups(&plan, &init.placement, f, id);
+                counted[f] = c;
+                if let Some(held) = held {
+                    let movable =
+                        b.op.as_ref().map_or_else(|| b.actor.as_ref().is_some_and(|a| a.migrates()), |o| o.migrates());
+                    mig.init(f, held, movable && single_node);
+                    rb.track(f, init.placement.groups());
                 }
-                None => {
-                    ops.push(None);
-                    actors.push(None);
-                    insts.push(None);
-                }
+                hosting[fp.app as usize] += counted[f];
             }
+            ops.push(b.op);
+            actors.push(b.actor);
+            insts.push(b.inst);
         }
         let live = insts.iter().flatten().count();
         let sources = sources::instantiate(&plan, id, &init.signals[id as usize]);
@@ -328,6 +310,7 @@ impl<P: Policy> Shard<P> {
             peer_delay: vec![0; n],
             app_queued: vec![0; plan.apps.len()],
             missed_wakeups: 0,
+            deploy: deploy::Deploy::new(init.control, plan.apps.len()),
             plan,
         }
     }
@@ -340,6 +323,7 @@ impl<P: Policy> Shard<P> {
             && self.out.is_drained()
             && self.actors_done()
             && self.mig.idle()
+            && self.deploy.may_finish(&self.stop)
     }
 
     /// A finished shard may exit once every shard of its node is finished: until then another
@@ -377,7 +361,8 @@ impl<P: Policy> Shard<P> {
         let standby = spin_setting > 0 && rank < self.settings.standby;
         // Park by SLO: spin only for an app that cannot afford an OS wake-up, and let due source
         // events gather for a share of the tightest SLO here before waking for them.
-        // Recomputed when the hosted apps change (a key group of another app arrived or left).
+        // Recomputed when the hosted apps change (a key group of another app arrived or left,
+        // an app was deployed).
         let (mut spin_ns, mut gather_ns) = self.idle_behaviour(spin_setting);
         loop {
             if std::mem::take(&mut self.hosting_changed) {
@@ -385,6 +370,9 @@ impl<P: Policy> Shard<P> {
             }
             let t0 = now_ns();
             let progress = self.turn(t0);
+            if self.deploy.take_replanned() {
+                (spin_ns, gather_ns) = self.idle_behaviour(spin_setting);
+            }
             let now = now_ns();
             if now >= next_tick {
                 self.tick(now);
@@ -457,6 +445,7 @@ impl<P: Policy> Shard<P> {
         }
         let function = self.plan.functions[f].name.clone();
         let name = &self.plan.apps[app as usize].name;
+        let _span = tracing::error_span!("app_failure", app = %name, function = %function, shard = self.id).entered();
         tracing::error!(app = %name, function = %function, shard = self.id, "app fails: user code panicked: {message}");
         self.failures.push(AppFailure { app, function, shard: self.id, message });
     }
@@ -481,6 +470,7 @@ impl<P: Policy> Shard<P> {
 
     /// One turn of the loop; true if anything happened.
     fn turn(&mut self, now: u64) -> bool {
+        self.control_turn(now);
         self.now = now;
         for (d, s) in self.peer_delay.iter_mut().zip(self.signals.iter()) {
             *d = s.delay_ns();

@@ -54,6 +54,13 @@ impl Outputs {
         }
     }
 
+    /// Make room for apps up to `apps` (a deployed app's, at run time).
+    pub fn grow_apps(&mut self, apps: usize) {
+        if self.staged_by_app.len() < apps {
+            self.staged_by_app.resize(apps, 0);
+        }
+    }
+
     /// Envelopes staged and not yet handed to a ring (or to the local queue).
     #[inline]
     pub fn staged(&self) -> usize {

@@ -71,6 +71,11 @@ impl Rebalance {
         }
     }
 
+    /// Room for `functions` functions (an app was deployed).
+    pub(super) fn grow(&mut self, functions: usize) {
+        self.heat.resize(functions, Vec::new());
+    }
+
     /// Function `f` is keyed with `groups` groups: count its messages per group.
     pub(super) fn track(&mut self, f: usize, groups: u16) {
         self.heat[f] = vec![0; groups as usize];
@@ -172,7 +177,7 @@ impl<P: Policy> Shard<P> {
             }
         }
         let total: u64 = groups.iter().map(|g| g.0).sum::<u64>().max(1);
-        groups.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        groups.sort_unstable_by_key(|g| std::cmp::Reverse(g.0));
         let mut shed = util.saturating_sub(TARGET).max(1);
         // What each shard will carry once the planned moves land (per mille).
         let mut room: Vec<(ShardId, u64)> =

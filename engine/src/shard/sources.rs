@@ -35,8 +35,18 @@ pub fn instantiate(
     id: ShardId,
     signal: &std::sync::Arc<dirigo_net::signal::ShardSignal>,
 ) -> Vec<SourceRun> {
+    instantiate_from(plan, id, signal, 0)
+}
+
+/// [`instantiate`] for the plan's sources from index `first` on (those of newly deployed apps).
+pub fn instantiate_from(
+    plan: &Plan,
+    id: ShardId,
+    signal: &std::sync::Arc<dirigo_net::signal::ShardSignal>,
+    first: usize,
+) -> Vec<SourceRun> {
     let mut out = Vec::new();
-    for (index, sp) in plan.sources.iter().enumerate() {
+    for (index, sp) in plan.sources.iter().enumerate().skip(first) {
         if let Some(i) = sp.shards.iter().position(|&s| s == id) {
             let cx =
                 InstanceCx { shard: id, shards: plan.shards, instance: i as u32, parallelism: sp.shards.len() as u32 };
@@ -63,7 +73,7 @@ impl<P: Policy> Shard<P> {
     pub(super) fn next_source_due(&self, engine_start: u64, gather_ns: u64) -> u64 {
         self.sources
             .iter()
-            .filter(|s| !s.done)
+            .filter(|s| !s.done && self.deploy.started(self.app_of(s)))
             .filter_map(|s| match s.inst.io_wakeup() {
                 // Socket sources (tcp): nothing is scheduled. Their readiness waker rings the
                 // doorbell, and a timeout of their own (an idle connection's) falls due at
@@ -120,13 +130,13 @@ impl<P: Policy> Shard<P> {
             if self.sources[i].done {
                 continue;
             }
-            if stopping || self.app_failed(self.app_of(&self.sources[i])) {
+            let app = self.app_of(&self.sources[i]);
+            if stopping || self.app_failed(app) || self.deploy.stopping(app) {
                 self.finish_source(i);
                 progress = true;
                 continue;
             }
-            let app = self.plan.sources[self.sources[i].index].app as usize;
-            if self.may_ingest(app) {
+            if self.may_ingest(app) && self.deploy.started(app) {
                 progress |= self.poll_source(i, now);
             }
         }
