@@ -93,6 +93,36 @@ impl SourceInstance {
         }
     }
 
+    /// Where this instance is in its input: resuming a fresh instance of the same source from it
+    /// ([`seek`](Self::seek)) yields exactly the events this one would yield next.
+    pub fn position(&self) -> super::SourcePosition {
+        match self {
+            SourceInstance::Generator(g) => g.position(),
+            SourceInstance::File { reader, produced, .. } => {
+                super::SourcePosition::File { offset: reader.offset(), line: reader.lines_read(), produced: *produced }
+            }
+            SourceInstance::Custom(_) | SourceInstance::Tcp(_) => super::SourcePosition::Unreplayable,
+        }
+    }
+
+    /// Go on from `position`, taken by [`position`](Self::position) from an instance of the
+    /// same source (before it produces anything: a freshly built instance).
+    pub fn seek(&mut self, position: &super::SourcePosition) -> Result<(), super::PositionError> {
+        use super::SourcePosition as P;
+        match (self, position) {
+            (SourceInstance::Generator(g), p) => g.seek(p),
+            (SourceInstance::File { reader, produced, .. }, P::File { offset, line, produced: done }) => {
+                reader.seek(*offset, *line)?;
+                *produced = *done;
+                Ok(())
+            }
+            (SourceInstance::File { .. }, p) => {
+                Err(super::PositionError::WrongKind { found: p.kind(), source_kind: "file" })
+            }
+            (SourceInstance::Custom(_) | SourceInstance::Tcp(_), _) => Err(super::PositionError::Unreplayable),
+        }
+    }
+
     /// Produce the next event into the scratch buffers; None when finished.
     pub fn produce(&mut self, values: &mut Vec<Value>, bytes: &mut AlignedVec) -> Option<Produced> {
         match self {
