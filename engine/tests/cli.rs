@@ -143,3 +143,27 @@ fn a_bad_tcp_limit_names_file_line_and_key() {
     let p = temp_config("limits-ok.toml", &text.replace("9 parsecs", "512KiB"));
     assert!(output(dirigo().arg("check").arg(&p)).status.success());
 }
+
+/// `dirigo check` binds nothing: it passes on a config whose tcp source and sink ports are in use
+/// (by the engine it is checked for), and `run` still reports the busy port at its `listen` key.
+#[test]
+fn check_binds_no_port() {
+    let source = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let sink = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (a, b) = (source.local_addr().unwrap(), sink.local_addr().unwrap());
+    let text = format!(
+        "[[app]]\nname = \"t\"\nslo = \"1s\"\nschema = {{ k = \"u64\" }}\n\n[[app.source]]\nname = \"in\"\n\
+         kind = \"tcp\"\nlisten = \"{a}\"\n\n[[app.sink]]\nname = \"out\"\nkind = \"tcp\"\ninput = \"in\"\n\
+         listen = \"{b}\"\n"
+    );
+    let p = temp_config("busy-ports.toml", &text);
+    let out = output(dirigo().arg("check").arg(&p));
+    assert!(out.status.success(), "check failed beside bound ports: {}", stderr(&out));
+    let out = output(dirigo().arg("run").arg(&p).args(["--duration", "1s"]));
+    assert!(!out.status.success(), "run bound a busy port");
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{}:9:", p.display())) && err.contains("`listen`"), "{err}");
+    // An address that cannot resolve is still an error of check.
+    let p = temp_config("bad-addr.toml", &text.replace(&a.to_string(), "no-such-host.invalid:1"));
+    assert!(!output(dirigo().arg("check").arg(&p)).status.success());
+}

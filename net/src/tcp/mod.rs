@@ -114,9 +114,15 @@ pub enum BindError {
 }
 
 /// Bind a non-blocking listener on `addr` (port 0 picks a free port).
-pub fn bind(addr: &str) -> Result<TcpListener, BindError> {
+/// Resolve `addr` to the address [`bind`] would listen on, binding nothing (what `dirigo check`
+/// asks of a listen address: it must not fail because the engine it checks for is running).
+pub fn resolve(addr: &str) -> Result<std::net::SocketAddr, BindError> {
     let resolved = addr.to_socket_addrs().map_err(|source| BindError::BadAddress { addr: addr.to_owned(), source })?;
-    let resolved = resolved.into_iter().next().ok_or_else(|| BindError::Unresolved { addr: addr.to_owned() })?;
+    resolved.into_iter().next().ok_or_else(|| BindError::Unresolved { addr: addr.to_owned() })
+}
+
+pub fn bind(addr: &str) -> Result<TcpListener, BindError> {
+    let resolved = resolve(addr)?;
     let listener = TcpListener::bind(resolved).map_err(|source| BindError::Listen { addr: resolved, source })?;
     listener.set_nonblocking(true).map_err(|source| BindError::Listen { addr: resolved, source })?;
     Ok(listener)
