@@ -22,6 +22,8 @@
 //!   one enum.
 //! - [`source`]: the event producers (generators, files, custom sources, tcp ingress) behind
 //!   one enum; [`sink`]: where results leave (stdout, file, tcp, a collector) or are measured.
+//! - [`snapshot`]: the snapshot store (parts written off the shards, a manifest written last,
+//!   pruning, config fingerprints) that the snapshot barriers will write to.
 //! - [`metrics`] and [`report`]: what a run measures, and its progress lines and summary.
 //!
 //! ```
@@ -74,4 +76,5 @@ pub mod report;
 pub mod runqueue;
 pub mod shard;
 pub mod sink;
+pub mod snapshot;
 pub mod source;

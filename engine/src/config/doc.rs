@@ -10,7 +10,7 @@ use toml::Spanned;
 use super::defaults::{DefaultsLayer, EngineLayer};
 use super::values::{names, AggregateOp, Distribution, HumanDuration, HumanSize, OrderedTable, WindowType};
 
-/// A whole file: `[engine]`, `[defaults.*]`, `[[app]]`, `[cluster]`, `[[node]]`.
+/// A whole file: `[engine]`, `[defaults.*]`, `[[app]]`, `[cluster]`, `[[node]]`, `[snapshots]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConfigDoc {
@@ -24,6 +24,8 @@ pub(crate) struct ConfigDoc {
     pub cluster: ClusterLayer,
     #[serde(default)]
     pub node: Vec<Spanned<NodeDoc>>,
+    #[serde(default)]
+    pub snapshots: super::snapshots::SnapshotsLayer,
 }
 
 /// One `[[app]]`.

@@ -44,6 +44,7 @@ mod outline;
 mod path;
 mod resolve;
 mod sinks;
+mod snapshots;
 mod sources;
 mod values;
 
@@ -63,6 +64,7 @@ pub use model::{
     SinkConfig, SinkKind, SourceConfig, SourceKind, TcpSource, UnknownNode, WindowFunction, WindowSpec,
 };
 pub use path::{KeyPath, Role, Segment};
+pub use snapshots::SnapshotsConfig;
 pub use values::{AggregateOp, Distribution, FileFormat, Policy, TcpIo, WindowType, WireFormat};
 
 impl Config {

@@ -32,6 +32,9 @@ pub struct Config {
     /// The nodes of a cluster, in order; empty: a single node.
     #[serde(rename = "node")]
     pub nodes: Vec<NodeConfig>,
+    /// `[snapshots]`: None when no `dir` is set (no snapshots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<super::snapshots::SnapshotsConfig>,
     /// The file the config came from, for errors found later.
     #[serde(skip)]
     pub(super) source: Source,

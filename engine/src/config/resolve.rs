@@ -32,7 +32,8 @@ pub(crate) fn config(source: Source) -> Result<Config, ConfigError> {
     let cluster = cluster::settings(&source, user.cluster.over(base.cluster))?;
     let nodes = cluster::nodes(&source, user.node)?;
     cluster::secret_named(&source, &cluster, &nodes)?;
-    Ok(Config { engine, defaults, apps, cluster, nodes, source })
+    let snapshots = super::snapshots::resolve(user.snapshots, base.snapshots)?;
+    Ok(Config { engine, defaults, apps, cluster, nodes, snapshots, source })
 }
 
 /// One file parsed strictly, its `[engine]` and `[defaults.*]` values checked.
@@ -40,6 +41,7 @@ fn read_doc(source: &Source) -> Result<ConfigDoc, ConfigError> {
     let doc: ConfigDoc = toml::from_str(&source.text).map_err(|e| ConfigError::from_toml(source, &e))?;
     check_engine(source, &doc.engine)?;
     check_defaults(source, &doc.defaults)?;
+    doc.snapshots.check(source)?;
     Ok(doc)
 }
 
