@@ -322,6 +322,27 @@ impl AppCompiler<'_> {
                 });
                 (f as _, shards)
             }
+            SourceKind::Redis(r) => {
+                let spec = crate::source::RedisSpec {
+                    url: r.url.get_ref().clone(),
+                    stream: r.stream.get_ref().clone(),
+                    group: r
+                        .group
+                        .as_ref()
+                        .zip(r.consumer.as_ref())
+                        .map(|(g, c)| (g.get_ref().clone(), c.get_ref().clone())),
+                    start: r.start.clone(),
+                    follow: r.follow,
+                    name: format!("{}/{name}", self.app.name.get_ref()),
+                };
+                let sch = schema.clone();
+                let f = Arc::new(move |_cx: crate::plan::InstanceCx| {
+                    let source = crate::source::RedisSource::new(spec.clone(), sch.clone())
+                        .expect("the URL was checked by the config");
+                    SourceInstance::Redis(Box::new(source))
+                });
+                (f as _, self.spread(name, 1))
+            }
         };
         self.plan.sources.push(SourcePlan {
             app: self.id,
@@ -453,6 +474,15 @@ impl AppCompiler<'_> {
                 };
                 Arc::new(move |_| {
                     OperatorInstance::Sink(Sink::new(SinkTarget::Tcp(hub.instance(), records), sch.clone()))
+                })
+            }
+            SinkKind::Redis { url, stream } => {
+                let (url, stream) = (url.get_ref().clone(), stream.get_ref().clone());
+                let full = format!("{}/{name}", self.app.name.get_ref());
+                Arc::new(move |_| {
+                    let writer = crate::redis_sink::RedisSinkWriter::new(&url, &stream, &sch, full.clone())
+                        .unwrap_or_else(|e| panic!("cannot start the redis sink {full}: {e}"));
+                    OperatorInstance::Sink(Sink::new(SinkTarget::Redis(writer, records), sch.clone()))
                 })
             }
         };

@@ -34,6 +34,8 @@ pub enum SinkTarget {
     Null,
     /// Served to the subscribers of a tcp sink.
     Tcp(dirigo_net::tcp::EgressSink, RecordsOnly),
+    /// Appended to a Redis stream.
+    Redis(crate::redis_sink::RedisSinkWriter, RecordsOnly),
     /// Sent to a collector (tests, embedding programs).
     Collect {
         name: String,
@@ -77,6 +79,7 @@ impl Sink {
         match &mut self.target {
             SinkTarget::Latency | SinkTarget::Null => {}
             SinkTarget::Tcp(t, records) => t.push(records.read(payload)),
+            SinkTarget::Redis(r, records) => r.push(records.read(payload).get()),
             SinkTarget::Collect { name, tx } => {
                 let out = Output {
                     sink: name.clone(),
@@ -103,8 +106,10 @@ impl Sink {
 
     /// Write out whatever is buffered, in one `write` so lines of shards never interleave.
     pub fn flush(&mut self) {
-        if let SinkTarget::Tcp(t, _) = &mut self.target {
-            t.flush();
+        match &mut self.target {
+            SinkTarget::Tcp(t, _) => t.flush(),
+            SinkTarget::Redis(r, _) => r.flush(),
+            _ => {}
         }
         if self.buf.is_empty() {
             return;

@@ -50,7 +50,7 @@ pub(crate) struct AppDoc {
 
 names! {
     /// Kinds of source.
-    SourceKindName { Generator = "generator", File = "file", Tcp = "tcp" }
+    SourceKindName { Generator = "generator", File = "file", Tcp = "tcp", Redis = "redis" }
 }
 
 names! {
@@ -63,7 +63,7 @@ names! {
 
 names! {
     /// Kinds of sink.
-    SinkKindName { Stdout = "stdout", File = "file", Latency = "latency", Null = "null", Tcp = "tcp" }
+    SinkKindName { Stdout = "stdout", File = "file", Latency = "latency", Null = "null", Tcp = "tcp", Redis = "redis" }
 }
 
 /// One `[[app.source]]`: the union of every kind's keys.
@@ -90,6 +90,12 @@ pub(crate) struct SourceDoc {
     pub idle_timeout: Option<Spanned<HumanDuration>>,
     pub max_line: Option<Spanned<HumanSize>>,
     pub max_frame: Option<Spanned<HumanSize>>,
+    pub url: Option<Spanned<String>>,
+    pub stream: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub consumer: Option<Spanned<String>>,
+    pub start: Option<Spanned<String>>,
+    pub follow: Option<Spanned<bool>>,
 }
 
 /// One `bursts = [{ at, duration, rate }]` entry.
@@ -150,6 +156,8 @@ pub(crate) struct SinkDoc {
     pub path: Option<Spanned<String>>,
     pub listen: Option<Spanned<String>>,
     pub format: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub stream: Option<Spanned<String>>,
 }
 
 /// `[cluster]` as written in one file.
@@ -199,7 +207,7 @@ impl SourceDoc {
     pub fn present(&self) -> Vec<(&'static str, Range<usize>)> {
         present!(self; rate, events, duration, keys, key_field, distribution, zipf_s, seed,
             parallelism, bursts, path, format, header, listen, max_connections, idle_timeout, max_line,
-            max_frame)
+            max_frame, url, stream, group, consumer, start, follow)
     }
 }
 
@@ -214,7 +222,7 @@ impl FunctionDoc {
 impl SinkDoc {
     /// Every kind-specific key present.
     pub fn present(&self) -> Vec<(&'static str, Range<usize>)> {
-        present!(self; path, listen, format)
+        present!(self; path, listen, format, url, stream)
     }
 }
 
@@ -236,6 +244,7 @@ pub(crate) fn source_keys(kind: SourceKindName) -> &'static [&'static str] {
         ],
         SourceKindName::File => &["path", "format", "header", "rate"],
         SourceKindName::Tcp => &["listen", "format", "max_connections", "idle_timeout", "max_line", "max_frame"],
+        SourceKindName::Redis => &["url", "stream", "group", "consumer", "start", "follow"],
     }
 }
 
@@ -258,6 +267,7 @@ pub(crate) fn sink_keys(kind: SinkKindName) -> &'static [&'static str] {
     match kind {
         SinkKindName::File => &["path", "format"],
         SinkKindName::Tcp => &["listen", "format"],
+        SinkKindName::Redis => &["url", "stream"],
         SinkKindName::Stdout | SinkKindName::Latency | SinkKindName::Null => &[],
     }
 }

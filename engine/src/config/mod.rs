@@ -60,8 +60,8 @@ pub use defaults::{
 pub use error::{ConfigError, Invalid, Location, Problem, SecretProblem, Source};
 pub use model::{
     unknown_node, Aggregate, AggregateSpec, AppConfig, Burst, ClusterConfig, Config, FileSource, FunctionConfig,
-    FunctionKind, GeneratorSource, JoinFunction, Node, NodeConfig, NodeId, SchemaConfig, SchemaField, SecretSource,
-    SinkConfig, SinkKind, SourceConfig, SourceKind, TcpSource, UnknownNode, WindowFunction, WindowSpec,
+    FunctionKind, GeneratorSource, JoinFunction, Node, NodeConfig, NodeId, RedisSource, SchemaConfig, SchemaField,
+    SecretSource, SinkConfig, SinkKind, SourceConfig, SourceKind, TcpSource, UnknownNode, WindowFunction, WindowSpec,
 };
 pub use path::{KeyPath, Role, Segment};
 pub use snapshots::SnapshotsConfig;

@@ -186,6 +186,24 @@ pub enum SourceKind {
     Generator(GeneratorSource),
     File(FileSource),
     Tcp(TcpSource),
+    Redis(RedisSource),
+}
+
+/// Entries of a Redis stream.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RedisSource {
+    /// `redis://host:port/db`.
+    pub url: Spanned<String>,
+    pub stream: Spanned<String>,
+    /// Consumer group and consumer name (both or neither); without: plain XREAD.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<Spanned<String>>,
+    /// Read the entries after this id: `0-0` the whole stream, `$` only new ones.
+    pub start: String,
+    /// Wait for new entries (true), or end at the end of the stream.
+    pub follow: bool,
 }
 
 /// A seeded synthetic workload.
@@ -397,6 +415,11 @@ pub enum SinkKind {
     Tcp {
         listen: Spanned<String>,
         format: WireFormat,
+    },
+    /// Appended to a Redis stream.
+    Redis {
+        url: Spanned<String>,
+        stream: Spanned<String>,
     },
 }
 

@@ -39,6 +39,14 @@ fn sink(ctx: &Ctx<'_>, index: usize, doc: Spanned<SinkDoc>) -> Result<SinkConfig
             let format = format.unwrap_or(ctx.defaults.sink.tcp.format);
             SinkKind::Tcp { listen, format }
         }
+        SinkKindName::Redis => {
+            let url =
+                require(ctx, doc.url, (&path, span.clone()), "url", "the server to write to, `redis://host:port`")?;
+            super::sources::redis_url(ctx, &path, &url)?;
+            let stream = require(ctx, doc.stream, (&path, span), "stream", "the stream to append to")?;
+            super::sources::not_empty(ctx, &path, &stream, "stream")?;
+            SinkKind::Redis { url, stream }
+        }
     };
     Ok(SinkConfig { name: doc.name, input: doc.input, kind })
 }

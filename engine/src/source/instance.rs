@@ -28,7 +28,12 @@ pub enum SourceInstance {
     Custom(Box<dyn CustomSource>),
     /// Clients pushing over TCP; runs until the engine stops.
     Tcp(Box<dirigo_net::tcp::TcpIngress>),
+    /// A Redis stream, read by a thread of its own.
+    Redis(Box<super::RedisSource>),
 }
+
+/// How often a parked shard polls a redis source.
+const REDIS_POLL_NS: u64 = 1_000_000;
 
 impl SourceInstance {
     /// When the next event is due, or None when finished.
@@ -38,7 +43,7 @@ impl SourceInstance {
             SourceInstance::File { rate: 0, .. } => Some(0),
             SourceInstance::File { rate, produced, .. } => Some(produced.saturating_mul(1_000_000_000) / rate),
             SourceInstance::Custom(c) => c.next_due_ns(),
-            SourceInstance::Tcp(_) => Some(0),
+            SourceInstance::Tcp(_) | SourceInstance::Redis(_) => Some(0),
         }
     }
 
@@ -47,6 +52,7 @@ impl SourceInstance {
     pub fn io_wakeup(&self) -> Option<IoWakeup> {
         match self {
             SourceInstance::Tcp(t) => Some(t.wakeup()),
+            SourceInstance::Redis(_) => Some(IoWakeup::Poll(REDIS_POLL_NS)),
             _ => None,
         }
     }
@@ -101,6 +107,7 @@ impl SourceInstance {
             SourceInstance::File { reader, produced, .. } => {
                 super::SourcePosition::File { offset: reader.offset(), line: reader.lines_read(), produced: *produced }
             }
+            SourceInstance::Redis(r) => r.position(),
             SourceInstance::Custom(_) | SourceInstance::Tcp(_) => super::SourcePosition::Unreplayable,
         }
     }
@@ -119,6 +126,7 @@ impl SourceInstance {
             (SourceInstance::File { .. }, p) => {
                 Err(super::PositionError::WrongKind { found: p.kind(), source_kind: "file" })
             }
+            (SourceInstance::Redis(r), p) => r.seek(p),
             (SourceInstance::Custom(_) | SourceInstance::Tcp(_), _) => Err(super::PositionError::Unreplayable),
         }
     }
@@ -148,6 +156,7 @@ impl SourceInstance {
                 c.next(bytes).map(|(key_hash, event_time)| Produced::Archive { key_hash, event_time })
             }
             SourceInstance::Tcp(t) => Some(t.produce(values, bytes)),
+            SourceInstance::Redis(r) => r.produce(values),
         }
     }
 }
