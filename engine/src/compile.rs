@@ -457,7 +457,7 @@ impl AppCompiler<'_> {
                     OperatorInstance::Sink(sink)
                 })
             }
-            SinkKind::Tcp { listen, format } => {
+            SinkKind::Tcp { listen, format, delivery } => {
                 let full = format!("{}/{name}", self.app.name.get_ref());
                 if self.binding == Binding::ResolveOnly {
                     if let Err(e) = dirigo_net::tcp::resolve(listen.get_ref()) {
@@ -468,10 +468,17 @@ impl AppCompiler<'_> {
                     self.add(&name, inputs, Arc::new(null), schema, true, 0);
                     return Ok(());
                 }
-                let hub = match dirigo_net::tcp::EgressHub::bind(listen.get_ref(), *format, schema.clone(), full) {
+                let hub = match dirigo_net::tcp::EgressHub::bind(
+                    listen.get_ref(),
+                    *format,
+                    schema.clone(),
+                    full,
+                    *delivery,
+                ) {
                     Ok(h) => Arc::new(h),
                     Err(e) => return self.err(Role::Sink, index, &name, "listen", listen.span(), e.to_string()),
                 };
+                self.plan.tcp_sinks.push((self.id, name.clone(), hub.clone()));
                 Arc::new(move |_| {
                     OperatorInstance::Sink(Sink::new(SinkTarget::Tcp(hub.instance(), records), sch.clone()))
                 })

@@ -158,6 +158,7 @@ pub(crate) struct SinkDoc {
     pub format: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
     pub stream: Option<Spanned<String>>,
+    pub delivery: Option<Spanned<String>>,
 }
 
 /// `[cluster]` as written in one file.
@@ -222,7 +223,7 @@ impl FunctionDoc {
 impl SinkDoc {
     /// Every kind-specific key present.
     pub fn present(&self) -> Vec<(&'static str, Range<usize>)> {
-        present!(self; path, listen, format, url, stream)
+        present!(self; path, listen, format, url, stream, delivery)
     }
 }
 
@@ -266,7 +267,7 @@ pub(crate) fn function_keys(kind: FunctionKindName) -> &'static [&'static str] {
 pub(crate) fn sink_keys(kind: SinkKindName) -> &'static [&'static str] {
     match kind {
         SinkKindName::File => &["path", "format"],
-        SinkKindName::Tcp => &["listen", "format"],
+        SinkKindName::Tcp => &["listen", "format", "delivery"],
         SinkKindName::Redis => &["url", "stream"],
         SinkKindName::Stdout | SinkKindName::Latency | SinkKindName::Null => &[],
     }

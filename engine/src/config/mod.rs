@@ -65,7 +65,7 @@ pub use model::{
 };
 pub use path::{KeyPath, Role, Segment};
 pub use snapshots::SnapshotsConfig;
-pub use values::{AggregateOp, Distribution, FileFormat, Policy, TcpIo, WindowType, WireFormat};
+pub use values::{AggregateOp, Delivery, Distribution, FileFormat, Policy, TcpIo, WindowType, WireFormat};
 
 impl Config {
     /// Reads and parses a config file.

@@ -15,7 +15,8 @@ use super::defaults::{Defaults, EngineConfig};
 use super::error::{ConfigError, Source};
 use super::path::{KeyPath, Role};
 use super::values::{
-    ser_duration, ser_opt_duration, ser_pairs, ser_size, AggregateOp, Distribution, FileFormat, WindowType, WireFormat,
+    ser_duration, ser_opt_duration, ser_pairs, ser_size, AggregateOp, Delivery, Distribution, FileFormat, WindowType,
+    WireFormat,
 };
 
 /// A whole, checked configuration; made by [`Config::load`] and [`Config::parse`] (in `config/mod.rs`).
@@ -415,6 +416,8 @@ pub enum SinkKind {
     Tcp {
         listen: Spanned<String>,
         format: WireFormat,
+        /// Block (backpressure, nothing dropped) or lossy (drops counted).
+        delivery: Delivery,
     },
     /// Appended to a Redis stream.
     Redis {
