@@ -11,8 +11,9 @@
 //! completes as one MULTI/EXEC transaction that appends the entries and sets this instance's
 //! marker key to the epoch, WATCHing the marker; a commit whose marker already holds the epoch (or
 //! a later one) is skipped. Recovery replays the epochs after the last snapshot, and an epoch
-//! committed before the crash is not written twice. Without snapshots (today: the barriers are
-//! not built yet) records are written through.
+//! committed before the crash is not written twice ([`RedisSinkWriter::staged`], `barrier`,
+//! `commit`; the barriers that call them are not built yet). Without snapshots records are
+//! written through.
 
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -24,13 +25,33 @@ pub const QUEUED_BATCHES: usize = 8;
 /// Hand a pipeline over once it holds this many entries (else at the shard's periodic flush).
 const HANDOFF_ENTRIES: usize = 1024;
 
+/// One stream entry: its `(field, value)` pairs.
+pub type Entry = Vec<(String, String)>;
+
+/// What the writer thread does.
+enum Job {
+    /// Write through.
+    Pipeline(redis::Pipeline),
+    /// Commit an epoch's staged entries ([`commit_epoch`]).
+    Commit { epoch: u64, marker: String, entries: Vec<Entry> },
+}
+
+/// Staged output, with snapshots: the epoch being written, and sealed epochs awaiting commit.
+struct Staged {
+    marker: String,
+    current: Vec<Entry>,
+    sealed: Vec<(u64, Vec<Entry>)>,
+}
+
 /// One shard's instance of a redis sink.
 pub struct RedisSinkWriter {
     stream: String,
     fields: Vec<String>,
     pipe: redis::Pipeline,
     entries: usize,
-    tx: Option<flume::Sender<redis::Pipeline>>,
+    /// Some: exactly-once, output staged per epoch and committed with snapshots.
+    staged: Option<Staged>,
+    tx: Option<flume::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     cell: String,
 }
@@ -40,10 +61,11 @@ impl RedisSinkWriter {
     /// writer thread). `name` (`app/sink`) is for logs.
     pub fn new(url: &str, stream: &str, schema: &Schema, name: String) -> Result<RedisSinkWriter, redis::RedisError> {
         let client = redis::Client::open(url)?;
-        let (tx, rx) = flume::bounded::<redis::Pipeline>(QUEUED_BATCHES);
+        let (tx, rx) = flume::bounded::<Job>(QUEUED_BATCHES);
+        let stream_name = stream.to_owned();
         let thread = std::thread::Builder::new()
             .name(format!("dirigo-redis-out-{stream}"))
-            .spawn(move || write_loop(client, rx, &name))
+            .spawn(move || write_loop(client, rx, &stream_name, &name))
             .map_err(|e| {
                 redis::RedisError::from((redis::ErrorKind::Io, "cannot start the writer thread", e.to_string()))
             })?;
@@ -52,14 +74,54 @@ impl RedisSinkWriter {
             fields: schema.fields().map(|(n, _)| n.to_owned()).collect(),
             pipe: redis::pipe(),
             entries: 0,
+            staged: None,
             tx: Some(tx),
             thread: Some(thread),
             cell: String::new(),
         })
     }
 
+    /// Exactly once: stage output per epoch (instance `instance` of the sink) and write it
+    /// only at [`commit`](Self::commit), in a transaction guarded by the marker key
+    /// `dirigo:commit:<stream>:<instance>`.
+    pub fn staged(mut self, instance: u32) -> RedisSinkWriter {
+        let marker = format!("dirigo:commit:{}:{instance}", self.stream);
+        self.staged = Some(Staged { marker, current: Vec::new(), sealed: Vec::new() });
+        self
+    }
+
+    /// Barrier `epoch` reached this instance: what it staged so far is the output of `epoch`.
+    pub fn barrier(&mut self, epoch: u64) {
+        if let Some(st) = &mut self.staged {
+            let entries = std::mem::take(&mut st.current);
+            st.sealed.push((epoch, entries));
+        }
+    }
+
+    /// Snapshot `epoch` is complete: commit the staged output of `epoch` and earlier, each epoch
+    /// in its own transaction, on the writer thread.
+    pub fn commit(&mut self, epoch: u64) {
+        let Some(st) = &mut self.staged else { return };
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut st.sealed).into_iter().partition(|(e, _)| *e <= epoch);
+        st.sealed = later;
+        for (epoch, entries) in due {
+            if let Some(tx) = &self.tx {
+                let _ = tx.send(Job::Commit { epoch, marker: st.marker.clone(), entries });
+            }
+        }
+    }
+
     /// Queue one record. Hot path.
     pub fn push(&mut self, rec: &ArchivedRecord) {
+        if let Some(st) = &mut self.staged {
+            let entry = self.fields.iter().zip(rec.fields.iter()).map(|(name, v)| {
+                let mut text = String::new();
+                value_text(v, &mut text);
+                (name.clone(), text)
+            });
+            st.current.push(entry.collect());
+            return;
+        }
         let cmd = self.pipe.cmd("XADD").arg(&self.stream).arg("*");
         for (name, v) in self.fields.iter().zip(rec.fields.iter()) {
             self.cell.clear();
@@ -82,7 +144,7 @@ impl RedisSinkWriter {
         let pipe = std::mem::replace(&mut self.pipe, redis::pipe());
         self.entries = 0;
         if let Some(tx) = &self.tx {
-            let _ = tx.send(pipe);
+            let _ = tx.send(Job::Pipeline(pipe));
         }
     }
 }
@@ -109,11 +171,11 @@ pub fn value_text(v: &ArchivedValue, out: &mut String) {
     };
 }
 
-/// The writer thread: connect (retrying), then run each pipeline; a failed one is retried once on
-/// a fresh connection, then logged and dropped.
-fn write_loop(client: redis::Client, rx: flume::Receiver<redis::Pipeline>, name: &str) {
+/// The writer thread: connect (retrying), then run each job; a failed one is retried once on a
+/// fresh connection, then logged and dropped.
+fn write_loop(client: redis::Client, rx: flume::Receiver<Job>, stream: &str, name: &str) {
     let mut con: Option<redis::Connection> = None;
-    for pipe in rx.iter() {
+    for job in rx.iter() {
         let mut done = false;
         for attempt in 0..2 {
             if con.is_none() {
@@ -126,7 +188,21 @@ fn write_loop(client: redis::Client, rx: flume::Receiver<redis::Pipeline>, name:
                 }
             }
             let Some(c) = con.as_mut() else { continue };
-            match pipe.query::<()>(c) {
+            let outcome = match &job {
+                Job::Pipeline(pipe) => pipe.query::<()>(c),
+                Job::Commit { epoch, marker, entries } => {
+                    commit_epoch(c, stream, marker, *epoch, entries).map(|written| {
+                        if !written {
+                            tracing::info!(
+                                sink = name,
+                                epoch,
+                                "epoch already committed before a restart: not written again"
+                            );
+                        }
+                    })
+                }
+            };
+            match outcome {
                 Ok(()) => {
                     done = true;
                     break;
@@ -138,7 +214,10 @@ fn write_loop(client: redis::Client, rx: flume::Receiver<redis::Pipeline>, name:
             }
         }
         if !done {
-            tracing::error!(sink = name, "a batch of output was not written to redis");
+            match job {
+                Job::Pipeline(_) => tracing::error!(sink = name, "a batch of output was not written to redis"),
+                Job::Commit { epoch, .. } => tracing::error!(sink = name, epoch, "an epoch's output was not committed"),
+            }
         }
     }
 }
@@ -152,7 +231,7 @@ pub fn commit_epoch(
     stream: &str,
     marker: &str,
     epoch: u64,
-    entries: &[Vec<(String, String)>],
+    entries: &[Entry],
 ) -> redis::RedisResult<bool> {
     loop {
         redis::cmd("WATCH").arg(marker).query::<()>(con)?;

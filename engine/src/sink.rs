@@ -89,13 +89,26 @@ impl Sink {
         Ok(Sink { format, ..Sink::new(SinkTarget::PendingFile(part, records), schema) })
     }
 
-    /// Barrier `epoch` reached this sink: what it wrote so far is the output of `epoch`, synced
-    /// in its pending part (a file sink with snapshots; nothing to do for the others).
+    /// Barrier `epoch` reached this sink: what it wrote so far is the output of `epoch` (synced
+    /// in its pending part for a file sink with snapshots, staged for a staged redis sink;
+    /// nothing to do for the others).
     pub fn barrier(&mut self, epoch: u64) -> Result<(), crate::sink_commit::CommitError> {
         self.flush();
         match &mut self.target {
             SinkTarget::PendingFile(part, _) => part.barrier(epoch),
+            SinkTarget::Redis(r, _) => {
+                r.barrier(epoch);
+                Ok(())
+            }
             _ => Ok(()),
+        }
+    }
+
+    /// Snapshot `epoch` is complete: a staged redis sink commits its output of `epoch` and
+    /// earlier (a file sink's parts are committed per file: `sink_commit::commit`).
+    pub fn commit(&mut self, epoch: u64) {
+        if let SinkTarget::Redis(r, _) = &mut self.target {
+            r.commit(epoch);
         }
     }
 
