@@ -21,6 +21,7 @@ ensure_pkg() {
 }
 
 ensure_pkg chromium chromium
+ensure_pkg redis-server redis-server
 
 if [ $# -eq 0 ]; then
     set -- --workspace

@@ -120,6 +120,31 @@ pub const NODE_PLACEHOLDER: &str = "{node}";
 /// single node). Every node compiles the same plan; only what this node runs binds sockets, and
 /// `{node}` in a file sink's path becomes the node's id.
 pub fn compile_node(config: &Config, shards: usize, node: Option<&NodeConfig>) -> Result<Plan, ConfigError> {
+    compile_with(config, shards, node, Binding::Bind)
+}
+
+/// Compile every app of `config` as [`compile`] does, to check it, binding no socket: a tcp
+/// address must resolve, but may be in use (by the engine the config is checked for). The plan
+/// is for inspection only: its tcp sources have no listener and its tcp sinks write nowhere.
+pub fn compile_check(config: &Config, shards: usize) -> Result<Plan, ConfigError> {
+    compile_with(config, shards, None, Binding::ResolveOnly)
+}
+
+/// Whether compiling binds the sockets of what the node runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Binding {
+    /// Bind them: a busy address is an error at its `listen` key.
+    Bind,
+    /// Only resolve the addresses (`dirigo check`).
+    ResolveOnly,
+}
+
+fn compile_with(
+    config: &Config,
+    shards: usize,
+    node: Option<&NodeConfig>,
+    binding: Binding,
+) -> Result<Plan, ConfigError> {
     let mut plan = Plan { shards: resolve_shards(shards), ..Plan::default() };
     let local = node.map_or(0..plan.shards, |n| n.shard_range());
     let node_id = node.map_or("local", |n| n.id.get_ref().as_str());
@@ -141,7 +166,8 @@ pub fn compile_node(config: &Config, shards: usize, node: Option<&NodeConfig>) -
         };
         let here = Here { node: node_id, local: local.clone() };
         let nodes = HashMap::new();
-        AppCompiler { config, app, index, id, plan: &mut plan, nodes, here, records }.compile(shards, reach)?;
+        AppCompiler { config, app, index, id, plan: &mut plan, nodes, here, records, binding }
+            .compile(shards, reach)?;
     }
     plan.validate().map_err(|e| config.error_at(0..0, KeyPath::table("app"), e.to_string()))?;
     Ok(plan)
@@ -161,7 +187,8 @@ pub fn compile_app(config: &Config, index: usize, plan: &mut Plan, placer: &mut 
     // A served engine keeps each app's groups where they are placed (a deploy rebuilds the
     // placement table): its reach is its shards.
     let reach = shards.clone();
-    AppCompiler { config, app, index, id, plan, nodes: HashMap::new(), here, records }.compile(shards, reach)?;
+    AppCompiler { config, app, index, id, plan, nodes: HashMap::new(), here, records, binding: Binding::Bind }
+        .compile(shards, reach)?;
     plan.validate().map_err(|e| config.error_at(0..0, KeyPath::table("app"), e.to_string()))
 }
 
@@ -182,6 +209,7 @@ struct AppCompiler<'a> {
     here: Here<'a>,
     /// The proof that this app's streams are records.
     records: RecordsOnly,
+    binding: Binding,
 }
 
 /// The cluster node being compiled for.
@@ -297,7 +325,11 @@ impl AppCompiler<'_> {
                 // Bound here, so a bad or busy address is an error at the `listen` key; only by
                 // the node that runs the source.
                 let shards = self.spread(name, 1);
-                let listener = match self.here.local.contains(&(shards[0] as usize)) {
+                let runs_here = self.here.local.contains(&(shards[0] as usize));
+                if let Err(e) = dirigo_net::tcp::resolve(t.listen.get_ref()) {
+                    return self.err(Role::Source, index, name, "listen", t.listen.span(), e.to_string());
+                }
+                let listener = match runs_here && self.binding == Binding::Bind {
                     false => std::sync::Mutex::new(None),
                     true => match dirigo_net::tcp::bind(t.listen.get_ref()) {
                         Ok(l) => std::sync::Mutex::new(Some(l)),
@@ -324,6 +356,27 @@ impl AppCompiler<'_> {
                     SourceInstance::Tcp(Box::new(dirigo_net::tcp::TcpIngress::new(l, spec.clone())))
                 });
                 (f as _, shards)
+            }
+            SourceKind::Redis(r) => {
+                let spec = crate::source::RedisSpec {
+                    url: r.url.get_ref().clone(),
+                    stream: r.stream.get_ref().clone(),
+                    group: r
+                        .group
+                        .as_ref()
+                        .zip(r.consumer.as_ref())
+                        .map(|(g, c)| (g.get_ref().clone(), c.get_ref().clone())),
+                    start: r.start.clone(),
+                    follow: r.follow,
+                    name: format!("{}/{name}", self.app.name.get_ref()),
+                };
+                let sch = schema.clone();
+                let f = Arc::new(move |_cx: crate::plan::InstanceCx| {
+                    let source = crate::source::RedisSource::new(spec.clone(), sch.clone())
+                        .expect("the URL was checked by the config");
+                    SourceInstance::Redis(Box::new(source))
+                });
+                (f as _, self.spread(name, 1))
             }
         };
         self.plan.sources.push(SourcePlan {
@@ -439,14 +492,39 @@ impl AppCompiler<'_> {
                     OperatorInstance::Sink(sink)
                 })
             }
-            SinkKind::Tcp { listen, format } => {
+            SinkKind::Tcp { listen, format, delivery } => {
                 let full = format!("{}/{name}", self.app.name.get_ref());
-                let hub = match dirigo_net::tcp::EgressHub::bind(listen.get_ref(), *format, schema.clone(), full) {
+                if self.binding == Binding::ResolveOnly {
+                    if let Err(e) = dirigo_net::tcp::resolve(listen.get_ref()) {
+                        return self.err(Role::Sink, index, &name, "listen", listen.span(), e.to_string());
+                    }
+                    let null = move |_| OperatorInstance::Sink(Sink::new(SinkTarget::Null, sch.clone()));
+                    let inputs = vec![Input { port: 0, from: up, partition: Partition::Forward }];
+                    self.add(&name, inputs, Arc::new(null), schema, true, 0);
+                    return Ok(());
+                }
+                let hub = match dirigo_net::tcp::EgressHub::bind(
+                    listen.get_ref(),
+                    *format,
+                    schema.clone(),
+                    full,
+                    *delivery,
+                ) {
                     Ok(h) => Arc::new(h),
                     Err(e) => return self.err(Role::Sink, index, &name, "listen", listen.span(), e.to_string()),
                 };
+                self.plan.tcp_sinks.push((self.id, name.clone(), hub.clone()));
                 Arc::new(move |_| {
                     OperatorInstance::Sink(Sink::new(SinkTarget::Tcp(hub.instance(), records), sch.clone()))
+                })
+            }
+            SinkKind::Redis { url, stream } => {
+                let (url, stream) = (url.get_ref().clone(), stream.get_ref().clone());
+                let full = format!("{}/{name}", self.app.name.get_ref());
+                Arc::new(move |_| {
+                    let writer = crate::redis_sink::RedisSinkWriter::new(&url, &stream, &sch, full.clone())
+                        .unwrap_or_else(|e| panic!("cannot start the redis sink {full}: {e}"));
+                    OperatorInstance::Sink(Sink::new(SinkTarget::Redis(writer, records), sch.clone()))
                 })
             }
         };

@@ -237,6 +237,7 @@ where
     let wall = started.elapsed();
     let mut summary = Summary::new(&plan, &c.totals, &c.lessees, wall, cpu_seconds() - cpu0);
     summary.add_tcp_sources(&plan, &c.tcp);
+    summary.add_tcp_sinks(&plan);
     (summary.missed_wakeups, summary.io_wakeups) = (c.missed_wakeups, c.io_wakeups);
     summary.shards = local.len();
     summary.shard_time = local.map(|s| ShardTime::of(s, c.shard_ns[s], wall)).collect();

@@ -22,6 +22,11 @@
 //!   one enum.
 //! - [`source`]: the event producers (generators, files, custom sources, tcp ingress) behind
 //!   one enum; [`sink`]: where results leave (stdout, file, tcp, a collector) or are measured.
+//! - [`redis_sink`]: the Redis Streams sink (a writer thread per instance; exactly-once commits
+//!   by transaction).
+//! - [`sink_commit`]: the file sink's pending parts, commits and recovery, for snapshots.
+//! - [`snapshot`]: the snapshot store (parts written off the shards, a manifest written last,
+//!   pruning, config fingerprints) that the snapshot barriers will write to.
 //! - [`metrics`] and [`report`]: what a run measures, and its progress lines and summary.
 //!
 //! ```
@@ -73,9 +78,12 @@ pub mod placement;
 pub mod plan;
 pub mod policy;
 pub mod prom;
+pub mod redis_sink;
 pub mod report;
 pub mod runqueue;
 pub mod serve;
 pub mod shard;
 pub mod sink;
+pub mod sink_commit;
+pub mod snapshot;
 pub mod source;

@@ -119,6 +119,8 @@ pub struct Plan {
     /// Files that sinks append to, with their first line (a CSV header, or empty); written
     /// once when the engine starts.
     pub files: Vec<(std::path::PathBuf, String)>,
+    /// Every tcp sink this node serves: its app, its name and its hub (for the drops it counts).
+    pub tcp_sinks: Vec<(AppId, String, std::sync::Arc<dirigo_net::tcp::EgressHub>)>,
 }
 
 impl Plan {

@@ -79,6 +79,18 @@ pub struct AppSummary {
     pub actors: ActorSummary,
     /// The app's tcp sources run by this process: connections, records and refusals.
     pub tcp_sources: Vec<TcpSourceSummary>,
+    /// The app's tcp sinks served by this process: their delivery mode and what they dropped.
+    pub tcp_sinks: Vec<TcpSinkSummary>,
+}
+
+/// One tcp sink over a whole run.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TcpSinkSummary {
+    pub name: String,
+    pub delivery: dirigo_net::tcp::Delivery,
+    /// Records no subscriber took (`lossy`), and subscribers disconnected for falling behind.
+    pub dropped: u64,
+    pub disconnected: u64,
 }
 
 /// One tcp source over a whole run.
@@ -274,6 +286,7 @@ impl Summary {
                     lessees_over_time: series,
                 },
                 tcp_sources: Vec::new(),
+                tcp_sinks: Vec::new(),
             })
             .collect();
         let (shard_time, stalls) = (Vec::new(), Vec::new());
@@ -297,6 +310,25 @@ impl Summary {
         for (sp, counts) in plan.sources.iter().zip(tcp) {
             if let (Some(counts), Some(app)) = (counts, self.apps.get_mut(sp.app as usize)) {
                 app.tcp_sources.push(TcpSourceSummary { name: sp.name.clone(), counts: *counts });
+            }
+        }
+    }
+
+    /// Attach each tcp sink's drops so far to its app.
+    pub fn add_tcp_sinks(&mut self, plan: &Plan) {
+        for (app, name, hub) in &plan.tcp_sinks {
+            if let Some(a) = self.apps.get_mut(*app as usize) {
+                if hub.delivery() == dirigo_net::tcp::Delivery::Lossy {
+                    hub.settle(std::time::Duration::from_millis(200));
+                }
+                let c = hub.counts();
+                let (dropped, disconnected) = (c.dropped, c.disconnected);
+                a.tcp_sinks.push(TcpSinkSummary {
+                    name: name.clone(),
+                    delivery: hub.delivery(),
+                    dropped,
+                    disconnected,
+                });
             }
         }
     }
@@ -358,6 +390,13 @@ impl Summary {
             );
         }
         for a in &self.apps {
+            for t in a.tcp_sinks.iter().filter(|t| t.dropped > 0 || t.disconnected > 0) {
+                let _ = writeln!(
+                    s,
+                    "{:<16} tcp sink {} (delivery = {}): {} records dropped, {} subscribers disconnected",
+                    a.name, t.name, t.delivery, t.dropped, t.disconnected
+                );
+            }
             for t in &a.tcp_sources {
                 let c = &t.counts;
                 let _ = writeln!(

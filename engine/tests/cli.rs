@@ -148,3 +148,61 @@ fn a_bad_tcp_limit_names_file_line_and_key() {
     let p = temp_config("limits-ok.toml", &text.replace("9 parsecs", "512KiB"));
     assert!(output(dirigo().arg("check").arg(&p)).status.success());
 }
+
+/// `dirigo check` binds nothing: it passes on a config whose tcp source and sink ports are in use
+/// (by the engine it is checked for), and `run` still reports the busy port at its `listen` key.
+#[test]
+fn check_binds_no_port() {
+    let source = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let sink = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (a, b) = (source.local_addr().unwrap(), sink.local_addr().unwrap());
+    let text = format!(
+        "[[app]]\nname = \"t\"\nslo = \"1s\"\nschema = {{ k = \"u64\" }}\n\n[[app.source]]\nname = \"in\"\n\
+         kind = \"tcp\"\nlisten = \"{a}\"\n\n[[app.sink]]\nname = \"out\"\nkind = \"tcp\"\ninput = \"in\"\n\
+         listen = \"{b}\"\n"
+    );
+    let p = temp_config("busy-ports.toml", &text);
+    let out = output(dirigo().arg("check").arg(&p));
+    assert!(out.status.success(), "check failed beside bound ports: {}", stderr(&out));
+    let out = output(dirigo().arg("run").arg(&p).args(["--duration", "1s"]));
+    assert!(!out.status.success(), "run bound a busy port");
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{}:9:", p.display())) && err.contains("`listen`"), "{err}");
+    // An address that cannot resolve is still an error of check.
+    let p = temp_config("bad-addr.toml", &text.replace(&a.to_string(), "no-such-host.invalid:1"));
+    assert!(!output(dirigo().arg("check").arg(&p)).status.success());
+}
+
+/// A tcp sink's `delivery` is block or lossy; anything else is named at its line.
+#[test]
+fn tcp_sink_delivery_is_checked() {
+    let text = "[[app]]\nname = \"t\"\nslo = \"1s\"\nschema = { k = \"u64\" }\n\n[[app.source]]\nname = \"in\"\n\
+                kind = \"generator\"\n\n[[app.sink]]\nname = \"out\"\nkind = \"tcp\"\ninput = \"in\"\n\
+                listen = \"127.0.0.1:0\"\ndelivery = \"lossy\"\n";
+    let p = temp_config("delivery.toml", text);
+    let out = output(dirigo().arg("check").arg(&p));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let p = temp_config("delivery-bad.toml", &text.replace("lossy", "sometimes"));
+    let out = output(dirigo().arg("check").arg(&p));
+    assert!(!out.status.success(), "accepted");
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{}:15:", p.display())) && err.contains("block, lossy"), "{err}");
+}
+
+/// A lossy tcp sink with no subscriber drops every output, and the run's summary counts them; a
+/// block one (the default) drops nothing while the run lasts.
+#[test]
+fn a_lossy_tcp_sink_counts_its_drops_in_the_summary() {
+    let text = "[[app]]\nname = \"t\"\nslo = \"1s\"\nschema = { k = \"u64\" }\n\n[[app.source]]\nname = \"in\"\n\
+                kind = \"generator\"\nevents = 500\nrate = 0\n\n[[app.sink]]\nname = \"out\"\nkind = \"tcp\"\n\
+                input = \"in\"\nlisten = \"127.0.0.1:0\"\ndelivery = \"lossy\"\n";
+    let p = temp_config("lossy.toml", text);
+    let out = output(dirigo().arg("run").arg(&p).args(["--json", "--quiet"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON summary");
+    let sink = &summary["apps"][0]["tcp_sinks"][0];
+    assert_eq!(sink["name"], "out");
+    assert_eq!(sink["delivery"], "lossy");
+    assert_eq!(sink["dropped"], 500, "{summary}");
+    assert!(stderr(&out).contains("records dropped"), "the drops are logged at warn");
+}

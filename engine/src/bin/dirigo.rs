@@ -11,7 +11,7 @@ mod service;
 
 use clap::{Parser, Subcommand};
 use dirigo_actors::record::{FieldType, Schema};
-use dirigo_engine::compile::{cluster_spec, compile, compile_node, settings, ClusterSpecError};
+use dirigo_engine::compile::{cluster_spec, compile, compile_check, compile_node, settings, ClusterSpecError};
 use dirigo_engine::config::SourceKind;
 use dirigo_engine::config::{unknown_node, Config};
 use dirigo_engine::engine::{run_node, StopHandle};
@@ -228,7 +228,7 @@ fn check(path: &Path, node: Option<&str>) -> anyhow::Result<()> {
     if let Some(id) = node {
         cluster_spec(&config, id).map_err(|e| node_error(path, e))?;
     }
-    let plan = compile(&config, config.cluster_shards())?;
+    let plan = compile_check(&config, config.cluster_shards())?;
     let nodes = match config.nodes.len() {
         0 => String::new(),
         n => format!(", {n} nodes"),

@@ -10,7 +10,7 @@ use toml::Spanned;
 use super::error::{ConfigError, Problem, Source};
 use super::path::KeyPath;
 use super::values::{
-    ser_duration, ser_size, Distribution, FileFormat, HumanDuration, HumanSize, Policy, TcpIo, WireFormat,
+    ser_duration, ser_size, Delivery, Distribution, FileFormat, HumanDuration, HumanSize, Policy, TcpIo, WireFormat,
 };
 
 /// The embedded `configs/default.toml`: the single source of every default.
@@ -215,6 +215,8 @@ layered! {
     TcpSinkDefaults / TcpSinkDefaultsLayer {
         /// Record encoding on the connection.
         format: WireFormat = WireFormat,
+        /// What happens when subscribers do not keep up: block (backpressure) or lossy.
+        delivery: Delivery = Delivery,
     }
 }
 

@@ -10,7 +10,7 @@ use toml::Spanned;
 use super::defaults::{DefaultsLayer, EngineLayer};
 use super::values::{names, AggregateOp, Distribution, HumanDuration, HumanSize, OrderedTable, WindowType};
 
-/// A whole file: `[engine]`, `[defaults.*]`, `[[app]]`, `[cluster]`, `[[node]]`.
+/// A whole file: `[engine]`, `[defaults.*]`, `[[app]]`, `[cluster]`, `[[node]]`, `[snapshots]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConfigDoc {
@@ -26,6 +26,7 @@ pub(crate) struct ConfigDoc {
     pub node: Vec<Spanned<NodeDoc>>,
     #[serde(default)]
     pub admin: AdminLayer,
+    pub snapshots: super::snapshots::SnapshotsLayer,
 }
 
 /// One `[[app]]`.
@@ -51,7 +52,7 @@ pub(crate) struct AppDoc {
 
 names! {
     /// Kinds of source.
-    SourceKindName { Generator = "generator", File = "file", Tcp = "tcp" }
+    SourceKindName { Generator = "generator", File = "file", Tcp = "tcp", Redis = "redis" }
 }
 
 names! {
@@ -64,7 +65,7 @@ names! {
 
 names! {
     /// Kinds of sink.
-    SinkKindName { Stdout = "stdout", File = "file", Latency = "latency", Null = "null", Tcp = "tcp" }
+    SinkKindName { Stdout = "stdout", File = "file", Latency = "latency", Null = "null", Tcp = "tcp", Redis = "redis" }
 }
 
 /// One `[[app.source]]`: the union of every kind's keys.
@@ -91,6 +92,12 @@ pub(crate) struct SourceDoc {
     pub idle_timeout: Option<Spanned<HumanDuration>>,
     pub max_line: Option<Spanned<HumanSize>>,
     pub max_frame: Option<Spanned<HumanSize>>,
+    pub url: Option<Spanned<String>>,
+    pub stream: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub consumer: Option<Spanned<String>>,
+    pub start: Option<Spanned<String>>,
+    pub follow: Option<Spanned<bool>>,
 }
 
 /// One `bursts = [{ at, duration, rate }]` entry.
@@ -151,6 +158,9 @@ pub(crate) struct SinkDoc {
     pub path: Option<Spanned<String>>,
     pub listen: Option<Spanned<String>>,
     pub format: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub stream: Option<Spanned<String>>,
+    pub delivery: Option<Spanned<String>>,
 }
 
 /// `[cluster]` as written in one file.
@@ -224,7 +234,7 @@ impl SourceDoc {
     pub fn present(&self) -> Vec<(&'static str, Range<usize>)> {
         present!(self; rate, events, duration, keys, key_field, distribution, zipf_s, seed,
             parallelism, bursts, path, format, header, listen, max_connections, idle_timeout, max_line,
-            max_frame)
+            max_frame, url, stream, group, consumer, start, follow)
     }
 }
 
@@ -239,7 +249,7 @@ impl FunctionDoc {
 impl SinkDoc {
     /// Every kind-specific key present.
     pub fn present(&self) -> Vec<(&'static str, Range<usize>)> {
-        present!(self; path, listen, format)
+        present!(self; path, listen, format, url, stream, delivery)
     }
 }
 
@@ -261,6 +271,7 @@ pub(crate) fn source_keys(kind: SourceKindName) -> &'static [&'static str] {
         ],
         SourceKindName::File => &["path", "format", "header", "rate"],
         SourceKindName::Tcp => &["listen", "format", "max_connections", "idle_timeout", "max_line", "max_frame"],
+        SourceKindName::Redis => &["url", "stream", "group", "consumer", "start", "follow"],
     }
 }
 
@@ -282,7 +293,8 @@ pub(crate) fn function_keys(kind: FunctionKindName) -> &'static [&'static str] {
 pub(crate) fn sink_keys(kind: SinkKindName) -> &'static [&'static str] {
     match kind {
         SinkKindName::File => &["path", "format"],
-        SinkKindName::Tcp => &["listen", "format"],
+        SinkKindName::Tcp => &["listen", "format", "delivery"],
+        SinkKindName::Redis => &["url", "stream"],
         SinkKindName::Stdout | SinkKindName::Latency | SinkKindName::Null => &[],
     }
 }

@@ -101,6 +101,12 @@ pub enum Problem {
          (windows can; key-group migration is how other functions will scale); remove it"
     )]
     CannotLease { kind: &'static str },
+    #[error("`{id}` is not a stream id: `<ms>-<seq>`, `0-0` (the whole stream) or `$` (new entries only)")]
+    NotAStreamId { id: String },
+    #[error("`{url}` is not a redis URL (`redis://host:port/db`): {reason}")]
+    NotARedisUrl { url: String, reason: String },
+    #[error("must not be empty")]
+    Empty,
     /// What the compiler found building the plan (a built-in's, a source's or a socket's own
     /// error, in its words).
     #[error("{0}")]

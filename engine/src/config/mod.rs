@@ -45,6 +45,7 @@ mod outline;
 mod path;
 mod resolve;
 mod sinks;
+mod snapshots;
 mod sources;
 mod values;
 
@@ -61,11 +62,12 @@ pub use defaults::{
 pub use error::{ConfigError, Invalid, Location, Problem, SecretProblem, Source};
 pub use model::{
     unknown_node, Aggregate, AggregateSpec, AppConfig, Burst, ClusterConfig, Config, FileSource, FunctionConfig,
-    FunctionKind, GeneratorSource, JoinFunction, Node, NodeConfig, NodeId, SchemaConfig, SchemaField, SecretSource,
-    SinkConfig, SinkKind, SourceConfig, SourceKind, TcpSource, UnknownNode, WindowFunction, WindowSpec,
+    FunctionKind, GeneratorSource, JoinFunction, Node, NodeConfig, NodeId, RedisSource, SchemaConfig, SchemaField,
+    SecretSource, SinkConfig, SinkKind, SourceConfig, SourceKind, TcpSource, UnknownNode, WindowFunction, WindowSpec,
 };
 pub use path::{KeyPath, Role, Segment};
-pub use values::{AggregateOp, Distribution, FileFormat, Policy, TcpIo, WindowType, WireFormat};
+pub use snapshots::SnapshotsConfig;
+pub use values::{AggregateOp, Delivery, Distribution, FileFormat, Policy, TcpIo, WindowType, WireFormat};
 
 impl Config {
     /// Reads and parses a config file.

@@ -15,7 +15,8 @@ use super::defaults::{Defaults, EngineConfig};
 use super::error::{ConfigError, Source};
 use super::path::{KeyPath, Role};
 use super::values::{
-    ser_duration, ser_opt_duration, ser_pairs, ser_size, AggregateOp, Distribution, FileFormat, WindowType, WireFormat,
+    ser_duration, ser_opt_duration, ser_pairs, ser_size, AggregateOp, Delivery, Distribution, FileFormat, WindowType,
+    WireFormat,
 };
 
 /// A whole, checked configuration; made by [`Config::load`] and [`Config::parse`] (in `config/mod.rs`).
@@ -34,6 +35,9 @@ pub struct Config {
     pub nodes: Vec<NodeConfig>,
     /// The admin endpoint of `dirigo serve`.
     pub admin: super::admin::AdminConfig,
+    /// `[snapshots]`: None when no `dir` is set (no snapshots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<super::snapshots::SnapshotsConfig>,
     /// The file the config came from, for errors found later.
     #[serde(skip)]
     pub(super) source: Source,
@@ -187,6 +191,24 @@ pub enum SourceKind {
     Generator(GeneratorSource),
     File(FileSource),
     Tcp(TcpSource),
+    Redis(RedisSource),
+}
+
+/// Entries of a Redis stream.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RedisSource {
+    /// `redis://host:port/db`.
+    pub url: Spanned<String>,
+    pub stream: Spanned<String>,
+    /// Consumer group and consumer name (both or neither); without: plain XREAD.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<Spanned<String>>,
+    /// Read the entries after this id: `0-0` the whole stream, `$` only new ones.
+    pub start: String,
+    /// Wait for new entries (true), or end at the end of the stream.
+    pub follow: bool,
 }
 
 /// A seeded synthetic workload.
@@ -398,6 +420,13 @@ pub enum SinkKind {
     Tcp {
         listen: Spanned<String>,
         format: WireFormat,
+        /// Block (backpressure, nothing dropped) or lossy (drops counted).
+        delivery: Delivery,
+    },
+    /// Appended to a Redis stream.
+    Redis {
+        url: Spanned<String>,
+        stream: Spanned<String>,
     },
 }
 

@@ -33,7 +33,8 @@ pub(crate) fn config(source: Source) -> Result<Config, ConfigError> {
     let nodes = cluster::nodes(&source, user.node)?;
     cluster::secret_named(&source, &cluster, &nodes)?;
     let admin = super::admin::settings(&source, user.admin.over(base.admin))?;
-    Ok(Config { engine, defaults, apps, cluster, nodes, admin, source })
+    let snapshots = super::snapshots::resolve(user.snapshots, base.snapshots)?;
+    Ok(Config { engine, defaults, apps, cluster, nodes, admin, snapshots, source })
 }
 
 /// One file parsed strictly, its `[engine]` and `[defaults.*]` values checked.
@@ -41,6 +42,7 @@ fn read_doc(source: &Source) -> Result<ConfigDoc, ConfigError> {
     let doc: ConfigDoc = toml::from_str(&source.text).map_err(|e| ConfigError::from_toml(source, &e))?;
     check_engine(source, &doc.engine)?;
     check_defaults(source, &doc.defaults)?;
+    doc.snapshots.check(source)?;
     Ok(doc)
 }
 

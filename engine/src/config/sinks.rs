@@ -4,10 +4,10 @@ use toml::Spanned;
 
 use super::check::{kind_keys, known_format, require, Ctx};
 use super::doc::{sink_keys, SinkDoc, SinkKindName};
-use super::error::ConfigError;
+use super::error::{ConfigError, Problem};
 use super::model::{SinkConfig, SinkKind};
 use super::path::Role;
-use super::values::{FileFormat, WireFormat};
+use super::values::{Delivery, FileFormat, WireFormat};
 
 /// Every sink of an app.
 pub(crate) fn all(ctx: &Ctx<'_>, docs: Vec<Spanned<SinkDoc>>) -> Result<Vec<SinkConfig>, ConfigError> {
@@ -37,7 +37,26 @@ fn sink(ctx: &Ctx<'_>, index: usize, doc: Spanned<SinkDoc>) -> Result<SinkConfig
             let listen = require(ctx, doc.listen, (&path, span), "listen", reason)?;
             let format = known_format(ctx, &path, doc.format, WireFormat::parse, WireFormat::NAMES)?;
             let format = format.unwrap_or(ctx.defaults.sink.tcp.format);
-            SinkKind::Tcp { listen, format }
+            let delivery = match doc.delivery {
+                None => ctx.defaults.sink.tcp.delivery,
+                Some(d) => match Delivery::parse(d.get_ref()) {
+                    Some(delivery) => delivery,
+                    None => {
+                        let valid = Delivery::NAMES.iter().map(|n| n.to_string()).collect();
+                        let problem = Problem::UnknownName { what: "delivery", name: d.get_ref().clone(), valid };
+                        return Err(ctx.error(d.span(), path.clone().key("delivery"), problem));
+                    }
+                },
+            };
+            SinkKind::Tcp { listen, format, delivery }
+        }
+        SinkKindName::Redis => {
+            let url =
+                require(ctx, doc.url, (&path, span.clone()), "url", "the server to write to, `redis://host:port`")?;
+            super::sources::redis_url(ctx, &path, &url)?;
+            let stream = require(ctx, doc.stream, (&path, span), "stream", "the stream to append to")?;
+            super::sources::not_empty(ctx, &path, &stream, "stream")?;
+            SinkKind::Redis { url, stream }
         }
     };
     Ok(SinkConfig { name: doc.name, input: doc.input, kind })

@@ -13,7 +13,9 @@ use super::check::{
 };
 use super::doc::{source_keys, BurstDoc, SourceDoc, SourceKindName};
 use super::error::{ConfigError, Problem};
-use super::model::{Burst, FileSource, GeneratorSource, SchemaConfig, SourceConfig, SourceKind, TcpSource};
+use super::model::{
+    Burst, FileSource, GeneratorSource, RedisSource, SchemaConfig, SourceConfig, SourceKind, TcpSource,
+};
 use super::path::{KeyPath, Role};
 use super::values::{FileFormat, HumanSize, WireFormat};
 
@@ -44,6 +46,7 @@ fn source(
         SourceKindName::Generator => SourceKind::Generator(generator(ctx, &path, doc, schema)?),
         SourceKindName::File => SourceKind::File(file_source(ctx, (&path, span), doc)?),
         SourceKindName::Tcp => SourceKind::Tcp(tcp_source(ctx, (&path, span), doc)?),
+        SourceKindName::Redis => SourceKind::Redis(redis_source(ctx, (&path, span), doc)?),
     };
     Ok(SourceConfig { name, kind })
 }
@@ -164,4 +167,61 @@ fn tcp_source(ctx: &Ctx<'_>, node: (&KeyPath, Range<usize>), doc: SourceDoc) -> 
         max_line: size(doc.max_line, d.max_line),
         max_frame: size(doc.max_frame, d.max_frame),
     })
+}
+
+fn redis_source(ctx: &Ctx<'_>, node: (&KeyPath, Range<usize>), doc: SourceDoc) -> Result<RedisSource, ConfigError> {
+    let url = require(ctx, doc.url, (node.0, node.1.clone()), "url", "the server to read from, `redis://host:port`")?;
+    redis_url(ctx, node.0, &url)?;
+    let stream = require(ctx, doc.stream, (node.0, node.1.clone()), "stream", "the stream to read")?;
+    not_empty(ctx, node.0, &stream, "stream")?;
+    match (&doc.group, &doc.consumer) {
+        (Some(_), None) => {
+            let reason = "a consumer group is read by a named consumer".to_owned();
+            return Err(ctx.error(node.1, node.0.clone(), Problem::MissingKey { key: "consumer", reason }));
+        }
+        (None, Some(_)) => {
+            let reason = "`consumer` names a consumer of a group".to_owned();
+            return Err(ctx.error(node.1, node.0.clone(), Problem::MissingKey { key: "group", reason }));
+        }
+        (Some(g), Some(c)) => {
+            not_empty(ctx, node.0, g, "group")?;
+            not_empty(ctx, node.0, c, "consumer")?;
+        }
+        (None, None) => {}
+    }
+    let start = match doc.start {
+        None => "0-0".to_owned(),
+        Some(s) if s.get_ref() == "$" || stream_id(s.get_ref()) => s.into_inner(),
+        Some(s) => {
+            let problem = Problem::NotAStreamId { id: s.get_ref().clone() };
+            return Err(ctx.error(s.span(), node.0.clone().key("start"), problem));
+        }
+    };
+    Ok(RedisSource { url, stream, group: doc.group, consumer: doc.consumer, start, follow: or(doc.follow, true) })
+}
+
+/// `<ms>` or `<ms>-<seq>`, both decimal.
+fn stream_id(id: &str) -> bool {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits(ms) && digits(seq)
+}
+
+/// Fails unless `url` is a URL the redis client accepts (nothing is contacted).
+pub(crate) fn redis_url(ctx: &Ctx<'_>, node: &KeyPath, url: &Spanned<String>) -> Result<(), ConfigError> {
+    match redis::Client::open(url.get_ref().as_str()) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let problem = Problem::NotARedisUrl { url: url.get_ref().clone(), reason: e.to_string() };
+            Err(ctx.error(url.span(), node.clone().key("url"), problem))
+        }
+    }
+}
+
+/// Fails when a name is empty.
+pub(crate) fn not_empty(ctx: &Ctx<'_>, node: &KeyPath, value: &Spanned<String>, key: &str) -> Result<(), ConfigError> {
+    match value.get_ref().trim().is_empty() {
+        true => Err(ctx.error(value.span(), node.clone().key(key), Problem::Empty)),
+        false => Ok(()),
+    }
 }

@@ -182,7 +182,7 @@ macro_rules! names {
 }
 pub(crate) use names;
 
-pub use dirigo_net::tcp::{TcpIo, WireFormat};
+pub use dirigo_net::tcp::{Delivery, TcpIo, WireFormat};
 
 names! {
     /// The shards' scheduling policy.

@@ -1,7 +1,7 @@
 //! File replay: records read one at a time from an NDJSON or CSV file, bad lines reported and skipped.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -106,6 +106,41 @@ impl FileReader {
         }
     }
 
+    /// The byte offset of the next unread line (or CSV row): a reader that [`seek`](Self::seek)s
+    /// there reads exactly the records this one would read next.
+    pub fn offset(&self) -> u64 {
+        match &self.decoder {
+            Decoder::Ndjson(d) => d.offset,
+            Decoder::Csv(d) => d.reader.position().byte().max(d.data_start),
+        }
+    }
+
+    /// Go on from byte `offset` (from [`offset`](Self::offset)), after `line` lines (from
+    /// [`lines_read`](Self::lines_read), so that later line numbers stay right). An offset
+    /// before a CSV header's end means the first record.
+    pub fn seek(&mut self, offset: u64, line: u64) -> Result<(), super::PositionError> {
+        let fail =
+            |reason: String| super::PositionError::Seek { path: self.path.display().to_string(), offset, reason };
+        let len = std::fs::metadata(&self.path).map_err(|e| fail(e.to_string()))?.len();
+        if offset > len {
+            return Err(fail(format!("the file is only {len} bytes long")));
+        }
+        match &mut self.decoder {
+            Decoder::Ndjson(d) => {
+                d.reader.seek(SeekFrom::Start(offset)).map_err(|e| fail(e.to_string()))?;
+                (d.offset, d.lines) = (offset, line);
+            }
+            Decoder::Csv(d) => {
+                let offset = offset.max(d.data_start);
+                let mut at = csv::Position::new();
+                at.set_byte(offset).set_line(line + 1);
+                d.reader.seek(at).map_err(|e| fail(e.to_string()))?;
+                d.lines = line;
+            }
+        }
+        Ok(())
+    }
+
     /// The file being read.
     pub fn path(&self) -> &Path {
         &self.path
@@ -119,19 +154,24 @@ struct NdjsonDecoder {
     reader: BufReader<File>,
     line: Vec<u8>,
     lines: u64,
+    /// Bytes consumed so far: where the next line starts.
+    offset: u64,
 }
 
 impl NdjsonDecoder {
     fn new(file: File) -> NdjsonDecoder {
-        NdjsonDecoder { reader: BufReader::with_capacity(64 * 1024, file), line: Vec::with_capacity(256), lines: 0 }
+        let reader = BufReader::with_capacity(64 * 1024, file);
+        NdjsonDecoder { reader, line: Vec::with_capacity(256), lines: 0, offset: 0 }
     }
 
     fn next(&mut self, schema: &Schema, values: &mut Vec<Value>) -> Result<Option<()>, Failure> {
         loop {
             self.line.clear();
-            if self.reader.read_until(b'\n', &mut self.line).map_err(Failure::Io)? == 0 {
+            let read = self.reader.read_until(b'\n', &mut self.line).map_err(Failure::Io)?;
+            if read == 0 {
                 return Ok(None);
             }
+            self.offset += read as u64;
             self.lines += 1;
             let text = std::str::from_utf8(&self.line)
                 .map_err(|e| Failure::Line { line: self.lines, message: format!("line is not UTF-8: {e}") })?;
@@ -154,12 +194,14 @@ struct CsvDecoder {
     reader: csv::Reader<File>,
     row: csv::StringRecord,
     lines: u64,
+    /// Where the first record starts (after the header, if any).
+    data_start: u64,
 }
 
 impl CsvDecoder {
     fn new(file: File) -> CsvDecoder {
         let reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(file);
-        CsvDecoder { reader, row: csv::StringRecord::new(), lines: 0 }
+        CsvDecoder { reader, row: csv::StringRecord::new(), lines: 0, data_start: 0 }
     }
 
     /// Read the first row and compare it with the schema's names. An empty file has no header
@@ -171,6 +213,7 @@ impl CsvDecoder {
         })?;
         let found: Vec<String> = self.row.iter().map(|c| c.trim().to_owned()).collect();
         let expected: Vec<String> = schema.fields().map(|(n, _)| n.to_owned()).collect();
+        self.data_start = self.reader.position().byte();
         match !read || found == expected {
             true => Ok(()),
             false => Err(SourceError::Header { path: path.clone(), expected, found }),

@@ -175,6 +175,15 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// Back to the first segment, so that `due` may be asked for an earlier event again.
+    fn rewind(&mut self) {
+        if let Schedule::Paced { cursor, .. } = self {
+            *cursor = 0;
+        }
+    }
+}
+
 impl Segment {
     fn at(start_ns: u64, rate: u64) -> Segment {
         Segment { start_ns, rate, cum: 0 }
@@ -338,6 +347,8 @@ pub struct Generator {
     schedule: Schedule,
     next: Option<Next>,
     produced: u64,
+    /// This instance's number (its first event's index).
+    instance: u64,
 }
 
 impl Generator {
@@ -354,6 +365,7 @@ impl Generator {
             schedule: Schedule::new(spec.rate, &spec.bursts)?,
             next: None,
             produced: 0,
+            instance: spec.instance as u64,
         };
         generator.next = generator.schedule_event(spec.instance as u64);
         Ok(generator)
@@ -380,6 +392,32 @@ impl Generator {
     /// Events this instance has produced.
     pub fn produced(&self) -> u64 {
         self.produced
+    }
+
+    /// Where this instance is: its seed, its next event's index and its count so far.
+    pub fn position(&self) -> super::SourcePosition {
+        super::SourcePosition::Generator { seed: self.seed, next: self.next.map(|n| n.index), produced: self.produced }
+    }
+
+    /// Go on from `position` (taken from an instance with the same spec): the next event is the
+    /// one the position names, due at its place in the schedule (an instance resumed late
+    /// finds its events overdue and catches up, as an open-loop source does).
+    pub fn seek(&mut self, position: &super::SourcePosition) -> Result<(), super::PositionError> {
+        let super::SourcePosition::Generator { seed, next, produced } = *position else {
+            return Err(super::PositionError::WrongKind { found: position.kind(), source_kind: "generator" });
+        };
+        if seed != self.seed {
+            return Err(super::PositionError::Seed { expected: self.seed, found: seed });
+        }
+        let first = self.instance;
+        if let Some(i) = next.filter(|&i| i < first || !(i - first).is_multiple_of(self.stride)) {
+            let (instance, parallelism) = (first, self.stride);
+            return Err(super::PositionError::Instance { next: i, instance, parallelism });
+        }
+        self.schedule.rewind();
+        self.produced = produced;
+        self.next = next.and_then(|i| self.schedule_event(i));
+        Ok(())
     }
 
     /// Event `index` with its times, or `None` when it falls past `events` or `duration`.

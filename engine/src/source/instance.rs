@@ -28,7 +28,12 @@ pub enum SourceInstance {
     Custom(Box<dyn CustomSource>),
     /// Clients pushing over TCP; runs until the engine stops.
     Tcp(Box<dirigo_net::tcp::TcpIngress>),
+    /// A Redis stream, read by a thread of its own.
+    Redis(Box<super::RedisSource>),
 }
+
+/// How often a parked shard polls a redis source.
+const REDIS_POLL_NS: u64 = 1_000_000;
 
 impl SourceInstance {
     /// When the next event is due, or None when finished.
@@ -38,7 +43,7 @@ impl SourceInstance {
             SourceInstance::File { rate: 0, .. } => Some(0),
             SourceInstance::File { rate, produced, .. } => Some(produced.saturating_mul(1_000_000_000) / rate),
             SourceInstance::Custom(c) => c.next_due_ns(),
-            SourceInstance::Tcp(_) => Some(0),
+            SourceInstance::Tcp(_) | SourceInstance::Redis(_) => Some(0),
         }
     }
 
@@ -47,6 +52,7 @@ impl SourceInstance {
     pub fn io_wakeup(&self) -> Option<IoWakeup> {
         match self {
             SourceInstance::Tcp(t) => Some(t.wakeup()),
+            SourceInstance::Redis(_) => Some(IoWakeup::Poll(REDIS_POLL_NS)),
             _ => None,
         }
     }
@@ -93,6 +99,38 @@ impl SourceInstance {
         }
     }
 
+    /// Where this instance is in its input: resuming a fresh instance of the same source from it
+    /// ([`seek`](Self::seek)) yields exactly the events this one would yield next.
+    pub fn position(&self) -> super::SourcePosition {
+        match self {
+            SourceInstance::Generator(g) => g.position(),
+            SourceInstance::File { reader, produced, .. } => {
+                super::SourcePosition::File { offset: reader.offset(), line: reader.lines_read(), produced: *produced }
+            }
+            SourceInstance::Redis(r) => r.position(),
+            SourceInstance::Custom(_) | SourceInstance::Tcp(_) => super::SourcePosition::Unreplayable,
+        }
+    }
+
+    /// Go on from `position`, taken by [`position`](Self::position) from an instance of the
+    /// same source (before it produces anything: a freshly built instance).
+    pub fn seek(&mut self, position: &super::SourcePosition) -> Result<(), super::PositionError> {
+        use super::SourcePosition as P;
+        match (self, position) {
+            (SourceInstance::Generator(g), p) => g.seek(p),
+            (SourceInstance::File { reader, produced, .. }, P::File { offset, line, produced: done }) => {
+                reader.seek(*offset, *line)?;
+                *produced = *done;
+                Ok(())
+            }
+            (SourceInstance::File { .. }, p) => {
+                Err(super::PositionError::WrongKind { found: p.kind(), source_kind: "file" })
+            }
+            (SourceInstance::Redis(r), p) => r.seek(p),
+            (SourceInstance::Custom(_) | SourceInstance::Tcp(_), _) => Err(super::PositionError::Unreplayable),
+        }
+    }
+
     /// Produce the next event into the scratch buffers; None when finished.
     pub fn produce(&mut self, values: &mut Vec<Value>, bytes: &mut AlignedVec) -> Option<Produced> {
         match self {
@@ -118,6 +156,7 @@ impl SourceInstance {
                 c.next(bytes).map(|(key_hash, event_time)| Produced::Archive { key_hash, event_time })
             }
             SourceInstance::Tcp(t) => Some(t.produce(values, bytes)),
+            SourceInstance::Redis(r) => r.produce(values),
         }
     }
 }

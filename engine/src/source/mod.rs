@@ -8,6 +8,10 @@
 //!   instances split the stream by `i % parallelism` and any parallelism yields the same union.
 //! - [`file`](mod@file): [`FileReader`], replay of an NDJSON or CSV file line by line; a malformed line is
 //!   reported with its file and line number and the reader carries on.
+//! - [`redis`](mod@redis): [`RedisSource`], the entries of a Redis stream, read by a thread of
+//!   its own and polled by the shard.
+//! - [`position`]: [`SourcePosition`], where an instance is in its input, to resume from after a
+//!   crash (`SourceInstance::position` and `SourceInstance::seek`).
 //! - [`instance`]: [`SourceInstance`], every kind of source behind one enum (what a shard polls),
 //!   and [`CustomSource`], a source written by an embedding program.
 //!
@@ -42,10 +46,16 @@
 pub mod file;
 pub mod generator;
 pub mod instance;
+pub mod position;
+pub mod redis;
 
+#[cfg(test)]
+mod position_tests;
 #[cfg(test)]
 mod tests;
 
 pub use file::{format_from_path, FileFormat, FileReader, SourceError};
 pub use generator::{Burst, FieldRole, Generator, GeneratorError, GeneratorSpec, KeyDistribution};
 pub use instance::{CustomSource, SourceInstance};
+pub use position::{PositionError, SourcePosition};
+pub use redis::{RedisSource, RedisSpec};

@@ -32,7 +32,7 @@ pub mod wire;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 
 pub use client::{send, tail, ClientError, SendMode, SendReport};
-pub use egress::{EgressHub, EgressSink};
+pub use egress::{EgressCounts, EgressHub, EgressSink};
 pub use ingress::{IngressSpec, TcpIngress};
 pub use limits::{human_size, IngressCounts, Limits, Refusal};
 pub use readiness::Readiness;
@@ -46,6 +46,19 @@ pub enum WireFormat {
     Ndjson,
     /// Length-prefixed rkyv frames (see the crate root).
     Binary,
+}
+
+/// What a tcp sink does when its subscribers do not keep up (`delivery` of a tcp sink).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// Nothing is dropped: output waits (bounded) for a subscriber, and when the slowest one is
+    /// [`egress::MAX_LAG`] behind, the sink's shards wait for it (backpressure to the sources).
+    Block,
+    /// The engine never waits: output produced while no one subscribes is dropped, and a
+    /// subscriber more than [`egress::MAX_LAG`] behind is disconnected; every dropped record is
+    /// counted and logged at warn.
+    Lossy,
 }
 
 /// How tcp sources receive (`tcp_io`): a non-blocking `recv` per read, or io_uring multishot
@@ -84,6 +97,7 @@ macro_rules! config_names {
 }
 config_names!(WireFormat { Ndjson = "ndjson", Binary = "binary" });
 config_names!(TcpIo { Recv = "recv", Uring = "uring" });
+config_names!(Delivery { Block = "block", Lossy = "lossy" });
 
 /// Bytes read from a socket per `read` call into a source's scratch buffer (a connection's own
 /// buffer takes what its free room holds).
@@ -114,9 +128,15 @@ pub enum BindError {
 }
 
 /// Bind a non-blocking listener on `addr` (port 0 picks a free port).
-pub fn bind(addr: &str) -> Result<TcpListener, BindError> {
+/// Resolve `addr` to the address [`bind`] would listen on, binding nothing (what `dirigo check`
+/// asks of a listen address: it must not fail because the engine it checks for is running).
+pub fn resolve(addr: &str) -> Result<std::net::SocketAddr, BindError> {
     let resolved = addr.to_socket_addrs().map_err(|source| BindError::BadAddress { addr: addr.to_owned(), source })?;
-    let resolved = resolved.into_iter().next().ok_or_else(|| BindError::Unresolved { addr: addr.to_owned() })?;
+    resolved.into_iter().next().ok_or_else(|| BindError::Unresolved { addr: addr.to_owned() })
+}
+
+pub fn bind(addr: &str) -> Result<TcpListener, BindError> {
+    let resolved = resolve(addr)?;
     let listener = TcpListener::bind(resolved).map_err(|source| BindError::Listen { addr: resolved, source })?;
     listener.set_nonblocking(true).map_err(|source| BindError::Listen { addr: resolved, source })?;
     Ok(listener)

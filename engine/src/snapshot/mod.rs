@@ -1,0 +1,50 @@
+//! Snapshots on disk: the store the snapshot barrier protocol writes to and recovery reads from.
+//!
+//! A snapshot is a set of named, opaque parts (actor state archives per function and key group,
+//! source positions, sink commit points) taken at one barrier `epoch`. This module does not know
+//! what a part holds; it makes the set durable and all-or-nothing:
+//!
+//! - [`store`]: [`SnapshotStore`] writes a snapshot's directory (every part fsync'd, then the
+//!   manifest written to a temporary name, fsync'd and renamed, then the directories fsync'd), so
+//!   a snapshot counts only once its manifest is there; it keeps the newest `keep` and prunes the
+//!   rest, and refuses to load a snapshot made from another config ([`Fingerprint`]).
+//! - [`writer`]: [`SnapshotWriter`], the thread that writes snapshots off the shards' threads,
+//!   fed by a bounded channel; a failed write is reported and counted, and the previous snapshot
+//!   stays the one recovery uses.
+//!
+//! Not yet wired to barriers: the `[snapshots] dir, every, keep` keys are parsed and checked
+//! ([`crate::config::SnapshotsConfig`]), but no run takes a snapshot yet; the barrier protocol
+//! inside the shards will call [`SnapshotWriter::submit`] and, on each completion, commit the
+//! sinks (`crate::sink_commit`).
+
+pub mod store;
+pub mod writer;
+
+pub use store::{Fingerprint, Loaded, Manifest, PartEntry, SnapshotError, SnapshotInfo, SnapshotStore, MANIFEST};
+pub use writer::{SnapshotWriter, SubmitError, WriterCounts};
+
+/// One part of a snapshot: a unique name (e.g. `state/bids/count/kg-17`,
+/// `source/bids/bids/0`, `sink/bids/out/0`) and its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+impl Part {
+    /// A part named `name` holding `bytes`.
+    pub fn new(name: impl Into<String>, bytes: Vec<u8>) -> Part {
+        Part { name: name.into(), bytes }
+    }
+}
+
+/// Everything taken at one barrier: written as one snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotData {
+    /// The barrier's number; snapshots are ordered by it.
+    pub epoch: u64,
+    pub parts: Vec<Part>,
+}
+
+#[cfg(test)]
+mod tests;
