@@ -26,6 +26,7 @@ pub(crate) struct ConfigDoc {
     pub node: Vec<Spanned<NodeDoc>>,
     #[serde(default)]
     pub admin: AdminLayer,
+    #[serde(default)]
     pub snapshots: super::snapshots::SnapshotsLayer,
 }
 
