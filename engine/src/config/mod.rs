@@ -63,10 +63,10 @@ pub use error::{ConfigError, Invalid, Location, Problem, SecretProblem, Source};
 pub use model::{
     unknown_node, Aggregate, AggregateSpec, AppConfig, Burst, ClusterConfig, Config, FileSource, FunctionConfig,
     FunctionKind, GeneratorSource, JoinFunction, Node, NodeConfig, NodeId, RedisSource, SchemaConfig, SchemaField,
-    SecretSource, SinkConfig, SinkKind, SourceConfig, SourceKind, TcpSource, UnknownNode, WindowFunction, WindowSpec,
+    SecretSource, SinkConfig, SinkKind, SnapshotsConfig, SourceConfig, SourceKind, TcpSource, UnknownNode,
+    WindowFunction, WindowSpec,
 };
 pub use path::{KeyPath, Role, Segment};
-pub use snapshots::SnapshotsConfig;
 pub use values::{AggregateOp, Delivery, Distribution, FileFormat, Policy, TcpIo, WindowType, WireFormat};
 
 impl Config {

@@ -37,7 +37,7 @@ pub struct Config {
     pub admin: super::admin::AdminConfig,
     /// `[snapshots]`: None when no `dir` is set (no snapshots).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub snapshots: Option<super::snapshots::SnapshotsConfig>,
+    pub snapshots: Option<SnapshotsConfig>,
     /// The file the config came from, for errors found later.
     #[serde(skip)]
     pub(super) source: Source,
@@ -514,4 +514,16 @@ pub struct UnknownNode {
     pub id: String,
     /// The ids of the config's nodes (none: the config is not a cluster).
     pub known: Vec<String>,
+}
+
+/// `[snapshots]` resolved: present only when `dir` is set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SnapshotsConfig {
+    /// Where the snapshot directories go (relative: from the working directory).
+    pub dir: std::path::PathBuf,
+    /// How often a snapshot is taken.
+    #[serde(serialize_with = "ser_duration")]
+    pub every: Duration,
+    /// How many complete snapshots are kept (the newest).
+    pub keep: usize,
 }

@@ -6,15 +6,15 @@
 //! [`crate::snapshot`]).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use toml::Spanned;
 
 use super::check::positive;
 use super::error::{ConfigError, Problem, Source};
+use super::model::SnapshotsConfig;
 use super::path::KeyPath;
-use super::values::{ser_duration, HumanDuration};
+use super::values::HumanDuration;
 
 /// `[snapshots]` as written in one file.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -43,18 +43,6 @@ impl SnapshotsLayer {
         }
         Ok(())
     }
-}
-
-/// `[snapshots]` resolved: present only when `dir` is set.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SnapshotsConfig {
-    /// Where the snapshot directories go (relative: from the working directory).
-    pub dir: PathBuf,
-    /// How often a snapshot is taken.
-    #[serde(serialize_with = "ser_duration")]
-    pub every: Duration,
-    /// How many complete snapshots are kept (the newest).
-    pub keep: usize,
 }
 
 /// The resolved table: None without a `dir` in `user` (the user's own layer; `base` holds the

@@ -725,10 +725,9 @@ impl<P: Policy> Shard<P> {
                     let counted = std::mem::take(&mut self.counted[f]);
                     self.host(fp.app as usize, -(counted as i32));
                 }
-                MessageKind::MigrateState => {
-                    let bytes = exported.take().expect("the export ran");
-                    self.send_group(f, bytes);
-                }
+                // The state leaves after this run's commands (its barrier's unblock) went out:
+                // what waited for the move (a watermark, the end) may raise the next barrier.
+                MessageKind::MigrateState => {}
                 _ => {
                     self.stats[self.fn_app[f] as usize].service_ns += self.cost_ns[f];
                     self.release_pending(msg);
@@ -749,6 +748,9 @@ impl<P: Policy> Shard<P> {
         }
         self.exec(Activation::Lessor(f), &mut out);
         self.cmds = out;
+        if let Some(bytes) = exported {
+            self.send_group(f, bytes);
+        }
     }
 
     fn run_lessee(&mut self, i: usize, sampled: bool) {

@@ -215,3 +215,21 @@ fn a_read_only_directory_fails_the_write_and_keeps_the_previous_snapshot() {
     let err = blocked.write(&data(1)).unwrap_err();
     assert!(err.to_string().contains("cannot create") && err.to_string().contains("file/snaps"), "{err}");
 }
+
+/// `submit` never blocks: a snapshot that finds the writer's queue full is refused and counted
+/// as skipped; the ones queued are still written.
+#[test]
+fn a_busy_writer_skips_rather_than_blocks() {
+    let tmp = TempDir::new("busy");
+    let writer = SnapshotWriter::spawn(store(&tmp.0, 5), 1).unwrap();
+    let big = |epoch| SnapshotData { epoch, parts: vec![Part::new("state/a/c/kg-0", vec![epoch as u8; 32 << 20])] };
+    let started = std::time::Instant::now();
+    let outcomes: Vec<_> = (1..=4).map(|epoch| writer.submit(big(epoch))).collect();
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "submit blocked");
+    let skipped = outcomes.iter().filter(|o| matches!(o, Err(SubmitError::Busy { .. }))).count() as u64;
+    assert!(skipped >= 1, "a 32 MiB write takes longer than four submits: {outcomes:?}");
+    let counts = writer.finish();
+    assert_eq!(counts.skipped, skipped);
+    assert_eq!(counts.written + counts.skipped, 4);
+    assert_eq!(counts.failed, 0);
+}

@@ -96,7 +96,9 @@ impl RedisSource {
         let SourcePosition::Redis { last_id } = position else {
             return Err(PositionError::WrongKind { found: position.kind(), source_kind: "redis" });
         };
-        if !is_stream_id(last_id) {
+        // `$` (a source started at the stream's end that delivered nothing yet) resumes at the
+        // end as of the restart.
+        if !is_stream_id(last_id) && last_id != "$" {
             return Err(PositionError::StreamId { id: last_id.clone() });
         }
         self.last_id = last_id.clone();
