@@ -6,10 +6,11 @@
 //! from a lessee's shard to its lessor's as an rkyv archive ([`ActorOp::export`]), decoded on
 //! arrival into [`ActorOp::Shipped`] and combined by the lessor's machine.
 
+use crate::builtins::moved::KeyArchive;
 use crate::builtins::{Window, WindowPartial};
 use crate::dual_mode::MessageClass;
 use crate::envelope::Header;
-use crate::migrate::{KeyArchive, MigrateError};
+use crate::migrate::MigrateError;
 use crate::operator::{Emitter, Msg, Operator};
 use crate::record::RecordsOnly;
 use crate::state::Mergeable;

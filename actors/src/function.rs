@@ -41,9 +41,10 @@ use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 
+use crate::builtins::moved::KeyArchive;
 use crate::dual_mode::MessageClass;
 use crate::envelope::Header;
-use crate::migrate::{KeyArchive, MigrateError};
+use crate::migrate::MigrateError;
 use crate::operator::Emitter;
 use crate::record::{hash_bytes, mix64, Value};
 use crate::state::Mergeable;

@@ -35,6 +35,8 @@ pub mod expr;
 pub mod function;
 pub mod ids;
 pub mod migrate;
+#[cfg(test)]
+mod migrate_tests;
 pub mod operator;
 pub mod record;
 pub mod state;

@@ -2,9 +2,11 @@
 //! updated `{key, <op>}` on every record.
 
 use super::agg::{AggOp, AggPartial};
+use super::keyed::check_new_keys;
 use super::keyed::KeyedState;
 use super::{output_schema, BuildError, KeySource};
-use crate::migrate::{agg_name, check_new_keys, same_agg, AggKey, KeyArchive, MigrateError};
+use crate::builtins::moved::{agg_name, same_agg, AggKey, KeyArchive};
+use crate::migrate::MigrateError;
 use crate::operator::{Emitter, Msg, Operator};
 use crate::record::{ArchivedRecord, Schema, Value};
 use rkyv::util::AlignedVec;

@@ -10,36 +10,14 @@
 
 use super::keyed::KeyRef;
 use super::panes::PaneStore;
+use super::panes::{JoinPane, Side};
 use super::shape::WindowSpec;
 use super::{output_schema, resolve_field, BuildError};
-use crate::migrate::{KeyArchive, MigrateError};
+use crate::builtins::moved::KeyArchive;
+use crate::migrate::MigrateError;
 use crate::operator::{Emitter, Msg, Operator};
 use crate::record::{ArchivedRecord, FieldType, Schema, Value};
 use rkyv::util::AlignedVec;
-
-/// Which input a record came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Left = 0,
-    Right = 1,
-}
-
-/// The records of one key in one window, per side, in arrival order (owned copies).
-#[derive(Clone, Debug, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub(crate) struct JoinPane {
-    left: Vec<Vec<Value>>,
-    right: Vec<Vec<Value>>,
-}
-
-impl JoinPane {
-    /// The records of `side` (to append to) and of the other side.
-    fn sides_mut(&mut self, side: Side) -> (&mut Vec<Vec<Value>>, &[Vec<Value>]) {
-        match side {
-            Side::Left => (&mut self.left, &self.right),
-            Side::Right => (&mut self.right, &self.left),
-        }
-    }
-}
 
 /// Windowed equi-join operator.
 pub struct Join {

@@ -10,6 +10,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::migrate::MigrateError;
 use crate::record::{mix64, ArchivedValue, Value};
 
 /// A hasher for keys that are already well-mixed 64-bit hashes: passes them through.
@@ -343,6 +344,38 @@ impl<S> KeyedState<S> {
         self.free.clear();
         self.len = 0;
     }
+}
+
+/// Whether `hash` is the routing hash of `key`: the key value's
+/// [`key_hash`](crate::record::Value::key_hash), or, for a key taken from the upstream key hash
+/// (a u64 whose value is the hash itself), the value.
+pub(crate) fn hash_matches(key: &OwnedKey, hash: u64) -> bool {
+    let mut value = Value::U64(0);
+    key.write_into(&mut value);
+    value.key_hash() == hash || *key == OwnedKey::Exact(ExactKey::U64(hash))
+}
+
+/// Check moved `(key, hash)` pairs: each hash is its key's, no key appears twice, and `present`
+/// holds none of them.
+pub(crate) fn check_new_keys<'a, S>(
+    present: &KeyedState<S>,
+    keys: impl Iterator<Item = (&'a OwnedKey, u64)>,
+) -> Result<(), MigrateError> {
+    let mut seen: KeyedState<()> = KeyedState::new();
+    for (key, hash) in keys {
+        if !hash_matches(key, hash) {
+            return Err(MigrateError::Corrupt(format!("key {key:?} archived with a hash ({hash:#018x}) not its own")));
+        }
+        let key_ref = key.as_key_ref(hash);
+        if seen.find(key_ref).is_some() {
+            return Err(MigrateError::Corrupt(format!("key {key:?} appears twice in the archive")));
+        }
+        if present.find(key_ref).is_some() {
+            return Err(MigrateError::KeyPresent { hash });
+        }
+        seen.insert_new(key_ref, ());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod join;
 pub mod key_by;
 pub mod keyed;
 pub mod map;
+pub(crate) mod moved;
 pub(crate) mod panes;
 pub mod shape;
 pub mod window;

@@ -10,6 +10,7 @@
 //! - panes that fire together are visited in `(end, key)` order, keys by value: the output does
 //!   not depend on arrival order, on slot reuse, or on how keys were spread over shards.
 
+use crate::record::Value;
 use std::collections::BTreeSet;
 
 use super::keyed::{KeyRef, KeyedState, OwnedKey, SlotId};
@@ -150,7 +151,7 @@ impl<P> PaneStore<P> {
     }
 
     /// The window shape as archived with moved keys.
-    pub fn shape_tag(&self) -> crate::migrate::ShapeTag {
+    pub fn shape_tag(&self) -> super::shape::ShapeTag {
         [self.spec.size_ms(), self.spec.slide_ms(), self.spec.lateness_ms]
     }
 
@@ -190,7 +191,7 @@ impl<P> PaneStore<P> {
                 }
             }
         }
-        crate::migrate::check_new_keys(&self.keys, keys.iter().map(|k| (&k.key, k.hash)))
+        super::keyed::check_new_keys(&self.keys, keys.iter().map(|k| (&k.key, k.hash)))
     }
 
     /// Insert keys moved from another instance (checked by [`PaneStore::check_keys`]): unfired
@@ -394,5 +395,29 @@ mod tests {
         assert_eq!(s.late_dropped(), 1);
         advance(&mut s, 25, &mut fired);
         assert_eq!(s.live_keys(), 0);
+    }
+}
+
+/// Which input a record came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Left = 0,
+    Right = 1,
+}
+
+/// The records of one key in one window, per side, in arrival order (owned copies).
+#[derive(Clone, Debug, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct JoinPane {
+    pub(crate) left: Vec<Vec<Value>>,
+    pub(crate) right: Vec<Vec<Value>>,
+}
+
+impl JoinPane {
+    /// The records of `side` (to append to) and of the other side.
+    pub(crate) fn sides_mut(&mut self, side: Side) -> (&mut Vec<Vec<Value>>, &[Vec<Value>]) {
+        match side {
+            Side::Left => (&mut self.left, &self.right),
+            Side::Right => (&mut self.right, &self.left),
+        }
     }
 }

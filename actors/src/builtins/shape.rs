@@ -105,3 +105,7 @@ impl Iterator for Starts {
         Some(s)
     }
 }
+
+/// A window shape as archived: `[size, slide, lateness]` in ms (a tumbling window's slide is
+/// its size).
+pub(crate) type ShapeTag = [u64; 3];

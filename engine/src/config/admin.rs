@@ -5,41 +5,14 @@
 //! bearer token is (`token_file` or `token_env`, exactly one): the token itself is never in the
 //! config.
 
-use std::net::{SocketAddr, ToSocketAddrs};
-
-use serde::Serialize;
-use toml::Spanned;
+use std::net::ToSocketAddrs;
 
 use super::defaults::DEFAULT_TOML_NAME;
 use super::doc::AdminLayer;
 use super::error::{ConfigError, Problem, Source};
 use super::path::KeyPath;
-use super::values::ser_size;
 
-/// `[admin]`: where `dirigo serve` listens for its admin requests.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct AdminConfig {
-    /// `host:port` as written.
-    pub listen: Spanned<String>,
-    /// The address it names.
-    #[serde(skip)]
-    pub socket: SocketAddr,
-    /// Largest request body accepted (bytes).
-    #[serde(serialize_with = "ser_size")]
-    pub max_body: u64,
-    /// Where the bearer token is read (None: no token; only on loopback).
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub token: Option<TokenSource>,
-}
-
-/// Where the admin token is read from: `[admin] token_file` or `token_env`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub enum TokenSource {
-    #[serde(rename = "token_file")]
-    File(Spanned<String>),
-    #[serde(rename = "token_env")]
-    Env(Spanned<String>),
-}
+pub use super::model::{AdminConfig, TokenSource};
 
 fn at(key: &str) -> KeyPath {
     KeyPath::table("admin").key(key)
@@ -90,34 +63,4 @@ pub(crate) fn settings(src: &Source, layer: AdminLayer) -> Result<AdminConfig, C
         return Err(ConfigError::at(src, 0..0, at("max_body"), "must be > 0"));
     }
     Ok(AdminConfig { listen, socket, max_body, token })
-}
-
-impl TokenSource {
-    fn key_and_name(&self) -> (&'static str, &Spanned<String>) {
-        match self {
-            TokenSource::File(n) => ("token_file", n),
-            TokenSource::Env(n) => ("token_env", n),
-        }
-    }
-
-    /// The token, read now (trailing whitespace dropped); an error names the file or variable.
-    pub fn read(&self) -> Result<Vec<u8>, String> {
-        let (key, name) = self.key_and_name();
-        let name = name.get_ref();
-        let mut bytes = match self {
-            TokenSource::Env(_) => std::env::var(name)
-                .map_err(|_| format!("[admin] {key}: environment variable {name} is not set"))?
-                .into_bytes(),
-            TokenSource::File(_) => {
-                std::fs::read(name).map_err(|e| format!("[admin] {key}: cannot read {name}: {e}"))?
-            }
-        };
-        while bytes.last().is_some_and(u8::is_ascii_whitespace) {
-            bytes.pop();
-        }
-        if bytes.is_empty() {
-            return Err(format!("[admin] {key}: the token in {name} is empty"));
-        }
-        Ok(bytes)
-    }
 }

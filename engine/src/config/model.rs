@@ -34,7 +34,7 @@ pub struct Config {
     #[serde(rename = "node")]
     pub nodes: Vec<NodeConfig>,
     /// The admin endpoint of `dirigo serve`.
-    pub admin: super::admin::AdminConfig,
+    pub admin: AdminConfig,
     /// `[snapshots]`: None when no `dir` is set (no snapshots).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshots: Option<SnapshotsConfig>,
@@ -526,4 +526,59 @@ pub struct SnapshotsConfig {
     pub every: Duration,
     /// How many complete snapshots are kept (the newest).
     pub keep: usize,
+}
+
+/// `[admin]`: where `dirigo serve` listens for its admin requests.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AdminConfig {
+    /// `host:port` as written.
+    pub listen: toml::Spanned<String>,
+    /// The address it names.
+    #[serde(skip)]
+    pub socket: std::net::SocketAddr,
+    /// Largest request body accepted (bytes).
+    #[serde(serialize_with = "super::values::ser_size")]
+    pub max_body: u64,
+    /// Where the bearer token is read (None: no token; only on loopback).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenSource>,
+}
+
+/// Where the admin token is read from: `[admin] token_file` or `token_env`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum TokenSource {
+    #[serde(rename = "token_file")]
+    File(toml::Spanned<String>),
+    #[serde(rename = "token_env")]
+    Env(toml::Spanned<String>),
+}
+
+impl TokenSource {
+    pub(super) fn key_and_name(&self) -> (&'static str, &toml::Spanned<String>) {
+        match self {
+            TokenSource::File(n) => ("token_file", n),
+            TokenSource::Env(n) => ("token_env", n),
+        }
+    }
+
+    /// The token, read now (trailing whitespace dropped); an error names the file or variable.
+    pub fn read(&self) -> Result<Vec<u8>, String> {
+        let (key, name) = self.key_and_name();
+        let name = name.get_ref();
+        let mut bytes = match self {
+            TokenSource::Env(_) => std::env::var(name)
+                .map_err(|_| format!("[admin] {key}: environment variable {name} is not set"))?
+                .into_bytes(),
+            TokenSource::File(_) => {
+                std::fs::read(name).map_err(|e| format!("[admin] {key}: cannot read {name}: {e}"))?
+            }
+        };
+        while bytes.last().is_some_and(u8::is_ascii_whitespace) {
+            bytes.pop();
+        }
+        if bytes.is_empty() {
+            return Err(format!("[admin] {key}: the token in {name} is empty"));
+        }
+        Ok(bytes)
+    }
 }

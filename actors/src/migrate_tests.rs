@@ -9,7 +9,6 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::Config as ProptestConfig;
 use rkyv::util::AlignedVec;
 
-use super::MigrateError;
 use crate::activation::ActorOp;
 use crate::builtins::keyed::OwnedKey;
 use crate::builtins::{AggOp, Aggregate, Join, Window, WindowSpec};
@@ -17,6 +16,7 @@ use crate::dual_mode::MessageClass;
 use crate::envelope::Header;
 use crate::function::{erase_actor, key_u64, Actor, Cx};
 use crate::ids::key_group;
+use crate::migrate::MigrateError;
 use crate::operator::{Emitter, Msg, Operator, VecEmitter};
 use crate::record::{mix64, FieldType, Schema, Value};
 use crate::state::{MapMerge, Sum};
