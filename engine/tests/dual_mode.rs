@@ -5,6 +5,8 @@
 //! one); at the end it emits every key's total. A policy forces random scale-up decisions,
 //! refusals and retirements. For random inputs, every query's answer and the final state equal a
 //! sequential run of the same input, with 2 and 4 shards (4 is more than this machine's CPUs).
+//! With key-group migration forced on (a random group to a random shard every few messages),
+//! the same holds on 1 to 4 shards, lessees or not.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -26,7 +28,10 @@ type In = (u64, u64, bool);
 type Answer = (u64, u64, u64);
 const FINAL: u64 = u64::MAX;
 
-struct Summer;
+/// `moves`: its keys can move between shards (it splits its state by key group).
+struct Summer {
+    moves: bool,
+}
 
 impl Actor for Summer {
     type In = In;
@@ -46,6 +51,10 @@ impl Actor for Summer {
         for (&key, total) in &state.0 {
             cx.emit(key_u64(key), 0, &(key, total.0, FINAL));
         }
+    }
+    fn split_off(&mut self, state: &mut Sums, moving: &dyn Fn(u64) -> bool) -> Option<Sums> {
+        // Keys are routed by `key_u64(key)` (see `run`).
+        self.moves.then(|| state.split_off(|&k| key_u64(k), moving))
     }
 }
 
@@ -91,16 +100,34 @@ impl Policy for Forced {
 
 /// Run `inputs` (query ids are their values) through the actor on `shards` shards.
 fn run(inputs: &[In], shards: usize, max_lessees: u32, policy: Forced) -> (Vec<Answer>, Summary) {
+    run_moving(inputs, shards, max_lessees, policy, 0)
+}
+
+/// [`run`], every shard moving a random key group of the actor to a random shard every
+/// `migrate_every` messages it runs (0: never).
+fn run_moving(
+    inputs: &[In],
+    shards: usize,
+    max_lessees: u32,
+    policy: Forced,
+    migrate_every: u64,
+) -> (Vec<Answer>, Summary) {
     let mut engine = EngineBuilder::new().shards(shards).settings(|s| {
         s.shard.tick = Duration::from_micros(100);
         s.shard.batch_size = 16;
         s.shard.stats_interval = Duration::from_millis(10);
+        s.shard.migrate_every = migrate_every;
+        // A short backlog: a move waits for what is queued ahead of it.
+        s.shard.max_in_flight = 512;
+        // Only the forced moves: no spreading or consolidation by load.
+        s.shard.rebalance = false;
     });
     let mut app = engine.app("sums", Duration::from_millis(5));
     let owned = inputs.to_vec();
     let src =
         app.source("in", 1, move |_| owned.clone().into_iter().enumerate().map(|(i, m)| (key_u64(m.0), i as u64, m)));
-    let sums = app.actor("sums", src, max_lessees, || Summer);
+    let moves = migrate_every > 0;
+    let sums = app.actor("sums", src, max_lessees, move || Summer { moves });
     let out = app.collect("out", sums);
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -168,6 +195,58 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Forced migrations (every k messages, random groups and targets), random lessees,
+    /// refusals, retirements and critical messages, on 1 to 4 shards: every query's view and
+    /// the final state equal the sequential run (nothing lost, duplicated or reordered per key).
+    #[test]
+    fn queries_and_final_state_equal_a_sequential_run_while_keys_move(
+        raw in prop::collection::vec((0u64..40, 0u64..1000, 0u64..1000), 1..800),
+        query_every in 3u64..40,
+        shards in 1usize..=4,
+        max_lessees in 0u32..3,
+        lessee_pct in 0u64..100,
+        migrate_every in 3u64..60,
+        seed in 1u64..u64::MAX,
+    ) {
+        let inputs = inputs(&raw, query_every);
+        let policy = Forced { rng: seed, lessee_pct };
+        let (mut got, summary) = run_moving(&inputs, shards, max_lessees, policy, migrate_every);
+        got.sort_unstable();
+        prop_assert_eq!(got, sequential(&inputs));
+        let a = &summary.apps[0].actors;
+        prop_assert_eq!(a.lessees_retired, a.lessees_created, "every lessee retired");
+        if shards == 1 {
+            prop_assert!(summary.migrations.is_empty(), "one shard: nowhere to move");
+        }
+    }
+}
+
+/// Many forced migrations beside lessees on more shards than CPUs: groups really move (and come
+/// back), and the results still equal the sequential run.
+#[test]
+fn stress_keys_moving_all_the_time_beside_lessees() {
+    let raw: Vec<(u64, u64, u64)> = (0..20_000u64).map(|i| (i % 61, i * 31 % 1000, i * 7919 % 1000)).collect();
+    let inputs = inputs(&raw, 97);
+    for shards in [2, 4] {
+        let policy = Forced { rng: 7 + shards as u64, lessee_pct: 30 };
+        let (mut got, summary) = run_moving(&inputs, shards, 2, policy, 25);
+        got.sort_unstable();
+        assert_eq!(got, sequential(&inputs), "{shards} shards");
+        let moved = summary.migrations.len();
+        assert!(moved >= 5, "{shards} shards: {moved} moves, {} refused", summary.moves_refused);
+        assert!(
+            summary.migrations.iter().all(|m| m.from != m.to && (m.to as usize) < shards),
+            "moves stay on the node"
+        );
+        assert_eq!(summary.apps[0].moves as usize, moved, "the app's count is its moves");
+        let a = &summary.apps[0].actors;
+        assert!(a.lessees_created > 0 && a.lessees_retired == a.lessees_created, "{a:?}");
+    }
+}
+
 /// Scaling forced on every message that may scale, with many shards: the actor really runs on
 /// lessees (forwards accepted, partials shipped), and the results still equal the sequential run.
 #[test]
@@ -212,7 +291,7 @@ fn an_idle_lessor_retires_its_lessee_between_bursts() {
     let src = app.scheduled_source("bursts", 1, move |_| {
         owned.clone().into_iter().enumerate().map(|(i, m)| ((i as u64 / BURST) * GAP_NS, key_u64(m.0), i as u64, m))
     });
-    let sums = app.actor("sums", src, 1, || Summer);
+    let sums = app.actor("sums", src, 1, || Summer { moves: false });
     let out = app.collect("out", sums);
     // Every message to a lessee, every offer accepted, lessees retired by the default rule (idle
     // for `lessee_idle`).
@@ -238,7 +317,7 @@ fn a_standby_shard_never_parks_and_the_others_do() {
     let mut app = engine.app("slow", Duration::from_secs(1));
     // 20 events over about a second: shard 0 is idle for 50 ms between two.
     let src = app.paced_source("slow", 1, 20, |_| (0..20u64).map(|i| (key_u64(i), i, (i, i, false))));
-    let sums = app.actor("sums", src, 1, || Summer);
+    let sums = app.actor("sums", src, 1, || Summer { moves: false });
     let out = app.collect("out", sums);
     let stop = engine.stop_handle();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
