@@ -10,7 +10,7 @@
 //! (its `cores`, else its widest source), best fit by declared rate beside the apps placed before
 //! it, so apps pack onto as few shards as their rates allow and a shard that hosts nothing parks.
 
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
 use dirigo_actors::ids::{initial_owner, key_group, FunctionId, KeyGroup, ShardId};
 
@@ -22,6 +22,8 @@ pub struct PlacementTable {
     groups: u16,
     /// By function; empty for a function that no edge routes by key.
     homes: Vec<Box<[AtomicU16]>>,
+    /// By function, then shard: how many of its groups the table places there.
+    counts: Vec<Box<[AtomicU32]>>,
 }
 
 impl PlacementTable {
@@ -44,8 +46,21 @@ impl PlacementTable {
                 }
                 (0..groups).map(|g| AtomicU16::new(owners[initial_owner(g, groups, owners.len())])).collect()
             })
+            .collect::<Vec<Box<[AtomicU16]>>>();
+        let counts = homes
+            .iter()
+            .map(|h| {
+                if h.is_empty() {
+                    return Box::default();
+                }
+                let c: Box<[AtomicU32]> = (0..plan.shards).map(|_| AtomicU32::new(0)).collect();
+                h.iter().for_each(|s| {
+                    c[s.load(Ordering::Relaxed) as usize].fetch_add(1, Ordering::Relaxed);
+                });
+                c
+            })
             .collect();
-        PlacementTable { groups, homes }
+        PlacementTable { groups, homes, counts }
     }
 
     /// Key groups per keyed function.
@@ -79,7 +94,17 @@ impl PlacementTable {
     /// writes, inside the migration protocol (`shard::migrate`): the fence it then sends to
     /// every shard carries this store to them (mailboxes release and acquire).
     pub fn set_owner(&self, f: FunctionId, g: KeyGroup, to: ShardId) {
-        self.homes[f as usize][g as usize].store(to, Ordering::Relaxed)
+        let from = self.homes[f as usize][g as usize].swap(to, Ordering::Relaxed);
+        self.counts[f as usize][from as usize].fetch_sub(1, Ordering::Relaxed);
+        self.counts[f as usize][to as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the table places any group of function `f` on shard `s` (always, for a
+    /// function not routed by key).
+    #[inline]
+    pub fn hosts(&self, f: FunctionId, s: ShardId) -> bool {
+        let c = &self.counts[f as usize];
+        c.is_empty() || c[s as usize].load(Ordering::Relaxed) > 0
     }
 
     /// Key groups of function `f` that shard `s` holds.

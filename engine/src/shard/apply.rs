@@ -241,7 +241,7 @@ impl<P: Policy> Shard<P> {
         let op = self.ops[f].as_mut().expect("instance");
         let mut router = router!(self, &fp.outputs, *h);
         op.on_watermark(wm, &mut router);
-        broadcast(&mut self.out, &self.plan, &fp.outputs, *h, MessageKind::Watermark, wm);
+        broadcast(&mut self.out, &self.plan, &self.placement, &fp.outputs, *h, MessageKind::Watermark, wm);
     }
 
     fn apply_end(&mut self, h: &Header) {
@@ -268,7 +268,7 @@ impl<P: Policy> Shard<P> {
         let op = self.ops[f as usize].as_mut().expect("instance");
         let mut router = router!(self, &fp.outputs, *h);
         op.on_end(&mut router);
-        broadcast(&mut self.out, &self.plan, &fp.outputs, *h, MessageKind::End, u64::MAX);
+        broadcast(&mut self.out, &self.plan, &self.placement, &fp.outputs, *h, MessageKind::End, u64::MAX);
         self.live -= 1;
         let counted = std::mem::take(&mut self.counted[f as usize]);
         self.host(fp.app as usize, -(counted as i32));

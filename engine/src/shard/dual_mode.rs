@@ -716,10 +716,26 @@ impl<P: Policy> Shard<P> {
             match msg.header.kind {
                 MessageKind::Watermark => {
                     let wm = msg.header.event_time;
-                    broadcast(&mut self.out, &self.plan, &fp.outputs, msg.header, MessageKind::Watermark, wm);
+                    broadcast(
+                        &mut self.out,
+                        &self.plan,
+                        &self.placement,
+                        &fp.outputs,
+                        msg.header,
+                        MessageKind::Watermark,
+                        wm,
+                    );
                 }
                 MessageKind::End => {
-                    broadcast(&mut self.out, &self.plan, &fp.outputs, msg.header, MessageKind::End, u64::MAX);
+                    broadcast(
+                        &mut self.out,
+                        &self.plan,
+                        &self.placement,
+                        &fp.outputs,
+                        msg.header,
+                        MessageKind::End,
+                        u64::MAX,
+                    );
                     self.live -= 1;
                     self.actors[f].as_mut().expect("lessor").ended = true;
                     let counted = std::mem::take(&mut self.counted[f]);

@@ -33,6 +33,9 @@ pub struct Outputs {
     staged_by_app: Vec<usize>,
     /// Scratch space of the serializer, reused for every record.
     arena: Arena,
+    /// Per destination: something staged for it must wake it if it is parked (all but
+    /// [`Outputs::push_lazy`]'s envelopes).
+    urgent: Vec<bool>,
 }
 
 impl Outputs {
@@ -51,6 +54,7 @@ impl Outputs {
             staged: 0,
             staged_by_app: vec![0; apps],
             arena: Arena::new(),
+            urgent: vec![false; n],
         }
     }
 
@@ -100,8 +104,17 @@ impl Outputs {
     /// Stage an envelope whose payload is `payload` (copied, not deserialised). Hot path.
     #[inline]
     pub fn push_bytes(&mut self, dest: usize, mut h: Header, payload: &[u8]) {
+        self.urgent[dest] = true;
         self.stamp(dest, &mut h);
         self.open[dest].push_bytes(h, payload);
+        self.close_if_full(dest);
+    }
+
+    /// Stage an envelope with no payload that need not wake `dest` if it is parked: it is read,
+    /// in order, when something else wakes it (a watermark for state it does not hold).
+    pub fn push_lazy(&mut self, dest: usize, mut h: Header) {
+        self.stamp(dest, &mut h);
+        self.open[dest].push_bytes(h, &[]);
         self.close_if_full(dest);
     }
 
@@ -180,7 +193,7 @@ impl Outputs {
             self.staged -= n;
             sent = true;
         }
-        if sent && dest != self.me as usize {
+        if sent && dest != self.me as usize && std::mem::take(&mut self.urgent[dest]) {
             self.outboxes[dest].as_ref().expect("mailbox").peer.notify();
         }
         sent

@@ -126,9 +126,13 @@ impl<P: Policy> Shard<P> {
         self.rb.heat.iter_mut().for_each(|h| h.iter_mut().for_each(|n| *n = 0));
     }
 
-    /// When a parked shard should wake to rebalance: at the next period while it holds groups
-    /// of an app that did not start here (to give them back) or has moves planned.
+    /// When a parked shard should wake to rebalance: at the next tick while moves are planned
+    /// (one starts per function as the last one ends), at the next period while it holds groups
+    /// of an app that did not start here (to give them back).
     pub(super) fn rebalance_due(&self) -> u64 {
+        if !self.rb.planned.is_empty() {
+            return self.now.saturating_add(self.settings.tick.as_nanos() as u64);
+        }
         if !self.settings.rebalance {
             return u64::MAX;
         }
@@ -136,7 +140,7 @@ impl<P: Policy> Shard<P> {
             let app = &self.plan.apps[self.fn_app[f] as usize];
             !app.shards.contains(&self.id) && self.mig.groups_held(f) > 0
         });
-        if overflow || !self.rb.planned.is_empty() {
+        if overflow {
             self.rb.next_ns
         } else {
             u64::MAX

@@ -103,8 +103,18 @@ impl<P: Policy> Emitter for Router<'_, P> {
     }
 }
 
-/// Send a control message (watermark or end) along `edges` to every instance downstream.
-pub fn broadcast(out: &mut Outputs, plan: &Plan, edges: &[Edge], parent: Header, kind: MessageKind, event_time: u64) {
+/// Send a control message (watermark or end) along `edges` to every instance downstream. A
+/// watermark to a shard that holds none of the target's key groups does not wake it if it is
+/// parked (it has no state the watermark could fire; it reads it when it next wakes, in order).
+pub fn broadcast(
+    out: &mut Outputs,
+    plan: &Plan,
+    placement: &PlacementTable,
+    edges: &[Edge],
+    parent: Header,
+    kind: MessageKind,
+    event_time: u64,
+) {
     for edge in edges {
         let mut h = parent;
         h.function = edge.target;
@@ -116,7 +126,11 @@ pub fn broadcast(out: &mut Outputs, plan: &Plan, edges: &[Edge], parent: Header,
             Partition::Forward => out.push_bytes(out.me as usize, h, &[]),
             _ => {
                 for &s in &plan.functions[edge.target as usize].shards {
-                    out.push_bytes(s as usize, h, &[]);
+                    if kind == MessageKind::Watermark && !placement.hosts(edge.target, s) {
+                        out.push_lazy(s as usize, h);
+                    } else {
+                        out.push_bytes(s as usize, h, &[]);
+                    }
                 }
             }
         }

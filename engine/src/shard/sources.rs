@@ -209,7 +209,7 @@ impl<P: Policy> Shard<P> {
         let wm = run.max_event_time.saturating_sub(delay);
         if wm > run.last_watermark {
             run.last_watermark = wm;
-            broadcast(&mut self.out, &self.plan, &sp.outputs, h, MessageKind::Watermark, wm);
+            broadcast(&mut self.out, &self.plan, &self.placement, &sp.outputs, h, MessageKind::Watermark, wm);
         }
     }
 
@@ -221,6 +221,6 @@ impl<P: Policy> Shard<P> {
         let mut h = Header::data(sp.app, 0, 0);
         h.ingress_ns = now_ns();
         self.policy.on_ingress(&mut h, &self.plan.apps[sp.app as usize]);
-        broadcast(&mut self.out, &self.plan, &sp.outputs, h, MessageKind::End, u64::MAX);
+        broadcast(&mut self.out, &self.plan, &self.placement, &sp.outputs, h, MessageKind::End, u64::MAX);
     }
 }
