@@ -139,7 +139,7 @@ impl ActorOp {
     /// always; a user actor when it implements [`Actor::split_off`](crate::function::Actor::split_off).
     pub fn migrates(&self) -> bool {
         match self {
-            ActorOp::Window(..) => true,
+            ActorOp::Window(w, _) => w.moves_exactly(),
             ActorOp::User(u) => u.can_split(),
             ActorOp::Shipped(_) => false,
         }

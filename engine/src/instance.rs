@@ -77,10 +77,13 @@ impl OperatorInstance {
     }
 
     /// Whether this instance's keys can move to another shard (key-group migration): every
-    /// built-in and sink (stateless ones move nothing), a user actor that splits its state; a
-    /// user function cannot (its state is opaque), so its groups stay where they start.
+    /// built-in and sink (stateless ones move nothing) except windows and joins that allow
+    /// lateness, a user actor that splits its state; a user function cannot (its state is
+    /// opaque). What cannot move stays where its groups start.
     pub fn migrates(&self) -> bool {
         match self {
+            OperatorInstance::Builtin(Builtin::Window(w), _) => w.moves_exactly(),
+            OperatorInstance::Builtin(Builtin::Join(j), _) => j.moves_exactly(),
             OperatorInstance::Builtin(..) | OperatorInstance::Sink(_) => true,
             OperatorInstance::User(_) => false,
             OperatorInstance::Actor(a) => a.can_split(),

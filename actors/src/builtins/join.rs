@@ -56,6 +56,12 @@ impl Join {
     }
 
     /// Records dropped because all their windows had expired.
+    /// Whether its keys move between shards exactly: when it allows no lateness (see
+    /// [`crate::builtins::Window::moves_exactly`]).
+    pub fn moves_exactly(&self) -> bool {
+        self.panes.spec().lateness_ms == 0
+    }
+
     pub fn late_dropped(&self) -> u64 {
         self.panes.late_dropped()
     }

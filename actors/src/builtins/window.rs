@@ -69,6 +69,14 @@ impl Window {
     }
 
     /// Records dropped because all their windows had expired.
+    /// Whether its keys move between shards exactly (key-group migration): when it allows no
+    /// lateness. With lateness, a late record's fate (re-emitted or dropped) depends on the
+    /// watermark it meets, and moving a group changes which instance's watermark that is; such a
+    /// window stays where its groups start (documented gap).
+    pub fn moves_exactly(&self) -> bool {
+        self.panes.spec().lateness_ms == 0
+    }
+
     pub fn late_dropped(&self) -> u64 {
         self.panes.late_dropped()
     }

@@ -223,15 +223,22 @@ impl<P: Policy> Shard<P> {
         }
     }
 
-    /// Fire the instance's new watermark, unless a group of it is moving out: then it waits
-    /// until the group is gone (records of it that came before this watermark may have gone to
-    /// the new owner; see `migrate`).
-    fn fire_or_defer(&mut self, h: &Header, wm: u64, from: u64) {
+    /// Fire the instance's new watermark. While a group of it is moving out, the watermark
+    /// fires for every key but the group's: records of the group that came before this
+    /// watermark may have gone to the new owner, which applies them, then this watermark, in
+    /// their order (see `migrate`).
+    fn fire_or_defer(&mut self, h: &Header, wm: u64, _from: u64) {
         let f = h.function as usize;
-        if self.mig.moving_out(f) {
-            self.mig.defer_watermark(f, Header { event_time: wm, ..*h }, from);
-        } else {
-            self.fire_watermark(h, wm);
+        match self.mig.outgoing_group(f) {
+            Some(g) => {
+                let stash = self.export_group(f, g);
+                self.fire_watermark(h, wm);
+                let op = self.ops[f].as_mut().expect("instance");
+                if let Err(e) = op.import_keys(&stash) {
+                    panic!("shard {}: a moving group did not go back after a watermark: {e}", self.id);
+                }
+            }
+            None => self.fire_watermark(h, wm),
         }
     }
 

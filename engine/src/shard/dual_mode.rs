@@ -175,11 +175,7 @@ impl<P: Policy> Shard<P> {
                 let inst = self.insts[f].as_mut().expect("instance");
                 let from = inst.watermark;
                 if let Some(wm) = inst.on_watermark(e.header.port, e.header.from_shard, e.header.event_time) {
-                    if self.mig.moving_out(f) {
-                        self.mig.defer_watermark(f, Header { event_time: wm, ..e.header }, from);
-                    } else {
-                        self.advance_watermark(f, from, barrier_msg(MessageKind::Watermark, wm), &mut out);
-                    }
+                    self.advance_watermark(f, from, barrier_msg(MessageKind::Watermark, wm), &mut out);
                 }
             }
             MessageKind::End => {
@@ -187,9 +183,7 @@ impl<P: Policy> Shard<P> {
                 let inst = self.insts[f].as_mut().expect("instance");
                 let from = inst.watermark;
                 let (last, advanced) = inst.on_end(e.header.port, e.header.from_shard);
-                if let (Some(wm), true) = (advanced, self.mig.moving_out(f)) {
-                    self.mig.defer_watermark(f, Header { event_time: wm, ..e.header }, from);
-                } else if let Some(wm) = advanced {
+                if let Some(wm) = advanced {
                     self.advance_watermark(f, from, barrier_msg(MessageKind::Watermark, wm), &mut out);
                 }
                 if last && self.mig.moving_out(f) {
@@ -233,15 +227,6 @@ impl<P: Policy> Shard<P> {
         let lessees = actor.machine.lessees().next().is_some();
         actor.barriers.push_back((id, now, lessees));
         actor.machine.barrier(0, id, Some(critical), out).expect("barriers arrive in order");
-    }
-
-    /// Actor `f`'s watermark moved from `from` to `wm` while a group moved out: now it counts.
-    pub(super) fn advance_actor_watermark(&mut self, f: usize, from: u64, wm: Header) {
-        let mut out = std::mem::take(&mut self.cmds);
-        let msg = Pending { header: Header { kind: MessageKind::Watermark, ..wm }, slot: NO_PAYLOAD, off: 0, len: 0 };
-        self.advance_watermark(f, from, msg, &mut out);
-        self.exec(Activation::Lessor(f), &mut out);
-        self.cmds = out;
     }
 
     /// Raise a barrier with `critical` on actor `f` now (outside an arrival).
@@ -685,13 +670,24 @@ impl<P: Policy> Shard<P> {
         // message of the group that reached this shard.
         let (ended, groups) = (actor.ended, self.placement.groups());
         let mut exported = None;
+        // A watermark that runs while a group moves out fires every key but the group's (see
+        // `Shard::fire_or_defer`).
+        let moving_group = self.mig.outgoing_group(f);
         let apply = |op: &mut ActorOp, work: Work<Pending>| {
             let (msg, class) = work.into_parts();
             let cx = sched_cx!(self, t0);
             self.policy.pre_apply(&msg.header, &cx);
             let mut router = router!(self, &fp.outputs, msg.header);
             match msg.header.kind {
-                MessageKind::Watermark => op.on_watermark(msg.header.event_time, &mut router),
+                MessageKind::Watermark => match moving_group {
+                    Some(g) => {
+                        let moving = move |h: u64| dirigo_actors::ids::key_group(h, groups) == g;
+                        let stash = op.export_keys(&moving).expect("only actors that split are moved");
+                        op.on_watermark(msg.header.event_time, &mut router);
+                        op.import_keys(&stash).expect("a moving group goes back after a watermark");
+                    }
+                    None => op.on_watermark(msg.header.event_time, &mut router),
+                },
                 MessageKind::End => op.on_end(&mut router),
                 MessageKind::MigrateState => {
                     let ProtocolArg::Move { group, .. } = msg.header.arg() else {

@@ -76,9 +76,6 @@ pub(super) struct Migrations {
     incoming: Vec<u32>,
     /// Per function: messages held back, with their batch slots, in arrival order.
     held_back: Vec<VecDeque<(Entry, u32)>>,
-    /// Per function: its latest watermark (and the one before the first deferred), waiting
-    /// for the group moving out to be gone.
-    deferred_wm: Vec<Option<(Header, u64)>>,
     /// Per function: its end, waiting for the group moving out to be gone.
     deferred_end: Vec<Option<Header>>,
     /// Groups on their way in: whether the state arrived, and `Drained` answers still owed.
@@ -103,7 +100,6 @@ impl Migrations {
             held_back: (0..functions).map(|_| VecDeque::new()).collect(),
             arriving: Vec::new(),
             deferred_end: vec![None; functions],
-            deferred_wm: vec![None; functions],
             events: Vec::new(),
             refused: 0,
             forced_every,
@@ -120,7 +116,6 @@ impl Migrations {
         self.incoming.resize(functions, 0);
         self.held_back.resize_with(functions, VecDeque::new);
         self.deferred_end.resize(functions, None);
-        self.deferred_wm.resize(functions, None);
     }
 
     /// Function `f`'s groups on this shard, and whether they may move.
@@ -161,11 +156,9 @@ impl Migrations {
         self.outgoing[f].is_some()
     }
 
-    /// `f`'s watermark advanced (to `h.event_time`, from `from`) while a group of it was moving
-    /// out: fire it after.
-    pub(super) fn defer_watermark(&mut self, f: usize, h: Header, from: u64) {
-        let from = self.deferred_wm[f].map_or(from, |(_, first)| first);
-        self.deferred_wm[f] = Some((h, from));
+    /// The group of `f` moving out, if any.
+    pub(super) fn outgoing_group(&self, f: usize) -> Option<KeyGroup> {
+        self.outgoing[f].map(|o| o.group)
     }
 
     /// `f`'s last input ended while a group of it was moving out: end it after.
@@ -351,16 +344,8 @@ impl<P: Policy> Shard<P> {
         }
     }
 
-    /// What waited for a move of `f` to end (it completed or was refused): its watermark, then
-    /// its end.
+    /// What waited for a move of `f` to end (it completed or was refused): its end.
     fn finish_deferred(&mut self, f: usize) {
-        if let Some((h, from)) = self.mig.deferred_wm[f].take() {
-            if self.actors[f].is_some() {
-                self.advance_actor_watermark(f, from, h);
-            } else {
-                self.fire_watermark(&h, h.event_time);
-            }
-        }
         if let Some(h) = self.mig.deferred_end[f].take() {
             self.finish_deferred_end(f, h);
         }
