@@ -189,6 +189,9 @@ pub struct ShardReport {
     /// The figures of the tcp sources this shard runs, by source index in the plan: totals
     /// over the source's life so far (each report supersedes the last).
     pub tcp_sources: Vec<(usize, dirigo_net::tcp::IngressCounts)>,
+    /// Per function: time its lessor here spent Blocked and Critical since the last report (ns).
+    pub fn_blocked_ns: Vec<u64>,
+    pub fn_critical_ns: Vec<u64>,
     /// Per app: activations hosted here now (key groups, sources, lessee slots): a gauge.
     pub hosting: Vec<u32>,
     /// Key groups this shard moved out since the last report.

@@ -37,6 +37,9 @@ pub struct Metrics {
     queue: IntGaugeVec,
     key_groups: IntGaugeVec,
     lessees: IntGaugeVec,
+    migrations: IntCounterVec,
+    fn_blocked: CounterVec,
+    fn_critical: CounterVec,
     process_cpu: Gauge,
     _up: Counter,
 }
@@ -124,6 +127,18 @@ impl Metrics {
                 opts("function_lessees", "Lessee slots of the function open over the node"),
                 &["app", "function"]
             )),
+            migrations: reg!(IntCounterVec::new(
+                opts("function_migrations_total", "Key groups of the function moved between shards"),
+                &["app", "function", "reason"]
+            )),
+            fn_blocked: reg!(CounterVec::new(
+                opts("function_lessor_blocked_seconds_total", "Time the function's dual-mode lessors spent Blocked"),
+                &["app", "function"]
+            )),
+            fn_critical: reg!(CounterVec::new(
+                opts("function_lessor_critical_seconds_total", "Time the function's dual-mode lessors spent Critical"),
+                &["app", "function"]
+            )),
             process_cpu: reg!(Gauge::with_opts(opts(
                 "process_cpu_seconds",
                 "CPU time of the server process since start"
@@ -175,6 +190,21 @@ impl Metrics {
 
     pub fn lessees(&self, app: &str, function: &str, n: u64) {
         self.lessees.with_label_values(&[app, function]).set(n as i64);
+    }
+
+    /// A key group of the function moved (`reason`: spread, consolidate, forced).
+    pub fn migration(&self, app: &str, function: &str, reason: &str) {
+        self.migrations.with_label_values(&[app, function, reason]).inc();
+    }
+
+    /// Time the function's lessors spent Blocked and Critical (ns).
+    pub fn function_actor(&self, app: &str, function: &str, blocked_ns: u64, critical_ns: u64) {
+        // The function's migration series exist from the start (at 0), like its others.
+        for reason in ["spread", "consolidate"] {
+            self.migrations.with_label_values(&[app, function, reason]);
+        }
+        self.fn_blocked.with_label_values(&[app, function]).inc_by(blocked_ns as f64 / 1e9);
+        self.fn_critical.with_label_values(&[app, function]).inc_by(critical_ns as f64 / 1e9);
     }
 
     pub fn process_cpu(&self, seconds: f64) {

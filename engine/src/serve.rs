@@ -442,6 +442,22 @@ impl Controller {
                 v[s] = n;
             }
         }
+        for (f, (&b, &c)) in r.fn_blocked_ns.iter().zip(&r.fn_critical_ns).enumerate() {
+            if let Some(fp) = self.plan.functions.get(f) {
+                // Every function has its series (at 0 until its lessors block), so scrapers see it.
+                self.handle.metrics.function_actor(&self.plan.apps[fp.app as usize].name, &fp.name, b, c);
+            }
+        }
+        for m in &r.moves {
+            if let Some(fp) = self.plan.functions.get(m.function as usize) {
+                let reason = match m.reason {
+                    crate::metrics::MoveReason::Spread => "spread",
+                    crate::metrics::MoveReason::Consolidate => "consolidate",
+                    crate::metrics::MoveReason::Forced => "forced",
+                };
+                self.handle.metrics.migration(&self.plan.apps[fp.app as usize].name, &fp.name, reason);
+            }
+        }
         for f in &r.failures {
             if let Some(app) = self.apps.iter_mut().find(|x| x.id == f.app as usize) {
                 app.failure.get_or_insert_with(|| f.to_string());

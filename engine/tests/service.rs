@@ -250,6 +250,9 @@ fn metrics_are_prometheus_text_with_every_family() {
         ("dirigo_shard_queue_length", "shard"),
         ("dirigo_shard_key_groups", "shard"),
         ("dirigo_function_lessees", "function"),
+        ("dirigo_function_migrations_total", "function"),
+        ("dirigo_function_lessor_blocked_seconds_total", "function"),
+        ("dirigo_function_lessor_critical_seconds_total", "function"),
     ];
     let scrape = until("every metric family", || {
         let (code, text) = get(&s, "/metrics");

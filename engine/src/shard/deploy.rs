@@ -130,7 +130,13 @@ impl<P: Policy> Shard<P> {
         for v in [&mut self.forward_ns, &mut self.answer_ns] {
             v.resize(nf, FORWARD_PRIOR_NS);
         }
-        for v in [&mut self.lessees_here, &mut self.lessees_max, &mut self.late_seen] {
+        for v in [
+            &mut self.lessees_here,
+            &mut self.lessees_max,
+            &mut self.late_seen,
+            &mut self.fn_blocked_ns,
+            &mut self.fn_critical_ns,
+        ] {
             v.resize(nf, 0);
         }
         self.counted.resize(nf, 0);

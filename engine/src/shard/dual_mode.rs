@@ -596,8 +596,14 @@ impl<P: Policy> Shard<P> {
         if changed {
             let spent = now.saturating_sub(actor.mode_since);
             match actor.mode {
-                Mode::Blocked { .. } => stats.blocked_ns += spent,
-                Mode::Critical { .. } => stats.critical_ns += spent,
+                Mode::Blocked { .. } => {
+                    stats.blocked_ns += spent;
+                    self.fn_blocked_ns[f] += spent;
+                }
+                Mode::Critical { .. } => {
+                    stats.critical_ns += spent;
+                    self.fn_critical_ns[f] += spent;
+                }
                 Mode::Runnable => {}
             }
             actor.mode = mode;

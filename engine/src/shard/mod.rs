@@ -174,6 +174,9 @@ pub struct Shard<P: Policy> {
     /// Per function: lessee slots open here, and the most since the last report.
     lessees_here: Vec<u64>,
     lessees_max: Vec<u64>,
+    /// Per function: time its lessor spent Blocked and Critical since the last report (ns).
+    fn_blocked_ns: Vec<u64>,
+    fn_critical_ns: Vec<u64>,
     /// This shard told the others it is done (see `may_exit`).
     closing: bool,
     insts: Vec<Option<InputChannels>>,
@@ -278,6 +281,8 @@ impl<P: Policy> Shard<P> {
             hosting_changed_since_report: false,
             lessees_here: vec![0; nf],
             lessees_max: vec![0; nf],
+            fn_blocked_ns: vec![0; nf],
+            fn_critical_ns: vec![0; nf],
             closing: false,
             insts,
             live,
@@ -601,6 +606,8 @@ impl<P: Policy> Shard<P> {
             io_wakeups: self.take_io_wakes(),
             tcp_sources: self.tcp_counts(),
             failures: std::mem::take(&mut self.failures),
+            fn_blocked_ns: std::mem::replace(&mut self.fn_blocked_ns, vec![0; self.plan.functions.len()]),
+            fn_critical_ns: std::mem::replace(&mut self.fn_critical_ns, vec![0; self.plan.functions.len()]),
             hosting: {
                 self.hosting_changed_since_report = false;
                 self.hosting.clone()
