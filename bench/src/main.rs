@@ -64,6 +64,10 @@ struct Cli {
     /// Do not run: redraw `OUT/SCENARIO.svg` from an existing `OUT/SCENARIO.json`.
     #[arg(long)]
     plot_only: bool,
+    /// Shards of the shared pool (`slo`: Dirigo's; the serverful baseline gets one per app,
+    /// at least 1/0.7 as many). Default: the scenario's own (2 for `slo`).
+    #[arg(long)]
+    shards: Option<usize>,
 }
 
 /// The scenarios, by command-line name.
@@ -119,6 +123,8 @@ impl Scenario {
 pub struct Opts {
     /// Short run for smoke tests.
     pub quick: bool,
+    /// `--shards`, where a scenario takes it.
+    pub shards: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -133,7 +139,7 @@ fn main() -> anyhow::Result<()> {
         println!("wrote {}", svg_path.display());
         return Ok(());
     }
-    let opts = Opts { quick: cli.quick };
+    let opts = Opts { quick: cli.quick, shards: cli.shards };
     let started = std::time::Instant::now();
     let json = match cli.scenario {
         Scenario::KeyedCount => keyed_count::run(opts)?,
