@@ -184,9 +184,7 @@ pub fn compile_app(config: &Config, index: usize, plan: &mut Plan, placer: &mut 
     let id = plan.apps.len() as AppId;
     let shards = placer.place(app_cores(app), declared_rate(app));
     let here = Here { node: "local", local: 0..plan.shards };
-    // A served engine keeps each app's groups where they are placed (a deploy rebuilds the
-    // placement table): its reach is its shards.
-    let reach = shards.clone();
+    let reach = placer.reach(&shards, app.max_cores as usize);
     AppCompiler { config, app, index, id, plan, nodes: HashMap::new(), here, records, binding: Binding::Bind }
         .compile(shards, reach)?;
     plan.validate().map_err(|e| config.error_at(0..0, KeyPath::table("app"), e.to_string()))

@@ -11,56 +11,84 @@
 //! it, so apps pack onto as few shards as their rates allow and a shard that hosts nothing parks.
 
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use std::sync::OnceLock;
 
 use dirigo_actors::ids::{initial_owner, key_group, FunctionId, KeyGroup, ShardId};
 
 use crate::plan::{Partition, Plan};
 
 /// The placement table of one node: for each keyed function, the shard of each key group.
+///
+/// Functions are slots filled once: a served engine (`dirigo serve`) adds the functions of a
+/// deployed app to the same table in place ([`PlacementTable::add_functions`]), so a move of
+/// another app's group is never lost to a table being replaced.
 #[derive(Debug)]
 pub struct PlacementTable {
     groups: u16,
+    shards: usize,
     /// By function; empty for a function that no edge routes by key.
-    homes: Vec<Box<[AtomicU16]>>,
+    homes: Box<[OnceLock<Box<[AtomicU16]>>]>,
     /// By function, then shard: how many of its groups the table places there.
-    counts: Vec<Box<[AtomicU32]>>,
+    counts: Box<[OnceLock<Box<[AtomicU32]>>]>,
 }
+
+/// Functions a table has room for beyond its plan's (apps deployed at run time).
+const SPARE_FUNCTIONS: usize = 4096;
 
 impl PlacementTable {
     /// The initial table of `plan`: each keyed function's groups in contiguous ranges over the
     /// shards its app starts on (those of them it runs on; the function may run on more, its
     /// app's reach, where groups may move later).
     pub fn new(plan: &Plan, groups: u16) -> PlacementTable {
-        let homes = plan
-            .functions
-            .iter()
-            .map(|f| {
-                let keyed = f.inputs.iter().any(|i| i.partition != Partition::Forward);
-                if !keyed || f.shards.is_empty() {
-                    return Box::default();
-                }
-                let start = &plan.apps[f.app as usize].shards;
-                let mut owners: Vec<ShardId> = f.shards.iter().copied().filter(|s| start.contains(s)).collect();
+        let room = plan.functions.len() + SPARE_FUNCTIONS;
+        let table = PlacementTable {
+            groups,
+            shards: plan.shards,
+            homes: (0..room).map(|_| OnceLock::new()).collect(),
+            counts: (0..room).map(|_| OnceLock::new()).collect(),
+        };
+        table.add_functions(plan, 0);
+        table
+    }
+
+    /// Fill the entries of `plan`'s functions from `first` on (a deployed app's; cold path).
+    /// Panics past the table's room (`SPARE_FUNCTIONS` beyond the start).
+    pub fn add_functions(&self, plan: &Plan, first: usize) {
+        for (f, fp) in plan.functions.iter().enumerate().skip(first) {
+            let keyed = fp.inputs.iter().any(|i| i.partition != Partition::Forward);
+            let homes: Box<[AtomicU16]> = if !keyed || fp.shards.is_empty() {
+                Box::default()
+            } else {
+                let start = &plan.apps[fp.app as usize].shards;
+                let mut owners: Vec<ShardId> = fp.shards.iter().copied().filter(|s| start.contains(s)).collect();
                 if owners.is_empty() {
-                    owners = f.shards.clone();
+                    owners = fp.shards.clone();
                 }
-                (0..groups).map(|g| AtomicU16::new(owners[initial_owner(g, groups, owners.len())])).collect()
-            })
-            .collect::<Vec<Box<[AtomicU16]>>>();
-        let counts = homes
-            .iter()
-            .map(|h| {
-                if h.is_empty() {
-                    return Box::default();
-                }
-                let c: Box<[AtomicU32]> = (0..plan.shards).map(|_| AtomicU32::new(0)).collect();
-                h.iter().for_each(|s| {
+                (0..self.groups).map(|g| AtomicU16::new(owners[initial_owner(g, self.groups, owners.len())])).collect()
+            };
+            let counts: Box<[AtomicU32]> = if homes.is_empty() {
+                Box::default()
+            } else {
+                let c: Box<[AtomicU32]> = (0..self.shards).map(|_| AtomicU32::new(0)).collect();
+                homes.iter().for_each(|s| {
                     c[s.load(Ordering::Relaxed) as usize].fetch_add(1, Ordering::Relaxed);
                 });
                 c
-            })
-            .collect();
-        PlacementTable { groups, homes, counts }
+            };
+            assert!(f < self.homes.len(), "the placement table has room for {} functions", self.homes.len());
+            let _ = self.homes[f].set(homes);
+            let _ = self.counts[f].set(counts);
+        }
+    }
+
+    #[inline]
+    fn homes_of(&self, f: FunctionId) -> &[AtomicU16] {
+        self.homes[f as usize].get().expect("a function of the plan")
+    }
+
+    #[inline]
+    fn counts_of(&self, f: FunctionId) -> &[AtomicU32] {
+        self.counts[f as usize].get().expect("a function of the plan")
     }
 
     /// Key groups per keyed function.
@@ -77,39 +105,39 @@ impl PlacementTable {
     /// The shard holding the lessor of `key_hash`'s group of keyed function `f`. Hot path.
     #[inline]
     pub fn home(&self, f: FunctionId, key_hash: u64) -> ShardId {
-        self.homes[f as usize][self.group_of(key_hash) as usize].load(Ordering::Relaxed)
+        self.homes_of(f)[self.group_of(key_hash) as usize].load(Ordering::Relaxed)
     }
 
     /// The shard holding group `g` of function `f`.
     pub fn owner(&self, f: FunctionId, g: KeyGroup) -> ShardId {
-        self.homes[f as usize][g as usize].load(Ordering::Relaxed)
+        self.homes_of(f)[g as usize].load(Ordering::Relaxed)
     }
 
     /// Whether function `f` is routed by key (has groups in the table).
     pub fn is_keyed(&self, f: FunctionId) -> bool {
-        !self.homes[f as usize].is_empty()
+        !self.homes_of(f).is_empty()
     }
 
     /// Route group `g` of function `f` to shard `to` from now on. Only the group's new owner
     /// writes, inside the migration protocol (`shard::migrate`): the fence it then sends to
     /// every shard carries this store to them (mailboxes release and acquire).
     pub fn set_owner(&self, f: FunctionId, g: KeyGroup, to: ShardId) {
-        let from = self.homes[f as usize][g as usize].swap(to, Ordering::Relaxed);
-        self.counts[f as usize][from as usize].fetch_sub(1, Ordering::Relaxed);
-        self.counts[f as usize][to as usize].fetch_add(1, Ordering::Relaxed);
+        let from = self.homes_of(f)[g as usize].swap(to, Ordering::Relaxed);
+        self.counts_of(f)[from as usize].fetch_sub(1, Ordering::Relaxed);
+        self.counts_of(f)[to as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether the table places any group of function `f` on shard `s` (always, for a
     /// function not routed by key).
     #[inline]
     pub fn hosts(&self, f: FunctionId, s: ShardId) -> bool {
-        let c = &self.counts[f as usize];
+        let c = self.counts_of(f);
         c.is_empty() || c[s as usize].load(Ordering::Relaxed) > 0
     }
 
     /// Key groups of function `f` that shard `s` holds.
     pub fn groups_on(&self, f: FunctionId, s: ShardId) -> usize {
-        self.homes[f as usize].iter().filter(|h| h.load(Ordering::Relaxed) == s).count()
+        self.homes_of(f).iter().filter(|h| h.load(Ordering::Relaxed) == s).count()
     }
 }
 

@@ -231,7 +231,6 @@ impl From<(std::path::PathBuf, std::io::Error)> for EngineError {
 
 struct Controller {
     plan: Arc<Plan>,
-    key_groups: u16,
     control: Arc<ControlPlane>,
     acks: flume::Receiver<Ack>,
     reports: flume::Receiver<ShardReport>,
@@ -318,7 +317,6 @@ impl Controller {
         }
         handle.view.lock().expect("view").shards = n;
         Ok(Controller {
-            key_groups: settings.key_groups,
             lessees: vec![vec![0; n]; plan.functions.len()],
             plan,
             control,
@@ -570,13 +568,17 @@ impl Controller {
         let mut plan = (*self.plan).clone();
         let mut placer = self.placer.clone();
         let files0 = plan.files.len();
+        let functions0 = plan.functions.len();
         compile_app(&config, 0, &mut plan, &mut placer).map_err(|e| ApiError::config(&e))?;
         if let Err((path, e)) = write_files(&plan.files[files0..]) {
             return Err(ApiError::new(400, format!("cannot prepare sink file {}: {e}", path.display())));
         }
         let id = plan.apps.len() - 1;
         let plan = Arc::new(plan);
-        let placement = Arc::new(PlacementTable::new(&plan, self.key_groups));
+        // The new functions join the running table in place: groups of the other apps may be
+        // moving, and their moves write this same table.
+        let placement = self.control.current().placement;
+        placement.add_functions(&plan, functions0);
         let version = self.control.publish(plan.clone(), placement);
         self.plan = plan.clone();
         self.placer = placer;

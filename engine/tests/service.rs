@@ -178,8 +178,10 @@ fn apps_deploy_and_undeploy_beside_a_running_app_whose_output_stays_whole() {
     let alone = sorted_lines(&alone_out);
     assert_eq!(alone.len(), 12_000);
 
-    // The same app served, with others deployed and undeployed while it runs.
-    let mut s = Server::start("service-deploy", SERVER, &[]);
+    // The same app served, with others deployed and undeployed while it runs, and key groups
+    // moving between the shards all the while (every 200 messages a shard runs).
+    let moving = SERVER.replace("shards = 2\n", "shards = 2\nmigrate_every = 200\n");
+    let mut s = Server::start("service-deploy", &moving, &[]);
     let steady_out = s.dir.join("steady.ndjson");
     let (code, body) = http(ureq::post(&s.url("/apps")), Some(&counting_app("steady", 4000, 12_000, &steady_out)));
     assert_eq!(code, 201, "{body}");
@@ -220,6 +222,20 @@ fn apps_deploy_and_undeploy_beside_a_running_app_whose_output_stays_whole() {
     for name in &undeployed {
         assert!(states.contains(&(name.clone(), "undeployed".to_owned())), "{states:?}");
     }
+    // Groups of the served apps moved (the metrics count them per function).
+    let (code, text) = get(&s, "/metrics");
+    assert_eq!(code, 200);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("metrics");
+    let forced: f64 = scrape
+        .samples
+        .iter()
+        .filter(|x| x.metric == "dirigo_function_migrations_total" && x.labels.get("reason") == Some("forced"))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(n) => n,
+            _ => 0.0,
+        })
+        .sum();
+    assert!(forced > 0.0, "key groups of served apps moved");
     // The steady app ends by itself; its output equals its run alone.
     let v = app_when(&s, "steady", "the steady app to finish", |v| v["state"] == "finished");
     assert_eq!(v["events_out"].as_u64(), Some(12_000));

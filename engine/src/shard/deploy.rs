@@ -150,9 +150,10 @@ impl<P: Policy> Shard<P> {
                 let (counted, held) = super::migrate::initial_groups(&plan, &self.placement, f, self.id);
                 self.counted[f] = counted;
                 if let Some(held) = held {
-                    // Served apps keep their groups where they are placed: a deploy rebuilds
-                    // the placement table (`control`), which would undo a move.
-                    self.mig.init(f, held, false);
+                    let movable =
+                        b.op.as_ref().map_or_else(|| b.actor.as_ref().is_some_and(|a| a.migrates()), |o| o.migrates());
+                    self.mig.init(f, held, movable);
+                    self.rb.track(f, self.placement.groups());
                 }
                 self.host(fp.app as usize, counted as i32);
             }

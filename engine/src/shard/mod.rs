@@ -236,9 +236,8 @@ impl<P: Policy> Shard<P> {
         let seed = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(u64::from(id) + 1);
         let mut mig = Migrations::new(plan.functions.len(), init.settings.migrate_every, seed);
         let mut rb = Rebalance::new(plan.functions.len(), now_ns());
-        // Groups move only within a node that is the whole plan (see `migrate`), and not in a
-        // served engine (a deploy rebuilds the placement table).
-        let single_node = init.local.start == 0 && init.local.end as usize == n && init.control.is_none();
+        // Groups move only within a node that is the whole plan (see `migrate`).
+        let single_node = init.local.start == 0 && init.local.end as usize == n;
         for (f, fp) in plan.functions.iter().enumerate() {
             let b = deploy::build_instance(&plan, f, id);
             if b.inst.is_some() {
