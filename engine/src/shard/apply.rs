@@ -188,6 +188,9 @@ impl<P: Policy> Shard<P> {
         let sampled = e.arrival.is_multiple_of(COST_SAMPLE);
         let t0 = if sampled || fp.is_sink { now_ns() } else { 0 };
         self.stats[fp.app as usize].service_ns += self.cost_ns[f];
+        if self.plan.apps[fp.app as usize].slo_ns <= self.settings.spin_slo.as_nanos() as u64 {
+            self.last_tight_ns = self.now;
+        }
         self.rb.count(f, e.header.key_hash);
         debug_assert!(
             !self.mig.tracks(f) || self.mig.holds(f, self.placement.group_of(e.header.key_hash)),

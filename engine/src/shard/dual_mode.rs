@@ -748,6 +748,7 @@ impl<P: Policy> Shard<P> {
                 MessageKind::MigrateState => {}
                 _ => {
                     self.stats[self.fn_app[f] as usize].service_ns += self.cost_ns[f];
+                    self.touch(self.fn_app[f] as usize);
                     self.release_pending(msg);
                     if sampled && class == MessageClass::Regular {
                         let dt = now_ns().saturating_sub(t0);
@@ -805,6 +806,7 @@ impl<P: Policy> Shard<P> {
         }
         if let Some(msg) = ran {
             self.stats[self.fn_app[f] as usize].service_ns += self.cost_ns[f];
+            self.touch(self.fn_app[f] as usize);
             self.release_pending(msg);
             if sampled {
                 let dt = now_ns().saturating_sub(t0);

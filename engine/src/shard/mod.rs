@@ -164,6 +164,9 @@ pub struct Shard<P: Policy> {
     rb: Rebalance,
     /// Busy time since the start (ns), for the rebalancing period's busy share.
     busy_total_ns: u64,
+    /// When this shard last ran work of an app whose SLO makes it spin (`spin_slo`): it spins
+    /// only within `spin` of that, and parks at once after other apps' work.
+    last_tight_ns: u64,
     /// Scratch: which entries of the batch being received were not queued (see `divert`).
     diverted: Vec<bool>,
     /// The hosted apps changed: the idle behaviour (spin, gather) is recomputed.
@@ -276,6 +279,7 @@ impl<P: Policy> Shard<P> {
             rb,
             busy_total_ns: 0,
             diverted: Vec::new(),
+            last_tight_ns: 0,
             hosting_changed: false,
             hosting_changed_since_report: false,
             lessees_here: vec![0; nf],
@@ -407,7 +411,10 @@ impl<P: Policy> Shard<P> {
             // A shard holding groups that came to spread load wakes to consider giving them back.
             let tick_at = tick_at.min(self.rebalance_due());
             let wake_at = report_at.min(tick_at).min(self.next_source_due(start, gather_ns));
-            if now - since < spin_ns || wake_at <= now || self.out.staged() > 0 || standby {
+            // Park by SLO, per message: spin after a tight app's work only (a busy shard shared
+            // with loose apps would otherwise never park).
+            let spin_for_tight = now - since < spin_ns && now.saturating_sub(self.last_tight_ns) < spin_ns;
+            if spin_for_tight || wake_at <= now || self.out.staged() > 0 || standby {
                 if spin_ns == 0 {
                     // Unpinned: the shard this one waits for may need this CPU.
                     std::thread::yield_now();
@@ -452,6 +459,14 @@ impl<P: Policy> Shard<P> {
         let _span = tracing::error_span!("app_failure", app = %name, function = %function, shard = self.id).entered();
         tracing::error!(app = %name, function = %function, shard = self.id, "app fails: user code panicked: {message}");
         self.failures.push(AppFailure { app, function, shard: self.id, message });
+    }
+
+    /// Work of `app` ran here now: if its SLO is one a shard spins for, spinning may follow.
+    #[inline]
+    pub(super) fn touch(&mut self, app: usize) {
+        if self.plan.apps[app].slo_ns <= self.settings.spin_slo.as_nanos() as u64 {
+            self.last_tight_ns = self.now;
+        }
     }
 
     /// How long to spin when idle, and how long to let due source events gather, for the apps

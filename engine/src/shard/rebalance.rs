@@ -3,7 +3,8 @@
 //! what the others published, and moves key groups (`migrate`).
 //!
 //! - **Spread.** A shard that stayed hot for `HOT_PERIODS` periods (busy above `HOT`, or a
-//!   queueing delay above half its tightest SLO) moves its hottest groups out, each to the
+//!   queueing delay above half its tightest SLO) moves its hottest groups of apps whose SLO
+//!   affords a move (looser than `spin_slo`) out, each to the
 //!   coolest shard of the function's reach that has room (busy below `ROOM`), until the load it
 //!   sheds brings it down to `TARGET`. A group carrying more than half the shard's load stays
 //!   (moving it moves the hotspot; lessees split a mergeable one per message).
@@ -169,8 +170,12 @@ impl<P: Policy> Shard<P> {
         // Load of each movable group here, as a share of the period (per mille).
         let mut groups: Vec<(u64, usize, KeyGroup)> = Vec::new();
         let period = PERIOD_NS as f64;
+        let spin_slo = self.settings.spin_slo.as_nanos() as u64;
         for f in 0..self.rb.heat.len() {
-            if !self.mig.movable(f) {
+            // A tight app's groups stay: a move holds its messages back for a round trip behind
+            // the backlog it is escaping, which its SLO cannot afford; the loose apps beside it
+            // move away instead.
+            if !self.mig.movable(f) || self.plan.apps[self.fn_app[f] as usize].slo_ns <= spin_slo {
                 continue;
             }
             for (g, &n) in self.rb.heat[f].iter().enumerate() {

@@ -86,7 +86,11 @@ impl<P: Policy> Shard<P> {
                     Some(s.inst.io_due_ns().map_or(poll, |due| due.min(poll)))
                 }
                 None => {
-                    let gather = if self.may_ingest(self.app_of(s)) { gather_ns } else { 0 };
+                    // Each source's events gather for a share of its own app's SLO (a tight app
+                    // on the same shard does not make a loose one wake for every event).
+                    let app = self.app_of(s);
+                    let own = (self.plan.apps[app].slo_ns as f64 * self.settings.gather).min(u64::MAX as f64) as u64;
+                    let gather = if self.may_ingest(app) { own.max(gather_ns) } else { 0 };
                     s.inst.next_due_ns().map(|d| (s.started_ns.unwrap_or(engine_start) + d).saturating_add(gather))
                 }
             })
@@ -136,8 +140,9 @@ impl<P: Policy> Shard<P> {
                 progress = true;
                 continue;
             }
-            if self.may_ingest(app) && self.deploy.started(app) {
-                progress |= self.poll_source(i, now);
+            if self.may_ingest(app) && self.deploy.started(app) && self.poll_source(i, now) {
+                progress = true;
+                self.touch(app);
             }
         }
         progress
