@@ -250,25 +250,12 @@ fn run_config(path: &Path, opts: &RunOptions) -> anyhow::Result<()> {
     }
     let mut s = settings(&config);
     s.run_for = opts.duration;
-    let name = opts.policy.as_deref().unwrap_or(config.engine.policy.name());
-    let policy = Builtin::by_name(name).ok_or_else(|| {
-        anyhow::anyhow!("unknown policy `{name}`; valid: {}", dirigo_engine::policy::POLICY_NAMES.join(", "))
-    })?;
+    let policy = policy_named(opts.policy.as_deref().unwrap_or(config.engine.policy.name()))?;
     let cluster = cluster.map(|mut c| {
         c.settings.drop_after = test_drop_link();
         c
     });
-    let stop = StopHandle::default();
-    let on_signal = stop.clone();
-    let mut interrupted = false;
-    ctrlc::set_handler(move || {
-        if interrupted {
-            std::process::exit(130);
-        }
-        interrupted = true;
-        eprintln!("stopping: draining in-flight messages (Ctrl-C again to abort)");
-        on_signal.stop();
-    })?;
+    let stop = stop_on_ctrl_c("stopping: draining in-flight messages (Ctrl-C again to abort)")?;
     let quiet = opts.quiet;
     let summary = run_node(
         plan,
@@ -301,6 +288,29 @@ fn run_config(path: &Path, opts: &RunOptions) -> anyhow::Result<()> {
 
 /// Test hook: `DIRIGO_TEST_DROP_LINK=N` makes every outbound link of this node drop its
 /// connection once, after N data frames (the link must reconnect and lose nothing).
+/// The built-in policy `name`, or an error listing the valid ones.
+fn policy_named(name: &str) -> anyhow::Result<Builtin> {
+    Builtin::by_name(name).ok_or_else(|| {
+        anyhow::anyhow!("unknown policy `{name}`; valid: {}", dirigo_engine::policy::POLICY_NAMES.join(", "))
+    })
+}
+
+/// A stop handle that the first Ctrl-C stops (saying `message`); a second one aborts.
+fn stop_on_ctrl_c(message: &'static str) -> anyhow::Result<StopHandle> {
+    let stop = StopHandle::default();
+    let on_signal = stop.clone();
+    let mut interrupted = false;
+    ctrlc::set_handler(move || {
+        if interrupted {
+            std::process::exit(130);
+        }
+        interrupted = true;
+        eprintln!("{message}");
+        on_signal.stop();
+    })?;
+    Ok(stop)
+}
+
 fn test_drop_link() -> Option<u64> {
     let v = std::env::var("DIRIGO_TEST_DROP_LINK").ok()?;
     match v.parse() {

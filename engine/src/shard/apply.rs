@@ -181,17 +181,16 @@ impl<P: Policy> Shard<P> {
     /// Apply a data message to its function. Hot path.
     fn apply_data(&mut self, e: &QEntry) {
         let f = e.header.function as usize;
-        if self.app_failed(self.fn_app[f] as usize) {
+        let app = self.fn_app[f] as usize;
+        if self.app_failed(app) {
             return;
         }
+        self.stats[app].service_ns += self.cost_ns[f];
+        self.touch(app);
+        self.rb.count(f, e.header.key_hash);
         let fp = &self.plan.functions[f];
         let sampled = e.arrival.is_multiple_of(COST_SAMPLE);
         let t0 = if sampled || fp.is_sink { now_ns() } else { 0 };
-        self.stats[fp.app as usize].service_ns += self.cost_ns[f];
-        if self.plan.apps[fp.app as usize].slo_ns <= self.settings.spin_slo.as_nanos() as u64 {
-            self.last_tight_ns = self.now;
-        }
-        self.rb.count(f, e.header.key_hash);
         debug_assert!(
             !self.mig.tracks(f) || self.mig.holds(f, self.placement.group_of(e.header.key_hash)),
             "shard {}: a message of group {} of `{}`, which is not here",
@@ -220,9 +219,8 @@ impl<P: Policy> Shard<P> {
     fn apply_watermark(&mut self, h: &Header) {
         let f = h.function as usize;
         let inst = self.insts[f].as_mut().expect("instance");
-        let from = inst.watermark;
         if let Some(wm) = inst.on_watermark(h.port, h.from_shard, h.event_time) {
-            self.fire_or_defer(h, wm, from);
+            self.advance(h, wm);
         }
     }
 
@@ -230,7 +228,7 @@ impl<P: Policy> Shard<P> {
     /// fires for every key but the group's: records of the group that came before this
     /// watermark may have gone to the new owner, which applies them, then this watermark, in
     /// their order (see `migrate`).
-    fn fire_or_defer(&mut self, h: &Header, wm: u64, _from: u64) {
+    fn advance(&mut self, h: &Header, wm: u64) {
         let f = h.function as usize;
         match self.mig.outgoing_group(f) {
             Some(g) => {
@@ -257,10 +255,9 @@ impl<P: Policy> Shard<P> {
     fn apply_end(&mut self, h: &Header) {
         let f = h.function as usize;
         let inst = self.insts[f].as_mut().expect("instance");
-        let from = inst.watermark;
         let (last, advanced) = inst.on_end(h.port, h.from_shard);
         if let Some(wm) = advanced {
-            self.fire_or_defer(h, wm, from);
+            self.advance(h, wm);
         }
         if last {
             if self.mig.moving_out(f) || self.mig.holds_back(f) {

@@ -674,10 +674,10 @@ impl<P: Policy> Shard<P> {
         let mut ran: Option<(Pending, MessageClass)> = None;
         // A migration's export runs as a critical message: on the merged state, after every
         // message of the group that reached this shard.
-        let (ended, groups) = (actor.ended, self.placement.groups());
+        let groups = self.placement.groups();
         let mut exported = None;
         // A watermark that runs while a group moves out fires every key but the group's (see
-        // `Shard::fire_or_defer`).
+        // `Shard::advance`).
         let moving_group = self.mig.outgoing_group(f);
         let apply = |op: &mut ActorOp, work: Work<Pending>| {
             let (msg, class) = work.into_parts();
@@ -700,11 +700,8 @@ impl<P: Policy> Shard<P> {
                         unreachable!("a move names its group")
                     };
                     let moving = move |h: u64| dirigo_actors::ids::key_group(h, groups) == group;
-                    exported = Some(if ended {
-                        rkyv::util::AlignedVec::new()
-                    } else {
-                        op.export_keys(&moving).expect("only actors that split are moved")
-                    });
+                    // Its end waits for the move (`defer_end`): the state is all here.
+                    exported = Some(op.export_keys(&moving).expect("only actors that split are moved"));
                 }
                 _ if failed => {} // its app failed: the message is dropped unapplied
                 _ => op.on_data(&msg.header, held.batch(msg.slot).payload(msg.off, msg.len), class, &mut router),

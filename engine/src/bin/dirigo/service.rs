@@ -5,8 +5,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use dirigo_engine::config::Config;
-use dirigo_engine::engine::StopHandle;
-use dirigo_engine::policy::Builtin;
 use dirigo_engine::serve::{AppView, ServiceHandle};
 
 /// `dirigo serve`: the engine with the config's apps, the admin endpoint, until Ctrl-C.
@@ -23,10 +21,7 @@ pub fn serve(
         "{}: `dirigo serve` runs a single node; this config lists nodes",
         path.display()
     );
-    let name = policy.unwrap_or(config.engine.policy.name());
-    let policy = Builtin::by_name(name).ok_or_else(|| {
-        anyhow::anyhow!("unknown policy `{name}`; valid: {}", dirigo_engine::policy::POLICY_NAMES.join(", "))
-    })?;
+    let policy = super::policy_named(policy.unwrap_or(config.engine.policy.name()))?;
     let addr = match listen {
         None => config.admin.socket,
         Some(l) => {
@@ -54,17 +49,8 @@ pub fn serve(
         writeln!(out, "{}", serde_json::json!({ "admin": admin.addr.to_string() }))?;
         out.flush()?;
     }
-    let stop = StopHandle::default();
-    let on_signal = stop.clone();
-    let mut interrupted = false;
-    ctrlc::set_handler(move || {
-        if interrupted {
-            std::process::exit(130);
-        }
-        interrupted = true;
-        eprintln!("stopping: the apps' sources end and in-flight messages drain (Ctrl-C again to abort)");
-        on_signal.stop();
-    })?;
+    let stop =
+        super::stop_on_ctrl_c("stopping: the apps' sources end and in-flight messages drain (Ctrl-C again to abort)")?;
     let result = dirigo_engine::serve::serve(&config, shards.unwrap_or(0), policy, stop, commands, &handle);
     admin.shutdown();
     let apps = handle.view.lock().map(|v| v.list()).unwrap_or_default();
