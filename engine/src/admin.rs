@@ -10,6 +10,7 @@
 //! | `DELETE /apps/NAME` | 200 and its final figures once it has drained (`?wait=false`: at once) |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /api/live` | every app with its series (the dashboard polls it) |
+//! | `GET /healthz` | 200 `{"ready":true}` once every shard is up, else 503 (for a readiness probe) |
 //! | `GET /` | the dashboard (one static page embedded in the binary) |
 //!
 //! Every error is a JSON object `{"error": ...}`. With a token configured every request needs
@@ -142,6 +143,11 @@ fn route(ctx: &Ctx, req: &mut Request, method: &Method, path: &str, query: &str)
             let v = view.lock().expect("view");
             Ok(json(200, serde_json::to_string(&*v).expect("serializable")))
         }
+        (Method::Get, ["healthz"]) => {
+            let v = view.lock().expect("view");
+            let body = serde_json::json!({ "ready": v.ready, "shards": v.shards }).to_string();
+            Ok(json(if v.ready { 200 } else { 503 }, body))
+        }
         (Method::Get, ["apps"]) => {
             let apps = view.lock().expect("view").list();
             Ok(json(200, serde_json::json!({ "apps": apps }).to_string()))
@@ -167,7 +173,7 @@ fn route(ctx: &Ctx, req: &mut Request, method: &Method, path: &str, query: &str)
             ask(ctx, Command::Undeploy { name: (*name).to_owned(), wait, reply: tx }, &rx)
                 .map(|v| json(200, serde_json::to_string(&v).expect("serializable")))
         }
-        (_, [] | ["metrics"] | ["api", "live"] | ["apps"] | ["apps", _]) => {
+        (_, [] | ["metrics"] | ["healthz"] | ["api", "live"] | ["apps"] | ["apps", _]) => {
             Err(ApiError::new(405, format!("{method} is not allowed on {path}")))
         }
         _ => Err(ApiError::new(404, format!("no such endpoint: {path}"))),

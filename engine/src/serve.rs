@@ -32,8 +32,10 @@ use dirigo_net::signal::ShardSignal;
 const HISTORY: usize = 300;
 /// How long a deploy waits for every shard to build the app.
 const ADOPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The controller rings every doorbell this often (see `engine::WATCHDOG`).
+/// The controller rings every doorbell this often (see `engine::WATCHDOG`) while an app is
+/// live, and wakes this often otherwise (an idle server).
 const WATCHDOG: Duration = Duration::from_millis(200);
+const REST_WATCHDOG: Duration = Duration::from_secs(1);
 
 /// A request to the controller, with where to send its answer.
 #[derive(Debug)]
@@ -125,6 +127,8 @@ pub struct Point {
 #[derive(Debug, Default, Serialize)]
 pub struct ServiceView {
     pub shards: usize,
+    /// Every shard is up (each sent its first report): `GET /healthz` answers 200.
+    pub ready: bool,
     pub uptime_seconds: f64,
     pub apps: Vec<AppEntry>,
 }
@@ -246,6 +250,8 @@ struct Controller {
     /// Per shard: busy and parked ns in the interval, and in total.
     shard_busy: Vec<u64>,
     shard_ns: Vec<(u64, u64)>,
+    /// Shards that sent their first report.
+    up: Vec<bool>,
     /// Per function: the latest lessee gauge per shard.
     lessees: Vec<Vec<u64>>,
     cpu0: f64,
@@ -333,6 +339,7 @@ impl Controller {
             period: settings.shard.stats_interval,
             shard_busy: vec![0; n],
             shard_ns: vec![(0, 0); n],
+            up: vec![false; n],
             cpu0: cpu_seconds(),
         })
     }
@@ -366,7 +373,8 @@ impl Controller {
                 self.stop.stop();
                 return Err(EngineError::ShardFailed { shard, reason: "panicked".into() });
             }
-            let wait = next.saturating_duration_since(Instant::now()).min(WATCHDOG);
+            let watchdog = if self.apps.iter().any(|a| self.is_live(a)) { WATCHDOG } else { REST_WATCHDOG };
+            let wait = next.saturating_duration_since(Instant::now()).min(watchdog);
             enum Ev {
                 Report(ShardReport),
                 Command(Command),
@@ -388,7 +396,7 @@ impl Controller {
                 Ev::Command(c) => self.on_command(c),
                 Ev::Idle => {}
             }
-            if last_ring.elapsed() >= WATCHDOG {
+            if last_ring.elapsed() >= watchdog {
                 self.stop.ring_all();
                 last_ring = Instant::now();
             }
@@ -413,6 +421,13 @@ impl Controller {
 
     fn fold(&mut self, r: ShardReport) {
         let s = r.shard as usize;
+        if !self.up[s] {
+            self.up[s] = true;
+            if self.up.iter().all(|&u| u) {
+                self.handle.view.lock().expect("view").ready = true;
+                tracing::info!(shards = self.up.len(), "every shard is up");
+            }
+        }
         let mut events = 0u64;
         for (a, st) in r.apps.iter().enumerate() {
             events += st.events_in + st.events_out;

@@ -397,6 +397,8 @@ fn proc_cpu_seconds(pid: u32) -> f64 {
 #[test]
 fn an_idle_server_uses_under_one_percent_of_a_core() {
     let s = Server::start("service-idle", SERVER, &[]);
+    // Measure the server at rest: once every shard is up (its start-up is not idling).
+    until("every shard to be up", || (get(&s, "/healthz").0 == 200).then_some(()));
     let (code, _) = get(&s, "/apps");
     assert_eq!(code, 200);
     let (cpu0, t0) = (proc_cpu_seconds(s.pid()), Instant::now());
@@ -406,6 +408,25 @@ fn an_idle_server_uses_under_one_percent_of_a_core() {
     let share = cpu / wall;
     eprintln!("idle server: {cpu:.3} CPU-seconds over {wall:.2} s = {:.3}% of a core", share * 100.0);
     assert!(share < 0.01, "an idle server used {:.2}% of a core", share * 100.0);
+    // And the metrics say so: each shard spent more of its life parked than spinning.
+    let (_, text) = get(&s, "/metrics");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("metrics");
+    let per_shard = |name: &str, shard: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|x| x.metric == name && x.labels.get("shard") == Some(shard))
+            .map(|x| match x.value {
+                prometheus_parse::Value::Counter(n) | prometheus_parse::Value::Gauge(n) => n,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("{name} of shard {shard} in {text}"))
+    };
+    for shard in ["0", "1"] {
+        let (parked, spinning) =
+            (per_shard("dirigo_shard_parked_seconds_total", shard), per_shard("dirigo_shard_spinning_seconds", shard));
+        assert!(parked > spinning, "shard {shard}: parked {parked} s, spinning {spinning} s");
+    }
 }
 
 #[test]

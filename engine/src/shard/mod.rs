@@ -108,6 +108,9 @@ const TURN_BUDGET: usize = 64;
 /// A parked shard wakes at least this often. Mail always rings the doorbell; this bounds the
 /// damage if a wake-up is lost anyway, and `missed_wakeups` counts every time it was needed.
 const MAX_PARK: Duration = Duration::from_millis(200);
+/// ... and this often while it hosts nothing (no app has an instance, source, key group or
+/// lessee here): an idle server's shards cost a wake-up a second each.
+const REST_MAX_PARK: Duration = Duration::from_secs(1);
 /// Assumed cost to the home shard of sending a forward, and of handling its answer, until
 /// measured (ns).
 const FORWARD_PRIOR_NS: u64 = 500;
@@ -372,6 +375,9 @@ impl<P: Policy> Shard<P> {
         // Recomputed when the hosted apps change (a key group of another app arrived or left,
         // an app was deployed).
         let (mut spin_ns, mut gather_ns) = self.idle_behaviour(spin_setting);
+        // The first report says the shard is up (a served engine is ready once every shard sent
+        // one).
+        self.report(false);
         loop {
             if std::mem::take(&mut self.hosting_changed) {
                 (spin_ns, gather_ns) = self.idle_behaviour(spin_setting);
@@ -557,7 +563,8 @@ impl<P: Policy> Shard<P> {
             return;
         }
         let t0 = now_ns();
-        let rung = self.doorbell.recv_timeout(Duration::from_nanos(timeout_ns).min(MAX_PARK)).is_ok();
+        let max = if self.hosting.iter().all(|&h| h == 0) { REST_MAX_PARK } else { MAX_PARK };
+        let rung = self.doorbell.recv_timeout(Duration::from_nanos(timeout_ns).min(max)).is_ok();
         sig.awake();
         if !rung && self.has_pending_work() {
             self.missed_wakeups += 1;
@@ -587,9 +594,12 @@ impl<P: Policy> Shard<P> {
         }
     }
 
-    /// Something was counted since the last report.
+    /// Something was counted since the last report (an idle shard's parked time counts once it
+    /// adds up to a progress interval, so the controller's busy/parked split stays true while
+    /// nothing runs, at one report a second).
     fn has_news(&self) -> bool {
         !self.mig.events.is_empty()
+            || self.parked_ns + self.busy_ns >= self.settings.stats_interval.as_nanos() as u64
             || self.hosting_changed_since_report
             || self
                 .stats
