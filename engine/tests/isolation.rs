@@ -141,3 +141,112 @@ fn a_function_holding_its_shard_past_the_budget_is_reported_by_name() {
         assert_eq!((stall.app.as_str(), stall.function.as_str()), ("sluggish", "slow"), "{stall:?}");
     }
 }
+
+/// The 1 ms-SLO app of the flood test: `rate` readings a second for `secs`, counted per sensor.
+fn tight_app(rate: u64, secs: u64, cores: usize) -> String {
+    format!(
+        r#"
+[[app]]
+name = "tight"
+slo = "1ms"
+weight = 8
+cores = {cores}
+schema = {{ sensor = "u64", value = "u64" }}
+[[app.source]]
+name = "readings"
+kind = "generator"
+rate = {rate}
+duration = "{secs}s"
+keys = 100
+[[app.function]]
+name = "per_sensor"
+kind = "count"
+input = "readings"
+key = "sensor"
+[[app.sink]]
+name = "latency"
+kind = "latency"
+input = "per_sensor"
+"#
+    )
+}
+
+/// The flood: an app declaring 10x a shard's capacity (`[engine] shard_capacity`, 200,000/s),
+/// so its `events` are all due at once and it offers them as fast as the engine takes them (a
+/// debug build takes a few seconds for 300,000).
+fn flood_app(events: u64, cores: usize) -> String {
+    format!(
+        r#"
+[[app]]
+name = "flood"
+slo = "100ms"
+weight = 1
+cores = {cores}
+schema = {{ user = "u64", amount = "u64" }}
+[[app.source]]
+name = "clicks"
+kind = "generator"
+rate = 2000000
+events = {events}
+keys = 100000
+seed = 3
+[[app.function]]
+name = "spend"
+kind = "sum"
+input = "clicks"
+key = "user"
+field = "amount"
+[[app.sink]]
+name = "latency"
+kind = "latency"
+input = "spend"
+"#
+    )
+}
+
+/// One run of `text` on 2 shards under `policy`: the tight app's satisfaction, and the flood's
+/// events out (None without it).
+fn tight_beside(text: &str, policy: &str, tight_events: u64) -> (f64, Option<u64>) {
+    use dirigo_engine::{compile::run_config, config::Config, engine::StopHandle, policy::Builtin};
+    let config = Config::parse(text, "flood.toml").expect("config");
+    let summary =
+        run_config(&config, 2, Builtin::by_name(policy).expect("policy"), StopHandle::default()).expect("runs");
+    let app = |name: &str| summary.apps.iter().find(|a| a.name == name);
+    let tight = app("tight").expect("the tight app");
+    assert_eq!(tight.events_out, tight_events, "every reading of the tight app came out");
+    (tight.satisfaction, app("flood").map(|f| f.events_out))
+}
+
+/// A flooding app (10x its share) beside a 1 ms-SLO app: under the default policy as the
+/// engine places them (the flood's declared rate fills a shard, the tight app starts on the
+/// other), and under `fair` with both apps on both shards (the policy is all that protects
+/// it), the tight app keeps at least 95% of the satisfaction it has alone in the same setup.
+/// Alone and beside alternate, so a noisy machine weighs on both alike.
+#[test]
+fn a_flooding_app_cannot_push_a_tight_app_below_95_percent_of_its_satisfaction_alone() {
+    const RATE: u64 = 2_000;
+    const SECS: u64 = 2;
+    for (policy, cores) in [("fifo", 0), ("fair", 2)] {
+        let alone_text = tight_app(RATE, SECS, cores);
+        let beside_text = format!("{alone_text}\n{}", flood_app(300_000, cores));
+        let (mut alone, mut beside) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            alone.push(tight_beside(&alone_text, policy, RATE * SECS).0);
+            let (s, flood) = tight_beside(&beside_text, policy, RATE * SECS);
+            assert!(flood.is_some_and(|n| n > RATE * SECS), "the flood ran: {flood:?}");
+            beside.push(s);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (alone, beside) = (median(&mut alone), median(&mut beside));
+        eprintln!(
+            "{policy} (cores = {cores}): tight app's satisfaction alone {alone:.4}, beside the flood {beside:.4}"
+        );
+        assert!(
+            beside >= 0.95 * alone,
+            "under {policy}, the flood pushed the tight app from {alone:.4} alone to {beside:.4} beside it"
+        );
+    }
+}
