@@ -46,6 +46,7 @@ pub fn settings(config: &Config) -> EngineSettings {
         },
         key_groups: e.key_groups,
         stall_budget: e.stall_budget,
+        stall_stop: e.stall_stop,
         mailbox_batches: e.mailbox_batches,
         preempt_timer: e.preempt_timer,
         run_for: None,

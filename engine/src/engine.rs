@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::metrics::{AppFailure, AppStats, ShardReport};
+use crate::metrics::{AppFailure, AppStats, FailureCause, ShardReport};
 use crate::placement::PlacementTable;
 use crate::plan::Plan;
 use crate::policy::Policy;
@@ -30,6 +30,9 @@ pub struct EngineSettings {
     pub key_groups: u16,
     /// A function holding its shard longer than this is reported (the stall detector).
     pub stall_budget: Duration,
+    /// A function holding its shard longer than this fails its app and the shard is given up
+    /// (see `shard::gone`); zero: never.
+    pub stall_stop: Duration,
     /// Batches per mailbox ring.
     pub mailbox_batches: usize,
     /// glommio's preemption timer.
@@ -58,6 +61,7 @@ impl Default for EngineSettings {
             },
             key_groups: dirigo_actors::ids::DEFAULT_KEY_GROUPS,
             stall_budget: Duration::from_millis(100),
+            stall_stop: Duration::ZERO,
             mailbox_batches: 64,
             preempt_timer: Duration::from_millis(10),
             run_for: None,
@@ -192,6 +196,8 @@ where
         })
         .unzip();
     let local = cluster.as_ref().map_or(0..n, |c| c.local());
+    // A shard is given up only on a single node (a peer would wait for it forever).
+    let stall_stop = if cluster.is_some() { Duration::ZERO } else { settings.stall_stop };
     *stop.signals.lock().expect("stop handle") = signals[local.clone()].to_vec();
     let (mesh, transport) = match cluster {
         None => (Mesh::new(&signals, settings.mailbox_batches), None),
@@ -207,13 +213,15 @@ where
     let started = Instant::now();
     let cpu0 = cpu_seconds();
     let placement = Arc::new(PlacementTable::new(&plan, settings.key_groups));
-    let failed_apps = Arc::new(plan.apps.iter().map(|_| AtomicBool::new(false)).collect());
+    let failed_apps: Arc<Vec<AtomicBool>> = Arc::new(plan.apps.iter().map(|_| AtomicBool::new(false)).collect());
+    let failed = failed_apps.clone();
     let shards =
         Shards { local: local.clone(), signals, doorbells, mesh, reports: tx, placement, failed_apps, control: None };
     let (dead_tx, dead_rx) = flume::unbounded();
     let mut handles = spawn_shards(&plan, settings, policy, &stop, shards, &dead_tx)?;
     let failure = || transport.as_ref().and_then(|t| t.failure());
-    let c = match collect(&plan, settings, &rx, local.clone(), &stop, started, &mut on_progress, &failure, &dead_rx) {
+    let watch = Watch { failure: &failure, dead: &dead_rx, failed: &failed, stall_stop };
+    let c = match collect(&plan, settings, &rx, local.clone(), &stop, started, &mut on_progress, &watch) {
         Err(EngineError::ShardFailed { shard, reason }) => {
             // A shard died (it panicked): the others may wait for it forever. Stop the sources,
             // take the dead shard's reason from its thread, and fail the run now; the other
@@ -229,6 +237,9 @@ where
     };
     for (i, h) in handles.into_iter().enumerate() {
         let shard = local.start + i;
+        if c.given_up.contains(&shard) {
+            continue; // its thread is stuck in user code: left to end with the process
+        }
         h.join().map_err(|e| EngineError::ShardFailed { shard, reason: e.to_string() })?;
     }
     if let Some(t) = transport {
@@ -363,6 +374,8 @@ struct Collected {
     shard_ns: Vec<(u64, u64)>,
     /// Apps that failed, first failure each.
     failures: Vec<AppFailure>,
+    /// Shards given up (a function held them past `stall_stop`).
+    given_up: Vec<usize>,
     /// Functions that held their shard past the stall budget.
     stalls: Vec<Stall>,
     /// Per plan source: a tcp source's latest figures (None: not a tcp source run here).
@@ -374,8 +387,19 @@ struct Collected {
     shards_used: Vec<Vec<(f64, Vec<u16>)>>,
 }
 
-/// Gather reports until every shard has sent its last one; report progress each interval. A
-/// link failure (`failure`) or a shard that died (`dead`) ends the run with an error.
+/// What the controller watches besides the reports.
+struct Watch<'a> {
+    /// A link failure ends the run with an error.
+    failure: &'a dyn Fn() -> Option<dirigo_net::link::LinkError>,
+    /// A shard that died (it panicked) ends the run with an error.
+    dead: &'a flume::Receiver<usize>,
+    /// Per app: it failed (shared with the shards).
+    failed: &'a [AtomicBool],
+    /// A function holding its shard longer than this gets the shard given up (zero: never).
+    stall_stop: Duration,
+}
+
+/// Gather reports until every shard has sent its last one; report progress each interval.
 #[allow(clippy::too_many_arguments)]
 fn collect(
     plan: &Plan,
@@ -385,8 +409,7 @@ fn collect(
     stop: &StopHandle,
     started: Instant,
     on_progress: &mut impl FnMut(&Progress),
-    failure: &dyn Fn() -> Option<dirigo_net::link::LinkError>,
-    dead: &flume::Receiver<usize>,
+    watch: &Watch<'_>,
 ) -> Result<Collected, EngineError> {
     let napps = plan.apps.len();
     // Lessee slots per shard (global id) and function: the latest report's gauge, and the
@@ -403,7 +426,10 @@ fn collect(
     let (mut missed_wakeups, mut io_wakeups) = (0, 0);
     let mut shard_ns = vec![(0u64, 0u64); plan.shards];
     let mut failures: Vec<AppFailure> = Vec::new();
-    let mut stalls = StallDetector::new(settings.stall_budget);
+    let mut stalls = StallDetector::new(settings.stall_budget, watch.stall_stop);
+    // Shards given up, and those whose last report came.
+    let mut given_up: Vec<usize> = Vec::new();
+    let mut ended = vec![false; plan.shards];
     let mut tcp = vec![None; plan.sources.len()];
     let mut last_ring = Instant::now();
     let (mut moves, mut moves_refused) = (Vec::new(), 0);
@@ -414,11 +440,13 @@ fn collect(
         if settings.run_for.is_some_and(|d| started.elapsed() >= d) {
             stop.stop();
         }
-        if let Ok(shard) = dead.try_recv() {
+        if let Ok(shard) = watch.dead.try_recv() {
             return Err(EngineError::ShardFailed { shard, reason: "panicked".into() });
         }
         let wait = next.saturating_duration_since(Instant::now()).min(WATCHDOG).min(stalls.every());
-        if let Ok(r) = rx.recv_timeout(wait) {
+        // A shard given up says nothing more that counts (should its function return).
+        if let Some(r) = rx.recv_timeout(wait).ok().filter(|r| !given_up.contains(&(r.shard as usize))) {
+            ended[r.shard as usize] |= r.last;
             for (a, s) in r.apps.iter().enumerate() {
                 totals[a].add(s);
                 interval[a].add(s);
@@ -456,9 +484,16 @@ fn collect(
                 }
             }
         }
-        stalls.check(plan, local_start, &stop.signals.lock().expect("stop handle"));
+        let signals = stop.signals.lock().expect("stop handle").clone();
+        for (shard, f, held_ms) in stalls.check(plan, local_start, &signals).1 {
+            given_up.push(shard);
+            remaining -= usize::from(!ended[shard]);
+            give_up(plan, shard, f, held_ms, &hosting[shard], watch.failed, &mut failures);
+            signals[shard - local_start].abandon();
+            stop.ring_all();
+        }
         if last_ring.elapsed() >= WATCHDOG {
-            if let Some(f) = failure() {
+            if let Some(f) = (watch.failure)() {
                 return Err(f.into());
             }
             stop.ring_all();
@@ -495,6 +530,7 @@ fn collect(
         shard_ns,
         tcp,
         failures,
+        given_up,
         stalls,
         moves,
         moves_refused,
@@ -502,31 +538,99 @@ fn collect(
     })
 }
 
+/// Fail the app of function `f`, which held shard `shard` for `held_ms`, and every app the
+/// shard hosted (as it last reported): the shard is given up.
+pub(crate) fn give_up(
+    plan: &Plan,
+    shard: usize,
+    f: u16,
+    held_ms: f64,
+    hosting: &[u32],
+    failed: &[AtomicBool],
+    failures: &mut Vec<AppFailure>,
+) {
+    let fp = &plan.functions[f as usize];
+    let stuck = fp.app as usize;
+    tracing::error!(
+        app = %plan.apps[stuck].name,
+        function = %fp.name,
+        shard,
+        held_ms,
+        "a function held its shard past stall_stop: its app is stopped and the shard given up"
+    );
+    let apps = std::iter::once(stuck).chain((0..hosting.len()).filter(|&a| hosting[a] > 0 && a != stuck));
+    for app in apps {
+        if failed[app].swap(true, Ordering::SeqCst) {
+            continue;
+        }
+        let (cause, message) = if app == stuck {
+            (FailureCause::Stuck, format!("one message ran for {held_ms:.0} ms and did not return"))
+        } else {
+            let stuck_app = &plan.apps[stuck].name;
+            (
+                FailureCause::ShardGivenUp,
+                format!("it had work there, where `{}` of app `{stuck_app}` is stuck", fp.name),
+            )
+        };
+        if let Some(i) = failures.iter().position(|x| x.app as usize == app) {
+            failures.remove(i);
+        }
+        failures.push(AppFailure { app: app as u16, function: fp.name.clone(), shard: shard as u16, cause, message });
+    }
+}
+
 /// Watches what each shard runs: a function that holds its shard past the budget is logged
-/// (naming app, function and shard) and recorded, once per message.
-struct StallDetector {
+/// (naming app, function and shard) and recorded, once per message; one that holds it past
+/// `stall_stop` (when set) is named for giving the shard up, once per shard.
+pub(crate) struct StallDetector {
     budget_us: u64,
+    stop_us: u64,
+    /// Shards named for giving up.
+    stopped: Vec<usize>,
     /// The running word of each stall already reported, by shard.
     reported: std::collections::HashMap<usize, (u16, u64)>,
     found: Vec<Stall>,
 }
 
 impl StallDetector {
-    fn new(budget: Duration) -> Self {
-        StallDetector { budget_us: budget.as_micros() as u64, reported: Default::default(), found: Vec::new() }
+    pub(crate) fn new(budget: Duration, stop: Duration) -> Self {
+        StallDetector {
+            budget_us: budget.as_micros() as u64,
+            stop_us: stop.as_micros() as u64,
+            stopped: Vec::new(),
+            reported: Default::default(),
+            found: Vec::new(),
+        }
     }
 
     /// How often to look: twice per budget.
-    fn every(&self) -> Duration {
-        Duration::from_micros((self.budget_us / 2).max(1_000))
+    /// Drop the stalls kept so far (a long-running server counts them in its metrics).
+    pub(crate) fn forget_found(&mut self) {
+        self.found.clear();
     }
 
-    /// Look at the signals of this node's shards (global ids from `first`).
-    fn check(&mut self, plan: &Plan, first: usize, signals: &[Arc<ShardSignal>]) {
+    pub(crate) fn every(&self) -> Duration {
+        let budget = if self.stop_us > 0 { self.budget_us.min(self.stop_us) } else { self.budget_us };
+        Duration::from_micros((budget / 2).max(1_000))
+    }
+
+    /// Look at the signals of this node's shards (global ids from `first`); returns the stalls
+    /// found now, and the shards to give up now: (shard, function, held ms).
+    pub(crate) fn check(
+        &mut self,
+        plan: &Plan,
+        first: usize,
+        signals: &[Arc<ShardSignal>],
+    ) -> (Vec<Stall>, Vec<(usize, u16, f64)>) {
         let now_us = dirigo_net::clock::now_ns() / 1_000;
+        let (mut stop, found_before) = (Vec::new(), self.found.len());
         for (i, s) in signals.iter().enumerate().map(|(i, s)| (first + i, s)) {
             let Some((f, since)) = s.running() else { continue };
             let held_us = now_us.saturating_sub(since);
+            if self.stop_us > 0 && held_us > self.stop_us && !self.stopped.contains(&i) {
+                self.stopped.push(i);
+                stop.push((i, f, held_us as f64 / 1e3));
+            }
             if held_us <= self.budget_us || self.reported.get(&i) == Some(&(f, since)) {
                 continue;
             }
@@ -543,6 +647,7 @@ impl StallDetector {
             );
             self.found.push(Stall { app, function: fp.name.clone(), shard: i, held_ms: held_us as f64 / 1e3 });
         }
+        (self.found[found_before..].to_vec(), stop)
     }
 }
 

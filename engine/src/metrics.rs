@@ -231,19 +231,41 @@ pub struct MoveEvent {
     pub duration_ns: u64,
 }
 
-/// An app that failed: its user code panicked (on `shard`, in `function`), so it stopped while
+/// An app that failed: its user code panicked (on `shard`, in `function`), or held its shard
+/// past `[engine] stall_stop`, or it had work on a shard given up for that; it stopped while
 /// every other app ran on.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct AppFailure {
     pub app: u16,
     pub function: String,
     pub shard: u16,
-    /// The panic's message.
+    /// What went wrong.
+    pub cause: FailureCause,
+    /// The panic's message, or what the app lost.
     pub message: String,
+}
+
+/// Why an app failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCause {
+    /// Its user code panicked.
+    Panicked,
+    /// Its function held the shard past `stall_stop`: the shard was given up.
+    Stuck,
+    /// It had work on (or under way with) a shard given up for another function.
+    ShardGivenUp,
 }
 
 impl std::fmt::Display for AppFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "function `{}` panicked on shard {}: {}", self.function, self.shard, self.message)
+        let (function, shard, message) = (&self.function, self.shard, &self.message);
+        match self.cause {
+            FailureCause::Panicked => write!(f, "function `{function}` panicked on shard {shard}: {message}"),
+            FailureCause::Stuck => {
+                write!(f, "function `{function}` held shard {shard} past the stall limit: {message}")
+            }
+            FailureCause::ShardGivenUp => write!(f, "shard {shard} was given up: {message}"),
+        }
     }
 }

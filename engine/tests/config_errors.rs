@@ -131,7 +131,7 @@ fn unknown_key_is_named() {
     assert_error(
         "[engine]\nshards = 1\nspinn = \"5ms\"\n",
         "bad.toml:3:1: engine key `spinn`: unknown field `spinn`, expected one of `shards`, \
-         `pin`, `policy`, `spin`, `spin_slo`, `gather`, `standby`, `key_groups`, `rebalance`, `migrate_every`, `stall_budget`, `shard_capacity`, \
+         `pin`, `policy`, `spin`, `spin_slo`, `gather`, `standby`, `key_groups`, `rebalance`, `migrate_every`, `stall_budget`, `stall_stop`, `shard_capacity`, \
          `mailbox_batches`, `batch_size`, \
          `max_in_flight`, `tick`, `lessee_idle`, `stats_interval`, `preempt_timer`, `tcp_io`, `max_apps`",
     );

@@ -25,6 +25,9 @@ pub struct ShardSignal {
     /// Set by the owner once everything it runs has ended (it stays to host lessees until every
     /// shard has set it).
     closing: AtomicBool,
+    /// Set by the controller when it gave the shard up (a function held it past `stall_stop`):
+    /// the others stop sending to it and stop waiting for it.
+    gone: AtomicBool,
     doorbell: flume::Sender<()>,
 }
 
@@ -43,6 +46,7 @@ impl ShardSignal {
             running: CachePadded::new(AtomicU64::new(0)),
             utilization: AtomicU64::new(0),
             closing: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
             doorbell: tx,
         };
         (sig, rx)
@@ -51,6 +55,9 @@ impl ShardSignal {
     /// Owner: its busy share over the last rebalancing period, per mille.
     #[inline]
     pub fn publish_utilization(&self, permille: u64) {
+        if self.is_gone() {
+            return;
+        }
         self.utilization.store(permille, Ordering::Relaxed);
     }
 
@@ -81,9 +88,13 @@ impl ShardSignal {
         }
     }
 
-    /// Owner: publish the load.
+    /// Owner: publish the load (a shard given up keeps looking full, so nothing is placed or
+    /// leased on it).
     #[inline]
     pub fn publish(&self, queued: u64, delay_ns: u64) {
+        if self.is_gone() {
+            return;
+        }
         self.queued.store(queued, Ordering::Relaxed);
         self.delay_ns.store(delay_ns, Ordering::Relaxed);
     }
@@ -140,6 +151,21 @@ impl ShardSignal {
         if self.sleeping.load(Ordering::SeqCst) {
             let _ = self.doorbell.try_send(());
         }
+    }
+
+    /// Controller: give the shard up (its thread is stuck in a function). It looks full from
+    /// now on (no lease, move or placement picks it) and every shard is woken to let it go.
+    pub fn abandon(&self) {
+        self.gone.store(true, Ordering::SeqCst);
+        self.queued.store(u64::MAX / 2, Ordering::Relaxed);
+        self.delay_ns.store(u64::MAX / 2, Ordering::Relaxed);
+        self.utilization.store(u64::MAX / 2, Ordering::Relaxed);
+    }
+
+    /// Whether the shard was given up.
+    #[inline]
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
     }
 
     /// Owner: everything it runs has ended.

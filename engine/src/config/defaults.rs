@@ -92,6 +92,10 @@ layered! {
         /// A function holding its shard longer than this is reported.
         #[serde(serialize_with = "ser_duration")]
         stall_budget: Duration = HumanDuration,
+        /// A function holding its shard longer than this stops its app and the shard is given
+        /// up; 0 = never.
+        #[serde(serialize_with = "ser_duration")]
+        stall_stop: Duration = HumanDuration,
         /// Events per second of declared load a shard takes at start before apps go to another.
         shard_capacity: u64 = u64,
         /// Batches per cross-shard mailbox ring.

@@ -5,7 +5,7 @@
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::ids::{FunctionId, ShardId};
 
-use super::dual_mode::TOKEN;
+use super::dual_mode::{NO_PAYLOAD, TOKEN};
 use super::router::broadcast;
 use super::{Shard, COST_SAMPLE};
 use crate::policy::Policy;
@@ -41,6 +41,7 @@ impl<P: Policy> Shard<P> {
         let mut diverted = false;
         let cx = sched_cx!(self, now);
         let (actors, fn_count, mig) = (&self.actors, self.actors.len(), &self.mig);
+        let (any_gone, torn, fn_app) = (self.any_gone, &self.torn, &self.fn_app);
         let mask = &mut self.diverted;
         mask.clear();
         let slot = self.held.hold_with(batch, from, |entries, slot| {
@@ -48,7 +49,9 @@ impl<P: Policy> Shard<P> {
                 let f = e.header.function as usize;
                 // Protocol messages and the messages of actors go through the actor machines;
                 // messages of a function a key group is on its way to are held back.
-                let divert = e.header.kind.is_protocol() || f < fn_count && (actors[f].is_some() || mig.holds_back(f));
+                let divert = e.header.kind.is_protocol()
+                    || f < fn_count && (actors[f].is_some() || mig.holds_back(f))
+                    || any_gone && fn_app.get(f).is_some_and(|&a| torn.get(a as usize).copied().unwrap_or(false));
                 mask.push(divert);
                 if divert {
                     diverted = true;
@@ -82,6 +85,10 @@ impl<P: Policy> Shard<P> {
             let e = self.held.batch(slot).entries[i];
             let f = e.header.function as usize;
             let kind = e.header.kind;
+            if self.torn_down(f) {
+                self.release(slot);
+                continue;
+            }
             if kind.is_migration() && !kind.is_queued_control() {
                 self.on_migration(e, slot, from);
             } else if kind.is_protocol() {
@@ -154,6 +161,12 @@ impl<P: Policy> Shard<P> {
     }
 
     fn apply(&mut self, e: QEntry) {
+        if self.torn_down(e.header.function as usize) {
+            if e.slot != TOKEN {
+                self.release(e.slot);
+            }
+            return;
+        }
         if e.slot == TOKEN {
             return self.run_token(&e);
         }
@@ -169,6 +182,9 @@ impl<P: Policy> Shard<P> {
 
     /// One entry of held batch `slot` is done: the last one sends the batch back.
     pub(super) fn release(&mut self, slot: u32) {
+        if slot == NO_PAYLOAD {
+            return; // an envelope made here (an end for a shard given up)
+        }
         if let Some((batch, from)) = self.held.release(slot) {
             if from == self.id {
                 self.out.recycle(batch);
@@ -252,8 +268,11 @@ impl<P: Policy> Shard<P> {
         broadcast(&mut self.out, &self.plan, &self.placement, &fp.outputs, *h, MessageKind::Watermark, wm);
     }
 
-    fn apply_end(&mut self, h: &Header) {
+    pub(super) fn apply_end(&mut self, h: &Header) {
         let f = h.function as usize;
+        if self.any_gone && self.end_already_taken(h) {
+            return;
+        }
         let inst = self.insts[f].as_mut().expect("instance");
         let (last, advanced) = inst.on_end(h.port, h.from_shard);
         if let Some(wm) = advanced {

@@ -36,7 +36,7 @@ use dirigo_net::mailbox::Entry;
 /// slot `i`.
 pub(super) const TOKEN: u32 = u32::MAX;
 /// `Pending::slot` of a critical message made by the lessor (a watermark or an end).
-const NO_PAYLOAD: u32 = u32::MAX;
+pub(super) const NO_PAYLOAD: u32 = u32::MAX;
 
 /// A message inside a machine: its header and where its payload is held on this shard.
 #[derive(Clone, Copy, Debug)]
@@ -108,6 +108,16 @@ impl LessorActor {
     }
 
     /// Ended, and every lessee retired.
+    /// Its end ran.
+    pub(super) fn has_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// It has a lessee slot on shard `x`.
+    pub(super) fn lends_to(&self, x: ShardId) -> bool {
+        self.machine.lessees().any(|(s, _)| s == x)
+    }
+
     pub(super) fn is_done(&self) -> bool {
         self.ended && self.machine.lessees().next().is_none()
     }
@@ -133,9 +143,23 @@ pub(super) struct LesseeSlot {
     leased_at: Option<u64>,
 }
 
+impl LesseeSlot {
+    pub(super) fn function(&self) -> usize {
+        self.function as usize
+    }
+
+    pub(super) fn lessor(&self) -> ShardId {
+        self.lessor
+    }
+}
+
 impl<P: Policy> Shard<P> {
     /// A data message, watermark or end for an actor whose lessor is here.
     pub(super) fn actor_arrival(&mut self, e: Entry, slot: u32) {
+        if e.header.kind == MessageKind::End && self.any_gone && self.end_already_taken(&e.header) {
+            self.release(slot);
+            return;
+        }
         let f = e.header.function as usize;
         let mut out = std::mem::take(&mut self.cmds);
         let mut forwarded_at = None;

@@ -8,6 +8,7 @@ use dirigo_actors::ids::ShardId;
 pub struct InputChannels {
     channels: Vec<(u8, ShardId)>,
     watermarks: Vec<u64>,
+    ended: Vec<bool>,
     open: usize,
     /// The instance's current watermark (min over open channels).
     pub watermark: u64,
@@ -17,7 +18,7 @@ impl InputChannels {
     /// An instance receiving on `channels` (port, sending shard).
     pub fn new(channels: Vec<(u8, ShardId)>) -> Self {
         let n = channels.len();
-        InputChannels { channels, watermarks: vec![0; n], open: n, watermark: 0 }
+        InputChannels { channels, watermarks: vec![0; n], ended: vec![false; n], open: n, watermark: 0 }
     }
 
     /// Channels that have not ended (0: the instance ended).
@@ -47,11 +48,22 @@ impl InputChannels {
         })
     }
 
+    /// The ports on which shard `from` sends to this instance and has not ended.
+    pub fn open_from(&self, from: ShardId) -> Vec<u8> {
+        (self.channels.iter().zip(&self.ended)).filter(|&(&(_, s), &e)| s == from && !e).map(|(&(p, _), _)| p).collect()
+    }
+
+    /// Whether channel (`port`, `from`) has not ended.
+    pub fn is_open(&self, port: u8, from: ShardId) -> bool {
+        self.channels.iter().zip(&self.ended).any(|(&c, &e)| c == (port, from) && !e)
+    }
+
     /// A channel ended. Returns whether it was the last open one, and the instance's new
     /// watermark if the end let it advance (the ended channel no longer holds it back).
     pub fn on_end(&mut self, port: u8, from: ShardId) -> (bool, Option<u64>) {
         let c = self.channel(port, from);
-        assert!(self.watermarks[c] != u64::MAX, "channel (port {port}, shard {from}) ended twice");
+        assert!(!self.ended[c], "channel (port {port}, shard {from}) ended twice");
+        self.ended[c] = true;
         self.watermarks[c] = u64::MAX;
         self.open -= 1;
         if self.open == 0 {

@@ -135,6 +135,26 @@ impl Migrations {
         self.held_back[f].push_back((e, slot));
     }
 
+    /// The end of `f` waits for a move.
+    pub(super) fn has_deferred_end(&self, f: usize) -> bool {
+        self.deferred_end[f].is_some()
+    }
+
+    /// A move of `f` is under way here, out (to the shard named) or in.
+    pub(super) fn moving(&self, f: usize) -> bool {
+        self.outgoing[f].is_some() || self.incoming[f] > 0
+    }
+
+    /// Function `f` was torn down here (its app failed with a shard given up): forget its
+    /// moves; returns the batch slots of the messages held back for it, to release.
+    pub(super) fn forget(&mut self, f: usize) -> Vec<u32> {
+        self.outgoing[f] = None;
+        self.incoming[f] = 0;
+        self.deferred_end[f] = None;
+        self.arriving.retain(|a| a.function != f);
+        std::mem::take(&mut self.held_back[f]).into_iter().map(|(_, slot)| slot).collect()
+    }
+
     /// No migration is under way here.
     pub(super) fn idle(&self) -> bool {
         self.outgoing.iter().all(Option::is_none) && self.incoming.iter().all(|&n| n == 0)

@@ -43,6 +43,7 @@ macro_rules! sched_cx {
 mod apply;
 mod deploy;
 mod dual_mode;
+mod gone;
 mod held;
 mod inputs;
 mod migrate;
@@ -60,7 +61,7 @@ use dirigo_actors::record::Value;
 use rkyv::util::AlignedVec;
 
 use crate::instance::OperatorInstance;
-use crate::metrics::{AppFailure, AppStats, ShardReport};
+use crate::metrics::{AppFailure, AppStats, FailureCause, ShardReport};
 use crate::placement::PlacementTable;
 use crate::plan::Plan;
 use crate::policy::Policy;
@@ -185,6 +186,11 @@ pub struct Shard<P: Policy> {
     fn_critical_ns: Vec<u64>,
     /// This shard told the others it is done (see `may_exit`).
     closing: bool,
+    /// Per shard (global id): it was given up (see `gone`); and whether any was.
+    gone: Vec<bool>,
+    any_gone: bool,
+    /// Per app: torn down here (it failed once a shard was given up).
+    torn: Vec<bool>,
     insts: Vec<Option<InputChannels>>,
     live: usize,
     sources: Vec<SourceRun>,
@@ -290,6 +296,9 @@ impl<P: Policy> Shard<P> {
             fn_blocked_ns: vec![0; nf],
             fn_critical_ns: vec![0; nf],
             closing: false,
+            gone: vec![false; n],
+            any_gone: false,
+            torn: vec![false; plan.apps.len()],
             insts,
             live,
             sources,
@@ -347,7 +356,7 @@ impl<P: Policy> Shard<P> {
             self.signals[self.id as usize].set_closing();
             local.iter().for_each(|s| s.wake());
         }
-        local.iter().all(|s| s.is_closing()) && !self.has_pending_work()
+        local.iter().all(|s| s.is_closing() || s.is_gone()) && !self.has_pending_work()
     }
 
     /// Run until every instance on this shard has ended.
@@ -384,6 +393,9 @@ impl<P: Policy> Shard<P> {
             }
             let t0 = now_ns();
             let progress = self.turn(t0);
+            if self.given_up() {
+                return; // its function returned after all; the others went on without it
+            }
             if self.deploy.take_replanned() {
                 (spin_ns, gather_ns) = self.idle_behaviour(spin_setting);
             }
@@ -450,12 +462,12 @@ impl<P: Policy> Shard<P> {
     #[inline]
     fn check_user_code(&mut self, f: usize) {
         if let Some(message) = dirigo_actors::function::take_failure() {
-            self.fail_app(f, message);
+            self.fail_app(f, FailureCause::Panicked, message);
         }
     }
 
     #[cold]
-    fn fail_app(&mut self, f: usize, message: String) {
+    fn fail_app(&mut self, f: usize, cause: FailureCause, message: String) {
         let app = self.fn_app[f];
         if self.failed_apps[app as usize].swap(true, Ordering::SeqCst) {
             return; // already failed (here or on another shard)
@@ -463,8 +475,8 @@ impl<P: Policy> Shard<P> {
         let function = self.plan.functions[f].name.clone();
         let name = &self.plan.apps[app as usize].name;
         let _span = tracing::error_span!("app_failure", app = %name, function = %function, shard = self.id).entered();
-        tracing::error!(app = %name, function = %function, shard = self.id, "app fails: user code panicked: {message}");
-        self.failures.push(AppFailure { app, function, shard: self.id, message });
+        tracing::error!(app = %name, function = %function, shard = self.id, ?cause, "app fails: {message}");
+        self.failures.push(AppFailure { app, function, shard: self.id, cause, message });
     }
 
     /// Work of `app` ran here now: if its SLO is one a shard spins for, spinning may follow.
@@ -575,6 +587,7 @@ impl<P: Policy> Shard<P> {
 
     /// Recompute cost-to-go (functions are in topological order) and tick the policy.
     fn tick(&mut self, now: u64) {
+        self.check_gone();
         for f in (0..self.plan.functions.len()).rev() {
             let down = self.plan.functions[f].outputs.iter().map(|e| self.cost_to_go_ns[e.target as usize]).max();
             self.cost_to_go_ns[f] = self.cost_ns[f] + down.unwrap_or(0);

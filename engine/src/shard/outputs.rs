@@ -36,6 +36,9 @@ pub struct Outputs {
     /// Per destination: something staged for it must wake it if it is parked (all but
     /// [`Outputs::push_lazy`]'s envelopes).
     urgent: Vec<bool>,
+    /// Per destination: the shard was given up (see `Shard::let_go`); what is staged for it
+    /// is dropped, not sent.
+    gone: Vec<bool>,
 }
 
 impl Outputs {
@@ -55,6 +58,7 @@ impl Outputs {
             staged_by_app: vec![0; apps],
             arena: Arena::new(),
             urgent: vec![false; n],
+            gone: vec![false; n],
         }
     }
 
@@ -171,7 +175,26 @@ impl Outputs {
         moved
     }
 
+    /// Shard `dest` was given up: drop what is staged for it, now and from now on.
+    #[cold]
+    pub fn abandon(&mut self, dest: usize) {
+        self.gone[dest] = true;
+        if !self.open[dest].entries.is_empty() {
+            self.close(dest);
+        }
+        self.send_waiting(dest);
+    }
+
     fn send_waiting(&mut self, dest: usize) -> bool {
+        if self.gone[dest] {
+            for b in std::mem::take(&mut self.waiting[dest]) {
+                for e in &b.entries {
+                    self.staged_by_app[e.header.app as usize] -= 1;
+                }
+                self.staged -= b.entries.len();
+            }
+            return false;
+        }
         let mut sent = false;
         while let Some(b) = self.waiting[dest].pop_front() {
             let (n, batch) = (b.entries.len(), &b);

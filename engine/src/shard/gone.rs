@@ -1,0 +1,184 @@
+//! Shards given up. A user function that never returns holds its shard's thread for good (Rust
+//! cannot interrupt it). Past `[engine] stall_stop` the controller fails that function's app and
+//! every app with work on the shard, and gives the shard up (`ShardSignal::abandon`). Each other
+//! shard then lets it go here:
+//! - nothing more is sent to it (what is staged for it is dropped) and it is not waited for to
+//!   exit;
+//! - the apps that failed with it are torn down: their instances, lessee slots, moves and
+//!   queued messages here are dropped, and so is every message of theirs that arrives later;
+//! - every other app's instances stop waiting for it: each of their input channels from it ends
+//!   here (an app that kept nothing on the shard loses nothing: its instance there only passed
+//!   on watermarks and its end);
+//! - an app still running that had something under way with it (a lessee there, a lessor
+//!   there, a key group moving while it went) fails too, by name: its result could not be whole.
+//!
+//! The stuck shard itself, should its function ever return, stops at once without a word.
+
+use dirigo_actors::envelope::{Header, MessageKind};
+use dirigo_actors::ids::{FunctionId, ShardId};
+use dirigo_net::mailbox::Entry;
+
+use super::dual_mode::NO_PAYLOAD;
+use super::Shard;
+use crate::metrics::FailureCause;
+use crate::policy::Policy;
+
+impl<P: Policy> Shard<P> {
+    /// Once per tick: let go of the shards given up since, and tear down the apps failed since
+    /// (once a shard is gone, a failed app is not drained: its ends may never come).
+    pub(super) fn check_gone(&mut self) {
+        for x in self.local.clone() {
+            if x != self.id && !self.gone[x as usize] && self.signals[x as usize].is_gone() {
+                self.let_go(x);
+            }
+        }
+        if self.any_gone {
+            self.tear_down_failed();
+        }
+    }
+
+    /// This shard was given up: it stops (its function returned after all).
+    pub(super) fn given_up(&self) -> bool {
+        self.signals[self.id as usize].is_gone()
+    }
+
+    #[cold]
+    fn let_go(&mut self, x: ShardId) {
+        tracing::warn!(
+            shard = self.id,
+            given_up = x,
+            "a shard was given up: nothing more goes to it or is awaited from it"
+        );
+        self.gone[x as usize] = true;
+        self.any_gone = true;
+        self.out.abandon(x as usize);
+        for f in 0..self.insts.len() {
+            let app = self.fn_app[f] as usize;
+            // Only what still runs here can lose anything (an ended instance took every input,
+            // though an ended lessor may still wait for its lessees' last partials).
+            let running = self.insts[f].as_ref().is_some_and(|i| i.open() > 0);
+            let lends_there = self.actors[f].as_ref().is_some_and(|a| a.lends_to(x));
+            if self.app_failed(app) || !running && !lends_there {
+                continue;
+            }
+            let leases_from_there = self.lessees.iter().flatten().any(|l| l.function() == f && l.lessor() == x);
+            let groups_there = self.placement.is_keyed(f as FunctionId) && self.placement.hosts(f as FunctionId, x);
+            let source_there = self
+                .plan
+                .sources
+                .iter()
+                .any(|s| s.app as usize == app && s.shards.contains(&x) && !s.outputs.is_empty());
+            let what = if groups_there {
+                Some("key groups of it were there")
+            } else if source_there {
+                Some("a source of it ran there")
+            } else if lends_there {
+                Some("its actor had a lessee on it")
+            } else if leases_from_there {
+                Some("its actor's lessor was on it")
+            } else if self.mig.moving(f) {
+                Some("a key group of it was moving when it went")
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                self.fail_app(f, FailureCause::ShardGivenUp, format!("shard {x}: {what}"));
+            }
+        }
+        self.tear_down_failed();
+        for f in 0..self.insts.len() {
+            let app = self.fn_app[f];
+            let Some(inst) = self.insts[f].as_ref() else { continue };
+            for port in inst.open_from(x) {
+                let h = Header {
+                    key_hash: 0,
+                    ingress_ns: 0,
+                    deadline_ns: u64::MAX,
+                    event_time: u64::MAX,
+                    seq: 0,
+                    app,
+                    function: f as FunctionId,
+                    port,
+                    kind: MessageKind::End,
+                    from_shard: x,
+                    aux: 0,
+                };
+                if self.actors[f].is_some() {
+                    self.actor_arrival(Entry { header: h, off: 0, len: 0 }, NO_PAYLOAD);
+                } else {
+                    self.apply_end(&h);
+                }
+            }
+        }
+    }
+
+    /// Whether an end from `h.from_shard` is one already taken for it: the shard was given up
+    /// and its channel ended here (the real end may still come, from what it sent before).
+    pub(super) fn end_already_taken(&self, h: &Header) -> bool {
+        self.gone.get(h.from_shard as usize).copied().unwrap_or(false)
+            && self.insts[h.function as usize].as_ref().is_some_and(|i| !i.is_open(h.port, h.from_shard))
+    }
+
+    /// Whether messages of function `f` are dropped here (its app was torn down).
+    #[inline]
+    pub(super) fn torn_down(&self, f: usize) -> bool {
+        self.any_gone && f < self.fn_app.len() && self.torn.get(self.fn_app[f] as usize).copied().unwrap_or(false)
+    }
+
+    fn tear_down_failed(&mut self) {
+        let apps = self.plan.apps.len();
+        if self.torn.len() < apps {
+            self.torn.resize(apps, false);
+        }
+        for app in 0..apps {
+            if !self.torn[app] && self.app_failed(app) {
+                self.tear_down(app);
+            }
+        }
+    }
+
+    /// Drop everything of failed app `app` here. Batches its dropped machines still held are
+    /// not given back (their memory goes; the rings do not depend on it).
+    #[cold]
+    fn tear_down(&mut self, app: usize) {
+        tracing::debug!(shard = self.id, app, "a failed app is torn down");
+        self.torn[app] = true;
+        for i in 0..self.sources.len() {
+            if self.app_of(&self.sources[i]) == app {
+                self.sources[i].done = true;
+            }
+        }
+        for f in 0..self.insts.len() {
+            if self.fn_app[f] as usize != app {
+                continue;
+            }
+            let live = match (&self.actors[f], &self.insts[f]) {
+                (Some(a), _) => !a.has_ended(),
+                (None, Some(i)) => i.open() > 0 || self.mig.has_deferred_end(f),
+                (None, None) => false,
+            };
+            if live {
+                self.live -= 1;
+            }
+            for slot in self.mig.forget(f) {
+                self.release(slot);
+            }
+            if let Some(mut op) = self.ops[f].take() {
+                op.flush();
+            }
+            self.actors[f] = None;
+            self.insts[f] = None;
+            self.counted[f] = 0;
+        }
+        for i in 0..self.lessees.len() {
+            let f = match &self.lessees[i] {
+                Some(l) if self.fn_app[l.function()] as usize == app => l.function(),
+                _ => continue,
+            };
+            self.lessees[i] = None;
+            self.lessees_here[f] -= 1;
+        }
+        let hosted = self.hosting[app] as i32;
+        self.host(app, -hosted);
+    }
+}
