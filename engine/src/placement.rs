@@ -151,23 +151,35 @@ pub struct AppShards {
     /// Declared load per shard (events per second of the apps placed on it).
     load: Vec<u64>,
     capacity: u64,
+    /// Shards given up (a function never returned there): nothing is placed on them.
+    gone: Vec<bool>,
 }
 
 impl AppShards {
     /// For a plan of `shards` shards that each take `capacity` declared events per second.
     pub fn new(shards: usize, capacity: u64) -> AppShards {
-        AppShards { load: vec![0; shards], capacity }
+        AppShards { load: vec![0; shards], capacity, gone: vec![false; shards] }
+    }
+
+    /// Place nothing on shard `s` from now on (it was given up).
+    pub fn give_up(&mut self, s: usize) {
+        self.gone[s] = true;
+    }
+
+    /// Shards apps may still be placed on.
+    pub fn available(&self) -> usize {
+        self.gone.iter().filter(|&&g| !g).count()
     }
 
     /// The shards of an app that needs `cores` of them and declares `rate` events per second
     /// (`None`: unbounded, as fast as the engine takes them: a whole shard per core).
     pub fn place(&mut self, cores: usize, rate: Option<u64>) -> Vec<ShardId> {
         let n = self.load.len();
-        let cores = cores.clamp(1, n);
+        let cores = cores.clamp(1, self.available().max(1));
         let share = rate.map_or(self.capacity, |r| r.div_ceil(cores as u64));
         let mut chosen: Vec<usize> = Vec::with_capacity(cores);
         for _ in 0..cores {
-            let free = (0..n).filter(|s| !chosen.contains(s));
+            let free = (0..n).filter(|&s| !chosen.contains(&s) && (!self.gone[s] || self.available() == 0));
             let fits = free.clone().filter(|&s| self.load[s] + share <= self.capacity);
             // Best fit: the fullest shard that still has room; else the emptiest.
             let pick = fits.max_by_key(|&s| (self.load[s], std::cmp::Reverse(s)));
@@ -186,10 +198,10 @@ impl AppShards {
     pub fn reach(&self, shards: &[ShardId], max: usize) -> Vec<ShardId> {
         let n = self.load.len();
         let max = if max == 0 { n } else { max.clamp(shards.len(), n) };
-        let mut others: Vec<usize> = (0..n).filter(|&s| !shards.contains(&(s as ShardId))).collect();
+        let mut others: Vec<usize> = (0..n).filter(|&s| !shards.contains(&(s as ShardId)) && !self.gone[s]).collect();
         others.sort_by_key(|&s| (self.load[s], s));
         let mut reach: Vec<ShardId> = shards.to_vec();
-        reach.extend(others.into_iter().take(max - shards.len()).map(|s| s as ShardId));
+        reach.extend(others.into_iter().take(max.saturating_sub(shards.len())).map(|s| s as ShardId));
         reach.sort_unstable();
         reach
     }
@@ -207,6 +219,16 @@ impl AppShards {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nothing_is_placed_on_a_shard_given_up() {
+        let mut a = AppShards::new(3, 100_000);
+        a.give_up(0);
+        assert_eq!(a.available(), 2);
+        assert_eq!(a.place(1, Some(10)), [1], "packs on the first shard still there");
+        assert_eq!(a.place(3, Some(10)), [1, 2], "no more cores than shards still there");
+        assert_eq!(a.reach(&[1], 0), [1, 2], "an app may not spread to it");
+    }
 
     #[test]
     fn apps_pack_until_a_shard_is_full_then_take_the_emptiest() {

@@ -38,6 +38,7 @@ pub struct Metrics {
     key_groups: IntGaugeVec,
     lessees: IntGaugeVec,
     migrations: IntCounterVec,
+    stalls: IntCounterVec,
     fn_blocked: CounterVec,
     fn_critical: CounterVec,
     process_cpu: Gauge,
@@ -131,6 +132,10 @@ impl Metrics {
                 opts("function_migrations_total", "Key groups of the function moved between shards"),
                 &["app", "function", "reason"]
             )),
+            stalls: reg!(IntCounterVec::new(
+                opts("function_stalls_total", "Messages of the function that held their shard past the stall budget"),
+                &["app", "function"]
+            )),
             fn_blocked: reg!(CounterVec::new(
                 opts("function_lessor_blocked_seconds_total", "Time the function's dual-mode lessors spent Blocked"),
                 &["app", "function"]
@@ -197,12 +202,18 @@ impl Metrics {
         self.migrations.with_label_values(&[app, function, reason]).inc();
     }
 
+    /// A message of the function held its shard past the stall budget.
+    pub fn stall(&self, app: &str, function: &str) {
+        self.stalls.with_label_values(&[app, function]).inc();
+    }
+
     /// Time the function's lessors spent Blocked and Critical (ns).
     pub fn function_actor(&self, app: &str, function: &str, blocked_ns: u64, critical_ns: u64) {
         // The function's migration series exist from the start (at 0), like its others.
         for reason in ["spread", "consolidate"] {
             self.migrations.with_label_values(&[app, function, reason]);
         }
+        self.stalls.with_label_values(&[app, function]);
         self.fn_blocked.with_label_values(&[app, function]).inc_by(blocked_ns as f64 / 1e9);
         self.fn_critical.with_label_values(&[app, function]).inc_by(critical_ns as f64 / 1e9);
     }

@@ -183,8 +183,9 @@ struct AppRun {
     used: Vec<u16>,
     cpu_ns: f64,
     state: &'static str,
-    /// Shards that acked that nothing of it is left.
+    /// Shards that acked that nothing of it is left; and whether that is all of them.
     ended: Vec<bool>,
+    complete: bool,
     waiting: Vec<flume::Sender<Result<AppView, ApiError>>>,
     failure: Option<String>,
 }
@@ -252,6 +253,13 @@ struct Controller {
     shard_ns: Vec<(u64, u64)>,
     /// Shards that sent their first report.
     up: Vec<bool>,
+    /// Per app: it failed (shared with the shards).
+    failed_apps: Arc<Vec<AtomicBool>>,
+    /// Watches what each shard runs (`[engine] stall_budget`, `stall_stop`).
+    stalls: crate::engine::StallDetector,
+    /// Shards given up, and per shard the apps it last reported hosting.
+    given_up: Vec<usize>,
+    hosting: Vec<Vec<u32>>,
     /// Per function: the latest lessee gauge per shard.
     lessees: Vec<Vec<u64>>,
     cpu0: f64,
@@ -340,6 +348,10 @@ impl Controller {
             shard_busy: vec![0; n],
             shard_ns: vec![(0, 0); n],
             up: vec![false; n],
+            failed_apps,
+            stalls: crate::engine::StallDetector::new(settings.stall_budget, settings.stall_stop),
+            given_up: Vec::new(),
+            hosting: vec![Vec::new(); n],
             cpu0: cpu_seconds(),
         })
     }
@@ -357,6 +369,7 @@ impl Controller {
             cpu_ns: 0.0,
             state,
             ended: vec![false; n],
+            complete: false,
             waiting: Vec::new(),
             failure: None,
         });
@@ -373,8 +386,12 @@ impl Controller {
                 self.stop.stop();
                 return Err(EngineError::ShardFailed { shard, reason: "panicked".into() });
             }
-            let watchdog = if self.apps.iter().any(|a| self.is_live(a)) { WATCHDOG } else { REST_WATCHDOG };
-            let wait = next.saturating_duration_since(Instant::now()).min(watchdog);
+            let live = self.apps.iter().any(|a| self.is_live(a));
+            let watchdog = if live { WATCHDOG } else { REST_WATCHDOG };
+            let mut wait = next.saturating_duration_since(Instant::now()).min(watchdog);
+            if live {
+                wait = wait.min(self.stalls.every()); // an idle server does not watch
+            }
             enum Ev {
                 Report(ShardReport),
                 Command(Command),
@@ -388,6 +405,8 @@ impl Controller {
                 .wait_timeout(wait)
                 .unwrap_or(Ev::Idle);
             match ev {
+                // A shard given up says nothing more that counts (should its function return).
+                Ev::Report(r) if self.given_up.contains(&(r.shard as usize)) => {}
                 Ev::Report(r) => {
                     remaining -= r.last as usize;
                     self.fold(r);
@@ -395,6 +414,19 @@ impl Controller {
                 Ev::Ack(a) => self.on_ack(a),
                 Ev::Command(c) => self.on_command(c),
                 Ev::Idle => {}
+            }
+            if live {
+                let signals = self.signals.clone();
+                let plan = self.plan.clone();
+                let (found, stop) = self.stalls.check(&plan, 0, &signals);
+                for stall in found {
+                    self.handle.metrics.stall(&stall.app, &stall.function);
+                }
+                self.stalls.forget_found();
+                for (shard, f, held_ms) in stop {
+                    remaining -= 1;
+                    self.give_up(shard, f, held_ms);
+                }
             }
             if last_ring.elapsed() >= watchdog {
                 self.stop.ring_all();
@@ -414,6 +446,9 @@ impl Controller {
             }
         }
         for (i, h) in std::mem::take(&mut self.handles).into_iter().enumerate() {
+            if self.given_up.contains(&i) {
+                continue; // its thread is stuck in user code: left to end with the process
+            }
             h.join().map_err(|e| EngineError::ShardFailed { shard: i, reason: e.to_string() })?;
         }
         Ok(())
@@ -421,6 +456,7 @@ impl Controller {
 
     fn fold(&mut self, r: ShardReport) {
         let s = r.shard as usize;
+        self.hosting[s].clone_from(&r.hosting);
         if !self.up[s] {
             self.up[s] = true;
             if self.up.iter().all(|&u| u) {
@@ -493,24 +529,59 @@ impl Controller {
         let Ack::Ended { shard, app } = a else { return };
         let Some(i) = self.apps.iter().position(|x| x.id == app as usize) else { return };
         self.apps[i].ended[shard as usize] = true;
-        if !self.apps[i].ended.iter().all(|&e| e) {
+        self.try_complete(i);
+    }
+
+    /// A function held `shard` past `stall_stop`: fail its app and the apps the shard hosted,
+    /// and give the shard up (see `shard::gone`); the server runs on without it.
+    fn give_up(&mut self, shard: usize, f: u16, held_ms: f64) {
+        let mut failures = Vec::new();
+        let hosting = self.hosting[shard].clone();
+        crate::engine::give_up(&self.plan, shard, f, held_ms, &hosting, &self.failed_apps, &mut failures);
+        for fl in failures {
+            if let Some(app) = self.apps.iter_mut().find(|x| x.id == fl.app as usize) {
+                app.failure = Some(fl.to_string());
+                app.state = "failed";
+            }
+        }
+        self.signals[shard].abandon();
+        self.stop.ring_all();
+        self.given_up.push(shard);
+        self.placer.give_up(shard);
+        // No app waits for the shard's word any more.
+        for i in 0..self.apps.len() {
+            self.try_complete(i);
+        }
+        self.publish_view();
+    }
+
+    /// App `i` is complete once every shard not given up said nothing of it is left.
+    fn try_complete(&mut self, i: usize) {
+        let given_up = &self.given_up;
+        let a = &self.apps[i];
+        if a.complete || !a.ended.iter().enumerate().all(|(s, &e)| e || given_up.contains(&s)) {
             return;
         }
+        self.apps[i].complete = true;
+        let app = self.apps[i].id;
         // Every shard reported its last figures of the app before its ack.
         while let Ok(r) = self.reports.try_recv() {
+            if self.given_up.contains(&(r.shard as usize)) {
+                continue;
+            }
             let last = r.last;
             self.fold(r);
             debug_assert!(!last, "a shard exits only once the engine stops");
         }
         let plan = self.plan.clone();
         let run = &mut self.apps[i];
-        let undeployed = self.control.state(app as usize) == STOPPING;
+        let undeployed = self.control.state(app) == STOPPING;
         if run.state != "failed" {
             run.state = if undeployed { "undeployed" } else { "finished" };
         }
         let _span = tracing::info_span!("app", app = %run.name).entered();
         tracing::info!(events_in = run.totals.events_in, events_out = run.totals.events_out, "app {}", run.state);
-        self.placer.release(&plan.apps[app as usize].shards, run.demand);
+        self.placer.release(&plan.apps[app].shards, run.demand);
         let view = self.view_of(i, &plan);
         for w in self.apps[i].waiting.drain(..) {
             let _ = w.send(Ok(view.clone()));
@@ -580,6 +651,9 @@ impl Controller {
             return Err(ApiError::new(409, msg));
         }
         // Compiled against a copy: a failed deploy leaves the running plan untouched.
+        if self.placer.available() == 0 {
+            return Err(ApiError::new(503, "no shard is left to place an app on: every shard was given up"));
+        }
         let mut plan = (*self.plan).clone();
         let mut placer = self.placer.clone();
         let files0 = plan.files.len();
@@ -599,7 +673,7 @@ impl Controller {
         self.placer = placer;
         self.stop.ring_all();
         // Its sources wait until every shard has built its instances.
-        let mut adopted = vec![false; plan.shards];
+        let mut adopted: Vec<bool> = (0..plan.shards).map(|s| self.given_up.contains(&s)).collect();
         let deadline = Instant::now() + ADOPT_TIMEOUT;
         while !adopted.iter().all(|&a| a) {
             match self.acks.recv_deadline(deadline) {
