@@ -189,6 +189,24 @@ impl<T: Message, I: Iterator<Item = (u64, u64, u64, T)>> CustomSource for Schedu
 }
 
 impl AppBuilder<'_> {
+    /// Run this app on `shards` only: its sources' instances, its functions and its key groups
+    /// (by default an embedded app runs on every shard). Call it before adding the app's
+    /// sources and functions. Panics on an empty list or a shard the engine does not have.
+    pub fn on_shards(&mut self, shards: &[ShardId]) -> &mut Self {
+        let app = self.app;
+        assert!(
+            !self.plan.sources.iter().any(|s| s.app == app) && !self.plan.functions.iter().any(|f| f.app == app),
+            "on_shards comes before the app's sources and functions"
+        );
+        assert!(!shards.is_empty(), "an app runs on at least one shard");
+        let n = self.plan.shards;
+        assert!(shards.iter().all(|&s| (s as usize) < n), "shards {shards:?}: the engine has {n}");
+        let a = &mut self.plan.apps[app as usize];
+        a.shards = shards.to_vec();
+        a.reach = shards.to_vec();
+        self
+    }
+
     /// Set the share under the `fair` policy.
     pub fn weight(&mut self, weight: u32) -> &mut Self {
         self.plan.apps[self.app as usize].weight = weight;
@@ -273,7 +291,8 @@ impl AppBuilder<'_> {
         make: impl Fn(crate::plan::InstanceCx, u32) -> SourceInstance + Send + Sync + 'static,
     ) -> NodeRef {
         let logical = parallelism.max(1);
-        let shards: Vec<ShardId> = (0..logical.min(self.plan.shards as u32) as ShardId).collect();
+        let on = &self.plan.apps[self.app as usize].shards;
+        let shards: Vec<ShardId> = on.iter().copied().take(logical as usize).collect();
         self.plan.sources.push(SourcePlan {
             app: self.app,
             name: name.to_owned(),

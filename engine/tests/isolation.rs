@@ -142,6 +142,97 @@ fn a_function_holding_its_shard_past_the_budget_is_reported_by_name() {
     }
 }
 
+/// Blocks its shard for good on its 10th message (user code that never returns), and
+/// forwards every message before that.
+struct Hang {
+    seen: u64,
+}
+
+impl Function for Hang {
+    type In = u64;
+    fn on_message(&mut self, cx: &mut Cx<'_>, key: &rkyv::Archived<u64>) {
+        self.seen += 1;
+        if self.seen == 10 {
+            loop {
+                std::thread::park(); // never unparked: the thread stays here until the process ends
+            }
+        }
+        cx.emit(cx.key_hash(), cx.event_time(), &key.to_native());
+    }
+}
+
+/// Run apps on 2 shards: `counts` (a keyed count) and `sums` (a dual-mode actor) on shard 0
+/// only, and, with `hanging`, `stuck` (its function never returns) on shard 1 and `spread` (a
+/// keyed count over both shards). A function holding its shard 300 ms stops its app. The run
+/// must end: it runs on a thread of its own and the test fails after a minute.
+fn run_beside_a_hang(hanging: bool) -> (Summary, Outputs) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut engine = EngineBuilder::new().shards(2).settings(|s| {
+            s.stall_budget = Duration::from_millis(50);
+            s.stall_stop = Duration::from_millis(300);
+        });
+        let mut sinks = Vec::new();
+        let names: &[&str] = if hanging { &["counts", "sums", "stuck", "spread"] } else { &["counts", "sums"] };
+        for &name in names {
+            let mut app = engine.app(name, Duration::from_millis(50));
+            match name {
+                "counts" | "sums" => app.on_shards(&[0]),
+                "stuck" => app.on_shards(&[1]),
+                _ => &mut app,
+            };
+            let src = app.source("in", 1, |_| (0..EVENTS).map(|i| (key_u64(i % KEYS), i, i % KEYS)));
+            let out = match name {
+                "sums" => app.actor("sum", src, 0, Sums::default),
+                "stuck" => app.function("hang", src, Route::Forward, || Hang { seen: 0 }),
+                _ => app.function("count", src, Route::ByKey, || Count {
+                    counts: BTreeMap::new(),
+                    seen: 0,
+                    panic_at: None,
+                }),
+            };
+            sinks.push((name.to_owned(), app.collect("out", out)));
+        }
+        let summary = engine.run().expect("the engine runs to its end although a shard was given up");
+        let mut outputs = Outputs::new();
+        for (name, rx) in sinks {
+            let mut got: Vec<(u64, u64)> = rx
+                .drain()
+                .filter_map(|o| {
+                    let mut buf = rkyv::util::AlignedVec::<16>::new();
+                    buf.extend_from_slice(&o.archive);
+                    rkyv::from_bytes::<(u64, u64), rkyv::rancor::Error>(&buf).ok()
+                })
+                .collect();
+            got.sort_unstable();
+            outputs.insert(name, got);
+        }
+        let _ = tx.send((summary, outputs));
+    });
+    rx.recv_timeout(Duration::from_secs(60)).expect("the run ended (a shard held by a stuck function is given up)")
+}
+
+#[test]
+fn a_function_that_never_returns_stops_its_app_and_the_apps_on_other_shards_run_on() {
+    let (_, alone) = run_beside_a_hang(false);
+    let (summary, together) = run_beside_a_hang(true);
+    for app in ["counts", "sums"] {
+        assert_eq!(together[app], alone[app], "`{app}` produced exactly its output alone");
+        assert_eq!(summary.apps.iter().find(|a| a.name == app).unwrap().failure, None);
+    }
+    assert_eq!(alone["counts"].len(), EVENTS as usize);
+    assert_eq!(alone["sums"].len(), KEYS as usize);
+    let failure = |app: &str| summary.apps.iter().find(|a| a.name == app).unwrap().failure.clone().unwrap_or_default();
+    let stuck = failure("stuck");
+    assert!(stuck.starts_with("function `hang` held shard 1 past the stall limit: one message ran for "), "{stuck}");
+    // The app with key groups on the stuck shard could not be whole: it fails too, saying why.
+    let spread = failure("spread");
+    assert!(spread.starts_with("shard 1 was given up: "), "{spread}");
+    assert!(together["stuck"].len() < 10, "the stuck app emitted only what came before the hang");
+    eprintln!("stuck: {stuck}\nspread: {spread}\nstalls: {:?}", summary.stalls);
+    assert!(summary.stalls.iter().any(|s| s.function == "hang" && s.shard == 1), "{:?}", summary.stalls);
+}
+
 /// The 1 ms-SLO app of the flood test: `rate` readings a second for `secs`, counted per sensor.
 fn tight_app(rate: u64, secs: u64, cores: usize) -> String {
     format!(
