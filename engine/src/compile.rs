@@ -34,6 +34,7 @@ pub fn settings(config: &Config) -> EngineSettings {
         shard: ShardSettings {
             batch_size: e.batch_size,
             max_in_flight: e.max_in_flight as u64,
+            queue_budget: e.queue_budget,
             spin: e.spin,
             spin_slo: e.spin_slo,
             gather: e.gather,

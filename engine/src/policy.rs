@@ -121,6 +121,11 @@ pub struct MoveCx {
     pub from: dirigo_actors::ids::ShardId,
     pub to: dirigo_actors::ids::ShardId,
     pub reason: crate::metrics::MoveReason,
+    /// The moving app's SLO (ns).
+    pub slo_ns: u64,
+    /// The tightest SLO of the other apps running on `to` (started there, or holding key
+    /// groups there), ns; `u64::MAX` if none.
+    pub to_tightest_slo_ns: u64,
 }
 
 /// What a policy answers to a proposed move.
@@ -200,6 +205,18 @@ impl Policy for Fifo {
     #[inline]
     fn on_enqueue(&mut self, _h: &Header, arrival: u64, _cx: &SchedCx<'_>) -> u64 {
         arrival
+    }
+
+    /// Arrival order cannot keep a tighter app's messages ahead of a looser app's backlog, so
+    /// FIFO does not spread load onto a shard where a tighter app runs (the deadline-aware
+    /// policies reorder, and may). Consolidation, which brings groups back to their app's own
+    /// shards, is never refused.
+    fn on_move(&mut self, cx: &MoveCx) -> MoveVerdict {
+        if cx.reason == crate::metrics::MoveReason::Spread && cx.to_tightest_slo_ns < cx.slo_ns {
+            MoveVerdict::Veto
+        } else {
+            MoveVerdict::Accept
+        }
     }
 }
 
@@ -480,6 +497,28 @@ impl Policy for AlwaysLease {
 mod tests {
     use super::*;
     use crate::runqueue::QEntry;
+
+    #[test]
+    fn fifo_spreads_no_load_onto_a_tighter_apps_shard_but_always_consolidates() {
+        use crate::metrics::MoveReason;
+        let cx = |reason, slo_ns, to_tightest_slo_ns| MoveCx {
+            app: 0,
+            function: 0,
+            group: 0,
+            from: 0,
+            to: 1,
+            reason,
+            slo_ns,
+            to_tightest_slo_ns,
+        };
+        let mut fifo = Fifo;
+        assert_eq!(fifo.on_move(&cx(MoveReason::Spread, 100, 1)), MoveVerdict::Veto);
+        assert_eq!(fifo.on_move(&cx(MoveReason::Spread, 100, 100)), MoveVerdict::Accept);
+        assert_eq!(fifo.on_move(&cx(MoveReason::Spread, 100, u64::MAX)), MoveVerdict::Accept);
+        assert_eq!(fifo.on_move(&cx(MoveReason::Consolidate, 100, 1)), MoveVerdict::Accept);
+        // The deadline-aware policies reorder, so they may share.
+        assert_eq!(Builtin::by_name("laxity").unwrap().on_move(&cx(MoveReason::Spread, 100, 1)), MoveVerdict::Accept);
+    }
 
     fn apps(weights: &[u32]) -> Vec<AppPlan> {
         weights

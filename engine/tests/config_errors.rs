@@ -133,7 +133,7 @@ fn unknown_key_is_named() {
         "bad.toml:3:1: engine key `spinn`: unknown field `spinn`, expected one of `shards`, \
          `pin`, `policy`, `spin`, `spin_slo`, `gather`, `standby`, `key_groups`, `rebalance`, `migrate_every`, `stall_budget`, `stall_stop`, `shard_capacity`, \
          `mailbox_batches`, `batch_size`, \
-         `max_in_flight`, `tick`, `lessee_idle`, `stats_interval`, `preempt_timer`, `tcp_io`, `max_apps`",
+         `max_in_flight`, `queue_budget`, `tick`, `lessee_idle`, `stats_interval`, `preempt_timer`, `tcp_io`, `max_apps`",
     );
     let text = app_with("name = \"f\"\nkind = \"filter\"\ninput = \"in\"\npredicate = \"price > 1\"\nbogus = 1");
     let e = error(&text);

@@ -14,6 +14,9 @@ pub struct ShardSignal {
     delay_ns: CachePadded<AtomicU64>,
     /// Messages of each app queued on the shard, published once per turn (per-app backpressure).
     queued_by_app: CachePadded<Box<[AtomicU64]>>,
+    /// Expected time (ns) to run the messages of each app queued on the shard, published with
+    /// them (sources admit work against it: bounded latency at full load).
+    queued_ns_by_app: CachePadded<Box<[AtomicU64]>>,
     /// Set by the owner just before it parks.
     sleeping: CachePadded<AtomicBool>,
     /// What the owner is running: `(function + 1) << 48 | since (µs)`, 0 between messages. Its
@@ -41,6 +44,7 @@ impl ShardSignal {
         let sig = ShardSignal {
             queued: CachePadded::new(AtomicU64::new(0)),
             queued_by_app: CachePadded::new((0..apps).map(|_| AtomicU64::new(0)).collect()),
+            queued_ns_by_app: CachePadded::new((0..apps).map(|_| AtomicU64::new(0)).collect()),
             delay_ns: CachePadded::new(AtomicU64::new(0)),
             sleeping: CachePadded::new(AtomicBool::new(false)),
             running: CachePadded::new(AtomicU64::new(0)),
@@ -99,10 +103,17 @@ impl ShardSignal {
         self.delay_ns.store(delay_ns, Ordering::Relaxed);
     }
 
-    /// Owner: publish how many messages of `app` are queued.
+    /// Owner: publish how many messages of `app` are queued, and the time they take to run.
     #[inline]
-    pub fn publish_app(&self, app: usize, queued: u64) {
+    pub fn publish_app(&self, app: usize, queued: u64, queued_ns: u64) {
         self.queued_by_app[app].store(queued, Ordering::Relaxed);
+        self.queued_ns_by_app[app].store(queued_ns, Ordering::Relaxed);
+    }
+
+    /// Expected time to run the messages of `app` queued on the shard, as last published.
+    #[inline]
+    pub fn queued_ns_of(&self, app: usize) -> u64 {
+        self.queued_ns_by_app[app].load(Ordering::Relaxed)
     }
 
     /// Messages of `app` queued on the shard, as last published.

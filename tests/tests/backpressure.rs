@@ -21,7 +21,8 @@
 //! `n` shards, the message in progress included. (A first derivation, `M + T` per shard, was
 //! measured exceeded on one shard: 381 > 320; the `2T` term above is why, and 381 <= 384.)
 //! Without backpressure the source runs thousands of events ahead; the control test checks
-//! that the probe sees that when `max_in_flight` is large.
+//! that the probe sees that when `max_in_flight` is large. These run with admission by count
+//! only (`queue_budget = 0`); the last test bounds the lead by time instead (see there).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -54,8 +55,10 @@ fn bound(shards: u64, max_in_flight: u64) -> u64 {
 struct Probe {
     produced: AtomicU64,
     processed: AtomicU64,
-    /// Largest `produced - processed` seen by the slow function.
+    /// Largest `produced - processed` seen by the slow function; and over the second half of
+    /// the run (the engine's cost estimates have settled by then).
     max_ahead: AtomicU64,
+    max_ahead_late: AtomicU64,
 }
 
 /// Burn about `d` of CPU hashing (real work, not a sleep); returns the hash.
@@ -80,6 +83,9 @@ impl Function for Slow {
         let processed = self.0.processed.load(SeqCst);
         let ahead = self.0.produced.load(SeqCst) - processed;
         self.0.max_ahead.fetch_max(ahead, SeqCst);
+        if processed >= EVENTS / 2 {
+            self.0.max_ahead_late.fetch_max(ahead, SeqCst);
+        }
         let (key, seq) = (msg.0.to_native(), msg.1.to_native());
         let digest = burn(seq, WORK);
         self.0.processed.fetch_add(1, SeqCst);
@@ -90,14 +96,27 @@ impl Function for Slow {
 /// Run the slow pipeline; returns the largest lead seen and every `(key, seq)` output in
 /// arrival order. Runs on its own thread so that a hang fails the test instead of blocking it.
 fn run_slow(shards: usize, policy: &'static str, max_in_flight: u64) -> Result<(u64, Vec<(u64, u64)>)> {
+    run_slow_with(shards, policy, max_in_flight, 0.0, Duration::from_millis(100)).map(|(ahead, _, outs)| (ahead, outs))
+}
+
+/// [`run_slow`] with admission by time (`queue_budget` of the app's `slo`); also returns the
+/// largest lead over the second half of the run.
+fn run_slow_with(
+    shards: usize,
+    policy: &'static str,
+    max_in_flight: u64,
+    queue_budget: f64,
+    slo: Duration,
+) -> Result<(u64, u64, Vec<(u64, u64)>)> {
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let probe = Arc::new(Probe::default());
         let mut engine = EngineBuilder::new().shards(shards).settings(|s| {
             (s.shard.max_in_flight, s.shard.batch_size, s.mailbox_batches) =
                 (max_in_flight, BATCH_SIZE, MAILBOX_BATCHES);
+            s.shard.queue_budget = queue_budget;
         });
-        let mut app = engine.app("slow", Duration::from_millis(100));
+        let mut app = engine.app("slow", slo);
         let p = probe.clone();
         let src = app.source("fast", 1, move |_| {
             let p = p.clone();
@@ -111,15 +130,15 @@ fn run_slow(shards: usize, policy: &'static str, max_in_flight: u64) -> Result<(
         let out = app.collect("out", slow);
         let result = engine.run_with(Builtin::by_name(policy).expect("a built-in policy"), |_| {}).map(|summary| {
             let outs = out.drain().map(|o| decode(&o.archive)).collect::<Vec<_>>();
-            (summary, probe.max_ahead.load(SeqCst), outs)
+            (summary, probe.max_ahead.load(SeqCst), probe.max_ahead_late.load(SeqCst), outs)
         });
         let _ = done_tx.send(result);
     });
-    let (summary, max_ahead, outs) =
+    let (summary, max_ahead, late, outs) =
         done_rx.recv_timeout(Duration::from_secs(120)).map_err(|e| anyhow!("no result ({e})"))??;
     ensure!(summary.apps[0].events_in == EVENTS, "events_in {}", summary.apps[0].events_in);
     ensure!(summary.apps[0].events_out == outs.len() as u64, "events_out {}", summary.apps[0].events_out);
-    Ok((max_ahead, outs.into_iter().collect::<Result<_>>()?))
+    Ok((max_ahead, late, outs.into_iter().collect::<Result<_>>()?))
 }
 
 fn decode(archive: &[u8]) -> Result<(u64, u64)> {
@@ -171,5 +190,24 @@ fn probe_sees_the_source_run_ahead_without_a_tight_limit() -> Result<()> {
     let limit = bound(1, MAX_IN_FLIGHT);
     eprintln!("1 shard, max_in_flight 2^20: source at most {max_ahead} events ahead");
     ensure!(max_ahead > 4 * limit, "source only {max_ahead} events ahead, bound {limit}");
+    check_outputs(&outs)
+}
+
+/// Admission by time: with `max_in_flight` out of reach, `queue_budget` alone holds the source
+/// back. On one shard it adds events only while the app's queued messages take less than
+/// `queue_budget x SLO` to run by the shard's estimates (or fewer than a batch are queued).
+/// Each queued slow message is estimated at no less than its ~20 us of work once the estimates
+/// have settled (they start at a 1 us prior, so the second half of the run is checked), so the
+/// lead stays within `budget / 20 us` (10% slack for the estimate still closing in), plus a
+/// batch, plus the `2T` of the publication lag (see the file docs). Count-only, the control
+/// above runs tens of times further ahead.
+#[test]
+fn admission_by_time_bounds_how_far_a_source_runs_ahead() -> Result<()> {
+    let (slo, share) = (Duration::from_millis(20), 0.25);
+    let (_, late, outs) = run_slow_with(1, "fifo", 1 << 20, share, slo)?;
+    let budget_ns = slo.as_nanos() as f64 * share;
+    let limit = (budget_ns / WORK.as_nanos() as f64 * 1.1) as u64 + BATCH_SIZE as u64 + 2 * TURN_BUDGET;
+    eprintln!("1 shard, queue_budget {share} of {slo:?}: source at most {late} events ahead (limit {limit})");
+    ensure!(late <= limit, "source {late} events ahead, limit {limit}");
     check_outputs(&outs)
 }

@@ -104,6 +104,8 @@ layered! {
         batch_size: usize = usize,
         /// Messages queued on a shard before its sources pause (backpressure).
         max_in_flight: usize = usize,
+        /// Share of an app's SLO of queued work per shard its sources may add to (0: off).
+        queue_budget: f64 = f64,
         /// Policy tick period.
         #[serde(serialize_with = "ser_duration")]
         tick: Duration = HumanDuration,

@@ -48,9 +48,10 @@ fn read_doc(source: &Source) -> Result<ConfigDoc, ConfigError> {
 
 fn check_engine(src: &Source, e: &EngineLayer) -> Result<(), ConfigError> {
     let at = |key: &'static str| move || KeyPath::table("engine").key(key);
-    if let Some(g) = e.gather.as_ref().filter(|g| !(0.0..=1.0).contains(g.get_ref())) {
-        let problem = Problem::NotAShare;
-        return Err(ConfigError::problem(src, g.span(), at("gather")(), problem));
+    for (key, share) in [("gather", &e.gather), ("queue_budget", &e.queue_budget)] {
+        if let Some(g) = share.as_ref().filter(|g| !(0.0..=1.0).contains(g.get_ref())) {
+            return Err(ConfigError::problem(src, g.span(), at(key)(), Problem::NotAShare));
+        }
     }
     positive(src, &e.key_groups, at("key_groups"))?;
     positive(src, &e.max_apps, at("max_apps"))?;

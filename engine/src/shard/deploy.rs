@@ -120,6 +120,7 @@ impl<P: Policy> Shard<P> {
         self.hosting_since.resize(na, now);
         self.stats.resize_with(na, AppStats::new);
         self.app_queued.resize(na, 0);
+        self.app_queued_ns.resize(na, 0);
         self.out.grow_apps(na);
         self.deploy.ended.resize(na, false);
         self.runq.grow(nf);

@@ -250,6 +250,39 @@ pub(super) fn initial_groups(
 }
 
 impl<P: Policy> Shard<P> {
+    /// What the policy is asked about a move of group `g` of `f` to `to`.
+    pub(super) fn move_cx(&self, f: usize, g: KeyGroup, to: ShardId, reason: MoveReason) -> MoveCx {
+        let app = self.fn_app[f];
+        MoveCx {
+            app,
+            function: f as FunctionId,
+            group: g,
+            from: self.id,
+            to,
+            reason,
+            slo_ns: self.plan.apps[app as usize].slo_ns,
+            to_tightest_slo_ns: self.tightest_slo_on(to, app as usize),
+        }
+    }
+
+    /// The tightest SLO of the apps but `except` running on shard `s`: started there, or
+    /// holding key groups there (cold path).
+    fn tightest_slo_on(&self, s: ShardId, except: usize) -> u64 {
+        let runs_there = |a: usize| {
+            self.plan.apps[a].shards.contains(&s)
+                || (0..self.plan.functions.len()).any(|f| {
+                    self.plan.functions[f].app as usize == a
+                        && self.placement.is_keyed(f as FunctionId)
+                        && self.placement.hosts(f as FunctionId, s)
+                })
+        };
+        (0..self.plan.apps.len())
+            .filter(|&a| a != except && self.deploy.started(a) && !self.app_failed(a) && runs_there(a))
+            .map(|a| self.plan.apps[a].slo_ns)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
     /// Start moving group `g` of function `f` to shard `to`; false if it cannot move now (the
     /// policy vetoed it, or a move of `f` is under way here, or the group is not here).
     pub(super) fn start_move(&mut self, f: usize, g: KeyGroup, to: ShardId, reason: MoveReason) -> bool {
@@ -267,7 +300,7 @@ impl<P: Policy> Shard<P> {
             return false;
         }
         let app = self.fn_app[f];
-        let cx = MoveCx { app, function: f as FunctionId, group: g, from: self.id, to, reason };
+        let cx = self.move_cx(f, g, to, reason);
         let to = match self.policy.on_move(&cx) {
             MoveVerdict::Accept => to,
             MoveVerdict::Redirect(s) if s != self.id && self.local.contains(&s) => s,

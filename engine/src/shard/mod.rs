@@ -83,6 +83,10 @@ use sources::SourceRun;
 pub struct ShardSettings {
     pub batch_size: usize,
     pub max_in_flight: u64,
+    /// Share of an app's SLO: its sources admit an event only while, on every shard, the app's
+    /// queued messages take less than this to run (past a batch of them): latency stays bounded
+    /// at full load. 0 = by count only (`max_in_flight`).
+    pub queue_budget: f64,
     pub spin: Duration,
     /// A shard spins when idle only while it hosts an app whose SLO is at most this; otherwise
     /// it parks at once (park by SLO).
@@ -228,6 +232,13 @@ pub struct Shard<P: Policy> {
     peer_delay: Vec<u64>,
     /// Scratch: messages queued per app on this shard.
     app_queued: Vec<u64>,
+    /// Per app: the time its queued messages here take to run (ns), as published.
+    app_queued_ns: Vec<u64>,
+    /// Messages run so far, and the shard's busy time per message run (ns, an average over
+    /// recent ticks: a function's own cost leaves out the loop's share, routing, batching).
+    msgs_run: u64,
+    msg_ns: u64,
+    msg_mark: (u64, u64),
     /// Parks that ended on their timeout with work already pending (a lost wake-up).
     missed_wakeups: u64,
     /// Runtime deploy and undeploy (`dirigo serve`).
@@ -329,6 +340,10 @@ impl<P: Policy> Shard<P> {
             now: 0,
             peer_delay: vec![0; n],
             app_queued: vec![0; plan.apps.len()],
+            app_queued_ns: vec![0; plan.apps.len()],
+            msgs_run: 0,
+            msg_ns: 0,
+            msg_mark: (0, 0),
             missed_wakeups: 0,
             deploy: deploy::Deploy::new(init.control, plan.apps.len()),
             plan,
@@ -516,6 +531,7 @@ impl<P: Policy> Shard<P> {
         let mut progress = self.drain_mail();
         progress |= self.poll_sources(now);
         let ran = self.run_budget(TURN_BUDGET, now);
+        self.msgs_run += ran as u64;
         progress |= ran > 0;
         self.force_moves(ran);
         progress |= self.out.flush();
@@ -528,29 +544,45 @@ impl<P: Policy> Shard<P> {
     /// sources.
     fn may_ingest(&self, app: usize) -> bool {
         let max = self.settings.max_in_flight;
-        (self.out.staged_of(app) as u64) < max && self.signals.iter().all(|s| s.queued_of(app) < max)
+        if self.out.staged_of(app) as u64 >= max {
+            return false;
+        }
+        // Admission against time, not buffers: a batch of messages always (throughput), then
+        // only while the queued work of the app on each shard fits its share of the SLO.
+        let floor = self.settings.batch_size as u64;
+        let budget = (self.plan.apps[app].slo_ns as f64 * self.settings.queue_budget) as u64;
+        let timed = self.settings.queue_budget > 0.0;
+        self.signals.iter().all(|s| {
+            let n = s.queued_of(app);
+            n < max && (!timed || n < floor || s.queued_ns_of(app) < budget)
+        })
     }
 
     fn publish_load(&mut self) {
         let mut queued = (self.runq.len() + self.out.staged()) as u64;
         let mut delay = 0;
         self.app_queued.iter_mut().for_each(|q| *q = 0);
+        self.app_queued_ns.iter_mut().for_each(|q| *q = 0);
         for &f in self.runq.active() {
             let n = self.runq.len_of(f) as u64;
+            let app = self.fn_app[f as usize] as usize;
             delay += n * self.cost_ns[f as usize];
-            self.app_queued[self.fn_app[f as usize] as usize] += n;
+            self.app_queued[app] += n;
+            self.app_queued_ns[app] += n * self.cost_ns[f as usize].max(self.msg_ns);
         }
         // Actor work waits inside the machines (the run queue holds one token per activation).
-        let (cost, fn_app, app_queued) = (&self.cost_ns, &self.fn_app, &mut self.app_queued);
+        let (cost, fn_app, msg_ns) = (&self.cost_ns, &self.fn_app, self.msg_ns);
+        let (app_queued, app_queued_ns) = (&mut self.app_queued, &mut self.app_queued_ns);
         dual_mode::backlog(&self.actors, &self.lessees, |f, n| {
             queued += n;
             delay += n * cost[f];
             app_queued[fn_app[f] as usize] += n;
+            app_queued_ns[fn_app[f] as usize] += n * cost[f].max(msg_ns);
         });
         let sig = &self.signals[self.id as usize];
         sig.publish(queued, delay);
-        for (app, &n) in self.app_queued.iter().enumerate() {
-            sig.publish_app(app, n);
+        for (app, (&n, &ns)) in self.app_queued.iter().zip(&self.app_queued_ns).enumerate() {
+            sig.publish_app(app, n, ns);
         }
     }
 
@@ -588,6 +620,11 @@ impl<P: Policy> Shard<P> {
     /// Recompute cost-to-go (functions are in topological order) and tick the policy.
     fn tick(&mut self, now: u64) {
         self.check_gone();
+        let (busy, msgs) = (self.busy_total_ns - self.msg_mark.0, self.msgs_run - self.msg_mark.1);
+        if msgs >= TURN_BUDGET as u64 {
+            self.msg_ns = (self.msg_ns * 3 + busy / msgs) / 4;
+            self.msg_mark = (self.busy_total_ns, self.msgs_run);
+        }
         for f in (0..self.plan.functions.len()).rev() {
             let down = self.plan.functions[f].outputs.iter().map(|e| self.cost_to_go_ns[e.target as usize]).max();
             self.cost_to_go_ns[f] = self.cost_ns[f] + down.unwrap_or(0);

@@ -22,7 +22,7 @@ use dirigo_actors::ids::{key_group, FunctionId, KeyGroup, ShardId};
 
 use super::Shard;
 use crate::metrics::MoveReason;
-use crate::policy::Policy;
+use crate::policy::{MoveVerdict, Policy};
 
 /// Rebalancing period.
 const PERIOD_NS: u64 = 100_000_000;
@@ -198,11 +198,24 @@ impl<P: Policy> Shard<P> {
             if load * 2 > total {
                 continue; // it would take the hotspot with it
             }
+            // Only where the policy would take it (FIFO keeps loose load off a tighter app's
+            // shard): asked of each candidate, the move itself asks again when it starts.
+            let allowed: Vec<bool> = room
+                .iter()
+                .map(|&(s, _)| {
+                    let cx = self.move_cx(f, g, s, MoveReason::Spread);
+                    self.policy.on_move(&cx) != MoveVerdict::Veto
+                })
+                .collect();
             let reach = &self.plan.functions[f].shards;
-            let target = room.iter_mut().filter(|(s, u)| reach.contains(s) && *u + load < ROOM).min_by_key(|(s, u)| {
-                // Coolest first; among equals, a shard that already hosts the function.
-                (*u, self.placement.groups_on(f as FunctionId, *s) == 0, *s)
-            });
+            let placement = &self.placement;
+            let target = (room.iter_mut().zip(&allowed))
+                .filter(|((s, u), &ok)| ok && reach.contains(s) && *u + load < ROOM)
+                .map(|(r, _)| r)
+                .min_by_key(|(s, u)| {
+                    // Coolest first; among equals, a shard that already hosts the function.
+                    (*u, placement.groups_on(f as FunctionId, *s) == 0, *s)
+                });
             let Some(target) = target else { continue };
             target.1 += load;
             shed = shed.saturating_sub(load);
