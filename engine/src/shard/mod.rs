@@ -610,7 +610,9 @@ impl<P: Policy> Shard<P> {
         let max = if self.hosting.iter().all(|&h| h == 0) { REST_MAX_PARK } else { MAX_PARK };
         let rung = self.doorbell.recv_timeout(Duration::from_nanos(timeout_ns).min(max)).is_ok();
         sig.awake();
-        if !rung && self.has_pending_work() {
+        // Mail waiting after a timeout is a lost wake-up only if nobody rang: a ring that came
+        // as the timeout fired left its token (taken here, so the next park does not end at once).
+        if !rung && self.has_pending_work() && self.doorbell.try_recv().is_err() {
             self.missed_wakeups += 1;
             tracing::debug!(shard = self.id, "woke on the park timeout with mail waiting: a wake-up was lost");
         }

@@ -98,6 +98,7 @@ impl Outputs {
     /// Stage a record built from `values` for `dest`. Hot path.
     #[inline]
     pub fn push_values(&mut self, dest: usize, mut h: Header, values: &[Value]) {
+        self.urgent[dest] = true;
         self.stamp(dest, &mut h);
         let b = &mut self.open[dest];
         let r = archive_values_with(values, &mut b.bytes, &mut self.arena);
@@ -130,6 +131,7 @@ impl Outputs {
         if bytes.len() < BATCH_BYTES {
             return self.push_bytes(dest, h, &bytes);
         }
+        self.urgent[dest] = true;
         self.stamp(dest, &mut h);
         if !self.open[dest].entries.is_empty() {
             self.close(dest); // what was staged before goes first
