@@ -236,12 +236,16 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
         for i in order {
             let (text, shards) = workload(SETUPS[i], sizes, cap, secs);
             let run = run_text(&text, shards, SETUPS[i].policy)?;
+            let by =
+                |r: dirigo_engine::metrics::MoveReason| run.summary.migrations.iter().filter(|m| m.reason == r).count();
             println!(
-                "{:<16} #{round}: {shards} shards, wall {:.2}s cpu {:.2}s, {} key-group moves",
+                "{:<16} #{round}: {shards} shards, wall {:.2}s cpu {:.2}s, {} key-group moves ({} spread, {} consolidate)",
                 SETUPS[i].name,
                 run.summary.wall_seconds,
                 run.summary.cpu_seconds,
-                run.summary.migrations.len()
+                run.summary.migrations.len(),
+                by(dirigo_engine::metrics::MoveReason::Spread),
+                by(dirigo_engine::metrics::MoveReason::Consolidate),
             );
             for (a, s) in run.summary.apps.iter().enumerate() {
                 anyhow::ensure!(s.failure.is_none(), "{}: app {} failed", SETUPS[i].name, apps[a]);

@@ -180,7 +180,12 @@ impl<P: Policy> Shard<P> {
             }
             for (g, &n) in self.rb.heat[f].iter().enumerate() {
                 if n > 0 && self.mig.holds(f, g as KeyGroup) {
-                    let load = (n as f64 * self.cost_ns[f] as f64 / period * 1000.0) as u64;
+                    // A message costs the shard more than its function's own time (the loop's
+                    // share, routing, batching): at least the shard's busy time per message, or
+                    // shedding every group would not reach the target and the whole app would
+                    // move over, and back.
+                    let cost = self.cost_ns[f].max(self.msg_ns);
+                    let load = (n as f64 * cost as f64 / period * 1000.0) as u64;
                     groups.push((load, f, g as KeyGroup));
                 }
             }
