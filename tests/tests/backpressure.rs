@@ -99,6 +99,9 @@ fn run_slow(shards: usize, policy: &'static str, max_in_flight: u64) -> Result<(
     run_slow_with(shards, policy, max_in_flight, 0.0, Duration::from_millis(100)).map(|(ahead, _, outs)| (ahead, outs))
 }
 
+/// The largest lead, the largest over the second half, and every `(key, seq)` output.
+type Leads = (u64, u64, Vec<(u64, u64)>);
+
 /// [`run_slow`] with admission by time (`queue_budget` of the app's `slo`); also returns the
 /// largest lead over the second half of the run.
 fn run_slow_with(
@@ -107,7 +110,7 @@ fn run_slow_with(
     max_in_flight: u64,
     queue_budget: f64,
     slo: Duration,
-) -> Result<(u64, u64, Vec<(u64, u64)>)> {
+) -> Result<Leads> {
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let probe = Arc::new(Probe::default());
