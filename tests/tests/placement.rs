@@ -273,3 +273,74 @@ fn a_burst_spreads_hot_groups_out_and_they_come_back_after_it() -> Result<()> {
     ensure!(n as u64 == summary.apps[0].events_in, "{n} counts for {} events", summary.apps[0].events_in);
     Ok(())
 }
+
+/// `[engine] standby = 1` on 2 pinned shards, shard 1 the spare: one app (on shard 0) with a
+/// keyed window that may lease, at `slo`, for about a second. Returns shard 1's (parked,
+/// spinning) seconds, or None where 2 shards cannot be pinned (standby never spins unpinned).
+fn spare_shard_time(slo: &str) -> Result<Option<(f64, f64)>> {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("fewer than 2 CPUs: shards run unpinned and a standby shard never spins; nothing to check");
+        return Ok(None);
+    }
+    let text = format!(
+        r#"
+[engine]
+shards = 2
+pin = true
+standby = 1
+rebalance = false
+[[app]]
+name = "a"
+slo = "{slo}"
+cores = 1
+schema = {{ k = "u64", ts = "u64" }}
+event_time = "ts"
+[[app.source]]
+name = "in"
+kind = "generator"
+rate = 2000
+events = 2000
+keys = 64
+[[app.function]]
+name = "counts"
+kind = "window"
+input = "in"
+key = "k"
+window = {{ type = "tumbling", size = "100ms" }}
+aggregate = {{ op = "count" }}
+max_lessees = 1
+[[app.sink]]
+name = "out"
+kind = "null"
+input = "counts"
+"#
+    );
+    let config = parse(&text)?;
+    let summary = dirigo_engine::compile::run_config(
+        &config,
+        0,
+        Builtin::by_name("laxity").expect("laxity"),
+        dirigo_engine::engine::StopHandle::default(),
+    )?;
+    ensure!(summary.apps[0].events_in == 2000, "every event went in: {}", summary.apps[0].events_in);
+    let spare = summary.shard_time.iter().find(|t| t.shard == 1).context("shard 1's time")?;
+    Ok(Some((spare.parked_seconds, spare.spinning_seconds)))
+}
+
+/// A spare shard spins only while an app needs it (standby by SLO): beside a 1 ms app that may
+/// lease, the spare never parks; beside a 50 ms app (an OS wake-up is nothing to it) it parks
+/// like any idle shard. Each run takes about a second; the spare does nothing in either, so
+/// the split is all of its life one way or the other.
+#[test]
+fn a_standby_shard_spins_only_while_a_tight_app_may_lease() -> Result<()> {
+    let _alone = ENGINE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((tight_parked, tight_spinning)) = spare_shard_time("1ms")? else { return Ok(()) };
+    let Some((loose_parked, loose_spinning)) = spare_shard_time("50ms")? else { return Ok(()) };
+    eprintln!(
+        "spare shard: beside a 1 ms app parked {tight_parked:.3} s, spinning {tight_spinning:.3} s; \
+         beside a 50 ms app parked {loose_parked:.3} s, spinning {loose_spinning:.3} s"
+    );
+    ensure!(tight_spinning > 4.0 * tight_parked, "beside a 1 ms app the spare spins");
+    ensure!(loose_parked > 4.0 * loose_spinning, "beside a 50 ms app the spare parks");
+    Ok(())
+}

@@ -390,10 +390,12 @@ impl<P: Policy> Shard<P> {
         let spin_setting = self.settings.spin.as_nanos() as u64;
         let (mut next_tick, mut next_stats) = (start + tick_ns, start + stats_ns);
         let mut idle_since: Option<u64> = None;
-        // A standby shard (the node's last `standby` ones) spins when idle, never parks; not
-        // when unpinned (`spin` is 0 then), where it would take the CPU of a shard with work.
+        // A standby shard (the node's last `standby` ones) spins when idle, never parks, while
+        // the node runs an app that needs it (see `needs_standby`); not when unpinned (`spin` is
+        // 0 then), where it would take the CPU of a shard with work.
         let rank = (self.local.end - 1 - self.id) as usize;
-        let standby = spin_setting > 0 && rank < self.settings.standby;
+        let standby_rank = spin_setting > 0 && rank < self.settings.standby;
+        let mut standby = standby_rank && self.needs_standby();
         // Park by SLO: spin only for an app that cannot afford an OS wake-up, and let due source
         // events gather for a share of the tightest SLO here before waking for them.
         // Recomputed when the hosted apps change (a key group of another app arrived or left,
@@ -405,6 +407,7 @@ impl<P: Policy> Shard<P> {
         loop {
             if std::mem::take(&mut self.hosting_changed) {
                 (spin_ns, gather_ns) = self.idle_behaviour(spin_setting);
+                standby = standby_rank && self.needs_standby();
             }
             let t0 = now_ns();
             let progress = self.turn(t0);
@@ -413,6 +416,7 @@ impl<P: Policy> Shard<P> {
             }
             if self.deploy.take_replanned() {
                 (spin_ns, gather_ns) = self.idle_behaviour(spin_setting);
+                standby = standby_rank && self.needs_standby();
             }
             let now = now_ns();
             if now >= next_tick {
@@ -420,6 +424,8 @@ impl<P: Policy> Shard<P> {
                 next_tick = now + tick_ns;
             }
             if now >= next_stats {
+                // Apps end and fail on other shards too: look again now and then.
+                standby = standby_rank && self.needs_standby();
                 if self.has_news() {
                     self.report(false);
                 }
@@ -513,6 +519,22 @@ impl<P: Policy> Shard<P> {
 
     /// The tightest SLO among the apps whose sources or function instances run here
     /// (`u64::MAX` when it hosts none).
+    /// Whether the node runs an app that needs a spinning spare shard: one whose SLO cannot
+    /// afford an OS wake-up (at most `spin_slo`) and which can scale up by leasing (a function
+    /// with lessees allowed). A lease to a parked shard waits for its wake-up (hundreds of
+    /// microseconds at p99 here); to a spinning one, tens.
+    fn needs_standby(&self) -> bool {
+        let tight = self.settings.spin_slo.as_nanos() as u64;
+        let leases = |a: usize| self.plan.functions.iter().any(|f| f.app as usize == a && f.max_lessees > 0);
+        (0..self.plan.apps.len()).any(|a| {
+            self.plan.apps[a].slo_ns <= tight
+                && self.deploy.started(a)
+                && !self.deploy.stopping(a)
+                && !self.app_failed(a)
+                && leases(a)
+        })
+    }
+
     fn tightest_slo_ns(&self) -> u64 {
         let apps = self.plan.apps.iter().enumerate();
         let hosted =
