@@ -64,7 +64,9 @@ impl Default for EngineSettings {
             stall_budget: Duration::from_millis(100),
             stall_stop: Duration::ZERO,
             mailbox_batches: 64,
-            preempt_timer: Duration::from_millis(10),
+            // See `preempt_timer` in configs/default.toml: long, so a shard slow to start is not
+            // parked for good by glommio before its loop runs.
+            preempt_timer: Duration::from_secs(3600),
             run_for: None,
         }
     }
