@@ -221,7 +221,7 @@ fn a_burst_spreads_hot_groups_out_and_they_come_back_after_it() -> Result<()> {
     let _alone = ENGINE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let text = String::from("[engine]\nshards = 2\n")
         + &app("hot", 2_000, "")
-            .replace("events = 3000", "duration = \"9s\"\nbursts = [{ at = \"1s\", duration = \"1s\", rate = 200000 }]")
+            .replace("events = 3000", "duration = \"9s\"\nbursts = [{ at = \"1s\", duration = \"2s\", rate = 200000 }]")
             .replace("keys = 64", "keys = 4096");
     let config = parse(&text)?;
     let mut plan = compile(&config, 2).map_err(|e| anyhow!("{e}"))?;
