@@ -267,6 +267,7 @@ fn metrics_are_prometheus_text_with_every_family() {
         ("dirigo_shard_key_groups", "shard"),
         ("dirigo_function_lessees", "function"),
         ("dirigo_function_migrations_total", "function"),
+        ("dirigo_function_stalls_total", "function"),
         ("dirigo_function_lessor_blocked_seconds_total", "function"),
         ("dirigo_function_lessor_critical_seconds_total", "function"),
     ];
