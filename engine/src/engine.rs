@@ -487,14 +487,15 @@ fn collect(
                 }
             }
         }
-        let signals = stop.signals.lock().expect("stop handle").clone();
+        let signals = stop.signals.lock().expect("stop handle");
         for (shard, f, held_ms) in stalls.check(plan, local_start, &signals).1 {
             given_up.push(shard);
             remaining -= usize::from(!ended[shard]);
             give_up(plan, shard, f, held_ms, &hosting[shard], watch.failed, &mut failures);
             signals[shard - local_start].abandon();
-            stop.ring_all();
+            signals.iter().for_each(|s| s.wake());
         }
+        drop(signals);
         if last_ring.elapsed() >= WATCHDOG {
             if let Some(f) = (watch.failure)() {
                 return Err(f.into());

@@ -51,7 +51,7 @@ impl<P: Policy> Shard<P> {
                 // messages of a function a key group is on its way to are held back.
                 let divert = e.header.kind.is_protocol()
                     || f < fn_count && (actors[f].is_some() || mig.holds_back(f))
-                    || any_gone && fn_app.get(f).is_some_and(|&a| torn.get(a as usize).copied().unwrap_or(false));
+                    || super::gone::torn_down(any_gone, torn, fn_app, f);
                 mask.push(divert);
                 if divert {
                     diverted = true;

@@ -107,7 +107,6 @@ impl LessorActor {
         }
     }
 
-    /// Ended, and every lessee retired.
     /// Its end ran.
     pub(super) fn has_ended(&self) -> bool {
         self.ended
@@ -118,6 +117,7 @@ impl LessorActor {
         self.machine.lessees().any(|(s, _)| s == x)
     }
 
+    /// Ended, and every lessee retired.
     pub(super) fn is_done(&self) -> bool {
         self.ended && self.machine.lessees().next().is_none()
     }

@@ -9,8 +9,9 @@
 //! - every other app's instances stop waiting for it: each of their input channels from it ends
 //!   here (an app that kept nothing on the shard loses nothing: its instance there only passed
 //!   on watermarks and its end);
-//! - an app still running that had something under way with it (a lessee there, a lessor
-//!   there, a key group moving while it went) fails too, by name: its result could not be whole.
+//! - an app still running that had something with it (key groups or a source there, a lessee
+//!   there, its lessor there, a key group moving while it went) fails too, by name: its result
+//!   could not be whole.
 //!
 //! The stuck shard itself, should its function ever return, stops at once without a word.
 
@@ -91,17 +92,11 @@ impl<P: Policy> Shard<P> {
             let Some(inst) = self.insts[f].as_ref() else { continue };
             for port in inst.open_from(x) {
                 let h = Header {
-                    key_hash: 0,
-                    ingress_ns: 0,
-                    deadline_ns: u64::MAX,
-                    event_time: u64::MAX,
-                    seq: 0,
-                    app,
-                    function: f as FunctionId,
-                    port,
                     kind: MessageKind::End,
+                    event_time: u64::MAX,
+                    port,
                     from_shard: x,
-                    aux: 0,
+                    ..Header::data(app, f as FunctionId, 0)
                 };
                 if self.actors[f].is_some() {
                     self.actor_arrival(Entry { header: h, off: 0, len: 0 }, NO_PAYLOAD);
@@ -122,7 +117,7 @@ impl<P: Policy> Shard<P> {
     /// Whether messages of function `f` are dropped here (its app was torn down).
     #[inline]
     pub(super) fn torn_down(&self, f: usize) -> bool {
-        self.any_gone && f < self.fn_app.len() && self.torn.get(self.fn_app[f] as usize).copied().unwrap_or(false)
+        torn_down(self.any_gone, &self.torn, &self.fn_app, f)
     }
 
     fn tear_down_failed(&mut self) {
@@ -181,4 +176,10 @@ impl<P: Policy> Shard<P> {
         let hosted = self.hosting[app] as i32;
         self.host(app, -hosted);
     }
+}
+
+/// [`Shard::torn_down`] from the fields it reads (for callers that hold other fields borrowed).
+#[inline]
+pub(super) fn torn_down(any_gone: bool, torn: &[bool], fn_app: &[u16], f: usize) -> bool {
+    any_gone && fn_app.get(f).is_some_and(|&a| torn.get(a as usize).copied().unwrap_or(false))
 }

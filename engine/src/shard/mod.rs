@@ -517,8 +517,6 @@ impl<P: Policy> Shard<P> {
         (spin_ns, gather_ns)
     }
 
-    /// The tightest SLO among the apps whose sources or function instances run here
-    /// (`u64::MAX` when it hosts none).
     /// Whether the node runs an app that needs a spinning spare shard: one whose SLO cannot
     /// afford an OS wake-up (at most `spin_slo`) and which can scale up by leasing (a function
     /// with lessees allowed). A lease to a parked shard waits for its wake-up (hundreds of
@@ -535,6 +533,8 @@ impl<P: Policy> Shard<P> {
         })
     }
 
+    /// The tightest SLO among the apps whose sources or function instances run here
+    /// (`u64::MAX` when it hosts none).
     fn tightest_slo_ns(&self) -> u64 {
         let apps = self.plan.apps.iter().enumerate();
         let hosted =

@@ -86,8 +86,16 @@ impl Outputs {
         self.staged == 0 && self.local.is_empty()
     }
 
+    /// Number `h` on its channel and count it staged; it wakes `dest` when sent (every envelope
+    /// but [`Outputs::push_lazy`]'s).
     #[inline]
     fn stamp(&mut self, dest: usize, h: &mut Header) {
+        self.urgent[dest] = true;
+        self.stamp_lazy(dest, h);
+    }
+
+    #[inline]
+    fn stamp_lazy(&mut self, dest: usize, h: &mut Header) {
         h.from_shard = self.me;
         h.seq = self.seq[dest];
         self.seq[dest] = self.seq[dest].wrapping_add(1);
@@ -98,7 +106,6 @@ impl Outputs {
     /// Stage a record built from `values` for `dest`. Hot path.
     #[inline]
     pub fn push_values(&mut self, dest: usize, mut h: Header, values: &[Value]) {
-        self.urgent[dest] = true;
         self.stamp(dest, &mut h);
         let b = &mut self.open[dest];
         let r = archive_values_with(values, &mut b.bytes, &mut self.arena);
@@ -109,7 +116,6 @@ impl Outputs {
     /// Stage an envelope whose payload is `payload` (copied, not deserialised). Hot path.
     #[inline]
     pub fn push_bytes(&mut self, dest: usize, mut h: Header, payload: &[u8]) {
-        self.urgent[dest] = true;
         self.stamp(dest, &mut h);
         self.open[dest].push_bytes(h, payload);
         self.close_if_full(dest);
@@ -118,7 +124,7 @@ impl Outputs {
     /// Stage an envelope with no payload that need not wake `dest` if it is parked: it is read,
     /// in order, when something else wakes it (a watermark for state it does not hold).
     pub fn push_lazy(&mut self, dest: usize, mut h: Header) {
-        self.stamp(dest, &mut h);
+        self.stamp_lazy(dest, &mut h);
         self.open[dest].push_bytes(h, &[]);
         self.close_if_full(dest);
     }
@@ -131,7 +137,6 @@ impl Outputs {
         if bytes.len() < BATCH_BYTES {
             return self.push_bytes(dest, h, &bytes);
         }
-        self.urgent[dest] = true;
         self.stamp(dest, &mut h);
         if !self.open[dest].entries.is_empty() {
             self.close(dest); // what was staged before goes first
