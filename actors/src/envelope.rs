@@ -57,6 +57,11 @@ pub enum MessageKind {
     /// -> new owner: a `Drain` reached its turn (the old owner's outputs of the group are
     /// applied, or queued on a shard where the new owner's will queue behind them).
     Drained = 19,
+    /// Snapshot barrier `event_time` (its epoch): everything before it on this channel belongs
+    /// to the snapshot, everything after to the next. Flows along function edges like a
+    /// watermark, in order with data; an instance aligns it across its input channels (see the
+    /// engine's `shard::snapshot`).
+    Snapshot = 20,
 }
 
 impl MessageKind {
@@ -64,7 +69,7 @@ impl MessageKind {
     /// in order with data (as data, watermarks, ends and fence acknowledgements are).
     #[inline]
     pub fn is_protocol(self) -> bool {
-        self as u8 >= MessageKind::Lease as u8 && !self.is_queued_control()
+        (MessageKind::Lease as u8..=MessageKind::Drained as u8).contains(&(self as u8)) && !self.is_queued_control()
     }
 
     /// A control message queued in order with a function's data (not handled on arrival).
@@ -76,7 +81,15 @@ impl MessageKind {
     /// Whether this is a message of the migration protocol.
     #[inline]
     pub fn is_migration(self) -> bool {
-        self as u8 >= MessageKind::Migrate as u8
+        (MessageKind::Migrate as u8..=MessageKind::Drained as u8).contains(&(self as u8))
+    }
+
+    /// Whether this is a control message that flows along function edges in order with data
+    /// (watermark, end, snapshot barrier): every instance downstream receives it on every
+    /// input channel.
+    #[inline]
+    pub fn is_edge_control(self) -> bool {
+        matches!(self, MessageKind::Watermark | MessageKind::End | MessageKind::Snapshot)
     }
 }
 

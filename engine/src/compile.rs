@@ -51,6 +51,12 @@ pub fn settings(config: &Config) -> EngineSettings {
         mailbox_batches: e.mailbox_batches,
         preempt_timer: e.preempt_timer,
         run_for: None,
+        snapshots: config.snapshots.as_ref().map(|s| crate::snapshot::SnapshotSettings {
+            dir: s.dir.clone(),
+            every: s.every,
+            keep: s.keep,
+            fingerprint: crate::snapshot::Fingerprint::of_config(config),
+        }),
     }
 }
 
@@ -321,6 +327,12 @@ impl AppCompiler<'_> {
                 });
                 (f as _, self.spread(name, 1))
             }
+            SourceKind::Tcp(t) if self.config.snapshots.is_some() => {
+                let why = "a tcp source cannot replay what it received, so a run with [snapshots] \
+                           could not resume it exactly; use a file or redis source, or take no snapshots"
+                    .to_owned();
+                return self.err(Role::Source, index, name, "kind", s.name.span(), why);
+            }
             SourceKind::Tcp(t) => {
                 // Bound here, so a bad or busy address is an error at the `listen` key; only by
                 // the node that runs the source.
@@ -440,6 +452,13 @@ impl AppCompiler<'_> {
             inputs[i].partition = *p;
         }
         let (make, records) = (built.make, self.records);
+        if self.config.snapshots.is_some() && !OperatorInstance::Builtin(make(), records).migrates() {
+            let why = "with [snapshots], every function's state must be archivable, and a window or join \
+                       that allows lateness is not (its fired windows are not kept); set `lateness = \"0s\"` \
+                       or take no snapshots"
+                .to_owned();
+            return self.err(Role::Function, index, &name, "kind", f.name.span(), why);
+        }
         let factory = Arc::new(move |_cx: crate::plan::InstanceCx| OperatorInstance::Builtin(make(), records));
         let id = self.add(&name, inputs, factory, schemas[0].clone(), false, f.max_lessees);
         self.nodes.insert(name, (Upstream::Function(id), built.output));
@@ -486,11 +505,23 @@ impl AppCompiler<'_> {
                     crate::config::FileFormat::Csv => crate::sink::csv_header(&schema),
                 };
                 self.plan.files.push((p.clone(), header));
-                Arc::new(move |_| {
-                    let sink = Sink::open_file(&p, sch.clone(), format, records)
-                        .unwrap_or_else(|e| panic!("cannot open sink file {}: {e}", p.display()));
-                    OperatorInstance::Sink(sink)
-                })
+                if self.config.snapshots.is_some() {
+                    // Output goes to pending parts and reaches the file when its snapshot commits.
+                    let resume = self.plan.resume_epoch.clone();
+                    Arc::new(move |cx: crate::plan::InstanceCx| {
+                        let epoch = resume.load(std::sync::atomic::Ordering::Relaxed) + 1;
+                        let sink =
+                            Sink::open_committing_file(&p, sch.clone(), format, records, (cx.shard.into(), epoch))
+                                .unwrap_or_else(|e| panic!("cannot open sink file {}: {e}", p.display()));
+                        OperatorInstance::Sink(sink)
+                    })
+                } else {
+                    Arc::new(move |_| {
+                        let sink = Sink::open_file(&p, sch.clone(), format, records)
+                            .unwrap_or_else(|e| panic!("cannot open sink file {}: {e}", p.display()));
+                        OperatorInstance::Sink(sink)
+                    })
+                }
             }
             SinkKind::Tcp { listen, format, delivery } => {
                 let full = format!("{}/{name}", self.app.name.get_ref());

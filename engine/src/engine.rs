@@ -39,6 +39,8 @@ pub struct EngineSettings {
     pub preempt_timer: Duration,
     /// Stop the sources after this long (None: run until every source ends).
     pub run_for: Option<Duration>,
+    /// `[snapshots]` (None: the run takes none).
+    pub snapshots: Option<crate::snapshot::SnapshotSettings>,
 }
 
 impl Default for EngineSettings {
@@ -68,6 +70,7 @@ impl Default for EngineSettings {
             // parked for good by glommio before its loop runs.
             preempt_timer: Duration::from_secs(3600),
             run_for: None,
+            snapshots: None,
         }
     }
 }
@@ -85,6 +88,12 @@ pub enum EngineError {
     SinkFile { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Link(#[from] dirigo_net::link::LinkError),
+    #[error(transparent)]
+    Resume(#[from] crate::snapshot::ResumeError),
+    #[error("cannot start the snapshot writer: {0}")]
+    SnapshotWriter(std::io::Error),
+    #[error("[snapshots] is for a single node: a cluster's nodes cannot take snapshots yet")]
+    SnapshotsInCluster,
 }
 
 /// A handle that stops a running engine from another thread (sources end, in-flight messages
@@ -183,7 +192,11 @@ where
             return Err(crate::plan::PlanError::ClusterShards { plan: plan.shards, cluster: c.shards() }.into());
         }
     }
-    for (path, first) in &plan.files {
+    if settings.snapshots.is_some() && cluster.is_some() {
+        return Err(EngineError::SnapshotsInCluster);
+    }
+    // With snapshots, files start over or are brought back to the snapshot (`driver::resume`).
+    for (path, first) in plan.files.iter().filter(|_| settings.snapshots.is_none()) {
         let fail = |source| EngineError::SinkFile { path: path.clone(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(fail)?;
@@ -191,6 +204,13 @@ where
         std::fs::write(path, first).map_err(fail)?;
     }
     let n = plan.shards;
+    let placement = Arc::new(PlacementTable::new(&plan, settings.key_groups));
+    let restore = match &settings.snapshots {
+        Some(s) => crate::snapshot::driver::resume(s, &plan, &placement)?,
+        None => None,
+    };
+    let resumed = restore.as_ref().map_or(0, |r| r.epoch);
+    plan.resume_epoch.store(resumed, std::sync::atomic::Ordering::Relaxed);
     let plan = Arc::new(plan);
     let (signals, doorbells): (Vec<_>, Vec<_>) = (0..n)
         .map(|_| {
@@ -215,29 +235,48 @@ where
     let (tx, rx) = flume::unbounded();
     let started = Instant::now();
     let cpu0 = cpu_seconds();
-    let placement = Arc::new(PlacementTable::new(&plan, settings.key_groups));
     let failed_apps: Arc<Vec<AtomicBool>> = Arc::new(plan.apps.iter().map(|_| AtomicBool::new(false)).collect());
     let failed = failed_apps.clone();
-    let shards =
-        Shards { local: local.clone(), signals, doorbells, mesh, reports: tx, placement, failed_apps, control: None };
+    let (mut driver, snapshots) = match &settings.snapshots {
+        Some(s) => {
+            let (d, c) =
+                crate::snapshot::driver::Driver::new(s, plan.clone(), placement.clone(), local.clone(), resumed)
+                    .map_err(EngineError::SnapshotWriter)?;
+            (Some(d), Some(c))
+        }
+        None => (None, None),
+    };
+    let shards = Shards {
+        local: local.clone(),
+        signals,
+        doorbells,
+        mesh,
+        reports: tx,
+        placement,
+        failed_apps,
+        control: None,
+        snapshots,
+        restore,
+    };
     let (dead_tx, dead_rx) = flume::unbounded();
     let mut handles = spawn_shards(&plan, settings, policy, &stop, shards, &dead_tx)?;
     let failure = || transport.as_ref().and_then(|t| t.failure());
     let watch = Watch { failure: &failure, dead: &dead_rx, failed: &failed, stall_stop };
-    let c = match collect(&plan, settings, &rx, local.clone(), &stop, started, &mut on_progress, &watch) {
-        Err(EngineError::ShardFailed { shard, reason }) => {
-            // A shard died (it panicked): the others may wait for it forever. Stop the sources,
-            // take the dead shard's reason from its thread, and fail the run now; the other
-            // shards' threads are left to end with the process.
-            stop.stop();
-            let reason = match handles.swap_remove(shard - local.start).join() {
-                Err(e) => format!("{reason}: {e}"),
-                Ok(()) => reason,
-            };
-            return Err(EngineError::ShardFailed { shard, reason });
-        }
-        other => other?,
-    };
+    let c =
+        match collect(&plan, settings, &rx, local.clone(), &stop, started, &mut on_progress, &watch, driver.as_mut()) {
+            Err(EngineError::ShardFailed { shard, reason }) => {
+                // A shard died (it panicked): the others may wait for it forever. Stop the sources,
+                // take the dead shard's reason from its thread, and fail the run now; the other
+                // shards' threads are left to end with the process.
+                stop.stop();
+                let reason = match handles.swap_remove(shard - local.start).join() {
+                    Err(e) => format!("{reason}: {e}"),
+                    Ok(()) => reason,
+                };
+                return Err(EngineError::ShardFailed { shard, reason });
+            }
+            other => other?,
+        };
     for (i, h) in handles.into_iter().enumerate() {
         let shard = local.start + i;
         if c.given_up.contains(&shard) {
@@ -248,8 +287,12 @@ where
     if let Some(t) = transport {
         t.finish()?;
     }
+    // Every source ran to its end and no app failed: the last snapshot says the run finished,
+    // and all the output is committed. Stopped early: the run resumes from the last snapshot.
+    let snapshots = driver.map(|d| d.finish(!stop.is_stopped() && c.failures.is_empty()));
     let wall = started.elapsed();
     let mut summary = Summary::new(&plan, &c.totals, &c.lessees, wall, cpu_seconds() - cpu0);
+    summary.snapshots = snapshots;
     summary.add_tcp_sources(&plan, &c.tcp);
     summary.add_tcp_sinks(&plan);
     (summary.missed_wakeups, summary.io_wakeups) = (c.missed_wakeups, c.io_wakeups);
@@ -282,6 +325,9 @@ struct Shards {
     failed_apps: Arc<Vec<AtomicBool>>,
     /// A served engine's control plane.
     control: Option<Arc<crate::control::ControlPlane>>,
+    /// The node's snapshot coordinator, and the snapshot the run resumes from.
+    snapshots: Option<Arc<crate::snapshot::SnapshotCoord>>,
+    restore: Option<Arc<crate::shard::Restore>>,
 }
 
 fn spawn_shards<P: Policy + Clone + Send>(
@@ -320,6 +366,8 @@ fn spawn_shards<P: Policy + Clone + Send>(
             stop: stop.flag.clone(),
             reports: shards.reports.clone(),
             control: shards.control.clone(),
+            snapshots: shards.snapshots.clone(),
+            restore: shards.restore.clone(),
         };
         let placement = if pin { Placement::Fixed(i - local.start) } else { Placement::Unbound };
         let h = LocalExecutorBuilder::new(placement)
@@ -413,6 +461,7 @@ fn collect(
     started: Instant,
     on_progress: &mut impl FnMut(&Progress),
     watch: &Watch<'_>,
+    mut snapshots: Option<&mut crate::snapshot::driver::Driver>,
 ) -> Result<Collected, EngineError> {
     let napps = plan.apps.len();
     // Lessee slots per shard (global id) and function: the latest report's gauge, and the
@@ -446,7 +495,10 @@ fn collect(
         if let Ok(shard) = watch.dead.try_recv() {
             return Err(EngineError::ShardFailed { shard, reason: "panicked".into() });
         }
-        let wait = next.saturating_duration_since(Instant::now()).min(WATCHDOG).min(stalls.every());
+        let mut wait = next.saturating_duration_since(Instant::now()).min(WATCHDOG).min(stalls.every());
+        if let Some(d) = snapshots.as_deref() {
+            wait = wait.min(d.wait());
+        }
         // A shard given up says nothing more that counts (should its function return).
         if let Some(r) = rx.recv_timeout(wait).ok().filter(|r| !given_up.contains(&(r.shard as usize))) {
             ended[r.shard as usize] |= r.last;
@@ -496,6 +548,10 @@ fn collect(
             signals.iter().for_each(|s| s.wake());
         }
         drop(signals);
+        if let Some(d) = snapshots.as_deref_mut() {
+            let out: Vec<usize> = local.clone().filter(|&s| ended[s] || given_up.contains(&s)).collect();
+            d.step(&out, stop.is_stopped(), &|| stop.ring_all());
+        }
         if last_ring.elapsed() >= WATCHDOG {
             if let Some(f) = (watch.failure)() {
                 return Err(f.into());

@@ -121,6 +121,11 @@ pub struct Plan {
     pub files: Vec<(std::path::PathBuf, String)>,
     /// Every tcp sink this node serves: its app, its name and its hub (for the drops it counts).
     pub tcp_sinks: Vec<(AppId, String, std::sync::Arc<dirigo_net::tcp::EgressHub>)>,
+    /// The snapshot the run resumes from (0: none), set before the shards build their
+    /// instances: a committing sink writes the output of the epoch after it.
+    pub resume_epoch: Arc<std::sync::atomic::AtomicU64>,
+    /// Every staged redis sink (with snapshots): its url and stream, committed per snapshot.
+    pub redis_sinks: Vec<(String, String)>,
 }
 
 impl Plan {

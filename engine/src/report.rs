@@ -170,6 +170,9 @@ pub struct Summary {
     pub migrations: Vec<crate::metrics::MoveEvent>,
     /// Moves the target shard refused (it was moving a group of the same function out).
     pub moves_refused: u64,
+    /// Snapshots taken (None: the run takes none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<crate::snapshot::driver::SnapshotCounts>,
 }
 
 /// A function that held its shard past the stall budget (when the detector saw it: it may
@@ -301,6 +304,7 @@ impl Summary {
             stalls,
             migrations: Vec::new(),
             moves_refused: 0,
+            snapshots: None,
         }
     }
 
@@ -427,6 +431,22 @@ impl Summary {
                 "shard {:<3} busy {:>7.2}s  parked {:>7.2}s  spinning {:>7.2}s",
                 t.shard, t.busy_seconds, t.parked_seconds, t.spinning_seconds
             );
+        }
+        if let Some(c) = &self.snapshots {
+            let _ = write!(
+                s,
+                "snapshots {} taken, {} failed, last {} ({} bytes, {} ms)",
+                c.taken, c.failed, c.last, c.last_bytes, c.last_ms
+            );
+            if c.resumed_from > 0 {
+                let _ = write!(s, ", resumed from {}", c.resumed_from);
+            }
+            match &c.last_error {
+                Some(e) => {
+                    let _ = writeln!(s, "; last failure: {e}");
+                }
+                None => s.push('\n'),
+            }
         }
         let _ = writeln!(s, "shards {}  wall {:.2}s  cpu {:.2}s", self.shards, self.wall_seconds, self.cpu_seconds);
         s

@@ -70,6 +70,18 @@ impl RunQueue {
         self.len += 1;
     }
 
+    /// Put `e` back at the head of its function's queue (it was taken out to wait behind a
+    /// snapshot barrier; it runs before what arrived after it).
+    pub fn push_front(&mut self, e: QEntry) {
+        let f = e.header.function;
+        let q = &mut self.queues[f as usize];
+        if q.is_empty() {
+            self.active.push(f);
+        }
+        q.push_front(e);
+        self.len += 1;
+    }
+
     /// Dequeue the head of `f`'s queue. Hot path.
     #[inline]
     pub fn pop(&mut self, f: FunctionId) -> Option<QEntry> {

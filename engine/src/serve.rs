@@ -316,6 +316,8 @@ impl Controller {
                 stop: stop.flag(),
                 reports: tx.clone(),
                 control: Some(control.clone()),
+                snapshots: None,
+                restore: None,
             };
             let placement = if pin { Placement::Fixed(i) } else { Placement::Unbound };
             let dead_tx = dead_tx.clone();

@@ -104,9 +104,9 @@ impl PartWriter {
 
     /// Barrier `epoch` passed this instance: its part of `epoch` is complete (synced); what comes
     /// next belongs to `epoch + 1`.
+    /// The part is synced off the shard, by the controller before the snapshot's manifest
+    /// ([`sync_parts`]).
     pub fn barrier(&mut self, epoch: u64) -> Result<(), CommitError> {
-        let path = part_path(&self.dir, self.epoch, self.instance);
-        self.part.sync_all().map_err(io_err("sync", &path))?;
         self.epoch = epoch + 1;
         self.part = open_part(&self.dir, self.epoch, self.instance)?;
         Ok(())
@@ -193,6 +193,40 @@ pub fn commit(file: &Path, epoch: u64) -> Result<Committed, CommitError> {
         fs::remove_file(part).map_err(io_err("remove", part))?;
     }
     Ok(now)
+}
+
+/// Start `file` over for a fresh run with snapshots: its first line `first` (a CSV header, or
+/// nothing), committed at epoch 0, and no pending part.
+pub fn start(file: &Path, first: &str) -> Result<(), CommitError> {
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    }
+    let mut f = File::create(file).map_err(io_err("create", file))?;
+    f.write_all(first.as_bytes()).map_err(io_err("write", file))?;
+    f.sync_all().map_err(io_err("sync", file))?;
+    let dir = parts_dir(file);
+    match fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(CommitError::Io { op: "remove", path: dir, source: e })
+        }
+        _ => {}
+    }
+    write_marker(file, Committed { epoch: 0, len: first.len() as u64 })
+}
+
+/// Make every pending part of `file` of epoch `epoch` and earlier durable (before the manifest
+/// of snapshot `epoch` says its output is there).
+pub fn sync_parts(file: &Path, epoch: u64) -> Result<(), CommitError> {
+    let mut any = false;
+    for (_, _, part) in parts(file)?.into_iter().filter(|(e, _, _)| *e <= epoch) {
+        File::open(&part).and_then(|f| f.sync_all()).map_err(io_err("sync", &part))?;
+        any = true;
+    }
+    if any {
+        let dir = parts_dir(file);
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err("sync", &dir))?;
+    }
+    Ok(())
 }
 
 /// Atomically replace `file`'s marker with `c`.

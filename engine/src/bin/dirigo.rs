@@ -268,7 +268,15 @@ fn run_config(path: &Path, opts: &RunOptions) -> anyhow::Result<()> {
             }
         },
         cluster,
-    )?;
+    );
+    let summary = match summary {
+        // Resumed a run that had finished: nothing is left to do (its output is committed).
+        Err(e @ dirigo_engine::engine::EngineError::Resume(dirigo_engine::snapshot::ResumeError::Finished { .. })) => {
+            eprintln!("{e}");
+            return Ok(());
+        }
+        other => other?,
+    };
     if opts.json {
         use std::io::Write;
         // One JSON document on stdout: sinks were sent to stderr.

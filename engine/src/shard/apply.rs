@@ -170,10 +170,18 @@ impl<P: Policy> Shard<P> {
         if e.slot == TOKEN {
             return self.run_token(&e);
         }
+        if self.held_by_barrier(&e) {
+            return; // behind a snapshot barrier on its channel: it runs once the others align
+        }
         match e.header.kind {
             MessageKind::Data => self.apply_data(&e),
             MessageKind::Watermark => self.apply_watermark(&e.header),
             MessageKind::End => self.apply_end(&e.header),
+            MessageKind::Snapshot => {
+                if self.on_barrier(&e.header) {
+                    self.instance_aligned(&e.header);
+                }
+            }
             MessageKind::FenceAck | MessageKind::Drain => self.on_queued_control(&e.header),
             kind => unreachable!("protocol message {kind:?} in the run queue"),
         }
@@ -286,6 +294,8 @@ impl<P: Policy> Shard<P> {
             } else {
                 self.end_instance(h.function, h);
             }
+        } else if self.aligned_by_end(f) {
+            self.instance_aligned(h);
         }
     }
 
@@ -298,5 +308,6 @@ impl<P: Policy> Shard<P> {
         self.live -= 1;
         let counted = std::mem::take(&mut self.counted[f as usize]);
         self.host(fp.app as usize, -(counted as i32));
+        self.snapshot_instance_ended(f as usize);
     }
 }

@@ -124,6 +124,7 @@ impl<P: Policy> Shard<P> {
         self.out.grow_apps(na);
         self.deploy.ended.resize(na, false);
         self.runq.grow(nf);
+        self.snap.grow(nf);
         self.fn_app.extend(plan.functions[nf0..].iter().map(|f| f.app));
         for v in [&mut self.cost_ns, &mut self.cost_to_go_ns] {
             v.resize(nf, 1_000);

@@ -91,6 +91,11 @@ pub(super) struct LessorActor {
 }
 
 impl LessorActor {
+    /// The actor's state at the lessor (merged only at a barrier: see the dual-mode protocol).
+    pub(super) fn state_mut(&mut self) -> &mut ActorOp {
+        self.machine.state_mut()
+    }
+
     pub(super) fn new(op: ActorOp, max_lessees: usize) -> Self {
         let config = ActorConfig { access: AccessMode::Mergeable, max_lessees, channels: 1 };
         LessorActor {
@@ -160,9 +165,14 @@ impl<P: Policy> Shard<P> {
             self.release(slot);
             return;
         }
+        if self.arrival_held_by_barrier(e, slot) {
+            return; // behind a snapshot barrier on its channel
+        }
         let f = e.header.function as usize;
         let mut out = std::mem::take(&mut self.cmds);
         let mut forwarded_at = None;
+        // A snapshot barrier aligned: what waited behind it arrives after the barrier's run.
+        let mut aligned = false;
         let barrier_msg = |kind, event_time| Pending {
             header: Header { kind, event_time, ..e.header },
             slot: NO_PAYLOAD,
@@ -215,6 +225,18 @@ impl<P: Policy> Shard<P> {
                     self.mig.defer_end(f, e.header);
                 } else if last {
                     self.barrier(f, barrier_msg(MessageKind::End, u64::MAX), &mut out);
+                } else if self.aligned_by_end(f) {
+                    let n = self.insts[f].as_ref().expect("instance").aligned;
+                    self.barrier(f, barrier_msg(MessageKind::Snapshot, n), &mut out);
+                    aligned = true;
+                }
+            }
+            MessageKind::Snapshot => {
+                self.release(slot);
+                if self.on_barrier(&e.header) {
+                    // On the merged state: lessees ship their partials first.
+                    self.barrier(f, barrier_msg(MessageKind::Snapshot, e.header.event_time), &mut out);
+                    aligned = true;
                 }
             }
             kind => unreachable!("protocol message {kind:?} routed as an arrival"),
@@ -227,6 +249,9 @@ impl<P: Policy> Shard<P> {
         if let (Some(t0), false) = (forwarded_at, leased) {
             let dt = now_ns().saturating_sub(t0);
             self.forward_ns[f] = (self.forward_ns[f] * 7 + dt) / 8;
+        }
+        if aligned {
+            self.release_arrivals(f);
         }
     }
 
@@ -700,6 +725,8 @@ impl<P: Policy> Shard<P> {
         // message of the group that reached this shard.
         let groups = self.placement.groups();
         let mut exported = None;
+        // A snapshot barrier's run archives the merged state (and keeps it).
+        let mut archived = None;
         // A watermark that runs while a group moves out fires every key but the group's (see
         // `Shard::advance`).
         let moving_group = self.mig.outgoing_group(f);
@@ -719,6 +746,13 @@ impl<P: Policy> Shard<P> {
                     None => op.on_watermark(msg.header.event_time, &mut router),
                 },
                 MessageKind::End => op.on_end(&mut router),
+                MessageKind::Snapshot => {
+                    let all = op.export_keys(&|_| true);
+                    if let Some(all) = &all {
+                        op.import_keys(all).expect("an actor takes back its own state");
+                    }
+                    archived = Some(all);
+                }
                 MessageKind::MigrateState => {
                     let ProtocolArg::Move { group, .. } = msg.header.arg() else {
                         unreachable!("a move names its group")
@@ -763,7 +797,9 @@ impl<P: Policy> Shard<P> {
                     self.actors[f].as_mut().expect("lessor").ended = true;
                     let counted = std::mem::take(&mut self.counted[f]);
                     self.host(fp.app as usize, -(counted as i32));
+                    self.snapshot_instance_ended(f);
                 }
+                MessageKind::Snapshot => self.actor_aligned(&msg.header, archived.flatten()),
                 // The state leaves after this run's commands (its barrier's unblock) went out:
                 // what waited for the move (a watermark, the end) may raise the next barrier.
                 MessageKind::MigrateState => {}

@@ -296,6 +296,7 @@ impl<P: Policy> Shard<P> {
             || !self.local.contains(&to)
             || !self.plan.functions[f].shards.contains(&to)
             || !instance_live
+            || self.moves_frozen()
         {
             return false;
         }
@@ -311,6 +312,9 @@ impl<P: Policy> Shard<P> {
         self.mig.outgoing[f] =
             Some(Outgoing { group: g, to, acks_left: acks, accepted: false, reason, started_ns: now_ns() });
         self.out.push_bytes(to as usize, protocol(app, f, MessageKind::Migrate, g, self.id), &[]);
+        if let Some(c) = &self.snap.coord {
+            c.move_started();
+        }
         true
     }
 
@@ -337,6 +341,9 @@ impl<P: Policy> Shard<P> {
                 self.release(slot);
                 let out = self.mig.outgoing[f].take();
                 debug_assert!(out.is_some_and(|o| o.group == g && !o.accepted), "a refusal for the move under way");
+                if let Some(c) = &self.snap.coord {
+                    c.move_done();
+                }
                 self.finish_deferred(f);
             }
             MessageKind::Fence => {
@@ -558,6 +565,9 @@ impl<P: Policy> Shard<P> {
         }
         arriving.swap_remove(i);
         self.mig.incoming[f] -= 1;
+        if let Some(c) = &self.snap.coord {
+            c.move_done();
+        }
         if self.mig.incoming[f] == 0 {
             let back = std::mem::take(&mut self.mig.held_back[f]);
             for (e, slot) in back {

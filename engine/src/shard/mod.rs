@@ -50,7 +50,10 @@ mod migrate;
 pub mod outputs;
 mod rebalance;
 mod router;
+mod snapshot;
 mod sources;
+
+pub use snapshot::{source_part, state_part, Restore};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -142,6 +145,10 @@ pub struct ShardInit<P> {
     pub reports: flume::Sender<ShardReport>,
     /// A served engine's control plane (`dirigo serve`): apps deploy and undeploy at run time.
     pub control: Option<Arc<crate::control::ControlPlane>>,
+    /// The node's snapshot coordinator (None: the run takes no snapshots).
+    pub snapshots: Option<Arc<crate::snapshot::SnapshotCoord>>,
+    /// The snapshot the run resumes from.
+    pub restore: Option<Arc<Restore>>,
 }
 
 /// A running shard.
@@ -243,6 +250,8 @@ pub struct Shard<P: Policy> {
     missed_wakeups: u64,
     /// Runtime deploy and undeploy (`dirigo serve`).
     deploy: deploy::Deploy,
+    /// Snapshot barriers and what waits behind them.
+    snap: snapshot::Snap,
 }
 
 impl<P: Policy> Shard<P> {
@@ -281,7 +290,7 @@ impl<P: Policy> Shard<P> {
         let live = insts.iter().flatten().count();
         let sources = sources::instantiate(&plan, id, &init.signals[id as usize]);
         let nf = plan.functions.len();
-        Shard {
+        let mut shard = Shard {
             id,
             local: init.local,
             out: Outputs::new(id, init.outboxes, init.settings.batch_size, plan.apps.len()),
@@ -346,8 +355,13 @@ impl<P: Policy> Shard<P> {
             msg_mark: (0, 0),
             missed_wakeups: 0,
             deploy: deploy::Deploy::new(init.control, plan.apps.len()),
+            snap: snapshot::Snap::new(init.snapshots, nf, init.restore.as_ref().map_or(0, |r| r.epoch)),
             plan,
+        };
+        if let Some(r) = &init.restore {
+            shard.restore(r);
         }
+        shard
     }
 
     /// Everything this shard runs has ended and all its output has left.
@@ -545,6 +559,7 @@ impl<P: Policy> Shard<P> {
     /// One turn of the loop; true if anything happened.
     fn turn(&mut self, now: u64) -> bool {
         self.control_turn(now);
+        self.snapshot_turn();
         self.now = now;
         for (d, s) in self.peer_delay.iter_mut().zip(self.signals.iter()) {
             *d = s.delay_ns();

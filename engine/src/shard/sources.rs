@@ -19,13 +19,15 @@ use crate::source::SourceInstance;
 
 /// One source instance running on this shard.
 pub struct SourceRun {
-    index: usize,
-    inst: SourceInstance,
-    started_ns: Option<u64>,
+    pub(super) index: usize,
+    pub(super) inst: SourceInstance,
+    pub(super) started_ns: Option<u64>,
     produced: u64,
     max_event_time: u64,
     last_watermark: u64,
     pub done: bool,
+    /// The last snapshot barrier it injected (or resumed from).
+    pub(super) barrier: u64,
 }
 
 /// The source instances of `plan` that run on shard `id`; socket sources ring `signal` when
@@ -60,6 +62,7 @@ pub fn instantiate_from(
                 max_event_time: 0,
                 last_watermark: 0,
                 done: false,
+                barrier: 0,
             });
         }
     }
@@ -227,5 +230,6 @@ impl<P: Policy> Shard<P> {
         h.ingress_ns = now_ns();
         self.policy.on_ingress(&mut h, &self.plan.apps[sp.app as usize]);
         broadcast(&mut self.out, &self.plan, &self.placement, &sp.outputs, h, MessageKind::End, u64::MAX);
+        self.snapshot_source_finished(i);
     }
 }

@@ -12,13 +12,18 @@
 //!   fed by a bounded channel; a failed write is reported and counted, and the previous snapshot
 //!   stays the one recovery uses.
 //!
-//! Not yet wired to barriers: the `[snapshots] dir, every, keep` keys are parsed and checked
-//! ([`crate::config::SnapshotsConfig`]), but no run takes a snapshot yet; the barrier protocol
-//! inside the shards will call [`SnapshotWriter::submit`] and, on each completion, commit the
-//! sinks (`crate::sink_commit`).
+//! - [`coord`]: what the controller and the shards share to take one (the protocol, step by
+//!   step); the shards' side is the engine's `shard::snapshot`.
+//! - [`driver`]: the controller's side: when, gathering parts, writing, committing the sinks,
+//!   and what a run resumes from ([`driver::resume`]).
 
+pub mod coord;
+pub mod driver;
 pub mod store;
 pub mod writer;
+
+pub use coord::{ShardParts, SnapshotCoord};
+pub use driver::{ResumeError, SnapshotCounts, SnapshotSettings};
 
 pub use store::{Fingerprint, Loaded, Manifest, PartEntry, SnapshotError, SnapshotInfo, SnapshotStore, MANIFEST};
 pub use writer::{SnapshotWriter, SubmitError, WriterCounts};

@@ -246,6 +246,7 @@ pub fn decode_batch(p: &[u8], limits: Limits, shift: i64, batch: &mut Batch) -> 
             0 => MessageKind::Data,
             1 => MessageKind::Watermark,
             2 => MessageKind::End,
+            20 => MessageKind::Snapshot,
             kind => return Err(bad(EntryFault::UnknownKind { kind })),
         };
         let header = Header {

@@ -1,0 +1,385 @@
+//! Snapshots on a shard: barriers injected at the sources, aligned at every instance, state
+//! archived at alignment, parts reported to the controller (the protocol is in
+//! [`crate::snapshot::coord`]).
+//!
+//! An instance aligns barrier `n` across its input channels: once a channel delivered it, what
+//! follows on that channel waits (a queued entry is set aside when it reaches the head of its
+//! function's queue; a dual-mode actor's arrival is set aside on arrival) until every open
+//! channel delivered it. Then the instance's state is archived (export and import back: the
+//! same archive a key-group move ships; a dual-mode actor does it as a critical message, on the
+//! merged state), a sink seals its output of epoch `n`, barrier `n` goes downstream, and what
+//! waited runs first, in its order. The hot path pays one branch per message while no instance
+//! here is aligning.
+//!
+//! An instance or source that has ended has nothing in flight: its state (final) and position
+//! (the end) are taken when the snapshot starts here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dirigo_actors::envelope::{Header, MessageKind};
+use dirigo_net::clock::now_ns;
+use dirigo_net::mailbox::Entry;
+use rkyv::util::AlignedVec;
+
+use super::router::broadcast;
+use super::Shard;
+use crate::instance::OperatorInstance;
+use crate::policy::Policy;
+use crate::runqueue::QEntry;
+use crate::snapshot::coord::{ShardParts, SnapshotCoord};
+use crate::snapshot::Part;
+
+/// What a run resumes from: the state and source positions of one snapshot.
+#[derive(Debug, Default)]
+pub struct Restore {
+    /// The snapshot's epoch: the next barrier is `epoch + 1`.
+    pub epoch: u64,
+    /// (function, shard) -> the archive of that instance's keys.
+    pub states: HashMap<(usize, u16), Vec<u8>>,
+    /// (plan source index, instance) -> its position ([`crate::source::SourcePosition`] bytes).
+    pub sources: HashMap<(usize, u32), Vec<u8>>,
+}
+
+/// The name of an instance's state part.
+pub fn state_part(f: usize, shard: u16) -> String {
+    format!("state/{f}/{shard}")
+}
+
+/// The name of a source instance's position part.
+pub fn source_part(source: usize, instance: u32) -> String {
+    format!("source/{source}/{instance}")
+}
+
+/// A shard's snapshot state.
+#[derive(Default)]
+pub(super) struct Snap {
+    pub(super) coord: Option<Arc<SnapshotCoord>>,
+    /// The coordinator's generation last read.
+    seen: u64,
+    /// Sources inject barriers up to this one.
+    target: u64,
+    /// The snapshot being taken here, or the last one taken.
+    pub(super) epoch: u64,
+    /// Instances and sources still to take their share of `epoch`.
+    pending: usize,
+    reported: bool,
+    parts: Vec<Part>,
+    durable: Vec<flume::Receiver<Result<(), String>>>,
+    errors: Vec<String>,
+    /// Instances waiting for a barrier on some channel: while 0, no message is checked.
+    pub(super) aligning: usize,
+    /// Per function: queued entries set aside behind a barrier, in order.
+    held_q: Vec<Vec<QEntry>>,
+    /// Per function: arrivals of a dual-mode actor set aside behind a barrier, in order.
+    held_arr: Vec<Vec<(Entry, u32)>>,
+}
+
+impl Snap {
+    pub(super) fn new(coord: Option<Arc<SnapshotCoord>>, functions: usize, resumed: u64) -> Snap {
+        Snap {
+            coord,
+            epoch: resumed,
+            target: resumed,
+            held_q: (0..functions).map(|_| Vec::new()).collect(),
+            held_arr: (0..functions).map(|_| Vec::new()).collect(),
+            ..Snap::default()
+        }
+    }
+
+    pub(super) fn grow(&mut self, functions: usize) {
+        self.held_q.resize_with(functions, Vec::new);
+        self.held_arr.resize_with(functions, Vec::new);
+    }
+}
+
+impl<P: Policy> Shard<P> {
+    /// Once per turn: notice a freeze (start no move) and a barrier to inject.
+    pub(super) fn snapshot_turn(&mut self) {
+        let Some(c) = self.snap.coord.as_ref() else { return };
+        let g = c.generation();
+        if g == self.snap.seen {
+            return;
+        }
+        self.snap.seen = g;
+        let c = c.clone();
+        if c.moves_frozen() {
+            c.froze(self.id as usize, c.freezing());
+        }
+        let target = c.injecting();
+        if target > self.snap.target {
+            self.snap.target = target;
+            if self.snap.epoch < target {
+                self.begin_snapshot(target);
+            }
+            self.inject_barriers();
+        }
+    }
+
+    /// Whether key-group moves wait for a snapshot.
+    pub(super) fn moves_frozen(&self) -> bool {
+        self.snap.coord.as_ref().is_some_and(|c| c.moves_frozen())
+    }
+
+    /// Snapshot `n` starts here (its barrier is to be injected, or one reached an instance).
+    fn begin_snapshot(&mut self, n: u64) {
+        debug_assert_eq!(n, self.snap.epoch + 1, "shard {}: snapshot {n} after {}", self.id, self.snap.epoch);
+        let s = &mut self.snap;
+        s.epoch = n;
+        s.pending = 0;
+        s.reported = false;
+        s.parts.clear();
+        s.durable.clear();
+        s.errors.clear();
+        for f in 0..self.insts.len() {
+            let Some(open) = self.insts[f].as_ref().map(|i| i.open()) else { continue };
+            if self.torn_down(f) || self.app_failed(self.fn_app[f] as usize) {
+                continue;
+            }
+            if open == 0 {
+                self.seal_instance(f, n);
+            } else {
+                self.snap.pending += 1;
+            }
+        }
+        for i in 0..self.sources.len() {
+            if self.sources[i].done {
+                self.record_source(i, n);
+            } else {
+                self.snap.pending += 1;
+            }
+        }
+        self.maybe_report();
+    }
+
+    /// Inject the current barrier at every source that has not yet (at a poll boundary).
+    fn inject_barriers(&mut self) {
+        let n = self.snap.target;
+        for i in 0..self.sources.len() {
+            if self.sources[i].done || self.sources[i].barrier >= n {
+                continue;
+            }
+            self.record_source(i, n);
+            self.snap.pending -= 1;
+            let sp = &self.plan.sources[self.sources[i].index];
+            let mut h = Header::data(sp.app, 0, 0);
+            h.ingress_ns = now_ns();
+            broadcast(&mut self.out, &self.plan, &self.placement, &sp.outputs, h, MessageKind::Snapshot, n);
+        }
+        self.maybe_report();
+    }
+
+    /// Source `i`'s position for snapshot `n`.
+    fn record_source(&mut self, i: usize, n: u64) {
+        let run = &mut self.sources[i];
+        run.barrier = n;
+        let sp = &self.plan.sources[run.index];
+        let instance = sp.shards.iter().position(|&s| s == self.id).unwrap_or(0) as u32;
+        let bytes = run.inst.position().to_bytes();
+        self.snap.parts.push(Part::new(source_part(run.index, instance), bytes));
+    }
+
+    /// Source `i` finished: if the snapshot under way still waited for it, its position is the
+    /// end (its `End` goes downstream instead of the barrier).
+    pub(super) fn snapshot_source_finished(&mut self, i: usize) {
+        if self.snap.coord.is_some() && self.sources[i].barrier < self.snap.epoch {
+            let n = self.snap.epoch;
+            self.record_source(i, n);
+            self.snap.pending -= 1;
+            self.maybe_report();
+        }
+    }
+
+    /// Whether a queued entry waits behind a barrier (then it is set aside). Hot path: one
+    /// branch while no instance here aligns.
+    #[inline]
+    pub(super) fn held_by_barrier(&mut self, e: &QEntry) -> bool {
+        if self.snap.aligning == 0 {
+            return false;
+        }
+        let f = e.header.function as usize;
+        if self.insts[f].as_ref().is_some_and(|i| i.blocks(e.header.port, e.header.from_shard)) {
+            self.snap.held_q[f].push(*e);
+            return true;
+        }
+        false
+    }
+
+    /// Whether an arrival for a dual-mode actor waits behind a barrier (then it is set aside).
+    #[inline]
+    pub(super) fn arrival_held_by_barrier(&mut self, e: Entry, slot: u32) -> bool {
+        if self.snap.aligning == 0 {
+            return false;
+        }
+        let f = e.header.function as usize;
+        if self.insts[f].as_ref().is_some_and(|i| i.blocks(e.header.port, e.header.from_shard)) {
+            self.snap.held_arr[f].push((e, slot));
+            return true;
+        }
+        false
+    }
+
+    fn recount_aligning(&mut self) {
+        self.snap.aligning = self.insts.iter().flatten().filter(|i| i.aligning).count();
+    }
+
+    /// A barrier reached instance `f` on its channel: returns whether `f` is now aligned on
+    /// it (the caller takes the instance's share).
+    pub(super) fn on_barrier(&mut self, h: &Header) -> bool {
+        let n = h.event_time;
+        if self.snap.epoch < n {
+            self.begin_snapshot(n);
+        }
+        let inst = self.insts[h.function as usize].as_mut().expect("instance");
+        let aligned = inst.on_barrier(h.port, h.from_shard, n);
+        self.recount_aligning();
+        aligned
+    }
+
+    /// A channel of `f` ended: whether `f` is now aligned on a barrier the channel still owed.
+    pub(super) fn aligned_by_end(&mut self, f: usize) -> bool {
+        if self.snap.coord.is_none() {
+            return false;
+        }
+        let aligned = self.insts[f].as_mut().is_some_and(|i| i.aligned_by_end());
+        self.recount_aligning();
+        aligned
+    }
+
+    /// Barrier `aligned` passed instance `f` (not a dual-mode actor): take its share, send the
+    /// barrier on, and run what waited behind it.
+    pub(super) fn instance_aligned(&mut self, h: &Header) {
+        let f = h.function as usize;
+        let n = self.insts[f].as_ref().expect("instance").aligned;
+        self.seal_instance(f, n);
+        self.snap.pending -= 1;
+        let fp = &self.plan.functions[f];
+        broadcast(&mut self.out, &self.plan, &self.placement, &fp.outputs, *h, MessageKind::Snapshot, n);
+        for e in std::mem::take(&mut self.snap.held_q[f]).into_iter().rev() {
+            self.runq.push_front(e);
+        }
+        self.maybe_report();
+    }
+
+    /// Barrier `n` passed dual-mode actor `f` (its critical message ran on the merged state,
+    /// which `archive` holds): record it and send the barrier on.
+    pub(super) fn actor_aligned(&mut self, h: &Header, archive: Option<AlignedVec>) {
+        let f = h.function as usize;
+        let n = h.event_time;
+        self.put_state(f, archive);
+        self.snap.pending -= 1;
+        let fp = &self.plan.functions[f];
+        broadcast(&mut self.out, &self.plan, &self.placement, &fp.outputs, *h, MessageKind::Snapshot, n);
+        self.maybe_report();
+    }
+
+    /// Run the arrivals of actor `f` that waited behind a barrier it just aligned on.
+    pub(super) fn release_arrivals(&mut self, f: usize) {
+        for (e, slot) in std::mem::take(&mut self.snap.held_arr[f]) {
+            self.actor_arrival(e, slot);
+        }
+    }
+
+    /// Instance `f` ended while snapshot `epoch` still waited for it: its final state is its
+    /// share.
+    pub(super) fn snapshot_instance_ended(&mut self, f: usize) {
+        let n = self.snap.epoch;
+        if self.snap.coord.is_none() || self.insts[f].as_ref().is_none_or(|i| i.aligned >= n) {
+            return;
+        }
+        self.seal_instance(f, n);
+        self.snap.pending -= 1;
+        self.recount_aligning();
+        self.maybe_report();
+    }
+
+    /// Take instance `f`'s share of snapshot `n` now: its state archived, or its output sealed
+    /// (a sink). Marks it aligned on `n`.
+    fn seal_instance(&mut self, f: usize, n: u64) {
+        if let Some(inst) = self.insts[f].as_mut() {
+            inst.aligned = n;
+            inst.aligning = false;
+        }
+        let archive = match (self.ops[f].as_mut(), self.actors[f].as_mut()) {
+            (Some(OperatorInstance::Sink(sink)), _) => {
+                if let Err(e) = sink.barrier(n) {
+                    self.snap.errors.push(format!("shard {}: sink `{}`: {e}", self.id, self.plan.functions[f].name));
+                }
+                return;
+            }
+            (Some(op), _) => {
+                let all = op.export_keys(&|_| true);
+                if let Err(e) = op.import_keys(&all) {
+                    panic!("shard {}: `{}` did not take back its own state: {e}", self.id, self.plan.functions[f].name);
+                }
+                Some(all)
+            }
+            (None, Some(actor)) => {
+                let op = actor.state_mut();
+                let all = op.export_keys(&|_| true);
+                if let Some(all) = &all {
+                    op.import_keys(all).expect("an actor takes back its own state");
+                }
+                all
+            }
+            (None, None) => None,
+        };
+        self.put_state(f, archive);
+    }
+
+    fn put_state(&mut self, f: usize, archive: Option<AlignedVec>) {
+        if let Some(a) = archive.filter(|a| !a.is_empty()) {
+            self.snap.parts.push(Part::new(state_part(f, self.id), a.to_vec()));
+        }
+    }
+
+    fn maybe_report(&mut self) {
+        let s = &mut self.snap;
+        if s.pending > 0 || s.reported || s.epoch == 0 {
+            return;
+        }
+        s.reported = true;
+        let Some(c) = s.coord.as_ref() else { return };
+        c.report(ShardParts {
+            shard: self.id as usize,
+            epoch: s.epoch,
+            parts: std::mem::take(&mut s.parts),
+            durable: std::mem::take(&mut s.durable),
+            errors: std::mem::take(&mut s.errors),
+        });
+    }
+
+    /// Put the state a run resumes from into this shard's instances and sources.
+    pub(super) fn restore(&mut self, r: &Restore) {
+        for f in 0..self.insts.len() {
+            let Some(inst) = self.insts[f].as_mut() else { continue };
+            inst.resume_at(r.epoch);
+            let Some(bytes) = r.states.get(&(f, self.id)) else { continue };
+            let mut archive: AlignedVec = AlignedVec::new();
+            archive.extend_from_slice(bytes);
+            let name = &self.plan.functions[f].name;
+            let res = match (self.ops[f].as_mut(), self.actors[f].as_mut()) {
+                (Some(op), _) => op.import_keys(&archive),
+                (None, Some(actor)) => actor.state_mut().import_keys(&archive),
+                (None, None) => Ok(()),
+            };
+            if let Err(e) = res {
+                panic!("shard {}: the snapshot's state of `{name}` does not fit it: {e}", self.id);
+            }
+        }
+        let now = now_ns();
+        for run in &mut self.sources {
+            run.barrier = r.epoch;
+            let sp = &self.plan.sources[run.index];
+            let instance = sp.shards.iter().position(|&s| s == self.id).unwrap_or(0) as u32;
+            let Some(bytes) = r.sources.get(&(run.index, instance)) else { continue };
+            let pos = crate::source::SourcePosition::from_bytes(bytes)
+                .unwrap_or_else(|e| panic!("shard {}: source `{}`: a damaged position: {e}", self.id, sp.name));
+            if let Err(e) = run.inst.seek(&pos) {
+                panic!("shard {}: source `{}` cannot resume from the snapshot: {e}", self.id, sp.name);
+            }
+            // A resumed schedule goes on from where it was, not from its start.
+            run.started_ns = Some(now.saturating_sub(run.inst.next_due_ns().unwrap_or(0)));
+        }
+    }
+}
