@@ -1,0 +1,320 @@
+//! Exactly-once across crashes: `dirigo run` with `[snapshots]` is killed (SIGKILL) at seeded
+//! random points and started again until it finishes; its committed output must equal, line for
+//! line, the output of a run that was never killed: nothing lost, nothing twice.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{dirigo, output, stderr, temp_dir, DEADLINE};
+
+/// Events in the input file, and keys they spread over.
+const EVENTS: u64 = 60_000;
+const KEYS: u64 = 97;
+
+/// Two apps on two shards: counts and sums per key of a file (read at a rate, so a run takes
+/// about two seconds), with a tumbling window (a dual-mode actor) over it; and counts per key
+/// of a seeded generator. Each keyed app spreads its key groups over both shards.
+fn config(dir: &Path, every: &str) -> String {
+    format!(
+        r#"
+[engine]
+shards = 2
+
+[snapshots]
+dir = "{dir}/snaps"
+every = "{every}"
+keep = 2
+
+[[app]]
+name = "file"
+slo = "200ms"
+cores = 2
+schema = {{ key = "u64", value = "u64", ts = "u64" }}
+event_time = "ts"
+
+[[app.source]]
+name = "in"
+kind = "file"
+path = "{dir}/input.ndjson"
+rate = 30000
+
+[[app.function]]
+name = "counts"
+kind = "count"
+input = "in"
+key = "key"
+
+[[app.function]]
+name = "sums"
+kind = "sum"
+input = "in"
+key = "key"
+field = "value"
+
+[[app.function]]
+name = "per_second"
+kind = "window"
+input = "in"
+key = "key"
+window = {{ type = "tumbling", size = "1s" }}
+aggregate = {{ op = "sum", field = "value" }}
+
+[[app.sink]]
+name = "counts_out"
+kind = "file"
+input = "counts"
+path = "{dir}/out/counts.ndjson"
+
+[[app.sink]]
+name = "sums_out"
+kind = "file"
+input = "sums"
+path = "{dir}/out/sums.csv"
+format = "csv"
+
+[[app.sink]]
+name = "windows_out"
+kind = "file"
+input = "per_second"
+path = "{dir}/out/windows.ndjson"
+
+[[app]]
+name = "gen"
+slo = "200ms"
+cores = 2
+schema = {{ user = "u64", amount = "u64" }}
+
+[[app.source]]
+name = "g"
+kind = "generator"
+rate = 20000
+events = 40000
+keys = 31
+seed = 11
+
+[[app.function]]
+name = "per_user"
+kind = "count"
+input = "g"
+key = "user"
+
+[[app.sink]]
+name = "gen_out"
+kind = "file"
+input = "per_user"
+path = "{dir}/out/gen.ndjson"
+"#,
+        dir = dir.display()
+    )
+}
+
+/// The input file: `EVENTS` records, keys and values from a fixed sequence, event time rising
+/// by 1 ms per event.
+fn write_input(dir: &Path) {
+    let mut s = String::new();
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    for i in 0..EVENTS {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.push_str(&format!("{{\"key\":{},\"value\":{},\"ts\":{}}}\n", x % KEYS, x % 1000, 1_000_000 + i));
+    }
+    std::fs::write(dir.join("input.ndjson"), s).unwrap();
+}
+
+fn prepare(tag: &str, every: &str) -> (PathBuf, PathBuf) {
+    let dir = temp_dir(tag);
+    write_input(&dir);
+    let cfg = dir.join("app.toml");
+    std::fs::write(&cfg, config(&dir, every)).unwrap();
+    (dir, cfg)
+}
+
+const OUTPUTS: [&str; 4] = ["counts.ndjson", "sums.csv", "windows.ndjson", "gen.ndjson"];
+
+/// Each output file's lines, sorted (shards interleave their lines differently from run to run;
+/// the multiset is what must match), and its first line (a CSV header stays first).
+fn outputs(dir: &Path) -> Vec<(String, Option<String>, Vec<String>)> {
+    OUTPUTS
+        .iter()
+        .map(|name| {
+            let text = std::fs::read_to_string(dir.join("out").join(name)).unwrap_or_default();
+            let first = text.lines().next().map(str::to_owned);
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            lines.sort();
+            (name.to_string(), first, lines)
+        })
+        .collect()
+}
+
+fn run_to_end(cfg: &Path) -> std::process::Output {
+    let out = output(dirigo().arg("run").arg(cfg).arg("--quiet"));
+    assert!(out.status.success(), "dirigo run failed:\n{}", stderr(&out));
+    out
+}
+
+/// A tiny seeded generator for the kill points.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Start `dirigo run` on `cfg` and kill it with SIGKILL after `after` unless it exits first;
+/// returns whether it exited by itself (and its stderr).
+fn run_and_kill(cfg: &Path, after: Duration) -> (bool, String) {
+    let mut child = dirigo()
+        .arg("run")
+        .arg(cfg)
+        .arg("--quiet")
+        .env("RUST_LOG", "warn,dirigo_engine::snapshot=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dirigo starts");
+    let pid = child.id();
+    let stderr = child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait().expect("waited");
+        let _ = tx.send(());
+        status
+    });
+    let exited = rx.recv_timeout(after).is_ok();
+    if !exited {
+        // SAFETY: kill(2) on a child this test started and has not reaped (its waiter thread
+        // reaps it after the signal).
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+    let status = waiter.join().expect("waiter");
+    let err = reader.join().expect("reader");
+    if exited {
+        assert!(status.success(), "dirigo run failed by itself:\n{err}");
+    }
+    (exited, err)
+}
+
+#[test]
+fn a_run_killed_at_20_random_points_commits_exactly_the_output_of_a_run_never_killed() {
+    let (clean_dir, clean_cfg) = prepare("recovery-clean", "100ms");
+    run_to_end(&clean_cfg);
+    let want = outputs(&clean_dir);
+    let events: usize = want.iter().map(|(_, _, l)| l.len()).sum();
+    assert!(want[0].2.len() == EVENTS as usize, "the clean run counted every event once");
+    assert!(events > 2 * EVENTS as usize, "the clean run wrote every output");
+
+    let (dir, cfg) = prepare("recovery-killed", "100ms");
+    let mut rng = Rng(20_261_204);
+    let mut kills = 0;
+    let mut finished = false;
+    let mut resumed = Vec::new();
+    while kills < 20 {
+        let after = Duration::from_millis(150 + rng.below(1_200));
+        let (exited, err) = run_and_kill(&cfg, after);
+        if let Some(line) = err.lines().find(|l| l.contains("resuming from snapshot")) {
+            resumed.push(line.to_owned());
+        }
+        if exited {
+            finished = true;
+            break;
+        }
+        kills += 1;
+    }
+    // The last start (or one more) runs to the end.
+    let last = run_to_end(&cfg);
+    assert!(finished || !stderr(&last).is_empty());
+    assert!(resumed.len() >= 5, "most restarts resumed from a snapshot, {} did: {resumed:?}", resumed.len());
+    eprintln!("{kills} kills, {} restarts resumed from a snapshot, finished by itself: {finished}", resumed.len());
+    let got = outputs(&dir);
+    for ((name, first_want, want), (_, first_got, got)) in want.iter().zip(&got) {
+        assert_eq!(first_got, first_want, "{name}: its first line");
+        if got != want {
+            let missing: Vec<_> = want.iter().filter(|l| !got.contains(l)).take(5).collect();
+            let extra = got.len() as i64 - want.len() as i64;
+            panic!("{name} after {kills} kills: {} lines where {} were expected; missing e.g. {missing:?}; {extra:+} lines", got.len(), want.len());
+        }
+    }
+    // Nothing uncommitted is left behind, and a start after the end does nothing.
+    let again = run_to_end(&cfg);
+    assert!(stderr(&again).contains("finished"), "{}", stderr(&again));
+    assert_eq!(outputs(&dir), got);
+    let _ = std::fs::remove_dir_all(&clean_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A snapshot that cannot be written is reported, the run goes on, and the next snapshots (and
+/// recovery from them) still work.
+#[test]
+fn a_snapshot_that_cannot_be_written_is_reported_and_the_run_goes_on() {
+    let (clean_dir, clean_cfg) = prepare("recovery-fault-clean", "100ms");
+    run_to_end(&clean_cfg);
+    let want = outputs(&clean_dir);
+
+    let (dir, cfg) = prepare("recovery-fault", "100ms");
+    // Snapshot 3's directory cannot be made: a file sits where it goes.
+    std::fs::create_dir_all(dir.join("snaps")).unwrap();
+    std::fs::write(dir.join("snaps").join(format!("epoch-{:020}", 3)), b"in the way").unwrap();
+    let snaps = dir.join("snaps");
+    let manifest = |epoch: u64| snaps.join(format!("epoch-{epoch:020}")).join("MANIFEST");
+    // Killed once snapshot 6 is complete.
+    let mut child =
+        dirigo().arg("run").arg(&cfg).arg("--quiet").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let started = std::time::Instant::now();
+    while !manifest(6).exists() {
+        assert!(started.elapsed() < DEADLINE, "snapshot 6 was never written");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before snapshot 6");
+        std::thread::yield_now();
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(
+        err.contains("snapshot not taken") && err.contains(&format!("epoch-{:020}", 3)),
+        "the failure is reported:\n{err}"
+    );
+    assert_eq!(err.matches("snapshot not taken").count(), 1, "reported once:\n{err}");
+    assert!(!manifest(3).exists(), "the failed snapshot is not a complete one");
+    // Resumed from 6 or later, not from the failed 3.
+    let json = output(dirigo().arg("run").arg(&cfg).arg("--json"));
+    assert!(json.status.success(), "{}", stderr(&json));
+    let summary: serde_json::Value = serde_json::from_slice(&json.stdout).expect("one JSON document");
+    let resumed = summary["snapshots"]["resumed_from"].as_u64().unwrap();
+    assert!(resumed >= 6, "resumed from {resumed}");
+    assert_eq!(outputs(&dir), want);
+    let _ = std::fs::remove_dir_all(&clean_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A snapshot of another config is refused, by name, before anything runs.
+#[test]
+fn a_snapshot_of_another_config_is_refused() {
+    let (dir, cfg) = prepare("recovery-other", "100ms");
+    let mut child =
+        dirigo().arg("run").arg(&cfg).arg("--quiet").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let manifest = dir.join("snaps").join(format!("epoch-{:020}", 2)).join("MANIFEST");
+    let started = std::time::Instant::now();
+    while !manifest.exists() {
+        assert!(started.elapsed() < DEADLINE, "snapshot 2 was never written");
+        std::thread::yield_now();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let other = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("name = \"sums\"", "name = \"totals\"")
+        .replace("input = \"sums\"", "input = \"totals\"");
+    std::fs::write(&cfg, other).unwrap();
+    let out = output(Command::new(env!("CARGO_BIN_EXE_dirigo")).arg("run").arg(&cfg).arg("--quiet"));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("another config") || err.contains("config"), "{err}");
+    assert!(err.contains("totals") || err.contains("sums"), "names what differs: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
