@@ -20,6 +20,7 @@ pub fn panels(scenario: &str, r: &Value) -> Vec<Panel> {
         "barrier" => crate::barrier::figure(r),
         "skew" => skew(r),
         "tcp-ingress" => tcp_ingress(r),
+        "snapshots" => crate::snapshots::figure(r),
         _ => Vec::new(),
     }
 }

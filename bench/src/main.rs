@@ -19,6 +19,8 @@
 //! - [`barrier`]: barrier time against the number of lessees and the state size.
 //! - [`skew`]: a hot key range on one shard through a dual-mode actor, lessor alone vs lessees.
 //! - [`tcp_ingress`]: a tcp source's receive path, `recv` against io_uring (`tcp_io`).
+//! - [`snapshots`]: snapshot size, duration and recovery time against state size, and W1 with a
+//!   snapshot every second against none.
 //!
 //! ```text
 //! cargo run --release -p dirigo-bench -- keyed-count [--quick] [--out bench/results]
@@ -39,6 +41,7 @@ mod report;
 mod scaling;
 mod skew;
 mod slo;
+mod snapshots;
 mod sys;
 mod tcp_ingress;
 mod tenants;
@@ -97,6 +100,8 @@ enum Scenario {
     Skew,
     /// TCP ingress: `tcp_io = "recv"` vs `"uring"`: events/s, CPU/event, lone-event latency.
     TcpIngress,
+    /// Snapshot size, duration and recovery time against state size; W1 with snapshots vs none.
+    Snapshots,
 }
 
 impl Scenario {
@@ -114,6 +119,7 @@ impl Scenario {
             Scenario::Barrier => "barrier",
             Scenario::Skew => "skew",
             Scenario::TcpIngress => "tcp-ingress",
+            Scenario::Snapshots => "snapshots",
         }
     }
 }
@@ -154,6 +160,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Barrier => barrier::run_scenario(opts)?,
         Scenario::Skew => skew::run_scenario(opts)?,
         Scenario::TcpIngress => tcp_ingress::run_scenario(opts)?,
+        Scenario::Snapshots => snapshots::run_scenario(opts)?,
     };
     let doc = report::envelope(name, opts, started.elapsed(), json);
     std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;

@@ -89,7 +89,7 @@ pub enum EngineError {
     #[error(transparent)]
     Link(#[from] dirigo_net::link::LinkError),
     #[error(transparent)]
-    Resume(#[from] crate::snapshot::ResumeError),
+    Resume(Box<crate::snapshot::ResumeError>),
     #[error("cannot start the snapshot writer: {0}")]
     SnapshotWriter(std::io::Error),
     #[error("[snapshots] is for a single node: a cluster's nodes cannot take snapshots yet")]
@@ -148,6 +148,12 @@ impl StopHandle {
 /// per second on an idle shard.
 const WATCHDOG: Duration = Duration::from_millis(200);
 
+impl From<crate::snapshot::ResumeError> for EngineError {
+    fn from(e: crate::snapshot::ResumeError) -> Self {
+        EngineError::Resume(Box::new(e))
+    }
+}
+
 /// Number of shards to run for `requested` (0 = one per online CPU).
 pub fn resolve_shards(requested: usize) -> usize {
     if requested > 0 {
@@ -204,6 +210,7 @@ where
         std::fs::write(path, first).map_err(fail)?;
     }
     let n = plan.shards;
+    let begun = Instant::now();
     let placement = Arc::new(PlacementTable::new(&plan, settings.key_groups));
     let restore = match &settings.snapshots {
         Some(s) => crate::snapshot::driver::resume(s, &plan, &placement)?,
@@ -289,7 +296,10 @@ where
     }
     // Every source ran to its end and no app failed: the last snapshot says the run finished,
     // and all the output is committed. Stopped early: the run resumes from the last snapshot.
-    let snapshots = driver.map(|d| d.finish(!stop.is_stopped() && c.failures.is_empty()));
+    let mut snapshots = driver.map(|d| d.finish(!stop.is_stopped() && c.failures.is_empty()));
+    if let (Some(s), Some(at)) = (snapshots.as_mut(), c.all_up_at) {
+        s.start_ms = at.duration_since(begun).as_secs_f64() * 1e3;
+    }
     let wall = started.elapsed();
     let mut summary = Summary::new(&plan, &c.totals, &c.lessees, wall, cpu_seconds() - cpu0);
     summary.snapshots = snapshots;
@@ -436,6 +446,8 @@ struct Collected {
     moves_refused: u64,
     /// Per app: the shards hosting it, each time that set changed (seconds since start).
     shards_used: Vec<Vec<(f64, Vec<u16>)>>,
+    /// When every shard had sent its first report (built its instances, restored a snapshot).
+    all_up_at: Option<Instant>,
 }
 
 /// What the controller watches besides the reports.
@@ -482,6 +494,9 @@ fn collect(
     // Shards given up, and those whose last report came.
     let mut given_up: Vec<usize> = Vec::new();
     let mut ended = vec![false; plan.shards];
+    // Shards that sent their first report (built, restored), and when the last one did.
+    let mut up = vec![false; plan.shards];
+    let mut all_up_at = None;
     let mut tcp = vec![None; plan.sources.len()];
     let mut last_ring = Instant::now();
     let (mut moves, mut moves_refused) = (Vec::new(), 0);
@@ -502,6 +517,10 @@ fn collect(
         // A shard given up says nothing more that counts (should its function return).
         if let Some(r) = rx.recv_timeout(wait).ok().filter(|r| !given_up.contains(&(r.shard as usize))) {
             ended[r.shard as usize] |= r.last;
+            up[r.shard as usize] = true;
+            if all_up_at.is_none() && local.clone().all(|s| up[s]) {
+                all_up_at = Some(Instant::now());
+            }
             for (a, s) in r.apps.iter().enumerate() {
                 totals[a].add(s);
                 interval[a].add(s);
@@ -595,6 +614,7 @@ fn collect(
         moves,
         moves_refused,
         shards_used,
+        all_up_at,
     })
 }
 

@@ -68,7 +68,7 @@ impl Load {
             Load::Rate { eps, .. } => eps,
         }
     }
-    fn events(self) -> u64 {
+    pub fn events(self) -> u64 {
         match self {
             Load::Max { events } | Load::Rate { events, .. } => events,
         }

@@ -271,7 +271,9 @@ fn run_config(path: &Path, opts: &RunOptions) -> anyhow::Result<()> {
     );
     let summary = match summary {
         // Resumed a run that had finished: nothing is left to do (its output is committed).
-        Err(e @ dirigo_engine::engine::EngineError::Resume(dirigo_engine::snapshot::ResumeError::Finished { .. })) => {
+        Err(dirigo_engine::engine::EngineError::Resume(e))
+            if matches!(*e, dirigo_engine::snapshot::ResumeError::Finished { .. }) =>
+        {
             eprintln!("{e}");
             return Ok(());
         }

@@ -143,7 +143,7 @@ pub fn resume(
 }
 
 /// What the snapshots of a run came to.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct SnapshotCounts {
     /// Snapshots written complete (and their output committed).
     pub taken: u64,
@@ -158,6 +158,11 @@ pub struct SnapshotCounts {
     /// Bytes of the last snapshot.
     pub last_bytes: u64,
     pub last_error: Option<String>,
+    /// From the start of the run to every shard up, with the snapshot it resumed from loaded
+    /// and restored (ms): the recovery time when `resumed_from > 0`.
+    pub start_ms: f64,
+    /// Each snapshot taken: epoch, bytes, ms from its start to its manifest (the first 1,000).
+    pub history: Vec<(u64, u64, u64)>,
 }
 
 enum Phase {
@@ -342,10 +347,7 @@ impl Driver {
                 let epoch = *epoch;
                 let Ok(done) = self.writer.as_ref().expect("writer").completions().try_recv() else { return };
                 match done {
-                    Ok(info) => {
-                        self.counts.last_bytes = info.bytes;
-                        self.committed(epoch);
-                    }
+                    Ok(info) => self.committed(epoch, info.bytes),
                     Err((_, e)) => self.failed(epoch, e.to_string()),
                 }
             }
@@ -353,7 +355,7 @@ impl Driver {
     }
 
     /// Snapshot `epoch` is durable: commit the output of its epoch and before.
-    fn committed(&mut self, epoch: u64) {
+    fn committed(&mut self, epoch: u64, bytes: u64) {
         for (path, _) in &self.plan.files {
             if let Err(e) = crate::sink_commit::commit(path, epoch) {
                 // The snapshot stands; the commit is finished by the next one, or by recovery.
@@ -363,6 +365,10 @@ impl Driver {
         self.counts.taken += 1;
         self.counts.last = epoch;
         self.counts.last_ms = self.started.elapsed().as_millis() as u64;
+        self.counts.last_bytes = bytes;
+        if self.counts.history.len() < 1_000 {
+            self.counts.history.push((epoch, bytes, self.counts.last_ms));
+        }
         tracing::debug!(epoch, ms = self.counts.last_ms, "snapshot complete");
         self.idle();
     }
@@ -398,7 +404,7 @@ impl Driver {
             let _ = w.finish();
             if let Some(epoch) = epoch {
                 match self.store.complete() {
-                    Ok(done) if done.contains(&epoch) => self.committed(epoch),
+                    Ok(done) if done.contains(&epoch) => self.committed(epoch, 0),
                     _ => self.failed(epoch, "not written before the run ended".into()),
                 }
             }
@@ -419,7 +425,7 @@ impl Driver {
             Ok(()) => {
                 self.epoch = epoch;
                 self.started = Instant::now();
-                self.committed(epoch);
+                self.committed(epoch, 0);
             }
             Err(e) => self.failed(epoch, e),
         }
