@@ -90,25 +90,20 @@ impl Sink {
     }
 
     /// Barrier `epoch` reached this sink: what it wrote so far is the output of `epoch` (synced
-    /// in its pending part for a file sink with snapshots, staged for a staged redis sink;
-    /// nothing to do for the others).
-    pub fn barrier(&mut self, epoch: u64) -> Result<(), crate::sink_commit::CommitError> {
+    /// in its pending part for a file sink with snapshots; handed to its writer thread for a
+    /// redis sink, which seals it in Redis when staged; nothing to do for the others). A redis
+    /// sink returns the receiver its writer thread answers once that output is acknowledged by
+    /// Redis ([`crate::redis_sink::RedisSinkWriter::barrier`]): the controller waits on it
+    /// before it writes snapshot `epoch`'s manifest; the shard never does.
+    pub fn barrier(
+        &mut self,
+        epoch: u64,
+    ) -> Result<Option<crate::redis_sink::BarrierAck>, crate::sink_commit::CommitError> {
         self.flush();
         match &mut self.target {
-            SinkTarget::PendingFile(part, _) => part.barrier(epoch),
-            SinkTarget::Redis(r, _) => {
-                r.barrier(epoch);
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Snapshot `epoch` is complete: a staged redis sink commits its output of `epoch` and
-    /// earlier (a file sink's parts are committed per file: `sink_commit::commit`).
-    pub fn commit(&mut self, epoch: u64) {
-        if let SinkTarget::Redis(r, _) = &mut self.target {
-            r.commit(epoch);
+            SinkTarget::PendingFile(part, _) => part.barrier(epoch).map(|()| None),
+            SinkTarget::Redis(r, _) => Ok(Some(r.barrier(epoch))),
+            _ => Ok(None),
         }
     }
 

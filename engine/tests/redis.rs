@@ -4,13 +4,17 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{dirigo, free_address, output, stderr, temp_dir};
-use dirigo_actors::record::{FieldType, Schema, Value};
+use dirigo_actors::record::{access, FieldType, Record, Schema, Value};
+use dirigo_engine::redis_sink::{
+    commit_staged, current_key, index_key, marker_key, recover_staged, staged_key, BarrierAck, RedisSinkWriter,
+    HANDOFF_ENTRIES,
+};
 use dirigo_engine::source::{RedisSource, RedisSpec, SourceInstance, SourcePosition};
 use dirigo_net::ingress::Produced;
 use rkyv::util::AlignedVec;
@@ -171,24 +175,6 @@ fn a_consumer_group_source_reads_every_entry_once() {
     assert_eq!(read(&mut s, usize::MAX), got[7..].to_vec());
 }
 
-#[test]
-fn redis_commits_are_exactly_once() {
-    let server = RedisServer::start("commit");
-    let mut con = server.con();
-    let entries: Vec<Vec<(String, String)>> = (0..5).map(|i| vec![("k".into(), i.to_string())]).collect();
-    let commit = |con: &mut redis::Connection, epoch| {
-        dirigo_engine::redis_sink::commit_epoch(con, "out", "dirigo:out:0", epoch, &entries).unwrap()
-    };
-    assert!(commit(&mut con, 1));
-    assert!(!commit(&mut con, 1), "an epoch committed before a crash is not written again");
-    let len: u64 = redis::cmd("XLEN").arg("out").query(&mut con).unwrap();
-    assert_eq!(len, 5);
-    assert!(commit(&mut con, 2));
-    assert!(!commit(&mut con, 1), "nor an older one");
-    let len: u64 = redis::cmd("XLEN").arg("out").query(&mut con).unwrap();
-    assert_eq!(len, 10);
-}
-
 /// A config app reads a redis stream, counts by key and writes to a redis stream: each key's last
 /// count equals the oracle.
 #[test]
@@ -255,36 +241,231 @@ fn redis_keys_are_checked_at_their_line() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A staged redis sink writes nothing before its epoch commits; a replay after a crash (a new
-/// instance producing the same epoch again) does not write it twice.
+/// A redis sink writer of `schema()` to stream `out`, staged as `instance` (None: write-through).
+fn writer(url: &str, instance: Option<u32>) -> RedisSinkWriter {
+    let w = RedisSinkWriter::new(url, "out", &schema(), "t/out".into()).unwrap();
+    match instance {
+        Some(i) => w.staged(i),
+        None => w,
+    }
+}
+
+/// Push records `{k, v}` for `v` in `vs`.
+fn push(w: &mut RedisSinkWriter, k: u64, vs: impl IntoIterator<Item = u64>) {
+    for v in vs {
+        let bytes = Record::from(vec![Value::U64(k), Value::U64(v)]).to_archive();
+        w.push(access(&bytes).unwrap());
+    }
+}
+
+/// What a barrier's receiver says (a writer thread answers it, whatever happens).
+fn ack(rx: BarrierAck) -> Result<(), String> {
+    rx.recv_timeout(Duration::from_secs(60)).expect("the writer thread answers every barrier")
+}
+
+/// The `(k, v)` of every entry of `key`, in stream order.
+fn pairs(con: &mut redis::Connection, key: &str) -> Vec<(u64, u64)> {
+    let entries: Vec<(String, BTreeMap<String, String>)> =
+        redis::cmd("XRANGE").arg(key).arg("-").arg("+").query(con).unwrap();
+    entries.iter().map(|(_, f)| (f["k"].parse().unwrap(), f["v"].parse().unwrap())).collect()
+}
+
+/// Every key of the staged sink protocol.
+fn protocol_keys(con: &mut redis::Connection) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    for pattern in ["dirigo:staged:*", "dirigo:staged-epochs:*"] {
+        keys.extend(redis::cmd("KEYS").arg(pattern).query::<Vec<String>>(con).unwrap());
+    }
+    keys
+}
+
+fn exists(con: &mut redis::Connection, key: &str) -> bool {
+    redis::cmd("EXISTS").arg(key).query::<u64>(con).unwrap() == 1
+}
+
+/// Staged output stays out of the stream until `commit_staged`, which appends each instance's
+/// epochs once, in epoch order (an epoch larger than a hand-over spans several chunks; an epoch
+/// without output stages nothing); committing again appends nothing.
 #[test]
-fn a_staged_redis_sink_commits_each_epoch_once() {
-    use dirigo_actors::record::{access, Record};
-    use dirigo_engine::redis_sink::RedisSinkWriter;
+fn staged_output_appears_only_when_committed_and_once() {
     let server = RedisServer::start("staged");
     let mut con = server.con();
-    let len = |con: &mut redis::Connection| redis::cmd("XLEN").arg("out").query::<u64>(con).unwrap();
-    let run = |epochs: &[(u64, u64)], commit_to: u64| {
-        let mut w = RedisSinkWriter::new(&server.url, "out", &schema(), "t/out".into()).unwrap().staged(0);
-        for &(epoch, records) in epochs {
-            for v in 0..records {
-                let bytes = Record::from(vec![Value::U64(epoch), Value::U64(v)]).to_archive();
-                w.push(access(&bytes).unwrap());
-            }
-            w.barrier(epoch);
-        }
-        w.commit(commit_to);
-        drop(w); // the writer thread finishes its jobs
-    };
-    run(&[(1, 3), (2, 4)], 0);
-    assert_eq!(len(&mut con), 0, "nothing before a commit");
-    run(&[(1, 3), (2, 4)], 1);
-    assert_eq!(len(&mut con), 3, "epoch 1 only");
-    // A crash, then a replay from snapshot 1... of epochs 1 and 2 again (1 was committed).
-    run(&[(1, 3), (2, 4)], 2);
-    assert_eq!(len(&mut con), 7, "epoch 1 is not written twice; epoch 2 is written");
-    let entries: Vec<(String, BTreeMap<String, String>)> =
-        redis::cmd("XRANGE").arg("out").arg("-").arg("+").query(&mut con).unwrap();
-    let epochs: Vec<&str> = entries.iter().map(|(_, f)| f["k"].as_str()).collect();
-    assert_eq!(epochs, ["1", "1", "1", "2", "2", "2", "2"]);
+    let (mut w0, mut w1) = (writer(&server.url, Some(0)), writer(&server.url, Some(1)));
+    let big = HANDOFF_ENTRIES as u64 * 2 + 17;
+    // Instance 0 writes k = epoch, instance 1 k = 100 + epoch.
+    push(&mut w0, 1, 0..3);
+    push(&mut w1, 101, 0..2);
+    assert_eq!(ack(w0.barrier(1)), Ok(()));
+    assert_eq!(ack(w1.barrier(1)), Ok(()));
+    push(&mut w0, 2, 0..big);
+    assert_eq!(ack(w0.barrier(2)), Ok(()));
+    assert_eq!(ack(w1.barrier(2)), Ok(()), "an epoch without output");
+    push(&mut w1, 103, 0..4);
+    assert_eq!(ack(w0.barrier(3)), Ok(()));
+    assert_eq!(ack(w1.barrier(3)), Ok(()));
+    assert!(!exists(&mut con, "out"), "nothing reaches the stream before a commit");
+    assert_eq!(pairs(&mut con, &staged_key("out", 0, 2)).len() as u64, big, "sealed durably in redis");
+    assert!(!exists(&mut con, &staged_key("out", 1, 2)), "an epoch without output stages nothing");
+    assert!(!exists(&mut con, &current_key("out", 0)), "a barrier seals what was current");
+
+    assert_eq!(commit_staged(&server.url, "out", &[0, 1], 2).unwrap(), 3 + big + 2);
+    let out = pairs(&mut con, "out");
+    let of = |inst: u64| out.iter().copied().filter(|&(k, _)| k / 100 == inst).collect::<Vec<_>>();
+    let expected0: Vec<(u64, u64)> = (0..3).map(|v| (1, v)).chain((0..big).map(|v| (2, v))).collect();
+    assert_eq!(of(0), expected0, "instance 0: epoch 1 then epoch 2, each in order, once");
+    assert_eq!(of(1), [(101, 0), (101, 1)]);
+    assert_eq!(commit_staged(&server.url, "out", &[0, 1], 2).unwrap(), 0, "idempotent");
+    assert_eq!(pairs(&mut con, "out"), out);
+    let marker =
+        |con: &mut redis::Connection, i| redis::cmd("GET").arg(marker_key("out", i)).query::<String>(con).unwrap();
+    assert_eq!((marker(&mut con, 0), marker(&mut con, 1)), ("2".into(), "1".into()));
+    assert_eq!(
+        protocol_keys(&mut con),
+        BTreeSet::from([staged_key("out", 1, 3), index_key("out", 1)]),
+        "committed epochs are deleted; epoch 3 waits for its snapshot"
+    );
+
+    assert_eq!(commit_staged(&server.url, "out", &[0, 1], 3).unwrap(), 4);
+    assert_eq!(commit_staged(&server.url, "out", &[0, 1], 3).unwrap(), 0);
+    let out = pairs(&mut con, "out");
+    assert_eq!(out.len() as u64, 3 + big + 2 + 4);
+    assert_eq!(out[out.len() - 4..], [(103, 0), (103, 1), (103, 2), (103, 3)]);
+    assert!(protocol_keys(&mut con).is_empty(), "{:?}", protocol_keys(&mut con));
+}
+
+/// A crash after barrier 3 (snapshot 2's manifest written, its commit not made; epoch 3 sealed
+/// but no snapshot 3; part of epoch 4 staged) loses nothing and repeats nothing: recovery from
+/// snapshot 2 commits epoch 2 once and deletes what came after; the replay of epoch 3 commits
+/// with snapshot 3. A replay of an epoch the marker covers is dropped whole.
+#[test]
+fn recovery_commits_what_a_crash_left_staged_once() {
+    let server = RedisServer::start("recover");
+    let mut con = server.con();
+    let mut w = writer(&server.url, Some(0));
+    push(&mut w, 1, 0..3);
+    assert_eq!(ack(w.barrier(1)), Ok(()));
+    assert_eq!(commit_staged(&server.url, "out", &[0], 1).unwrap(), 3);
+    push(&mut w, 2, 0..4);
+    assert_eq!(ack(w.barrier(2)), Ok(()));
+    push(&mut w, 3, 0..5);
+    assert_eq!(ack(w.barrier(3)), Ok(()));
+    push(&mut w, 4, 0..6);
+    w.flush();
+    push(&mut w, 4, 6..8); // not handed over: the crash drops it
+    drop(w); // the crash: its writer thread finishes what it was handed
+    assert_eq!(pairs(&mut con, &current_key("out", 0)).len(), 6, "epoch 4 so far is staged");
+    assert_eq!(pairs(&mut con, "out").len(), 3);
+
+    recover_staged(&server.url, "out", &[0], 2).unwrap();
+    let committed: Vec<(u64, u64)> = (0..3).map(|v| (1, v)).chain((0..4).map(|v| (2, v))).collect();
+    assert_eq!(pairs(&mut con, "out"), committed, "epoch 2 committed once, after epoch 1");
+    assert!(protocol_keys(&mut con).is_empty(), "epochs 3 and 4 deleted: {:?}", protocol_keys(&mut con));
+    recover_staged(&server.url, "out", &[0], 2).unwrap();
+    assert_eq!(pairs(&mut con, "out"), committed, "recovering twice changes nothing");
+
+    // The replay of epoch 3 (different output this time) commits with snapshot 3.
+    let mut w = writer(&server.url, Some(0));
+    push(&mut w, 3, 100..102);
+    assert_eq!(ack(w.barrier(3)), Ok(()));
+    assert_eq!(commit_staged(&server.url, "out", &[0], 3).unwrap(), 2);
+    drop(w);
+    let mut all = committed.clone();
+    all.extend([(3, 100), (3, 101)]);
+    assert_eq!(pairs(&mut con, "out"), all);
+
+    // Recovery from an older snapshot (2) replays epoch 3 again: the marker (3) drops it whole.
+    recover_staged(&server.url, "out", &[0], 2).unwrap();
+    let mut w = writer(&server.url, Some(0));
+    push(&mut w, 3, 200..205);
+    assert_eq!(ack(w.barrier(3)), Ok(()));
+    assert!(exists(&mut con, &staged_key("out", 0, 3)));
+    assert_eq!(commit_staged(&server.url, "out", &[0], 3).unwrap(), 0);
+    assert_eq!(pairs(&mut con, "out"), all);
+    assert!(protocol_keys(&mut con).is_empty(), "{:?}", protocol_keys(&mut con));
+}
+
+/// A commit refused by redis, an unreachable server and a staging stream left by an earlier run
+/// give errors that name the stream; a refused commit leaves the staged epoch for the next try.
+#[test]
+fn staged_sink_failures_name_the_stream() {
+    let server = RedisServer::start("fail");
+    let mut con = server.con();
+    let mut w = writer(&server.url, Some(0));
+    push(&mut w, 1, 0..3);
+    assert_eq!(ack(w.barrier(1)), Ok(()));
+    redis::cmd("SET").arg("out").arg("not a stream").query::<()>(&mut con).unwrap();
+    let err = commit_staged(&server.url, "out", &[0], 1).unwrap_err().to_string();
+    for part in ["stream `out`", "instance 0", "commit epoch 1", "not a stream"] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+    assert_eq!(pairs(&mut con, &staged_key("out", 0, 1)).len(), 3, "the staged epoch is kept");
+    assert!(!exists(&mut con, &marker_key("out", 0)));
+    redis::cmd("DEL").arg("out").query::<()>(&mut con).unwrap();
+    assert_eq!(commit_staged(&server.url, "out", &[0], 1).unwrap(), 3);
+
+    redis::cmd("SET").arg(marker_key("out", 0)).arg("soon").query::<()>(&mut con).unwrap();
+    push(&mut w, 2, 0..1);
+    assert_eq!(ack(w.barrier(2)), Ok(()));
+    let err = commit_staged(&server.url, "out", &[0], 2).unwrap_err().to_string();
+    assert!(err.contains("stream `out`") && err.contains("`soon`, not an epoch"), "{err}");
+    drop(w);
+
+    // A new writer whose recovery was skipped finds the previous one's staging stream.
+    let mut w = writer(&server.url, Some(0));
+    push(&mut w, 3, 0..2);
+    w.flush();
+    drop(w);
+    let mut w = writer(&server.url, Some(0));
+    push(&mut w, 3, 0..2);
+    let err = ack(w.barrier(3)).unwrap_err();
+    assert!(err.contains("stream `out`") && err.contains("left by an earlier run"), "{err}");
+    assert!(ack(w.barrier(4)).is_err(), "a writer that failed to stage fails every later barrier");
+    drop(w);
+
+    let nobody = format!("redis://{}/", free_address());
+    let err = commit_staged(&nobody, "out", &[0], 1).unwrap_err().to_string();
+    assert!(err.contains("stream `out`") && err.contains(&nobody), "{err}");
+    let err = recover_staged(&nobody, "out", &[0], 1).unwrap_err().to_string();
+    assert!(err.contains("stream `out`") && err.contains("cannot connect"), "{err}");
+    let mut w = writer(&nobody, Some(2));
+    push(&mut w, 1, 0..2);
+    let err = ack(w.barrier(1)).unwrap_err();
+    assert!(err.contains("stream `out`") && err.contains("instance 2"), "{err}");
+}
+
+/// Write-through, a barrier is answered once what came before it is in the stream; a lost batch
+/// makes it an error.
+#[test]
+fn a_write_through_barrier_follows_the_writes() {
+    let server = RedisServer::start("through");
+    let mut con = server.con();
+    let mut w = writer(&server.url, None);
+    push(&mut w, 1, 0..5);
+    assert_eq!(ack(w.barrier(1)), Ok(()));
+    assert_eq!(pairs(&mut con, "out"), (0..5).map(|v| (1, v)).collect::<Vec<_>>());
+    let mut w = writer(&format!("redis://{}/", free_address()), None);
+    push(&mut w, 1, 0..5);
+    let err = ack(w.barrier(1)).unwrap_err();
+    assert!(err.contains("stream `out`") && err.contains("not written"), "{err}");
+}
+
+/// Staging keys are found by pattern: a stream whose name extends this one's (`out:1`) is left
+/// alone by recovery.
+#[test]
+fn recovery_leaves_other_streams_alone() {
+    let server = RedisServer::start("others");
+    let mut con = server.con();
+    let mut other = RedisSinkWriter::new(&server.url, "out:1", &schema(), "t/o".into()).unwrap().staged(0);
+    push(&mut other, 1, 0..2);
+    assert_eq!(ack(other.barrier(7)), Ok(()));
+    push(&mut other, 1, 0..2);
+    other.flush();
+    drop(other);
+    let before = protocol_keys(&mut con);
+    assert!(before.contains(&staged_key("out:1", 0, 7)) && before.contains(&current_key("out:1", 0)), "{before:?}");
+    // `dirigo:staged:out:1:0:...` starts like instance 1 of `out`.
+    recover_staged(&server.url, "out", &[0, 1], 0).unwrap();
+    assert_eq!(protocol_keys(&mut con), before);
+    recover_staged(&server.url, "out:1", &[0], 0).unwrap();
+    assert!(protocol_keys(&mut con).is_empty());
 }
