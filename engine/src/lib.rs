@@ -22,8 +22,8 @@
 //!   one enum.
 //! - [`source`]: the event producers (generators, files, custom sources, tcp ingress) behind
 //!   one enum; [`sink`]: where results leave (stdout, file, tcp, a collector) or are measured.
-//! - [`redis_sink`]: the Redis Streams sink (a writer thread per instance; exactly-once commits
-//!   by transaction).
+//! - [`redis_sink`]: the Redis Streams sink (a writer thread per instance; exactly once by
+//!   epochs staged in Redis at each barrier and committed by the controller).
 //! - [`sink_commit`]: the file sink's pending parts, commits and recovery, for snapshots.
 //! - [`snapshot`]: the snapshot store (parts written off the shards, a manifest written last,
 //!   pruning, config fingerprints) that the snapshot barriers will write to.
