@@ -552,9 +552,16 @@ impl AppCompiler<'_> {
             SinkKind::Redis { url, stream } => {
                 let (url, stream) = (url.get_ref().clone(), stream.get_ref().clone());
                 let full = format!("{}/{name}", self.app.name.get_ref());
-                Arc::new(move |_| {
+                // With snapshots: staged per epoch in Redis, committed by the controller once
+                // each snapshot is durable (exactly once; see `redis_sink`).
+                let staged = self.config.snapshots.is_some();
+                if staged {
+                    self.plan.redis_sinks.push((url.clone(), stream.clone()));
+                }
+                Arc::new(move |cx: crate::plan::InstanceCx| {
                     let writer = crate::redis_sink::RedisSinkWriter::new(&url, &stream, &sch, full.clone())
                         .unwrap_or_else(|e| panic!("cannot start the redis sink {full}: {e}"));
+                    let writer = if staged { writer.staged(cx.shard.into()) } else { writer };
                     OperatorInstance::Sink(Sink::new(SinkTarget::Redis(writer, records), sch.clone()))
                 })
             }

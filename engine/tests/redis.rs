@@ -469,3 +469,105 @@ fn recovery_leaves_other_streams_alone() {
     recover_staged(&server.url, "out:1", &[0], 0).unwrap();
     assert!(protocol_keys(&mut con).is_empty());
 }
+
+/// A config counting the redis stream `in` per key into the stream `out_stream`, with snapshots
+/// in `dir`.
+fn counting_config(url: &str, out_stream: &str, dir: &std::path::Path) -> String {
+    format!(
+        r#"
+[engine]
+shards = 2
+
+[snapshots]
+dir = "{dir}"
+every = "100ms"
+keep = 2
+
+[[app]]
+name = "r"
+slo = "1s"
+cores = 2
+schema = {{ k = "u64", v = "u64" }}
+
+[[app.source]]
+name = "in"
+kind = "redis"
+url = "{url}"
+stream = "in"
+follow = false
+
+[[app.function]]
+name = "c"
+kind = "count"
+input = "in"
+key = "k"
+
+[[app.sink]]
+name = "out"
+kind = "redis"
+input = "c"
+url = "{url}"
+stream = "{out_stream}"
+"#,
+        dir = dir.display()
+    )
+}
+
+/// Every entry of `stream` as `key count`, sorted.
+fn counted(con: &mut redis::Connection, stream: &str) -> Vec<(u64, u64)> {
+    let entries: Vec<(String, BTreeMap<String, String>)> =
+        redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query(con).unwrap();
+    let mut v: Vec<(u64, u64)> =
+        entries.iter().map(|(_, f)| (f["key"].parse().unwrap(), f["count"].parse().unwrap())).collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn a_run_killed_at_20_random_points_counts_a_redis_stream_into_a_redis_stream_exactly_once() {
+    const N: u64 = 300_000;
+    const KEYS: u64 = 61;
+    let server = RedisServer::start("kill");
+    let mut con = server.con();
+    for chunk in (0..N).collect::<Vec<_>>().chunks(5_000) {
+        let mut pipe = redis::pipe();
+        for &i in chunk {
+            pipe.cmd("XADD").arg("in").arg("*").arg("k").arg((i * 7) % KEYS).arg("v").arg(i).ignore();
+        }
+        pipe.query::<()>(&mut con).unwrap();
+    }
+    let dir = temp_dir("redis-kill");
+    let clean = dir.join("clean.toml");
+    std::fs::write(&clean, counting_config(&server.url, "out_clean", &dir.join("snaps-clean"))).unwrap();
+    let out = output(dirigo().arg("run").arg(&clean).arg("--quiet"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let want = counted(&mut con, "out_clean");
+    assert_eq!(want.len() as u64, N, "the clean run counted every entry once");
+
+    let killed = dir.join("killed.toml");
+    std::fs::write(&killed, counting_config(&server.url, "out", &dir.join("snaps"))).unwrap();
+    let mut rng = common::Rng(4_242);
+    let (mut kills, mut resumed) = (0, 0);
+    while kills < 20 {
+        let (exited, err) = common::run_and_kill(&killed, Duration::from_millis(150 + rng.below(500)));
+        resumed += usize::from(err.contains("resuming from snapshot"));
+        if exited {
+            break;
+        }
+        kills += 1;
+    }
+    let last = output(dirigo().arg("run").arg(&killed).arg("--quiet"));
+    assert!(last.status.success(), "{}", stderr(&last));
+    eprintln!("{kills} kills, {resumed} restarts resumed from a snapshot");
+    assert_eq!(kills, 20, "the run was killed 20 times before it could finish");
+    assert!(resumed >= 5, "most restarts resumed from a snapshot: {resumed}");
+    let got = counted(&mut con, "out");
+    if got != want {
+        let missing = want.iter().filter(|w| got.binary_search(w).is_err()).count();
+        panic!("after {kills} kills: {} entries where {} were expected ({missing} missing)", got.len(), want.len());
+    }
+    // Nothing is left staged.
+    let left: Vec<String> = redis::cmd("KEYS").arg("dirigo:staged*").query(&mut con).unwrap();
+    assert!(left.is_empty(), "staging keys left behind: {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

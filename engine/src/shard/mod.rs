@@ -53,7 +53,7 @@ mod router;
 mod snapshot;
 mod sources;
 
-pub use snapshot::{source_part, state_part, Restore};
+pub use snapshot::{source_part, state_part, Restore, FINAL};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -482,6 +482,7 @@ impl<P: Policy> Shard<P> {
             self.park(wake_at.saturating_sub(now));
         }
         self.flush_sinks();
+        self.seal_at_exit();
         self.report(true);
     }
 

@@ -41,6 +41,9 @@ pub struct Restore {
     pub sources: HashMap<(usize, u32), Vec<u8>>,
 }
 
+/// The epoch of the seals a shard makes as it exits (see [`Shard::seal_at_exit`]).
+pub const FINAL: u64 = u64::MAX;
+
 /// The name of an instance's state part.
 pub fn state_part(f: usize, shard: u16) -> String {
     format!("state/{f}/{shard}")
@@ -302,8 +305,13 @@ impl<P: Policy> Shard<P> {
         }
         let archive = match (self.ops[f].as_mut(), self.actors[f].as_mut()) {
             (Some(OperatorInstance::Sink(sink)), _) => {
-                if let Err(e) = sink.barrier(n) {
-                    self.snap.errors.push(format!("shard {}: sink `{}`: {e}", self.id, self.plan.functions[f].name));
+                match sink.barrier(n) {
+                    Ok(Some(durable)) => self.snap.durable.push(durable),
+                    Ok(None) => {}
+                    Err(e) => {
+                        let name = &self.plan.functions[f].name;
+                        self.snap.errors.push(format!("shard {}: sink `{name}`: {e}", self.id));
+                    }
                 }
                 return;
             }
@@ -347,6 +355,25 @@ impl<P: Policy> Shard<P> {
             durable: std::mem::take(&mut s.durable),
             errors: std::mem::take(&mut s.errors),
         });
+    }
+
+    /// The shard is done (every instance ended): each sink seals what it produced after the
+    /// last barrier as the epoch after it, for the controller to commit with the snapshot that
+    /// says the run finished ([`FINAL`]).
+    pub(super) fn seal_at_exit(&mut self) {
+        let Some(c) = self.snap.coord.clone() else { return };
+        let epoch = self.snap.epoch + 1;
+        let (mut durable, mut errors) = (Vec::new(), Vec::new());
+        for (f, op) in self.ops.iter_mut().enumerate() {
+            if let Some(OperatorInstance::Sink(sink)) = op {
+                match sink.barrier(epoch) {
+                    Ok(Some(ack)) => durable.push(ack),
+                    Ok(None) => {}
+                    Err(e) => errors.push(format!("shard {}: sink `{}`: {e}", self.id, self.plan.functions[f].name)),
+                }
+            }
+        }
+        c.report(ShardParts { shard: self.id as usize, epoch: FINAL, parts: Vec::new(), durable, errors });
     }
 
     /// Put the state a run resumes from into this shard's instances and sources.

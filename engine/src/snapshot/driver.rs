@@ -68,6 +68,8 @@ pub enum ResumeError {
     Shards { epoch: u64, dir: PathBuf, taken: usize },
     #[error("file sink: {0}")]
     Sink(#[from] crate::sink_commit::CommitError),
+    #[error(transparent)]
+    RedisSink(#[from] crate::redis_sink::RedisSinkError),
     #[error(
         "the run in {} finished (snapshot {epoch}): its output is complete and committed. \
          Remove the directory to run again",
@@ -89,6 +91,9 @@ pub fn resume(
         for (path, first) in &plan.files {
             crate::sink_commit::start(path, first)?;
         }
+        for (url, stream) in &plan.redis_sinks {
+            crate::redis_sink::recover_staged(url, stream, &instances(plan), 0)?;
+        }
         return Ok(None);
     };
     let (epoch, dir) = (loaded.epoch, loaded.dir.clone());
@@ -103,6 +108,9 @@ pub fn resume(
     }
     for (path, _) in &plan.files {
         crate::sink_commit::recover(path, Some(epoch))?;
+    }
+    for (url, stream) in &plan.redis_sinks {
+        crate::redis_sink::recover_staged(url, stream, &instances(plan), epoch)?;
     }
     if meta.finished {
         return Err(ResumeError::Finished { epoch, dir: settings.dir.clone() });
@@ -140,6 +148,11 @@ pub fn resume(
     }
     tracing::info!(epoch, dir = %dir.display(), "resuming from snapshot");
     Ok(Some(Arc::new(restore)))
+}
+
+/// The instances a staged sink may have: one per shard, numbered by shard.
+fn instances(plan: &Plan) -> Vec<u32> {
+    (0..plan.shards as u32).collect()
 }
 
 /// What the snapshots of a run came to.
@@ -202,6 +215,8 @@ pub struct Driver {
     local: std::ops::Range<usize>,
     plan: Arc<Plan>,
     placement: Arc<PlacementTable>,
+    /// What the shards sealed as they exited ([`crate::shard::FINAL`]).
+    seals: Vec<ShardParts>,
     pub counts: SnapshotCounts,
 }
 
@@ -232,6 +247,7 @@ impl Driver {
             local,
             plan,
             placement,
+            seals: Vec::new(),
             counts: SnapshotCounts { last: resumed, resumed_from: resumed, ..SnapshotCounts::default() },
         };
         Ok((driver, coord))
@@ -286,6 +302,8 @@ impl Driver {
                 while let Ok(p) = self.parts.try_recv() {
                     if p.epoch == epoch {
                         got.push(p);
+                    } else if p.epoch == crate::shard::FINAL {
+                        self.seals.push(p);
                     }
                 }
                 if got.len() < self.local.len() {
@@ -356,9 +374,15 @@ impl Driver {
 
     /// Snapshot `epoch` is durable: commit the output of its epoch and before.
     fn committed(&mut self, epoch: u64, bytes: u64) {
+        // The snapshot stands whatever happens here: a commit cut short is finished by the next
+        // one, or by recovery.
         for (path, _) in &self.plan.files {
             if let Err(e) = crate::sink_commit::commit(path, epoch) {
-                // The snapshot stands; the commit is finished by the next one, or by recovery.
+                tracing::error!(epoch, "{e}");
+            }
+        }
+        for (url, stream) in &self.plan.redis_sinks {
+            if let Err(e) = crate::redis_sink::commit_staged(url, stream, &instances(&self.plan), epoch) {
                 tracing::error!(epoch, "{e}");
             }
         }
@@ -413,7 +437,23 @@ impl Driver {
             return self.counts;
         }
         let epoch = self.epoch + 1;
+        // What the sinks produced after their last barrier, sealed as the shards exited: durable
+        // before the snapshot that says the run finished.
+        let mut seals = std::mem::take(&mut self.seals);
+        seals.extend(self.parts.try_iter().filter(|p| p.epoch == crate::shard::FINAL));
         let outcome = (|| -> Result<(), String> {
+            for seal in seals {
+                if let Some(e) = seal.errors.first() {
+                    return Err(e.clone());
+                }
+                for ack in seal.durable {
+                    match ack.recv_timeout(Duration::from_secs(60)) {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(e),
+                        Err(e) => return Err(format!("a sink's last output was not staged: {e}")),
+                    }
+                }
+            }
             for (path, _) in &self.plan.files {
                 crate::sink_commit::sync_parts(path, epoch).map_err(|e| e.to_string())?;
             }

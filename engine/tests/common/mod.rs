@@ -85,3 +85,48 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 pub fn free_address() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("address")
 }
+
+/// A tiny seeded generator for the kill points.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Start `dirigo run` on `cfg` and kill it with SIGKILL after `after` unless it exits first;
+/// returns whether it exited by itself (and its stderr).
+pub fn run_and_kill(cfg: &std::path::Path, after: Duration) -> (bool, String) {
+    let mut child = dirigo()
+        .arg("run")
+        .arg(cfg)
+        .arg("--quiet")
+        .env("RUST_LOG", "warn,dirigo_engine::snapshot=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dirigo starts");
+    let pid = child.id();
+    let stderr = child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait().expect("waited");
+        let _ = tx.send(());
+        status
+    });
+    let exited = rx.recv_timeout(after).is_ok();
+    if !exited {
+        // SAFETY: kill(2) on a child this test started and has not reaped (its waiter thread
+        // reaps it after the signal).
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+    let status = waiter.join().expect("waiter");
+    let err = reader.join().expect("reader");
+    if exited {
+        assert!(status.success(), "dirigo run failed by itself:\n{err}");
+    }
+    (exited, err)
+}
