@@ -21,6 +21,7 @@ pub fn panels(scenario: &str, r: &Value) -> Vec<Panel> {
         "skew" => skew(r),
         "tcp-ingress" => tcp_ingress(r),
         "snapshots" => crate::snapshots::figure(r),
+        "redis" => crate::redis_streams::figure(r),
         _ => Vec::new(),
     }
 }

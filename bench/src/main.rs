@@ -21,6 +21,8 @@
 //! - [`tcp_ingress`]: a tcp source's receive path, `recv` against io_uring (`tcp_io`).
 //! - [`snapshots`]: snapshot size, duration and recovery time against state size, and W1 with a
 //!   snapshot every second against none.
+//! - [`redis_streams`] (`redis`): the redis sink (write-through and staged) and source against
+//!   `redis-benchmark`'s XADD rate on the same server.
 //!
 //! ```text
 //! cargo run --release -p dirigo-bench -- keyed-count [--quick] [--out bench/results]
@@ -37,6 +39,7 @@ mod mailbox;
 mod nexmark;
 mod plot;
 mod reaction;
+mod redis_streams;
 mod report;
 mod scaling;
 mod skew;
@@ -102,6 +105,8 @@ enum Scenario {
     TcpIngress,
     /// Snapshot size, duration and recovery time against state size; W1 with snapshots vs none.
     Snapshots,
+    /// Redis: the sink (write-through, staged + commit_staged) and the source vs redis-benchmark XADD.
+    Redis,
 }
 
 impl Scenario {
@@ -120,6 +125,7 @@ impl Scenario {
             Scenario::Skew => "skew",
             Scenario::TcpIngress => "tcp-ingress",
             Scenario::Snapshots => "snapshots",
+            Scenario::Redis => "redis",
         }
     }
 }
@@ -161,6 +167,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Skew => skew::run_scenario(opts)?,
         Scenario::TcpIngress => tcp_ingress::run_scenario(opts)?,
         Scenario::Snapshots => snapshots::run_scenario(opts)?,
+        Scenario::Redis => redis_streams::run_scenario(opts)?,
     };
     let doc = report::envelope(name, opts, started.elapsed(), json);
     std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;

@@ -272,3 +272,27 @@ fn tcp_ingress_quick_compares_both_receive_paths() {
         assert!(m["lone_latency_us"]["p50"].as_f64().is_some_and(|x| x > 0.0), "{m}");
     }
 }
+
+#[test]
+fn redis_quick_measures_sink_and_source_against_redis_benchmark() {
+    let r = quick("redis", &["redis-benchmark xadd", "sink write-through", "sink staged", "source", "ratio to xadd"]);
+    assert_fields("redis", &r, &["entries", "rounds", "staged_epoch_records", "xadd_benchmark", "runs", "medians"]);
+    let measures: Vec<&str> =
+        r["medians"].as_array().expect("medians").iter().filter_map(|m| m["measure"].as_str()).collect();
+    assert_eq!(
+        measures,
+        [
+            "redis-benchmark xadd",
+            "redis-benchmark xadd, 1 connection",
+            "sink write-through",
+            "sink staged",
+            "commit_staged alone",
+            "source"
+        ]
+    );
+    for m in r["medians"].as_array().expect("medians") {
+        assert!(m["entries_per_s"].as_f64().is_some_and(|x| x > 0.0), "{m}");
+        assert!(m["ratio_to_xadd"].as_f64().is_some_and(|x| x > 0.0), "{m}");
+    }
+    assert_eq!(r["medians"][0]["ratio_to_xadd"], 1.0);
+}
