@@ -138,12 +138,23 @@ return expected
 /// Returns the entries appended, or -1 when the marker covers the epoch (nothing appended).
 /// Everything that can refuse is checked before the first write: a script is not rolled back.
 const COMMIT_LUA: &str = r"
+-- a >= b for digit strings of one length, byte by byte (Lua's `>=` on strings follows the
+-- server's locale).
+local function at_least(a, b)
+  for i = 1, #a do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then
+      return x > y
+    end
+  end
+  return true
+end
 local done = redis.call('GET', KEYS[3])
 if done then
   if not string.match(done, '^%d+$') or #done > 20 then
     return redis.error_reply('ERR the commit marker ' .. KEYS[3] .. ' holds `' .. done .. '`, not an epoch')
   end
-  if string.rep('0', 20 - #done) .. done >= ARGV[1] then
+  if at_least(string.rep('0', 20 - #done) .. done, ARGV[1]) then
     redis.call('DEL', KEYS[1])
     redis.call('ZREM', KEYS[4], ARGV[1])
     return -1

@@ -331,6 +331,16 @@ fn staged_output_appears_only_when_committed_and_once() {
     assert_eq!(out.len() as u64, 3 + big + 2 + 4);
     assert_eq!(out[out.len() - 4..], [(103, 0), (103, 1), (103, 2), (103, 3)]);
     assert!(protocol_keys(&mut con).is_empty(), "{:?}", protocol_keys(&mut con));
+
+    // Epochs compare as numbers: a marker at 9 covers epoch 9, not epoch 10.
+    redis::cmd("SET").arg(marker_key("out", 0)).arg(9).query::<()>(&mut con).unwrap();
+    push(&mut w0, 9, 0..1);
+    assert_eq!(ack(w0.barrier(9)), Ok(()));
+    push(&mut w0, 10, 0..2);
+    assert_eq!(ack(w0.barrier(10)), Ok(()));
+    assert_eq!(commit_staged(&server.url, "out", &[0], 10).unwrap(), 2);
+    assert_eq!(pairs(&mut con, "out")[out.len()..], [(10, 0), (10, 1)]);
+    assert_eq!(marker(&mut con, 0), "10");
 }
 
 /// A crash after barrier 3 (snapshot 2's manifest written, its commit not made; epoch 3 sealed
