@@ -535,7 +535,7 @@ fn counted(con: &mut redis::Connection, stream: &str) -> Vec<(u64, u64)> {
 
 #[test]
 fn a_run_killed_at_20_random_points_counts_a_redis_stream_into_a_redis_stream_exactly_once() {
-    const N: u64 = 300_000;
+    const N: u64 = 500_000;
     const KEYS: u64 = 61;
     let server = RedisServer::start("kill");
     let mut con = server.con();
@@ -559,7 +559,7 @@ fn a_run_killed_at_20_random_points_counts_a_redis_stream_into_a_redis_stream_ex
     let mut rng = common::Rng(4_242);
     let (mut kills, mut resumed) = (0, 0);
     while kills < 20 {
-        let (exited, err) = common::run_and_kill(&killed, Duration::from_millis(150 + rng.below(500)));
+        let (exited, err) = common::run_and_kill(&killed, Duration::from_millis(120 + rng.below(300)));
         resumed += usize::from(err.contains("resuming from snapshot"));
         if exited {
             break;
