@@ -94,6 +94,8 @@ pub enum EngineError {
     SnapshotWriter(std::io::Error),
     #[error("[snapshots] is for a single node: a cluster's nodes cannot take snapshots yet")]
     SnapshotsInCluster,
+    #[error("[snapshots] is for `dirigo run`: `dirigo serve` takes no snapshots yet (remove the table)")]
+    SnapshotsInService,
 }
 
 /// A handle that stops a running engine from another thread (sources end, in-flight messages

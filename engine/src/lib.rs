@@ -25,8 +25,9 @@
 //! - [`redis_sink`]: the Redis Streams sink (a writer thread per instance; exactly once by
 //!   epochs staged in Redis at each barrier and committed by the controller).
 //! - [`sink_commit`]: the file sink's pending parts, commits and recovery, for snapshots.
-//! - [`snapshot`]: the snapshot store (parts written off the shards, a manifest written last,
-//!   pruning, config fingerprints) that the snapshot barriers will write to.
+//! - [`snapshot`]: snapshots by aligned barriers: the store (parts written off the shards, a
+//!   manifest written last, pruning, config fingerprints), the coordinator the controller and
+//!   the shards share, the controller's driver, and what a run resumes from.
 //! - [`metrics`] and [`report`]: what a run measures, and its progress lines and summary.
 //!
 //! ```

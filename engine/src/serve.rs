@@ -201,6 +201,9 @@ pub fn serve<P: Policy + Clone + Send>(
     commands: flume::Receiver<Command>,
     handle: &ServiceHandle,
 ) -> Result<(), RunError> {
+    if config.snapshots.is_some() {
+        return Err(crate::engine::EngineError::SnapshotsInService.into());
+    }
     let settings = crate::compile::settings(config);
     let n = resolve_shards(if shards == 0 { config.engine.shards } else { shards });
     let mut plan = Plan { shards: n, ..Plan::default() };

@@ -2,8 +2,8 @@
 //!
 //! `dir` has no default: without it the engine takes no snapshots (and `every` and `keep`, which
 //! default from `configs/default.toml`, do nothing).
-//! Parsed and checked only: no run takes snapshots yet (the barrier protocol will read this; see
-//! [`crate::snapshot`]).
+//! `dirigo run` takes them ([`crate::snapshot`]); the engine refuses them on a cluster and in
+//! `dirigo serve`.
 
 use std::path::PathBuf;
 

@@ -799,7 +799,7 @@ impl<P: Policy> Shard<P> {
                     self.host(fp.app as usize, -(counted as i32));
                     self.snapshot_instance_ended(f);
                 }
-                MessageKind::Snapshot => self.actor_aligned(&msg.header, archived.flatten()),
+                MessageKind::Snapshot => self.actor_aligned(&msg.header, archived),
                 // The state leaves after this run's commands (its barrier's unblock) went out:
                 // what waited for the move (a watermark, the end) may raise the next barrier.
                 MessageKind::MigrateState => {}

@@ -266,10 +266,10 @@ impl<P: Policy> Shard<P> {
 
     /// Barrier `n` passed dual-mode actor `f` (its critical message ran on the merged state,
     /// which `archive` holds): record it and send the barrier on.
-    pub(super) fn actor_aligned(&mut self, h: &Header, archive: Option<AlignedVec>) {
+    pub(super) fn actor_aligned(&mut self, h: &Header, archive: Option<Option<AlignedVec>>) {
         let f = h.function as usize;
         let n = h.event_time;
-        self.put_state(f, archive);
+        self.put_state(f, archive.flatten());
         self.snap.pending -= 1;
         let fp = &self.plan.functions[f];
         broadcast(&mut self.out, &self.plan, &self.placement, &fp.outputs, *h, MessageKind::Snapshot, n);
@@ -315,6 +315,13 @@ impl<P: Policy> Shard<P> {
                 }
                 return;
             }
+            (Some(op), _) if !op.migrates() => {
+                // Embedded plans only: a config app's functions are checked when it compiles.
+                let name = &self.plan.functions[f].name;
+                let why = "keeps state the engine cannot archive (a user function, or a window or join with lateness)";
+                self.snap.errors.push(format!("shard {}: `{name}` {why}", self.id));
+                return;
+            }
             (Some(op), _) => {
                 let all = op.export_keys(&|_| true);
                 if let Err(e) = op.import_keys(&all) {
@@ -328,16 +335,24 @@ impl<P: Policy> Shard<P> {
                 if let Some(all) = &all {
                     op.import_keys(all).expect("an actor takes back its own state");
                 }
-                all
+                return self.put_state(f, all);
             }
             (None, None) => None,
         };
-        self.put_state(f, archive);
-    }
-
-    fn put_state(&mut self, f: usize, archive: Option<AlignedVec>) {
         if let Some(a) = archive.filter(|a| !a.is_empty()) {
             self.snap.parts.push(Part::new(state_part(f, self.id), a.to_vec()));
+        }
+    }
+
+    /// A dual-mode actor's archive (None: its state does not split, so it cannot be archived).
+    fn put_state(&mut self, f: usize, archive: Option<AlignedVec>) {
+        match archive {
+            Some(a) if a.is_empty() => {}
+            Some(a) => self.snap.parts.push(Part::new(state_part(f, self.id), a.to_vec())),
+            None => {
+                let name = &self.plan.functions[f].name;
+                self.snap.errors.push(format!("shard {}: actor `{name}` keeps state it cannot archive", self.id));
+            }
         }
     }
 
