@@ -856,3 +856,25 @@ fn corrupt_and_foreign_archives_are_errors() {
     let msg = MigrateError::Corrupt("x".into()).to_string();
     assert!(msg.contains("corrupt key archive"), "{msg}");
 }
+
+/// A snapshot's copy of an aggregate's keys is the archive a move of all of them would ship,
+/// and leaves them in place.
+#[test]
+fn archiving_an_aggregate_keeps_its_keys_and_equals_exporting_them() {
+    let schema = agg_schema(Keying::Str, FieldType::I64);
+    let mut a = Aggregate::new(&schema, AggOp::Sum, Some("v"), Some("k")).unwrap().0;
+    let mut b = Aggregate::new(&schema, AggOp::Sum, Some("v"), Some("k")).unwrap().0;
+    let mut out = VecEmitter::default();
+    for i in 0..40u64 {
+        let msg = Msg { key_hash: 0, event_time: i, port: 0 };
+        let values = vec![Value::Str(format!("k{}", i % 9)), Value::I64(i as i64)];
+        feed(&mut a, msg, values.clone(), &mut out);
+        feed(&mut b, msg, values, &mut out);
+    }
+    let copy = a.archive_keys();
+    assert_eq!(copy.as_slice(), b.export_keys(&|_| true).as_slice());
+    assert_eq!(a.archive_keys().as_slice(), copy.as_slice(), "the keys stayed");
+    let mut c = Aggregate::new(&schema, AggOp::Sum, Some("v"), Some("k")).unwrap().0;
+    assert_eq!(c.import_keys(&copy), Ok(()));
+    assert_eq!(c.archive_keys().as_slice(), copy.as_slice());
+}

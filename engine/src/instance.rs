@@ -103,6 +103,17 @@ impl OperatorInstance {
         }
     }
 
+    /// Every key archived as [`Self::export_keys`] would, kept in place (a snapshot's copy of
+    /// the state). Only called when [`Self::migrates`].
+    pub fn archive_keys(&mut self) -> Result<AlignedVec, MigrateError> {
+        if let OperatorInstance::Builtin(Builtin::Aggregate(a), _) = self {
+            return Ok(a.archive_keys());
+        }
+        let all = self.export_keys(&|_| true);
+        self.import_keys(&all)?;
+        Ok(all)
+    }
+
     /// Merge keys another instance of the same function exported (disjoint from these).
     pub fn import_keys(&mut self, archive: &[u8]) -> Result<(), MigrateError> {
         match self {

@@ -65,6 +65,14 @@ impl Aggregate {
         KeyArchive::Aggregate { zero: self.zero, keys }.to_bytes()
     }
 
+    /// Every key archived as [`Aggregate::export_keys`] would (a snapshot's copy), keeping them:
+    /// the same bytes, without removing the keys and importing them back.
+    pub fn archive_keys(&self) -> AlignedVec {
+        let keys =
+            self.state.entries().map(|(hash, key, partial)| AggKey { key: key.clone(), hash, partial: *partial });
+        KeyArchive::Aggregate { zero: self.zero, keys: keys.collect() }.to_bytes()
+    }
+
     /// Insert keys exported by [`Aggregate::export_keys`] from another instance of the same
     /// aggregate, none of which this instance holds. The archive is validated first (a corrupt
     /// archive, one of another op or field type, or a key already here is an error); on error

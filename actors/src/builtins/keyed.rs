@@ -329,6 +329,12 @@ impl<S> KeyedState<S> {
         Some(entry)
     }
 
+    /// Every (key hash, key, state), in slot order: what [`KeyedState::drain_where`] would take,
+    /// left in place. Cold path (a snapshot's copy of the state).
+    pub fn entries(&self) -> impl Iterator<Item = (u64, &OwnedKey, &S)> {
+        self.slots.iter().filter_map(|e| e.as_ref().map(|e| (e.hash, &e.key, &e.state)))
+    }
+
     /// Every (slot, key, state), in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (SlotId, &OwnedKey, &S)> {
         self.slots.iter().enumerate().filter_map(|(i, e)| {

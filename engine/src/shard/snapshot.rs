@@ -322,13 +322,12 @@ impl<P: Policy> Shard<P> {
                 self.snap.errors.push(format!("shard {}: `{name}` {why}", self.id));
                 return;
             }
-            (Some(op), _) => {
-                let all = op.export_keys(&|_| true);
-                if let Err(e) = op.import_keys(&all) {
-                    panic!("shard {}: `{}` did not take back its own state: {e}", self.id, self.plan.functions[f].name);
+            (Some(op), _) => match op.archive_keys() {
+                Ok(all) => Some(all),
+                Err(e) => {
+                    panic!("shard {}: `{}` did not take back its own state: {e}", self.id, self.plan.functions[f].name)
                 }
-                Some(all)
-            }
+            },
             (None, Some(actor)) => {
                 let op = actor.state_mut();
                 let all = op.export_keys(&|_| true);
