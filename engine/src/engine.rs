@@ -339,7 +339,7 @@ struct Shards {
     control: Option<Arc<crate::control::ControlPlane>>,
     /// The node's snapshot coordinator, and the snapshot the run resumes from.
     snapshots: Option<Arc<crate::snapshot::SnapshotCoord>>,
-    restore: Option<Arc<crate::shard::Restore>>,
+    restore: Option<Arc<crate::snapshot::Restore>>,
 }
 
 fn spawn_shards<P: Policy + Clone + Send>(

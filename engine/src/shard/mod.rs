@@ -53,8 +53,6 @@ mod router;
 mod snapshot;
 mod sources;
 
-pub use snapshot::{source_part, state_part, Restore, FINAL};
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,7 +146,7 @@ pub struct ShardInit<P> {
     /// The node's snapshot coordinator (None: the run takes no snapshots).
     pub snapshots: Option<Arc<crate::snapshot::SnapshotCoord>>,
     /// The snapshot the run resumes from.
-    pub restore: Option<Arc<Restore>>,
+    pub restore: Option<Arc<crate::snapshot::Restore>>,
 }
 
 /// A running shard.

@@ -14,7 +14,6 @@
 //! An instance or source that has ended has nothing in flight: its state (final) and position
 //! (the end) are taken when the snapshot starts here.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use dirigo_actors::envelope::{Header, MessageKind};
@@ -28,31 +27,8 @@ use crate::instance::OperatorInstance;
 use crate::policy::Policy;
 use crate::runqueue::QEntry;
 use crate::snapshot::coord::{ShardParts, SnapshotCoord};
+use crate::snapshot::restore::{source_part, state_part, Restore, FINAL};
 use crate::snapshot::Part;
-
-/// What a run resumes from: the state and source positions of one snapshot.
-#[derive(Debug, Default)]
-pub struct Restore {
-    /// The snapshot's epoch: the next barrier is `epoch + 1`.
-    pub epoch: u64,
-    /// (function, shard) -> the archive of that instance's keys.
-    pub states: HashMap<(usize, u16), Vec<u8>>,
-    /// (plan source index, instance) -> its position ([`crate::source::SourcePosition`] bytes).
-    pub sources: HashMap<(usize, u32), Vec<u8>>,
-}
-
-/// The epoch of the seals a shard makes as it exits (see [`Shard::seal_at_exit`]).
-pub const FINAL: u64 = u64::MAX;
-
-/// The name of an instance's state part.
-pub fn state_part(f: usize, shard: u16) -> String {
-    format!("state/{f}/{shard}")
-}
-
-/// The name of a source instance's position part.
-pub fn source_part(source: usize, instance: u32) -> String {
-    format!("source/{source}/{instance}")
-}
 
 /// A shard's snapshot state.
 #[derive(Default)]

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::coord::{ShardParts, SnapshotCoord};
+use super::Restore;
 use super::{Fingerprint, Part, SnapshotData, SnapshotError, SnapshotStore, SnapshotWriter};
 use crate::placement::PlacementTable;
 use crate::plan::Plan;
-use crate::shard::Restore;
 
 /// `[snapshots]` as the engine runs it.
 #[derive(Clone, Debug)]
@@ -215,7 +215,7 @@ pub struct Driver {
     local: std::ops::Range<usize>,
     plan: Arc<Plan>,
     placement: Arc<PlacementTable>,
-    /// What the shards sealed as they exited ([`crate::shard::FINAL`]).
+    /// What the shards sealed as they exited ([`super::FINAL`]).
     seals: Vec<ShardParts>,
     pub counts: SnapshotCounts,
 }
@@ -302,7 +302,7 @@ impl Driver {
                 while let Ok(p) = self.parts.try_recv() {
                     if p.epoch == epoch {
                         got.push(p);
-                    } else if p.epoch == crate::shard::FINAL {
+                    } else if p.epoch == super::FINAL {
                         self.seals.push(p);
                     }
                 }
@@ -440,7 +440,7 @@ impl Driver {
         // What the sinks produced after their last barrier, sealed as the shards exited: durable
         // before the snapshot that says the run finished.
         let mut seals = std::mem::take(&mut self.seals);
-        seals.extend(self.parts.try_iter().filter(|p| p.epoch == crate::shard::FINAL));
+        seals.extend(self.parts.try_iter().filter(|p| p.epoch == super::FINAL));
         let outcome = (|| -> Result<(), String> {
             for seal in seals {
                 if let Some(e) = seal.errors.first() {

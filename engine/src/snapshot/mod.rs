@@ -19,11 +19,13 @@
 
 pub mod coord;
 pub mod driver;
+pub mod restore;
 pub mod store;
 pub mod writer;
 
 pub use coord::{ShardParts, SnapshotCoord};
 pub use driver::{ResumeError, SnapshotCounts, SnapshotSettings};
+pub use restore::{Restore, FINAL};
 
 pub use store::{Fingerprint, Loaded, Manifest, PartEntry, SnapshotError, SnapshotInfo, SnapshotStore, MANIFEST};
 pub use writer::{SnapshotWriter, SubmitError, WriterCounts};
