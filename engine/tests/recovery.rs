@@ -16,12 +16,16 @@ const KEYS: u64 = 97;
 
 /// Two apps on two shards: counts and sums per key of a file (read at a rate, so a run takes
 /// about two seconds), with a tumbling window (a dual-mode actor) over it; and counts per key
-/// of a seeded generator. Each keyed app spreads its key groups over both shards.
+/// of a seeded generator. Each keyed app spreads its key groups over both shards, and a random
+/// group moves every 3,000 messages.
 fn config(dir: &Path, every: &str) -> String {
     format!(
         r#"
 [engine]
 shards = 2
+# Key groups move all the time: a snapshot must wait for the moves under way, and every
+# restart resumes the placement the snapshot recorded.
+migrate_every = 3000
 
 [snapshots]
 dir = "{dir}/snaps"
