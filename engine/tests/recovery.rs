@@ -276,3 +276,40 @@ fn a_snapshot_of_another_config_is_refused() {
     assert!(err.contains("totals") || err.contains("sums"), "names what differs: {err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What snapshots cannot make exact is refused when the config is checked, at its line.
+#[test]
+fn snapshots_refuse_what_they_cannot_resume_exactly() {
+    let dir = temp_dir("recovery-refused");
+    let base =
+        "[snapshots]\ndir = \"snaps\"\n\n[[app]]\nname = \"a\"\nslo = \"1s\"\nschema = { k = \"u64\", t = \"u64\" }\n\
+                event_time = \"t\"\n\n[[app.source]]\nname = \"in\"\nkind = \"generator\"\nevents = 10\n\n\
+                [[app.function]]\nname = \"w\"\nkind = \"window\"\ninput = \"in\"\nkey = \"k\"\n\
+                window = { type = \"tumbling\", size = \"1s\" }\naggregate = { op = \"count\" }\n\n\
+                [[app.sink]]\nname = \"out\"\nkind = \"null\"\ninput = \"w\"\n";
+    let check = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        output(dirigo().arg("check").arg(&p))
+    };
+    let ok = check("ok.toml", base);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let tcp = base.replace("kind = \"generator\"\nevents = 10", "kind = \"tcp\"\nlisten = \"127.0.0.1:0\"");
+    let late = base.replace("size = \"1s\" }", "size = \"1s\", lateness = \"2s\" }");
+    let cluster = format!(
+        "{base}\n[cluster]\nsecret_env = \"DIRIGO_TEST_NO_SUCH_SECRET\"\n\n[[node]]\nid = \"a\"\naddress = \"127.0.0.1:7101\"\n\
+         shards = 1\n\n[[node]]\nid = \"b\"\naddress = \"127.0.0.1:7102\"\nshards = 1\n"
+    );
+    for (name, text, line, what) in [
+        ("tcp.toml", tcp, 11, "cannot replay"),
+        ("late.toml", late, 16, "lateness"),
+        ("cluster.toml", cluster, 1, "single node"),
+    ] {
+        let out = check(name, &text);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{name}: accepted");
+        assert!(err.contains(&format!("{name}:{line}:")), "{name}: the error names line {line}: {err}");
+        assert!(err.contains(what), "{name}: the error says why ({what}): {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
