@@ -14,6 +14,12 @@ use rkyv::util::AlignedVec;
 
 use crate::sink::Sink;
 
+/// An instance's state for a snapshot: archived already, or copied to be archived elsewhere.
+pub enum StateOut {
+    Bytes(AlignedVec),
+    Copy(dirigo_actors::builtins::StateCopy),
+}
+
 /// One function instance on one shard.
 // Instances sit in a per-shard table, one per function: their size does not matter, while boxing
 // the built-ins would add a pointer chase per message.
@@ -104,14 +110,15 @@ impl OperatorInstance {
     }
 
     /// Every key archived as [`Self::export_keys`] would, kept in place (a snapshot's copy of
-    /// the state). Only called when [`Self::migrates`].
-    pub fn archive_keys(&mut self) -> Result<AlignedVec, MigrateError> {
+    /// the state): a rolling aggregate's keys copied, to be archived off the shard; others
+    /// archived now (exported and imported back). Only called when [`Self::migrates`].
+    pub fn archive_keys(&mut self) -> Result<StateOut, MigrateError> {
         if let OperatorInstance::Builtin(Builtin::Aggregate(a), _) = self {
-            return Ok(a.archive_keys());
+            return Ok(StateOut::Copy(a.copy_keys()));
         }
         let all = self.export_keys(&|_| true);
         self.import_keys(&all)?;
-        Ok(all)
+        Ok(StateOut::Bytes(all))
     }
 
     /// Merge keys another instance of the same function exported (disjoint from these).

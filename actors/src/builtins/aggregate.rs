@@ -5,7 +5,7 @@ use super::agg::{AggOp, AggPartial};
 use super::keyed::check_new_keys;
 use super::keyed::KeyedState;
 use super::{output_schema, BuildError, KeySource};
-use crate::builtins::moved::{agg_name, same_agg, AggKey, KeyArchive};
+use crate::builtins::moved::{agg_name, same_agg, AggKey, KeyArchive, StateCopy};
 use crate::migrate::MigrateError;
 use crate::operator::{Emitter, Msg, Operator};
 use crate::record::{ArchivedRecord, Schema, Value};
@@ -68,9 +68,15 @@ impl Aggregate {
     /// Every key archived as [`Aggregate::export_keys`] would (a snapshot's copy), keeping them:
     /// the same bytes, without removing the keys and importing them back.
     pub fn archive_keys(&self) -> AlignedVec {
+        self.copy_keys().to_bytes()
+    }
+
+    /// Every key copied, to be archived later and elsewhere ([`StateCopy::to_bytes`] gives the
+    /// bytes of [`Aggregate::archive_keys`]): a snapshot holds its shard only for the copy.
+    pub fn copy_keys(&self) -> StateCopy {
         let keys =
             self.state.entries().map(|(hash, key, partial)| AggKey { key: key.clone(), hash, partial: *partial });
-        KeyArchive::Aggregate { zero: self.zero, keys: keys.collect() }.to_bytes()
+        StateCopy(KeyArchive::Aggregate { zero: self.zero, keys: keys.collect() })
     }
 
     /// Insert keys exported by [`Aggregate::export_keys`] from another instance of the same

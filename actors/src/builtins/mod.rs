@@ -32,6 +32,7 @@ pub use filter::Filter;
 pub use join::Join;
 pub use key_by::KeyBy;
 pub use map::Map;
+pub use moved::StateCopy;
 pub use panes::KeyPanes;
 pub use shape::{WindowKind, WindowSpec};
 pub use window::{Window, WindowPartial};

@@ -32,6 +32,19 @@ pub(crate) enum KeyArchive {
     User { actor: String, hashes: Vec<u64>, state: Vec<u8> },
 }
 
+/// A copy of a built-in's keys, taken in place (cheap: the keys and their partials are cloned)
+/// and archived later, anywhere (`Send`): a snapshot copies state on its shard and serialises it
+/// on another thread. [`StateCopy::to_bytes`] gives the bytes an export of the same keys would.
+#[derive(Debug)]
+pub struct StateCopy(pub(crate) KeyArchive);
+
+impl StateCopy {
+    /// The archive, as [`crate::builtins::Aggregate::export_keys`] would make it.
+    pub fn to_bytes(&self) -> AlignedVec {
+        self.0.to_bytes()
+    }
+}
+
 impl KeyArchive {
     /// What this archive holds, for error messages.
     pub(crate) fn kind(&self) -> String {

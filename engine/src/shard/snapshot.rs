@@ -44,6 +44,7 @@ pub(super) struct Snap {
     pending: usize,
     reported: bool,
     parts: Vec<Part>,
+    copies: Vec<(String, dirigo_actors::builtins::StateCopy)>,
     durable: Vec<flume::Receiver<Result<(), String>>>,
     errors: Vec<String>,
     /// Instances waiting for a barrier on some channel: while 0, no message is checked.
@@ -102,12 +103,14 @@ impl<P: Policy> Shard<P> {
 
     /// Snapshot `n` starts here (its barrier is to be injected, or one reached an instance).
     fn begin_snapshot(&mut self, n: u64) {
+        tracing::debug!(shard = self.id, epoch = n, "snapshot begins");
         debug_assert_eq!(n, self.snap.epoch + 1, "shard {}: snapshot {n} after {}", self.id, self.snap.epoch);
         let s = &mut self.snap;
         s.epoch = n;
         s.pending = 0;
         s.reported = false;
         s.parts.clear();
+        s.copies.clear();
         s.durable.clear();
         s.errors.clear();
         for f in 0..self.insts.len() {
@@ -230,7 +233,16 @@ impl<P: Policy> Shard<P> {
     pub(super) fn instance_aligned(&mut self, h: &Header) {
         let f = h.function as usize;
         let n = self.insts[f].as_ref().expect("instance").aligned;
+        let t0 = now_ns();
         self.seal_instance(f, n);
+        tracing::debug!(
+            shard = self.id,
+            function = f,
+            epoch = n,
+            held = self.snap.held_q[f].len(),
+            seal_us = (now_ns() - t0) / 1000,
+            "aligned"
+        );
         self.snap.pending -= 1;
         let fp = &self.plan.functions[f];
         broadcast(&mut self.out, &self.plan, &self.placement, &fp.outputs, *h, MessageKind::Snapshot, n);
@@ -299,7 +311,11 @@ impl<P: Policy> Shard<P> {
                 return;
             }
             (Some(op), _) => match op.archive_keys() {
-                Ok(all) => Some(all),
+                Ok(crate::instance::StateOut::Bytes(all)) => Some(all),
+                Ok(crate::instance::StateOut::Copy(copy)) => {
+                    self.snap.copies.push((state_part(f, self.id), copy));
+                    return;
+                }
                 Err(e) => {
                     panic!("shard {}: `{}` did not take back its own state: {e}", self.id, self.plan.functions[f].name)
                 }
@@ -337,11 +353,13 @@ impl<P: Policy> Shard<P> {
             return;
         }
         s.reported = true;
+        tracing::debug!(shard = self.id, epoch = s.epoch, "snapshot share reported");
         let Some(c) = s.coord.as_ref() else { return };
         c.report(ShardParts {
             shard: self.id as usize,
             epoch: s.epoch,
             parts: std::mem::take(&mut s.parts),
+            copies: std::mem::take(&mut s.copies),
             durable: std::mem::take(&mut s.durable),
             errors: std::mem::take(&mut s.errors),
         });
@@ -363,7 +381,8 @@ impl<P: Policy> Shard<P> {
                 }
             }
         }
-        c.report(ShardParts { shard: self.id as usize, epoch: FINAL, parts: Vec::new(), durable, errors });
+        let (parts, copies) = (Vec::new(), Vec::new());
+        c.report(ShardParts { shard: self.id as usize, epoch: FINAL, parts, copies, durable, errors });
     }
 
     /// Put the state a run resumes from into this shard's instances and sources.

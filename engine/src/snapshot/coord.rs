@@ -29,6 +29,9 @@ pub struct ShardParts {
     pub shard: usize,
     pub epoch: u64,
     pub parts: Vec<Part>,
+    /// Parts whose state was copied on the shard and is archived by the controller (off the
+    /// shard): name and copy.
+    pub copies: Vec<(String, dirigo_actors::builtins::StateCopy)>,
     /// Waits the controller must see resolve before the snapshot counts (a staged sink's output
     /// of the epoch written durably where it is staged).
     pub durable: Vec<flume::Receiver<Result<(), String>>>,

@@ -166,9 +166,9 @@ pub struct SnapshotCounts {
     pub last: u64,
     /// The snapshot the run resumed from (0: none).
     pub resumed_from: u64,
-    /// Time from a snapshot's start to its manifest written, the last one (ms).
+    /// Time from a snapshot's start to its manifest written, the last one with state (ms).
     pub last_ms: u64,
-    /// Bytes of the last snapshot.
+    /// Bytes of the last snapshot with state.
     pub last_bytes: u64,
     pub last_error: Option<String>,
     /// From the start of the run to every shard up, with the snapshot it resumed from loaded
@@ -323,6 +323,8 @@ impl Driver {
                 let mut waits = Vec::new();
                 for p in got {
                     parts.extend(p.parts);
+                    // Copied on the shards, archived here: the shards held only for the copy.
+                    parts.extend(p.copies.into_iter().map(|(name, copy)| Part::new(name, copy.to_bytes().to_vec())));
                     waits.extend(p.durable);
                 }
                 self.phase = Phase::Durable { data: SnapshotData { epoch, parts }, waits };
@@ -388,10 +390,13 @@ impl Driver {
         }
         self.counts.taken += 1;
         self.counts.last = epoch;
-        self.counts.last_ms = self.started.elapsed().as_millis() as u64;
-        self.counts.last_bytes = bytes;
+        let ms = self.started.elapsed().as_millis() as u64;
+        // The last snapshot of state (the one that says a run finished holds none).
+        if bytes > 0 {
+            (self.counts.last_ms, self.counts.last_bytes) = (ms, bytes);
+        }
         if self.counts.history.len() < 1_000 {
-            self.counts.history.push((epoch, bytes, self.counts.last_ms));
+            self.counts.history.push((epoch, bytes, ms));
         }
         tracing::debug!(epoch, ms = self.counts.last_ms, "snapshot complete");
         self.idle();
