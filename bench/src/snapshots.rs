@@ -5,7 +5,8 @@
 //! ```
 //!
 //! 1. **State size.** A keyed count over `K` distinct keys (a generator of `2K` uniform events on
-//!    2 shards, key groups on both; at least 2 s long) with a snapshot every 500 ms: each snapshot's size and its
+//!    2 shards, key groups on both; at least 2 s long, and the run kept going after it so that
+//!    later snapshots hold the whole state) with a snapshot every 500 ms: the largest snapshot's size and its
 //!    duration (from the controller freezing moves to the manifest being durable: barriers
 //!    through the pipeline, the state archived on the shards, written and fsync'd by the writer
 //!    thread), for K from 10 to 10^7 (a few KB to ~0.5 GB of archive). The run is stopped once
@@ -13,7 +14,7 @@
 //!    and resumes from it: **recovery time** is that run's start (load, checksum and parse the
 //!    snapshot, every shard built and its state imported) against a fresh run's start.
 //! 2. **Throughput and latency.** W1 (as `keyed-count`) with a snapshot every second against
-//!    none, interleaved, 3 rounds, medians: maximum throughput (closed loop) and p99 at 200k
+//!    none, interleaved, 5 rounds, medians: maximum throughput (closed loop) and p99 at 200k
 //!    events/s (open loop). Target: at most 10% throughput lost, p99 at most 2x.
 //!
 //! Every run's output counts are checked: events in = events out.
@@ -47,6 +48,9 @@ fn state_config(keys: u64, dir: &Path) -> String {
     let events = 2 * keys;
     // Spread over 2 s at least, so periodic snapshots see the state grow.
     let rate = (events / 2).max(1);
+    // A second app keeps the run going after the state is built, so that later snapshots hold
+    // all of it (the fill of 10^7 keys takes about 10 s here, each snapshot of it a few).
+    let idle = (3 + keys / 400_000).to_string() + "s";
     format!(
         r#"
 [engine]
@@ -81,6 +85,23 @@ key = "key"
 name = "out"
 kind = "null"
 input = "counts"
+
+[[app]]
+name = "keepalive"
+slo = "1s"
+schema = {{ n = "u64" }}
+
+[[app.source]]
+name = "ticks"
+kind = "generator"
+rate = 10
+duration = "{idle}"
+keys = 1
+
+[[app.sink]]
+name = "out"
+kind = "null"
+input = "ticks"
 "#,
         dir = dir.display()
     )
@@ -164,7 +185,7 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
     }
     println!("{}", t.render());
 
-    let (rounds, events, rate_events) = if opts.quick { (1, 1_000_000, 200_000) } else { (3, 6_000_000, 600_000) };
+    let (rounds, events, rate_events) = if opts.quick { (1, 1_000_000, 200_000) } else { (5, 6_000_000, 600_000) };
     let loads = [("max", Load::Max { events }), ("200k/s", Load::Rate { eps: 200_000, events: rate_events })];
     let mut runs = Vec::new();
     for (name, load) in loads {
