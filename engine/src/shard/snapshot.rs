@@ -362,6 +362,8 @@ impl<P: Policy> Shard<P> {
             copies: std::mem::take(&mut s.copies),
             durable: std::mem::take(&mut s.durable),
             errors: std::mem::take(&mut s.errors),
+            stopping: self.stop.load(std::sync::atomic::Ordering::Acquire)
+                || self.failed_apps.iter().any(|f| f.load(std::sync::atomic::Ordering::Acquire)),
         });
     }
 
@@ -382,7 +384,8 @@ impl<P: Policy> Shard<P> {
             }
         }
         let (parts, copies) = (Vec::new(), Vec::new());
-        c.report(ShardParts { shard: self.id as usize, epoch: FINAL, parts, copies, durable, errors });
+        let stopping = self.stop.load(std::sync::atomic::Ordering::Acquire);
+        c.report(ShardParts { shard: self.id as usize, epoch: FINAL, parts, copies, durable, errors, stopping });
     }
 
     /// Put the state a run resumes from into this shard's instances and sources.

@@ -38,6 +38,10 @@ pub struct ShardParts {
     /// What went wrong taking this shard's share (a sink that could not seal its output): the
     /// snapshot is not written.
     pub errors: Vec<String>,
+    /// The run was stopping (or an app had failed) when the shard took its share: sources may
+    /// have ended early and their ends fired what a resumed run must fire itself, so the
+    /// snapshot is dropped (not an error).
+    pub stopping: bool,
 }
 
 /// Shared by a node's controller and its shards (one per node; `None` on the shards when the

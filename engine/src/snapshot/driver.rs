@@ -288,8 +288,8 @@ impl Driver {
             }
             Phase::Freezing { epoch } => {
                 let epoch = *epoch;
-                if !ended.is_empty() {
-                    return self.abandon(epoch, "a shard finished while it was taken");
+                if !ended.is_empty() || stopping {
+                    return self.abandon(epoch, "the run is ending");
                 }
                 if self.coord.still(self.local.clone(), epoch, ended) {
                     self.coord.inject(epoch);
@@ -313,6 +313,9 @@ impl Driver {
                     return;
                 }
                 let got = std::mem::take(got);
+                if got.iter().any(|p| p.stopping) {
+                    return self.abandon(epoch, "the run was stopping while it was taken");
+                }
                 self.coord.thaw();
                 let errors: Vec<String> = got.iter().flat_map(|p| p.errors.iter().cloned()).collect();
                 if !errors.is_empty() {
