@@ -96,6 +96,11 @@ pub enum EngineError {
     SnapshotsInCluster,
     #[error("[snapshots] is for `dirigo run`: `dirigo serve` takes no snapshots yet (remove the table)")]
     SnapshotsInService,
+    #[error(
+        "user actor `{function}` may run on lessees, which a snapshot cannot cover yet: set its \
+         `max_lessees` to 0, or take no snapshots"
+    )]
+    SnapshotsWithLessees { function: String },
 }
 
 /// A handle that stops a running engine from another thread (sources end, in-flight messages
@@ -202,6 +207,16 @@ where
     }
     if settings.snapshots.is_some() && cluster.is_some() {
         return Err(EngineError::SnapshotsInCluster);
+    }
+    if settings.snapshots.is_some() {
+        // A user actor's lessees emit output on their own shard's channels, which a snapshot
+        // barrier from that shard may overtake: not covered yet (a window's lessees only fold).
+        for fp in plan.functions.iter().filter(|f| f.max_lessees > 0 && !f.is_sink) {
+            let cx = crate::plan::InstanceCx { shard: 0, shards: plan.shards, instance: 0, parallelism: 1 };
+            if matches!((fp.factory)(cx), crate::instance::OperatorInstance::Actor(_)) {
+                return Err(EngineError::SnapshotsWithLessees { function: fp.name.clone() });
+            }
+        }
     }
     // With snapshots, files start over or are brought back to the snapshot (`driver::resume`).
     for (path, first) in plan.files.iter().filter(|_| settings.snapshots.is_none()) {

@@ -340,3 +340,34 @@ fn a_standby_shard_never_parks_and_the_others_do() {
     let pinned = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
     assert_eq!(parked1, !pinned, "shard 1 stands by (never parks) exactly when shards are pinned");
 }
+
+/// Snapshots do not cover a user actor on lessees yet (its lessees emit on their own shard's
+/// channels): a run that asks for both is refused, naming the actor, before anything runs.
+#[test]
+fn snapshots_refuse_a_user_actor_that_may_run_on_lessees() {
+    let dir = std::env::temp_dir().join(format!("dirigo-actor-snapshots-{}", std::process::id()));
+    let settings = dirigo_engine::snapshot::SnapshotSettings {
+        dir: dir.clone(),
+        every: Duration::from_secs(1),
+        keep: 1,
+        fingerprint: dirigo_engine::snapshot::Fingerprint::new(vec!["test".into()]),
+    };
+    for lessees in [1, 0] {
+        let s = settings.clone();
+        let mut engine = EngineBuilder::new().shards(2).settings(move |e| e.snapshots = Some(s));
+        let mut app = engine.app("sums", Duration::from_millis(5));
+        let src = app.paced_source("src", 1, 1000, |_| (0..10u64).map(|i| (key_u64(i), i, (i, i, false))));
+        let sums = app.actor("sums", src, lessees, || Summer { moves: false });
+        let _out = app.collect("out", sums);
+        let result = engine.run();
+        if lessees > 0 {
+            let err = result.expect_err("refused").to_string();
+            assert!(err.contains("`sums`") && err.contains("max_lessees"), "{err}");
+        } else {
+            // Without lessees the run is accepted, and it ends with the snapshot saying so.
+            let summary = result.expect("runs");
+            assert_eq!(summary.snapshots.expect("snapshots").failed, 0);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
