@@ -257,6 +257,8 @@ impl Driver {
     pub fn wait(&self) -> Duration {
         match self.phase {
             Phase::Idle => self.next_at.saturating_duration_since(Instant::now()),
+            // The write of a large snapshot takes seconds: looked at less often.
+            Phase::Writing { .. } => Duration::from_millis(10),
             _ => Duration::from_millis(1),
         }
     }
