@@ -15,7 +15,8 @@ const EVENTS: u64 = 60_000;
 const KEYS: u64 = 97;
 
 /// Two apps on two shards: counts and sums per key of a file (read at a rate, so a run takes
-/// about two seconds), with a tumbling window (a dual-mode actor) over it; and counts per key
+/// eight seconds, more than 20 kills let a run get through: a resumed run goes on from its
+/// position), with a tumbling window (a dual-mode actor) over it; and counts per key
 /// of a seeded generator. Each keyed app spreads its key groups over both shards, and a random
 /// group moves every 3,000 messages.
 fn config(dir: &Path, every: &str) -> String {
@@ -43,7 +44,7 @@ event_time = "ts"
 name = "in"
 kind = "file"
 path = "{dir}/input.ndjson"
-rate = 30000
+rate = 7500
 
 [[app.function]]
 name = "counts"
@@ -94,7 +95,7 @@ schema = {{ user = "u64", amount = "u64" }}
 [[app.source]]
 name = "g"
 kind = "generator"
-rate = 20000
+rate = 5000
 events = 40000
 keys = 31
 seed = 11
@@ -162,20 +163,20 @@ fn run_to_end(cfg: &Path) -> std::process::Output {
 
 #[test]
 fn a_run_killed_at_20_random_points_commits_exactly_the_output_of_a_run_never_killed() {
-    let (clean_dir, clean_cfg) = prepare("recovery-clean", "100ms");
+    let (clean_dir, clean_cfg) = prepare("recovery-clean", "50ms");
     run_to_end(&clean_cfg);
     let want = outputs(&clean_dir);
     let events: usize = want.iter().map(|(_, _, l)| l.len()).sum();
     assert!(want[0].2.len() == EVENTS as usize, "the clean run counted every event once");
     assert!(events > 2 * EVENTS as usize, "the clean run wrote every output");
 
-    let (dir, cfg) = prepare("recovery-killed", "100ms");
+    let (dir, cfg) = prepare("recovery-killed", "50ms");
     let mut rng = Rng(20_261_204);
     let mut kills = 0;
     let mut finished = false;
     let mut resumed = Vec::new();
     while kills < 20 {
-        let after = Duration::from_millis(150 + rng.below(1_200));
+        let after = Duration::from_millis(120 + rng.below(300));
         let (exited, err) = run_and_kill(&cfg, after);
         if let Some(line) = err.lines().find(|l| l.contains("resuming from snapshot")) {
             resumed.push(line.to_owned());

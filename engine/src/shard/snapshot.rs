@@ -406,7 +406,6 @@ impl<P: Policy> Shard<P> {
                 panic!("shard {}: the snapshot's state of `{name}` does not fit it: {e}", self.id);
             }
         }
-        let now = now_ns();
         for run in &mut self.sources {
             run.barrier = r.epoch;
             let sp = &self.plan.sources[run.index];
@@ -418,7 +417,7 @@ impl<P: Policy> Shard<P> {
                 panic!("shard {}: source `{}` cannot resume from the snapshot: {e}", self.id, sp.name);
             }
             // A resumed schedule goes on from where it was, not from its start.
-            run.started_ns = Some(now.saturating_sub(run.inst.next_due_ns().unwrap_or(0)));
+            run.skip_ns = run.inst.next_due_ns().unwrap_or(0);
         }
     }
 }

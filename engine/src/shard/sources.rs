@@ -22,6 +22,9 @@ pub struct SourceRun {
     pub(super) index: usize,
     pub(super) inst: SourceInstance,
     pub(super) started_ns: Option<u64>,
+    /// Where its schedule resumes (ns into it): a source resumed from a snapshot goes on from
+    /// its position, not from the start of its schedule.
+    pub(super) skip_ns: u64,
     produced: u64,
     max_event_time: u64,
     last_watermark: u64,
@@ -58,6 +61,7 @@ pub fn instantiate_from(
                 index,
                 inst,
                 started_ns: None,
+                skip_ns: 0,
                 produced: 0,
                 max_event_time: 0,
                 last_watermark: 0,
@@ -94,7 +98,8 @@ impl<P: Policy> Shard<P> {
                     let app = self.app_of(s);
                     let own = (self.plan.apps[app].slo_ns as f64 * self.settings.gather).min(u64::MAX as f64) as u64;
                     let gather = if self.may_ingest(app) { own.max(gather_ns) } else { 0 };
-                    s.inst.next_due_ns().map(|d| (s.started_ns.unwrap_or(engine_start) + d).saturating_add(gather))
+                    let start = s.started_ns.unwrap_or(engine_start);
+                    s.inst.next_due_ns().map(|d| (start + d.saturating_sub(s.skip_ns)).saturating_add(gather))
                 }
             })
             .min()
@@ -159,6 +164,7 @@ impl<P: Policy> Shard<P> {
                 self.finish_source(i);
                 return true;
             };
+            let due = if due == 0 { 0 } else { due.saturating_sub(self.sources[i].skip_ns).max(1) };
             if started + due > now {
                 break;
             }
