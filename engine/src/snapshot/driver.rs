@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::coord::{ShardParts, SnapshotCoord};
 use super::Restore;
-use super::{Fingerprint, Part, SnapshotData, SnapshotError, SnapshotStore, SnapshotWriter};
+use super::{Deferred, Fingerprint, Part, SnapshotData, SnapshotError, SnapshotStore, SnapshotWriter};
 use crate::placement::PlacementTable;
 use crate::plan::Plan;
 
@@ -326,13 +326,15 @@ impl Driver {
                 let meta = Meta::of(&self.plan, &self.placement, false);
                 let mut parts = vec![meta.part()];
                 let mut waits = Vec::new();
+                let mut deferred = Vec::new();
                 for p in got {
                     parts.extend(p.parts);
-                    // Copied on the shards, archived here: the shards held only for the copy.
-                    parts.extend(p.copies.into_iter().map(|(name, copy)| Part::new(name, copy.to_bytes().to_vec())));
+                    // Copied on the shards, archived by the writer thread as it writes them.
+                    deferred
+                        .extend(p.copies.into_iter().map(|(name, copy)| Deferred::new(name, move || copy.to_bytes())));
                     waits.extend(p.durable);
                 }
-                self.phase = Phase::Durable { data: SnapshotData { epoch, parts }, waits };
+                self.phase = Phase::Durable { data: SnapshotData { epoch, parts, deferred }, waits };
             }
             Phase::Durable { data, waits } => {
                 let epoch = data.epoch;
@@ -468,7 +470,9 @@ impl Driver {
                 crate::sink_commit::sync_parts(path, epoch).map_err(|e| e.to_string())?;
             }
             let meta = Meta::of(&self.plan, &self.placement, true);
-            self.store.write(&SnapshotData { epoch, parts: vec![meta.part()] }).map_err(|e| e.to_string())?;
+            self.store
+                .write(SnapshotData { epoch, parts: vec![meta.part()], deferred: Vec::new() })
+                .map_err(|e| e.to_string())?;
             Ok(())
         })();
         match outcome {

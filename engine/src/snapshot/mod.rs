@@ -46,11 +46,34 @@ impl Part {
 }
 
 /// Everything taken at one barrier: written as one snapshot.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct SnapshotData {
     /// The barrier's number; snapshots are ordered by it.
     pub epoch: u64,
     pub parts: Vec<Part>,
+    /// Parts whose bytes the writer thread makes just before it writes each (copies of state
+    /// archived there, one at a time: off the shards and the controller, and never the whole
+    /// snapshot in memory twice). Written after `parts`.
+    pub deferred: Vec<Deferred>,
+}
+
+/// A part whose bytes are made when it is written (see [`SnapshotData::deferred`]).
+pub struct Deferred {
+    pub name: String,
+    pub make: Box<dyn FnOnce() -> rkyv::util::AlignedVec + Send>,
+}
+
+impl Deferred {
+    /// A part named `name` whose bytes `make` returns.
+    pub fn new(name: impl Into<String>, make: impl FnOnce() -> rkyv::util::AlignedVec + Send + 'static) -> Deferred {
+        Deferred { name: name.into(), make: Box::new(make) }
+    }
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deferred").field("name", &self.name).finish()
+    }
 }
 
 #[cfg(test)]

@@ -183,15 +183,16 @@ impl SnapshotStore {
     }
 
     /// Write `snapshot` durably (see the module doc), then prune.
-    pub fn write(&self, snapshot: &SnapshotData) -> Result<SnapshotInfo, SnapshotError> {
+    pub fn write(&self, snapshot: SnapshotData) -> Result<SnapshotInfo, SnapshotError> {
         let epoch = snapshot.epoch;
         let mut names = std::collections::HashSet::new();
-        for part in &snapshot.parts {
-            if part.name.is_empty() || part.name.contains('\n') {
-                return Err(SnapshotError::PartName { epoch, name: part.name.clone(), why: "empty or multi-line" });
+        let all = snapshot.parts.iter().map(|p| &p.name).chain(snapshot.deferred.iter().map(|d| &d.name));
+        for name in all {
+            if name.is_empty() || name.contains('\n') {
+                return Err(SnapshotError::PartName { epoch, name: name.clone(), why: "empty or multi-line" });
             }
-            if !names.insert(part.name.as_str()) {
-                return Err(SnapshotError::PartName { epoch, name: part.name.clone(), why: "given twice" });
+            if !names.insert(name.as_str()) {
+                return Err(SnapshotError::PartName { epoch, name: name.clone(), why: "given twice" });
             }
         }
         fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))?;
@@ -203,14 +204,22 @@ impl SnapshotStore {
             fs::remove_dir_all(&dir).map_err(io_err("remove the incomplete snapshot", &dir))?;
         }
         fs::create_dir(&dir).map_err(io_err("create", &dir))?;
-        let mut parts = Vec::with_capacity(snapshot.parts.len());
+        let mut parts = Vec::with_capacity(snapshot.parts.len() + snapshot.deferred.len());
         let mut bytes = 0;
-        for (i, part) in snapshot.parts.iter().enumerate() {
-            let file = format!("part-{i:05}");
-            write_synced(&dir.join(&file), &part.bytes)?;
-            bytes += part.bytes.len() as u64;
-            let checksum = format!("{:016x}", fnv(&part.bytes));
-            parts.push(PartEntry { name: part.name.clone(), file, len: part.bytes.len() as u64, checksum });
+        let mut put = |name: String, data: &[u8]| -> Result<(), SnapshotError> {
+            let file = format!("part-{:05}", parts.len());
+            write_synced(&dir.join(&file), data)?;
+            bytes += data.len() as u64;
+            let checksum = format!("{:016x}", fnv(data));
+            parts.push(PartEntry { name, file, len: data.len() as u64, checksum });
+            Ok(())
+        };
+        for part in snapshot.parts {
+            put(part.name, &part.bytes)?;
+        }
+        for d in snapshot.deferred {
+            let data = (d.make)();
+            put(d.name, &data)?;
         }
         let written_unix_ms =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);

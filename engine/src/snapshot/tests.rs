@@ -46,6 +46,7 @@ fn data(epoch: u64) -> SnapshotData {
             ),
             Part::new("sink/a/out/0", vec![]),
         ],
+        deferred: Vec::new(),
     }
 }
 
@@ -54,7 +55,7 @@ fn a_written_snapshot_loads_back_with_every_part() {
     let tmp = TempDir::new("load");
     let store = store(&tmp.0, 3);
     assert_eq!(store.latest().unwrap(), None, "an empty store has no snapshot");
-    let info = store.write(&data(7)).unwrap();
+    let info = store.write(data(7)).unwrap();
     assert_eq!((info.epoch, info.pruned), (7, 0));
     assert!(info.dir.join(MANIFEST).is_file());
     assert!(!info.dir.join("MANIFEST.tmp").exists());
@@ -65,14 +66,14 @@ fn a_written_snapshot_loads_back_with_every_part() {
     let position = crate::source::SourcePosition::from_bytes(&loaded.parts["source/a/in/0"]).unwrap();
     assert_eq!(position, crate::source::SourcePosition::Redis { last_id: "7-0".into() });
     // A complete snapshot is never overwritten.
-    assert!(matches!(store.write(&data(7)), Err(SnapshotError::Exists { epoch: 7, .. })));
+    assert!(matches!(store.write(data(7)), Err(SnapshotError::Exists { epoch: 7, .. })));
 }
 
 #[test]
 fn a_snapshot_without_its_manifest_does_not_count() {
     let tmp = TempDir::new("crash");
     let store = store(&tmp.0, 3);
-    store.write(&data(1)).unwrap();
+    store.write(data(1)).unwrap();
     // A crash while writing epoch 2: its parts are there, its manifest is not (or only the
     // temporary one).
     let dir = store.snapshot_dir(2);
@@ -82,11 +83,11 @@ fn a_snapshot_without_its_manifest_does_not_count() {
     assert_eq!(store.complete().unwrap(), [1]);
     assert_eq!(store.latest().unwrap().unwrap().epoch, 1);
     // Writing epoch 2 again replaces the leftover; then the older leftovers are pruned.
-    store.write(&data(2)).unwrap();
+    store.write(data(2)).unwrap();
     assert_eq!(store.latest().unwrap().unwrap().parts, store.load(2).unwrap().parts);
     let stale = store.snapshot_dir(0);
     std::fs::create_dir_all(&stale).unwrap();
-    store.write(&data(3)).unwrap();
+    store.write(data(3)).unwrap();
     assert!(!stale.exists(), "an incomplete snapshot older than a complete one is pruned");
 }
 
@@ -95,7 +96,7 @@ fn only_the_newest_keep_snapshots_are_kept() {
     let tmp = TempDir::new("keep");
     let store = store(&tmp.0, 2);
     for epoch in 1..=5 {
-        store.write(&data(epoch)).unwrap();
+        store.write(data(epoch)).unwrap();
     }
     assert_eq!(store.complete().unwrap(), [4, 5]);
     let dirs = std::fs::read_dir(store.dir()).unwrap().count();
@@ -106,7 +107,7 @@ fn only_the_newest_keep_snapshots_are_kept() {
 #[test]
 fn a_snapshot_of_another_config_is_refused_naming_the_difference() {
     let tmp = TempDir::new("config");
-    store(&tmp.0, 3).write(&data(1)).unwrap();
+    store(&tmp.0, 3).write(data(1)).unwrap();
     let other = Fingerprint::new(vec!["app a".into(), "key_groups 128".into()]);
     let err = SnapshotStore::new(tmp.0.join("snaps"), 3, other).latest().unwrap_err();
     let SnapshotError::OtherConfig { only_in_snapshot, only_in_config, .. } = &err else { panic!("{err}") };
@@ -120,7 +121,7 @@ fn a_snapshot_of_another_config_is_refused_naming_the_difference() {
 fn a_damaged_part_is_named() {
     let tmp = TempDir::new("damage");
     let store = store(&tmp.0, 3);
-    let info = store.write(&data(1)).unwrap();
+    let info = store.write(data(1)).unwrap();
     std::fs::write(info.dir.join("part-00000"), b"state 9").unwrap();
     let err = store.latest().unwrap_err();
     assert!(matches!(&err, SnapshotError::Part { name, .. } if name == "state/a/count/kg-3"), "{err}");
@@ -134,7 +135,7 @@ fn part_names_must_be_unique() {
     let tmp = TempDir::new("names");
     let mut d = data(1);
     d.parts.push(Part::new("sink/a/out/0", vec![1]));
-    let err = store(&tmp.0, 3).write(&d).unwrap_err();
+    let err = store(&tmp.0, 3).write(d).unwrap_err();
     assert!(matches!(err, SnapshotError::PartName { why: "given twice", .. }), "{err}");
 }
 
@@ -198,9 +199,9 @@ fn a_read_only_directory_fails_the_write_and_keeps_the_previous_snapshot() {
     use std::os::unix::fs::PermissionsExt;
     let tmp = TempDir::new("readonly");
     let store = store(&tmp.0, 3);
-    store.write(&data(1)).unwrap();
+    store.write(data(1)).unwrap();
     std::fs::set_permissions(store.dir(), std::fs::Permissions::from_mode(0o555)).unwrap();
-    let outcome = store.write(&data(2));
+    let outcome = store.write(data(2));
     std::fs::set_permissions(store.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
@@ -212,7 +213,7 @@ fn a_read_only_directory_fails_the_write_and_keeps_the_previous_snapshot() {
     // Where the store's directory cannot even be made, the error names it.
     let blocked = SnapshotStore::new(tmp.0.join("file/snaps"), 3, fingerprint());
     std::fs::write(tmp.0.join("file"), b"").unwrap();
-    let err = blocked.write(&data(1)).unwrap_err();
+    let err = blocked.write(data(1)).unwrap_err();
     assert!(err.to_string().contains("cannot create") && err.to_string().contains("file/snaps"), "{err}");
 }
 
@@ -222,7 +223,11 @@ fn a_read_only_directory_fails_the_write_and_keeps_the_previous_snapshot() {
 fn a_busy_writer_skips_rather_than_blocks() {
     let tmp = TempDir::new("busy");
     let writer = SnapshotWriter::spawn(store(&tmp.0, 5), 1).unwrap();
-    let big = |epoch| SnapshotData { epoch, parts: vec![Part::new("state/a/c/kg-0", vec![epoch as u8; 32 << 20])] };
+    let big = |epoch| SnapshotData {
+        epoch,
+        parts: vec![Part::new("state/a/c/kg-0", vec![epoch as u8; 32 << 20])],
+        deferred: Vec::new(),
+    };
     let started = std::time::Instant::now();
     let outcomes: Vec<_> = (1..=4).map(|epoch| writer.submit(big(epoch))).collect();
     assert!(started.elapsed() < std::time::Duration::from_secs(2), "submit blocked");
@@ -232,4 +237,22 @@ fn a_busy_writer_skips_rather_than_blocks() {
     assert_eq!(counts.skipped, skipped);
     assert_eq!(counts.written + counts.skipped, 4);
     assert_eq!(counts.failed, 0);
+}
+
+/// A deferred part is made by the writer as it writes it, and loads like any other.
+#[test]
+fn deferred_parts_are_made_when_written_and_load_like_the_others() {
+    let tmp = TempDir::new("deferred");
+    let store = store(&tmp.0, 2);
+    let mut snapshot = data(3);
+    let mut bytes: rkyv::util::AlignedVec = rkyv::util::AlignedVec::new();
+    bytes.extend_from_slice(b"made late");
+    snapshot.deferred.push(crate::snapshot::Deferred::new("state/a/sum/0", move || bytes));
+    store.write(snapshot).unwrap();
+    let loaded = store.latest().unwrap().unwrap();
+    assert_eq!(loaded.parts["state/a/sum/0"], b"made late");
+    assert_eq!(loaded.parts.len(), 4);
+    let mut twice = data(4);
+    twice.deferred.push(crate::snapshot::Deferred::new("sink/a/out/0", rkyv::util::AlignedVec::new));
+    assert!(matches!(store.write(twice), Err(SnapshotError::PartName { why: "given twice", .. })));
 }

@@ -69,7 +69,7 @@ impl SnapshotWriter {
         let thread = std::thread::Builder::new().name("dirigo-snapshots".into()).spawn(move || {
             for snapshot in rx.iter() {
                 let epoch = snapshot.epoch;
-                let outcome = store.write(&snapshot);
+                let outcome = store.write(snapshot);
                 match &outcome {
                     Ok(info) => {
                         s.written.fetch_add(1, Ordering::Relaxed);
