@@ -140,6 +140,8 @@ fn state_row(keys: u64) -> anyhow::Result<Value> {
     let _ = std::fs::remove_dir_all(&fresh_dir);
     Ok(json!({
         "keys": keys,
+        // The process's peak resident memory so far (sizes run smallest first: this row's).
+        "peak_rss_mb": peak_rss_mb(),
         "snapshots_taken": snaps.taken,
         "largest_epoch": epoch,
         "bytes": bytes,
@@ -148,6 +150,17 @@ fn state_row(keys: u64) -> anyhow::Result<Value> {
         "recovery_start_ms": rs.start_ms,
         "fresh_start_ms": fs.start_ms,
     }))
+}
+
+/// VmHWM of this process, MiB.
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(f64::NAN);
+    kb / 1024.0
 }
 
 fn with_snapshots(text: &str, dir: &Path) -> String {
@@ -171,7 +184,8 @@ fn w1(load: Load, snapshots: bool) -> anyhow::Result<(f64, f64, u64)> {
 pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
     let sizes: &[u64] = if opts.quick { &[1_000, 100_000] } else { &[10, 1_000, 100_000, 1_000_000, 10_000_000] };
     let mut states = Vec::new();
-    let mut t = Table::new(&["keys", "snapshot bytes", "snapshot ms", "recovery start ms", "fresh start ms"]);
+    let mut t =
+        Table::new(&["keys", "snapshot bytes", "snapshot ms", "recovery start ms", "fresh start ms", "peak RSS MiB"]);
     for &k in sizes {
         let r = state_row(k)?;
         t.row(vec![
@@ -180,6 +194,7 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
             r["snapshot_ms"].to_string(),
             format!("{:.1}", num(&r["recovery_start_ms"])),
             format!("{:.1}", num(&r["fresh_start_ms"])),
+            format!("{:.0}", num(&r["peak_rss_mb"])),
         ]);
         states.push(r);
     }
