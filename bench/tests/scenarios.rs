@@ -296,3 +296,24 @@ fn redis_quick_measures_sink_and_source_against_redis_benchmark() {
     }
     assert_eq!(r["medians"][0]["ratio_to_xadd"], 1.0);
 }
+
+#[test]
+fn snapshots_quick_measures_size_duration_recovery_and_w1() {
+    let r = quick("snapshots", &["snapshot", "recovery start", "fresh start", "bytes"]);
+    assert_fields("snapshots", &r, &["state", "w1_runs", "w1_medians"]);
+    let state = r["state"].as_array().expect("state");
+    assert_eq!(state.len(), 2);
+    for s in state {
+        assert!(s["bytes"].as_u64().is_some_and(|b| b > 0), "a snapshot held the state: {s}");
+        assert!(s["resumed_from"].as_u64().is_some_and(|e| e > 0), "the second run resumed: {s}");
+        assert!(s["recovery_start_ms"].as_f64().is_some_and(|x| x > 0.0), "{s}");
+        assert!(s["peak_rss_mb"].as_f64().is_some_and(|x| x > 0.0), "{s}");
+    }
+    assert!(state[1]["bytes"].as_u64() > state[0]["bytes"].as_u64(), "more keys, larger snapshots");
+    let loads: Vec<&str> =
+        r["w1_medians"].as_array().expect("medians").iter().filter_map(|m| m["load"].as_str()).collect();
+    assert_eq!(loads, ["max", "200k/s"]);
+    for m in r["w1_medians"].as_array().expect("medians") {
+        assert!(m["throughput_ratio"].as_f64().is_some_and(|x| x > 0.0), "{m}");
+    }
+}
