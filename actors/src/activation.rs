@@ -158,6 +158,14 @@ impl ActorOp {
         }
     }
 
+    /// Every key archived as [`ActorOp::export_keys`] would, kept in place (a snapshot's copy of
+    /// the state): exported and imported straight back. None when the state does not split.
+    pub fn archive_keys(&mut self) -> Option<AlignedVec> {
+        let all = self.export_keys(&|_| true)?;
+        self.import_keys(&all).expect("an activation takes back its own keys");
+        Some(all)
+    }
+
     /// Fold in keys exported by [`ActorOp::export_keys`] from another activation of the same
     /// function, none of which this one holds (user actors: combined like a partial, which for
     /// disjoint keys is a union). The archive is validated; on error nothing changes.

@@ -65,14 +65,9 @@ impl Aggregate {
         KeyArchive::Aggregate { zero: self.zero, keys }.to_bytes()
     }
 
-    /// Every key archived as [`Aggregate::export_keys`] would (a snapshot's copy), keeping them:
-    /// the same bytes, without removing the keys and importing them back.
-    pub fn archive_keys(&self) -> AlignedVec {
-        self.copy_keys().to_bytes()
-    }
-
-    /// Every key copied, to be archived later and elsewhere ([`StateCopy::to_bytes`] gives the
-    /// bytes of [`Aggregate::archive_keys`]): a snapshot holds its shard only for the copy.
+    /// Every key copied, kept in place, to be archived later and elsewhere: [`StateCopy::to_bytes`]
+    /// gives the bytes [`Aggregate::export_keys`] of every key would. A snapshot holds its shard
+    /// only for the copy.
     pub fn copy_keys(&self) -> StateCopy {
         let keys =
             self.state.entries().map(|(hash, key, partial)| AggKey { key: key.clone(), hash, partial: *partial });

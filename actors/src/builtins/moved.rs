@@ -39,7 +39,7 @@ pub(crate) enum KeyArchive {
 pub struct StateCopy(pub(crate) KeyArchive);
 
 impl StateCopy {
-    /// The archive, as [`crate::builtins::Aggregate::export_keys`] would make it.
+    /// The archive, as an export of the same keys would make it.
     pub fn to_bytes(&self) -> AlignedVec {
         self.0.to_bytes()
     }

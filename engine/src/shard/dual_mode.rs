@@ -746,13 +746,7 @@ impl<P: Policy> Shard<P> {
                     None => op.on_watermark(msg.header.event_time, &mut router),
                 },
                 MessageKind::End => op.on_end(&mut router),
-                MessageKind::Snapshot => {
-                    let all = op.export_keys(&|_| true);
-                    if let Some(all) = &all {
-                        op.import_keys(all).expect("an actor takes back its own state");
-                    }
-                    archived = Some(all);
-                }
+                MessageKind::Snapshot => archived = Some(op.archive_keys()),
                 MessageKind::MigrateState => {
                     let ProtocolArg::Move { group, .. } = msg.header.arg() else {
                         unreachable!("a move names its group")

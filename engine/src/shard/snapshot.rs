@@ -291,51 +291,31 @@ impl<P: Policy> Shard<P> {
             inst.aligned = n;
             inst.aligning = false;
         }
-        let archive = match (self.ops[f].as_mut(), self.actors[f].as_mut()) {
+        let name = &self.plan.functions[f].name;
+        match (self.ops[f].as_mut(), self.actors[f].as_mut()) {
             (Some(OperatorInstance::Sink(sink)), _) => {
-                match sink.barrier(n) {
-                    Ok(Some(durable)) => self.snap.durable.push(durable),
-                    Ok(None) => {}
-                    Err(e) => {
-                        let name = &self.plan.functions[f].name;
-                        self.snap.errors.push(format!("shard {}: sink `{name}`: {e}", self.id));
-                    }
-                }
-                return;
+                seal_sink(sink, name, self.id, n, &mut self.snap.durable, &mut self.snap.errors);
             }
             (Some(op), _) if !op.migrates() => {
                 // Embedded plans only: a config app's functions are checked when it compiles.
-                let name = &self.plan.functions[f].name;
                 let why = "keeps state the engine cannot archive (a user function, or a window or join with lateness)";
                 self.snap.errors.push(format!("shard {}: `{name}` {why}", self.id));
-                return;
             }
             (Some(op), _) => match op.archive_keys() {
-                Ok(crate::instance::StateOut::Bytes(all)) => Some(all),
-                Ok(crate::instance::StateOut::Copy(copy)) => {
-                    self.snap.copies.push((state_part(f, self.id), copy));
-                    return;
-                }
-                Err(e) => {
-                    panic!("shard {}: `{}` did not take back its own state: {e}", self.id, self.plan.functions[f].name)
-                }
+                Ok(crate::instance::StateOut::Bytes(all)) => self.put_state(f, Some(all)),
+                Ok(crate::instance::StateOut::Copy(copy)) => self.snap.copies.push((state_part(f, self.id), copy)),
+                Err(e) => panic!("shard {}: `{name}` did not take back its own state: {e}", self.id),
             },
             (None, Some(actor)) => {
-                let op = actor.state_mut();
-                let all = op.export_keys(&|_| true);
-                if let Some(all) = &all {
-                    op.import_keys(all).expect("an actor takes back its own state");
-                }
-                return self.put_state(f, all);
+                let all = actor.state_mut().archive_keys();
+                self.put_state(f, all);
             }
-            (None, None) => None,
-        };
-        if let Some(a) = archive.filter(|a| !a.is_empty()) {
-            self.snap.parts.push(Part::new(state_part(f, self.id), a.to_vec()));
+            (None, None) => {}
         }
     }
 
-    /// A dual-mode actor's archive (None: its state does not split, so it cannot be archived).
+    /// An instance's archive, a part unless empty (None: its state does not split, so it cannot
+    /// be archived).
     fn put_state(&mut self, f: usize, archive: Option<AlignedVec>) {
         match archive {
             Some(a) if a.is_empty() => {}
@@ -376,11 +356,7 @@ impl<P: Policy> Shard<P> {
         let (mut durable, mut errors) = (Vec::new(), Vec::new());
         for (f, op) in self.ops.iter_mut().enumerate() {
             if let Some(OperatorInstance::Sink(sink)) = op {
-                match sink.barrier(epoch) {
-                    Ok(Some(ack)) => durable.push(ack),
-                    Ok(None) => {}
-                    Err(e) => errors.push(format!("shard {}: sink `{}`: {e}", self.id, self.plan.functions[f].name)),
-                }
+                seal_sink(sink, &self.plan.functions[f].name, self.id, epoch, &mut durable, &mut errors);
             }
         }
         let (parts, copies) = (Vec::new(), Vec::new());
@@ -419,5 +395,22 @@ impl<P: Policy> Shard<P> {
             // A resumed schedule goes on from where it was, not from its start.
             run.skip_ns = run.inst.next_due_ns().unwrap_or(0);
         }
+    }
+}
+
+/// Sink `name` seals its output of epoch `n`: a wait for the controller when it is staged
+/// elsewhere (`durable`), or what failed (`errors`).
+fn seal_sink(
+    sink: &mut crate::sink::Sink,
+    name: &str,
+    shard: u16,
+    n: u64,
+    durable: &mut Vec<flume::Receiver<Result<(), String>>>,
+    errors: &mut Vec<String>,
+) {
+    match sink.barrier(n) {
+        Ok(Some(ack)) => durable.push(ack),
+        Ok(None) => {}
+        Err(e) => errors.push(format!("shard {shard}: sink `{name}`: {e}")),
     }
 }
