@@ -141,7 +141,7 @@ fn prepare(tag: &str, every: &str) -> (PathBuf, PathBuf) {
 const OUTPUTS: [&str; 4] = ["counts.ndjson", "sums.csv", "windows.ndjson", "gen.ndjson"];
 
 /// Each output file's lines, sorted (shards interleave their lines differently from run to run;
-/// the multiset is what must match), and its first line (a CSV header stays first).
+/// the multiset is what must match), and its first line (for a CSV file, its header).
 fn outputs(dir: &Path) -> Vec<(String, Option<String>, Vec<String>)> {
     OUTPUTS
         .iter()
@@ -193,7 +193,11 @@ fn a_run_killed_at_20_random_points_commits_exactly_the_output_of_a_run_never_ki
     eprintln!("{kills} kills, {} restarts resumed from a snapshot, finished by itself: {finished}", resumed.len());
     let got = outputs(&dir);
     for ((name, first_want, want), (_, first_got, got)) in want.iter().zip(&got) {
-        assert_eq!(first_got, first_want, "{name}: its first line");
+        if name.ends_with(".csv") {
+            // A CSV file's header stays first (an NDJSON file's first line is whichever shard's
+            // output was committed first, which depends on where the barriers fell).
+            assert_eq!(first_got, first_want, "{name}: its header");
+        }
         if got != want {
             let missing: Vec<_> = want.iter().filter(|l| !got.contains(l)).take(5).collect();
             let extra = got.len() as i64 - want.len() as i64;
