@@ -197,7 +197,17 @@ impl Forger {
     fn hello(spec: &ClusterSpec) -> Forger {
         let stream = TcpStream::connect(spec.nodes[spec.me].address).expect("connect");
         stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-        let hello = Hello { fingerprint: spec.fingerprint(), from: 0, to: spec.me as u32, epoch: 0, nonce: [7; 32] };
+        // It claims a new process of node 0: a node that acted on that before the proof would
+        // fail (a restarted peer) for a forger.
+        let hello = Hello {
+            fingerprint: spec.fingerprint(),
+            from: 0,
+            to: spec.me as u32,
+            epoch: 0,
+            nonce: [7; 32],
+            incarnation: 7,
+            running: false,
+        };
         let mut forger = Forger { stream, decoder: FrameDecoder::default() };
         forger.send(|out| hello.encode(out));
         forger

@@ -42,7 +42,7 @@ impl TryFrom<u8> for FrameType {
     #[inline]
     fn try_from(byte: u8) -> Result<Self, DecodeError> {
         match byte {
-            1..=10 => Ok(FrameType::ALL[byte as usize - 1]),
+            1..=11 => Ok(FrameType::ALL[byte as usize - 1]),
             found => Err(DecodeError::UnknownFrameType { found }),
         }
     }
@@ -195,7 +195,7 @@ mod tests {
         for ty in FrameType::ALL {
             assert_eq!(FrameType::try_from(ty as u8), Ok(ty));
         }
-        for b in [0u8, 11, 0x7f, 0xff] {
+        for b in [0u8, 12, 0x7f, 0xff] {
             assert_eq!(FrameType::try_from(b), Err(DecodeError::UnknownFrameType { found: b }));
         }
     }

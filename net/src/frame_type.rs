@@ -25,11 +25,13 @@ pub enum FrameType {
     /// A link handshake's answer to the peer's challenge: a MAC that proves the sender holds the
     /// cluster secret.
     Proof = 10,
+    /// A message between two nodes' controllers, numbered in a link's sequence.
+    Control = 11,
 }
 
 impl FrameType {
     /// Every frame type, in wire order.
-    pub const ALL: [FrameType; 10] = [
+    pub const ALL: [FrameType; 11] = [
         FrameType::Data,
         FrameType::Record,
         FrameType::Watermark,
@@ -40,5 +42,6 @@ impl FrameType {
         FrameType::Ping,
         FrameType::Pong,
         FrameType::Proof,
+        FrameType::Control,
     ];
 }

@@ -74,6 +74,9 @@ pub enum LinkFault {
     /// A batch beyond the credit its receiving shard granted.
     #[error("shard {from} sent to shard {to} beyond its credit")]
     Credit { from: u16, to: u16 },
+    /// The peer's process is not the one this node links with (see the link's `meet`).
+    #[error("it runs with an earlier incarnation of this node, or this node with an earlier one of it")]
+    Stale,
     /// Dropped on purpose by the test hook `DIRIGO_TEST_DROP_LINK`.
     #[error("dropped by the test hook DIRIGO_TEST_DROP_LINK")]
     TestDrop,
@@ -128,6 +131,9 @@ pub enum LinkError {
         /// (if one was).
         not_connected: Vec<Missing>,
     },
+    /// Every link came up, but these peers did not say they were ready within `connect_timeout`.
+    #[error("the cluster did not come up within {timeout:?}: {} linked but did not say it was ready", peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    NotReady { timeout: Duration, peers: Vec<Peer> },
     /// A node with peers was started without the cluster secret its links prove.
     #[error("node {node}: a cluster of {nodes} nodes needs a cluster secret")]
     NoSecret { node: String, nodes: usize },
@@ -146,6 +152,18 @@ pub enum LinkError {
     /// A link was lost and not re-established within `reconnect_timeout`.
     #[error("link {direction} {peer} lost: {fault}; not re-established within {within:?}")]
     NotReestablished { peer: Peer, direction: Direction, fault: LinkFault, within: Duration },
+    /// A peer came back as a new process after this node had joined the cluster with its
+    /// previous one: what the two exchanged is gone on its side.
+    #[error("{peer} restarted (a new process) after this node joined the cluster with its previous one")]
+    PeerRestarted { peer: Peer },
+}
+
+impl LinkError {
+    /// The cluster lost a node while this one ran (it restarted, or its link did not come
+    /// back): with snapshots, the node rolls back to the last global snapshot and joins again.
+    pub fn is_node_lost(&self) -> bool {
+        matches!(self, LinkError::PeerRestarted { .. } | LinkError::NotReestablished { .. })
+    }
 }
 
 /// A link that did not come up, and why its last attempt failed, if one did.

@@ -4,16 +4,24 @@
 //!
 //! ```text
 //! dialer                                            acceptor
-//!   Hello { fingerprint, from, to, epoch, nonce Nd } ->
+//!   Hello { fingerprint, from, to, epoch, nonce Nd, incarnation, running } ->
 //!                                                   config and addressee checked
-//!   <- Hello { fingerprint, from, to, epoch, nonce Na }   (another config: answered, then closed)
+//!   <- Hello { fingerprint, from, to, epoch, nonce Na, incarnation, running }
+//!                                                   (another config: answered, then closed)
 //!   Proof { HMAC(dialer, Nd, Na), 0 } ->
 //!                                                   checked: else Error { BadProof }, closed
+//!                                                   the peer's incarnation met: a stale one
+//!                                                   gets Error { Stale }, closed
 //!                                                   only now may the connection replace the
 //!                                                   peer's current one
 //!   <- Proof { HMAC(acceptor, Nd, Na), next }
 //! checked: else the connection is dropped
+//! the peer's incarnation met: a stale one is dropped
 //! ```
+//!
+//! The incarnations are not covered by the MACs (the transcript predates them), but each side
+//! acts on the other's only after its proof checked, over a connection no one else can write
+//! into; see [`super::Shared::meet`].
 //!
 //! The acceptor proves itself last, so it computes no MAC for a dialer that has not proven
 //! itself first. A failed proof on either side is a fault of that one connection, retried like
@@ -44,18 +52,27 @@ impl From<LinkFault> for DialError {
     }
 }
 
+/// What a node says of its own process in its hellos.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Stamp {
+    pub incarnation: u64,
+    pub running: bool,
+}
+
 /// The dialer's side, on a fresh connection from node `me` to node `peer`: hello, answer the
 /// acceptor's challenge, check its proof. Returns the next link sequence number the acceptor
-/// expects.
+/// expects, and the acceptor's hello.
 pub(crate) fn dial(
     stream: &TcpStream,
     decoder: &mut FrameDecoder,
     secret: &Secret,
     fingerprint: u64,
     (me, peer): (u32, u32),
-) -> Result<u64, DialError> {
+    stamp: Stamp,
+) -> Result<(u64, Hello), DialError> {
     let epoch = crate::clock::epoch_unix_ns();
-    let hello = Hello { fingerprint, from: me, to: peer, epoch, nonce: nonce() };
+    let (incarnation, running) = (stamp.incarnation, stamp.running);
+    let hello = Hello { fingerprint, from: me, to: peer, epoch, nonce: nonce(), incarnation, running };
     send(stream, |out| hello.encode(out))?;
     let challenge = Hello::decode(&read_frame(stream, decoder, FrameType::Hello)?).map_err(LinkFault::from)?;
     if challenge.fingerprint != fingerprint {
@@ -72,7 +89,7 @@ pub(crate) fn dial(
     send(stream, |out| mine.encode(out))?;
     let theirs = ProofFrame::decode(&read_frame(stream, decoder, FrameType::Proof)?).map_err(LinkFault::from)?;
     transcript.verify(secret, Role::Acceptor, &theirs.proof).map_err(|_| LinkFault::BadProof)?;
-    Ok(theirs.next)
+    Ok((theirs.next, challenge))
 }
 
 /// How an acceptor's handshake failed before the dialer's proof.
@@ -106,11 +123,13 @@ pub(crate) fn challenge(
     fingerprint: u64,
     me: u32,
     is_peer: impl Fn(u32) -> bool,
+    stamp: Stamp,
 ) -> Result<Challenged, AcceptError> {
     let frame = read_frame(stream, decoder, FrameType::Hello).map_err(AcceptError::Fault)?;
     let hello = Hello::decode(&frame).map_err(|e| AcceptError::Fault(e.into()))?;
     let epoch = crate::clock::epoch_unix_ns();
-    let reply = Hello { fingerprint, from: me, to: hello.from, epoch, nonce: nonce() };
+    let (incarnation, running) = (stamp.incarnation, stamp.running);
+    let reply = Hello { fingerprint, from: me, to: hello.from, epoch, nonce: nonce(), incarnation, running };
     if hello.fingerprint != fingerprint {
         let _ = send(stream, |out| reply.encode(out));
         return Err(AcceptError::OtherConfig { from: hello.from });
@@ -145,6 +164,12 @@ impl Challenged {
             return Err(LinkFault::BadProof);
         }
         Ok(())
+    }
+
+    /// After [`Challenged::verify`], when this node will not link with the dialer's
+    /// incarnation: say so, and close.
+    pub(crate) fn stale(&self, stream: &TcpStream) {
+        let _ = send(stream, |out| Refusal::Stale.encode(out));
     }
 
     /// After [`Challenged::verify`]: prove this node to the dialer, and tell it `next`, the
@@ -217,7 +242,14 @@ mod tests {
     fn acceptor(stream: TcpStream, secret: Secret, next: u64) -> std::thread::JoinHandle<Result<Hello, LinkFault>> {
         std::thread::spawn(move || {
             let mut decoder = FrameDecoder::default();
-            let c = match challenge(&stream, &mut decoder, FINGERPRINT, ACCEPTOR, |from| from == DIALER) {
+            let c = match challenge(
+                &stream,
+                &mut decoder,
+                FINGERPRINT,
+                ACCEPTOR,
+                |from| from == DIALER,
+                Stamp::default(),
+            ) {
                 Ok(c) => c,
                 Err(e) => panic!("challenge: {e:?}"),
             };
@@ -228,7 +260,8 @@ mod tests {
     }
 
     fn dialer(stream: &TcpStream, secret: &Secret) -> Result<u64, DialError> {
-        dial(stream, &mut FrameDecoder::default(), secret, FINGERPRINT, (DIALER, ACCEPTOR))
+        dial(stream, &mut FrameDecoder::default(), secret, FINGERPRINT, (DIALER, ACCEPTOR), Stamp::default())
+            .map(|(next, _)| next)
     }
 
     /// Send `hello` by hand; the acceptor's challenge.
@@ -244,7 +277,7 @@ mod tests {
     }
 
     fn hello(nonce: Nonce) -> Hello {
-        Hello { fingerprint: FINGERPRINT, from: DIALER, to: ACCEPTOR, epoch: 1, nonce }
+        Hello { fingerprint: FINGERPRINT, from: DIALER, to: ACCEPTOR, epoch: 1, nonce, incarnation: 1, running: false }
     }
 
     #[test]
@@ -305,7 +338,7 @@ mod tests {
         let attacker = std::thread::spawn(move || {
             let mut decoder = FrameDecoder::default();
             let theirs = Hello::decode(&read_frame(&a, &mut decoder, FrameType::Hello).unwrap()).unwrap();
-            let echo = Hello { fingerprint: FINGERPRINT, from: ACCEPTOR, to: DIALER, epoch: 1, nonce: theirs.nonce };
+            let echo = Hello { from: ACCEPTOR, to: DIALER, nonce: theirs.nonce, ..theirs };
             send(&a, |out| echo.encode(out)).unwrap();
             let proof = ProofFrame::decode(&read_frame(&a, &mut decoder, FrameType::Proof).unwrap()).unwrap();
             send(&a, |out| ProofFrame { proof: proof.proof, next: 0 }.encode(out)).unwrap();
@@ -332,14 +365,14 @@ mod tests {
     fn another_config_and_another_addressee_are_told_apart() {
         let (d, a) = pair();
         let acceptor = std::thread::spawn(move || {
-            let r = challenge(&a, &mut FrameDecoder::default(), FINGERPRINT + 1, ACCEPTOR, |_| true);
+            let r = challenge(&a, &mut FrameDecoder::default(), FINGERPRINT + 1, ACCEPTOR, |_| true, Stamp::default());
             matches!(r, Err(AcceptError::OtherConfig { from: DIALER }))
         });
         assert!(matches!(dialer(&d, &Secret::random()), Err(DialError::OtherConfig)));
         assert!(acceptor.join().unwrap());
         let (d, a) = pair();
         let acceptor = std::thread::spawn(move || {
-            let r = challenge(&a, &mut FrameDecoder::default(), FINGERPRINT, ACCEPTOR, |_| false);
+            let r = challenge(&a, &mut FrameDecoder::default(), FINGERPRINT, ACCEPTOR, |_| false, Stamp::default());
             matches!(r, Err(AcceptError::NotAddressed { from: DIALER, to: ACCEPTOR }))
         });
         let err = dialer(&d, &Secret::random()).unwrap_err();

@@ -18,7 +18,7 @@ use rkyv::util::AlignedVec;
 
 use super::handshake::{self, AcceptError};
 use super::wire;
-use super::{channel_index, Direction, LinkError, LinkFault, Shared};
+use super::{channel_index, Direction, LinkError, LinkFault, Meet, Shared};
 use crate::mailbox::{Batch, Outbox};
 
 /// How often a receiver with nothing to read looks for batches its shards have finished with,
@@ -103,16 +103,20 @@ fn accept(shared: &Shared, receivers: &[Option<Receiver>], stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(spec.settings.connect_timeout));
     let is_peer = |from: u32| receivers.get(from as usize).is_some_and(Option::is_some);
-    let challenged = match handshake::challenge(&stream, &mut decoder, spec.fingerprint(), spec.me as u32, is_peer) {
-        Ok(c) => c,
-        Err(AcceptError::Fault(e)) => return tracing::warn!("refused a link connection: {e}"),
-        Err(AcceptError::OtherConfig { from }) => {
-            return tracing::warn!("refused a link from node index {from}: another cluster config")
-        }
-        Err(AcceptError::NotAddressed { from, to }) => {
-            return tracing::warn!("refused a link connection: its hello is from node index {from} to node index {to}")
-        }
-    };
+    let stamp = shared.stamp();
+    let challenged =
+        match handshake::challenge(&stream, &mut decoder, spec.fingerprint(), spec.me as u32, is_peer, stamp) {
+            Ok(c) => c,
+            Err(AcceptError::Fault(e)) => return tracing::warn!("refused a link connection: {e}"),
+            Err(AcceptError::OtherConfig { from }) => {
+                return tracing::warn!("refused a link from node index {from}: another cluster config")
+            }
+            Err(AcceptError::NotAddressed { from, to }) => {
+                return tracing::warn!(
+                    "refused a link connection: its hello is from node index {from} to node index {to}"
+                )
+            }
+        };
     let receiver = receivers[challenged.hello.from as usize].as_ref().expect("checked by the challenge");
     if let Err(fault) = challenged.verify(&stream, &mut decoder, &shared.secret) {
         let claimed = spec.peer(receiver.peer);
@@ -123,11 +127,25 @@ fn accept(shared: &Shared, receivers: &[Option<Receiver>], stream: TcpStream) {
         return;
     }
     shared.clear(receiver.peer, Direction::From);
+    let reset = match shared.meet(receiver.peer, &challenged.hello) {
+        Meet::Known => false,
+        Meet::New { reset } => reset,
+        Meet::Refuse => return challenged.stale(&stream),
+    };
     // Authenticated: only now may this connection replace the peer's current one.
     if let Some(old) = receiver.current.lock().expect("current").replace(stream.try_clone().expect("clone")) {
         let _ = old.shutdown(Shutdown::Both);
     }
     let mut state = receiver.state.lock().expect("receiver state");
+    if reset {
+        // A new process of the peer, met while this node joins: nothing of the previous one's
+        // reached a shard (it sent at most its "ready"); its link starts over.
+        state.next = 0;
+        state.consumed.iter_mut().for_each(|c| *c = 0);
+        state.delivered.iter_mut().for_each(|c| *c = 0);
+        state.bye = false;
+        *receiver.lost.lock().expect("lost") = None;
+    }
     if let Err(e) = challenged.welcome(&stream, &shared.secret, state.next) {
         return tracing::warn!("link from {}: handshake failed: {e}", spec.peer(receiver.peer));
     }
@@ -142,7 +160,9 @@ fn accept(shared: &Shared, receivers: &[Option<Receiver>], stream: TcpStream) {
     let _ = stream.set_read_timeout(None);
     let shift = (challenged.hello.epoch as i128 - challenged.epoch as i128).clamp(i64::MIN as i128, i64::MAX as i128);
     let (sent, poll, out) = ((u64::MAX, Vec::new()), IDLE_POLL, AlignedVec::new());
-    let mut conn = Connection { shared, peer: receiver.peer, stream, decoder, out, sent, poll, shift: shift as i64 };
+    let incarnation = challenged.hello.incarnation;
+    let mut conn =
+        Connection { shared, peer: receiver.peer, incarnation, stream, decoder, out, sent, poll, shift: shift as i64 };
     match conn.receive(&mut state) {
         Ok(()) => shared.done.set_inbound(receiver.peer),
         Err(Ending::Lost(why)) => {
@@ -165,6 +185,8 @@ enum Ending {
 struct Connection<'a> {
     shared: &'a Shared,
     peer: usize,
+    /// The peer's process.
+    incarnation: u64,
     stream: TcpStream,
     decoder: FrameDecoder,
     out: AlignedVec,
@@ -185,6 +207,17 @@ impl Connection<'_> {
                 match f.ty {
                     FrameType::Data => {
                         deliver(self.shared, (self.peer, self.shift), st, f.payload).map_err(Ending::Fatal)?
+                    }
+                    FrameType::Control => {
+                        let (seq, c) = wire::Control::decode(f.payload).map_err(|e| Ending::Fatal(e.into()))?;
+                        if seq > st.next {
+                            let fault = LinkFault::Sequence { what: "control message", seq, expected: st.next };
+                            return Err(Ending::Fatal(fault));
+                        }
+                        if seq == st.next {
+                            st.next += 1;
+                            self.shared.control(self.peer, self.incarnation, c);
+                        }
                     }
                     FrameType::End => {
                         let seq = wire::goodbye_seq(f.payload).map_err(|e| Ending::Fatal(e.into()))?;

@@ -26,10 +26,12 @@ pub mod wire;
 
 pub use auth::{EmptySecret, Secret};
 pub use error::{Direction, LinkError, LinkFault, Missing, Peer};
+pub use wire::Control;
 
+use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener};
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -249,6 +251,67 @@ enum Waited<'a> {
     Timeout(std::sync::MutexGuard<'a, PeerBits>),
 }
 
+/// Where a node stands with its cluster; see [`Shared::meet`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Phase {
+    /// Linking with its peers; it has sent nothing on any link.
+    Joining = 0,
+    /// Every link is up; it has told its peers it is ready, and waits for theirs.
+    Ready = 1,
+    /// Every peer is ready: the node runs.
+    Running = 2,
+}
+
+/// What a node knows of one peer's process.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Seen {
+    /// The incarnation this node links with.
+    pub incarnation: Option<u64>,
+    /// That incarnation's "ready" values, once it said it is ready.
+    pub ready: Option<Vec<u64>>,
+}
+
+/// How a node meets a peer's process in a handshake ([`Shared::meet`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Meet {
+    /// The incarnation this node links with.
+    Known,
+    /// A new incarnation while this node joins: link with it, its link starting over from
+    /// sequence 0 (`reset`: an earlier incarnation's link is forgotten).
+    New { reset: bool },
+    /// Not this one: the connection is closed.
+    Refuse,
+}
+
+/// The link's own control tag: a node's "ready", with its startup values.
+const READY: u32 = 0;
+
+/// Controller messages waiting for one peer's outbound link.
+#[derive(Default)]
+pub(crate) struct ControlQueue {
+    pub pending: AtomicBool,
+    pub queue: Mutex<VecDeque<wire::Control>>,
+}
+
+impl ControlQueue {
+    fn push(&self, c: wire::Control) {
+        self.queue.lock().expect("control queue").push_back(c);
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Everything queued, in order.
+    pub(crate) fn take(&self) -> VecDeque<wire::Control> {
+        let mut q = self.queue.lock().expect("control queue");
+        self.pending.store(false, Ordering::Release);
+        std::mem::take(&mut *q)
+    }
+
+    pub(crate) fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+}
+
 /// State every link thread of a node shares with the controller.
 pub(crate) struct Shared {
     pub spec: ClusterSpec,
@@ -271,13 +334,81 @@ pub(crate) struct Shared {
     pub accepted: AtomicU64,
     /// Why each link last failed to come up.
     pub last: Mutex<LastFaults>,
+    /// This node's process, as its hellos name it.
+    pub incarnation: u64,
+    /// A [`Phase`].
+    pub phase: AtomicU8,
+    /// Per node: the peer's process this node links with.
+    pub seen: Mutex<Vec<Seen>>,
+    pub seen_changed: Condvar,
+    /// Per node: messages for its outbound link to send.
+    pub control_out: Vec<ControlQueue>,
+    /// Messages from peers' controllers, with the peer's index.
+    pub control_in: flume::Sender<(usize, wire::Control)>,
 }
 
 impl Shared {
+    pub(crate) fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::SeqCst) {
+            0 => Phase::Joining,
+            1 => Phase::Ready,
+            _ => Phase::Running,
+        }
+    }
+
+    /// What this node's hellos say of its process.
+    pub(crate) fn stamp(&self) -> handshake::Stamp {
+        handshake::Stamp { incarnation: self.incarnation, running: self.phase() != Phase::Joining }
+    }
+
+    /// Meet `peer`'s process as its hello describes it, once its proof checked. The
+    /// incarnation this node links with is kept; another one is:
+    /// - while this node joins (it has sent nothing yet): taken in its place if it joins too
+    ///   (a peer that restarted before the cluster ran); refused if it runs (an incarnation
+    ///   that ran with an earlier one of this node: it gives up when it meets this one);
+    /// - once this node is ready or runs: a peer that restarted. What this node exchanged with
+    ///   its previous process is gone on the other side, so the node fails with
+    ///   [`LinkError::PeerRestarted`] (with snapshots, the engine rolls back and joins again).
+    pub(crate) fn meet(&self, peer: usize, hello: &wire::Hello) -> Meet {
+        let mut seen = self.seen.lock().expect("seen");
+        let known = seen[peer].incarnation;
+        if known == Some(hello.incarnation) {
+            return Meet::Known;
+        }
+        if self.phase() != Phase::Joining {
+            drop(seen);
+            self.fail(LinkError::PeerRestarted { peer: self.spec.peer(peer) });
+            return Meet::Refuse;
+        }
+        if hello.running {
+            tracing::debug!("{} still runs with an earlier incarnation of this node: refused", self.spec.peer(peer));
+            return Meet::Refuse;
+        }
+        seen[peer] = Seen { incarnation: Some(hello.incarnation), ready: None };
+        self.seen_changed.notify_all();
+        Meet::New { reset: known.is_some() }
+    }
+
+    /// A control message from `peer` (incarnation `from`) arrived in sequence.
+    pub(crate) fn control(&self, peer: usize, from: u64, c: wire::Control) {
+        if c.tag == READY {
+            let mut seen = self.seen.lock().expect("seen");
+            if seen[peer].incarnation == Some(from) {
+                seen[peer].ready = Some(c.values);
+                self.seen_changed.notify_all();
+            }
+            return;
+        }
+        let _ = self.control_in.send((peer, c));
+    }
     /// Record the node's first fatal link error; whoever waits on the links sees it.
     pub(crate) fn fail(&self, error: LinkError) {
-        tracing::error!("{error}");
-        self.failure.lock().expect("failure").get_or_insert(error);
+        let mut failure = self.failure.lock().expect("failure");
+        if failure.is_none() {
+            tracing::error!("{error}");
+            *failure = Some(error);
+        }
+        drop(failure);
         self.up.changed.notify_all();
         self.done.changed.notify_all();
     }
@@ -305,22 +436,75 @@ impl Shared {
     }
 }
 
+/// A node's controller's side of its links: messages to and from peers' controllers.
+#[derive(Clone)]
+pub struct Controls {
+    shared: Arc<Shared>,
+    link_signal: Vec<Option<Arc<ShardSignal>>>,
+    inbox: flume::Receiver<(usize, wire::Control)>,
+}
+
+impl Controls {
+    /// Send `c` to `peer`'s controller, in order after what this node sent it before.
+    pub fn send(&self, peer: usize, c: wire::Control) {
+        self.shared.control_out[peer].push(c);
+        if let Some(s) = &self.link_signal[peer] {
+            s.wake();
+        }
+    }
+
+    /// The next message from a peer's controller, if one came: the peer's index and it.
+    pub fn try_recv(&self) -> Option<(usize, wire::Control)> {
+        self.inbox.try_recv().ok()
+    }
+
+    /// The first fatal link error, if any.
+    pub fn failure(&self) -> Option<LinkError> {
+        self.shared.failure.lock().expect("failure").clone()
+    }
+
+    /// This node's index.
+    pub fn me(&self) -> usize {
+        self.shared.spec.me
+    }
+
+    /// How many nodes the cluster has.
+    pub fn nodes(&self) -> usize {
+        self.shared.spec.nodes.len()
+    }
+}
+
 /// The running links of one node.
 pub struct Transport {
     shared: Arc<Shared>,
     /// The outbound links' signal slots, rung to make them look at `finishing`.
     wakers: Vec<Arc<ShardSignal>>,
+    /// The same, by peer.
+    link_signal: Vec<Option<Arc<ShardSignal>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    control: flume::Receiver<(usize, wire::Control)>,
 }
 
 impl Transport {
-    /// Listen, start a link to and from every peer, and wait until every link is up (or
-    /// `connect_timeout` passes: the error names the missing nodes). A cluster of more than
-    /// one node needs `spec.secret`.
+    /// [`Transport::join`] with no startup values.
     pub fn start(
         spec: ClusterSpec,
         peers: Vec<Option<PeerEnds>>,
         limits: wire::Limits,
+    ) -> Result<Transport, LinkError> {
+        Self::join(spec, peers, limits, Vec::new())
+    }
+
+    /// Listen, start a link to and from every peer, wait until every link is up, then tell
+    /// every peer this node is ready (with `startup`, values its peers' engines read from
+    /// [`Transport::startup_values`]) and wait until every peer said so too: only then may data
+    /// flow. Bounded by `connect_timeout` (the error names the missing nodes). A cluster of more
+    /// than one node needs `spec.secret`.
+    pub fn join(
+        spec: ClusterSpec,
+        peers: Vec<Option<PeerEnds>>,
+        limits: wire::Limits,
+        startup: Vec<u64>,
     ) -> Result<Transport, LinkError> {
         let me = &spec.nodes[spec.me];
         let secret = match (&spec.secret, spec.nodes.len()) {
@@ -335,6 +519,7 @@ impl Transport {
             source: Arc::new(source),
         })?;
         let n = spec.nodes.len();
+        let (control_in, control) = flume::unbounded();
         let shared = Arc::new(Shared {
             secret,
             limits,
@@ -346,10 +531,17 @@ impl Transport {
             frames_sent: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             last: Mutex::new(LastFaults::new(n)),
+            incarnation: rand::random::<u64>() | 1,
+            phase: AtomicU8::new(Phase::Joining as u8),
+            seen: Mutex::new(vec![Seen::default(); n]),
+            seen_changed: Condvar::new(),
+            control_out: (0..n).map(|_| ControlQueue::default()).collect(),
+            control_in,
             spec,
         });
         let mut threads = Vec::new();
         let mut wakers = Vec::new();
+        let mut link_signal = vec![None; n];
         let mut receivers = Vec::with_capacity(n);
         for (p, ends) in peers.into_iter().enumerate() {
             let Some(ends) = ends else {
@@ -359,6 +551,7 @@ impl Transport {
             let PeerEnds { outgoing, incoming, signal, doorbell } = ends;
             receivers.push(Some(inbound::Receiver::new(p, incoming)));
             wakers.push(signal.clone());
+            link_signal[p] = Some(signal.clone());
             let link = outbound::Link::new(shared.clone(), p, outgoing, signal, doorbell);
             let name = format!("dirigo-link-to-{}", shared.spec.nodes[p].id);
             threads.push(std::thread::Builder::new().name(name).spawn(move || link.run()).expect("spawn link"));
@@ -370,9 +563,75 @@ impl Transport {
                 .spawn(move || inbound::listen(sh, listener, receivers))
                 .expect("spawn listener"),
         );
-        let transport = Transport { shared, wakers, threads };
+        let transport = Transport { shared, wakers, link_signal, threads, control };
+        let deadline = Instant::now() + transport.shared.spec.settings.connect_timeout;
         transport.wait_up()?;
+        transport.ready(startup, deadline)?;
         Ok(transport)
+    }
+
+    /// Every link is up: say ready to every peer, wait for every peer's ready.
+    fn ready(&self, startup: Vec<u64>, deadline: Instant) -> Result<(), LinkError> {
+        let s = &self.shared;
+        s.phase.store(Phase::Ready as u8, Ordering::SeqCst);
+        for p in (0..s.spec.nodes.len()).filter(|&p| p != s.spec.me) {
+            self.send_control(p, wire::Control { tag: READY, epoch: 0, values: startup.clone() });
+        }
+        let mut seen = s.seen.lock().expect("seen");
+        loop {
+            if let Some(f) = s.failure.lock().expect("failure").clone() {
+                drop(seen);
+                s.stopped.store(true, Ordering::SeqCst);
+                return Err(f);
+            }
+            let missing: Vec<usize> = (0..seen.len()).filter(|&p| p != s.spec.me && seen[p].ready.is_none()).collect();
+            if missing.is_empty() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                drop(seen);
+                s.stopped.store(true, Ordering::SeqCst);
+                let peers = missing.into_iter().map(|p| s.spec.peer(p)).collect();
+                return Err(LinkError::NotReady { timeout: s.spec.settings.connect_timeout, peers });
+            }
+            let wait = (deadline - now).min(Duration::from_millis(100));
+            seen = s.seen_changed.wait_timeout(seen, wait).expect("seen").0;
+        }
+        s.phase.store(Phase::Running as u8, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Each node's startup values (this node's own included), as it said them when it was
+    /// ready: read once [`Transport::join`] returned.
+    pub fn startup_values(&self, mine: &[u64]) -> Vec<Vec<u64>> {
+        let seen = self.shared.seen.lock().expect("seen");
+        (0..seen.len())
+            .map(|p| match p == self.shared.spec.me {
+                true => mine.to_vec(),
+                false => seen[p].ready.clone().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Send `c` to `peer`'s controller, in order after what this node sent it before.
+    pub fn send_control(&self, peer: usize, c: wire::Control) {
+        self.controls().send(peer, c);
+    }
+
+    /// A handle that sends controller messages to peers and reads the links' failure.
+    pub fn controls(&self) -> Controls {
+        Controls { shared: self.shared.clone(), link_signal: self.link_signal.clone(), inbox: self.control.clone() }
+    }
+
+    /// Messages from peers' controllers, with the sender's node index.
+    pub fn control(&self) -> &flume::Receiver<(usize, wire::Control)> {
+        &self.control
+    }
+
+    /// This node's index, and how many nodes the cluster has.
+    pub fn me(&self) -> (usize, usize) {
+        (self.shared.spec.me, self.shared.spec.nodes.len())
     }
 
     fn wait_up(&self) -> Result<(), LinkError> {

@@ -18,7 +18,7 @@ use rkyv::util::AlignedVec;
 
 use super::handshake::{self, DialError};
 use super::wire;
-use super::{Direction, LinkError, LinkFault, Shared};
+use super::{Direction, LinkError, LinkFault, Meet, Shared};
 use crate::clock::now_ns;
 use crate::mailbox::Inbox;
 use crate::signal::{Doorbell, ShardSignal};
@@ -173,6 +173,17 @@ impl Link {
         }
         let window = self.shared.spec.settings.credits as u64;
         let mut progress = false;
+        if self.shared.control_out[self.peer].is_pending() {
+            for c in self.shared.control_out[self.peer].take() {
+                let mut buf = self.pool.pop().unwrap_or_default();
+                c.encode(self.next_seq, &mut buf).expect("aligned frame buffer");
+                self.retained.push_back((self.next_seq, buf));
+                self.next_seq += 1;
+                let frame = &self.retained.back().expect("just pushed").1;
+                write_frame(self.conn.as_ref(), frame);
+                progress = true;
+            }
+        }
         for ch in 0..self.rings.len() {
             while self.sent[ch] - self.acks.consumed[ch].load(Ordering::Acquire) < window {
                 let Some(batch) = self.rings[ch].recv() else { break };
@@ -208,9 +219,11 @@ impl Link {
         }
     }
 
-    /// Every ring is empty and every frame acknowledged.
+    /// Every ring and the control queue are empty and every frame acknowledged.
     fn flushed(&self) -> bool {
-        self.retained.is_empty() && self.rings.iter().all(|r| !r.has_mail())
+        self.retained.is_empty()
+            && !self.shared.control_out[self.peer].is_pending()
+            && self.rings.iter().all(|r| !r.has_mail())
     }
 
     fn has_work(&self) -> bool {
@@ -218,6 +231,7 @@ impl Link {
         let next = self.acks.next.load(Ordering::Acquire);
         self.lost().is_some()
             || self.shared.finishing.load(Ordering::SeqCst)
+            || self.shared.control_out[self.peer].is_pending()
             || self.retained.front().is_some_and(|(seq, _)| *seq < next)
             || (0..self.rings.len()).any(|ch| {
                 self.rings[ch].has_mail() && self.sent[ch] - self.acks.consumed[ch].load(Ordering::Acquire) < window
@@ -317,6 +331,17 @@ impl Link {
         }
     }
 
+    /// The peer is a new process, met while this node joins (so nothing was sent to the
+    /// previous one): its link starts over from sequence 0.
+    fn forget(&mut self) {
+        debug_assert!(self.next_seq == 0 && self.retained.is_empty(), "a joining node sends nothing");
+        self.next_seq = 0;
+        self.retained.clear();
+        self.sent.iter_mut().for_each(|s| *s = 0);
+        self.acks.next.store(0, Ordering::Release);
+        self.acks.consumed.iter().for_each(|c| c.store(0, Ordering::Release));
+    }
+
     /// One connection attempt: the handshake, start the credit reader, then send again every
     /// kept frame the peer has not received; returns how many.
     fn connect(&mut self) -> Result<usize, ConnectError> {
@@ -325,11 +350,23 @@ impl Link {
         let stream = TcpStream::connect_timeout(&addr, timeout).map_err(LinkFault::from)?;
         stream.set_nodelay(true).map_err(LinkFault::from)?;
         stream.set_read_timeout(Some(timeout)).map_err(LinkFault::from)?;
-        let spec = &self.shared.spec;
+        let shared = self.shared.clone();
+        let spec = &shared.spec;
         let mut decoder = FrameDecoder::default();
         let ends = (spec.me as u32, self.peer as u32);
-        let next = match handshake::dial(&stream, &mut decoder, &self.shared.secret, spec.fingerprint(), ends) {
-            Ok(next) => next,
+        let stamp = shared.stamp();
+        let dialed = handshake::dial(&stream, &mut decoder, &shared.secret, spec.fingerprint(), ends, stamp);
+        let next = match dialed {
+            Ok((next, hello)) => match self.shared.meet(self.peer, &hello) {
+                Meet::Known => next,
+                Meet::New { reset } => {
+                    if reset {
+                        self.forget();
+                    }
+                    next
+                }
+                Meet::Refuse => return Err(LinkFault::Stale.into()),
+            },
             Err(DialError::Fault(fault)) => return Err(fault.into()),
             Err(DialError::OtherConfig) => {
                 let mismatch = LinkError::ConfigMismatch { peer: self.describe() };

@@ -1,9 +1,12 @@
 //! What crosses a node link, inside `dirigo-net` frames (16-byte header, payload padded to 16):
 //!
 //! - The handshake (`handshake.rs`), before anything else:
-//!   - `Hello` (both ways): `fingerprint u64, from u32, to u32, epoch u64, nonce [32]`. `epoch`
-//!     is the sender's clock epoch as Unix time (ns): the receiver shifts the ingress times and
-//!     deadlines of what arrives into its own epoch. `nonce` is the sender's fresh challenge.
+//!   - `Hello` (both ways): `fingerprint u64, from u32, to u32, epoch u64, nonce [32],
+//!     incarnation u64, running u64`. `epoch` is the sender's clock epoch as Unix time (ns): the
+//!     receiver shifts the ingress times and deadlines of what arrives into its own epoch.
+//!     `nonce` is the sender's fresh challenge. `incarnation` names the sender's process (a
+//!     restarted node has a new one); `running` (0 or 1) says it has joined its cluster and may
+//!     have sent or run data: see [`super::Shared::meet`].
 //!   - `Proof` (dialer to acceptor, then acceptor to dialer): `proof [32], next u64`: the
 //!     sender's HMAC of the handshake ([`super::auth`]); the acceptor's `next` is the next link
 //!     sequence number it expects (the dialer's is 0).
@@ -16,6 +19,10 @@
 //!   are cumulative, so a lost credit frame is superseded by the next one.
 //! - `End` (dialer to acceptor): goodbye, `seq u64`: it takes the next link sequence number,
 //!   so its acknowledgement says it arrived. Everything before it has been acknowledged.
+//! - `Control` (dialer to acceptor): `seq u64, tag u32, count u32, epoch u64, 0 u64`, then
+//!   `count` values (u64, at most [`MAX_CONTROL_VALUES`]): a [`Control`] message between the two
+//!   nodes' controllers, numbered in the link's sequence like a batch (so it is acknowledged,
+//!   sent again after a reconnect, and kept in order with the data).
 //!
 //! Every field is little-endian. Bytes from a peer are checked here, at the trust boundary:
 //! ranges, kinds, ids against the plan, and each data payload as a record archive.
@@ -45,6 +52,55 @@ pub struct Hello {
     pub epoch: u64,
     /// The sender's challenge: the other side's proof must cover it.
     pub nonce: Nonce,
+    /// The sender's process: a restarted node has a new incarnation.
+    pub incarnation: u64,
+    /// The sender has joined its cluster (it may have sent or run data).
+    pub running: bool,
+}
+
+/// Values a [`Control`] message may carry.
+pub const MAX_CONTROL_VALUES: usize = 1024;
+
+/// A message between two nodes' controllers: what it means is theirs (tag 0 is the links'
+/// own: a node's "ready" at startup).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Control {
+    pub tag: u32,
+    pub epoch: u64,
+    pub values: Vec<u64>,
+}
+
+impl Control {
+    /// Append as Control frame number `seq`.
+    pub fn encode(&self, seq: u64, out: &mut AlignedVec) -> Result<(), EncodeError> {
+        let start = begin_frame(out)?;
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(&self.tag.to_le_bytes());
+        out.extend_from_slice(&(self.values.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.epoch.to_le_bytes());
+        out.extend_from_slice(&[0; 8]);
+        for v in &self.values {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        end_frame(FrameType::Control, start, out).map(|_| ())
+    }
+
+    /// Decode a Control payload: its sequence number and the message.
+    pub fn decode(p: &[u8]) -> Result<(u64, Control), WireError> {
+        const HEAD: usize = 32;
+        if p.len() < HEAD {
+            return Err(WireError::Short { what: "control", len: p.len() });
+        }
+        let count = u32_at(p, 12) as usize;
+        if count > MAX_CONTROL_VALUES {
+            return Err(WireError::TooMany { what: "control values", count: count as u32 });
+        }
+        if p.len() < HEAD + count * 8 {
+            return Err(WireError::Short { what: "control", len: p.len() });
+        }
+        let values = (0..count).map(|i| u64_at(p, HEAD + i * 8)).collect();
+        Ok((u64_at(p, 0), Control { tag: u32_at(p, 8), epoch: u64_at(p, 16), values }))
+    }
 }
 
 /// A `Proof` frame's fields.
@@ -66,6 +122,10 @@ pub enum Refusal {
     /// The hello names another node than the acceptor, or a sender it has no link from.
     #[error("the hello names another node, or a sender it has no link from")]
     NotAddressed,
+    /// The acceptor will not link with the dialer's incarnation: the dialer ran with a previous
+    /// incarnation of the acceptor (or of its cluster), and rolls back when it learns so.
+    #[error("it has restarted since this node joined the cluster: this node's run is stale")]
+    Stale,
     /// A reason this build does not know.
     #[error("reason {0}")]
     Unknown(u32),
@@ -76,6 +136,7 @@ impl Refusal {
         match self {
             Refusal::BadProof => 1,
             Refusal::NotAddressed => 2,
+            Refusal::Stale => 3,
             Refusal::Unknown(code) => code,
         }
     }
@@ -95,6 +156,7 @@ impl Refusal {
         Ok(match u32_at(p, 0) {
             1 => Refusal::BadProof,
             2 => Refusal::NotAddressed,
+            3 => Refusal::Stale,
             code => Refusal::Unknown(code),
         })
     }
@@ -109,6 +171,8 @@ pub enum WireError {
     Entry { index: u32, fault: EntryFault },
     #[error("batch from shard {from} to shard {to} is not a channel of this link")]
     Channel { from: u16, to: u16 },
+    #[error("{count} {what}: at most {MAX_CONTROL_VALUES}")]
+    TooMany { what: &'static str, count: u32 },
 }
 
 /// What is wrong with one envelope of a Data frame.
@@ -137,17 +201,20 @@ impl Hello {
         out.extend_from_slice(&self.to.to_le_bytes());
         out.extend_from_slice(&self.epoch.to_le_bytes());
         out.extend_from_slice(&self.nonce);
+        out.extend_from_slice(&self.incarnation.to_le_bytes());
+        out.extend_from_slice(&u64::from(self.running).to_le_bytes());
         end_frame(FrameType::Hello, start, out).map(|_| ())
     }
 
     /// Decode a `Hello` payload.
     pub fn decode(p: &[u8]) -> Result<Hello, WireError> {
-        if p.len() < 24 + PROOF_LEN {
+        if p.len() < 24 + PROOF_LEN + 16 {
             return Err(WireError::Short { what: "hello", len: p.len() });
         }
         let (fingerprint, from, to, epoch) = (u64_at(p, 0), u32_at(p, 8), u32_at(p, 12), u64_at(p, 16));
         let nonce = p[24..24 + PROOF_LEN].try_into().expect("a nonce");
-        Ok(Hello { fingerprint, from, to, epoch, nonce })
+        let (incarnation, running) = (u64_at(p, 24 + PROOF_LEN), u64_at(p, 32 + PROOF_LEN) != 0);
+        Ok(Hello { fingerprint, from, to, epoch, nonce, incarnation, running })
     }
 }
 
@@ -365,8 +432,10 @@ mod tests {
     fn credit_and_handshake_frames_round_trip() {
         let mut out = AlignedVec::new();
         encode_credit(9, &[1, 2, 3], &mut out).unwrap();
-        let hello = Hello { fingerprint: 5, from: 1, to: 2, epoch: 123, nonce: [9; 32] };
+        let hello = Hello { fingerprint: 5, from: 1, to: 2, epoch: 123, nonce: [9; 32], incarnation: 4, running: true };
         hello.encode(&mut out).unwrap();
+        let control = Control { tag: 3, epoch: 17, values: vec![1, 2, 5] };
+        control.encode(41, &mut out).unwrap();
         let proof = ProofFrame { proof: [7; 32], next: 77 };
         proof.encode(&mut out).unwrap();
         Refusal::BadProof.encode(&mut out).unwrap();
@@ -377,6 +446,11 @@ mod tests {
         assert_eq!((next, consumed.collect::<Vec<_>>()), (9, vec![1, 2, 3]));
         let f = d.next_frame().unwrap().unwrap();
         assert_eq!(Hello::decode(f.payload).unwrap(), hello);
+        let f = d.next_frame().unwrap().unwrap();
+        assert_eq!((f.ty, Control::decode(f.payload).unwrap()), (FrameType::Control, (41, control)));
+        let mut many = vec![0u8; 32];
+        many[12..16].copy_from_slice(&(MAX_CONTROL_VALUES as u32 + 1).to_le_bytes());
+        assert!(matches!(Control::decode(&many), Err(WireError::TooMany { .. })), "too many values");
         let f = d.next_frame().unwrap().unwrap();
         assert_eq!((f.ty, ProofFrame::decode(f.payload).unwrap()), (FrameType::Proof, proof));
         let f = d.next_frame().unwrap().unwrap();

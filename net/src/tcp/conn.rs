@@ -440,7 +440,7 @@ fn decode_frames(
             }
             FrameType::Error => return Err(IngressError::FromClient(error_message(frame.payload))),
             FrameType::End | FrameType::Hello | FrameType::Ping | FrameType::Pong => {}
-            ty @ (FrameType::Watermark | FrameType::Credit | FrameType::Proof) => {
+            ty @ (FrameType::Watermark | FrameType::Credit | FrameType::Proof | FrameType::Control) => {
                 return Err(IngressError::UnexpectedFrame { ty })
             }
         }
