@@ -153,12 +153,6 @@ fn compile_with(
     node: Option<&NodeConfig>,
     binding: Binding,
 ) -> Result<Plan, ConfigError> {
-    if config.snapshots.is_some() && !config.nodes.is_empty() {
-        let at = config.source().text.find("[snapshots]").map_or(0..0, |i| i..i + "[snapshots]".len());
-        let why = "[snapshots] is for a single node: a cluster's nodes cannot take snapshots yet (remove the \
-                   table, or run without [[node]])";
-        return Err(config.error_at(at, crate::config::KeyPath::table("snapshots"), why));
-    }
     let mut plan = Plan { shards: resolve_shards(shards), ..Plan::default() };
     let local = node.map_or(0..plan.shards, |n| n.shard_range());
     let node_id = node.map_or("local", |n| n.id.get_ref().as_str());

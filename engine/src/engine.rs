@@ -92,8 +92,6 @@ pub enum EngineError {
     Resume(Box<crate::snapshot::ResumeError>),
     #[error("cannot start the snapshot writer: {0}")]
     SnapshotWriter(std::io::Error),
-    #[error("[snapshots] is for a single node: a cluster's nodes cannot take snapshots yet")]
-    SnapshotsInCluster,
     #[error("[snapshots] is for `dirigo run`: `dirigo serve` takes no snapshots yet (remove the table)")]
     SnapshotsInService,
     #[error(
@@ -205,9 +203,6 @@ where
             return Err(crate::plan::PlanError::ClusterShards { plan: plan.shards, cluster: c.shards() }.into());
         }
     }
-    if settings.snapshots.is_some() && cluster.is_some() {
-        return Err(EngineError::SnapshotsInCluster);
-    }
     if settings.snapshots.is_some() {
         // A user actor's lessees emit output on their own shard's channels, which a snapshot
         // barrier from that shard may overtake: not covered yet (a window's lessees only fold).
@@ -229,13 +224,14 @@ where
     let n = plan.shards;
     let begun = Instant::now();
     let placement = Arc::new(PlacementTable::new(&plan, settings.key_groups));
-    let restore = match &settings.snapshots {
-        Some(s) => crate::snapshot::driver::resume(s, &plan, &placement)?,
-        None => None,
-    };
-    let resumed = restore.as_ref().map_or(0, |r| r.epoch);
-    plan.resume_epoch.store(resumed, std::sync::atomic::Ordering::Relaxed);
-    let plan = Arc::new(plan);
+    // A cluster's node keeps its snapshots in a directory of its own.
+    let snapshot_settings = settings.snapshots.clone().map(|mut s| {
+        if let Some(c) = &cluster {
+            s.dir = s.dir.join(&c.nodes[c.me].id);
+            s.keep = s.keep.max(2);
+        }
+        s
+    });
     let (signals, doorbells): (Vec<_>, Vec<_>) = (0..n)
         .map(|_| {
             let (s, d) = ShardSignal::new(plan.apps.len());
@@ -246,26 +242,55 @@ where
     // A shard is given up only on a single node (a peer would wait for it forever).
     let stall_stop = if cluster.is_some() { Duration::ZERO } else { settings.stall_stop };
     *stop.signals.lock().expect("stop handle") = signals[local.clone()].to_vec();
-    let (mesh, transport) = match cluster {
-        None => (Mesh::new(&signals, settings.mailbox_batches), None),
+    // On a cluster with snapshots, each node says which snapshots it has as it joins, and all
+    // resume from the newest they all have.
+    let (mesh, transport, restore_from) = match cluster {
+        None => {
+            let newest = match &snapshot_settings {
+                Some(s) => crate::snapshot::driver::node_snapshots(s)?.0.last().copied(),
+                None => None,
+            };
+            (Mesh::new(&signals, settings.mailbox_batches), None, newest)
+        }
         Some(spec) => {
+            let mut have = Vec::new();
+            if let Some(s) = &snapshot_settings {
+                let (complete, finished) = crate::snapshot::driver::node_snapshots(s)?;
+                if let Some(epoch) = finished {
+                    let dir = s.dir.clone();
+                    return Err(crate::snapshot::ResumeError::Finished { epoch, dir }.into());
+                }
+                have = complete;
+            }
             let (mesh, peers) = dirigo_net::link::node_mesh(&spec, &signals, plan.apps.len());
             let limits =
                 dirigo_net::link::wire::Limits { apps: plan.apps.len() as u16, functions: plan.functions.len() as u16 };
-            (mesh, Some(dirigo_net::link::Transport::start(spec, peers, limits)?))
+            let transport = dirigo_net::link::Transport::join(spec, peers, limits, have.clone())?;
+            let agreed = crate::snapshot::driver::agreed(&transport.startup_values(&have));
+            (mesh, Some(transport), agreed)
         }
     };
+    let restore = match &snapshot_settings {
+        Some(s) => crate::snapshot::driver::resume_at(s, &plan, &placement, local.clone(), restore_from)?,
+        None => None,
+    };
+    let resumed = restore.as_ref().map_or(0, |r| r.epoch);
+    plan.resume_epoch.store(resumed, std::sync::atomic::Ordering::Relaxed);
+    let plan = Arc::new(plan);
     let signals = Arc::new(signals);
     let (tx, rx) = flume::unbounded();
     let started = Instant::now();
     let cpu0 = cpu_seconds();
     let failed_apps: Arc<Vec<AtomicBool>> = Arc::new(plan.apps.iter().map(|_| AtomicBool::new(false)).collect());
     let failed = failed_apps.clone();
-    let (mut driver, snapshots) = match &settings.snapshots {
+    let (mut driver, snapshots) = match &snapshot_settings {
         Some(s) => {
-            let (d, c) =
+            let (mut d, c) =
                 crate::snapshot::driver::Driver::new(s, plan.clone(), placement.clone(), local.clone(), resumed)
                     .map_err(EngineError::SnapshotWriter)?;
+            if let Some(t) = &transport {
+                d.join_cluster(t.controls(), s);
+            }
             (Some(d), Some(c))
         }
         None => (None, None),
@@ -308,12 +333,18 @@ where
         }
         h.join().map_err(|e| EngineError::ShardFailed { shard, reason: e.to_string() })?;
     }
+    // Every source ran to its end and no app failed: the last snapshot says the run finished,
+    // and all the output is committed. Stopped early: the run resumes from the last snapshot.
+    // On a cluster, the nodes settle that together before they say goodbye.
+    let finished = !stop.is_stopped() && c.failures.is_empty();
+    let mut snapshots = match (driver, &transport) {
+        (Some(d), Some(_)) => Some(d.finish_cluster(finished, &|| stop.ring_all())?),
+        (Some(d), None) => Some(d.finish(finished)),
+        (None, _) => None,
+    };
     if let Some(t) = transport {
         t.finish()?;
     }
-    // Every source ran to its end and no app failed: the last snapshot says the run finished,
-    // and all the output is committed. Stopped early: the run resumes from the last snapshot.
-    let mut snapshots = driver.map(|d| d.finish(!stop.is_stopped() && c.failures.is_empty()));
     if let (Some(s), Some(at)) = (snapshots.as_mut(), c.all_up_at) {
         s.start_ms = at.duration_since(begun).as_secs_f64() * 1e3;
     }

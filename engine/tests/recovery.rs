@@ -138,11 +138,14 @@ fn prepare(tag: &str, every: &str) -> (PathBuf, PathBuf) {
     (dir, cfg)
 }
 
+/// One output: its file name, its first line, and its lines sorted.
+type Output = (String, Option<String>, Vec<String>);
+
 const OUTPUTS: [&str; 4] = ["counts.ndjson", "sums.csv", "windows.ndjson", "gen.ndjson"];
 
 /// Each output file's lines, sorted (shards interleave their lines differently from run to run;
 /// the multiset is what must match), and its first line (for a CSV file, its header).
-fn outputs(dir: &Path) -> Vec<(String, Option<String>, Vec<String>)> {
+fn outputs(dir: &Path) -> Vec<Output> {
     OUTPUTS
         .iter()
         .map(|name| {
@@ -301,21 +304,152 @@ fn snapshots_refuse_what_they_cannot_resume_exactly() {
     assert!(ok.status.success(), "{}", stderr(&ok));
     let tcp = base.replace("kind = \"generator\"\nevents = 10", "kind = \"tcp\"\nlisten = \"127.0.0.1:0\"");
     let late = base.replace("size = \"1s\" }", "size = \"1s\", lateness = \"2s\" }");
+    // A cluster takes snapshots too: accepted.
     let cluster = format!(
         "{base}\n[cluster]\nsecret_env = \"DIRIGO_TEST_NO_SUCH_SECRET\"\n\n[[node]]\nid = \"a\"\naddress = \"127.0.0.1:7101\"\n\
          shards = 1\n\n[[node]]\nid = \"b\"\naddress = \"127.0.0.1:7102\"\nshards = 1\n"
     );
-    for (name, text, line, what) in [
-        ("tcp.toml", tcp, 11, "cannot replay"),
-        ("late.toml", late, 16, "lateness"),
-        ("cluster.toml", cluster, 1, "single node"),
-    ] {
+    let ok = check("cluster.toml", &cluster);
+    assert!(ok.status.success(), "a cluster with snapshots: {}", stderr(&ok));
+    for (name, text, line, what) in [("tcp.toml", tcp, 11, "cannot replay"), ("late.toml", late, 16, "lateness")] {
         let out = check(name, &text);
         let err = stderr(&out);
         assert!(!out.status.success(), "{name}: accepted");
         assert!(err.contains(&format!("{name}:{line}:")), "{name}: the error names line {line}: {err}");
         assert!(err.contains(what), "{name}: the error says why ({what}): {err}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same apps on a cluster of two nodes of one shard each (each node commits its own sink
+/// files, `{node}` in their paths): the union of the nodes' files.
+fn cluster_config(dir: &Path) -> String {
+    let nodes = format!(
+        "[cluster]\nsecret_env = \"{SECRET_ENV}\"\nconnect_timeout = \"30s\"\nreconnect_timeout = \"30s\"\n\n\
+         [[node]]\nid = \"a\"\naddress = \"{}\"\nshards = 1\n\n[[node]]\nid = \"b\"\naddress = \"{}\"\nshards = 1\n",
+        common::free_address(),
+        common::free_address()
+    );
+    let apps = config(dir, "50ms")
+        .replace("shards = 2\n", "pin = false\n")
+        .replace(".ndjson\"\n\n", "-{node}.ndjson\"\n\n")
+        .replace("/input-{node}.ndjson", "/input.ndjson")
+        .replace("sums.csv", "sums-{node}.csv");
+    let apps = match apps.strip_suffix(".ndjson\"\n") {
+        Some(head) => format!("{head}-{{node}}.ndjson\"\n"),
+        None => apps,
+    };
+    format!("{nodes}\n{apps}")
+}
+
+const SECRET_ENV: &str = "DIRIGO_TEST_RECOVERY_SECRET";
+
+/// Every output over both nodes' files, sorted, as [`outputs`] gives it for one node (a CSV
+/// file's header once, first); and whether each node's CSV file starts with the header.
+fn cluster_outputs(dir: &Path) -> (Vec<Output>, bool) {
+    let mut headers_first = true;
+    let all = OUTPUTS
+        .iter()
+        .map(|name| {
+            let (stem, ext) = name.split_once('.').expect("an extension");
+            let mut first = None;
+            let mut lines = Vec::new();
+            for node in ["a", "b"] {
+                let text =
+                    std::fs::read_to_string(dir.join("out").join(format!("{stem}-{node}.{ext}"))).unwrap_or_default();
+                let mut it = text.lines();
+                if ext == "csv" {
+                    let header = it.next().map(str::to_owned);
+                    headers_first &= header.as_deref().is_some_and(|h| h.starts_with("key"));
+                    first = header.clone();
+                    lines.extend(header.filter(|_| node == "a"));
+                }
+                lines.extend(it.map(str::to_owned));
+            }
+            lines.sort();
+            (name.to_string(), first, lines)
+        })
+        .collect();
+    (all, headers_first)
+}
+
+/// `dirigo run --node ID` of the cluster config, its stderr appended to `<dir>/<id>.log`.
+fn cluster_node(dir: &Path, cfg: &Path, id: &str) -> std::process::Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{id}.log"))).unwrap();
+    dirigo()
+        .args(["run", "--quiet", "--node", id])
+        .arg(cfg)
+        .env(SECRET_ENV, "a-test-secret-of-the-recovery-cluster")
+        .env("RUST_LOG", "warn,dirigo_engine::snapshot=info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("dirigo starts")
+}
+
+/// A cluster of two nodes, one of them (drawn at random: the leader of the snapshots or not)
+/// killed with SIGKILL at 20 seeded points and started again each time by its "operator": the
+/// other node notices the new process, rolls back by starting itself again, and the two resume
+/// from the newest snapshot both have. The committed output over both nodes equals the output
+/// of a single node that was never killed, line for line.
+#[test]
+fn a_cluster_whose_nodes_are_killed_at_20_random_points_commits_exactly_the_output_of_a_run_never_killed() {
+    let (clean_dir, clean_cfg) = prepare("recovery-cluster-clean", "50ms");
+    run_to_end(&clean_cfg);
+    let want = outputs(&clean_dir);
+    assert!(want[0].2.len() == EVENTS as usize, "the clean run counted every event once");
+
+    let dir = temp_dir("recovery-cluster");
+    write_input(&dir);
+    let cfg = dir.join("cluster.toml");
+    std::fs::write(&cfg, cluster_config(&dir)).unwrap();
+    let mut nodes = [cluster_node(&dir, &cfg, "a"), cluster_node(&dir, &cfg, "b")];
+    let mut rng = Rng(20_261_205);
+    let mut victims = [0; 2];
+    for kill in 0..20 {
+        std::thread::sleep(Duration::from_millis(120 + rng.below(300)));
+        let v = rng.below(2) as usize;
+        if let Some(status) = nodes[v].try_wait().unwrap() {
+            panic!("node {v} ended ({status}) before kill {kill}: the run got through 20 kills");
+        }
+        nodes[v].kill().unwrap();
+        nodes[v].wait().unwrap();
+        nodes[v] = cluster_node(&dir, &cfg, ["a", "b"][v]);
+        victims[v] += 1;
+    }
+    let [a, b] = nodes;
+    let outs = common::wait_all(vec![a, b], DEADLINE);
+    let log = |id: &str| std::fs::read_to_string(dir.join(format!("{id}.log"))).unwrap_or_default();
+    for (o, id) in outs.iter().zip(["a", "b"]) {
+        assert!(o.status.success(), "node {id} failed; its log:\n{}", log(id));
+    }
+    let (la, lb) = (log("a"), log("b"));
+    let rollbacks = la.matches("rolling back").count() + lb.matches("rolling back").count();
+    let resumed = la.matches("resuming from snapshot").count() + lb.matches("resuming from snapshot").count();
+    eprintln!("kills per node {victims:?}, {rollbacks} rollbacks, {resumed} starts resumed from a snapshot");
+    assert!(victims.iter().all(|&v| v > 0), "both nodes were killed: {victims:?}");
+    assert!(rollbacks >= 10, "the survivor rolled back after most kills: {rollbacks}\n{la}\n{lb}");
+    assert!(resumed >= 10, "most starts resumed from a snapshot: {resumed}");
+    let (got, headers_first) = cluster_outputs(&dir);
+    assert!(headers_first, "each node's CSV file starts with its header");
+    for ((name, _, want), (_, _, got)) in want.iter().zip(&got) {
+        if got != want {
+            let missing: Vec<_> = want.iter().filter(|l| !got.contains(l)).take(5).collect();
+            let extra = got.len() as i64 - want.len() as i64;
+            panic!(
+                "{name}: {} lines where {} were expected; missing e.g. {missing:?}; {extra:+} lines",
+                got.len(),
+                want.len()
+            );
+        }
+    }
+    // A start after the end does nothing, on either node, and needs no peer.
+    for id in ["a", "b"] {
+        let again = output(dirigo().args(["run", "--quiet", "--node", id]).arg(&cfg).env(SECRET_ENV, "x"));
+        assert!(again.status.success() && stderr(&again).contains("finished"), "node {id}: {}", stderr(&again));
+    }
+    assert_eq!(cluster_outputs(&dir).0, got);
+    let _ = std::fs::remove_dir_all(&clean_dir);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

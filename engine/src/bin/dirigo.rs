@@ -255,6 +255,7 @@ fn run_config(path: &Path, opts: &RunOptions) -> anyhow::Result<()> {
         c.settings.drop_after = test_drop_link();
         c
     });
+    let rolls_back = s.snapshots.is_some() && cluster.is_some();
     let stop = stop_on_ctrl_c("stopping: draining in-flight messages (Ctrl-C again to abort)")?;
     let quiet = opts.quiet;
     let summary = run_node(
@@ -277,6 +278,12 @@ fn run_config(path: &Path, opts: &RunOptions) -> anyhow::Result<()> {
             eprintln!("{e}");
             return Ok(());
         }
+        // The cluster lost a node: with snapshots, roll back to the last snapshot every node
+        // has, by starting this process again (its shards cannot be unwound in place), and join
+        // the cluster again; the lost node's operator restarts it.
+        Err(dirigo_engine::engine::EngineError::Link(e)) if e.is_node_lost() && rolls_back => {
+            return Err(roll_back(&e));
+        }
         other => other?,
     };
     if opts.json {
@@ -294,6 +301,19 @@ fn run_config(path: &Path, opts: &RunOptions) -> anyhow::Result<()> {
         anyhow::bail!("{} app(s) failed (the others ran to completion): {}", failed.len(), failed.join("; "));
     }
     Ok(())
+}
+
+/// Start this process again, with the same arguments (it does not return unless that fails):
+/// the new process resumes from the newest snapshot every node of the cluster has.
+fn roll_back(why: &dirigo_net::link::LinkError) -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    eprintln!("{why}: rolling back to the cluster's last snapshot and joining the cluster again");
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return anyhow::anyhow!("{why}; cannot find this program to restart it: {e}"),
+    };
+    let e = std::process::Command::new(&exe).args(std::env::args_os().skip(1)).exec();
+    anyhow::anyhow!("{why}; cannot restart {} to roll back: {e}", exe.display())
 }
 
 /// Test hook: `DIRIGO_TEST_DROP_LINK=N` makes every outbound link of this node drop its

@@ -85,17 +85,79 @@ pub fn resume(
     settings: &SnapshotSettings,
     plan: &Plan,
     placement: &PlacementTable,
+    local: std::ops::Range<usize>,
 ) -> Result<Option<Arc<Restore>>, ResumeError> {
     let store = SnapshotStore::new(&settings.dir, settings.keep, settings.fingerprint.clone());
-    let Some(loaded) = store.latest()? else {
+    let newest = store.complete()?.last().copied();
+    resume_at(settings, plan, placement, local, newest)
+}
+
+/// A cluster node's snapshots: the complete ones (each node says them when it joins; the
+/// cluster resumes from the newest they all have), and whether this node knows that the whole
+/// cluster committed its newest and that one says the run finished.
+pub fn node_snapshots(settings: &SnapshotSettings) -> Result<(Vec<u64>, Option<u64>), ResumeError> {
+    let store = SnapshotStore::new(&settings.dir, settings.keep, settings.fingerprint.clone());
+    let complete = store.complete()?;
+    let finished = match (complete.last(), read_marker(&settings.dir)) {
+        (Some(&newest), Some(done)) if done == newest => {
+            let loaded = store.load(newest)?;
+            let meta: Option<Meta> = loaded.parts.get(META).and_then(|m| serde_json::from_slice(m).ok());
+            meta.filter(|m| m.finished).map(|_| newest)
+        }
+        _ => None,
+    };
+    Ok((complete, finished))
+}
+
+/// The newest epoch every node has complete: `values` are each node's complete snapshots.
+pub fn agreed(values: &[Vec<u64>]) -> Option<u64> {
+    let first = values.first()?;
+    first.iter().rev().copied().find(|e| values.iter().all(|v| v.contains(e)))
+}
+
+/// Where a cluster node records that the whole cluster committed a snapshot ([`Driver`]
+/// writes it once it committed: the leader commits only what every node has).
+const MARKER: &str = "COMMITTED";
+
+fn read_marker(dir: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(dir.join(MARKER)).ok()?.trim().parse().ok()
+}
+
+fn write_marker(dir: &std::path::Path, epoch: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{MARKER}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    writeln!(f, "{epoch}")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(MARKER))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// [`resume`] from snapshot `epoch` (None: start fresh), removing every snapshot after it
+/// first: a cluster resumes from the newest snapshot all its nodes have, and what a node took
+/// after it was never committed.
+pub fn resume_at(
+    settings: &SnapshotSettings,
+    plan: &Plan,
+    placement: &PlacementTable,
+    local: std::ops::Range<usize>,
+    epoch: Option<u64>,
+) -> Result<Option<Arc<Restore>>, ResumeError> {
+    let store = SnapshotStore::new(&settings.dir, settings.keep, settings.fingerprint.clone());
+    let removed = store.remove_after(epoch.unwrap_or(0))?;
+    if removed > 0 {
+        tracing::info!(removed, "removed snapshots the cluster never committed");
+    }
+    let Some(epoch) = epoch else {
         for (path, first) in &plan.files {
             crate::sink_commit::start(path, first)?;
         }
         for (url, stream) in &plan.redis_sinks {
-            crate::redis_sink::recover_staged(url, stream, &instances(plan), 0)?;
+            crate::redis_sink::recover_staged(url, stream, &instances(local.clone()), 0)?;
         }
         return Ok(None);
     };
+    let loaded = store.load(epoch)?;
     let (epoch, dir) = (loaded.epoch, loaded.dir.clone());
     let damaged = |why: String| ResumeError::Damaged { epoch, dir: dir.clone(), why };
     let meta: Meta = loaded
@@ -110,7 +172,7 @@ pub fn resume(
         crate::sink_commit::recover(path, Some(epoch))?;
     }
     for (url, stream) in &plan.redis_sinks {
-        crate::redis_sink::recover_staged(url, stream, &instances(plan), epoch)?;
+        crate::redis_sink::recover_staged(url, stream, &instances(local.clone()), epoch)?;
     }
     if meta.finished {
         return Err(ResumeError::Finished { epoch, dir: settings.dir.clone() });
@@ -150,9 +212,9 @@ pub fn resume(
     Ok(Some(Arc::new(restore)))
 }
 
-/// The instances a staged sink may have: one per shard, numbered by shard.
-fn instances(plan: &Plan) -> Vec<u32> {
-    (0..plan.shards as u32).collect()
+/// The instances a staged sink may have on this node: one per local shard, numbered by shard.
+fn instances(local: std::ops::Range<usize>) -> Vec<u32> {
+    local.map(|s| s as u32).collect()
 }
 
 /// What the snapshots of a run came to.
@@ -198,6 +260,99 @@ enum Phase {
     Writing {
         epoch: u64,
     },
+    /// On a cluster: this node's part is settled (`outcome`); waiting for the cluster's
+    /// decision (the leader: for every node's part).
+    Agreeing {
+        epoch: u64,
+        outcome: Outcome,
+    },
+}
+
+/// How this node's part of a snapshot ended.
+#[derive(Clone, Debug)]
+enum Outcome {
+    /// Written and synced (`bytes` of parts).
+    Durable(u64),
+    /// It could not be taken or written.
+    Failed(String),
+    /// Dropped: the run was ending.
+    Abandoned(&'static str),
+}
+
+/// The messages between the drivers of a cluster's nodes (their control tags). Node 0 leads:
+/// it starts each snapshot and decides, once every node's part is in, to commit it or not.
+mod tag {
+    /// Leader: take snapshot `epoch`.
+    pub const BEGIN: u32 = 1;
+    /// Follower: my part of `epoch` is durable (`[1]`) or not (`[0]`).
+    pub const DONE: u32 = 2;
+    /// Leader: every node's part of `epoch` is durable: commit its output.
+    pub const COMMIT: u32 = 3;
+    /// Leader: some node's part of `epoch` is not: drop it.
+    pub const ABORT: u32 = 4;
+    /// Follower: my shards have all ended; `[1]`: every source ran to its end and no app failed.
+    pub const ENDED: u32 = 5;
+    /// Leader: every node ended; write the last snapshot, `epoch` (0: the run did not finish
+    /// everywhere: no last snapshot).
+    pub const FINAL: u32 = 6;
+    /// Follower: I committed the last snapshot.
+    pub const COMMITTED: u32 = 7;
+}
+
+/// The leader of a cluster's snapshots.
+const LEADER: usize = 0;
+
+/// A node's part in its cluster's snapshots.
+struct Cluster {
+    controls: dirigo_net::link::Controls,
+    /// Messages from the other nodes' drivers, in arrival order, not yet acted on.
+    inbox: std::collections::VecDeque<(usize, dirigo_net::link::Control)>,
+    /// Leader: each node's word on the snapshot being agreed (`DONE`).
+    done: Vec<Option<bool>>,
+    /// Leader: each node's `ENDED`.
+    ended: Vec<Option<bool>>,
+    /// Where the node records the last epoch its cluster committed.
+    dir: PathBuf,
+}
+
+impl Cluster {
+    fn leads(&self) -> bool {
+        self.controls.me() == LEADER
+    }
+
+    fn send(&self, node: usize, tag: u32, epoch: u64, values: Vec<u64>) {
+        self.controls.send(node, dirigo_net::link::Control { tag, epoch, values });
+    }
+
+    fn to_followers(&self, tag: u32, epoch: u64) {
+        for n in (0..self.controls.nodes()).filter(|&n| n != LEADER) {
+            self.send(n, tag, epoch, Vec::new());
+        }
+    }
+
+    /// Take what came in; the leader keeps the nodes' `ENDED` apart.
+    fn pump(&mut self) {
+        while let Some((from, c)) = self.controls.try_recv() {
+            if c.tag == tag::ENDED {
+                self.ended[from] = Some(c.values.first() == Some(&1));
+            } else {
+                self.inbox.push_back((from, c));
+            }
+        }
+    }
+
+    /// The first message with `tag` for `epoch` (older ones of that tag are dropped).
+    fn take(&mut self, want: u32, epoch: u64) -> Option<(usize, dirigo_net::link::Control)> {
+        self.inbox.retain(|(_, c)| c.tag != want || c.epoch >= epoch);
+        let i = self.inbox.iter().position(|(_, c)| c.tag == want && c.epoch == epoch)?;
+        self.inbox.remove(i)
+    }
+
+    /// The first message with `tag`, whatever its epoch.
+    fn take_any(&mut self, want: u32) -> Option<(usize, dirigo_net::link::Control)> {
+        let i = self.inbox.iter().position(|(_, c)| c.tag == want)?;
+        self.inbox.remove(i)
+    }
 }
 
 /// Drives a node's snapshots from its controller loop.
@@ -217,6 +372,8 @@ pub struct Driver {
     placement: Arc<PlacementTable>,
     /// What the shards sealed as they exited ([`super::FINAL`]).
     seals: Vec<ShardParts>,
+    /// On a cluster: the node's part in it.
+    cluster: Option<Cluster>,
     pub counts: SnapshotCounts,
 }
 
@@ -248,14 +405,30 @@ impl Driver {
             plan,
             placement,
             seals: Vec::new(),
+            cluster: None,
             counts: SnapshotCounts { last: resumed, resumed_from: resumed, ..SnapshotCounts::default() },
         };
         Ok((driver, coord))
     }
 
+    /// Take part in a cluster's snapshots through `controls` (node 0 leads them). The node's
+    /// snapshots are in `settings.dir`, where it also records what the cluster committed.
+    pub fn join_cluster(&mut self, controls: dirigo_net::link::Controls, settings: &SnapshotSettings) {
+        let n = controls.nodes();
+        self.cluster = Some(Cluster {
+            controls,
+            inbox: Default::default(),
+            done: vec![None; n],
+            ended: vec![None; n],
+            dir: settings.dir.clone(),
+        });
+    }
+
     /// How long the controller may wait before calling [`Self::step`] again.
     pub fn wait(&self) -> Duration {
         match self.phase {
+            // A follower waits for its leader's word.
+            Phase::Idle if self.cluster.as_ref().is_some_and(|c| !c.leads()) => Duration::from_millis(2),
             Phase::Idle => self.next_at.saturating_duration_since(Instant::now()),
             // The write of a large snapshot takes seconds: looked at less often.
             Phase::Writing { .. } => Duration::from_millis(10),
@@ -267,6 +440,9 @@ impl Driver {
     /// were given up (they take no part); `stopping`: the run is ending (no new snapshot).
     /// `ring` wakes every shard.
     pub fn step(&mut self, ended: &[usize], stopping: bool, ring: &dyn Fn()) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.pump();
+        }
         loop {
             let before = std::mem::discriminant(&self.phase);
             self.advance(ended, stopping, ring);
@@ -276,22 +452,44 @@ impl Driver {
         }
     }
 
+    /// Begin snapshot `epoch`: freeze moves.
+    fn begin(&mut self, epoch: u64, ring: &dyn Fn()) {
+        self.epoch = epoch;
+        self.started = Instant::now();
+        self.coord.freeze(epoch);
+        self.phase = Phase::Freezing { epoch };
+        ring();
+    }
+
     fn advance(&mut self, ended: &[usize], stopping: bool, ring: &dyn Fn()) {
         match &mut self.phase {
-            Phase::Idle => {
-                if stopping || Instant::now() < self.next_at || !ended.is_empty() {
-                    return;
+            Phase::Idle => match self.cluster.as_mut() {
+                Some(c) if !c.leads() => {
+                    let Some((_, begin)) = c.take_any(tag::BEGIN) else { return };
+                    if !ended.is_empty() || stopping {
+                        // Not taken here; the leader hears so and drops it everywhere.
+                        self.epoch = begin.epoch;
+                        self.started = Instant::now();
+                        return self.conclude(begin.epoch, Outcome::Abandoned("the run is ending"));
+                    }
+                    self.begin(begin.epoch, ring);
                 }
-                self.epoch += 1;
-                self.started = Instant::now();
-                self.coord.freeze(self.epoch);
-                self.phase = Phase::Freezing { epoch: self.epoch };
-                ring();
-            }
+                leader => {
+                    if stopping || Instant::now() < self.next_at || !ended.is_empty() {
+                        return;
+                    }
+                    let epoch = self.epoch + 1;
+                    if let Some(c) = leader {
+                        c.done.iter_mut().for_each(|d| *d = None);
+                        c.to_followers(tag::BEGIN, epoch);
+                    }
+                    self.begin(epoch, ring);
+                }
+            },
             Phase::Freezing { epoch } => {
                 let epoch = *epoch;
                 if !ended.is_empty() || stopping {
-                    return self.abandon(epoch, "the run is ending");
+                    return self.conclude(epoch, Outcome::Abandoned("the run is ending"));
                 }
                 if self.coord.still(self.local.clone(), epoch, ended) {
                     self.coord.inject(epoch);
@@ -310,18 +508,18 @@ impl Driver {
                 }
                 if got.len() < self.local.len() {
                     if !ended.is_empty() {
-                        self.abandon(epoch, "a shard finished while it was taken");
+                        self.conclude(epoch, Outcome::Abandoned("a shard finished while it was taken"));
                     }
                     return;
                 }
                 let got = std::mem::take(got);
                 if got.iter().any(|p| p.stopping) {
-                    return self.abandon(epoch, "the run was stopping while it was taken");
+                    return self.conclude(epoch, Outcome::Abandoned("the run was stopping while it was taken"));
                 }
                 self.coord.thaw();
                 let errors: Vec<String> = got.iter().flat_map(|p| p.errors.iter().cloned()).collect();
                 if !errors.is_empty() {
-                    return self.failed(epoch, errors.join("; "));
+                    return self.conclude(epoch, Outcome::Failed(errors.join("; ")));
                 }
                 let meta = Meta::of(&self.plan, &self.placement, false);
                 let mut parts = vec![meta.part()];
@@ -352,7 +550,7 @@ impl Driver {
                     }
                 });
                 if let Some(e) = failure {
-                    return self.failed(epoch, e);
+                    return self.conclude(epoch, Outcome::Failed(e));
                 }
                 if !waits.is_empty() {
                     return;
@@ -360,29 +558,99 @@ impl Driver {
                 // A file sink's parts of this epoch are on disk before the manifest says so.
                 for (path, _) in &self.plan.files {
                     if let Err(e) = crate::sink_commit::sync_parts(path, epoch) {
-                        return self.failed(epoch, e.to_string());
+                        return self.conclude(epoch, Outcome::Failed(e.to_string()));
                     }
                 }
                 let Phase::Durable { data, .. } = std::mem::replace(&mut self.phase, Phase::Writing { epoch }) else {
                     unreachable!()
                 };
                 if let Err(e) = self.writer.as_ref().expect("writer").submit(data) {
-                    self.failed(epoch, e.to_string());
+                    self.conclude(epoch, Outcome::Failed(e.to_string()));
                 }
             }
             Phase::Writing { epoch } => {
                 let epoch = *epoch;
                 let Ok(done) = self.writer.as_ref().expect("writer").completions().try_recv() else { return };
                 match done {
-                    Ok(info) => self.committed(epoch, info.bytes),
-                    Err((_, e)) => self.failed(epoch, e.to_string()),
+                    Ok(info) => self.conclude(epoch, Outcome::Durable(info.bytes)),
+                    Err((_, e)) => self.conclude(epoch, Outcome::Failed(e.to_string())),
                 }
+            }
+            Phase::Agreeing { epoch, outcome } => {
+                let (epoch, outcome) = (*epoch, outcome.clone());
+                let c = self.cluster.as_mut().expect("agreeing on a cluster");
+                let commit = if c.leads() {
+                    while let Some((from, done)) = c.take(tag::DONE, epoch) {
+                        c.done[from] = Some(done.values.first() == Some(&1));
+                    }
+                    c.done[LEADER] = Some(matches!(outcome, Outcome::Durable(_)));
+                    if c.done.iter().any(Option::is_none) {
+                        return;
+                    }
+                    let all = c.done.iter().all(|d| *d == Some(true));
+                    c.to_followers(if all { tag::COMMIT } else { tag::ABORT }, epoch);
+                    all
+                } else {
+                    if let Some(_commit) = c.take(tag::COMMIT, epoch) {
+                        true
+                    } else if c.take(tag::ABORT, epoch).is_some() {
+                        false
+                    } else {
+                        return;
+                    }
+                };
+                self.decided(epoch, outcome, commit);
             }
         }
     }
 
-    /// Snapshot `epoch` is durable: commit the output of its epoch and before.
+    /// This node's part of snapshot `epoch` ended with `outcome`. On one node that decides it;
+    /// on a cluster the node tells its leader (the leader counts its own) and waits for the
+    /// decision.
+    fn conclude(&mut self, epoch: u64, outcome: Outcome) {
+        if matches!(outcome, Outcome::Abandoned(_)) {
+            self.coord.thaw();
+        }
+        match &self.cluster {
+            None => self.decided(epoch, outcome, true),
+            Some(c) => {
+                if !c.leads() {
+                    let ok = u64::from(matches!(outcome, Outcome::Durable(_)));
+                    c.send(LEADER, tag::DONE, epoch, vec![ok]);
+                }
+                self.phase = Phase::Agreeing { epoch, outcome };
+            }
+        }
+    }
+
+    /// The snapshot's fate: `commit` (every node's part is durable) or not.
+    fn decided(&mut self, epoch: u64, outcome: Outcome, commit: bool) {
+        match (outcome, commit) {
+            (Outcome::Durable(bytes), true) => self.committed(epoch, bytes),
+            (Outcome::Durable(_), false) => {
+                // Another node's part is missing: this one must not be resumed from.
+                if let Err(e) = self.store.remove_after(epoch - 1) {
+                    tracing::warn!(epoch, "{e}");
+                }
+                tracing::debug!(epoch, "snapshot dropped: another node did not take its part");
+                self.idle();
+            }
+            (Outcome::Failed(why), _) => self.failed(epoch, why),
+            (Outcome::Abandoned(why), _) => {
+                tracing::debug!(epoch, "snapshot abandoned: {why}");
+                self.idle();
+            }
+        }
+    }
+
+    /// Snapshot `epoch` is durable (on a cluster: on every node): commit the output of its
+    /// epoch and before.
     fn committed(&mut self, epoch: u64, bytes: u64) {
+        if let Some(c) = &self.cluster {
+            if let Err(e) = write_marker(&c.dir, epoch) {
+                tracing::warn!(epoch, "cannot record the commit in {}: {e}", c.dir.display());
+            }
+        }
         // The snapshot stands whatever happens here: a commit cut short is finished by the next
         // one, or by recovery.
         for (path, _) in &self.plan.files {
@@ -391,7 +659,7 @@ impl Driver {
             }
         }
         for (url, stream) in &self.plan.redis_sinks {
-            if let Err(e) = crate::redis_sink::commit_staged(url, stream, &instances(&self.plan), epoch) {
+            if let Err(e) = crate::redis_sink::commit_staged(url, stream, &instances(self.local.clone()), epoch) {
                 tracing::error!(epoch, "{e}");
             }
         }
@@ -413,12 +681,6 @@ impl Driver {
         tracing::error!(epoch, "snapshot not taken, the previous one stays in use: {why}");
         self.counts.failed += 1;
         self.counts.last_error = Some(why);
-        self.idle();
-    }
-
-    fn abandon(&mut self, epoch: u64, why: &str) {
-        tracing::debug!(epoch, "snapshot abandoned: {why}");
-        self.coord.thaw();
         self.idle();
     }
 
@@ -449,33 +711,7 @@ impl Driver {
             return self.counts;
         }
         let epoch = self.epoch + 1;
-        // What the sinks produced after their last barrier, sealed as the shards exited: durable
-        // before the snapshot that says the run finished.
-        let mut seals = std::mem::take(&mut self.seals);
-        seals.extend(self.parts.try_iter().filter(|p| p.epoch == super::FINAL));
-        let outcome = (|| -> Result<(), String> {
-            for seal in seals {
-                if let Some(e) = seal.errors.first() {
-                    return Err(e.clone());
-                }
-                for ack in seal.durable {
-                    match ack.recv_timeout(Duration::from_secs(60)) {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Err(e),
-                        Err(e) => return Err(format!("a sink's last output was not staged: {e}")),
-                    }
-                }
-            }
-            for (path, _) in &self.plan.files {
-                crate::sink_commit::sync_parts(path, epoch).map_err(|e| e.to_string())?;
-            }
-            let meta = Meta::of(&self.plan, &self.placement, true);
-            self.store
-                .write(SnapshotData { epoch, parts: vec![meta.part()], deferred: Vec::new() })
-                .map_err(|e| e.to_string())?;
-            Ok(())
-        })();
-        match outcome {
+        match self.write_last(epoch) {
             Ok(()) => {
                 self.epoch = epoch;
                 self.started = Instant::now();
@@ -484,5 +720,124 @@ impl Driver {
             Err(e) => self.failed(epoch, e),
         }
         self.counts
+    }
+
+    /// Write the snapshot `epoch` that says the run finished, once what the sinks produced
+    /// after their last barrier (sealed as the shards exited) is durable.
+    fn write_last(&mut self, epoch: u64) -> Result<(), String> {
+        let mut seals = std::mem::take(&mut self.seals);
+        seals.extend(self.parts.try_iter().filter(|p| p.epoch == super::FINAL));
+        for seal in seals {
+            if let Some(e) = seal.errors.first() {
+                return Err(e.clone());
+            }
+            for ack in seal.durable {
+                match ack.recv_timeout(Duration::from_secs(60)) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(e) => return Err(format!("a sink's last output was not staged: {e}")),
+                }
+            }
+        }
+        for (path, _) in &self.plan.files {
+            crate::sink_commit::sync_parts(path, epoch).map_err(|e| e.to_string())?;
+        }
+        let meta = Meta::of(&self.plan, &self.placement, true);
+        self.store
+            .write(SnapshotData { epoch, parts: vec![meta.part()], deferred: Vec::new() })
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// [`Self::finish`] on a cluster, once this node's shards have all ended: the snapshot
+    /// under way is settled with the other nodes; the node tells its leader it ended; once every
+    /// node has, the leader has them all write a last snapshot if the run finished everywhere,
+    /// and commit it once all have it. Fails when the cluster lost a node meanwhile.
+    pub fn finish_cluster(
+        mut self,
+        finished: bool,
+        ring: &dyn Fn(),
+    ) -> Result<SnapshotCounts, dirigo_net::link::LinkError> {
+        let all: Vec<usize> = self.local.clone().collect();
+        // The snapshot under way: settled (abandoned, most likely) with the others.
+        self.wait_for(&all, ring, |d| matches!(d.phase, Phase::Idle))?;
+        let c = self.cluster.as_mut().expect("a cluster");
+        let last = if c.leads() {
+            c.ended[LEADER] = Some(finished);
+            self.wait_for(&all, ring, |d| d.cluster.as_ref().is_some_and(|c| c.ended.iter().all(Option::is_some)))?;
+            let c = self.cluster.as_mut().expect("a cluster");
+            let everywhere = c.ended.iter().all(|e| *e == Some(true));
+            let last = if everywhere { self.epoch + 1 } else { 0 };
+            c.to_followers(tag::FINAL, last);
+            last
+        } else {
+            c.send(LEADER, tag::ENDED, 0, vec![u64::from(finished)]);
+            let mut last = None;
+            self.wait_for(&all, ring, |d| {
+                let c = d.cluster.as_mut().expect("a cluster");
+                last = c.take_any(tag::FINAL).map(|(_, f)| f.epoch);
+                last.is_some()
+            })?;
+            last.expect("waited for")
+        };
+        if last == 0 {
+            self.finish_writer();
+            return Ok(self.counts);
+        }
+        self.epoch = last;
+        self.started = Instant::now();
+        if let Some(c) = self.cluster.as_mut() {
+            c.done.iter_mut().for_each(|d| *d = None);
+        }
+        let outcome = match self.write_last(last) {
+            Ok(()) => Outcome::Durable(0),
+            Err(e) => Outcome::Failed(e),
+        };
+        self.conclude(last, outcome);
+        self.wait_for(&all, ring, |d| matches!(d.phase, Phase::Idle))?;
+        // Every node committed the last snapshot before any leaves: a node that restarts after
+        // the run finished knows so from its own marker, and needs no peer.
+        let committed = self.counts.last == last;
+        let c = self.cluster.as_mut().expect("a cluster");
+        if c.leads() && committed {
+            c.done.iter_mut().for_each(|d| *d = None);
+            c.done[LEADER] = Some(true);
+            self.wait_for(&all, ring, |d| {
+                let c = d.cluster.as_mut().expect("a cluster");
+                while let Some((from, _)) = c.take(tag::COMMITTED, last) {
+                    c.done[from] = Some(true);
+                }
+                c.done.iter().all(Option::is_some)
+            })?;
+        } else if !c.leads() && committed {
+            c.send(LEADER, tag::COMMITTED, last, Vec::new());
+        }
+        self.finish_writer();
+        Ok(self.counts)
+    }
+
+    /// Step until `done` says so, or the cluster lost a node.
+    fn wait_for(
+        &mut self,
+        ended: &[usize],
+        ring: &dyn Fn(),
+        mut done: impl FnMut(&mut Driver) -> bool,
+    ) -> Result<(), dirigo_net::link::LinkError> {
+        loop {
+            self.step(ended, true, ring);
+            if done(self) {
+                return Ok(());
+            }
+            if let Some(e) = self.cluster.as_ref().and_then(|c| c.controls.failure()) {
+                return Err(e);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn finish_writer(&mut self) {
+        if let Some(w) = self.writer.take() {
+            let _ = w.finish();
+        }
     }
 }

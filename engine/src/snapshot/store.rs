@@ -326,6 +326,24 @@ impl SnapshotStore {
         Ok(removed)
     }
 
+    /// Remove every snapshot after `epoch` (complete or not), newest first; returns how many.
+    /// A cluster's node that resumes from `epoch` removes what its cluster never committed.
+    pub fn remove_after(&self, epoch: u64) -> Result<usize, SnapshotError> {
+        let mut removed = 0;
+        for (e, is_complete) in self.entries()?.into_iter().rev().filter(|(e, _)| *e > epoch) {
+            let dir = self.snapshot_dir(e);
+            if is_complete {
+                fs::remove_file(dir.join(MANIFEST)).map_err(io_err("remove the manifest of", &dir))?;
+            }
+            fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+            removed += 1;
+        }
+        if removed > 0 && self.dir.exists() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(removed)
+    }
+
     /// Every snapshot directory: its epoch and whether it has a manifest, oldest first. A
     /// missing store directory has none.
     fn entries(&self) -> Result<Vec<(u64, bool)>, SnapshotError> {
