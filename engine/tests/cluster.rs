@@ -435,3 +435,46 @@ fn a_node_with_the_wrong_secret_is_refused_both_ways_and_the_others_run_on() {
     assert_eq!(totals(&outs), want_totals, "(events in, events out) summed over the nodes");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Without snapshots, a node that comes back as a new process cannot pick up where its old one
+/// was: its peer stops, naming it (and not after `reconnect_timeout`: it knows at once).
+#[test]
+fn a_node_restarted_without_snapshots_stops_its_peer_naming_it() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = run_dir("restarted");
+    let config = dir.join("c.toml");
+    let out = dir.join("counts-{node}.ndjson");
+    let text = "[engine]\npin = false\n[cluster]\nconnect_timeout = \"2s\"\nreconnect_timeout = \"60s\"\n".to_owned()
+        + &secret_key(0, &dir)
+        + &nodes(&[1, 1])
+        + &format!(
+            "[[app]]\nname = \"a\"\nslo = \"50ms\"\ncores = 64\nschema = {{ k = \"u64\" }}\n\n\
+             [[app.source]]\nname = \"in\"\nkind = \"generator\"\nrate = 2000\nevents = 1000000\nkeys = 50\n\n\
+             [[app.function]]\nname = \"c\"\nkind = \"count\"\ninput = \"in\"\nkey = \"k\"\n\n\
+             [[app.sink]]\nname = \"counts\"\nkind = \"file\"\ninput = \"c\"\npath = \"{}\"\n",
+            out.display()
+        );
+    std::fs::write(&config, text).expect("config");
+    let spawn = |id: &str| {
+        node(id, &config, Some(SECRET)).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("dirigo starts")
+    };
+    let a = spawn("a");
+    let mut b = spawn("b");
+    // The cluster runs once both nodes' sinks have written.
+    let started = std::time::Instant::now();
+    let written = |id: &str| std::fs::metadata(dir.join(format!("counts-{id}.ndjson"))).is_ok_and(|m| m.len() > 0);
+    while !(written("a") && written("b")) {
+        assert!(started.elapsed() < DEADLINE, "the cluster never ran");
+        std::thread::yield_now();
+    }
+    b.kill().expect("kill b");
+    b.wait().expect("b reaped");
+    let b = spawn("b");
+    let outs = common::wait_all(vec![a, b], DEADLINE);
+    let (a, b) = (stderr(&outs[0]), stderr(&outs[1]));
+    assert!(!outs[0].status.success(), "node a ran on with b's new process:\n{a}");
+    assert!(a.contains("node b (127.0.0.1:") && a.contains("restarted (a new process)"), "{a}");
+    assert!(!a.contains("not re-established"), "a knew at once, not after reconnect_timeout:\n{a}");
+    assert!(!outs[1].status.success() && b.contains("did not come up"), "b's new process finds no cluster:\n{b}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,8 +2,8 @@
 //!
 //! `dir` has no default: without it the engine takes no snapshots (and `every` and `keep`, which
 //! default from `configs/default.toml`, do nothing).
-//! `dirigo run` takes them ([`crate::snapshot`]); the engine refuses them on a cluster and in
-//! `dirigo serve`.
+//! `dirigo run` takes them ([`crate::snapshot`]), on one node or a cluster (each node in
+//! `<dir>/<node id>`); `dirigo serve` refuses them.
 
 use std::path::PathBuf;
 

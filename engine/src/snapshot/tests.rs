@@ -256,3 +256,30 @@ fn deferred_parts_are_made_when_written_and_load_like_the_others() {
     twice.deferred.push(crate::snapshot::Deferred::new("sink/a/out/0", rkyv::util::AlignedVec::new));
     assert!(matches!(store.write(twice), Err(SnapshotError::PartName { why: "given twice", .. })));
 }
+
+#[test]
+fn a_cluster_resumes_from_the_newest_snapshot_every_node_has() {
+    use super::driver::agreed;
+    // The leader had 7 durable and the follower not yet; 6 is on both.
+    assert_eq!(agreed(&[vec![5, 6, 7], vec![5, 6]]), Some(6));
+    assert_eq!(agreed(&[vec![6], vec![5, 6], vec![6, 7]]), Some(6));
+    // Nothing in common (a snapshot was dropped everywhere but one node kept a later one).
+    assert_eq!(agreed(&[vec![3], vec![]]), None);
+    assert_eq!(agreed(&[vec![], vec![]]), None);
+}
+
+#[test]
+fn snapshots_after_the_one_resumed_from_are_removed() {
+    let tmp = TempDir::new("after");
+    let s = store(&tmp.0, 5);
+    for epoch in 1..=4 {
+        s.write(data(epoch)).unwrap();
+    }
+    // An incomplete one beyond them (a crash mid-write).
+    std::fs::create_dir_all(s.snapshot_dir(5)).unwrap();
+    assert_eq!(s.remove_after(2).unwrap(), 3);
+    assert_eq!(s.complete().unwrap(), vec![1, 2]);
+    assert!(!s.snapshot_dir(5).exists());
+    assert_eq!(s.remove_after(0).unwrap(), 2, "0: start afresh");
+    assert!(s.complete().unwrap().is_empty());
+}
