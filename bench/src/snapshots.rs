@@ -9,7 +9,7 @@
 //!    later snapshots hold the whole state) with a snapshot every 500 ms: the largest snapshot's size and its
 //!    duration (from the controller freezing moves to the manifest being durable: barriers
 //!    through the pipeline, the state archived on the shards, written and fsync'd by the writer
-//!    thread), for K from 10 to 10^7 (a few KB to ~0.5 GB of archive). The run is stopped once
+//!    thread), for K from 10 to 1.6 x 10^7 (a few KB to ~1 GB of archive). The run is stopped once
 //!    the state is built, so its last periodic snapshot stays; then the same config runs again
 //!    and resumes from it: **recovery time** is that run's start (load, checksum and parse the
 //!    snapshot, every shard built and its state imported) against a fresh run's start.
@@ -182,7 +182,8 @@ fn w1(load: Load, snapshots: bool) -> anyhow::Result<(f64, f64, u64)> {
 
 /// Run the scenario; returns its `results` JSON.
 pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
-    let sizes: &[u64] = if opts.quick { &[1_000, 100_000] } else { &[10, 1_000, 100_000, 1_000_000, 10_000_000] };
+    let sizes: &[u64] =
+        if opts.quick { &[1_000, 100_000] } else { &[10, 1_000, 100_000, 1_000_000, 10_000_000, 16_000_000] };
     let mut states = Vec::new();
     let mut t =
         Table::new(&["keys", "snapshot bytes", "snapshot ms", "recovery start ms", "fresh start ms", "peak RSS MiB"]);

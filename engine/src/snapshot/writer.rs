@@ -67,6 +67,7 @@ impl SnapshotWriter {
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
         let thread = std::thread::Builder::new().name("dirigo-snapshots".into()).spawn(move || {
+            background_priority();
             for snapshot in rx.iter() {
                 let epoch = snapshot.epoch;
                 let outcome = store.write(snapshot);
@@ -141,5 +142,18 @@ impl SnapshotWriter {
 impl Drop for SnapshotWriter {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Lower the calling thread's CPU priority to the lowest (`nice` 19): the writer's work is in
+/// the background, and where it shares a core with a busy shard (a machine with no core to
+/// spare) the kernel should run the shard first, not let the writer preempt it for its bursts
+/// of archiving and syncing. The write takes longer then; the shards' latency does not pay for
+/// it. A failure is ignored (the thread keeps the default priority).
+pub(crate) fn background_priority() {
+    // SAFETY: gettid and setpriority on this thread's own id; no memory is passed.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
     }
 }
