@@ -39,7 +39,7 @@ fn bad_header_check() {
 
 #[test]
 fn unknown_frame_type() {
-    for ty in [0u8, 11, 255] {
+    for ty in [0u8, 12, 255] {
         let h = raw_header(*b"DG", VERSION, ty, 0, 0);
         assert_eq!(feed_err(&h), DecodeError::UnknownFrameType { found: ty });
     }
