@@ -93,13 +93,14 @@ pub fn resume(
 }
 
 /// A cluster node's snapshots: the complete ones (each node says them when it joins; the
-/// cluster resumes from the newest they all have), and whether this node knows that the whole
-/// cluster committed its newest and that one says the run finished.
+/// cluster resumes from the newest they all have), and whether this node knows that every node
+/// of its cluster committed its newest and that one says the run finished (then no node needs
+/// it any more).
 pub fn node_snapshots(settings: &SnapshotSettings) -> Result<(Vec<u64>, Option<u64>), ResumeError> {
     let store = SnapshotStore::new(&settings.dir, settings.keep, settings.fingerprint.clone());
     let complete = store.complete()?;
     let finished = match (complete.last(), read_marker(&settings.dir)) {
-        (Some(&newest), Some(done)) if done == newest => {
+        (Some(&newest), Some((done, true))) if done == newest => {
             let loaded = store.load(newest)?;
             let meta: Option<Meta> = loaded.parts.get(META).and_then(|m| serde_json::from_slice(m).ok());
             meta.filter(|m| m.finished).map(|_| newest)
@@ -115,19 +116,23 @@ pub fn agreed(values: &[Vec<u64>]) -> Option<u64> {
     first.iter().rev().copied().find(|e| values.iter().all(|v| v.contains(e)))
 }
 
-/// Where a cluster node records that the whole cluster committed a snapshot ([`Driver`]
-/// writes it once it committed: the leader commits only what every node has).
+/// Where a cluster node records the last snapshot its cluster committed (`<epoch>`: the leader
+/// commits only what every node has), and for the run's last one, that every node committed it
+/// (`<epoch> all`: the leader heard so from each).
 const MARKER: &str = "COMMITTED";
 
-fn read_marker(dir: &std::path::Path) -> Option<u64> {
-    std::fs::read_to_string(dir.join(MARKER)).ok()?.trim().parse().ok()
+fn read_marker(dir: &std::path::Path) -> Option<(u64, bool)> {
+    let text = std::fs::read_to_string(dir.join(MARKER)).ok()?;
+    let mut words = text.split_whitespace();
+    let epoch = words.next()?.parse().ok()?;
+    Some((epoch, words.next() == Some("all")))
 }
 
-fn write_marker(dir: &std::path::Path, epoch: u64) -> std::io::Result<()> {
+fn write_marker(dir: &std::path::Path, epoch: u64, all: bool) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = dir.join(format!("{MARKER}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
-    writeln!(f, "{epoch}")?;
+    writeln!(f, "{epoch}{}", if all { " all" } else { "" })?;
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join(MARKER))?;
     std::fs::File::open(dir)?.sync_all()
@@ -297,6 +302,8 @@ mod tag {
     pub const FINAL: u32 = 6;
     /// Follower: I committed the last snapshot.
     pub const COMMITTED: u32 = 7;
+    /// Leader: every node committed the last snapshot, `epoch`.
+    pub const ALL: u32 = 8;
 }
 
 /// The leader of a cluster's snapshots.
@@ -647,7 +654,7 @@ impl Driver {
     /// epoch and before.
     fn committed(&mut self, epoch: u64, bytes: u64) {
         if let Some(c) = &self.cluster {
-            if let Err(e) = write_marker(&c.dir, epoch) {
+            if let Err(e) = write_marker(&c.dir, epoch, false) {
                 tracing::warn!(epoch, "cannot record the commit in {}: {e}", c.dir.display());
             }
         }
@@ -795,8 +802,10 @@ impl Driver {
         };
         self.conclude(last, outcome);
         self.wait_for(&all, ring, |d| matches!(d.phase, Phase::Idle))?;
-        // Every node committed the last snapshot before any leaves: a node that restarts after
-        // the run finished knows so from its own marker, and needs no peer.
+        // Every node committed the last snapshot, and knows that all did, before any leaves: a
+        // node that restarts after the run finished knows so from its own marker and needs no
+        // peer, while one that committed but did not hear that all did joins its peers again
+        // (one of them may still have the last snapshot to commit).
         let committed = self.counts.last == last;
         let c = self.cluster.as_mut().expect("a cluster");
         if c.leads() && committed {
@@ -809,11 +818,24 @@ impl Driver {
                 }
                 c.done.iter().all(Option::is_some)
             })?;
+            let c = self.cluster.as_mut().expect("a cluster");
+            c.to_followers(tag::ALL, last);
+            self.all_committed(last);
         } else if !c.leads() && committed {
             c.send(LEADER, tag::COMMITTED, last, Vec::new());
+            self.wait_for(&all, ring, |d| d.cluster.as_mut().expect("a cluster").take(tag::ALL, last).is_some())?;
+            self.all_committed(last);
         }
         self.finish_writer();
         Ok(self.counts)
+    }
+
+    /// Every node committed the run's last snapshot `epoch`.
+    fn all_committed(&self, epoch: u64) {
+        let dir = &self.cluster.as_ref().expect("a cluster").dir;
+        if let Err(e) = write_marker(dir, epoch, true) {
+            tracing::warn!(epoch, "cannot record the commit in {}: {e}", dir.display());
+        }
     }
 
     /// Step until `done` says so, or the cluster lost a node.
