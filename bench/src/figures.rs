@@ -16,6 +16,7 @@ pub fn panels(scenario: &str, r: &Value) -> Vec<Panel> {
         "nexmark" => nexmark(r),
         "slo" => crate::slo::figure(r),
         "scaling" => crate::scaling::figure(r),
+        "scale" => crate::scale::figure(r),
         "reaction" => crate::reaction::figure(r),
         "barrier" => crate::barrier::figure(r),
         "skew" => skew(r),

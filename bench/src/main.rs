@@ -16,6 +16,8 @@
 //! - [`reaction`]: the scale-up reaction (deadline miss to first message on a new lessee) over
 //!   hundreds of leases, with an idle and a busy lender.
 //! - [`scaling`]: throughput and p99 against lessees.
+//! - [`scale`]: W1 at 1..N shards against timely-dataflow at as many workers: throughput,
+//!   CPU per event and open-loop p99 against cores.
 //! - [`barrier`]: barrier time against the number of lessees and the state size.
 //! - [`skew`]: a hot key range on one shard through a dual-mode actor, lessor alone vs lessees.
 //! - [`tcp_ingress`]: a tcp source's receive path, `recv` against io_uring (`tcp_io`).
@@ -41,6 +43,7 @@ mod plot;
 mod reaction;
 mod redis_streams;
 mod report;
+mod scale;
 mod scaling;
 mod skew;
 mod slo;
@@ -95,6 +98,9 @@ enum Scenario {
     Slo,
     /// Throughput and p99 against lessees.
     Scaling,
+    /// W1 at 1..N shards (default 1, 2 and every CPU; `--shards N`: 1, 2, 4, .. N) against
+    /// timely-dataflow with as many workers.
+    Scale,
     /// Scale-up reaction: deadline miss to first message on a new lessee, idle and busy lender.
     Reaction,
     /// Barrier time against lessees (1 ..= shards - 1) and state size (1 KB .. 100 MB).
@@ -120,6 +126,7 @@ impl Scenario {
             Scenario::Nexmark => "nexmark",
             Scenario::Slo => "slo",
             Scenario::Scaling => "scaling",
+            Scenario::Scale => "scale",
             Scenario::Reaction => "reaction",
             Scenario::Barrier => "barrier",
             Scenario::Skew => "skew",
@@ -162,6 +169,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Nexmark => nexmark::run_scenario(opts)?,
         Scenario::Slo => slo::run_scenario(opts)?,
         Scenario::Scaling => scaling::run_scenario(opts)?,
+        Scenario::Scale => scale::run_scenario(opts)?,
         Scenario::Reaction => reaction::run_scenario(opts)?,
         Scenario::Barrier => barrier::run_scenario(opts)?,
         Scenario::Skew => skew::run_scenario(opts)?,

@@ -197,6 +197,24 @@ fn scaling_quick() {
 }
 
 #[test]
+fn scale_quick_compares_each_shard_count_with_timely() {
+    let r = quick("scale", &["dirigo", "timely", "M events/s"]);
+    assert_fields("scale", &r, &["plan.shards", "runs", "medians", "summary.rows", "summary.dirigo_never_falls"]);
+    let shards: Vec<u64> = r["plan"]["shards"].as_array().expect("shards").iter().filter_map(|s| s.as_u64()).collect();
+    assert_eq!(&shards[..2], [1, 2], "1 and 2 shards at least: {shards:?}");
+    let runs = r["runs"].as_array().expect("runs");
+    // Every system at every shard count under both loads, and every event through.
+    assert_eq!(runs.len(), shards.len() * 2 * 2);
+    for run in runs {
+        assert_eq!(run["events"], run["events_out"], "{run}");
+        assert!(run["events_per_s"].as_f64().is_some_and(|x| x > 0.0), "{run}");
+    }
+    for row in r["summary"]["rows"].as_array().expect("rows") {
+        assert!(row["throughput_ratio"].as_f64().is_some_and(|x| x > 0.0), "{row}");
+    }
+}
+
+#[test]
 fn barrier_quick_ships_every_lessees_partial() {
     let r = quick("barrier", &["barrier p50", "2 shards, L=1", "L=3", "partial merged"]);
     assert_fields("barrier", &r, &["cpus", "rounds", "messages_per_barrier", "max_in_flight", "setups", "rows"]);

@@ -92,7 +92,7 @@ impl System {
     const RATIOS: [(System, System); 3] =
         [(System::Dirigo, System::Baseline), (System::Dirigo, System::Timely), (System::Timely, System::Baseline)];
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             System::Dirigo => "dirigo",
             System::Baseline => "baseline",
@@ -100,7 +100,7 @@ impl System {
         }
     }
 
-    fn run(self, load: Load, w: &Workload) -> anyhow::Result<Measurement> {
+    pub(crate) fn run(self, load: Load, w: &Workload) -> anyhow::Result<Measurement> {
         match self {
             System::Dirigo => dirigo::run(load, w),
             System::Baseline => baseline::run(load, w),
@@ -123,10 +123,10 @@ pub struct Measurement {
 }
 
 impl Measurement {
-    fn throughput(&self) -> f64 {
+    pub(crate) fn throughput(&self) -> f64 {
         self.events_in as f64 / self.wall_seconds.max(1e-9)
     }
-    fn cpu_ns_per_event(&self) -> f64 {
+    pub(crate) fn cpu_ns_per_event(&self) -> f64 {
         self.cpu_seconds * 1e9 / self.events_in.max(1) as f64
     }
 }
