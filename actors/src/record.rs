@@ -250,15 +250,34 @@ fn archive_scalars(values: &[Value], buf: &mut AlignedVec) -> std::ops::Range<us
     use rkyv::vec::{ArchivedVec, VecResolver};
     use rkyv::{Archive, Place};
     const ELEM: usize = std::mem::size_of::<ArchivedValue>();
-    const _: () =
-        assert!(ELEM % std::mem::align_of::<ArchivedRecord>() == 0 && 16 % std::mem::align_of::<ArchivedValue>() == 0);
+    const _: () = assert!(
+        ELEM.is_multiple_of(8)
+            && ELEM.is_multiple_of(std::mem::align_of::<ArchivedRecord>())
+            && 16usize.is_multiple_of(std::mem::align_of::<ArchivedValue>())
+            && std::mem::size_of::<ArchivedRecord>() == 8
+    );
     let start = buf.len().next_multiple_of(16);
     let root = start + values.len() * ELEM;
     let end = root + std::mem::size_of::<ArchivedRecord>();
-    buf.resize(end, 0);
+    buf.reserve(end - buf.len());
     let base = buf.as_mut_ptr();
+    // Zero the alignment gap and the root here, each value's bytes as it is written.
+    // SAFETY: `reserve` made `end` bytes available; `start` is past the old length by at most
+    // 15 bytes, the root is 8 bytes.
+    unsafe {
+        let old = buf.len();
+        for i in old..start {
+            base.add(i).write(0);
+        }
+        base.add(root).cast::<[u32; 2]>().write([0; 2]);
+        buf.set_len(end);
+    }
     for (i, v) in values.iter().enumerate() {
         let pos = start + i * ELEM;
+        // Each value's bytes are zeroed just before it is resolved into them: a loop zeroing
+        // them all first becomes a call to memset (6% of W1's time).
+        // SAFETY: in `buf`, 8-aligned (see below).
+        unsafe { base.add(pos).cast::<[u64; ELEM / 8]>().write([0; ELEM / 8]) };
         let resolver = match v {
             Value::U64(_) => ValueResolver::U64(()),
             Value::I64(_) => ValueResolver::I64(()),

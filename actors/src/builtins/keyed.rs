@@ -170,15 +170,16 @@ struct Entry<S> {
     state: S,
 }
 
-/// Slots sharing one hash: always `One` except for colliding distinct strings.
-enum Bucket {
-    One(SlotId),
-    Many(Vec<SlotId>),
-}
+/// An index entry with this bit set names a list in `KeyedState::many` (distinct keys sharing
+/// one hash: colliding strings only); otherwise it is the key's slot. Four bytes, so the index
+/// of W1's 10,000 keys is half the size it was as an enum, and stays in a core's cache.
+const MANY: u32 = 1 << 31;
 
 /// Per-key state of one operator on one shard.
 pub struct KeyedState<S> {
-    index: HashMap<u64, Bucket, IdentityBuild>,
+    index: HashMap<u64, u32, IdentityBuild>,
+    /// Slots of keys whose hashes collide (see [`MANY`]); an emptied list is reused.
+    many: Vec<Vec<SlotId>>,
     slots: Vec<Option<Entry<S>>>,
     free: Vec<SlotId>,
     len: usize,
@@ -186,7 +187,7 @@ pub struct KeyedState<S> {
 
 impl<S> Default for KeyedState<S> {
     fn default() -> Self {
-        KeyedState { index: HashMap::default(), slots: Vec::new(), free: Vec::new(), len: 0 }
+        KeyedState { index: HashMap::default(), many: Vec::new(), slots: Vec::new(), free: Vec::new(), len: 0 }
     }
 }
 
@@ -213,9 +214,11 @@ impl<S> KeyedState<S> {
             Some(e) => e.key.matches(&key),
             None => false,
         };
-        match self.index.get(&key.hash())? {
-            Bucket::One(slot) => hit(slot).then_some(*slot),
-            Bucket::Many(slots) => slots.iter().copied().find(|s| hit(s)),
+        let at = *self.index.get(&key.hash())?;
+        if at & MANY == 0 {
+            hit(&at).then_some(at)
+        } else {
+            self.many[(at & !MANY) as usize].iter().copied().find(|s| hit(s))
         }
     }
 
@@ -242,15 +245,23 @@ impl<S> KeyedState<S> {
                 (self.slots.len() - 1) as SlotId
             }
         };
+        assert!(slot < MANY, "more than 2^31 keys in one instance of a keyed function");
         match self.index.get_mut(&hash) {
             None => {
-                self.index.insert(hash, Bucket::One(slot));
+                self.index.insert(hash, slot);
             }
-            Some(Bucket::One(first)) => {
-                let first = *first;
-                self.index.insert(hash, Bucket::Many(vec![first, slot]));
+            Some(at) if *at & MANY == 0 => {
+                let list = match self.many.iter().position(|l| l.is_empty()) {
+                    Some(i) => i,
+                    None => {
+                        self.many.push(Vec::new());
+                        self.many.len() - 1
+                    }
+                };
+                self.many[list].extend([*at, slot]);
+                *at = list as u32 | MANY;
             }
-            Some(Bucket::Many(slots)) => slots.push(slot),
+            Some(at) => self.many[(*at & !MANY) as usize].push(slot),
         }
         self.len += 1;
         slot
@@ -311,16 +322,15 @@ impl<S> KeyedState<S> {
 
     fn remove_entry(&mut self, slot: SlotId) -> Option<Entry<S>> {
         let entry = self.slots.get_mut(slot as usize)?.take()?;
-        if let Some(bucket) = self.index.get_mut(&entry.hash) {
-            match bucket {
-                Bucket::One(_) => {
-                    self.index.remove(&entry.hash);
-                }
-                Bucket::Many(slots) => {
-                    slots.retain(|s| *s != slot);
-                    if let [only] = slots[..] {
-                        *bucket = Bucket::One(only);
-                    }
+        if let Some(at) = self.index.get_mut(&entry.hash) {
+            if *at & MANY == 0 {
+                self.index.remove(&entry.hash);
+            } else {
+                let list = &mut self.many[(*at & !MANY) as usize];
+                list.retain(|s| *s != slot);
+                if let [only] = list[..] {
+                    list.clear();
+                    *at = only;
                 }
             }
         }
@@ -346,6 +356,7 @@ impl<S> KeyedState<S> {
     /// Remove every key.
     pub fn clear(&mut self) {
         self.index.clear();
+        self.many.clear();
         self.slots.clear();
         self.free.clear();
         self.len = 0;
