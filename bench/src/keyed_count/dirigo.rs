@@ -43,6 +43,8 @@ events = {events}
 keys = {keys}
 distribution = "uniform"
 seed = {seed}
+# One generator instance per shard, as each timely worker feeds its share of the events.
+parallelism = {shards}
 
 [[app.function]]
 name = "mapped"
