@@ -407,6 +407,7 @@ fn a_cluster_whose_nodes_are_killed_at_20_random_points_commits_exactly_the_outp
     let mut rng = Rng(20_261_205);
     let mut victims = [0; 2];
     for kill in 0..20 {
+        // Not synchronisation: the seeded instant of the next kill, wherever the run is then.
         std::thread::sleep(Duration::from_millis(120 + rng.below(300)));
         let v = rng.below(2) as usize;
         if let Some(status) = nodes[v].try_wait().unwrap() {

@@ -33,6 +33,19 @@ pub struct SourceRun {
     pub(super) barrier: u64,
 }
 
+impl SourceRun {
+    /// When an event due `due` ns into the schedule is due in this run: `skip_ns` earlier
+    /// (0 stays 0: an unscheduled source's events are always due).
+    #[inline]
+    fn resumed_due(&self, due: u64) -> u64 {
+        if due == 0 {
+            0
+        } else {
+            due.saturating_sub(self.skip_ns).max(1)
+        }
+    }
+}
+
 /// The source instances of `plan` that run on shard `id`; socket sources ring `signal` when
 /// input arrives while the shard is parked.
 pub fn instantiate(
@@ -99,7 +112,7 @@ impl<P: Policy> Shard<P> {
                     let own = (self.plan.apps[app].slo_ns as f64 * self.settings.gather).min(u64::MAX as f64) as u64;
                     let gather = if self.may_ingest(app) { own.max(gather_ns) } else { 0 };
                     let start = s.started_ns.unwrap_or(engine_start);
-                    s.inst.next_due_ns().map(|d| (start + d.saturating_sub(s.skip_ns)).saturating_add(gather))
+                    s.inst.next_due_ns().map(|d| (start + s.resumed_due(d)).saturating_add(gather))
                 }
             })
             .min()
@@ -164,7 +177,7 @@ impl<P: Policy> Shard<P> {
                 self.finish_source(i);
                 return true;
             };
-            let due = if due == 0 { 0 } else { due.saturating_sub(self.sources[i].skip_ns).max(1) };
+            let due = self.sources[i].resumed_due(due);
             if started + due > now {
                 break;
             }

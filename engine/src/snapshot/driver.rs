@@ -337,14 +337,26 @@ impl Cluster {
         }
     }
 
-    /// Take what came in; the leader keeps the nodes' `ENDED` apart.
+    /// Take what came in.
     fn pump(&mut self) {
         while let Some((from, c)) = self.controls.try_recv() {
-            if c.tag == tag::ENDED {
-                self.ended[from] = Some(c.values.first() == Some(&1));
-            } else {
-                self.inbox.push_back((from, c));
-            }
+            self.accept(from, c);
+        }
+    }
+
+    /// Wait at most `timeout` for a message from another node, and take it in.
+    fn await_message(&mut self, timeout: Duration) {
+        if let Some((from, c)) = self.controls.recv_timeout(timeout) {
+            self.accept(from, c);
+        }
+    }
+
+    /// The leader keeps the nodes' `ENDED` apart; the rest waits in the inbox.
+    fn accept(&mut self, from: usize, c: dirigo_net::link::Control) {
+        if c.tag == tag::ENDED {
+            self.ended[from] = Some(c.values.first() == Some(&1));
+        } else {
+            self.inbox.push_back((from, c));
         }
     }
 
@@ -838,7 +850,9 @@ impl Driver {
         }
     }
 
-    /// Step until `done` says so, or the cluster lost a node.
+    /// Step until `done` says so, or the cluster lost a node. Between steps it waits for the
+    /// next message from another node, or for as long as [`Self::wait`] says (this node's own
+    /// progress: the writer), whichever comes first.
     fn wait_for(
         &mut self,
         ended: &[usize],
@@ -850,10 +864,12 @@ impl Driver {
             if done(self) {
                 return Ok(());
             }
-            if let Some(e) = self.cluster.as_ref().and_then(|c| c.controls.failure()) {
+            let c = self.cluster.as_ref().expect("a cluster");
+            if let Some(e) = c.controls.failure() {
                 return Err(e);
             }
-            std::thread::sleep(Duration::from_millis(1));
+            let wait = self.wait().clamp(Duration::from_millis(1), Duration::from_millis(10));
+            self.cluster.as_mut().expect("a cluster").await_message(wait);
         }
     }
 

@@ -458,6 +458,11 @@ impl Controls {
         self.inbox.try_recv().ok()
     }
 
+    /// The next message from a peer's controller, waiting at most `timeout` for one.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<(usize, wire::Control)> {
+        self.inbox.recv_timeout(timeout).ok()
+    }
+
     /// The first fatal link error, if any.
     pub fn failure(&self) -> Option<LinkError> {
         self.shared.failure.lock().expect("failure").clone()
