@@ -297,6 +297,20 @@ impl<S: Mergeable, M: Clone> Lessor<S, M> {
         Ok(true)
     }
 
+    /// While Runnable with no lessee slot and nothing buffered, hand back the regular messages
+    /// queued to run here from the oldest on, as long as `take` says so: the engine may run
+    /// them outside the machine, in this order, since nothing can come between them (no barrier
+    /// is raised, no forward is out). Empty in any other case.
+    pub fn take_local(&mut self, take: impl Fn(&M) -> bool) -> impl Iterator<Item = M> + '_ {
+        let free = self.mode == Mode::Runnable && self.lessees.is_empty() && self.buffered.is_empty();
+        let n =
+            if free { self.local.iter().take_while(|w| matches!(w, Work::Regular(m) if take(m))).count() } else { 0 };
+        self.local.drain(..n).map(|work| match work {
+            Work::Regular(msg) => msg,
+            Work::Critical { .. } => unreachable!("only regular work is taken"),
+        })
+    }
+
     // ---- regular messages (hot path) ----
 
     fn accept_regular(

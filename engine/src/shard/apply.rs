@@ -5,7 +5,7 @@
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::ids::{FunctionId, ShardId};
 
-use super::dual_mode::{NO_PAYLOAD, TOKEN};
+use super::dual_mode::{DIRECT_NO_PAYLOAD, NO_PAYLOAD, TOKEN};
 use super::router::broadcast;
 use super::{Shard, COST_SAMPLE};
 use crate::policy::Policy;
@@ -170,6 +170,11 @@ impl<P: Policy> Shard<P> {
         if e.slot == TOKEN {
             return self.run_token(&e);
         }
+        if self.actors[e.header.function as usize].is_some() {
+            // An actor's message that bypassed its idle machine: it passed the snapshot
+            // barrier's check when it arrived.
+            return self.run_direct(&e);
+        }
         if self.held_by_barrier(&e) {
             return; // behind a snapshot barrier on its channel: it runs once the others align
         }
@@ -190,7 +195,7 @@ impl<P: Policy> Shard<P> {
 
     /// One entry of held batch `slot` is done: the last one sends the batch back.
     pub(super) fn release(&mut self, slot: u32) {
-        if slot == NO_PAYLOAD {
+        if slot == NO_PAYLOAD || slot == DIRECT_NO_PAYLOAD {
             return; // an envelope made here (an end for a shard given up)
         }
         if let Some((batch, from)) = self.held.release(slot) {

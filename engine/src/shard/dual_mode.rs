@@ -37,6 +37,9 @@ use dirigo_net::mailbox::Entry;
 pub(super) const TOKEN: u32 = u32::MAX;
 /// `Pending::slot` of a critical message made by the lessor (a watermark or an end).
 pub(super) const NO_PAYLOAD: u32 = u32::MAX;
+/// `QEntry::slot` of an actor's watermark that bypassed its idle machine (`run_direct`): like
+/// `NO_PAYLOAD`, nothing to release, and not a token.
+pub(super) const DIRECT_NO_PAYLOAD: u32 = u32::MAX - 1;
 
 /// A message inside a machine: its header and where its payload is held on this shard.
 #[derive(Clone, Copy, Debug)]
@@ -110,6 +113,15 @@ impl LessorActor {
             mode: Mode::Runnable,
             mode_since: 0,
         }
+    }
+
+    /// Runnable with no work queued or buffered in the machine, no token on the run queue and
+    /// no lessee slot: a regular message that would run here may bypass the machine.
+    fn idle(&self) -> bool {
+        !self.scheduled
+            && self.machine.mode() == Mode::Runnable
+            && self.machine.queued() == 0
+            && self.machine.lessees().next().is_none()
     }
 
     /// Its end ran.
@@ -194,9 +206,17 @@ impl<P: Policy> Shard<P> {
                     } else {
                         Decision::Local
                     };
+                    let actor = self.actors[f].as_mut().expect("lessor");
+                    if decision == Decision::Local && actor.idle() {
+                        // Nothing of the actor is queued, leased out or blocked: the message
+                        // takes the plain queue path, in its function's FIFO queue behind
+                        // nothing of the actor's (see `run_direct`).
+                        self.cmds = out;
+                        self.enqueue_direct(msg);
+                        return;
+                    }
                     // A forward is timed, with its send below: what it costs this shard.
                     let t0 = if decision == Decision::Local { 0 } else { now_ns() };
-                    let actor = self.actors[f].as_mut().expect("lessor");
                     let before = actor.machine.in_flight();
                     actor.machine.route(0, msg, decision, &mut out).expect("lessor accepts a regular message");
                     if actor.machine.in_flight() > before {
@@ -262,6 +282,8 @@ impl<P: Policy> Shard<P> {
         let actor = self.actors[f].as_mut().expect("lessor");
         if actor.machine.state().watermark_is_critical(from, wm.header.event_time) {
             self.barrier(f, wm, out);
+        } else if actor.idle() {
+            self.enqueue_direct(wm);
         } else {
             actor.machine.route(0, wm, Decision::Local, out).expect("lessor accepts a watermark");
         }
@@ -672,6 +694,103 @@ impl<P: Policy> Shard<P> {
         }
     }
 
+    /// Queue a regular message of an idle actor (`LessorActor::idle`) on the plain path.
+    fn enqueue_direct(&mut self, m: Pending) {
+        let cx = sched_cx!(self, self.now);
+        let priority = self.policy.on_enqueue(&m.header, self.arrival, &cx);
+        let slot = if m.slot == NO_PAYLOAD { DIRECT_NO_PAYLOAD } else { m.slot };
+        self.runq.push(QEntry { header: m.header, priority, arrival: self.arrival, slot, off: m.off, len: m.len });
+        self.arrival += 1;
+    }
+
+    /// A regular message of the lessor of `f` that bypassed its machine (`LessorActor::idle`
+    /// held when it arrived). Everything the machine received after it is on the same FIFO
+    /// queue behind it (the machine's token), so it runs exactly where the machine would have
+    /// run it: the machine's queue was empty, and no lessee could hold an earlier message.
+    pub(super) fn run_direct(&mut self, e: &QEntry) {
+        let f = e.header.function as usize;
+        if e.header.kind == MessageKind::Watermark {
+            return self.run_direct_watermark(f, &e.header);
+        }
+        let app = self.fn_app[f] as usize;
+        if !self.failed_apps[app].load(std::sync::atomic::Ordering::Relaxed) {
+            self.stats[app].service_ns += self.cost_ns[f];
+            self.touch(app);
+            debug_assert!(
+                !self.mig.tracks(f) || self.mig.holds(f, self.placement.group_of(e.header.key_hash)),
+                "shard {}: a message of group {} of `{}`, which is not here",
+                self.id,
+                self.placement.group_of(e.header.key_hash),
+                self.plan.functions[f].name
+            );
+            let fp = &self.plan.functions[f];
+            let sampled = e.arrival.is_multiple_of(COST_SAMPLE);
+            let t0 = if sampled { now_ns() } else { self.now };
+            let cx = sched_cx!(self, t0);
+            self.policy.pre_apply(&e.header, &cx);
+            let payload = self.held.batch(e.slot).payload(e.off, e.len);
+            let op = self.actors[f].as_mut().expect("lessor").machine.state_mut();
+            let mut router = router!(self, &fp.outputs, e.header);
+            op.on_data(&e.header, payload, MessageClass::Regular, &mut router);
+            let cx = sched_cx!(self, t0);
+            self.policy.post_apply(&e.header, &cx);
+            if sampled {
+                let dt = now_ns().saturating_sub(t0);
+                self.cost_ns[f] = (self.cost_ns[f] * 7 + dt) / 8;
+            }
+        }
+        self.release(e.slot);
+    }
+
+    /// An actor whose machine queue holds only regular messages that run here (Runnable, no
+    /// lessee) hands them to the head of its function's run queue, in order, where they run
+    /// as `run_direct` messages; its machine is then idle, so later arrivals bypass it too.
+    /// Without this, one watermark routed through the machine would keep every later message
+    /// on the machine's path for as long as arrivals keep its queue from emptying.
+    fn hand_back_local(&mut self, f: usize) {
+        let actor = self.actors[f].as_mut().expect("lessor");
+        if actor.ended || !actor.machine.has_work() {
+            return;
+        }
+        let mut taken = std::mem::take(&mut self.taken);
+        taken.extend(actor.machine.take_local(|m| matches!(m.header.kind, MessageKind::Data | MessageKind::Watermark)));
+        let cx = sched_cx!(self, self.now);
+        let base = self.arrival;
+        for (i, m) in taken.drain(..).enumerate().rev() {
+            let arrival = base + i as u64;
+            let priority = self.policy.on_enqueue(&m.header, arrival, &cx);
+            let slot = if m.slot == NO_PAYLOAD { DIRECT_NO_PAYLOAD } else { m.slot };
+            let q = QEntry { header: m.header, priority, arrival, slot, off: m.off, len: m.len };
+            self.runq.push_front(q);
+            self.arrival += 1;
+        }
+        self.taken = taken;
+    }
+
+    /// A watermark that does not matter to the state (`advance_watermark`) of an idle actor:
+    /// run as the machine's `run_lessor` runs one.
+    fn run_direct_watermark(&mut self, f: usize, h: &Header) {
+        let fp = &self.plan.functions[f];
+        let cx = sched_cx!(self, self.now);
+        self.policy.pre_apply(h, &cx);
+        let groups = self.placement.groups();
+        let moving_group = self.mig.outgoing_group(f);
+        let op = self.actors[f].as_mut().expect("lessor").machine.state_mut();
+        let mut router = router!(self, &fp.outputs, *h);
+        match moving_group {
+            Some(g) => {
+                let moving = move |k: u64| dirigo_actors::ids::key_group(k, groups) == g;
+                let stash = op.export_keys(&moving).expect("only actors that split are moved");
+                op.on_watermark(h.event_time, &mut router);
+                op.import_keys(&stash).expect("a moving group goes back after a watermark");
+            }
+            None => op.on_watermark(h.event_time, &mut router),
+        }
+        let cx = sched_cx!(self, self.now);
+        self.policy.post_apply(h, &cx);
+        broadcast(&mut self.out, &self.plan, &self.placement, &fp.outputs, *h, MessageKind::Watermark, h.event_time);
+    }
+
     /// Run one work item of the activation a token stands for.
     pub(super) fn run_token(&mut self, e: &QEntry) {
         // Service times are sampled as in `apply_data`: one token run in `COST_SAMPLE` is timed.
@@ -816,6 +935,7 @@ impl<P: Policy> Shard<P> {
                 actor.machine.retire(s, &mut out).expect("retire a leased lessee");
             }
         }
+        self.hand_back_local(f);
         self.exec(Activation::Lessor(f), &mut out);
         self.cmds = out;
         if let Some(bytes) = exported {

@@ -166,6 +166,8 @@ pub struct Shard<P: Policy> {
     lessees: Vec<Option<LesseeSlot>>,
     /// Scratch outbox of the actor machines.
     cmds: Commands,
+    /// Scratch: an actor's queued messages handed back to the run queue.
+    taken: Vec<dual_mode::Pending>,
     /// Per app: activations hosted here (key groups held, instances of its start shards, source
     /// instances and lessee slots), and since when the count last changed (shard-seconds).
     hosting: Vec<u32>,
@@ -299,6 +301,7 @@ impl<P: Policy> Shard<P> {
             actors,
             lessees: Vec::new(),
             cmds: Vec::new(),
+            taken: Vec::new(),
             hosting_since: vec![now_ns(); plan.apps.len()],
             hosting,
             counted,
