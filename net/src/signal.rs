@@ -13,10 +13,10 @@ pub struct ShardSignal {
     /// Expected delay (ns) before a newly queued message would start.
     delay_ns: CachePadded<AtomicU64>,
     /// Messages of each app queued on the shard, published once per turn (per-app backpressure).
-    queued_by_app: CachePadded<Box<[AtomicU64]>>,
+    queued_by_app: Box<[CachePadded<AtomicU64>]>,
     /// Expected time (ns) to run the messages of each app queued on the shard, published with
     /// them (sources admit work against it: bounded latency at full load).
-    queued_ns_by_app: CachePadded<Box<[AtomicU64]>>,
+    queued_ns_by_app: Box<[CachePadded<AtomicU64>]>,
     /// Set by the owner just before it parks.
     sleeping: CachePadded<AtomicBool>,
     /// What the owner is running: `(function + 1) << 48 | since (µs)`, 0 between messages. Its
@@ -43,8 +43,8 @@ impl ShardSignal {
         let (tx, rx) = flume::bounded(1);
         let sig = ShardSignal {
             queued: CachePadded::new(AtomicU64::new(0)),
-            queued_by_app: CachePadded::new((0..apps).map(|_| AtomicU64::new(0)).collect()),
-            queued_ns_by_app: CachePadded::new((0..apps).map(|_| AtomicU64::new(0)).collect()),
+            queued_by_app: (0..apps).map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
+            queued_ns_by_app: (0..apps).map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
             delay_ns: CachePadded::new(AtomicU64::new(0)),
             sleeping: CachePadded::new(AtomicBool::new(false)),
             running: CachePadded::new(AtomicU64::new(0)),
