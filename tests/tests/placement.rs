@@ -236,8 +236,13 @@ fn a_burst_spreads_hot_groups_out_and_they_come_back_after_it() -> Result<()> {
     let spread: Vec<_> = moves.iter().filter(|m| m.reason == MoveReason::Spread).collect();
     let back: Vec<_> = moves.iter().filter(|m| m.reason == MoveReason::Consolidate).collect();
     ensure!(!spread.is_empty(), "the burst spread no group: {moves:?}");
-    ensure!(spread.iter().all(|m| (m.from, m.to) == (0, 1)), "spread from the hot shard to the idle one");
-    ensure!(!back.is_empty() && back.iter().all(|m| (m.from, m.to) == (1, 0)), "groups came back: {back:?}");
+    // Shard 1 may itself be hot while it works off the burst (a debug build runs the app far
+    // slower): it then spreads groups home, which counts as coming back below.
+    ensure!(
+        spread.first().is_some_and(|m| (m.from, m.to) == (0, 1)),
+        "spread from the hot shard to the idle one: {spread:?}"
+    );
+    ensure!(back.iter().all(|m| (m.from, m.to) == (1, 0)), "consolidation brings groups home: {back:?}");
     // Every group that went out came back, after it went.
     let mut out_now: BTreeMap<(u16, u16), u64> = BTreeMap::new();
     for m in moves.iter() {

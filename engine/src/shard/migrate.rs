@@ -365,7 +365,7 @@ impl<P: Policy> Shard<P> {
                     v
                 });
                 self.release(slot);
-                self.import_group(f, g, &bytes);
+                self.import_group(f, g, &bytes, from);
                 self.arrival_progress(f, g, true, drains);
             }
             kind => unreachable!("{kind:?} is not handled on arrival"),
@@ -524,7 +524,7 @@ impl<P: Policy> Shard<P> {
 
     /// Group `g` of `f` arrived: merge it, fire what the instance's watermark makes due in it,
     /// and replay what was held back once no other group of `f` is on its way.
-    fn import_group(&mut self, f: usize, g: KeyGroup, payload: &[u8]) {
+    fn import_group(&mut self, f: usize, g: KeyGroup, payload: &[u8], from: ShardId) {
         if !payload.is_empty() {
             let res = match &mut self.ops[f] {
                 Some(op) => op.import_keys(payload),
@@ -541,6 +541,8 @@ impl<P: Policy> Shard<P> {
             // A group of an app that did not start here: it came to spread load.
             self.rb.spread_in_ns = now_ns();
         }
+        // Spread or given back: either way, no load goes back to `from` for a while.
+        self.rb.took_load_from(from, now_ns());
         let wm = self.insts[f].as_ref().map_or(0, |i| i.watermark);
         if wm > 0 && !payload.is_empty() {
             self.fire_imported(f, wm);

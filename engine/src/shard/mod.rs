@@ -111,6 +111,9 @@ pub struct ShardSettings {
 
 /// Messages run per turn before the shard polls its mailboxes and flushes again.
 const TURN_BUDGET: usize = 64;
+/// Spinning after tight work continues while at least this share (per mille) of recent idle
+/// periods ended within `spin`.
+const SPIN_PAYS: u64 = 500;
 /// A parked shard wakes at least this often. Mail always rings the doorbell; this bounds the
 /// damage if a wake-up is lost anyway, and `missed_wakeups` counts every time it was needed.
 const MAX_PARK: Duration = Duration::from_millis(200);
@@ -182,6 +185,14 @@ pub struct Shard<P: Policy> {
     /// When this shard last ran work of an app whose SLO makes it spin (`spin_slo`): it spins
     /// only within `spin` of that, and parks at once after other apps' work.
     last_tight_ns: u64,
+    /// Per mille of recent idle periods after tight work in which more tight work came within
+    /// `spin`: spinning pays only when it usually does; otherwise the shard parks at once, and a
+    /// tight app that sends rarely pays an OS wake-up instead of a core (adaptive spinning). An
+    /// exponential average, weight 1/8.
+    spin_pays: u64,
+    /// The start of an idle period that followed tight work, until the next tight work or
+    /// `spin` has passed (one sample of `spin_pays`).
+    tight_idle: Option<u64>,
     /// Scratch: which entries of the batch being received were not queued (see `divert`).
     diverted: Vec<bool>,
     /// The hosted apps changed: the idle behaviour (spin, gather) is recomputed.
@@ -310,6 +321,8 @@ impl<P: Policy> Shard<P> {
             busy_total_ns: 0,
             diverted: Vec::new(),
             last_tight_ns: 0,
+            spin_pays: 1000,
+            tight_idle: None,
             hosting_changed: false,
             hosting_changed_since_report: false,
             lessees_here: vec![0; nf],
@@ -434,6 +447,15 @@ impl<P: Policy> Shard<P> {
                 standby = standby_rank && self.needs_standby();
             }
             let now = now_ns();
+            // Adaptive spinning: did the tight work that followed an idle start come within
+            // `spin` of it?
+            if let Some(start) = self.tight_idle {
+                if self.last_tight_ns > start || now.saturating_sub(start) > spin_ns {
+                    let caught = self.last_tight_ns > start && self.last_tight_ns - start <= spin_ns;
+                    self.spin_pays = (self.spin_pays * 7 + if caught { 1000 } else { 0 }) / 8;
+                    self.tight_idle = None;
+                }
+            }
             if now >= next_tick {
                 self.tick(now);
                 next_tick = now + tick_ns;
@@ -457,6 +479,13 @@ impl<P: Policy> Shard<P> {
             }
             self.policy.on_idle();
             let since = *idle_since.get_or_insert(now);
+            if since == now
+                && spin_ns > 0
+                && self.tight_idle.is_none()
+                && now.saturating_sub(self.last_tight_ns) < spin_ns
+            {
+                self.tight_idle = Some(now);
+            }
             // Ticks only matter while there is work: a parked shard wakes for mail, for its
             // next due source event, or to report.
             let report_at = if self.has_news() { next_stats } else { u64::MAX };
@@ -467,7 +496,9 @@ impl<P: Policy> Shard<P> {
             let wake_at = report_at.min(tick_at).min(self.next_source_due(start, gather_ns));
             // Park by SLO, per message: spin after a tight app's work only (a busy shard shared
             // with loose apps would otherwise never park).
-            let spin_for_tight = now - since < spin_ns && now.saturating_sub(self.last_tight_ns) < spin_ns;
+            let spin_for_tight = now - since < spin_ns
+                && now.saturating_sub(self.last_tight_ns) < spin_ns
+                && self.spin_pays >= SPIN_PAYS;
             if spin_for_tight || wake_at <= now || self.out.staged() > 0 || standby {
                 if spin_ns == 0 {
                     // Unpinned: the shard this one waits for may need this CPU.

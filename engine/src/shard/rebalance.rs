@@ -7,7 +7,9 @@
 //!   affords a move (looser than `spin_slo`) out, each to the
 //!   coolest shard of the function's reach that has room (busy below `ROOM`), until the load it
 //!   sheds brings it down to `TARGET`. A group carrying more than half the shard's load stays
-//!   (moving it moves the hotspot; lessees split a mergeable one per message).
+//!   (moving it moves the hotspot; lessees split a mergeable one per message). Nothing is
+//!   spread to a shard this one took a group from within `SETTLE` (both hot in one burst, or
+//!   one just consolidated, they would otherwise hand groups back and forth).
 //! - **Consolidate.** A shard that stayed cold for `COLD_PERIODS` periods (busy below `COLD`),
 //!   and took nothing in to spread load for `SETTLE`, gives the groups it holds of apps that did
 //!   not start on it back to their start shards, when they have room for its load (below
@@ -51,6 +53,10 @@ pub(super) struct Rebalance {
     cooldown_until: u64,
     /// When a group last arrived here to spread load (consolidation waits `SETTLE_NS`).
     pub(super) spread_in_ns: u64,
+    /// Per shard: when a group last came from it (spread or given back). A hot shard spreads
+    /// nothing to a shard it took load from within `SETTLE_NS` (no ping-pong while both are
+    /// busy with one burst, or just after a consolidation).
+    came_from: Vec<u64>,
     /// Moves decided and not yet started (one group of a function moves at a time).
     planned: VecDeque<(usize, KeyGroup, ShardId, MoveReason)>,
     /// Per keyed function: messages per group in this period.
@@ -67,6 +73,7 @@ impl Rebalance {
             cold_periods: 0,
             cooldown_until: 0,
             spread_in_ns: 0,
+            came_from: Vec::new(),
             planned: VecDeque::new(),
             heat: vec![Vec::new(); functions],
         }
@@ -75,6 +82,20 @@ impl Rebalance {
     /// Room for `functions` functions (an app was deployed).
     pub(super) fn grow(&mut self, functions: usize) {
         self.heat.resize(functions, Vec::new());
+    }
+
+    /// A group came from shard `from` at `now`.
+    pub(super) fn took_load_from(&mut self, from: ShardId, now: u64) {
+        let i = from as usize;
+        if self.came_from.len() <= i {
+            self.came_from.resize(i + 1, 0);
+        }
+        self.came_from[i] = now;
+    }
+
+    /// Whether load came from shard `s` to spread within `SETTLE_NS` of `now`.
+    fn took_from(&self, s: ShardId, now: u64) -> bool {
+        self.came_from.get(s as usize).is_some_and(|&t| t > 0 && now.saturating_sub(t) < SETTLE_NS)
     }
 
     /// Function `f` is keyed with `groups` groups: count its messages per group.
@@ -194,8 +215,11 @@ impl<P: Policy> Shard<P> {
         groups.sort_unstable_by_key(|g| std::cmp::Reverse(g.0));
         let mut shed = util.saturating_sub(TARGET).max(1);
         // What each shard will carry once the planned moves land (per mille).
-        let mut room: Vec<(ShardId, u64)> =
-            self.local.clone().filter(|&s| s != self.id).map(|s| (s, self.signals[s as usize].utilization())).collect();
+        let now = self.now;
+        let mut room: Vec<(ShardId, u64)> = (self.local.clone())
+            .filter(|&s| s != self.id && !self.rb.took_from(s, now))
+            .map(|s| (s, self.signals[s as usize].utilization()))
+            .collect();
         for (load, f, g) in groups {
             if shed == 0 {
                 break;
