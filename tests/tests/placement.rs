@@ -349,3 +349,65 @@ fn a_standby_shard_spins_only_while_a_tight_app_may_lease() -> Result<()> {
     ensure!(loose_parked > 4.0 * loose_spinning, "beside a 50 ms app the spare parks");
     Ok(())
 }
+
+/// One pinned shard hosting a 1 ms-SLO keyed count fed at `rate` events/s for 1.5 s: its
+/// (spinning seconds, wall seconds, share of outputs within the SLO).
+fn tight_shard_spin(rate: u64) -> Result<(f64, f64, f64)> {
+    let events = rate * 3 / 2;
+    let text = format!(
+        r#"
+[engine]
+shards = 1
+pin = true
+[[app]]
+name = "a"
+slo = "1ms"
+schema = {{ k = "u64" }}
+[[app.source]]
+name = "in"
+kind = "generator"
+rate = {rate}
+events = {events}
+keys = 64
+[[app.function]]
+name = "counts"
+kind = "count"
+input = "in"
+key = "k"
+[[app.sink]]
+name = "out"
+kind = "latency"
+input = "counts"
+"#
+    );
+    let config = parse(&text)?;
+    let summary = dirigo_engine::compile::run_config(
+        &config,
+        0,
+        Builtin::by_name("fifo").expect("fifo"),
+        dirigo_engine::engine::StopHandle::default(),
+    )?;
+    ensure!(summary.apps[0].events_out == events, "every event came out: {}", summary.apps[0].events_out);
+    let t = summary.shard_time.first().context("shard 0's time")?;
+    Ok((t.spinning_seconds, summary.wall_seconds, summary.apps[0].satisfaction))
+}
+
+/// Adaptive spinning: a shard spins after a tight app's work only while that app's next
+/// message usually comes within the spin window. At 2,000 events/s (500 µs apart, the window
+/// is 200 µs) spinning would catch nothing and the shard parks between messages; at 10,000/s
+/// (100 µs apart) it spins. The tight app keeps its SLO parked (an OS wake-up is well under
+/// 1 ms).
+#[test]
+fn a_tight_app_that_sends_rarely_does_not_keep_its_shard_spinning() -> Result<()> {
+    let _alone = ENGINE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (rare_spin, rare_wall, rare_sat) = tight_shard_spin(2_000)?;
+    let (often_spin, often_wall, _) = tight_shard_spin(10_000)?;
+    eprintln!(
+        "2k/s: spinning {rare_spin:.3} s of {rare_wall:.2} s, {:.1}% within SLO; 10k/s: spinning {often_spin:.3} s of {often_wall:.2} s",
+        rare_sat * 100.0
+    );
+    ensure!(rare_spin < 0.1 * rare_wall, "2k/s: spinning {rare_spin:.3} s of {rare_wall:.2} s");
+    ensure!(often_spin > 5.0 * rare_spin.max(0.01), "10k/s: spinning {often_spin:.3} s, 2k/s {rare_spin:.3} s");
+    ensure!(rare_sat > 0.9, "parked between messages, the app still meets its SLO: {:.1}%", rare_sat * 100.0);
+    Ok(())
+}
