@@ -353,7 +353,8 @@ where
     summary.snapshots = snapshots;
     summary.add_tcp_sources(&plan, &c.tcp);
     summary.add_tcp_sinks(&plan);
-    (summary.missed_wakeups, summary.io_wakeups) = (c.missed_wakeups, c.io_wakeups);
+    (summary.missed_wakeups, summary.lazy_wakeups, summary.io_wakeups) =
+        (c.missed_wakeups, c.lazy_wakeups, c.io_wakeups);
     summary.shards = local.len();
     summary.shard_time = local.map(|s| ShardTime::of(s, c.shard_ns[s], wall)).collect();
     summary.stalls = c.stalls;
@@ -478,6 +479,7 @@ struct Collected {
     /// Lessee slots per function per progress interval.
     lessees: Vec<Series>,
     missed_wakeups: u64,
+    lazy_wakeups: u64,
     io_wakeups: u64,
     /// Per shard (global id): (busy, parked) ns over the run.
     shard_ns: Vec<(u64, u64)>,
@@ -535,7 +537,7 @@ fn collect(
     let period = settings.shard.stats_interval;
     let mut next = started + period;
     let (mut remaining, local_start) = (local.len(), local.start);
-    let (mut missed_wakeups, mut io_wakeups) = (0, 0);
+    let (mut missed_wakeups, mut lazy_wakeups, mut io_wakeups) = (0, 0, 0);
     let mut shard_ns = vec![(0u64, 0u64); plan.shards];
     let mut failures: Vec<AppFailure> = Vec::new();
     let mut stalls = StallDetector::new(settings.stall_budget, watch.stall_stop);
@@ -587,6 +589,7 @@ fn collect(
             let t = &mut shard_ns[r.shard as usize];
             (t.0, t.1) = (t.0 + r.busy_ns, t.1 + r.parked_ns);
             missed_wakeups += r.missed_wakeups;
+            lazy_wakeups += r.lazy_wakeups;
             io_wakeups += r.io_wakeups;
             for &(source, counts) in &r.tcp_sources {
                 tcp[source] = Some(counts);
@@ -653,6 +656,7 @@ fn collect(
         totals,
         lessees: series,
         missed_wakeups,
+        lazy_wakeups,
         io_wakeups,
         shard_ns,
         tcp,

@@ -182,6 +182,9 @@ pub struct ShardReport {
     pub parked_ns: u64,
     /// Parks that ended on their safety timeout with work pending (lost wake-ups).
     pub missed_wakeups: u64,
+    /// Parks that ended on their own timeout with mail a sender let wait for it (its deadline
+    /// allowed: `ShardSignal::notify_by`).
+    pub lazy_wakeups: u64,
     /// Per function: most lessee slots of it this shard hosted at once since the last report.
     pub lessees: Vec<u64>,
     /// Doorbell rings by socket sources' readiness wakers (input arrived while parked).

@@ -160,6 +160,9 @@ pub struct Summary {
     /// Parks that ended on their safety timeout with mail already waiting: wake-ups that were
     /// lost (by the executor) and recovered within 200 ms. Should be 0.
     pub missed_wakeups: u64,
+    /// Parks that ended on their own timeout with mail waiting whose senders chose not to ring
+    /// (the mail's deadline allowed the wait): system calls saved on both sides.
+    pub lazy_wakeups: u64,
     /// Parked shards woken by a socket source's readiness waker (input arrived while parked).
     pub io_wakeups: u64,
     /// Where each of this process's shards spent the run.
@@ -299,6 +302,7 @@ impl Summary {
             wall_seconds: secs,
             cpu_seconds,
             missed_wakeups: 0,
+            lazy_wakeups: 0,
             io_wakeups: 0,
             shard_time,
             stalls,

@@ -5,6 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 
+/// The longest a sender lets mail wait for a parked receiver's own wake-up instead of ringing
+/// (ns), whatever its deadline.
+pub const LAZY_WAIT_MAX_NS: u64 = 10_000_000;
+
 /// Read-mostly slot of one shard, padded so that writes by its owner don't false-share.
 #[derive(Debug)]
 pub struct ShardSignal {
@@ -19,6 +23,12 @@ pub struct ShardSignal {
     queued_ns_by_app: Box<[CachePadded<AtomicU64>]>,
     /// Set by the owner just before it parks.
     sleeping: CachePadded<AtomicBool>,
+    /// While it is parked: the time (engine clock, ns) by which the owner wakes on its own.
+    /// Written before `sleeping`, so a sender that sees the flag sees this park's value.
+    wake_by: CachePadded<AtomicU64>,
+    /// Rings senders skipped because the owner's own wake-up came soon enough for what they
+    /// sent (see `notify_by`): the owner's lost-wake-up check discounts them.
+    skipped: CachePadded<AtomicU64>,
     /// What the owner is running: `(function + 1) << 48 | since (µs)`, 0 between messages. Its
     /// own line: written twice per message, read only by the controller's stall detector.
     running: CachePadded<AtomicU64>,
@@ -47,6 +57,8 @@ impl ShardSignal {
             queued_ns_by_app: (0..apps).map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
             delay_ns: CachePadded::new(AtomicU64::new(0)),
             sleeping: CachePadded::new(AtomicBool::new(false)),
+            wake_by: CachePadded::new(AtomicU64::new(u64::MAX)),
+            skipped: CachePadded::new(AtomicU64::new(0)),
             running: CachePadded::new(AtomicU64::new(0)),
             utilization: AtomicU64::new(0),
             closing: AtomicBool::new(false),
@@ -150,6 +162,40 @@ impl ShardSignal {
     #[inline]
     pub fn awake(&self) {
         self.sleeping.store(false, Ordering::SeqCst);
+    }
+
+    /// Owner, before `going_to_sleep`: it wakes by `at_ns` on its own (its park's timeout).
+    #[inline]
+    pub fn will_wake_by(&self, at_ns: u64) {
+        self.wake_by.store(at_ns, Ordering::Relaxed);
+    }
+
+    /// Rings skipped so far (see `notify_by`).
+    #[inline]
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// Sender, after publishing mail whose earliest deadline is `deadline_ns`: wake the owner if
+    /// it is (going) asleep, unless it wakes on its own within the first half of the time left
+    /// to that deadline (and within `LAZY_WAIT_MAX_NS`). A batch of loose-SLO records sent to a shard that parks for a few
+    /// milliseconds at a time then costs no system call on either side; anything without a
+    /// deadline (protocol, control: `deadline_ns` 0) always rings.
+    #[inline]
+    pub fn notify_by(&self, deadline_ns: u64) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) {
+            let wake_by = self.wake_by.load(Ordering::Relaxed);
+            if deadline_ns > 0 {
+                let now = crate::clock::now_ns();
+                let wait = (deadline_ns.saturating_sub(now) / 2).min(LAZY_WAIT_MAX_NS);
+                if wake_by <= now + wait {
+                    self.skipped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+            let _ = self.doorbell.try_send(());
+        }
     }
 
     /// Sender, after publishing mail: wake the owner if it is (going) asleep.

@@ -120,6 +120,12 @@ const MAX_PARK: Duration = Duration::from_millis(200);
 /// ... and this often while it hosts nothing (no app has an instance, source, key group or
 /// lessee here): an idle server's shards cost a wake-up a second each.
 const REST_MAX_PARK: Duration = Duration::from_secs(1);
+/// A shard hosting apps whose SLOs allow it wakes on its own at least every `gather` of its
+/// tightest SLO, when that is between these bounds (ns): senders of records that can wait
+/// that long need not ring it (`ShardSignal::notify_by`). Tighter apps' shards are rung (or
+/// spin); a shard that hosts nothing does not wake for mail it cannot get.
+const MAIL_GATHER_MIN_NS: u64 = 1_000_000;
+const MAIL_GATHER_MAX_NS: u64 = dirigo_net::signal::LAZY_WAIT_MAX_NS;
 /// Assumed cost to the home shard of sending a forward, and of handling its answer, until
 /// measured (ns).
 const FORWARD_PRIOR_NS: u64 = 500;
@@ -259,6 +265,8 @@ pub struct Shard<P: Policy> {
     msg_mark: (u64, u64),
     /// Parks that ended on their timeout with work already pending (a lost wake-up).
     missed_wakeups: u64,
+    /// Parks that ended on their own timeout with mail whose sender chose not to ring.
+    lazy_wakeups: u64,
     /// Runtime deploy and undeploy (`dirigo serve`).
     deploy: deploy::Deploy,
     /// Snapshot barriers and what waits behind them.
@@ -368,6 +376,7 @@ impl<P: Policy> Shard<P> {
             msg_ns: 0,
             msg_mark: (0, 0),
             missed_wakeups: 0,
+            lazy_wakeups: 0,
             deploy: deploy::Deploy::new(init.control, plan.apps.len()),
             snap: snapshot::Snap::new(init.snapshots, nf, init.restore.as_ref().map_or(0, |r| r.epoch)),
             plan,
@@ -493,7 +502,9 @@ impl<P: Policy> Shard<P> {
             let tick_at = if self.lends_out() { next_tick } else { u64::MAX };
             // A shard holding groups that came to spread load wakes to consider giving them back.
             let tick_at = tick_at.min(self.rebalance_due());
-            let wake_at = report_at.min(tick_at).min(self.next_source_due(start, gather_ns));
+            let mail_at =
+                if (MAIL_GATHER_MIN_NS..=MAIL_GATHER_MAX_NS).contains(&gather_ns) { now + gather_ns } else { u64::MAX };
+            let wake_at = report_at.min(tick_at).min(self.next_source_due(start, gather_ns)).min(mail_at);
             // Park by SLO, per message: spin after a tight app's work only (a busy shard shared
             // with loose apps would otherwise never park).
             let spin_for_tight = now - since < spin_ns
@@ -666,6 +677,10 @@ impl<P: Policy> Shard<P> {
     /// Park until a sender rings the doorbell or `timeout` passes: blocks the thread (see `run`).
     fn park(&mut self, timeout_ns: u64) {
         let sig = self.signals[self.id as usize].clone();
+        let max = if self.hosting.iter().all(|&h| h == 0) { REST_MAX_PARK } else { MAX_PARK };
+        let timeout = Duration::from_nanos(timeout_ns).min(max);
+        sig.will_wake_by(now_ns().saturating_add(timeout.as_nanos() as u64));
+        let skipped = sig.skipped();
         sig.going_to_sleep();
         // Armed after the flag and before the re-check: input that arrives from here on rings.
         let armed = self.arm_sources();
@@ -677,14 +692,18 @@ impl<P: Policy> Shard<P> {
             return;
         }
         let t0 = now_ns();
-        let max = if self.hosting.iter().all(|&h| h == 0) { REST_MAX_PARK } else { MAX_PARK };
-        let rung = self.doorbell.recv_timeout(Duration::from_nanos(timeout_ns).min(max)).is_ok();
+        let rung = self.doorbell.recv_timeout(timeout).is_ok();
         sig.awake();
-        // Mail waiting after a timeout is a lost wake-up only if nobody rang: a ring that came
-        // as the timeout fired left its token (taken here, so the next park does not end at once).
+        // Mail waiting after a timeout is a lost wake-up only if nobody rang and no sender chose
+        // not to (its mail could wait for this wake-up): a ring that came as the timeout fired
+        // left its token (taken here, so the next park does not end at once).
         if !rung && self.has_pending_work() && self.doorbell.try_recv().is_err() {
-            self.missed_wakeups += 1;
-            tracing::debug!(shard = self.id, "woke on the park timeout with mail waiting: a wake-up was lost");
+            if sig.skipped() == skipped {
+                self.missed_wakeups += 1;
+                tracing::debug!(shard = self.id, "woke on the park timeout with mail waiting: a wake-up was lost");
+            } else {
+                self.lazy_wakeups += 1;
+            }
         }
         self.parked_ns += now_ns() - t0;
     }
@@ -748,6 +767,7 @@ impl<P: Policy> Shard<P> {
             busy_ns: std::mem::take(&mut self.busy_ns),
             parked_ns: std::mem::take(&mut self.parked_ns),
             missed_wakeups: std::mem::take(&mut self.missed_wakeups),
+            lazy_wakeups: std::mem::take(&mut self.lazy_wakeups),
             lessees: self.lessees_max.clone(),
             io_wakeups: self.take_io_wakes(),
             tcp_sources: self.tcp_counts(),

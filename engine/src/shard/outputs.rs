@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use dirigo_actors::envelope::Header;
+use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::ids::ShardId;
 use dirigo_actors::record::{archive_values_with, Value};
 use rkyv::ser::allocator::Arena;
@@ -36,6 +36,9 @@ pub struct Outputs {
     /// Per destination: something staged for it must wake it if it is parked (all but
     /// [`Outputs::push_lazy`]'s envelopes).
     urgent: Vec<bool>,
+    /// Per destination: the earliest deadline among the urgent envelopes staged since its last
+    /// ring (0: one has none, ring at once; see `ShardSignal::notify_by`).
+    deadline: Vec<u64>,
     /// Per destination: the shard was given up (see `Shard::let_go`); what is staged for it
     /// is dropped, not sent.
     gone: Vec<bool>,
@@ -58,6 +61,7 @@ impl Outputs {
             staged_by_app: vec![0; apps],
             arena: Arena::new(),
             urgent: vec![false; n],
+            deadline: vec![u64::MAX; n],
             gone: vec![false; n],
         }
     }
@@ -91,6 +95,13 @@ impl Outputs {
     #[inline]
     fn stamp(&mut self, dest: usize, h: &mut Header) {
         self.urgent[dest] = true;
+        // Records and watermarks carry their event's deadline; everything else wants the
+        // receiver now.
+        let d = match h.kind {
+            MessageKind::Data | MessageKind::Watermark => h.deadline_ns,
+            _ => 0,
+        };
+        self.deadline[dest] = self.deadline[dest].min(d);
         self.stamp_lazy(dest, h);
     }
 
@@ -224,7 +235,8 @@ impl Outputs {
             sent = true;
         }
         if sent && dest != self.me as usize && std::mem::take(&mut self.urgent[dest]) {
-            self.outboxes[dest].as_ref().expect("mailbox").peer.notify();
+            let deadline = std::mem::replace(&mut self.deadline[dest], u64::MAX);
+            self.outboxes[dest].as_ref().expect("mailbox").peer.notify_by(deadline);
         }
         sent
     }
