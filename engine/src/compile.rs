@@ -723,10 +723,12 @@ fn app_cores(app: &AppConfig) -> usize {
 }
 
 /// Events per second an app's sources declare; None when one has no bound (a generator or file
-/// at rate 0), 0 for sockets (their clients decide).
+/// at rate 0), 0 for sockets (their clients decide). A generator declares its peak, its bursts
+/// included: a source stays on the shard it starts on, so two apps whose bursts that shard
+/// could not generate together must not be packed onto it for their quiet rates.
 fn declared_rate(app: &AppConfig) -> Option<u64> {
     app.sources.iter().try_fold(0u64, |sum, s| match &s.kind {
-        SourceKind::Generator(g) if g.rate > 0 => Some(sum + g.rate),
+        SourceKind::Generator(g) if g.rate > 0 => Some(sum + g.peak_rate()),
         SourceKind::File(f) if f.rate > 0 => Some(sum + f.rate),
         SourceKind::Tcp(_) => Some(sum),
         _ => None,

@@ -145,6 +145,14 @@ pub trait Policy: 'static {
     fn on_ingress(&mut self, h: &mut Header, app: &AppPlan) {
         h.deadline_ns = h.ingress_ns.saturating_add(app.slo_ns);
     }
+    /// Whether `on_route` may ever answer `Lessee` (the default: yes). A policy that never
+    /// leases says so, and a built-in window whose lessor is idle then takes its records on the
+    /// plain queue path without asking `on_route` per record at its home shard (the sender
+    /// still asks, on the keyed edge).
+    #[inline]
+    fn may_lease(&self) -> bool {
+        true
+    }
     /// Choose the activation for a message about to be sent to a keyed function.
     #[inline]
     fn on_route(&mut self, _h: &Header, _route: &RouteCx) -> Placement {
@@ -202,6 +210,10 @@ pub trait Policy: 'static {
 pub struct Fifo;
 
 impl Policy for Fifo {
+    #[inline]
+    fn may_lease(&self) -> bool {
+        false
+    }
     #[inline]
     fn on_enqueue(&mut self, _h: &Header, arrival: u64, _cx: &SchedCx<'_>) -> u64 {
         arrival
@@ -314,6 +326,10 @@ impl Fair {
 
 impl Policy for Fair {
     #[inline]
+    fn may_lease(&self) -> bool {
+        false
+    }
+    #[inline]
     fn on_enqueue(&mut self, _h: &Header, arrival: u64, _cx: &SchedCx<'_>) -> u64 {
         arrival
     }
@@ -421,6 +437,10 @@ impl Policy for Builtin {
     #[inline]
     fn on_route(&mut self, h: &Header, route: &RouteCx) -> Placement {
         dispatch!(self, p => p.on_route(h, route))
+    }
+    #[inline]
+    fn may_lease(&self) -> bool {
+        dispatch!(self, p => p.may_lease())
     }
     #[inline]
     fn on_enqueue(&mut self, h: &Header, arrival: u64, cx: &SchedCx<'_>) -> u64 {

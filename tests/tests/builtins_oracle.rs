@@ -211,12 +211,24 @@ fn windows(events: &Events, size: u64, slide: u64, op: &str, field: Option<usize
 
 /// Window functions `(name, op, field, key)` of one shape, each with its own sink.
 fn check_windows(shape: &str, size: u64, slide: u64, specs: &[(&str, &str, Option<&str>, &str)]) -> Result<()> {
+    check_windows_with(shape, size, slide, specs, "")
+}
+
+/// As `check_windows`, with `extra` lines in every window function.
+fn check_windows_with(
+    shape: &str,
+    size: u64,
+    slide: u64,
+    specs: &[(&str, &str, Option<&str>, &str)],
+    extra: &str,
+) -> Result<()> {
     let body: String = specs
         .iter()
         .map(|(name, op, field, key)| {
             let field = field.map_or(String::new(), |f| format!(", field = \"{f}\""));
-            let keys =
-                format!("input = \"in\"\nkey = \"{key}\"\nwindow = {shape}\naggregate = {{ op = \"{op}\"{field} }}");
+            let keys = format!(
+                "input = \"in\"\nkey = \"{key}\"\nwindow = {shape}\naggregate = {{ op = \"{op}\"{field} }}\n{extra}"
+            );
             function(name, "window", &keys)
         })
         .collect();
@@ -244,6 +256,21 @@ fn tumbling_windows_match_reference() -> Result<()> {
         ("avg_b", "avg", Some("b"), "k"),
     ];
     check_windows(r#"{ type = "tumbling", size = "1ms" }"#, 1, 1, &specs)
+}
+
+/// The same windows as dual-mode actors (`max_lessees = 1`): under policies that never lease,
+/// their records take the plain queue path while the lessor is idle, and barriers (watermarks
+/// that fire, forced migrations) still come in order after them.
+#[test]
+fn tumbling_windows_as_dual_mode_actors_match_reference() -> Result<()> {
+    let specs = [("count_k", "count", None, "k"), ("sum_a", "sum", Some("a"), "k"), ("max_x", "max", Some("x"), "k")];
+    check_windows_with(r#"{ type = "tumbling", size = "1ms" }"#, 1, 1, &specs, "max_lessees = 1")
+}
+
+#[test]
+fn sliding_windows_as_dual_mode_actors_match_reference() -> Result<()> {
+    let specs = [("sum_x", "sum", Some("x"), "k"), ("avg_a", "avg", Some("a"), "k")];
+    check_windows_with(r#"{ type = "sliding", size = "3ms", slide = "1ms" }"#, 3, 1, &specs, "max_lessees = 1")
 }
 
 #[test]

@@ -61,6 +61,26 @@ input = "{name}_window"
     )
 }
 
+/// A generator declares its peak rate: two apps at 50k events/s pack onto one shard of 200k,
+/// but not when each bursts to 150k, since a source stays on the shard it starts on and that
+/// shard could not generate both bursts.
+#[test]
+fn a_generator_declares_its_peak_rate() -> Result<()> {
+    let bursting = |name: &str| {
+        app(name, 50_000, "")
+            .replace("events = 3000", "events = 3000\nbursts = [{ at = \"1s\", duration = \"1s\", rate = 150000 }]")
+    };
+    let quiet = String::from("[engine]\nshard_capacity = 200000\n") + &app("a", 50_000, "") + &app("b", 50_000, "");
+    let plan = compile(&parse(&quiet)?, 2).map_err(|e| anyhow!("{e}"))?;
+    let placed: Vec<&[ShardId]> = plan.apps.iter().map(|a| a.shards.as_slice()).collect();
+    assert_eq!(placed, [&[0][..], &[0]], "at 50k each they share a shard");
+    let bursts = String::from("[engine]\nshard_capacity = 200000\n") + &bursting("a") + &bursting("b");
+    let plan = compile(&parse(&bursts)?, 2).map_err(|e| anyhow!("{e}"))?;
+    let placed: Vec<&[ShardId]> = plan.apps.iter().map(|a| a.shards.as_slice()).collect();
+    assert_eq!(placed, [&[0][..], &[1]], "bursting to 150k each they do not");
+    Ok(())
+}
+
 #[test]
 fn apps_pack_by_declared_load_and_key_groups_follow_them() -> Result<()> {
     let text = String::from("[engine]\nshard_capacity = 200000\n")

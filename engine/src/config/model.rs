@@ -237,6 +237,13 @@ pub struct GeneratorSource {
     pub bursts: Vec<Burst>,
 }
 
+impl GeneratorSource {
+    /// Its highest rate: the base rate or a burst's, whichever is higher.
+    pub fn peak_rate(&self) -> u64 {
+        self.bursts.iter().map(|b| b.rate).fold(self.rate, u64::max)
+    }
+}
+
 /// A period during which a generator runs at another rate.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Burst {

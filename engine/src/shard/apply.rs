@@ -42,16 +42,29 @@ impl<P: Policy> Shard<P> {
         let cx = sched_cx!(self, now);
         let (actors, fn_count, mig) = (&self.actors, self.actors.len(), &self.mig);
         let (any_gone, torn, fn_app) = (self.any_gone, &self.torn, &self.fn_app);
+        // Records of an idle built-in window need not pass its machine when nothing could
+        // send them elsewhere (the policy never leases) or hold them (no snapshot aligns).
+        let plain_actors = !self.policy.may_lease() && self.snap.aligning == 0;
+        let rb = &mut self.rb;
         let mask = &mut self.diverted;
         mask.clear();
         let slot = self.held.hold_with(batch, from, |entries, slot| {
             for e in entries {
                 let f = e.header.function as usize;
+                let gone = super::gone::torn_down(any_gone, torn, fn_app, f);
+                let actor = if f < fn_count { actors[f].as_deref() } else { None };
+                let plain_actor = plain_actors
+                    && e.header.kind == MessageKind::Data
+                    && actor.is_some_and(|a| a.takes_plain_records())
+                    && !mig.holds_back(f)
+                    && !gone;
+                if plain_actor {
+                    rb.count(f, e.header.key_hash); // as `actor_arrival` does
+                }
                 // Protocol messages and the messages of actors go through the actor machines;
                 // messages of a function a key group is on its way to are held back.
-                let divert = e.header.kind.is_protocol()
-                    || f < fn_count && (actors[f].is_some() || mig.holds_back(f))
-                    || super::gone::torn_down(any_gone, torn, fn_app, f);
+                let divert = !plain_actor
+                    && (e.header.kind.is_protocol() || f < fn_count && (actor.is_some() || mig.holds_back(f)) || gone);
                 mask.push(divert);
                 if divert {
                     diverted = true;

@@ -124,6 +124,12 @@ impl LessorActor {
             && self.machine.lessees().next().is_none()
     }
 
+    /// A built-in window whose machine is idle: its records (never critical) may take the
+    /// plain queue path straight from the mailbox when the policy never leases.
+    pub(super) fn takes_plain_records(&self) -> bool {
+        self.idle() && matches!(self.machine.state(), ActorOp::Window(..))
+    }
+
     /// Its end ran.
     pub(super) fn has_ended(&self) -> bool {
         self.ended

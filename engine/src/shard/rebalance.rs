@@ -7,9 +7,10 @@
 //!   affords a move (looser than `spin_slo`) out, each to the
 //!   coolest shard of the function's reach that has room (busy below `ROOM`), until the load it
 //!   sheds brings it down to `TARGET`. A group carrying more than half the shard's load stays
-//!   (moving it moves the hotspot; lessees split a mergeable one per message). Nothing is
-//!   spread to a shard this one took a group from within `SETTLE` (both hot in one burst, or
-//!   one just consolidated, they would otherwise hand groups back and forth).
+//!   (moving it moves the hotspot; lessees split a mergeable one per message). No group is
+//!   spread to a shard this one took a group from within `SETTLE`, unless that shard is the
+//!   group's home (both hot in one burst, or one just consolidated, they would otherwise hand
+//!   an app back and forth; a group that came to spread load may always go home).
 //! - **Consolidate.** A shard that stayed cold for `COLD_PERIODS` periods (busy below `COLD`),
 //!   and took nothing in to spread load for `SETTLE`, gives the groups it holds of apps that did
 //!   not start on it back to their start shards, when they have room for its load (below
@@ -216,10 +217,9 @@ impl<P: Policy> Shard<P> {
         let mut shed = util.saturating_sub(TARGET).max(1);
         // What each shard will carry once the planned moves land (per mille).
         let now = self.now;
-        let mut room: Vec<(ShardId, u64)> = (self.local.clone())
-            .filter(|&s| s != self.id && !self.rb.took_from(s, now))
-            .map(|s| (s, self.signals[s as usize].utilization()))
-            .collect();
+        let mut room: Vec<(ShardId, u64)> =
+            self.local.clone().filter(|&s| s != self.id).map(|s| (s, self.signals[s as usize].utilization())).collect();
+        let took: Vec<bool> = room.iter().map(|&(s, _)| self.rb.took_from(s, now)).collect();
         for (load, f, g) in groups {
             if shed == 0 {
                 break;
@@ -237,8 +237,12 @@ impl<P: Policy> Shard<P> {
                 })
                 .collect();
             let reach = &self.plan.functions[f].shards;
+            let home = &self.plan.apps[self.fn_app[f] as usize].shards;
             let placement = &self.placement;
-            let target = (room.iter_mut().zip(&allowed))
+            // Not back to a shard this one took load from lately, unless it is the group's home.
+            let target = (room.iter_mut().zip(&allowed).zip(&took))
+                .filter(|(((s, _), _), &took)| !took || home.contains(s))
+                .map(|(r, _)| r)
                 .filter(|((s, u), &ok)| ok && reach.contains(s) && *u + load < ROOM)
                 .map(|(r, _)| r)
                 .min_by_key(|(s, u)| {
