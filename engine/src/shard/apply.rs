@@ -44,7 +44,9 @@ impl<P: Policy> Shard<P> {
         let (any_gone, torn, fn_app) = (self.any_gone, &self.torn, &self.fn_app);
         // Records of an idle built-in window need not pass its machine when nothing could
         // send them elsewhere (the policy never leases) or hold them (no snapshot aligns).
-        let plain_actors = !self.policy.may_lease() && self.snap.aligning == 0;
+        // Diverted entries are handled after this loop (`divert`), so once one is met, nothing
+        // later in the batch may overtake it on the plain path (a barrier, a watermark).
+        let mut plain_actors = !self.policy.may_lease() && self.snap.aligning == 0;
         let rb = &mut self.rb;
         let mask = &mut self.diverted;
         mask.clear();
@@ -68,6 +70,7 @@ impl<P: Policy> Shard<P> {
                 mask.push(divert);
                 if divert {
                     diverted = true;
+                    plain_actors = false;
                     continue;
                 }
                 let priority = self.policy.on_enqueue(&e.header, self.arrival, &cx);
