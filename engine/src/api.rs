@@ -107,6 +107,7 @@ impl EngineBuilder {
             // An embedded app runs on every shard: its author placed its keys and sources.
             shards: (0..self.plan.shards as ShardId).collect(),
             reach: (0..self.plan.shards as ShardId).collect(),
+            peak_permille: 0,
         });
         AppBuilder { plan: &mut self.plan, app: id }
     }

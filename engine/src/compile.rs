@@ -174,8 +174,9 @@ fn compile_with(
         };
         let here = Here { node: node_id, local: local.clone() };
         let nodes = HashMap::new();
+        let peak = peak_permille(app, shards.len(), config.engine.shard_capacity);
         AppCompiler { config, app, index, id, plan: &mut plan, nodes, here, records, binding }
-            .compile(shards, reach)?;
+            .compile(shards, reach, peak)?;
     }
     plan.validate().map_err(|e| config.error_at(0..0, KeyPath::table("app"), e.to_string()))?;
     Ok(plan)
@@ -193,9 +194,19 @@ pub fn compile_app(config: &Config, index: usize, plan: &mut Plan, placer: &mut 
     let shards = placer.place(app_cores(app), declared_rate(app));
     let here = Here { node: "local", local: 0..plan.shards };
     let reach = placer.reach(&shards, app.max_cores as usize);
+    let peak = peak_permille(app, shards.len(), config.engine.shard_capacity);
     AppCompiler { config, app, index, id, plan, nodes: HashMap::new(), here, records, binding: Binding::Bind }
-        .compile(shards, reach)?;
+        .compile(shards, reach, peak)?;
     plan.validate().map_err(|e| config.error_at(0..0, KeyPath::table("app"), e.to_string()))
+}
+
+/// Per mille of a shard's capacity an app declares at its peak on each of its `shards` start
+/// shards (1000 when a source has no bound).
+fn peak_permille(app: &AppConfig, shards: usize, capacity: u64) -> u64 {
+    match declared_rate(app) {
+        Some(eps) => (eps.saturating_mul(1000) / capacity.max(1) / shards.max(1) as u64).min(1000),
+        None => 1000,
+    }
 }
 
 /// What an app declares to the placer: the shards it asks for and its events per second (see
@@ -228,7 +239,7 @@ struct Here<'a> {
 type Res<T> = Result<T, ConfigError>;
 
 impl AppCompiler<'_> {
-    fn compile(mut self, shards: Vec<ShardId>, reach: Vec<ShardId>) -> Res<()> {
+    fn compile(mut self, shards: Vec<ShardId>, reach: Vec<ShardId>, peak_permille: u64) -> Res<()> {
         let a = self.app;
         self.plan.apps.push(AppPlan {
             name: a.name.get_ref().clone(),
@@ -238,6 +249,7 @@ impl AppCompiler<'_> {
             watermark_delay_ms: a.watermark_delay.as_millis() as u64,
             shards,
             reach,
+            peak_permille,
         });
         for (id, node) in a.nodes_in_order() {
             match node {

@@ -78,6 +78,11 @@ pub struct AppPlan {
     /// functions, and what runs after them, have an instance on each, idle until a group
     /// arrives. Migration moves groups only within one node, so in a cluster this is `shards`.
     pub reach: Vec<ShardId>,
+    /// Per mille of a shard's capacity (`shard_capacity`) the app declares at its peak on each
+    /// of its start shards (its sources' peak rate over its shards); 1000 when unbounded, 0 when
+    /// unknown (an embedded app). Rebalancing keeps other apps' groups off a shard whose
+    /// declared peaks leave no room: its sources cannot leave it when they burst.
+    pub peak_permille: u64,
 }
 
 /// A source node.

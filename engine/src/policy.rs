@@ -568,6 +568,7 @@ mod tests {
                 watermark_delay_ms: 0,
                 shards: vec![0],
                 reach: vec![0],
+                peak_permille: 0,
             })
             .collect()
     }

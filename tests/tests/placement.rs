@@ -431,3 +431,40 @@ fn a_tight_app_that_sends_rarely_does_not_keep_its_shard_spinning() -> Result<()
     ensure!(rare_sat > 0.9, "parked between messages, the app still meets its SLO: {:.1}%", rare_sat * 100.0);
     Ok(())
 }
+
+/// The spread moves of a run where app `a` (packed alone on shard 0) bursts beside app `b` on
+/// shard 1, which declares a peak of `b_peak` events/s (a short burst at the end of the run).
+fn spread_beside(b_peak: Option<u64>) -> Result<Vec<dirigo_engine::metrics::MoveEvent>> {
+    let burst = |at: &str, duration: &str, rate: u64| {
+        format!("duration = \"4s\"\nbursts = [{{ at = \"{at}\", duration = \"{duration}\", rate = {rate} }}]")
+    };
+    let a =
+        app("a", 2_000, "").replace("events = 3000", &burst("1s", "2s", 200_000)).replace("keys = 64", "keys = 4096");
+    let b = match b_peak {
+        Some(peak) => app("b", 2_000, "").replace("events = 3000", &burst("3900ms", "10ms", peak)),
+        None => app("b", 2_000, "").replace("events = 3000", "duration = \"4s\""),
+    };
+    let text = String::from("[engine]\nshards = 2\nshard_capacity = 200000\n") + &a + &b;
+    let config = parse(&text)?;
+    let plan = compile(&config, 2).map_err(|e| anyhow!("{e}"))?;
+    ensure!(plan.apps[0].shards == [0] && plan.apps[1].shards == [1], "a on shard 0, b on shard 1");
+    let settings = settings(&config);
+    let summary =
+        dirigo_engine::engine::run(plan, &settings, Builtin::by_name("fifo").unwrap(), Default::default(), |_| {})
+            .map_err(|e| anyhow!("{e}"))?;
+    use dirigo_engine::metrics::MoveReason;
+    Ok(summary.migrations.into_iter().filter(|m| m.reason == MoveReason::Spread && m.app == 0).collect())
+}
+
+/// A burst spreads only where there is room: onto a shard whose own app declares a low rate,
+/// but not onto one whose app declares a peak (150k of 200k) that its sources, which cannot
+/// leave that shard, would need.
+#[test]
+fn a_burst_does_not_spread_onto_another_apps_declared_peak() -> Result<()> {
+    let _alone = ENGINE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let open = spread_beside(None)?;
+    ensure!(!open.is_empty(), "beside a quiet app the burst spreads");
+    let reserved = spread_beside(Some(150_000))?;
+    ensure!(reserved.is_empty(), "nothing spreads onto a declared peak: {reserved:?}");
+    Ok(())
+}

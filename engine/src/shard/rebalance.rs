@@ -6,7 +6,9 @@
 //!   queueing delay above half its tightest SLO) moves its hottest groups of apps whose SLO
 //!   affords a move (looser than `spin_slo`) out, each to the
 //!   coolest shard of the function's reach that has room (busy below `ROOM`), until the load it
-//!   sheds brings it down to `TARGET`. A group carrying more than half the shard's load stays
+//!   sheds brings it down to `TARGET`; a shard's room also excludes what the other apps that
+//!   started on it declare at their peak (`AppPlan::peak_permille`: their sources cannot leave
+//!   it when they burst). A group carrying more than half the shard's load stays
 //!   (moving it moves the hotspot; lessees split a mergeable one per message). No group is
 //!   spread to a shard this one took a group from within `SETTLE`, unless that shard is the
 //!   group's home (both hot in one burst, or one just consolidated, they would otherwise hand
@@ -237,13 +239,19 @@ impl<P: Policy> Shard<P> {
                 })
                 .collect();
             let reach = &self.plan.functions[f].shards;
-            let home = &self.plan.apps[self.fn_app[f] as usize].shards;
+            let app = self.fn_app[f] as usize;
+            let home = &self.plan.apps[app].shards;
+            // What the other apps started on a shard declare at their peak stays theirs.
+            let reserved = |s: ShardId| -> u64 {
+                let others = self.plan.apps.iter().enumerate().filter(|&(a, p)| a != app && p.shards.contains(&s));
+                others.map(|(_, p)| p.peak_permille).sum()
+            };
             let placement = &self.placement;
             // Not back to a shard this one took load from lately, unless it is the group's home.
             let target = (room.iter_mut().zip(&allowed).zip(&took))
                 .filter(|(((s, _), _), &took)| !took || home.contains(s))
                 .map(|(r, _)| r)
-                .filter(|((s, u), &ok)| ok && reach.contains(s) && *u + load < ROOM)
+                .filter(|((s, u), &ok)| ok && reach.contains(s) && (*u).max(reserved(*s)) + load < ROOM)
                 .map(|(r, _)| r)
                 .min_by_key(|(s, u)| {
                     // Coolest first; among equals, a shard that already hosts the function.
