@@ -178,24 +178,24 @@ impl ShardSignal {
 
     /// Sender, after publishing mail whose earliest deadline is `deadline_ns`: wake the owner if
     /// it is (going) asleep, unless it wakes on its own within the first half of the time left
-    /// to that deadline (and within `LAZY_WAIT_MAX_NS`). A batch of loose-SLO records sent to a shard that parks for a few
-    /// milliseconds at a time then costs no system call on either side; anything without a
-    /// deadline (protocol, control: `deadline_ns` 0) always rings.
+    /// to that deadline (and within `LAZY_WAIT_MAX_NS`). A batch of loose-SLO records sent to a
+    /// shard that parks for a few milliseconds at a time then costs no system call on either
+    /// side; anything without a deadline (protocol, control: `deadline_ns` 0) always rings.
     #[inline]
     pub fn notify_by(&self, deadline_ns: u64) {
         std::sync::atomic::fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::SeqCst) {
-            let wake_by = self.wake_by.load(Ordering::Relaxed);
-            if deadline_ns > 0 {
-                let now = crate::clock::now_ns();
-                let wait = (deadline_ns.saturating_sub(now) / 2).min(LAZY_WAIT_MAX_NS);
-                if wake_by <= now + wait {
-                    self.skipped.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            }
-            let _ = self.doorbell.try_send(());
+        if !self.sleeping.load(Ordering::SeqCst) {
+            return;
         }
+        if deadline_ns > 0 {
+            let now = crate::clock::now_ns();
+            let wait = (deadline_ns.saturating_sub(now) / 2).min(LAZY_WAIT_MAX_NS);
+            if self.wake_by.load(Ordering::Relaxed) <= now + wait {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let _ = self.doorbell.try_send(());
     }
 
     /// Sender, after publishing mail: wake the owner if it is (going) asleep.
@@ -204,10 +204,7 @@ impl ShardSignal {
     /// flag (both sides use SeqCst), so mail is never left behind a parked shard.
     #[inline]
     pub fn notify(&self) {
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::SeqCst) {
-            let _ = self.doorbell.try_send(());
-        }
+        self.notify_by(0);
     }
 
     /// Controller: give the shard up (its thread is stuck in a function). It looks full from

@@ -236,13 +236,7 @@ impl<P: Policy> Shard<P> {
         let fp = &self.plan.functions[f];
         let sampled = e.arrival.is_multiple_of(COST_SAMPLE);
         let t0 = if sampled || fp.is_sink { now_ns() } else { 0 };
-        debug_assert!(
-            !self.mig.tracks(f) || self.mig.holds(f, self.placement.group_of(e.header.key_hash)),
-            "shard {}: a message of group {} of `{}`, which is not here",
-            self.id,
-            self.placement.group_of(e.header.key_hash),
-            self.plan.functions[f].name
-        );
+        self.debug_assert_group_here(f, e.header.key_hash);
         if fp.is_sink {
             let slo = self.plan.apps[fp.app as usize].slo_ns;
             self.stats[fp.app as usize].record_output(t0.saturating_sub(e.header.ingress_ns), slo);
@@ -259,6 +253,18 @@ impl<P: Policy> Shard<P> {
             let dt = now_ns().saturating_sub(t0);
             self.cost_ns[f] = (self.cost_ns[f] * 7 + dt) / 8;
         }
+    }
+
+    /// Debug builds: a data message of keyed function `f` runs only where its key group is.
+    #[inline]
+    pub(super) fn debug_assert_group_here(&self, f: usize, key_hash: u64) {
+        debug_assert!(
+            !self.mig.tracks(f) || self.mig.holds(f, self.placement.group_of(key_hash)),
+            "shard {}: a message of group {} of `{}`, which is not here",
+            self.id,
+            self.placement.group_of(key_hash),
+            self.plan.functions[f].name
+        );
     }
 
     fn apply_watermark(&mut self, h: &Header) {

@@ -55,6 +55,12 @@ impl Pending {
     pub(super) fn control(header: Header) -> Pending {
         Pending { header, slot: NO_PAYLOAD, off: 0, len: 0 }
     }
+
+    /// Its run-queue entry on the plain path (`run_direct`).
+    fn direct_entry(&self, priority: u64, arrival: u64) -> QEntry {
+        let slot = if self.slot == NO_PAYLOAD { DIRECT_NO_PAYLOAD } else { self.slot };
+        QEntry { header: self.header, priority, arrival, slot, off: self.off, len: self.len }
+    }
 }
 
 pub(super) type Commands = Vec<Command<ActorOp, Pending>>;
@@ -704,8 +710,7 @@ impl<P: Policy> Shard<P> {
     fn enqueue_direct(&mut self, m: Pending) {
         let cx = sched_cx!(self, self.now);
         let priority = self.policy.on_enqueue(&m.header, self.arrival, &cx);
-        let slot = if m.slot == NO_PAYLOAD { DIRECT_NO_PAYLOAD } else { m.slot };
-        self.runq.push(QEntry { header: m.header, priority, arrival: self.arrival, slot, off: m.off, len: m.len });
+        self.runq.push(m.direct_entry(priority, self.arrival));
         self.arrival += 1;
     }
 
@@ -722,13 +727,7 @@ impl<P: Policy> Shard<P> {
         if !self.failed_apps[app].load(std::sync::atomic::Ordering::Relaxed) {
             self.stats[app].service_ns += self.cost_ns[f];
             self.touch(app);
-            debug_assert!(
-                !self.mig.tracks(f) || self.mig.holds(f, self.placement.group_of(e.header.key_hash)),
-                "shard {}: a message of group {} of `{}`, which is not here",
-                self.id,
-                self.placement.group_of(e.header.key_hash),
-                self.plan.functions[f].name
-            );
+            self.debug_assert_group_here(f, e.header.key_hash);
             let fp = &self.plan.functions[f];
             let sampled = e.arrival.is_multiple_of(COST_SAMPLE);
             let t0 = if sampled { now_ns() } else { self.now };
@@ -765,9 +764,7 @@ impl<P: Policy> Shard<P> {
         for (i, m) in taken.drain(..).enumerate().rev() {
             let arrival = base + i as u64;
             let priority = self.policy.on_enqueue(&m.header, arrival, &cx);
-            let slot = if m.slot == NO_PAYLOAD { DIRECT_NO_PAYLOAD } else { m.slot };
-            let q = QEntry { header: m.header, priority, arrival, slot, off: m.off, len: m.len };
-            self.runq.push_front(q);
+            self.runq.push_front(m.direct_entry(priority, arrival));
             self.arrival += 1;
         }
         self.taken = taken;
@@ -783,15 +780,7 @@ impl<P: Policy> Shard<P> {
         let moving_group = self.mig.outgoing_group(f);
         let op = self.actors[f].as_mut().expect("lessor").machine.state_mut();
         let mut router = router!(self, &fp.outputs, *h);
-        match moving_group {
-            Some(g) => {
-                let moving = move |k: u64| dirigo_actors::ids::key_group(k, groups) == g;
-                let stash = op.export_keys(&moving).expect("only actors that split are moved");
-                op.on_watermark(h.event_time, &mut router);
-                op.import_keys(&stash).expect("a moving group goes back after a watermark");
-            }
-            None => op.on_watermark(h.event_time, &mut router),
-        }
+        actor_watermark(op, h.event_time, moving_group, groups, &mut router);
         let cx = sched_cx!(self, self.now);
         self.policy.post_apply(h, &cx);
         broadcast(&mut self.out, &self.plan, &self.placement, &fp.outputs, *h, MessageKind::Watermark, h.event_time);
@@ -861,15 +850,7 @@ impl<P: Policy> Shard<P> {
             self.policy.pre_apply(&msg.header, &cx);
             let mut router = router!(self, &fp.outputs, msg.header);
             match msg.header.kind {
-                MessageKind::Watermark => match moving_group {
-                    Some(g) => {
-                        let moving = move |h: u64| dirigo_actors::ids::key_group(h, groups) == g;
-                        let stash = op.export_keys(&moving).expect("only actors that split are moved");
-                        op.on_watermark(msg.header.event_time, &mut router);
-                        op.import_keys(&stash).expect("a moving group goes back after a watermark");
-                    }
-                    None => op.on_watermark(msg.header.event_time, &mut router),
-                },
+                MessageKind::Watermark => actor_watermark(op, msg.header.event_time, moving_group, groups, &mut router),
                 MessageKind::End => op.on_end(&mut router),
                 MessageKind::Snapshot => archived = Some(op.archive_keys()),
                 MessageKind::MigrateState => {
@@ -1058,6 +1039,26 @@ impl<P: Policy> Shard<P> {
         if (before == 0) != (self.hosting[app] == 0) {
             self.hosting_changed = true;
         }
+    }
+}
+
+/// Fire watermark `wm` on an actor's state. While group `moving` leaves, it fires for every key
+/// but the group's (see `Shard::advance`).
+fn actor_watermark<E: dirigo_actors::operator::Emitter>(
+    op: &mut ActorOp,
+    wm: u64,
+    moving: Option<dirigo_actors::ids::KeyGroup>,
+    groups: u16,
+    out: &mut E,
+) {
+    match moving {
+        Some(g) => {
+            let moving = move |k: u64| dirigo_actors::ids::key_group(k, groups) == g;
+            let stash = op.export_keys(&moving).expect("only actors that split are moved");
+            op.on_watermark(wm, out);
+            op.import_keys(&stash).expect("a moving group goes back after a watermark");
+        }
+        None => op.on_watermark(wm, out),
     }
 }
 

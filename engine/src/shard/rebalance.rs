@@ -96,7 +96,7 @@ impl Rebalance {
         self.came_from[i] = now;
     }
 
-    /// Whether load came from shard `s` to spread within `SETTLE_NS` of `now`.
+    /// Whether a group came from shard `s` within `SETTLE_NS` of `now`.
     fn took_from(&self, s: ShardId, now: u64) -> bool {
         self.came_from.get(s as usize).is_some_and(|&t| t > 0 && now.saturating_sub(t) < SETTLE_NS)
     }
@@ -249,10 +249,10 @@ impl<P: Policy> Shard<P> {
             let placement = &self.placement;
             // Not back to a shard this one took load from lately, unless it is the group's home.
             let target = (room.iter_mut().zip(&allowed).zip(&took))
-                .filter(|(((s, _), _), &took)| !took || home.contains(s))
-                .map(|(r, _)| r)
-                .filter(|((s, u), &ok)| ok && reach.contains(s) && (*u).max(reserved(*s)) + load < ROOM)
-                .map(|(r, _)| r)
+                .filter(|(((s, u), &ok), &took)| {
+                    ok && (!took || home.contains(s)) && reach.contains(s) && (*u).max(reserved(*s)) + load < ROOM
+                })
+                .map(|((r, _), _)| r)
                 .min_by_key(|(s, u)| {
                     // Coolest first; among equals, a shard that already hosts the function.
                     (*u, placement.groups_on(f as FunctionId, *s) == 0, *s)
