@@ -5,8 +5,9 @@
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::ids::{FunctionId, ShardId};
 
-use super::dual_mode::{DIRECT_NO_PAYLOAD, NO_PAYLOAD, TOKEN};
+use super::dual_mode::TOKEN;
 use super::router::broadcast;
+use super::router::Router;
 use super::{Shard, COST_SAMPLE};
 use crate::policy::Policy;
 use crate::runqueue::QEntry;
@@ -26,8 +27,8 @@ impl<P: Policy> Shard<P> {
             self.enqueue_batch(b, self.id);
             any = true;
         }
-        for from in 0..self.inboxes.len() {
-            while let Some(b) = self.inboxes[from].as_mut().and_then(|i| i.recv()) {
+        for from in 0..self.mail.inboxes.len() {
+            while let Some(b) = self.mail.recv(from) {
                 self.enqueue_batch(b, from as ShardId);
                 any = true;
             }
@@ -36,24 +37,23 @@ impl<P: Policy> Shard<P> {
     }
 
     fn enqueue_batch(&mut self, batch: Batch, from: ShardId) {
-        self.check_sequence(&batch, from);
+        self.mail.check_sequence(self.id, &batch, from);
         let now = now_ns();
         let mut diverted = false;
-        let cx = sched_cx!(self, now);
-        let (actors, fn_count, mig) = (&self.actors, self.actors.len(), &self.mig);
-        let (any_gone, torn, fn_app) = (self.any_gone, &self.torn, &self.fn_app);
         // Records of an idle built-in window need not pass its machine when nothing could
         // send them elsewhere (the policy never leases) or hold them (no snapshot aligns).
         // Diverted entries are handled after this loop (`divert`), so once one is met, nothing
         // later in the batch may overtake it on the plain path (a barrier, a watermark).
-        let mut plain_actors = !self.policy.may_lease() && self.snap.aligning == 0;
+        let mut plain_actors = !self.sched.policy.may_lease() && self.snap.aligning == 0;
+        let (actors, fn_count, mig, faults) = (&self.slots.actors, self.slots.actors.len(), &self.mig, &self.faults);
+        let (apps, sched) = (&self.plan.apps, &mut self.sched);
         let rb = &mut self.rb;
-        let mask = &mut self.diverted;
+        let mask = &mut self.mail.diverted;
         mask.clear();
-        let slot = self.held.hold_with(batch, from, |entries, slot| {
+        let slot = self.mail.held.hold_with(batch, from, |entries, slot| {
             for e in entries {
                 let f = e.header.function as usize;
-                let gone = super::gone::torn_down(any_gone, torn, fn_app, f);
+                let gone = faults.torn_down(&sched.cost.fn_app, f);
                 let actor = if f < fn_count { actors[f].as_deref() } else { None };
                 let plain_actor = plain_actors
                     && e.header.kind == MessageKind::Data
@@ -73,16 +73,7 @@ impl<P: Policy> Shard<P> {
                     plain_actors = false;
                     continue;
                 }
-                let priority = self.policy.on_enqueue(&e.header, self.arrival, &cx);
-                self.runq.push(QEntry {
-                    header: e.header,
-                    priority,
-                    arrival: self.arrival,
-                    slot,
-                    off: e.off,
-                    len: e.len,
-                });
-                self.arrival += 1;
+                sched.enqueue(apps, now, e.header, slot, e.off, e.len);
             }
         });
         if let (Some(slot), true) = (slot, diverted) {
@@ -90,15 +81,15 @@ impl<P: Policy> Shard<P> {
         }
     }
 
-    /// The entries of held batch `slot` that were not queued (`self.diverted`), in order:
+    /// The entries of held batch `slot` that were not queued (`self.mail.diverted`), in order:
     /// protocol messages, actor messages, and messages held back for an incoming key group.
     /// Entries are copied out one at a time: a machine may release entries (never this batch's
     /// last one before its turn), and the queued ones stay where they are.
     fn divert(&mut self, slot: u32, from: ShardId) {
-        let n = self.held.batch(slot).entries.len();
-        let mask = std::mem::take(&mut self.diverted);
+        let n = self.mail.held.batch(slot).entries.len();
+        let mask = std::mem::take(&mut self.mail.diverted);
         for i in (0..n).filter(|&i| mask[i]) {
-            let e = self.held.batch(slot).entries[i];
+            let e = self.mail.held.batch(slot).entries[i];
             let f = e.header.function as usize;
             let kind = e.header.kind;
             if self.torn_down(f) {
@@ -109,7 +100,7 @@ impl<P: Policy> Shard<P> {
                 self.on_migration(e, slot, from);
             } else if kind.is_protocol() {
                 self.on_protocol(e, slot, from);
-            } else if kind.is_queued_control() && self.actors[f].is_some() && !self.mig.holds_back(f) {
+            } else if kind.is_queued_control() && self.slots.actors[f].is_some() && !self.mig.holds_back(f) {
                 // An actor's: every message before it on its channel has reached the machine.
                 self.on_queued_control(&e.header);
                 self.release(slot);
@@ -122,43 +113,26 @@ impl<P: Policy> Shard<P> {
             }
             self.check_user_code(f);
         }
-        self.diverted = mask;
+        self.mail.diverted = mask;
     }
 
     /// A message that was held back while a key group of its function was on its way here
     /// runs now, in the order it arrived.
     pub(super) fn readmit(&mut self, e: dirigo_net::mailbox::Entry, slot: u32) {
         let f = e.header.function as usize;
-        if self.actors[f].is_some() {
+        if self.slots.actors[f].is_some() {
             self.actor_arrival(e, slot);
             self.check_user_code(f);
             return;
         }
-        let cx = sched_cx!(self, self.now);
-        let priority = self.policy.on_enqueue(&e.header, self.arrival, &cx);
-        self.runq.push(QEntry { header: e.header, priority, arrival: self.arrival, slot, off: e.off, len: e.len });
-        self.arrival += 1;
-    }
-
-    /// Protocol invariant (debug builds): every channel delivers its envelopes exactly once, in
-    /// the order they were sent.
-    fn check_sequence(&mut self, batch: &Batch, from: ShardId) {
-        if cfg!(debug_assertions) {
-            for e in &batch.entries {
-                let want = self.expected_seq[from as usize];
-                assert_eq!(e.header.seq, want, "shard {}: channel from shard {from} skipped or repeated", self.id);
-                self.expected_seq[from as usize] = want.wrapping_add(1);
-            }
-        }
+        self.sched.enqueue(&self.plan.apps, self.sched.now, e.header, slot, e.off, e.len);
     }
 
     /// Run up to `budget` messages in the policy's order; returns how many ran.
     pub(super) fn run_budget(&mut self, budget: usize, now: u64) -> usize {
         let mut ran = 0;
         while ran < budget {
-            let cx = sched_cx!(self, now);
-            let Some(f) = self.policy.pick_next(&self.runq, &cx) else { break };
-            let e = self.runq.pop(f).expect("picked queue is non-empty");
+            let Some(e) = self.sched.pick(&self.plan.apps, now) else { break };
             let function = e.header.function as usize;
             let signal = &self.signals[self.id as usize];
             signal.begin_run(e.header.function, now);
@@ -186,7 +160,7 @@ impl<P: Policy> Shard<P> {
         if e.slot == TOKEN {
             return self.run_token(&e);
         }
-        if self.actors[e.header.function as usize].is_some() {
+        if self.slots.actors[e.header.function as usize].is_some() {
             // An actor's message that bypassed its idle machine: it passed the snapshot
             // barrier's check when it arrived.
             return self.run_direct(&e);
@@ -210,27 +184,19 @@ impl<P: Policy> Shard<P> {
     }
 
     /// One entry of held batch `slot` is done: the last one sends the batch back.
+    #[inline]
     pub(super) fn release(&mut self, slot: u32) {
-        if slot == NO_PAYLOAD || slot == DIRECT_NO_PAYLOAD {
-            return; // an envelope made here (an end for a shard given up)
-        }
-        if let Some((batch, from)) = self.held.release(slot) {
-            if from == self.id {
-                self.out.recycle(batch);
-            } else if let Some(inbox) = self.inboxes[from as usize].as_mut() {
-                inbox.give_back(batch);
-            }
-        }
+        self.mail.release(slot, self.id, &mut self.out);
     }
 
     /// Apply a data message to its function. Hot path.
     fn apply_data(&mut self, e: &QEntry) {
         let f = e.header.function as usize;
-        let app = self.fn_app[f] as usize;
+        let app = self.sched.cost.fn_app[f] as usize;
         if self.app_failed(app) {
             return;
         }
-        self.stats[app].service_ns += self.cost_ns[f];
+        self.tele.stats[app].service_ns += self.sched.cost.ns[f];
         self.touch(app);
         self.rb.count(f, e.header.key_hash);
         let fp = &self.plan.functions[f];
@@ -239,19 +205,17 @@ impl<P: Policy> Shard<P> {
         self.debug_assert_group_here(f, e.header.key_hash);
         if fp.is_sink {
             let slo = self.plan.apps[fp.app as usize].slo_ns;
-            self.stats[fp.app as usize].record_output(t0.saturating_sub(e.header.ingress_ns), slo);
+            self.tele.stats[fp.app as usize].record_output(t0.saturating_sub(e.header.ingress_ns), slo);
         }
-        let cx = sched_cx!(self, t0);
-        self.policy.pre_apply(&e.header, &cx);
-        let payload = self.held.batch(e.slot).payload(e.off, e.len);
-        let op = self.ops[f].as_mut().expect("message for a function instance on this shard");
-        let mut router = router!(self, &fp.outputs, e.header);
+        self.sched.pre_apply(&self.plan.apps, &e.header, t0);
+        let payload = self.mail.held.batch(e.slot).payload(e.off, e.len);
+        let op = self.slots.ops[f].as_mut().expect("message for a function instance on this shard");
+        let mut router = Router::new(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, e.header);
         op.on_data(&e.header, payload, &mut router);
-        let cx = sched_cx!(self, t0);
-        self.policy.post_apply(&e.header, &cx);
+        self.sched.post_apply(&self.plan.apps, &e.header, t0);
         if sampled {
             let dt = now_ns().saturating_sub(t0);
-            self.cost_ns[f] = (self.cost_ns[f] * 7 + dt) / 8;
+            self.sched.cost.sample(f, dt);
         }
     }
 
@@ -269,7 +233,7 @@ impl<P: Policy> Shard<P> {
 
     fn apply_watermark(&mut self, h: &Header) {
         let f = h.function as usize;
-        let inst = self.insts[f].as_mut().expect("instance");
+        let inst = self.slots.insts[f].as_mut().expect("instance");
         if let Some(wm) = inst.on_watermark(h.port, h.from_shard, h.event_time) {
             self.advance(h, wm);
         }
@@ -285,7 +249,7 @@ impl<P: Policy> Shard<P> {
             Some(g) => {
                 let stash = self.export_group(f, g);
                 self.fire_watermark(h, wm);
-                let op = self.ops[f].as_mut().expect("instance");
+                let op = self.slots.ops[f].as_mut().expect("instance");
                 if let Err(e) = op.import_keys(&stash) {
                     panic!("shard {}: a moving group did not go back after a watermark: {e}", self.id);
                 }
@@ -297,18 +261,18 @@ impl<P: Policy> Shard<P> {
     pub(super) fn fire_watermark(&mut self, h: &Header, wm: u64) {
         let f = h.function as usize;
         let fp = &self.plan.functions[f];
-        let op = self.ops[f].as_mut().expect("instance");
-        let mut router = router!(self, &fp.outputs, *h);
+        let op = self.slots.ops[f].as_mut().expect("instance");
+        let mut router = Router::new(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, *h);
         op.on_watermark(wm, &mut router);
         broadcast(&mut self.out, &self.plan, &self.placement, &fp.outputs, *h, MessageKind::Watermark, wm);
     }
 
     pub(super) fn apply_end(&mut self, h: &Header) {
         let f = h.function as usize;
-        if self.any_gone && self.end_already_taken(h) {
+        if self.faults.any_gone && self.end_already_taken(h) {
             return;
         }
-        let inst = self.insts[f].as_mut().expect("instance");
+        let inst = self.slots.insts[f].as_mut().expect("instance");
         let (last, advanced) = inst.on_end(h.port, h.from_shard);
         if let Some(wm) = advanced {
             self.advance(h, wm);
@@ -328,12 +292,12 @@ impl<P: Policy> Shard<P> {
 
     pub(super) fn end_instance(&mut self, f: FunctionId, h: &Header) {
         let fp = &self.plan.functions[f as usize];
-        let op = self.ops[f as usize].as_mut().expect("instance");
-        let mut router = router!(self, &fp.outputs, *h);
+        let op = self.slots.ops[f as usize].as_mut().expect("instance");
+        let mut router = Router::new(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, *h);
         op.on_end(&mut router);
         broadcast(&mut self.out, &self.plan, &self.placement, &fp.outputs, *h, MessageKind::End, u64::MAX);
-        self.live -= 1;
-        let counted = std::mem::take(&mut self.counted[f as usize]);
+        self.slots.live -= 1;
+        let counted = std::mem::take(&mut self.hosting.counted[f as usize]);
         self.host(fp.app as usize, -(counted as i32));
         self.snapshot_instance_ended(f as usize);
     }

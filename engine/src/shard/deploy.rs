@@ -13,10 +13,8 @@ use super::inputs::InputChannels;
 use super::{Shard, FORWARD_PRIOR_NS};
 use crate::control::{Ack, ControlPlane, RUNNING, STOPPING};
 use crate::instance::OperatorInstance;
-use crate::metrics::AppStats;
 use crate::plan::{InstanceCx, Plan};
 use crate::policy::Policy;
-use dirigo_net::clock::now_ns;
 
 /// How often a served shard looks for apps that ended here (ns).
 const ENDED_CHECK_NS: u64 = 10_000_000;
@@ -115,42 +113,21 @@ impl<P: Policy> Shard<P> {
         self.placement = published.placement;
         let plan = self.plan.clone();
         let (na, nf) = (plan.apps.len(), plan.functions.len());
-        let now = now_ns();
-        self.hosting.resize(na, 0);
-        self.hosting_since.resize(na, now);
-        self.stats.resize_with(na, AppStats::new);
-        self.app_queued.resize(na, 0);
-        self.app_queued_ns.resize(na, 0);
+        self.hosting.grow(&plan);
+        self.tele.grow(&plan);
+        self.sched.grow(&plan, FORWARD_PRIOR_NS);
         self.out.grow_apps(na);
         self.deploy.ended.resize(na, false);
-        self.runq.grow(nf);
         self.snap.grow(nf);
-        self.fn_app.extend(plan.functions[nf0..].iter().map(|f| f.app));
-        for v in [&mut self.cost_ns, &mut self.cost_to_go_ns] {
-            v.resize(nf, 1_000);
-        }
-        for v in [&mut self.forward_ns, &mut self.answer_ns] {
-            v.resize(nf, FORWARD_PRIOR_NS);
-        }
-        for v in [
-            &mut self.lessees_here,
-            &mut self.lessees_max,
-            &mut self.late_seen,
-            &mut self.fn_blocked_ns,
-            &mut self.fn_critical_ns,
-        ] {
-            v.resize(nf, 0);
-        }
-        self.counted.resize(nf, 0);
         self.mig.grow(nf);
         self.rb.grow(nf);
         for f in nf0..nf {
             let fp = &plan.functions[f];
             let b = build_instance(&plan, f, self.id);
             if b.inst.is_some() {
-                self.live += 1;
+                self.slots.live += 1;
                 let (counted, held) = super::migrate::initial_groups(&plan, &self.placement, f, self.id);
-                self.counted[f] = counted;
+                self.hosting.counted[f] = counted;
                 if let Some(held) = held {
                     let movable =
                         b.op.as_ref().map_or_else(|| b.actor.as_ref().is_some_and(|a| a.migrates()), |o| o.migrates());
@@ -159,12 +136,12 @@ impl<P: Policy> Shard<P> {
                 }
                 self.host(fp.app as usize, counted as i32);
             }
-            self.ops.push(b.op);
-            self.actors.push(b.actor);
-            self.insts.push(b.inst);
+            self.slots.ops.push(b.op);
+            self.slots.actors.push(b.actor);
+            self.slots.insts.push(b.inst);
         }
         let signal = self.signals[self.id as usize].clone();
-        self.sources.extend(super::sources::instantiate_from(&plan, self.id, &signal, ns0));
+        self.src.runs.extend(super::sources::instantiate_from(&plan, self.id, &signal, ns0));
         self.deploy.version = published.version;
         self.deploy.replanned = true;
         c.ack(Ack::Adopted { shard: self.id, version: published.version });
@@ -176,11 +153,12 @@ impl<P: Policy> Shard<P> {
     fn check_ended(&mut self) {
         let c = self.deploy.control.clone().expect("served");
         for app in 0..self.deploy.ended.len() {
-            if self.deploy.ended[app] || c.state(app) < RUNNING || self.hosting[app] > 0 || self.app_live_here(app) {
+            if self.deploy.ended[app] || c.state(app) < RUNNING || self.hosting.apps[app] > 0 || self.app_live_here(app)
+            {
                 continue;
             }
-            let sources_done = self.sources.iter().all(|s| s.done || self.app_of(s) != app);
-            if !sources_done || self.app_queued[app] > 0 || self.out.staged_of(app) > 0 {
+            let sources_done = self.src.runs.iter().all(|s| s.done || self.app_of(s) != app);
+            if !sources_done || self.tele.app_queued[app] > 0 || self.out.staged_of(app) > 0 {
                 continue;
             }
             self.deploy.ended[app] = true;
@@ -197,27 +175,27 @@ impl<P: Policy> Shard<P> {
     /// Whether an instance of `app` here has not ended (one hosting no key group counts nothing
     /// in `hosting`, and still receives the app's watermarks and ends).
     fn app_live_here(&self, app: usize) -> bool {
-        (0..self.insts.len()).any(|f| {
-            self.fn_app[f] as usize == app
-                && (self.insts[f].as_ref().is_some_and(|i| i.open() > 0)
-                    || self.actors[f].as_ref().is_some_and(|a| !a.is_done()))
+        (0..self.slots.insts.len()).any(|f| {
+            self.sched.cost.fn_app[f] as usize == app
+                && (self.slots.insts[f].as_ref().is_some_and(|i| i.open() > 0)
+                    || self.slots.actors[f].as_ref().is_some_and(|a| !a.is_done()))
         })
     }
 
     /// Drop the ended instances of `app` on this shard (sinks flush first).
     fn release_app(&mut self, app: usize) {
-        for f in 0..self.ops.len() {
-            if self.fn_app[f] as usize != app {
+        for f in 0..self.slots.ops.len() {
+            if self.sched.cost.fn_app[f] as usize != app {
                 continue;
             }
-            if let Some(mut op) = self.ops[f].take() {
+            if let Some(mut op) = self.slots.ops[f].take() {
                 op.flush();
             }
-            if self.actors[f].as_ref().is_some_and(|a| a.is_done()) {
-                self.actors[f] = None;
+            if self.slots.actors[f].as_ref().is_some_and(|a| a.is_done()) {
+                self.slots.actors[f] = None;
             }
-            if self.actors[f].is_none() {
-                self.insts[f] = None;
+            if self.slots.actors[f].is_none() {
+                self.slots.insts[f] = None;
             }
         }
         tracing::debug!("released");

@@ -24,6 +24,7 @@ use dirigo_actors::ids::{FunctionId, ShardId};
 use dirigo_actors::state::AccessMode;
 
 use super::router::broadcast;
+use super::router::Router;
 use super::{Shard, COST_SAMPLE, FORWARD_PRIOR_NS};
 use crate::plan::InstanceCx;
 use crate::policy::{LesseeCx, OfferCx, Placement, Policy, RouteCx};
@@ -100,6 +101,11 @@ pub(super) struct LessorActor {
 }
 
 impl LessorActor {
+    /// Whether it has lessees (leased or on their way back).
+    pub(super) fn lends(&self) -> bool {
+        self.machine.lessees().next().is_some()
+    }
+
     /// The actor's state at the lessor (merged only at a barrier: see the dual-mode protocol).
     pub(super) fn state_mut(&mut self) -> &mut ActorOp {
         self.machine.state_mut()
@@ -185,7 +191,7 @@ impl LesseeSlot {
 impl<P: Policy> Shard<P> {
     /// A data message, watermark or end for an actor whose lessor is here.
     pub(super) fn actor_arrival(&mut self, e: Entry, slot: u32) {
-        if e.header.kind == MessageKind::End && self.any_gone && self.end_already_taken(&e.header) {
+        if e.header.kind == MessageKind::End && self.faults.any_gone && self.end_already_taken(&e.header) {
             self.release(slot);
             return;
         }
@@ -193,7 +199,7 @@ impl<P: Policy> Shard<P> {
             return; // behind a snapshot barrier on its channel
         }
         let f = e.header.function as usize;
-        let mut out = std::mem::take(&mut self.cmds);
+        let mut out = std::mem::take(&mut self.slots.cmds);
         let mut forwarded_at = None;
         // A snapshot barrier aligned: what waited behind it arrives after the barrier's run.
         let mut aligned = false;
@@ -207,23 +213,23 @@ impl<P: Policy> Shard<P> {
             MessageKind::Data => {
                 self.rb.count(f, e.header.key_hash);
                 let msg = Pending { header: e.header, slot, off: e.off, len: e.len };
-                let payload = self.held.batch(slot).payload(e.off, e.len);
-                let op = self.actors[f].as_ref().expect("lessor").machine.state();
+                let payload = self.mail.held.batch(slot).payload(e.off, e.len);
+                let op = self.slots.actors[f].as_ref().expect("lessor").machine.state();
                 if op.is_critical(&e.header, payload) {
                     self.barrier(f, msg, &mut out);
                 } else {
-                    let watermark = self.insts[f].as_ref().expect("instance").watermark;
+                    let watermark = self.slots.insts[f].as_ref().expect("instance").watermark;
                     let decision = if op.folds_anywhere(&e.header, payload, watermark) {
                         self.placement(f, &e.header)
                     } else {
                         Decision::Local
                     };
-                    let actor = self.actors[f].as_mut().expect("lessor");
+                    let actor = self.slots.actors[f].as_mut().expect("lessor");
                     if decision == Decision::Local && actor.idle() {
                         // Nothing of the actor is queued, leased out or blocked: the message
                         // takes the plain queue path, in its function's FIFO queue behind
                         // nothing of the actor's (see `run_direct`).
-                        self.cmds = out;
+                        self.slots.cmds = out;
                         self.enqueue_direct(msg);
                         return;
                     }
@@ -238,7 +244,7 @@ impl<P: Policy> Shard<P> {
             }
             MessageKind::Watermark => {
                 self.release(slot);
-                let inst = self.insts[f].as_mut().expect("instance");
+                let inst = self.slots.insts[f].as_mut().expect("instance");
                 let from = inst.watermark;
                 if let Some(wm) = inst.on_watermark(e.header.port, e.header.from_shard, e.header.event_time) {
                     self.advance_watermark(f, from, barrier_msg(MessageKind::Watermark, wm), &mut out);
@@ -246,7 +252,7 @@ impl<P: Policy> Shard<P> {
             }
             MessageKind::End => {
                 self.release(slot);
-                let inst = self.insts[f].as_mut().expect("instance");
+                let inst = self.slots.insts[f].as_mut().expect("instance");
                 let from = inst.watermark;
                 let (last, advanced) = inst.on_end(e.header.port, e.header.from_shard);
                 if let Some(wm) = advanced {
@@ -258,7 +264,7 @@ impl<P: Policy> Shard<P> {
                 } else if last {
                     self.barrier(f, barrier_msg(MessageKind::End, u64::MAX), &mut out);
                 } else if self.aligned_by_end(f) {
-                    let n = self.insts[f].as_ref().expect("instance").aligned;
+                    let n = self.slots.insts[f].as_ref().expect("instance").aligned;
                     self.barrier(f, barrier_msg(MessageKind::Snapshot, n), &mut out);
                     aligned = true;
                 }
@@ -274,13 +280,13 @@ impl<P: Policy> Shard<P> {
             kind => unreachable!("protocol message {kind:?} routed as an arrival"),
         }
         let leased = self.exec(Activation::Lessor(f), &mut out);
-        self.cmds = out;
+        self.slots.cmds = out;
         // A forward that leased also paid for the lease and for waking the borrowed shard: a
         // cost of the lease, not of forwarding (one such sample would hold every later message
         // at home).
         if let (Some(t0), false) = (forwarded_at, leased) {
             let dt = now_ns().saturating_sub(t0);
-            self.forward_ns[f] = (self.forward_ns[f] * 7 + dt) / 8;
+            self.sched.cost.forward_ns[f] = (self.sched.cost.forward_ns[f] * 7 + dt) / 8;
         }
         if aligned {
             self.release_arrivals(f);
@@ -291,7 +297,7 @@ impl<P: Policy> Shard<P> {
     /// matters to the state (it fires, expires, or changes lateness), else an ordinary message
     /// the lessor runs in order (it still goes downstream after everything before it).
     fn advance_watermark(&mut self, f: usize, from: u64, wm: Pending, out: &mut Commands) {
-        let actor = self.actors[f].as_mut().expect("lessor");
+        let actor = self.slots.actors[f].as_mut().expect("lessor");
         if actor.machine.state().watermark_is_critical(from, wm.header.event_time) {
             self.barrier(f, wm, out);
         } else if actor.idle() {
@@ -303,8 +309,8 @@ impl<P: Policy> Shard<P> {
 
     /// A critical message: a barrier of its own on the actor's one (merged) input channel.
     fn barrier(&mut self, f: usize, critical: Pending, out: &mut Commands) {
-        let now = self.now;
-        let actor = self.actors[f].as_mut().expect("lessor");
+        let now = self.sched.now;
+        let actor = self.slots.actors[f].as_mut().expect("lessor");
         let id = actor.next_barrier;
         actor.next_barrier += 1;
         let lessees = actor.machine.lessees().next().is_some();
@@ -314,10 +320,10 @@ impl<P: Policy> Shard<P> {
 
     /// Raise a barrier with `critical` on actor `f` now (outside an arrival).
     pub(super) fn actor_barrier(&mut self, f: usize, critical: Pending) {
-        let mut out = std::mem::take(&mut self.cmds);
+        let mut out = std::mem::take(&mut self.slots.cmds);
         self.barrier(f, critical, &mut out);
         self.exec(Activation::Lessor(f), &mut out);
-        self.cmds = out;
+        self.slots.cmds = out;
     }
 
     /// Merge a migrated key group into actor `f`'s lessor state.
@@ -326,32 +332,32 @@ impl<P: Policy> Shard<P> {
         f: usize,
         archive: &[u8],
     ) -> Result<(), dirigo_actors::migrate::MigrateError> {
-        self.actors[f].as_mut().expect("lessor").machine.state_mut().import_keys(archive)
+        self.slots.actors[f].as_mut().expect("lessor").machine.state_mut().import_keys(archive)
     }
 
     /// Where a foldable message runs: `on_route` decides whether the home shard can meet its
     /// deadline; if not, the least-loaded of the existing lessees or of the other shards.
     fn placement(&mut self, f: usize, h: &Header) -> Decision {
-        let actor = self.actors[f].as_ref().expect("lessor");
+        let actor = self.slots.actors[f].as_ref().expect("lessor");
         // Decided in every mode: a message buffered behind a barrier keeps its placement for
         // when it replays.
         if actor.max_lessees == 0 || self.local.len() < 2 {
             return Decision::Local;
         }
         let me = self.id as usize;
-        let slack = h.deadline_ns as i64 - self.now as i64 - self.cost_to_go_ns[f] as i64;
-        let delay = |s: ShardId| self.peer_delay[s as usize];
+        let slack = h.deadline_ns as i64 - self.sched.now as i64 - self.sched.cost.to_go_ns[f] as i64;
+        let delay = |s: ShardId| self.sched.peer_delay[s as usize];
         // Lessees stay on this node.
         let others = self.local.clone().filter(|&s| s != self.id);
         let peer_delay_ns = others.clone().map(delay).min().unwrap_or(u64::MAX);
         let route = RouteCx {
-            home_delay_ns: self.peer_delay[me],
+            home_delay_ns: self.sched.peer_delay[me],
             peer_delay_ns,
-            service_ns: self.cost_ns[f],
+            service_ns: self.sched.cost.ns[f],
             laxity_ns: slack,
-            forward_ns: self.forward_ns[f] + self.answer_ns[f],
+            forward_ns: self.sched.cost.forward_ns[f] + self.sched.cost.answer_ns[f],
         };
-        if self.policy.on_route(h, &route) != Placement::Lessee {
+        if self.sched.policy.on_route(h, &route) != Placement::Lessee {
             return Decision::Local;
         }
         // A lessee parked by the current barrier is leased again when a buffered message replays.
@@ -378,8 +384,8 @@ impl<P: Policy> Shard<P> {
     /// A protocol envelope from shard `from`.
     pub(super) fn on_protocol(&mut self, e: Entry, slot: u32, from: ShardId) {
         let f = e.header.function as usize;
-        let app = self.fn_app[f] as usize;
-        let mut out = std::mem::take(&mut self.cmds);
+        let app = self.sched.cost.fn_app[f] as usize;
+        let mut out = std::mem::take(&mut self.slots.cmds);
         let data = Header { kind: MessageKind::Data, ..e.header };
         let who = match e.header.kind {
             MessageKind::Lease => {
@@ -390,18 +396,18 @@ impl<P: Policy> Shard<P> {
             MessageKind::Forward => {
                 let i = self.lessee_of(f, from);
                 let msg = Pending { header: data, slot, off: e.off, len: e.len };
-                let l = &mut self.lessees[i].as_mut().expect("slot").machine;
+                let l = &mut self.slots.lessees[i].as_mut().expect("slot").machine;
                 l.receive(Control::Forward { seq: u64::from(seq_of(&e.header)), msg }, &mut out).expect("forward");
                 let me = self.id as usize;
                 // The lessor's delay read now, not from this turn's snapshot: it published it
                 // just before a new lease left, possibly after this turn began (a stale, idle
                 // figure would refuse the lease's first messages).
                 let cx = OfferCx {
-                    own_delay_ns: self.peer_delay[me],
+                    own_delay_ns: self.sched.peer_delay[me],
                     lessor_delay_ns: self.signals[from as usize].delay_ns(),
-                    service_ns: self.cost_ns[f],
+                    service_ns: self.sched.cost.ns[f],
                 };
-                let admission = self.policy.on_offer(&data, &cx);
+                let admission = self.sched.policy.on_offer(&data, &cx);
                 l.admit(admission, &mut out);
                 Activation::Lessee(i)
             }
@@ -413,14 +419,14 @@ impl<P: Policy> Shard<P> {
                     MessageKind::Unblock => Control::Unblock { barrier: e.header.barrier() },
                     _ => Control::Retire,
                 };
-                let l = &mut self.lessees[i].as_mut().expect("slot").machine;
+                let l = &mut self.slots.lessees[i].as_mut().expect("slot").machine;
                 l.receive(control, &mut out).expect("lessee accepts its lessor's control");
                 Activation::Lessee(i)
             }
             kind @ (MessageKind::Accept | MessageKind::Refuse) => {
                 let t0 = now_ns();
                 self.release(slot);
-                let actor = self.actors[f].as_mut().expect("lessor");
+                let actor = self.slots.actors[f].as_mut().expect("lessor");
                 let seq = actor.machine.widen_seq(seq_of(&e.header));
                 let info = actor.slots.iter_mut().find(|s| s.shard == from).expect("lessee info");
                 let control = if kind == MessageKind::Accept {
@@ -428,33 +434,33 @@ impl<P: Policy> Shard<P> {
                     Control::Accept { seq }
                 } else {
                     info.refused += 1;
-                    self.stats[app].actors.refused += 1;
+                    self.tele.stats[app].actors.refused += 1;
                     Control::Refuse { seq }
                 };
                 actor.machine.receive(from, control, &mut out).expect("answer in forward order");
                 self.exec(Activation::Lessor(f), &mut out);
                 let dt = now_ns().saturating_sub(t0);
-                self.answer_ns[f] = (self.answer_ns[f] * 7 + dt) / 8;
+                self.sched.cost.answer_ns[f] = (self.sched.cost.answer_ns[f] * 7 + dt) / 8;
                 Activation::Lessor(f)
             }
             MessageKind::Partial => {
-                let actor = self.actors[f].as_mut().expect("lessor");
-                let state = decode_partial(actor, &mut self.held, slot, &e);
-                self.stats[app].actors.partial_bytes += u64::from(e.len);
+                let actor = self.slots.actors[f].as_mut().expect("lessor");
+                let state = decode_partial(actor, &mut self.mail.held, slot, &e);
+                self.tele.stats[app].actors.partial_bytes += u64::from(e.len);
                 let control = Control::Partial { barrier: e.header.barrier(), state };
                 actor.machine.receive(from, control, &mut out).expect("partial for the current barrier");
                 self.release(slot);
                 Activation::Lessor(f)
             }
             MessageKind::Returned => {
-                let actor = self.actors[f].as_mut().expect("lessor");
+                let actor = self.slots.actors[f].as_mut().expect("lessor");
                 actor.returned.push((from, Pending { header: data, slot, off: e.off, len: e.len }));
-                self.cmds = out;
+                self.slots.cmds = out;
                 return;
             }
             MessageKind::Retired => {
-                let actor = self.actors[f].as_mut().expect("lessor");
-                let partial = decode_partial(actor, &mut self.held, slot, &e);
+                let actor = self.slots.actors[f].as_mut().expect("lessor");
+                let partial = decode_partial(actor, &mut self.mail.held, slot, &e);
                 let mut returned = Vec::new();
                 actor.returned.retain(|&(s, m)| {
                     if s == from {
@@ -463,7 +469,7 @@ impl<P: Policy> Shard<P> {
                     s != from
                 });
                 actor.slots.retain(|s| s.shard != from);
-                let stats = &mut self.stats[app].actors;
+                let stats = &mut self.tele.stats[app].actors;
                 stats.partial_bytes += u64::from(e.len);
                 stats.lessees_retired += 1;
                 actor.machine.receive(from, Control::Retired { partial, returned }, &mut out).expect("retired");
@@ -473,7 +479,7 @@ impl<P: Policy> Shard<P> {
             kind => unreachable!("{kind:?} is not a protocol message"),
         };
         self.exec(who, &mut out);
-        self.cmds = out;
+        self.slots.cmds = out;
         if let Activation::Lessee(i) = who {
             self.close_if_retired(i);
         }
@@ -494,43 +500,43 @@ impl<P: Policy> Shard<P> {
             scheduled: false,
             leased_at: Some(leased_at),
         };
-        let i = match self.lessees.iter().position(Option::is_none) {
+        let i = match self.slots.lessees.iter().position(Option::is_none) {
             Some(i) => {
-                self.lessees[i] = Some(slot);
+                self.slots.lessees[i] = Some(slot);
                 i
             }
             None => {
-                self.lessees.push(Some(slot));
-                self.lessees.len() - 1
+                self.slots.lessees.push(Some(slot));
+                self.slots.lessees.len() - 1
             }
         };
-        let app = self.fn_app[f] as usize;
-        self.stats[app].actors.lease_delivery_ns.saturating_record(now_ns().saturating_sub(leased_at).max(1));
+        let app = self.sched.cost.fn_app[f] as usize;
+        self.tele.stats[app].actors.lease_delivery_ns.saturating_record(now_ns().saturating_sub(leased_at).max(1));
         self.host(app, 1);
-        self.lessees_here[f] += 1;
-        self.lessees_max[f] = self.lessees_max[f].max(self.lessees_here[f]);
-        let here: u64 = (0..self.lessees_here.len())
-            .filter(|&g| self.fn_app[g] as usize == app)
-            .map(|g| self.lessees_here[g])
+        self.tele.lessees_here[f] += 1;
+        self.tele.lessees_max[f] = self.tele.lessees_max[f].max(self.tele.lessees_here[f]);
+        let here: u64 = (0..self.tele.lessees_here.len())
+            .filter(|&g| self.sched.cost.fn_app[g] as usize == app)
+            .map(|g| self.tele.lessees_here[g])
             .sum();
-        let gauge = &mut self.stats[app].actors.lessees_max;
+        let gauge = &mut self.tele.stats[app].actors.lessees_max;
         *gauge = (*gauge).max(here);
         i
     }
 
     fn lessee_of(&self, f: usize, lessor: ShardId) -> usize {
         let is = |s: &Option<LesseeSlot>| s.as_ref().is_some_and(|s| s.function as usize == f && s.lessor == lessor);
-        self.lessees.iter().position(is).expect("a control message for an open lessee slot")
+        self.slots.lessees.iter().position(is).expect("a control message for an open lessee slot")
     }
 
     /// Drop a lessee slot that shipped its last partial.
     fn close_if_retired(&mut self, i: usize) {
-        let retired = self.lessees[i].as_ref().is_some_and(|s| s.machine.mode() == LesseeMode::Retired);
+        let retired = self.slots.lessees[i].as_ref().is_some_and(|s| s.machine.mode() == LesseeMode::Retired);
         if retired {
-            let slot = self.lessees[i].take().expect("slot");
-            let app = self.fn_app[slot.function as usize] as usize;
+            let slot = self.slots.lessees[i].take().expect("slot");
+            let app = self.sched.cost.fn_app[slot.function as usize] as usize;
             self.host(app, -1);
-            self.lessees_here[slot.function as usize] -= 1;
+            self.tele.lessees_here[slot.function as usize] -= 1;
         }
     }
 
@@ -571,12 +577,12 @@ impl<P: Policy> Shard<P> {
     fn send_control(&mut self, who: Activation, to: ShardId, control: Control<ActorOp, Pending>) {
         let f = match who {
             Activation::Lessor(f) => f,
-            Activation::Lessee(i) => self.lessees[i].as_ref().expect("slot").function as usize,
+            Activation::Lessee(i) => self.slots.lessees[i].as_ref().expect("slot").function as usize,
         };
-        let app = self.fn_app[f];
+        let app = self.sched.cost.fn_app[f];
         let mut h = Header::data(app, f as FunctionId, 0);
         let to_ = to as usize;
-        let stats = &mut self.stats[app as usize].actors;
+        let stats = &mut self.tele.stats[app as usize].actors;
         match control {
             Control::Lease { .. } => {
                 // The lessee builds its own partition value from the function's factory.
@@ -584,18 +590,18 @@ impl<P: Policy> Shard<P> {
                 // runs from here to the first message run on the lessee.
                 let h = Header::protocol(h, MessageKind::Lease, ProtocolArg::Lease { at_ns: now_ns() });
                 stats.lessees_created += 1;
-                let actor = self.actors[f].as_mut().expect("lessor");
-                actor.slots.push(SlotInfo { shard: to, last_forward_ns: self.now, refused: 0, accepted: 0 });
+                let actor = self.slots.actors[f].as_mut().expect("lessor");
+                actor.slots.push(SlotInfo { shard: to, last_forward_ns: self.sched.now, refused: 0, accepted: 0 });
                 self.out.push_bytes(to_, h, &[]);
             }
             Control::Forward { seq, msg } => {
                 stats.forwarded += 1;
-                let actor = self.actors[f].as_mut().expect("lessor");
+                let actor = self.slots.actors[f].as_mut().expect("lessor");
                 if let Some(info) = actor.slots.iter_mut().find(|s| s.shard == to) {
-                    info.last_forward_ns = self.now;
+                    info.last_forward_ns = self.sched.now;
                 }
                 let h = Header::protocol(msg.header, MessageKind::Forward, ProtocolArg::Seq(seq as u32));
-                self.out.push_bytes(to_, h, self.held.batch(msg.slot).payload(msg.off, msg.len));
+                self.out.push_bytes(to_, h, self.mail.held.batch(msg.slot).payload(msg.off, msg.len));
             }
             Control::Accept { seq } | Control::Refuse { seq } => {
                 let accept = matches!(control, Control::Accept { .. });
@@ -620,7 +626,7 @@ impl<P: Policy> Shard<P> {
             Control::Retired { partial, returned } => {
                 for msg in returned {
                     let h = Header { kind: MessageKind::Returned, ..msg.header };
-                    self.out.push_bytes(to_, h, self.held.batch(msg.slot).payload(msg.off, msg.len));
+                    self.out.push_bytes(to_, h, self.mail.held.batch(msg.slot).payload(msg.off, msg.len));
                     self.release(msg.slot);
                 }
                 h.kind = MessageKind::Retired;
@@ -633,7 +639,7 @@ impl<P: Policy> Shard<P> {
     fn schedule(&mut self, who: Activation) {
         let (header, off) = match who {
             Activation::Lessor(f) => {
-                let actor = self.actors[f].as_mut().expect("lessor");
+                let actor = self.slots.actors[f].as_mut().expect("lessor");
                 let next = match actor.machine.next_work() {
                     Some(Work::Regular(m)) | Some(Work::Critical { msg: m, .. }) => m.header,
                     None => return,
@@ -644,7 +650,7 @@ impl<P: Policy> Shard<P> {
                 (next, 0)
             }
             Activation::Lessee(i) => {
-                let Some(slot) = self.lessees[i].as_mut() else { return };
+                let Some(slot) = self.slots.lessees[i].as_mut() else { return };
                 let Some(next) = slot.machine.next_accepted().map(|m| m.header) else { return };
                 if std::mem::replace(&mut slot.scheduled, true) {
                     return;
@@ -652,22 +658,21 @@ impl<P: Policy> Shard<P> {
                 (next, 1 + i as u32)
             }
         };
-        let cx = sched_cx!(self, self.now);
-        let priority = self.policy.on_enqueue(&header, self.arrival, &cx);
         // A new lessee's first message jumps the queue: it is late at home by construction, and
         // the scale-up reaction is the time until it runs.
-        let first =
-            matches!(who, Activation::Lessee(i) if self.lessees[i].as_ref().is_some_and(|s| s.leased_at.is_some()));
-        let priority = if first { 0 } else { priority };
-        self.runq.push(QEntry { header, priority, arrival: self.arrival, slot: TOKEN, off, len: 0 });
-        self.arrival += 1;
+        let first = matches!(who, Activation::Lessee(i) if self.slots.lessees[i].as_ref().is_some_and(|s| s.leased_at.is_some()));
+        let now = self.sched.now;
+        self.sched.enqueue_with(&self.plan.apps, now, &header, |priority, arrival| {
+            let priority = if first { 0 } else { priority };
+            QEntry { header, priority, arrival, slot: TOKEN, off, len: 0 }
+        });
     }
 
     /// Barrier figures from the lessor's mode changes.
     fn observe(&mut self, who: Activation) {
         let Activation::Lessor(f) = who else { return };
-        let app = self.fn_app[f] as usize;
-        let actor = self.actors[f].as_mut().expect("lessor");
+        let app = self.sched.cost.fn_app[f] as usize;
+        let actor = self.slots.actors[f].as_mut().expect("lessor");
         let mode = actor.machine.mode();
         let changed = std::mem::discriminant(&mode) != std::mem::discriminant(&actor.mode);
         let done = actor.machine.last_barrier().unwrap_or(0);
@@ -675,17 +680,17 @@ impl<P: Policy> Shard<P> {
             return; // the common case, once per message: no clock read
         }
         let now = now_ns();
-        let stats = &mut self.stats[app].actors;
+        let stats = &mut self.tele.stats[app].actors;
         if changed {
             let spent = now.saturating_sub(actor.mode_since);
             match actor.mode {
                 Mode::Blocked { .. } => {
                     stats.blocked_ns += spent;
-                    self.fn_blocked_ns[f] += spent;
+                    self.tele.fn_blocked_ns[f] += spent;
                 }
                 Mode::Critical { .. } => {
                     stats.critical_ns += spent;
-                    self.fn_critical_ns[f] += spent;
+                    self.tele.fn_critical_ns[f] += spent;
                 }
                 Mode::Runnable => {}
             }
@@ -708,10 +713,8 @@ impl<P: Policy> Shard<P> {
 
     /// Queue a regular message of an idle actor (`LessorActor::idle`) on the plain path.
     fn enqueue_direct(&mut self, m: Pending) {
-        let cx = sched_cx!(self, self.now);
-        let priority = self.policy.on_enqueue(&m.header, self.arrival, &cx);
-        self.runq.push(m.direct_entry(priority, self.arrival));
-        self.arrival += 1;
+        let now = self.sched.now;
+        self.sched.enqueue_with(&self.plan.apps, now, &m.header, |priority, arrival| m.direct_entry(priority, arrival));
     }
 
     /// A regular message of the lessor of `f` that bypassed its machine (`LessorActor::idle`
@@ -723,25 +726,23 @@ impl<P: Policy> Shard<P> {
         if e.header.kind == MessageKind::Watermark {
             return self.run_direct_watermark(f, &e.header);
         }
-        let app = self.fn_app[f] as usize;
-        if !self.failed_apps[app].load(std::sync::atomic::Ordering::Relaxed) {
-            self.stats[app].service_ns += self.cost_ns[f];
+        let app = self.sched.cost.fn_app[f] as usize;
+        if !self.faults.failed_apps[app].load(std::sync::atomic::Ordering::Relaxed) {
+            self.tele.stats[app].service_ns += self.sched.cost.ns[f];
             self.touch(app);
             self.debug_assert_group_here(f, e.header.key_hash);
             let fp = &self.plan.functions[f];
             let sampled = e.arrival.is_multiple_of(COST_SAMPLE);
-            let t0 = if sampled { now_ns() } else { self.now };
-            let cx = sched_cx!(self, t0);
-            self.policy.pre_apply(&e.header, &cx);
-            let payload = self.held.batch(e.slot).payload(e.off, e.len);
-            let op = self.actors[f].as_mut().expect("lessor").machine.state_mut();
-            let mut router = router!(self, &fp.outputs, e.header);
+            let t0 = if sampled { now_ns() } else { self.sched.now };
+            self.sched.pre_apply(&self.plan.apps, &e.header, t0);
+            let payload = self.mail.held.batch(e.slot).payload(e.off, e.len);
+            let op = self.slots.actors[f].as_mut().expect("lessor").machine.state_mut();
+            let mut router = Router::new(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, e.header);
             op.on_data(&e.header, payload, MessageClass::Regular, &mut router);
-            let cx = sched_cx!(self, t0);
-            self.policy.post_apply(&e.header, &cx);
+            self.sched.post_apply(&self.plan.apps, &e.header, t0);
             if sampled {
                 let dt = now_ns().saturating_sub(t0);
-                self.cost_ns[f] = (self.cost_ns[f] * 7 + dt) / 8;
+                self.sched.cost.sample(f, dt);
             }
         }
         self.release(e.slot);
@@ -753,36 +754,33 @@ impl<P: Policy> Shard<P> {
     /// Without this, one watermark routed through the machine would keep every later message
     /// on the machine's path for as long as arrivals keep its queue from emptying.
     fn hand_back_local(&mut self, f: usize) {
-        let actor = self.actors[f].as_mut().expect("lessor");
+        let actor = self.slots.actors[f].as_mut().expect("lessor");
         if actor.ended || !actor.machine.has_work() {
             return;
         }
-        let mut taken = std::mem::take(&mut self.taken);
+        let mut taken = std::mem::take(&mut self.slots.taken);
         taken.extend(actor.machine.take_local(|m| matches!(m.header.kind, MessageKind::Data | MessageKind::Watermark)));
-        let cx = sched_cx!(self, self.now);
-        let base = self.arrival;
+        let base = self.sched.arrival;
         for (i, m) in taken.drain(..).enumerate().rev() {
             let arrival = base + i as u64;
-            let priority = self.policy.on_enqueue(&m.header, arrival, &cx);
-            self.runq.push_front(m.direct_entry(priority, arrival));
-            self.arrival += 1;
+            let priority = self.sched.priority(&self.plan.apps, &m.header, arrival);
+            self.sched.runq.push_front(m.direct_entry(priority, arrival));
+            self.sched.arrival += 1;
         }
-        self.taken = taken;
+        self.slots.taken = taken;
     }
 
     /// A watermark that does not matter to the state (`advance_watermark`) of an idle actor:
     /// run as the machine's `run_lessor` runs one.
     fn run_direct_watermark(&mut self, f: usize, h: &Header) {
         let fp = &self.plan.functions[f];
-        let cx = sched_cx!(self, self.now);
-        self.policy.pre_apply(h, &cx);
+        self.sched.pre_apply(&self.plan.apps, h, self.sched.now);
         let groups = self.placement.groups();
         let moving_group = self.mig.outgoing_group(f);
-        let op = self.actors[f].as_mut().expect("lessor").machine.state_mut();
-        let mut router = router!(self, &fp.outputs, *h);
+        let op = self.slots.actors[f].as_mut().expect("lessor").machine.state_mut();
+        let mut router = Router::new(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, *h);
         actor_watermark(op, h.event_time, moving_group, groups, &mut router);
-        let cx = sched_cx!(self, self.now);
-        self.policy.post_apply(h, &cx);
+        self.sched.post_apply(&self.plan.apps, h, self.sched.now);
         broadcast(&mut self.out, &self.plan, &self.placement, &fp.outputs, *h, MessageKind::Watermark, h.event_time);
     }
 
@@ -798,20 +796,20 @@ impl<P: Policy> Shard<P> {
     }
 
     fn run_lessor(&mut self, f: usize, sampled: bool) {
-        let mut out = std::mem::take(&mut self.cmds);
+        let mut out = std::mem::take(&mut self.slots.cmds);
         let fp = &self.plan.functions[f];
-        let actor = self.actors[f].as_mut().expect("lessor");
+        let actor = self.slots.actors[f].as_mut().expect("lessor");
         actor.scheduled = false;
         if matches!(actor.machine.mode(), Mode::Critical { remaining: 1, .. }) {
             // The last critical message unblocks the actor and its buffer replays. The placements
             // chosen on arrival were made while this shard was blocked and looked busy: ask
             // `on_route` again with the loads as they will be, message by message.
-            let (cost, cost_to_go, now) = (self.cost_ns[f].max(1), self.cost_to_go_ns[f], self.now);
-            let forward_ns = self.forward_ns[f] + self.answer_ns[f];
+            let (cost, cost_to_go, now) = (self.sched.cost.ns[f].max(1), self.sched.cost.to_go_ns[f], self.sched.now);
+            let forward_ns = self.sched.cost.forward_ns[f] + self.sched.cost.answer_ns[f];
             let mut here = actor.machine.queued().saturating_sub(actor.machine.buffered()) as u64 * cost;
             let mut there: Vec<(ShardId, u64)> =
-                actor.machine.lessees().map(|(s, _)| (s, self.peer_delay[s as usize])).collect();
-            let policy = &mut self.policy;
+                actor.machine.lessees().map(|(s, _)| (s, self.sched.peer_delay[s as usize])).collect();
+            let policy = &mut self.sched.policy;
             actor.machine.plan_replay(|msg, decision| {
                 let target = match decision {
                     Decision::Local => return Decision::Local,
@@ -831,9 +829,9 @@ impl<P: Policy> Shard<P> {
                 }
             });
         }
-        let t0 = if sampled { now_ns() } else { self.now };
-        let held = &self.held;
-        let failed = self.failed_apps[fp.app as usize].load(std::sync::atomic::Ordering::Relaxed);
+        let t0 = if sampled { now_ns() } else { self.sched.now };
+        let held = &self.mail.held;
+        let failed = self.faults.failed_apps[fp.app as usize].load(std::sync::atomic::Ordering::Relaxed);
         let mut ran: Option<(Pending, MessageClass)> = None;
         // A migration's export runs as a critical message: on the merged state, after every
         // message of the group that reached this shard.
@@ -846,9 +844,8 @@ impl<P: Policy> Shard<P> {
         let moving_group = self.mig.outgoing_group(f);
         let apply = |op: &mut ActorOp, work: Work<Pending>| {
             let (msg, class) = work.into_parts();
-            let cx = sched_cx!(self, t0);
-            self.policy.pre_apply(&msg.header, &cx);
-            let mut router = router!(self, &fp.outputs, msg.header);
+            self.sched.pre_apply(&self.plan.apps, &msg.header, t0);
+            let mut router = Router::new(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, msg.header);
             match msg.header.kind {
                 MessageKind::Watermark => actor_watermark(op, msg.header.event_time, moving_group, groups, &mut router),
                 MessageKind::End => op.on_end(&mut router),
@@ -864,8 +861,7 @@ impl<P: Policy> Shard<P> {
                 _ if failed => {} // its app failed: the message is dropped unapplied
                 _ => op.on_data(&msg.header, held.batch(msg.slot).payload(msg.off, msg.len), class, &mut router),
             }
-            let cx = sched_cx!(self, t0);
-            self.policy.post_apply(&msg.header, &cx);
+            self.sched.post_apply(&self.plan.apps, &msg.header, t0);
             ran = Some((msg, class));
         };
         actor.machine.run_next(apply, &mut out).expect("lessor runs its work");
@@ -893,9 +889,9 @@ impl<P: Policy> Shard<P> {
                         MessageKind::End,
                         u64::MAX,
                     );
-                    self.live -= 1;
-                    self.actors[f].as_mut().expect("lessor").ended = true;
-                    let counted = std::mem::take(&mut self.counted[f]);
+                    self.slots.live -= 1;
+                    self.slots.actors[f].as_mut().expect("lessor").ended = true;
+                    let counted = std::mem::take(&mut self.hosting.counted[f]);
                     self.host(fp.app as usize, -(counted as i32));
                     self.snapshot_instance_ended(f);
                 }
@@ -904,17 +900,17 @@ impl<P: Policy> Shard<P> {
                 // what waited for the move (a watermark, the end) may raise the next barrier.
                 MessageKind::MigrateState => {}
                 _ => {
-                    self.stats[self.fn_app[f] as usize].service_ns += self.cost_ns[f];
-                    self.touch(self.fn_app[f] as usize);
+                    self.tele.stats[self.sched.cost.fn_app[f] as usize].service_ns += self.sched.cost.ns[f];
+                    self.touch(self.sched.cost.fn_app[f] as usize);
                     self.release_pending(msg);
                     if sampled && class == MessageClass::Regular {
                         let dt = now_ns().saturating_sub(t0);
-                        self.cost_ns[f] = (self.cost_ns[f] * 7 + dt) / 8;
+                        self.sched.cost.sample(f, dt);
                     }
                 }
             }
         }
-        let actor = self.actors[f].as_mut().expect("lessor");
+        let actor = self.slots.actors[f].as_mut().expect("lessor");
         if actor.ended && actor.machine.mode() == Mode::Runnable {
             let leased: Vec<ShardId> =
                 actor.machine.lessees().filter(|&(_, p)| p == SlotPhase::Leased).map(|(s, _)| s).collect();
@@ -924,68 +920,66 @@ impl<P: Policy> Shard<P> {
         }
         self.hand_back_local(f);
         self.exec(Activation::Lessor(f), &mut out);
-        self.cmds = out;
+        self.slots.cmds = out;
         if let Some(bytes) = exported {
             self.send_group(f, bytes);
         }
     }
 
     fn run_lessee(&mut self, i: usize, sampled: bool) {
-        let mut out = std::mem::take(&mut self.cmds);
-        let Some(slot) = self.lessees[i].as_mut() else {
-            self.cmds = out;
+        let mut out = std::mem::take(&mut self.slots.cmds);
+        let Some(slot) = self.slots.lessees[i].as_mut() else {
+            self.slots.cmds = out;
             return;
         };
         slot.scheduled = false;
         let f = slot.function as usize;
         let fp = &self.plan.functions[f];
         // The first run on a new lessee is timed too: it ends the scale-up reaction.
-        let t0 = if sampled || slot.leased_at.is_some() { now_ns() } else { self.now };
-        let held = &self.held;
-        let failed = self.failed_apps[fp.app as usize].load(std::sync::atomic::Ordering::Relaxed);
+        let t0 = if sampled || slot.leased_at.is_some() { now_ns() } else { self.sched.now };
+        let held = &self.mail.held;
+        let failed = self.faults.failed_apps[fp.app as usize].load(std::sync::atomic::Ordering::Relaxed);
         let mut ran = None;
         let apply = |op: &mut ActorOp, work: Work<Pending>| {
             let Work::Regular(msg) = work else { unreachable!("a lessee runs regular messages only") };
-            let cx = sched_cx!(self, t0);
-            self.policy.pre_apply(&msg.header, &cx);
-            let mut router = router!(self, &fp.outputs, msg.header);
+            self.sched.pre_apply(&self.plan.apps, &msg.header, t0);
+            let mut router = Router::new(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, msg.header);
             if !failed {
                 let payload = held.batch(msg.slot).payload(msg.off, msg.len);
                 op.on_data(&msg.header, payload, MessageClass::Regular, &mut router);
             }
-            let cx = sched_cx!(self, t0);
-            self.policy.post_apply(&msg.header, &cx);
+            self.sched.post_apply(&self.plan.apps, &msg.header, t0);
             ran = Some(msg);
         };
         slot.machine.run_next(apply, &mut out);
         if let Some(leased_at) = slot.leased_at.take() {
             let app = fp.app as usize;
-            self.stats[app].actors.scale_up_ns.saturating_record(t0.saturating_sub(leased_at).max(1));
+            self.tele.stats[app].actors.scale_up_ns.saturating_record(t0.saturating_sub(leased_at).max(1));
         }
         if let Some(msg) = ran {
-            self.stats[self.fn_app[f] as usize].service_ns += self.cost_ns[f];
-            self.touch(self.fn_app[f] as usize);
+            self.tele.stats[self.sched.cost.fn_app[f] as usize].service_ns += self.sched.cost.ns[f];
+            self.touch(self.sched.cost.fn_app[f] as usize);
             self.release_pending(msg);
             if sampled {
                 let dt = now_ns().saturating_sub(t0);
-                self.cost_ns[f] = (self.cost_ns[f] * 7 + dt) / 8;
+                self.sched.cost.sample(f, dt);
             }
         }
         self.exec(Activation::Lessee(i), &mut out);
-        self.cmds = out;
+        self.slots.cmds = out;
     }
 
     /// Every tick: the policy may retire lessees of the lessors here.
     pub(super) fn tick_actors(&mut self, now: u64) {
         let me = self.id as usize;
         let idle_limit_ns = self.settings.lessee_idle.as_nanos() as u64;
-        let mut out = std::mem::take(&mut self.cmds);
-        for f in 0..self.actors.len() {
-            let Some(actor) = self.actors[f].as_mut() else { continue };
+        let mut out = std::mem::take(&mut self.slots.cmds);
+        for f in 0..self.slots.actors.len() {
+            let Some(actor) = self.slots.actors[f].as_mut() else { continue };
             // Forward costs are measured only on forwards: an estimate that holds every message
             // at home (one preempted sample) would never be corrected. Each tick moves it an
             // eighth of the way back to the prior, so the lessor tries again and re-measures.
-            for cost in [&mut self.forward_ns[f], &mut self.answer_ns[f]] {
+            for cost in [&mut self.sched.cost.forward_ns[f], &mut self.sched.cost.answer_ns[f]] {
                 if *cost > FORWARD_PRIOR_NS {
                     *cost = (*cost * 7 + FORWARD_PRIOR_NS) / 8;
                 }
@@ -1003,42 +997,21 @@ impl<P: Policy> Shard<P> {
                     idle_limit_ns,
                     refused: std::mem::take(&mut info.refused),
                     accepted: std::mem::take(&mut info.accepted),
-                    lessee_delay_ns: self.peer_delay[info.shard as usize],
-                    lessor_delay_ns: self.peer_delay[me],
+                    lessee_delay_ns: self.sched.peer_delay[info.shard as usize],
+                    lessor_delay_ns: self.sched.peer_delay[me],
                 };
-                if self.policy.retire_lessee(&cx) {
+                if self.sched.policy.retire_lessee(&cx) {
                     actor.machine.retire(info.shard, &mut out).expect("retire a leased lessee");
                 }
             }
             self.exec(Activation::Lessor(f), &mut out);
         }
-        self.cmds = out;
+        self.slots.cmds = out;
     }
-
-    /// Whether a lessor here has lessees (leased or on their way back).
-    pub(super) fn lends_out(&self) -> bool {
-        self.actors.iter().flatten().any(|a| a.machine.lessees().next().is_some())
-    }
-
-    /// Whether every actor here is done and no lessee slot is open.
-    pub(super) fn actors_done(&self) -> bool {
-        self.actors.iter().flatten().all(|a| a.is_done()) && self.lessees.iter().all(Option::is_none)
-    }
-
     /// `delta` activations of `app` opened (1) or closed (-1) on this shard: account the time
     /// it hosted at least one (shard-seconds).
     pub(super) fn host(&mut self, app: usize, delta: i32) {
-        let now = now_ns();
-        if self.hosting[app] > 0 {
-            self.stats[app].actors.hosted_ns += now.saturating_sub(self.hosting_since[app]);
-        }
-        self.hosting_since[app] = now;
-        let before = self.hosting[app];
-        self.hosting_changed_since_report |= delta != 0;
-        self.hosting[app] = before.checked_add_signed(delta).expect("hosting count");
-        if (before == 0) != (self.hosting[app] == 0) {
-            self.hosting_changed = true;
-        }
+        self.hosting.change(app, delta, &mut self.tele.stats[app].actors.hosted_ns);
     }
 }
 

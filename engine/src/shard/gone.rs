@@ -15,6 +15,9 @@
 //!
 //! The stuck shard itself, should its function ever return, stops at once without a word.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::ids::{FunctionId, ShardId};
 use dirigo_net::mailbox::Entry;
@@ -29,11 +32,11 @@ impl<P: Policy> Shard<P> {
     /// (once a shard is gone, a failed app is not drained: its ends may never come).
     pub(super) fn check_gone(&mut self) {
         for x in self.local.clone() {
-            if x != self.id && !self.gone[x as usize] && self.signals[x as usize].is_gone() {
+            if x != self.id && !self.faults.gone[x as usize] && self.signals[x as usize].is_gone() {
                 self.let_go(x);
             }
         }
-        if self.any_gone {
+        if self.faults.any_gone {
             self.tear_down_failed();
         }
     }
@@ -50,19 +53,19 @@ impl<P: Policy> Shard<P> {
             given_up = x,
             "a shard was given up: nothing more goes to it or is awaited from it"
         );
-        self.gone[x as usize] = true;
-        self.any_gone = true;
+        self.faults.gone[x as usize] = true;
+        self.faults.any_gone = true;
         self.out.abandon(x as usize);
-        for f in 0..self.insts.len() {
-            let app = self.fn_app[f] as usize;
+        for f in 0..self.slots.insts.len() {
+            let app = self.sched.cost.fn_app[f] as usize;
             // Only what still runs here can lose anything (an ended instance took every input,
             // though an ended lessor may still wait for its lessees' last partials).
-            let running = self.insts[f].as_ref().is_some_and(|i| i.open() > 0);
-            let lends_there = self.actors[f].as_ref().is_some_and(|a| a.lends_to(x));
+            let running = self.slots.insts[f].as_ref().is_some_and(|i| i.open() > 0);
+            let lends_there = self.slots.actors[f].as_ref().is_some_and(|a| a.lends_to(x));
             if self.app_failed(app) || !running && !lends_there {
                 continue;
             }
-            let leases_from_there = self.lessees.iter().flatten().any(|l| l.function() == f && l.lessor() == x);
+            let leases_from_there = self.slots.lessees.iter().flatten().any(|l| l.function() == f && l.lessor() == x);
             let groups_there = self.placement.is_keyed(f as FunctionId) && self.placement.hosts(f as FunctionId, x);
             let source_there = self
                 .plan
@@ -87,9 +90,9 @@ impl<P: Policy> Shard<P> {
             }
         }
         self.tear_down_failed();
-        for f in 0..self.insts.len() {
-            let app = self.fn_app[f];
-            let Some(inst) = self.insts[f].as_ref() else { continue };
+        for f in 0..self.slots.insts.len() {
+            let app = self.sched.cost.fn_app[f];
+            let Some(inst) = self.slots.insts[f].as_ref() else { continue };
             for port in inst.open_from(x) {
                 let h = Header {
                     kind: MessageKind::End,
@@ -98,7 +101,7 @@ impl<P: Policy> Shard<P> {
                     from_shard: x,
                     ..Header::data(app, f as FunctionId, 0)
                 };
-                if self.actors[f].is_some() {
+                if self.slots.actors[f].is_some() {
                     self.actor_arrival(Entry { header: h, off: 0, len: 0 }, NO_PAYLOAD);
                 } else {
                     self.apply_end(&h);
@@ -110,23 +113,23 @@ impl<P: Policy> Shard<P> {
     /// Whether an end from `h.from_shard` is one already taken for it: the shard was given up
     /// and its channel ended here (the real end may still come, from what it sent before).
     pub(super) fn end_already_taken(&self, h: &Header) -> bool {
-        self.gone.get(h.from_shard as usize).copied().unwrap_or(false)
-            && self.insts[h.function as usize].as_ref().is_some_and(|i| !i.is_open(h.port, h.from_shard))
+        self.faults.gone.get(h.from_shard as usize).copied().unwrap_or(false)
+            && self.slots.insts[h.function as usize].as_ref().is_some_and(|i| !i.is_open(h.port, h.from_shard))
     }
 
     /// Whether messages of function `f` are dropped here (its app was torn down).
     #[inline]
     pub(super) fn torn_down(&self, f: usize) -> bool {
-        torn_down(self.any_gone, &self.torn, &self.fn_app, f)
+        self.faults.torn_down(&self.sched.cost.fn_app, f)
     }
 
     fn tear_down_failed(&mut self) {
         let apps = self.plan.apps.len();
-        if self.torn.len() < apps {
-            self.torn.resize(apps, false);
+        if self.faults.torn.len() < apps {
+            self.faults.torn.resize(apps, false);
         }
         for app in 0..apps {
-            if !self.torn[app] && self.app_failed(app) {
+            if !self.faults.torn[app] && self.app_failed(app) {
                 self.tear_down(app);
             }
         }
@@ -137,49 +140,75 @@ impl<P: Policy> Shard<P> {
     #[cold]
     fn tear_down(&mut self, app: usize) {
         tracing::debug!(shard = self.id, app, "a failed app is torn down");
-        self.torn[app] = true;
-        for i in 0..self.sources.len() {
-            if self.app_of(&self.sources[i]) == app {
-                self.sources[i].done = true;
+        self.faults.torn[app] = true;
+        for i in 0..self.src.runs.len() {
+            if self.app_of(&self.src.runs[i]) == app {
+                self.src.runs[i].done = true;
             }
         }
-        for f in 0..self.insts.len() {
-            if self.fn_app[f] as usize != app {
+        for f in 0..self.slots.insts.len() {
+            if self.sched.cost.fn_app[f] as usize != app {
                 continue;
             }
-            let live = match (&self.actors[f], &self.insts[f]) {
+            let live = match (&self.slots.actors[f], &self.slots.insts[f]) {
                 (Some(a), _) => !a.has_ended(),
                 (None, Some(i)) => i.open() > 0 || self.mig.has_deferred_end(f),
                 (None, None) => false,
             };
             if live {
-                self.live -= 1;
+                self.slots.live -= 1;
             }
             for slot in self.mig.forget(f) {
                 self.release(slot);
             }
-            if let Some(mut op) = self.ops[f].take() {
+            if let Some(mut op) = self.slots.ops[f].take() {
                 op.flush();
             }
-            self.actors[f] = None;
-            self.insts[f] = None;
-            self.counted[f] = 0;
+            self.slots.actors[f] = None;
+            self.slots.insts[f] = None;
+            self.hosting.counted[f] = 0;
         }
-        for i in 0..self.lessees.len() {
-            let f = match &self.lessees[i] {
-                Some(l) if self.fn_app[l.function()] as usize == app => l.function(),
+        for i in 0..self.slots.lessees.len() {
+            let f = match &self.slots.lessees[i] {
+                Some(l) if self.sched.cost.fn_app[l.function()] as usize == app => l.function(),
                 _ => continue,
             };
-            self.lessees[i] = None;
-            self.lessees_here[f] -= 1;
+            self.slots.lessees[i] = None;
+            self.tele.lessees_here[f] -= 1;
         }
-        let hosted = self.hosting[app] as i32;
+        let hosted = self.hosting.apps[app] as i32;
         self.host(app, -hosted);
     }
 }
 
-/// [`Shard::torn_down`] from the fields it reads (for callers that hold other fields borrowed).
-#[inline]
-pub(super) fn torn_down(any_gone: bool, torn: &[bool], fn_app: &[u16], f: usize) -> bool {
-    any_gone && fn_app.get(f).is_some_and(|&a| torn.get(a as usize).copied().unwrap_or(false))
+/// Failures seen by this shard: apps whose user code failed (on any shard of the node), shards
+/// given up, and apps torn down here.
+pub(super) struct Faults {
+    /// Per app: it failed (see [`super::ShardInit::failed_apps`]).
+    pub failed_apps: Arc<Vec<AtomicBool>>,
+    /// Per shard (global id): it was given up; and whether any was.
+    pub gone: Vec<bool>,
+    pub any_gone: bool,
+    /// Per app: torn down here (it failed once a shard was given up).
+    pub torn: Vec<bool>,
+}
+
+impl Faults {
+    pub fn new(failed_apps: Arc<Vec<AtomicBool>>, shards: usize, apps: usize) -> Self {
+        Faults { failed_apps, gone: vec![false; shards], any_gone: false, torn: vec![false; apps] }
+    }
+
+    /// Whether app `app` failed (its user code panicked): its sources stop and its messages
+    /// are dropped unapplied, while its watermarks and ends still flow so every shard finishes.
+    #[inline]
+    pub fn app_failed(&self, app: usize) -> bool {
+        self.failed_apps[app].load(Ordering::Relaxed)
+    }
+
+    /// Whether messages of function `f` (of app `fn_app[f]`) are dropped here: its app was
+    /// torn down.
+    #[inline]
+    pub fn torn_down(&self, fn_app: &[u16], f: usize) -> bool {
+        self.any_gone && fn_app.get(f).is_some_and(|&a| self.torn.get(a as usize).copied().unwrap_or(false))
+    }
 }

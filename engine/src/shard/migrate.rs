@@ -33,6 +33,7 @@ use dirigo_net::mailbox::Entry;
 use rkyv::util::AlignedVec;
 
 use super::dual_mode::Pending;
+use super::router::Router;
 use super::Shard;
 use crate::metrics::{MoveEvent, MoveReason};
 use crate::placement::PlacementTable;
@@ -252,7 +253,7 @@ pub(super) fn initial_groups(
 impl<P: Policy> Shard<P> {
     /// What the policy is asked about a move of group `g` of `f` to `to`.
     pub(super) fn move_cx(&self, f: usize, g: KeyGroup, to: ShardId, reason: MoveReason) -> MoveCx {
-        let app = self.fn_app[f];
+        let app = self.sched.cost.fn_app[f];
         MoveCx {
             app,
             function: f as FunctionId,
@@ -287,7 +288,7 @@ impl<P: Policy> Shard<P> {
     /// policy vetoed it, or a move of `f` is under way here, or the group is not here).
     pub(super) fn start_move(&mut self, f: usize, g: KeyGroup, to: ShardId, reason: MoveReason) -> bool {
         let m = &self.mig;
-        let instance_live = self.insts[f].as_ref().is_some_and(|i| i.open() > 0);
+        let instance_live = self.slots.insts[f].as_ref().is_some_and(|i| i.open() > 0);
         if !m.movable[f]
             || !m.held[f].get(g as usize).copied().unwrap_or(false)
             || m.outgoing[f].is_some()
@@ -300,9 +301,9 @@ impl<P: Policy> Shard<P> {
         {
             return false;
         }
-        let app = self.fn_app[f];
+        let app = self.sched.cost.fn_app[f];
         let cx = self.move_cx(f, g, to, reason);
-        let to = match self.policy.on_move(&cx) {
+        let to = match self.sched.policy.on_move(&cx) {
             MoveVerdict::Accept => to,
             MoveVerdict::Redirect(s) if s != self.id && self.local.contains(&s) => s,
             MoveVerdict::Redirect(_) | MoveVerdict::Veto => return false,
@@ -321,12 +322,12 @@ impl<P: Policy> Shard<P> {
     /// A migration protocol message that is handled on arrival (all but `FenceAck`).
     pub(super) fn on_migration(&mut self, e: Entry, slot: u32, from: ShardId) {
         let f = e.header.function as usize;
-        let app = self.fn_app[f];
+        let app = self.sched.cost.fn_app[f];
         let (g, shard) = move_arg(&e.header);
         match e.header.kind {
             MessageKind::Migrate => {
                 self.release(slot);
-                if self.mig.outgoing[f].is_some() || self.insts[f].as_ref().is_none_or(|i| i.open() == 0) {
+                if self.mig.outgoing[f].is_some() || self.slots.insts[f].as_ref().is_none_or(|i| i.open() == 0) {
                     self.mig.refused += 1;
                     self.out.push_bytes(from as usize, protocol(app, f, MessageKind::MigrateRefused, g, self.id), &[]);
                     return;
@@ -359,9 +360,9 @@ impl<P: Policy> Shard<P> {
                 let drains = e.header.key_hash as i64;
                 // The archive travelled alone (`push_archive`) when large: taken, else copied
                 // (aligned) out of its batch.
-                let bytes = self.held.take_sole_payload(slot, e.off, e.len).unwrap_or_else(|| {
+                let bytes = self.mail.held.take_sole_payload(slot, e.off, e.len).unwrap_or_else(|| {
                     let mut v = AlignedVec::new();
-                    v.extend_from_slice(self.held.batch(slot).payload(e.off, e.len));
+                    v.extend_from_slice(self.mail.held.batch(slot).payload(e.off, e.len));
                     v
                 });
                 self.release(slot);
@@ -394,9 +395,9 @@ impl<P: Policy> Shard<P> {
             return;
         }
         let (g, to) = (out.group, out.to);
-        if self.actors[f].is_some() {
+        if self.slots.actors[f].is_some() {
             // On the merged state, after everything before it: a barrier.
-            let header = protocol(self.fn_app[f], f, MessageKind::MigrateState, g, to);
+            let header = protocol(self.sched.cost.fn_app[f], f, MessageKind::MigrateState, g, to);
             self.actor_barrier(f, Pending::control(header));
         } else {
             let bytes = self.export_group(f, g);
@@ -413,7 +414,7 @@ impl<P: Policy> Shard<P> {
 
     /// The end of `f` that waited for a group to leave.
     fn finish_deferred_end(&mut self, f: usize, h: Header) {
-        if self.actors[f].is_some() {
+        if self.slots.actors[f].is_some() {
             let end = Header { kind: MessageKind::End, event_time: u64::MAX, ..h };
             self.actor_barrier(f, Pending::control(end));
         } else {
@@ -440,7 +441,7 @@ impl<P: Policy> Shard<P> {
         let plan = self.plan.clone();
         for e in &plan.functions[f].outputs {
             let target = e.target as usize;
-            let h = protocol(self.fn_app[target], target, MessageKind::Drain, g, to);
+            let h = protocol(self.sched.cost.fn_app[target], target, MessageKind::Drain, g, to);
             let h = Header { key_hash: origin, port: e.port, ..h };
             match e.partition {
                 Partition::Forward => self.out.push_bytes(self.id as usize, h, &[]),
@@ -465,7 +466,7 @@ impl<P: Policy> Shard<P> {
         if origin == self.id && (forward_edges || keyed_edges) && self.came_forward(h) {
             self.send_drains(t, g, to, h.key_hash);
         } else {
-            let reply = protocol(self.fn_app[moving], moving, MessageKind::Drained, g, self.id);
+            let reply = protocol(self.sched.cost.fn_app[moving], moving, MessageKind::Drained, g, self.id);
             self.out.push_bytes(to as usize, reply, &[]);
         }
     }
@@ -482,7 +483,7 @@ impl<P: Policy> Shard<P> {
     pub(super) fn export_group(&mut self, f: usize, g: KeyGroup) -> AlignedVec {
         let groups = self.placement.groups();
         let moving = move |h: u64| key_group(h, groups) == g;
-        let op = self.ops[f].as_mut().expect("a move of a function with an instance here");
+        let op = self.slots.ops[f].as_mut().expect("a move of a function with an instance here");
         op.export_keys(&moving)
     }
 
@@ -490,7 +491,7 @@ impl<P: Policy> Shard<P> {
     /// everything `f` emitted here, and account the move.
     pub(super) fn send_group(&mut self, f: usize, bytes: AlignedVec) {
         let out = self.mig.outgoing[f].take().expect("a move under way");
-        let app = self.fn_app[f];
+        let app = self.sched.cost.fn_app[f];
         self.mig.held[f][out.group as usize] = false;
         let len = bytes.len() as u64;
         let drains = self.drain_leaves(f);
@@ -526,7 +527,7 @@ impl<P: Policy> Shard<P> {
     /// and replay what was held back once no other group of `f` is on its way.
     fn import_group(&mut self, f: usize, g: KeyGroup, payload: &[u8], from: ShardId) {
         if !payload.is_empty() {
-            let res = match &mut self.ops[f] {
+            let res = match &mut self.slots.ops[f] {
                 Some(op) => op.import_keys(payload),
                 None => self.import_actor_keys(f, payload),
             };
@@ -537,13 +538,13 @@ impl<P: Policy> Shard<P> {
         }
         self.mig.held[f][g as usize] = true;
         self.host_groups(f, 1);
-        if !self.plan.apps[self.fn_app[f] as usize].shards.contains(&self.id) {
+        if !self.plan.apps[self.sched.cost.fn_app[f] as usize].shards.contains(&self.id) {
             // A group of an app that did not start here: it came to spread load.
             self.rb.spread_in_ns = now_ns();
         }
         // Spread or given back: either way, no load goes back to `from` for a while.
         self.rb.took_load_from(from, now_ns());
-        let wm = self.insts[f].as_ref().map_or(0, |i| i.watermark);
+        let wm = self.slots.insts[f].as_ref().map_or(0, |i| i.watermark);
         if wm > 0 && !payload.is_empty() {
             self.fire_imported(f, wm);
         }
@@ -582,24 +583,24 @@ impl<P: Policy> Shard<P> {
     /// The instance's watermark `wm` already passed: fire what is due in the keys that just
     /// arrived (the rest fired when it passed; a repeated watermark changes nothing for them).
     fn fire_imported(&mut self, f: usize, wm: u64) {
-        let app = self.fn_app[f];
+        let app = self.sched.cost.fn_app[f];
         let h = Header { kind: MessageKind::Watermark, event_time: wm, ..Header::data(app, f as FunctionId, 0) };
-        if self.actors[f].is_some() {
+        if self.slots.actors[f].is_some() {
             // On the merged state: a barrier, like any watermark that matters to an actor.
             self.actor_barrier(f, Pending::control(h));
             return;
         }
         let fp = &self.plan.functions[f];
-        let op = self.ops[f].as_mut().expect("instance");
-        let mut router = router!(self, &fp.outputs, h);
+        let op = self.slots.ops[f].as_mut().expect("instance");
+        let mut router = Router::new(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, h);
         op.on_watermark(wm, &mut router);
     }
 
     /// Account a key group of `f` gained (+1) or lost (-1) as hosting its app here.
     fn host_groups(&mut self, f: usize, delta: i32) {
-        if self.insts[f].as_ref().is_some_and(|i| i.open() > 0) {
-            self.counted[f] = self.counted[f].checked_add_signed(delta).expect("group count");
-            self.host(self.fn_app[f] as usize, delta);
+        if self.slots.insts[f].as_ref().is_some_and(|i| i.open() > 0) {
+            self.hosting.counted[f] = self.hosting.counted[f].checked_add_signed(delta).expect("group count");
+            self.host(self.sched.cost.fn_app[f] as usize, delta);
         }
     }
 

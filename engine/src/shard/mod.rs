@@ -5,79 +5,48 @@
 //! (or a tcp source's readiness waker, armed as it parks) rings its doorbell or its next timer
 //! is due.
 
-/// A `Router` for the output of `edges` with parent header `parent`, borrowing the shard's fields
-/// one by one (so the operator table can stay borrowed beside it).
-macro_rules! router {
-    ($s:ident, $edges:expr, $parent:expr) => {{
-        let parent: dirigo_actors::envelope::Header = $parent;
-        super::router::Router {
-            out: &mut $s.out,
-            policy: &mut $s.policy,
-            edges: $edges,
-            parent,
-            placement: &$s.placement,
-            load: super::router::RouteLoad {
-                delay_ns: &$s.peer_delay,
-                cost_ns: &$s.cost_ns,
-                cost_to_go_ns: &$s.cost_to_go_ns,
-                now_ns: $s.now,
-            },
-            scale_up_signals: &mut $s.stats[parent.app as usize].scale_up_signals,
-        }
-    }};
-}
-
-/// The `SchedCx` the hooks see, at time `$now`, borrowing the shard's fields one by one.
-macro_rules! sched_cx {
-    ($s:ident, $now:expr) => {
-        crate::policy::SchedCx {
-            apps: &$s.plan.apps,
-            fn_app: &$s.fn_app,
-            cost_ns: &$s.cost_ns,
-            cost_to_go_ns: &$s.cost_to_go_ns,
-            now_ns: $now,
-        }
-    };
-}
-
 mod apply;
 mod deploy;
 mod dual_mode;
 mod gone;
 mod held;
+mod idle;
 mod inputs;
+mod mail;
 mod migrate;
 pub mod outputs;
 mod rebalance;
 mod router;
+mod sched;
+mod slots;
 mod snapshot;
 mod sources;
+mod telemetry;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use dirigo_actors::ids::ShardId;
-use dirigo_actors::record::Value;
-use rkyv::util::AlignedVec;
 
-use crate::instance::OperatorInstance;
 use crate::metrics::{AppFailure, AppStats, FailureCause, ShardReport};
 use crate::placement::PlacementTable;
 use crate::plan::Plan;
 use crate::policy::Policy;
-use crate::runqueue::RunQueue;
 use dirigo_net::clock::now_ns;
 use dirigo_net::mailbox::{Inbox, Outbox};
 use dirigo_net::signal::{Doorbell, ShardSignal};
 
-use dual_mode::{Commands, LesseeSlot, LessorActor};
-use held::Held;
-use inputs::InputChannels;
+use gone::Faults;
+use idle::Idle;
+use mail::Mail;
 use migrate::Migrations;
 use outputs::Outputs;
 use rebalance::Rebalance;
-use sources::SourceRun;
+use sched::Sched;
+use slots::Slots;
+use sources::Sources;
+use telemetry::{Hosting, Telemetry};
 
 /// Loop settings of a shard (from the `[engine]` config).
 #[derive(Clone, Copy, Debug)]
@@ -111,9 +80,6 @@ pub struct ShardSettings {
 
 /// Messages run per turn before the shard polls its mailboxes and flushes again.
 const TURN_BUDGET: usize = 64;
-/// Spinning after tight work continues while at least this share (per mille) of recent idle
-/// periods ended within `spin`.
-const SPIN_PAYS: u64 = 500;
 /// A parked shard wakes at least this often. Mail always rings the doorbell; this bounds the
 /// damage if a wake-up is lost anyway, and `missed_wakeups` counts every time it was needed.
 const MAX_PARK: Duration = Duration::from_millis(200);
@@ -127,7 +93,8 @@ const REST_MAX_PARK: Duration = Duration::from_secs(1);
 const MAIL_GATHER_MIN_NS: u64 = 1_000_000;
 const MAIL_GATHER_MAX_NS: u64 = dirigo_net::signal::LAZY_WAIT_MAX_NS;
 /// Assumed cost to the home shard of sending a forward, and of handling its answer, until
-/// measured (ns).
+/// measured (ns): a typical forward and answer on a 2-vCPU VM. A function cheaper than twice
+/// this never forwards, and then never measures it.
 const FORWARD_PRIOR_NS: u64 = 500;
 /// One in this many messages is timed to estimate service costs.
 const COST_SAMPLE: u64 = 16;
@@ -158,115 +125,42 @@ pub struct ShardInit<P> {
     pub restore: Option<Arc<crate::snapshot::Restore>>,
 }
 
-/// A running shard.
+/// A running shard: its wiring (identity, plan, signals, settings) and the parts that own its
+/// state, each passed to the others where the data path crosses them.
 pub struct Shard<P: Policy> {
     id: ShardId,
     /// The shards of this node (global ids).
     local: std::ops::Range<ShardId>,
     plan: Arc<Plan>,
+    settings: ShardSettings,
+    signals: Arc<Vec<Arc<ShardSignal>>>,
+    /// The node's placement table.
+    placement: Arc<PlacementTable>,
+    doorbell: Doorbell,
+    stop: Arc<AtomicBool>,
+    reports: flume::Sender<ShardReport>,
+    /// Ingress from shards: mailboxes and the batches held until their entries have run.
+    mail: Mail,
+    /// Source instances.
+    src: Sources,
+    /// Function instances, actors and lessee slots.
+    slots: Slots,
+    /// The policy, the run queue, and the costs the hooks read.
+    sched: Sched<P>,
+    /// Egress: output batches staged per destination.
     out: Outputs,
-    inboxes: Vec<Option<Inbox>>,
-    held: Held,
-    runq: RunQueue,
-    ops: Vec<Option<OperatorInstance>>,
-    /// Lessors of the dual-mode actors homed here, by function (their operator lives inside).
-    actors: Vec<Option<Box<LessorActor>>>,
-    /// Lessee slots this shard lends to other shards' lessors.
-    lessees: Vec<Option<LesseeSlot>>,
-    /// Scratch outbox of the actor machines.
-    cmds: Commands,
-    /// Scratch: an actor's queued messages handed back to the run queue.
-    taken: Vec<dual_mode::Pending>,
-    /// Per app: activations hosted here (key groups held, instances of its start shards, source
-    /// instances and lessee slots), and since when the count last changed (shard-seconds).
-    hosting: Vec<u32>,
-    /// Per function: what its instance here counts in `hosting` (its groups held, or 1).
-    counted: Vec<u32>,
+    /// Figures for the reports.
+    tele: Telemetry,
+    /// What this shard hosts, per app.
+    hosting: Hosting,
+    /// Spinning or parking when idle.
+    idle: Idle,
+    /// Failed apps, shards given up, apps torn down.
+    faults: Faults,
     /// Key groups held here, and the moves under way.
     mig: Migrations,
     /// Spreading and consolidation.
     rb: Rebalance,
-    /// Busy time since the start (ns), for the rebalancing period's busy share.
-    busy_total_ns: u64,
-    /// When this shard last ran work of an app whose SLO makes it spin (`spin_slo`): it spins
-    /// only within `spin` of that, and parks at once after other apps' work.
-    last_tight_ns: u64,
-    /// Per mille of recent idle periods after tight work in which more tight work came within
-    /// `spin`: spinning pays only when it usually does; otherwise the shard parks at once, and a
-    /// tight app that sends rarely pays an OS wake-up instead of a core (adaptive spinning). An
-    /// exponential average, weight 1/8.
-    spin_pays: u64,
-    /// The start of an idle period that followed tight work, until the next tight work or
-    /// `spin` has passed (one sample of `spin_pays`).
-    tight_idle: Option<u64>,
-    /// Scratch: which entries of the batch being received were not queued (see `divert`).
-    diverted: Vec<bool>,
-    /// The hosted apps changed: the idle behaviour (spin, gather) is recomputed.
-    hosting_changed: bool,
-    /// `hosting` changed since the last report (the controller tracks where apps run).
-    hosting_changed_since_report: bool,
-    hosting_since: Vec<u64>,
-    /// Per function: lessee slots open here, and the most since the last report.
-    lessees_here: Vec<u64>,
-    lessees_max: Vec<u64>,
-    /// Per function: time its lessor spent Blocked and Critical since the last report (ns).
-    fn_blocked_ns: Vec<u64>,
-    fn_critical_ns: Vec<u64>,
-    /// This shard told the others it is done (see `may_exit`).
-    closing: bool,
-    /// Per shard (global id): it was given up (see `gone`); and whether any was.
-    gone: Vec<bool>,
-    any_gone: bool,
-    /// Per app: torn down here (it failed once a shard was given up).
-    torn: Vec<bool>,
-    insts: Vec<Option<InputChannels>>,
-    live: usize,
-    sources: Vec<SourceRun>,
-    policy: P,
-    fn_app: Vec<u16>,
-    cost_ns: Vec<u64>,
-    cost_to_go_ns: Vec<u64>,
-    /// Per actor function: what sending a forward and handling its answer cost this shard
-    /// (EWMAs, ns).
-    forward_ns: Vec<u64>,
-    answer_ns: Vec<u64>,
-    stats: Vec<AppStats>,
-    busy_ns: u64,
-    parked_ns: u64,
-    signals: Arc<Vec<Arc<ShardSignal>>>,
-    /// The node's placement table.
-    placement: Arc<PlacementTable>,
-    /// Per app: it failed (see [`ShardInit::failed_apps`]).
-    failed_apps: Arc<Vec<AtomicBool>>,
-    /// Failures seen here since the last report.
-    failures: Vec<AppFailure>,
-    doorbell: Doorbell,
-    settings: ShardSettings,
-    stop: Arc<AtomicBool>,
-    reports: flume::Sender<ShardReport>,
-    arrival: u64,
-    values: Vec<Value>,
-    bytes: AlignedVec,
-    expected_seq: Vec<u32>,
-    /// Late drops of each function already reported.
-    late_seen: Vec<u64>,
-    /// Time of the current turn.
-    now: u64,
-    /// Expected delay of every shard, read from the signal slots once per turn.
-    peer_delay: Vec<u64>,
-    /// Scratch: messages queued per app on this shard.
-    app_queued: Vec<u64>,
-    /// Per app: the time its queued messages here take to run (ns), as published.
-    app_queued_ns: Vec<u64>,
-    /// Messages run so far, and the shard's busy time per message run (ns, an average over
-    /// recent ticks: a function's own cost leaves out the loop's share, routing, batching).
-    msgs_run: u64,
-    msg_ns: u64,
-    msg_mark: (u64, u64),
-    /// Parks that ended on their timeout with work already pending (a lost wake-up).
-    missed_wakeups: u64,
-    /// Parks that ended on their own timeout with mail whose sender chose not to ring.
-    lazy_wakeups: u64,
     /// Runtime deploy and undeploy (`dirigo serve`).
     deploy: deploy::Deploy,
     /// Snapshot barriers and what waits behind them.
@@ -306,79 +200,33 @@ impl<P: Policy> Shard<P> {
             actors.push(b.actor);
             insts.push(b.inst);
         }
-        let live = insts.iter().flatten().count();
         let sources = sources::instantiate(&plan, id, &init.signals[id as usize]);
-        let nf = plan.functions.len();
         let mut shard = Shard {
             id,
             local: init.local,
             out: Outputs::new(id, init.outboxes, init.settings.batch_size, plan.apps.len()),
-            inboxes: init.inboxes,
-            held: Held::default(),
-            runq: RunQueue::new(nf),
-            ops,
-            actors,
-            lessees: Vec::new(),
-            cmds: Vec::new(),
-            taken: Vec::new(),
-            hosting_since: vec![now_ns(); plan.apps.len()],
-            hosting,
-            counted,
+            mail: Mail::new(init.inboxes, n),
+            src: Sources::new(sources),
+            slots: Slots::new(ops, actors, insts),
+            sched: Sched::new(init.policy, &plan, FORWARD_PRIOR_NS),
+            tele: Telemetry::new(&plan),
+            hosting: Hosting::new(hosting, counted),
+            idle: Idle::new(),
+            faults: Faults::new(init.failed_apps, n, plan.apps.len()),
             mig,
             rb,
-            busy_total_ns: 0,
-            diverted: Vec::new(),
-            last_tight_ns: 0,
-            spin_pays: 1000,
-            tight_idle: None,
-            hosting_changed: false,
-            hosting_changed_since_report: false,
-            lessees_here: vec![0; nf],
-            lessees_max: vec![0; nf],
-            fn_blocked_ns: vec![0; nf],
-            fn_critical_ns: vec![0; nf],
-            closing: false,
-            gone: vec![false; n],
-            any_gone: false,
-            torn: vec![false; plan.apps.len()],
-            insts,
-            live,
-            sources,
-            policy: init.policy,
-            fn_app: plan.functions.iter().map(|f| f.app).collect(),
-            cost_ns: vec![1_000; nf],
-            cost_to_go_ns: vec![1_000; nf],
-            // A prior until measured (a typical forward and answer on a 2-vCPU VM): a function
-            // cheaper than twice this never forwards, and then never measures it.
-            forward_ns: vec![FORWARD_PRIOR_NS; nf],
-            answer_ns: vec![FORWARD_PRIOR_NS; nf],
-            stats: plan.apps.iter().map(|_| AppStats::new()).collect(),
-            busy_ns: 0,
-            parked_ns: 0,
             signals: init.signals,
             placement: init.placement,
-            failed_apps: init.failed_apps,
-            failures: Vec::new(),
             doorbell: init.doorbell,
             settings: init.settings,
             stop: init.stop,
             reports: init.reports,
-            arrival: 0,
-            values: Vec::new(),
-            bytes: AlignedVec::new(),
-            expected_seq: vec![0; n],
-            late_seen: vec![0; nf],
-            now: 0,
-            peer_delay: vec![0; n],
-            app_queued: vec![0; plan.apps.len()],
-            app_queued_ns: vec![0; plan.apps.len()],
-            msgs_run: 0,
-            msg_ns: 0,
-            msg_mark: (0, 0),
-            missed_wakeups: 0,
-            lazy_wakeups: 0,
             deploy: deploy::Deploy::new(init.control, plan.apps.len()),
-            snap: snapshot::Snap::new(init.snapshots, nf, init.restore.as_ref().map_or(0, |r| r.epoch)),
+            snap: snapshot::Snap::new(
+                init.snapshots,
+                plan.functions.len(),
+                init.restore.as_ref().map_or(0, |r| r.epoch),
+            ),
             plan,
         };
         if let Some(r) = &init.restore {
@@ -389,11 +237,11 @@ impl<P: Policy> Shard<P> {
 
     /// Everything this shard runs has ended and all its output has left.
     fn finished(&self) -> bool {
-        self.live == 0
-            && self.sources.iter().all(|s| s.done)
-            && self.runq.is_empty()
+        self.slots.live == 0
+            && self.src.all_done()
+            && self.sched.runq.is_empty()
             && self.out.is_drained()
-            && self.actors_done()
+            && self.slots.actors_done()
             && self.mig.idle()
             && self.deploy.may_finish(&self.stop)
     }
@@ -403,8 +251,8 @@ impl<P: Policy> Shard<P> {
     /// the others (a shard waiting for the last one to finish is parked).
     fn may_exit(&mut self) -> bool {
         let local = &self.signals[self.local.start as usize..self.local.end as usize];
-        if !self.closing {
-            self.closing = true;
+        if !self.idle.closing {
+            self.idle.closing = true;
             self.signals[self.id as usize].set_closing();
             local.iter().for_each(|s| s.wake());
         }
@@ -442,7 +290,7 @@ impl<P: Policy> Shard<P> {
         // one).
         self.report(false);
         loop {
-            if std::mem::take(&mut self.hosting_changed) {
+            if std::mem::take(&mut self.hosting.changed) {
                 (spin_ns, gather_ns) = self.idle_behaviour(spin_setting);
                 standby = standby_rank && self.needs_standby();
             }
@@ -458,13 +306,7 @@ impl<P: Policy> Shard<P> {
             let now = now_ns();
             // Adaptive spinning: did the tight work that followed an idle start come within
             // `spin` of it?
-            if let Some(start) = self.tight_idle {
-                if self.last_tight_ns > start || now.saturating_sub(start) > spin_ns {
-                    let caught = self.last_tight_ns > start && self.last_tight_ns - start <= spin_ns;
-                    self.spin_pays = (self.spin_pays * 7 + if caught { 1000 } else { 0 }) / 8;
-                    self.tight_idle = None;
-                }
-            }
+            self.idle.after_turn(now, spin_ns);
             if now >= next_tick {
                 self.tick(now);
                 next_tick = now + tick_ns;
@@ -481,25 +323,20 @@ impl<P: Policy> Shard<P> {
                 break;
             }
             if progress {
-                self.busy_ns += now - t0;
-                self.busy_total_ns += now - t0;
+                self.tele.busy(now - t0);
                 idle_since = None;
                 continue;
             }
-            self.policy.on_idle();
+            self.sched.policy.on_idle();
             let since = *idle_since.get_or_insert(now);
-            if since == now
-                && spin_ns > 0
-                && self.tight_idle.is_none()
-                && now.saturating_sub(self.last_tight_ns) < spin_ns
-            {
-                self.tight_idle = Some(now);
+            if since == now {
+                self.idle.idle_began(now, spin_ns);
             }
             // Ticks only matter while there is work: a parked shard wakes for mail, for its
             // next due source event, or to report.
             let report_at = if self.has_news() { next_stats } else { u64::MAX };
             // A lessor with lessees keeps ticking: its policy retires them when they go idle.
-            let tick_at = if self.lends_out() { next_tick } else { u64::MAX };
+            let tick_at = if self.slots.lends_out() { next_tick } else { u64::MAX };
             // A shard holding groups that came to spread load wakes to consider giving them back.
             let tick_at = tick_at.min(self.rebalance_due());
             let mail_at =
@@ -507,9 +344,7 @@ impl<P: Policy> Shard<P> {
             let wake_at = report_at.min(tick_at).min(self.next_source_due(start, gather_ns)).min(mail_at);
             // Park by SLO, per message: spin after a tight app's work only (a busy shard shared
             // with loose apps would otherwise never park).
-            let spin_for_tight = now - since < spin_ns
-                && now.saturating_sub(self.last_tight_ns) < spin_ns
-                && self.spin_pays >= SPIN_PAYS;
+            let spin_for_tight = self.idle.spin_for_tight(now, since, spin_ns);
             if spin_for_tight || wake_at <= now || self.out.staged() > 0 || standby {
                 if spin_ns == 0 {
                     // Unpinned: the shard this one waits for may need this CPU.
@@ -524,16 +359,15 @@ impl<P: Policy> Shard<P> {
             // resets it.
             self.park(wake_at.saturating_sub(now));
         }
-        self.flush_sinks();
+        self.slots.flush();
         self.seal_at_exit();
         self.report(true);
     }
 
-    /// Whether app `app` failed (its user code panicked): its sources stop and its messages are
-    /// dropped unapplied, while its watermarks and ends still flow so every shard finishes.
+    /// Whether app `app` failed (see [`Faults::app_failed`]).
     #[inline]
     fn app_failed(&self, app: usize) -> bool {
-        self.failed_apps[app].load(Ordering::Relaxed)
+        self.faults.app_failed(app)
     }
 
     /// After user code of function `f` ran: if it panicked, fail its app (once per node; logged
@@ -547,22 +381,22 @@ impl<P: Policy> Shard<P> {
 
     #[cold]
     fn fail_app(&mut self, f: usize, cause: FailureCause, message: String) {
-        let app = self.fn_app[f];
-        if self.failed_apps[app as usize].swap(true, Ordering::SeqCst) {
+        let app = self.sched.cost.fn_app[f];
+        if self.faults.failed_apps[app as usize].swap(true, Ordering::SeqCst) {
             return; // already failed (here or on another shard)
         }
         let function = self.plan.functions[f].name.clone();
         let name = &self.plan.apps[app as usize].name;
         let _span = tracing::error_span!("app_failure", app = %name, function = %function, shard = self.id).entered();
         tracing::error!(app = %name, function = %function, shard = self.id, ?cause, "app fails: {message}");
-        self.failures.push(AppFailure { app, function, shard: self.id, cause, message });
+        self.tele.failures.push(AppFailure { app, function, shard: self.id, cause, message });
     }
 
     /// Work of `app` ran here now: if its SLO is one a shard spins for, spinning may follow.
     #[inline]
     pub(super) fn touch(&mut self, app: usize) {
         if self.plan.apps[app].slo_ns <= self.settings.spin_slo.as_nanos() as u64 {
-            self.last_tight_ns = self.now;
+            self.idle.tight_work(self.sched.now);
         }
     }
 
@@ -595,8 +429,9 @@ impl<P: Policy> Shard<P> {
     /// (`u64::MAX` when it hosts none).
     fn tightest_slo_ns(&self) -> u64 {
         let apps = self.plan.apps.iter().enumerate();
-        let hosted =
-            apps.filter(|(a, _)| self.hosting[*a] > 0 || self.sources.iter().any(|s| !s.done && self.app_of(s) == *a));
+        let hosted = apps.filter(|(a, _)| {
+            self.hosting.apps[*a] > 0 || self.src.runs.iter().any(|s| !s.done && self.app_of(s) == *a)
+        });
         hosted.map(|(_, app)| app.slo_ns).min().unwrap_or(u64::MAX)
     }
 
@@ -604,15 +439,12 @@ impl<P: Policy> Shard<P> {
     fn turn(&mut self, now: u64) -> bool {
         self.control_turn(now);
         self.snapshot_turn();
-        self.now = now;
-        for (d, s) in self.peer_delay.iter_mut().zip(self.signals.iter()) {
-            *d = s.delay_ns();
-        }
+        self.sched.begin_turn(now, &self.signals);
         self.out.reclaim();
         let mut progress = self.drain_mail();
         progress |= self.poll_sources(now);
         let ran = self.run_budget(TURN_BUDGET, now);
-        self.msgs_run += ran as u64;
+        self.sched.msgs_run += ran as u64;
         progress |= ran > 0;
         self.force_moves(ran);
         progress |= self.out.flush();
@@ -640,21 +472,21 @@ impl<P: Policy> Shard<P> {
     }
 
     fn publish_load(&mut self) {
-        let mut queued = (self.runq.len() + self.out.staged()) as u64;
+        let mut queued = (self.sched.runq.len() + self.out.staged()) as u64;
         let mut delay = 0;
-        self.app_queued.iter_mut().for_each(|q| *q = 0);
-        self.app_queued_ns.iter_mut().for_each(|q| *q = 0);
-        for &f in self.runq.active() {
-            let n = self.runq.len_of(f) as u64;
-            let app = self.fn_app[f as usize] as usize;
-            delay += n * self.cost_ns[f as usize];
-            self.app_queued[app] += n;
-            self.app_queued_ns[app] += n * self.cost_ns[f as usize].max(self.msg_ns);
+        self.tele.app_queued.iter_mut().for_each(|q| *q = 0);
+        self.tele.app_queued_ns.iter_mut().for_each(|q| *q = 0);
+        for &f in self.sched.runq.active() {
+            let n = self.sched.runq.len_of(f) as u64;
+            let app = self.sched.cost.fn_app[f as usize] as usize;
+            delay += n * self.sched.cost.ns[f as usize];
+            self.tele.app_queued[app] += n;
+            self.tele.app_queued_ns[app] += n * self.sched.cost.ns[f as usize].max(self.sched.msg_ns);
         }
         // Actor work waits inside the machines (the run queue holds one token per activation).
-        let (cost, fn_app, msg_ns) = (&self.cost_ns, &self.fn_app, self.msg_ns);
-        let (app_queued, app_queued_ns) = (&mut self.app_queued, &mut self.app_queued_ns);
-        dual_mode::backlog(&self.actors, &self.lessees, |f, n| {
+        let (cost, fn_app, msg_ns) = (&self.sched.cost.ns, &self.sched.cost.fn_app, self.sched.msg_ns);
+        let (app_queued, app_queued_ns) = (&mut self.tele.app_queued, &mut self.tele.app_queued_ns);
+        dual_mode::backlog(&self.slots.actors, &self.slots.lessees, |f, n| {
             queued += n;
             delay += n * cost[f];
             app_queued[fn_app[f] as usize] += n;
@@ -662,7 +494,7 @@ impl<P: Policy> Shard<P> {
         });
         let sig = &self.signals[self.id as usize];
         sig.publish(queued, delay);
-        for (app, (&n, &ns)) in self.app_queued.iter().zip(&self.app_queued_ns).enumerate() {
+        for (app, (&n, &ns)) in self.tele.app_queued.iter().zip(&self.tele.app_queued_ns).enumerate() {
             sig.publish_app(app, n, ns);
         }
     }
@@ -671,23 +503,20 @@ impl<P: Policy> Shard<P> {
     /// (the receiver is draining it and will not ring back, so a shard holding staged output
     /// must keep turning, never park).
     fn has_pending_work(&self) -> bool {
-        self.out.staged() > 0 || !self.out.local.is_empty() || self.inboxes.iter().flatten().any(|i| i.has_mail())
+        self.out.staged() > 0 || !self.out.local.is_empty() || self.mail.has_mail()
     }
 
     /// Park until a sender rings the doorbell or `timeout` passes: blocks the thread (see `run`).
     fn park(&mut self, timeout_ns: u64) {
         let sig = self.signals[self.id as usize].clone();
-        let max = if self.hosting.iter().all(|&h| h == 0) { REST_MAX_PARK } else { MAX_PARK };
+        let max = if self.hosting.nothing() { REST_MAX_PARK } else { MAX_PARK };
         let timeout = Duration::from_nanos(timeout_ns).min(max);
         sig.will_wake_by(now_ns().saturating_add(timeout.as_nanos() as u64));
         let skipped = sig.skipped();
         sig.going_to_sleep();
         // Armed after the flag and before the re-check: input that arrives from here on rings.
         let armed = self.arm_sources();
-        if !armed
-            || self.has_pending_work()
-            || self.stop.load(Ordering::Relaxed) && self.sources.iter().any(|s| !s.done)
-        {
+        if !armed || self.has_pending_work() || self.stop.load(Ordering::Relaxed) && !self.src.all_done() {
             sig.awake();
             return;
         }
@@ -699,40 +528,23 @@ impl<P: Policy> Shard<P> {
         // left its token (taken here, so the next park does not end at once).
         if !rung && self.has_pending_work() && self.doorbell.try_recv().is_err() {
             if sig.skipped() == skipped {
-                self.missed_wakeups += 1;
+                self.tele.missed_wakeups += 1;
                 tracing::debug!(shard = self.id, "woke on the park timeout with mail waiting: a wake-up was lost");
             } else {
-                self.lazy_wakeups += 1;
+                self.tele.lazy_wakeups += 1;
             }
         }
-        self.parked_ns += now_ns() - t0;
+        self.tele.parked_ns += now_ns() - t0;
     }
 
-    /// Recompute cost-to-go (functions are in topological order) and tick the policy.
+    /// Once per tick: shards given up, sinks flushed, lessees retired, key groups spread or
+    /// consolidated, and the scheduler's tick (costs to go, the policy's `on_tick`).
     fn tick(&mut self, now: u64) {
         self.check_gone();
-        let (busy, msgs) = (self.busy_total_ns - self.msg_mark.0, self.msgs_run - self.msg_mark.1);
-        if msgs >= TURN_BUDGET as u64 {
-            self.msg_ns = (self.msg_ns * 3 + busy / msgs) / 4;
-            self.msg_mark = (self.busy_total_ns, self.msgs_run);
-        }
-        for f in (0..self.plan.functions.len()).rev() {
-            let down = self.plan.functions[f].outputs.iter().map(|e| self.cost_to_go_ns[e.target as usize]).max();
-            self.cost_to_go_ns[f] = self.cost_ns[f] + down.unwrap_or(0);
-        }
-        for op in self.ops.iter_mut().flatten() {
-            op.flush();
-        }
+        self.slots.flush();
         self.tick_actors(now);
         self.rebalance(now);
-        let cx = sched_cx!(self, now);
-        self.policy.on_tick(&cx);
-    }
-
-    fn flush_sinks(&mut self) {
-        for op in self.ops.iter_mut().flatten() {
-            op.flush();
-        }
+        self.sched.tick(&self.plan, self.tele.busy_total_ns, now);
     }
 
     /// Something was counted since the last report (an idle shard's parked time counts once it
@@ -740,52 +552,52 @@ impl<P: Policy> Shard<P> {
     /// nothing runs, at one report a second).
     fn has_news(&self) -> bool {
         !self.mig.events.is_empty()
-            || self.parked_ns + self.busy_ns >= self.settings.stats_interval.as_nanos() as u64
-            || self.hosting_changed_since_report
+            || self.tele.parked_ns + self.tele.busy_ns >= self.settings.stats_interval.as_nanos() as u64
+            || self.hosting.unreported
             || self
+                .tele
                 .stats
                 .iter()
                 .any(|s| s.events_in + s.events_out + s.late_dropped + s.service_ns > 0 || s.actors.has_news())
     }
 
     fn report(&mut self, last: bool) {
-        for f in 0..self.ops.len() {
-            let total = match (&self.ops[f], &self.actors[f]) {
-                (Some(op), _) => op.late_dropped(),
-                (_, Some(actor)) => actor.late_dropped(),
-                _ => continue,
-            };
-            self.stats[self.fn_app[f] as usize].late_dropped += total - self.late_seen[f];
-            self.late_seen[f] = total;
+        for f in 0..self.slots.ops.len() {
+            let Some(total) = self.slots.late_dropped(f) else { continue };
+            self.tele.stats[self.sched.cost.fn_app[f] as usize].late_dropped += total - self.tele.late_seen[f];
+            self.tele.late_seen[f] = total;
         }
-        for app in 0..self.hosting.len() {
+        for (stats, n) in self.tele.stats.iter_mut().zip(self.sched.scale_up.iter_mut()) {
+            stats.scale_up_signals += std::mem::take(n);
+        }
+        for app in 0..self.hosting.apps.len() {
             self.host(app, 0);
         }
         let r = ShardReport {
             shard: self.id,
-            apps: self.stats.clone(),
-            busy_ns: std::mem::take(&mut self.busy_ns),
-            parked_ns: std::mem::take(&mut self.parked_ns),
-            missed_wakeups: std::mem::take(&mut self.missed_wakeups),
-            lazy_wakeups: std::mem::take(&mut self.lazy_wakeups),
-            lessees: self.lessees_max.clone(),
+            apps: self.tele.stats.clone(),
+            busy_ns: std::mem::take(&mut self.tele.busy_ns),
+            parked_ns: std::mem::take(&mut self.tele.parked_ns),
+            missed_wakeups: std::mem::take(&mut self.tele.missed_wakeups),
+            lazy_wakeups: std::mem::take(&mut self.tele.lazy_wakeups),
+            lessees: self.tele.lessees_max.clone(),
             io_wakeups: self.take_io_wakes(),
             tcp_sources: self.tcp_counts(),
-            failures: std::mem::take(&mut self.failures),
-            fn_blocked_ns: std::mem::replace(&mut self.fn_blocked_ns, vec![0; self.plan.functions.len()]),
-            fn_critical_ns: std::mem::replace(&mut self.fn_critical_ns, vec![0; self.plan.functions.len()]),
+            failures: std::mem::take(&mut self.tele.failures),
+            fn_blocked_ns: std::mem::replace(&mut self.tele.fn_blocked_ns, vec![0; self.plan.functions.len()]),
+            fn_critical_ns: std::mem::replace(&mut self.tele.fn_critical_ns, vec![0; self.plan.functions.len()]),
             hosting: {
-                self.hosting_changed_since_report = false;
-                self.hosting.clone()
+                self.hosting.unreported = false;
+                self.hosting.apps.clone()
             },
             moves: std::mem::take(&mut self.mig.events),
             moves_refused: std::mem::take(&mut self.mig.refused),
             last,
         };
-        self.stats.iter_mut().for_each(AppStats::reset);
-        self.lessees_max.clone_from(&self.lessees_here);
-        for (f, &n) in self.lessees_here.iter().enumerate() {
-            self.stats[self.fn_app[f] as usize].actors.lessees_max += n;
+        self.tele.stats.iter_mut().for_each(AppStats::reset);
+        self.tele.lessees_max.clone_from(&self.tele.lessees_here);
+        for (f, &n) in self.tele.lessees_here.iter().enumerate() {
+            self.tele.stats[self.sched.cost.fn_app[f] as usize].actors.lessees_max += n;
         }
         let _ = self.reports.send(r);
     }

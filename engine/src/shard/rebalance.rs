@@ -126,9 +126,9 @@ impl<P: Policy> Shard<P> {
             return;
         }
         let period = now.saturating_sub(self.rb.last_ns).max(1);
-        let busy = self.busy_total_ns - self.rb.last_busy_ns;
+        let busy = self.tele.busy_total_ns - self.rb.last_busy_ns;
         let util = (busy.saturating_mul(1000) / period).min(1000);
-        (self.rb.last_ns, self.rb.last_busy_ns, self.rb.next_ns) = (now, self.busy_total_ns, now + PERIOD_NS);
+        (self.rb.last_ns, self.rb.last_busy_ns, self.rb.next_ns) = (now, self.tele.busy_total_ns, now + PERIOD_NS);
         self.signals[self.id as usize].publish_utilization(util);
         let slo = self.tightest_slo_ns();
         let queueing = slo != u64::MAX && self.signals[self.id as usize].delay_ns() > slo / 2;
@@ -156,13 +156,13 @@ impl<P: Policy> Shard<P> {
     /// of an app that did not start here (to give them back).
     pub(super) fn rebalance_due(&self) -> u64 {
         if !self.rb.planned.is_empty() {
-            return self.now.saturating_add(self.settings.tick.as_nanos() as u64);
+            return self.sched.now.saturating_add(self.settings.tick.as_nanos() as u64);
         }
         if !self.settings.rebalance {
             return u64::MAX;
         }
         let overflow = (0..self.rb.heat.len()).any(|f| {
-            let app = &self.plan.apps[self.fn_app[f] as usize];
+            let app = &self.plan.apps[self.sched.cost.fn_app[f] as usize];
             !app.shards.contains(&self.id) && self.mig.groups_held(f) > 0
         });
         if overflow {
@@ -199,7 +199,7 @@ impl<P: Policy> Shard<P> {
             // A tight app's groups stay: a move holds its messages back for a round trip behind
             // the backlog it is escaping, which its SLO cannot afford; the loose apps beside it
             // move away instead.
-            if !self.mig.movable(f) || self.plan.apps[self.fn_app[f] as usize].slo_ns <= spin_slo {
+            if !self.mig.movable(f) || self.plan.apps[self.sched.cost.fn_app[f] as usize].slo_ns <= spin_slo {
                 continue;
             }
             for (g, &n) in self.rb.heat[f].iter().enumerate() {
@@ -208,7 +208,7 @@ impl<P: Policy> Shard<P> {
                     // share, routing, batching): at least the shard's busy time per message, or
                     // shedding every group would not reach the target and the whole app would
                     // move over, and back.
-                    let cost = self.cost_ns[f].max(self.msg_ns);
+                    let cost = self.sched.cost.ns[f].max(self.sched.msg_ns);
                     let load = (n as f64 * cost as f64 / period * 1000.0) as u64;
                     groups.push((load, f, g as KeyGroup));
                 }
@@ -218,7 +218,7 @@ impl<P: Policy> Shard<P> {
         groups.sort_unstable_by_key(|g| std::cmp::Reverse(g.0));
         let mut shed = util.saturating_sub(TARGET).max(1);
         // What each shard will carry once the planned moves land (per mille).
-        let now = self.now;
+        let now = self.sched.now;
         let mut room: Vec<(ShardId, u64)> =
             self.local.clone().filter(|&s| s != self.id).map(|s| (s, self.signals[s as usize].utilization())).collect();
         let took: Vec<bool> = room.iter().map(|&(s, _)| self.rb.took_from(s, now)).collect();
@@ -235,11 +235,11 @@ impl<P: Policy> Shard<P> {
                 .iter()
                 .map(|&(s, _)| {
                     let cx = self.move_cx(f, g, s, MoveReason::Spread);
-                    self.policy.on_move(&cx) != MoveVerdict::Veto
+                    self.sched.policy.on_move(&cx) != MoveVerdict::Veto
                 })
                 .collect();
             let reach = &self.plan.functions[f].shards;
-            let app = self.fn_app[f] as usize;
+            let app = self.sched.cost.fn_app[f] as usize;
             let home = &self.plan.apps[app].shards;
             // What the other apps started on a shard declare at their peak stays theirs.
             let reserved = |s: ShardId| -> u64 {
@@ -271,7 +271,7 @@ impl<P: Policy> Shard<P> {
             if !self.mig.movable(f) || self.mig.groups_held(f) == 0 {
                 continue;
             }
-            let app = &self.plan.apps[self.fn_app[f] as usize];
+            let app = &self.plan.apps[self.sched.cost.fn_app[f] as usize];
             if app.shards.contains(&self.id) {
                 continue;
             }

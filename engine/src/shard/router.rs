@@ -9,32 +9,32 @@ use crate::placement::PlacementTable;
 use crate::plan::{Edge, Partition, Plan};
 use crate::policy::{Placement, Policy, RouteCx};
 use crate::shard::outputs::Outputs;
+use crate::shard::sched::Sched;
 
 /// Routes one node's output. `parent` is the message being applied (or the ingress header).
 pub struct Router<'a, P: Policy> {
-    pub out: &'a mut Outputs,
-    pub policy: &'a mut P,
-    pub edges: &'a [Edge],
-    pub parent: Header,
+    out: &'a mut Outputs,
+    /// The policy (`on_send`, `on_route`) and the load it reads.
+    sched: &'a mut Sched<P>,
     /// Which shard holds each key group.
-    pub placement: &'a PlacementTable,
-    pub load: RouteLoad<'a>,
-    /// Scale-up signals counted for the parent's app.
-    pub scale_up_signals: &'a mut u64,
+    placement: &'a PlacementTable,
+    edges: &'a [Edge],
+    parent: Header,
 }
 
-/// What the router knows of the load, refreshed once per turn.
-#[derive(Clone, Copy)]
-pub struct RouteLoad<'a> {
-    /// Expected delay at each shard, as it last published it.
-    pub delay_ns: &'a [u64],
-    pub cost_ns: &'a [u64],
-    pub cost_to_go_ns: &'a [u64],
-    /// Time of this turn of the loop.
-    pub now_ns: u64,
-}
+impl<'a, P: Policy> Router<'a, P> {
+    /// A router for the output of `edges`, whose parent is `parent`.
+    #[inline]
+    pub(super) fn new(
+        out: &'a mut Outputs,
+        sched: &'a mut Sched<P>,
+        placement: &'a PlacementTable,
+        edges: &'a [Edge],
+        parent: Header,
+    ) -> Self {
+        Router { out, sched, placement, edges, parent }
+    }
 
-impl<P: Policy> Router<'_, P> {
     #[inline]
     fn child(&mut self, edge: &Edge, key_hash: u64, event_time: u64) -> Header {
         let mut h = self.parent;
@@ -43,7 +43,7 @@ impl<P: Policy> Router<'_, P> {
         h.key_hash = key_hash;
         h.event_time = event_time;
         h.kind = MessageKind::Data;
-        self.policy.on_send(&self.parent, &mut h);
+        self.sched.policy.on_send(&self.parent, &mut h);
         h
     }
 
@@ -56,18 +56,18 @@ impl<P: Policy> Router<'_, P> {
             Partition::ByKey | Partition::ByField(..) => {
                 let home = self.placement.home(edge.target, h.key_hash) as usize;
                 let f = edge.target as usize;
-                let l = self.load;
-                let slack = h.deadline_ns as i64 - l.now_ns as i64 - l.cost_to_go_ns[f] as i64;
+                let s = &mut *self.sched;
+                let slack = h.deadline_ns as i64 - s.now as i64 - s.cost.to_go_ns[f] as i64;
                 // The signal only: where a lessee would go is decided at the home shard.
                 let route = RouteCx {
-                    home_delay_ns: l.delay_ns[home],
+                    home_delay_ns: s.peer_delay[home],
                     peer_delay_ns: 0,
-                    service_ns: l.cost_ns[f],
+                    service_ns: s.cost.ns[f],
                     laxity_ns: slack,
                     forward_ns: 0,
                 };
-                if self.policy.on_route(h, &route) == Placement::Lessee {
-                    *self.scale_up_signals += 1;
+                if s.policy.on_route(h, &route) == Placement::Lessee {
+                    s.scale_up[self.parent.app as usize] += 1;
                 }
                 home
             }

@@ -113,9 +113,9 @@ impl<P: Policy> Shard<P> {
         s.copies.clear();
         s.durable.clear();
         s.errors.clear();
-        for f in 0..self.insts.len() {
-            let Some(open) = self.insts[f].as_ref().map(|i| i.open()) else { continue };
-            if self.torn_down(f) || self.app_failed(self.fn_app[f] as usize) {
+        for f in 0..self.slots.insts.len() {
+            let Some(open) = self.slots.insts[f].as_ref().map(|i| i.open()) else { continue };
+            if self.torn_down(f) || self.app_failed(self.sched.cost.fn_app[f] as usize) {
                 continue;
             }
             if open == 0 {
@@ -124,8 +124,8 @@ impl<P: Policy> Shard<P> {
                 self.snap.pending += 1;
             }
         }
-        for i in 0..self.sources.len() {
-            if self.sources[i].done {
+        for i in 0..self.src.runs.len() {
+            if self.src.runs[i].done {
                 self.record_source(i, n);
             } else {
                 self.snap.pending += 1;
@@ -137,13 +137,13 @@ impl<P: Policy> Shard<P> {
     /// Inject the current barrier at every source that has not yet (at a poll boundary).
     fn inject_barriers(&mut self) {
         let n = self.snap.target;
-        for i in 0..self.sources.len() {
-            if self.sources[i].done || self.sources[i].barrier >= n {
+        for i in 0..self.src.runs.len() {
+            if self.src.runs[i].done || self.src.runs[i].barrier >= n {
                 continue;
             }
             self.record_source(i, n);
             self.snap.pending -= 1;
-            let sp = &self.plan.sources[self.sources[i].index];
+            let sp = &self.plan.sources[self.src.runs[i].index];
             let mut h = Header::data(sp.app, 0, 0);
             h.ingress_ns = now_ns();
             broadcast(&mut self.out, &self.plan, &self.placement, &sp.outputs, h, MessageKind::Snapshot, n);
@@ -153,7 +153,7 @@ impl<P: Policy> Shard<P> {
 
     /// Source `i`'s position for snapshot `n`.
     fn record_source(&mut self, i: usize, n: u64) {
-        let run = &mut self.sources[i];
+        let run = &mut self.src.runs[i];
         run.barrier = n;
         let sp = &self.plan.sources[run.index];
         let instance = sp.shards.iter().position(|&s| s == self.id).unwrap_or(0) as u32;
@@ -164,7 +164,7 @@ impl<P: Policy> Shard<P> {
     /// Source `i` finished: if the snapshot under way still waited for it, its position is the
     /// end (its `End` goes downstream instead of the barrier).
     pub(super) fn snapshot_source_finished(&mut self, i: usize) {
-        if self.snap.coord.is_some() && self.sources[i].barrier < self.snap.epoch {
+        if self.snap.coord.is_some() && self.src.runs[i].barrier < self.snap.epoch {
             let n = self.snap.epoch;
             self.record_source(i, n);
             self.snap.pending -= 1;
@@ -180,7 +180,7 @@ impl<P: Policy> Shard<P> {
             return false;
         }
         let f = e.header.function as usize;
-        if self.insts[f].as_ref().is_some_and(|i| i.blocks(e.header.port, e.header.from_shard)) {
+        if self.slots.insts[f].as_ref().is_some_and(|i| i.blocks(e.header.port, e.header.from_shard)) {
             self.snap.held_q[f].push(*e);
             return true;
         }
@@ -194,7 +194,7 @@ impl<P: Policy> Shard<P> {
             return false;
         }
         let f = e.header.function as usize;
-        if self.insts[f].as_ref().is_some_and(|i| i.blocks(e.header.port, e.header.from_shard)) {
+        if self.slots.insts[f].as_ref().is_some_and(|i| i.blocks(e.header.port, e.header.from_shard)) {
             self.snap.held_arr[f].push((e, slot));
             return true;
         }
@@ -202,7 +202,7 @@ impl<P: Policy> Shard<P> {
     }
 
     fn recount_aligning(&mut self) {
-        self.snap.aligning = self.insts.iter().flatten().filter(|i| i.aligning).count();
+        self.snap.aligning = self.slots.insts.iter().flatten().filter(|i| i.aligning).count();
     }
 
     /// A barrier reached instance `f` on its channel: returns whether `f` is now aligned on
@@ -212,7 +212,7 @@ impl<P: Policy> Shard<P> {
         if self.snap.epoch < n {
             self.begin_snapshot(n);
         }
-        let inst = self.insts[h.function as usize].as_mut().expect("instance");
+        let inst = self.slots.insts[h.function as usize].as_mut().expect("instance");
         let aligned = inst.on_barrier(h.port, h.from_shard, n);
         self.recount_aligning();
         aligned
@@ -223,7 +223,7 @@ impl<P: Policy> Shard<P> {
         if self.snap.coord.is_none() {
             return false;
         }
-        let aligned = self.insts[f].as_mut().is_some_and(|i| i.aligned_by_end());
+        let aligned = self.slots.insts[f].as_mut().is_some_and(|i| i.aligned_by_end());
         self.recount_aligning();
         aligned
     }
@@ -232,7 +232,7 @@ impl<P: Policy> Shard<P> {
     /// barrier on, and run what waited behind it.
     pub(super) fn instance_aligned(&mut self, h: &Header) {
         let f = h.function as usize;
-        let n = self.insts[f].as_ref().expect("instance").aligned;
+        let n = self.slots.insts[f].as_ref().expect("instance").aligned;
         let t0 = now_ns();
         self.seal_instance(f, n);
         tracing::debug!(
@@ -247,7 +247,7 @@ impl<P: Policy> Shard<P> {
         let fp = &self.plan.functions[f];
         broadcast(&mut self.out, &self.plan, &self.placement, &fp.outputs, *h, MessageKind::Snapshot, n);
         for e in std::mem::take(&mut self.snap.held_q[f]).into_iter().rev() {
-            self.runq.push_front(e);
+            self.sched.runq.push_front(e);
         }
         self.maybe_report();
     }
@@ -275,7 +275,7 @@ impl<P: Policy> Shard<P> {
     /// share.
     pub(super) fn snapshot_instance_ended(&mut self, f: usize) {
         let n = self.snap.epoch;
-        if self.snap.coord.is_none() || self.insts[f].as_ref().is_none_or(|i| i.aligned >= n) {
+        if self.snap.coord.is_none() || self.slots.insts[f].as_ref().is_none_or(|i| i.aligned >= n) {
             return;
         }
         self.seal_instance(f, n);
@@ -287,12 +287,12 @@ impl<P: Policy> Shard<P> {
     /// Take instance `f`'s share of snapshot `n` now: its state archived, or its output sealed
     /// (a sink). Marks it aligned on `n`.
     fn seal_instance(&mut self, f: usize, n: u64) {
-        if let Some(inst) = self.insts[f].as_mut() {
+        if let Some(inst) = self.slots.insts[f].as_mut() {
             inst.aligned = n;
             inst.aligning = false;
         }
         let name = &self.plan.functions[f].name;
-        match (self.ops[f].as_mut(), self.actors[f].as_mut()) {
+        match (self.slots.ops[f].as_mut(), self.slots.actors[f].as_mut()) {
             (Some(OperatorInstance::Sink(sink)), _) => {
                 seal_sink(sink, name, self.id, n, &mut self.snap.durable, &mut self.snap.errors);
             }
@@ -343,7 +343,7 @@ impl<P: Policy> Shard<P> {
             durable: std::mem::take(&mut s.durable),
             errors: std::mem::take(&mut s.errors),
             stopping: self.stop.load(std::sync::atomic::Ordering::Acquire)
-                || self.failed_apps.iter().any(|f| f.load(std::sync::atomic::Ordering::Acquire)),
+                || self.faults.failed_apps.iter().any(|f| f.load(std::sync::atomic::Ordering::Acquire)),
         });
     }
 
@@ -354,7 +354,7 @@ impl<P: Policy> Shard<P> {
         let Some(c) = self.snap.coord.clone() else { return };
         let epoch = self.snap.epoch + 1;
         let (mut durable, mut errors) = (Vec::new(), Vec::new());
-        for (f, op) in self.ops.iter_mut().enumerate() {
+        for (f, op) in self.slots.ops.iter_mut().enumerate() {
             if let Some(OperatorInstance::Sink(sink)) = op {
                 seal_sink(sink, &self.plan.functions[f].name, self.id, epoch, &mut durable, &mut errors);
             }
@@ -366,14 +366,14 @@ impl<P: Policy> Shard<P> {
 
     /// Put the state a run resumes from into this shard's instances and sources.
     pub(super) fn restore(&mut self, r: &Restore) {
-        for f in 0..self.insts.len() {
-            let Some(inst) = self.insts[f].as_mut() else { continue };
+        for f in 0..self.slots.insts.len() {
+            let Some(inst) = self.slots.insts[f].as_mut() else { continue };
             inst.resume_at(r.epoch);
             let Some(bytes) = r.states.get(&(f, self.id)) else { continue };
             let mut archive: AlignedVec = AlignedVec::new();
             archive.extend_from_slice(bytes);
             let name = &self.plan.functions[f].name;
-            let res = match (self.ops[f].as_mut(), self.actors[f].as_mut()) {
+            let res = match (self.slots.ops[f].as_mut(), self.slots.actors[f].as_mut()) {
                 (Some(op), _) => op.import_keys(&archive),
                 (None, Some(actor)) => actor.state_mut().import_keys(&archive),
                 (None, None) => Ok(()),
@@ -382,7 +382,7 @@ impl<P: Policy> Shard<P> {
                 panic!("shard {}: the snapshot's state of `{name}` does not fit it: {e}", self.id);
             }
         }
-        for run in &mut self.sources {
+        for run in &mut self.src.runs {
             run.barrier = r.epoch;
             let sp = &self.plan.sources[run.index];
             let instance = sp.shards.iter().position(|&s| s == self.id).unwrap_or(0) as u32;

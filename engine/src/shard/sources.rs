@@ -7,8 +7,11 @@ use std::sync::atomic::Ordering;
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::ids::ShardId;
 use dirigo_actors::operator::Emitter;
+use dirigo_actors::record::Value;
+use rkyv::util::AlignedVec;
 
 use super::router::broadcast;
+use super::router::Router;
 use super::{Shard, TURN_BUDGET};
 use dirigo_net::clock::now_ns;
 use dirigo_net::ingress::{IoWakeup, Produced};
@@ -16,6 +19,26 @@ use dirigo_net::ingress::{IoWakeup, Produced};
 use crate::plan::{InstanceCx, Plan};
 use crate::policy::Policy;
 use crate::source::SourceInstance;
+
+/// The source instances running on this shard, and the scratch their events are made in.
+pub(super) struct Sources {
+    pub runs: Vec<SourceRun>,
+    /// Scratch: the values of the event being produced.
+    pub values: Vec<Value>,
+    /// Scratch: the archive of the event being produced (a source that makes archives).
+    pub bytes: AlignedVec,
+}
+
+impl Sources {
+    pub fn new(runs: Vec<SourceRun>) -> Self {
+        Sources { runs, values: Vec::new(), bytes: AlignedVec::new() }
+    }
+
+    /// Whether every source here has finished.
+    pub fn all_done(&self) -> bool {
+        self.runs.iter().all(|s| s.done)
+    }
+}
 
 /// One source instance running on this shard.
 pub struct SourceRun {
@@ -91,7 +114,8 @@ impl<P: Policy> Shard<P> {
     /// due event, plus `gather_ns` for a scheduled source that may ingest (events gather while
     /// the shard sleeps; a paused one is re-checked as soon as its backpressure may lift).
     pub(super) fn next_source_due(&self, engine_start: u64, gather_ns: u64) -> u64 {
-        self.sources
+        self.src
+            .runs
             .iter()
             .filter(|s| !s.done && self.deploy.started(self.app_of(s)))
             .filter_map(|s| match s.inst.io_wakeup() {
@@ -128,10 +152,10 @@ impl<P: Policy> Shard<P> {
     /// deadline computed before is stale).
     pub(super) fn arm_sources(&mut self) -> bool {
         let mut ok = true;
-        for i in 0..self.sources.len() {
-            let s = &self.sources[i];
+        for i in 0..self.src.runs.len() {
+            let s = &self.src.runs[i];
             if !s.done && s.inst.io_wakeup() == Some(IoWakeup::Readiness) && self.may_ingest(self.app_of(s)) {
-                ok &= self.sources[i].inst.arm();
+                ok &= self.src.runs[i].inst.arm();
             }
         }
         ok
@@ -139,23 +163,23 @@ impl<P: Policy> Shard<P> {
 
     /// Each tcp source's figures so far, by its index in the plan.
     pub(super) fn tcp_counts(&self) -> Vec<(usize, dirigo_net::tcp::IngressCounts)> {
-        self.sources.iter().filter_map(|s| s.inst.tcp_counts().map(|c| (s.index, c))).collect()
+        self.src.runs.iter().filter_map(|s| s.inst.tcp_counts().map(|c| (s.index, c))).collect()
     }
 
     /// Doorbell rings by the sources' readiness wakers since the last call.
     pub(super) fn take_io_wakes(&self) -> u64 {
-        self.sources.iter().map(|s| s.inst.take_io_wakes()).sum()
+        self.src.runs.iter().map(|s| s.inst.take_io_wakes()).sum()
     }
 
     /// Poll every source for events due by `now`, up to a turn's budget each.
     pub(super) fn poll_sources(&mut self, now: u64) -> bool {
         let mut progress = false;
         let stopping = self.stop.load(Ordering::Relaxed);
-        for i in 0..self.sources.len() {
-            if self.sources[i].done {
+        for i in 0..self.src.runs.len() {
+            if self.src.runs[i].done {
                 continue;
             }
-            let app = self.app_of(&self.sources[i]);
+            let app = self.app_of(&self.src.runs[i]);
             if stopping || self.app_failed(app) || self.deploy.stopping(app) {
                 self.finish_source(i);
                 progress = true;
@@ -170,18 +194,18 @@ impl<P: Policy> Shard<P> {
     }
 
     fn poll_source(&mut self, i: usize, now: u64) -> bool {
-        let started = *self.sources[i].started_ns.get_or_insert(now);
+        let started = *self.src.runs[i].started_ns.get_or_insert(now);
         let mut n = 0;
         while n < TURN_BUDGET {
-            let Some(due) = self.sources[i].inst.next_due_ns() else {
+            let Some(due) = self.src.runs[i].inst.next_due_ns() else {
                 self.finish_source(i);
                 return true;
             };
-            let due = self.sources[i].resumed_due(due);
+            let due = self.src.runs[i].resumed_due(due);
             if started + due > now {
                 break;
             }
-            let Some(p) = self.sources[i].inst.produce(&mut self.values, &mut self.bytes) else {
+            let Some(p) = self.src.runs[i].inst.produce(&mut self.src.values, &mut self.src.bytes) else {
                 self.finish_source(i);
                 return true;
             };
@@ -201,12 +225,12 @@ impl<P: Policy> Shard<P> {
 
     /// Emit one produced event along the source's edges. Hot path.
     fn ingest(&mut self, i: usize, p: Produced, ingress_ns: u64) {
-        let sp = &self.plan.sources[self.sources[i].index];
+        let sp = &self.plan.sources[self.src.runs[i].index];
         let (key_hash, event_time) = match p {
             Produced::Skipped | Produced::Idle => return,
             Produced::Archive { key_hash, event_time } => (key_hash, event_time),
             Produced::Values { event_time } => {
-                let from_field = sp.event_time_field.and_then(|f| self.values[f].as_u64());
+                let from_field = sp.event_time_field.and_then(|f| self.src.values[f].as_u64());
                 (0, from_field.or(event_time).unwrap_or(ingress_ns / 1_000_000))
             }
         };
@@ -214,14 +238,14 @@ impl<P: Policy> Shard<P> {
         let mut h = Header::data(sp.app, 0, key_hash);
         h.ingress_ns = ingress_ns;
         h.event_time = event_time;
-        self.policy.on_ingress(&mut h, app);
-        self.stats[sp.app as usize].events_in += 1;
-        let mut router = router!(self, &sp.outputs, h);
+        self.sched.policy.on_ingress(&mut h, app);
+        self.tele.stats[sp.app as usize].events_in += 1;
+        let mut router = Router::new(&mut self.out, &mut self.sched, &self.placement, &sp.outputs, h);
         match p {
-            Produced::Archive { .. } => router.forward(key_hash, event_time, &self.bytes),
-            _ => router.emit(key_hash, event_time, &self.values),
+            Produced::Archive { .. } => router.forward(key_hash, event_time, &self.src.bytes),
+            _ => router.emit(key_hash, event_time, &self.src.values),
         }
-        let run = &mut self.sources[i];
+        let run = &mut self.src.runs[i];
         run.produced += 1;
         run.max_event_time = run.max_event_time.max(event_time);
         if run.produced.is_multiple_of(app.watermark_every.max(1)) {
@@ -230,7 +254,7 @@ impl<P: Policy> Shard<P> {
     }
 
     fn emit_watermark(&mut self, i: usize, h: Header) {
-        let run = &mut self.sources[i];
+        let run = &mut self.src.runs[i];
         let sp = &self.plan.sources[run.index];
         let delay = self.plan.apps[sp.app as usize].watermark_delay_ms;
         let wm = run.max_event_time.saturating_sub(delay);
@@ -241,13 +265,13 @@ impl<P: Policy> Shard<P> {
     }
 
     fn finish_source(&mut self, i: usize) {
-        let run = &mut self.sources[i];
+        let run = &mut self.src.runs[i];
         run.done = true;
         let sp = &self.plan.sources[run.index];
         // Whatever the end makes fire (remaining windows) is timed from the moment it was issued.
         let mut h = Header::data(sp.app, 0, 0);
         h.ingress_ns = now_ns();
-        self.policy.on_ingress(&mut h, &self.plan.apps[sp.app as usize]);
+        self.sched.policy.on_ingress(&mut h, &self.plan.apps[sp.app as usize]);
         broadcast(&mut self.out, &self.plan, &self.placement, &sp.outputs, h, MessageKind::End, u64::MAX);
         self.snapshot_source_finished(i);
     }
