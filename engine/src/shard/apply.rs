@@ -129,6 +129,7 @@ impl<P: Policy> Shard<P> {
     }
 
     /// Run up to `budget` messages in the policy's order; returns how many ran.
+    #[inline(never)]
     pub(super) fn run_budget(&mut self, budget: usize, now: u64) -> usize {
         let mut ran = 0;
         while ran < budget {
@@ -150,6 +151,7 @@ impl<P: Policy> Shard<P> {
         ran
     }
 
+    #[inline(always)]
     fn apply(&mut self, e: QEntry) {
         if self.torn_down(e.header.function as usize) {
             if e.slot != TOKEN {

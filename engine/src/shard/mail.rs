@@ -38,7 +38,7 @@ impl Mail {
 
     /// One entry of held batch `slot` is done: the last one sends the batch back to its sender
     /// (this shard's own go back to `out`'s pool).
-    #[inline]
+    #[inline(always)]
     pub fn release(&mut self, slot: u32, me: ShardId, out: &mut Outputs) {
         if slot == NO_PAYLOAD || slot == DIRECT_NO_PAYLOAD {
             return; // an envelope made here (an end for a shard given up)

@@ -12,14 +12,29 @@ use crate::shard::outputs::Outputs;
 use crate::shard::sched::Sched;
 
 /// Routes one node's output. `parent` is the message being applied (or the ingress header).
+/// Made from the scheduler part for one message (`Router::new`): it holds the policy and the
+/// load figures it reads, not the part, so the hot path reads them without a second hop.
 pub struct Router<'a, P: Policy> {
     out: &'a mut Outputs,
-    /// The policy (`on_send`, `on_route`) and the load it reads.
-    sched: &'a mut Sched<P>,
+    policy: &'a mut P,
+    load: RouteLoad<'a>,
+    /// Scale-up signals counted for the parent's app.
+    scale_up_signals: &'a mut u64,
     /// Which shard holds each key group.
     placement: &'a PlacementTable,
     edges: &'a [Edge],
     parent: Header,
+}
+
+/// What the router knows of the load, refreshed once per turn.
+#[derive(Clone, Copy)]
+struct RouteLoad<'a> {
+    /// Expected delay at each shard, as it last published it.
+    delay_ns: &'a [u64],
+    cost_ns: &'a [u64],
+    cost_to_go_ns: &'a [u64],
+    /// Time of this turn of the loop.
+    now_ns: u64,
 }
 
 impl<'a, P: Policy> Router<'a, P> {
@@ -32,7 +47,14 @@ impl<'a, P: Policy> Router<'a, P> {
         edges: &'a [Edge],
         parent: Header,
     ) -> Self {
-        Router { out, sched, placement, edges, parent }
+        let load = RouteLoad {
+            delay_ns: &sched.peer_delay,
+            cost_ns: &sched.cost.ns,
+            cost_to_go_ns: &sched.cost.to_go_ns,
+            now_ns: sched.now,
+        };
+        let scale_up_signals = &mut sched.scale_up[parent.app as usize];
+        Router { out, policy: &mut sched.policy, load, scale_up_signals, placement, edges, parent }
     }
 
     #[inline]
@@ -43,7 +65,7 @@ impl<'a, P: Policy> Router<'a, P> {
         h.key_hash = key_hash;
         h.event_time = event_time;
         h.kind = MessageKind::Data;
-        self.sched.policy.on_send(&self.parent, &mut h);
+        self.policy.on_send(&self.parent, &mut h);
         h
     }
 
@@ -56,18 +78,18 @@ impl<'a, P: Policy> Router<'a, P> {
             Partition::ByKey | Partition::ByField(..) => {
                 let home = self.placement.home(edge.target, h.key_hash) as usize;
                 let f = edge.target as usize;
-                let s = &mut *self.sched;
-                let slack = h.deadline_ns as i64 - s.now as i64 - s.cost.to_go_ns[f] as i64;
+                let l = self.load;
+                let slack = h.deadline_ns as i64 - l.now_ns as i64 - l.cost_to_go_ns[f] as i64;
                 // The signal only: where a lessee would go is decided at the home shard.
                 let route = RouteCx {
-                    home_delay_ns: s.peer_delay[home],
+                    home_delay_ns: l.delay_ns[home],
                     peer_delay_ns: 0,
-                    service_ns: s.cost.ns[f],
+                    service_ns: l.cost_ns[f],
                     laxity_ns: slack,
                     forward_ns: 0,
                 };
-                if s.policy.on_route(h, &route) == Placement::Lessee {
-                    s.scale_up[self.parent.app as usize] += 1;
+                if self.policy.on_route(h, &route) == Placement::Lessee {
+                    *self.scale_up_signals += 1;
                 }
                 home
             }

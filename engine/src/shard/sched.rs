@@ -40,13 +40,13 @@ impl Costs {
     }
 
     /// What the hooks read, at time `now_ns`.
-    #[inline]
+    #[inline(always)]
     pub fn cx<'a>(&'a self, apps: &'a [AppPlan], now_ns: u64) -> SchedCx<'a> {
         SchedCx { apps, fn_app: &self.fn_app, cost_ns: &self.ns, cost_to_go_ns: &self.to_go_ns, now_ns }
     }
 
     /// Fold one timed run of function `f` (ns) into its service time.
-    #[inline]
+    #[inline(always)]
     pub fn sample(&mut self, f: usize, dt_ns: u64) {
         self.ns[f] = (self.ns[f] * 7 + dt_ns) / 8;
     }
@@ -118,7 +118,7 @@ impl<P: Policy> Sched<P> {
 
     /// Queue a message (`on_enqueue` gives its priority) as the entry `make(priority, arrival)`
     /// builds.
-    #[inline]
+    #[inline(always)]
     pub fn enqueue_with(&mut self, apps: &[AppPlan], now: u64, h: &Header, make: impl FnOnce(u64, u64) -> QEntry) {
         let cx = self.cost.cx(apps, now);
         let priority = self.policy.on_enqueue(h, self.arrival, &cx);
@@ -127,33 +127,33 @@ impl<P: Policy> Sched<P> {
     }
 
     /// Queue message `header`, whose payload is at `off..off + len` of held batch `slot`.
-    #[inline]
+    #[inline(always)]
     pub fn enqueue(&mut self, apps: &[AppPlan], now: u64, header: Header, slot: u32, off: u32, len: u32) {
         self.enqueue_with(apps, now, &header, |priority, arrival| QEntry { header, priority, arrival, slot, off, len });
     }
 
     /// The priority `on_enqueue` gives `h`, as arrival `arrival`, at this turn's time.
-    #[inline]
+    #[inline(always)]
     pub fn priority(&mut self, apps: &[AppPlan], h: &Header, arrival: u64) -> u64 {
         let cx = self.cost.cx(apps, self.now);
         self.policy.on_enqueue(h, arrival, &cx)
     }
 
     /// The next message in the policy's order.
-    #[inline]
+    #[inline(always)]
     pub fn pick(&mut self, apps: &[AppPlan], now: u64) -> Option<QEntry> {
         let cx = self.cost.cx(apps, now);
         let f: FunctionId = self.policy.pick_next(&self.runq, &cx)?;
         Some(self.runq.pop(f).expect("picked queue is non-empty"))
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn pre_apply(&mut self, apps: &[AppPlan], h: &Header, now: u64) {
         let cx = self.cost.cx(apps, now);
         self.policy.pre_apply(h, &cx);
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn post_apply(&mut self, apps: &[AppPlan], h: &Header, now: u64) {
         let cx = self.cost.cx(apps, now);
         self.policy.post_apply(h, &cx);
