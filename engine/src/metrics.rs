@@ -17,6 +17,9 @@ pub struct AppStats {
     pub late_dropped: u64,
     /// Messages `on_route` found unable to meet their deadline on their home shard.
     pub scale_up_signals: u64,
+    /// Records that ran at once on their sender's shard (operator chaining), skipping the run
+    /// queue.
+    pub chained: u64,
     pub latency_ns: Histogram<u64>,
     /// Service time of the app's messages: each message run counts its function's measured
     /// cost on the shard that ran it (sampled, see the shard's `cost_ns`), ns.
@@ -124,6 +127,7 @@ impl AppStats {
             within_slo: 0,
             late_dropped: 0,
             scale_up_signals: 0,
+            chained: 0,
             latency_ns: new_histogram(),
             service_ns: 0,
             actors: ActorStats::new(),
@@ -137,6 +141,7 @@ impl AppStats {
         self.within_slo += o.within_slo;
         self.late_dropped += o.late_dropped;
         self.scale_up_signals += o.scale_up_signals;
+        self.chained += o.chained;
         self.latency_ns.add(&o.latency_ns).expect("same histogram bounds");
         self.service_ns += o.service_ns;
         self.actors.add(&o.actors);
@@ -157,6 +162,7 @@ impl AppStats {
         self.within_slo = 0;
         self.late_dropped = 0;
         self.scale_up_signals = 0;
+        self.chained = 0;
         self.latency_ns.reset();
         self.service_ns = 0;
         self.actors.reset();

@@ -153,6 +153,16 @@ pub trait Policy: 'static {
     fn may_lease(&self) -> bool {
         true
     }
+    /// Whether a record on a forward edge to a stateless function instance on the same shard
+    /// may run at once, in its sender's turn, when nothing of that function waits on the shard
+    /// (operator chaining: it skips the batch, the run queue and the mailbox hop). Such records
+    /// pass `on_send`, `pre_apply` and `post_apply` but not `on_enqueue` and `pick_next`: a
+    /// policy says yes when it does not need to see them there. Default: no, so a user policy
+    /// sees every message at every hook.
+    #[inline]
+    fn chains(&self) -> bool {
+        false
+    }
     /// Choose the activation for a message about to be sent to a keyed function.
     #[inline]
     fn on_route(&mut self, _h: &Header, _route: &RouteCx) -> Placement {
@@ -214,6 +224,12 @@ impl Policy for Fifo {
     fn may_lease(&self) -> bool {
         false
     }
+    /// A chained record runs right after the message that made it, which is where arrival
+    /// order puts it when nothing of its function waits.
+    #[inline]
+    fn chains(&self) -> bool {
+        true
+    }
     #[inline]
     fn on_enqueue(&mut self, _h: &Header, arrival: u64, _cx: &SchedCx<'_>) -> u64 {
         arrival
@@ -263,6 +279,11 @@ fn banded(latest_start_ns: u64, now_ns: u64) -> u64 {
 pub struct Edf;
 
 impl Policy for Edf {
+    /// A chained record inherits its parent's deadline, and the parent was the earliest.
+    #[inline]
+    fn chains(&self) -> bool {
+        true
+    }
     #[inline]
     fn on_enqueue(&mut self, h: &Header, _arrival: u64, cx: &SchedCx<'_>) -> u64 {
         banded(h.deadline_ns, cx.now_ns)
@@ -283,6 +304,12 @@ impl Policy for Edf {
 pub struct Laxity;
 
 impl Policy for Laxity {
+    /// The parent's laxity counted its chain's cost (its cost to go): running the chain at once
+    /// is what its priority paid for.
+    #[inline]
+    fn chains(&self) -> bool {
+        true
+    }
     #[inline]
     fn on_enqueue(&mut self, h: &Header, _arrival: u64, cx: &SchedCx<'_>) -> u64 {
         banded(h.deadline_ns.saturating_sub(cx.cost_to_go_ns[h.function as usize]), cx.now_ns)
@@ -328,6 +355,11 @@ impl Policy for Fair {
     #[inline]
     fn may_lease(&self) -> bool {
         false
+    }
+    /// A chained record is its parent's app's work, charged to it in `post_apply`.
+    #[inline]
+    fn chains(&self) -> bool {
+        true
     }
     #[inline]
     fn on_enqueue(&mut self, _h: &Header, arrival: u64, _cx: &SchedCx<'_>) -> u64 {
@@ -383,6 +415,10 @@ pub struct Bare;
 impl Policy for Bare {
     #[inline]
     fn on_ingress(&mut self, _h: &mut Header, _app: &AppPlan) {}
+    #[inline]
+    fn chains(&self) -> bool {
+        true
+    }
     #[inline]
     fn on_enqueue(&mut self, _h: &Header, _arrival: u64, _cx: &SchedCx<'_>) -> u64 {
         0
@@ -441,6 +477,10 @@ impl Policy for Builtin {
     #[inline]
     fn may_lease(&self) -> bool {
         dispatch!(self, p => p.may_lease())
+    }
+    #[inline]
+    fn chains(&self) -> bool {
+        dispatch!(self, p => p.chains())
     }
     #[inline]
     fn on_enqueue(&mut self, h: &Header, arrival: u64, cx: &SchedCx<'_>) -> u64 {

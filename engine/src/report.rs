@@ -60,6 +60,9 @@ pub struct AppSummary {
     /// Messages the policy's `on_route` judged unable to meet their deadline on their home shard
     /// (the scale-up signal).
     pub scale_up_signals: u64,
+    /// Records that ran at once on their sender's shard, skipping the run queue (operator
+    /// chaining: forward edges to stateless functions, under a policy that allows it).
+    pub chained: u64,
     /// Shard-seconds the app occupied: Σ over shards of the time the shard hosted at least one
     /// of its activations (a function instance or a lessee slot).
     pub shard_seconds: f64,
@@ -269,6 +272,7 @@ impl Summary {
                 satisfaction: satisfaction(s),
                 late_dropped: s.late_dropped,
                 scale_up_signals: s.scale_up_signals,
+                chained: s.chained,
                 shard_seconds: s.actors.hosted_ns as f64 / 1e9,
                 placed_on: a.shards.clone(),
                 cpu_seconds: s.service_ns as f64 / 1e9,

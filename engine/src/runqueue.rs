@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use dirigo_actors::envelope::Header;
+use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::ids::FunctionId;
 
 /// A queued message: its header, the policy's priority (smaller runs first), its arrival number
@@ -25,12 +25,26 @@ pub struct RunQueue {
     queues: Vec<VecDeque<QEntry>>,
     active: Vec<FunctionId>,
     len: usize,
+    /// Per function: queued entries that are neither records nor watermarks (ends, barriers,
+    /// control messages).
+    control: Vec<u32>,
+}
+
+/// Whether an entry of this kind counts in `RunQueue::control`.
+#[inline]
+fn is_control(kind: MessageKind) -> bool {
+    !matches!(kind, MessageKind::Data | MessageKind::Watermark)
 }
 
 impl RunQueue {
     /// A run queue for `functions` functions (indexed by global function id).
     pub fn new(functions: usize) -> Self {
-        RunQueue { queues: (0..functions).map(|_| VecDeque::with_capacity(256)).collect(), active: Vec::new(), len: 0 }
+        RunQueue {
+            queues: (0..functions).map(|_| VecDeque::with_capacity(256)).collect(),
+            active: Vec::new(),
+            len: 0,
+            control: vec![0; functions],
+        }
     }
 
     /// Make room for functions up to `functions` (a deployed app's, at run time).
@@ -38,6 +52,7 @@ impl RunQueue {
         while self.queues.len() < functions {
             self.queues.push(VecDeque::with_capacity(256));
         }
+        self.control.resize(self.queues.len(), 0);
     }
 
     /// Messages queued in total.
@@ -58,10 +73,17 @@ impl RunQueue {
         self.queues[f as usize].len()
     }
 
+    /// Whether `f` has an entry queued that is neither a record nor a watermark.
+    #[inline]
+    pub fn holds_control(&self, f: FunctionId) -> bool {
+        self.control[f as usize] > 0
+    }
+
     /// Enqueue at the tail of `f`'s queue. Hot path.
     #[inline]
     pub fn push(&mut self, e: QEntry) {
         let f = e.header.function;
+        self.control[f as usize] += is_control(e.header.kind) as u32;
         let q = &mut self.queues[f as usize];
         if q.is_empty() {
             self.active.push(f);
@@ -74,6 +96,7 @@ impl RunQueue {
     /// snapshot barrier; it runs before what arrived after it).
     pub fn push_front(&mut self, e: QEntry) {
         let f = e.header.function;
+        self.control[f as usize] += is_control(e.header.kind) as u32;
         let q = &mut self.queues[f as usize];
         if q.is_empty() {
             self.active.push(f);
@@ -87,6 +110,7 @@ impl RunQueue {
     pub fn pop(&mut self, f: FunctionId) -> Option<QEntry> {
         let q = &mut self.queues[f as usize];
         let e = q.pop_front()?;
+        self.control[f as usize] -= is_control(e.header.kind) as u32;
         if q.is_empty() {
             let i = self.active.iter().position(|&a| a == f).expect("non-empty queue is active");
             self.active.swap_remove(i);

@@ -14,6 +14,13 @@ use crate::runqueue::QEntry;
 use dirigo_net::clock::now_ns;
 use dirigo_net::mailbox::Batch;
 
+/// Where a data record's payload is: in a held batch, or among the records chained now.
+#[derive(Clone, Copy)]
+enum At {
+    Held { slot: u32, off: u32, len: u32 },
+    Chained { off: u32, len: u32 },
+}
+
 /// A turn runs messages for at most about this long (ns) before the shard looks at its mail.
 const TURN_TIME_NS: u64 = 50_000;
 /// Messages between two looks at the clock within a turn.
@@ -24,6 +31,7 @@ impl<P: Policy> Shard<P> {
     pub(super) fn drain_mail(&mut self) -> bool {
         let mut any = false;
         while let Some(b) = self.out.local.pop_front() {
+            self.out.drained_here(&b);
             self.enqueue_batch(b, self.id);
             any = true;
         }
@@ -191,34 +199,103 @@ impl<P: Policy> Shard<P> {
         self.mail.release(slot, self.id, &mut self.out);
     }
 
-    /// Apply a data message to its function. Hot path.
+    /// Apply a data message to its function, then what it chained. Hot path.
     fn apply_data(&mut self, e: &QEntry) {
         let f = e.header.function as usize;
-        let app = self.sched.cost.fn_app[f] as usize;
-        if self.app_failed(app) {
+        if self.app_failed(self.sched.cost.fn_app[f] as usize) {
             return;
         }
+        let sampled = e.arrival.is_multiple_of(COST_SAMPLE);
+        self.run_record(f, &e.header, At::Held { slot: e.slot, off: e.off, len: e.len }, sampled);
+        if !self.chain.next.is_empty() && !self.chain.running {
+            self.run_chain();
+        }
+    }
+
+    /// Whether records may chain now (see `shard::chain`).
+    #[inline]
+    pub(super) fn chain_on(&self) -> bool {
+        self.sched.policy.chains() && self.snap.aligning == 0
+    }
+
+    /// Run data record `h` of operator `f`, whose payload is `at`; time it if `sampled`.
+    #[inline(always)]
+    fn run_record(&mut self, f: usize, h: &Header, at: At, sampled: bool) {
+        let app = self.sched.cost.fn_app[f] as usize;
         self.tele.stats[app].service_ns += self.sched.cost.ns[f];
         self.touch(app);
-        self.rb.count(f, e.header.key_hash);
+        self.rb.count(f, h.key_hash);
         let fp = &self.plan.functions[f];
-        let sampled = e.arrival.is_multiple_of(COST_SAMPLE);
         let t0 = if sampled || fp.is_sink { now_ns() } else { 0 };
-        self.debug_assert_group_here(f, e.header.key_hash);
+        self.debug_assert_group_here(f, h.key_hash);
         if fp.is_sink {
-            let slo = self.plan.apps[fp.app as usize].slo_ns;
-            self.tele.stats[fp.app as usize].record_output(t0.saturating_sub(e.header.ingress_ns), slo);
+            let slo = self.plan.apps[app].slo_ns;
+            self.tele.stats[app].record_output(t0.saturating_sub(h.ingress_ns), slo);
         }
-        self.sched.pre_apply(&self.plan.apps, &e.header, t0);
-        let payload = self.mail.held.batch(e.slot).payload(e.off, e.len);
+        let chain = self.chain_on();
+        self.sched.pre_apply(&self.plan.apps, h, t0);
+        let payload = match at {
+            At::Held { slot, off, len } => self.mail.held.batch(slot).payload(off, len),
+            At::Chained { off, len } => self.chain.cur.batch.payload(off, len),
+        };
         let op = self.slots.ops[f].as_mut().expect("message for a function instance on this shard");
-        let mut router = Router::new(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, e.header);
-        op.on_data(&e.header, payload, &mut router);
-        self.sched.post_apply(&self.plan.apps, &e.header, t0);
+        let chain = chain.then_some((&mut self.chain.next, &self.chain.chainable[..]));
+        let mut router = Router::chaining(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, *h, chain);
+        op.on_data(h, payload, &mut router);
+        self.sched.post_apply(&self.plan.apps, h, t0);
         if sampled {
             let dt = now_ns().saturating_sub(t0);
             self.sched.cost.sample(f, dt);
         }
+    }
+
+    /// Run the records chained by what just ran, and what they chain, in order.
+    pub(super) fn run_chain(&mut self) {
+        let me = self.id as usize;
+        self.chain.running = true;
+        while !self.chain.next.is_empty() {
+            std::mem::swap(&mut self.chain.cur, &mut self.chain.next);
+            for i in 0..self.chain.cur.batch.entries.len() {
+                let e = self.chain.cur.batch.entries[i];
+                let f = e.header.function as usize;
+                if self.app_failed(self.sched.cost.fn_app[f] as usize) || self.torn_down(f) {
+                    continue;
+                }
+                if self.sched.runq.len_of(e.header.function) > 0 {
+                    self.catch_up(e.header.function);
+                }
+                self.chain.count += 1;
+                self.tele.stats[self.sched.cost.fn_app[f] as usize].chained += 1;
+                // A message run, for the busy time per message (`Sched::msg_ns`).
+                self.sched.msgs_run += 1;
+                let sampled = self.chain.count.is_multiple_of(COST_SAMPLE);
+                self.signals[me].begin_run(e.header.function, self.sched.now);
+                self.run_record(f, &e.header, At::Chained { off: e.off, len: e.len }, sampled);
+                self.check_user_code(f);
+            }
+            self.chain.cur.batch.clear();
+        }
+        self.signals[me].end_run();
+        self.chain.running = false;
+    }
+
+    /// Run what is queued for `f` (records and watermarks: see `ChainTo::may_run`) before a
+    /// record chained to it.
+    fn catch_up(&mut self, f: FunctionId) {
+        debug_assert!(!self.sched.runq.holds_control(f), "a record chained past an end or barrier");
+        while let Some(e) = self.sched.runq.pop(f) {
+            self.apply(e);
+            self.check_user_code(f as usize);
+        }
+    }
+
+    /// Which functions records may chain to: operator instances here that are neither keyed
+    /// nor dual-mode actors. Recomputed when instances come and go.
+    pub(super) fn refresh_chainable(&mut self) {
+        let slots = &self.slots;
+        let chainable = (0..slots.ops.len())
+            .map(|f| slots.ops[f].is_some() && slots.actors[f].is_none() && !self.placement.is_keyed(f as FunctionId));
+        self.chain.chainable = chainable.collect();
     }
 
     /// Debug builds: a data message of keyed function `f` runs only where its key group is.

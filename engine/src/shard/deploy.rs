@@ -116,7 +116,7 @@ impl<P: Policy> Shard<P> {
         self.hosting.grow(&plan);
         self.tele.grow(&plan);
         self.sched.grow(&plan, FORWARD_PRIOR_NS);
-        self.out.grow_apps(na);
+        self.out.grow(na, nf);
         self.deploy.ended.resize(na, false);
         self.snap.grow(nf);
         self.mig.grow(nf);
@@ -140,6 +140,7 @@ impl<P: Policy> Shard<P> {
             self.slots.actors.push(b.actor);
             self.slots.insts.push(b.inst);
         }
+        self.refresh_chainable();
         let signal = self.signals[self.id as usize].clone();
         self.src.runs.extend(super::sources::instantiate_from(&plan, self.id, &signal, ns0));
         self.deploy.version = published.version;
@@ -198,6 +199,7 @@ impl<P: Policy> Shard<P> {
                 self.slots.insts[f] = None;
             }
         }
+        self.refresh_chainable();
         tracing::debug!("released");
     }
 }

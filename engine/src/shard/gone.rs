@@ -178,6 +178,7 @@ impl<P: Policy> Shard<P> {
         }
         let hosted = self.hosting.apps[app] as i32;
         self.host(app, -hosted);
+        self.refresh_chainable();
     }
 }
 

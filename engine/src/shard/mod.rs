@@ -6,6 +6,7 @@
 //! is due.
 
 mod apply;
+mod chain;
 mod deploy;
 mod dual_mode;
 mod gone;
@@ -37,6 +38,7 @@ use dirigo_net::clock::now_ns;
 use dirigo_net::mailbox::{Inbox, Outbox};
 use dirigo_net::signal::{Doorbell, ShardSignal};
 
+use chain::Chain;
 use gone::Faults;
 use idle::Idle;
 use mail::Mail;
@@ -149,6 +151,8 @@ pub struct Shard<P: Policy> {
     sched: Sched<P>,
     /// Egress: output batches staged per destination.
     out: Outputs,
+    /// Records on forward edges that run at once (operator chaining).
+    chain: Chain,
     /// Figures for the reports.
     tele: Telemetry,
     /// What this shard hosts, per app.
@@ -204,11 +208,12 @@ impl<P: Policy> Shard<P> {
         let mut shard = Shard {
             id,
             local: init.local,
-            out: Outputs::new(id, init.outboxes, init.settings.batch_size, plan.apps.len()),
+            out: Outputs::new(id, init.outboxes, init.settings.batch_size, plan.apps.len(), plan.functions.len()),
             mail: Mail::new(init.inboxes, n),
             src: Sources::new(sources),
             slots: Slots::new(ops, actors, insts),
             sched: Sched::new(init.policy, &plan, FORWARD_PRIOR_NS),
+            chain: Chain::default(),
             tele: Telemetry::new(&plan),
             hosting: Hosting::new(hosting, counted),
             idle: Idle::new(),
@@ -229,6 +234,7 @@ impl<P: Policy> Shard<P> {
             ),
             plan,
         };
+        shard.refresh_chainable();
         if let Some(r) = &init.restore {
             shard.restore(r);
         }

@@ -42,11 +42,15 @@ pub struct Outputs {
     /// Per destination: the shard was given up (see `Shard::let_go`); what is staged for it
     /// is dropped, not sent.
     gone: Vec<bool>,
+    /// Per function: envelopes for it staged for this shard itself or waiting in `local`, not
+    /// yet drained (a record may skip the queues only when nothing of its function waits: see
+    /// `shard::chain`).
+    here: Vec<u32>,
 }
 
 impl Outputs {
     /// Outputs of shard `me` over `outboxes` (None at `me`).
-    pub fn new(me: ShardId, outboxes: Vec<Option<Outbox>>, batch_size: usize, apps: usize) -> Self {
+    pub fn new(me: ShardId, outboxes: Vec<Option<Outbox>>, batch_size: usize, apps: usize, functions: usize) -> Self {
         let n = outboxes.len();
         Outputs {
             me,
@@ -63,13 +67,32 @@ impl Outputs {
             urgent: vec![false; n],
             deadline: vec![u64::MAX; n],
             gone: vec![false; n],
+            here: vec![0; functions],
         }
     }
 
-    /// Make room for apps up to `apps` (a deployed app's, at run time).
-    pub fn grow_apps(&mut self, apps: usize) {
+    /// Make room for apps up to `apps` and functions up to `functions` (a deployed app's, at
+    /// run time).
+    pub fn grow(&mut self, apps: usize, functions: usize) {
         if self.staged_by_app.len() < apps {
             self.staged_by_app.resize(apps, 0);
+        }
+        if self.here.len() < functions {
+            self.here.resize(functions, 0);
+        }
+    }
+
+    /// Whether an envelope for function `f` is staged for this shard or waits in `local`.
+    #[inline]
+    pub fn pending_here(&self, f: usize) -> bool {
+        self.here[f] > 0
+    }
+
+    /// A local batch is being drained: its envelopes no longer wait here.
+    #[inline]
+    pub fn drained_here(&mut self, b: &Batch) {
+        for e in &b.entries {
+            self.here[e.header.function as usize] -= 1;
         }
     }
 
@@ -107,6 +130,9 @@ impl Outputs {
 
     #[inline]
     fn stamp_lazy(&mut self, dest: usize, h: &mut Header) {
+        if dest == self.me as usize {
+            self.here[h.function as usize] += 1;
+        }
         h.from_shard = self.me;
         h.seq = self.seq[dest];
         self.seq[dest] = self.seq[dest].wrapping_add(1);

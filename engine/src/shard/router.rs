@@ -8,6 +8,7 @@ use dirigo_actors::record::Value;
 use crate::placement::PlacementTable;
 use crate::plan::{Edge, Partition, Plan};
 use crate::policy::{Placement, Policy, RouteCx};
+use crate::shard::chain::{ChainBuf, ChainTo};
 use crate::shard::outputs::Outputs;
 use crate::shard::sched::Sched;
 
@@ -24,6 +25,9 @@ pub struct Router<'a, P: Policy> {
     placement: &'a PlacementTable,
     edges: &'a [Edge],
     parent: Header,
+    /// Where records on forward edges go when they may run at once (`shard::chain`); None:
+    /// chaining is off for this message.
+    chain: Option<ChainTo<'a>>,
 }
 
 /// What the router knows of the load, refreshed once per turn.
@@ -47,6 +51,21 @@ impl<'a, P: Policy> Router<'a, P> {
         edges: &'a [Edge],
         parent: Header,
     ) -> Self {
+        Self::chaining(out, sched, placement, edges, parent, None)
+    }
+
+    /// A router that chains records on forward edges into `chain` where they may run at once
+    /// (`chain`'s run queue is filled in from `sched`).
+    #[inline]
+    pub(super) fn chaining(
+        out: &'a mut Outputs,
+        sched: &'a mut Sched<P>,
+        placement: &'a PlacementTable,
+        edges: &'a [Edge],
+        parent: Header,
+        chain: Option<(&'a mut ChainBuf, &'a [bool])>,
+    ) -> Self {
+        let chain = chain.map(|(buf, chainable)| ChainTo { buf, chainable, runq: &sched.runq });
         let load = RouteLoad {
             delay_ns: &sched.peer_delay,
             cost_ns: &sched.cost.ns,
@@ -54,7 +73,7 @@ impl<'a, P: Policy> Router<'a, P> {
             now_ns: sched.now,
         };
         let scale_up_signals = &mut sched.scale_up[parent.app as usize];
-        Router { out, policy: &mut sched.policy, load, scale_up_signals, placement, edges, parent }
+        Router { out, policy: &mut sched.policy, load, scale_up_signals, placement, edges, parent, chain }
     }
 
     #[inline]
@@ -105,7 +124,13 @@ impl<P: Policy> Emitter for Router<'_, P> {
                 Partition::ByField(p, _) => values[p].key_hash(),
                 _ => key_hash,
             };
-            let h = self.child(edge, key, event_time);
+            let mut h = self.child(edge, key, event_time);
+            if let (Partition::Forward, Some(c)) = (edge.partition, self.chain.as_mut()) {
+                h.from_shard = self.out.me;
+                if c.values(self.out, edge.target as usize, h, values) {
+                    continue;
+                }
+            }
             let dest = self.dest(edge, &h);
             self.out.push_values(dest, h, values);
         }
@@ -118,7 +143,13 @@ impl<P: Policy> Emitter for Router<'_, P> {
                 Partition::ByField(p, records) => records.read(archive).get().fields[p].key_hash(),
                 _ => key_hash,
             };
-            let h = self.child(edge, key, event_time);
+            let mut h = self.child(edge, key, event_time);
+            if let (Partition::Forward, Some(c)) = (edge.partition, self.chain.as_mut()) {
+                h.from_shard = self.out.me;
+                if c.bytes(self.out, edge.target as usize, h, archive) {
+                    continue;
+                }
+            }
             let dest = self.dest(edge, &h);
             self.out.push_bytes(dest, h, archive);
         }

@@ -240,15 +240,20 @@ impl<P: Policy> Shard<P> {
         h.event_time = event_time;
         self.sched.policy.on_ingress(&mut h, app);
         self.tele.stats[sp.app as usize].events_in += 1;
-        let mut router = Router::new(&mut self.out, &mut self.sched, &self.placement, &sp.outputs, h);
+        let watermark_every = app.watermark_every.max(1);
+        let chain = self.chain_on().then_some((&mut self.chain.next, &self.chain.chainable[..]));
+        let mut router = Router::chaining(&mut self.out, &mut self.sched, &self.placement, &sp.outputs, h, chain);
         match p {
             Produced::Archive { .. } => router.forward(key_hash, event_time, &self.src.bytes),
             _ => router.emit(key_hash, event_time, &self.src.values),
         }
+        if !self.chain.next.is_empty() && !self.chain.running {
+            self.run_chain();
+        }
         let run = &mut self.src.runs[i];
         run.produced += 1;
         run.max_event_time = run.max_event_time.max(event_time);
-        if run.produced.is_multiple_of(app.watermark_every.max(1)) {
+        if run.produced.is_multiple_of(watermark_every) {
             self.emit_watermark(i, h);
         }
     }

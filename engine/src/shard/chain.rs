@@ -1,0 +1,103 @@
+//! Operator chaining. A record sent on a forward edge to a stateless operator instance on the
+//! same shard runs at once, right after the message that made it, instead of going through a
+//! batch, the local mailbox, `on_enqueue`, the run queue and `pick_next` — when the policy
+//! allows it (`Policy::chains`), no snapshot aligns on the shard, nothing of the target function
+//! is staged for this shard itself, and nothing but records and watermarks is queued for it.
+//! Before a chained record runs, its function runs what it has queued (older records and
+//! watermarks of its channels, ahead of the policy's order). So every earlier envelope of the
+//! record's channel has run when it runs, and every later one (a watermark, an end, a barrier)
+//! is staged behind it: exactly its channel's order.
+//!
+//! The router writes chained records into `next`; the shard runs them after the message (or the
+//! source event) that made them, generation by generation: `next` becomes `cur`, and what those
+//! records chain goes into the fresh `next`. Records of one function run in the order they were
+//! made. Nothing here allocates in steady state.
+
+use dirigo_actors::envelope::Header;
+use dirigo_actors::record::{archive_values_with, Value};
+use dirigo_net::mailbox::Batch;
+use rkyv::ser::allocator::Arena;
+
+use crate::runqueue::RunQueue;
+
+use super::outputs::Outputs;
+
+/// Records chained, and the buffers they are made in.
+#[derive(Default)]
+pub(super) struct Chain {
+    /// Per function (global id): an operator instance here records may chain to (not a
+    /// dual-mode actor, not keyed).
+    pub chainable: Vec<bool>,
+    /// Records made by what runs now.
+    pub next: ChainBuf,
+    /// Records running now.
+    pub cur: ChainBuf,
+    /// Chained records run so far (cost samples are taken every `COST_SAMPLE`th).
+    pub count: u64,
+    /// The shard is running chained records now (what runs meanwhile chains into `next`, which
+    /// the same loop runs next).
+    pub running: bool,
+}
+
+/// Chained records: headers and payloads, as in a batch.
+#[derive(Default)]
+pub(super) struct ChainBuf {
+    pub batch: Batch,
+    arena: Arena,
+}
+
+impl ChainBuf {
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.batch.entries.is_empty()
+    }
+
+    #[inline]
+    fn push_values(&mut self, h: Header, values: &[Value]) {
+        let r = archive_values_with(values, &mut self.batch.bytes, &mut self.arena);
+        self.batch.entries.push(dirigo_net::mailbox::Entry { header: h, off: r.start as u32, len: r.len() as u32 });
+    }
+
+    #[inline]
+    fn push_bytes(&mut self, h: Header, payload: &[u8]) {
+        self.batch.push_bytes(h, payload);
+    }
+}
+
+/// What a router needs to chain: where chained records go, which functions may take them, and
+/// what waits in the run queue.
+pub(super) struct ChainTo<'a> {
+    pub buf: &'a mut ChainBuf,
+    pub chainable: &'a [bool],
+    pub runq: &'a RunQueue,
+}
+
+impl ChainTo<'_> {
+    /// Chain a record for function `f` made from `values`, if it may run at once; false: send it.
+    #[inline]
+    pub fn values(&mut self, out: &Outputs, f: usize, h: Header, values: &[Value]) -> bool {
+        let ok = self.may_run(out, f);
+        if ok {
+            self.buf.push_values(h, values);
+        }
+        ok
+    }
+
+    /// Chain a record for function `f` whose payload is `archive`, if it may run at once.
+    #[inline]
+    pub fn bytes(&mut self, out: &Outputs, f: usize, h: Header, archive: &[u8]) -> bool {
+        let ok = self.may_run(out, f);
+        if ok {
+            self.buf.push_bytes(h, archive);
+        }
+        ok
+    }
+
+    /// A record may chain to `f` when nothing of `f` is staged for this shard and nothing
+    /// but records and watermarks is queued for it: those the shard runs first, as it runs the
+    /// record (`Shard::run_chain`).
+    #[inline]
+    fn may_run(&self, out: &Outputs, f: usize) -> bool {
+        self.chainable[f] && !out.pending_here(f) && !self.runq.holds_control(f as u16)
+    }
+}
