@@ -146,6 +146,11 @@ pub fn time_of(i: u64) -> u64 {
     BASE_TIME_MS + i * INTER_EVENT_MS
 }
 
+/// The event whose time is `t` (the inverse of [`time_of`]).
+pub fn index_of(t: u64) -> u64 {
+    (t - BASE_TIME_MS) / INTER_EVENT_MS
+}
+
 /// The last person id (0-based) created at or before event `i`.
 fn last_base0_person_id(i: u64) -> u64 {
     let epoch = i / TOTAL_PROPORTION;
