@@ -53,7 +53,7 @@ impl Default for EngineSettings {
                 max_in_flight: 65_536,
                 queue_budget: 0.02,
                 spin: Duration::from_micros(200),
-                spin_slo: Duration::from_millis(1),
+                spin_slo: Duration::from_micros(500),
                 gather: 0.1,
                 standby: 0,
                 tick: Duration::from_millis(1),

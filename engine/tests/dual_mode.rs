@@ -314,7 +314,11 @@ fn an_idle_lessor_retires_its_lessee_between_bursts() {
 /// then no shard stands by (it would take the CPU of a shard with work).
 #[test]
 fn a_standby_shard_never_parks_and_the_others_do() {
-    let mut engine = EngineBuilder::new().shards(2).settings(|s| s.shard.standby = 1);
+    let mut engine = EngineBuilder::new().shards(2).settings(|s| {
+        s.shard.standby = 1;
+        // A 1 ms app is one the node keeps a spare spinning for.
+        s.shard.spin_slo = Duration::from_millis(1);
+    });
     let mut app = engine.app("tight", Duration::from_millis(1));
     // 20 events over about a second: shard 0 is idle for 50 ms between two.
     let src = app.paced_source("slow", 1, 20, |_| (0..20u64).map(|i| (key_u64(i), i, (i, i, false))));

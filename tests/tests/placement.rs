@@ -313,6 +313,8 @@ fn spare_shard_time(slo: &str) -> Result<Option<(f64, f64)>> {
 shards = 2
 pin = true
 standby = 1
+# Standby by SLO: a 1 ms app is one the spare spins for.
+spin_slo = "1ms"
 rebalance = false
 [[app]]
 name = "a"
@@ -379,6 +381,8 @@ fn tight_shard_spin(rate: u64) -> Result<(f64, f64, f64)> {
 [engine]
 shards = 1
 pin = true
+# A 1 ms app is one its shard may spin for.
+spin_slo = "1ms"
 [[app]]
 name = "a"
 slo = "1ms"

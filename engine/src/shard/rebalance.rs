@@ -4,7 +4,7 @@
 //!
 //! - **Spread.** A shard that stayed hot for `HOT_PERIODS` periods (busy above `HOT`, or a
 //!   queueing delay above half its tightest SLO) moves its hottest groups of apps whose SLO
-//!   affords a move (looser than `spin_slo`) out, each to the
+//!   affords a move (looser than `TIGHT_SLO_NS`, 1 ms) out, each to the
 //!   coolest shard of the function's reach that has room (busy below `ROOM`), until the load it
 //!   sheds brings it down to `TARGET`; a shard's room also excludes what the other apps that
 //!   started on it declare at their peak (`AppPlan::peak_permille`: their sources cannot leave
@@ -29,6 +29,9 @@ use super::Shard;
 use crate::metrics::MoveReason;
 use crate::policy::{MoveVerdict, Policy};
 
+/// An app whose SLO is at most this (ns) never has its groups spread: a move holds its messages
+/// back for a round trip behind the backlog it would escape, which its SLO cannot afford.
+const TIGHT_SLO_NS: u64 = 1_000_000;
 /// Rebalancing period.
 const PERIOD_NS: u64 = 100_000_000;
 /// Busy share (per mille) above which a shard is hot, and below which it is cold.
@@ -194,12 +197,11 @@ impl<P: Policy> Shard<P> {
         // Load of each movable group here, as a share of the period (per mille).
         let mut groups: Vec<(u64, usize, KeyGroup)> = Vec::new();
         let period = PERIOD_NS as f64;
-        let spin_slo = self.settings.spin_slo.as_nanos() as u64;
         for f in 0..self.rb.heat.len() {
             // A tight app's groups stay: a move holds its messages back for a round trip behind
             // the backlog it is escaping, which its SLO cannot afford; the loose apps beside it
             // move away instead.
-            if !self.mig.movable(f) || self.plan.apps[self.sched.cost.fn_app[f] as usize].slo_ns <= spin_slo {
+            if !self.mig.movable(f) || self.plan.apps[self.sched.cost.fn_app[f] as usize].slo_ns <= TIGHT_SLO_NS {
                 continue;
             }
             for (g, &n) in self.rb.heat[f].iter().enumerate() {
