@@ -490,11 +490,11 @@ impl Policy for Builtin {
     fn pick_next(&mut self, q: &RunQueue, cx: &SchedCx<'_>) -> Option<FunctionId> {
         dispatch!(self, p => p.pick_next(q, cx))
     }
-    #[inline]
+    #[inline(always)]
     fn pre_apply(&mut self, h: &Header, cx: &SchedCx<'_>) {
         dispatch!(self, p => p.pre_apply(h, cx))
     }
-    #[inline]
+    #[inline(always)]
     fn post_apply(&mut self, h: &Header, cx: &SchedCx<'_>) {
         dispatch!(self, p => p.post_apply(h, cx))
     }
