@@ -207,6 +207,13 @@ impl<P: Policy> Shard<P> {
         }
         let sampled = e.arrival.is_multiple_of(COST_SAMPLE);
         self.run_record(f, &e.header, At::Held { slot: e.slot, off: e.off, len: e.len }, sampled);
+        self.finish_chain();
+    }
+
+    /// Run what the last message chained, unless a chain is running already (its loop runs
+    /// them next).
+    #[inline]
+    pub(super) fn finish_chain(&mut self) {
         if !self.chain.next.is_empty() && !self.chain.running {
             self.run_chain();
         }
@@ -340,10 +347,13 @@ impl<P: Policy> Shard<P> {
     pub(super) fn fire_watermark(&mut self, h: &Header, wm: u64) {
         let f = h.function as usize;
         let fp = &self.plan.functions[f];
+        let chain = self.chain_on().then_some((&mut self.chain.next, &self.chain.chainable[..]));
         let op = self.slots.ops[f].as_mut().expect("instance");
-        let mut router = Router::new(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, *h);
+        let mut router = Router::chaining(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, *h, chain);
         op.on_watermark(wm, &mut router);
+        // What the watermark fired is chained ahead of the watermark itself, staged here.
         broadcast(&mut self.out, &self.plan, &self.placement, &fp.outputs, *h, MessageKind::Watermark, wm);
+        self.finish_chain();
     }
 
     pub(super) fn apply_end(&mut self, h: &Header) {
@@ -371,13 +381,17 @@ impl<P: Policy> Shard<P> {
 
     pub(super) fn end_instance(&mut self, f: FunctionId, h: &Header) {
         let fp = &self.plan.functions[f as usize];
+        let chain = self.chain_on().then_some((&mut self.chain.next, &self.chain.chainable[..]));
         let op = self.slots.ops[f as usize].as_mut().expect("instance");
-        let mut router = Router::new(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, *h);
+        let mut router = Router::chaining(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, *h, chain);
         op.on_end(&mut router);
         broadcast(&mut self.out, &self.plan, &self.placement, &fp.outputs, *h, MessageKind::End, u64::MAX);
+        let app = fp.app as usize;
+        // What the end fired is chained ahead of the end itself, staged here.
+        self.finish_chain();
         self.slots.live -= 1;
         let counted = std::mem::take(&mut self.hosting.counted[f as usize]);
-        self.host(fp.app as usize, -(counted as i32));
+        self.host(app, -(counted as i32));
         self.snapshot_instance_ended(f as usize);
     }
 }

@@ -247,9 +247,7 @@ impl<P: Policy> Shard<P> {
             Produced::Archive { .. } => router.forward(key_hash, event_time, &self.src.bytes),
             _ => router.emit(key_hash, event_time, &self.src.values),
         }
-        if !self.chain.next.is_empty() && !self.chain.running {
-            self.run_chain();
-        }
+        self.finish_chain();
         let run = &mut self.src.runs[i];
         run.produced += 1;
         run.max_event_time = run.max_event_time.max(event_time);
