@@ -15,7 +15,7 @@
 
 use dirigo_actors::envelope::Header;
 use dirigo_actors::record::{archive_values_with, Value};
-use dirigo_net::mailbox::Batch;
+use dirigo_net::mailbox::{Batch, Entry};
 use rkyv::ser::allocator::Arena;
 
 use crate::runqueue::RunQueue;
@@ -32,8 +32,6 @@ pub(super) struct Chain {
     pub next: ChainBuf,
     /// Records running now.
     pub cur: ChainBuf,
-    /// Chained records run so far (cost samples are taken every `COST_SAMPLE`th).
-    pub count: u64,
     /// The shard is running chained records now (what runs meanwhile chains into `next`, which
     /// the same loop runs next).
     pub running: bool,
@@ -55,7 +53,7 @@ impl ChainBuf {
     #[inline]
     fn push_values(&mut self, h: Header, values: &[Value]) {
         let r = archive_values_with(values, &mut self.batch.bytes, &mut self.arena);
-        self.batch.entries.push(dirigo_net::mailbox::Entry { header: h, off: r.start as u32, len: r.len() as u32 });
+        self.batch.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
     }
 
     #[inline]

@@ -727,7 +727,7 @@ impl<P: Policy> Shard<P> {
             return self.run_direct_watermark(f, &e.header);
         }
         let app = self.sched.cost.fn_app[f] as usize;
-        if !self.faults.failed_apps[app].load(std::sync::atomic::Ordering::Relaxed) {
+        if !self.faults.app_failed(app) {
             self.tele.stats[app].service_ns += self.sched.cost.ns[f];
             self.touch(app);
             self.debug_assert_group_here(f, e.header.key_hash);
@@ -831,7 +831,7 @@ impl<P: Policy> Shard<P> {
         }
         let t0 = if sampled { now_ns() } else { self.sched.now };
         let held = &self.mail.held;
-        let failed = self.faults.failed_apps[fp.app as usize].load(std::sync::atomic::Ordering::Relaxed);
+        let failed = self.faults.app_failed(fp.app as usize);
         let mut ran: Option<(Pending, MessageClass)> = None;
         // A migration's export runs as a critical message: on the merged state, after every
         // message of the group that reached this shard.
@@ -938,7 +938,7 @@ impl<P: Policy> Shard<P> {
         // The first run on a new lessee is timed too: it ends the scale-up reaction.
         let t0 = if sampled || slot.leased_at.is_some() { now_ns() } else { self.sched.now };
         let held = &self.mail.held;
-        let failed = self.faults.failed_apps[fp.app as usize].load(std::sync::atomic::Ordering::Relaxed);
+        let failed = self.faults.app_failed(fp.app as usize);
         let mut ran = None;
         let apply = |op: &mut ActorOp, work: Work<Pending>| {
             let Work::Regular(msg) = work else { unreachable!("a lessee runs regular messages only") };
