@@ -198,6 +198,7 @@ impl<P: Policy> Shard<P> {
         let mut n = 0;
         while n < TURN_BUDGET {
             let Some(due) = self.src.runs[i].inst.next_due_ns() else {
+                self.finish_chain();
                 self.finish_source(i);
                 return true;
             };
@@ -206,6 +207,7 @@ impl<P: Policy> Shard<P> {
                 break;
             }
             let Some(p) = self.src.runs[i].inst.produce(&mut self.src.values, &mut self.src.bytes) else {
+                self.finish_chain();
                 self.finish_source(i);
                 return true;
             };
@@ -220,6 +222,8 @@ impl<P: Policy> Shard<P> {
             self.ingest(i, p, ingress);
             n += 1;
         }
+        // The records this poll chained run now, in order (see `ingest`).
+        self.finish_chain();
         n > 0
     }
 
@@ -247,7 +251,9 @@ impl<P: Policy> Shard<P> {
             Produced::Archive { .. } => router.forward(key_hash, event_time, &self.src.bytes),
             _ => router.emit(key_hash, event_time, &self.src.values),
         }
-        self.finish_chain();
+        // What the event chained runs once the poll is over (`poll_source`): between two events
+        // nothing else runs, so each function still sees its records in the source's order, and
+        // a poll's events pay one pass of the chain, not one each.
         let run = &mut self.src.runs[i];
         run.produced += 1;
         run.max_event_time = run.max_event_time.max(event_time);
