@@ -233,7 +233,7 @@ impl Function for Q5Max {
 /// A bid as Q7 reports it: `(auction, bidder, price, date_time)`.
 type BidRow = (u64, u64, u64, u64);
 
-/// Q7 stage 1, keyed by auction: this shard's highest bid(s) per tumbling window:
+/// Q7 stage 1, on the shard that read the bids: this shard's highest bid(s) per tumbling window:
 /// `(window_end, price, bids)`.
 #[derive(Default)]
 struct Q7Local {
@@ -385,14 +385,16 @@ pub fn run_engine(q: Query, seed: u64, events: u64, shards: usize) -> anyhow::Re
         })
     });
     let out = match q {
-        Query::Q1 => app.function("q1", src, Route::ByKey, || Q1Map),
-        Query::Q2 => app.function("q2", src, Route::ByKey, || Q2Filter),
+        // Stateless queries and a local pre-aggregation run where their events are read (each
+        // source instance feeds its own shard's instance, as a chained operator does in Flink).
+        Query::Q1 => app.function("q1", src, Route::Forward, || Q1Map),
+        Query::Q2 => app.function("q2", src, Route::Forward, || Q2Filter),
         Query::Q5 => {
             let local = app.function("q5-count", src, Route::ByKey, Q5Count::default);
             app.function("q5-max", local, Route::ByKey, Q5Max::default)
         }
         Query::Q7 => {
-            let local = app.function("q7-local", src, Route::ByKey, Q7Local::default);
+            let local = app.function("q7-local", src, Route::Forward, Q7Local::default);
             app.function("q7-max", local, Route::ByKey, Q7Max::default)
         }
         Query::Q8 => app.function("q8", src, Route::ByKey, Q8Join::default),
