@@ -68,7 +68,7 @@ fn encode(kind: &str, n: u64) -> Vec<u8> {
 fn start(
     format: &str,
     collect: bool,
-) -> (u16, StopHandle, Option<flume::Receiver<dirigo_engine::sink::Output>>, std::thread::JoinHandle<Summary>) {
+) -> (u16, StopHandle, Option<dirigo_engine::sink::Collector>, std::thread::JoinHandle<Summary>) {
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
     let config = Config::parse(&config(port, format), "bench.toml").expect("config");
     let mut plan = compile(&config, 1).expect("compiles");

@@ -39,7 +39,7 @@ use crate::instance::OperatorInstance;
 use crate::plan::{AppPlan, FunctionPlan, Input, Partition, Plan, SourcePlan, Upstream};
 use crate::policy::{Builtin, Policy};
 use crate::report::{Progress, Summary};
-use crate::sink::{Output, Sink, SinkTarget};
+use crate::sink::{Collector, Sink, SinkTarget};
 use crate::source::{CustomSource, SourceInstance};
 
 /// How a function's input is partitioned.
@@ -352,11 +352,11 @@ impl AppBuilder<'_> {
     }
 
     /// A sink that hands every output to the returned receiver.
-    pub fn collect(&mut self, name: &str, input: NodeRef) -> flume::Receiver<Output> {
-        let (tx, rx) = flume::unbounded();
+    pub fn collect(&mut self, name: &str, input: NodeRef) -> Collector {
+        let (tx, rx) = Collector::new();
         let sink_name = name.to_owned();
         let factory = Arc::new(move |_cx: crate::plan::InstanceCx| {
-            let target = SinkTarget::Collect { name: sink_name.clone(), tx: tx.clone() };
+            let target = SinkTarget::collect(&sink_name, tx.clone());
             OperatorInstance::Sink(Sink::new(target, Schema::default()))
         });
         self.add_node(name, &[(input, Route::Forward)], factory, true);

@@ -749,16 +749,13 @@ fn declared_rate(app: &AppConfig) -> Option<u64> {
 
 /// Replace every sink of `plan` by a collector (tests, embedding programs): outputs arrive on
 /// the returned receiver, named by sink; latency is still measured.
-pub fn collect_sinks(plan: &mut Plan) -> flume::Receiver<crate::sink::Output> {
-    let (tx, rx) = flume::unbounded();
+pub fn collect_sinks(plan: &mut Plan) -> crate::sink::Collector {
+    let (tx, rx) = crate::sink::Collector::new();
     for f in plan.functions.iter_mut().filter(|f| f.is_sink) {
         let (name, tx) = (f.name.clone(), tx.clone());
         let schema = f.input_schema.clone();
         f.factory = Arc::new(move |_| {
-            OperatorInstance::Sink(Sink::new(
-                SinkTarget::Collect { name: name.clone(), tx: tx.clone() },
-                schema.clone(),
-            ))
+            OperatorInstance::Sink(Sink::new(SinkTarget::collect(&name, tx.clone()), schema.clone()))
         });
     }
     plan.files.clear();

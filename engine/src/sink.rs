@@ -13,7 +13,8 @@ use crate::config::FileFormat;
 /// One output delivered to a collecting sink.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Output {
-    pub sink: String,
+    /// The sink's name (shared by its outputs).
+    pub sink: std::sync::Arc<str>,
     pub key_hash: u64,
     pub event_time: u64,
     pub ingress_ns: u64,
@@ -39,11 +40,122 @@ pub enum SinkTarget {
     Tcp(dirigo_net::tcp::EgressSink, RecordsOnly),
     /// Appended to a Redis stream.
     Redis(crate::redis_sink::RedisSinkWriter, RecordsOnly),
-    /// Sent to a collector (tests, embedding programs).
+    /// Sent to a [`Collector`] (tests, embedding programs), in chunks: what the instance made
+    /// in a turn of its shard goes in one send.
     Collect {
-        name: String,
-        tx: flume::Sender<Output>,
+        name: std::sync::Arc<str>,
+        tx: flume::Sender<Vec<Output>>,
+        chunk: Vec<Output>,
     },
+}
+
+impl SinkTarget {
+    /// A collecting target: outputs go to the [`Collector`] of `tx`, named `name`.
+    pub fn collect(name: &str, tx: flume::Sender<Vec<Output>>) -> SinkTarget {
+        SinkTarget::Collect { name: name.into(), tx, chunk: Vec::new() }
+    }
+}
+
+/// A collecting sink sends its chunk once it holds this many outputs, or at the end of the turn
+/// that made them (`Sink::send_collected`).
+const COLLECT_CHUNK: usize = 256;
+
+/// Where the outputs of `collect` sinks arrive (`AppBuilder::collect`,
+/// `compile::collect_sinks`): read one at a time, in the order each sink instance made them.
+///
+/// Shards send them in chunks (what a sink instance made in one turn of its shard), so that a
+/// sink with many outputs costs its shard one channel operation per chunk, not per output.
+/// The methods are those of a channel's receiver; clones read the same outputs (each output
+/// once, by whichever clone asks first).
+#[derive(Clone)]
+pub struct Collector {
+    rx: flume::Receiver<Vec<Output>>,
+    ready: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Output>>>,
+}
+
+impl Collector {
+    /// A collector and the sender its sinks share.
+    pub fn new() -> (flume::Sender<Vec<Output>>, Collector) {
+        let (tx, rx) = flume::unbounded();
+        (tx, Collector { rx, ready: Default::default() })
+    }
+
+    /// A collector no sink sends to (it is closed and empty).
+    pub fn closed() -> Collector {
+        Collector::new().1
+    }
+
+    fn ready(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Output>> {
+        self.ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The next output, waiting for one; an error once every sink is gone and nothing is left.
+    pub fn recv(&self) -> Result<Output, flume::RecvError> {
+        self.next_with(|| self.rx.recv())
+    }
+
+    /// The next output, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: std::time::Duration) -> Result<Output, flume::RecvTimeoutError> {
+        self.next_with(|| self.rx.recv_timeout(timeout))
+    }
+
+    /// The next output if one has arrived.
+    pub fn try_recv(&self) -> Result<Output, flume::TryRecvError> {
+        self.next_with(|| self.rx.try_recv())
+    }
+
+    fn next_with<E>(&self, chunk: impl FnOnce() -> Result<Vec<Output>, E>) -> Result<Output, E> {
+        let mut ready = self.ready();
+        if let Some(o) = ready.pop_front() {
+            return Ok(o);
+        }
+        drop(ready);
+        // Chunks are never empty.
+        let mut outputs = chunk()?.into_iter();
+        let first = outputs.next().expect("a collected chunk holds an output");
+        self.ready().extend(outputs);
+        Ok(first)
+    }
+
+    /// Every output, waiting for each, until every sink is gone.
+    pub fn iter(&self) -> impl Iterator<Item = Output> + '_ {
+        std::iter::from_fn(|| self.recv().ok())
+    }
+
+    /// The outputs that have arrived, without waiting.
+    pub fn try_iter(&self) -> impl Iterator<Item = Output> + '_ {
+        std::iter::from_fn(|| self.try_recv().ok())
+    }
+
+    /// Take every output that has arrived.
+    pub fn drain(&self) -> std::vec::IntoIter<Output> {
+        let mut ready = self.ready();
+        let mut all: Vec<Output> = ready.drain(..).collect();
+        for chunk in self.rx.drain() {
+            all.extend(chunk);
+        }
+        all.into_iter()
+    }
+
+    /// Outputs that have arrived and are not read yet.
+    pub fn len(&self) -> usize {
+        let mut ready = self.ready();
+        for chunk in self.rx.drain() {
+            ready.extend(chunk);
+        }
+        ready.len()
+    }
+
+    /// Whether no output is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.ready().is_empty() && self.rx.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector").field("waiting", &self.len()).finish()
+    }
 }
 
 /// A sink instance on one shard: formats records as NDJSON into a buffer flushed whole.
@@ -73,7 +185,9 @@ impl Sink {
         records: RecordsOnly,
     ) -> std::io::Result<Sink> {
         let f = OpenOptions::new().append(true).create(true).open(path)?;
-        Ok(Sink { format, ..Sink::new(SinkTarget::File(f, records), schema) })
+        let mut sink = Sink::new(SinkTarget::File(f, records), schema);
+        sink.format = format;
+        Ok(sink)
     }
 
     /// A file sink that commits with snapshots: instance `instance` writes the output of
@@ -86,7 +200,9 @@ impl Sink {
         (instance, epoch): (u32, u64),
     ) -> Result<Sink, crate::sink_commit::CommitError> {
         let part = crate::sink_commit::PartWriter::open(path, instance, epoch)?;
-        Ok(Sink { format, ..Sink::new(SinkTarget::PendingFile(part, records), schema) })
+        let mut sink = Sink::new(SinkTarget::PendingFile(part, records), schema);
+        sink.format = format;
+        Ok(sink)
     }
 
     /// Barrier `epoch` reached this sink: what it wrote so far is the output of `epoch` (synced
@@ -114,15 +230,17 @@ impl Sink {
             SinkTarget::Latency | SinkTarget::Null => {}
             SinkTarget::Tcp(t, records) => t.push(records.read(payload)),
             SinkTarget::Redis(r, records) => r.push(records.read(payload).get()),
-            SinkTarget::Collect { name, tx } => {
-                let out = Output {
+            SinkTarget::Collect { name, tx, chunk } => {
+                chunk.push(Output {
                     sink: name.clone(),
                     key_hash: h.key_hash,
                     event_time: h.event_time,
                     ingress_ns: h.ingress_ns,
                     archive: payload.to_vec(),
-                };
-                let _ = tx.send(out);
+                });
+                if chunk.len() >= COLLECT_CHUNK {
+                    let _ = tx.send(std::mem::replace(chunk, Vec::with_capacity(COLLECT_CHUNK)));
+                }
             }
             SinkTarget::Stdout(records) | SinkTarget::File(_, records) | SinkTarget::PendingFile(_, records) => {
                 let rec = records.read(payload).get();
@@ -138,8 +256,20 @@ impl Sink {
         }
     }
 
+    /// A collecting sink sends what it holds (the end of a turn that ran it); other sinks keep
+    /// their buffers for `flush`.
+    #[inline]
+    pub fn send_collected(&mut self) {
+        if let SinkTarget::Collect { tx, chunk, .. } = &mut self.target {
+            if !chunk.is_empty() {
+                let _ = tx.send(std::mem::take(chunk));
+            }
+        }
+    }
+
     /// Write out whatever is buffered, in one `write` so lines of shards never interleave.
     pub fn flush(&mut self) {
+        self.send_collected();
         match &mut self.target {
             SinkTarget::Tcp(t, _) => t.flush(),
             SinkTarget::Redis(r, _) => r.flush(),
@@ -161,6 +291,13 @@ impl Sink {
             tracing::error!("sink write failed: {e}");
         }
         self.buf.clear();
+    }
+}
+
+impl Drop for Sink {
+    /// A collecting instance sends what it holds (an app torn down mid-turn, a shard's exit).
+    fn drop(&mut self) {
+        self.send_collected();
     }
 }
 
@@ -211,6 +348,47 @@ mod tests {
         let mut out = String::new();
         write_csv(access(&bytes).unwrap(), &mut out);
         assert_eq!(out, "3,\"say \"\"hi\"\"\"");
+    }
+
+    /// A collecting sink instance fed `n` outputs numbered from `first` (in `event_time`).
+    fn feed(sink: &mut Sink, first: u64, n: u64) {
+        for i in first..first + n {
+            let mut h = Header::data(0, 0, i);
+            h.event_time = i;
+            sink.on_data(&h, &i.to_le_bytes());
+        }
+    }
+
+    #[test]
+    fn a_collector_reads_chunks_one_output_at_a_time_in_order_and_loses_nothing() {
+        let (tx, rx) = Collector::new();
+        let mut a = Sink::new(SinkTarget::collect("a", tx.clone()), Schema::default());
+        let mut b = Sink::new(SinkTarget::collect("b", tx), Schema::default());
+        // A full chunk goes at once; a partial one waits for the end of the turn.
+        feed(&mut a, 0, COLLECT_CHUNK as u64 + 3);
+        assert_eq!(rx.len(), COLLECT_CHUNK);
+        assert_eq!(rx.try_recv().map(|o| o.event_time), Ok(0));
+        a.send_collected();
+        a.send_collected(); // nothing left: no empty chunk is sent
+        feed(&mut b, 1000, 2);
+        b.flush();
+        assert_eq!(rx.len(), COLLECT_CHUNK + 3 - 1 + 2);
+        let clone = rx.clone(); // clones read the same outputs, each once
+        assert_eq!(clone.recv().map(|o| o.event_time), Ok(1));
+        let rest: Vec<(String, u64)> = rx.try_iter().map(|o| (o.sink.to_string(), o.event_time)).collect();
+        let want: Vec<(String, u64)> = (2..COLLECT_CHUNK as u64 + 3)
+            .map(|i| ("a".to_owned(), i))
+            .chain([("b".to_owned(), 1000), ("b".to_owned(), 1001)])
+            .collect();
+        assert_eq!(rest, want);
+        assert!(rx.is_empty());
+        assert_eq!(rx.try_recv(), Err(flume::TryRecvError::Empty));
+        feed(&mut a, 7, 1);
+        drop(a); // an instance dropped sends what it held
+        drop(b);
+        assert_eq!(rx.recv().map(|o| o.event_time), Ok(7));
+        assert_eq!(rx.recv(), Err(flume::RecvError::Disconnected));
+        assert_eq!(Collector::closed().drain().count(), 0);
     }
 }
 

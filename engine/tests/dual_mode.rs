@@ -16,7 +16,6 @@ use dirigo_actors::state::{MapMerge, Sum};
 use dirigo_engine::api::{key_u64, Actor, Cx, EngineBuilder};
 use dirigo_engine::policy::{Admission, AlwaysLease, LesseeCx, OfferCx, Placement, Policy, RouteCx, SchedCx};
 use dirigo_engine::report::Summary;
-use dirigo_engine::sink::Output;
 use proptest::prelude::*;
 
 /// Per-key sums: combined key by key.
@@ -138,7 +137,7 @@ fn run_moving(
 }
 
 /// The answers a collecting sink behind `Summer` received, in arrival order.
-fn answers(out: &flume::Receiver<Output>) -> Vec<Answer> {
+fn answers(out: &dirigo_engine::sink::Collector) -> Vec<Answer> {
     out.drain()
         .map(|o| {
             // SAFETY: the sink's input is archived `Answer`s emitted by `Summer`.

@@ -23,7 +23,6 @@ use dirigo_engine::engine::{run, StopHandle};
 use dirigo_engine::instance::OperatorInstance;
 use dirigo_engine::policy::Builtin;
 use dirigo_engine::report::Summary;
-use dirigo_engine::sink::Output;
 use dirigo_net::tcp::{self, client, SendMode};
 use dirigo_net::{encode_frame, encode_record, BatchWriter, FrameDecoder, FrameHeader, FrameType};
 use rkyv::util::AlignedVec;
@@ -77,14 +76,14 @@ input = "pass"
 /// An engine running on its own thread, stopped through its StopHandle.
 struct Running {
     stop: StopHandle,
-    outputs: flume::Receiver<Output>,
+    outputs: dirigo_engine::sink::Collector,
     thread: std::thread::JoinHandle<Summary>,
 }
 
 fn start(toml: &str, collect: bool, edit: impl FnOnce(&mut dirigo_engine::plan::Plan)) -> Running {
     let config = Config::parse(toml, "tcp-test.toml").expect("config");
     let mut plan = compile(&config, config.engine.shards).expect("compiles");
-    let outputs = if collect { collect_sinks(&mut plan) } else { flume::unbounded().1 };
+    let outputs = if collect { collect_sinks(&mut plan) } else { dirigo_engine::sink::Collector::closed() };
     edit(&mut plan);
     let (stop, s) = (StopHandle::default(), settings(&config));
     let handle = stop.clone();

@@ -216,7 +216,7 @@ fn a_shard_that_hosts_nothing_parks_while_the_others_work() -> Result<()> {
     for o in outputs.drain() {
         let rec = dirigo_actors::record::access(&o.archive).context("a count record")?.to_values();
         if o.sink.ends_with("_counts") {
-            last.insert((o.sink.clone(), u(&rec[0])), u(rec.last().expect("count field")));
+            last.insert((o.sink.to_string(), u(&rec[0])), u(rec.last().expect("count field")));
         }
     }
     for name in ["a", "b"] {
@@ -285,7 +285,7 @@ fn a_burst_spreads_hot_groups_out_and_they_come_back_after_it() -> Result<()> {
     let mut counts: BTreeMap<u64, u64> = BTreeMap::new();
     let mut n = 0;
     for o in outputs.drain() {
-        if o.sink != "hot_counts" {
+        if &*o.sink != "hot_counts" {
             continue;
         }
         let rec = dirigo_actors::record::access(&o.archive).context("a count record")?.to_values();

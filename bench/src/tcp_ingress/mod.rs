@@ -196,7 +196,7 @@ fn batches(n: u64) -> Vec<u8> {
 struct Engine {
     port: u16,
     stop: StopHandle,
-    outputs: flume::Receiver<dirigo_engine::sink::Output>,
+    outputs: dirigo_engine::sink::Collector,
     thread: std::thread::JoinHandle<anyhow::Result<Summary>>,
 }
 

@@ -236,6 +236,7 @@ impl<P: Policy> Shard<P> {
         let t0 = if sampled || fp.is_sink { now_ns() } else { 0 };
         self.debug_assert_group_here(f, h.key_hash);
         if fp.is_sink {
+            self.slots.sink_ran = true;
             let slo = self.plan.apps[app].slo_ns;
             self.tele.stats[app].record_output(t0.saturating_sub(h.ingress_ns), slo);
         }

@@ -453,6 +453,9 @@ impl<P: Policy> Shard<P> {
         self.sched.msgs_run += ran as u64;
         progress |= ran > 0;
         self.force_moves(ran);
+        if std::mem::take(&mut self.slots.sink_ran) {
+            self.slots.send_collected();
+        }
         progress |= self.out.flush();
         self.publish_load();
         progress

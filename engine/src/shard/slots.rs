@@ -21,6 +21,8 @@ pub(super) struct Slots {
     pub cmds: Commands,
     /// Scratch: an actor's queued messages handed back to the run queue.
     pub taken: Vec<Pending>,
+    /// A sink ran this turn: collecting sinks send what they hold at its end.
+    pub sink_ran: bool,
 }
 
 impl Slots {
@@ -30,7 +32,17 @@ impl Slots {
         insts: Vec<Option<InputChannels>>,
     ) -> Self {
         let live = insts.iter().flatten().count();
-        Slots { ops, actors, lessees: Vec::new(), insts, live, cmds: Vec::new(), taken: Vec::new() }
+        Slots { ops, actors, lessees: Vec::new(), insts, live, cmds: Vec::new(), taken: Vec::new(), sink_ran: false }
+    }
+
+    /// Collecting sinks send what they made since the last time (the end of a turn that ran a
+    /// sink: a program reading a collector gets its outputs within a turn).
+    pub fn send_collected(&mut self) {
+        for op in self.ops.iter_mut().flatten() {
+            if let OperatorInstance::Sink(s) = op {
+                s.send_collected();
+            }
+        }
     }
 
     /// Flush every operator's buffered output (sinks).

@@ -125,7 +125,7 @@ pub fn run_placed<P: Policy + Clone + Send>(config: &Config, shards: usize, poli
     for o in outputs.drain() {
         let values = access(&o.archive).context("a collected record")?.to_values();
         let out = Out { key_hash: o.key_hash, event_time: o.event_time, values };
-        sinks.entry(o.sink).or_default().push(out);
+        sinks.entry(o.sink.to_string()).or_default().push(out);
     }
     Ok(Run { summary, sinks })
 }
