@@ -154,12 +154,18 @@ thread_local! {
     /// The message of the last panic caught in user code on this thread, until the engine
     /// takes it ([`take_failure`]).
     static CAUGHT: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// `CAUGHT` holds a message: the engine's check after every message reads this flag only.
+    static ANY_CAUGHT: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The message of a panic caught in user code on this thread since the last call, if any: the
 /// engine calls it after it called user code, and fails that code's app (not the shard).
 #[inline]
 pub fn take_failure() -> Option<String> {
+    if !ANY_CAUGHT.with(Cell::get) {
+        return None;
+    }
+    ANY_CAUGHT.with(|a| a.set(false));
     CAUGHT.with(|c| c.borrow_mut().take())
 }
 
@@ -181,6 +187,7 @@ fn guarded<T>(failed: &Cell<bool>, fallback: impl FnOnce() -> T, code: impl FnOn
                 _ => "a panic with no message".to_owned(),
             };
             CAUGHT.with(|c| *c.borrow_mut() = Some(message));
+            ANY_CAUGHT.with(|a| a.set(true));
             fallback()
         }
     }
