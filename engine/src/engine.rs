@@ -565,7 +565,7 @@ fn collect(
             wait = wait.min(d.wait());
         }
         // A shard given up says nothing more that counts (should its function return).
-        if let Some(r) = rx.recv_timeout(wait).ok().filter(|r| !given_up.contains(&(r.shard as usize))) {
+        if let Some(mut r) = rx.recv_timeout(wait).ok().filter(|r| !given_up.contains(&(r.shard as usize))) {
             ended[r.shard as usize] |= r.last;
             up[r.shard as usize] = true;
             if all_up_at.is_none() && local.clone().all(|s| up[s]) {
@@ -575,6 +575,7 @@ fn collect(
                 totals[a].add(s);
                 interval[a].add(s);
             }
+            crate::metrics::recycle(std::mem::take(&mut r.apps));
             for (f, &n) in r.lessees.iter().enumerate() {
                 gauge[r.shard as usize][f] = n;
                 let p = &mut peak[r.shard as usize][f];

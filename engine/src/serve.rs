@@ -528,6 +528,7 @@ impl Controller {
                 m.app_report(&app.name, st);
             }
         }
+        crate::metrics::recycle(r.apps);
     }
 
     fn on_ack(&mut self, a: Ack) {

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use dirigo_actors::ids::ShardId;
 
-use crate::metrics::{AppFailure, AppStats, FailureCause, ShardReport};
+use crate::metrics::{AppFailure, FailureCause, ShardReport};
 use crate::placement::PlacementTable;
 use crate::plan::Plan;
 use crate::policy::Policy;
@@ -582,9 +582,12 @@ impl<P: Policy> Shard<P> {
         for app in 0..self.hosting.apps.len() {
             self.host(app, 0);
         }
+        let napps = self.tele.stats.len();
         let r = ShardReport {
             shard: self.id,
-            apps: self.tele.stats.clone(),
+            // The figures themselves go, and recycled empty ones take their place (a copy would
+            // copy every histogram whole).
+            apps: std::mem::replace(&mut self.tele.stats, crate::metrics::fresh_stats(napps)),
             busy_ns: std::mem::take(&mut self.tele.busy_ns),
             parked_ns: std::mem::take(&mut self.tele.parked_ns),
             missed_wakeups: std::mem::take(&mut self.tele.missed_wakeups),
@@ -603,7 +606,6 @@ impl<P: Policy> Shard<P> {
             moves_refused: std::mem::take(&mut self.mig.refused),
             last,
         };
-        self.tele.stats.iter_mut().for_each(AppStats::reset);
         self.tele.lessees_max.clone_from(&self.tele.lessees_here);
         for (f, &n) in self.tele.lessees_here.iter().enumerate() {
             self.tele.stats[self.sched.cost.fn_app[f] as usize].actors.lessees_max += n;
