@@ -129,9 +129,14 @@ impl<P: Policy> Shard<P> {
             return;
         }
         let period = now.saturating_sub(self.rb.last_ns).max(1);
-        let busy = self.tele.busy_total_ns - self.rb.last_busy_ns;
-        let util = (busy.saturating_mul(1000) / period).min(1000);
-        (self.rb.last_ns, self.rb.last_busy_ns, self.rb.next_ns) = (now, self.tele.busy_total_ns, now + PERIOD_NS);
+        // Busy time counts when its turn ends: a long turn (a window firing thousands of keys)
+        // that began in the last period would put more than a period's worth in this one and
+        // leave the next one short. What exceeds the period counts in the next, so that a shard
+        // busy all along reads busy in every period (hot needs `HOT_PERIODS` in a row).
+        let busy = (self.tele.busy_total_ns - self.rb.last_busy_ns).min(period);
+        let util = busy.saturating_mul(1000) / period;
+        (self.rb.last_ns, self.rb.next_ns) = (now, now + PERIOD_NS);
+        self.rb.last_busy_ns += busy;
         self.signals[self.id as usize].publish_utilization(util);
         let slo = self.tightest_slo_ns();
         let queueing = slo != u64::MAX && self.signals[self.id as usize].delay_ns() > slo / 2;
