@@ -453,21 +453,25 @@ fn burst_capacity() -> Result<u64> {
     Ok(summary.apps[0].throughput_eps as u64)
 }
 
+/// The declared capacity of a shard in [`spread_beside`] (events/s).
+const SHARD_CAPACITY: u64 = 200_000;
+
 /// The spread moves of a run where app `a` (packed alone on shard 0) bursts to twice what a
 /// shard sustains (`capacity`) for a second beside app `b` on shard 1, which declares a peak of
-/// `b_peak` events/s (a short burst at the end of the run).
+/// `b_peak` events/s (a short burst at the end of the run). The burst is at least the declared
+/// capacity, so that `a` fills shard 0 when the apps are packed and `b` goes to shard 1.
 fn spread_beside(capacity: u64, b_peak: Option<u64>) -> Result<Vec<dirigo_engine::metrics::MoveEvent>> {
     let burst = |at: &str, duration: &str, rate: u64| {
         format!("duration = \"4s\"\nbursts = [{{ at = \"{at}\", duration = \"{duration}\", rate = {rate} }}]")
     };
     let a = app("a", 2_000, "")
-        .replace("events = 3000", &burst("1s", "1s", 2 * capacity))
+        .replace("events = 3000", &burst("1s", "1s", (2 * capacity).max(SHARD_CAPACITY)))
         .replace("keys = 64", "keys = 4096");
     let b = match b_peak {
         Some(peak) => app("b", 2_000, "").replace("events = 3000", &burst("3900ms", "10ms", peak)),
         None => app("b", 2_000, "").replace("events = 3000", "duration = \"4s\""),
     };
-    let text = String::from("[engine]\nshards = 2\nshard_capacity = 200000\n") + &a + &b;
+    let text = format!("[engine]\nshards = 2\nshard_capacity = {SHARD_CAPACITY}\n") + &a + &b;
     let config = parse(&text)?;
     let plan = compile(&config, 2).map_err(|e| anyhow!("{e}"))?;
     ensure!(plan.apps[0].shards == [0] && plan.apps[1].shards == [1], "a on shard 0, b on shard 1");
