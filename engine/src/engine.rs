@@ -51,7 +51,7 @@ impl Default for EngineSettings {
             shard: ShardSettings {
                 batch_size: 256,
                 max_in_flight: 65_536,
-                queue_budget: 0.005,
+                queue_budget: 0.002,
                 spin: Duration::from_micros(200),
                 spin_slo: Duration::from_micros(500),
                 gather: 0.1,
