@@ -26,8 +26,10 @@ fn reset_histogram(h: &mut Histogram<u64>) {
 /// App figures given back once a report was folded in: a shard's next report takes them
 /// instead of copying its own (four histograms of ~220 KB per app, every report).
 static RECYCLED: std::sync::Mutex<Vec<AppStats>> = std::sync::Mutex::new(Vec::new());
-/// At most this many are kept.
-const RECYCLED_MAX: usize = 1024;
+/// At most this many are kept (each holds ~0.9 MB of histograms): enough for the shards and
+/// apps of a large node to report without allocating, and a bound on what the pool keeps
+/// after its engine has ended.
+const RECYCLED_MAX: usize = 64;
 
 /// Give the app figures of a folded report back (see [`fresh_stats`]), emptied.
 pub fn recycle(mut apps: Vec<AppStats>) {
@@ -316,5 +318,46 @@ impl std::fmt::Display for AppFailure {
             }
             FailureCause::ShardGivenUp => write!(f, "shard {shard} was given up: {message}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Figures filled in one interval, every counter and histogram touched.
+    fn filled() -> AppStats {
+        let mut s = AppStats::new();
+        s.events_in = 7;
+        s.record_output(1_500, 1_000);
+        s.record_output(500, 1_000);
+        s.chained = 3;
+        s.service_ns = 99;
+        s.actors.barriers = 1;
+        s.actors.barrier_ns.record(42).unwrap();
+        s.actors.scale_up_ns.record(43).unwrap();
+        s.actors.lease_delivery_ns.record(44).unwrap();
+        s.actors.hosted_ns = 5;
+        s
+    }
+
+    #[test]
+    fn recycled_figures_come_back_empty_and_the_pool_stays_bounded() {
+        let mut total = AppStats::new();
+        total.add(&filled());
+        assert_eq!((total.events_out, total.within_slo, total.latency_ns.len()), (2, 1, 2));
+        recycle((0..RECYCLED_MAX + 8).map(|_| filled()).collect());
+        // Other tests' engines share the pool: whatever it hands out must be empty.
+        for s in fresh_stats(RECYCLED_MAX + 4) {
+            assert_eq!((s.events_in, s.events_out, s.within_slo, s.chained, s.service_ns), (0, 0, 0, 0, 0));
+            assert!(s.latency_ns.is_empty() && s.actors.barrier_ns.is_empty());
+            assert!(s.actors.scale_up_ns.is_empty() && s.actors.lease_delivery_ns.is_empty());
+            assert_eq!((s.actors.barriers, s.actors.hosted_ns), (0, 0));
+            assert!(!s.actors.has_news());
+        }
+        assert!(RECYCLED.lock().unwrap().len() <= RECYCLED_MAX);
+        // Folding in empty figures changes nothing.
+        total.add(&AppStats::new());
+        assert_eq!((total.events_out, total.latency_ns.len(), total.actors.barrier_ns.len()), (2, 2, 1));
     }
 }
