@@ -43,7 +43,7 @@ pub fn recycle(mut apps: Vec<AppStats>) {
 /// `n` empty app figures, recycled where some were given back.
 pub fn fresh_stats(n: usize) -> Vec<AppStats> {
     let mut pool = RECYCLED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let from = pool.len() - n.min(pool.len());
+    let from = pool.len().saturating_sub(n);
     let mut out: Vec<AppStats> = pool.drain(from..).collect();
     drop(pool);
     out.resize_with(n, AppStats::new);

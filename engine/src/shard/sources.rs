@@ -198,7 +198,6 @@ impl<P: Policy> Shard<P> {
         let mut n = 0;
         while n < TURN_BUDGET {
             let Some(due) = self.src.runs[i].inst.next_due_ns() else {
-                self.finish_chain();
                 self.finish_source(i);
                 return true;
             };
@@ -207,7 +206,6 @@ impl<P: Policy> Shard<P> {
                 break;
             }
             let Some(p) = self.src.runs[i].inst.produce(&mut self.src.values, &mut self.src.bytes) else {
-                self.finish_chain();
                 self.finish_source(i);
                 return true;
             };
@@ -274,6 +272,8 @@ impl<P: Policy> Shard<P> {
     }
 
     fn finish_source(&mut self, i: usize) {
+        // What its last poll chained runs ahead of the end, which is staged behind it.
+        self.finish_chain();
         let run = &mut self.src.runs[i];
         run.done = true;
         let sp = &self.plan.sources[run.index];
