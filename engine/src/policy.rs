@@ -153,10 +153,11 @@ pub trait Policy: 'static {
     fn may_lease(&self) -> bool {
         true
     }
-    /// Whether a record on a forward edge to a stateless function instance on the same shard
-    /// may run at once, in its sender's turn, when nothing of that function waits on the shard
-    /// (operator chaining: it skips the batch, the run queue and the mailbox hop). Such records
-    /// pass `on_send`, `pre_apply` and `post_apply` but not `on_enqueue` and `pick_next`: a
+    /// Whether a record for a function instance on the same shard (on a forward edge, or on a
+    /// keyed edge whose key is homed there; never a dual-mode actor's) may run at once, in its
+    /// sender's turn, when nothing of that function waits on the shard (operator chaining: it
+    /// skips the batch, the run queue and the mailbox hop). Such records pass `on_send`,
+    /// `on_route`, `pre_apply` and `post_apply` but not `on_enqueue` and `pick_next`: a
     /// policy says yes when it does not need to see them there. Default: no, so a user policy
     /// sees every message at every hook.
     #[inline]

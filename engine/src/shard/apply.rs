@@ -297,12 +297,15 @@ impl<P: Policy> Shard<P> {
         }
     }
 
-    /// Which functions records may chain to: operator instances here that are neither keyed
-    /// nor dual-mode actors. Recomputed when instances come and go.
+    /// Which functions records may chain to: operator instances here that are not dual-mode
+    /// actors, and, for a keyed function, take no key group in now (its messages are held back
+    /// until the group is here; see `migrate`). A keyed function takes records chained from
+    /// this shard for the keys homed here. Recomputed when instances come and go, and when a
+    /// function starts and stops holding back.
     pub(super) fn refresh_chainable(&mut self) {
         let slots = &self.slots;
         let chainable = (0..slots.ops.len())
-            .map(|f| slots.ops[f].is_some() && slots.actors[f].is_none() && !self.placement.is_keyed(f as FunctionId));
+            .map(|f| slots.ops[f].is_some() && slots.actors[f].is_none() && !self.mig.holds_back(f));
         self.chain.chainable = chainable.collect();
     }
 

@@ -1,6 +1,7 @@
-//! Operator chaining. A record sent on a forward edge to a stateless operator instance on the
-//! same shard runs at once, right after the message that made it, instead of going through a
-//! batch, the local mailbox, `on_enqueue`, the run queue and `pick_next` — when the policy
+//! Operator chaining. A record for an operator instance on the same shard (sent on a forward
+//! edge, or on a keyed edge whose key this shard is home to; never a dual-mode actor's, nor a
+//! function taking a key group in: see `migrate`) runs at once, right after the message that
+//! made it, instead of going through a batch, the local mailbox, `on_enqueue`, the run queue and `pick_next` — when the policy
 //! allows it (`Policy::chains`), no snapshot aligns on the shard, nothing of the target function
 //! is staged for this shard itself, and nothing but records and watermarks is queued for it.
 //! Before a chained record runs, its function runs what it has queued (older records and
@@ -26,7 +27,7 @@ use super::outputs::Outputs;
 #[derive(Default)]
 pub(super) struct Chain {
     /// Per function (global id): an operator instance here records may chain to (not a
-    /// dual-mode actor, not keyed).
+    /// dual-mode actor, not holding its messages back for a key group on its way here).
     pub chainable: Vec<bool>,
     /// Records made by what runs now.
     pub next: ChainBuf,

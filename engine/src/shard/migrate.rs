@@ -87,7 +87,8 @@ pub(super) struct Migrations {
     pub(super) refused: u64,
     /// Forced migrations (a test setting): one every this many messages run; 0 = off.
     forced_every: u64,
-    since_forced: u64,
+    /// `msgs_run` when the last forced move started.
+    forced_mark: u64,
     rng: u64,
 }
 
@@ -104,7 +105,7 @@ impl Migrations {
             events: Vec::new(),
             refused: 0,
             forced_every,
-            since_forced: 0,
+            forced_mark: 0,
             rng: seed | 1,
         }
     }
@@ -333,6 +334,7 @@ impl<P: Policy> Shard<P> {
                     return;
                 }
                 self.mig.incoming[f] += 1;
+                self.refresh_chainable(); // held back from now on: nothing chains to it
                 self.placement.set_owner(f as FunctionId, g, self.id);
                 for x in self.local.clone() {
                     self.out.push_bytes(x as usize, protocol(app, f, MessageKind::Fence, g, from), &[]);
@@ -572,6 +574,7 @@ impl<P: Policy> Shard<P> {
             c.move_done();
         }
         if self.mig.incoming[f] == 0 {
+            self.refresh_chainable();
             let back = std::mem::take(&mut self.mig.held_back[f]);
             for (e, slot) in back {
                 self.readmit(e, slot);
@@ -604,17 +607,14 @@ impl<P: Policy> Shard<P> {
         }
     }
 
-    /// Every `forced_every` messages run (a test setting), move a random group of a random
-    /// movable function held here to a random other shard it may go to.
-    pub(super) fn force_moves(&mut self, ran: usize) {
-        if self.mig.forced_every == 0 {
+    /// Every `forced_every` messages run (a test setting; queued and chained ones alike), move
+    /// a random group of a random movable function held here to a random other shard it may
+    /// go to. `msgs_run` is the shard's count of messages run so far.
+    pub(super) fn force_moves(&mut self, msgs_run: u64) {
+        if self.mig.forced_every == 0 || msgs_run - self.mig.forced_mark < self.mig.forced_every {
             return;
         }
-        self.mig.since_forced += ran as u64;
-        if self.mig.since_forced < self.mig.forced_every {
-            return;
-        }
-        self.mig.since_forced = 0;
+        self.mig.forced_mark = msgs_run;
         let candidates: Vec<usize> = (0..self.mig.movable.len())
             .filter(|&f| self.mig.movable[f] && self.mig.outgoing[f].is_none() && self.mig.groups_held(f) > 0)
             .collect();

@@ -452,7 +452,7 @@ impl<P: Policy> Shard<P> {
         let ran = self.run_budget(TURN_BUDGET, now);
         self.sched.msgs_run += ran as u64;
         progress |= ran > 0;
-        self.force_moves(ran);
+        self.force_moves(self.sched.msgs_run);
         if std::mem::take(&mut self.slots.sink_ran) {
             self.slots.send_collected();
         }

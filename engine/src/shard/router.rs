@@ -125,13 +125,13 @@ impl<P: Policy> Emitter for Router<'_, P> {
                 _ => key_hash,
             };
             let mut h = self.child(edge, key, event_time);
-            if let (Partition::Forward, Some(c)) = (edge.partition, self.chain.as_mut()) {
+            let dest = self.dest(edge, &h);
+            if let (true, Some(c)) = (dest == self.out.me as usize, self.chain.as_mut()) {
                 h.from_shard = self.out.me;
                 if c.values(self.out, edge.target as usize, h, values) {
                     continue;
                 }
             }
-            let dest = self.dest(edge, &h);
             self.out.push_values(dest, h, values);
         }
     }
@@ -144,13 +144,13 @@ impl<P: Policy> Emitter for Router<'_, P> {
                 _ => key_hash,
             };
             let mut h = self.child(edge, key, event_time);
-            if let (Partition::Forward, Some(c)) = (edge.partition, self.chain.as_mut()) {
+            let dest = self.dest(edge, &h);
+            if let (true, Some(c)) = (dest == self.out.me as usize, self.chain.as_mut()) {
                 h.from_shard = self.out.me;
                 if c.bytes(self.out, edge.target as usize, h, archive) {
                     continue;
                 }
             }
-            let dest = self.dest(edge, &h);
             self.out.push_bytes(dest, h, archive);
         }
     }
