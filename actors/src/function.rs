@@ -158,6 +158,13 @@ thread_local! {
     static ANY_CAUGHT: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Whether a panic caught in user code on this thread waits for [`take_failure`]: one
+/// thread-local read, for loops that check after every message and take the failure outside.
+#[inline]
+pub fn any_failure() -> bool {
+    ANY_CAUGHT.with(Cell::get)
+}
+
 /// The message of a panic caught in user code on this thread since the last call, if any: the
 /// engine calls it after it called user code, and fails that code's app (not the shard).
 #[inline]

@@ -14,13 +14,6 @@ use crate::runqueue::QEntry;
 use dirigo_net::clock::now_ns;
 use dirigo_net::mailbox::Batch;
 
-/// Where a data record's payload is: in a held batch, or among the records chained now.
-#[derive(Clone, Copy)]
-enum At {
-    Held { slot: u32, off: u32, len: u32 },
-    Chained { off: u32, len: u32 },
-}
-
 /// A turn runs messages for at most about this long (ns) before the shard looks at its mail.
 const TURN_TIME_NS: u64 = 50_000;
 /// Messages between two looks at the clock within a turn.
@@ -206,7 +199,7 @@ impl<P: Policy> Shard<P> {
             return;
         }
         let sampled = e.arrival.is_multiple_of(COST_SAMPLE);
-        self.run_record(f, &e.header, At::Held { slot: e.slot, off: e.off, len: e.len }, sampled);
+        self.run_record(f, &e.header, (e.slot, e.off, e.len), sampled);
         self.finish_chain();
     }
 
@@ -225,63 +218,93 @@ impl<P: Policy> Shard<P> {
         self.sched.policy.chains() && self.snap.aligning == 0
     }
 
-    /// Run data record `h` of operator `f`, whose payload is `at`; time it if `sampled`.
+    /// Run data record `h` of operator `f`, whose payload is in held batch `slot`; time it if
+    /// `sampled`.
     #[inline(always)]
-    fn run_record(&mut self, f: usize, h: &Header, at: At, sampled: bool) {
+    fn run_record(&mut self, f: usize, h: &Header, (slot, off, len): (u32, u32, u32), sampled: bool) {
         let app = self.sched.cost.fn_app[f] as usize;
         self.tele.stats[app].service_ns += self.sched.cost.ns[f];
         self.touch(app);
-        self.rb.count(f, h.key_hash);
-        let fp = &self.plan.functions[f];
-        let t0 = if sampled || fp.is_sink { now_ns() } else { 0 };
         self.debug_assert_group_here(f, h.key_hash);
-        if fp.is_sink {
-            self.slots.sink_ran = true;
-            let slo = self.plan.apps[app].slo_ns;
-            self.tele.stats[app].record_output(t0.saturating_sub(h.ingress_ns), slo);
-        }
         let chain = self.chain_on();
-        self.sched.pre_apply(&self.plan.apps, h, t0);
-        let payload = match at {
-            At::Held { slot, off, len } => self.mail.held.batch(slot).payload(off, len),
-            At::Chained { off, len } => self.chain.cur.batch.payload(off, len),
-        };
-        let op = self.slots.ops[f].as_mut().expect("message for a function instance on this shard");
-        let chain = chain.then_some((&mut self.chain.next, &self.chain.chainable[..]));
-        let mut router = Router::chaining(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, *h, chain);
-        op.on_data(h, payload, &mut router);
-        self.sched.post_apply(&self.plan.apps, h, t0);
-        if sampled {
-            let dt = now_ns().saturating_sub(t0);
-            self.sched.cost.sample(f, dt);
-        }
+        let (mut parts, mail) = self.parts();
+        parts.run(f, app, h, mail.held.batch(slot).payload(off, len), chain, sampled);
     }
 
-    /// Run the records chained by what just ran, and what they chain, in order.
+    /// The parts running a record borrows, and the mail its payload may be in.
+    #[inline(always)]
+    fn parts(&mut self) -> (RecordParts<'_, P>, &super::mail::Mail) {
+        let parts = RecordParts {
+            plan: &self.plan,
+            tele: &mut self.tele,
+            rb: &mut self.rb,
+            slots: &mut self.slots,
+            sched: &mut self.sched,
+            out: &mut self.out,
+            placement: &self.placement,
+            chain_next: &mut self.chain.next,
+            chainable: &self.chain.chainable,
+        };
+        (parts, &self.mail)
+    }
+
+    /// Run the records chained by what just ran, and what they chain, in order. Consecutive
+    /// records of one function (a source poll's, what a message fired) run as one stretch: the
+    /// checks and figures that hold for all of them are made once.
     pub(super) fn run_chain(&mut self) {
         let me = self.id as usize;
         self.chain.running = true;
         while !self.chain.next.is_empty() {
             std::mem::swap(&mut self.chain.cur, &mut self.chain.next);
-            for i in 0..self.chain.cur.batch.entries.len() {
-                let e = self.chain.cur.batch.entries[i];
-                let f = e.header.function as usize;
-                if self.app_failed(self.sched.cost.fn_app[f] as usize) || self.torn_down(f) {
+            // Out of `self` while it runs: what runs chains into `next`, never into `cur`.
+            let batch = std::mem::take(&mut self.chain.cur.batch);
+            let mut rest = &batch.entries[..];
+            while let Some(first) = rest.first() {
+                let function = first.header.function;
+                let n = rest.iter().position(|e| e.header.function != function).unwrap_or(rest.len());
+                let (stretch, after) = rest.split_at(n);
+                rest = after;
+                let f = function as usize;
+                let app = self.sched.cost.fn_app[f] as usize;
+                if self.app_failed(app) || self.torn_down(f) {
                     continue;
                 }
-                if self.sched.runq.len_of(e.header.function) > 0 {
-                    self.catch_up(e.header.function);
+                if self.sched.runq.len_of(function) > 0 {
+                    self.catch_up(function);
                 }
-                self.tele.stats[self.sched.cost.fn_app[f] as usize].chained += 1;
-                // A message run, for the busy time per message (`Sched::msg_ns`); one in
-                // `COST_SAMPLE` is timed.
-                self.sched.msgs_run += 1;
-                let sampled = self.sched.msgs_run.is_multiple_of(COST_SAMPLE);
-                self.signals[me].begin_run(e.header.function, self.sched.now);
-                self.run_record(f, &e.header, At::Chained { off: e.off, len: e.len }, sampled);
-                self.check_user_code(f);
+                self.tele.stats[app].chained += n as u64;
+                self.tele.stats[app].service_ns += self.sched.cost.ns[f] * n as u64;
+                self.touch(app);
+                self.signals[me].begin_run(function, self.sched.now);
+                // Running records of `f` queues nothing for `f` (a record never goes back to its
+                // own function) and applies no barrier: what `catch_up` and `chain_on` found
+                // holds for the whole stretch.
+                let chain = self.chain_on();
+                #[cfg(debug_assertions)]
+                for e in stretch {
+                    self.debug_assert_group_here(f, e.header.key_hash);
+                }
+                let mut parts = self.parts().0;
+                let mut failed = false;
+                for e in stretch {
+                    debug_assert_eq!(parts.sched.runq.len_of(function), 0);
+                    // A message run, for the busy time per message (`Sched::msg_ns`); one in
+                    // `COST_SAMPLE` is timed.
+                    parts.sched.msgs_run += 1;
+                    let sampled = parts.sched.msgs_run.is_multiple_of(COST_SAMPLE);
+                    parts.run(f, app, &e.header, batch.payload(e.off, e.len), chain, sampled);
+                    if dirigo_actors::function::any_failure() {
+                        failed = true;
+                        break; // the rest of the stretch is dropped with the app
+                    }
+                }
+                if failed {
+                    self.check_user_code(f);
+                }
             }
-            self.chain.cur.batch.clear();
+            let mut batch = batch;
+            batch.clear();
+            self.chain.cur.batch = batch;
         }
         self.signals[me].end_run();
         self.chain.running = false;
@@ -397,5 +420,45 @@ impl<P: Policy> Shard<P> {
         let counted = std::mem::take(&mut self.hosting.counted[f as usize]);
         self.host(app, -(counted as i32));
         self.snapshot_instance_ended(f as usize);
+    }
+}
+
+/// What running a data record borrows of the shard, each part on its own: the payload may be
+/// in another (a held batch, or the chained records taken out of the shard while they run).
+struct RecordParts<'a, P: Policy> {
+    plan: &'a crate::plan::Plan,
+    tele: &'a mut super::telemetry::Telemetry,
+    rb: &'a mut super::rebalance::Rebalance,
+    slots: &'a mut super::slots::Slots,
+    sched: &'a mut super::sched::Sched<P>,
+    out: &'a mut super::outputs::Outputs,
+    placement: &'a crate::placement::PlacementTable,
+    chain_next: &'a mut super::chain::ChainBuf,
+    chainable: &'a [bool],
+}
+
+impl<P: Policy> RecordParts<'_, P> {
+    /// Run data record `h` of operator `f` (of app `app`) on `payload`, chaining what it emits
+    /// where it may run at once if `chain`; time it if `sampled`. Hot path.
+    #[inline(always)]
+    fn run(&mut self, f: usize, app: usize, h: &Header, payload: &[u8], chain: bool, sampled: bool) {
+        self.rb.count(f, h.key_hash);
+        let fp = &self.plan.functions[f];
+        let t0 = if sampled || fp.is_sink { now_ns() } else { 0 };
+        if fp.is_sink {
+            self.slots.sink_ran = true;
+            let slo = self.plan.apps[app].slo_ns;
+            self.tele.stats[app].record_output(t0.saturating_sub(h.ingress_ns), slo);
+        }
+        self.sched.pre_apply(&self.plan.apps, h, t0);
+        let op = self.slots.ops[f].as_mut().expect("message for a function instance on this shard");
+        let chain = chain.then_some((&mut *self.chain_next, self.chainable));
+        let mut router = Router::chaining(self.out, self.sched, self.placement, &fp.outputs, *h, chain);
+        op.on_data(h, payload, &mut router);
+        self.sched.post_apply(&self.plan.apps, h, t0);
+        if sampled {
+            let dt = now_ns().saturating_sub(t0);
+            self.sched.cost.sample(f, dt);
+        }
     }
 }
