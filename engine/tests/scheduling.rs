@@ -202,6 +202,18 @@ fn records_on_forward_edges_chain_under_built_in_policies_in_order() {
     }
 }
 
+/// On one shard every key is homed on the shard that reads it: the keyed hop chains too (the
+/// same checks of order hold above). Three forward hops per record chain at most (`a`, `b`,
+/// the sink), so more than 3 x 6,000 chained records means keyed ones did.
+#[test]
+fn records_on_a_keyed_edge_chain_where_their_key_is_homed() {
+    for name in ["fifo", "edf"] {
+        let (outs, chained) = forward_chain(Builtin::by_name(name).expect("policy"), 1);
+        assert_eq!(outs.len(), 6_000, "{name}: every record, once");
+        assert!(chained > 18_000, "{name}: {chained} of 24000 records chained, so none on the keyed edge");
+    }
+}
+
 #[test]
 fn a_user_policy_sees_every_message_in_the_run_queue_unless_it_allows_chaining() {
     let (outs, chained) = forward_chain(Tighten, 2);
