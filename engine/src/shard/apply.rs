@@ -228,7 +228,7 @@ impl<P: Policy> Shard<P> {
         self.debug_assert_group_here(f, h.key_hash);
         let chain = self.chain_on();
         let (mut parts, mail) = self.parts();
-        parts.run(f, app, h, mail.held.batch(slot).payload(off, len), chain, sampled);
+        parts.run(f, app, h, mail.held.batch(slot).payload(off, len), chain, sampled, false);
     }
 
     /// The parts running a record borrows, and the mail its payload may be in.
@@ -292,10 +292,19 @@ impl<P: Policy> Shard<P> {
                     // `COST_SAMPLE` is timed.
                     parts.sched.msgs_run += 1;
                     let sampled = parts.sched.msgs_run.is_multiple_of(COST_SAMPLE);
-                    parts.run(f, app, &e.header, batch.payload(e.off, e.len), chain, sampled);
+                    parts.run(f, app, &e.header, batch.payload(e.off, e.len), chain, sampled, true);
                     if dirigo_actors::function::any_failure() {
                         failed = true;
                         break; // the rest of the stretch is dropped with the app
+                    }
+                }
+                // A sink's outputs of the stretch are out when it ends: timed then, with one
+                // clock read (a stretch runs for microseconds; this errs towards more latency).
+                if !parts.tele.outputs_due.is_empty() {
+                    let (end, slo) = (now_ns(), self.plan.apps[app].slo_ns);
+                    let stats = &mut self.tele.stats[app];
+                    for ingress in self.tele.outputs_due.drain(..) {
+                        stats.record_output(end.saturating_sub(ingress), slo);
                     }
                 }
                 if failed {
@@ -439,16 +448,33 @@ struct RecordParts<'a, P: Policy> {
 
 impl<P: Policy> RecordParts<'_, P> {
     /// Run data record `h` of operator `f` (of app `app`) on `payload`, chaining what it emits
-    /// where it may run at once if `chain`; time it if `sampled`. Hot path.
+    /// where it may run at once if `chain`; time it if `sampled`. A sink's output is timed now,
+    /// or, if `output_later`, when the caller's stretch of records ends (`outputs_due`). Hot
+    /// path.
     #[inline(always)]
-    fn run(&mut self, f: usize, app: usize, h: &Header, payload: &[u8], chain: bool, sampled: bool) {
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &mut self,
+        f: usize,
+        app: usize,
+        h: &Header,
+        payload: &[u8],
+        chain: bool,
+        sampled: bool,
+        output_later: bool,
+    ) {
         self.rb.count(f, h.key_hash);
         let fp = &self.plan.functions[f];
-        let t0 = if sampled || fp.is_sink { now_ns() } else { 0 };
+        let timed_now = fp.is_sink && !output_later;
+        let t0 = if sampled || timed_now { now_ns() } else { 0 };
         if fp.is_sink {
             self.slots.sink_ran = true;
-            let slo = self.plan.apps[app].slo_ns;
-            self.tele.stats[app].record_output(t0.saturating_sub(h.ingress_ns), slo);
+            if output_later {
+                self.tele.outputs_due.push(h.ingress_ns);
+            } else {
+                let slo = self.plan.apps[app].slo_ns;
+                self.tele.stats[app].record_output(t0.saturating_sub(h.ingress_ns), slo);
+            }
         }
         self.sched.pre_apply(&self.plan.apps, h, t0);
         let op = self.slots.ops[f].as_mut().expect("message for a function instance on this shard");

@@ -32,6 +32,9 @@ pub(super) struct Telemetry {
     pub app_queued: Vec<u64>,
     /// Per app: the time its queued messages here take to run (ns), as published.
     pub app_queued_ns: Vec<u64>,
+    /// Scratch: ingress times of the outputs a stretch of chained sink records made, recorded
+    /// with the time the stretch ended (`Shard::run_chain`).
+    pub outputs_due: Vec<u64>,
 }
 
 impl Telemetry {
@@ -52,6 +55,7 @@ impl Telemetry {
             late_seen: vec![0; nf],
             app_queued: vec![0; na],
             app_queued_ns: vec![0; na],
+            outputs_due: Vec::new(),
         }
     }
 
