@@ -43,16 +43,83 @@ pub enum SinkTarget {
     /// Sent to a [`Collector`] (tests, embedding programs), in chunks: what the instance made
     /// in a turn of its shard goes in one send.
     Collect {
-        name: std::sync::Arc<str>,
-        tx: flume::Sender<Vec<Output>>,
-        chunk: Vec<Output>,
+        tx: flume::Sender<Chunk>,
+        chunk: Chunk,
     },
 }
 
 impl SinkTarget {
     /// A collecting target: outputs go to the [`Collector`] of `tx`, named `name`.
-    pub fn collect(name: &str, tx: flume::Sender<Vec<Output>>) -> SinkTarget {
-        SinkTarget::Collect { name: name.into(), tx, chunk: Vec::new() }
+    pub fn collect(name: &str, tx: flume::Sender<Chunk>) -> SinkTarget {
+        SinkTarget::Collect { tx, chunk: Chunk::new(name.into(), 0) }
+    }
+}
+
+/// What a collecting sink instance sends its [`Collector`] at once: the outputs it made in one
+/// turn of its shard (at most [`COLLECT_CHUNK`]), with the sink's name once and every payload
+/// in one buffer. The shard pays one channel operation and no allocation per output; the
+/// collector makes each [`Output`] as it is read.
+pub struct Chunk {
+    sink: std::sync::Arc<str>,
+    heads: Vec<ChunkHead>,
+    bytes: Vec<u8>,
+}
+
+/// An output of a chunk but its payload, which ends at `end` in the chunk's bytes (it starts
+/// where the one before ended).
+struct ChunkHead {
+    key_hash: u64,
+    event_time: u64,
+    ingress_ns: u64,
+    end: usize,
+}
+
+impl Chunk {
+    fn new(sink: std::sync::Arc<str>, outputs: usize) -> Chunk {
+        Chunk { sink, heads: Vec::with_capacity(outputs), bytes: Vec::with_capacity(outputs * 32) }
+    }
+
+    #[inline]
+    fn push(&mut self, h: &Header, payload: &[u8]) {
+        self.bytes.extend_from_slice(payload);
+        let head = ChunkHead {
+            key_hash: h.key_hash,
+            event_time: h.event_time,
+            ingress_ns: h.ingress_ns,
+            end: self.bytes.len(),
+        };
+        self.heads.push(head);
+    }
+
+    fn len(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// Send what it holds (if anything), keeping room for as many outputs in the next one.
+    fn send(&mut self, tx: &flume::Sender<Chunk>) {
+        if self.heads.is_empty() {
+            return;
+        }
+        let room = self.heads.len().next_power_of_two().min(COLLECT_CHUNK);
+        let full = std::mem::replace(self, Chunk::new(self.sink.clone(), room));
+        let _ = tx.send(full);
+    }
+
+    /// Its outputs, in the order they were made.
+    fn into_outputs(self) -> impl Iterator<Item = Output> {
+        let Chunk { sink, heads, bytes } = self;
+        let mut start = 0;
+        heads.into_iter().map(move |h| {
+            let archive = bytes[start..h.end].to_vec();
+            start = h.end;
+            Output {
+                sink: sink.clone(),
+                key_hash: h.key_hash,
+                event_time: h.event_time,
+                ingress_ns: h.ingress_ns,
+                archive,
+            }
+        })
     }
 }
 
@@ -69,13 +136,13 @@ const COLLECT_CHUNK: usize = 256;
 /// once, by whichever clone asks first).
 #[derive(Clone)]
 pub struct Collector {
-    rx: flume::Receiver<Vec<Output>>,
+    rx: flume::Receiver<Chunk>,
     ready: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Output>>>,
 }
 
 impl Collector {
     /// A collector and the sender its sinks share.
-    pub fn new() -> (flume::Sender<Vec<Output>>, Collector) {
+    pub fn new() -> (flume::Sender<Chunk>, Collector) {
         let (tx, rx) = flume::unbounded();
         (tx, Collector { rx, ready: Default::default() })
     }
@@ -104,14 +171,14 @@ impl Collector {
         self.next_with(|| self.rx.try_recv())
     }
 
-    fn next_with<E>(&self, chunk: impl FnOnce() -> Result<Vec<Output>, E>) -> Result<Output, E> {
+    fn next_with<E>(&self, chunk: impl FnOnce() -> Result<Chunk, E>) -> Result<Output, E> {
         let mut ready = self.ready();
         if let Some(o) = ready.pop_front() {
             return Ok(o);
         }
         drop(ready);
         // Chunks are never empty.
-        let mut outputs = chunk()?.into_iter();
+        let mut outputs = chunk()?.into_outputs();
         let first = outputs.next().expect("a collected chunk holds an output");
         self.ready().extend(outputs);
         Ok(first)
@@ -132,7 +199,7 @@ impl Collector {
         let mut ready = self.ready();
         let mut all: Vec<Output> = ready.drain(..).collect();
         for chunk in self.rx.drain() {
-            all.extend(chunk);
+            all.extend(chunk.into_outputs());
         }
         all.into_iter()
     }
@@ -141,7 +208,7 @@ impl Collector {
     pub fn len(&self) -> usize {
         let mut ready = self.ready();
         for chunk in self.rx.drain() {
-            ready.extend(chunk);
+            ready.extend(chunk.into_outputs());
         }
         ready.len()
     }
@@ -230,16 +297,10 @@ impl Sink {
             SinkTarget::Latency | SinkTarget::Null => {}
             SinkTarget::Tcp(t, records) => t.push(records.read(payload)),
             SinkTarget::Redis(r, records) => r.push(records.read(payload).get()),
-            SinkTarget::Collect { name, tx, chunk } => {
-                chunk.push(Output {
-                    sink: name.clone(),
-                    key_hash: h.key_hash,
-                    event_time: h.event_time,
-                    ingress_ns: h.ingress_ns,
-                    archive: payload.to_vec(),
-                });
+            SinkTarget::Collect { tx, chunk } => {
+                chunk.push(h, payload);
                 if chunk.len() >= COLLECT_CHUNK {
-                    let _ = tx.send(std::mem::replace(chunk, Vec::with_capacity(COLLECT_CHUNK)));
+                    chunk.send(tx);
                 }
             }
             SinkTarget::Stdout(records) | SinkTarget::File(_, records) | SinkTarget::PendingFile(_, records) => {
@@ -260,10 +321,8 @@ impl Sink {
     /// their buffers for `flush`.
     #[inline]
     pub fn send_collected(&mut self) {
-        if let SinkTarget::Collect { tx, chunk, .. } = &mut self.target {
-            if !chunk.is_empty() {
-                let _ = tx.send(std::mem::take(chunk));
-            }
+        if let SinkTarget::Collect { tx, chunk } = &mut self.target {
+            chunk.send(tx);
         }
     }
 
@@ -355,8 +414,13 @@ mod tests {
         for i in first..first + n {
             let mut h = Header::data(0, 0, i);
             h.event_time = i;
-            sink.on_data(&h, &i.to_le_bytes());
+            sink.on_data(&h, &payload(i));
         }
+    }
+
+    /// Payloads of 1 to 8 bytes: a chunk holds them back to back.
+    fn payload(i: u64) -> Vec<u8> {
+        i.to_le_bytes()[..1 + i as usize % 8].to_vec()
     }
 
     #[test]
@@ -375,10 +439,12 @@ mod tests {
         assert_eq!(rx.len(), COLLECT_CHUNK + 3 - 1 + 2);
         let clone = rx.clone(); // clones read the same outputs, each once
         assert_eq!(clone.recv().map(|o| o.event_time), Ok(1));
-        let rest: Vec<(String, u64)> = rx.try_iter().map(|o| (o.sink.to_string(), o.event_time)).collect();
-        let want: Vec<(String, u64)> = (2..COLLECT_CHUNK as u64 + 3)
+        let rest: Vec<(String, u64, Vec<u8>)> =
+            rx.try_iter().map(|o| (o.sink.to_string(), o.event_time, o.archive)).collect();
+        let want: Vec<(String, u64, Vec<u8>)> = (2..COLLECT_CHUNK as u64 + 3)
             .map(|i| ("a".to_owned(), i))
             .chain([("b".to_owned(), 1000), ("b".to_owned(), 1001)])
+            .map(|(sink, i)| (sink, i, payload(i)))
             .collect();
         assert_eq!(rest, want);
         assert!(rx.is_empty());
