@@ -101,7 +101,15 @@ fn read_input<T: Input>(payload: &[u8]) -> &T::Archived {
 pub struct Cx<'a> {
     msg: Header,
     out: &'a mut dyn Emitter,
-    scratch: &'a mut AlignedVec,
+    scratch: &'a mut Scratch,
+}
+
+/// What a function's emits reuse: the buffer a value is archived into, and rkyv's scratch arena
+/// (kept here, not looked up per emit in a thread-local).
+#[derive(Default)]
+struct Scratch {
+    buf: AlignedVec,
+    arena: rkyv::ser::allocator::Arena,
 }
 
 impl Cx<'_> {
@@ -129,11 +137,13 @@ impl Cx<'_> {
     /// Emit `value` downstream, partitioned by `key_hash`. It inherits the deadline of the
     /// message being applied.
     pub fn emit<T: Message>(&mut self, key_hash: u64, event_time: u64, value: &T) {
-        let buf = std::mem::take(self.scratch);
-        let mut buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, buf).expect("value archives");
+        let buf = std::mem::take(&mut self.scratch.buf);
+        let arena = self.scratch.arena.acquire();
+        let mut buf =
+            rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(value, buf, arena).expect("value archives");
         self.out.forward(key_hash, event_time, &buf);
         buf.clear();
-        *self.scratch = buf;
+        self.scratch.buf = buf;
     }
 }
 
@@ -203,7 +213,7 @@ fn guarded<T>(failed: &Cell<bool>, fallback: impl FnOnce() -> T, code: impl FnOn
 /// A [`Function`] with its types erased: what the engine stores (see [`erase_function`]).
 struct Erased<F> {
     f: F,
-    scratch: AlignedVec,
+    scratch: Scratch,
     /// It panicked: it runs no more.
     failed: Cell<bool>,
 }
@@ -309,7 +319,7 @@ struct ErasedActorImpl<A: Actor> {
     make: Arc<dyn Fn() -> A + Send + Sync>,
     actor: A,
     state: A::State,
-    scratch: AlignedVec,
+    scratch: Scratch,
     /// It panicked: it runs no more.
     failed: Cell<bool>,
 }
@@ -324,7 +334,7 @@ where
             make: self.make.clone(),
             actor,
             state: self.state.partition(),
-            scratch: AlignedVec::new(),
+            scratch: Scratch::default(),
             failed: Cell::new(self.failed.get()),
         })
     }
@@ -516,7 +526,7 @@ pub trait ErasedActor {
 /// Erase a function's types for the engine, which calls it once per message through the returned
 /// box.
 pub fn erase_function<F: Function>(f: F) -> Box<dyn ErasedFunction> {
-    Box::new(Erased { f, scratch: AlignedVec::new(), failed: Cell::new(false) })
+    Box::new(Erased { f, scratch: Scratch::default(), failed: Cell::new(false) })
 }
 
 /// Erase an actor's types for the engine; `make` builds a fresh actor (the lessor's, then one per
@@ -525,7 +535,7 @@ pub fn erase_actor<A: Actor>(make: Arc<dyn Fn() -> A + Send + Sync>) -> Box<dyn 
 where
     rkyv::Archived<A::State>: rkyv::Deserialize<A::State, rkyv::api::high::HighDeserializer<rancor::Error>>,
 {
-    let (state, scratch, failed) = (A::State::default(), AlignedVec::new(), Cell::new(false));
+    let (state, scratch, failed) = (A::State::default(), Scratch::default(), Cell::new(false));
     Box::new(ErasedActorImpl { actor: make(), make, state, scratch, failed })
 }
 

@@ -153,6 +153,8 @@ struct IterSource<I> {
     /// Events per second (0: as fast as the engine takes them), and how many were produced.
     rate: u64,
     produced: u64,
+    /// rkyv's scratch arena for archiving events, reused.
+    arena: rkyv::ser::allocator::Arena,
 }
 
 impl<T: Message, I: Iterator<Item = (u64, u64, T)>> CustomSource for IterSource<I> {
@@ -164,7 +166,8 @@ impl<T: Message, I: Iterator<Item = (u64, u64, T)>> CustomSource for IterSource<
         let (key, time, value) = self.iter.next()?;
         self.produced += 1;
         let taken = std::mem::take(buf);
-        *buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&value, taken).expect("value archives");
+        *buf = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(&value, taken, self.arena.acquire())
+            .expect("value archives");
         Some((key, time))
     }
 }
@@ -174,6 +177,8 @@ struct ScheduledSource<T, I> {
     iter: I,
     /// The next event, read ahead so its due time is known before it is produced.
     ahead: Option<(u64, u64, u64, T)>,
+    /// rkyv's scratch arena for archiving events, reused.
+    arena: rkyv::ser::allocator::Arena,
 }
 
 impl<T: Message, I: Iterator<Item = (u64, u64, u64, T)>> CustomSource for ScheduledSource<T, I> {
@@ -184,7 +189,8 @@ impl<T: Message, I: Iterator<Item = (u64, u64, u64, T)>> CustomSource for Schedu
     fn next(&mut self, buf: &mut AlignedVec) -> Option<(u64, u64)> {
         let (_, key, time, value) = std::mem::replace(&mut self.ahead, self.iter.next())?;
         let taken = std::mem::take(buf);
-        *buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&value, taken).expect("value archives");
+        *buf = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(&value, taken, self.arena.acquire())
+            .expect("value archives");
         Some((key, time))
     }
 }
@@ -254,7 +260,7 @@ impl AppBuilder<'_> {
         self.add_source(name, parallelism, move |cx, logical| {
             let make = make.clone();
             let iter = (cx.instance..logical).step_by(cx.parallelism as usize).flat_map(move |i| make(i));
-            SourceInstance::Custom(Box::new(IterSource { iter, rate, produced: 0 }))
+            SourceInstance::Custom(Box::new(IterSource { iter, rate, produced: 0, arena: Default::default() }))
         })
     }
 
@@ -278,7 +284,7 @@ impl AppBuilder<'_> {
             let heads = instances.iter_mut().map(Iterator::next).collect();
             let mut iter = MergeByDue { instances, heads };
             let ahead = iter.next();
-            SourceInstance::Custom(Box::new(ScheduledSource { iter, ahead }))
+            SourceInstance::Custom(Box::new(ScheduledSource { iter, ahead, arena: Default::default() }))
         })
     }
 
