@@ -228,7 +228,28 @@ impl<P: Policy> Shard<P> {
         self.debug_assert_group_here(f, h.key_hash);
         let chain = self.chain_on();
         let (mut parts, mail) = self.parts();
-        parts.run(f, app, h, mail.held.batch(slot).payload(off, len), chain, sampled, false);
+        parts.run(f, h, mail.held.batch(slot).payload(off, len), chain, sampled);
+        self.time_outputs(app);
+    }
+
+    /// Time the outputs the sink records just run made (`outputs_due`), with one clock read: a
+    /// sink's outputs are out when its run (one record, or a stretch of chained ones) ends,
+    /// which errs towards more latency by at most that run's microseconds.
+    #[inline]
+    fn time_outputs(&mut self, app: usize) {
+        if !self.tele.outputs_due.is_empty() {
+            self.record_outputs(app);
+        }
+    }
+
+    /// `time_outputs`' work, out of line: most records run are not a sink's.
+    #[inline(never)]
+    fn record_outputs(&mut self, app: usize) {
+        let (end, slo) = (now_ns(), self.plan.apps[app].slo_ns);
+        let stats = &mut self.tele.stats[app];
+        for ingress in self.tele.outputs_due.drain(..) {
+            stats.record_output(end.saturating_sub(ingress), slo);
+        }
     }
 
     /// The parts running a record borrows, and the mail its payload may be in.
@@ -292,21 +313,13 @@ impl<P: Policy> Shard<P> {
                     // `COST_SAMPLE` is timed.
                     parts.sched.msgs_run += 1;
                     let sampled = parts.sched.msgs_run.is_multiple_of(COST_SAMPLE);
-                    parts.run(f, app, &e.header, batch.payload(e.off, e.len), chain, sampled, true);
+                    parts.run(f, &e.header, batch.payload(e.off, e.len), chain, sampled);
                     if dirigo_actors::function::any_failure() {
                         failed = true;
                         break; // the rest of the stretch is dropped with the app
                     }
                 }
-                // A sink's outputs of the stretch are out when it ends: timed then, with one
-                // clock read (a stretch runs for microseconds; this errs towards more latency).
-                if !parts.tele.outputs_due.is_empty() {
-                    let (end, slo) = (now_ns(), self.plan.apps[app].slo_ns);
-                    let stats = &mut self.tele.stats[app];
-                    for ingress in self.tele.outputs_due.drain(..) {
-                        stats.record_output(end.saturating_sub(ingress), slo);
-                    }
-                }
+                self.time_outputs(app);
                 if failed {
                     self.check_user_code(f);
                 }
@@ -447,34 +460,17 @@ struct RecordParts<'a, P: Policy> {
 }
 
 impl<P: Policy> RecordParts<'_, P> {
-    /// Run data record `h` of operator `f` (of app `app`) on `payload`, chaining what it emits
-    /// where it may run at once if `chain`; time it if `sampled`. A sink's output is timed now,
-    /// or, if `output_later`, when the caller's stretch of records ends (`outputs_due`). Hot
-    /// path.
+    /// Run data record `h` of operator `f` on `payload`, chaining what it emits where it may
+    /// run at once if `chain`; time it if `sampled`. A sink's output waits in `outputs_due` for
+    /// the caller to time it (`Shard::time_outputs`). Hot path.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        &mut self,
-        f: usize,
-        app: usize,
-        h: &Header,
-        payload: &[u8],
-        chain: bool,
-        sampled: bool,
-        output_later: bool,
-    ) {
+    fn run(&mut self, f: usize, h: &Header, payload: &[u8], chain: bool, sampled: bool) {
         self.rb.count(f, h.key_hash);
         let fp = &self.plan.functions[f];
-        let timed_now = fp.is_sink && !output_later;
-        let t0 = if sampled || timed_now { now_ns() } else { 0 };
+        let t0 = if sampled { now_ns() } else { 0 };
         if fp.is_sink {
             self.slots.sink_ran = true;
-            if output_later {
-                self.tele.outputs_due.push(h.ingress_ns);
-            } else {
-                let slo = self.plan.apps[app].slo_ns;
-                self.tele.stats[app].record_output(t0.saturating_sub(h.ingress_ns), slo);
-            }
+            self.tele.outputs_due.push(h.ingress_ns);
         }
         self.sched.pre_apply(&self.plan.apps, h, t0);
         let op = self.slots.ops[f].as_mut().expect("message for a function instance on this shard");

@@ -32,8 +32,8 @@ pub(super) struct Telemetry {
     pub app_queued: Vec<u64>,
     /// Per app: the time its queued messages here take to run (ns), as published.
     pub app_queued_ns: Vec<u64>,
-    /// Scratch: ingress times of the outputs a stretch of chained sink records made, recorded
-    /// with the time the stretch ended (`Shard::run_chain`).
+    /// Scratch: ingress times of the outputs the sink records just run made, recorded with the
+    /// time their run ended (`Shard::time_outputs`).
     pub outputs_due: Vec<u64>,
 }
 
