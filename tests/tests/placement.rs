@@ -135,12 +135,15 @@ fn an_unknown_app_key_and_a_zero_capacity_are_config_errors() {
 /// and another engine's shards must not be running then.
 static ENGINE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// CPU time of each of this process's shard threads (`dirigo-shard-<i>-...`), by shard, in ns.
-fn shard_cpu_ns(shards: usize) -> BTreeMap<usize, u64> {
+/// CPU time of each of this process's shard threads (`dirigo-shard-<i>-...`), by shard and
+/// thread id, in ns. By thread: a thread of a shard's name that ends between two samples must not
+/// make the shard's total go down.
+fn shard_cpu_ns(shards: usize) -> BTreeMap<(usize, u64), u64> {
     let mut out = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
     for task in tasks.flatten() {
         let path = task.path();
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u64>().ok()) else { continue };
         let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
         let Some(shard) = (0..shards).find(|i| comm.trim_end().starts_with(&format!("dirigo-shard-{i}-"))) else {
             continue;
@@ -150,7 +153,7 @@ fn shard_cpu_ns(shards: usize) -> BTreeMap<usize, u64> {
             .ok()
             .and_then(|s| s.split_whitespace().next().and_then(|t| t.parse::<u64>().ok()));
         if let Some(ns) = on_cpu {
-            *out.entry(shard).or_default() += ns;
+            out.insert((shard, tid), ns);
         }
     }
     out
@@ -189,7 +192,7 @@ fn a_shard_that_hosts_nothing_parks_while_the_others_work() -> Result<()> {
             Ok(result) => break result.map_err(|e| anyhow!("{e}"))?,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let sample = shard_cpu_ns(4);
-                if sample.len() == 4 {
+                if sample.keys().map(|&(shard, _)| shard).collect::<std::collections::BTreeSet<_>>().len() == 4 {
                     let at = started.elapsed();
                     let (from, _) = first.get_or_insert((at, sample.clone()));
                     window = at - *from;
@@ -201,7 +204,11 @@ fn a_shard_that_hosts_nothing_parks_while_the_others_work() -> Result<()> {
     };
     let (_, first) = first.context("the four shard threads were seen")?;
     ensure!(window > Duration::from_millis(500), "sampled over {window:?} only");
-    let used: BTreeMap<usize, u64> = last.iter().map(|(s, ns)| (*s, ns - first[s])).collect();
+    // Per shard, what its threads used since the first sample (a thread born since, all of it).
+    let mut used: BTreeMap<usize, u64> = (0..4).map(|s| (s, 0)).collect();
+    for (key, ns) in &last {
+        *used.get_mut(&key.0).expect("a shard of four") += ns - first.get(key).copied().unwrap_or(0);
+    }
     eprintln!("shard CPU over {window:?}: {used:?}");
     for shard in 1..4 {
         let share = used[&shard] as f64 / window.as_nanos() as f64;
