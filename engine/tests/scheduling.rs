@@ -214,6 +214,67 @@ fn records_on_a_keyed_edge_chain_where_their_key_is_homed() {
     }
 }
 
+/// Passes `(key, event time, watermark when the record arrived, watermarks seen)` on.
+#[derive(Default)]
+struct WatermarkSeen {
+    watermark: u64,
+    seen: u64,
+}
+
+impl Function for WatermarkSeen {
+    type In = (u64, u64, u64);
+    fn on_message(&mut self, cx: &mut Cx<'_>, m: &rkyv::Archived<(u64, u64, u64)>) {
+        cx.emit(cx.key_hash(), cx.event_time(), &(m.0.to_native(), cx.event_time(), self.watermark, self.seen));
+    }
+    fn on_watermark(&mut self, _cx: &mut Cx<'_>, watermark: u64) {
+        self.watermark = watermark;
+        self.seen += 1;
+    }
+}
+
+/// A watermark for an instance on its sender's shard chains in its place among the records: on
+/// one shard, with a watermark after every event, every record still chains (three hops: the
+/// keyed count, `w`, the sink), and every record reaches `w` after the watermarks before it and
+/// before those after it (its event time is at least the watermark `w` had when it arrived,
+/// and the watermarks seen rise with it).
+#[test]
+fn watermarks_chain_in_their_place_so_the_records_behind_them_chain_too() {
+    const EVENTS: u64 = 3_000;
+    for name in ["fifo", "edf", "laxity"] {
+        let mut engine = EngineBuilder::new().shards(1).settings(|s| s.shard.rebalance = false);
+        let mut app = engine.app("watermarks", Duration::from_millis(5));
+        app.watermarks(1, 0);
+        // Event time = the event's number, rising: watermark `i` follows event `i`.
+        let src = app.source("in", 1, |_| (0..EVENTS).map(|i| (key_u64(i % 13), i, (i % 13, i))));
+        let counts = app.function("count", src, Route::ByKey, Count::default);
+        let w = app.function("w", counts, Route::Forward, WatermarkSeen::default);
+        let out = app.collect("out", w);
+        let summary = engine.run_with(Builtin::by_name(name).expect("policy"), |_| {}).expect("engine runs");
+        let mut outs: Vec<(u64, u64, u64)> = out
+            .drain()
+            .map(|o| {
+                // SAFETY: `WatermarkSeen` emits archived `(u64, u64, u64, u64)`.
+                let v = unsafe { rkyv::access_unchecked::<rkyv::Archived<(u64, u64, u64, u64)>>(&o.archive) };
+                (v.1.to_native(), v.2.to_native(), v.3.to_native())
+            })
+            .collect();
+        assert_eq!(outs.len() as u64, EVENTS, "{name}: every record, once");
+        outs.sort_unstable();
+        for (i, &(t, wm, seen)) in outs.iter().enumerate() {
+            assert_eq!(t, i as u64, "{name}: event times");
+            // Watermark i - 1, made after event i - 1, came before event i and no later one did
+            // (event 0 makes none: a watermark of 0 does not advance).
+            assert_eq!(
+                (wm, seen),
+                (t.saturating_sub(1), t.saturating_sub(1)),
+                "{name}: event {t} met the wrong watermark"
+            );
+        }
+        let chained = summary.apps[0].chained;
+        assert_eq!(chained, 3 * EVENTS, "{name}: {chained} of {} records chained", 3 * EVENTS);
+    }
+}
+
 #[test]
 fn a_user_policy_sees_every_message_in_the_run_queue_unless_it_allows_chaining() {
     let (outs, chained) = forward_chain(Tighten, 2);

@@ -6,8 +6,8 @@ use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::ids::{FunctionId, ShardId};
 
 use super::dual_mode::TOKEN;
-use super::router::broadcast;
 use super::router::Router;
+use super::router::{broadcast, broadcast_watermark};
 use super::{Shard, COST_SAMPLE};
 use crate::policy::Policy;
 use crate::runqueue::QEntry;
@@ -282,11 +282,25 @@ impl<P: Policy> Shard<P> {
             let mut rest = &batch.entries[..];
             while let Some(first) = rest.first() {
                 let function = first.header.function;
-                let n = rest.iter().position(|e| e.header.function != function).unwrap_or(rest.len());
-                let (stretch, after) = rest.split_at(n);
-                rest = after;
                 let f = function as usize;
                 let app = self.sched.cost.fn_app[f] as usize;
+                if first.header.kind == MessageKind::Watermark {
+                    // A chained watermark runs alone, in its place (`broadcast_watermark`).
+                    rest = &rest[1..];
+                    if !self.app_failed(app) && !self.torn_down(f) {
+                        if self.sched.runq.len_of(function) > 0 {
+                            self.catch_up(function);
+                        }
+                        self.apply_watermark(&first.header);
+                    }
+                    continue;
+                }
+                let n = rest
+                    .iter()
+                    .position(|e| e.header.function != function || e.header.kind != MessageKind::Data)
+                    .unwrap_or(rest.len());
+                let (stretch, after) = rest.split_at(n);
+                rest = after;
                 if self.app_failed(app) || self.torn_down(f) {
                     continue;
                 }
@@ -400,8 +414,10 @@ impl<P: Policy> Shard<P> {
         let op = self.slots.ops[f].as_mut().expect("instance");
         let mut router = Router::chaining(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, *h, chain);
         op.on_watermark(wm, &mut router);
-        // What the watermark fired is chained ahead of the watermark itself, staged here.
-        broadcast(&mut self.out, &self.plan, &self.placement, &fp.outputs, *h, MessageKind::Watermark, wm);
+        // What the watermark fired is chained ahead of the watermark itself, chained or staged
+        // here.
+        let chain = self.chain_on().then_some((&mut self.chain.next, &self.chain.chainable[..], &self.sched.runq));
+        broadcast_watermark(&mut self.out, &self.plan, &self.placement, &fp.outputs, *h, wm, chain);
         self.finish_chain();
     }
 

@@ -13,6 +13,10 @@
 //! source event) that made them, generation by generation: `next` becomes `cur`, and what those
 //! records chain goes into the fresh `next`. Records of one function run in the order they were
 //! made. Nothing here allocates in steady state.
+//!
+//! A watermark for an instance here chains under the same conditions (`broadcast_watermark`)
+//! and runs in its place among the records, alone: staged here, it would make its function's
+//! later records take the queue until it had run (`pending_here`).
 
 use dirigo_actors::envelope::Header;
 use dirigo_actors::record::{archive_values_with, Value};
@@ -88,6 +92,17 @@ impl ChainTo<'_> {
         let ok = self.may_run(out, f);
         if ok {
             self.buf.push_bytes(h, archive);
+        }
+        ok
+    }
+
+    /// Chain watermark `h` for function `f`, if a record for it could chain now; false: stage
+    /// it. Run in its place among the chained records (`Shard::run_chain`).
+    #[inline]
+    pub fn watermark(&mut self, out: &Outputs, f: usize, h: Header) -> bool {
+        let ok = self.may_run(out, f);
+        if ok {
+            self.buf.push_bytes(h, &[]);
         }
         ok
     }

@@ -8,6 +8,7 @@ use dirigo_actors::record::Value;
 use crate::placement::PlacementTable;
 use crate::plan::{Edge, Partition, Plan};
 use crate::policy::{Placement, Policy, RouteCx};
+use crate::runqueue::RunQueue;
 use crate::shard::chain::{ChainBuf, ChainTo};
 use crate::shard::outputs::Outputs;
 use crate::shard::sched::Sched;
@@ -180,6 +181,55 @@ pub fn broadcast(
             _ => {
                 for &s in &plan.functions[edge.target as usize].shards {
                     if kind == MessageKind::Watermark && !placement.hosts(edge.target, s) {
+                        out.push_lazy(s as usize, h);
+                    } else {
+                        out.push_bytes(s as usize, h, &[]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Send a watermark along `edges` as [`broadcast`] does, except that the one for an instance on
+/// this shard is chained (`shard::chain`) when a record for it could be: it then runs in order
+/// with the records chained before and after it, which keep chaining. Staged here instead, it
+/// would send every later record of its function through the queue until it had run.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn broadcast_watermark(
+    out: &mut Outputs,
+    plan: &Plan,
+    placement: &PlacementTable,
+    edges: &[Edge],
+    parent: Header,
+    watermark: u64,
+    chain: Option<(&mut ChainBuf, &[bool], &RunQueue)>,
+) {
+    let Some((buf, chainable, runq)) = chain else {
+        return broadcast(out, plan, placement, edges, parent, MessageKind::Watermark, watermark);
+    };
+    let me = out.me;
+    let mut c = ChainTo { buf, chainable, runq };
+    for edge in edges {
+        let mut h = parent;
+        h.function = edge.target;
+        h.port = edge.port;
+        h.kind = MessageKind::Watermark;
+        h.event_time = watermark;
+        h.key_hash = 0;
+        let mut here = |out: &mut Outputs, mut h: Header| {
+            h.from_shard = me;
+            if !c.watermark(out, edge.target as usize, h) {
+                out.push_bytes(me as usize, h, &[]);
+            }
+        };
+        match edge.partition {
+            Partition::Forward => here(out, h),
+            _ => {
+                for &s in &plan.functions[edge.target as usize].shards {
+                    if s == me {
+                        here(out, h);
+                    } else if !placement.hosts(edge.target, s) {
                         out.push_lazy(s as usize, h);
                     } else {
                         out.push_bytes(s as usize, h, &[]);

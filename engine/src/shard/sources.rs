@@ -10,8 +10,8 @@ use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::Value;
 use rkyv::util::AlignedVec;
 
-use super::router::broadcast;
 use super::router::Router;
+use super::router::{broadcast, broadcast_watermark};
 use super::{Shard, TURN_BUDGET};
 use dirigo_net::clock::now_ns;
 use dirigo_net::ingress::{IoWakeup, Produced};
@@ -267,7 +267,8 @@ impl<P: Policy> Shard<P> {
         let wm = run.max_event_time.saturating_sub(delay);
         if wm > run.last_watermark {
             run.last_watermark = wm;
-            broadcast(&mut self.out, &self.plan, &self.placement, &sp.outputs, h, MessageKind::Watermark, wm);
+            let chain = self.chain_on().then_some((&mut self.chain.next, &self.chain.chainable[..], &self.sched.runq));
+            broadcast_watermark(&mut self.out, &self.plan, &self.placement, &sp.outputs, h, wm, chain);
         }
     }
 
