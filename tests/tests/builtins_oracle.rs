@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 
 use anyhow::{ensure, Result};
 use common::{
-    aggregate, assert_keyed_eq, b, by_key, f, for_each_setup, generated, i, parse, s, u, window_starts, Keyed, Out,
+    aggregate, assert_keyed_eq, b, by_key, f, for_each_setup, generated, i, parse, run_placed, s, u, window_starts,
+    Apps, Keyed, Out,
 };
 use dirigo_actors::record::Value;
+use dirigo_engine::policy::{Builtin, Policy};
 
 /// Input fields: `k` is the generator's key, `ts` its event time (1000 events per ms); the rest
 /// are random: `a` in [0, 1000), `b` in [-1000, 1000), `x` in [0, 1), `s` in `s0`..`s99`.
@@ -265,6 +267,46 @@ fn tumbling_windows_match_reference() -> Result<()> {
 fn tumbling_windows_as_dual_mode_actors_match_reference() -> Result<()> {
     let specs = [("count_k", "count", None, "k"), ("sum_a", "sum", Some("a"), "k"), ("max_x", "max", Some("x"), "k")];
     check_windows_with(r#"{ type = "tumbling", size = "1ms" }"#, 1, 1, &specs, "max_lessees = 1")
+}
+
+/// On one shard a window's records chain from the source (`shard::chain`) under the policies
+/// that never lease (fifo, fair), whenever its machine is idle; under those that may (edf,
+/// laxity), none does.
+/// Either way the windows equal the reference (the same checks as above, on one setup each).
+#[test]
+fn window_records_chain_to_an_idle_window_under_policies_that_never_lease() -> Result<()> {
+    let specs = [("sum_a", "sum", Some("a"), "k"), ("max_x", "max", Some("x"), "k")];
+    let body: String = specs
+        .iter()
+        .map(|(name, op, field, key)| {
+            let field = field.map_or(String::new(), |f| format!(", field = \"{f}\""));
+            let keys = format!(
+                "input = \"in\"\nkey = \"{key}\"\nwindow = {{ type = \"tumbling\", size = \"1ms\" }}\n\
+                 aggregate = {{ op = \"{op}\"{field} }}\nmax_lessees = 1"
+            );
+            function(name, "window", &keys)
+        })
+        .collect();
+    let config = parse(&app("windows", WINDOW_EVENTS, &body))?;
+    let events = generated(&config, "in")?;
+    let position = |n: &str| ["k", "a", "b", "x", "flag", "s", "ts"].iter().position(|f| *f == n).expect("a field");
+    let window_records = (specs.len() * WINDOW_EVENTS) as u64;
+    for policy in ["fifo", "edf", "fair", "laxity"] {
+        let run = run_placed(&config, 1, Builtin::by_name(policy).expect("policy"), Apps::Spread)?;
+        for (name, op, field, key) in specs {
+            let want = windows(&events, 1, 1, op, field.map(position), position(key));
+            assert_keyed_eq(&format!("{policy}: {name}"), &run.keyed(&format!("{name}_out")), &want)?;
+        }
+        // Records reach a window through its machine instead while a watermark it has not run
+        // yet (one every 250 events) is staged or queued for it: most still chain.
+        let chained = run.summary.apps[0].chained;
+        if Builtin::by_name(policy).expect("policy").may_lease() {
+            ensure!(chained == 0, "{policy}: {chained} records chained to windows that may lease");
+        } else {
+            ensure!(chained > window_records / 2, "{policy}: {chained} of {window_records} window records chained");
+        }
+    }
+    Ok(())
 }
 
 #[test]

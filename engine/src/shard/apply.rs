@@ -307,6 +307,10 @@ impl<P: Policy> Shard<P> {
                 if self.sched.runq.len_of(function) > 0 {
                     self.catch_up(function);
                 }
+                if self.slots.actors[f].is_some() {
+                    self.run_chained_window(f, stretch, &batch);
+                    continue;
+                }
                 self.tele.stats[app].chained += n as u64;
                 self.tele.stats[app].service_ns += self.sched.cost.ns[f] * n as u64;
                 self.touch(app);
@@ -363,9 +367,13 @@ impl<P: Policy> Shard<P> {
     /// function starts and stops holding back.
     pub(super) fn refresh_chainable(&mut self) {
         let slots = &self.slots;
-        let chainable = (0..slots.ops.len())
-            .map(|f| slots.ops[f].is_some() && slots.actors[f].is_none() && !self.mig.holds_back(f));
-        self.chain.chainable = chainable.collect();
+        let plain_windows = !self.sched.policy.may_lease();
+        let operator = |f: usize| slots.ops[f].is_some() && slots.actors[f].is_none() && !self.mig.holds_back(f);
+        let window = |f: usize| {
+            plain_windows && slots.actors[f].as_deref().is_some_and(|a| a.is_window()) && !self.mig.holds_back(f)
+        };
+        self.chain.chainable = (0..slots.ops.len()).map(|f| operator(f) || window(f)).collect();
+        self.chain.wm_chainable = (0..slots.ops.len()).map(operator).collect();
     }
 
     /// Debug builds: a data message of keyed function `f` runs only where its key group is.
@@ -416,7 +424,7 @@ impl<P: Policy> Shard<P> {
         op.on_watermark(wm, &mut router);
         // What the watermark fired is chained ahead of the watermark itself, chained or staged
         // here.
-        let chain = self.chain_on().then_some((&mut self.chain.next, &self.chain.chainable[..], &self.sched.runq));
+        let chain = self.chain_on().then_some((&mut self.chain.next, &self.chain.wm_chainable[..], &self.sched.runq));
         broadcast_watermark(&mut self.out, &self.plan, &self.placement, &fp.outputs, *h, wm, chain);
         self.finish_chain();
     }

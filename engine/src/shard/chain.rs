@@ -17,6 +17,12 @@
 //! A watermark for an instance here chains under the same conditions (`broadcast_watermark`)
 //! and runs in its place among the records, alone: staged here, it would make its function's
 //! later records take the queue until it had run (`pending_here`).
+//!
+//! A built-in window is a dual-mode actor. Under a policy that never leases, its records chain
+//! too: each runs as its machine's plain path would run it (`Shard::run_chained_window`) while
+//! the machine is idle when the record's turn comes; from the first record that finds it busy,
+//! the rest reach the machine in order, as mail would. Its watermarks never chain: they go
+//! through its machine.
 
 use dirigo_actors::envelope::Header;
 use dirigo_actors::record::{archive_values_with, Value};
@@ -30,9 +36,13 @@ use super::outputs::Outputs;
 /// Records chained, and the buffers they are made in.
 #[derive(Default)]
 pub(super) struct Chain {
-    /// Per function (global id): an operator instance here records may chain to (not a
-    /// dual-mode actor, not holding its messages back for a key group on its way here).
+    /// Per function (global id): an instance here records may chain to: an operator instance,
+    /// or a built-in window (a dual-mode actor) when the policy never leases (its records run
+    /// as its machine's plain path runs them, `Shard::run_chained_window`); not a function
+    /// holding its messages back for a key group on its way here.
     pub chainable: Vec<bool>,
+    /// The same for watermarks: operator instances only (an actor's go through its machine).
+    pub wm_chainable: Vec<bool>,
     /// Records made by what runs now.
     pub next: ChainBuf,
     /// Records running now.

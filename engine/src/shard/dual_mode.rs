@@ -31,7 +31,7 @@ use crate::policy::{LesseeCx, OfferCx, Placement, Policy, RouteCx};
 use crate::runqueue::QEntry;
 use dirigo_actors::activation::ActorOp;
 use dirigo_net::clock::now_ns;
-use dirigo_net::mailbox::Entry;
+use dirigo_net::mailbox::{Batch, Entry};
 
 /// `QEntry::slot` of a token: `off` 0 is the lessor of the entry's function, `1 + i` lessee
 /// slot `i`.
@@ -140,6 +140,11 @@ impl LessorActor {
     /// plain queue path straight from the mailbox when the policy never leases.
     pub(super) fn takes_plain_records(&self) -> bool {
         self.idle() && matches!(self.machine.state(), ActorOp::Window(..))
+    }
+
+    /// A built-in window (records of it may chain under a policy that never leases).
+    pub(super) fn is_window(&self) -> bool {
+        matches!(self.machine.state(), ActorOp::Window(..))
     }
 
     /// Its end ran.
@@ -746,6 +751,65 @@ impl<P: Policy> Shard<P> {
             }
         }
         self.release(e.slot);
+    }
+
+    /// Chained records of built-in window `f` (`shard::chain`; its queued messages have run):
+    /// each runs as `run_direct` runs a plain one while the window's machine is idle and
+    /// records may chain. From the first that finds it otherwise, the rest arrive at the machine
+    /// in order, as mail does (`actor_arrival`), from a batch held as if it came from this
+    /// shard.
+    pub(super) fn run_chained_window(&mut self, f: usize, stretch: &[Entry], batch: &Batch) {
+        let app = self.sched.cost.fn_app[f] as usize;
+        for (i, e) in stretch.iter().enumerate() {
+            let plain = self.chain_on()
+                && !self.mig.holds_back(f)
+                && !self.sched.runq.holds_control(f as FunctionId)
+                && self.slots.actors[f].as_deref().is_some_and(|a| a.takes_plain_records());
+            // Not met in the suites: the catch-up before the stretch runs the machine's queue
+            // dry, and nothing in a chain's run starts an alignment or a move. The fallback is
+            // kept so that, if it happens, the records still reach the window in order.
+            debug_assert!(plain, "shard {}: a chained record of window {f} found its machine busy", self.id);
+            if !plain {
+                return self.window_arrivals(f, &stretch[i..], batch);
+            }
+            if self.faults.app_failed(app) {
+                return;
+            }
+            self.rb.count(f, e.header.key_hash); // as a plain record's arrival does
+            self.tele.stats[app].chained += 1;
+            self.tele.stats[app].service_ns += self.sched.cost.ns[f];
+            self.touch(app);
+            self.debug_assert_group_here(f, e.header.key_hash);
+            self.sched.msgs_run += 1;
+            let sampled = self.sched.msgs_run.is_multiple_of(COST_SAMPLE);
+            let fp = &self.plan.functions[f];
+            let t0 = if sampled { now_ns() } else { self.sched.now };
+            self.sched.pre_apply(&self.plan.apps, &e.header, t0);
+            let payload = batch.payload(e.off, e.len);
+            let op = self.slots.actors[f].as_mut().expect("lessor").machine.state_mut();
+            let mut router = Router::new(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, e.header);
+            op.on_data(&e.header, payload, MessageClass::Regular, &mut router);
+            self.sched.post_apply(&self.plan.apps, &e.header, t0);
+            if sampled {
+                let dt = now_ns().saturating_sub(t0);
+                self.sched.cost.sample(f, dt);
+            }
+        }
+    }
+
+    /// Chained records of window `f` that cannot run at once: they reach its machine in order,
+    /// as if they had come as mail from this shard. Cold path (copies them).
+    fn window_arrivals(&mut self, f: usize, rest: &[Entry], chained: &Batch) {
+        let mut held = Batch::default();
+        for e in rest {
+            held.push_bytes(e.header, chained.payload(e.off, e.len));
+        }
+        let entries = held.entries.clone();
+        let slot = self.mail.held.hold(held, self.id);
+        for e in entries {
+            self.actor_arrival(e, slot);
+            self.check_user_code(f);
+        }
     }
 
     /// An actor whose machine queue holds only regular messages that run here (Runnable, no

@@ -267,7 +267,8 @@ impl<P: Policy> Shard<P> {
         let wm = run.max_event_time.saturating_sub(delay);
         if wm > run.last_watermark {
             run.last_watermark = wm;
-            let chain = self.chain_on().then_some((&mut self.chain.next, &self.chain.chainable[..], &self.sched.runq));
+            let chain =
+                self.chain_on().then_some((&mut self.chain.next, &self.chain.wm_chainable[..], &self.sched.runq));
             broadcast_watermark(&mut self.out, &self.plan, &self.placement, &sp.outputs, h, wm, chain);
         }
     }
