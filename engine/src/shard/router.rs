@@ -217,18 +217,21 @@ pub(super) fn broadcast_watermark(
         h.kind = MessageKind::Watermark;
         h.event_time = watermark;
         h.key_hash = 0;
-        let mut here = |out: &mut Outputs, mut h: Header| {
+        // Not chained: staged as `broadcast` stages it (lazily where the target holds no group).
+        let mut here = |out: &mut Outputs, mut h: Header, lazy: bool| {
             h.from_shard = me;
-            if !c.watermark(out, edge.target as usize, h) {
-                out.push_bytes(me as usize, h, &[]);
+            match (c.watermark(out, edge.target as usize, h), lazy) {
+                (true, _) => {}
+                (false, true) => out.push_lazy(me as usize, h),
+                (false, false) => out.push_bytes(me as usize, h, &[]),
             }
         };
         match edge.partition {
-            Partition::Forward => here(out, h),
+            Partition::Forward => here(out, h, false),
             _ => {
                 for &s in &plan.functions[edge.target as usize].shards {
                     if s == me {
-                        here(out, h);
+                        here(out, h, !placement.hosts(edge.target, s));
                     } else if !placement.hosts(edge.target, s) {
                         out.push_lazy(s as usize, h);
                     } else {
