@@ -588,11 +588,13 @@ impl Controller {
         let _span = tracing::info_span!("app", app = %run.name).entered();
         tracing::info!(events_in = run.totals.events_in, events_out = run.totals.events_out, "app {}", run.state);
         self.placer.release(&plan.apps[app].shards, run.demand);
+        // Published before the waiters hear of it: a client that lists the apps as soon as its
+        // undeploy returned sees the app undeployed (CI saw `stopping` listed after the reply).
+        self.publish_view();
         let view = self.view_of(i, &plan);
         for w in self.apps[i].waiting.drain(..) {
             let _ = w.send(Ok(view.clone()));
         }
-        self.publish_view();
     }
 
     fn on_command(&mut self, c: Command) {
