@@ -33,6 +33,13 @@ use dirigo_actors::activation::ActorOp;
 use dirigo_net::clock::now_ns;
 use dirigo_net::mailbox::{Batch, Entry};
 
+/// Where a plain record's payload is: in a held batch (`slot`, `off`, `len`), or in bytes
+/// outside the shard's parts (the chained records, taken out while they run).
+enum Payload<'a> {
+    Held(u32, u32, u32),
+    Bytes(&'a [u8]),
+}
+
 /// `QEntry::slot` of a token: `off` 0 is the lessor of the entry's function, `1 + i` lessee
 /// slot `i`.
 pub(super) const TOKEN: u32 = u32::MAX;
@@ -733,24 +740,34 @@ impl<P: Policy> Shard<P> {
         }
         let app = self.sched.cost.fn_app[f] as usize;
         if !self.faults.app_failed(app) {
-            self.tele.stats[app].service_ns += self.sched.cost.ns[f];
-            self.touch(app);
-            self.debug_assert_group_here(f, e.header.key_hash);
-            let fp = &self.plan.functions[f];
             let sampled = e.arrival.is_multiple_of(COST_SAMPLE);
-            let t0 = if sampled { now_ns() } else { self.sched.now };
-            self.sched.pre_apply(&self.plan.apps, &e.header, t0);
-            let payload = self.mail.held.batch(e.slot).payload(e.off, e.len);
-            let op = self.slots.actors[f].as_mut().expect("lessor").machine.state_mut();
-            let mut router = Router::new(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, e.header);
-            op.on_data(&e.header, payload, MessageClass::Regular, &mut router);
-            self.sched.post_apply(&self.plan.apps, &e.header, t0);
-            if sampled {
-                let dt = now_ns().saturating_sub(t0);
-                self.sched.cost.sample(f, dt);
-            }
+            self.run_plain(f, &e.header, Payload::Held(e.slot, e.off, e.len), sampled);
         }
         self.release(e.slot);
+    }
+
+    /// Run regular record `h` of actor `f` on its state, bypassing its idle machine (a plain
+    /// record: `run_direct`, `run_chained_window`); time it if `sampled`.
+    fn run_plain(&mut self, f: usize, h: &Header, payload: Payload<'_>, sampled: bool) {
+        let app = self.sched.cost.fn_app[f] as usize;
+        self.tele.stats[app].service_ns += self.sched.cost.ns[f];
+        self.touch(app);
+        self.debug_assert_group_here(f, h.key_hash);
+        let fp = &self.plan.functions[f];
+        let t0 = if sampled { now_ns() } else { self.sched.now };
+        self.sched.pre_apply(&self.plan.apps, h, t0);
+        let payload = match payload {
+            Payload::Held(slot, off, len) => self.mail.held.batch(slot).payload(off, len),
+            Payload::Bytes(bytes) => bytes,
+        };
+        let op = self.slots.actors[f].as_mut().expect("lessor").machine.state_mut();
+        let mut router = Router::new(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, *h);
+        op.on_data(h, payload, MessageClass::Regular, &mut router);
+        self.sched.post_apply(&self.plan.apps, h, t0);
+        if sampled {
+            let dt = now_ns().saturating_sub(t0);
+            self.sched.cost.sample(f, dt);
+        }
     }
 
     /// Chained records of built-in window `f` (`shard::chain`; its queued messages have run):
@@ -777,23 +794,9 @@ impl<P: Policy> Shard<P> {
             }
             self.rb.count(f, e.header.key_hash); // as a plain record's arrival does
             self.tele.stats[app].chained += 1;
-            self.tele.stats[app].service_ns += self.sched.cost.ns[f];
-            self.touch(app);
-            self.debug_assert_group_here(f, e.header.key_hash);
             self.sched.msgs_run += 1;
             let sampled = self.sched.msgs_run.is_multiple_of(COST_SAMPLE);
-            let fp = &self.plan.functions[f];
-            let t0 = if sampled { now_ns() } else { self.sched.now };
-            self.sched.pre_apply(&self.plan.apps, &e.header, t0);
-            let payload = batch.payload(e.off, e.len);
-            let op = self.slots.actors[f].as_mut().expect("lessor").machine.state_mut();
-            let mut router = Router::new(&mut self.out, &mut self.sched, &self.placement, &fp.outputs, e.header);
-            op.on_data(&e.header, payload, MessageClass::Regular, &mut router);
-            self.sched.post_apply(&self.plan.apps, &e.header, t0);
-            if sampled {
-                let dt = now_ns().saturating_sub(t0);
-                self.sched.cost.sample(f, dt);
-            }
+            self.run_plain(f, &e.header, Payload::Bytes(batch.payload(e.off, e.len)), sampled);
         }
     }
 

@@ -169,26 +169,8 @@ pub fn broadcast(
     kind: MessageKind,
     event_time: u64,
 ) {
-    for edge in edges {
-        let mut h = parent;
-        h.function = edge.target;
-        h.port = edge.port;
-        h.kind = kind;
-        h.event_time = event_time;
-        h.key_hash = 0;
-        match edge.partition {
-            Partition::Forward => out.push_bytes(out.me as usize, h, &[]),
-            _ => {
-                for &s in &plan.functions[edge.target as usize].shards {
-                    if kind == MessageKind::Watermark && !placement.hosts(edge.target, s) {
-                        out.push_lazy(s as usize, h);
-                    } else {
-                        out.push_bytes(s as usize, h, &[]);
-                    }
-                }
-            }
-        }
-    }
+    let to = Control { plan, placement, edges, parent, kind, event_time };
+    to.send(out, |out, h, lazy| stage(out, out.me as usize, h, lazy));
 }
 
 /// Send a watermark along `edges` as [`broadcast`] does, except that the one for an instance on
@@ -208,37 +190,60 @@ pub(super) fn broadcast_watermark(
     let Some((buf, chainable, runq)) = chain else {
         return broadcast(out, plan, placement, edges, parent, MessageKind::Watermark, watermark);
     };
-    let me = out.me;
     let mut c = ChainTo { buf, chainable, runq };
-    for edge in edges {
-        let mut h = parent;
-        h.function = edge.target;
-        h.port = edge.port;
-        h.kind = MessageKind::Watermark;
-        h.event_time = watermark;
-        h.key_hash = 0;
-        // Not chained: staged as `broadcast` stages it (lazily where the target holds no group).
-        let mut here = |out: &mut Outputs, mut h: Header, lazy: bool| {
-            h.from_shard = me;
-            match (c.watermark(out, edge.target as usize, h), lazy) {
-                (true, _) => {}
-                (false, true) => out.push_lazy(me as usize, h),
-                (false, false) => out.push_bytes(me as usize, h, &[]),
-            }
-        };
-        match edge.partition {
-            Partition::Forward => here(out, h, false),
-            _ => {
-                for &s in &plan.functions[edge.target as usize].shards {
-                    if s == me {
-                        here(out, h, !placement.hosts(edge.target, s));
-                    } else if !placement.hosts(edge.target, s) {
-                        out.push_lazy(s as usize, h);
-                    } else {
-                        out.push_bytes(s as usize, h, &[]);
+    let to = Control { plan, placement, edges, parent, kind: MessageKind::Watermark, event_time: watermark };
+    to.send(out, |out, mut h, lazy| {
+        h.from_shard = out.me;
+        if !c.watermark(out, h.function as usize, h) {
+            stage(out, out.me as usize, h, lazy);
+        }
+    });
+}
+
+/// A control message for every instance downstream of `edges`.
+struct Control<'a> {
+    plan: &'a Plan,
+    placement: &'a PlacementTable,
+    edges: &'a [Edge],
+    parent: Header,
+    kind: MessageKind,
+    event_time: u64,
+}
+
+impl Control<'_> {
+    /// Stage it for the other shards; hand the one for this shard to `here`, with whether it
+    /// would be staged lazily.
+    fn send(&self, out: &mut Outputs, mut here: impl FnMut(&mut Outputs, Header, bool)) {
+        for edge in self.edges {
+            let mut h = self.parent;
+            h.function = edge.target;
+            h.port = edge.port;
+            h.kind = self.kind;
+            h.event_time = self.event_time;
+            h.key_hash = 0;
+            match edge.partition {
+                Partition::Forward => here(out, h, false),
+                _ => {
+                    for &s in &self.plan.functions[edge.target as usize].shards {
+                        let lazy = self.kind == MessageKind::Watermark && !self.placement.hosts(edge.target, s);
+                        if s == out.me {
+                            here(out, h, lazy);
+                        } else {
+                            stage(out, s as usize, h, lazy);
+                        }
                     }
                 }
             }
         }
+    }
+}
+
+/// Stage control message `h` for shard `dest`: lazily, it does not wake `dest` if it is parked.
+#[inline]
+fn stage(out: &mut Outputs, dest: usize, h: Header, lazy: bool) {
+    if lazy {
+        out.push_lazy(dest, h);
+    } else {
+        out.push_bytes(dest, h, &[]);
     }
 }
