@@ -31,7 +31,9 @@
 //! assert!(h.outputs().iter().all(|o| o.event_time == 7));
 //! ```
 
+use std::any::TypeId;
 use std::cell::{Cell, RefCell};
+use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -71,23 +73,84 @@ pub fn key_str(k: &str) -> u64 {
 
 /// A type a user function takes: rkyv archives it, and its archive can be checked in place.
 ///
-/// The types on an app's edges are the app author's wiring, which the compiler does not see, so
-/// each message is checked against the function's `In` as it is read (a few ns for plain types).
-/// Wiring a function to an upstream of another type is then never undefined behaviour: bytes that
-/// are not a valid archive of `In` fail with a clear panic (bytes that happen to be valid are read
-/// as `In`, as with any untyped channel).
-pub trait Input: rkyv::Archive<Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>> {}
+/// The types on an app's edges are the app author's wiring, which the compiler does not see.
+/// When the engine builds an embedded app it checks them instead ([`StreamType`]): a source must
+/// archive exactly the type its functions take, and a function's emits are checked against the
+/// type of the functions it feeds. Inputs wired that way are read in place unchecked
+/// ([`TypedInput`]). Anywhere else (a [`Harness`], a function fed by something the engine cannot
+/// type) each message is checked against `In` as it is read: bytes that are not a valid archive
+/// of `In` fail with a clear panic, never undefined behaviour.
+pub trait Input: rkyv::Archive<Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>> + 'static {}
 
 impl<T> Input for T
 where
-    T: rkyv::Archive,
+    T: rkyv::Archive + 'static,
     T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
 }
 
-/// Read a message of a user function's input type, checked. Hot path (user functions).
+/// The Rust type of the messages on a stream: what a source archives, what a function or actor
+/// takes, what a function may emit to the functions it feeds. Two are equal when their types are.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamType {
+    id: TypeId,
+    name: &'static str,
+}
+
+impl StreamType {
+    /// The stream type of `T`.
+    pub fn of<T: 'static>() -> StreamType {
+        StreamType { id: TypeId::of::<T>(), name: std::any::type_name::<T>() }
+    }
+
+    /// The type's name, for errors.
+    pub fn name(self) -> &'static str {
+        self.name
+    }
+}
+
+impl PartialEq for StreamType {
+    fn eq(&self, other: &StreamType) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for StreamType {}
+
+impl fmt::Display for StreamType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// Proof, zero-sized, that every payload a user function's or actor's instance is handed is an
+/// archive of its input type, written in this process, 16-byte aligned. Holding one lets the
+/// instance read its inputs in place without checking them (a few ns for plain types, tens for
+/// strings). The engine makes one where an app's types check ([`StreamType`]).
+#[derive(Clone, Copy, Debug)]
+pub struct TypedInput(());
+
+impl TypedInput {
+    /// The proof, for the instances of a function or actor.
+    ///
+    /// # Safety
+    /// Every payload later handed to an instance given this proof must be an rkyv archive of
+    /// exactly its `In` type, made in this process (by a source that archives that type, or by
+    /// [`Cx::emit`] on an instance whose output is bound to that type), in a buffer that starts
+    /// 16-byte aligned; never bytes from a file or the network.
+    pub unsafe fn assert() -> TypedInput {
+        TypedInput(())
+    }
+}
+
+/// Read a message of a user function's input type: in place unchecked under a [`TypedInput`]
+/// proof, checked otherwise. Hot path (user functions).
 #[inline]
-fn read_input<T: Input>(payload: &[u8]) -> &T::Archived {
+fn read_input<T: Input>(payload: &[u8], typed: Option<TypedInput>) -> &T::Archived {
+    if typed.is_some() {
+        // SAFETY: the proof says `payload` is an archive of `T` made in this process, aligned.
+        return unsafe { rkyv::access_unchecked::<T::Archived>(payload) };
+    }
     match rkyv::access::<T::Archived, rancor::Error>(payload) {
         Ok(m) => m,
         Err(e) => panic!(
@@ -95,6 +158,16 @@ fn read_input<T: Input>(payload: &[u8]) -> &T::Archived {
             std::any::type_name::<T>()
         ),
     }
+}
+
+/// An emit of a type other than the one the emitting function's stream carries: a panic of the
+/// function, which fails its app (and names both types).
+#[cold]
+#[inline(never)]
+fn wrong_output(emitted: &'static str, stream: StreamType) -> ! {
+    panic!(
+        "a function emitted a `{emitted}`, but the functions it feeds take `{stream}`: a stream carries one type, emit that one"
+    )
 }
 
 /// What a user function sees of the message it is applied to, and where it emits.
@@ -105,11 +178,14 @@ pub struct Cx<'a> {
 }
 
 /// What a function's emits reuse: the buffer a value is archived into, and rkyv's scratch arena
-/// (kept here, not looked up per emit in a thread-local).
+/// (kept here, not looked up per emit in a thread-local); and the type they must have, once the
+/// engine bound it.
 #[derive(Default)]
 struct Scratch {
     buf: AlignedVec,
     arena: rkyv::ser::allocator::Arena,
+    /// The input type of the functions this one feeds (None: unbound, or only sinks downstream).
+    output: Option<StreamType>,
 }
 
 impl Cx<'_> {
@@ -136,7 +212,15 @@ impl Cx<'_> {
     }
     /// Emit `value` downstream, partitioned by `key_hash`. It inherits the deadline of the
     /// message being applied.
-    pub fn emit<T: Message>(&mut self, key_hash: u64, event_time: u64, value: &T) {
+    ///
+    /// `T` must be the type the functions downstream take (`Function::In`): in an app the engine
+    /// runs, an emit of another type panics, and the function's app fails with both types named.
+    pub fn emit<T: Message + 'static>(&mut self, key_hash: u64, event_time: u64, value: &T) {
+        if let Some(stream) = self.scratch.output {
+            if stream != StreamType::of::<T>() {
+                wrong_output(std::any::type_name::<T>(), stream);
+            }
+        }
         let buf = std::mem::take(&mut self.scratch.buf);
         let arena = self.scratch.arena.acquire();
         let mut buf =
@@ -216,6 +300,8 @@ struct Erased<F> {
     scratch: Scratch,
     /// It panicked: it runs no more.
     failed: Cell<bool>,
+    /// Its inputs are archives of `F::In` made here: read unchecked.
+    typed: Option<TypedInput>,
 }
 
 impl<F: Function> ErasedFunction for Erased<F> {
@@ -225,7 +311,7 @@ impl<F: Function> ErasedFunction for Erased<F> {
             &self.failed,
             || (),
             || {
-                let m = read_input::<F::In>(payload);
+                let m = read_input::<F::In>(payload, self.typed);
                 f.on_message(&mut Cx { msg: *msg, out, scratch }, m)
             },
         )
@@ -239,6 +325,15 @@ impl<F: Function> ErasedFunction for Erased<F> {
         let msg = Header { event_time: u64::MAX, ..Header::data(0, 0, 0) };
         let (f, scratch) = (&mut self.f, &mut self.scratch);
         guarded(&self.failed, || (), || f.on_end(&mut Cx { msg, out, scratch }))
+    }
+    fn input_type(&self) -> Option<StreamType> {
+        Some(StreamType::of::<F::In>())
+    }
+    fn bind_output(&mut self, stream: StreamType) {
+        self.scratch.output = Some(stream);
+    }
+    fn trust_input(&mut self, proof: TypedInput) {
+        self.typed = Some(proof);
     }
 }
 
@@ -322,6 +417,8 @@ struct ErasedActorImpl<A: Actor> {
     scratch: Scratch,
     /// It panicked: it runs no more.
     failed: Cell<bool>,
+    /// Its inputs are archives of `A::In` made here: read unchecked.
+    typed: Option<TypedInput>,
 }
 
 impl<A: Actor> ErasedActor for ErasedActorImpl<A>
@@ -334,12 +431,13 @@ where
             make: self.make.clone(),
             actor,
             state: self.state.partition(),
-            scratch: Scratch::default(),
+            scratch: Scratch { output: self.scratch.output, ..Scratch::default() },
             failed: Cell::new(self.failed.get()),
+            typed: self.typed,
         })
     }
     fn is_critical(&self, _header: &Header, payload: &[u8]) -> bool {
-        guarded(&self.failed, || false, || self.actor.is_critical(read_input::<A::In>(payload)))
+        guarded(&self.failed, || false, || self.actor.is_critical(read_input::<A::In>(payload, self.typed)))
     }
     fn on_message(&mut self, header: &Header, payload: &[u8], class: MessageClass, out: &mut dyn Emitter) {
         let (actor, state, scratch) = (&mut self.actor, &mut self.state, &mut self.scratch);
@@ -347,7 +445,7 @@ where
             &self.failed,
             || (),
             || {
-                let m = read_input::<A::In>(payload);
+                let m = read_input::<A::In>(payload, self.typed);
                 let mut cx = Cx { msg: *header, out, scratch };
                 match class {
                     MessageClass::Critical => actor.on_critical(state, &mut cx, m),
@@ -472,6 +570,15 @@ where
             },
         )
     }
+    fn input_type(&self) -> Option<StreamType> {
+        Some(StreamType::of::<A::In>())
+    }
+    fn bind_output(&mut self, stream: StreamType) {
+        self.scratch.output = Some(stream);
+    }
+    fn trust_input(&mut self, proof: TypedInput) {
+        self.typed = Some(proof);
+    }
 }
 
 /// A user function with its types erased (see [`Function`] for the typed trait).
@@ -482,6 +589,15 @@ pub trait ErasedFunction {
     fn on_watermark(&mut self, _watermark: u64, _out: &mut dyn Emitter) {}
     /// Every input ended.
     fn on_end(&mut self, _out: &mut dyn Emitter) {}
+    /// The type it takes (None: it reads bytes of its own, and the engine types nothing for it).
+    fn input_type(&self) -> Option<StreamType> {
+        None
+    }
+    /// Check every later emit against `stream`, the type of the functions it feeds: an emit of
+    /// another type is then a panic of the function (its app fails). Default: nothing checked.
+    fn bind_output(&mut self, _stream: StreamType) {}
+    /// Read every later input in place unchecked (see [`TypedInput`]). Default: ignored.
+    fn trust_input(&mut self, _proof: TypedInput) {}
 }
 
 /// A user actor with its types erased (see [`Actor`] for the typed trait).
@@ -521,12 +637,20 @@ pub trait ErasedActor {
     fn import_split(&mut self, _bytes: &[u8]) -> Result<(), MigrateError> {
         Err(MigrateError::WrongKind { expected: "an actor that cannot split".into(), found: "moved keys".into() })
     }
+    /// The type it takes (None: the engine types nothing for it).
+    fn input_type(&self) -> Option<StreamType> {
+        None
+    }
+    /// As [`ErasedFunction::bind_output`]; kept by every activation made from this one.
+    fn bind_output(&mut self, _stream: StreamType) {}
+    /// As [`ErasedFunction::trust_input`]; kept by every activation made from this one.
+    fn trust_input(&mut self, _proof: TypedInput) {}
 }
 
 /// Erase a function's types for the engine, which calls it once per message through the returned
 /// box.
 pub fn erase_function<F: Function>(f: F) -> Box<dyn ErasedFunction> {
-    Box::new(Erased { f, scratch: Scratch::default(), failed: Cell::new(false) })
+    Box::new(Erased { f, scratch: Scratch::default(), failed: Cell::new(false), typed: None })
 }
 
 /// Erase an actor's types for the engine; `make` builds a fresh actor (the lessor's, then one per
@@ -536,7 +660,7 @@ where
     rkyv::Archived<A::State>: rkyv::Deserialize<A::State, rkyv::api::high::HighDeserializer<rancor::Error>>,
 {
     let (state, scratch, failed) = (A::State::default(), Scratch::default(), Cell::new(false));
-    Box::new(ErasedActorImpl { actor: make(), make, state, scratch, failed })
+    Box::new(ErasedActorImpl { actor: make(), make, state, scratch, failed, typed: None })
 }
 
 /// One message a [`Harness`] collected from its function.

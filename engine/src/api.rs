@@ -27,7 +27,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dirigo_actors::function::{erase_actor, erase_function};
+use dirigo_actors::function::{erase_actor, erase_function, StreamType};
 pub use dirigo_actors::function::{key_str, key_u64, Actor, Cx, Function, Message};
 use dirigo_actors::ids::{AppId, ShardId};
 use dirigo_actors::record::Schema;
@@ -123,7 +123,9 @@ impl EngineBuilder {
         policy: P,
         on_progress: impl FnMut(&Progress),
     ) -> Result<Summary, EngineError> {
-        run(self.plan, &self.settings, policy, self.stop, on_progress)
+        let mut plan = self.plan;
+        plan.bind_types()?;
+        run(plan, &self.settings, policy, self.stop, on_progress)
     }
 }
 
@@ -257,7 +259,7 @@ impl AppBuilder<'_> {
         I: Iterator<Item = (u64, u64, T)> + 'static,
     {
         let make = Arc::new(make);
-        self.add_source(name, parallelism, move |cx, logical| {
+        self.add_source(name, parallelism, StreamType::of::<T>(), move |cx, logical| {
             let make = make.clone();
             let iter = (cx.instance..logical).step_by(cx.parallelism as usize).flat_map(move |i| make(i));
             SourceInstance::Custom(Box::new(IterSource { iter, rate, produced: 0, arena: Default::default() }))
@@ -278,7 +280,7 @@ impl AppBuilder<'_> {
         T: Message + 'static,
         I: Iterator<Item = (u64, u64, u64, T)> + 'static,
     {
-        self.add_source(name, parallelism, move |cx, logical| {
+        self.add_source(name, parallelism, StreamType::of::<T>(), move |cx, logical| {
             // The logical instances a shard runs are merged by due time, so each keeps its schedule.
             let mut instances: Vec<I> = (cx.instance..logical).step_by(cx.parallelism as usize).map(&make).collect();
             let heads = instances.iter_mut().map(Iterator::next).collect();
@@ -295,6 +297,7 @@ impl AppBuilder<'_> {
         &mut self,
         name: &str,
         parallelism: u32,
+        emits: StreamType,
         make: impl Fn(crate::plan::InstanceCx, u32) -> SourceInstance + Send + Sync + 'static,
     ) -> NodeRef {
         let logical = parallelism.max(1);
@@ -308,6 +311,7 @@ impl AppBuilder<'_> {
             outputs: Vec::new(),
             schema: Schema::default(),
             event_time_field: None,
+            emits: Some(emits),
         });
         NodeRef(Upstream::Source(self.plan.sources.len() - 1))
     }
@@ -339,7 +343,7 @@ impl AppBuilder<'_> {
     {
         let make: Arc<dyn Fn() -> A + Send + Sync> = Arc::new(make);
         let factory = Arc::new(move |_cx: crate::plan::InstanceCx| OperatorInstance::Actor(erase_actor(make.clone())));
-        let node = self.add_node(name, &[(input, Route::ByKey)], factory, false);
+        let node = self.add_node(name, &[(input, Route::ByKey)], factory, Some(StreamType::of::<A::In>()));
         if let NodeRef(Upstream::Function(id)) = node {
             self.plan.functions[id as usize].max_lessees = max_lessees;
         }
@@ -354,7 +358,7 @@ impl AppBuilder<'_> {
         make: impl Fn() -> F + Send + Sync + 'static,
     ) -> NodeRef {
         let factory = Arc::new(move |_cx: crate::plan::InstanceCx| OperatorInstance::User(erase_function(make())));
-        self.add_node(name, inputs, factory, false)
+        self.add_node(name, inputs, factory, Some(StreamType::of::<F::In>()))
     }
 
     /// A sink that hands every output to the returned receiver.
@@ -365,7 +369,7 @@ impl AppBuilder<'_> {
             let target = SinkTarget::collect(&sink_name, tx.clone());
             OperatorInstance::Sink(Sink::new(target, Schema::default()))
         });
-        self.add_node(name, &[(input, Route::Forward)], factory, true);
+        self.add_node(name, &[(input, Route::Forward)], factory, None);
         rx
     }
 
@@ -374,7 +378,7 @@ impl AppBuilder<'_> {
         let factory = Arc::new(|_cx: crate::plan::InstanceCx| {
             OperatorInstance::Sink(Sink::new(SinkTarget::Latency, Schema::default()))
         });
-        self.add_node(name, &[(input, Route::Forward)], factory, true);
+        self.add_node(name, &[(input, Route::Forward)], factory, None);
     }
 
     fn add_node(
@@ -382,7 +386,7 @@ impl AppBuilder<'_> {
         name: &str,
         inputs: &[(NodeRef, Route)],
         factory: crate::plan::OperatorFactory,
-        is_sink: bool,
+        takes: Option<StreamType>,
     ) -> NodeRef {
         let inputs: Vec<Input> = inputs
             .iter()
@@ -401,8 +405,10 @@ impl AppBuilder<'_> {
             inputs,
             outputs: Vec::new(),
             input_schema: Schema::default(),
-            is_sink,
+            // A node that takes no Rust type is a sink here.
+            is_sink: takes.is_none(),
             max_lessees: 0,
+            takes,
         });
         NodeRef(Upstream::Function(id))
     }

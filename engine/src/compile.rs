@@ -411,6 +411,7 @@ impl AppCompiler<'_> {
             outputs: Vec::new(),
             schema: schema.clone(),
             event_time_field,
+            emits: None,
         });
         self.nodes.insert(name.to_owned(), (Upstream::Source(self.plan.sources.len() - 1), schema));
         Ok(())
@@ -496,6 +497,7 @@ impl AppCompiler<'_> {
             input_schema,
             is_sink,
             max_lessees,
+            takes: None,
         })
     }
 

@@ -6,7 +6,7 @@ use dirigo_actors::activation::ActorOp;
 use dirigo_actors::builtins::{Aggregate, Filter, Join, KeyBy, Map, Window};
 use dirigo_actors::dual_mode::MessageClass;
 use dirigo_actors::envelope::Header;
-use dirigo_actors::function::{ErasedActor, ErasedFunction};
+use dirigo_actors::function::{ErasedActor, ErasedFunction, StreamType, TypedInput};
 use dirigo_actors::migrate::MigrateError;
 use dirigo_actors::operator::{Emitter, Msg, Operator};
 use dirigo_actors::record::{ArchivedRecord, RecordsOnly};
@@ -46,6 +46,23 @@ impl OperatorInstance {
                 let class = if a.is_critical(h, payload) { MessageClass::Critical } else { MessageClass::Regular };
                 a.on_message(h, payload, class, out)
             }
+        }
+    }
+
+    /// Bind a user function's or actor's types (see `Plan::bind_types`): the type its emits
+    /// must have, and the proof that its inputs are archives of its type. Built-ins and sinks
+    /// have none.
+    pub fn bind_types(&mut self, output: Option<StreamType>, typed: Option<TypedInput>) {
+        match self {
+            OperatorInstance::User(f) => {
+                output.into_iter().for_each(|t| f.bind_output(t));
+                typed.into_iter().for_each(|p| f.trust_input(p));
+            }
+            OperatorInstance::Actor(a) => {
+                output.into_iter().for_each(|t| a.bind_output(t));
+                typed.into_iter().for_each(|p| a.trust_input(p));
+            }
+            OperatorInstance::Builtin(..) | OperatorInstance::Sink(_) => {}
         }
     }
 

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use dirigo_actors::function::{StreamType, TypedInput};
 use dirigo_actors::ids::{AppId, FunctionId, ShardId};
 use dirigo_actors::record::{RecordsOnly, Schema};
 
@@ -96,6 +97,8 @@ pub struct SourcePlan {
     pub schema: Schema,
     /// Position of the schema field holding event time (ms), if the app declares one.
     pub event_time_field: Option<usize>,
+    /// The Rust type an embedded app's source archives (None: records).
+    pub emits: Option<StreamType>,
 }
 
 /// A function or sink node.
@@ -112,6 +115,8 @@ pub struct FunctionPlan {
     pub is_sink: bool,
     /// Dual-mode scaling: lessees per actor (0 = off).
     pub max_lessees: u32,
+    /// The Rust type a user function or actor takes (None: built-ins and sinks).
+    pub takes: Option<StreamType>,
 }
 
 /// The whole plan of an engine.
@@ -196,6 +201,81 @@ impl Plan {
         id
     }
 
+    /// Check the types on the edges of embedded apps, and bind them into the functions'
+    /// factories: every user function or actor then checks its emits against the type of the
+    /// user functions it feeds, and one whose every input is so checked (or is a source of its
+    /// type) reads its inputs unchecked. A source of another type than the function it feeds, or
+    /// a function feeding functions of different types, is an error naming them. Call it once,
+    /// when the plan is complete.
+    pub fn bind_types(&mut self) -> Result<(), PlanError> {
+        let mut output: Vec<Option<StreamType>> = vec![None; self.functions.len()];
+        let mut feeds: Vec<Option<FunctionId>> = vec![None; self.functions.len()];
+        let mut trusted = vec![false; self.functions.len()];
+        for (c, f) in self.functions.iter().enumerate() {
+            let Some(takes) = f.takes else { continue };
+            let mut all_typed = !f.inputs.is_empty();
+            for input in &f.inputs {
+                match input.from {
+                    Upstream::Source(s) => match self.sources[s].emits {
+                        Some(emits) if emits == takes => {}
+                        Some(emits) => {
+                            return Err(PlanError::SourceType {
+                                name: self.sources[s].name.clone(),
+                                emits: emits.name(),
+                                function: f.name.clone(),
+                                takes: takes.name(),
+                            })
+                        }
+                        None => all_typed = false,
+                    },
+                    Upstream::Function(up) => {
+                        let up = up as usize;
+                        if self.functions[up].takes.is_none() {
+                            all_typed = false;
+                            continue;
+                        }
+                        match (output[up], feeds[up]) {
+                            (Some(other), Some(first)) if other != takes => {
+                                return Err(PlanError::OutputTypes {
+                                    function: self.functions[up].name.clone(),
+                                    first: self.functions[first as usize].name.clone(),
+                                    first_takes: other.name(),
+                                    second: f.name.clone(),
+                                    second_takes: takes.name(),
+                                })
+                            }
+                            _ => {
+                                output[up] = Some(takes);
+                                feeds[up].get_or_insert(c as FunctionId);
+                            }
+                        }
+                    }
+                }
+            }
+            trusted[c] = all_typed;
+        }
+        for (c, f) in self.functions.iter_mut().enumerate() {
+            // SAFETY: `f`'s every input is a source that archives exactly `f`'s input type
+            // (checked above; embedded sources archive their item type with rkyv into aligned
+            // buffers), or a user function or actor whose instances all come from the factory
+            // wrapped below with `bind_output(f's type)`, so every emit of theirs that reaches
+            // `f` is an archive of that type made by `Cx::emit`. Embedded apps never cross a
+            // node and snapshots hold no messages, so no payload of theirs comes from elsewhere.
+            let typed = trusted[c].then(|| unsafe { TypedInput::assert() });
+            let out = output[c];
+            if typed.is_none() && out.is_none() {
+                continue;
+            }
+            let inner = f.factory.clone();
+            f.factory = Arc::new(move |cx| {
+                let mut op = inner(cx);
+                op.bind_types(out, typed);
+                op
+            });
+        }
+        Ok(())
+    }
+
     /// Check the plan's invariants; an error names the function.
     pub fn validate(&self) -> Result<(), PlanError> {
         for (i, f) in self.functions.iter().enumerate() {
@@ -227,4 +307,16 @@ pub enum PlanError {
     BackwardEdge { function: String },
     #[error("the plan has {plan} shards, the cluster {cluster}")]
     ClusterShards { plan: usize, cluster: usize },
+    #[error("source `{name}` emits `{emits}`, but function `{function}`, which it feeds, takes `{takes}`")]
+    SourceType { name: String, emits: &'static str, function: String, takes: &'static str },
+    #[error(
+        "function `{function}` feeds `{first}`, which takes `{first_takes}`, and `{second}`, which takes `{second_takes}`: a stream carries one type"
+    )]
+    OutputTypes {
+        function: String,
+        first: String,
+        first_takes: &'static str,
+        second: String,
+        second_takes: &'static str,
+    },
 }

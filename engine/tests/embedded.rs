@@ -162,3 +162,99 @@ fn a_panicking_function_fails_its_app_instead_of_hanging_the_run() {
     assert!(failure.ends_with("a user function failed on message 700"), "{failure}");
     assert!(out.drain().count() < 2_000, "it stopped at its failure");
 }
+
+/// Emits `(u64, u64)` for its input, or a `u64` where the input's second field is 300 (a wiring
+/// mistake in one branch of user code).
+struct SometimesWrong;
+
+impl Function for SometimesWrong {
+    type In = (u64, u64);
+    fn on_message(&mut self, cx: &mut Cx<'_>, msg: &rkyv::Archived<(u64, u64)>) {
+        let (a, b) = (msg.0.to_native(), msg.1.to_native());
+        if b == 300 {
+            cx.emit(cx.key_hash(), cx.event_time(), &b);
+        } else {
+            cx.emit(cx.key_hash(), cx.event_time(), &(a, b));
+        }
+    }
+}
+
+/// Takes strings.
+struct Words;
+
+impl Function for Words {
+    type In = String;
+    fn on_message(&mut self, cx: &mut Cx<'_>, msg: &rkyv::Archived<String>) {
+        cx.emit(cx.key_hash(), cx.event_time(), &msg.as_str().to_owned());
+    }
+}
+
+/// The types on an embedded app's edges are checked when it is built: a source that archives
+/// another type than the function it feeds takes is refused before anything runs, naming the
+/// source, the function and both types (the function would read its bytes unchecked otherwise).
+#[test]
+fn a_source_of_another_type_than_its_function_takes_is_refused_at_build() {
+    let mut engine = EngineBuilder::new().shards(1);
+    let mut app = engine.app("wired", Duration::from_secs(1));
+    let src = app.source("numbers", 1, |_| (0..10u64).map(|j| (key_u64(j), j, (j, j))));
+    let words = app.function("words", src, Route::Forward, || Words);
+    let _out = app.collect("out", words);
+    let err = engine.run().expect_err("the wiring is refused").to_string();
+    assert_eq!(
+        err,
+        "invalid plan: source `numbers` emits `(u64, u64)`, but function `words`, which it feeds, takes `alloc::string::String`"
+    );
+}
+
+/// A stream carries one type: a function that feeds two functions taking different types is
+/// refused at build, naming all three.
+#[test]
+fn a_function_feeding_functions_of_two_types_is_refused_at_build() {
+    let mut engine = EngineBuilder::new().shards(1);
+    let mut app = engine.app("forked", Duration::from_secs(1));
+    let src = app.source("pairs", 1, |_| (0..10u64).map(|j| (key_u64(j), j, (j, j))));
+    let relay = app.function("relay", src, Route::Forward, || Relay);
+    let counts = app.function("count", relay, Route::ByKey, CountWithSeq::default);
+    let words = app.function("words", relay, Route::Forward, || Words);
+    let _a = app.collect("a", counts);
+    let _b = app.collect("b", words);
+    let err = engine.run().expect_err("the wiring is refused").to_string();
+    assert_eq!(
+        err,
+        "invalid plan: function `relay` feeds `count`, which takes `(u64, u64)`, and `words`, which takes \
+         `alloc::string::String`: a stream carries one type"
+    );
+}
+
+/// A function's emits are checked against the type of the functions it feeds, where it emits:
+/// an emit of another type fails the emitting function's app with both types named, and the
+/// function downstream (which reads its inputs unchecked) never sees it.
+#[test]
+fn an_emit_of_another_type_than_downstream_takes_fails_the_app_where_it_is_emitted() {
+    let mut engine = EngineBuilder::new().shards(2);
+    let mut app = engine.app("mistyped", Duration::from_secs(1));
+    let src = app.source("events", 2, |i| (0..1_000u64).map(move |j| (key_u64(j), j, (u64::from(i), j))));
+    let wrong = app.function("sometimes-wrong", src, Route::Forward, || SometimesWrong);
+    let counts = app.function("count", wrong, Route::ByKey, CountWithSeq::default);
+    let out = app.collect("out", counts);
+    let summary = engine.run().expect("an app's failure does not fail the run");
+    let failure = summary.apps[0].failure.as_deref().expect("the app is reported failed");
+    assert!(failure.starts_with("function `sometimes-wrong` panicked on shard "), "{failure}");
+    assert!(
+        failure.ends_with(
+            "a function emitted a `u64`, but the functions it feeds take `(u64, u64)`: a stream carries one type, emit that one"
+        ),
+        "{failure}"
+    );
+    // Everything `count` saw was a pair made by `sometimes-wrong` before its failure.
+    let outputs: Vec<(u64, u64, u64)> = out
+        .drain()
+        .map(|o| {
+            // SAFETY: the sink's input is archived `(u64, u64, u64)` by `CountWithSeq`.
+            let v = unsafe { rkyv::access_unchecked::<rkyv::Archived<(u64, u64, u64)>>(&o.archive) };
+            (v.0.to_native(), v.1.to_native(), v.2.to_native())
+        })
+        .collect();
+    assert!(outputs.len() < 2_000, "it stopped at its failure");
+    assert!(outputs.iter().all(|&(_, _, seq)| seq != 300), "the mistyped message went nowhere");
+}
