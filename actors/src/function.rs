@@ -175,6 +175,9 @@ pub struct Cx<'a> {
     msg: Header,
     out: &'a mut dyn Emitter,
     scratch: &'a mut Scratch,
+    /// The message being applied, as its archive's bytes and type (None in `on_watermark` and
+    /// `on_end`, which apply none).
+    input: Option<(&'a [u8], StreamType)>,
 }
 
 /// What a function's emits reuse: the buffer a value is archived into, and rkyv's scratch arena
@@ -228,6 +231,24 @@ impl Cx<'_> {
         self.out.forward(key_hash, event_time, &buf);
         buf.clear();
         self.scratch.buf = buf;
+    }
+
+    /// Emit the message being applied, unchanged, partitioned by `key_hash`: its archive is
+    /// passed on as bytes, never deserialised or archived again (what a filter emits). The
+    /// functions downstream must take this function's input type, as with [`Cx::emit`].
+    ///
+    /// # Panics
+    /// Outside `on_message` (a watermark or the end applies no message).
+    pub fn pass_on(&mut self, key_hash: u64, event_time: u64) {
+        let Some((payload, input)) = self.input else {
+            panic!("`Cx::pass_on` outside `on_message`: a watermark or the end has no message to pass on")
+        };
+        if let Some(stream) = self.scratch.output {
+            if stream != input {
+                wrong_output(input.name(), stream);
+            }
+        }
+        self.out.forward(key_hash, event_time, payload);
     }
 }
 
@@ -312,19 +333,20 @@ impl<F: Function> ErasedFunction for Erased<F> {
             || (),
             || {
                 let m = read_input::<F::In>(payload, self.typed);
-                f.on_message(&mut Cx { msg: *msg, out, scratch }, m)
+                let input = Some((payload, StreamType::of::<F::In>()));
+                f.on_message(&mut Cx { msg: *msg, out, scratch, input }, m)
             },
         )
     }
     fn on_watermark(&mut self, watermark: u64, out: &mut dyn Emitter) {
         let msg = Header { event_time: watermark, ..Header::data(0, 0, 0) };
         let (f, scratch) = (&mut self.f, &mut self.scratch);
-        guarded(&self.failed, || (), || f.on_watermark(&mut Cx { msg, out, scratch }, watermark))
+        guarded(&self.failed, || (), || f.on_watermark(&mut Cx { msg, out, scratch, input: None }, watermark))
     }
     fn on_end(&mut self, out: &mut dyn Emitter) {
         let msg = Header { event_time: u64::MAX, ..Header::data(0, 0, 0) };
         let (f, scratch) = (&mut self.f, &mut self.scratch);
-        guarded(&self.failed, || (), || f.on_end(&mut Cx { msg, out, scratch }))
+        guarded(&self.failed, || (), || f.on_end(&mut Cx { msg, out, scratch, input: None }))
     }
     fn input_type(&self) -> Option<StreamType> {
         Some(StreamType::of::<F::In>())
@@ -446,7 +468,8 @@ where
             || (),
             || {
                 let m = read_input::<A::In>(payload, self.typed);
-                let mut cx = Cx { msg: *header, out, scratch };
+                let input = Some((payload, StreamType::of::<A::In>()));
+                let mut cx = Cx { msg: *header, out, scratch, input };
                 match class {
                     MessageClass::Critical => actor.on_critical(state, &mut cx, m),
                     MessageClass::Regular => actor.on_message(state, &mut cx, m),
@@ -465,7 +488,7 @@ where
             || (),
             || {
                 if actor.uses_watermarks() {
-                    actor.on_watermark(state, &mut Cx { msg, out, scratch }, watermark);
+                    actor.on_watermark(state, &mut Cx { msg, out, scratch, input: None }, watermark);
                 }
             },
         )
@@ -473,7 +496,7 @@ where
     fn on_end(&mut self, out: &mut dyn Emitter) {
         let msg = Header { event_time: u64::MAX, ..Header::data(0, 0, 0) };
         let (actor, state, scratch) = (&mut self.actor, &mut self.state, &mut self.scratch);
-        guarded(&self.failed, || (), || actor.on_end(state, &mut Cx { msg, out, scratch }))
+        guarded(&self.failed, || (), || actor.on_end(state, &mut Cx { msg, out, scratch, input: None }))
     }
     fn export(&self) -> AlignedVec {
         // A failed activation ships nothing (an empty archive, which `combine_archive` skips).

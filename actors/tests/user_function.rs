@@ -97,3 +97,41 @@ fn a_message_of_another_type_is_refused_not_misread() {
     // read, so it fails clearly instead of reading a string's bytes as two integers.
     Harness::new(Pairs).send(key_u64(1), 0, &"not a pair".to_owned());
 }
+
+/// Passes on the pairs whose second field is even, unchanged.
+struct EvenPairs;
+
+impl Function for EvenPairs {
+    type In = (u64, u64);
+    fn on_message(&mut self, cx: &mut Cx<'_>, msg: &rkyv::Archived<(u64, u64)>) {
+        if msg.1.to_native().is_multiple_of(2) {
+            cx.pass_on(cx.key_hash() ^ 1, cx.event_time() + 1);
+        }
+    }
+    fn on_end(&mut self, cx: &mut Cx<'_>) {
+        cx.pass_on(0, 0);
+    }
+}
+
+#[test]
+fn pass_on_emits_the_message_applied_byte_for_byte() {
+    let mut h = Harness::new(EvenPairs);
+    for i in 0..6u64 {
+        h.send(key_u64(i), 10 + i, &(i, i * 3));
+    }
+    let outs = h.take_outputs();
+    let got: Vec<(u64, u64, (u64, u64))> =
+        outs.iter().map(|o| (o.key_hash, o.event_time, o.decode::<(u64, u64)>().unwrap())).collect();
+    let want: Vec<(u64, u64, (u64, u64))> =
+        [0u64, 2, 4].iter().map(|&i| (key_u64(i) ^ 1, 11 + i, (i, i * 3))).collect();
+    assert_eq!(got, want);
+    // The bytes are the input's archive, as sent.
+    let sent = rkyv::to_bytes::<rkyv::rancor::Error>(&(2u64, 6u64)).unwrap();
+    assert_eq!(&outs[1].archive[..], &sent[..]);
+}
+
+#[test]
+#[should_panic(expected = "`Cx::pass_on` outside `on_message`")]
+fn pass_on_outside_a_message_is_refused() {
+    Harness::new(EvenPairs).end();
+}

@@ -258,3 +258,50 @@ fn an_emit_of_another_type_than_downstream_takes_fails_the_app_where_it_is_emitt
     assert!(outputs.len() < 2_000, "it stopped at its failure");
     assert!(outputs.iter().all(|&(_, _, seq)| seq != 300), "the mistyped message went nowhere");
 }
+
+/// Passes on the pairs whose second field is not a multiple of 3, unchanged (`Cx::pass_on`).
+struct SkipThirds;
+
+impl Function for SkipThirds {
+    type In = (u64, u64);
+    fn on_message(&mut self, cx: &mut Cx<'_>, msg: &rkyv::Archived<(u64, u64)>) {
+        if !msg.1.to_native().is_multiple_of(3) {
+            cx.pass_on(cx.key_hash(), cx.event_time());
+        }
+    }
+}
+
+/// A filter that passes its inputs on as they were archived feeds a keyed function on other
+/// shards exactly as re-emitted values would: per key, the counts of the passed events in order.
+#[test]
+fn a_filter_passing_its_inputs_on_feeds_a_keyed_function_exactly() {
+    let (events, keys) = (6_000u64, 37u64);
+    for shards in [1, 2, 4] {
+        let mut engine = EngineBuilder::new().shards(shards);
+        let mut app = engine.app("filtered", Duration::from_millis(50));
+        let n = shards as u64;
+        let src = app.source("in", shards as u32, move |inst| {
+            (u64::from(inst)..events).step_by(n as usize).map(move |i| (key_u64(i % keys), i, (i % keys, i)))
+        });
+        let kept = app.function("skip-thirds", src, Route::Forward, || SkipThirds);
+        let counts = app.function("count", kept, Route::ByKey, CountWithSeq::default);
+        let out = app.collect("out", counts);
+        engine.run().expect("engine runs");
+        let mut got: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
+        for o in out.drain() {
+            // SAFETY: the sink's input is archived `(u64, u64, u64)` by `CountWithSeq`.
+            let v = unsafe { rkyv::access_unchecked::<rkyv::Archived<(u64, u64, u64)>>(&o.archive) };
+            got.entry(v.0.to_native()).or_default().push((v.1.to_native(), v.2.to_native()));
+        }
+        // Per key, the kept events' sequence numbers, and counts 1, 2, 3... in arrival order.
+        let mut total = 0;
+        for (key, mut seen) in got {
+            assert!(seen.iter().enumerate().all(|(i, &(c, _))| c == i as u64 + 1), "{shards} shards, key {key}");
+            seen.sort_by_key(|&(_, seq)| seq);
+            let want: Vec<u64> = (0..events).filter(|i| i % keys == key && i % 3 != 0).collect();
+            assert_eq!(seen.iter().map(|&(_, s)| s).collect::<Vec<_>>(), want, "{shards} shards, key {key}");
+            total += seen.len();
+        }
+        assert_eq!(total as u64, (0..events).filter(|i| i % 3 != 0).count() as u64, "{shards} shards");
+    }
+}

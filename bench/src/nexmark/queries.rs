@@ -307,6 +307,20 @@ impl Function for Q7Max {
     }
 }
 
+/// Q8's selection, where the events are read: persons and auctions go on (unchanged, as
+/// archived) to the join, keyed by person and seller; bids stop here, as in Beam's and Flink's
+/// Q8, which select new persons and new auctions before they join them.
+struct Q8Select;
+
+impl Function for Q8Select {
+    type In = Event;
+    fn on_message(&mut self, cx: &mut Cx<'_>, e: &Archived<Event>) {
+        if !matches!(e, ArchivedEvent::Bid(_)) {
+            cx.pass_on(cx.key_hash(), cx.event_time());
+        }
+    }
+}
+
 /// Per window: persons registered (id -> name) and sellers who opened an auction.
 type Q8Window = (BTreeMap<u64, String>, BTreeSet<u64>);
 
@@ -397,7 +411,10 @@ pub fn run_engine(q: Query, seed: u64, events: u64, shards: usize) -> anyhow::Re
             let local = app.function("q7-local", src, Route::Forward, Q7Local::default);
             app.function("q7-max", local, Route::ByKey, Q7Max::default)
         }
-        Query::Q8 => app.function("q8", src, Route::ByKey, Q8Join::default),
+        Query::Q8 => {
+            let select = app.function("q8-select", src, Route::Forward, || Q8Select);
+            app.function("q8", select, Route::ByKey, Q8Join::default)
+        }
     };
     let rx = app.collect("out", out);
     let summary = engine.run()?;
