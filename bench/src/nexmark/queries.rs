@@ -24,9 +24,11 @@
 //!   window: `(window_end, person_id, name)`, once per (window, person).
 //!
 //! Engine shape: one source instance per shard, each emitting every `shards`-th event (keyed by
-//! auction for bids, by person id for persons and by seller for auctions), a keyed stage (`Route::ByKey`) does the per-key work;
-//! Q5 and Q7 add a second stage keyed by window end that merges the per-shard maxima when its
-//! watermark (the minimum over both first-stage instances) passes the window end.
+//! auction for bids, by person id for persons and by seller for auctions). Q1 and Q2 run where
+//! the events are read. Q5 and Q7 pre-aggregate there too (per-shard counts, per-shard maxima)
+//! and add a second stage keyed by window end that merges the shards' partials when its
+//! watermark (the minimum over both first-stage instances) passes the window end. Q8 selects
+//! persons and auctions where they are read and joins them keyed by person (= seller).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -157,8 +159,11 @@ impl Function for Q2Filter {
     }
 }
 
-/// Q5 stage 1, keyed by auction: bids per auction per sliding window; at the window's end, this
-/// shard's maximum and the auctions reaching it: `(window_end, bids, auctions)`.
+/// Q5 stage 1, on the shard that read the bids: this shard's bids per auction per sliding
+/// window; at the window's end, its partial counts `(window_end, [(auction, bids)])` go to the
+/// stage keyed by window end. A local pre-aggregation, as Q7's (and Flink's two-phase
+/// aggregation): NEXMark sends half of all bids to one hot auction, which keyed by auction would
+/// put most of the counting on one shard.
 #[derive(Default)]
 struct Q5Count {
     windows: BTreeMap<u64, HashMap<u64, u64>>,
@@ -167,10 +172,8 @@ struct Q5Count {
 impl Q5Count {
     fn fire(&mut self, cx: &mut Cx<'_>, watermark: u64) {
         for (end, counts) in take_ready(&mut self.windows, watermark) {
-            let max = counts.values().copied().max().unwrap_or(0);
-            let mut top: Vec<u64> = counts.iter().filter(|(_, &c)| c == max).map(|(&a, _)| a).collect();
-            top.sort_unstable();
-            cx.emit(key_u64(end), end - 1, &(end, max, top));
+            let partial: Vec<(u64, u64)> = counts.into_iter().collect();
+            cx.emit(key_u64(end), end - 1, &(end, partial));
         }
     }
 }
@@ -193,33 +196,32 @@ impl Function for Q5Count {
     }
 }
 
-/// Q5 stage 2, keyed by window end: the maximum over the shards' maxima.
+/// Q5 stage 2, keyed by window end: the shards' partial counts summed, and at the window's end
+/// the auction(s) with the most bids.
 #[derive(Default)]
 struct Q5Max {
-    windows: BTreeMap<u64, (u64, Vec<u64>)>,
+    windows: BTreeMap<u64, HashMap<u64, u64>>,
 }
 
 impl Q5Max {
     fn fire(&mut self, cx: &mut Cx<'_>, watermark: u64) {
-        for (end, (bids, auctions)) in take_ready(&mut self.windows, watermark) {
-            for auction in auctions {
-                cx.emit(key_u64(end), end - 1, &(end, auction, bids));
+        for (end, counts) in take_ready(&mut self.windows, watermark) {
+            let max = counts.values().copied().max().unwrap_or(0);
+            let mut top: Vec<u64> = counts.iter().filter(|(_, &c)| c == max).map(|(&a, _)| a).collect();
+            top.sort_unstable();
+            for auction in top {
+                cx.emit(key_u64(end), end - 1, &(end, auction, max));
             }
         }
     }
 }
 
 impl Function for Q5Max {
-    type In = (u64, u64, Vec<u64>);
-    fn on_message(&mut self, _cx: &mut Cx<'_>, m: &Archived<(u64, u64, Vec<u64>)>) {
-        let (end, bids) = (m.0.to_native(), m.1.to_native());
-        let w = self.windows.entry(end).or_insert((0, Vec::new()));
-        if bids > w.0 {
-            *w = (bids, Vec::new());
-        }
-        if bids == w.0 {
-            w.1.extend(m.2.iter().map(|a| a.to_native()));
-            w.1.sort_unstable();
+    type In = (u64, Vec<(u64, u64)>);
+    fn on_message(&mut self, _cx: &mut Cx<'_>, m: &Archived<(u64, Vec<(u64, u64)>)>) {
+        let w = self.windows.entry(m.0.to_native()).or_default();
+        for p in m.1.iter() {
+            *w.entry(p.0.to_native()).or_default() += p.1.to_native();
         }
     }
     fn on_watermark(&mut self, cx: &mut Cx<'_>, watermark: u64) {
@@ -404,7 +406,7 @@ pub fn run_engine(q: Query, seed: u64, events: u64, shards: usize) -> anyhow::Re
         Query::Q1 => app.function("q1", src, Route::Forward, || Q1Map),
         Query::Q2 => app.function("q2", src, Route::Forward, || Q2Filter),
         Query::Q5 => {
-            let local = app.function("q5-count", src, Route::ByKey, Q5Count::default);
+            let local = app.function("q5-count", src, Route::Forward, Q5Count::default);
             app.function("q5-max", local, Route::ByKey, Q5Max::default)
         }
         Query::Q7 => {
