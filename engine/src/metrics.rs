@@ -62,6 +62,9 @@ pub struct AppStats {
     /// Records that ran at once on their sender's shard (operator chaining), skipping the run
     /// queue.
     pub chained: u64,
+    /// Records that ran as their batch arrived from another shard (or this one's staging),
+    /// skipping the run queue: a policy that runs messages in arrival order, nothing waiting.
+    pub on_arrival: u64,
     pub latency_ns: Histogram<u64>,
     /// Service time of the app's messages: each message run counts its function's measured
     /// cost on the shard that ran it (sampled, see the shard's `cost_ns`), ns.
@@ -170,6 +173,7 @@ impl AppStats {
             late_dropped: 0,
             scale_up_signals: 0,
             chained: 0,
+            on_arrival: 0,
             latency_ns: new_histogram(),
             service_ns: 0,
             actors: ActorStats::new(),
@@ -184,6 +188,7 @@ impl AppStats {
         self.late_dropped += o.late_dropped;
         self.scale_up_signals += o.scale_up_signals;
         self.chained += o.chained;
+        self.on_arrival += o.on_arrival;
         add_histogram(&mut self.latency_ns, &o.latency_ns);
         self.service_ns += o.service_ns;
         self.actors.add(&o.actors);
@@ -205,6 +210,7 @@ impl AppStats {
         self.late_dropped = 0;
         self.scale_up_signals = 0;
         self.chained = 0;
+        self.on_arrival = 0;
         reset_histogram(&mut self.latency_ns);
         self.service_ns = 0;
         self.actors.reset();
@@ -332,6 +338,7 @@ mod tests {
         s.record_output(1_500, 1_000);
         s.record_output(500, 1_000);
         s.chained = 3;
+        s.on_arrival = 4;
         s.service_ns = 99;
         s.actors.barriers = 1;
         s.actors.barrier_ns.record(42).unwrap();
@@ -350,6 +357,7 @@ mod tests {
         // Other tests' engines share the pool: whatever it hands out must be empty.
         for s in fresh_stats(RECYCLED_MAX + 4) {
             assert_eq!((s.events_in, s.events_out, s.within_slo, s.chained, s.service_ns), (0, 0, 0, 0, 0));
+            assert_eq!(s.on_arrival, 0);
             assert!(s.latency_ns.is_empty() && s.actors.barrier_ns.is_empty());
             assert!(s.actors.scale_up_ns.is_empty() && s.actors.lease_delivery_ns.is_empty());
             assert_eq!((s.actors.barriers, s.actors.hosted_ns), (0, 0));

@@ -164,6 +164,16 @@ pub trait Policy: 'static {
     fn chains(&self) -> bool {
         false
     }
+    /// Whether the policy runs messages in the order they arrive: its `on_enqueue` and
+    /// `pick_next` keep arrival order and need to see nothing. Then a batch of records that
+    /// arrives while nothing waits on the shard (and nothing runs) runs at once, in order, as
+    /// the run queue would have run it, without passing through the queue: its records pass
+    /// `pre_apply` and `post_apply`, as chained records do, but not `on_enqueue` and
+    /// `pick_next`. Default: no, so a user policy sees every message at every hook.
+    #[inline]
+    fn runs_in_arrival_order(&self) -> bool {
+        false
+    }
     /// Choose the activation for a message about to be sent to a keyed function.
     #[inline]
     fn on_route(&mut self, _h: &Header, _route: &RouteCx) -> Placement {
@@ -229,6 +239,11 @@ impl Policy for Fifo {
     /// order puts it when nothing of its function waits.
     #[inline]
     fn chains(&self) -> bool {
+        true
+    }
+    /// Arrival order is its order.
+    #[inline]
+    fn runs_in_arrival_order(&self) -> bool {
         true
     }
     #[inline]
@@ -420,6 +435,11 @@ impl Policy for Bare {
     fn chains(&self) -> bool {
         true
     }
+    /// It has no order to keep.
+    #[inline]
+    fn runs_in_arrival_order(&self) -> bool {
+        true
+    }
     #[inline]
     fn on_enqueue(&mut self, _h: &Header, _arrival: u64, _cx: &SchedCx<'_>) -> u64 {
         0
@@ -482,6 +502,10 @@ impl Policy for Builtin {
     #[inline]
     fn chains(&self) -> bool {
         dispatch!(self, p => p.chains())
+    }
+    #[inline]
+    fn runs_in_arrival_order(&self) -> bool {
+        dispatch!(self, p => p.runs_in_arrival_order())
     }
     #[inline]
     fn on_enqueue(&mut self, h: &Header, arrival: u64, cx: &SchedCx<'_>) -> u64 {

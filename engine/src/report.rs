@@ -63,6 +63,9 @@ pub struct AppSummary {
     /// Records that ran at once on their sender's shard, skipping the run queue (operator
     /// chaining: forward edges to stateless functions, under a policy that allows it).
     pub chained: u64,
+    /// Records that ran as their batch arrived, skipping the run queue (under a policy that
+    /// runs messages in arrival order, when nothing waited on the shard).
+    pub on_arrival: u64,
     /// Shard-seconds the app occupied: Σ over shards of the time the shard hosted at least one
     /// of its activations (a function instance or a lessee slot).
     pub shard_seconds: f64,
@@ -273,6 +276,7 @@ impl Summary {
                 late_dropped: s.late_dropped,
                 scale_up_signals: s.scale_up_signals,
                 chained: s.chained,
+                on_arrival: s.on_arrival,
                 shard_seconds: s.actors.hosted_ns as f64 / 1e9,
                 placed_on: a.shards.clone(),
                 cpu_seconds: s.service_ns as f64 / 1e9,

@@ -25,16 +25,100 @@ impl<P: Policy> Shard<P> {
         let mut any = false;
         while let Some(b) = self.out.local.pop_front() {
             self.out.drained_here(&b);
-            self.enqueue_batch(b, self.id);
+            self.receive(b, self.id);
             any = true;
         }
         for from in 0..self.mail.inboxes.len() {
             while let Some(b) = self.mail.recv(from) {
-                self.enqueue_batch(b, from as ShardId);
+                self.receive(b, from as ShardId);
                 any = true;
             }
         }
         any
+    }
+
+    /// Take in a batch: run it at once where the policy's order allows (`runs_at_once`),
+    /// queue it otherwise.
+    #[inline]
+    fn receive(&mut self, batch: Batch, from: ShardId) {
+        if !self.runs_at_once(&batch) {
+            return self.enqueue_batch(batch, from);
+        }
+        self.mail.check_sequence(self.id, &batch, from);
+        if let Some(slot) = self.mail.held.hold_with(batch, from, |_, _| {}) {
+            self.run_arrivals(slot);
+        }
+    }
+
+    /// Whether `batch` runs as it arrives: the policy runs messages in arrival order, nothing
+    /// waits on the shard (queued, chained or running) for it to overtake, and the batch holds
+    /// only records of plain operator instances here that records may chain to (none of a
+    /// dual-mode actor, of a function a key group is on its way to, or while a snapshot
+    /// aligns). The queue would run exactly these records next, in this order.
+    #[inline]
+    fn runs_at_once(&self, batch: &Batch) -> bool {
+        self.sched.policy.runs_in_arrival_order()
+            && self.sched.runq.is_empty()
+            && !self.chain.running
+            && self.chain.next.is_empty()
+            && self.chain_on()
+            && batch.entries.iter().all(|e| {
+                let f = e.header.function as usize;
+                e.header.kind == MessageKind::Data
+                    && self.chain.chainable.get(f).copied().unwrap_or(false)
+                    && self.slots.actors[f].is_none()
+            })
+    }
+
+    /// Run the records of held batch `slot` in order, each run of one function's records as a
+    /// stretch (as `run_chain` runs chained ones), then what they chained.
+    fn run_arrivals(&mut self, slot: u32) {
+        let me = self.id as usize;
+        let n = self.mail.held.batch(slot).entries.len();
+        self.chain.running = true;
+        let mut i = 0;
+        while i < n {
+            let entries = &self.mail.held.batch(slot).entries;
+            let function = entries[i].header.function;
+            let end = (i..n).find(|&j| entries[j].header.function != function).unwrap_or(n);
+            let f = function as usize;
+            let app = self.sched.cost.fn_app[f] as usize;
+            if !self.app_failed(app) && !self.torn_down(f) {
+                let stats = &mut self.tele.stats[app];
+                stats.service_ns += self.sched.cost.ns[f] * (end - i) as u64;
+                stats.on_arrival += (end - i) as u64;
+                self.touch(app);
+                self.signals[me].begin_run(function, self.sched.now);
+                let chain = self.chain_on();
+                #[cfg(debug_assertions)]
+                for e in &self.mail.held.batch(slot).entries[i..end] {
+                    self.debug_assert_group_here(f, e.header.key_hash);
+                }
+                let (mut parts, mail) = self.parts();
+                let batch = mail.held.batch(slot);
+                let mut failed = false;
+                for e in &batch.entries[i..end] {
+                    parts.sched.msgs_run += 1;
+                    let sampled = parts.sched.msgs_run.is_multiple_of(COST_SAMPLE);
+                    parts.run(f, &e.header, batch.payload(e.off, e.len), chain, sampled);
+                    if dirigo_actors::function::any_failure() {
+                        failed = true;
+                        break; // the rest is dropped with the app
+                    }
+                }
+                self.time_outputs(app);
+                if failed {
+                    self.check_user_code(f);
+                }
+            }
+            for _ in i..end {
+                self.release(slot);
+            }
+            i = end;
+        }
+        self.signals[me].end_run();
+        self.chain.running = false;
+        self.finish_chain();
     }
 
     fn enqueue_batch(&mut self, batch: Batch, from: ShardId) {
