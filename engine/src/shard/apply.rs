@@ -18,32 +18,38 @@ use dirigo_net::mailbox::Batch;
 const TURN_TIME_NS: u64 = 50_000;
 /// Messages between two looks at the clock within a turn.
 const TIME_CHECK_EVERY: usize = 8;
+/// At most this many records run as their batches arrive in one drain of the mail (two full
+/// batches): what arrives beyond is queued and runs in the turns after, in the same order.
+const ARRIVALS_AT_ONCE: usize = 512;
 
 impl<P: Policy> Shard<P> {
     /// Move every waiting batch (from other shards and from this one) into the run queue.
     pub(super) fn drain_mail(&mut self) -> bool {
         let mut any = false;
+        let mut at_once = 0;
         while let Some(b) = self.out.local.pop_front() {
             self.out.drained_here(&b);
-            self.receive(b, self.id);
+            self.receive(b, self.id, &mut at_once);
             any = true;
         }
         for from in 0..self.mail.inboxes.len() {
             while let Some(b) = self.mail.recv(from) {
-                self.receive(b, from as ShardId);
+                self.receive(b, from as ShardId, &mut at_once);
                 any = true;
             }
         }
         any
     }
 
-    /// Take in a batch: run it at once where the policy's order allows (`runs_at_once`),
-    /// queue it otherwise.
+    /// Take in a batch: run it at once where the policy's order allows (`runs_at_once`) and
+    /// this drain has run fewer than `ARRIVALS_AT_ONCE` records so (a backlog of batches runs
+    /// in later turns, as queued work does); queue it otherwise.
     #[inline]
-    fn receive(&mut self, batch: Batch, from: ShardId) {
-        if !self.runs_at_once(&batch) {
+    fn receive(&mut self, batch: Batch, from: ShardId, at_once: &mut usize) {
+        if *at_once + batch.entries.len() > ARRIVALS_AT_ONCE || !self.runs_at_once(&batch) {
             return self.enqueue_batch(batch, from);
         }
+        *at_once += batch.entries.len();
         self.mail.check_sequence(self.id, &batch, from);
         if let Some(slot) = self.mail.held.hold_with(batch, from, |_, _| {}) {
             self.run_arrivals(slot);
