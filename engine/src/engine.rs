@@ -429,9 +429,7 @@ fn spawn_shards<P: Policy + Clone + Send>(
             restore: shards.restore.clone(),
         };
         let placement = if pin { Placement::Fixed(i - local.start) } else { Placement::Unbound };
-        let h = LocalExecutorBuilder::new(placement)
-            .name(&format!("dirigo-shard-{i}"))
-            .preempt_timer(settings.preempt_timer)
+        let h = shard_executor(placement, i, settings.preempt_timer)
             .spawn({
                 let notice = DeathNotice { shard: i, tx: dead.clone() };
                 move || async move {
@@ -443,6 +441,18 @@ fn spawn_shards<P: Policy + Clone + Send>(
         handles.push(h);
     }
     Ok(handles)
+}
+
+/// The executor of shard `i`'s thread. A shard does no storage I/O through glommio (its mail
+/// goes through rings of its own, tcp through io_uring directly, files through std), so it
+/// reserves the least I/O memory glommio allows (64 KiB) instead of its default 10 MiB: that
+/// much less to map at start (a 1M-event NEXMark run spent 8-12 ms starting its shards), and
+/// per shard, parked or not.
+pub(crate) fn shard_executor(placement: Placement, i: usize, preempt_timer: Duration) -> LocalExecutorBuilder {
+    LocalExecutorBuilder::new(placement)
+        .name(&format!("dirigo-shard-{i}"))
+        .preempt_timer(preempt_timer)
+        .io_memory(64 << 10)
 }
 
 /// Tells the controller that a shard's thread is unwinding from a panic (dropped during the

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::Placement;
 use serde::Serialize;
 
 use crate::compile::{app_demand, compile_app, RunError};
@@ -324,9 +324,7 @@ impl Controller {
             };
             let placement = if pin { Placement::Fixed(i) } else { Placement::Unbound };
             let dead_tx = dead_tx.clone();
-            let h = LocalExecutorBuilder::new(placement)
-                .name(&format!("dirigo-shard-{i}"))
-                .preempt_timer(settings.preempt_timer)
+            let h = crate::engine::shard_executor(placement, i, settings.preempt_timer)
                 .spawn(move || async move {
                     let _notice = crate::engine::DeathNotice::new(i, dead_tx);
                     Shard::new(init).run().await
