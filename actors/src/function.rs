@@ -141,6 +141,12 @@ impl TypedInput {
     pub unsafe fn assert() -> TypedInput {
         TypedInput(())
     }
+
+    /// The proof for inputs of type `T`, unless its archive needs more than the 16-byte
+    /// alignment payloads start at (then it is checked as it is read).
+    fn for_input<T: Input>(self) -> Option<TypedInput> {
+        (std::mem::align_of::<rkyv::Archived<T>>() <= 16).then_some(self)
+    }
 }
 
 /// Read a message of a user function's input type: in place unchecked under a [`TypedInput`]
@@ -348,17 +354,11 @@ impl<F: Function> ErasedFunction for Erased<F> {
         let (f, scratch) = (&mut self.f, &mut self.scratch);
         guarded(&self.failed, || (), || f.on_end(&mut Cx { msg, out, scratch, input: None }))
     }
-    fn input_type(&self) -> Option<StreamType> {
-        Some(StreamType::of::<F::In>())
-    }
     fn bind_output(&mut self, stream: StreamType) {
         self.scratch.output = Some(stream);
     }
     fn trust_input(&mut self, proof: TypedInput) {
-        // Payloads start 16-byte aligned: an archive that needs more is checked as it is read.
-        if std::mem::align_of::<rkyv::Archived<F::In>>() <= 16 {
-            self.typed = Some(proof);
-        }
+        self.typed = proof.for_input::<F::In>();
     }
 }
 
@@ -596,17 +596,11 @@ where
             },
         )
     }
-    fn input_type(&self) -> Option<StreamType> {
-        Some(StreamType::of::<A::In>())
-    }
     fn bind_output(&mut self, stream: StreamType) {
         self.scratch.output = Some(stream);
     }
     fn trust_input(&mut self, proof: TypedInput) {
-        // As for a function: payloads start 16-byte aligned.
-        if std::mem::align_of::<rkyv::Archived<A::In>>() <= 16 {
-            self.typed = Some(proof);
-        }
+        self.typed = proof.for_input::<A::In>();
     }
 }
 
@@ -618,10 +612,6 @@ pub trait ErasedFunction {
     fn on_watermark(&mut self, _watermark: u64, _out: &mut dyn Emitter) {}
     /// Every input ended.
     fn on_end(&mut self, _out: &mut dyn Emitter) {}
-    /// The type it takes (None: it reads bytes of its own, and the engine types nothing for it).
-    fn input_type(&self) -> Option<StreamType> {
-        None
-    }
     /// Check every later emit against `stream`, the type of the functions it feeds: an emit of
     /// another type is then a panic of the function (its app fails). Default: nothing checked.
     fn bind_output(&mut self, _stream: StreamType) {}
@@ -665,10 +655,6 @@ pub trait ErasedActor {
     /// archive is of the wrong kind.
     fn import_split(&mut self, _bytes: &[u8]) -> Result<(), MigrateError> {
         Err(MigrateError::WrongKind { expected: "an actor that cannot split".into(), found: "moved keys".into() })
-    }
-    /// The type it takes (None: the engine types nothing for it).
-    fn input_type(&self) -> Option<StreamType> {
-        None
     }
     /// As [`ErasedFunction::bind_output`]; kept by every activation made from this one.
     fn bind_output(&mut self, _stream: StreamType) {}

@@ -208,8 +208,8 @@ impl Plan {
     /// a function feeding functions of different types, is an error naming them. Call it once,
     /// when the plan is complete.
     pub fn bind_types(&mut self) -> Result<(), PlanError> {
-        let mut output: Vec<Option<StreamType>> = vec![None; self.functions.len()];
-        let mut feeds: Vec<Option<FunctionId>> = vec![None; self.functions.len()];
+        // Per function: the type of the user functions it feeds, and the first of them.
+        let mut output: Vec<Option<(StreamType, FunctionId)>> = vec![None; self.functions.len()];
         let mut trusted = vec![false; self.functions.len()];
         for (c, f) in self.functions.iter().enumerate() {
             let Some(takes) = f.takes else { continue };
@@ -234,8 +234,8 @@ impl Plan {
                             all_typed = false;
                             continue;
                         }
-                        match (output[up], feeds[up]) {
-                            (Some(other), Some(first)) if other != takes => {
+                        match output[up] {
+                            Some((other, first)) if other != takes => {
                                 return Err(PlanError::OutputTypes {
                                     function: self.functions[up].name.clone(),
                                     first: self.functions[first as usize].name.clone(),
@@ -244,10 +244,8 @@ impl Plan {
                                     second_takes: takes.name(),
                                 })
                             }
-                            _ => {
-                                output[up] = Some(takes);
-                                feeds[up].get_or_insert(c as FunctionId);
-                            }
+                            Some(_) => {}
+                            None => output[up] = Some((takes, c as FunctionId)),
                         }
                     }
                 }
@@ -262,7 +260,7 @@ impl Plan {
             // `f` is an archive of that type made by `Cx::emit`. Embedded apps never cross a
             // node and snapshots hold no messages, so no payload of theirs comes from elsewhere.
             let typed = trusted[c].then(|| unsafe { TypedInput::assert() });
-            let out = output[c];
+            let out = output[c].map(|(stream, _)| stream);
             if typed.is_none() && out.is_none() {
                 continue;
             }

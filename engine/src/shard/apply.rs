@@ -12,7 +12,7 @@ use super::{Shard, COST_SAMPLE};
 use crate::policy::Policy;
 use crate::runqueue::QEntry;
 use dirigo_net::clock::now_ns;
-use dirigo_net::mailbox::Batch;
+use dirigo_net::mailbox::{Batch, Entry};
 
 /// A turn runs messages for at most about this long (ns) before the shard looks at its mail.
 const TURN_TIME_NS: u64 = 50_000;
@@ -102,16 +102,7 @@ impl<P: Policy> Shard<P> {
                 }
                 let (mut parts, mail) = self.parts();
                 let batch = mail.held.batch(slot);
-                let mut failed = false;
-                for e in &batch.entries[i..end] {
-                    parts.sched.msgs_run += 1;
-                    let sampled = parts.sched.msgs_run.is_multiple_of(COST_SAMPLE);
-                    parts.run(f, &e.header, batch.payload(e.off, e.len), chain, sampled);
-                    if dirigo_actors::function::any_failure() {
-                        failed = true;
-                        break; // the rest is dropped with the app
-                    }
-                }
+                let failed = parts.run_stretch(f, &batch.entries[i..end], batch, chain);
                 self.time_outputs(app);
                 if failed {
                     self.check_user_code(f);
@@ -209,7 +200,7 @@ impl<P: Policy> Shard<P> {
 
     /// A message that was held back while a key group of its function was on its way here
     /// runs now, in the order it arrived.
-    pub(super) fn readmit(&mut self, e: dirigo_net::mailbox::Entry, slot: u32) {
+    pub(super) fn readmit(&mut self, e: Entry, slot: u32) {
         let f = e.header.function as usize;
         if self.slots.actors[f].is_some() {
             self.actor_arrival(e, slot);
@@ -413,20 +404,7 @@ impl<P: Policy> Shard<P> {
                 for e in stretch {
                     self.debug_assert_group_here(f, e.header.key_hash);
                 }
-                let mut parts = self.parts().0;
-                let mut failed = false;
-                for e in stretch {
-                    debug_assert_eq!(parts.sched.runq.len_of(function), 0);
-                    // A message run, for the busy time per message (`Sched::msg_ns`); one in
-                    // `COST_SAMPLE` is timed.
-                    parts.sched.msgs_run += 1;
-                    let sampled = parts.sched.msgs_run.is_multiple_of(COST_SAMPLE);
-                    parts.run(f, &e.header, batch.payload(e.off, e.len), chain, sampled);
-                    if dirigo_actors::function::any_failure() {
-                        failed = true;
-                        break; // the rest of the stretch is dropped with the app
-                    }
-                }
+                let failed = self.parts().0.run_stretch(f, stretch, &batch, chain);
                 self.time_outputs(app);
                 if failed {
                     self.check_user_code(f);
@@ -574,6 +552,25 @@ struct RecordParts<'a, P: Policy> {
 }
 
 impl<P: Policy> RecordParts<'_, P> {
+    /// Run `stretch`, data records of operator `f` whose payloads are in `batch`, in order (the
+    /// records `run_chain` chained, or a batch that runs as it arrives): one in `COST_SAMPLE`
+    /// messages run is timed. True if user code failed on one: the rest of the stretch is
+    /// dropped with its app. Hot path.
+    #[inline(always)]
+    fn run_stretch(&mut self, f: usize, stretch: &[Entry], batch: &Batch, chain: bool) -> bool {
+        for e in stretch {
+            debug_assert_eq!(self.sched.runq.len_of(f as FunctionId), 0);
+            // A message run, for the busy time per message (`Sched::msg_ns`).
+            self.sched.msgs_run += 1;
+            let sampled = self.sched.msgs_run.is_multiple_of(COST_SAMPLE);
+            self.run(f, &e.header, batch.payload(e.off, e.len), chain, sampled);
+            if dirigo_actors::function::any_failure() {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Run data record `h` of operator `f` on `payload`, chaining what it emits where it may
     /// run at once if `chain`; time it if `sampled`. A sink's output waits in `outputs_due` for
     /// the caller to time it (`Shard::time_outputs`). Hot path.
