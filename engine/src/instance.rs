@@ -10,14 +10,37 @@ use dirigo_actors::function::{ErasedActor, ErasedFunction, StreamType, TypedInpu
 use dirigo_actors::migrate::MigrateError;
 use dirigo_actors::operator::{Emitter, Msg, Operator};
 use dirigo_actors::record::{ArchivedRecord, RecordsOnly};
+use dirigo_net::mailbox::{Batch, Entry};
 use rkyv::util::AlignedVec;
 
 use crate::sink::Sink;
+
+macro_rules! each {
+    ($self:ident, $op:ident => $e:expr) => {
+        match $self {
+            Builtin::Map($op) => $e,
+            Builtin::Filter($op) => $e,
+            Builtin::KeyBy($op) => $e,
+            Builtin::Aggregate($op) => $e,
+            Builtin::Window($op) => $e,
+            Builtin::Join($op) => $e,
+        }
+    };
+}
 
 /// An instance's state for a snapshot: archived already, or copied to be archived elsewhere.
 pub enum StateOut {
     Bytes(AlignedVec),
     Copy(dirigo_actors::builtins::StateCopy),
+}
+
+/// What runs around each message of a stretch ([`OperatorInstance::on_stretch`]): the shard's
+/// hooks before and after it; the messages' outputs go to it, as to any emitter.
+pub trait StretchCx: Emitter {
+    /// Message `h` is about to be applied.
+    fn before(&mut self, h: &Header);
+    /// Message `h` was applied. True: stop the stretch here (user code failed).
+    fn after(&mut self, h: &Header) -> bool;
 }
 
 /// One function instance on one shard.
@@ -46,6 +69,40 @@ impl OperatorInstance {
                 let class = if a.is_critical(h, payload) { MessageClass::Critical } else { MessageClass::Regular };
                 a.on_message(h, payload, class, out)
             }
+        }
+    }
+
+    /// Apply `stretch`, data messages of this instance whose payloads are in `batch`, in
+    /// order: the instance's kind (and a built-in's) is matched once for the stretch, not per
+    /// message, and `cx` runs the shard's hooks around each message and takes its outputs. True
+    /// if `cx` stopped the stretch (user code failed): the rest is not applied. Hot path.
+    #[inline]
+    pub fn on_stretch<S: StretchCx>(&mut self, stretch: &[Entry], batch: &Batch, cx: &mut S) -> bool {
+        macro_rules! each_message {
+            (|$h:ident, $p:ident| $apply:expr) => {{
+                for e in stretch {
+                    let ($h, $p) = (&e.header, batch.payload(e.off, e.len));
+                    cx.before($h);
+                    $apply;
+                    if cx.after($h) {
+                        return true;
+                    }
+                }
+                false
+            }};
+        }
+        let msg = |h: &Header| Msg { key_hash: h.key_hash, event_time: h.event_time, port: h.port };
+        match self {
+            OperatorInstance::Builtin(b, records) => {
+                let records = *records;
+                each!(b, op => each_message!(|h, p| op.on_record(msg(h), records.read(p).get(), p, cx)))
+            }
+            OperatorInstance::Sink(s) => each_message!(|h, p| s.on_data(h, p)),
+            OperatorInstance::User(f) => each_message!(|h, p| f.on_message(h, p, cx)),
+            OperatorInstance::Actor(a) => each_message!(|h, p| {
+                let class = if a.is_critical(h, p) { MessageClass::Critical } else { MessageClass::Regular };
+                a.on_message(h, p, class, cx)
+            }),
         }
     }
 
@@ -174,19 +231,6 @@ pub enum Builtin {
     Aggregate(Aggregate),
     Window(Window),
     Join(Join),
-}
-
-macro_rules! each {
-    ($self:ident, $op:ident => $e:expr) => {
-        match $self {
-            Builtin::Map($op) => $e,
-            Builtin::Filter($op) => $e,
-            Builtin::KeyBy($op) => $e,
-            Builtin::Aggregate($op) => $e,
-            Builtin::Window($op) => $e,
-            Builtin::Join($op) => $e,
-        }
-    };
 }
 
 impl Operator for Builtin {

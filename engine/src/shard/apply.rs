@@ -8,6 +8,7 @@ use dirigo_actors::ids::{FunctionId, ShardId};
 use super::dual_mode::TOKEN;
 use super::router::Router;
 use super::router::{broadcast, broadcast_watermark};
+use super::stretch::{StretchRun, Timing};
 use super::{Shard, COST_SAMPLE};
 use crate::policy::Policy;
 use crate::runqueue::QEntry;
@@ -102,7 +103,7 @@ impl<P: Policy> Shard<P> {
                 }
                 let (mut parts, mail) = self.parts();
                 let batch = mail.held.batch(slot);
-                let failed = parts.run_stretch(f, &batch.entries[i..end], batch, chain);
+                let failed = parts.run_stretch(f, &batch.entries[i..end], batch, chain, Timing::Counted);
                 self.time_outputs(app);
                 if failed {
                     self.check_user_code(f);
@@ -309,7 +310,8 @@ impl<P: Policy> Shard<P> {
         self.debug_assert_group_here(f, h.key_hash);
         let chain = self.chain_on();
         let (mut parts, mail) = self.parts();
-        parts.run(f, h, mail.held.batch(slot).payload(off, len), chain, sampled);
+        let one = [Entry { header: *h, off, len }];
+        parts.run_stretch(f, &one, mail.held.batch(slot), chain, Timing::Once(sampled));
         self.time_outputs(app);
     }
 
@@ -404,7 +406,7 @@ impl<P: Policy> Shard<P> {
                 for e in stretch {
                     self.debug_assert_group_here(f, e.header.key_hash);
                 }
-                let failed = self.parts().0.run_stretch(f, stretch, &batch, chain);
+                let failed = self.parts().0.run_stretch(f, stretch, &batch, chain, Timing::Counted);
                 self.time_outputs(app);
                 if failed {
                     self.check_user_code(f);
@@ -553,45 +555,31 @@ struct RecordParts<'a, P: Policy> {
 
 impl<P: Policy> RecordParts<'_, P> {
     /// Run `stretch`, data records of operator `f` whose payloads are in `batch`, in order (the
-    /// records `run_chain` chained, or a batch that runs as it arrives): one in `COST_SAMPLE`
-    /// messages run is timed. True if user code failed on one: the rest of the stretch is
+    /// records `run_chain` chained, a batch that runs as it arrives, or one queued record),
+    /// chaining what they emit where it may run at once if `chain` (see `shard::stretch`). A
+    /// sink's outputs wait in `outputs_due` for the caller to time them
+    /// (`Shard::time_outputs`). True if user code failed on one: the rest of the stretch is
     /// dropped with its app. Hot path.
     #[inline(always)]
-    fn run_stretch(&mut self, f: usize, stretch: &[Entry], batch: &Batch, chain: bool) -> bool {
-        for e in stretch {
-            debug_assert_eq!(self.sched.runq.len_of(f as FunctionId), 0);
-            // A message run, for the busy time per message (`Sched::msg_ns`).
-            self.sched.msgs_run += 1;
-            let sampled = self.sched.msgs_run.is_multiple_of(COST_SAMPLE);
-            self.run(f, &e.header, batch.payload(e.off, e.len), chain, sampled);
-            if dirigo_actors::function::any_failure() {
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Run data record `h` of operator `f` on `payload`, chaining what it emits where it may
-    /// run at once if `chain`; time it if `sampled`. A sink's output waits in `outputs_due` for
-    /// the caller to time it (`Shard::time_outputs`). Hot path.
-    #[inline(always)]
-    fn run(&mut self, f: usize, h: &Header, payload: &[u8], chain: bool, sampled: bool) {
-        self.rb.count(f, h.key_hash);
+    fn run_stretch(&mut self, f: usize, stretch: &[Entry], batch: &Batch, chain: bool, timing: Timing) -> bool {
+        let Some(first) = stretch.first() else { return false };
+        // A stretch of records that chained or arrived runs with nothing of `f` queued (what
+        // was ran first); a queued record may have others of `f` behind it.
+        debug_assert!(matches!(timing, Timing::Once(_)) || self.sched.runq.len_of(f as FunctionId) == 0);
         let fp = &self.plan.functions[f];
-        let t0 = if sampled { now_ns() } else { 0 };
         if fp.is_sink {
             self.slots.sink_ran = true;
-            self.tele.outputs_due.push(h.ingress_ns);
+            self.tele.outputs_due.extend(stretch.iter().map(|e| e.header.ingress_ns));
         }
-        self.sched.pre_apply(&self.plan.apps, h, t0);
         let op = self.slots.ops[f].as_mut().expect("message for a function instance on this shard");
         let chain = chain.then_some((&mut *self.chain_next, self.chainable));
-        let mut router = Router::chaining(self.out, self.sched, self.placement, &fp.outputs, *h, chain);
-        op.on_data(h, payload, &mut router);
-        self.sched.post_apply(&self.plan.apps, h, t0);
-        if sampled {
-            let dt = now_ns().saturating_sub(t0);
-            self.sched.cost.sample(f, dt);
-        }
+        let (parts, msgs_run) = self.sched.split();
+        let cost = parts.cost;
+        let router = Router::of_parts(self.out, parts, self.placement, &fp.outputs, first.header, chain);
+        let mut run = StretchRun::new(router, &self.plan.apps, cost, self.rb, f, (msgs_run, timing));
+        let failed = op.on_stretch(stretch, batch, &mut run);
+        let timed = run.timed();
+        self.sched.cost.fold(f, timed);
+        failed
     }
 }

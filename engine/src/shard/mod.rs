@@ -22,6 +22,7 @@ mod sched;
 mod slots;
 mod snapshot;
 mod sources;
+mod stretch;
 mod telemetry;
 
 use std::sync::atomic::{AtomicBool, Ordering};

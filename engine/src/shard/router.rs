@@ -11,7 +11,7 @@ use crate::policy::{Placement, Policy, RouteCx};
 use crate::runqueue::RunQueue;
 use crate::shard::chain::{ChainBuf, ChainTo};
 use crate::shard::outputs::Outputs;
-use crate::shard::sched::Sched;
+use crate::shard::sched::{Sched, SchedParts};
 
 /// Routes one node's output. `parent` is the message being applied (or the ingress header).
 /// Made from the scheduler part for one message (`Router::new`): it holds the policy and the
@@ -75,6 +75,41 @@ impl<'a, P: Policy> Router<'a, P> {
         };
         let scale_up_signals = &mut sched.scale_up[parent.app as usize];
         Router { out, policy: &mut sched.policy, load, scale_up_signals, placement, edges, parent, chain }
+    }
+
+    /// A chaining router made from the scheduler's parts, for a stretch of records of one
+    /// function (`shard::stretch`): the parts it does not take stay with the caller.
+    #[inline]
+    pub(super) fn of_parts(
+        out: &'a mut Outputs,
+        sched: SchedParts<'a, P>,
+        placement: &'a PlacementTable,
+        edges: &'a [Edge],
+        parent: Header,
+        chain: Option<(&'a mut ChainBuf, &'a [bool])>,
+    ) -> Self {
+        let chain = chain.map(|(buf, chainable)| ChainTo { buf, chainable, runq: sched.runq });
+        let load = RouteLoad {
+            delay_ns: sched.peer_delay,
+            cost_ns: &sched.cost.ns,
+            cost_to_go_ns: &sched.cost.to_go_ns,
+            now_ns: sched.now,
+        };
+        let scale_up_signals = &mut sched.scale_up[parent.app as usize];
+        Router { out, policy: sched.policy, load, scale_up_signals, placement, edges, parent, chain }
+    }
+
+    /// The message being applied now: the parent of what is emitted next (its app stays).
+    #[inline(always)]
+    pub(super) fn set_parent(&mut self, parent: &Header) {
+        debug_assert_eq!(parent.app, self.parent.app);
+        self.parent = *parent;
+    }
+
+    /// The policy, for the hooks around each record of a stretch.
+    #[inline(always)]
+    pub(super) fn policy(&mut self) -> &mut P {
+        self.policy
     }
 
     #[inline]

@@ -51,6 +51,15 @@ impl Costs {
         self.ns[f] = (self.ns[f] * 7 + dt_ns) / 8;
     }
 
+    /// Fold the `n` timed runs of function `f` a stretch made (`total` ns in all), each as
+    /// [`Costs::sample`] would (at their mean).
+    #[inline(always)]
+    pub fn fold(&mut self, f: usize, (total, n): (u64, u64)) {
+        if let Some(mean) = total.checked_div(n) {
+            (0..n).for_each(|_| self.sample(f, mean));
+        }
+    }
+
     /// Make room for the functions of `plan` (a deployed app's, at run time).
     pub fn grow(&mut self, plan: &Plan, forward_prior_ns: u64) {
         let nf = plan.functions.len();
@@ -84,7 +93,26 @@ pub(super) struct Sched<P: Policy> {
     msg_mark: (u64, u64),
 }
 
+/// The scheduler split into the parts a stretch of records borrows (`shard::stretch`): the
+/// router takes the policy, the load figures and the scale-up counts, the stretch the costs
+/// (read by the hooks) and the message count.
+pub(super) struct SchedParts<'a, P> {
+    pub policy: &'a mut P,
+    pub runq: &'a RunQueue,
+    pub peer_delay: &'a [u64],
+    pub cost: &'a Costs,
+    pub now: u64,
+    pub scale_up: &'a mut [u64],
+}
+
 impl<P: Policy> Sched<P> {
+    /// The parts, and the message count.
+    #[inline(always)]
+    pub fn split(&mut self) -> (SchedParts<'_, P>, &mut u64) {
+        let Sched { policy, runq, now, peer_delay, cost, scale_up, msgs_run, .. } = self;
+        (SchedParts { policy, runq, peer_delay, cost, now: *now, scale_up }, msgs_run)
+    }
+
     pub fn new(policy: P, plan: &Plan, forward_prior_ns: u64) -> Self {
         Sched {
             policy,

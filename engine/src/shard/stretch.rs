@@ -1,0 +1,105 @@
+//! Running a stretch of data records of one function: consecutive records that chained to it,
+//! a batch that runs as it arrives, or one queued record. What holds for every record of the
+//! stretch is looked up and built once: the function's plan and instance, the router (each
+//! record becomes its parent in turn), the instance's kind (`OperatorInstance::on_stretch`).
+//! What each record must see still runs for each: the rebalancer's count, `pre_apply` and
+//! `post_apply`, the check for failed user code, and one record in `COST_SAMPLE` is timed.
+
+use dirigo_actors::envelope::Header;
+use dirigo_actors::function::any_failure;
+use dirigo_actors::operator::Emitter;
+use dirigo_actors::record::Value;
+use dirigo_net::clock::now_ns;
+
+use super::rebalance::Rebalance;
+use super::router::Router;
+use super::sched::Costs;
+use super::COST_SAMPLE;
+use crate::instance::StretchCx;
+use crate::plan::AppPlan;
+use crate::policy::Policy;
+
+/// Which records of a stretch are timed.
+#[derive(Clone, Copy)]
+pub(super) enum Timing {
+    /// Every `COST_SAMPLE`-th record the shard runs (each counts as a message run).
+    Counted,
+    /// This one record if true (a queued record: the loop counts it, its arrival picks it).
+    Once(bool),
+}
+
+/// The hooks around each record of a stretch, and the router its outputs go through.
+pub(super) struct StretchRun<'a, P: Policy> {
+    router: Router<'a, P>,
+    apps: &'a [AppPlan],
+    cost: &'a Costs,
+    rb: &'a mut Rebalance,
+    f: usize,
+    msgs_run: &'a mut u64,
+    timing: Timing,
+    /// Start of the record being timed; 0: not timed.
+    t0: u64,
+    /// The records timed so far: their total ns, and how many.
+    timed: (u64, u64),
+}
+
+impl<'a, P: Policy> StretchRun<'a, P> {
+    #[inline(always)]
+    pub fn new(
+        router: Router<'a, P>,
+        apps: &'a [AppPlan],
+        cost: &'a Costs,
+        rb: &'a mut Rebalance,
+        f: usize,
+        (msgs_run, timing): (&'a mut u64, Timing),
+    ) -> Self {
+        StretchRun { router, apps, cost, rb, f, msgs_run, timing, t0: 0, timed: (0, 0) }
+    }
+
+    /// The records timed: total ns and count (for `Costs::fold`, once the stretch is over).
+    #[inline(always)]
+    pub fn timed(&self) -> (u64, u64) {
+        self.timed
+    }
+}
+
+impl<P: Policy> Emitter for StretchRun<'_, P> {
+    #[inline(always)]
+    fn emit(&mut self, key_hash: u64, event_time: u64, values: &[Value]) {
+        self.router.emit(key_hash, event_time, values)
+    }
+
+    #[inline(always)]
+    fn forward(&mut self, key_hash: u64, event_time: u64, archive: &[u8]) {
+        self.router.forward(key_hash, event_time, archive)
+    }
+}
+
+impl<P: Policy> StretchCx for StretchRun<'_, P> {
+    #[inline(always)]
+    fn before(&mut self, h: &Header) {
+        let timed = match self.timing {
+            Timing::Counted => {
+                *self.msgs_run += 1;
+                self.msgs_run.is_multiple_of(COST_SAMPLE)
+            }
+            Timing::Once(timed) => timed,
+        };
+        self.t0 = if timed { now_ns() } else { 0 };
+        self.rb.count(self.f, h.key_hash);
+        self.router.set_parent(h);
+        let cx = self.cost.cx(self.apps, self.t0);
+        self.router.policy().pre_apply(h, &cx);
+    }
+
+    #[inline(always)]
+    fn after(&mut self, h: &Header) -> bool {
+        let cx = self.cost.cx(self.apps, self.t0);
+        self.router.policy().post_apply(h, &cx);
+        if self.t0 != 0 {
+            self.timed.0 += now_ns().saturating_sub(self.t0);
+            self.timed.1 += 1;
+        }
+        any_failure()
+    }
+}
