@@ -40,6 +40,20 @@ impl Sources {
     }
 }
 
+/// Why a run of ingested events stopped (`Shard::ingest_run`).
+enum Stop {
+    /// The poll's budget is spent.
+    Budget,
+    /// The next event is not due yet.
+    NotDue,
+    /// A socket source has nothing buffered or readable now.
+    Idle,
+    /// The source has no more events.
+    Finished,
+    /// The last event (its header) makes a watermark due.
+    Watermark(Header),
+}
+
 /// One source instance running on this shard.
 pub struct SourceRun {
     pub(super) index: usize,
@@ -197,67 +211,79 @@ impl<P: Policy> Shard<P> {
         let started = *self.src.runs[i].started_ns.get_or_insert(now);
         let mut n = 0;
         while n < TURN_BUDGET {
-            let Some(due) = self.src.runs[i].inst.next_due_ns() else {
-                self.finish_source(i);
-                return true;
-            };
-            let due = self.src.runs[i].resumed_due(due);
-            if started + due > now {
-                break;
+            let (ran, stop) = self.ingest_run(i, now, started, TURN_BUDGET - n);
+            n += ran;
+            match stop {
+                Stop::Watermark(h) => self.emit_watermark(i, h),
+                Stop::Finished => {
+                    self.finish_source(i);
+                    return true;
+                }
+                Stop::Budget | Stop::NotDue | Stop::Idle => break,
             }
-            let Some(p) = self.src.runs[i].inst.produce(&mut self.src.values, &mut self.src.bytes) else {
-                self.finish_source(i);
-                return true;
-            };
-            if p == Produced::Idle {
-                break; // a socket source has nothing buffered or readable now
-            }
-            // Open-loop sources are stamped with their schedule, so queueing behind a slow
-            // engine counts as latency (no coordinated omission). Unscheduled ones (rate 0,
-            // files, sockets) with the time of this poll: one clock read per poll, not per
-            // event, at the price of at most one poll's duration (microseconds) of extra latency.
-            let ingress = if due == 0 { now } else { started + due };
-            self.ingest(i, p, ingress);
-            n += 1;
         }
-        // The records this poll chained run now, in order (see `ingest`).
+        // The records this poll chained run now, in order (see `ingest_run`).
         self.finish_chain();
         n > 0
     }
 
-    /// Emit one produced event along the source's edges. Hot path.
-    fn ingest(&mut self, i: usize, p: Produced, ingress_ns: u64) {
-        let sp = &self.plan.sources[self.src.runs[i].index];
-        let (key_hash, event_time) = match p {
-            Produced::Skipped | Produced::Idle => return,
-            Produced::Archive { key_hash, event_time } => (key_hash, event_time),
-            Produced::Values { event_time } => {
-                let from_field = sp.event_time_field.and_then(|f| self.src.values[f].as_u64());
-                (0, from_field.or(event_time).unwrap_or(ingress_ns / 1_000_000))
-            }
-        };
-        let app = &self.plan.apps[sp.app as usize];
-        let mut h = Header::data(sp.app, 0, key_hash);
-        h.ingress_ns = ingress_ns;
-        h.event_time = event_time;
-        self.sched.policy.on_ingress(&mut h, app);
-        self.tele.stats[sp.app as usize].events_in += 1;
-        let watermark_every = app.watermark_every.max(1);
+    /// Ingest up to `budget` events of source `i` due by `now`, through one router, until one
+    /// of them makes a watermark due (or none is due, or the source is idle or finished).
+    /// Returns how many were polled and why it stopped. Hot path.
+    fn ingest_run(&mut self, i: usize, now: u64, started: u64, budget: usize) -> (usize, Stop) {
         let chain = self.chain_on().then_some((&mut self.chain.next, &self.chain.chainable[..]));
-        let mut router = Router::chaining(&mut self.out, &mut self.sched, &self.placement, &sp.outputs, h, chain);
-        match p {
-            Produced::Archive { .. } => router.forward(key_hash, event_time, &self.src.bytes),
-            _ => router.emit(key_hash, event_time, &self.src.values),
+        let Sources { runs, values, bytes } = &mut self.src;
+        let run = &mut runs[i];
+        let sp = &self.plan.sources[run.index];
+        let app = &self.plan.apps[sp.app as usize];
+        let watermark_every = app.watermark_every.max(1);
+        let stats = &mut self.tele.stats[sp.app as usize];
+        let (sched, _) = self.sched.split();
+        let parent = Header::data(sp.app, 0, 0);
+        let mut router = Router::of_parts(&mut self.out, sched, &self.placement, &sp.outputs, parent, chain);
+        let mut ran = 0;
+        while ran < budget {
+            let Some(due) = run.inst.next_due_ns() else { return (ran, Stop::Finished) };
+            let due = run.resumed_due(due);
+            if started + due > now {
+                return (ran, Stop::NotDue);
+            }
+            let Some(p) = run.inst.produce(values, bytes) else { return (ran, Stop::Finished) };
+            ran += 1;
+            // Open-loop sources are stamped with their schedule, so queueing behind a slow
+            // engine counts as latency (no coordinated omission). Unscheduled ones (rate 0,
+            // files, sockets) with the time of this poll: one clock read per poll, not per
+            // event, at the price of at most one poll's duration (microseconds) of extra latency.
+            let ingress_ns = if due == 0 { now } else { started + due };
+            let (key_hash, event_time) = match p {
+                Produced::Idle => return (ran - 1, Stop::Idle), // a socket source has nothing now
+                Produced::Skipped => continue,
+                Produced::Archive { key_hash, event_time } => (key_hash, event_time),
+                Produced::Values { event_time } => {
+                    let from_field = sp.event_time_field.and_then(|f| values[f].as_u64());
+                    (0, from_field.or(event_time).unwrap_or(ingress_ns / 1_000_000))
+                }
+            };
+            let mut h = Header::data(sp.app, 0, key_hash);
+            h.ingress_ns = ingress_ns;
+            h.event_time = event_time;
+            router.policy().on_ingress(&mut h, app);
+            stats.events_in += 1;
+            router.set_parent(&h);
+            match p {
+                Produced::Archive { .. } => router.forward(key_hash, event_time, bytes),
+                _ => router.emit(key_hash, event_time, values),
+            }
+            // What the event chained runs once the poll is over (`poll_source`): between two
+            // events nothing else runs, so each function still sees its records in the source's
+            // order, and a poll's events pay one pass of the chain, not one each.
+            run.produced += 1;
+            run.max_event_time = run.max_event_time.max(event_time);
+            if run.produced.is_multiple_of(watermark_every) {
+                return (ran, Stop::Watermark(h));
+            }
         }
-        // What the event chained runs once the poll is over (`poll_source`): between two events
-        // nothing else runs, so each function still sees its records in the source's order, and
-        // a poll's events pay one pass of the chain, not one each.
-        let run = &mut self.src.runs[i];
-        run.produced += 1;
-        run.max_event_time = run.max_event_time.max(event_time);
-        if run.produced.is_multiple_of(watermark_every) {
-            self.emit_watermark(i, h);
-        }
+        (ran, Stop::Budget)
     }
 
     fn emit_watermark(&mut self, i: usize, h: Header) {
