@@ -57,21 +57,6 @@ pub enum OperatorInstance {
 }
 
 impl OperatorInstance {
-    /// Apply a data message. Hot path.
-    #[inline]
-    pub fn on_data<E: Emitter>(&mut self, h: &Header, payload: &[u8], out: &mut E) {
-        let msg = Msg { key_hash: h.key_hash, event_time: h.event_time, port: h.port };
-        match self {
-            OperatorInstance::Builtin(b, records) => b.on_record(msg, records.read(payload).get(), payload, out),
-            OperatorInstance::Sink(s) => s.on_data(h, payload),
-            OperatorInstance::User(f) => f.on_message(h, payload, out),
-            OperatorInstance::Actor(a) => {
-                let class = if a.is_critical(h, payload) { MessageClass::Critical } else { MessageClass::Regular };
-                a.on_message(h, payload, class, out)
-            }
-        }
-    }
-
     /// Apply `stretch`, data messages of this instance whose payloads are in `batch`, in
     /// order: the instance's kind (and a built-in's) is matched once for the stretch, not per
     /// message, and `cx` runs the shard's hooks around each message and takes its outputs. True
