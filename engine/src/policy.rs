@@ -186,6 +186,13 @@ pub trait Policy: 'static {
     fn pick_next(&mut self, q: &RunQueue, _cx: &SchedCx<'_>) -> Option<FunctionId> {
         q.min_head()
     }
+    /// Whether `pre_apply` and `post_apply` do anything. A policy whose two hooks are no-ops
+    /// says no, and a stretch of records (`shard::stretch`) then neither builds what they read
+    /// nor calls them, per record. Default: yes, so a user policy's hooks see every message.
+    #[inline]
+    fn observes_apply(&self) -> bool {
+        true
+    }
     /// Just before the function runs.
     #[inline]
     fn pre_apply(&mut self, _h: &Header, _cx: &SchedCx<'_>) {}
@@ -231,6 +238,11 @@ pub trait Policy: 'static {
 pub struct Fifo;
 
 impl Policy for Fifo {
+    /// Its `pre_apply` and `post_apply` are no-ops.
+    #[inline]
+    fn observes_apply(&self) -> bool {
+        false
+    }
     #[inline]
     fn may_lease(&self) -> bool {
         false
@@ -295,6 +307,11 @@ fn banded(latest_start_ns: u64, now_ns: u64) -> u64 {
 pub struct Edf;
 
 impl Policy for Edf {
+    /// Its `pre_apply` and `post_apply` are no-ops.
+    #[inline]
+    fn observes_apply(&self) -> bool {
+        false
+    }
     /// A chained record inherits its parent's deadline, and the parent was the earliest.
     #[inline]
     fn chains(&self) -> bool {
@@ -320,6 +337,11 @@ impl Policy for Edf {
 pub struct Laxity;
 
 impl Policy for Laxity {
+    /// Its `pre_apply` and `post_apply` are no-ops.
+    #[inline]
+    fn observes_apply(&self) -> bool {
+        false
+    }
     /// The parent's laxity counted its chain's cost (its cost to go): running the chain at once
     /// is what its priority paid for.
     #[inline]
@@ -429,6 +451,11 @@ impl Policy for Fair {
 pub struct Bare;
 
 impl Policy for Bare {
+    /// Its `pre_apply` and `post_apply` are no-ops.
+    #[inline]
+    fn observes_apply(&self) -> bool {
+        false
+    }
     #[inline]
     fn on_ingress(&mut self, _h: &mut Header, _app: &AppPlan) {}
     #[inline]
@@ -514,6 +541,10 @@ impl Policy for Builtin {
     #[inline]
     fn pick_next(&mut self, q: &RunQueue, cx: &SchedCx<'_>) -> Option<FunctionId> {
         dispatch!(self, p => p.pick_next(q, cx))
+    }
+    #[inline(always)]
+    fn observes_apply(&self) -> bool {
+        dispatch!(self, p => p.observes_apply())
     }
     #[inline(always)]
     fn pre_apply(&mut self, h: &Header, cx: &SchedCx<'_>) {

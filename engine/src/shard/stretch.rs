@@ -3,7 +3,8 @@
 //! stretch is looked up and built once: the function's plan and instance, the router (each
 //! record becomes its parent in turn), the instance's kind (`OperatorInstance::on_stretch`).
 //! What each record must see still runs for each: the rebalancer's count, `pre_apply` and
-//! `post_apply`, the check for failed user code, and one record in `COST_SAMPLE` is timed.
+//! `post_apply` (unless the policy's are no-ops: `Policy::observes_apply`), the check for
+//! failed user code, and one record in `COST_SAMPLE` is timed.
 
 use dirigo_actors::envelope::Header;
 use dirigo_actors::function::any_failure;
@@ -37,6 +38,8 @@ pub(super) struct StretchRun<'a, P: Policy> {
     f: usize,
     msgs_run: &'a mut u64,
     timing: Timing,
+    /// The policy's `pre_apply` and `post_apply` do something (`Policy::observes_apply`).
+    hooks: bool,
     /// Start of the record being timed; 0: not timed.
     t0: u64,
     /// The records timed so far: their total ns, and how many.
@@ -46,14 +49,15 @@ pub(super) struct StretchRun<'a, P: Policy> {
 impl<'a, P: Policy> StretchRun<'a, P> {
     #[inline(always)]
     pub fn new(
-        router: Router<'a, P>,
+        mut router: Router<'a, P>,
         apps: &'a [AppPlan],
         cost: &'a Costs,
         rb: &'a mut Rebalance,
         f: usize,
         (msgs_run, timing): (&'a mut u64, Timing),
     ) -> Self {
-        StretchRun { router, apps, cost, rb, f, msgs_run, timing, t0: 0, timed: (0, 0) }
+        let hooks = router.policy().observes_apply();
+        StretchRun { router, apps, cost, rb, f, msgs_run, timing, hooks, t0: 0, timed: (0, 0) }
     }
 
     /// The records timed: total ns and count (for `Costs::fold`, once the stretch is over).
@@ -88,14 +92,18 @@ impl<P: Policy> StretchCx for StretchRun<'_, P> {
         self.t0 = if timed { now_ns() } else { 0 };
         self.rb.count(self.f, h.key_hash);
         self.router.set_parent(h);
-        let cx = self.cost.cx(self.apps, self.t0);
-        self.router.policy().pre_apply(h, &cx);
+        if self.hooks {
+            let cx = self.cost.cx(self.apps, self.t0);
+            self.router.policy().pre_apply(h, &cx);
+        }
     }
 
     #[inline(always)]
     fn after(&mut self, h: &Header) -> bool {
-        let cx = self.cost.cx(self.apps, self.t0);
-        self.router.policy().post_apply(h, &cx);
+        if self.hooks {
+            let cx = self.cost.cx(self.apps, self.t0);
+            self.router.policy().post_apply(h, &cx);
+        }
         if self.t0 != 0 {
             self.timed.0 += now_ns().saturating_sub(self.t0);
             self.timed.1 += 1;
