@@ -564,7 +564,7 @@ impl<P: Policy> RecordParts<'_, P> {
     fn run_stretch(&mut self, f: usize, stretch: &[Entry], batch: &Batch, chain: bool, timing: Timing) -> bool {
         let Some(first) = stretch.first() else { return false };
         // A stretch of records that chained or arrived runs with nothing of `f` queued (what
-        // was ran first); a queued record may have others of `f` behind it.
+        // was queued ran first); a queued record may have others of `f` behind it.
         debug_assert!(matches!(timing, Timing::Once(_)) || self.sched.runq.len_of(f as FunctionId) == 0);
         let fp = &self.plan.functions[f];
         if fp.is_sink {
