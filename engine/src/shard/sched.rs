@@ -95,7 +95,7 @@ pub(super) struct Sched<P: Policy> {
 
 /// The scheduler split into the parts a stretch of records borrows (`shard::stretch`): the
 /// router takes the policy, the load figures and the scale-up counts, the stretch the costs
-/// (read by the hooks) and the message count.
+/// (read by the hooks).
 pub(super) struct SchedParts<'a, P> {
     pub policy: &'a mut P,
     pub runq: &'a RunQueue,
@@ -106,11 +106,11 @@ pub(super) struct SchedParts<'a, P> {
 }
 
 impl<P: Policy> Sched<P> {
-    /// The parts, and the message count.
+    /// The parts.
     #[inline(always)]
-    pub fn split(&mut self) -> (SchedParts<'_, P>, &mut u64) {
-        let Sched { policy, runq, now, peer_delay, cost, scale_up, msgs_run, .. } = self;
-        (SchedParts { policy, runq, peer_delay, cost, now: *now, scale_up }, msgs_run)
+    pub fn split(&mut self) -> SchedParts<'_, P> {
+        let Sched { policy, runq, now, peer_delay, cost, scale_up, .. } = self;
+        SchedParts { policy, runq, peer_delay, cost, now: *now, scale_up }
     }
 
     pub fn new(policy: P, plan: &Plan, forward_prior_ns: u64) -> Self {

@@ -238,7 +238,7 @@ impl<P: Policy> Shard<P> {
         let app = &self.plan.apps[sp.app as usize];
         let watermark_every = app.watermark_every.max(1);
         let stats = &mut self.tele.stats[sp.app as usize];
-        let (sched, _) = self.sched.split();
+        let sched = self.sched.split();
         let parent = Header::data(sp.app, 0, 0);
         let mut router = Router::of_parts(&mut self.out, sched, &self.placement, &sp.outputs, parent, chain);
         let mut ran = 0;

@@ -3,19 +3,18 @@
 //! stretch is looked up and built once: the function's plan and instance, the router (each
 //! record becomes its parent in turn), the instance's kind (`OperatorInstance::on_stretch`).
 //! What each record must see still runs for each: the rebalancer's count, `pre_apply` and
-//! `post_apply` (unless the policy's are no-ops: `Policy::observes_apply`), the check for
-//! failed user code, and one record in `COST_SAMPLE` is timed.
+//! `post_apply` (unless the policy's are no-ops: `Policy::observes_apply`), and the check for
+//! failed user code. A stretch holding a record the shard times is timed as a whole (see
+//! `RecordParts::run_stretch`).
 
 use dirigo_actors::envelope::Header;
 use dirigo_actors::function::any_failure;
 use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::Value;
-use dirigo_net::clock::now_ns;
 
 use super::rebalance::Rebalance;
 use super::router::Router;
 use super::sched::Costs;
-use super::COST_SAMPLE;
 use crate::instance::StretchCx;
 use crate::plan::AppPlan;
 use crate::policy::Policy;
@@ -36,14 +35,10 @@ pub(super) struct StretchRun<'a, P: Policy> {
     cost: &'a Costs,
     rb: &'a mut Rebalance,
     f: usize,
-    msgs_run: &'a mut u64,
-    timing: Timing,
     /// The policy's `pre_apply` and `post_apply` do something (`Policy::observes_apply`).
     hooks: bool,
-    /// Start of the record being timed; 0: not timed.
-    t0: u64,
-    /// The records timed so far: their total ns, and how many.
-    timed: (u64, u64),
+    /// The time the hooks see: the stretch's start if it is timed, else 0.
+    now: u64,
 }
 
 impl<'a, P: Policy> StretchRun<'a, P> {
@@ -54,16 +49,10 @@ impl<'a, P: Policy> StretchRun<'a, P> {
         cost: &'a Costs,
         rb: &'a mut Rebalance,
         f: usize,
-        (msgs_run, timing): (&'a mut u64, Timing),
+        now: u64,
     ) -> Self {
         let hooks = router.policy().observes_apply();
-        StretchRun { router, apps, cost, rb, f, msgs_run, timing, hooks, t0: 0, timed: (0, 0) }
-    }
-
-    /// The records timed: total ns and count (for `Costs::fold`, once the stretch is over).
-    #[inline(always)]
-    pub fn timed(&self) -> (u64, u64) {
-        self.timed
+        StretchRun { router, apps, cost, rb, f, hooks, now }
     }
 }
 
@@ -82,18 +71,10 @@ impl<P: Policy> Emitter for StretchRun<'_, P> {
 impl<P: Policy> StretchCx for StretchRun<'_, P> {
     #[inline(always)]
     fn before(&mut self, h: &Header) {
-        let timed = match self.timing {
-            Timing::Counted => {
-                *self.msgs_run += 1;
-                self.msgs_run.is_multiple_of(COST_SAMPLE)
-            }
-            Timing::Once(timed) => timed,
-        };
-        self.t0 = if timed { now_ns() } else { 0 };
         self.rb.count(self.f, h.key_hash);
         self.router.set_parent(h);
         if self.hooks {
-            let cx = self.cost.cx(self.apps, self.t0);
+            let cx = self.cost.cx(self.apps, self.now);
             self.router.policy().pre_apply(h, &cx);
         }
     }
@@ -101,12 +82,8 @@ impl<P: Policy> StretchCx for StretchRun<'_, P> {
     #[inline(always)]
     fn after(&mut self, h: &Header) -> bool {
         if self.hooks {
-            let cx = self.cost.cx(self.apps, self.t0);
+            let cx = self.cost.cx(self.apps, self.now);
             self.router.policy().post_apply(h, &cx);
-        }
-        if self.t0 != 0 {
-            self.timed.0 += now_ns().saturating_sub(self.t0);
-            self.timed.1 += 1;
         }
         any_failure()
     }
