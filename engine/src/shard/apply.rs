@@ -593,7 +593,7 @@ impl<P: Policy> RecordParts<'_, P> {
         let failed = op.on_stretch(stretch, batch, &mut run);
         if timed > 0 {
             let mean = now_ns().saturating_sub(t0) / n;
-            self.sched.cost.fold(f, (mean * timed, timed));
+            self.sched.cost.fold(f, mean, timed);
         }
         failed
     }

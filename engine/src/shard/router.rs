@@ -66,19 +66,11 @@ impl<'a, P: Policy> Router<'a, P> {
         parent: Header,
         chain: Option<(&'a mut ChainBuf, &'a [bool])>,
     ) -> Self {
-        let chain = chain.map(|(buf, chainable)| ChainTo { buf, chainable, runq: &sched.runq });
-        let load = RouteLoad {
-            delay_ns: &sched.peer_delay,
-            cost_ns: &sched.cost.ns,
-            cost_to_go_ns: &sched.cost.to_go_ns,
-            now_ns: sched.now,
-        };
-        let scale_up_signals = &mut sched.scale_up[parent.app as usize];
-        Router { out, policy: &mut sched.policy, load, scale_up_signals, placement, edges, parent, chain }
+        Self::of_parts(out, sched.split(), placement, edges, parent, chain)
     }
 
-    /// A chaining router made from the scheduler's parts, for a stretch of records of one
-    /// function (`shard::stretch`): the parts it does not take stay with the caller.
+    /// A chaining router made from the scheduler's parts (`Sched::split`), so that a stretch of
+    /// records of one function (`shard::stretch`) keeps the costs its hooks read.
     #[inline]
     pub(super) fn of_parts(
         out: &'a mut Outputs,

@@ -51,13 +51,11 @@ impl Costs {
         self.ns[f] = (self.ns[f] * 7 + dt_ns) / 8;
     }
 
-    /// Fold the `n` timed runs of function `f` a stretch made (`total` ns in all), each as
-    /// [`Costs::sample`] would (at their mean).
+    /// Fold `n` timed runs of function `f`, each of `dt_ns` (a stretch's mean), as [`Costs::sample`]
+    /// folds one.
     #[inline(always)]
-    pub fn fold(&mut self, f: usize, (total, n): (u64, u64)) {
-        if let Some(mean) = total.checked_div(n) {
-            (0..n).for_each(|_| self.sample(f, mean));
-        }
+    pub fn fold(&mut self, f: usize, dt_ns: u64, n: u64) {
+        (0..n).for_each(|_| self.sample(f, dt_ns));
     }
 
     /// Make room for the functions of `plan` (a deployed app's, at run time).
