@@ -227,8 +227,8 @@ pub fn archive_values_into(values: &[Value], buf: &mut AlignedVec) -> std::ops::
 /// and reuses it, instead of a thread-local look-up per record.
 #[inline]
 pub fn archive_values_with(values: &[Value], buf: &mut AlignedVec, arena: &mut Arena) -> std::ops::Range<usize> {
-    if !values.is_empty() && values.iter().all(|v| !matches!(v, Value::Str(_))) {
-        return archive_scalars(values, buf);
+    if let Some(r) = archive_scalars(values, buf) {
+        return r;
     }
     // A `Record` borrows nothing, so archive a view with the same archived layout: `Vec<Value>`
     // and `[Value]` both archive to `ArchivedVec<ArchivedValue>`.
@@ -241,62 +241,70 @@ pub fn archive_values_with(values: &[Value], buf: &mut AlignedVec, arena: &mut A
     start..buf.len()
 }
 
+/// The archived form of a scalar value as two little-endian words: rkyv lays `ArchivedValue`
+/// out as a `repr(u8)` enum of 16 bytes, its tag (the variant's index) in the first byte, a
+/// bool's byte right after it, an 8-byte payload in the second word. `None` for a string.
+#[cfg(target_endian = "little")]
+#[inline(always)]
+fn scalar_words(v: &Value) -> Option<[u64; 2]> {
+    Some(match *v {
+        Value::U64(x) => [0, x],
+        Value::I64(x) => [1, x as u64],
+        Value::F64(x) => [2, x.to_bits()],
+        Value::Bool(b) => [3 | (b as u64) << 8, 0],
+        Value::Str(_) => return None,
+    })
+}
+
 /// The fixed layout of a record without strings, written in place: its values' archived forms
 /// one after the other, then the root (relative pointer and length). The bytes are exactly
 /// rkyv's (`scalar_records_archive_exactly_as_rkyv_does`), without a serializer per record: a
-/// third of the cost of a hop's output in W1 went to setting one up.
+/// third of the cost of a hop's output in W1 went to setting one up. Each value is one 16-byte
+/// store: the hot path is bound by its stores. `None`, with `buf` as it was, when a value is a
+/// string (or there is none): rkyv's serializer writes that record.
+#[cfg(target_endian = "little")]
 #[inline]
-fn archive_scalars(values: &[Value], buf: &mut AlignedVec) -> std::ops::Range<usize> {
-    use rkyv::vec::{ArchivedVec, VecResolver};
-    use rkyv::{Archive, Place};
+fn archive_scalars(values: &[Value], buf: &mut AlignedVec) -> Option<std::ops::Range<usize>> {
     const ELEM: usize = std::mem::size_of::<ArchivedValue>();
     const _: () = assert!(
-        ELEM.is_multiple_of(8)
-            && ELEM.is_multiple_of(std::mem::align_of::<ArchivedRecord>())
-            && 16usize.is_multiple_of(std::mem::align_of::<ArchivedValue>())
+        ELEM == 16
+            && std::mem::align_of::<ArchivedValue>() <= 16
             && std::mem::size_of::<ArchivedRecord>() == 8
+            && std::mem::align_of::<ArchivedRecord>() <= 8
     );
-    let start = buf.len().next_multiple_of(16);
+    if values.is_empty() {
+        return None;
+    }
+    let old = buf.len();
+    let start = old.next_multiple_of(16);
     let root = start + values.len() * ELEM;
     let end = root + std::mem::size_of::<ArchivedRecord>();
-    buf.reserve(end - buf.len());
+    buf.reserve(end - old);
     let base = buf.as_mut_ptr();
-    // Zero the alignment gap and the root here, each value's bytes as it is written.
-    // SAFETY: `reserve` made `end` bytes available; `start` is past the old length by at most
-    // 15 bytes, the root is 8 bytes.
+    for (i, v) in values.iter().enumerate() {
+        let words = scalar_words(v)?;
+        // SAFETY: `reserve` made `end` bytes available; `start + i * ELEM` is 16-aligned in a
+        // 16-aligned buffer, and its 16 bytes end before `root`.
+        unsafe { base.add(start + i * ELEM).cast::<[u64; 2]>().write(words) };
+    }
+    // The alignment gap is zeroed (rkyv's writer pads with zeros); the root is the vector's
+    // relative pointer (from the root to the first value) and its length.
+    let rel = (start as i64 - root as i64) as i32 as u32 as u64;
+    // SAFETY: `old..start` (at most 15 bytes) and the 8-byte root at `root` (8-aligned) lie
+    // inside the reserved `end` bytes; every byte up to `end` is now written.
     unsafe {
-        let old = buf.len();
-        for i in old..start {
-            base.add(i).write(0);
-        }
-        base.add(root).cast::<[u32; 2]>().write([0; 2]);
+        std::ptr::write_bytes(base.add(old), 0, start - old);
+        base.add(root).cast::<u64>().write(rel | (values.len() as u64) << 32);
         buf.set_len(end);
     }
-    for (i, v) in values.iter().enumerate() {
-        let pos = start + i * ELEM;
-        // Each value's bytes are zeroed just before it is resolved into them: a loop zeroing
-        // them all first becomes a call to memset (6% of W1's time).
-        // SAFETY: in `buf`, 8-aligned (see below).
-        unsafe { base.add(pos).cast::<[u64; ELEM / 8]>().write([0; ELEM / 8]) };
-        let resolver = match v {
-            Value::U64(_) => ValueResolver::U64(()),
-            Value::I64(_) => ValueResolver::I64(()),
-            Value::F64(_) => ValueResolver::F64(()),
-            Value::Bool(_) => ValueResolver::Bool(()),
-            Value::Str(_) => unreachable!("scalars only"),
-        };
-        // SAFETY: `pos..pos + ELEM` lies inside `buf` (resized above), is aligned for
-        // `ArchivedValue` (`start` is 16-aligned, ELEM a multiple of its alignment), and is
-        // zeroed, as rkyv's own writer leaves the bytes it resolves into.
-        unsafe { v.resolve(resolver, Place::new_unchecked(pos, base.add(pos).cast::<ArchivedValue>())) };
-    }
-    // SAFETY: as above, for the root at `root`, aligned since ELEM is a multiple of its alignment.
-    unsafe {
-        let place = Place::new_unchecked(root, base.add(root).cast::<ArchivedRecord>());
-        rkyv::munge::munge!(let ArchivedRecord { fields } = place);
-        ArchivedVec::<ArchivedValue>::resolve_from_len(values.len(), VecResolver::from_pos(start), fields);
-    }
-    start..end
+    Some(start..end)
+}
+
+/// Elsewhere rkyv's serializer writes every record.
+#[cfg(not(target_endian = "little"))]
+#[inline]
+fn archive_scalars(_: &[Value], _: &mut AlignedVec) -> Option<std::ops::Range<usize>> {
+    None
 }
 
 /// Borrowed form of [`Record`] with the same archived type.
@@ -552,7 +560,7 @@ mod tests {
         for n in 1..=9u64 {
             for shift in 0..4 {
                 let values: Vec<Value> = (0..n).map(|i| pick(i + shift)).collect();
-                let a = archive_scalars(&values, &mut fast);
+                let a = archive_scalars(&values, &mut fast).expect("scalars");
                 let mut arena = Arena::new();
                 let start = slow.len().next_multiple_of(16);
                 slow.resize(start, 0);
