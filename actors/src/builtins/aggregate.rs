@@ -93,7 +93,7 @@ impl Aggregate {
         }
         check_new_keys(&self.state, keys.iter().map(|k| (&k.key, k.hash)))?;
         for k in keys {
-            self.state.insert_new(k.key.as_key_ref(k.hash), k.partial);
+            self.state.insert_new(&k.key.as_key_ref(k.hash), k.partial);
         }
         Ok(())
     }
@@ -113,7 +113,7 @@ impl Operator for Aggregate {
             return;
         };
         let zero = self.zero;
-        let slot = self.state.find_or_insert_with(key, || zero);
+        let slot = self.state.find_or_insert_with(&key, || zero);
         let Some((owned, _, partial)) = self.state.entry_mut(slot) else {
             return;
         };

@@ -209,9 +209,9 @@ impl<S> KeyedState<S> {
 
     /// The slot of `key`, if present. Hot path: no allocation.
     #[inline]
-    pub fn find(&self, key: KeyRef<'_>) -> Option<SlotId> {
+    pub fn find(&self, key: &KeyRef<'_>) -> Option<SlotId> {
         let hit = |slot: &SlotId| match &self.slots[*slot as usize] {
-            Some(e) => e.key.matches(&key),
+            Some(e) => e.key.matches(key),
             None => false,
         };
         let at = *self.index.get(&key.hash())?;
@@ -225,10 +225,10 @@ impl<S> KeyedState<S> {
     /// The slot of `key`, inserting `init()` first if absent. Hot path: allocates only for a new
     /// key (and then only a string key's copy and map growth).
     #[inline]
-    pub fn find_or_insert_with(&mut self, key: KeyRef<'_>, init: impl FnOnce() -> S) -> SlotId {
+    pub fn find_or_insert_with(&mut self, key: &KeyRef<'_>, init: impl FnOnce() -> S) -> SlotId {
         match self.find(key) {
             Some(slot) => slot,
-            None => self.insert(key, init()),
+            None => self.insert(*key, init()),
         }
     }
 
@@ -294,10 +294,10 @@ impl<S> KeyedState<S> {
 
     /// Insert `key` with `state` if it is absent, returning its new slot; `None` (and `state`
     /// dropped) if it is present. Cold path (used to import moved keys).
-    pub fn insert_new(&mut self, key: KeyRef<'_>, state: S) -> Option<SlotId> {
+    pub fn insert_new(&mut self, key: &KeyRef<'_>, state: S) -> Option<SlotId> {
         match self.find(key) {
             Some(_) => None,
-            None => Some(self.insert(key, state)),
+            None => Some(self.insert(*key, state)),
         }
     }
 
@@ -384,13 +384,13 @@ pub(crate) fn check_new_keys<'a, S>(
             return Err(MigrateError::Corrupt(format!("key {key:?} archived with a hash ({hash:#018x}) not its own")));
         }
         let key_ref = key.as_key_ref(hash);
-        if seen.find(key_ref).is_some() {
+        if seen.find(&key_ref).is_some() {
             return Err(MigrateError::Corrupt(format!("key {key:?} appears twice in the archive")));
         }
-        if present.find(key_ref).is_some() {
+        if present.find(&key_ref).is_some() {
             return Err(MigrateError::KeyPresent { hash });
         }
-        seen.insert_new(key_ref, ());
+        seen.insert_new(&key_ref, ());
     }
     Ok(())
 }
@@ -408,14 +408,14 @@ mod tests {
     #[test]
     fn colliding_strings_stay_distinct() {
         let mut m = KeyedState::new();
-        let a = m.find_or_insert_with(str_key(42, "a"), || 1);
-        let b = m.find_or_insert_with(str_key(42, "b"), || 2);
+        let a = m.find_or_insert_with(&str_key(42, "a"), || 1);
+        let b = m.find_or_insert_with(&str_key(42, "b"), || 2);
         assert_ne!(a, b);
-        assert_eq!(m.find(str_key(42, "a")), Some(a));
-        assert_eq!(m.find(str_key(42, "c")), None);
+        assert_eq!(m.find(&str_key(42, "a")), Some(a));
+        assert_eq!(m.find(&str_key(42, "c")), None);
         assert_eq!(m.remove(a), Some(1));
-        assert_eq!(m.find(str_key(42, "a")), None);
-        assert_eq!(m.find(str_key(42, "b")), Some(b));
+        assert_eq!(m.find(&str_key(42, "a")), None);
+        assert_eq!(m.find(&str_key(42, "b")), Some(b));
         assert_eq!(m.get(b), Some(&2));
         assert_eq!(m.len(), 1);
     }
@@ -425,8 +425,8 @@ mod tests {
         let bytes = Record::from(vec![Value::Str("k".into()), Value::I64(-3)]).to_archive();
         let rec = access(&bytes).unwrap();
         let mut m = KeyedState::new();
-        let s = m.find_or_insert_with(KeyRef::of(&rec.fields[0]), || ());
-        let i = m.find_or_insert_with(KeyRef::of(&rec.fields[1]), || ());
+        let s = m.find_or_insert_with(&KeyRef::of(&rec.fields[0]), || ());
+        let i = m.find_or_insert_with(&KeyRef::of(&rec.fields[1]), || ());
         let mut out = Value::Str(String::with_capacity(8));
         m.key(s).unwrap().write_into(&mut out);
         assert_eq!(out, Value::Str("k".into()));
@@ -457,16 +457,16 @@ mod tests {
                     }
                 }
                 1 => {
-                    let inserted = m.insert_new(key, step).is_some();
+                    let inserted = m.insert_new(&key, step).is_some();
                     assert_eq!(inserted, !reference.contains_key(&text), "step {step}");
                     reference.entry(text.clone()).or_insert(step);
                 }
                 2..=5 => {
-                    let removed = m.find(key).and_then(|s| m.remove(s));
+                    let removed = m.find(&key).and_then(|s| m.remove(s));
                     assert_eq!(removed, reference.remove(&text), "step {step}");
                 }
                 _ => {
-                    let slot = m.find_or_insert_with(key, || 0);
+                    let slot = m.find_or_insert_with(&key, || 0);
                     *m.entry_mut(slot).unwrap().2 += step;
                     *reference.entry(text.clone()).or_default() += step;
                 }
@@ -475,7 +475,7 @@ mod tests {
             assert_eq!(m.iter().count(), reference.len());
         }
         for (text, state) in &reference {
-            let slot = m.find(str_key(hash(text), text)).expect("every key is found");
+            let slot = m.find(&str_key(hash(text), text)).expect("every key is found");
             assert_eq!(m.get(slot), Some(state));
         }
     }
@@ -490,10 +490,10 @@ mod tests {
             // A deliberately weak hash (8 buckets) forces many collisions.
             let key = str_key(text.bytes().map(u64::from).sum::<u64>() % 8, &text);
             if rng.below(4) == 0 {
-                let removed = m.find(key).and_then(|s| m.remove(s));
+                let removed = m.find(&key).and_then(|s| m.remove(s));
                 assert_eq!(removed, reference.remove(&text), "step {step}");
             } else {
-                let slot = m.find_or_insert_with(key, || 0);
+                let slot = m.find_or_insert_with(&key, || 0);
                 *m.entry_mut(slot).unwrap().2 += step;
                 *reference.entry(text.clone()).or_default() += step;
             }

@@ -125,7 +125,7 @@ impl<P> PaneStore<P> {
     /// (it has not fired: a lessee only takes records whose windows are all open).
     pub fn merge(&mut self, parts: Vec<KeyPanes<P>>, mut combine: impl FnMut(&mut P, P)) {
         for part in parts {
-            let slot = self.keys.find_or_insert_with(part.key.as_key_ref(part.hash), Vec::new);
+            let slot = self.keys.find_or_insert_with(&part.key.as_key_ref(part.hash), Vec::new);
             let Some((_, _, panes)) = self.keys.entry_mut(slot) else {
                 continue;
             };
@@ -203,7 +203,7 @@ impl<P> PaneStore<P> {
         let lateness = self.spec.lateness_ms;
         for k in keys.into_iter().filter(|k| !k.panes.is_empty()) {
             let mut panes = Vec::with_capacity(k.panes.len());
-            let Some(slot) = self.keys.insert_new(k.key.as_key_ref(k.hash), Vec::new()) else {
+            let Some(slot) = self.keys.insert_new(&k.key.as_key_ref(k.hash), Vec::new()) else {
                 debug_assert!(false, "put_keys on a key that is present (check_keys first)");
                 continue;
             };
@@ -258,7 +258,7 @@ impl<P> PaneStore<P> {
             self.late_dropped += 1;
             return;
         }
-        let slot = self.keys.find_or_insert_with(key, Vec::new);
+        let slot = self.keys.find_or_insert_with(&key, Vec::new);
         let Some((owned, hash, panes)) = self.keys.entry_mut(slot) else {
             return;
         };
