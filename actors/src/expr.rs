@@ -328,21 +328,23 @@ impl Expr {
     /// steady state (a string result allocates only when `out` held no string).
     #[inline]
     pub fn eval_into(&self, rec: &ArchivedRecord, out: &mut Value) {
-        *out = match &self.root {
-            Typed::U64(e) => e.eval(rec).into_value(),
-            Typed::I64(e) => e.eval(rec).into_value(),
-            Typed::F64(e) => e.eval(rec).into_value(),
-            Typed::Bool(e) => Value::Bool(e.eval(rec)),
-            Typed::Str(e) => {
-                let s = e.eval(rec);
-                if let Value::Str(buf) = out {
-                    buf.clear();
-                    buf.push_str(s);
-                    return;
-                }
-                Value::Str(s.to_owned())
+        // A slot already of the result's type (a map's scratch row, after its first record)
+        // takes the new payload alone: one store, and no drop of the old value to check for.
+        match (&self.root, out) {
+            (Typed::U64(e), Value::U64(x)) => *x = e.eval(rec),
+            (Typed::I64(e), Value::I64(x)) => *x = e.eval(rec),
+            (Typed::F64(e), Value::F64(x)) => *x = e.eval(rec),
+            (Typed::Bool(e), Value::Bool(x)) => *x = e.eval(rec),
+            (Typed::Str(e), Value::Str(buf)) => {
+                buf.clear();
+                buf.push_str(e.eval(rec));
             }
-        };
+            (Typed::U64(e), out) => *out = e.eval(rec).into_value(),
+            (Typed::I64(e), out) => *out = e.eval(rec).into_value(),
+            (Typed::F64(e), out) => *out = e.eval(rec).into_value(),
+            (Typed::Bool(e), out) => *out = Value::Bool(e.eval(rec)),
+            (Typed::Str(e), out) => *out = Value::Str(e.eval(rec).to_owned()),
+        }
     }
 
     /// Evaluate on `rec` into a new value (allocates for strings).

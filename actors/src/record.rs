@@ -281,19 +281,22 @@ fn archive_scalars(values: &[Value], buf: &mut AlignedVec) -> Option<std::ops::R
     let end = root + std::mem::size_of::<ArchivedRecord>();
     buf.reserve(end - old);
     let base = buf.as_mut_ptr();
+    // Zero the alignment gap (rkyv's writer pads with zeros): one 16-byte store over it, which
+    // the values then overwrite where it runs past `start` (a variable-length fill would be a
+    // call to memset).
+    // SAFETY: `old + 16 <= start + 16 < end`, inside the reserved bytes.
+    unsafe { base.add(old).cast::<[u8; 16]>().write_unaligned([0; 16]) };
     for (i, v) in values.iter().enumerate() {
         let words = scalar_words(v)?;
         // SAFETY: `reserve` made `end` bytes available; `start + i * ELEM` is 16-aligned in a
         // 16-aligned buffer, and its 16 bytes end before `root`.
         unsafe { base.add(start + i * ELEM).cast::<[u64; 2]>().write(words) };
     }
-    // The alignment gap is zeroed (rkyv's writer pads with zeros); the root is the vector's
-    // relative pointer (from the root to the first value) and its length.
+    // The root: the vector's relative pointer (from the root to the first value) and length.
     let rel = (start as i64 - root as i64) as i32 as u32 as u64;
-    // SAFETY: `old..start` (at most 15 bytes) and the 8-byte root at `root` (8-aligned) lie
-    // inside the reserved `end` bytes; every byte up to `end` is now written.
+    // SAFETY: the 8-byte root at `root` (8-aligned) lies inside the reserved `end` bytes; every
+    // byte up to `end` is now written.
     unsafe {
-        std::ptr::write_bytes(base.add(old), 0, start - old);
         base.add(root).cast::<u64>().write(rel | (values.len() as u64) << 32);
         buf.set_len(end);
     }
