@@ -145,7 +145,7 @@ impl<'a, P: Policy> Router<'a, P> {
 }
 
 impl<P: Policy> Emitter for Router<'_, P> {
-    #[inline]
+    #[inline(always)]
     fn emit(&mut self, key_hash: u64, event_time: u64, values: &[Value]) {
         for edge in self.edges {
             let key = match edge.partition {
