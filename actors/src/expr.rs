@@ -230,6 +230,26 @@ impl<T: Numeric> NumNode<T> {
             NumNode::FromI64(e) => T::from_i64(e.eval(rec)),
         }
     }
+
+    /// [`NumNode::eval`] with a field or a literal read in place: no call.
+    #[inline(always)]
+    fn eval_leaf(&self, rec: &ArchivedRecord) -> T {
+        match self {
+            NumNode::Field(pos) => rec.fields.get(*pos).and_then(T::read).unwrap_or(T::MISSING),
+            NumNode::Const(v) => *v,
+            other => other.eval(rec),
+        }
+    }
+
+    /// [`NumNode::eval`] at the root of an expression: the common shapes (a field, a literal,
+    /// one operation on those) evaluate inline, in the caller's loop; deeper trees recurse.
+    #[inline(always)]
+    fn eval_root(&self, rec: &ArchivedRecord) -> T {
+        match self {
+            NumNode::Arith(op, a, b) => T::arith(*op, a.eval_leaf(rec), b.eval_leaf(rec)),
+            other => other.eval_leaf(rec),
+        }
+    }
 }
 
 /// A string subexpression: a field or a literal.
@@ -275,9 +295,9 @@ impl BoolNode {
             BoolNode::Not(e) => !e.eval(rec),
             BoolNode::And(a, b) => a.eval(rec) && b.eval(rec),
             BoolNode::Or(a, b) => a.eval(rec) || b.eval(rec),
-            BoolNode::CmpU64(op, a, b) => op.apply(&a.eval(rec), &b.eval(rec)),
-            BoolNode::CmpI64(op, a, b) => op.apply(&a.eval(rec), &b.eval(rec)),
-            BoolNode::CmpF64(op, a, b) => op.apply(&a.eval(rec), &b.eval(rec)),
+            BoolNode::CmpU64(op, a, b) => op.apply(&a.eval_root(rec), &b.eval_root(rec)),
+            BoolNode::CmpI64(op, a, b) => op.apply(&a.eval_root(rec), &b.eval_root(rec)),
+            BoolNode::CmpF64(op, a, b) => op.apply(&a.eval_root(rec), &b.eval_root(rec)),
             BoolNode::CmpStr(op, a, b) => op.apply(a.eval(rec), b.eval(rec)),
             BoolNode::CmpBool(op, a, b) => op.apply(&a.eval(rec), &b.eval(rec)),
         }
@@ -331,9 +351,9 @@ impl Expr {
         // A slot already of the result's type (a map's scratch row, after its first record)
         // takes the new payload alone: one store, and no drop of the old value to check for.
         match (&self.root, out) {
-            (Typed::U64(e), Value::U64(x)) => *x = e.eval(rec),
-            (Typed::I64(e), Value::I64(x)) => *x = e.eval(rec),
-            (Typed::F64(e), Value::F64(x)) => *x = e.eval(rec),
+            (Typed::U64(e), Value::U64(x)) => *x = e.eval_root(rec),
+            (Typed::I64(e), Value::I64(x)) => *x = e.eval_root(rec),
+            (Typed::F64(e), Value::F64(x)) => *x = e.eval_root(rec),
             (Typed::Bool(e), Value::Bool(x)) => *x = e.eval(rec),
             (Typed::Str(e), Value::Str(buf)) => {
                 buf.clear();

@@ -120,3 +120,48 @@ fn random_arithmetic_matches_a_direct_computation() {
         assert_eq!(pred.test(rec), a < b || (a % 2 == 0 && b < 0), "a={a} b={b}");
     }
 }
+
+#[test]
+fn evaluation_in_place_matches_a_fresh_evaluation() {
+    // A slot already of the result's type takes the inline path (`NumNode::eval_root`); a
+    // fresh one the tree walk. Every shape the inline path special-cases, and deeper ones.
+    let shapes = [
+        "price",
+        "delta",
+        "rate",
+        "7",
+        "-3",
+        "2.5",
+        "price + 1",
+        "1 - delta",
+        "delta * delta",
+        "price * rate",
+        "rate / 2",
+        "-delta",
+        "-rate",
+        "price % 7",
+        "7 / price",
+        "(price + 1) * 3",
+        "price % 7 + price * 0 + 1",
+        "rate * (rate - 1)",
+    ];
+    let mut rng = Rng(17);
+    let mut row = |rng: &mut Rng| {
+        let delta = rng.below(2001) as i64 - 1000;
+        let rate = rng.below(1 << 20) as f64 / 1024.0;
+        Record::from(values(rng.below(1 << 40), delta, rate, rng.below(2) == 1, "x")).to_archive()
+    };
+    for src in shapes {
+        let expr = Expr::parse(src, &schema()).unwrap_or_else(|e| panic!("{src}: {e}"));
+        let first = row(&mut rng);
+        let mut slot = expr.eval(access(&first).unwrap());
+        for _ in 0..200 {
+            let bytes = row(&mut rng);
+            let rec = access(&bytes).unwrap();
+            let fresh = expr.eval(rec);
+            expr.eval_into(rec, &mut slot);
+            assert_eq!(slot, fresh, "{src}");
+            assert_eq!(slot.field_type(), expr.ty(), "{src}");
+        }
+    }
+}
