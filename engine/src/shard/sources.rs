@@ -242,6 +242,8 @@ impl<P: Policy> Shard<P> {
         let parent = Header::data(sp.app, 0, 0);
         let mut router = Router::of_parts(&mut self.out, sched, &self.placement, &sp.outputs, parent, chain);
         let mut ran = 0;
+        // Events until the next watermark is due (one division per run, not one per event).
+        let mut to_watermark = watermark_every - run.produced % watermark_every;
         while ran < budget {
             let Some(due) = run.inst.next_due_ns() else { return (ran, Stop::Finished) };
             let due = run.resumed_due(due);
@@ -279,7 +281,8 @@ impl<P: Policy> Shard<P> {
             // order, and a poll's events pay one pass of the chain, not one each.
             run.produced += 1;
             run.max_event_time = run.max_event_time.max(event_time);
-            if run.produced.is_multiple_of(watermark_every) {
+            to_watermark -= 1;
+            if to_watermark == 0 {
                 return (ran, Stop::Watermark(h));
             }
         }
