@@ -49,9 +49,8 @@ impl Subject for Aggregate {
         self.import_keys(archive)
     }
     fn snapshot(&self) -> Vec<(OwnedKey, u64, String)> {
-        let s = self.state();
         let mut out: Vec<_> =
-            s.iter().map(|(slot, k, p)| (k.clone(), s.hash_of(slot).unwrap_or(0), format!("{p:?}"))).collect();
+            self.state().entries().into_iter().map(|(hash, k, p)| (k.clone(), hash, format!("{p:?}"))).collect();
         out.sort_by(|a, b| a.0.total_cmp(&b.0));
         out
     }

@@ -3,7 +3,7 @@
 
 use super::agg::{AggOp, AggPartial};
 use super::keyed::check_new_keys;
-use super::keyed::KeyedState;
+use super::keyed::KeyedTable;
 use super::{output_schema, BuildError, KeySource};
 use crate::builtins::moved::{agg_name, same_agg, AggKey, KeyArchive, StateCopy};
 use crate::migrate::MigrateError;
@@ -16,7 +16,7 @@ pub struct Aggregate {
     key: KeySource,
     field: Option<usize>,
     zero: AggPartial,
-    state: KeyedState<AggPartial>,
+    state: KeyedTable<AggPartial>,
     /// Scratch output row `{key, <op>}`, reused.
     row: [Value; 2],
 }
@@ -35,18 +35,13 @@ impl Aggregate {
         let (key, key_ty) = KeySource::resolve(input, key)?;
         let schema = output_schema(vec![("key".into(), key_ty), (op.name().into(), zero.output_type())])?;
         let row = [Value::U64(0), Value::U64(0)];
-        let state = KeyedState::new();
+        let state = KeyedTable::new();
         Ok((Aggregate { key, field, zero, state, row }, schema))
     }
 
-    /// Every key's partial: what the dual-mode actor ships and combines.
-    pub fn state(&self) -> &KeyedState<AggPartial> {
+    /// Every key's partial.
+    pub fn state(&self) -> &KeyedTable<AggPartial> {
         &self.state
-    }
-
-    /// Mutable access to every key's partial (to combine lessee partials into).
-    pub fn state_mut(&mut self) -> &mut KeyedState<AggPartial> {
-        &mut self.state
     }
 
     /// Number of keys held.
@@ -69,8 +64,11 @@ impl Aggregate {
     /// gives the bytes [`Aggregate::export_keys`] of every key would. A snapshot holds its shard
     /// only for the copy.
     pub fn copy_keys(&self) -> StateCopy {
-        let keys =
-            self.state.entries().map(|(hash, key, partial)| AggKey { key: key.clone(), hash, partial: *partial });
+        let keys = self.state.entries().into_iter().map(|(hash, key, partial)| AggKey {
+            key: key.clone(),
+            hash,
+            partial: *partial,
+        });
         StateCopy(KeyArchive::Aggregate { zero: self.zero, keys: keys.collect() })
     }
 
@@ -91,7 +89,7 @@ impl Aggregate {
             let what = (agg_name(&k.partial), agg_name(&zero));
             return Err(MigrateError::Corrupt(format!("a partial of {} in an archive of {}", what.0, what.1)));
         }
-        check_new_keys(&self.state, keys.iter().map(|k| (&k.key, k.hash)))?;
+        check_new_keys(|k| self.state.get(k).is_some(), keys.iter().map(|k| (&k.key, k.hash)))?;
         for k in keys {
             self.state.insert_new(&k.key.as_key_ref(k.hash), k.partial);
         }
@@ -113,10 +111,7 @@ impl Operator for Aggregate {
             return;
         };
         let zero = self.zero;
-        let slot = self.state.find_or_insert_with(&key, || zero);
-        let Some((owned, _, partial)) = self.state.entry_mut(slot) else {
-            return;
-        };
+        let (owned, partial) = self.state.get_or_insert_with(&key, || zero);
         partial.fold_value(self.field.and_then(|pos| rec.fields.get(pos)));
         owned.write_into(&mut self.row[0]);
         partial.write_result(&mut self.row[1]);

@@ -1,10 +1,14 @@
-//! Exact keyed state: a map from a record's key to that key's state, with stable slots, no
-//! allocation on a hit, and no false sharing between keys whose hashes collide.
+//! Exact keyed state: maps from a record's key to that key's state, with no allocation on a hit,
+//! and no false sharing between keys whose hashes collide. Two of them:
+//! - [`KeyedState`]: stable slots (a window's timers name them); an index (std's `HashMap` with
+//!   an identity hasher: keys are already hashed) from hash to slot, then the slot.
+//! - [`KeyedTable`]: each entry in the hash table itself (hashbrown's `HashTable`), found in one
+//!   probe; no stable handles (a rolling aggregate's state).
 //!
 //! Non-string keys are looked up by their [`key_hash`](crate::record::ArchivedValue::key_hash)
 //! alone: for integers, floats (by bits) and bools that hash is a bijection of the value, so equal
 //! hashes mean equal keys. String keys are looked up by hash and then compared with a stored copy
-//! of the string. The map is std's `HashMap` with an identity hasher: keys are already hashed.
+//! of the string.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -363,6 +367,90 @@ impl<S> KeyedState<S> {
     }
 }
 
+/// Per-key state looked up in one probe: each entry (key hash, key, state) sits in the hash
+/// table itself, where [`KeyedState`] keeps an index into a table of slots. A look-up then
+/// reads one line of the table, not a line of the index and another of the slots: over many
+/// keys, both miss the cache. Entries move when the table grows, so there are no stable handles:
+/// this is for state that nothing outside refers to (a rolling aggregate's; a window's timers
+/// name slots of a `KeyedState`). Same keys, same hashes, same collisions as `KeyedState`.
+pub struct KeyedTable<S> {
+    table: hashbrown::HashTable<Entry<S>>,
+}
+
+impl<S> Default for KeyedTable<S> {
+    fn default() -> Self {
+        KeyedTable { table: hashbrown::HashTable::new() }
+    }
+}
+
+impl<S> KeyedTable<S> {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// True when no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// The state of `key`, if present.
+    #[inline]
+    pub fn get(&self, key: &KeyRef<'_>) -> Option<&S> {
+        let hash = key.hash();
+        self.table.find(hash, |e| e.hash == hash && e.key.matches(key)).map(|e| &e.state)
+    }
+
+    /// The stored key and the state of `key`, inserting `init()` first if absent. Hot path:
+    /// allocates only for a new key (a string key's copy, and table growth).
+    #[inline]
+    pub fn get_or_insert_with(&mut self, key: &KeyRef<'_>, init: impl FnOnce() -> S) -> (&OwnedKey, &mut S) {
+        let hash = key.hash();
+        let e = self
+            .table
+            .entry(hash, |e| e.hash == hash && e.key.matches(key), |e| e.hash)
+            .or_insert_with(|| Entry { hash, key: key.to_owned_key(), state: init() })
+            .into_mut();
+        (&e.key, &mut e.state)
+    }
+
+    /// Insert `key` with `state` if it is absent (true); false, and `state` dropped, if it is
+    /// present. Cold path (used to import moved keys).
+    pub fn insert_new(&mut self, key: &KeyRef<'_>, state: S) -> bool {
+        let hash = key.hash();
+        match self.table.entry(hash, |e| e.hash == hash && e.key.matches(key), |e| e.hash) {
+            hashbrown::hash_table::Entry::Occupied(_) => false,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(Entry { hash, key: key.to_owned_key(), state });
+                true
+            }
+        }
+    }
+
+    /// Remove every entry whose `(key hash, key)` satisfies `pred`, returning `(key, hash,
+    /// state)` ordered by hash, then key: the same for the same keys, however they came in.
+    /// Cold path (used to move keys to another instance).
+    pub fn drain_where(&mut self, mut pred: impl FnMut(u64, &OwnedKey) -> bool) -> Vec<(OwnedKey, u64, S)> {
+        let mut out: Vec<_> =
+            self.table.extract_if(|e| pred(e.hash, &e.key)).map(|e| (e.key, e.hash, e.state)).collect();
+        out.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.total_cmp(&b.0)));
+        out
+    }
+
+    /// Every (key hash, key, state), ordered as [`KeyedTable::drain_where`] orders them, left in
+    /// place. Cold path (a snapshot's copy of the state).
+    pub fn entries(&self) -> Vec<(u64, &OwnedKey, &S)> {
+        let mut out: Vec<_> = self.table.iter().map(|e| (e.hash, &e.key, &e.state)).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.total_cmp(b.1)));
+        out
+    }
+}
+
 /// Whether `hash` is the routing hash of `key`: the key value's
 /// [`key_hash`](crate::record::Value::key_hash), or, for a key taken from the upstream key hash
 /// (a u64 whose value is the hash itself), the value.
@@ -374,8 +462,8 @@ pub(crate) fn hash_matches(key: &OwnedKey, hash: u64) -> bool {
 
 /// Check moved `(key, hash)` pairs: each hash is its key's, no key appears twice, and `present`
 /// holds none of them.
-pub(crate) fn check_new_keys<'a, S>(
-    present: &KeyedState<S>,
+pub(crate) fn check_new_keys<'a>(
+    present: impl Fn(&KeyRef<'_>) -> bool,
     keys: impl Iterator<Item = (&'a OwnedKey, u64)>,
 ) -> Result<(), MigrateError> {
     let mut seen: KeyedState<()> = KeyedState::new();
@@ -387,7 +475,7 @@ pub(crate) fn check_new_keys<'a, S>(
         if seen.find(&key_ref).is_some() {
             return Err(MigrateError::Corrupt(format!("key {key:?} appears twice in the archive")));
         }
-        if present.find(&key_ref).is_some() {
+        if present(&key_ref) {
             return Err(MigrateError::KeyPresent { hash });
         }
         seen.insert_new(&key_ref, ());
@@ -502,6 +590,77 @@ mod tests {
         for (_, key, state) in m.iter() {
             let OwnedKey::Str(s) = key else { panic!() };
             assert_eq!(reference.get(&**s), Some(state));
+        }
+    }
+
+    /// The one-probe table against a std map: colliding hashes (strings over 8 buckets), exact
+    /// keys beside them, `insert_new`, `drain_where` (its order: by hash, then key) and the
+    /// copy of every entry, interleaved.
+    #[test]
+    fn keyed_table_matches_a_std_map() {
+        let mut rng = Rng(23);
+        let mut m: KeyedTable<u64> = KeyedTable::new();
+        let mut reference: std::collections::BTreeMap<(u64, String), u64> = Default::default();
+        let hash = |text: &str| text.bytes().map(u64::from).sum::<u64>() % 8;
+        let owned = |k: &OwnedKey| match k {
+            OwnedKey::Str(s) => s.to_string(),
+            OwnedKey::Exact(ExactKey::U64(v)) => format!("#{v}"),
+            other => panic!("{other:?}"),
+        };
+        for step in 0..20_000u64 {
+            // One key in four is an exact u64 whose hash collides with the strings' (0..8).
+            let (text, key_hash) = match rng.below(4) {
+                0 => {
+                    let v = rng.below(8);
+                    (format!("#{v}"), v)
+                }
+                _ => {
+                    let t = format!("k{}", rng.below(200));
+                    let h = hash(&t);
+                    (t, h)
+                }
+            };
+            let key = match text.strip_prefix('#') {
+                Some(v) => KeyRef::upstream(v.parse().unwrap()),
+                None => str_key(key_hash, &text),
+            };
+            let r = (key_hash, text.clone());
+            match rng.below(40) {
+                0 => {
+                    let cut = rng.below(8);
+                    let drained = m.drain_where(|h, _| h == cut);
+                    let want: Vec<_> = reference
+                        .range((cut, String::new())..(cut + 1, String::new()))
+                        .map(|(k, v)| (k.clone(), *v))
+                        .collect();
+                    let mut got: Vec<_> = drained.iter().map(|(k, h, s)| ((*h, owned(k)), *s)).collect();
+                    for (k, _) in &want {
+                        reference.remove(k);
+                    }
+                    got.sort();
+                    assert_eq!(got, want, "step {step}");
+                }
+                1 => {
+                    let inserted = m.insert_new(&key, step);
+                    assert_eq!(inserted, !reference.contains_key(&r), "step {step}");
+                    reference.entry(r).or_insert(step);
+                }
+                2 => {
+                    let copy: Vec<_> = m.entries().into_iter().map(|(h, k, s)| ((h, owned(k)), *s)).collect();
+                    let mut sorted = copy.clone();
+                    sorted.sort();
+                    assert_eq!(sorted, reference.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>());
+                    assert!(copy.windows(2).all(|w| w[0].0 .0 <= w[1].0 .0), "copied in hash order, step {step}");
+                }
+                _ => {
+                    let (stored, state) = m.get_or_insert_with(&key, || 0);
+                    assert_eq!(owned(stored), text, "step {step}");
+                    *state += step;
+                    *reference.entry(r).or_default() += step;
+                }
+            }
+            assert_eq!(m.len(), reference.len());
+            assert_eq!(m.get(&key), reference.get(&(key_hash, text)), "step {step}");
         }
     }
 }

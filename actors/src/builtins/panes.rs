@@ -191,7 +191,7 @@ impl<P> PaneStore<P> {
                 }
             }
         }
-        super::keyed::check_new_keys(&self.keys, keys.iter().map(|k| (&k.key, k.hash)))
+        super::keyed::check_new_keys(|k| self.keys.find(k).is_some(), keys.iter().map(|k| (&k.key, k.hash)))
     }
 
     /// Insert keys moved from another instance (checked by [`PaneStore::check_keys`]): unfired

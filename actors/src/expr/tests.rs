@@ -146,7 +146,7 @@ fn evaluation_in_place_matches_a_fresh_evaluation() {
         "rate * (rate - 1)",
     ];
     let mut rng = Rng(17);
-    let mut row = |rng: &mut Rng| {
+    let row = |rng: &mut Rng| {
         let delta = rng.below(2001) as i64 - 1000;
         let rate = rng.below(1 << 20) as f64 / 1024.0;
         Record::from(values(rng.below(1 << 40), delta, rate, rng.below(2) == 1, "x")).to_archive()
