@@ -217,6 +217,11 @@ impl AggPartial {
     /// average NaN; operators never emit an empty partial.
     #[inline]
     pub fn write_result(&self, out: &mut Value) {
+        // A count into a slot that holds one: in place (one store, no drop).
+        if let (AggPartial::Count(c), Value::U64(x)) = (self, &mut *out) {
+            *x = *c;
+            return;
+        }
         *out = match *self {
             AggPartial::Count(c) => Value::U64(c),
             AggPartial::Sum(n) | AggPartial::Min(n) | AggPartial::Max(n) => n.to_value(),

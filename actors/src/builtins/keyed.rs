@@ -124,6 +124,11 @@ impl OwnedKey {
     /// Write the key into `out`, reusing its string buffer: no allocation in steady state.
     #[inline]
     pub fn write_into(&self, out: &mut Value) {
+        // The common case in place: a u64 key into a slot that holds one (one store, no drop).
+        if let (OwnedKey::Exact(ExactKey::U64(v)), Value::U64(x)) = (self, &mut *out) {
+            *x = *v;
+            return;
+        }
         *out = match self {
             OwnedKey::Exact(ExactKey::U64(v)) => Value::U64(*v),
             OwnedKey::Exact(ExactKey::I64(v)) => Value::I64(*v),
