@@ -408,7 +408,7 @@ impl<S> KeyedTable<S> {
     #[inline]
     pub fn get(&self, key: &KeyRef<'_>) -> Option<&S> {
         let hash = key.hash();
-        self.table.find(hash, |e| e.hash == hash && e.key.matches(key)).map(|e| &e.state)
+        self.table.find(hash, |e| e.is(hash, key)).map(|e| &e.state)
     }
 
     /// The stored key and the state of `key`, inserting `init()` first if absent. Hot path:
@@ -418,7 +418,7 @@ impl<S> KeyedTable<S> {
         let hash = key.hash();
         let e = self
             .table
-            .entry(hash, |e| e.hash == hash && e.key.matches(key), |e| e.hash)
+            .entry(hash, |e| e.is(hash, key), |e| e.hash)
             .or_insert_with(|| Entry { hash, key: key.to_owned_key(), state: init() })
             .into_mut();
         (&e.key, &mut e.state)
@@ -428,7 +428,7 @@ impl<S> KeyedTable<S> {
     /// present. Cold path (used to import moved keys).
     pub fn insert_new(&mut self, key: &KeyRef<'_>, state: S) -> bool {
         let hash = key.hash();
-        match self.table.entry(hash, |e| e.hash == hash && e.key.matches(key), |e| e.hash) {
+        match self.table.entry(hash, |e| e.is(hash, key), |e| e.hash) {
             hashbrown::hash_table::Entry::Occupied(_) => false,
             hashbrown::hash_table::Entry::Vacant(v) => {
                 v.insert(Entry { hash, key: key.to_owned_key(), state });
@@ -443,7 +443,7 @@ impl<S> KeyedTable<S> {
     pub fn drain_where(&mut self, mut pred: impl FnMut(u64, &OwnedKey) -> bool) -> Vec<(OwnedKey, u64, S)> {
         let mut out: Vec<_> =
             self.table.extract_if(|e| pred(e.hash, &e.key)).map(|e| (e.key, e.hash, e.state)).collect();
-        out.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.total_cmp(&b.0)));
+        out.sort_by(|a, b| by_hash_then_key((a.1, &a.0), (b.1, &b.0)));
         out
     }
 
@@ -451,9 +451,22 @@ impl<S> KeyedTable<S> {
     /// place. Cold path (a snapshot's copy of the state).
     pub fn entries(&self) -> Vec<(u64, &OwnedKey, &S)> {
         let mut out: Vec<_> = self.table.iter().map(|e| (e.hash, &e.key, &e.state)).collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.total_cmp(b.1)));
+        out.sort_by(|a, b| by_hash_then_key((a.0, a.1), (b.0, b.1)));
         out
     }
+}
+
+impl<S> Entry<S> {
+    /// Whether this is the entry of `key`, whose hash is `hash`.
+    #[inline(always)]
+    fn is(&self, hash: u64, key: &KeyRef<'_>) -> bool {
+        self.hash == hash && self.key.matches(key)
+    }
+}
+
+/// The order of a `KeyedTable`'s exports: by hash, then key.
+fn by_hash_then_key(a: (u64, &OwnedKey), b: (u64, &OwnedKey)) -> Ordering {
+    a.0.cmp(&b.0).then_with(|| a.1.total_cmp(b.1))
 }
 
 /// Whether `hash` is the routing hash of `key`: the key value's
