@@ -50,7 +50,7 @@ impl Subject for Aggregate {
     }
     fn snapshot(&self) -> Vec<(OwnedKey, u64, String)> {
         let mut out: Vec<_> =
-            self.state().entries().into_iter().map(|(hash, k, p)| (k.clone(), hash, format!("{p:?}"))).collect();
+            self.partials().into_iter().map(|(hash, k, p)| (k.clone(), hash, format!("{p:?}"))).collect();
         out.sort_by(|a, b| a.0.total_cmp(&b.0));
         out
     }
