@@ -386,8 +386,20 @@ pub struct EngineRun {
     pub summary: Summary,
 }
 
-/// Run `q` over events `0..events` of stream `seed` on `shards` shards.
-pub fn run_engine(q: Query, seed: u64, events: u64, shards: usize) -> anyhow::Result<EngineRun> {
+/// What an engine run does with the query's outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outputs {
+    /// Hand them to a collector, to be checked against the reference (the run holds every
+    /// output in memory until it ends).
+    Collect,
+    /// Only time them (a latency sink), as a throughput run does: a NEXMark run discards its
+    /// outputs, and storing millions of rows measures the memory they take, not the query.
+    Discard,
+}
+
+/// Run `q` over events `0..events` of stream `seed` on `shards` shards; the rows are empty
+/// unless `outputs` is [`Outputs::Collect`].
+pub fn run_engine(q: Query, seed: u64, events: u64, shards: usize, outputs: Outputs) -> anyhow::Result<EngineRun> {
     let mut engine = EngineBuilder::new().shards(shards);
     let mut app = engine.app(q.name(), Duration::from_millis(100));
     app.watermarks(WATERMARK_EVERY, 0);
@@ -418,9 +430,15 @@ pub fn run_engine(q: Query, seed: u64, events: u64, shards: usize) -> anyhow::Re
             app.function("q8", select, Route::ByKey, Q8Join::default)
         }
     };
-    let rx = app.collect("out", out);
+    let rx = match outputs {
+        Outputs::Collect => Some(app.collect("out", out)),
+        Outputs::Discard => {
+            app.measure("out", out);
+            None
+        }
+    };
     let summary = engine.run()?;
-    let rows = rx.drain().map(|o| decode(q, &o.archive)).collect();
+    let rows = rx.map(|rx| rx.drain().map(|o| decode(q, &o.archive)).collect()).unwrap_or_default();
     Ok(EngineRun { rows, summary })
 }
 
@@ -470,21 +488,43 @@ fn decode(q: Query, bytes: &[u8]) -> Row {
 /// The reference output of `q` over events `0..events` of stream `seed`, in its defined order
 /// (event order for Q1 and Q2, window then key order for the others).
 pub fn reference(q: Query, seed: u64, events: u64) -> Vec<Row> {
+    let mut rows = Vec::new();
+    reference_into(q, seed, events, |r| rows.push(r));
+    rows
+}
+
+/// How many rows the reference makes, each made and dropped as it comes: the sequential
+/// reference's throughput with its outputs discarded, as [`Outputs::Discard`] runs the engine.
+pub fn reference_discarding(q: Query, seed: u64, events: u64) -> usize {
+    let mut n = 0;
+    reference_into(q, seed, events, |r| {
+        std::hint::black_box(r);
+        n += 1;
+    });
+    n
+}
+
+/// The reference rows of `q`, in order, each handed to `out`.
+fn reference_into(q: Query, seed: u64, events: u64, out: impl FnMut(Row)) {
     let evs = (0..events).map(|i| gen::event(seed, i));
     let bids = evs.filter_map(|e| if let Event::Bid(b) = e { Some(b) } else { None });
-    match q {
-        Query::Q1 => bids
-            .map(|b| Row::Q1 {
+    let rows = match q {
+        Query::Q1 => {
+            bids.map(|b| Row::Q1 {
                 auction: b.auction,
                 bidder: b.bidder,
                 price: b.price * 908 / 1000,
                 date_time: b.date_time,
             })
-            .collect(),
-        Query::Q2 => bids
-            .filter(|b| b.auction % 123 == 0)
-            .map(|b| Row::Q2 { auction: b.auction, price: b.price, date_time: b.date_time })
-            .collect(),
+            .for_each(out);
+            return;
+        }
+        Query::Q2 => {
+            bids.filter(|b| b.auction % 123 == 0)
+                .map(|b| Row::Q2 { auction: b.auction, price: b.price, date_time: b.date_time })
+                .for_each(out);
+            return;
+        }
         Query::Q5 => {
             // window end -> auction -> bids
             let mut counts: BTreeMap<u64, BTreeMap<u64, u64>> = BTreeMap::new();
@@ -550,7 +590,8 @@ pub fn reference(q: Query, seed: u64, events: u64) -> Vec<Row> {
                 .map(|((window_end, person), name)| Row::Q8 { window_end, person, name })
                 .collect()
         }
-    }
+    };
+    rows.into_iter().for_each(out);
 }
 
 #[cfg(test)]
