@@ -288,6 +288,8 @@ impl Controller {
             })
             .unzip();
         stop.set_signals(signals.clone());
+        // Calibrate the clock here, not on the first shard's first turn (see `engine::run`).
+        dirigo_net::clock::now_ns();
         let mesh = Mesh::new(&signals, settings.mailbox_batches);
         let signals = Arc::new(signals);
         let (tx, rx) = flume::unbounded();
