@@ -368,6 +368,7 @@ impl<P: Policy> Shard<P> {
         }
         self.slots.flush();
         self.seal_at_exit();
+        self.judge_wakeup();
         self.report(true);
     }
 
@@ -522,6 +523,7 @@ impl<P: Policy> Shard<P> {
         let max = if self.hosting.nothing() { REST_MAX_PARK } else { MAX_PARK };
         let timeout = Duration::from_nanos(timeout_ns).min(max);
         sig.will_wake_by(now_ns().saturating_add(timeout.as_nanos() as u64));
+        self.judge_wakeup();
         let skipped = sig.skipped();
         sig.going_to_sleep();
         // Armed after the flag and before the re-check: input that arrives from here on rings.
@@ -535,16 +537,31 @@ impl<P: Policy> Shard<P> {
         sig.awake();
         // Mail waiting after a timeout is a lost wake-up only if nobody rang and no sender chose
         // not to (its mail could wait for this wake-up): a ring that came as the timeout fired
-        // left its token (taken here, so the next park does not end at once).
+        // left its token (taken here, so the next park does not end at once). A sender records
+        // its choice just after sending, so one descheduled between the two (a busy machine)
+        // has not recorded it yet: such a wake-up is judged later, once that sender has run.
         if !rung && self.has_pending_work() && self.doorbell.try_recv().is_err() {
             if sig.skipped() == skipped {
-                self.tele.missed_wakeups += 1;
-                tracing::debug!(shard = self.id, "woke on the park timeout with mail waiting: a wake-up was lost");
+                self.tele.unjudged_wakeup = Some(skipped);
             } else {
                 self.tele.lazy_wakeups += 1;
             }
         }
         self.tele.parked_ns += now_ns() - t0;
+    }
+
+    /// Judge the last park that ended on its timeout with mail and no skip recorded (see
+    /// `park`): lazy if a sender has recorded a skip since that park began, lost otherwise.
+    /// Called at the next park and at exit, by which time a sender between sending and
+    /// recording has long run on.
+    fn judge_wakeup(&mut self) {
+        let Some(skipped) = self.tele.unjudged_wakeup.take() else { return };
+        if self.signals[self.id as usize].skipped() == skipped {
+            self.tele.missed_wakeups += 1;
+            tracing::debug!(shard = self.id, "woke on the park timeout with mail waiting: a wake-up was lost");
+        } else {
+            self.tele.lazy_wakeups += 1;
+        }
     }
 
     /// Once per tick: shards given up, sinks flushed, lessees retired, key groups spread or

@@ -18,6 +18,9 @@ pub(super) struct Telemetry {
     pub missed_wakeups: u64,
     /// Parks that ended on their own timeout with mail whose sender chose not to ring.
     pub lazy_wakeups: u64,
+    /// A park that ended on its timeout with mail and no sender's skip recorded yet: the count
+    /// of skips when that park began, judged at the next park or at exit (see `Shard::park`).
+    pub unjudged_wakeup: Option<u64>,
     /// Per function: lessee slots open here, and the most since the last report.
     pub lessees_here: Vec<u64>,
     pub lessees_max: Vec<u64>,
@@ -47,6 +50,7 @@ impl Telemetry {
             busy_total_ns: 0,
             missed_wakeups: 0,
             lazy_wakeups: 0,
+            unjudged_wakeup: None,
             lessees_here: vec![0; nf],
             lessees_max: vec![0; nf],
             fn_blocked_ns: vec![0; nf],
