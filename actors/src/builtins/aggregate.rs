@@ -223,6 +223,34 @@ mod tests {
         assert!(matches!(err, BuildError::NotNumeric { .. }));
     }
 
+    /// Float sums, minimums and maximums (kept as words of their bits) and a float average
+    /// (kept whole), against recomputation from the prefix; integral prices add exactly.
+    #[test]
+    fn float_aggregates_match_recomputation_from_the_prefix() {
+        let ops = [AggOp::Sum, AggOp::Min, AggOp::Max, AggOp::Avg];
+        for seed in 0..12 {
+            let mut rng = Rng(100 + seed);
+            let op = ops[rng.below(4) as usize];
+            let (mut agg, _) = Aggregate::new(&bids(), op, Some("price"), Some("auction")).unwrap();
+            let mut out = VecEmitter::default();
+            let mut seen: Vec<(String, f64)> = Vec::new();
+            for i in 0..300 {
+                let (key, p) = (format!("a{}", rng.below(6)), rng.below(2001) as f64 - 1000.0);
+                feed(&mut agg, msg(i, i), bid(&key, p, 0), &mut out);
+                seen.push((key.clone(), p));
+                let xs: Vec<f64> = seen.iter().filter(|s| s.0 == key).map(|s| s.1).collect();
+                let want = match op {
+                    AggOp::Sum => xs.iter().sum::<f64>(),
+                    AggOp::Min => xs.iter().copied().fold(f64::INFINITY, f64::min),
+                    AggOp::Max => xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    _ => xs.iter().sum::<f64>() / xs.len() as f64,
+                };
+                assert_eq!(out.out.last().unwrap().2, vec![Value::Str(key), Value::F64(want)], "seed {seed}, {op:?}");
+            }
+            assert_eq!(agg.key_count(), seen.iter().map(|s| &s.0).collect::<std::collections::BTreeSet<_>>().len());
+        }
+    }
+
     #[test]
     fn random_streams_match_recomputation_from_the_prefix() {
         let ops = [AggOp::Count, AggOp::Sum, AggOp::Min, AggOp::Max, AggOp::Avg];
