@@ -3,7 +3,7 @@
 
 use super::agg::{AggOp, AggPartial};
 use super::keyed::check_new_keys;
-use super::keyed::{KeyRef, KeyedTable, OwnedKey};
+use super::keyed::{KeyedTable, OwnedKey};
 use super::{output_schema, BuildError, KeySource};
 use crate::builtins::moved::{agg_name, same_agg, AggKey, KeyArchive, StateCopy};
 use crate::migrate::MigrateError;
@@ -29,6 +29,47 @@ enum Partials {
     Whole(KeyedTable<AggPartial>),
 }
 
+/// `$body` on the aggregate's table, whichever slot type it holds (each arm is compiled for
+/// its own [`Slot`]).
+macro_rules! with_table {
+    ($state:expr, |$t:ident| $body:expr) => {
+        match $state {
+            Partials::Words($t) => $body,
+            Partials::Whole($t) => $body,
+        }
+    };
+}
+
+/// How a key's partial sits in the table, read and written against the aggregate's zero.
+trait Slot: Copy {
+    fn load(self, zero: &AggPartial) -> AggPartial;
+    fn store(partial: AggPartial) -> Self;
+}
+
+impl Slot for u64 {
+    #[inline(always)]
+    fn load(self, zero: &AggPartial) -> AggPartial {
+        zero.with_word(self)
+    }
+    /// Only partials of a word op reach a table of words (`Aggregate::new`, and `same_agg` on
+    /// import), so the 0 is never stored.
+    #[inline(always)]
+    fn store(partial: AggPartial) -> Self {
+        partial.to_word().unwrap_or(0)
+    }
+}
+
+impl Slot for AggPartial {
+    #[inline(always)]
+    fn load(self, _: &AggPartial) -> AggPartial {
+        self
+    }
+    #[inline(always)]
+    fn store(partial: AggPartial) -> Self {
+        partial
+    }
+}
+
 impl Aggregate {
     /// `op` over `field` (`None` for count) per `key` (`None`: the upstream key hash, emitted as
     /// a u64). Output schema: `key` (the key field's type, or u64) and the op's name (count: u64,
@@ -52,18 +93,12 @@ impl Aggregate {
 
     /// Every (key hash, key, partial), ordered by hash, then key. Cold path.
     pub fn partials(&self) -> Vec<(u64, &OwnedKey, AggPartial)> {
-        match &self.state {
-            Partials::Words(t) => t.entries().into_iter().map(|(h, k, w)| (h, k, self.zero.with_word(*w))).collect(),
-            Partials::Whole(t) => t.entries().into_iter().map(|(h, k, p)| (h, k, *p)).collect(),
-        }
+        with_table!(&self.state, |t| t.entries().into_iter().map(|(h, k, s)| (h, k, s.load(&self.zero))).collect())
     }
 
     /// Number of keys held.
     pub fn key_count(&self) -> usize {
-        match &self.state {
-            Partials::Words(t) => t.len(),
-            Partials::Whole(t) => t.len(),
-        }
+        with_table!(&self.state, |t| t.len())
     }
 
     /// Remove every key whose routing key hash (the `key_hash` its records are routed by: the
@@ -73,19 +108,12 @@ impl Aggregate {
     /// another shard. Cold path.
     pub fn export_keys(&mut self, moving: &dyn Fn(u64) -> bool) -> AlignedVec {
         let zero = self.zero;
-        let keys = match &mut self.state {
-            Partials::Words(t) => t
-                .drain_where(|hash, _| moving(hash))
-                .into_iter()
-                .map(|(key, hash, word)| AggKey { key, hash, partial: zero.with_word(word) })
-                .collect(),
-            Partials::Whole(t) => t
-                .drain_where(|hash, _| moving(hash))
-                .into_iter()
-                .map(|(key, hash, partial)| AggKey { key, hash, partial })
-                .collect(),
-        };
-        KeyArchive::Aggregate { zero: self.zero, keys }.to_bytes()
+        let keys = with_table!(&mut self.state, |t| t
+            .drain_where(|hash, _| moving(hash))
+            .into_iter()
+            .map(|(key, hash, s)| AggKey { key, hash, partial: s.load(&zero) })
+            .collect());
+        KeyArchive::Aggregate { zero, keys }.to_bytes()
     }
 
     /// Every key copied, kept in place, to be archived later and elsewhere: [`StateCopy::to_bytes`]
@@ -113,19 +141,9 @@ impl Aggregate {
             let what = (agg_name(&k.partial), agg_name(&zero));
             return Err(MigrateError::Corrupt(format!("a partial of {} in an archive of {}", what.0, what.1)));
         }
-        let present = |k: &KeyRef<'_>| match &self.state {
-            Partials::Words(t) => t.get(k).is_some(),
-            Partials::Whole(t) => t.get(k).is_some(),
-        };
-        check_new_keys(present, keys.iter().map(|k| (&k.key, k.hash)))?;
+        check_new_keys(|k| with_table!(&self.state, |t| t.get(k).is_some()), keys.iter().map(|k| (&k.key, k.hash)))?;
         for k in keys {
-            let key = k.key.as_key_ref(k.hash);
-            match (&mut self.state, k.partial.to_word()) {
-                (Partials::Words(t), Some(word)) => t.insert_new(&key, word),
-                (Partials::Whole(t), _) => t.insert_new(&key, k.partial),
-                // `same_agg` above: a partial of a word op has a word.
-                (Partials::Words(_), None) => unreachable!("a partial of {} in a table of words", agg_name(&k.partial)),
-            };
+            with_table!(&mut self.state, |t| t.insert_new(&k.key.as_key_ref(k.hash), Slot::store(k.partial)));
         }
         Ok(())
     }
@@ -146,22 +164,14 @@ impl Operator for Aggregate {
         };
         let zero = self.zero;
         let value = self.field.and_then(|pos| rec.fields.get(pos));
-        match &mut self.state {
-            Partials::Words(t) => {
-                let (owned, word) = t.get_or_insert_with(&key, || zero.to_word().unwrap_or(0));
-                let mut partial = zero.with_word(*word);
-                partial.fold_value(value);
-                *word = partial.to_word().unwrap_or(0);
-                owned.write_into(&mut self.row[0]);
-                partial.write_result(&mut self.row[1]);
-            }
-            Partials::Whole(t) => {
-                let (owned, partial) = t.get_or_insert_with(&key, || zero);
-                partial.fold_value(value);
-                owned.write_into(&mut self.row[0]);
-                partial.write_result(&mut self.row[1]);
-            }
-        }
+        with_table!(&mut self.state, |t| {
+            let (owned, slot) = t.get_or_insert_with(&key, || Slot::store(zero));
+            let mut partial = slot.load(&zero);
+            partial.fold_value(value);
+            *slot = Slot::store(partial);
+            owned.write_into(&mut self.row[0]);
+            partial.write_result(&mut self.row[1]);
+        });
         out.emit(msg.key_hash, msg.event_time, &self.row);
     }
 }

@@ -17,7 +17,7 @@
 //! Reported per query: events/s (all NEXMark events the source produced, closed loop), the
 //! sequential reference's events/s (the same events generated and queried by plain loops on one
 //! thread: what the query costs without an engine), both with outputs discarded, and both again
-//! with every output kept; end-to-end latency from the engine's summary of its median timed run, the
+//! with every output kept; end-to-end latency from the engine's summaries of the timed runs (each percentile's median), the
 //! number of outputs and whether they match the reference.
 
 pub mod gen;
@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use self::queries::{reference, reference_discarding, run_engine, Outputs, Query, Row};
-use crate::report::{meps, us, Table};
+use crate::report::{median, median_latency, meps, us, Table};
 use crate::Opts;
 
 /// Seed of the stream.
@@ -49,7 +49,7 @@ struct Outcome {
     /// The same two with every output kept in memory (the checked runs).
     collected_events_per_s: f64,
     reference_collected_events_per_s: f64,
-    /// Latency of the timed (discarding) run.
+    /// Latency of the timed (discarding) runs, each percentile's median.
     latency_us: dirigo_engine::report::LatencyUs,
     outputs: usize,
 }
@@ -140,20 +140,13 @@ fn run_checked(q: Query, events: u64) -> anyhow::Result<Outcome> {
             want.len()
         );
     }
-    // The median run of each; latency from the engine's median run.
-    let median = |v: &[f64]| {
-        let mut i: Vec<usize> = (0..v.len()).collect();
-        i.sort_by(|a, b| v[*a].total_cmp(&v[*b]));
-        i[v.len() / 2]
-    };
-    let (e, r) = (median(&engine_eps), median(&reference_eps));
     Ok(Outcome {
         query: q,
-        events_per_s: engine_eps[e],
-        reference_events_per_s: reference_eps[r],
+        events_per_s: median(&engine_eps),
+        reference_events_per_s: median(&reference_eps),
         collected_events_per_s: app.throughput_eps,
         reference_collected_events_per_s,
-        latency_us: latencies[e].clone(),
+        latency_us: median_latency(&latencies.iter().collect::<Vec<_>>()),
         outputs: run.rows.len(),
     })
 }
