@@ -77,6 +77,12 @@ struct Cli {
     /// at least 1/0.7 as many). Default: the scenario's own (2 for `slo`).
     #[arg(long)]
     shards: Option<usize>,
+    /// `nexmark`: run this query only.
+    #[arg(long, value_enum)]
+    query: Option<nexmark::queries::Query>,
+    /// `nexmark`: events per run (default 1,000,000; 20,000 with `--quick`).
+    #[arg(long)]
+    events: Option<u64>,
 }
 
 /// The scenarios, by command-line name.
@@ -144,6 +150,10 @@ pub struct Opts {
     pub quick: bool,
     /// `--shards`, where a scenario takes it.
     pub shards: Option<usize>,
+    /// `--query` (`nexmark`).
+    pub query: Option<nexmark::queries::Query>,
+    /// `--events` (`nexmark`).
+    pub events: Option<u64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -158,7 +168,7 @@ fn main() -> anyhow::Result<()> {
         println!("wrote {}", svg_path.display());
         return Ok(());
     }
-    let opts = Opts { quick: cli.quick, shards: cli.shards };
+    let opts = Opts { quick: cli.quick, shards: cli.shards, query: cli.query, events: cli.events };
     let started = std::time::Instant::now();
     let json = match cli.scenario {
         Scenario::KeyedCount => keyed_count::run(opts)?,

@@ -88,9 +88,12 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
                     order.reverse();
                 }
                 for system in order {
+                    // The placement of the first two CPUs around the run (see `keyed_count`).
+                    let before = crate::sys::line_transfer_ns(0, 1);
                     let m = system.run(load, &w)?;
-                    print_run(system, n, load, repeat, &m);
-                    runs.push(run_json(system, n, load, repeat, &m));
+                    let line_ns = [before, crate::sys::line_transfer_ns(0, 1)];
+                    print_run(system, n, load, repeat, &m, line_ns);
+                    runs.push(run_json(system, n, load, repeat, &m, line_ns));
                 }
             }
         }
@@ -108,22 +111,25 @@ fn load_name(load: Load) -> &'static str {
     }
 }
 
-fn print_run(system: System, n: usize, load: Load, repeat: usize, m: &Measurement) {
+fn print_run(system: System, n: usize, load: Load, repeat: usize, m: &Measurement, line_ns: [Option<u64>; 2]) {
+    let line = |ns: Option<u64>| ns.map_or("-".to_owned(), |ns| ns.to_string());
     println!(
-        "{:<7} {n:>2} shards {:<4} #{repeat}: {:>7} ev/s  p50 {:>8}us  p99 {:>9}us  cpu {:>5.0} ns/ev{}",
+        "{:<7} {n:>2} shards {:<4} #{repeat}: {:>7} ev/s  p50 {:>8}us  p99 {:>9}us  cpu {:>5.0} ns/ev  line {}/{} ns{}",
         system.name(),
         load_name(load),
         meps(m.throughput()),
         us(m.latency_us.p50),
         us(m.latency_us.p99),
         m.cpu_ns_per_event(),
+        line(line_ns[0]),
+        line(line_ns[1]),
         if m.stalled { "  STALLED (excluded)" } else { "" }
     );
 }
 
-fn run_json(system: System, n: usize, load: Load, repeat: usize, m: &Measurement) -> Value {
+fn run_json(system: System, n: usize, load: Load, repeat: usize, m: &Measurement, line_ns: [Option<u64>; 2]) -> Value {
     json!({
-        "system": system.name(), "shards": n, "load": load_name(load), "repeat": repeat,
+        "system": system.name(), "shards": n, "load": load_name(load), "repeat": repeat, "line_ns": line_ns,
         "events": m.events_in, "events_out": m.events_out, "wall_seconds": m.wall_seconds,
         "events_per_s": m.throughput(), "cpu_ns_per_event": m.cpu_ns_per_event(),
         "p50_us": m.latency_us.p50, "p99_us": m.latency_us.p99, "stalled": m.stalled,

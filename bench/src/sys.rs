@@ -82,3 +82,83 @@ fn burn(n: u64) -> u64 {
 pub fn calibrate() {
     let _ = burn_per_us();
 }
+
+/// The one-way time (ns) of a cache line between CPUs `a` and `b`: two threads pinned there
+/// pass a counter back and forth 20,000 times. `None` when either CPU cannot be pinned.
+///
+/// On a virtual machine the host may move the virtual CPUs: a 2-vCPU VM measured 25-50 ns in
+/// some minutes and 160-180 ns in others, and any run whose records cross cores (a keyed
+/// exchange, for Dirigo and timely alike) costs more in the slow placement. The scenarios
+/// record it before and after each run so their figures can be read against it.
+pub fn line_transfer_ns(a: usize, b: usize) -> Option<u64> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    const ROUNDS: u64 = 20_000;
+    // A partner descheduled on a busy machine makes each round a time slice: the pinger stops
+    // after this long with the rounds it has.
+    const LIMIT: std::time::Duration = std::time::Duration::from_millis(100);
+    let cpus = cpus();
+    if a >= cpus || b >= cpus || a == b {
+        return None;
+    }
+    // The counter on a line of its own; `stop` ends both threads early (a CPU that cannot be
+    // pinned, or the time limit).
+    type Shared = (crossbeam_utils::CachePadded<AtomicU64>, AtomicBool);
+    let shared: Arc<Shared> = Arc::new((crossbeam_utils::CachePadded::new(AtomicU64::new(0)), AtomicBool::new(false)));
+    let wait = |shared: &Shared, want: u64| {
+        while shared.0.load(Ordering::Acquire) != want {
+            if shared.1.load(Ordering::Acquire) {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+        true
+    };
+    let echo = {
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            if pin_to(b).is_err() {
+                shared.1.store(true, Ordering::Release);
+                return false;
+            }
+            for i in 0..ROUNDS {
+                if !wait(&shared, 2 * i + 1) {
+                    break;
+                }
+                shared.0.store(2 * i + 2, Ordering::Release);
+            }
+            true
+        })
+    };
+    let ping = std::thread::spawn(move || {
+        if pin_to(a).is_err() {
+            shared.1.store(true, Ordering::Release);
+            return None;
+        }
+        let start = Instant::now();
+        let mut rounds = 0;
+        while rounds < ROUNDS && (rounds % 256 != 255 || start.elapsed() < LIMIT) {
+            shared.0.store(2 * rounds + 1, Ordering::Release);
+            if !wait(&shared, 2 * rounds + 2) {
+                return None;
+            }
+            rounds += 1;
+        }
+        shared.1.store(true, Ordering::Release);
+        Some(start.elapsed().as_nanos() as u64 / (2 * rounds))
+    });
+    let ns = ping.join().ok().flatten();
+    let echo_pinned = echo.join().unwrap_or(false);
+    ns.filter(|_| echo_pinned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_transfer_needs_two_cpus_that_exist() {
+        assert_eq!(line_transfer_ns(0, 0), None, "one CPU");
+        assert_eq!(line_transfer_ns(0, cpus()), None, "a CPU past the last");
+    }
+}

@@ -140,6 +140,10 @@ struct Run {
     repeat: usize,
     throughput_eps: f64,
     cpu_ns_per_event: f64,
+    /// The one-way cache-line time between the first two CPUs (ns) just before and just after
+    /// the run (`sys::line_transfer_ns`): the placement of a virtual machine's CPUs, which a
+    /// keyed exchange pays for.
+    line_ns: [Option<u64>; 2],
     #[serde(flatten)]
     m: Measurement,
 }
@@ -179,8 +183,10 @@ pub fn run(opts: Opts) -> anyhow::Result<Value> {
                 order.reverse();
             }
             for system in order {
+                let before = crate::sys::line_transfer_ns(0, 1);
                 let m = system.run(load, &W1)?;
-                print_run(system, load, repeat, &m);
+                let line_ns = [before, crate::sys::line_transfer_ns(0, 1)];
+                print_run(system, load, repeat, &m, line_ns);
                 runs.push(Run {
                     system: system.name(),
                     load: load.name(),
@@ -188,6 +194,7 @@ pub fn run(opts: Opts) -> anyhow::Result<Value> {
                     repeat,
                     throughput_eps: m.throughput(),
                     cpu_ns_per_event: m.cpu_ns_per_event(),
+                    line_ns,
                     m,
                 });
             }
@@ -198,10 +205,11 @@ pub fn run(opts: Opts) -> anyhow::Result<Value> {
     Ok(serde_json::json!({ "workload": W1, "plan": plan, "runs": runs, "medians": medians, "ratios": ratios }))
 }
 
-fn print_run(system: System, load: Load, repeat: usize, m: &Measurement) {
+fn print_run(system: System, load: Load, repeat: usize, m: &Measurement, line_ns: [Option<u64>; 2]) {
     let l = &m.latency_us;
+    let line = |ns: Option<u64>| ns.map_or("-".to_owned(), |ns| ns.to_string());
     println!(
-        "{:<8} {:<4} {:>8}/s #{repeat}: {:>10} in {:>6.2}s = {:>7} ev/s  p50 {:>8}us p99 {:>9}us  cpu {:.0} ns/ev{}",
+        "{:<8} {:<4} {:>8}/s #{repeat}: {:>10} in {:>6.2}s = {:>7} ev/s  p50 {:>8}us p99 {:>9}us  cpu {:.0} ns/ev  line {}/{} ns{}",
         system.name(),
         load.name(),
         load.offered(),
@@ -211,6 +219,8 @@ fn print_run(system: System, load: Load, repeat: usize, m: &Measurement) {
         us(l.p50),
         us(l.p99),
         m.cpu_ns_per_event(),
+        line(line_ns[0]),
+        line(line_ns[1]),
         if m.stalled { "  STALLED (stopped by the watchdog; excluded from medians)" } else { "" }
     );
 }

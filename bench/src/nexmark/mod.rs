@@ -52,6 +52,9 @@ struct Outcome {
     /// Latency of the timed (discarding) runs, each percentile's median.
     latency_us: dirigo_engine::report::LatencyUs,
     outputs: usize,
+    /// Per timed engine run: the one-way cache-line time between the first two CPUs (ns) just
+    /// before and after it (`sys::line_transfer_ns`).
+    line_ns: Vec<[Option<u64>; 2]>,
 }
 
 /// Check `got` (in arrival order) against `want` (the reference, in its order): the same
@@ -118,8 +121,11 @@ fn run_checked(q: Query, events: u64) -> anyhow::Result<Outcome> {
     compare(q, &run.rows, &want, SHARDS as u64)?;
     // The timed pairs, alternated: a noisy machine moves a single run of either by 30%.
     let (mut engine_eps, mut reference_eps, mut latencies) = (Vec::new(), Vec::new(), Vec::new());
+    let mut line_ns = Vec::new();
     for _ in 0..TIMED_PAIRS {
+        let before = crate::sys::line_transfer_ns(0, 1);
         let timed = run_engine(q, SEED, events, SHARDS, Outputs::Discard)?;
+        line_ns.push([before, crate::sys::line_transfer_ns(0, 1)]);
         let timed_app = &timed.summary.apps[0];
         anyhow::ensure!(
             timed_app.events_out == app.events_out,
@@ -148,6 +154,7 @@ fn run_checked(q: Query, events: u64) -> anyhow::Result<Outcome> {
         reference_collected_events_per_s,
         latency_us: median_latency(&latencies.iter().collect::<Vec<_>>()),
         outputs: run.rows.len(),
+        line_ns,
     })
 }
 
@@ -167,7 +174,10 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
         "matches",
     ]);
     let mut queries = Vec::new();
-    for q in Query::ALL {
+    let events = opts.events.unwrap_or(events);
+    anyhow::ensure!(events > 0, "--events: at least 1");
+    let chosen = opts.query.map_or(Query::ALL.to_vec(), |q| vec![q]);
+    for q in chosen {
         let o = run_checked(q, events)?;
         table.row(vec![
             o.query.name().to_owned(),
@@ -190,6 +200,7 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
             "latency_us": o.latency_us,
             "outputs": o.outputs,
             "matches_reference": true,
+            "line_ns": o.line_ns,
         }));
     }
     println!("nexmark: {events} events, {SHARDS} shards, seed {SEED:#x}\n");

@@ -48,7 +48,7 @@ pub const TUMBLE_MS: u64 = 10_000;
 const WATERMARK_EVERY: u64 = 100;
 
 /// A query.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Query {
     Q1,
     Q2,
