@@ -325,7 +325,9 @@ fn tight_beside(text: &str, policy: &str, tight_events: u64) -> (f64, Option<u64
 /// (fair did, and its weights kept the tight app's share but not its latency: 0.80-0.89 of
 /// alone in a debug build once sources admitted by a smaller queue budget), the tight app
 /// keeps at least 95% of the satisfaction it has alone.
-/// Alone and beside alternate, so a noisy machine weighs on both alike. (Both apps forced onto
+/// Alone and beside alternate, so a noisy machine weighs on both alike, five times each (with
+/// three, a bad minute of a 2-vCPU VM once read medians of 0.97 alone and 0.92 beside under
+/// fair, where the runs read 0.99-1.00 both ways before and after). (Both apps forced onto
 /// both shards is the `tenants` benchmark's figure: in a debug build the tight app then sits
 /// at the 95% line, in release at 99.6%.)
 #[test]
@@ -337,7 +339,7 @@ fn a_flooding_app_cannot_push_a_tight_app_below_95_percent_of_its_satisfaction_a
         let alone_text = tight_app(RATE, SECS, cores);
         let beside_text = format!("{alone_text}\n{}", flood_app(300_000, cores));
         let (mut alone, mut beside) = (Vec::new(), Vec::new());
-        for _ in 0..3 {
+        for _ in 0..5 {
             alone.push(tight_beside(&alone_text, policy, RATE * SECS).0);
             let (s, flood) = tight_beside(&beside_text, policy, RATE * SECS);
             assert!(flood.is_some_and(|n| n > RATE * SECS), "the flood ran: {flood:?}");
@@ -347,6 +349,7 @@ fn a_flooding_app_cannot_push_a_tight_app_below_95_percent_of_its_satisfaction_a
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
+        eprintln!("{policy} (cores = {cores}): runs alone {alone:.4?}, beside the flood {beside:.4?}");
         let (alone, beside) = (median(&mut alone), median(&mut beside));
         eprintln!(
             "{policy} (cores = {cores}): tight app's satisfaction alone {alone:.4}, beside the flood {beside:.4}"
