@@ -24,6 +24,7 @@ use crate::figures::{num, rows};
 use crate::keyed_count::{Load, Measurement, System, Workload, W1};
 use crate::plot::{Panel, Series};
 use crate::report::{median, meps, ratio, us, Table};
+use crate::sys::LineNs;
 use crate::Opts;
 
 /// Sizes of a run.
@@ -91,9 +92,8 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
                 }
                 for system in order {
                     // The placement of the first two CPUs around the run (see `keyed_count`).
-                    let before = crate::sys::line_transfer_ns(0, 1);
-                    let m = system.run(load, &w)?;
-                    let line_ns = [before, crate::sys::line_transfer_ns(0, 1)];
+                    let (m, line_ns) = crate::sys::line_ns_around(|| system.run(load, &w));
+                    let m = m?;
                     print_run(system, n, load, repeat, &m, line_ns);
                     runs.push(run_json(system, n, load, repeat, &m, line_ns));
                 }
@@ -113,23 +113,21 @@ fn load_name(load: Load) -> &'static str {
     }
 }
 
-fn print_run(system: System, n: usize, load: Load, repeat: usize, m: &Measurement, line_ns: [Option<u64>; 2]) {
-    let line = |ns: Option<u64>| ns.map_or("-".to_owned(), |ns| ns.to_string());
+fn print_run(system: System, n: usize, load: Load, repeat: usize, m: &Measurement, line_ns: LineNs) {
     println!(
-        "{:<7} {n:>2} shards {:<4} #{repeat}: {:>7} ev/s  p50 {:>8}us  p99 {:>9}us  cpu {:>5.0} ns/ev  line {}/{} ns{}",
+        "{:<7} {n:>2} shards {:<4} #{repeat}: {:>7} ev/s  p50 {:>8}us  p99 {:>9}us  cpu {:>5.0} ns/ev  line {} ns{}",
         system.name(),
         load_name(load),
         meps(m.throughput()),
         us(m.latency_us.p50),
         us(m.latency_us.p99),
         m.cpu_ns_per_event(),
-        line(line_ns[0]),
-        line(line_ns[1]),
+        crate::sys::show_line_ns(line_ns),
         if m.stalled { "  STALLED (excluded)" } else { "" }
     );
 }
 
-fn run_json(system: System, n: usize, load: Load, repeat: usize, m: &Measurement, line_ns: [Option<u64>; 2]) -> Value {
+fn run_json(system: System, n: usize, load: Load, repeat: usize, m: &Measurement, line_ns: LineNs) -> Value {
     json!({
         "system": system.name(), "shards": n, "load": load_name(load), "repeat": repeat, "line_ns": line_ns,
         "events": m.events_in, "events_out": m.events_out, "wall_seconds": m.wall_seconds,

@@ -152,6 +152,22 @@ pub fn line_transfer_ns(a: usize, b: usize) -> Option<u64> {
     ns.filter(|_| echo_pinned)
 }
 
+/// [`line_transfer_ns`] between CPUs 0 and 1 just before and just after a run.
+pub type LineNs = [Option<u64>; 2];
+
+/// Run `run` between two [`line_transfer_ns`] probes of CPUs 0 and 1.
+pub fn line_ns_around<T>(run: impl FnOnce() -> T) -> (T, LineNs) {
+    let before = line_transfer_ns(0, 1);
+    let out = run();
+    (out, [before, line_transfer_ns(0, 1)])
+}
+
+/// `before/after` for a run's printed line (`-` where a probe could not pin).
+pub fn show_line_ns(l: LineNs) -> String {
+    let one = |ns: Option<u64>| ns.map_or("-".to_owned(), |ns| ns.to_string());
+    format!("{}/{}", one(l[0]), one(l[1]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,10 +44,7 @@ pub fn recycle(mut apps: Vec<AppStats>) {
 /// first reports then take them instead of zeroing ~0.9 MB each while it runs.
 pub fn stock_recycled(n: usize) {
     let have = RECYCLED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len();
-    let made: Vec<AppStats> = (0..n.min(RECYCLED_MAX).saturating_sub(have)).map(|_| AppStats::new()).collect();
-    let mut pool = RECYCLED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let room = RECYCLED_MAX.saturating_sub(pool.len());
-    pool.extend(made.into_iter().take(room));
+    recycle((0..n.min(RECYCLED_MAX).saturating_sub(have)).map(|_| AppStats::new()).collect());
 }
 
 /// `n` empty app figures, recycled where some were given back.

@@ -143,7 +143,7 @@ struct Run {
     /// The one-way cache-line time between the first two CPUs (ns) just before and just after
     /// the run (`sys::line_transfer_ns`): the placement of a virtual machine's CPUs, which a
     /// keyed exchange pays for.
-    line_ns: [Option<u64>; 2],
+    line_ns: crate::sys::LineNs,
     #[serde(flatten)]
     m: Measurement,
 }
@@ -183,9 +183,8 @@ pub fn run(opts: Opts) -> anyhow::Result<Value> {
                 order.reverse();
             }
             for system in order {
-                let before = crate::sys::line_transfer_ns(0, 1);
-                let m = system.run(load, &W1)?;
-                let line_ns = [before, crate::sys::line_transfer_ns(0, 1)];
+                let (m, line_ns) = crate::sys::line_ns_around(|| system.run(load, &W1));
+                let m = m?;
                 print_run(system, load, repeat, &m, line_ns);
                 runs.push(Run {
                     system: system.name(),
@@ -205,11 +204,10 @@ pub fn run(opts: Opts) -> anyhow::Result<Value> {
     Ok(serde_json::json!({ "workload": W1, "plan": plan, "runs": runs, "medians": medians, "ratios": ratios }))
 }
 
-fn print_run(system: System, load: Load, repeat: usize, m: &Measurement, line_ns: [Option<u64>; 2]) {
+fn print_run(system: System, load: Load, repeat: usize, m: &Measurement, line_ns: crate::sys::LineNs) {
     let l = &m.latency_us;
-    let line = |ns: Option<u64>| ns.map_or("-".to_owned(), |ns| ns.to_string());
     println!(
-        "{:<8} {:<4} {:>8}/s #{repeat}: {:>10} in {:>6.2}s = {:>7} ev/s  p50 {:>8}us p99 {:>9}us  cpu {:.0} ns/ev  line {}/{} ns{}",
+        "{:<8} {:<4} {:>8}/s #{repeat}: {:>10} in {:>6.2}s = {:>7} ev/s  p50 {:>8}us p99 {:>9}us  cpu {:.0} ns/ev  line {} ns{}",
         system.name(),
         load.name(),
         load.offered(),
@@ -219,8 +217,7 @@ fn print_run(system: System, load: Load, repeat: usize, m: &Measurement, line_ns
         us(l.p50),
         us(l.p99),
         m.cpu_ns_per_event(),
-        line(line_ns[0]),
-        line(line_ns[1]),
+        crate::sys::show_line_ns(line_ns),
         if m.stalled { "  STALLED (stopped by the watchdog; excluded from medians)" } else { "" }
     );
 }

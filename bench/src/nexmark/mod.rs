@@ -54,7 +54,7 @@ struct Outcome {
     outputs: usize,
     /// Per timed engine run: the one-way cache-line time between the first two CPUs (ns) just
     /// before and after it (`sys::line_transfer_ns`).
-    line_ns: Vec<[Option<u64>; 2]>,
+    line_ns: Vec<crate::sys::LineNs>,
 }
 
 /// Check `got` (in arrival order) against `want` (the reference, in its order): the same
@@ -123,9 +123,9 @@ fn run_checked(q: Query, events: u64) -> anyhow::Result<Outcome> {
     let (mut engine_eps, mut reference_eps, mut latencies) = (Vec::new(), Vec::new(), Vec::new());
     let mut line_ns = Vec::new();
     for _ in 0..TIMED_PAIRS {
-        let before = crate::sys::line_transfer_ns(0, 1);
-        let timed = run_engine(q, SEED, events, SHARDS, Outputs::Discard)?;
-        line_ns.push([before, crate::sys::line_transfer_ns(0, 1)]);
+        let (timed, line) = crate::sys::line_ns_around(|| run_engine(q, SEED, events, SHARDS, Outputs::Discard));
+        let timed = timed?;
+        line_ns.push(line);
         let timed_app = &timed.summary.apps[0];
         anyhow::ensure!(
             timed_app.events_out == app.events_out,

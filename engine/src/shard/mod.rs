@@ -539,19 +539,15 @@ impl<P: Policy> Shard<P> {
         // not to (its mail could wait for this wake-up): a ring that came as the timeout fired
         // left its token (taken here, so the next park does not end at once). A sender records
         // its choice just after sending, so one descheduled between the two (a busy machine)
-        // has not recorded it yet: such a wake-up is judged later, once that sender has run.
+        // has not recorded it yet: the wake-up is judged later, once that sender has run.
         if !rung && self.has_pending_work() && self.doorbell.try_recv().is_err() {
-            if sig.skipped() == skipped {
-                self.tele.unjudged_wakeup = Some(skipped);
-            } else {
-                self.tele.lazy_wakeups += 1;
-            }
+            self.tele.unjudged_wakeup = Some(skipped);
         }
         self.tele.parked_ns += now_ns() - t0;
     }
 
-    /// Judge the last park that ended on its timeout with mail and no skip recorded (see
-    /// `park`): lazy if a sender has recorded a skip since that park began, lost otherwise.
+    /// Judge the last park that ended on its timeout with mail and no ring (see `park`): lazy
+    /// if a sender has recorded a skip since that park began, lost otherwise.
     /// Called at the next park and at exit, by which time a sender between sending and
     /// recording has long run on.
     fn judge_wakeup(&mut self) {

@@ -18,8 +18,8 @@ pub(super) struct Telemetry {
     pub missed_wakeups: u64,
     /// Parks that ended on their own timeout with mail whose sender chose not to ring.
     pub lazy_wakeups: u64,
-    /// A park that ended on its timeout with mail and no sender's skip recorded yet: the count
-    /// of skips when that park began, judged at the next park or at exit (see `Shard::park`).
+    /// A park that ended on its timeout with mail and no ring: the count of skips when that
+    /// park began, judged at the next park or at exit (see `Shard::park`).
     pub unjudged_wakeup: Option<u64>,
     /// Per function: lessee slots open here, and the most since the last report.
     pub lessees_here: Vec<u64>,
