@@ -17,6 +17,7 @@ pub fn panels(scenario: &str, r: &Value) -> Vec<Panel> {
         "slo" => crate::slo::figure(r),
         "scaling" => crate::scaling::figure(r),
         "scale" => crate::scale::figure(r),
+        "hops" => crate::hops::figure(r),
         "reaction" => crate::reaction::figure(r),
         "barrier" => crate::barrier::figure(r),
         "skew" => skew(r),

@@ -16,6 +16,7 @@
 //! - [`reaction`]: the scale-up reaction (deadline miss to first message on a new lessee) over
 //!   hundreds of leases, with an idle and a busy lender.
 //! - [`scaling`]: throughput and p99 against lessees.
+//! - [`hops`]: what one more operator costs per event, Dirigo against timely-dataflow (1 shard).
 //! - [`scale`]: W1 at 1..N shards against timely-dataflow at as many workers: throughput,
 //!   CPU per event and open-loop p99 against cores.
 //! - [`barrier`]: barrier time against the number of lessees and the state size.
@@ -35,6 +36,7 @@ mod apps;
 mod barrier;
 mod figures;
 mod hooks;
+mod hops;
 mod idle;
 mod keyed_count;
 mod mailbox;
@@ -107,6 +109,8 @@ enum Scenario {
     /// W1 at 1..N shards (default 1, 2 and every CPU; `--shards N`: 1, 2, 4, .. N) against
     /// timely-dataflow with as many workers.
     Scale,
+    /// What one more operator costs: W1 on 1 shard plus identity maps, Dirigo vs timely-dataflow.
+    Hops,
     /// Scale-up reaction: deadline miss to first message on a new lessee, idle and busy lender.
     Reaction,
     /// Barrier time against lessees (1 ..= shards - 1) and state size (1 KB .. 100 MB).
@@ -133,6 +137,7 @@ impl Scenario {
             Scenario::Slo => "slo",
             Scenario::Scaling => "scaling",
             Scenario::Scale => "scale",
+            Scenario::Hops => "hops",
             Scenario::Reaction => "reaction",
             Scenario::Barrier => "barrier",
             Scenario::Skew => "skew",
@@ -180,6 +185,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Slo => slo::run_scenario(opts)?,
         Scenario::Scaling => scaling::run_scenario(opts)?,
         Scenario::Scale => scale::run_scenario(opts)?,
+        Scenario::Hops => hops::run_scenario(opts)?,
         Scenario::Reaction => reaction::run_scenario(opts)?,
         Scenario::Barrier => barrier::run_scenario(opts)?,
         Scenario::Skew => skew::run_scenario(opts)?,

@@ -215,6 +215,28 @@ fn scale_quick_compares_each_shard_count_with_timely() {
 }
 
 #[test]
+fn hops_quick_compares_the_cost_of_added_maps_with_timely() {
+    let r = quick("hops", &["dirigo", "timely", "identity maps added"]);
+    assert_fields("hops", &r, &["plan.hops", "runs", "medians", "per_hop"]);
+    let hops: Vec<u64> = r["plan"]["hops"].as_array().expect("hops").iter().filter_map(|h| h.as_u64()).collect();
+    assert_eq!(hops.first(), Some(&0), "W1 itself is the first point: {hops:?}");
+    assert!(hops.len() >= 2, "{hops:?}");
+    // Every system at every map count, every event through, on one shard.
+    let runs = r["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), hops.len() * 2);
+    for run in runs {
+        assert_eq!(run["events_in"], run["events_out"], "{run}");
+        assert!(run["cpu_ns_per_event"].as_f64().is_some_and(|x| x > 0.0), "{run}");
+    }
+    assert_eq!(r["workload"]["shards"], 1);
+    let per_hop = r["per_hop"].as_array().expect("per_hop");
+    assert_eq!(per_hop.iter().map(|p| p["system"].as_str().unwrap_or("")).collect::<Vec<_>>(), ["dirigo", "timely"]);
+    for p in per_hop {
+        assert!(p["base_ns"].as_f64().is_some_and(|x| x > 0.0) && p["ns_per_hop"].as_f64().is_some(), "{p}");
+    }
+}
+
+#[test]
 fn barrier_quick_ships_every_lessees_partial() {
     let r = quick("barrier", &["barrier p50", "2 shards, L=1", "L=3", "partial merged"]);
     assert_fields("barrier", &r, &["cpus", "rounds", "messages_per_barrier", "max_in_flight", "setups", "rows"]);

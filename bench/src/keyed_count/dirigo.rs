@@ -52,10 +52,11 @@ kind = "map"
 input = "events"
 fields = {{ key = "key", value = "value + 1" }}
 
+{hops}
 [[app.function]]
 name = "counts"
 kind = "count"
-input = "mapped"
+input = "{last}"
 key = "key"
 
 [[app.sink]]
@@ -66,7 +67,21 @@ input = "counts"
         shards = w.shards,
         keys = w.keys,
         seed = w.seed,
+        hops = identity_maps(w.hops),
+        last = if w.hops == 0 { "mapped".to_owned() } else { format!("hop{}", w.hops) },
     )
+}
+
+/// `n` identity maps after `mapped` (`hop1` .. `hopN`), each passing the record on unchanged.
+fn identity_maps(n: usize) -> String {
+    (1..=n)
+        .map(|i| {
+            let input = if i == 1 { "mapped".to_owned() } else { format!("hop{}", i - 1) };
+            format!(
+                "[[app.function]]\nname = \"hop{i}\"\nkind = \"map\"\ninput = \"{input}\"\nfields = {{ key = \"key\", value = \"value\" }}\n\n"
+            )
+        })
+        .collect()
 }
 
 /// Parse, compile and run `text` under a [`Watchdog`] of `limit`; the summary and its only app.

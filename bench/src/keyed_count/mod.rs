@@ -41,9 +41,12 @@ pub struct Workload {
     pub shards: usize,
     /// Generator seed.
     pub seed: u64,
+    /// Identity maps between the map and the count (0 in W1; the `hops` scenario adds some to
+    /// measure what one more operator costs each system).
+    pub hops: usize,
 }
 
-pub const W1: Workload = Workload { keys: 10_000, shards: 2, seed: 42 };
+pub const W1: Workload = Workload { keys: 10_000, shards: 2, seed: 42, hops: 0 };
 
 /// How events are offered.
 #[derive(Clone, Copy, Debug, PartialEq)]

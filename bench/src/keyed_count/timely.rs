@@ -114,10 +114,14 @@ fn worker_main(worker: &mut Worker, load: Load, w: &Workload, start_at: &AtomicU
     let sink = Rc::new(RefCell::new((histogram(), 0u64)));
     let sink_in = Rc::clone(&sink);
     let keys = w.keys as usize;
+    let hops = w.hops;
     worker.dataflow::<u64, _, _>(|scope| {
-        scope
-            .input_from(&mut input)
-            .map(|(key, value, t): Event| (key, value.wrapping_add(1), t))
+        let mut stream = scope.input_from(&mut input).map(|(key, value, t): Event| (key, value.wrapping_add(1), t));
+        // The `hops` scenario's identity maps (none in W1), as Dirigo's config adds them.
+        for _ in 0..hops {
+            stream = stream.map(|e: Event| e);
+        }
+        stream
             .unary(Exchange::new(|e: &Event| e.0), "KeyedCount", move |_cap, _info| {
                 let mut counts: HashMap<u64, u64> = HashMap::with_capacity(keys);
                 move |input, output| {
