@@ -5,6 +5,7 @@
 # nanosecond: cache misses and stalls do not show here); this says where the work is.
 #
 #   bench/instructions.sh [CONFIG] [EVENTS]      # default: configs/w1.toml on 1 shard, 500000
+#   DIRIGO=path/to/dirigo bench/instructions.sh  # another build (e.g. the base of a change)
 #
 # The config runs twice, with EVENTS and 2 x EVENTS events (every source's `events` set so),
 # `[engine] stats_interval = "1h"` (no progress reports during the run) and, for the default,
@@ -25,7 +26,8 @@ if ! command -v valgrind > /dev/null || ! command -v callgrind_annotate > /dev/n
         exit 1
     }
 fi
-cargo build --release -q -p dirigo-engine --bin dirigo
+dirigo=${DIRIGO:-target/release/dirigo}
+[ -n "${DIRIGO:-}" ] || cargo build --release -q -p dirigo-engine --bin dirigo
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -42,7 +44,7 @@ prepare() {
 for n in "$events" $((2 * events)); do
     prepare "$n"
     valgrind --tool=callgrind --callgrind-out-file="$work/cg-$n.out" \
-        target/release/dirigo run "$work/run-$n.toml" --json > "$work/summary-$n.json" 2> "$work/valgrind-$n.log" || {
+        "$dirigo" run "$work/run-$n.toml" --json > "$work/summary-$n.json" 2> "$work/valgrind-$n.log" || {
         echo "the run of $n events failed:" >&2
         tail -20 "$work/valgrind-$n.log" >&2
         exit 1

@@ -39,8 +39,11 @@ pub enum StateOut {
 pub trait StretchCx: Emitter {
     /// Message `h` is about to be applied.
     fn before(&mut self, h: &Header);
-    /// Message `h` was applied. True: stop the stretch here (user code failed).
-    fn after(&mut self, h: &Header) -> bool;
+    /// Message `h` was applied.
+    fn after(&mut self, h: &Header);
+    /// Whether user code failed on the message just applied: stop the stretch there. Asked
+    /// after user functions and actors only (built-ins and sinks run no user code).
+    fn failed(&mut self) -> bool;
 }
 
 /// One function instance on one shard.
@@ -64,12 +67,23 @@ impl OperatorInstance {
     #[inline]
     pub fn on_stretch<S: StretchCx>(&mut self, stretch: &[Entry], batch: &Batch, cx: &mut S) -> bool {
         macro_rules! each_message {
+            // Built-ins and sinks: no user code, so nothing to check for failure.
             (|$h:ident, $p:ident| $apply:expr) => {{
                 for e in stretch {
                     let ($h, $p) = (&e.header, batch.payload(e.off, e.len));
                     cx.before($h);
                     $apply;
-                    if cx.after($h) {
+                    cx.after($h);
+                }
+                false
+            }};
+            (user |$h:ident, $p:ident| $apply:expr) => {{
+                for e in stretch {
+                    let ($h, $p) = (&e.header, batch.payload(e.off, e.len));
+                    cx.before($h);
+                    $apply;
+                    cx.after($h);
+                    if cx.failed() {
                         return true;
                     }
                 }
@@ -83,11 +97,14 @@ impl OperatorInstance {
                 each!(b, op => each_message!(|h, p| op.on_record(msg(h), records.read(p).get(), p, cx)))
             }
             OperatorInstance::Sink(s) => each_message!(|h, p| s.on_data(h, p)),
-            OperatorInstance::User(f) => each_message!(|h, p| f.on_message(h, p, cx)),
-            OperatorInstance::Actor(a) => each_message!(|h, p| {
-                let class = if a.is_critical(h, p) { MessageClass::Critical } else { MessageClass::Regular };
-                a.on_message(h, p, class, cx)
-            }),
+            OperatorInstance::User(f) => each_message!(user | h, p | f.on_message(h, p, cx)),
+            OperatorInstance::Actor(a) => each_message!(
+                user | h,
+                p | {
+                    let class = if a.is_critical(h, p) { MessageClass::Critical } else { MessageClass::Regular };
+                    a.on_message(h, p, class, cx)
+                }
+            ),
         }
     }
 

@@ -80,11 +80,15 @@ impl<P: Policy> StretchCx for StretchRun<'_, P> {
     }
 
     #[inline(always)]
-    fn after(&mut self, h: &Header) -> bool {
+    fn after(&mut self, h: &Header) {
         if self.hooks {
             let cx = self.cost.cx(self.apps, self.now);
             self.router.policy().post_apply(h, &cx);
         }
+    }
+
+    #[inline(always)]
+    fn failed(&mut self) -> bool {
         any_failure()
     }
 }
