@@ -67,23 +67,15 @@ impl OperatorInstance {
     #[inline]
     pub fn on_stretch<S: StretchCx>(&mut self, stretch: &[Entry], batch: &Batch, cx: &mut S) -> bool {
         macro_rules! each_message {
-            // Built-ins and sinks: no user code, so nothing to check for failure.
-            (|$h:ident, $p:ident| $apply:expr) => {{
+            // `$user`: the instance runs user code, which may fail (built-ins and sinks run none,
+            // so they skip the check).
+            ($user:literal, |$h:ident, $p:ident| $apply:expr) => {{
                 for e in stretch {
                     let ($h, $p) = (&e.header, batch.payload(e.off, e.len));
                     cx.before($h);
                     $apply;
                     cx.after($h);
-                }
-                false
-            }};
-            (user |$h:ident, $p:ident| $apply:expr) => {{
-                for e in stretch {
-                    let ($h, $p) = (&e.header, batch.payload(e.off, e.len));
-                    cx.before($h);
-                    $apply;
-                    cx.after($h);
-                    if cx.failed() {
+                    if $user && cx.failed() {
                         return true;
                     }
                 }
@@ -94,17 +86,14 @@ impl OperatorInstance {
         match self {
             OperatorInstance::Builtin(b, records) => {
                 let records = *records;
-                each!(b, op => each_message!(|h, p| op.on_record(msg(h), records.read(p).get(), p, cx)))
+                each!(b, op => each_message!(false, |h, p| op.on_record(msg(h), records.read(p).get(), p, cx)))
             }
-            OperatorInstance::Sink(s) => each_message!(|h, p| s.on_data(h, p)),
-            OperatorInstance::User(f) => each_message!(user | h, p | f.on_message(h, p, cx)),
-            OperatorInstance::Actor(a) => each_message!(
-                user | h,
-                p | {
-                    let class = if a.is_critical(h, p) { MessageClass::Critical } else { MessageClass::Regular };
-                    a.on_message(h, p, class, cx)
-                }
-            ),
+            OperatorInstance::Sink(s) => each_message!(false, |h, p| s.on_data(h, p)),
+            OperatorInstance::User(f) => each_message!(true, |h, p| f.on_message(h, p, cx)),
+            OperatorInstance::Actor(a) => each_message!(true, |h, p| {
+                let class = if a.is_critical(h, p) { MessageClass::Critical } else { MessageClass::Regular };
+                a.on_message(h, p, class, cx)
+            }),
         }
     }
 

@@ -3,8 +3,8 @@
 //! stretch is looked up and built once: the function's plan and instance, the router (each
 //! record becomes its parent in turn), the instance's kind (`OperatorInstance::on_stretch`).
 //! What each record must see still runs for each: the rebalancer's count, `pre_apply` and
-//! `post_apply` (unless the policy's are no-ops: `Policy::observes_apply`), and the check for
-//! failed user code. A stretch holding a record the shard times is timed as a whole (see
+//! `post_apply` (unless the policy's are no-ops: `Policy::observes_apply`), and, after user
+//! functions and actors, the check for failed user code. A stretch holding a record the shard times is timed as a whole (see
 //! `RecordParts::run_stretch`).
 
 use dirigo_actors::envelope::Header;
