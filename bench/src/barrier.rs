@@ -441,11 +441,7 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
     let mut runs: Vec<Vec<Value>> = vec![Vec::new(); sizes.len() * setups.len()];
     for round in 0..rounds {
         for (si, &(bytes, queries)) in sizes.iter().enumerate() {
-            let mut order: Vec<usize> = (0..setups.len()).collect();
-            if round % 2 == 1 {
-                order.reverse();
-            }
-            for c in order {
+            for c in crate::report::interleaved(&(0..setups.len()).collect::<Vec<_>>(), round) {
                 let (shards, lessees) = setups[c];
                 runs[si * setups.len() + c].push(run_once(Setup { shards, lessees, bytes }, queries)?);
             }

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use crate::figures::{num, rows};
 use crate::keyed_count::{Load, System, Workload, W1};
 use crate::plot::{Panel, Series};
-use crate::report::{median, ratio, times, Table};
+use crate::report::{interleaved, median, meps, ratio, times, Table};
 use crate::Opts;
 
 /// The systems compared (the hand-written baseline has no operators to add).
@@ -64,12 +64,7 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
     for repeat in 0..plan.repeats {
         for &hops in &plan.hops {
             let w = Workload { shards: 1, hops, ..W1 };
-            // Interleaved, alternating which system goes first.
-            let mut order = SYSTEMS.to_vec();
-            if repeat % 2 == 1 {
-                order.reverse();
-            }
-            for system in order {
+            for system in interleaved(&SYSTEMS, repeat) {
                 let (m, line_ns) = crate::sys::line_ns_around(|| system.run(load, &w));
                 let m = m?;
                 anyhow::ensure!(!m.stalled, "{} with {hops} hops stalled", system.name());
@@ -160,12 +155,7 @@ fn per_hop(plan: &Plan, medians: &[MedianRow]) -> Vec<PerHop> {
 fn print_summary(medians: &[MedianRow], per_hop: &[PerHop]) {
     let mut t = Table::new(&["system", "hops", "cpu ns/ev", "events/s"]);
     for m in medians {
-        t.row(vec![
-            m.system.into(),
-            m.hops.to_string(),
-            format!("{:.1}", m.cpu_ns_per_event),
-            crate::report::meps(m.throughput_eps),
-        ]);
+        t.row(vec![m.system.into(), m.hops.to_string(), format!("{:.1}", m.cpu_ns_per_event), meps(m.throughput_eps)]);
     }
     println!("\nhops (W1 on 1 shard + identity maps), medians\n{}", t.render());
     let mut t = Table::new(&["system", "W1 ns/ev", "ns per hop"]);

@@ -23,6 +23,16 @@ pub fn latency_of(h: &Histogram<u64>) -> LatencyUs {
 }
 
 /// Median of `xs` (the mean of the middle two for an even count; 0 when empty).
+/// `items` in the order round `round` runs them: as given, then reversed, in turn, so that no
+/// system or setup always runs first (interleaved A/B on a noisy machine).
+pub fn interleaved<T: Clone>(items: &[T], round: usize) -> Vec<T> {
+    let mut order = items.to_vec();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
 pub fn median(xs: &[f64]) -> f64 {
     let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use crate::figures::{num, rows};
 use crate::keyed_count::{Load, Measurement, System, Workload, W1};
 use crate::plot::{Panel, Series};
-use crate::report::{median, meps, ratio, us, Table};
+use crate::report::{interleaved, median, meps, ratio, us, Table};
 use crate::sys::LineNs;
 use crate::Opts;
 
@@ -86,11 +86,7 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
         let w = Workload { shards: n, ..W1 };
         for load in plan.loads(n) {
             for repeat in 0..plan.repeats {
-                let mut order = SYSTEMS.to_vec();
-                if repeat % 2 == 1 {
-                    order.reverse();
-                }
-                for system in order {
+                for system in interleaved(&SYSTEMS, repeat) {
                     // The placement of the first two CPUs around the run (see `keyed_count`).
                     let (m, line_ns) = crate::sys::line_ns_around(|| system.run(load, &w));
                     let m = m?;

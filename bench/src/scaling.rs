@@ -154,10 +154,7 @@ fn lessee_sweep(quick: bool, rounds: usize) -> anyhow::Result<Vec<Value>> {
     let mut closed: Vec<Vec<Value>> = vec![Vec::new(); lessees.len()];
     let mut open: Vec<Vec<Value>> = vec![Vec::new(); lessees.len()];
     for round in 0..rounds {
-        let mut order = lessees.clone();
-        if round % 2 == 1 {
-            order.reverse();
-        }
+        let order = crate::report::interleaved(&lessees, round);
         for &l in &order {
             closed[l as usize].push(sample(&app(l, format!("rate = 0\nevents = {events}")).run()?));
         }

@@ -229,11 +229,7 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
     );
     let mut runs: Vec<Vec<(RunOut, usize)>> = SETUPS.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
-        let mut order: Vec<usize> = (0..SETUPS.len()).collect();
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        for i in order {
+        for i in crate::report::interleaved(&(0..SETUPS.len()).collect::<Vec<_>>(), round) {
             let (text, shards) = workload(SETUPS[i], sizes, cap, secs);
             let run = run_text(&text, shards, SETUPS[i].policy)?;
             let by =

@@ -29,7 +29,7 @@ use dirigo_engine::report::LatencyUs;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::report::{median, median_latency, meps, ratio, times, us, Table};
+use crate::report::{interleaved, median, median_latency, meps, ratio, times, us, Table};
 use crate::Opts;
 
 /// The workload W1, identical for every system.
@@ -180,12 +180,7 @@ pub fn run(opts: Opts) -> anyhow::Result<Value> {
     let mut runs = Vec::new();
     for load in plan.loads() {
         for repeat in 0..plan.repeats {
-            // Interleave A/B, alternating which goes first.
-            let mut order = System::ALL.to_vec();
-            if repeat % 2 == 1 {
-                order.reverse();
-            }
-            for system in order {
+            for system in interleaved(&System::ALL, repeat) {
                 let (m, line_ns) = crate::sys::line_ns_around(|| system.run(load, &W1));
                 let m = m?;
                 print_run(system, load, repeat, &m, line_ns);

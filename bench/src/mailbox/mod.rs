@@ -149,11 +149,7 @@ pub fn run(opts: Opts) -> anyhow::Result<Value> {
     let mut runs = Vec::new();
     for repeat in 0..repeats {
         // Interleave the paths, alternating which one goes first.
-        let mut order = cases.clone();
-        if repeat % 2 == 1 {
-            order.reverse();
-        }
-        for c in order {
+        for c in crate::report::interleaved(&cases, repeat) {
             let sample = c.path.run(c.mode, c.warmup, c.round_trips)?;
             let l = &sample.rtt_us;
             println!(
