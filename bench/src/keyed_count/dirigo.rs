@@ -68,7 +68,7 @@ input = "counts"
         keys = w.keys,
         seed = w.seed,
         hops = identity_maps(w.hops),
-        last = if w.hops == 0 { "mapped".to_owned() } else { format!("hop{}", w.hops) },
+        last = stage(w.hops),
     )
 }
 
@@ -76,12 +76,21 @@ input = "counts"
 fn identity_maps(n: usize) -> String {
     (1..=n)
         .map(|i| {
-            let input = if i == 1 { "mapped".to_owned() } else { format!("hop{}", i - 1) };
+            let (name, input) = (stage(i), stage(i - 1));
             format!(
-                "[[app.function]]\nname = \"hop{i}\"\nkind = \"map\"\ninput = \"{input}\"\nfields = {{ key = \"key\", value = \"value\" }}\n\n"
+                "[[app.function]]\nname = \"{name}\"\nkind = \"map\"\ninput = \"{input}\"\nfields = {{ key = \"key\", value = \"value\" }}\n\n"
             )
         })
         .collect()
+}
+
+/// The function after `i` identity maps: `mapped` itself, then `hop1`, `hop2`...
+fn stage(i: usize) -> String {
+    if i == 0 {
+        "mapped".to_owned()
+    } else {
+        format!("hop{i}")
+    }
 }
 
 /// Parse, compile and run `text` under a [`Watchdog`] of `limit`; the summary and its only app.
