@@ -33,7 +33,7 @@
 mod check;
 mod parse;
 
-use crate::record::{ArchivedRecord, ArchivedValue, FieldType, Schema, Value};
+use crate::record::{ArchivedRecord, ArchivedValue, Cell, FieldType, Schema, Value};
 
 /// Why an expression does not parse or type-check. Columns count characters from 1.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -372,6 +372,43 @@ impl Expr {
         let mut out = Value::Bool(false);
         self.eval_into(rec, &mut out);
         out
+    }
+
+    /// The expression as one of scalar result (u64, i64, f64 or bool), evaluated to a [`Cell`];
+    /// `Err(self)` for a string expression.
+    pub fn into_scalar(self) -> Result<ScalarExpr, Expr> {
+        match self.root {
+            Typed::Str(_) => Err(self),
+            root => Ok(ScalarExpr { root }),
+        }
+    }
+}
+
+/// An expression whose result is a scalar (never a string): evaluates to the archived form of
+/// its value, a [`Cell`], with no [`Value`] made.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScalarExpr {
+    /// Never `Typed::Str` (`Expr::into_scalar`).
+    root: Typed,
+}
+
+impl ScalarExpr {
+    /// The type of the expression's result.
+    pub fn ty(&self) -> FieldType {
+        self.root.ty()
+    }
+
+    /// Evaluate on `rec`. Hot path: the common shapes (a field, a literal, one operation on
+    /// those) evaluate inline.
+    #[inline]
+    pub fn eval_cell(&self, rec: &ArchivedRecord) -> Cell {
+        match &self.root {
+            Typed::U64(e) => Cell::u64(e.eval_root(rec)),
+            Typed::I64(e) => Cell::i64(e.eval_root(rec)),
+            Typed::F64(e) => Cell::f64(e.eval_root(rec)),
+            Typed::Bool(e) => Cell::bool(e.eval(rec)),
+            Typed::Str(_) => unreachable!("a scalar expression of strings"),
+        }
     }
 }
 

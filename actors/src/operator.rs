@@ -4,7 +4,7 @@
 //! Built-in operators implement [`Operator`] with generic methods (statically dispatched by the
 //! engine's operator enum); the emitter is the engine's router on the hot path.
 
-use crate::record::{ArchivedRecord, Value};
+use crate::record::{ArchivedRecord, Cell, Value};
 
 /// What the engine knows of the message being applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +24,14 @@ pub trait Emitter {
     fn emit(&mut self, key_hash: u64, event_time: u64, values: &[Value]);
     /// Pass an existing archive on unchanged: the bytes are copied, never deserialised.
     fn forward(&mut self, key_hash: u64, event_time: u64, archive: &[u8]);
+    /// Emit a new record of scalar values, given in their archived form: the same record as
+    /// [`emit`](Emitter::emit) of their values, which the engine's router archives by copying
+    /// the cells (built-ins with scalar outputs use it). The default makes the values (it
+    /// allocates: for emitters off the hot path).
+    fn emit_cells(&mut self, key_hash: u64, event_time: u64, cells: &[Cell]) {
+        let values: Vec<Value> = cells.iter().map(|c| c.to_value()).collect();
+        self.emit(key_hash, event_time, &values)
+    }
 }
 
 /// A function instance on one shard: holds the state of every actor of that function homed there.

@@ -241,19 +241,137 @@ pub fn archive_values_with(values: &[Value], buf: &mut AlignedVec, arena: &mut A
     start..buf.len()
 }
 
-/// The archived form of a scalar value as two little-endian words: rkyv lays `ArchivedValue`
-/// out as a `repr(u8)` enum of 16 bytes, its tag (the variant's index) in the first byte, a
-/// bool's byte right after it, an 8-byte payload in the second word. `None` for a string.
+/// A scalar value (u64, i64, f64 or bool) in its archived form: rkyv lays `ArchivedValue` out
+/// as a `repr(u8)` enum of 16 bytes, its tag (the variant's index) in the first byte, a bool's
+/// byte right after it, an 8-byte payload in the second word; a `Cell` is those 16 bytes as two
+/// little-endian words. Operators whose outputs are scalars build their rows of cells
+/// ([`Emitter::emit_cells`](crate::operator::Emitter::emit_cells)) and the row is archived by
+/// copying them ([`archive_cells`]): no [`Value`] is made and none is matched on (a `Value`'s
+/// tag sits in a niche of its string, which takes several instructions to read back).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, align(16))]
+pub struct Cell([u64; 2]);
+
+const _: () = assert!(std::mem::size_of::<Cell>() == std::mem::size_of::<ArchivedValue>());
+
+impl Cell {
+    const U64: u64 = 0;
+    const I64: u64 = 1;
+    const F64: u64 = 2;
+    const BOOL: u64 = 3;
+
+    #[inline(always)]
+    pub fn u64(x: u64) -> Cell {
+        Cell([Self::U64, x])
+    }
+    #[inline(always)]
+    pub fn i64(x: i64) -> Cell {
+        Cell([Self::I64, x as u64])
+    }
+    #[inline(always)]
+    pub fn f64(x: f64) -> Cell {
+        Cell([Self::F64, x.to_bits()])
+    }
+    #[inline(always)]
+    pub fn bool(b: bool) -> Cell {
+        Cell([Self::BOOL | (b as u64) << 8, 0])
+    }
+
+    /// The cell of a scalar value; `None` for a string.
+    #[inline(always)]
+    pub fn of_value(v: &Value) -> Option<Cell> {
+        Some(match *v {
+            Value::U64(x) => Cell::u64(x),
+            Value::I64(x) => Cell::i64(x),
+            Value::F64(x) => Cell::f64(x),
+            Value::Bool(b) => Cell::bool(b),
+            Value::Str(_) => return None,
+        })
+    }
+
+    /// The cell of an archived scalar value; `None` for a string.
+    #[inline(always)]
+    pub fn of(v: &ArchivedValue) -> Option<Cell> {
+        Some(match v {
+            ArchivedValue::U64(x) => Cell::u64(x.to_native()),
+            ArchivedValue::I64(x) => Cell::i64(x.to_native()),
+            ArchivedValue::F64(x) => Cell::f64(x.to_native()),
+            ArchivedValue::Bool(b) => Cell::bool(*b),
+            ArchivedValue::Str(_) => return None,
+        })
+    }
+
+    /// The value it holds.
+    pub fn to_value(self) -> Value {
+        match self.0[0] & 0xff {
+            Self::U64 => Value::U64(self.0[1]),
+            Self::I64 => Value::I64(self.0[1] as i64),
+            Self::F64 => Value::F64(f64::from_bits(self.0[1])),
+            _ => Value::Bool(self.0[0] >> 8 & 1 == 1),
+        }
+    }
+
+    /// The value if it is a `u64`.
+    #[inline]
+    pub fn as_u64(self) -> Option<u64> {
+        (self.0[0] == Self::U64).then_some(self.0[1])
+    }
+
+    /// Same as [`Value::key_hash`] of the value it holds.
+    #[inline]
+    pub fn key_hash(self) -> u64 {
+        match self.0[0] & 0xff {
+            Self::BOOL => mix64(self.0[0] >> 8 & 1),
+            _ => mix64(self.0[1]),
+        }
+    }
+}
+
+/// Append the archive of a record of `cells` to `buf` at a 16-byte aligned offset (as
+/// [`archive_values_into`] would of their values); returns its byte range. `buf` must start
+/// 16-byte aligned (an `AlignedVec`). Hot path: a store per word and the root.
 #[cfg(target_endian = "little")]
 #[inline(always)]
-fn scalar_words(v: &Value) -> Option<[u64; 2]> {
-    Some(match *v {
-        Value::U64(x) => [0, x],
-        Value::I64(x) => [1, x as u64],
-        Value::F64(x) => [2, x.to_bits()],
-        Value::Bool(b) => [3 | (b as u64) << 8, 0],
-        Value::Str(_) => return None,
-    })
+pub fn archive_cells(cells: &[Cell], buf: &mut AlignedVec) -> std::ops::Range<usize> {
+    const ELEM: usize = std::mem::size_of::<ArchivedValue>();
+    const _: () = assert!(
+        ELEM == 16
+            && std::mem::align_of::<ArchivedValue>() <= 16
+            && std::mem::size_of::<ArchivedRecord>() == 8
+            && std::mem::align_of::<ArchivedRecord>() <= 8
+    );
+    let old = buf.len();
+    let start = old.next_multiple_of(16);
+    let root = start + cells.len() * ELEM;
+    let end = root + std::mem::size_of::<ArchivedRecord>();
+    buf.reserve(end - old + 16);
+    let base = buf.as_mut_ptr();
+    // Zero the alignment gap (rkyv's writer pads with zeros): one 16-byte store from `old`,
+    // which the cells then overwrite where it runs past `start` (a variable-length fill would
+    // be a call to memset).
+    // SAFETY: `old + 16 <= start + 16 <= end + 16`, inside the reserved bytes.
+    unsafe { base.add(old).cast::<[u8; 16]>().write_unaligned([0; 16]) };
+    for (i, c) in cells.iter().enumerate() {
+        // SAFETY: `reserve` made `end` bytes available; `start + i * ELEM` is 16-aligned in a
+        // 16-aligned buffer, and its 16 bytes end before `root`.
+        unsafe { base.add(start + i * ELEM).cast::<Cell>().write(*c) };
+    }
+    // The root: the vector's relative pointer (from the root to the first value) and length.
+    let rel = (start as i64 - root as i64) as i32 as u32 as u64;
+    // SAFETY: the 8-byte root at `root` (8-aligned) lies inside the reserved `end` bytes; every
+    // byte up to `end` is now written.
+    unsafe {
+        base.add(root).cast::<u64>().write(rel | (cells.len() as u64) << 32);
+        buf.set_len(end);
+    }
+    start..end
+}
+
+/// Elsewhere rkyv's serializer writes every record.
+#[cfg(not(target_endian = "little"))]
+pub fn archive_cells(cells: &[Cell], buf: &mut AlignedVec) -> std::ops::Range<usize> {
+    let values: Vec<Value> = cells.iter().map(|c| c.to_value()).collect();
+    archive_values_into(&values, buf)
 }
 
 /// The fixed layout of a record without strings, written in place: its values' archived forms
@@ -266,12 +384,6 @@ fn scalar_words(v: &Value) -> Option<[u64; 2]> {
 #[inline]
 fn archive_scalars(values: &[Value], buf: &mut AlignedVec) -> Option<std::ops::Range<usize>> {
     const ELEM: usize = std::mem::size_of::<ArchivedValue>();
-    const _: () = assert!(
-        ELEM == 16
-            && std::mem::align_of::<ArchivedValue>() <= 16
-            && std::mem::size_of::<ArchivedRecord>() == 8
-            && std::mem::align_of::<ArchivedRecord>() <= 8
-    );
     if values.is_empty() {
         return None;
     }
@@ -281,21 +393,17 @@ fn archive_scalars(values: &[Value], buf: &mut AlignedVec) -> Option<std::ops::R
     let end = root + std::mem::size_of::<ArchivedRecord>();
     buf.reserve(end - old);
     let base = buf.as_mut_ptr();
-    // Zero the alignment gap (rkyv's writer pads with zeros): one 16-byte store over it, which
-    // the values then overwrite where it runs past `start` (a variable-length fill would be a
-    // call to memset).
+    // Zero the alignment gap, as `archive_cells` does.
     // SAFETY: `old + 16 <= start + 16 < end`, inside the reserved bytes.
     unsafe { base.add(old).cast::<[u8; 16]>().write_unaligned([0; 16]) };
     for (i, v) in values.iter().enumerate() {
-        let words = scalar_words(v)?;
+        let cell = Cell::of_value(v)?;
         // SAFETY: `reserve` made `end` bytes available; `start + i * ELEM` is 16-aligned in a
         // 16-aligned buffer, and its 16 bytes end before `root`.
-        unsafe { base.add(start + i * ELEM).cast::<[u64; 2]>().write(words) };
+        unsafe { base.add(start + i * ELEM).cast::<Cell>().write(cell) };
     }
-    // The root: the vector's relative pointer (from the root to the first value) and length.
     let rel = (start as i64 - root as i64) as i32 as u32 as u64;
-    // SAFETY: the 8-byte root at `root` (8-aligned) lies inside the reserved `end` bytes; every
-    // byte up to `end` is now written.
+    // SAFETY: as in `archive_cells`.
     unsafe {
         base.add(root).cast::<u64>().write(rel | (values.len() as u64) << 32);
         buf.set_len(end);
@@ -581,6 +689,43 @@ mod tests {
                 slow.push(1);
             }
         }
+    }
+
+    /// A row of cells archives to the bytes its values do, at every offset of a shared buffer;
+    /// a cell read from an archive is the cell of its value, and a cell's key hash is its
+    /// value's.
+    #[test]
+    fn cells_archive_as_their_values_do() {
+        let pick = |i: u64| match i % 5 {
+            0 => Value::U64(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            1 => Value::I64(-(i as i64) * 1_000_003),
+            2 => Value::F64(i as f64 / -3.0),
+            3 => Value::Bool(i % 10 == 3),
+            _ => Value::Bool(false),
+        };
+        let (mut by_cells, mut by_values) = (AlignedVec::new(), AlignedVec::new());
+        for n in 0..=9u64 {
+            for shift in 0..5 {
+                let values: Vec<Value> = (0..n).map(|i| pick(i + shift)).collect();
+                let cells: Vec<Cell> = values.iter().map(|v| Cell::of_value(v).expect("a scalar")).collect();
+                let a = archive_cells(&cells, &mut by_cells);
+                let b = archive_values_into(&values, &mut by_values);
+                assert_eq!(a, b, "{n} values");
+                assert_eq!(&by_cells[..], &by_values[..], "{n} values");
+                let rec = access(&by_cells[a]).unwrap();
+                for ((v, c), archived) in values.iter().zip(&cells).zip(rec.fields.iter()) {
+                    assert_eq!(Cell::of(archived), Some(*c));
+                    assert_eq!(c.to_value(), *v);
+                    assert_eq!(c.key_hash(), v.key_hash());
+                    assert_eq!(c.as_u64(), v.as_u64());
+                }
+                by_cells.push(1); // the next record starts at another offset
+                by_values.push(1);
+            }
+        }
+        assert_eq!(Cell::of_value(&Value::Str("s".into())), None);
+        let s = Record::from(vec![Value::Str("s".into())]).to_archive();
+        assert_eq!(Cell::of(&access(&s).unwrap().fields[0]), None);
     }
 
     #[test]

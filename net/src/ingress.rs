@@ -19,6 +19,9 @@ use crate::signal::ShardSignal;
 pub enum Produced {
     /// A record, in the values scratch; event time from the app's field or the given ms.
     Values { event_time: Option<u64> },
+    /// A record of scalars, in the cells scratch (`dirigo_actors::record::Cell`); event time
+    /// from the app's field or the given ms.
+    Cells { event_time: Option<u64> },
     /// An archive, in the bytes scratch.
     Archive { key_hash: u64, event_time: u64 },
     /// A malformed input was skipped (already logged); nothing to emit.

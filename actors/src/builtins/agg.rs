@@ -10,7 +10,7 @@
 use std::fmt;
 
 use super::{resolve_field, BuildError};
-use crate::record::{ArchivedValue, FieldType, Schema, Value};
+use crate::record::{ArchivedValue, Cell, FieldType, Schema, Value};
 use crate::state::Mergeable;
 
 /// An aggregate function.
@@ -230,6 +230,22 @@ impl AggPartial {
         };
     }
 
+    /// The current result as an archived cell: the value [`AggPartial::write_result`] writes
+    /// (every result is a scalar). Hot path.
+    #[inline]
+    pub fn result_cell(&self) -> Cell {
+        match *self {
+            AggPartial::Count(c) => Cell::u64(c),
+            AggPartial::Sum(n) | AggPartial::Min(n) | AggPartial::Max(n) => match n {
+                Num::U64(v) => Cell::u64(v),
+                Num::I64(v) => Cell::i64(v),
+                Num::F64(v) => Cell::f64(v),
+            },
+            AggPartial::AvgInt { sum, count } => Cell::f64(sum as f64 / count as f64),
+            AggPartial::AvgF64 { sum, count } => Cell::f64(sum / count as f64),
+        }
+    }
+
     /// The current result (see [`AggPartial::write_result`]).
     pub fn result(&self) -> Value {
         let mut v = Value::U64(0);
@@ -372,6 +388,17 @@ mod tests {
     }
 
     proptest! {
+        /// The result as a cell (what a keyed aggregate emits) is the result as a value, for
+        /// every op and number type.
+        #[test]
+        fn result_cells_hold_the_results(
+            xs in proptest::collection::vec(-1000i32..1000, 1..30), op in 0usize..5, ty in 0usize..3,
+        ) {
+            let ty = TYPES[ty];
+            let p = fold_all(AggPartial::zero(OPS[op], ty).unwrap(), &xs.iter().map(|x| num(ty, *x)).collect::<Vec<_>>());
+            prop_assert_eq!(p.result_cell().to_value(), p.result());
+        }
+
         /// Splitting the input into chunks, folding each from `partition()` and combining the
         /// partials equals folding the whole input.
         #[test]

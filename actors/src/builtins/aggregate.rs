@@ -164,15 +164,23 @@ impl Operator for Aggregate {
         };
         let zero = self.zero;
         let value = self.field.and_then(|pos| rec.fields.get(pos));
-        with_table!(&mut self.state, |t| {
+        // A scalar key: the output is two cells (`Emitter::emit_cells`); a string key: values.
+        let key_cell = key.cell();
+        let result = with_table!(&mut self.state, |t| {
             let (owned, slot) = t.get_or_insert_with(&key, || Slot::store(zero));
             let mut partial = slot.load(&zero);
             partial.fold_value(value);
             *slot = Slot::store(partial);
-            owned.write_into(&mut self.row[0]);
-            partial.write_result(&mut self.row[1]);
+            if key_cell.is_none() {
+                owned.write_into(&mut self.row[0]);
+                partial.write_result(&mut self.row[1]);
+            }
+            partial.result_cell()
         });
-        out.emit(msg.key_hash, msg.event_time, &self.row);
+        match key_cell {
+            Some(k) => out.emit_cells(msg.key_hash, msg.event_time, &[k, result]),
+            None => out.emit(msg.key_hash, msg.event_time, &self.row),
+        }
     }
 }
 

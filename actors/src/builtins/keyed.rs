@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::migrate::MigrateError;
-use crate::record::{mix64, ArchivedValue, Value};
+use crate::record::{mix64, ArchivedValue, Cell, Value};
 
 /// A hasher for keys that are already well-mixed 64-bit hashes: passes them through.
 #[derive(Debug, Default, Clone, Copy)]
@@ -76,6 +76,20 @@ impl<'a> KeyRef<'a> {
     #[inline]
     pub fn upstream(hash: u64) -> KeyRef<'static> {
         KeyRef::Exact { hash, value: ExactKey::U64(hash) }
+    }
+
+    /// The key as an archived cell, unless it is a string.
+    #[inline]
+    pub fn cell(&self) -> Option<Cell> {
+        match *self {
+            KeyRef::Exact { value, .. } => Some(match value {
+                ExactKey::U64(v) => Cell::u64(v),
+                ExactKey::I64(v) => Cell::i64(v),
+                ExactKey::F64(v) => Cell::f64(v),
+                ExactKey::Bool(v) => Cell::bool(v),
+            }),
+            KeyRef::Str { .. } => None,
+        }
     }
 
     /// The key's hash.

@@ -4,15 +4,22 @@
 //! hash and event time.
 
 use super::{output_schema, BuildError};
-use crate::expr::Expr;
+use crate::expr::{Expr, ScalarExpr};
 use crate::operator::{Emitter, Msg, Operator};
-use crate::record::{ArchivedRecord, FieldType, Schema, Value};
+use crate::record::{ArchivedRecord, Cell, FieldType, Schema, Value};
 
 /// Projects and computes fields.
 pub struct Map {
-    exprs: Vec<Expr>,
-    /// Scratch output row, reused: string results reuse their buffers.
-    row: Vec<Value>,
+    out: Row,
+}
+
+/// A map's expressions, and the scratch output row they are evaluated into (reused: string
+/// results reuse their buffers).
+enum Row {
+    /// Every output is a scalar: a row of archived cells ([`Emitter::emit_cells`]).
+    Cells { exprs: Vec<ScalarExpr>, row: Vec<Cell> },
+    /// Some output is a string: a row of values.
+    Values { exprs: Vec<Expr>, row: Vec<Value> },
 }
 
 impl Map {
@@ -28,8 +35,13 @@ impl Map {
             exprs.push(expr);
         }
         let schema = output_schema(fields.iter().zip(&exprs).map(|((name, _), e)| (name.clone(), e.ty())).collect())?;
-        let row = exprs.iter().map(|e| zero(e.ty())).collect();
-        Ok((Map { exprs, row }, schema))
+        let out = if exprs.iter().all(|e| e.ty() != FieldType::Str) {
+            let exprs: Vec<ScalarExpr> = exprs.into_iter().filter_map(|e| e.into_scalar().ok()).collect();
+            Row::Cells { row: vec![Cell::u64(0); exprs.len()], exprs }
+        } else {
+            Row::Values { row: exprs.iter().map(|e| zero(e.ty())).collect(), exprs }
+        };
+        Ok((Map { out }, schema))
     }
 }
 
@@ -48,10 +60,20 @@ impl Operator for Map {
     /// Hot path: no allocation in steady state.
     #[inline]
     fn on_record<E: Emitter>(&mut self, msg: Msg, rec: &ArchivedRecord, _: &[u8], out: &mut E) {
-        for (expr, slot) in self.exprs.iter().zip(self.row.iter_mut()) {
-            expr.eval_into(rec, slot);
+        match &mut self.out {
+            Row::Cells { exprs, row } => {
+                for (expr, cell) in exprs.iter().zip(row.iter_mut()) {
+                    *cell = expr.eval_cell(rec);
+                }
+                out.emit_cells(msg.key_hash, msg.event_time, row);
+            }
+            Row::Values { exprs, row } => {
+                for (expr, slot) in exprs.iter().zip(row.iter_mut()) {
+                    expr.eval_into(rec, slot);
+                }
+                out.emit(msg.key_hash, msg.event_time, row);
+            }
         }
-        out.emit(msg.key_hash, msg.event_time, &self.row);
     }
 }
 

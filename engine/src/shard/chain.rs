@@ -25,7 +25,7 @@
 //! through its machine.
 
 use dirigo_actors::envelope::Header;
-use dirigo_actors::record::{archive_values_with, Value};
+use dirigo_actors::record::{archive_cells, archive_values_with, Cell, Value};
 use dirigo_net::mailbox::{Batch, Entry};
 use rkyv::ser::allocator::Arena;
 
@@ -71,6 +71,12 @@ impl ChainBuf {
         self.batch.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
     }
 
+    #[inline(always)]
+    fn push_cells(&mut self, h: Header, cells: &[Cell]) {
+        let r = archive_cells(cells, &mut self.batch.bytes);
+        self.batch.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
+    }
+
     #[inline]
     fn push_bytes(&mut self, h: Header, payload: &[u8]) {
         self.batch.push_bytes(h, payload);
@@ -92,6 +98,16 @@ impl ChainTo<'_> {
         let ok = self.may_run(out, f);
         if ok {
             self.buf.push_values(h, values);
+        }
+        ok
+    }
+
+    /// Chain a record for function `f` made of `cells`, if it may run at once; false: send it.
+    #[inline(always)]
+    pub fn cells(&mut self, out: &Outputs, f: usize, h: Header, cells: &[Cell]) -> bool {
+        let ok = self.may_run(out, f);
+        if ok {
+            self.buf.push_cells(h, cells);
         }
         ok
     }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::ids::ShardId;
-use dirigo_actors::record::{archive_values_with, Value};
+use dirigo_actors::record::{archive_cells, archive_values_with, Cell, Value};
 use rkyv::ser::allocator::Arena;
 use rkyv::util::AlignedVec;
 
@@ -146,6 +146,16 @@ impl Outputs {
         self.stamp(dest, &mut h);
         let b = &mut self.open[dest];
         let r = archive_values_with(values, &mut b.bytes, &mut self.arena);
+        b.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
+        self.close_if_full(dest);
+    }
+
+    /// Stage a record made of `cells` for `dest`. Hot path.
+    #[inline]
+    pub fn push_cells(&mut self, dest: usize, mut h: Header, cells: &[Cell]) {
+        self.stamp(dest, &mut h);
+        let b = &mut self.open[dest];
+        let r = archive_cells(cells, &mut b.bytes);
         b.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
         self.close_if_full(dest);
     }

@@ -3,7 +3,7 @@
 
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::operator::Emitter;
-use dirigo_actors::record::Value;
+use dirigo_actors::record::{Cell, Value};
 
 use crate::placement::PlacementTable;
 use crate::plan::{Edge, Partition, Plan};
@@ -161,6 +161,25 @@ impl<P: Policy> Emitter for Router<'_, P> {
                 }
             }
             self.out.push_values(dest, h, values);
+        }
+    }
+
+    #[inline(always)]
+    fn emit_cells(&mut self, key_hash: u64, event_time: u64, cells: &[Cell]) {
+        for edge in self.edges {
+            let key = match edge.partition {
+                Partition::ByField(p, _) => cells[p].key_hash(),
+                _ => key_hash,
+            };
+            let mut h = self.child(edge, key, event_time);
+            let dest = self.dest(edge, &h);
+            if let (true, Some(c)) = (dest == self.out.me as usize, self.chain.as_mut()) {
+                h.from_shard = self.out.me;
+                if c.cells(self.out, edge.target as usize, h, cells) {
+                    continue;
+                }
+            }
+            self.out.push_cells(dest, h, cells);
         }
     }
 

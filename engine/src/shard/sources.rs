@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::ids::ShardId;
 use dirigo_actors::operator::Emitter;
-use dirigo_actors::record::Value;
+use dirigo_actors::record::{Cell, Value};
 use rkyv::util::AlignedVec;
 
 use super::router::Router;
@@ -25,13 +25,15 @@ pub(super) struct Sources {
     pub runs: Vec<SourceRun>,
     /// Scratch: the values of the event being produced.
     pub values: Vec<Value>,
+    /// Scratch: the event being produced, when it is a record of scalars as archived cells.
+    pub cells: Vec<Cell>,
     /// Scratch: the archive of the event being produced (a source that makes archives).
     pub bytes: AlignedVec,
 }
 
 impl Sources {
     pub fn new(runs: Vec<SourceRun>) -> Self {
-        Sources { runs, values: Vec::new(), bytes: AlignedVec::new() }
+        Sources { runs, values: Vec::new(), cells: Vec::new(), bytes: AlignedVec::new() }
     }
 
     /// Whether every source here has finished.
@@ -232,7 +234,7 @@ impl<P: Policy> Shard<P> {
     /// Returns how many were polled and why it stopped. Hot path.
     fn ingest_run(&mut self, i: usize, now: u64, started: u64, budget: usize) -> (usize, Stop) {
         let chain = self.chain_on().then_some((&mut self.chain.next, &self.chain.chainable[..]));
-        let Sources { runs, values, bytes } = &mut self.src;
+        let Sources { runs, values, cells, bytes } = &mut self.src;
         let run = &mut runs[i];
         let sp = &self.plan.sources[run.index];
         let app = &self.plan.apps[sp.app as usize];
@@ -250,7 +252,7 @@ impl<P: Policy> Shard<P> {
             if started + due > now {
                 return (ran, Stop::NotDue);
             }
-            let Some(p) = run.inst.produce(values, bytes) else { return (ran, Stop::Finished) };
+            let Some(p) = run.inst.produce_into(values, Some(cells), bytes) else { return (ran, Stop::Finished) };
             ran += 1;
             // Open-loop sources are stamped with their schedule, so queueing behind a slow
             // engine counts as latency (no coordinated omission). Unscheduled ones (rate 0,
@@ -265,6 +267,10 @@ impl<P: Policy> Shard<P> {
                     let from_field = sp.event_time_field.and_then(|f| values[f].as_u64());
                     (0, from_field.or(event_time).unwrap_or(ingress_ns / 1_000_000))
                 }
+                Produced::Cells { event_time } => {
+                    let from_field = sp.event_time_field.and_then(|f| cells[f].as_u64());
+                    (0, from_field.or(event_time).unwrap_or(ingress_ns / 1_000_000))
+                }
             };
             let mut h = Header::data(sp.app, 0, key_hash);
             h.ingress_ns = ingress_ns;
@@ -274,6 +280,7 @@ impl<P: Policy> Shard<P> {
             router.set_parent(&h);
             match p {
                 Produced::Archive { .. } => router.forward(key_hash, event_time, bytes),
+                Produced::Cells { .. } => router.emit_cells(key_hash, event_time, cells),
                 _ => router.emit(key_hash, event_time, values),
             }
             // What the event chained runs once the poll is over (`poll_source`): between two

@@ -10,7 +10,7 @@
 use dirigo_actors::envelope::Header;
 use dirigo_actors::function::any_failure;
 use dirigo_actors::operator::Emitter;
-use dirigo_actors::record::Value;
+use dirigo_actors::record::{Cell, Value};
 
 use super::rebalance::Rebalance;
 use super::router::Router;
@@ -65,6 +65,11 @@ impl<P: Policy> Emitter for StretchRun<'_, P> {
     #[inline(always)]
     fn forward(&mut self, key_hash: u64, event_time: u64, archive: &[u8]) {
         self.router.forward(key_hash, event_time, archive)
+    }
+
+    #[inline(always)]
+    fn emit_cells(&mut self, key_hash: u64, event_time: u64, cells: &[Cell]) {
+        self.router.emit_cells(key_hash, event_time, cells)
     }
 }
 

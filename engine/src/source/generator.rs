@@ -12,7 +12,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use dirigo_actors::record::{mix64, FieldType, Schema, Value};
+use dirigo_actors::record::{mix64, Cell, FieldType, Schema, Value};
 
 const NS_PER_S: u128 = 1_000_000_000;
 const NS_PER_MS: u64 = 1_000_000;
@@ -341,6 +341,8 @@ struct Next {
 #[derive(Clone, Debug)]
 pub struct Generator {
     plan: Vec<FieldPlan>,
+    /// No field is a string (`is_scalar`).
+    scalar: bool,
     seed: u64,
     keys: KeySampler,
     stride: u64,
@@ -357,8 +359,11 @@ impl Generator {
     /// A generator for `schema`; checks the spec against it.
     pub fn new(spec: GeneratorSpec, schema: &Schema) -> Result<Generator, GeneratorError> {
         check_instance(&spec)?;
+        let plan = plan(&spec, schema)?;
+        let scalar = plan.iter().all(|p| !matches!(p, FieldPlan::KeyStr | FieldPlan::Random(FieldType::Str)));
         let mut generator = Generator {
-            plan: plan(&spec, schema)?,
+            plan,
+            scalar,
             seed: spec.seed,
             keys: key_sampler(&spec)?,
             stride: spec.parallelism as u64,
@@ -386,9 +391,50 @@ impl Generator {
         let next = self.next?;
         let event_ms = next.logical_ns / NS_PER_MS;
         self.fill(values, next.index, event_ms);
+        self.advance(next);
+        Some(event_ms)
+    }
+
+    /// Whether every field is a scalar (no string): [`Generator::next_cells`] makes its events.
+    #[inline]
+    pub fn is_scalar(&self) -> bool {
+        self.scalar
+    }
+
+    /// [`Generator::next_event`] for a generator of scalars (`is_scalar`): the event's fields
+    /// as archived cells, the same values `next_event` makes. Hot path.
+    #[inline]
+    pub fn next_cells(&mut self, cells: &mut Vec<Cell>) -> Option<u64> {
+        debug_assert!(self.is_scalar());
+        let next = self.next?;
+        let event_ms = next.logical_ns / NS_PER_MS;
+        if cells.len() != self.plan.len() {
+            cells.clear(); // cold: first use, or a buffer of another shape
+            cells.resize(self.plan.len(), Cell::u64(0));
+        }
+        let base = event_hash(self.seed, next.index);
+        for (pos, (plan, cell)) in self.plan.iter().zip(cells.iter_mut()).enumerate() {
+            let h = field_hash(base, pos);
+            *cell = match *plan {
+                FieldPlan::KeyU64 => Cell::u64(self.keys.sample(h)),
+                FieldPlan::KeyI64 => Cell::i64(self.keys.sample(h) as i64),
+                FieldPlan::EventTime => Cell::u64(event_ms),
+                FieldPlan::Random(FieldType::U64) => Cell::u64(below(h, 1000)),
+                FieldPlan::Random(FieldType::I64) => Cell::i64(below(h, 2000) as i64 - 1000),
+                FieldPlan::Random(FieldType::F64) => Cell::f64(unit(h)),
+                FieldPlan::Random(FieldType::Bool) => Cell::bool(h >> 63 == 1),
+                FieldPlan::KeyStr | FieldPlan::Random(FieldType::Str) => unreachable!("a string in a scalar generator"),
+            };
+        }
+        self.advance(next);
+        Some(event_ms)
+    }
+
+    /// `next` was produced: schedule the one after it.
+    #[inline(always)]
+    fn advance(&mut self, next: Next) {
         self.produced += 1;
         self.next = next.index.checked_add(self.stride).and_then(|i| self.schedule_event(i));
-        Some(event_ms)
     }
 
     /// Events this instance has produced.

@@ -1,7 +1,7 @@
 //! What a shard polls for new events: the source instances of every kind behind one enum
 //! (socket sources are polled through `dirigo_net`'s [`Ingress`] trait).
 
-use dirigo_actors::record::Value;
+use dirigo_actors::record::{Cell, Value};
 use dirigo_net::ingress::{Ingress, IoWakeup, Produced};
 use rkyv::util::AlignedVec;
 
@@ -133,6 +133,30 @@ impl SourceInstance {
 
     /// Produce the next event into the scratch buffers; None when finished.
     pub fn produce(&mut self, values: &mut Vec<Value>, bytes: &mut AlignedVec) -> Option<Produced> {
+        self.produce_into(values, None, bytes)
+    }
+
+    /// [`SourceInstance::produce`], and given `cells` (the shard's hot path), a generator of
+    /// scalars makes its event as archived cells there (`Produced::Cells`), with no `Value`
+    /// made.
+    #[inline]
+    pub fn produce_into(
+        &mut self,
+        values: &mut Vec<Value>,
+        cells: Option<&mut Vec<Cell>>,
+        bytes: &mut AlignedVec,
+    ) -> Option<Produced> {
+        match (self, cells) {
+            (SourceInstance::Generator(g), Some(cells)) if g.is_scalar() => {
+                g.next_cells(cells).map(|t| Produced::Cells { event_time: Some(t) })
+            }
+            (this, _) => this.produce_values(values, bytes),
+        }
+    }
+
+    /// An event of any source as values or an archive.
+    #[inline]
+    fn produce_values(&mut self, values: &mut Vec<Value>, bytes: &mut AlignedVec) -> Option<Produced> {
         match self {
             SourceInstance::Generator(g) => g.next_event(values).map(|t| Produced::Values { event_time: Some(t) }),
             SourceInstance::File { reader, produced, .. } => match reader.next_record(values) {

@@ -291,3 +291,40 @@ fn every_constructor_error() {
     assert!(Generator::new(adjacent, &schema()).is_ok());
     assert!(GeneratorError::ZeroParallelism.to_string().contains("parallelism"));
 }
+
+/// A generator of scalars makes, as archived cells (the shard's path), exactly the events it
+/// makes as values, for every scalar type, key type and key distribution, at the same times.
+#[test]
+fn scalar_events_as_cells_are_the_events_as_values() {
+    let scalars = |key: FieldType| {
+        Schema::new(vec![
+            ("key".into(), key),
+            ("ts".into(), FieldType::U64),
+            ("n".into(), FieldType::I64),
+            ("x".into(), FieldType::F64),
+            ("b".into(), FieldType::Bool),
+            ("u".into(), FieldType::U64),
+        ])
+    };
+    for (key, distribution) in
+        [(FieldType::U64, KeyDistribution::Uniform), (FieldType::I64, KeyDistribution::Zipf { s: 1.1 })]
+    {
+        let s = GeneratorSpec { events: Some(777), distribution, ..instance(spec(0), 1, 2) };
+        let (mut by_values, mut by_cells) =
+            (Generator::new(s.clone(), &scalars(key)).unwrap(), Generator::new(s, &scalars(key)).unwrap());
+        assert!(by_cells.is_scalar());
+        let (mut values, mut cells) = (Vec::new(), Vec::new());
+        let mut n = 0;
+        while let Some(due) = by_values.next_due_ns() {
+            assert_eq!(by_cells.next_due_ns(), Some(due));
+            let ms = by_values.next_event(&mut values);
+            assert_eq!(by_cells.next_cells(&mut cells), ms);
+            assert_eq!(cells.iter().map(|c| c.to_value()).collect::<Vec<_>>(), values, "event {n}");
+            n += 1;
+        }
+        assert_eq!((n, by_cells.next_due_ns(), by_cells.next_cells(&mut cells)), (388, None, None));
+    }
+    // A string field (here the key, or another field) keeps the generator on values.
+    assert!(!generator(spec(0)).is_scalar());
+    assert!(!Generator::new(spec(0), &scalars(FieldType::Str)).unwrap().is_scalar());
+}
