@@ -109,6 +109,12 @@ impl Rebalance {
         self.heat[f] = vec![0; groups as usize];
     }
 
+    /// Whether `f`'s messages are counted by key group (`count` does nothing for the others).
+    #[inline]
+    pub(super) fn counts(&self, f: usize) -> bool {
+        !self.heat[f].is_empty()
+    }
+
     /// A message of keyed function `f` with `key_hash` ran here. Hot path: a multiply-shift
     /// and an increment.
     #[inline]

@@ -98,6 +98,12 @@ impl<'a, P: Policy> Router<'a, P> {
         self.parent = *parent;
     }
 
+    /// Whether the node has output edges (a sink's has none: what it runs makes no parent).
+    #[inline(always)]
+    pub(super) fn routes(&self) -> bool {
+        !self.edges.is_empty()
+    }
+
     /// The policy, for the hooks around each record of a stretch.
     #[inline(always)]
     pub(super) fn policy(&mut self) -> &mut P {

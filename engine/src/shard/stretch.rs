@@ -1,10 +1,12 @@
 //! Running a stretch of data records of one function: consecutive records that chained to it,
 //! a batch that runs as it arrives, or one queued record. What holds for every record of the
 //! stretch is looked up and built once: the function's plan and instance, the router (each
-//! record becomes its parent in turn), the instance's kind (`OperatorInstance::on_stretch`).
-//! What each record must see still runs for each: the rebalancer's count, `pre_apply` and
-//! `post_apply` (unless the policy's are no-ops: `Policy::observes_apply`), and, after user
-//! functions and actors, the check for failed user code. A stretch holding a record the shard times is timed as a whole (see
+//! record becomes its parent in turn), the instance's kind (`OperatorInstance::on_stretch`),
+//! whether the function is counted by key group and whether it has outputs. What each record
+//! must see still runs for each: the rebalancer's count (keyed functions), its becoming the
+//! router's parent (functions with outputs), `pre_apply` and `post_apply` (unless the policy's
+//! are no-ops: `Policy::observes_apply`), and, after user functions and actors, the check for
+//! failed user code. A stretch holding a record the shard times is timed as a whole (see
 //! `RecordParts::run_stretch`).
 
 use dirigo_actors::envelope::Header;
@@ -37,6 +39,10 @@ pub(super) struct StretchRun<'a, P: Policy> {
     f: usize,
     /// The policy's `pre_apply` and `post_apply` do something (`Policy::observes_apply`).
     hooks: bool,
+    /// The function's messages are counted by key group (`Rebalance::counts`).
+    keyed: bool,
+    /// The function has outputs: each record becomes the router's parent (a sink's is not).
+    routes: bool,
     /// The time the hooks see: the stretch's start if it is timed, else 0.
     now: u64,
 }
@@ -52,7 +58,8 @@ impl<'a, P: Policy> StretchRun<'a, P> {
         now: u64,
     ) -> Self {
         let hooks = router.policy().observes_apply();
-        StretchRun { router, apps, cost, rb, f, hooks, now }
+        let (keyed, routes) = (rb.counts(f), router.routes());
+        StretchRun { router, apps, cost, rb, f, hooks, keyed, routes, now }
     }
 }
 
@@ -76,8 +83,12 @@ impl<P: Policy> Emitter for StretchRun<'_, P> {
 impl<P: Policy> StretchCx for StretchRun<'_, P> {
     #[inline(always)]
     fn before(&mut self, h: &Header) {
-        self.rb.count(self.f, h.key_hash);
-        self.router.set_parent(h);
+        if self.keyed {
+            self.rb.count(self.f, h.key_hash);
+        }
+        if self.routes {
+            self.router.set_parent(h);
+        }
         if self.hooks {
             let cx = self.cost.cx(self.apps, self.now);
             self.router.policy().pre_apply(h, &cx);
