@@ -79,6 +79,12 @@ impl Outbox {
         self.ring.push(batch).map_err(|rtrb::PushError::Full(b)| b)
     }
 
+    /// Whether the ring is full: a batch offered now would come back.
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.ring.is_full()
+    }
+
     /// Take back a batch the receiver has emptied.
     #[inline]
     pub fn reclaim(&mut self) -> Option<Batch> {

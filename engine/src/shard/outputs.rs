@@ -250,7 +250,11 @@ impl Outputs {
             return false;
         }
         let mut sent = false;
-        while let Some(b) = self.waiting[dest].pop_front() {
+        // A full ring takes nothing: stop before a batch is taken out (and its entries counted
+        // out of the staged figures, then back in), as happens on every turn while a receiver
+        // is behind.
+        while !self.waiting[dest].is_empty() && (dest == self.me as usize || !self.ring_full(dest)) {
+            let b = self.waiting[dest].pop_front().expect("a waiting batch");
             let (n, batch) = (b.entries.len(), &b);
             for e in &batch.entries {
                 self.staged_by_app[e.header.app as usize] -= 1;
@@ -275,6 +279,12 @@ impl Outputs {
             self.outboxes[dest].as_ref().expect("mailbox").peer.notify_by(deadline);
         }
         sent
+    }
+
+    /// Whether the mailbox to shard `dest` (another) is full.
+    #[inline]
+    fn ring_full(&self, dest: usize) -> bool {
+        self.outboxes[dest].as_ref().expect("mailbox to every other shard").is_full()
     }
 
     /// Take back batches receivers have emptied.

@@ -341,8 +341,8 @@ struct Next {
 #[derive(Clone, Debug)]
 pub struct Generator {
     plan: Vec<FieldPlan>,
-    /// No field is a string (`is_scalar`).
-    scalar: bool,
+    /// The plan of a generator of scalars (no string field), as `next_cells` follows it.
+    cells: Option<CellPlan>,
     seed: u64,
     keys: KeySampler,
     stride: u64,
@@ -360,10 +360,9 @@ impl Generator {
     pub fn new(spec: GeneratorSpec, schema: &Schema) -> Result<Generator, GeneratorError> {
         check_instance(&spec)?;
         let plan = plan(&spec, schema)?;
-        let scalar = plan.iter().all(|p| !matches!(p, FieldPlan::KeyStr | FieldPlan::Random(FieldType::Str)));
         let mut generator = Generator {
+            cells: CellPlan::of(&plan),
             plan,
-            scalar,
             seed: spec.seed,
             keys: key_sampler(&spec)?,
             stride: spec.parallelism as u64,
@@ -398,14 +397,14 @@ impl Generator {
     /// Whether every field is a scalar (no string): [`Generator::next_cells`] makes its events.
     #[inline]
     pub fn is_scalar(&self) -> bool {
-        self.scalar
+        self.cells.is_some()
     }
 
     /// [`Generator::next_event`] for a generator of scalars (`is_scalar`): the event's fields
     /// as archived cells, the same values `next_event` makes. Hot path.
     #[inline]
     pub fn next_cells(&mut self, cells: &mut Vec<Cell>) -> Option<u64> {
-        debug_assert!(self.is_scalar());
+        let plan = self.cells.as_ref().expect("a generator of scalars");
         let next = self.next?;
         let event_ms = next.logical_ns / NS_PER_MS;
         if cells.len() != self.plan.len() {
@@ -413,18 +412,13 @@ impl Generator {
             cells.resize(self.plan.len(), Cell::u64(0));
         }
         let base = event_hash(self.seed, next.index);
-        for (pos, (plan, cell)) in self.plan.iter().zip(cells.iter_mut()).enumerate() {
-            let h = field_hash(base, pos);
-            *cell = match *plan {
-                FieldPlan::KeyU64 => Cell::u64(self.keys.sample(h)),
-                FieldPlan::KeyI64 => Cell::i64(self.keys.sample(h) as i64),
-                FieldPlan::EventTime => Cell::u64(event_ms),
-                FieldPlan::Random(FieldType::U64) => Cell::u64(below(h, 1000)),
-                FieldPlan::Random(FieldType::I64) => Cell::i64(below(h, 2000) as i64 - 1000),
-                FieldPlan::Random(FieldType::F64) => Cell::f64(unit(h)),
-                FieldPlan::Random(FieldType::Bool) => Cell::bool(h >> 63 == 1),
-                FieldPlan::KeyStr | FieldPlan::Random(FieldType::Str) => unreachable!("a string in a scalar generator"),
-            };
+        let key = self.keys.sample(field_hash(base, plan.key));
+        cells[plan.key] = if plan.signed_key { Cell::i64(key as i64) } else { Cell::u64(key) };
+        if let Some(t) = plan.time {
+            cells[t] = Cell::u64(event_ms);
+        }
+        for &(pos, ty) in plan.random.iter() {
+            cells[pos] = random_cell(ty, field_hash(base, pos));
         }
         self.advance(next);
         Some(event_ms)
@@ -501,6 +495,46 @@ impl Generator {
                 FieldPlan::Random(ty) => set_random(slot, ty, h),
             }
         }
+    }
+}
+
+/// Where a generator of scalars puts what (`FieldPlan` by kind of field): the key, the event
+/// time, then the random fields, each written with no match on the field's plan.
+#[derive(Clone, Debug)]
+struct CellPlan {
+    key: usize,
+    /// An i64 key (else u64).
+    signed_key: bool,
+    time: Option<usize>,
+    random: Box<[(usize, FieldType)]>,
+}
+
+impl CellPlan {
+    /// The cell plan of `plan`; `None` if a field is a string.
+    fn of(plan: &[FieldPlan]) -> Option<CellPlan> {
+        let (mut key, mut signed_key, mut time, mut random) = (None, false, None, Vec::new());
+        for (pos, p) in plan.iter().enumerate() {
+            match *p {
+                FieldPlan::KeyU64 => key = Some(pos),
+                FieldPlan::KeyI64 => (key, signed_key) = (Some(pos), true),
+                FieldPlan::EventTime => time = Some(pos),
+                FieldPlan::Random(FieldType::Str) | FieldPlan::KeyStr => return None,
+                FieldPlan::Random(ty) => random.push((pos, ty)),
+            }
+        }
+        Some(CellPlan { key: key?, signed_key, time, random: random.into() })
+    }
+}
+
+/// The cell of a random scalar field (as `set_random` makes its value).
+#[inline]
+fn random_cell(ty: FieldType, h: u64) -> Cell {
+    match ty {
+        FieldType::U64 => Cell::u64(below(h, 1000)),
+        FieldType::I64 => Cell::i64(below(h, 2000) as i64 - 1000),
+        FieldType::F64 => Cell::f64(unit(h)),
+        FieldType::Bool => Cell::bool(h >> 63 == 1),
+        FieldType::Str => unreachable!("a string in a generator of scalars"),
     }
 }
 
