@@ -80,10 +80,25 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// A loopback address nobody listens on now: bound by the OS, released, then bound by the
-/// engine (a client's retry-connect covers the time until it listens).
+/// A loopback address nobody listens on now, for an engine to bind (a client's retry-connect
+/// covers the time until it listens). Taken below the kernel's ephemeral range (32768 and up on
+/// Linux), where the OS never puts a connecting socket or a `bind(0)`: a port the OS handed out
+/// and this process released could be taken by a test client connecting meanwhile, and the
+/// engine's bind then fails. Each port is handed out once per process (a counter walks the
+/// range from a place that depends on the process id) and checked free by binding it.
 pub fn free_address() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("address")
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) as u32;
+        let port = (FIRST + (start + n) % SPAN) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().expect("address");
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// A tiny seeded generator for the kill points.
