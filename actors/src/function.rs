@@ -186,12 +186,10 @@ pub struct Cx<'a> {
     input: Option<(&'a [u8], StreamType)>,
 }
 
-/// What a function's emits reuse: the buffer a value is archived into, and rkyv's scratch arena
-/// (kept here, not looked up per emit in a thread-local); and the type they must have, once the
-/// engine bound it.
+/// What a function's emits reuse: rkyv's scratch arena (kept here, not looked up per emit in a
+/// thread-local); and the type they must have, once the engine bound it.
 #[derive(Default)]
 struct Scratch {
-    buf: AlignedVec,
     arena: rkyv::ser::allocator::Arena,
     /// The input type of the functions this one feeds (None: unbound, or only sinks downstream).
     output: Option<StreamType>,
@@ -230,13 +228,13 @@ impl Cx<'_> {
                 wrong_output(std::any::type_name::<T>(), stream);
             }
         }
-        let buf = std::mem::take(&mut self.scratch.buf);
-        let arena = self.scratch.arena.acquire();
-        let mut buf =
-            rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(value, buf, arena).expect("value archives");
-        self.out.forward(key_hash, event_time, &buf);
-        buf.clear();
-        self.scratch.buf = buf;
+        let arena = &mut self.scratch.arena;
+        // Archived where the record is staged (`Emitter::emit_archived`), not copied there.
+        self.out.emit_archived(key_hash, event_time, &mut |buf: &mut AlignedVec| {
+            let taken = std::mem::take(buf);
+            *buf = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(value, taken, arena.acquire())
+                .expect("value archives");
+        });
     }
 
     /// Emit the message being applied, unchanged, partitioned by `key_hash`: its archive is

@@ -4,6 +4,8 @@
 //! Built-in operators implement [`Operator`] with generic methods (statically dispatched by the
 //! engine's operator enum); the emitter is the engine's router on the hot path.
 
+use rkyv::util::AlignedVec;
+
 use crate::record::{ArchivedRecord, Cell, Value};
 
 /// What the engine knows of the message being applied.
@@ -31,6 +33,17 @@ pub trait Emitter {
     fn emit_cells(&mut self, key_hash: u64, event_time: u64, cells: &[Cell]) {
         let values: Vec<Value> = cells.iter().map(|c| c.to_value()).collect();
         self.emit(key_hash, event_time, &values)
+    }
+    /// Emit a new record whose archive `write` appends to the buffer it is given, from the
+    /// buffer's end, which is 16-byte aligned when it is called (as rkyv's `to_bytes_in` does
+    /// with a buffer handed to it): the engine's router gives it the buffer the record is
+    /// staged in, so the archive is written once, where it goes (typed emits use it). The
+    /// default archives into a buffer of its own and forwards that (it allocates: for
+    /// emitters off the hot path).
+    fn emit_archived(&mut self, key_hash: u64, event_time: u64, write: &mut dyn FnMut(&mut AlignedVec)) {
+        let mut buf = AlignedVec::new();
+        write(&mut buf);
+        self.forward(key_hash, event_time, &buf)
     }
 }
 

@@ -42,6 +42,16 @@ impl Batch {
         &self.bytes[off as usize..(off + len) as usize]
     }
 
+    /// Append, 16-byte aligned, the payload that `write` appends to `bytes` (an archive written
+    /// in place: see `Emitter::emit_archived`); returns its range in `bytes`. No entry is made.
+    #[inline]
+    pub fn append_with(&mut self, write: &mut dyn FnMut(&mut AlignedVec)) -> std::ops::Range<usize> {
+        let off = self.bytes.len().next_multiple_of(16);
+        self.bytes.resize(off, 0);
+        write(&mut self.bytes);
+        off..self.bytes.len()
+    }
+
     /// Append a control or pass-through envelope whose payload is `payload` (copied).
     pub fn push_bytes(&mut self, header: Header, payload: &[u8]) {
         let off = self.bytes.len().next_multiple_of(16);

@@ -28,6 +28,7 @@ use dirigo_actors::envelope::Header;
 use dirigo_actors::record::{archive_cells, archive_values_with, Cell, Value};
 use dirigo_net::mailbox::{Batch, Entry};
 use rkyv::ser::allocator::Arena;
+use rkyv::util::AlignedVec;
 
 use crate::runqueue::RunQueue;
 
@@ -77,6 +78,13 @@ impl ChainBuf {
         self.batch.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
     }
 
+    /// Chain a record whose archive `write` appends (`Emitter::emit_archived`).
+    #[inline]
+    fn push_with(&mut self, h: Header, write: &mut dyn FnMut(&mut AlignedVec)) {
+        let r = self.batch.append_with(write);
+        self.batch.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
+    }
+
     #[inline]
     fn push_bytes(&mut self, h: Header, payload: &[u8]) {
         self.batch.push_bytes(h, payload);
@@ -108,6 +116,17 @@ impl ChainTo<'_> {
         let ok = self.may_run(out, f);
         if ok {
             self.buf.push_cells(h, cells);
+        }
+        ok
+    }
+
+    /// Chain a record for function `f` whose archive `write` appends, if it may run at once;
+    /// false: send it (`write` not called).
+    #[inline]
+    pub fn archived(&mut self, out: &Outputs, f: usize, h: Header, write: &mut dyn FnMut(&mut AlignedVec)) -> bool {
+        let ok = self.may_run(out, f);
+        if ok {
+            self.buf.push_with(h, write);
         }
         ok
     }

@@ -65,11 +65,12 @@ impl Held {
         (b.entries.len() == 1 && off == 0 && len as usize == b.bytes.len()).then(|| std::mem::take(&mut b.bytes))
     }
 
-    /// One entry of `slot` is done; returns the batch and its sender when it was the last.
+    /// `n` entries of `slot` are done (one, or a run of them); returns the batch and its sender
+    /// when they were the last.
     #[inline]
-    pub fn release(&mut self, slot: u32) -> Option<(Batch, ShardId)> {
+    pub fn release_n(&mut self, slot: u32, n: u32) -> Option<(Batch, ShardId)> {
         let s = self.slots[slot as usize].as_mut().expect("held slot");
-        s.remaining -= 1;
+        s.remaining -= n;
         if s.remaining > 0 {
             return None;
         }

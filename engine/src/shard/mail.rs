@@ -40,10 +40,16 @@ impl Mail {
     /// (this shard's own go back to `out`'s pool).
     #[inline(always)]
     pub fn release(&mut self, slot: u32, me: ShardId, out: &mut Outputs) {
+        self.release_n(slot, 1, me, out)
+    }
+
+    /// [`Mail::release`] of `n` entries of `slot` at once.
+    #[inline]
+    pub fn release_n(&mut self, slot: u32, n: u32, me: ShardId, out: &mut Outputs) {
         if slot == NO_PAYLOAD || slot == DIRECT_NO_PAYLOAD {
             return; // an envelope made here (an end for a shard given up)
         }
-        if let Some((batch, from)) = self.held.release(slot) {
+        if let Some((batch, from)) = self.held.release_n(slot, n) {
             if from == me {
                 out.recycle(batch);
             } else if let Some(inbox) = self.inboxes[from as usize].as_mut() {

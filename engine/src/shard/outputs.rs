@@ -46,6 +46,9 @@ pub struct Outputs {
     /// yet drained (a record may skip the queues only when nothing of its function waits: see
     /// `shard::chain`).
     here: Vec<u32>,
+    /// Where a record archived in place is written when it goes along several edges
+    /// (`Router::emit_archived`), reused.
+    scratch: Batch,
 }
 
 impl Outputs {
@@ -68,6 +71,7 @@ impl Outputs {
             deadline: vec![u64::MAX; n],
             gone: vec![false; n],
             here: vec![0; functions],
+            scratch: Batch::default(),
         }
     }
 
@@ -156,6 +160,28 @@ impl Outputs {
         self.stamp(dest, &mut h);
         let b = &mut self.open[dest];
         let r = archive_cells(cells, &mut b.bytes);
+        b.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
+        self.close_if_full(dest);
+    }
+
+    /// The scratch batch (empty), to write an archive into; give it back with `put_scratch`.
+    #[inline]
+    pub fn take_scratch(&mut self) -> Batch {
+        std::mem::take(&mut self.scratch)
+    }
+
+    #[inline]
+    pub fn put_scratch(&mut self, mut scratch: Batch) {
+        scratch.clear();
+        self.scratch = scratch;
+    }
+
+    /// Stage a record for `dest` whose archive `write` appends (`Emitter::emit_archived`).
+    #[inline]
+    pub fn push_with(&mut self, dest: usize, mut h: Header, write: &mut dyn FnMut(&mut AlignedVec)) {
+        self.stamp(dest, &mut h);
+        let b = &mut self.open[dest];
+        let r = b.append_with(write);
         b.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
         self.close_if_full(dest);
     }

@@ -4,6 +4,7 @@
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::{Cell, Value};
+use rkyv::util::AlignedVec;
 
 use crate::placement::PlacementTable;
 use crate::plan::{Edge, Partition, Plan};
@@ -187,6 +188,30 @@ impl<P: Policy> Emitter for Router<'_, P> {
             }
             self.out.push_cells(dest, h, cells);
         }
+    }
+
+    /// One edge not partitioned by a field of the record (the common case): the archive is
+    /// written where the record goes. Otherwise it is written once into a scratch buffer and
+    /// forwarded along every edge.
+    #[inline]
+    fn emit_archived(&mut self, key_hash: u64, event_time: u64, write: &mut dyn FnMut(&mut AlignedVec)) {
+        if let [edge] = self.edges {
+            if !matches!(edge.partition, Partition::ByField(..)) {
+                let mut h = self.child(edge, key_hash, event_time);
+                let dest = self.dest(edge, &h);
+                if let (true, Some(c)) = (dest == self.out.me as usize, self.chain.as_mut()) {
+                    h.from_shard = self.out.me;
+                    if c.archived(self.out, edge.target as usize, h, write) {
+                        return;
+                    }
+                }
+                return self.out.push_with(dest, h, write);
+            }
+        }
+        let mut scratch = self.out.take_scratch();
+        let r = scratch.append_with(write);
+        self.forward(key_hash, event_time, &scratch.bytes[r]);
+        self.out.put_scratch(scratch);
     }
 
     #[inline]

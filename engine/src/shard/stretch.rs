@@ -13,6 +13,7 @@ use dirigo_actors::envelope::Header;
 use dirigo_actors::function::any_failure;
 use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::{Cell, Value};
+use rkyv::util::AlignedVec;
 
 use super::rebalance::Rebalance;
 use super::router::Router;
@@ -77,6 +78,11 @@ impl<P: Policy> Emitter for StretchRun<'_, P> {
     #[inline(always)]
     fn emit_cells(&mut self, key_hash: u64, event_time: u64, cells: &[Cell]) {
         self.router.emit_cells(key_hash, event_time, cells)
+    }
+
+    #[inline(always)]
+    fn emit_archived(&mut self, key_hash: u64, event_time: u64, write: &mut dyn FnMut(&mut AlignedVec)) {
+        self.router.emit_archived(key_hash, event_time, write)
     }
 }
 
