@@ -77,6 +77,43 @@ fn keyed_count_equals_sequential_on_1_2_4_shards() {
     }
 }
 
+/// A function feeding two functions emits each record once into each: the keyed count and a
+/// second relay after it see every record, on 1, 2 and 4 shards (an emit along several edges is
+/// archived once and copied along each; along one edge it is archived where it goes).
+#[test]
+fn a_function_feeding_two_functions_gives_each_every_record() {
+    for shards in [1, 2, 4] {
+        let (events, keys) = (12_000, 31);
+        let mut engine = EngineBuilder::new().shards(shards);
+        let mut app = engine.app("fan-out", Duration::from_millis(50));
+        let src = app.source("in", 1, move |_| (0..events).map(move |i| (key_u64(i % keys), i, (i % keys, i))));
+        let relay = app.function("relay", src, Route::Forward, || Relay);
+        let counts = app.function("count", relay, Route::ByKey, CountWithSeq::default);
+        let copies = app.function("copy", relay, Route::ByKey, || Relay);
+        let (counted, copied) = (app.collect("counted", counts), app.collect("copied", copies));
+        engine.run().expect("engine runs");
+        let counted: Vec<(u64, u64, u64)> = counted
+            .drain()
+            .map(|o| {
+                // SAFETY: archived `(u64, u64, u64)` by `CountWithSeq`.
+                let v = unsafe { rkyv::access_unchecked::<rkyv::Archived<(u64, u64, u64)>>(&o.archive) };
+                (v.0.to_native(), v.1.to_native(), v.2.to_native())
+            })
+            .collect();
+        check_against_sequential(&counted, events, keys);
+        let mut copied: Vec<(u64, u64)> = copied
+            .drain()
+            .map(|o| {
+                // SAFETY: archived `(u64, u64)` by `Relay`.
+                let v = unsafe { rkyv::access_unchecked::<rkyv::Archived<(u64, u64)>>(&o.archive) };
+                (v.0.to_native(), v.1.to_native())
+            })
+            .collect();
+        copied.sort_unstable_by_key(|&(_, i)| i);
+        assert!(copied.iter().copied().eq((0..events).map(|i| (i % keys, i))), "{shards} shards: copies differ");
+    }
+}
+
 #[test]
 fn parallel_sources_lose_and_duplicate_nothing() {
     let out = run_keyed_count(3, 30_000, 13, 3);
