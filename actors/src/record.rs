@@ -329,10 +329,22 @@ impl Cell {
 
 /// Append the archive of a record of `cells` to `buf` at a 16-byte aligned offset (as
 /// [`archive_values_into`] would of their values); returns its byte range. `buf` must start
-/// 16-byte aligned (an `AlignedVec`). Hot path: a store per word and the root.
+/// 16-byte aligned (an `AlignedVec`). Hot path: a store per cell and the root.
 #[cfg(target_endian = "little")]
 #[inline(always)]
 pub fn archive_cells(cells: &[Cell], buf: &mut AlignedVec) -> std::ops::Range<usize> {
+    write_cells(cells.len(), buf, |i| Some(cells[i])).expect("every cell is written")
+}
+
+/// The fixed layout of a record of `n` scalars, written in place: cell `cell(i)` for each, one
+/// after the other, then the root (relative pointer and length). The bytes are exactly rkyv's
+/// (`scalar_records_archive_exactly_as_rkyv_does`, `cells_archive_as_their_values_do`), without
+/// a serializer per record: a third of the cost of a hop's output in W1 went to setting one up.
+/// Each cell is one 16-byte store. `None`, with `buf`'s length as it was, when `cell` gives none
+/// for a field (a string: rkyv's serializer writes that record).
+#[cfg(target_endian = "little")]
+#[inline(always)]
+fn write_cells(n: usize, buf: &mut AlignedVec, cell: impl Fn(usize) -> Option<Cell>) -> Option<std::ops::Range<usize>> {
     const ELEM: usize = std::mem::size_of::<ArchivedValue>();
     const _: () = assert!(
         ELEM == 16
@@ -342,7 +354,7 @@ pub fn archive_cells(cells: &[Cell], buf: &mut AlignedVec) -> std::ops::Range<us
     );
     let old = buf.len();
     let start = old.next_multiple_of(16);
-    let root = start + cells.len() * ELEM;
+    let root = start + n * ELEM;
     let end = root + std::mem::size_of::<ArchivedRecord>();
     buf.reserve(end - old + 16);
     let base = buf.as_mut_ptr();
@@ -351,20 +363,21 @@ pub fn archive_cells(cells: &[Cell], buf: &mut AlignedVec) -> std::ops::Range<us
     // be a call to memset).
     // SAFETY: `old + 16 <= start + 16 <= end + 16`, inside the reserved bytes.
     unsafe { base.add(old).cast::<[u8; 16]>().write_unaligned([0; 16]) };
-    for (i, c) in cells.iter().enumerate() {
+    for i in 0..n {
+        let c = cell(i)?;
         // SAFETY: `reserve` made `end` bytes available; `start + i * ELEM` is 16-aligned in a
         // 16-aligned buffer, and its 16 bytes end before `root`.
-        unsafe { base.add(start + i * ELEM).cast::<Cell>().write(*c) };
+        unsafe { base.add(start + i * ELEM).cast::<Cell>().write(c) };
     }
     // The root: the vector's relative pointer (from the root to the first value) and length.
     let rel = (start as i64 - root as i64) as i32 as u32 as u64;
     // SAFETY: the 8-byte root at `root` (8-aligned) lies inside the reserved `end` bytes; every
     // byte up to `end` is now written.
     unsafe {
-        base.add(root).cast::<u64>().write(rel | (cells.len() as u64) << 32);
+        base.add(root).cast::<u64>().write(rel | (n as u64) << 32);
         buf.set_len(end);
     }
-    start..end
+    Some(start..end)
 }
 
 /// Elsewhere rkyv's serializer writes every record.
@@ -374,41 +387,15 @@ pub fn archive_cells(cells: &[Cell], buf: &mut AlignedVec) -> std::ops::Range<us
     archive_values_into(&values, buf)
 }
 
-/// The fixed layout of a record without strings, written in place: its values' archived forms
-/// one after the other, then the root (relative pointer and length). The bytes are exactly
-/// rkyv's (`scalar_records_archive_exactly_as_rkyv_does`), without a serializer per record: a
-/// third of the cost of a hop's output in W1 went to setting one up. Each value is one 16-byte
-/// store: the hot path is bound by its stores. `None`, with `buf` as it was, when a value is a
-/// string (or there is none): rkyv's serializer writes that record.
+/// A record of `values` without strings written in place (`write_cells`); `None`, with `buf` as
+/// it was, when a value is a string or there is none: rkyv's serializer writes that record.
 #[cfg(target_endian = "little")]
 #[inline]
 fn archive_scalars(values: &[Value], buf: &mut AlignedVec) -> Option<std::ops::Range<usize>> {
-    const ELEM: usize = std::mem::size_of::<ArchivedValue>();
     if values.is_empty() {
         return None;
     }
-    let old = buf.len();
-    let start = old.next_multiple_of(16);
-    let root = start + values.len() * ELEM;
-    let end = root + std::mem::size_of::<ArchivedRecord>();
-    buf.reserve(end - old);
-    let base = buf.as_mut_ptr();
-    // Zero the alignment gap, as `archive_cells` does.
-    // SAFETY: `old + 16 <= start + 16 < end`, inside the reserved bytes.
-    unsafe { base.add(old).cast::<[u8; 16]>().write_unaligned([0; 16]) };
-    for (i, v) in values.iter().enumerate() {
-        let cell = Cell::of_value(v)?;
-        // SAFETY: `reserve` made `end` bytes available; `start + i * ELEM` is 16-aligned in a
-        // 16-aligned buffer, and its 16 bytes end before `root`.
-        unsafe { base.add(start + i * ELEM).cast::<Cell>().write(cell) };
-    }
-    let rel = (start as i64 - root as i64) as i32 as u32 as u64;
-    // SAFETY: as in `archive_cells`.
-    unsafe {
-        base.add(root).cast::<u64>().write(rel | (values.len() as u64) << 32);
-        buf.set_len(end);
-    }
-    Some(start..end)
+    write_cells(values.len(), buf, |i| Cell::of_value(&values[i]))
 }
 
 /// Elsewhere rkyv's serializer writes every record.
