@@ -67,26 +67,26 @@ impl ChainBuf {
     }
 
     #[inline]
-    fn push_values(&mut self, h: Header, values: &[Value]) {
+    pub fn push_values(&mut self, h: Header, values: &[Value]) {
         let r = archive_values_with(values, &mut self.batch.bytes, &mut self.arena);
         self.batch.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
     }
 
     #[inline(always)]
-    fn push_cells(&mut self, h: Header, cells: &[Cell]) {
+    pub fn push_cells(&mut self, h: Header, cells: &[Cell]) {
         let r = archive_cells(cells, &mut self.batch.bytes);
         self.batch.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
     }
 
     /// Chain a record whose archive `write` appends (`Emitter::emit_archived`).
     #[inline]
-    fn push_with(&mut self, h: Header, write: &mut dyn FnMut(&mut AlignedVec)) {
+    pub fn push_with(&mut self, h: Header, write: &mut dyn FnMut(&mut AlignedVec)) {
         let r = self.batch.append_with(write);
         self.batch.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
     }
 
     #[inline]
-    fn push_bytes(&mut self, h: Header, payload: &[u8]) {
+    pub fn push_bytes(&mut self, h: Header, payload: &[u8]) {
         self.batch.push_bytes(h, payload);
     }
 }
@@ -100,47 +100,6 @@ pub(super) struct ChainTo<'a> {
 }
 
 impl ChainTo<'_> {
-    /// Chain a record for function `f` made from `values`, if it may run at once; false: send it.
-    #[inline]
-    pub fn values(&mut self, out: &Outputs, f: usize, h: Header, values: &[Value]) -> bool {
-        let ok = self.may_run(out, f);
-        if ok {
-            self.buf.push_values(h, values);
-        }
-        ok
-    }
-
-    /// Chain a record for function `f` made of `cells`, if it may run at once; false: send it.
-    #[inline(always)]
-    pub fn cells(&mut self, out: &Outputs, f: usize, h: Header, cells: &[Cell]) -> bool {
-        let ok = self.may_run(out, f);
-        if ok {
-            self.buf.push_cells(h, cells);
-        }
-        ok
-    }
-
-    /// Chain a record for function `f` whose archive `write` appends, if it may run at once;
-    /// false: send it (`write` not called).
-    #[inline]
-    pub fn archived(&mut self, out: &Outputs, f: usize, h: Header, write: &mut dyn FnMut(&mut AlignedVec)) -> bool {
-        let ok = self.may_run(out, f);
-        if ok {
-            self.buf.push_with(h, write);
-        }
-        ok
-    }
-
-    /// Chain a record for function `f` whose payload is `archive`, if it may run at once.
-    #[inline]
-    pub fn bytes(&mut self, out: &Outputs, f: usize, h: Header, archive: &[u8]) -> bool {
-        let ok = self.may_run(out, f);
-        if ok {
-            self.buf.push_bytes(h, archive);
-        }
-        ok
-    }
-
     /// Chain watermark `h` for function `f`, if a record for it could chain now; false: stage
     /// it. Run in its place among the chained records (`Shard::run_chain`).
     #[inline]
@@ -156,7 +115,7 @@ impl ChainTo<'_> {
     /// but records and watermarks is queued for it: those the shard runs first, as it runs the
     /// record (`Shard::run_chain`).
     #[inline]
-    fn may_run(&self, out: &Outputs, f: usize) -> bool {
+    pub fn may_run(&self, out: &Outputs, f: usize) -> bool {
         self.chainable[f] && !out.pending_here(f) && !self.runq.holds_control(f as u16)
     }
 }

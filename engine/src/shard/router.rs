@@ -3,7 +3,7 @@
 
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::operator::Emitter;
-use dirigo_actors::record::{Cell, Value};
+use dirigo_actors::record::{Cell, RecordsOnly, Value};
 use rkyv::util::AlignedVec;
 
 use crate::placement::PlacementTable;
@@ -151,86 +151,135 @@ impl<'a, P: Policy> Router<'a, P> {
     }
 }
 
-impl<P: Policy> Emitter for Router<'_, P> {
+impl<P: Policy> Router<'_, P> {
+    /// Route one new record along every edge: its child header (`on_send`), its shard (`dest`,
+    /// `on_route`), then chained where it may run at once (`shard::chain`), staged otherwise.
+    /// The one loop behind every way a record is made (`Payload`). Hot path.
     #[inline(always)]
-    fn emit(&mut self, key_hash: u64, event_time: u64, values: &[Value]) {
+    fn route<T: Payload>(&mut self, key_hash: u64, event_time: u64, mut record: T) {
         for edge in self.edges {
             let key = match edge.partition {
-                Partition::ByField(p, _) => values[p].key_hash(),
+                Partition::ByField(p, records) => record.field_key(p, records),
                 _ => key_hash,
             };
             let mut h = self.child(edge, key, event_time);
             let dest = self.dest(edge, &h);
             if let (true, Some(c)) = (dest == self.out.me as usize, self.chain.as_mut()) {
                 h.from_shard = self.out.me;
-                if c.values(self.out, edge.target as usize, h, values) {
+                if c.may_run(self.out, edge.target as usize) {
+                    record.chain(c.buf, h);
                     continue;
                 }
             }
-            self.out.push_values(dest, h, values);
+            record.stage(self.out, dest, h);
         }
+    }
+}
+
+/// A record as an emitter hands it over, and how it is written into a chain or a batch.
+trait Payload {
+    /// The key hash of field `p` (an edge partitioned by that field).
+    fn field_key(&self, p: usize, records: RecordsOnly) -> u64;
+    /// Chain it with header `h`.
+    fn chain(&mut self, buf: &mut ChainBuf, h: Header);
+    /// Stage it for shard `dest` with header `h`.
+    fn stage(&mut self, out: &mut Outputs, dest: usize, h: Header);
+}
+
+impl Payload for &[Value] {
+    #[inline(always)]
+    fn field_key(&self, p: usize, _: RecordsOnly) -> u64 {
+        self[p].key_hash()
+    }
+    #[inline(always)]
+    fn chain(&mut self, buf: &mut ChainBuf, h: Header) {
+        buf.push_values(h, self)
+    }
+    #[inline(always)]
+    fn stage(&mut self, out: &mut Outputs, dest: usize, h: Header) {
+        out.push_values(dest, h, self)
+    }
+}
+
+impl Payload for &[Cell] {
+    #[inline(always)]
+    fn field_key(&self, p: usize, _: RecordsOnly) -> u64 {
+        self[p].key_hash()
+    }
+    #[inline(always)]
+    fn chain(&mut self, buf: &mut ChainBuf, h: Header) {
+        buf.push_cells(h, self)
+    }
+    #[inline(always)]
+    fn stage(&mut self, out: &mut Outputs, dest: usize, h: Header) {
+        out.push_cells(dest, h, self)
+    }
+}
+
+/// An archive's bytes, copied (a pass-through).
+impl Payload for &[u8] {
+    #[inline(always)]
+    fn field_key(&self, p: usize, records: RecordsOnly) -> u64 {
+        records.read(self).get().fields[p].key_hash()
+    }
+    #[inline(always)]
+    fn chain(&mut self, buf: &mut ChainBuf, h: Header) {
+        buf.push_bytes(h, self)
+    }
+    #[inline(always)]
+    fn stage(&mut self, out: &mut Outputs, dest: usize, h: Header) {
+        out.push_bytes(dest, h, self)
+    }
+}
+
+/// An archive written in place by the emitter's closure (`Emitter::emit_archived`): routed
+/// along one edge only (it is written once), never one partitioned by a field of it.
+struct InPlace<'w>(&'w mut dyn FnMut(&mut AlignedVec));
+
+impl Payload for InPlace<'_> {
+    fn field_key(&self, _: usize, _: RecordsOnly) -> u64 {
+        unreachable!("an archive written in place is routed only along an edge not partitioned by a field")
+    }
+    #[inline(always)]
+    fn chain(&mut self, buf: &mut ChainBuf, h: Header) {
+        buf.push_with(h, self.0)
+    }
+    #[inline(always)]
+    fn stage(&mut self, out: &mut Outputs, dest: usize, h: Header) {
+        out.push_with(dest, h, self.0)
+    }
+}
+
+impl<P: Policy> Emitter for Router<'_, P> {
+    #[inline(always)]
+    fn emit(&mut self, key_hash: u64, event_time: u64, values: &[Value]) {
+        self.route(key_hash, event_time, values)
     }
 
     #[inline(always)]
     fn emit_cells(&mut self, key_hash: u64, event_time: u64, cells: &[Cell]) {
-        for edge in self.edges {
-            let key = match edge.partition {
-                Partition::ByField(p, _) => cells[p].key_hash(),
-                _ => key_hash,
-            };
-            let mut h = self.child(edge, key, event_time);
-            let dest = self.dest(edge, &h);
-            if let (true, Some(c)) = (dest == self.out.me as usize, self.chain.as_mut()) {
-                h.from_shard = self.out.me;
-                if c.cells(self.out, edge.target as usize, h, cells) {
-                    continue;
-                }
-            }
-            self.out.push_cells(dest, h, cells);
-        }
+        self.route(key_hash, event_time, cells)
     }
 
     /// One edge not partitioned by a field of the record (the common case): the archive is
-    /// written where the record goes. Otherwise it is written once into a scratch buffer and
+    /// written where the record goes. Otherwise it is written once into a scratch batch and
     /// forwarded along every edge.
     #[inline]
     fn emit_archived(&mut self, key_hash: u64, event_time: u64, write: &mut dyn FnMut(&mut AlignedVec)) {
         if let [edge] = self.edges {
             if !matches!(edge.partition, Partition::ByField(..)) {
-                let mut h = self.child(edge, key_hash, event_time);
-                let dest = self.dest(edge, &h);
-                if let (true, Some(c)) = (dest == self.out.me as usize, self.chain.as_mut()) {
-                    h.from_shard = self.out.me;
-                    if c.archived(self.out, edge.target as usize, h, write) {
-                        return;
-                    }
-                }
-                return self.out.push_with(dest, h, write);
+                return self.route(key_hash, event_time, InPlace(write));
             }
         }
         let mut scratch = self.out.take_scratch();
         let r = scratch.append_with(write);
-        self.forward(key_hash, event_time, &scratch.bytes[r]);
+        self.route(key_hash, event_time, &scratch.bytes[r]);
         self.out.put_scratch(scratch);
     }
 
     #[inline]
     fn forward(&mut self, key_hash: u64, event_time: u64, archive: &[u8]) {
-        for edge in self.edges {
-            let key = match edge.partition {
-                Partition::ByField(p, records) => records.read(archive).get().fields[p].key_hash(),
-                _ => key_hash,
-            };
-            let mut h = self.child(edge, key, event_time);
-            let dest = self.dest(edge, &h);
-            if let (true, Some(c)) = (dest == self.out.me as usize, self.chain.as_mut()) {
-                h.from_shard = self.out.me;
-                if c.bytes(self.out, edge.target as usize, h, archive) {
-                    continue;
-                }
-            }
-            self.out.push_bytes(dest, h, archive);
-        }
+        self.route(key_hash, event_time, archive)
     }
 }
 
