@@ -323,14 +323,25 @@ impl<P: Policy> Shard<P> {
         }
     }
 
-    /// `time_outputs`' work, out of line: most records run are not a sink's.
+    /// `time_outputs`' work, out of line: most records run are not a sink's. Outputs of one
+    /// ingress time in a row (the events of one poll of an unscheduled source are stamped with
+    /// the poll's time) have one latency: recorded with one histogram update.
     #[inline(never)]
     fn record_outputs(&mut self, app: usize) {
         let (end, slo) = (now_ns(), self.plan.apps[app].slo_ns);
         let stats = &mut self.tele.stats[app];
-        for ingress in self.tele.outputs_due.drain(..) {
-            stats.record_output(end.saturating_sub(ingress), slo);
+        let mut due = self.tele.outputs_due.drain(..);
+        let Some(mut ingress) = due.next() else { return };
+        let mut n = 1;
+        for next in due {
+            if next == ingress {
+                n += 1;
+            } else {
+                stats.record_outputs(end.saturating_sub(ingress), n, slo);
+                (ingress, n) = (next, 1);
+            }
         }
+        stats.record_outputs(end.saturating_sub(ingress), n, slo);
     }
 
     /// The parts running a record borrows, and the mail its payload may be in.
