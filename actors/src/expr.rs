@@ -393,11 +393,6 @@ pub struct ScalarExpr {
 }
 
 impl ScalarExpr {
-    /// The type of the expression's result.
-    pub fn ty(&self) -> FieldType {
-        self.root.ty()
-    }
-
     /// Evaluate on `rec`. Hot path: the common shapes (a field, a literal, one operation on
     /// those) evaluate inline.
     #[inline]

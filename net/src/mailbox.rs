@@ -42,14 +42,12 @@ impl Batch {
         &self.bytes[off as usize..(off + len) as usize]
     }
 
-    /// Append, 16-byte aligned, the payload that `write` appends to `bytes` (an archive written
-    /// in place: see `Emitter::emit_archived`); returns its range in `bytes`. No entry is made.
-    #[inline]
-    pub fn append_with(&mut self, write: &mut dyn FnMut(&mut AlignedVec)) -> std::ops::Range<usize> {
-        let off = self.bytes.len().next_multiple_of(16);
-        self.bytes.resize(off, 0);
-        write(&mut self.bytes);
-        off..self.bytes.len()
+    /// Append an envelope whose payload `write` appends to `bytes`, returning its range there
+    /// (16-byte aligned: `archive_values_with`, `archive_cells`, `append_aligned`).
+    #[inline(always)]
+    pub fn push_written(&mut self, header: Header, write: impl FnOnce(&mut AlignedVec) -> std::ops::Range<usize>) {
+        let r = write(&mut self.bytes);
+        self.entries.push(Entry { header, off: r.start as u32, len: r.len() as u32 });
     }
 
     /// Append a control or pass-through envelope whose payload is `payload` (copied).
@@ -59,6 +57,16 @@ impl Batch {
         self.bytes.extend_from_slice(payload);
         self.entries.push(Entry { header, off: off as u32, len: payload.len() as u32 });
     }
+}
+
+/// Append to `bytes`, 16-byte aligned, what `write` appends (an archive written in place: see
+/// `Emitter::emit_archived`); returns its range in `bytes`.
+#[inline]
+pub fn append_aligned(bytes: &mut AlignedVec, write: &mut dyn FnMut(&mut AlignedVec)) -> std::ops::Range<usize> {
+    let off = bytes.len().next_multiple_of(16);
+    bytes.resize(off, 0);
+    write(bytes);
+    off..bytes.len()
 }
 
 /// The sending end of a mailbox, held by the sender shard.

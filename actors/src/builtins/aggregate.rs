@@ -166,7 +166,7 @@ impl Operator for Aggregate {
         let value = self.field.and_then(|pos| rec.fields.get(pos));
         // A scalar key: the output is two cells (`Emitter::emit_cells`); a string key: values.
         let key_cell = key.cell();
-        let result = with_table!(&mut self.state, |t| {
+        let partial = with_table!(&mut self.state, |t| {
             let (owned, slot) = t.get_or_insert_with(&key, || Slot::store(zero));
             let mut partial = slot.load(&zero);
             partial.fold_value(value);
@@ -175,10 +175,10 @@ impl Operator for Aggregate {
                 owned.write_into(&mut self.row[0]);
                 partial.write_result(&mut self.row[1]);
             }
-            partial.result_cell()
+            partial
         });
         match key_cell {
-            Some(k) => out.emit_cells(msg.key_hash, msg.event_time, &[k, result]),
+            Some(k) => out.emit_cells(msg.key_hash, msg.event_time, &[k, partial.result_cell()]),
             None => out.emit(msg.key_hash, msg.event_time, &self.row),
         }
     }

@@ -26,7 +26,7 @@
 
 use dirigo_actors::envelope::Header;
 use dirigo_actors::record::{archive_cells, archive_values_with, Cell, Value};
-use dirigo_net::mailbox::{Batch, Entry};
+use dirigo_net::mailbox::{append_aligned, Batch};
 use rkyv::ser::allocator::Arena;
 use rkyv::util::AlignedVec;
 
@@ -68,21 +68,18 @@ impl ChainBuf {
 
     #[inline]
     pub fn push_values(&mut self, h: Header, values: &[Value]) {
-        let r = archive_values_with(values, &mut self.batch.bytes, &mut self.arena);
-        self.batch.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
+        self.batch.push_written(h, |b| archive_values_with(values, b, &mut self.arena));
     }
 
     #[inline(always)]
     pub fn push_cells(&mut self, h: Header, cells: &[Cell]) {
-        let r = archive_cells(cells, &mut self.batch.bytes);
-        self.batch.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
+        self.batch.push_written(h, |b| archive_cells(cells, b));
     }
 
     /// Chain a record whose archive `write` appends (`Emitter::emit_archived`).
     #[inline]
     pub fn push_with(&mut self, h: Header, write: &mut dyn FnMut(&mut AlignedVec)) {
-        let r = self.batch.append_with(write);
-        self.batch.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
+        self.batch.push_written(h, |b| append_aligned(b, write));
     }
 
     #[inline]

@@ -10,7 +10,7 @@ use dirigo_actors::record::{archive_cells, archive_values_with, Cell, Value};
 use rkyv::ser::allocator::Arena;
 use rkyv::util::AlignedVec;
 
-use dirigo_net::mailbox::{Batch, Entry, Outbox};
+use dirigo_net::mailbox::{append_aligned, Batch, Entry, Outbox};
 
 /// Keep at most this many empty batches in the pool.
 const POOL_MAX: usize = 256;
@@ -48,7 +48,7 @@ pub struct Outputs {
     here: Vec<u32>,
     /// Where a record archived in place is written when it goes along several edges
     /// (`Router::emit_archived`), reused.
-    scratch: Batch,
+    scratch: AlignedVec,
 }
 
 impl Outputs {
@@ -71,7 +71,7 @@ impl Outputs {
             deadline: vec![u64::MAX; n],
             gone: vec![false; n],
             here: vec![0; functions],
-            scratch: Batch::default(),
+            scratch: AlignedVec::new(),
         }
     }
 
@@ -146,44 +146,47 @@ impl Outputs {
 
     /// Stage a record built from `values` for `dest`. Hot path.
     #[inline]
-    pub fn push_values(&mut self, dest: usize, mut h: Header, values: &[Value]) {
-        self.stamp(dest, &mut h);
-        let b = &mut self.open[dest];
-        let r = archive_values_with(values, &mut b.bytes, &mut self.arena);
-        b.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
-        self.close_if_full(dest);
+    pub fn push_values(&mut self, dest: usize, h: Header, values: &[Value]) {
+        self.stage(dest, h, |b, arena| archive_values_with(values, b, arena));
     }
 
     /// Stage a record made of `cells` for `dest`. Hot path.
     #[inline]
-    pub fn push_cells(&mut self, dest: usize, mut h: Header, cells: &[Cell]) {
-        self.stamp(dest, &mut h);
-        let b = &mut self.open[dest];
-        let r = archive_cells(cells, &mut b.bytes);
-        b.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
-        self.close_if_full(dest);
-    }
-
-    /// The scratch batch (empty), to write an archive into; give it back with `put_scratch`.
-    #[inline]
-    pub fn take_scratch(&mut self) -> Batch {
-        std::mem::take(&mut self.scratch)
-    }
-
-    #[inline]
-    pub fn put_scratch(&mut self, mut scratch: Batch) {
-        scratch.clear();
-        self.scratch = scratch;
+    pub fn push_cells(&mut self, dest: usize, h: Header, cells: &[Cell]) {
+        self.stage(dest, h, |b, _| archive_cells(cells, b));
     }
 
     /// Stage a record for `dest` whose archive `write` appends (`Emitter::emit_archived`).
     #[inline]
-    pub fn push_with(&mut self, dest: usize, mut h: Header, write: &mut dyn FnMut(&mut AlignedVec)) {
+    pub fn push_with(&mut self, dest: usize, h: Header, write: &mut dyn FnMut(&mut AlignedVec)) {
+        self.stage(dest, h, |b, _| append_aligned(b, write));
+    }
+
+    /// Stage for `dest` a record whose archive `write` appends to the open batch's bytes (with
+    /// the serializer's arena), returning its range.
+    #[inline(always)]
+    fn stage(
+        &mut self,
+        dest: usize,
+        mut h: Header,
+        write: impl FnOnce(&mut AlignedVec, &mut Arena) -> std::ops::Range<usize>,
+    ) {
         self.stamp(dest, &mut h);
-        let b = &mut self.open[dest];
-        let r = b.append_with(write);
-        b.entries.push(Entry { header: h, off: r.start as u32, len: r.len() as u32 });
+        let arena = &mut self.arena;
+        self.open[dest].push_written(h, |b| write(b, arena));
         self.close_if_full(dest);
+    }
+
+    /// The scratch buffer (empty), to write an archive into; give it back with `put_scratch`.
+    #[inline]
+    pub fn take_scratch(&mut self) -> AlignedVec {
+        std::mem::take(&mut self.scratch)
+    }
+
+    #[inline]
+    pub fn put_scratch(&mut self, mut scratch: AlignedVec) {
+        scratch.clear();
+        self.scratch = scratch;
     }
 
     /// Stage an envelope whose payload is `payload` (copied, not deserialised). Hot path.

@@ -4,6 +4,7 @@
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::{Cell, RecordsOnly, Value};
+use dirigo_net::mailbox::append_aligned;
 use rkyv::util::AlignedVec;
 
 use crate::placement::PlacementTable;
@@ -262,7 +263,7 @@ impl<P: Policy> Emitter for Router<'_, P> {
     }
 
     /// One edge not partitioned by a field of the record (the common case): the archive is
-    /// written where the record goes. Otherwise it is written once into a scratch batch and
+    /// written where the record goes. Otherwise it is written once into a scratch buffer and
     /// forwarded along every edge.
     #[inline]
     fn emit_archived(&mut self, key_hash: u64, event_time: u64, write: &mut dyn FnMut(&mut AlignedVec)) {
@@ -272,8 +273,8 @@ impl<P: Policy> Emitter for Router<'_, P> {
             }
         }
         let mut scratch = self.out.take_scratch();
-        let r = scratch.append_with(write);
-        self.route(key_hash, event_time, &scratch.bytes[r]);
+        let r = append_aligned(&mut scratch, write);
+        self.route(key_hash, event_time, &scratch[r]);
         self.out.put_scratch(scratch);
     }
 

@@ -526,7 +526,7 @@ impl CellPlan {
     }
 }
 
-/// The cell of a random scalar field (as `set_random` makes its value).
+/// The cell of a random scalar field (`set_random` makes its value from it).
 #[inline]
 fn random_cell(ty: FieldType, h: u64) -> Cell {
     match ty {
@@ -543,11 +543,8 @@ fn random_cell(ty: FieldType, h: u64) -> Cell {
 #[inline]
 fn set_random(slot: &mut Value, ty: FieldType, h: u64) {
     match ty {
-        FieldType::U64 => *slot = Value::U64(below(h, 1000)),
-        FieldType::I64 => *slot = Value::I64(below(h, 2000) as i64 - 1000),
-        FieldType::F64 => *slot = Value::F64(unit(h)),
-        FieldType::Bool => *slot = Value::Bool(h >> 63 == 1),
         FieldType::Str => set_str(slot, 's', below(h, 100)),
+        _ => *slot = random_cell(ty, h).to_value(),
     }
 }
 
