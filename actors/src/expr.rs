@@ -379,7 +379,7 @@ impl Expr {
     pub fn into_scalar(self) -> Result<ScalarExpr, Expr> {
         match self.root {
             Typed::Str(_) => Err(self),
-            root => Ok(ScalarExpr { root }),
+            root => Ok(ScalarExpr { shape: Shape::of(&root), root }),
         }
     }
 }
@@ -390,6 +390,31 @@ impl Expr {
 pub struct ScalarExpr {
     /// Never `Typed::Str` (`Expr::into_scalar`).
     root: Typed,
+    /// The tree's shape when it is one of the common ones, evaluated without walking it.
+    shape: Shape,
+}
+
+/// Shapes of scalar expressions that a map's fields mostly have: a `u64` field as it is (`key`)
+/// or with a literal (`value + 1`). Each evaluates with one test of the shape, where the tree
+/// takes a test of its type, then of its node, then of the node's operands.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Shape {
+    U64Field(usize),
+    U64FieldConst(ArithOp, usize, u64),
+    Tree,
+}
+
+impl Shape {
+    fn of(root: &Typed) -> Shape {
+        match root {
+            Typed::U64(NumNode::Field(pos)) => Shape::U64Field(*pos),
+            Typed::U64(NumNode::Arith(op, a, b)) => match (&**a, &**b) {
+                (NumNode::Field(pos), NumNode::Const(c)) => Shape::U64FieldConst(*op, *pos, *c),
+                _ => Shape::Tree,
+            },
+            _ => Shape::Tree,
+        }
+    }
 }
 
 impl ScalarExpr {
@@ -397,6 +422,12 @@ impl ScalarExpr {
     /// those) evaluate inline.
     #[inline]
     pub fn eval_cell(&self, rec: &ArchivedRecord) -> Cell {
+        let field = |pos: usize| rec.fields.get(pos).and_then(u64::read).unwrap_or(u64::MISSING);
+        match self.shape {
+            Shape::U64Field(pos) => return Cell::u64(field(pos)),
+            Shape::U64FieldConst(op, pos, c) => return Cell::u64(u64::arith(op, field(pos), c)),
+            Shape::Tree => {}
+        }
         match &self.root {
             Typed::U64(e) => Cell::u64(e.eval_root(rec)),
             Typed::I64(e) => Cell::i64(e.eval_root(rec)),

@@ -126,29 +126,34 @@ impl<'a, P: Policy> Router<'a, P> {
 
     /// The receiving shard; for keyed edges, `on_route` sees whether the home shard can meet
     /// the message's deadline (the scale-up signal; lessees act on it).
-    #[inline]
+    #[inline(always)]
     fn dest(&mut self, edge: &Edge, h: &Header) -> usize {
         match edge.partition {
             Partition::Forward => self.out.me as usize,
-            Partition::ByKey | Partition::ByField(..) => {
-                let home = self.placement.home(edge.target, h.key_hash) as usize;
-                let f = edge.target as usize;
-                let l = self.load;
-                let slack = h.deadline_ns as i64 - l.now_ns as i64 - l.cost_to_go_ns[f] as i64;
-                // The signal only: where a lessee would go is decided at the home shard.
-                let route = RouteCx {
-                    home_delay_ns: l.delay_ns[home],
-                    peer_delay_ns: 0,
-                    service_ns: l.cost_ns[f],
-                    laxity_ns: slack,
-                    forward_ns: 0,
-                };
-                if self.policy.on_route(h, &route) == Placement::Lessee {
-                    *self.scale_up_signals += 1;
-                }
-                home
-            }
+            Partition::ByKey | Partition::ByField(..) => self.keyed_dest(edge, h),
         }
+    }
+
+    /// [`Router::dest`] of a keyed edge: the home shard of the key (out of line: the forward
+    /// edge's case stays a comparison in the caller's loop).
+    #[inline(never)]
+    fn keyed_dest(&mut self, edge: &Edge, h: &Header) -> usize {
+        let home = self.placement.home(edge.target, h.key_hash) as usize;
+        let f = edge.target as usize;
+        let l = self.load;
+        let slack = h.deadline_ns as i64 - l.now_ns as i64 - l.cost_to_go_ns[f] as i64;
+        // The signal only: where a lessee would go is decided at the home shard.
+        let route = RouteCx {
+            home_delay_ns: l.delay_ns[home],
+            peer_delay_ns: 0,
+            service_ns: l.cost_ns[f],
+            laxity_ns: slack,
+            forward_ns: 0,
+        };
+        if self.policy.on_route(h, &route) == Placement::Lessee {
+            *self.scale_up_signals += 1;
+        }
+        home
     }
 }
 
