@@ -44,6 +44,10 @@ pub trait StretchCx: Emitter {
     /// Whether user code failed on the message just applied: stop the stretch there. Asked
     /// after user functions and actors only (built-ins and sinks run no user code).
     fn failed(&mut self) -> bool;
+    /// Whether `before` or `after` does anything for this stretch: when neither does, a
+    /// function that ignores its records (a latency or null sink) need not be walked through
+    /// them.
+    fn observes(&self) -> bool;
 }
 
 /// One function instance on one shard.
@@ -88,6 +92,8 @@ impl OperatorInstance {
                 let records = *records;
                 each!(b, op => each_message!(false, |h, p| op.on_record(msg(h), records.read(p).get(), p, cx)))
             }
+            // A latency or null sink's figures are taken by the shard (`outputs_due`).
+            OperatorInstance::Sink(s) if s.ignores_records() && !cx.observes() => false,
             OperatorInstance::Sink(s) => each_message!(false, |h, p| s.on_data(h, p)),
             OperatorInstance::User(f) => each_message!(true, |h, p| f.on_message(h, p, cx)),
             OperatorInstance::Actor(a) => each_message!(true, |h, p| {

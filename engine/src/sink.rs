@@ -290,6 +290,12 @@ impl Sink {
         }
     }
 
+    /// Whether it does nothing with a record (`latency`, `null`: the shard records the latency).
+    #[inline]
+    pub fn ignores_records(&self) -> bool {
+        matches!(self.target, SinkTarget::Latency | SinkTarget::Null)
+    }
+
     /// Write one record. Hot path for `latency`/`null` (nothing to do).
     #[inline]
     pub fn on_data(&mut self, h: &Header, payload: &[u8]) {

@@ -113,4 +113,9 @@ impl<P: Policy> StretchCx for StretchRun<'_, P> {
     fn failed(&mut self) -> bool {
         any_failure()
     }
+
+    #[inline(always)]
+    fn observes(&self) -> bool {
+        self.keyed || self.routes || self.hooks
+    }
 }
