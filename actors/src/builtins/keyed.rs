@@ -59,7 +59,7 @@ pub enum KeyRef<'a> {
 
 impl<'a> KeyRef<'a> {
     /// The key held by a record field.
-    #[inline]
+    #[inline(always)]
     pub fn of(v: &'a ArchivedValue) -> KeyRef<'a> {
         let hash = v.key_hash();
         let value = match v {
