@@ -34,8 +34,10 @@ trap 'rm -rf "$work"' EXIT
 # With no CONFIG given: W1 on one shard (what a record costs on a core, no exchange).
 single=$([ $# -lt 1 ] && echo yes || echo no)
 # CONFIG with `events = N` and reports off (and one shard for the default), into run-N.toml.
+# A `stats_interval` the config sets is replaced (a second one would be a duplicate key).
 prepare() {
-    sed -e "s/^events = .*/events = $1/" -e 's/^\[engine\]$/[engine]\nstats_interval = "1h"/' "$config" > "$work/run-$1.toml"
+    sed -e "s/^events = .*/events = $1/" -e '/^stats_interval *=/d' \
+        -e 's/^\[engine\]$/[engine]\nstats_interval = "1h"/' "$config" > "$work/run-$1.toml"
     if [ "$single" = yes ]; then
         sed -i -e 's/^shards = .*/shards = 1/' -e 's/^cores = .*/cores = 1/' -e 's/^parallelism = .*/parallelism = 1/' \
             "$work/run-$1.toml"
