@@ -378,7 +378,8 @@ impl AppBuilder<'_> {
         let factory = Arc::new(|_cx: crate::plan::InstanceCx| {
             OperatorInstance::Sink(Sink::new(SinkTarget::Latency, Schema::default()))
         });
-        self.add_node(name, &[(input, Route::Forward)], factory, None);
+        // It reads its records' headers alone: they go to it with nothing archived.
+        self.add_any(name, &[(input, Route::Forward)], factory, None, true);
     }
 
     fn add_node(
@@ -387,6 +388,19 @@ impl AppBuilder<'_> {
         inputs: &[(NodeRef, Route)],
         factory: crate::plan::OperatorFactory,
         takes: Option<StreamType>,
+    ) -> NodeRef {
+        self.add_any(name, inputs, factory, takes, false)
+    }
+
+    /// A node; `ignores_records`: a sink that reads its records' headers alone
+    /// (`FunctionPlan::ignores_records`).
+    fn add_any(
+        &mut self,
+        name: &str,
+        inputs: &[(NodeRef, Route)],
+        factory: crate::plan::OperatorFactory,
+        takes: Option<StreamType>,
+        ignores_records: bool,
     ) -> NodeRef {
         let inputs: Vec<Input> = inputs
             .iter()
@@ -407,6 +421,7 @@ impl AppBuilder<'_> {
             input_schema: Schema::default(),
             // A node that takes no Rust type is a sink here.
             is_sink: takes.is_none(),
+            ignores_records,
             max_lessees: 0,
             takes,
         });

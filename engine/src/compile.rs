@@ -473,7 +473,7 @@ impl AppCompiler<'_> {
             return self.err(Role::Function, index, &name, "kind", f.name.span(), why);
         }
         let factory = Arc::new(move |_cx: crate::plan::InstanceCx| OperatorInstance::Builtin(make(), records));
-        let id = self.add(&name, inputs, factory, schemas[0].clone(), false, f.max_lessees);
+        let id = self.add(&name, inputs, factory, schemas[0].clone(), NodeKind::Function, f.max_lessees);
         self.nodes.insert(name, (Upstream::Function(id), built.output));
         Ok(())
     }
@@ -484,7 +484,7 @@ impl AppCompiler<'_> {
         inputs: Vec<Input>,
         factory: crate::plan::OperatorFactory,
         input_schema: Schema,
-        is_sink: bool,
+        kind: NodeKind,
         max_lessees: u32,
     ) -> FunctionId {
         self.plan.add_function(FunctionPlan {
@@ -495,7 +495,8 @@ impl AppCompiler<'_> {
             inputs,
             outputs: Vec::new(),
             input_schema,
-            is_sink,
+            is_sink: kind != NodeKind::Function,
+            ignores_records: kind == NodeKind::HeadersOnlySink,
             max_lessees,
             takes: None,
         })
@@ -545,7 +546,7 @@ impl AppCompiler<'_> {
                     }
                     let null = move |_| OperatorInstance::Sink(Sink::new(SinkTarget::Null, sch.clone()));
                     let inputs = vec![Input { port: 0, from: up, partition: Partition::Forward }];
-                    self.add(&name, inputs, Arc::new(null), schema, true, 0);
+                    self.add(&name, inputs, Arc::new(null), schema, NodeKind::Sink, 0);
                     return Ok(());
                 }
                 let hub = match dirigo_net::tcp::EgressHub::bind(
@@ -581,9 +582,22 @@ impl AppCompiler<'_> {
             }
         };
         let inputs = vec![Input { port: 0, from: up, partition: Partition::Forward }];
-        self.add(&name, inputs, factory, schema, true, 0);
+        let kind = match s.kind {
+            SinkKind::Latency | SinkKind::Null => NodeKind::HeadersOnlySink,
+            _ => NodeKind::Sink,
+        };
+        self.add(&name, inputs, factory, schema, kind, 0);
         Ok(())
     }
+}
+
+/// What a node added to the plan is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NodeKind {
+    Function,
+    Sink,
+    /// A sink that reads its records' headers alone (latency, null: `FunctionPlan::ignores_records`).
+    HeadersOnlySink,
 }
 
 /// A built-in function compiled once: how to make an instance, how its inputs are partitioned,
@@ -753,12 +767,13 @@ fn declared_rate(app: &AppConfig) -> Option<u64> {
 /// the returned receiver, named by sink; latency is still measured.
 pub fn collect_sinks(plan: &mut Plan) -> crate::sink::Collector {
     let (tx, rx) = crate::sink::Collector::new();
-    for f in plan.functions.iter_mut().filter(|f| f.is_sink) {
-        let (name, tx) = (f.name.clone(), tx.clone());
-        let schema = f.input_schema.clone();
-        f.factory = Arc::new(move |_| {
-            OperatorInstance::Sink(Sink::new(SinkTarget::collect(&name, tx.clone()), schema.clone()))
-        });
+    let sinks: Vec<usize> = (0..plan.functions.len()).filter(|&f| plan.functions[f].is_sink).collect();
+    for f in sinks {
+        let (name, tx) = (plan.functions[f].name.clone(), tx.clone());
+        let schema = plan.functions[f].input_schema.clone();
+        let collect =
+            move |_| OperatorInstance::Sink(Sink::new(SinkTarget::collect(&name, tx.clone()), schema.clone()));
+        plan.replace_factory(f as FunctionId, Arc::new(collect));
     }
     plan.files.clear();
     rx

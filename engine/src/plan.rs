@@ -29,6 +29,9 @@ pub struct Edge {
     pub target: FunctionId,
     pub port: u8,
     pub partition: Partition,
+    /// The target reads its records' headers alone ([`FunctionPlan::ignores_records`], on a
+    /// forward edge): records go to it with no payload, nothing archived for them.
+    pub headers_only: bool,
 }
 
 /// Where an input comes from.
@@ -113,6 +116,10 @@ pub struct FunctionPlan {
     /// Schema of the records this node receives (port 0); sinks format with it.
     pub input_schema: Schema,
     pub is_sink: bool,
+    /// A sink that does nothing with its records' contents (latency, null): the edges into it
+    /// carry headers alone ([`Edge::headers_only`]). Its instances must be such sinks: replace
+    /// its factory with [`Plan::replace_factory`], which clears this.
+    pub ignores_records: bool,
     /// Dual-mode scaling: lessees per actor (0 = off).
     pub max_lessees: u32,
     /// The Rust type a user function or actor takes (None: built-ins and sinks).
@@ -189,7 +196,8 @@ impl Plan {
     pub fn add_function(&mut self, mut f: FunctionPlan) -> FunctionId {
         let id = self.functions.len() as FunctionId;
         for i in &f.inputs {
-            let edge = Edge { target: id, port: i.port, partition: i.partition };
+            let headers_only = f.ignores_records && i.partition == Partition::Forward;
+            let edge = Edge { target: id, port: i.port, partition: i.partition, headers_only };
             match i.from {
                 Upstream::Source(s) => self.sources[s].outputs.push(edge),
                 Upstream::Function(up) => self.functions[up as usize].outputs.push(edge),
@@ -272,6 +280,19 @@ impl Plan {
             });
         }
         Ok(())
+    }
+
+    /// Make function `f`'s instances with `factory` instead (a test's or an embedding
+    /// program's own sink in place of a configured one). The new instances may read their
+    /// records: the edges into `f` carry payloads from now on.
+    pub fn replace_factory(&mut self, f: FunctionId, factory: OperatorFactory) {
+        self.functions[f as usize].factory = factory;
+        self.functions[f as usize].ignores_records = false;
+        let edges =
+            self.sources.iter_mut().map(|s| &mut s.outputs).chain(self.functions.iter_mut().map(|g| &mut g.outputs));
+        for e in edges.flatten().filter(|e| e.target == f) {
+            e.headers_only = false;
+        }
     }
 
     /// Check the plan's invariants; an error names the function.

@@ -108,9 +108,9 @@ fn ten_times_the_capacity_for_30_seconds_keeps_memory_bounded_loses_nothing_and_
     let seen = Arc::new(Mutex::new(Vec::new()));
     let trickle_ns = Arc::new(Mutex::new(Vec::new()));
     let (s1, t1) = (seen.clone(), trickle_ns.clone());
-    let sink = plan.functions.iter_mut().find(|f| f.is_sink).unwrap();
-    sink.factory =
-        Arc::new(move |_| OperatorInstance::User(Box::new(Slow { seen: s1.clone(), trickle_ns: t1.clone() })));
+    let sink = plan.functions.iter().position(|f| f.is_sink).unwrap() as u16;
+    let slow = move |_| OperatorInstance::User(Box::new(Slow { seen: s1.clone(), trickle_ns: t1.clone() }));
+    plan.replace_factory(sink, Arc::new(slow));
     let (stop, s) = (StopHandle::default(), settings(&config));
     let handle = stop.clone();
     let engine = std::thread::spawn(move || run(plan, &s, Builtin::by_name("fifo").unwrap(), handle, |_| {}).unwrap());

@@ -352,10 +352,10 @@ fn fast_client_is_slowed(io: &str) {
     let mut plan = compile(&config, 1).unwrap();
     let processed = Arc::new(AtomicU64::new(0));
     let p = processed.clone();
-    let sink = plan.functions.iter_mut().find(|f| f.is_sink).unwrap();
-    sink.factory = Arc::new(move |_| {
-        OperatorInstance::User(Box::new(Slow { cost: Duration::from_micros(20), processed: p.clone() }))
-    });
+    let sink = plan.functions.iter().position(|f| f.is_sink).unwrap() as u16;
+    let slow =
+        move |_| OperatorInstance::User(Box::new(Slow { cost: Duration::from_micros(20), processed: p.clone() }));
+    plan.replace_factory(sink, Arc::new(slow));
     let (stop, s) = (StopHandle::default(), settings(&config));
     let (handle, seen) = (stop.clone(), processed.clone());
     let engine = std::thread::spawn(move || {

@@ -10,6 +10,7 @@ use super::router::Router;
 use super::router::{broadcast, broadcast_watermark};
 use super::stretch::{StretchRun, Timing};
 use super::{Shard, COST_SAMPLE};
+use crate::instance::OperatorInstance;
 use crate::policy::Policy;
 use crate::runqueue::QEntry;
 use dirigo_net::clock::now_ns;
@@ -453,6 +454,20 @@ impl<P: Policy> Shard<P> {
         };
         self.chain.chainable = (0..slots.ops.len()).map(|f| operator(f) || window(f)).collect();
         self.chain.wm_chainable = (0..slots.ops.len()).map(operator).collect();
+        // Edges into a sink that reads headers alone carry no payload: its instances here must
+        // be such sinks (a factory replaced without `Plan::replace_factory` would get records
+        // it cannot read).
+        for (f, op) in slots.ops.iter().enumerate() {
+            let Some(op) = op else { continue };
+            let fp = &self.plan.functions[f];
+            let ignores = matches!(op, OperatorInstance::Sink(s) if s.ignores_records());
+            assert!(
+                !fp.ignores_records || ignores,
+                "function `{}` is planned as a sink that reads headers alone (latency, null), \
+                 but its instance reads records: replace a sink's factory with Plan::replace_factory",
+                fp.name
+            );
+        }
     }
 
     /// Debug builds: a data message of keyed function `f` runs only where its key group is.

@@ -160,7 +160,9 @@ impl<'a, P: Policy> Router<'a, P> {
 impl<P: Policy> Router<'_, P> {
     /// Route one new record along every edge: its child header (`on_send`), its shard (`dest`,
     /// `on_route`), then chained where it may run at once (`shard::chain`), staged otherwise.
-    /// The one loop behind every way a record is made (`Payload`). Hot path.
+    /// To a sink that reads headers alone (`Edge::headers_only`: latency, null) the header goes
+    /// without a payload: nothing is archived for it. The one loop behind every way a record is
+    /// made (`Payload`). Hot path.
     #[inline(always)]
     fn route<T: Payload>(&mut self, key_hash: u64, event_time: u64, mut record: T) {
         for edge in self.edges {
@@ -173,11 +175,17 @@ impl<P: Policy> Router<'_, P> {
             if let (true, Some(c)) = (dest == self.out.me as usize, self.chain.as_mut()) {
                 h.from_shard = self.out.me;
                 if c.may_run(self.out, edge.target as usize) {
-                    record.chain(c.buf, h);
+                    match edge.headers_only {
+                        true => c.buf.push_bytes(h, &[]),
+                        false => record.chain(c.buf, h),
+                    }
                     continue;
                 }
             }
-            record.stage(self.out, dest, h);
+            match edge.headers_only {
+                true => self.out.push_bytes(dest, h, &[]),
+                false => record.stage(self.out, dest, h),
+            }
         }
     }
 }
