@@ -204,6 +204,12 @@ impl Numeric for f64 {
     }
 }
 
+/// Field `pos` of `rec` as a `T` (`T::MISSING` if the record has no such field of that type).
+#[inline(always)]
+fn read_field<T: Numeric>(rec: &ArchivedRecord, pos: usize) -> T {
+    rec.fields.get(pos).and_then(T::read).unwrap_or(T::MISSING)
+}
+
 /// A typed numeric subexpression producing `T`.
 #[derive(Clone, Debug, PartialEq)]
 enum NumNode<T> {
@@ -222,7 +228,7 @@ impl<T: Numeric> NumNode<T> {
     #[inline]
     fn eval(&self, rec: &ArchivedRecord) -> T {
         match self {
-            NumNode::Field(pos) => rec.fields.get(*pos).and_then(T::read).unwrap_or(T::MISSING),
+            NumNode::Field(pos) => read_field(rec, *pos),
             NumNode::Const(v) => *v,
             NumNode::Neg(e) => e.eval(rec).neg(),
             NumNode::Arith(op, a, b) => T::arith(*op, a.eval(rec), b.eval(rec)),
@@ -235,7 +241,7 @@ impl<T: Numeric> NumNode<T> {
     #[inline(always)]
     fn eval_leaf(&self, rec: &ArchivedRecord) -> T {
         match self {
-            NumNode::Field(pos) => rec.fields.get(*pos).and_then(T::read).unwrap_or(T::MISSING),
+            NumNode::Field(pos) => read_field(rec, *pos),
             NumNode::Const(v) => *v,
             other => other.eval(rec),
         }
@@ -422,10 +428,9 @@ impl ScalarExpr {
     /// those) evaluate inline.
     #[inline]
     pub fn eval_cell(&self, rec: &ArchivedRecord) -> Cell {
-        let field = |pos: usize| rec.fields.get(pos).and_then(u64::read).unwrap_or(u64::MISSING);
         match self.shape {
-            Shape::U64Field(pos) => return Cell::u64(field(pos)),
-            Shape::U64FieldConst(op, pos, c) => return Cell::u64(u64::arith(op, field(pos), c)),
+            Shape::U64Field(pos) => return Cell::u64(read_field(rec, pos)),
+            Shape::U64FieldConst(op, pos, c) => return Cell::u64(u64::arith(op, read_field(rec, pos), c)),
             Shape::Tree => {}
         }
         match &self.root {
