@@ -16,9 +16,10 @@ use super::{Shard, TURN_BUDGET};
 use dirigo_net::clock::now_ns;
 use dirigo_net::ingress::{IoWakeup, Produced};
 
-use crate::plan::{InstanceCx, Plan};
+use crate::metrics::AppStats;
+use crate::plan::{AppPlan, InstanceCx, Plan, SourcePlan};
 use crate::policy::Policy;
-use crate::source::SourceInstance;
+use crate::source::{Generator, SourceInstance};
 
 /// The source instances running on this shard, and the scratch their events are made in.
 pub(super) struct Sources {
@@ -77,11 +78,7 @@ impl SourceRun {
     /// (0 stays 0: an unscheduled source's events are always due).
     #[inline]
     fn resumed_due(&self, due: u64) -> u64 {
-        if due == 0 {
-            0
-        } else {
-            due.saturating_sub(self.skip_ns).max(1)
-        }
+        resumed_due(self.skip_ns, due)
     }
 }
 
@@ -231,69 +228,32 @@ impl<P: Policy> Shard<P> {
 
     /// Ingest up to `budget` events of source `i` due by `now`, through one router, until one
     /// of them makes a watermark due (or none is due, or the source is idle or finished).
-    /// Returns how many were polled and why it stopped. Hot path.
+    /// Returns how many were polled and why it stopped. Hot path: a generator of scalars (W1's)
+    /// runs a loop of its own, its events made inline as cells (`ScalarGenerator`), with no
+    /// call, no `Produced` made and matched, no match on the source's kind per event.
     fn ingest_run(&mut self, i: usize, now: u64, started: u64, budget: usize) -> (usize, Stop) {
         let chain = self.chain_on().then_some((&mut self.chain.next, &self.chain.chainable[..]));
         let Sources { runs, values, cells, bytes } = &mut self.src;
-        let run = &mut runs[i];
-        let sp = &self.plan.sources[run.index];
-        let app = &self.plan.apps[sp.app as usize];
-        let watermark_every = app.watermark_every.max(1);
-        let stats = &mut self.tele.stats[sp.app as usize];
-        let sched = self.sched.split();
+        let SourceRun { index, inst, skip_ns, produced, max_event_time, .. } = &mut runs[i];
+        let sp = &self.plan.sources[*index];
+        let cx = IngestCx {
+            app: &self.plan.apps[sp.app as usize],
+            sp,
+            stats: &mut self.tele.stats[sp.app as usize],
+            now,
+            started,
+            skip_ns: *skip_ns,
+            budget,
+        };
         let parent = Header::data(sp.app, 0, 0);
-        let mut router = Router::of_parts(&mut self.out, sched, &self.placement, &sp.outputs, parent, chain);
-        let mut ran = 0;
-        // Events until the next watermark is due (one division per run, not one per event).
-        let mut to_watermark = watermark_every - run.produced % watermark_every;
-        while ran < budget {
-            let Some(due) = run.inst.next_due_ns() else { return (ran, Stop::Finished) };
-            let due = run.resumed_due(due);
-            if started + due > now {
-                return (ran, Stop::NotDue);
+        let router = Router::of_parts(&mut self.out, self.sched.split(), &self.placement, &sp.outputs, parent, chain);
+        let run = RunState { produced, max_event_time };
+        match inst {
+            SourceInstance::Generator(g) if g.is_scalar() => {
+                ingest_loop(ScalarGenerator(g, cells), cx, router, run, (values, bytes))
             }
-            let Some(p) = run.inst.produce_into(values, Some(cells), bytes) else { return (ran, Stop::Finished) };
-            ran += 1;
-            // Open-loop sources are stamped with their schedule, so queueing behind a slow
-            // engine counts as latency (no coordinated omission). Unscheduled ones (rate 0,
-            // files, sockets) with the time of this poll: one clock read per poll, not per
-            // event, at the price of at most one poll's duration (microseconds) of extra latency.
-            let ingress_ns = if due == 0 { now } else { started + due };
-            let (key_hash, event_time) = match p {
-                Produced::Idle => return (ran - 1, Stop::Idle), // a socket source has nothing now
-                Produced::Skipped => continue,
-                Produced::Archive { key_hash, event_time } => (key_hash, event_time),
-                Produced::Values { event_time } => {
-                    let from_field = sp.event_time_field.and_then(|f| values[f].as_u64());
-                    (0, from_field.or(event_time).unwrap_or(ingress_ns / 1_000_000))
-                }
-                Produced::Cells { event_time } => {
-                    let from_field = sp.event_time_field.and_then(|f| cells[f].as_u64());
-                    (0, from_field.or(event_time).unwrap_or(ingress_ns / 1_000_000))
-                }
-            };
-            let mut h = Header::data(sp.app, 0, key_hash);
-            h.ingress_ns = ingress_ns;
-            h.event_time = event_time;
-            router.policy().on_ingress(&mut h, app);
-            stats.events_in += 1;
-            router.set_parent(&h);
-            match p {
-                Produced::Archive { .. } => router.forward(key_hash, event_time, bytes),
-                Produced::Cells { .. } => router.emit_cells(key_hash, event_time, cells),
-                _ => router.emit(key_hash, event_time, values),
-            }
-            // What the event chained runs once the poll is over (`poll_source`): between two
-            // events nothing else runs, so each function still sees its records in the source's
-            // order, and a poll's events pay one pass of the chain, not one each.
-            run.produced += 1;
-            run.max_event_time = run.max_event_time.max(event_time);
-            to_watermark -= 1;
-            if to_watermark == 0 {
-                return (ran, Stop::Watermark(h));
-            }
+            inst => ingest_loop(AnySource(inst, cells), cx, router, run, (values, bytes)),
         }
-        (ran, Stop::Budget)
     }
 
     fn emit_watermark(&mut self, i: usize, h: Header) {
@@ -321,5 +281,143 @@ impl<P: Policy> Shard<P> {
         self.sched.policy.on_ingress(&mut h, &self.plan.apps[sp.app as usize]);
         broadcast(&mut self.out, &self.plan, &self.placement, &sp.outputs, h, MessageKind::End, u64::MAX);
         self.snapshot_source_finished(i);
+    }
+}
+
+/// What a run of ingested events reads (`ingest_loop`).
+struct IngestCx<'a> {
+    app: &'a AppPlan,
+    sp: &'a SourcePlan,
+    stats: &'a mut AppStats,
+    now: u64,
+    started: u64,
+    skip_ns: u64,
+    budget: usize,
+}
+
+/// What a run of ingested events advances in its `SourceRun`.
+struct RunState<'a> {
+    produced: &'a mut u64,
+    max_event_time: &'a mut u64,
+}
+
+/// Where a run's events come from: any source instance, or a generator of scalars read
+/// without the match on the source's kind.
+trait Produce {
+    /// When the next event is due (ns into the schedule; 0: now), or None when finished.
+    fn due(&self) -> Option<u64>;
+    /// The next event (see `SourceInstance::produce_into`).
+    fn produce(&mut self, values: &mut Vec<Value>, bytes: &mut AlignedVec) -> Option<Produced>;
+    /// The event made as cells by the last `produce` (`Produced::Cells`).
+    fn cells(&self) -> &[Cell];
+}
+
+struct AnySource<'a>(&'a mut SourceInstance, &'a mut Vec<Cell>);
+
+impl Produce for AnySource<'_> {
+    #[inline(always)]
+    fn due(&self) -> Option<u64> {
+        self.0.next_due_ns()
+    }
+    #[inline(always)]
+    fn produce(&mut self, values: &mut Vec<Value>, bytes: &mut AlignedVec) -> Option<Produced> {
+        self.0.produce_into(values, Some(self.1), bytes)
+    }
+    #[inline(always)]
+    fn cells(&self) -> &[Cell] {
+        self.1
+    }
+}
+
+/// A generator of scalars (`Generator::is_scalar`): each event made as cells.
+struct ScalarGenerator<'a>(&'a mut Generator, &'a mut Vec<Cell>);
+
+impl Produce for ScalarGenerator<'_> {
+    #[inline(always)]
+    fn due(&self) -> Option<u64> {
+        self.0.next_due_ns()
+    }
+    #[inline(always)]
+    fn produce(&mut self, _: &mut Vec<Value>, _: &mut AlignedVec) -> Option<Produced> {
+        self.0.next_cells(self.1).map(|t| Produced::Cells { event_time: Some(t) })
+    }
+    #[inline(always)]
+    fn cells(&self) -> &[Cell] {
+        self.1
+    }
+}
+
+/// The loop of `Shard::ingest_run` over the events of `src`. Hot path.
+#[inline(always)]
+fn ingest_loop<P: Policy, S: Produce>(
+    mut src: S,
+    cx: IngestCx<'_>,
+    mut router: Router<'_, P>,
+    run: RunState<'_>,
+    (values, bytes): (&mut Vec<Value>, &mut AlignedVec),
+) -> (usize, Stop) {
+    let IngestCx { app, sp, stats, now, started, skip_ns, budget } = cx;
+    let watermark_every = app.watermark_every.max(1);
+    let mut ran = 0;
+    // Events until the next watermark is due (one division per run, not one per event).
+    let mut to_watermark = watermark_every - *run.produced % watermark_every;
+    while ran < budget {
+        let Some(due) = src.due() else { return (ran, Stop::Finished) };
+        let due = resumed_due(skip_ns, due);
+        if started + due > now {
+            return (ran, Stop::NotDue);
+        }
+        let Some(p) = src.produce(values, bytes) else { return (ran, Stop::Finished) };
+        ran += 1;
+        // Open-loop sources are stamped with their schedule, so queueing behind a slow
+        // engine counts as latency (no coordinated omission). Unscheduled ones (rate 0,
+        // files, sockets) with the time of this poll: one clock read per poll, not per
+        // event, at the price of at most one poll's duration (microseconds) of extra latency.
+        let ingress_ns = if due == 0 { now } else { started + due };
+        let (key_hash, event_time) = match p {
+            Produced::Idle => return (ran - 1, Stop::Idle), // a socket source has nothing now
+            Produced::Skipped => continue,
+            Produced::Archive { key_hash, event_time } => (key_hash, event_time),
+            Produced::Values { event_time } => {
+                let from_field = sp.event_time_field.and_then(|f| values[f].as_u64());
+                (0, from_field.or(event_time).unwrap_or(ingress_ns / 1_000_000))
+            }
+            Produced::Cells { event_time } => {
+                let from_field = sp.event_time_field.and_then(|f| src.cells()[f].as_u64());
+                (0, from_field.or(event_time).unwrap_or(ingress_ns / 1_000_000))
+            }
+        };
+        let mut h = Header::data(sp.app, 0, key_hash);
+        h.ingress_ns = ingress_ns;
+        h.event_time = event_time;
+        router.policy().on_ingress(&mut h, app);
+        stats.events_in += 1;
+        router.set_parent(&h);
+        match p {
+            Produced::Archive { .. } => router.forward(key_hash, event_time, bytes),
+            Produced::Cells { .. } => router.emit_cells(key_hash, event_time, src.cells()),
+            _ => router.emit(key_hash, event_time, values),
+        }
+        // What the event chained runs once the poll is over (`poll_source`): between two
+        // events nothing else runs, so each function still sees its records in the source's
+        // order, and a poll's events pay one pass of the chain, not one each.
+        *run.produced += 1;
+        *run.max_event_time = (*run.max_event_time).max(event_time);
+        to_watermark -= 1;
+        if to_watermark == 0 {
+            return (ran, Stop::Watermark(h));
+        }
+    }
+    (ran, Stop::Budget)
+}
+
+/// When an event due `due` ns into the schedule is due in a run resumed `skip_ns` into it:
+/// that much earlier (0 stays 0: an unscheduled source's events are always due).
+#[inline(always)]
+fn resumed_due(skip_ns: u64, due: u64) -> u64 {
+    if due == 0 {
+        0
+    } else {
+        due.saturating_sub(skip_ns).max(1)
     }
 }

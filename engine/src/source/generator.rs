@@ -402,7 +402,7 @@ impl Generator {
 
     /// [`Generator::next_event`] for a generator of scalars (`is_scalar`): the event's fields
     /// as archived cells, the same values `next_event` makes. Hot path.
-    #[inline]
+    #[inline(always)]
     pub fn next_cells(&mut self, cells: &mut Vec<Cell>) -> Option<u64> {
         let plan = self.cells.as_ref().expect("a generator of scalars");
         let next = self.next?;
