@@ -50,6 +50,13 @@ impl Batch {
         self.entries.push(Entry { header, off: r.start as u32, len: r.len() as u32 });
     }
 
+    /// Append an envelope with no payload: a header alone (a watermark, a record for a sink that
+    /// reads headers alone). Its empty range sits at the end of `bytes`; nothing is written there.
+    #[inline(always)]
+    pub fn push_header(&mut self, header: Header) {
+        self.entries.push(Entry { header, off: self.bytes.len() as u32, len: 0 });
+    }
+
     /// Append a control or pass-through envelope whose payload is `payload` (copied).
     pub fn push_bytes(&mut self, header: Header, payload: &[u8]) {
         let off = self.bytes.len().next_multiple_of(16);

@@ -82,6 +82,12 @@ impl ChainBuf {
         self.batch.push_written(h, |b| append_aligned(b, write));
     }
 
+    /// Chain a header alone (a watermark; a record for a sink that reads headers alone).
+    #[inline(always)]
+    pub fn push_header(&mut self, h: Header) {
+        self.batch.push_header(h);
+    }
+
     #[inline]
     pub fn push_bytes(&mut self, h: Header, payload: &[u8]) {
         self.batch.push_bytes(h, payload);
@@ -103,7 +109,7 @@ impl ChainTo<'_> {
     pub fn watermark(&mut self, out: &Outputs, f: usize, h: Header) -> bool {
         let ok = self.may_run(out, f);
         if ok {
-            self.buf.push_bytes(h, &[]);
+            self.buf.push_header(h);
         }
         ok
     }

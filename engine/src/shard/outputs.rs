@@ -197,11 +197,19 @@ impl Outputs {
         self.close_if_full(dest);
     }
 
+    /// Stage an envelope with no payload (a header alone). Hot path.
+    #[inline]
+    pub fn push_header(&mut self, dest: usize, mut h: Header) {
+        self.stamp(dest, &mut h);
+        self.open[dest].push_header(h);
+        self.close_if_full(dest);
+    }
+
     /// Stage an envelope with no payload that need not wake `dest` if it is parked: it is read,
     /// in order, when something else wakes it (a watermark for state it does not hold).
     pub fn push_lazy(&mut self, dest: usize, mut h: Header) {
         self.stamp_lazy(dest, &mut h);
-        self.open[dest].push_bytes(h, &[]);
+        self.open[dest].push_header(h);
         self.close_if_full(dest);
     }
 

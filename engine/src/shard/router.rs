@@ -176,14 +176,14 @@ impl<P: Policy> Router<'_, P> {
                 h.from_shard = self.out.me;
                 if c.may_run(self.out, edge.target as usize) {
                     match edge.headers_only {
-                        true => c.buf.push_bytes(h, &[]),
+                        true => c.buf.push_header(h),
                         false => record.chain(c.buf, h),
                     }
                     continue;
                 }
             }
             match edge.headers_only {
-                true => self.out.push_bytes(dest, h, &[]),
+                true => self.out.push_header(dest, h),
                 false => record.stage(self.out, dest, h),
             }
         }
@@ -384,6 +384,6 @@ fn stage(out: &mut Outputs, dest: usize, h: Header, lazy: bool) {
     if lazy {
         out.push_lazy(dest, h);
     } else {
-        out.push_bytes(dest, h, &[]);
+        out.push_header(dest, h);
     }
 }
