@@ -174,7 +174,12 @@ pub trait Policy: 'static {
     fn runs_in_arrival_order(&self) -> bool {
         false
     }
-    /// Choose the activation for a message about to be sent to a keyed function.
+    /// Choose the activation for a message of a keyed function: the lessor, or a lessee. Asked
+    /// at the key's home shard for each foldable message of a dual-mode actor (a lessee there
+    /// takes it), and by the sender for every record it routes to a keyed function, once the
+    /// record is written where it goes (`h` as sent: stamped with its sender and sequence):
+    /// there the answer is a scale-up signal only (the app's `scale_up_signals`), the home shard
+    /// decides.
     #[inline]
     fn on_route(&mut self, _h: &Header, _route: &RouteCx) -> Placement {
         Placement::Lessor

@@ -50,6 +50,25 @@ impl Batch {
         self.entries.push(Entry { header, off: r.start as u32, len: r.len() as u32 });
     }
 
+    /// Append an envelope made from `parent`: its header is `parent`'s, changed in place by
+    /// `child` once it is in its entry; its payload is what `write` appends to `bytes` (16-byte
+    /// aligned), whose range it returns. The header is written once, where it stays: one made
+    /// aside (on the stack, field by field) and then copied in would be read back with wide
+    /// loads that wait for those narrow stores (a store-forwarding stall, per record).
+    #[inline(always)]
+    pub fn push_child(
+        &mut self,
+        parent: &Header,
+        child: impl FnOnce(&mut Header),
+        write: impl FnOnce(&mut AlignedVec) -> std::ops::Range<usize>,
+    ) {
+        let r = write(&mut self.bytes);
+        self.entries.push(Entry { header: *parent, off: r.start as u32, len: r.len() as u32 });
+        if let Some(e) = self.entries.last_mut() {
+            child(&mut e.header);
+        }
+    }
+
     /// Append an envelope with no payload: a header alone (a watermark, a record for a sink that
     /// reads headers alone). Its empty range sits at the end of `bytes`; nothing is written there.
     #[inline(always)]

@@ -25,8 +25,7 @@
 //! through its machine.
 
 use dirigo_actors::envelope::Header;
-use dirigo_actors::record::{archive_cells, archive_values_with, Cell, Value};
-use dirigo_net::mailbox::{append_aligned, Batch};
+use dirigo_net::mailbox::Batch;
 use rkyv::ser::allocator::Arena;
 use rkyv::util::AlignedVec;
 
@@ -66,31 +65,29 @@ impl ChainBuf {
         self.batch.entries.is_empty()
     }
 
-    #[inline]
-    pub fn push_values(&mut self, h: Header, values: &[Value]) {
-        self.batch.push_written(h, |b| archive_values_with(values, b, &mut self.arena));
-    }
-
+    /// Chain a record made from `parent` (see `Batch::push_child`): its header `child` makes in
+    /// its entry, its payload `write` appends (with the serializer's arena).
     #[inline(always)]
-    pub fn push_cells(&mut self, h: Header, cells: &[Cell]) {
-        self.batch.push_written(h, |b| archive_cells(cells, b));
+    pub fn push_child(
+        &mut self,
+        parent: &Header,
+        child: impl FnOnce(&mut Header),
+        write: impl FnOnce(&mut AlignedVec, &mut Arena) -> std::ops::Range<usize>,
+    ) {
+        let arena = &mut self.arena;
+        self.batch.push_child(parent, child, |b| write(b, arena));
     }
 
-    /// Chain a record whose archive `write` appends (`Emitter::emit_archived`).
-    #[inline]
-    pub fn push_with(&mut self, h: Header, write: &mut dyn FnMut(&mut AlignedVec)) {
-        self.batch.push_written(h, |b| append_aligned(b, write));
+    /// The header of the record chained last.
+    #[inline(always)]
+    pub fn last_header(&self) -> &Header {
+        &self.batch.entries.last().expect("a record was chained").header
     }
 
     /// Chain a header alone (a watermark; a record for a sink that reads headers alone).
     #[inline(always)]
     pub fn push_header(&mut self, h: Header) {
         self.batch.push_header(h);
-    }
-
-    #[inline]
-    pub fn push_bytes(&mut self, h: Header, payload: &[u8]) {
-        self.batch.push_bytes(h, payload);
     }
 }
 

@@ -197,6 +197,52 @@ impl Outputs {
         self.close_if_full(dest);
     }
 
+    /// Stage for `dest` a record made from `parent` (see `Batch::push_child`): its header
+    /// `child` makes in its entry, then it is stamped there; its payload `write` appends. Hot
+    /// path.
+    #[inline(always)]
+    pub fn stage_child(
+        &mut self,
+        dest: usize,
+        parent: &Header,
+        child: impl FnOnce(&mut Header),
+        write: impl FnOnce(&mut AlignedVec, &mut Arena) -> std::ops::Range<usize>,
+    ) {
+        let arena = &mut self.arena;
+        self.open[dest].push_child(parent, child, |b| write(b, arena));
+        self.stamp_last(dest);
+        self.close_if_full(dest);
+    }
+
+    /// [`Outputs::stamp`] of the envelope just pushed into the open batch for `dest`, in place.
+    #[inline(always)]
+    fn stamp_last(&mut self, dest: usize) {
+        let Some(e) = self.open[dest].entries.last_mut() else { return };
+        let h = &mut e.header;
+        self.urgent[dest] = true;
+        let d = match h.kind {
+            MessageKind::Data | MessageKind::Watermark => h.deadline_ns,
+            _ => 0,
+        };
+        self.deadline[dest] = self.deadline[dest].min(d);
+        if dest == self.me as usize {
+            self.here[h.function as usize] += 1;
+        }
+        h.from_shard = self.me;
+        h.seq = self.seq[dest];
+        self.seq[dest] = self.seq[dest].wrapping_add(1);
+        self.staged += 1;
+        self.staged_by_app[h.app as usize] += 1;
+    }
+
+    /// The header of the envelope staged last for `dest`, as it was stamped: in the open batch,
+    /// or, if that push filled it, in the batch it closed.
+    #[inline]
+    pub fn last_staged(&self, dest: usize) -> &Header {
+        let last = self.open[dest].entries.last().or_else(|| self.waiting[dest].back().and_then(|b| b.entries.last()));
+        &last.expect("an envelope was staged").header
+    }
+
     /// Stage an envelope with no payload (a header alone). Hot path.
     #[inline]
     pub fn push_header(&mut self, dest: usize, mut h: Header) {

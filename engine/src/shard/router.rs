@@ -3,9 +3,11 @@
 
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::operator::Emitter;
-use dirigo_actors::record::{Cell, RecordsOnly, Value};
+use dirigo_actors::record::{archive_cells, archive_values_with, Cell, RecordsOnly, Value};
 use dirigo_net::mailbox::append_aligned;
+use rkyv::ser::allocator::Arena;
 use rkyv::util::AlignedVec;
+use std::ops::Range;
 
 use crate::placement::PlacementTable;
 use crate::plan::{Edge, Partition, Plan};
@@ -112,54 +114,57 @@ impl<'a, P: Policy> Router<'a, P> {
         self.policy
     }
 
-    #[inline]
-    fn child(&mut self, edge: &Edge, key_hash: u64, event_time: u64) -> Header {
-        let mut h = self.parent;
-        h.function = edge.target;
-        h.port = edge.port;
-        h.key_hash = key_hash;
-        h.event_time = event_time;
-        h.kind = MessageKind::Data;
-        self.policy.on_send(&self.parent, &mut h);
-        h
-    }
-
-    /// The receiving shard; for keyed edges, `on_route` sees whether the home shard can meet
-    /// the message's deadline (the scale-up signal; lessees act on it).
+    /// The receiving shard of a record with key hash `key` along `edge`: this one, or, for a
+    /// keyed edge, the home shard of the key.
     #[inline(always)]
-    fn dest(&mut self, edge: &Edge, h: &Header) -> usize {
+    fn dest(&self, edge: &Edge, key: u64) -> usize {
         match edge.partition {
             Partition::Forward => self.out.me as usize,
-            Partition::ByKey | Partition::ByField(..) => self.keyed_dest(edge, h),
+            Partition::ByKey | Partition::ByField(..) => self.home(edge, key),
         }
     }
 
-    /// [`Router::dest`] of a keyed edge: the home shard of the key (out of line: the forward
-    /// edge's case stays a comparison in the caller's loop).
+    /// The home shard of `key` for keyed edge `edge` (out of line: the forward edge's case stays
+    /// a comparison in the caller's loop).
     #[inline(never)]
-    fn keyed_dest(&mut self, edge: &Edge, h: &Header) -> usize {
-        let home = self.placement.home(edge.target, h.key_hash) as usize;
-        let f = edge.target as usize;
-        let l = self.load;
-        let slack = h.deadline_ns as i64 - l.now_ns as i64 - l.cost_to_go_ns[f] as i64;
-        // The signal only: where a lessee would go is decided at the home shard.
-        let route = RouteCx {
-            home_delay_ns: l.delay_ns[home],
-            peer_delay_ns: 0,
-            service_ns: l.cost_ns[f],
-            laxity_ns: slack,
-            forward_ns: 0,
-        };
-        if self.policy.on_route(h, &route) == Placement::Lessee {
-            *self.scale_up_signals += 1;
-        }
-        home
+    fn home(&self, edge: &Edge, key: u64) -> usize {
+        self.placement.home(edge.target, key) as usize
+    }
+}
+
+/// `on_route` for a record sent along keyed edge `edge` to the key's home shard `home`, `h` its
+/// header as it was written where it goes: whether the home shard can meet its deadline (the
+/// scale-up signal: where a lessee would go is decided at the home shard). The hook reads the
+/// header in its entry, after the push: a header made on the stack for the hook to read would
+/// be written there field by field and copied into its entry with wide loads that wait for
+/// those stores (a store-forwarding stall on every keyed record: about a tenth of W1's time).
+#[inline(never)]
+fn route_signal<P: Policy>(
+    policy: &mut P,
+    load: &RouteLoad<'_>,
+    signals: &mut u64,
+    edge: &Edge,
+    home: usize,
+    h: &Header,
+) {
+    let f = edge.target as usize;
+    let slack = h.deadline_ns as i64 - load.now_ns as i64 - load.cost_to_go_ns[f] as i64;
+    let route = RouteCx {
+        home_delay_ns: load.delay_ns[home],
+        peer_delay_ns: 0,
+        service_ns: load.cost_ns[f],
+        laxity_ns: slack,
+        forward_ns: 0,
+    };
+    if policy.on_route(h, &route) == Placement::Lessee {
+        *signals += 1;
     }
 }
 
 impl<P: Policy> Router<'_, P> {
-    /// Route one new record along every edge: its child header (`on_send`), its shard (`dest`,
-    /// `on_route`), then chained where it may run at once (`shard::chain`), staged otherwise.
+    /// Route one new record along every edge: its child header (`on_send`), its shard (`dest`),
+    /// then chained where it may run at once (`shard::chain`), staged otherwise; on a keyed
+    /// edge, `on_route` then sees the header as it was written (`route_signal`).
     /// To a sink that reads headers alone (`Edge::headers_only`: latency, null) the header goes
     /// without a payload: nothing is archived for it. The one loop behind every way a record is
     /// made (`Payload`). Hot path.
@@ -170,34 +175,54 @@ impl<P: Policy> Router<'_, P> {
                 Partition::ByField(p, records) => record.field_key(p, records),
                 _ => key_hash,
             };
-            let mut h = self.child(edge, key, event_time);
-            let dest = self.dest(edge, &h);
-            if let (true, Some(c)) = (dest == self.out.me as usize, self.chain.as_mut()) {
-                h.from_shard = self.out.me;
+            let dest = self.dest(edge, key);
+            let keyed = !matches!(edge.partition, Partition::Forward);
+            let me = self.out.me;
+            // The child header, made in its entry from the parent's (see `Batch::push_child`).
+            let (policy, parent) = (&mut *self.policy, &self.parent);
+            let mut child = |h: &mut Header| {
+                h.function = edge.target;
+                h.port = edge.port;
+                h.key_hash = key;
+                h.event_time = event_time;
+                h.kind = MessageKind::Data;
+                policy.on_send(parent, h);
+            };
+            if let (true, Some(c)) = (dest == me as usize, self.chain.as_mut()) {
                 if c.may_run(self.out, edge.target as usize) {
+                    let child = |h: &mut Header| {
+                        child(h);
+                        h.from_shard = me;
+                    };
                     match edge.headers_only {
-                        true => c.buf.push_header(h),
-                        false => record.chain(c.buf, h),
+                        true => c.buf.push_child(parent, child, |b, _| b.len()..b.len()),
+                        false => c.buf.push_child(parent, child, |b, arena| record.write(b, arena)),
+                    }
+                    if keyed {
+                        route_signal(self.policy, &self.load, self.scale_up_signals, edge, dest, c.buf.last_header());
                     }
                     continue;
                 }
             }
             match edge.headers_only {
-                true => self.out.push_header(dest, h),
-                false => record.stage(self.out, dest, h),
+                true => self.out.stage_child(dest, parent, child, |b, _| b.len()..b.len()),
+                false => self.out.stage_child(dest, parent, child, |b, arena| record.write(b, arena)),
+            }
+            if keyed {
+                route_signal(self.policy, &self.load, self.scale_up_signals, edge, dest, self.out.last_staged(dest));
             }
         }
     }
 }
 
-/// A record as an emitter hands it over, and how it is written into a chain or a batch.
+/// A record as an emitter hands it over, and how its archive is written where it goes (a chain
+/// or a batch: `Batch::push_child`).
 trait Payload {
     /// The key hash of field `p` (an edge partitioned by that field).
     fn field_key(&self, p: usize, records: RecordsOnly) -> u64;
-    /// Chain it with header `h`.
-    fn chain(&mut self, buf: &mut ChainBuf, h: Header);
-    /// Stage it for shard `dest` with header `h`.
-    fn stage(&mut self, out: &mut Outputs, dest: usize, h: Header);
+    /// Append its archive to `bytes`, 16-byte aligned (`arena`: the serializer's scratch);
+    /// returns its range there.
+    fn write(&mut self, bytes: &mut AlignedVec, arena: &mut Arena) -> Range<usize>;
 }
 
 impl Payload for &[Value] {
@@ -206,12 +231,8 @@ impl Payload for &[Value] {
         self[p].key_hash()
     }
     #[inline(always)]
-    fn chain(&mut self, buf: &mut ChainBuf, h: Header) {
-        buf.push_values(h, self)
-    }
-    #[inline(always)]
-    fn stage(&mut self, out: &mut Outputs, dest: usize, h: Header) {
-        out.push_values(dest, h, self)
+    fn write(&mut self, bytes: &mut AlignedVec, arena: &mut Arena) -> Range<usize> {
+        archive_values_with(self, bytes, arena)
     }
 }
 
@@ -221,12 +242,8 @@ impl Payload for &[Cell] {
         self[p].key_hash()
     }
     #[inline(always)]
-    fn chain(&mut self, buf: &mut ChainBuf, h: Header) {
-        buf.push_cells(h, self)
-    }
-    #[inline(always)]
-    fn stage(&mut self, out: &mut Outputs, dest: usize, h: Header) {
-        out.push_cells(dest, h, self)
+    fn write(&mut self, bytes: &mut AlignedVec, _: &mut Arena) -> Range<usize> {
+        archive_cells(self, bytes)
     }
 }
 
@@ -237,12 +254,11 @@ impl Payload for &[u8] {
         records.read(self).get().fields[p].key_hash()
     }
     #[inline(always)]
-    fn chain(&mut self, buf: &mut ChainBuf, h: Header) {
-        buf.push_bytes(h, self)
-    }
-    #[inline(always)]
-    fn stage(&mut self, out: &mut Outputs, dest: usize, h: Header) {
-        out.push_bytes(dest, h, self)
+    fn write(&mut self, bytes: &mut AlignedVec, _: &mut Arena) -> Range<usize> {
+        let off = bytes.len().next_multiple_of(16);
+        bytes.resize(off, 0);
+        bytes.extend_from_slice(self);
+        off..bytes.len()
     }
 }
 
@@ -255,12 +271,8 @@ impl Payload for InPlace<'_> {
         unreachable!("an archive written in place is routed only along an edge not partitioned by a field")
     }
     #[inline(always)]
-    fn chain(&mut self, buf: &mut ChainBuf, h: Header) {
-        buf.push_with(h, self.0)
-    }
-    #[inline(always)]
-    fn stage(&mut self, out: &mut Outputs, dest: usize, h: Header) {
-        out.push_with(dest, h, self.0)
+    fn write(&mut self, bytes: &mut AlignedVec, _: &mut Arena) -> Range<usize> {
+        append_aligned(bytes, self.0)
     }
 }
 
