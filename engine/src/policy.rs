@@ -205,6 +205,9 @@ pub trait Policy: 'static {
     #[inline]
     fn post_apply(&mut self, _h: &Header, _cx: &SchedCx<'_>) {}
     /// A message is emitted: the child inherited its parent's deadline; the policy may rewrite it.
+    /// The child is already in its place (chained, or in the batch for its shard, chosen by its
+    /// key): where it goes does not follow a change to its routing fields (`key_hash`,
+    /// `function`, `port`).
     #[inline]
     fn on_send(&mut self, _parent: &Header, _child: &mut Header) {}
     /// A lessee on this shard is offered a forwarded message: take it, or hand it back to the
