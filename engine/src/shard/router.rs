@@ -33,6 +33,12 @@ pub struct Router<'a, P: Policy> {
     /// Where records on forward edges go when they may run at once (`shard::chain`); None:
     /// chaining is off for this message.
     chain: Option<ChainTo<'a>>,
+    /// Per edge (bit `i` for edge `i`, the first 64): its target was found to take chained
+    /// records (`ChainTo::may_run`) by an earlier record of this router. That holds for the
+    /// router's life (one stretch, or one poll of a source): what could change it (something
+    /// staged for the target on this shard, a control message queued for it, an instance coming
+    /// or going) happens only between stretches, and a record that chains stages nothing.
+    chains: u64,
 }
 
 /// What the router knows of the load, refreshed once per turn.
@@ -92,7 +98,7 @@ impl<'a, P: Policy> Router<'a, P> {
             now_ns: sched.now,
         };
         let scale_up_signals = &mut sched.scale_up[parent.app as usize];
-        Router { out, policy: sched.policy, load, scale_up_signals, placement, edges, parent, chain }
+        Router { out, policy: sched.policy, load, scale_up_signals, placement, edges, parent, chain, chains: 0 }
     }
 
     /// The message being applied now: the parent of what is emitted next (its app stays).
@@ -170,7 +176,7 @@ impl<P: Policy> Router<'_, P> {
     /// made (`Payload`). Hot path.
     #[inline(always)]
     fn route<T: Payload>(&mut self, key_hash: u64, event_time: u64, mut record: T) {
-        for edge in self.edges {
+        for (i, edge) in self.edges.iter().enumerate() {
             let key = match edge.partition {
                 Partition::ByField(p, records) => record.field_key(p, records),
                 _ => key_hash,
@@ -189,7 +195,10 @@ impl<P: Policy> Router<'_, P> {
                 policy.on_send(parent, h);
             };
             if let (true, Some(c)) = (dest == me as usize, self.chain.as_mut()) {
-                if c.may_run(self.out, edge.target as usize) {
+                let bit = if i < 64 { 1u64 << i } else { 0 };
+                if self.chains & bit != 0 || c.may_run(self.out, edge.target as usize) {
+                    debug_assert!(c.may_run(self.out, edge.target as usize), "a chained target stopped taking records");
+                    self.chains |= bit;
                     let child = |h: &mut Header| {
                         child(h);
                         h.from_shard = me;
