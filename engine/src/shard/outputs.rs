@@ -117,33 +117,6 @@ impl Outputs {
         self.staged == 0 && self.local.is_empty()
     }
 
-    /// Number `h` on its channel and count it staged; it wakes `dest` when sent (every envelope
-    /// but [`Outputs::push_lazy`]'s).
-    #[inline]
-    fn stamp(&mut self, dest: usize, h: &mut Header) {
-        self.urgent[dest] = true;
-        // Records and watermarks carry their event's deadline; everything else wants the
-        // receiver now.
-        let d = match h.kind {
-            MessageKind::Data | MessageKind::Watermark => h.deadline_ns,
-            _ => 0,
-        };
-        self.deadline[dest] = self.deadline[dest].min(d);
-        self.stamp_lazy(dest, h);
-    }
-
-    #[inline]
-    fn stamp_lazy(&mut self, dest: usize, h: &mut Header) {
-        if dest == self.me as usize {
-            self.here[h.function as usize] += 1;
-        }
-        h.from_shard = self.me;
-        h.seq = self.seq[dest];
-        self.seq[dest] = self.seq[dest].wrapping_add(1);
-        self.staged += 1;
-        self.staged_by_app[h.app as usize] += 1;
-    }
-
     /// Stage a record built from `values` for `dest`. Hot path.
     #[inline]
     pub fn push_values(&mut self, dest: usize, h: Header, values: &[Value]) {
@@ -168,12 +141,12 @@ impl Outputs {
     fn stage(
         &mut self,
         dest: usize,
-        mut h: Header,
+        h: Header,
         write: impl FnOnce(&mut AlignedVec, &mut Arena) -> std::ops::Range<usize>,
     ) {
-        self.stamp(dest, &mut h);
         let arena = &mut self.arena;
         self.open[dest].push_written(h, |b| write(b, arena));
+        self.stamp_last(dest, false);
         self.close_if_full(dest);
     }
 
@@ -191,9 +164,9 @@ impl Outputs {
 
     /// Stage an envelope whose payload is `payload` (copied, not deserialised). Hot path.
     #[inline]
-    pub fn push_bytes(&mut self, dest: usize, mut h: Header, payload: &[u8]) {
-        self.stamp(dest, &mut h);
+    pub fn push_bytes(&mut self, dest: usize, h: Header, payload: &[u8]) {
         self.open[dest].push_bytes(h, payload);
+        self.stamp_last(dest, false);
         self.close_if_full(dest);
     }
 
@@ -210,21 +183,27 @@ impl Outputs {
     ) {
         let arena = &mut self.arena;
         self.open[dest].push_child(parent, child, |b| write(b, arena));
-        self.stamp_last(dest);
+        self.stamp_last(dest, false);
         self.close_if_full(dest);
     }
 
-    /// [`Outputs::stamp`] of the envelope just pushed into the open batch for `dest`, in place.
+    /// Number the envelope just pushed into the open batch for `dest` on its channel, in its
+    /// entry, and count it staged; unless it is `lazy`, it wakes `dest` when sent (every
+    /// envelope but [`Outputs::push_lazy`]'s).
     #[inline(always)]
-    fn stamp_last(&mut self, dest: usize) {
+    fn stamp_last(&mut self, dest: usize, lazy: bool) {
         let Some(e) = self.open[dest].entries.last_mut() else { return };
         let h = &mut e.header;
-        self.urgent[dest] = true;
-        let d = match h.kind {
-            MessageKind::Data | MessageKind::Watermark => h.deadline_ns,
-            _ => 0,
-        };
-        self.deadline[dest] = self.deadline[dest].min(d);
+        if !lazy {
+            self.urgent[dest] = true;
+            // Records and watermarks carry their event's deadline; everything else wants the
+            // receiver now.
+            let d = match h.kind {
+                MessageKind::Data | MessageKind::Watermark => h.deadline_ns,
+                _ => 0,
+            };
+            self.deadline[dest] = self.deadline[dest].min(d);
+        }
         if dest == self.me as usize {
             self.here[h.function as usize] += 1;
         }
@@ -245,17 +224,17 @@ impl Outputs {
 
     /// Stage an envelope with no payload (a header alone). Hot path.
     #[inline]
-    pub fn push_header(&mut self, dest: usize, mut h: Header) {
-        self.stamp(dest, &mut h);
+    pub fn push_header(&mut self, dest: usize, h: Header) {
         self.open[dest].push_header(h);
+        self.stamp_last(dest, false);
         self.close_if_full(dest);
     }
 
     /// Stage an envelope with no payload that need not wake `dest` if it is parked: it is read,
     /// in order, when something else wakes it (a watermark for state it does not hold).
-    pub fn push_lazy(&mut self, dest: usize, mut h: Header) {
-        self.stamp_lazy(dest, &mut h);
+    pub fn push_lazy(&mut self, dest: usize, h: Header) {
         self.open[dest].push_header(h);
+        self.stamp_last(dest, true);
         self.close_if_full(dest);
     }
 
@@ -263,17 +242,20 @@ impl Outputs {
     /// is large (a partial state): it travels as a batch of its own whose buffer is `bytes`, so
     /// a 100 MB partial is not copied into a batch and, at the receiver, not copied out again
     /// (`Held::take_sole_payload`).
-    pub fn push_archive(&mut self, dest: usize, mut h: Header, bytes: AlignedVec) {
+    pub fn push_archive(&mut self, dest: usize, h: Header, bytes: AlignedVec) {
         if bytes.len() < BATCH_BYTES {
             return self.push_bytes(dest, h, &bytes);
         }
-        self.stamp(dest, &mut h);
         if !self.open[dest].entries.is_empty() {
             self.close(dest); // what was staged before goes first
         }
+        // A batch of its own, open just long enough to stamp its one entry in place.
         let len = bytes.len() as u32;
         let entries = vec![Entry { header: h, off: 0, len }];
-        self.waiting[dest].push_back(Batch { entries, bytes });
+        let empty = std::mem::replace(&mut self.open[dest], Batch { entries, bytes });
+        self.stamp_last(dest, false);
+        let sole = std::mem::replace(&mut self.open[dest], empty);
+        self.waiting[dest].push_back(sole);
     }
 
     #[inline]
