@@ -62,8 +62,7 @@ impl Batch {
         child: impl FnOnce(&mut Header),
         write: impl FnOnce(&mut AlignedVec) -> std::ops::Range<usize>,
     ) {
-        let r = write(&mut self.bytes);
-        self.entries.push(Entry { header: *parent, off: r.start as u32, len: r.len() as u32 });
+        self.push_written(*parent, write);
         if let Some(e) = self.entries.last_mut() {
             child(&mut e.header);
         }
@@ -78,11 +77,17 @@ impl Batch {
 
     /// Append a control or pass-through envelope whose payload is `payload` (copied).
     pub fn push_bytes(&mut self, header: Header, payload: &[u8]) {
-        let off = self.bytes.len().next_multiple_of(16);
-        self.bytes.resize(off, 0);
-        self.bytes.extend_from_slice(payload);
-        self.entries.push(Entry { header, off: off as u32, len: payload.len() as u32 });
+        self.push_written(header, |b| append_copy(b, payload));
     }
+}
+
+/// Append a copy of `payload` to `bytes`, 16-byte aligned; returns its range in `bytes`.
+#[inline]
+pub fn append_copy(bytes: &mut AlignedVec, payload: &[u8]) -> std::ops::Range<usize> {
+    let off = bytes.len().next_multiple_of(16);
+    bytes.resize(off, 0);
+    bytes.extend_from_slice(payload);
+    off..bytes.len()
 }
 
 /// Append to `bytes`, 16-byte aligned, what `write` appends (an archive written in place: see

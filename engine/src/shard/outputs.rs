@@ -6,11 +6,10 @@ use std::collections::VecDeque;
 
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::ids::ShardId;
-use dirigo_actors::record::{archive_cells, archive_values_with, Cell, Value};
 use rkyv::ser::allocator::Arena;
 use rkyv::util::AlignedVec;
 
-use dirigo_net::mailbox::{append_aligned, Batch, Entry, Outbox};
+use dirigo_net::mailbox::{Batch, Entry, Outbox};
 
 /// Keep at most this many empty batches in the pool.
 const POOL_MAX: usize = 256;
@@ -115,39 +114,6 @@ impl Outputs {
     /// True when nothing is staged or waiting locally.
     pub fn is_drained(&self) -> bool {
         self.staged == 0 && self.local.is_empty()
-    }
-
-    /// Stage a record built from `values` for `dest`. Hot path.
-    #[inline]
-    pub fn push_values(&mut self, dest: usize, h: Header, values: &[Value]) {
-        self.stage(dest, h, |b, arena| archive_values_with(values, b, arena));
-    }
-
-    /// Stage a record made of `cells` for `dest`. Hot path.
-    #[inline]
-    pub fn push_cells(&mut self, dest: usize, h: Header, cells: &[Cell]) {
-        self.stage(dest, h, |b, _| archive_cells(cells, b));
-    }
-
-    /// Stage a record for `dest` whose archive `write` appends (`Emitter::emit_archived`).
-    #[inline]
-    pub fn push_with(&mut self, dest: usize, h: Header, write: &mut dyn FnMut(&mut AlignedVec)) {
-        self.stage(dest, h, |b, _| append_aligned(b, write));
-    }
-
-    /// Stage for `dest` a record whose archive `write` appends to the open batch's bytes (with
-    /// the serializer's arena), returning its range.
-    #[inline(always)]
-    fn stage(
-        &mut self,
-        dest: usize,
-        h: Header,
-        write: impl FnOnce(&mut AlignedVec, &mut Arena) -> std::ops::Range<usize>,
-    ) {
-        let arena = &mut self.arena;
-        self.open[dest].push_written(h, |b| write(b, arena));
-        self.stamp_last(dest, false);
-        self.close_if_full(dest);
     }
 
     /// The scratch buffer (empty), to write an archive into; give it back with `put_scratch`.

@@ -4,7 +4,7 @@
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::{archive_cells, archive_values_with, Cell, RecordsOnly, Value};
-use dirigo_net::mailbox::append_aligned;
+use dirigo_net::mailbox::{append_aligned, append_copy};
 use rkyv::ser::allocator::Arena;
 use rkyv::util::AlignedVec;
 use std::ops::Range;
@@ -264,10 +264,7 @@ impl Payload for &[u8] {
     }
     #[inline(always)]
     fn write(&mut self, bytes: &mut AlignedVec, _: &mut Arena) -> Range<usize> {
-        let off = bytes.len().next_multiple_of(16);
-        bytes.resize(off, 0);
-        bytes.extend_from_slice(self);
-        off..bytes.len()
+        append_copy(bytes, self)
     }
 }
 
