@@ -29,6 +29,12 @@ pub struct ShardSignal {
     /// Rings senders skipped because the owner's own wake-up came soon enough for what they
     /// sent (see `notify_by`): the owner's lost-wake-up check discounts them.
     skipped: CachePadded<AtomicU64>,
+    /// Rings senders chose to make (counted before the ring): a ring that comes just after the
+    /// owner's park timed out is late, not lost.
+    rung: CachePadded<AtomicU64>,
+    /// Flushes of the owner's output completed (every ring or skip they made is counted): a
+    /// receiver judging a wake-up waits until each sender has passed one (`flushes`).
+    flushes: CachePadded<AtomicU64>,
     /// What the owner is running: `(function + 1) << 48 | since (µs)`, 0 between messages. Its
     /// own line: written twice per message, read only by the controller's stall detector.
     running: CachePadded<AtomicU64>,
@@ -59,6 +65,8 @@ impl ShardSignal {
             sleeping: CachePadded::new(AtomicBool::new(false)),
             wake_by: CachePadded::new(AtomicU64::new(u64::MAX)),
             skipped: CachePadded::new(AtomicU64::new(0)),
+            rung: CachePadded::new(AtomicU64::new(0)),
+            flushes: CachePadded::new(AtomicU64::new(0)),
             running: CachePadded::new(AtomicU64::new(0)),
             utilization: AtomicU64::new(0),
             closing: AtomicBool::new(false),
@@ -176,6 +184,25 @@ impl ShardSignal {
         self.skipped.load(Ordering::Relaxed)
     }
 
+    /// Rings senders chose to make so far (see `notify_by`).
+    #[inline]
+    pub fn rung(&self) -> u64 {
+        self.rung.load(Ordering::Relaxed)
+    }
+
+    /// Owner: a flush of its output is done, and with it every `notify_by` it made (single
+    /// writer: a plain store).
+    #[inline]
+    pub fn flushed(&self) {
+        self.flushes.store(self.flushes.load(Ordering::Relaxed) + 1, Ordering::Release);
+    }
+
+    /// Flushes the owner completed so far (see `flushed`).
+    #[inline]
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Acquire)
+    }
+
     /// Sender, after publishing mail whose earliest deadline is `deadline_ns`: wake the owner if
     /// it is (going) asleep, unless it wakes on its own within the first half of the time left
     /// to that deadline (and within `LAZY_WAIT_MAX_NS`). A batch of loose-SLO records sent to a
@@ -195,6 +222,7 @@ impl ShardSignal {
                 return;
             }
         }
+        self.rung.fetch_add(1, Ordering::Relaxed);
         let _ = self.doorbell.try_send(());
     }
 

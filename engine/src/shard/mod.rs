@@ -49,7 +49,7 @@ use rebalance::Rebalance;
 use sched::Sched;
 use slots::Slots;
 use sources::Sources;
-use telemetry::{Hosting, Telemetry};
+use telemetry::{Hosting, Telemetry, Unjudged};
 
 /// Loop settings of a shard (from the `[engine]` config).
 #[derive(Clone, Copy, Debug)]
@@ -368,7 +368,9 @@ impl<P: Policy> Shard<P> {
         }
         self.slots.flush();
         self.seal_at_exit();
-        self.judge_wakeup();
+        // Its last flush is done: a shard judging a wake-up need not wait for it.
+        self.signals[self.id as usize].flushed();
+        self.judge_wakeup(true);
         self.report(true);
     }
 
@@ -459,6 +461,7 @@ impl<P: Policy> Shard<P> {
             self.slots.send_collected();
         }
         progress |= self.out.flush();
+        self.signals[self.id as usize].flushed();
         self.publish_load();
         progress
     }
@@ -523,8 +526,8 @@ impl<P: Policy> Shard<P> {
         let max = if self.hosting.nothing() { REST_MAX_PARK } else { MAX_PARK };
         let timeout = Duration::from_nanos(timeout_ns).min(max);
         sig.will_wake_by(now_ns().saturating_add(timeout.as_nanos() as u64));
-        self.judge_wakeup();
-        let skipped = sig.skipped();
+        self.judge_wakeup(false);
+        let (skipped, rung) = (sig.skipped(), sig.rung());
         sig.going_to_sleep();
         // Armed after the flag and before the re-check: input that arrives from here on rings.
         let armed = self.arm_sources();
@@ -533,31 +536,55 @@ impl<P: Policy> Shard<P> {
             return;
         }
         let t0 = now_ns();
-        let rung = self.doorbell.recv_timeout(timeout).is_ok();
+        let rung_now = self.doorbell.recv_timeout(timeout).is_ok();
         sig.awake();
-        // Mail waiting after a timeout is a lost wake-up only if nobody rang and no sender chose
-        // not to (its mail could wait for this wake-up): a ring that came as the timeout fired
-        // left its token (taken here, so the next park does not end at once). A sender records
-        // its choice just after sending, so one descheduled between the two (a busy machine)
-        // has not recorded it yet: the wake-up is judged later, once that sender has run.
-        if !rung && self.has_pending_work() && self.doorbell.try_recv().is_err() {
-            self.tele.unjudged_wakeup = Some(skipped);
+        // Mail waiting after a timeout is a lost wake-up only if no sender rang or chose not to
+        // (its mail could wait for this wake-up). A sender counts its choice just after sending,
+        // so one descheduled between the two (a busy machine) has not counted it yet: the
+        // wake-up is judged once every shard has finished the flush it was in (`judge_wakeup`).
+        // A ring that came as the timeout fired left its token (taken here, so the next park
+        // does not end at once).
+        if !rung_now
+            && self.has_pending_work()
+            && self.doorbell.try_recv().is_err()
+            && self.tele.unjudged_wakeup.is_none()
+        {
+            let flushes = self.signals.iter().map(|s| s.flushes()).collect();
+            self.tele.unjudged_wakeup = Some(Unjudged { skipped, rung, flushes });
         }
         self.tele.parked_ns += now_ns() - t0;
     }
 
-    /// Judge the last park that ended on its timeout with mail and no ring (see `park`): lazy
-    /// if a sender has recorded a skip since that park began, lost otherwise.
-    /// Called at the next park and at exit, by which time a sender between sending and
-    /// recording has long run on.
-    fn judge_wakeup(&mut self) {
-        let Some(skipped) = self.tele.unjudged_wakeup.take() else { return };
-        if self.signals[self.id as usize].skipped() == skipped {
+    /// Judge the park that ended on its timeout with mail and no ring (see `park`): lazy if a
+    /// sender counted a skip since it began, late if one counted a ring, lost otherwise. Judged
+    /// only once every other shard has completed a flush since (or is parked, or given up), so
+    /// that a sender between sending and counting has counted; until then it waits for a later
+    /// park. At exit (`exiting`) it waits for them, a second at most (every other shard's
+    /// loop flushes, parks or exits, and exiting counts as a flush).
+    fn judge_wakeup(&mut self, exiting: bool) {
+        let Some(u) = &self.tele.unjudged_wakeup else { return };
+        let me = self.id as usize;
+        let ready = || {
+            self.signals
+                .iter()
+                .enumerate()
+                .all(|(s, sig)| s == me || sig.flushes() != u.flushes[s] || sig.is_sleeping() || sig.is_gone())
+        };
+        let give_up = now_ns() + 1_000_000_000;
+        while !ready() {
+            if !exiting || now_ns() > give_up {
+                return;
+            }
+            std::thread::yield_now();
+        }
+        let sig = &self.signals[me];
+        if sig.skipped() != u.skipped {
+            self.tele.lazy_wakeups += 1;
+        } else if sig.rung() == u.rung {
             self.tele.missed_wakeups += 1;
             tracing::debug!(shard = self.id, "woke on the park timeout with mail waiting: a wake-up was lost");
-        } else {
-            self.tele.lazy_wakeups += 1;
         }
+        self.tele.unjudged_wakeup = None;
     }
 
     /// Once per tick: shards given up, sinks flushed, lessees retired, key groups spread or

@@ -18,9 +18,9 @@ pub(super) struct Telemetry {
     pub missed_wakeups: u64,
     /// Parks that ended on their own timeout with mail whose sender chose not to ring.
     pub lazy_wakeups: u64,
-    /// A park that ended on its timeout with mail and no ring: the count of skips when that
-    /// park began, judged at the next park or at exit (see `Shard::park`).
-    pub unjudged_wakeup: Option<u64>,
+    /// A park that ended on its timeout with mail and no ring, judged once every sender has
+    /// finished what it was sending then (see `Shard::park`).
+    pub unjudged_wakeup: Option<Unjudged>,
     /// Per function: lessee slots open here, and the most since the last report.
     pub lessees_here: Vec<u64>,
     pub lessees_max: Vec<u64>,
@@ -38,6 +38,15 @@ pub(super) struct Telemetry {
     /// Scratch: ingress times of the outputs the sink records just run made, recorded with the
     /// time their run ended (`Shard::time_outputs`).
     pub outputs_due: Vec<u64>,
+}
+
+/// What a shard knew of its senders when a park ended on its timeout with mail and no ring.
+pub(super) struct Unjudged {
+    /// Skips and rings counted for it when the park began.
+    pub skipped: u64,
+    pub rung: u64,
+    /// Each shard's completed flushes when the park ended.
+    pub flushes: Vec<u64>,
 }
 
 impl Telemetry {
