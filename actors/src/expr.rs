@@ -204,10 +204,13 @@ impl Numeric for f64 {
     }
 }
 
+/// A record's fields, archived: what expressions read.
+type Fields = [ArchivedValue];
+
 /// Field `pos` of `rec` as a `T` (`T::MISSING` if the record has no such field of that type).
 #[inline(always)]
-fn read_field<T: Numeric>(rec: &ArchivedRecord, pos: usize) -> T {
-    rec.fields.get(pos).and_then(T::read).unwrap_or(T::MISSING)
+fn read_field<T: Numeric>(rec: &Fields, pos: usize) -> T {
+    rec.get(pos).and_then(T::read).unwrap_or(T::MISSING)
 }
 
 /// A typed numeric subexpression producing `T`.
@@ -226,7 +229,7 @@ enum NumNode<T> {
 impl<T: Numeric> NumNode<T> {
     /// Hot path: no allocation.
     #[inline]
-    fn eval(&self, rec: &ArchivedRecord) -> T {
+    fn eval(&self, rec: &Fields) -> T {
         match self {
             NumNode::Field(pos) => read_field(rec, *pos),
             NumNode::Const(v) => *v,
@@ -239,7 +242,7 @@ impl<T: Numeric> NumNode<T> {
 
     /// [`NumNode::eval`] with a field or a literal read in place: no call.
     #[inline(always)]
-    fn eval_leaf(&self, rec: &ArchivedRecord) -> T {
+    fn eval_leaf(&self, rec: &Fields) -> T {
         match self {
             NumNode::Field(pos) => read_field(rec, *pos),
             NumNode::Const(v) => *v,
@@ -250,7 +253,7 @@ impl<T: Numeric> NumNode<T> {
     /// [`NumNode::eval`] at the root of an expression: the common shapes (a field, a literal,
     /// one operation on those) evaluate inline, in the caller's loop; deeper trees recurse.
     #[inline(always)]
-    fn eval_root(&self, rec: &ArchivedRecord) -> T {
+    fn eval_root(&self, rec: &Fields) -> T {
         match self {
             NumNode::Arith(op, a, b) => T::arith(*op, a.eval_leaf(rec), b.eval_leaf(rec)),
             other => other.eval_leaf(rec),
@@ -268,9 +271,9 @@ enum StrNode {
 impl StrNode {
     /// Hot path: borrows from the record or the literal.
     #[inline]
-    fn eval<'a>(&'a self, rec: &'a ArchivedRecord) -> &'a str {
+    fn eval<'a>(&'a self, rec: &'a Fields) -> &'a str {
         match self {
-            StrNode::Field(pos) => rec.fields.get(*pos).and_then(|v| v.as_str()).unwrap_or(""),
+            StrNode::Field(pos) => rec.get(*pos).and_then(|v| v.as_str()).unwrap_or(""),
             StrNode::Const(s) => s,
         }
     }
@@ -294,9 +297,9 @@ enum BoolNode {
 impl BoolNode {
     /// Hot path: no allocation.
     #[inline]
-    fn eval(&self, rec: &ArchivedRecord) -> bool {
+    fn eval(&self, rec: &Fields) -> bool {
         match self {
-            BoolNode::Field(pos) => rec.fields.get(*pos).and_then(|v| v.as_bool()).unwrap_or(false),
+            BoolNode::Field(pos) => rec.get(*pos).and_then(|v| v.as_bool()).unwrap_or(false),
             BoolNode::Const(v) => *v,
             BoolNode::Not(e) => !e.eval(rec),
             BoolNode::And(a, b) => a.eval(rec) && b.eval(rec),
@@ -354,6 +357,7 @@ impl Expr {
     /// steady state (a string result allocates only when `out` held no string).
     #[inline]
     pub fn eval_into(&self, rec: &ArchivedRecord, out: &mut Value) {
+        let rec: &Fields = &rec.fields;
         // A slot already of the result's type (a map's scratch row, after its first record)
         // takes the new payload alone: one store, and no drop of the old value to check for.
         match (&self.root, out) {
@@ -428,6 +432,13 @@ impl ScalarExpr {
     /// those) evaluate inline.
     #[inline]
     pub fn eval_cell(&self, rec: &ArchivedRecord) -> Cell {
+        self.eval_fields(&rec.fields)
+    }
+
+    /// Evaluate on a record's fields (`ArchivedRecord::fields`, or a row of cells seen as its
+    /// archived values: [`Cell::as_archived`]). Hot path.
+    #[inline(always)]
+    pub fn eval_fields(&self, rec: &[ArchivedValue]) -> Cell {
         match self.shape {
             Shape::U64Field(pos) => return Cell::u64(read_field(rec, pos)),
             Shape::U64FieldConst(op, pos, c) => return Cell::u64(u64::arith(op, read_field(rec, pos), c)),
@@ -461,7 +472,7 @@ impl Predicate {
     /// Whether `rec` satisfies the predicate. Hot path: no allocation.
     #[inline]
     pub fn test(&self, rec: &ArchivedRecord) -> bool {
-        self.root.eval(rec)
+        self.root.eval(&rec.fields)
     }
 }
 

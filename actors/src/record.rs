@@ -301,6 +301,18 @@ impl Cell {
         })
     }
 
+    /// A row of cells seen as the archived values it is made of (what [`archive_cells`] writes
+    /// them as): a record's fields, for expressions to read in place, with nothing written.
+    #[cfg(target_endian = "little")]
+    #[inline(always)]
+    pub fn as_archived(cells: &[Cell]) -> &[ArchivedValue] {
+        const _: () = assert!(std::mem::align_of::<ArchivedValue>() <= std::mem::align_of::<Cell>());
+        // SAFETY: a cell is the 16 bytes of an archived scalar value (see the type), sizes are
+        // equal and the cell's alignment is at least the value's; cells are made only by the
+        // constructors above, so each holds a valid tag (and a bool's byte is 0 or 1).
+        unsafe { std::slice::from_raw_parts(cells.as_ptr().cast::<ArchivedValue>(), cells.len()) }
+    }
+
     /// The value it holds.
     pub fn to_value(self) -> Value {
         match self.0[0] & 0xff {
@@ -700,8 +712,11 @@ mod tests {
                 assert_eq!(a, b, "{n} values");
                 assert_eq!(&by_cells[..], &by_values[..], "{n} values");
                 let rec = access(&by_cells[a]).unwrap();
-                for ((v, c), archived) in values.iter().zip(&cells).zip(rec.fields.iter()) {
+                let seen = Cell::as_archived(&cells);
+                assert_eq!(seen.len(), cells.len());
+                for (((v, c), archived), in_place) in values.iter().zip(&cells).zip(rec.fields.iter()).zip(seen) {
                     assert_eq!(Cell::of(archived), Some(*c));
+                    assert_eq!(Cell::of(in_place), Some(*c), "a cell read in place as its archived value");
                     assert_eq!(c.to_value(), *v);
                     assert_eq!(c.key_hash(), v.key_hash());
                     assert_eq!(c.as_u64(), v.as_u64());

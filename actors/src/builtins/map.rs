@@ -45,6 +45,17 @@ impl Map {
     }
 }
 
+impl Map {
+    /// Its expressions when every output is a scalar (a row of cells): what a record's fields
+    /// become, evaluated by whoever runs the map where its input is made (operator fusion).
+    pub fn scalar_exprs(&self) -> Option<&[ScalarExpr]> {
+        match &self.out {
+            Row::Cells { exprs, .. } => Some(exprs),
+            Row::Values { .. } => None,
+        }
+    }
+}
+
 /// A placeholder of type `ty` for the scratch row.
 fn zero(ty: FieldType) -> Value {
     match ty {
