@@ -69,6 +69,9 @@ pub struct AppStats {
     /// Records that ran at once on their sender's shard (operator chaining), skipping the run
     /// queue.
     pub chained: u64,
+    /// Records of a map computed where its input was made (operator fusion): the map's input
+    /// record was never made, chained or queued.
+    pub fused: u64,
     /// Records that ran as their batch arrived from another shard (or this one's staging),
     /// skipping the run queue: a policy that runs messages in arrival order, nothing waiting.
     pub on_arrival: u64,
@@ -180,6 +183,7 @@ impl AppStats {
             late_dropped: 0,
             scale_up_signals: 0,
             chained: 0,
+            fused: 0,
             on_arrival: 0,
             latency_ns: new_histogram(),
             service_ns: 0,
@@ -195,6 +199,7 @@ impl AppStats {
         self.late_dropped += o.late_dropped;
         self.scale_up_signals += o.scale_up_signals;
         self.chained += o.chained;
+        self.fused += o.fused;
         self.on_arrival += o.on_arrival;
         add_histogram(&mut self.latency_ns, &o.latency_ns);
         self.service_ns += o.service_ns;
@@ -223,6 +228,7 @@ impl AppStats {
         self.late_dropped = 0;
         self.scale_up_signals = 0;
         self.chained = 0;
+        self.fused = 0;
         self.on_arrival = 0;
         reset_histogram(&mut self.latency_ns);
         self.service_ns = 0;
@@ -351,6 +357,7 @@ mod tests {
         s.record_output(1_500, 1_000);
         s.record_output(500, 1_000);
         s.chained = 3;
+        s.fused = 5;
         s.on_arrival = 4;
         s.service_ns = 99;
         s.actors.barriers = 1;
@@ -382,7 +389,7 @@ mod tests {
         // Other tests' engines share the pool: whatever it hands out must be empty.
         for s in fresh_stats(RECYCLED_MAX + 4) {
             assert_eq!((s.events_in, s.events_out, s.within_slo, s.chained, s.service_ns), (0, 0, 0, 0, 0));
-            assert_eq!(s.on_arrival, 0);
+            assert_eq!((s.on_arrival, s.fused), (0, 0));
             assert!(s.latency_ns.is_empty() && s.actors.barrier_ns.is_empty());
             assert!(s.actors.scale_up_ns.is_empty() && s.actors.lease_delivery_ns.is_empty());
             assert_eq!((s.actors.barriers, s.actors.hosted_ns), (0, 0));

@@ -210,6 +210,16 @@ pub trait Policy: 'static {
     /// `function`, `port`).
     #[inline]
     fn on_send(&mut self, _parent: &Header, _child: &mut Header) {}
+    /// Whether `on_send` does anything. A policy whose `on_send` is a no-op says no; if its
+    /// `pre_apply` and `post_apply` are no-ops too (`observes_apply`) and it chains, a stateless
+    /// map whose records may chain is fused into what feeds it (`shard::fuse`): its fields are
+    /// computed where its input is made, and that input is never made as a message, so no
+    /// hook sees it (none would have done anything with it). Default: yes, so a user policy
+    /// sees every message at every hook.
+    #[inline]
+    fn observes_send(&self) -> bool {
+        true
+    }
     /// A lessee on this shard is offered a forwarded message: take it, or hand it back to the
     /// lessor (which then runs it). Default: take it when it would start here sooner than at
     /// the lessor (a lessee's backlog is what the next barrier waits for: keep it short).
@@ -249,6 +259,11 @@ impl Policy for Fifo {
     /// Its `pre_apply` and `post_apply` are no-ops.
     #[inline]
     fn observes_apply(&self) -> bool {
+        false
+    }
+    /// Its `on_send` is a no-op.
+    #[inline]
+    fn observes_send(&self) -> bool {
         false
     }
     #[inline]
@@ -320,6 +335,11 @@ impl Policy for Edf {
     fn observes_apply(&self) -> bool {
         false
     }
+    /// Its `on_send` is a no-op.
+    #[inline]
+    fn observes_send(&self) -> bool {
+        false
+    }
     /// A chained record inherits its parent's deadline, and the parent was the earliest.
     #[inline]
     fn chains(&self) -> bool {
@@ -348,6 +368,11 @@ impl Policy for Laxity {
     /// Its `pre_apply` and `post_apply` are no-ops.
     #[inline]
     fn observes_apply(&self) -> bool {
+        false
+    }
+    /// Its `on_send` is a no-op.
+    #[inline]
+    fn observes_send(&self) -> bool {
         false
     }
     /// The parent's laxity counted its chain's cost (its cost to go): running the chain at once
@@ -464,6 +489,11 @@ impl Policy for Bare {
     fn observes_apply(&self) -> bool {
         false
     }
+    /// Its `on_send` is a no-op.
+    #[inline]
+    fn observes_send(&self) -> bool {
+        false
+    }
     #[inline]
     fn on_ingress(&mut self, _h: &mut Header, _app: &AppPlan) {}
     #[inline]
@@ -561,6 +591,10 @@ impl Policy for Builtin {
     #[inline(always)]
     fn post_apply(&mut self, h: &Header, cx: &SchedCx<'_>) {
         dispatch!(self, p => p.post_apply(h, cx))
+    }
+    #[inline]
+    fn observes_send(&self) -> bool {
+        dispatch!(self, p => p.observes_send())
     }
     #[inline]
     fn on_send(&mut self, parent: &Header, child: &mut Header) {

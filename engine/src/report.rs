@@ -63,6 +63,10 @@ pub struct AppSummary {
     /// Records that ran at once on their sender's shard, skipping the run queue (operator
     /// chaining: forward edges to stateless functions, under a policy that allows it).
     pub chained: u64,
+    /// Records of a map computed where its input was made, which was never made as a record
+    /// (operator fusion: maps of scalars fed by forward edges, under a policy that observes no
+    /// hook on them).
+    pub fused: u64,
     /// Records that ran as their batch arrived, skipping the run queue (under a policy that
     /// runs messages in arrival order, when nothing waited on the shard).
     pub on_arrival: u64,
@@ -276,6 +280,7 @@ impl Summary {
                 late_dropped: s.late_dropped,
                 scale_up_signals: s.scale_up_signals,
                 chained: s.chained,
+                fused: s.fused,
                 on_arrival: s.on_arrival,
                 shard_seconds: s.actors.hosted_ns as f64 / 1e9,
                 placed_on: a.shards.clone(),

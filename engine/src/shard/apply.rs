@@ -6,6 +6,7 @@ use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::ids::{FunctionId, ShardId};
 
 use super::dual_mode::TOKEN;
+use super::fuse::Fusing;
 use super::router::Router;
 use super::router::{broadcast, broadcast_watermark};
 use super::stretch::{StretchRun, Timing};
@@ -104,6 +105,8 @@ impl<P: Policy> Shard<P> {
                 }
                 let (mut parts, mail) = self.parts();
                 let batch = mail.held.batch(slot);
+                // What runs after this stretch: the rest of the batch (nothing is chained yet).
+                parts.rest = Some(&batch.entries[end..]);
                 let failed = parts.run_stretch(f, &batch.entries[i..end], batch, chain, Timing::Counted);
                 self.time_outputs(app);
                 if failed {
@@ -308,7 +311,11 @@ impl<P: Policy> Shard<P> {
         self.touch(app);
         self.debug_assert_group_here(f, h.key_hash);
         let chain = self.chain_on();
+        let running = self.chain.running;
         let (mut parts, mail) = self.parts();
+        // Outside a chain's run nothing chained waits; within one (a queued record run to
+        // catch up), what does is not known here.
+        parts.rest = (!running).then_some(&[][..]);
         let one = [Entry { header: *h, off, len }];
         parts.run_stretch(f, &one, mail.held.batch(slot), chain, Timing::Once(sampled));
         self.time_outputs(app);
@@ -318,7 +325,7 @@ impl<P: Policy> Shard<P> {
     /// sink's outputs are out when its run (one record, or a stretch of chained ones) ends,
     /// which errs towards more latency by at most that run's microseconds.
     #[inline]
-    fn time_outputs(&mut self, app: usize) {
+    pub(super) fn time_outputs(&mut self, app: usize) {
         if !self.tele.outputs_due.is_empty() {
             self.record_outputs(app);
         }
@@ -358,6 +365,8 @@ impl<P: Policy> Shard<P> {
             placement: &self.placement,
             chain_next: &mut self.chain.next,
             chainable: &self.chain.chainable,
+            fusion: &mut self.chain.fusion,
+            rest: None,
         };
         (parts, &self.mail)
     }
@@ -416,7 +425,9 @@ impl<P: Policy> Shard<P> {
                 for e in stretch {
                     self.debug_assert_group_here(f, e.header.key_hash);
                 }
-                let failed = self.parts().0.run_stretch(f, stretch, &batch, chain, Timing::Counted);
+                let mut parts = self.parts().0;
+                parts.rest = Some(rest);
+                let failed = parts.run_stretch(f, stretch, &batch, chain, Timing::Counted);
                 self.time_outputs(app);
                 if failed {
                     self.check_user_code(f);
@@ -454,6 +465,8 @@ impl<P: Policy> Shard<P> {
         };
         self.chain.chainable = (0..slots.ops.len()).map(|f| operator(f) || window(f)).collect();
         self.chain.wm_chainable = (0..slots.ops.len()).map(operator).collect();
+        let rb = &self.rb;
+        self.chain.fusion.refresh(&self.plan, &slots.ops, &self.chain.chainable, |f| rb.counts(f));
         // Edges into a sink that reads headers alone carry no payload: its instances here must
         // be such sinks (a factory replaced without `Plan::replace_factory` would get records
         // it cannot read).
@@ -575,6 +588,10 @@ struct RecordParts<'a, P: Policy> {
     placement: &'a crate::placement::PlacementTable,
     chain_next: &'a mut super::chain::ChainBuf,
     chainable: &'a [bool],
+    fusion: &'a mut super::fuse::Fusion,
+    /// The chained records that run after these, if known (`shard::fuse`): None, nothing is
+    /// fused.
+    rest: Option<&'a [Entry]>,
 }
 
 impl<P: Policy> RecordParts<'_, P> {
@@ -609,10 +626,14 @@ impl<P: Policy> RecordParts<'_, P> {
         };
         let t0 = if timed > 0 { now_ns() } else { 0 };
         let op = self.slots.ops[f].as_mut().expect("message for a function instance on this shard");
+        let functions = &self.plan.functions[..];
+        let outputs_due = &mut self.tele.outputs_due;
+        let fusing =
+            self.rest.filter(|_| chain).map(|rest| Fusing { fusion: &mut *self.fusion, rest, functions, outputs_due });
         let chain = chain.then_some((&mut *self.chain_next, self.chainable));
         let parts = self.sched.split();
         let cost = parts.cost;
-        let router = Router::of_parts(self.out, parts, self.placement, &fp.outputs, first.header, chain);
+        let router = Router::of_parts(self.out, parts, self.placement, &fp.outputs, first.header, chain, fusing);
         let mut run = StretchRun::new(router, &self.plan.apps, cost, self.rb, f, t0);
         let failed = op.on_stretch(stretch, batch, &mut run);
         if timed > 0 {

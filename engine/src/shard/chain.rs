@@ -47,6 +47,8 @@ pub(super) struct Chain {
     pub next: ChainBuf,
     /// Records running now.
     pub cur: ChainBuf,
+    /// The maps records may be fused into (`shard::fuse`), refreshed with `chainable`.
+    pub fusion: super::fuse::Fusion,
     /// The shard is running chained records now (what runs meanwhile chains into `next`, which
     /// the same loop runs next).
     pub running: bool,
@@ -78,6 +80,12 @@ impl ChainBuf {
         self.batch.push_child(parent, child, |b| write(b, arena));
     }
 
+    /// The serializer's scratch arena.
+    #[inline]
+    pub fn arena(&mut self) -> &mut Arena {
+        &mut self.arena
+    }
+
     /// The header of the record chained last.
     #[inline(always)]
     pub fn last_header(&self) -> &Header {
@@ -97,6 +105,8 @@ pub(super) struct ChainTo<'a> {
     pub buf: &'a mut ChainBuf,
     pub chainable: &'a [bool],
     pub runq: &'a RunQueue,
+    /// The maps it may fuse (`shard::fuse`), if the policy lets it.
+    pub fusing: Option<super::fuse::Fusing<'a>>,
 }
 
 impl ChainTo<'_> {

@@ -9,6 +9,7 @@ mod apply;
 mod chain;
 mod deploy;
 mod dual_mode;
+mod fuse;
 mod gone;
 mod held;
 mod idle;
@@ -616,6 +617,9 @@ impl<P: Policy> Shard<P> {
             let Some(total) = self.slots.late_dropped(f) else { continue };
             self.tele.stats[self.sched.cost.fn_app[f] as usize].late_dropped += total - self.tele.late_seen[f];
             self.tele.late_seen[f] = total;
+        }
+        for (f, n) in self.chain.fusion.fused.iter_mut().enumerate().filter(|(_, n)| **n > 0) {
+            self.tele.stats[self.sched.cost.fn_app[f] as usize].fused += std::mem::take(n);
         }
         for (stats, n) in self.tele.stats.iter_mut().zip(self.sched.scale_up.iter_mut()) {
             stats.scale_up_signals += std::mem::take(n);

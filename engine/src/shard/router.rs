@@ -3,8 +3,8 @@
 
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::operator::Emitter;
-use dirigo_actors::record::{archive_cells, archive_values_with, Cell, RecordsOnly, Value};
-use dirigo_net::mailbox::{append_aligned, append_copy};
+use dirigo_actors::record::{archive_cells, archive_values_with, ArchivedValue, Cell, RecordsOnly, Value};
+use dirigo_net::mailbox::{append_aligned, append_copy, Entry};
 use rkyv::ser::allocator::Arena;
 use rkyv::util::AlignedVec;
 use std::ops::Range;
@@ -14,6 +14,7 @@ use crate::plan::{Edge, Partition, Plan};
 use crate::policy::{Placement, Policy, RouteCx};
 use crate::runqueue::RunQueue;
 use crate::shard::chain::{ChainBuf, ChainTo};
+use crate::shard::fuse::{Decisions, Fusing};
 use crate::shard::outputs::Outputs;
 use crate::shard::sched::{Sched, SchedParts};
 
@@ -21,6 +22,16 @@ use crate::shard::sched::{Sched, SchedParts};
 /// Made from the scheduler part for one message (`Router::new`): it holds the policy and the
 /// load figures it reads, not the part, so the hot path reads them without a second hop.
 pub struct Router<'a, P: Policy> {
+    core: Core<'a, P>,
+    edges: &'a [Edge],
+    parent: Header,
+    /// What this router found for each edge, for its life (see `Decisions`).
+    decided: Decisions,
+}
+
+/// What routing along any node's edges uses: the node's own router's, and a fused map's
+/// (`shard::fuse`), which routes its outputs along its edges with the same parts.
+struct Core<'a, P: Policy> {
     out: &'a mut Outputs,
     policy: &'a mut P,
     load: RouteLoad<'a>,
@@ -28,17 +39,13 @@ pub struct Router<'a, P: Policy> {
     scale_up_signals: &'a mut u64,
     /// Which shard holds each key group.
     placement: &'a PlacementTable,
-    edges: &'a [Edge],
-    parent: Header,
     /// Where records on forward edges go when they may run at once (`shard::chain`); None:
-    /// chaining is off for this message.
+    /// chaining is off for this message. Whether an edge's target takes chained records
+    /// (`ChainTo::may_run`) is asked once per edge for a router's life (`Decisions::chains`):
+    /// what could change it (something staged for the target on this shard, a control message
+    /// queued for it, an instance coming or going) happens only between stretches, and a
+    /// record that chains stages nothing.
     chain: Option<ChainTo<'a>>,
-    /// Per edge (bit `i` for edge `i`, the first 64): its target was found to take chained
-    /// records (`ChainTo::may_run`) by an earlier record of this router. That holds for the
-    /// router's life (one stretch, or one poll of a source): what could change it (something
-    /// staged for the target on this shard, a control message queued for it, an instance coming
-    /// or going) happens only between stretches, and a record that chains stages nothing.
-    chains: u64,
 }
 
 /// What the router knows of the load, refreshed once per turn.
@@ -76,11 +83,12 @@ impl<'a, P: Policy> Router<'a, P> {
         parent: Header,
         chain: Option<(&'a mut ChainBuf, &'a [bool])>,
     ) -> Self {
-        Self::of_parts(out, sched.split(), placement, edges, parent, chain)
+        Self::of_parts(out, sched.split(), placement, edges, parent, chain, None)
     }
 
     /// A chaining router made from the scheduler's parts (`Sched::split`), so that a stretch of
-    /// records of one function (`shard::stretch`) keeps the costs its hooks read.
+    /// records of one function (`shard::stretch`) keeps the costs its hooks read. With
+    /// `fusing`, it fuses maps into what it routes where the policy allows (`shard::fuse`).
     #[inline]
     pub(super) fn of_parts(
         out: &'a mut Outputs,
@@ -89,8 +97,16 @@ impl<'a, P: Policy> Router<'a, P> {
         edges: &'a [Edge],
         parent: Header,
         chain: Option<(&'a mut ChainBuf, &'a [bool])>,
+        fusing: Option<Fusing<'a>>,
     ) -> Self {
-        let chain = chain.map(|(buf, chainable)| ChainTo { buf, chainable, runq: sched.runq });
+        let policy = sched.policy;
+        let fuses = policy.chains() && !policy.observes_apply() && !policy.observes_send();
+        let mut fusing = fusing.filter(|_| fuses);
+        if let Some(f) = fusing.as_mut() {
+            f.fusion.gen += 1;
+        }
+        let runq = sched.runq;
+        let chain = chain.map(|(buf, chainable)| ChainTo { buf, chainable, runq, fusing });
         let load = RouteLoad {
             delay_ns: sched.peer_delay,
             cost_ns: &sched.cost.ns,
@@ -98,7 +114,8 @@ impl<'a, P: Policy> Router<'a, P> {
             now_ns: sched.now,
         };
         let scale_up_signals = &mut sched.scale_up[parent.app as usize];
-        Router { out, policy: sched.policy, load, scale_up_signals, placement, edges, parent, chain, chains: 0 }
+        let core = Core { out, policy, load, scale_up_signals, placement, chain };
+        Router { core, edges, parent, decided: Decisions::default() }
     }
 
     /// The message being applied now: the parent of what is emitted next (its app stays).
@@ -117,9 +134,17 @@ impl<'a, P: Policy> Router<'a, P> {
     /// The policy, for the hooks around each record of a stretch.
     #[inline(always)]
     pub(super) fn policy(&mut self) -> &mut P {
-        self.policy
+        self.core.policy
     }
 
+    /// Route one new record along the node's edges (`Core::route`).
+    #[inline(always)]
+    fn route<T: Payload>(&mut self, key_hash: u64, event_time: u64, record: T) {
+        self.core.route(self.edges, &self.parent, &mut self.decided, key_hash, event_time, record)
+    }
+}
+
+impl<P: Policy> Core<'_, P> {
     /// The receiving shard of a record with key hash `key` along `edge`: this one, or, for a
     /// keyed edge, the home shard of the key.
     #[inline(always)]
@@ -167,60 +192,205 @@ fn route_signal<P: Policy>(
     }
 }
 
-impl<P: Policy> Router<'_, P> {
-    /// Route one new record along every edge: its child header (`on_send`), its shard (`dest`),
-    /// then chained where it may run at once (`shard::chain`), staged otherwise; on a keyed
-    /// edge, `on_route` then sees the header as it was written (`route_signal`).
-    /// To a sink that reads headers alone (`Edge::headers_only`: latency, null) the header goes
-    /// without a payload: nothing is archived for it. The one loop behind every way a record is
-    /// made (`Payload`). Hot path.
+impl<'a, P: Policy> Core<'a, P> {
+    /// Route one new record, made from `parent`, along `edges` (`d`: what was found for them):
+    /// its child header (`on_send`), its shard (`dest`), then fused into its target where that
+    /// is a map that may be (`shard::fuse`), chained where it may run at once (`shard::chain`),
+    /// staged otherwise; on a keyed edge, `on_route` then sees the header as it was written
+    /// (`route_signal`). To a sink that reads headers alone (`Edge::headers_only`: latency,
+    /// null) the header goes without a payload: nothing is archived for it. The one loop
+    /// behind every way a record is made (`Payload`). Hot path.
     #[inline(always)]
-    fn route<T: Payload>(&mut self, key_hash: u64, event_time: u64, mut record: T) {
-        for (i, edge) in self.edges.iter().enumerate() {
-            let key = match edge.partition {
-                Partition::ByField(p, records) => record.field_key(p, records),
-                _ => key_hash,
-            };
-            let dest = self.dest(edge, key);
-            let keyed = !matches!(edge.partition, Partition::Forward);
-            let me = self.out.me;
-            // The child header, made in its entry from the parent's (see `Batch::push_child`).
-            let (policy, parent) = (&mut *self.policy, &self.parent);
-            let mut child = |h: &mut Header| {
-                h.function = edge.target;
-                h.port = edge.port;
-                h.key_hash = key;
-                h.event_time = event_time;
-                h.kind = MessageKind::Data;
-                policy.on_send(parent, h);
-            };
-            if let (true, Some(c)) = (dest == me as usize, self.chain.as_mut()) {
-                let bit = if i < 64 { 1u64 << i } else { 0 };
-                if self.chains & bit != 0 || c.may_run(self.out, edge.target as usize) {
-                    debug_assert!(c.may_run(self.out, edge.target as usize), "a chained target stopped taking records");
-                    self.chains |= bit;
-                    let child = |h: &mut Header| {
-                        child(h);
-                        h.from_shard = me;
-                    };
-                    match edge.headers_only {
-                        true => c.buf.push_child(parent, child, |b, _| b.len()..b.len()),
-                        false => c.buf.push_child(parent, child, |b, arena| record.write(b, arena)),
-                    }
-                    if keyed {
-                        route_signal(self.policy, &self.load, self.scale_up_signals, edge, dest, c.buf.last_header());
-                    }
-                    continue;
+    fn route<T: Payload>(
+        &mut self,
+        edges: &[Edge],
+        parent: &Header,
+        d: &mut Decisions,
+        key_hash: u64,
+        event_time: u64,
+        mut record: T,
+    ) {
+        // One edge (most nodes' case) without a loop: a loop's set-up (the parts it reads,
+        // loaded and kept aside) would be paid per record for one turn.
+        if let [edge] = edges {
+            return self.route_edge(0, edge, parent, d, key_hash, event_time, &mut record);
+        }
+        for (i, edge) in edges.iter().enumerate() {
+            self.route_edge(i, edge, parent, d, key_hash, event_time, &mut record);
+        }
+    }
+
+    /// `route` along edge `i`, `edge`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn route_edge<T: Payload>(
+        &mut self,
+        i: usize,
+        edge: &Edge,
+        parent: &Header,
+        d: &mut Decisions,
+        key_hash: u64,
+        event_time: u64,
+        record: &mut T,
+    ) {
+        let key = match edge.partition {
+            Partition::ByField(p, records) => record.field_key(p, records),
+            _ => key_hash,
+        };
+        let dest = self.dest(edge, key);
+        let keyed = !matches!(edge.partition, Partition::Forward);
+        let me = self.out.me;
+        let bit = if i < 64 { 1u64 << i } else { 0 };
+        if !keyed && self.chain.is_some() && self.fuses(edge, bit, d) {
+            if edge.headers_only {
+                // A sink that reads headers alone: the record is an output, due now.
+                let f = self.fusing();
+                f.fusion.fused[edge.target as usize] += 1;
+                return f.outputs_due.push(parent.ingress_ns);
+            }
+            return self.fuse(edge, parent, key, event_time, record);
+        }
+        // The child header, made in its entry from the parent's (see `Batch::push_child`).
+        let policy = &mut *self.policy;
+        let mut child = |h: &mut Header| {
+            h.function = edge.target;
+            h.port = edge.port;
+            h.key_hash = key;
+            h.event_time = event_time;
+            h.kind = MessageKind::Data;
+            policy.on_send(parent, h);
+        };
+        if let (true, Some(c)) = (dest == me as usize, self.chain.as_mut()) {
+            if d.chains & bit != 0 || c.may_run(self.out, edge.target as usize) {
+                debug_assert!(c.may_run(self.out, edge.target as usize), "a chained target stopped taking records");
+                d.chains |= bit;
+                let child = |h: &mut Header| {
+                    child(h);
+                    h.from_shard = me;
+                };
+                match edge.headers_only {
+                    true => c.buf.push_child(parent, child, |b, _| b.len()..b.len()),
+                    false => c.buf.push_child(parent, child, |b, arena| record.write(b, arena)),
                 }
-            }
-            match edge.headers_only {
-                true => self.out.stage_child(dest, parent, child, |b, _| b.len()..b.len()),
-                false => self.out.stage_child(dest, parent, child, |b, arena| record.write(b, arena)),
-            }
-            if keyed {
-                route_signal(self.policy, &self.load, self.scale_up_signals, edge, dest, self.out.last_staged(dest));
+                if keyed {
+                    route_signal(self.policy, &self.load, self.scale_up_signals, edge, dest, c.buf.last_header());
+                }
+                return;
             }
         }
+        match edge.headers_only {
+            true => self.out.stage_child(dest, parent, child, |b, _| b.len()..b.len()),
+            false => self.out.stage_child(dest, parent, child, |b, arena| record.write(b, arena)),
+        }
+        if keyed {
+            route_signal(self.policy, &self.load, self.scale_up_signals, edge, dest, self.out.last_staged(dest));
+        }
+    }
+
+    /// Whether a record along forward edge `edge` (bit `bit` of `d`) is fused into its target
+    /// (`shard::fuse`): decided for the first, and the same for the rest of the router's life.
+    #[inline(always)]
+    fn fuses(&mut self, edge: &Edge, bit: u64, d: &mut Decisions) -> bool {
+        if d.fuse_decided & bit != 0 {
+            return d.fuses & bit != 0;
+        }
+        self.decide_fusion(edge, bit, d)
+    }
+
+    /// A fusible map (`Fusion::maps`) whose instance may take chained records, with nothing of
+    /// it queued, or chained and not yet run (in the chain buffer, or later in the generation
+    /// running now: at most `REST_SCANNED` of those are looked through).
+    #[inline(never)]
+    fn decide_fusion(&mut self, edge: &Edge, bit: u64, d: &mut Decisions) -> bool {
+        const REST_SCANNED: usize = 256;
+        d.fuse_decided |= bit;
+        let m = edge.target as usize;
+        let Some(c) = self.chain.as_ref() else { return false };
+        let Some(f) = c.fusing.as_ref() else { return false };
+        let waits = |e: &Entry| e.header.function as usize == m;
+        let fuses = bit != 0
+            && f.fusion.fusible(m)
+            && c.may_run(self.out, m)
+            && c.runq.len_of(edge.target) == 0
+            && f.rest.len() <= REST_SCANNED
+            && !f.rest.iter().any(waits)
+            && !c.buf.batch.entries.iter().any(waits);
+        if fuses {
+            d.fuses |= bit;
+        }
+        fuses
+    }
+
+    /// The maps this router fuses; only asked once a fusion was decided.
+    #[inline(always)]
+    fn fusing(&mut self) -> &mut Fusing<'a> {
+        match self.chain.as_mut().and_then(|c| c.fusing.as_mut()) {
+            Some(f) => f,
+            None => unreachable!("a fusion was decided"),
+        }
+    }
+
+    /// Run fused map `edge.target` on `record`, its input made from `parent`: its row computed
+    /// from the record's fields as they are, then, while its one edge goes forward to a map
+    /// fused too, that map's row from it, and so on; the last map's row is routed along its
+    /// edges as the record it outputs. Its parent is `parent`: a child takes from its parent
+    /// only what the input records of the maps would have taken from it too (times, app),
+    /// and no hook is asked about those records (the fusion's condition).
+    #[inline(never)]
+    fn fuse<T: Payload>(&mut self, edge: &Edge, parent: &Header, key: u64, event_time: u64, record: &mut T) {
+        let mut m = edge.target as usize;
+        let f = self.fusing();
+        let (functions, gen) = (f.functions, f.fusion.gen);
+        let mut rows = f.fusion.take_rows();
+        f.fusion.fused[m] += 1;
+        let map = f.fusion.maps[m].as_ref().expect("a fused map");
+        let (records, mut len) = (map.records, map.exprs.len());
+        match record.fields(records) {
+            Some(fields) => map.eval(fields, &mut rows[0][..len]),
+            None => {
+                // Values (a record with strings) or an archive written in place: archived once
+                // into the scratch buffer, read from there.
+                let mut scratch = self.out.take_scratch();
+                let arena = self.chain.as_mut().expect("fusion chains").buf.arena();
+                let r = record.write(&mut scratch, arena);
+                let map = self.fusing().fusion.maps[m].as_ref().expect("a fused map");
+                map.eval(&records.read(&scratch[r]).get().fields, &mut rows[0][..len]);
+                self.out.put_scratch(scratch);
+            }
+        }
+        // The row of the last map fused so far is `rows[cur]`.
+        let mut cur = 0;
+        while let [e] = functions[m].outputs.as_slice() {
+            if !matches!(e.partition, Partition::Forward) || e.headers_only {
+                break;
+            }
+            let d = self.fusing().fusion.maps[m].as_mut().expect("a fused map").decisions(gen);
+            let fuses = match d.fuse_decided & 1 != 0 {
+                true => d.fuses & 1 != 0,
+                false => {
+                    let mut found = *d;
+                    let fuses = self.decide_fusion(e, 1, &mut found);
+                    self.fusing().fusion.maps[m].as_mut().expect("a fused map").decided = found;
+                    fuses
+                }
+            };
+            if !fuses {
+                break;
+            }
+            m = e.target as usize;
+            let fusion = &mut self.fusing().fusion;
+            fusion.fused[m] += 1;
+            let map = fusion.maps[m].as_ref().expect("a fused map");
+            let [a, b] = &mut rows;
+            let (from, to) = if cur == 0 { (&*a, b) } else { (&*b, a) };
+            map.eval(Cell::as_archived(&from[..len]), &mut to[..map.exprs.len()]);
+            (cur, len) = (1 - cur, map.exprs.len());
+        }
+        let mut d = *self.fusing().fusion.maps[m].as_mut().expect("a fused map").decisions(gen);
+        self.route(&functions[m].outputs, parent, &mut d, key, event_time, &rows[cur][..len]);
+        let fusion = &mut self.fusing().fusion;
+        fusion.maps[m].as_mut().expect("a fused map").decided = d;
+        fusion.put_rows(rows);
     }
 }
 
@@ -229,6 +399,9 @@ impl<P: Policy> Router<'_, P> {
 trait Payload {
     /// The key hash of field `p` (an edge partitioned by that field).
     fn field_key(&self, p: usize, records: RecordsOnly) -> u64;
+    /// Its fields as archived values, where they can be read as they are (cells, an archive):
+    /// what a fused map computes its fields from (`records`: the archive is a record).
+    fn fields(&self, records: RecordsOnly) -> Option<&[ArchivedValue]>;
     /// Append its archive to `bytes`, 16-byte aligned (`arena`: the serializer's scratch);
     /// returns its range there.
     fn write(&mut self, bytes: &mut AlignedVec, arena: &mut Arena) -> Range<usize>;
@@ -240,6 +413,10 @@ impl Payload for &[Value] {
         self[p].key_hash()
     }
     #[inline(always)]
+    fn fields(&self, _: RecordsOnly) -> Option<&[ArchivedValue]> {
+        None
+    }
+    #[inline(always)]
     fn write(&mut self, bytes: &mut AlignedVec, arena: &mut Arena) -> Range<usize> {
         archive_values_with(self, bytes, arena)
     }
@@ -249,6 +426,16 @@ impl Payload for &[Cell] {
     #[inline(always)]
     fn field_key(&self, p: usize, _: RecordsOnly) -> u64 {
         self[p].key_hash()
+    }
+    #[cfg(target_endian = "little")]
+    #[inline(always)]
+    fn fields(&self, _: RecordsOnly) -> Option<&[ArchivedValue]> {
+        Some(Cell::as_archived(self))
+    }
+    #[cfg(not(target_endian = "little"))]
+    #[inline(always)]
+    fn fields(&self, _: RecordsOnly) -> Option<&[ArchivedValue]> {
+        None
     }
     #[inline(always)]
     fn write(&mut self, bytes: &mut AlignedVec, _: &mut Arena) -> Range<usize> {
@@ -263,6 +450,10 @@ impl Payload for &[u8] {
         records.read(self).get().fields[p].key_hash()
     }
     #[inline(always)]
+    fn fields(&self, records: RecordsOnly) -> Option<&[ArchivedValue]> {
+        Some(&records.read(self).get().fields)
+    }
+    #[inline(always)]
     fn write(&mut self, bytes: &mut AlignedVec, _: &mut Arena) -> Range<usize> {
         append_copy(bytes, self)
     }
@@ -275,6 +466,9 @@ struct InPlace<'w>(&'w mut dyn FnMut(&mut AlignedVec));
 impl Payload for InPlace<'_> {
     fn field_key(&self, _: usize, _: RecordsOnly) -> u64 {
         unreachable!("an archive written in place is routed only along an edge not partitioned by a field")
+    }
+    fn fields(&self, _: RecordsOnly) -> Option<&[ArchivedValue]> {
+        None
     }
     #[inline(always)]
     fn write(&mut self, bytes: &mut AlignedVec, _: &mut Arena) -> Range<usize> {
@@ -303,10 +497,10 @@ impl<P: Policy> Emitter for Router<'_, P> {
                 return self.route(key_hash, event_time, InPlace(write));
             }
         }
-        let mut scratch = self.out.take_scratch();
+        let mut scratch = self.core.out.take_scratch();
         let r = append_aligned(&mut scratch, write);
         self.route(key_hash, event_time, &scratch[r]);
-        self.out.put_scratch(scratch);
+        self.core.out.put_scratch(scratch);
     }
 
     #[inline]
@@ -348,7 +542,7 @@ pub(super) fn broadcast_watermark(
     let Some((buf, chainable, runq)) = chain else {
         return broadcast(out, plan, placement, edges, parent, MessageKind::Watermark, watermark);
     };
-    let mut c = ChainTo { buf, chainable, runq };
+    let mut c = ChainTo { buf, chainable, runq, fusing: None };
     let to = Control { plan, placement, edges, parent, kind: MessageKind::Watermark, event_time: watermark };
     to.send(out, |out, mut h, lazy| {
         h.from_shard = out.me;

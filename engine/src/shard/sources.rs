@@ -10,6 +10,7 @@ use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::{Cell, Value};
 use rkyv::util::AlignedVec;
 
+use super::fuse::Fusing;
 use super::router::Router;
 use super::router::{broadcast, broadcast_watermark};
 use super::{Shard, TURN_BUDGET};
@@ -213,9 +214,19 @@ impl<P: Policy> Shard<P> {
             let (ran, stop) = self.ingest_run(i, now, started, TURN_BUDGET - n);
             n += ran;
             match stop {
-                Stop::Watermark(h) => self.emit_watermark(i, h),
+                Stop::Watermark(h) => {
+                    self.emit_watermark(i, h);
+                    // A watermark chained for a map fused into this source stops its fusion
+                    // until it has run (`Core::decide_fusion`): it runs now, with what the
+                    // poll chained before it, and the rest of the poll fuses again.
+                    if self.chain.fusion.any() {
+                        self.finish_chain();
+                    }
+                }
                 Stop::Finished => {
+                    let app = self.app_of(&self.src.runs[i]);
                     self.finish_source(i);
+                    self.time_outputs(app);
                     return true;
                 }
                 Stop::Budget | Stop::NotDue | Stop::Idle => break,
@@ -223,6 +234,9 @@ impl<P: Policy> Shard<P> {
         }
         // The records this poll chained run now, in order (see `ingest_run`).
         self.finish_chain();
+        // Outputs of sinks fused into the source (`shard::fuse`) are out.
+        let app = self.app_of(&self.src.runs[i]);
+        self.time_outputs(app);
         n > 0
     }
 
@@ -233,6 +247,10 @@ impl<P: Policy> Shard<P> {
     /// call, no `Produced` made and matched, no match on the source's kind per event.
     fn ingest_run(&mut self, i: usize, now: u64, started: u64, budget: usize) -> (usize, Stop) {
         let chain = self.chain_on().then_some((&mut self.chain.next, &self.chain.chainable[..]));
+        // Between turns' chains: nothing chained waits to run but what this poll chains.
+        debug_assert!(!self.chain.running && self.chain.cur.is_empty());
+        let (fusion, functions) = (&mut self.chain.fusion, &self.plan.functions[..]);
+        let fusing = Some(Fusing { fusion, rest: &[], functions, outputs_due: &mut self.tele.outputs_due });
         let Sources { runs, values, cells, bytes } = &mut self.src;
         let SourceRun { index, inst, skip_ns, produced, max_event_time, .. } = &mut runs[i];
         let sp = &self.plan.sources[*index];
@@ -246,7 +264,8 @@ impl<P: Policy> Shard<P> {
             budget,
         };
         let parent = Header::data(sp.app, 0, 0);
-        let router = Router::of_parts(&mut self.out, self.sched.split(), &self.placement, &sp.outputs, parent, chain);
+        let router =
+            Router::of_parts(&mut self.out, self.sched.split(), &self.placement, &sp.outputs, parent, chain, fusing);
         let run = RunState { produced, max_event_time };
         match inst {
             SourceInstance::Generator(g) if g.is_scalar() => {

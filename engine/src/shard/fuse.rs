@@ -1,0 +1,171 @@
+//! Operator fusion. A map whose outputs are scalars (its fields computed from expressions, no
+//! state) and whose every input is a forward edge runs where its input is made, when the
+//! record could chain to it anyway: its fields are computed on the input's cells or archive as
+//! they are routed (`Core::fuse`), and its row goes on along its own edges as the record it
+//! outputs, with its input's parent as the parent (a child takes the times and the app from
+//! its parent, which the map's input record would have carried unchanged). The input record
+//! itself is never made: no entry, no archive, no stretch, no header copied for it. A map whose
+//! one edge goes forward to another such map computes that one's row next, and so on. A sink
+//! that reads headers alone (latency, null), fed by forward edges, takes its record as its
+//! ingress time, due as an output when the run ends (`Telemetry::outputs_due`), as its stretch
+//! would have. Chaining would run either right after the record's maker; fusion skips making
+//! the record in between.
+//!
+//! When: the policy chains and its `on_send`, `pre_apply` and `post_apply` are no-ops
+//! (`Policy::observes_send`, `Policy::observes_apply`), so no hook would do anything with the
+//! record; no snapshot aligns (chaining is on); the function's instance here may take chained
+//! records (`ChainTo::may_run`); and nothing of it waits on the shard, queued or chained and
+//! not yet run (`Core::decide_fusion`): its input channel from this shard is then empty, and
+//! the record that would have been the next on it runs now, in its place. A router decides once
+//! per edge for its life (a stretch, or a poll of a source), as it decides whether it chains:
+//! nothing it does meanwhile queues, stages or chains anything for the function (what it would
+//! chain to it, it fuses).
+//!
+//! Not fused: watermarks, ends and barriers (they reach the instance as they always do; a
+//! fused record never overtakes one, since one waiting stops fusion until it has run), maps
+//! with a string output (their rows are values), functions behind a keyed edge (their records
+//! are counted by key group), and everything under a policy that observes a hook.
+
+use dirigo_actors::expr::ScalarExpr;
+use dirigo_actors::record::{ArchivedValue, Cell, RecordsOnly};
+
+use dirigo_net::mailbox::Entry;
+
+use crate::instance::{Builtin, OperatorInstance};
+use crate::plan::{Edge, FunctionPlan, Partition, Plan};
+
+/// What a router that may fuse maps (`shard::fuse`) reads.
+pub(super) struct Fusing<'a> {
+    pub fusion: &'a mut Fusion,
+    /// The chained records that have not run yet besides those in the chain buffer (the rest
+    /// of the generation running now).
+    pub rest: &'a [Entry],
+    /// The plan's functions: a fused map's edges.
+    pub functions: &'a [FunctionPlan],
+    /// The ingress times of the outputs made here (`Telemetry::outputs_due`): a fused sink's.
+    pub outputs_due: &'a mut Vec<u64>,
+}
+
+/// The maps of this shard that may be fused, by function, and the router generation their
+/// decisions belong to.
+#[derive(Default)]
+pub(super) struct Fusion {
+    pub maps: Vec<Option<FusedMap>>,
+    /// Per function: a sink that reads headers alone (latency, null), fed by forward edges: a
+    /// record for it fused is its ingress time, due as an output (`Telemetry::outputs_due`).
+    pub sinks: Vec<bool>,
+    /// Bumped for each router that may fuse: a fused map's decisions are its router's.
+    pub gen: u64,
+    /// Per function: records of it fused since the last report.
+    pub fused: Vec<u64>,
+    /// Scratch: output rows, each as long as the longest map's. A fusion takes two (a map's
+    /// row and the next one's) and gives them back; one within it (a map of two edges fused on
+    /// along one) takes two more.
+    pub rows: Vec<Vec<Cell>>,
+    /// The longest map's row.
+    pub longest: usize,
+}
+
+/// A map as a fused one runs it.
+pub(super) struct FusedMap {
+    pub exprs: Vec<ScalarExpr>,
+    /// Its input is records (as its instance's is).
+    pub records: RecordsOnly,
+    /// What the router of generation `gen` found for the map's edges.
+    pub decided: Decisions,
+    pub gen: u64,
+}
+
+impl FusedMap {
+    /// Its output row, computed from its input's fields into `row`.
+    #[inline(always)]
+    pub fn eval(&self, fields: &[ArchivedValue], row: &mut [Cell]) {
+        for (expr, cell) in self.exprs.iter().zip(row) {
+            *cell = expr.eval_fields(fields);
+        }
+    }
+
+    /// Its decisions, for the router of generation `gen` (found afresh for a new router).
+    #[inline(always)]
+    pub fn decisions(&mut self, gen: u64) -> &mut Decisions {
+        if self.gen != gen {
+            (self.gen, self.decided) = (gen, Decisions::default());
+        }
+        &mut self.decided
+    }
+}
+
+/// Per output edge (bit `i` for edge `i`, the first 64), what a router found for its life.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Decisions {
+    /// The target takes chained records (`ChainTo::may_run`).
+    pub chains: u64,
+    /// Whether the target is fused was decided, and the answer.
+    pub fuse_decided: u64,
+    pub fuses: u64,
+}
+
+impl Fusion {
+    /// Whether any function here may be fused.
+    #[inline]
+    pub fn any(&self) -> bool {
+        self.maps.iter().any(Option::is_some) || self.sinks.contains(&true)
+    }
+
+    /// Whether function `f` may be fused.
+    #[inline]
+    pub fn fusible(&self, f: usize) -> bool {
+        self.maps.get(f).is_some_and(Option::is_some) || self.sinks.get(f).copied().unwrap_or(false)
+    }
+
+    /// Which functions here may be fused, from their instances and the plan: maps of scalar
+    /// outputs, fed by forward edges only, that records may chain to (`chainable`) and that
+    /// are not counted by key group (`counted`). Recomputed with `chainable`.
+    pub fn refresh(
+        &mut self,
+        plan: &Plan,
+        ops: &[Option<OperatorInstance>],
+        chainable: &[bool],
+        counted: impl Fn(usize) -> bool,
+    ) {
+        let forward_only = |f: usize| {
+            let into = |e: &&Edge| e.target as usize == f;
+            let sources = plan.sources.iter().flat_map(|s| s.outputs.iter().filter(into));
+            let functions = plan.functions.iter().flat_map(|g| g.outputs.iter().filter(into));
+            sources.chain(functions).all(|e| e.partition == Partition::Forward)
+        };
+        self.maps = (0..ops.len())
+            .map(|f| {
+                let Some(OperatorInstance::Builtin(Builtin::Map(map), records)) = &ops[f] else { return None };
+                let exprs = map.scalar_exprs()?;
+                if !chainable[f] || counted(f) || plan.functions[f].is_sink || !forward_only(f) {
+                    // (A map's input carries its fields: never headers alone.)
+                    return None;
+                }
+                Some(FusedMap { exprs: exprs.to_vec(), records: *records, decided: Decisions::default(), gen: 0 })
+            })
+            .collect();
+        self.sinks = (0..ops.len())
+            .map(|f| {
+                let ignores = matches!(&ops[f], Some(OperatorInstance::Sink(s)) if s.ignores_records());
+                ignores && plan.functions[f].ignores_records && chainable[f] && !counted(f) && forward_only(f)
+            })
+            .collect();
+        self.fused.resize(ops.len(), 0);
+        self.longest = self.maps.iter().flatten().map(|m| m.exprs.len()).max().unwrap_or(0);
+        self.rows.clear();
+    }
+
+    /// Two output rows (`rows`).
+    #[inline(always)]
+    pub fn take_rows(&mut self) -> [Vec<Cell>; 2] {
+        let mut row = || self.rows.pop().unwrap_or_else(|| vec![Cell::u64(0); self.longest]);
+        [row(), row()]
+    }
+
+    /// Give back rows taken with `take_rows`.
+    #[inline(always)]
+    pub fn put_rows(&mut self, rows: [Vec<Cell>; 2]) {
+        self.rows.extend(rows);
+    }
+}
