@@ -68,8 +68,9 @@ const SUM_TUMBLING: (&str, &str, &str) =
 const COUNT_SLIDING: (&str, &str, &str) =
     ("count_s", r#"{ type = "sliding", size = "10ms", slide = "5ms", lateness = "4ms" }"#, r#"{ op = "count" }"#);
 
-/// One key's window `[start, start + size)`: its accepted values and whether it has fired.
+/// One key's window `[start, start + size)`: its key, accepted values and whether it has fired.
 struct Pane {
+    key: Value,
     xs: Vec<Value>,
     fired: bool,
 }
@@ -97,27 +98,29 @@ impl Sim {
         Sim { size, slide, lateness, op, watermark: 0, panes, outs: Vec::new(), dropped: 0, late_emits: 0, fired: 0 }
     }
 
-    fn emit(outs: &mut Vec<Out>, op: &str, (user, start, end): (&str, u64, u64), xs: &[Value]) {
-        let key = Value::Str(user.to_owned());
+    fn emit(outs: &mut Vec<Out>, op: &str, (key, start, end): (&Value, u64, u64), xs: &[Value]) {
+        let key = key.clone();
         let values = vec![key.clone(), Value::U64(start), Value::U64(end), aggregate(op, xs)];
         outs.push(Out { key_hash: key.key_hash(), event_time: end, values });
     }
 
-    fn record(&mut self, user: &str, t: u64, x: Value) {
+    fn record(&mut self, key: &Value, t: u64, x: Value) {
+        let user = format!("{key:?}");
         let (size, wm) = (self.size, self.watermark);
         let live: Vec<u64> = window_starts(t, size, self.slide).filter(|s| s + size + self.lateness > wm).collect();
         if live.is_empty() {
             self.dropped += 1;
         }
         for start in live {
-            let pane = self
-                .panes
-                .entry((user.to_owned(), start))
-                .or_insert(Pane { xs: Vec::new(), fired: start + size <= wm });
+            let pane = self.panes.entry((user.clone(), start)).or_insert(Pane {
+                key: key.clone(),
+                xs: Vec::new(),
+                fired: start + size <= wm,
+            });
             pane.xs.push(x.clone());
             if pane.fired {
                 self.late_emits += 1;
-                Self::emit(&mut self.outs, self.op, (user, start, start + size), &pane.xs);
+                Self::emit(&mut self.outs, self.op, (key, start, start + size), &pane.xs);
             }
         }
     }
@@ -133,7 +136,7 @@ impl Sim {
             let pane = self.panes.get_mut(&(user.clone(), start)).expect("due pane");
             pane.fired = true;
             self.fired += 1;
-            Self::emit(&mut self.outs, self.op, (&user, start, end), &pane.xs);
+            Self::emit(&mut self.outs, self.op, (&pane.key, start, end), &pane.xs);
         }
     }
 
@@ -146,10 +149,20 @@ impl Sim {
 
     /// Feed `records` as the file source does: a watermark of `max event time - delay` after
     /// every `EVERY`-th record (when it advances), then end of input.
-    fn replay(mut self, records: &[Record], value: impl Fn(&Record) -> Value) -> Sim {
+    fn replay(self, records: &[Record], value: impl Fn(&Record) -> Value) -> Sim {
+        self.replay_keyed(records, |r| Value::Str(r.0.clone()), value)
+    }
+
+    /// [`Sim::replay`] with each record's key `key`.
+    fn replay_keyed(
+        mut self,
+        records: &[Record],
+        key: impl Fn(&Record) -> Value,
+        value: impl Fn(&Record) -> Value,
+    ) -> Sim {
         let (mut max_t, mut last) = (0, 0);
         for (n, r) in records.iter().enumerate() {
-            self.record(&r.0, r.2, value(r));
+            self.record(&key(r), r.2, value(r));
             max_t = max_t.max(r.2);
             let wm = max_t.saturating_sub(DELAY_MS);
             if (n + 1) % EVERY == 0 && wm > last {
@@ -192,6 +205,64 @@ fn late_records_are_re_emitted_or_dropped_as_documented() -> Result<()> {
         ensure!(run.summary.apps[0].events_in == RECORDS as u64, "events_in {}", run.summary.apps[0].events_in);
         want.iter().try_for_each(|(sink, w)| assert_keyed_eq(sink, &run.keyed(sink), w))
     })
+}
+
+/// The user's number (`u7` -> 7).
+fn uid(r: &Record) -> u64 {
+    r.0[1..].parse().expect("a user is `u` and a number")
+}
+
+/// Windows behind maps of scalars, which are fused into the source and into each other under
+/// the policies whose hooks do nothing with their records (fifo, edf, laxity): a watermark
+/// must still reach each window after every record made before it and before every record
+/// made after it, or late records would be kept or dropped otherwise than sequentially.
+/// `scaled` feeds a map and a window (two edges); `shifted` is a map fused into a map.
+#[test]
+fn windows_behind_fused_maps_keep_every_record_on_its_side_of_each_watermark() -> Result<()> {
+    let input = records(4242);
+    let text: String = (input.iter())
+        .map(|r| serde_json::json!({ "user": r.0, "uid": uid(r), "v": r.1, "ts": r.2 }).to_string() + "\n")
+        .collect();
+    let file = TempFile::with_text("fused", "ndjson", &text)?;
+    let map = |name: &str, input: &str, v: &str| {
+        format!(
+            "[[app.function]]\nname = \"{name}\"\nkind = \"map\"\ninput = \"{input}\"\n\
+             fields = {{ uid = \"uid\", v = \"{v}\", ts = \"ts\" }}\n"
+        )
+    };
+    let window = |(name, window, aggregate): (&str, &str, &str), input: &str| {
+        format!(
+            "[[app.function]]\nname = \"{name}\"\nkind = \"window\"\ninput = \"{input}\"\nkey = \"uid\"\n\
+             window = {window}\naggregate = {aggregate}\n\
+             [[app.sink]]\nname = \"{name}_out\"\nkind = \"stdout\"\ninput = \"{name}\"\n"
+        )
+    };
+    let functions = map("scaled", "in", "v * 2")
+        + &map("shifted", "scaled", "v - 1")
+        + &window(SUM_TUMBLING, "shifted")
+        + &window(COUNT_SLIDING, "scaled");
+    let text = config(&file.0, &functions)
+        .replace("schema = { user = \"string\", v", "schema = { user = \"string\", uid = \"u64\", v");
+    let config = parse(&text)?;
+    let key = |r: &Record| Value::U64(uid(r));
+    let sum = Sim::new(10, 10, 6, "sum").replay_keyed(&input, key, |r| Value::I64(2 * r.1 - 1));
+    let count = Sim::new(10, 5, 4, "count").replay_keyed(&input, key, |_| Value::Bool(true));
+    ensure!(sum.late_emits > 20 && sum.dropped > 20, "{} late, {} dropped", sum.late_emits, sum.dropped);
+    let want = [("sum_t_out", by_key(&sum.outs)), ("count_s_out", by_key(&count.outs))];
+    for_each_setup(&config, |run| {
+        ensure!(run.summary.apps[0].events_in == RECORDS as u64, "events_in {}", run.summary.apps[0].events_in);
+        want.iter().try_for_each(|(sink, w)| assert_keyed_eq(sink, &run.keyed(sink), w))
+    })?;
+    // Fused where the policy allows it (each record passes two maps), never where it does not.
+    for (policy, fuses) in [("fifo", true), ("laxity", true), ("fair", false)] {
+        let fused = run(&config, 1, policy)?.summary.apps[0].fused;
+        ensure!(
+            if fuses { fused > RECORDS as u64 } else { fused == 0 },
+            "{policy}: {fused} records of maps fused, of {}",
+            2 * RECORDS
+        );
+    }
+    Ok(())
 }
 
 /// Dual-mode scaling forced on every other message (random refusals and retirements, a policy
