@@ -29,6 +29,8 @@
 use dirigo_actors::expr::ScalarExpr;
 use dirigo_actors::record::{ArchivedValue, Cell, RecordsOnly};
 
+use std::mem::MaybeUninit;
+
 use dirigo_net::mailbox::Entry;
 
 use crate::instance::{Builtin, OperatorInstance};
@@ -58,12 +60,6 @@ pub(super) struct Fusion {
     pub gen: u64,
     /// Per function: records of it fused since the last report.
     pub fused: Vec<u64>,
-    /// Scratch: output rows, each as long as the longest map's. A fusion takes two (a map's
-    /// row and the next one's) and gives them back; one within it (a map of two edges fused on
-    /// along one) takes two more.
-    pub rows: Vec<Vec<Cell>>,
-    /// The longest map's row.
-    pub longest: usize,
 }
 
 /// A map as a fused one runs it.
@@ -78,10 +74,16 @@ pub(super) struct FusedMap {
 
 impl FusedMap {
     /// Its output row, computed from its input's fields into `row`.
+    ///
+    /// # Safety
+    /// `row` is valid for writes of `MAX_FIELDS` cells (a map has at most that many fields:
+    /// `Fusion::refresh`).
     #[inline(always)]
-    pub fn eval(&self, fields: &[ArchivedValue], row: &mut [Cell]) {
-        for (expr, cell) in self.exprs.iter().zip(row) {
-            *cell = expr.eval_fields(fields);
+    unsafe fn eval(&self, fields: &[ArchivedValue], row: *mut Cell) {
+        debug_assert!(self.exprs.len() <= MAX_FIELDS);
+        for (i, expr) in self.exprs.iter().enumerate() {
+            // SAFETY: `i < exprs.len() <= MAX_FIELDS` (the caller's contract).
+            unsafe { row.add(i).write(expr.eval_fields(fields)) };
         }
     }
 
@@ -92,6 +94,58 @@ impl FusedMap {
             (self.gen, self.decided) = (gen, Decisions::default());
         }
         &mut self.decided
+    }
+}
+
+/// The most fields a fused map has (one with more is chained).
+pub(super) const MAX_FIELDS: usize = 16;
+
+/// The output rows of a fused map and of the one fused into it next, on the stack, unwritten
+/// until a map writes one (`Rows::first`, `RowsIn::next`): nothing is zeroed per record.
+pub(super) struct Rows([MaybeUninit<[Cell; MAX_FIELDS]>; 2]);
+
+impl Rows {
+    #[inline(always)]
+    pub fn new() -> Rows {
+        Rows([MaybeUninit::uninit(), MaybeUninit::uninit()])
+    }
+
+    /// Map `map`'s row from its input's `fields` into the first row.
+    #[inline(always)]
+    pub fn first<'r>(&'r mut self, map: &FusedMap, fields: &[ArchivedValue]) -> RowsIn<'r> {
+        let to = self.0[0].as_mut_ptr().cast::<Cell>();
+        // SAFETY: `to` is the first row's array.
+        unsafe { map.eval(fields, to) };
+        RowsIn { rows: self, cur: 0, len: map.exprs.len() }
+    }
+}
+
+/// Rows, the last one written `cur`, of `len` cells.
+pub(super) struct RowsIn<'r> {
+    rows: &'r mut Rows,
+    cur: usize,
+    len: usize,
+}
+
+impl RowsIn<'_> {
+    /// Map `map`'s row from the last row into the other one, which is the last one then.
+    #[inline(always)]
+    pub fn next(&mut self, map: &FusedMap) {
+        let base = self.rows.0.as_mut_ptr();
+        // SAFETY: the two rows are distinct arrays; the last one's first `len` cells were
+        // written (by `first` or the previous `next`), and `eval` writes the other's.
+        unsafe {
+            let from = std::slice::from_raw_parts(base.add(self.cur).cast::<Cell>(), self.len);
+            map.eval(Cell::as_archived(from), base.add(1 - self.cur).cast::<Cell>());
+        }
+        (self.cur, self.len) = (1 - self.cur, map.exprs.len());
+    }
+
+    /// The last row's cells.
+    #[inline(always)]
+    pub fn cells(&self) -> &[Cell] {
+        // SAFETY: the last row's first `len` cells were written (see `next`).
+        unsafe { std::slice::from_raw_parts(self.rows.0[self.cur].as_ptr().cast::<Cell>(), self.len) }
     }
 }
 
@@ -137,7 +191,7 @@ impl Fusion {
         self.maps = (0..ops.len())
             .map(|f| {
                 let Some(OperatorInstance::Builtin(Builtin::Map(map), records)) = &ops[f] else { return None };
-                let exprs = map.scalar_exprs()?;
+                let exprs = map.scalar_exprs().filter(|e| e.len() <= MAX_FIELDS)?;
                 if !chainable[f] || counted(f) || plan.functions[f].is_sink || !forward_only(f) {
                     // (A map's input carries its fields: never headers alone.)
                     return None;
@@ -152,20 +206,5 @@ impl Fusion {
             })
             .collect();
         self.fused.resize(ops.len(), 0);
-        self.longest = self.maps.iter().flatten().map(|m| m.exprs.len()).max().unwrap_or(0);
-        self.rows.clear();
-    }
-
-    /// Two output rows (`rows`).
-    #[inline(always)]
-    pub fn take_rows(&mut self) -> [Vec<Cell>; 2] {
-        let mut row = || self.rows.pop().unwrap_or_else(|| vec![Cell::u64(0); self.longest]);
-        [row(), row()]
-    }
-
-    /// Give back rows taken with `take_rows`.
-    #[inline(always)]
-    pub fn put_rows(&mut self, rows: [Vec<Cell>; 2]) {
-        self.rows.extend(rows);
     }
 }

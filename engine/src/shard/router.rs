@@ -14,7 +14,7 @@ use crate::plan::{Edge, Partition, Plan};
 use crate::policy::{Placement, Policy, RouteCx};
 use crate::runqueue::RunQueue;
 use crate::shard::chain::{ChainBuf, ChainTo};
-use crate::shard::fuse::{Decisions, Fusing};
+use crate::shard::fuse::{Decisions, Fusing, Rows};
 use crate::shard::outputs::Outputs;
 use crate::shard::sched::{Sched, SchedParts};
 
@@ -341,12 +341,12 @@ impl<'a, P: Policy> Core<'a, P> {
         let mut m = edge.target as usize;
         let f = self.fusing();
         let (functions, gen) = (f.functions, f.fusion.gen);
-        let mut rows = f.fusion.take_rows();
         f.fusion.fused[m] += 1;
         let map = f.fusion.maps[m].as_ref().expect("a fused map");
-        let (records, mut len) = (map.records, map.exprs.len());
-        match record.fields(records) {
-            Some(fields) => map.eval(fields, &mut rows[0][..len]),
+        let records = map.records;
+        let mut rows = Rows::new();
+        let mut row = match record.fields(records) {
+            Some(fields) => rows.first(map, fields),
             None => {
                 // Values (a record with strings) or an archive written in place: archived once
                 // into the scratch buffer, read from there.
@@ -354,12 +354,11 @@ impl<'a, P: Policy> Core<'a, P> {
                 let arena = self.chain.as_mut().expect("fusion chains").buf.arena();
                 let r = record.write(&mut scratch, arena);
                 let map = self.fusing().fusion.maps[m].as_ref().expect("a fused map");
-                map.eval(&records.read(&scratch[r]).get().fields, &mut rows[0][..len]);
+                let row = rows.first(map, &records.read(&scratch[r]).get().fields);
                 self.out.put_scratch(scratch);
+                row
             }
-        }
-        // The row of the last map fused so far is `rows[cur]`.
-        let mut cur = 0;
+        };
         while let [e] = functions[m].outputs.as_slice() {
             if !matches!(e.partition, Partition::Forward) || e.headers_only {
                 break;
@@ -380,17 +379,11 @@ impl<'a, P: Policy> Core<'a, P> {
             m = e.target as usize;
             let fusion = &mut self.fusing().fusion;
             fusion.fused[m] += 1;
-            let map = fusion.maps[m].as_ref().expect("a fused map");
-            let [a, b] = &mut rows;
-            let (from, to) = if cur == 0 { (&*a, b) } else { (&*b, a) };
-            map.eval(Cell::as_archived(&from[..len]), &mut to[..map.exprs.len()]);
-            (cur, len) = (1 - cur, map.exprs.len());
+            row.next(fusion.maps[m].as_ref().expect("a fused map"));
         }
         let mut d = *self.fusing().fusion.maps[m].as_mut().expect("a fused map").decisions(gen);
-        self.route(&functions[m].outputs, parent, &mut d, key, event_time, &rows[cur][..len]);
-        let fusion = &mut self.fusing().fusion;
-        fusion.maps[m].as_mut().expect("a fused map").decided = d;
-        fusion.put_rows(rows);
+        self.route(&functions[m].outputs, parent, &mut d, key, event_time, row.cells());
+        self.fusing().fusion.maps[m].as_mut().expect("a fused map").decided = d;
     }
 }
 
