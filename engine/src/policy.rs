@@ -184,6 +184,14 @@ pub trait Policy: 'static {
     fn on_route(&mut self, _h: &Header, _route: &RouteCx) -> Placement {
         Placement::Lessor
     }
+    /// Whether `on_route` may answer anything but `Lessor` (the default: yes). A policy whose
+    /// `on_route` always answers `Lessor` says no, and its senders do not ask it per keyed
+    /// record (the answer would count no scale-up signal); the home shard of a dual-mode actor
+    /// still asks it for each foldable message.
+    #[inline]
+    fn observes_route(&self) -> bool {
+        true
+    }
     /// Priority of a message entering the run queue: smaller runs first.
     fn on_enqueue(&mut self, h: &Header, arrival: u64, cx: &SchedCx<'_>) -> u64;
     /// Choose the function whose head message runs next.
@@ -259,6 +267,11 @@ impl Policy for Fifo {
     /// Its `pre_apply` and `post_apply` are no-ops.
     #[inline]
     fn observes_apply(&self) -> bool {
+        false
+    }
+    /// Its `on_route` always answers `Lessor`.
+    #[inline]
+    fn observes_route(&self) -> bool {
         false
     }
     /// Its `on_send` is a no-op.
@@ -427,6 +440,11 @@ impl Policy for Fair {
     fn may_lease(&self) -> bool {
         false
     }
+    /// Its `on_route` always answers `Lessor`.
+    #[inline]
+    fn observes_route(&self) -> bool {
+        false
+    }
     /// A chained record is its parent's app's work, charged to it in `post_apply`.
     #[inline]
     fn chains(&self) -> bool {
@@ -487,6 +505,11 @@ impl Policy for Bare {
     /// Its `pre_apply` and `post_apply` are no-ops.
     #[inline]
     fn observes_apply(&self) -> bool {
+        false
+    }
+    /// Its `on_route` always answers `Lessor`.
+    #[inline]
+    fn observes_route(&self) -> bool {
         false
     }
     /// Its `on_send` is a no-op.
@@ -595,6 +618,10 @@ impl Policy for Builtin {
     #[inline]
     fn observes_send(&self) -> bool {
         dispatch!(self, p => p.observes_send())
+    }
+    #[inline]
+    fn observes_route(&self) -> bool {
+        dispatch!(self, p => p.observes_route())
     }
     #[inline]
     fn on_send(&mut self, parent: &Header, child: &mut Header) {

@@ -37,6 +37,9 @@ struct Core<'a, P: Policy> {
     load: RouteLoad<'a>,
     /// Scale-up signals counted for the parent's app.
     scale_up_signals: &'a mut u64,
+    /// The policy's `on_route` may answer `Lessee` (`Policy::observes_route`): it is asked for
+    /// each record on a keyed edge.
+    signals: bool,
     /// Which shard holds each key group.
     placement: &'a PlacementTable,
     /// Where records on forward edges go when they may run at once (`shard::chain`); None:
@@ -114,7 +117,8 @@ impl<'a, P: Policy> Router<'a, P> {
             now_ns: sched.now,
         };
         let scale_up_signals = &mut sched.scale_up[parent.app as usize];
-        let core = Core { out, policy, load, scale_up_signals, placement, chain };
+        let signals = policy.observes_route();
+        let core = Core { out, policy, load, scale_up_signals, signals, placement, chain };
         Router { core, edges, parent, decided: Decisions::default() }
     }
 
@@ -272,7 +276,7 @@ impl<'a, P: Policy> Core<'a, P> {
                     true => c.buf.push_child(parent, child, |b, _| b.len()..b.len()),
                     false => c.buf.push_child(parent, child, |b, arena| record.write(b, arena)),
                 }
-                if keyed {
+                if keyed && self.signals {
                     route_signal(self.policy, &self.load, self.scale_up_signals, edge, dest, c.buf.last_header());
                 }
                 return;
@@ -282,7 +286,7 @@ impl<'a, P: Policy> Core<'a, P> {
             true => self.out.stage_child(dest, parent, child, |b, _| b.len()..b.len()),
             false => self.out.stage_child(dest, parent, child, |b, arena| record.write(b, arena)),
         }
-        if keyed {
+        if keyed && self.signals {
             route_signal(self.policy, &self.load, self.scale_up_signals, edge, dest, self.out.last_staged(dest));
         }
     }
