@@ -166,6 +166,12 @@ impl Fusion {
         self.maps.iter().any(Option::is_some) || self.sinks.contains(&true)
     }
 
+    /// Fused map `f` (asked only once its fusion was decided).
+    #[inline(always)]
+    pub fn map(&mut self, f: usize) -> &mut FusedMap {
+        self.maps[f].as_mut().expect("a fused map")
+    }
+
     /// Whether function `f` may be fused.
     #[inline]
     pub fn fusible(&self, f: usize) -> bool {

@@ -346,7 +346,7 @@ impl<'a, P: Policy> Core<'a, P> {
         let f = self.fusing();
         let (functions, gen) = (f.functions, f.fusion.gen);
         f.fusion.fused[m] += 1;
-        let map = f.fusion.maps[m].as_ref().expect("a fused map");
+        let map = f.fusion.map(m);
         let records = map.records;
         let mut rows = Rows::new();
         let mut row = match record.fields(records) {
@@ -357,7 +357,7 @@ impl<'a, P: Policy> Core<'a, P> {
                 let mut scratch = self.out.take_scratch();
                 let arena = self.chain.as_mut().expect("fusion chains").buf.arena();
                 let r = record.write(&mut scratch, arena);
-                let map = self.fusing().fusion.maps[m].as_ref().expect("a fused map");
+                let map = self.fusing().fusion.map(m);
                 let row = rows.first(map, &records.read(&scratch[r]).get().fields);
                 self.out.put_scratch(scratch);
                 row
@@ -367,13 +367,13 @@ impl<'a, P: Policy> Core<'a, P> {
             if !matches!(e.partition, Partition::Forward) || e.headers_only {
                 break;
             }
-            let d = self.fusing().fusion.maps[m].as_mut().expect("a fused map").decisions(gen);
+            let d = self.fusing().fusion.map(m).decisions(gen);
             let fuses = match d.fuse_decided & 1 != 0 {
                 true => d.fuses & 1 != 0,
                 false => {
                     let mut found = *d;
                     let fuses = self.decide_fusion(e, 1, &mut found);
-                    self.fusing().fusion.maps[m].as_mut().expect("a fused map").decided = found;
+                    self.fusing().fusion.map(m).decided = found;
                     fuses
                 }
             };
@@ -383,11 +383,11 @@ impl<'a, P: Policy> Core<'a, P> {
             m = e.target as usize;
             let fusion = &mut self.fusing().fusion;
             fusion.fused[m] += 1;
-            row.next(fusion.maps[m].as_ref().expect("a fused map"));
+            row.next(fusion.map(m));
         }
-        let mut d = *self.fusing().fusion.maps[m].as_mut().expect("a fused map").decisions(gen);
+        let mut d = *self.fusing().fusion.map(m).decisions(gen);
         self.route(&functions[m].outputs, parent, &mut d, key, event_time, row.cells());
-        self.fusing().fusion.maps[m].as_mut().expect("a fused map").decided = d;
+        self.fusing().fusion.map(m).decided = d;
     }
 }
 
