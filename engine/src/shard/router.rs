@@ -14,7 +14,7 @@ use crate::plan::{Edge, Partition, Plan};
 use crate::policy::{Placement, Policy, RouteCx};
 use crate::runqueue::RunQueue;
 use crate::shard::chain::{ChainBuf, ChainTo};
-use crate::shard::fuse::{Decisions, Fusing, Rows};
+use crate::shard::fuse::{Decisions, Fusing, Rows, RowsIn};
 use crate::shard::outputs::Outputs;
 use crate::shard::sched::{Sched, SchedParts};
 
@@ -347,22 +347,41 @@ impl<'a, P: Policy> Core<'a, P> {
         let (functions, gen) = (f.functions, f.fusion.gen);
         f.fusion.fused[m] += 1;
         let map = f.fusion.map(m);
-        let records = map.records;
         let mut rows = Rows::new();
-        let mut row = match record.fields(records) {
+        let mut row = match record.fields(map.records) {
             Some(fields) => rows.first(map, fields),
-            None => {
-                // Values (a record with strings) or an archive written in place: archived once
-                // into the scratch buffer, read from there.
-                let mut scratch = self.out.take_scratch();
-                let arena = self.chain.as_mut().expect("fusion chains").buf.arena();
-                let r = record.write(&mut scratch, arena);
-                let map = self.fusing().fusion.map(m);
-                let row = rows.first(map, &records.read(&scratch[r]).get().fields);
-                self.out.put_scratch(scratch);
-                row
-            }
+            None => self.first_row_archived(m, record, &mut rows),
         };
+        if let [e] = functions[m].outputs.as_slice() {
+            if matches!(e.partition, Partition::Forward) && !e.headers_only {
+                m = self.fuse_on(m, &mut row);
+            }
+        }
+        let mut d = *self.fusing().fusion.map(m).decisions(gen);
+        self.route(&functions[m].outputs, parent, &mut d, key, event_time, row.cells());
+        self.fusing().fusion.map(m).decided = d;
+    }
+
+    /// Fused map `m`'s row from `record`, values (a record with strings) or an archive written
+    /// in place: archived once into the scratch buffer, read from there. Out of line: a map's
+    /// input is mostly cells or an archive, read as they are.
+    #[cold]
+    #[inline(never)]
+    fn first_row_archived<'r, T: Payload>(&mut self, m: usize, record: &mut T, rows: &'r mut Rows) -> RowsIn<'r> {
+        let mut scratch = self.out.take_scratch();
+        let arena = self.chain.as_mut().expect("fusion chains").buf.arena();
+        let r = record.write(&mut scratch, arena);
+        let map = self.fusing().fusion.map(m);
+        let row = rows.first(map, &map.records.read(&scratch[r]).get().fields);
+        self.out.put_scratch(scratch);
+        row
+    }
+
+    /// While fused map `m`'s one edge goes forward to a map that is fused too, that map's row
+    /// from `row`; returns the last map fused. Out of line: most fused maps feed something else.
+    #[inline(never)]
+    fn fuse_on(&mut self, mut m: usize, row: &mut RowsIn<'_>) -> usize {
+        let (functions, gen) = (self.fusing().functions, self.fusing().fusion.gen);
         while let [e] = functions[m].outputs.as_slice() {
             if !matches!(e.partition, Partition::Forward) || e.headers_only {
                 break;
@@ -385,9 +404,7 @@ impl<'a, P: Policy> Core<'a, P> {
             fusion.fused[m] += 1;
             row.next(fusion.map(m));
         }
-        let mut d = *self.fusing().fusion.map(m).decisions(gen);
-        self.route(&functions[m].outputs, parent, &mut d, key, event_time, row.cells());
-        self.fusing().fusion.map(m).decided = d;
+        m
     }
 }
 
