@@ -26,11 +26,10 @@
 //! with a string output (their rows are values), functions behind a keyed edge (their records
 //! are counted by key group), and everything under a policy that observes a hook.
 
-use dirigo_actors::expr::ScalarExpr;
-use dirigo_actors::record::{ArchivedValue, Cell, RecordsOnly};
-
 use std::mem::MaybeUninit;
 
+use dirigo_actors::expr::ScalarExpr;
+use dirigo_actors::record::{ArchivedValue, Cell, RecordsOnly};
 use dirigo_net::mailbox::Entry;
 
 use crate::instance::{Builtin, OperatorInstance};
@@ -199,7 +198,6 @@ impl Fusion {
                 let Some(OperatorInstance::Builtin(Builtin::Map(map), records)) = &ops[f] else { return None };
                 let exprs = map.scalar_exprs().filter(|e| e.len() <= MAX_FIELDS)?;
                 if !chainable[f] || counted(f) || plan.functions[f].is_sink || !forward_only(f) {
-                    // (A map's input carries its fields: never headers alone.)
                     return None;
                 }
                 Some(FusedMap { exprs: exprs.to_vec(), records: *records, decided: Decisions::default(), gen: 0 })

@@ -352,10 +352,8 @@ impl<'a, P: Policy> Core<'a, P> {
             Some(fields) => rows.first(map, fields),
             None => self.first_row_archived(m, record, &mut rows),
         };
-        if let [e] = functions[m].outputs.as_slice() {
-            if matches!(e.partition, Partition::Forward) && !e.headers_only {
-                m = self.fuse_on(m, &mut row);
-            }
+        if one_forward(&functions[m].outputs).is_some() {
+            m = self.fuse_on(m, &mut row);
         }
         let mut d = *self.fusing().fusion.map(m).decisions(gen);
         self.route(&functions[m].outputs, parent, &mut d, key, event_time, row.cells());
@@ -382,10 +380,7 @@ impl<'a, P: Policy> Core<'a, P> {
     #[inline(never)]
     fn fuse_on(&mut self, mut m: usize, row: &mut RowsIn<'_>) -> usize {
         let (functions, gen) = (self.fusing().functions, self.fusing().fusion.gen);
-        while let [e] = functions[m].outputs.as_slice() {
-            if !matches!(e.partition, Partition::Forward) || e.headers_only {
-                break;
-            }
+        while let Some(e) = one_forward(&functions[m].outputs) {
             let d = self.fusing().fusion.map(m).decisions(gen);
             let fuses = match d.fuse_decided & 1 != 0 {
                 true => d.fuses & 1 != 0,
@@ -405,6 +400,16 @@ impl<'a, P: Policy> Core<'a, P> {
             row.next(fusion.map(m));
         }
         m
+    }
+}
+
+/// The one edge of `edges`, if there is one and it goes forward with records (what a fused map
+/// may fuse on along: `Core::fuse_on`).
+#[inline(always)]
+fn one_forward(edges: &[Edge]) -> Option<&Edge> {
+    match edges {
+        [e] if matches!(e.partition, Partition::Forward) && !e.headers_only => Some(e),
+        _ => None,
     }
 }
 
