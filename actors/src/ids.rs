@@ -23,12 +23,20 @@ pub const DEFAULT_KEY_GROUPS: u16 = 256;
 /// The key group of a key among `groups` groups: a stable hash, the same on every node and for
 /// every function, so the actors of one key are co-located across the functions of an app
 /// (a keyed pipeline whose functions share a key crosses cores once).
+///
+/// Fibonacci hashing, then Lemire's multiply-shift: the hash times the golden ratio, whose high
+/// bits depend on every bit of the hash (a hash that is a small integer spreads as well as a
+/// mixed one), and independent of the hash's own high bits, which a hash table's tags read.
+/// Two multiplications: it runs twice per keyed record (its home, its group's count).
 #[inline]
 pub fn key_group(key_hash: u64, groups: u16) -> KeyGroup {
-    // Lemire's multiply-shift on a remixed hash: uniform and division-free.
-    let h = crate::record::mix64(key_hash ^ 0x9e37_79b9_7f4a_7c15);
+    let h = key_hash.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     ((h as u128 * groups as u128) >> 64) as KeyGroup
 }
+
+/// How [`key_group`] hashes, for a snapshot's fingerprint: state written under another key
+/// grouping would be restored into the wrong groups.
+pub const KEY_GROUPING: &str = "fibonacci";
 
 /// Which of `shards` shards holds `group` in the initial placement: contiguous ranges of groups,
 /// so neighbouring groups start together and the ranges split evenly.
@@ -56,6 +64,12 @@ mod tests {
             count[key_group(crate::record::mix64(k), groups) as usize] += 1;
         }
         assert!(count.iter().all(|&c| (800..1200).contains(&c)), "{count:?}");
+        // Unmixed hashes (small integers, a user's own hash) spread too.
+        let mut raw = vec![0u32; groups as usize];
+        for k in 0..64_000u64 {
+            raw[key_group(k, groups) as usize] += 1;
+        }
+        assert!(raw.iter().all(|&c| (800..1200).contains(&c)), "{raw:?}");
         let owners: Vec<usize> = (0..groups).map(|g| initial_owner(g, groups, 3)).collect();
         assert!(owners.windows(2).all(|w| w[0] <= w[1]), "contiguous ranges: {owners:?}");
         assert_eq!((owners[0], owners[63]), (0, 2));

@@ -60,13 +60,16 @@ impl Fingerprint {
 
     /// What a snapshot's state depends on in `config`: every app's name and schema, each of its
     /// sources (name and kind), functions (name and full definition: kind, keys, windows,
-    /// aggregates) and sinks (name and kind), and `[engine] key_groups`. Shards, placement,
+    /// aggregates) and sinks (name and kind), `[engine] key_groups` and how keys are grouped. Shards, placement,
     /// rates and lessees may change between a snapshot and its recovery.
     pub fn of_config(config: &Config) -> Fingerprint {
         let kind_of = |v: serde_json::Result<serde_json::Value>| {
             v.ok().and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned)).unwrap_or_default()
         };
-        let mut items = vec![format!("key_groups {}", config.engine.key_groups)];
+        let mut items = vec![
+            format!("key_groups {}", config.engine.key_groups),
+            format!("key_grouping {}", dirigo_actors::ids::KEY_GROUPING),
+        ];
         for app in &config.apps {
             let a = app.name.get_ref();
             items.push(format!("app {a}"));
