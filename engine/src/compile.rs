@@ -673,7 +673,9 @@ impl AppCompiler<'_> {
                     .map_err(|e| fail("aggregate", w.aggregate.span(), e))?;
                 let sch = input.clone();
                 let make = move || {
-                    Builtin::Window(Window::new(&sch, spec, op, field.as_deref(), key.as_deref()).expect("checked").0)
+                    // Every edge into it partitions by its key field (`part`).
+                    let w = Window::new(&sch, spec, op, field.as_deref(), key.as_deref()).expect("checked").0;
+                    Builtin::Window(w.routed_by_key())
                 };
                 Ok(built(make, vec![part], out))
             }
@@ -713,7 +715,9 @@ impl AppCompiler<'_> {
             .map_err(|e| self.config.error_at(span, self.path(Role::Function, index, name, "field"), e.to_string()))?;
         let sch = input.clone();
         let make = move || {
-            Builtin::Aggregate(Aggregate::new(&sch, op, field.as_deref(), key_name.as_deref()).expect("checked").0)
+            // Every edge into it partitions by its key field (`part`).
+            let agg = Aggregate::new(&sch, op, field.as_deref(), key_name.as_deref()).expect("checked").0;
+            Builtin::Aggregate(agg.routed_by_key())
         };
         Ok(built(make, vec![part], out))
     }

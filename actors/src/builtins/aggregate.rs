@@ -71,6 +71,14 @@ impl Slot for AggPartial {
 }
 
 impl Aggregate {
+    /// The same aggregate, its key field being what every edge into it partitions by (as an engine's
+    /// plan routes a keyed built-in): a record's key hash is its message's, not computed again.
+    /// Cold path.
+    pub fn routed_by_key(mut self) -> Self {
+        self.key = self.key.routed();
+        self
+    }
+
     /// `op` over `field` (`None` for count) per `key` (`None`: the upstream key hash, emitted as
     /// a u64). Output schema: `key` (the key field's type, or u64) and the op's name (count: u64,
     /// sum/min/max: the field's type, avg: f64). Cold path.

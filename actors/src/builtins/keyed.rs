@@ -61,7 +61,12 @@ impl<'a> KeyRef<'a> {
     /// The key held by a record field.
     #[inline(always)]
     pub fn of(v: &'a ArchivedValue) -> KeyRef<'a> {
-        let hash = v.key_hash();
+        Self::hashed(v, v.key_hash())
+    }
+
+    /// The key held by a record field whose key hash (`ArchivedValue::key_hash`) is `hash`.
+    #[inline(always)]
+    pub fn hashed(v: &'a ArchivedValue, hash: u64) -> KeyRef<'a> {
         let value = match v {
             ArchivedValue::U64(x) => ExactKey::U64(x.to_native()),
             ArchivedValue::I64(x) => ExactKey::I64(x.to_native()),

@@ -100,6 +100,10 @@ pub(crate) fn output_schema(fields: Vec<(String, FieldType)>) -> Result<Schema, 
 pub(crate) enum KeySource {
     /// A field of the record, at this position.
     Field(usize),
+    /// A field of the record, at this position, that every input edge partitions by: the
+    /// message's key hash is the field's (`KeyRef::of`'s), and is taken rather than computed
+    /// again (`routed`).
+    Routed(usize),
     /// The message's key hash, as set upstream by `key_by`; the key value is that hash (u64).
     Upstream,
 }
@@ -116,11 +120,24 @@ impl KeySource {
         }
     }
 
+    /// The same key, whose records are routed by it (`Routed`): the caller guarantees that every
+    /// edge into the operator partitions by this field. Cold path.
+    pub(crate) fn routed(self) -> KeySource {
+        match self {
+            KeySource::Field(pos) | KeySource::Routed(pos) => KeySource::Routed(pos),
+            KeySource::Upstream => KeySource::Upstream,
+        }
+    }
+
     /// The record's key. Hot path. `None` only for a record shorter than its schema.
     #[inline]
     pub(crate) fn key_of<'a>(self, msg: &Msg, rec: &'a ArchivedRecord) -> Option<KeyRef<'a>> {
         match self {
             KeySource::Field(pos) => rec.fields.get(pos).map(KeyRef::of),
+            KeySource::Routed(pos) => rec.fields.get(pos).map(|v| {
+                debug_assert_eq!(msg.key_hash, v.key_hash(), "a record not routed by its key field");
+                KeyRef::hashed(v, msg.key_hash)
+            }),
             KeySource::Upstream => Some(KeyRef::upstream(msg.key_hash)),
         }
     }

@@ -44,6 +44,14 @@ pub struct Window {
 }
 
 impl Window {
+    /// The same window, its key field being what every edge into it partitions by (as an engine's
+    /// plan routes a keyed built-in): a record's key hash is its message's, not computed again.
+    /// Cold path.
+    pub fn routed_by_key(mut self) -> Self {
+        self.key = self.key.routed();
+        self
+    }
+
     /// A window of `spec` computing `op` over `field` per `key` (`None`: the upstream key hash).
     /// Output schema: `key` (the key field's type, or u64), `window_start`, `window_end` (u64 ms)
     /// and the op's name.
