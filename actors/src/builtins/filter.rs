@@ -22,6 +22,14 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// Its predicate: a record that satisfies it goes on unchanged (evaluated by whoever runs
+    /// the filter where its input is made: operator fusion).
+    pub fn predicate(&self) -> &Predicate {
+        &self.predicate
+    }
+}
+
 impl Operator for Filter {
     /// Hot path: evaluates in place and forwards the archive bytes, never deserialised.
     #[inline]

@@ -177,3 +177,56 @@ fn evaluation_in_place_matches_a_fresh_evaluation() {
         }
     }
 }
+
+#[test]
+fn predicate_shapes_test_as_the_tree_evaluates() {
+    // An integer field against a literal takes `Predicate::test_fields`'s shape path; the
+    // others walk the tree. Both answer as the expression evaluates.
+    let preds = [
+        "price > 1000",
+        "price <= 7",
+        "price == 0",
+        "price != 3",
+        "price >= 549755813888",
+        "delta < -5",
+        "delta >= 0",
+        "delta == -1000",
+        "delta != 7",
+        "delta > -1",
+        "1000 < price",
+        "price + 1 > 1000",
+        "delta * 2 < delta",
+        "ok",
+        "rate > 0.5",
+    ];
+    let mut rng = Rng(29);
+    for src in preds {
+        let pred = Predicate::parse(src, &schema()).unwrap_or_else(|e| panic!("{src}: {e}"));
+        let expr = Expr::parse(src, &schema()).unwrap_or_else(|e| panic!("{src}: {e}"));
+        let (mut held, mut failed) = (0, 0);
+        for _ in 0..400 {
+            let price = match rng.below(4) {
+                0 => rng.below(8),
+                1 => 1000 + rng.below(3) - 1,
+                _ => rng.below(1 << 40),
+            };
+            let delta = match rng.below(4) {
+                0 => rng.below(21) as i64 - 10,
+                1 => -1000,
+                _ => rng.below(2001) as i64 - 1000,
+            };
+            let rate = rng.below(1 << 20) as f64 / (1 << 20) as f64;
+            let bytes = Record::from(values(price, delta, rate, rng.below(2) == 1, "x")).to_archive();
+            let rec = access(&bytes).unwrap();
+            let want = expr.eval(rec) == Value::Bool(true);
+            assert_eq!(pred.test(rec), want, "{src}: price {price}, delta {delta}, rate {rate}");
+            if want {
+                held += 1;
+            } else {
+                failed += 1;
+            }
+        }
+        assert!(held > 0, "{src} never held");
+        assert!(failed > 0, "{src} never failed");
+    }
+}
