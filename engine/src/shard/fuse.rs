@@ -4,8 +4,11 @@
 //! they are routed (`Core::fuse`), and its row goes on along its own edges as the record it
 //! outputs, with its input's parent as the parent (a child takes the times and the app from
 //! its parent, which the map's input record would have carried unchanged). The input record
-//! itself is never made: no entry, no archive, no stretch, no header copied for it. A map whose
-//! one edge goes forward to another such map computes that one's row next, and so on. A sink
+//! itself is never made: no entry, no archive, no stretch, no header copied for it. A filter
+//! fed by forward edges only is fused the same way: its predicate is evaluated on its input's
+//! fields where they are, and the input goes on along the filter's edges as it came (cells,
+//! values or an archive) if it holds, or stops there. A map whose one edge goes forward to
+//! another such map or filter runs that one on its row next, and so on. A sink
 //! that reads headers alone (latency, null), fed by forward edges, takes its record as its
 //! ingress time, due as an output when the run ends (`Telemetry::outputs_due`), as its stretch
 //! would have. Chaining would run either right after the record's maker; fusion skips making
@@ -28,7 +31,7 @@
 
 use std::mem::MaybeUninit;
 
-use dirigo_actors::expr::ScalarExpr;
+use dirigo_actors::expr::{Predicate, ScalarExpr};
 use dirigo_actors::record::{ArchivedValue, Cell, RecordsOnly};
 use dirigo_net::mailbox::Entry;
 
@@ -47,11 +50,11 @@ pub(super) struct Fusing<'a> {
     pub outputs_due: &'a mut Vec<u64>,
 }
 
-/// The maps of this shard that may be fused, by function, and the router generation their
-/// decisions belong to.
+/// The maps and filters of this shard that may be fused, by function, and the router generation
+/// their decisions belong to.
 #[derive(Default)]
 pub(super) struct Fusion {
-    pub maps: Vec<Option<FusedMap>>,
+    pub stages: Vec<Option<Fused>>,
     /// Per function: a sink that reads headers alone (latency, null), fed by forward edges: a
     /// record for it fused is its ingress time, due as an output (`Telemetry::outputs_due`).
     pub sinks: Vec<bool>,
@@ -61,9 +64,18 @@ pub(super) struct Fusion {
     pub fused: Vec<u64>,
 }
 
-/// A map as a fused one runs it.
-pub(super) struct FusedMap {
-    pub exprs: Vec<ScalarExpr>,
+/// What a fused function computes.
+pub(super) enum Stage {
+    /// A map: the expressions of its output row's fields.
+    Map(Vec<ScalarExpr>),
+    /// A filter: its predicate. A record that satisfies it goes on as it came (cells, values
+    /// or an archive), as the filter forwards its input unchanged.
+    Filter(Predicate),
+}
+
+/// A map or a filter as a fused one runs it.
+pub(super) struct Fused {
+    pub stage: Stage,
     /// Its input is records (as its instance's is).
     pub records: RecordsOnly,
     /// What the router of generation `gen` found for the map's edges.
@@ -71,21 +83,21 @@ pub(super) struct FusedMap {
     pub gen: u64,
 }
 
-impl FusedMap {
-    /// Its output row, computed from its input's fields into `row`.
-    ///
-    /// # Safety
-    /// `row` is valid for writes of `MAX_FIELDS` cells (a map has at most that many fields:
-    /// `Fusion::refresh`).
-    #[inline(always)]
-    unsafe fn eval(&self, fields: &[ArchivedValue], row: *mut Cell) {
-        debug_assert!(self.exprs.len() <= MAX_FIELDS);
-        for (i, expr) in self.exprs.iter().enumerate() {
-            // SAFETY: `i < exprs.len() <= MAX_FIELDS` (the caller's contract).
-            unsafe { row.add(i).write(expr.eval_fields(fields)) };
-        }
+/// A map's output row, computed by `exprs` from its input's fields into `row`.
+///
+/// # Safety
+/// `row` is valid for writes of `MAX_FIELDS` cells (a fused map has at most that many fields:
+/// `Fusion::refresh`).
+#[inline(always)]
+unsafe fn eval(exprs: &[ScalarExpr], fields: &[ArchivedValue], row: *mut Cell) {
+    debug_assert!(exprs.len() <= MAX_FIELDS);
+    for (i, expr) in exprs.iter().enumerate() {
+        // SAFETY: `i < exprs.len() <= MAX_FIELDS` (the caller's contract).
+        unsafe { row.add(i).write(expr.eval_fields(fields)) };
     }
+}
 
+impl Fused {
     /// Its decisions, for the router of generation `gen` (found afresh for a new router).
     #[inline(always)]
     pub fn decisions(&mut self, gen: u64) -> &mut Decisions {
@@ -109,13 +121,13 @@ impl Rows {
         Rows([MaybeUninit::uninit(), MaybeUninit::uninit()])
     }
 
-    /// Map `map`'s row from its input's `fields` into the first row.
+    /// The row of a map of `exprs` from its input's `fields`, into the first row.
     #[inline(always)]
-    pub fn first<'r>(&'r mut self, map: &FusedMap, fields: &[ArchivedValue]) -> RowsIn<'r> {
+    pub fn first<'r>(&'r mut self, exprs: &[ScalarExpr], fields: &[ArchivedValue]) -> RowsIn<'r> {
         let to = self.0[0].as_mut_ptr().cast::<Cell>();
         // SAFETY: `to` is the first row's array.
-        unsafe { map.eval(fields, to) };
-        RowsIn { rows: self, cur: 0, len: map.exprs.len() }
+        unsafe { eval(exprs, fields, to) };
+        RowsIn { rows: self, cur: 0, len: exprs.len() }
     }
 }
 
@@ -127,17 +139,18 @@ pub(super) struct RowsIn<'r> {
 }
 
 impl RowsIn<'_> {
-    /// Map `map`'s row from the last row into the other one, which is the last one then.
+    /// The row of a map of `exprs` from the last row, into the other one, which is the last
+    /// one then.
     #[inline(always)]
-    pub fn next(&mut self, map: &FusedMap) {
+    pub fn next(&mut self, exprs: &[ScalarExpr]) {
         let base = self.rows.0.as_mut_ptr();
         // SAFETY: the two rows are distinct arrays; the last one's first `len` cells were
         // written (by `first` or the previous `next`), and `eval` writes the other's.
         unsafe {
             let from = std::slice::from_raw_parts(base.add(self.cur).cast::<Cell>(), self.len);
-            map.eval(Cell::as_archived(from), base.add(1 - self.cur).cast::<Cell>());
+            eval(exprs, Cell::as_archived(from), base.add(1 - self.cur).cast::<Cell>());
         }
-        (self.cur, self.len) = (1 - self.cur, map.exprs.len());
+        (self.cur, self.len) = (1 - self.cur, exprs.len());
     }
 
     /// The last row's cells.
@@ -162,24 +175,24 @@ impl Fusion {
     /// Whether any function here may be fused.
     #[inline]
     pub fn any(&self) -> bool {
-        self.maps.iter().any(Option::is_some) || self.sinks.contains(&true)
+        self.stages.iter().any(Option::is_some) || self.sinks.contains(&true)
     }
 
-    /// Fused map `f` (asked only once its fusion was decided).
+    /// Fused map or filter `f` (asked only once its fusion was decided).
     #[inline(always)]
-    pub fn map(&mut self, f: usize) -> &mut FusedMap {
-        self.maps[f].as_mut().expect("a fused map")
+    pub fn stage(&mut self, f: usize) -> &mut Fused {
+        self.stages[f].as_mut().expect("a fused map or filter")
     }
 
     /// Whether function `f` may be fused.
     #[inline]
     pub fn fusible(&self, f: usize) -> bool {
-        self.maps.get(f).is_some_and(Option::is_some) || self.sinks.get(f).copied().unwrap_or(false)
+        self.stages.get(f).is_some_and(Option::is_some) || self.sinks.get(f).copied().unwrap_or(false)
     }
 
     /// Which functions here may be fused, from their instances and the plan: maps of scalar
-    /// outputs, fed by forward edges only, that records may chain to (`chainable`) and that
-    /// are not counted by key group (`counted`). Recomputed with `chainable`.
+    /// outputs and filters, fed by forward edges only, that records may chain to (`chainable`)
+    /// and that are not counted by key group (`counted`). Recomputed with `chainable`.
     pub fn refresh(
         &mut self,
         plan: &Plan,
@@ -193,14 +206,21 @@ impl Fusion {
             let functions = plan.functions.iter().flat_map(|g| g.outputs.iter().filter(into));
             sources.chain(functions).all(|e| e.partition == Partition::Forward)
         };
-        self.maps = (0..ops.len())
+        self.stages = (0..ops.len())
             .map(|f| {
-                let Some(OperatorInstance::Builtin(Builtin::Map(map), records)) = &ops[f] else { return None };
-                let exprs = map.scalar_exprs().filter(|e| e.len() <= MAX_FIELDS)?;
+                let (stage, records) = match &ops[f] {
+                    Some(OperatorInstance::Builtin(Builtin::Map(map), records)) => {
+                        (Stage::Map(map.scalar_exprs().filter(|e| e.len() <= MAX_FIELDS)?.to_vec()), records)
+                    }
+                    Some(OperatorInstance::Builtin(Builtin::Filter(filter), records)) => {
+                        (Stage::Filter(filter.predicate().clone()), records)
+                    }
+                    _ => return None,
+                };
                 if !chainable[f] || counted(f) || plan.functions[f].is_sink || !forward_only(f) {
                     return None;
                 }
-                Some(FusedMap { exprs: exprs.to_vec(), records: *records, decided: Decisions::default(), gen: 0 })
+                Some(Fused { stage, records: *records, decided: Decisions::default(), gen: 0 })
             })
             .collect();
         self.sinks = (0..ops.len())

@@ -14,7 +14,7 @@ use crate::plan::{Edge, Partition, Plan};
 use crate::policy::{Placement, Policy, RouteCx};
 use crate::runqueue::RunQueue;
 use crate::shard::chain::{ChainBuf, ChainTo};
-use crate::shard::fuse::{Decisions, Fusing, Rows, RowsIn};
+use crate::shard::fuse::{Decisions, Fusing, Rows, RowsIn, Stage};
 use crate::shard::outputs::Outputs;
 use crate::shard::sched::{Sched, SchedParts};
 
@@ -214,13 +214,27 @@ impl<'a, P: Policy> Core<'a, P> {
         event_time: u64,
         mut record: T,
     ) {
+        self.route_mut(edges, parent, d, key_hash, event_time, &mut record)
+    }
+
+    /// `route`, the record borrowed (a fused filter's input goes on as it came).
+    #[inline(always)]
+    fn route_mut<T: Payload>(
+        &mut self,
+        edges: &[Edge],
+        parent: &Header,
+        d: &mut Decisions,
+        key_hash: u64,
+        event_time: u64,
+        record: &mut T,
+    ) {
         // One edge (most nodes' case) without a loop: a loop's set-up (the parts it reads,
         // loaded and kept aside) would be paid per record for one turn.
         if let [edge] = edges {
-            return self.route_edge(0, edge, parent, d, key_hash, event_time, &mut record);
+            return self.route_edge(0, edge, parent, d, key_hash, event_time, record);
         }
         for (i, edge) in edges.iter().enumerate() {
-            self.route_edge(i, edge, parent, d, key_hash, event_time, &mut record);
+            self.route_edge(i, edge, parent, d, key_hash, event_time, record);
         }
     }
 
@@ -334,30 +348,38 @@ impl<'a, P: Policy> Core<'a, P> {
         }
     }
 
-    /// Run fused map `edge.target` on `record`, its input made from `parent`: its row computed
-    /// from the record's fields as they are, then, while its one edge goes forward to a map
-    /// fused too, that map's row from it, and so on; the last map's row is routed along its
-    /// edges as the record it outputs. Its parent is `parent`: a child takes from its parent
-    /// only what the input records of the maps would have taken from it too (times, app),
-    /// and no hook is asked about those records (the fusion's condition).
+    /// Run fused map or filter `edge.target` on `record`, its input made from `parent`. A
+    /// map's row is computed from the record's fields as they are, then, while its one edge
+    /// goes forward to a map or filter fused too, that one runs on the row, and so on; the last
+    /// one's row is routed along its edges as the record it outputs. A filter's input goes on
+    /// as it came (`fuse_filter`). Its parent is `parent`: a child takes from its parent only
+    /// what the input records of the maps would have taken from it too (times, app), and no
+    /// hook is asked about those records (the fusion's condition).
     #[inline(never)]
     fn fuse<T: Payload>(&mut self, edge: &Edge, parent: &Header, key: u64, event_time: u64, record: &mut T) {
         let mut m = edge.target as usize;
         let f = self.fusing();
         let (functions, gen) = (f.functions, f.fusion.gen);
         f.fusion.fused[m] += 1;
-        let map = f.fusion.map(m);
+        let fused = f.fusion.stage(m);
+        let exprs = match &fused.stage {
+            Stage::Map(exprs) => exprs,
+            Stage::Filter(_) => return self.fuse_filter(m, parent, key, event_time, record),
+        };
         let mut rows = Rows::new();
-        let mut row = match record.fields(map.records) {
-            Some(fields) => rows.first(map, fields),
+        let mut row = match record.fields(fused.records) {
+            Some(fields) => rows.first(exprs, fields),
             None => self.first_row_archived(m, record, &mut rows),
         };
         if one_forward(&functions[m].outputs).is_some() {
-            m = self.fuse_on(m, &mut row);
+            match self.fuse_on(m, &mut row) {
+                Some(last) => m = last,
+                None => return, // a filter stopped it
+            }
         }
-        let mut d = *self.fusing().fusion.map(m).decisions(gen);
+        let mut d = *self.fusing().fusion.stage(m).decisions(gen);
         self.route(&functions[m].outputs, parent, &mut d, key, event_time, row.cells());
-        self.fusing().fusion.map(m).decided = d;
+        self.fusing().fusion.stage(m).decided = d;
     }
 
     /// Fused map `m`'s row from `record`, values (a record with strings) or an archive written
@@ -369,25 +391,76 @@ impl<'a, P: Policy> Core<'a, P> {
         let mut scratch = self.out.take_scratch();
         let arena = self.chain.as_mut().expect("fusion chains").buf.arena();
         let r = record.write(&mut scratch, arena);
-        let map = self.fusing().fusion.map(m);
-        let row = rows.first(map, &map.records.read(&scratch[r]).get().fields);
+        let fused = self.fusing().fusion.stage(m);
+        let Stage::Map(exprs) = &fused.stage else { unreachable!("a row of a fused filter") };
+        let row = rows.first(exprs, &fused.records.read(&scratch[r]).get().fields);
         self.out.put_scratch(scratch);
         row
     }
 
-    /// While fused map `m`'s one edge goes forward to a map that is fused too, that map's row
-    /// from `row`; returns the last map fused. Out of line: most fused maps feed something else.
+    /// Run fused filter `m` on `record`, made from `parent`: if its fields (read as they are)
+    /// satisfy the predicate, the record goes on along the filter's edges unchanged, with
+    /// `key` and `event_time` (the filter forwards its input's). Out of line, as `fuse`.
     #[inline(never)]
-    fn fuse_on(&mut self, mut m: usize, row: &mut RowsIn<'_>) -> usize {
+    fn fuse_filter<T: Payload>(&mut self, m: usize, parent: &Header, key: u64, event_time: u64, record: &mut T) {
+        let f = self.fusing();
+        let (functions, gen) = (f.functions, f.fusion.gen);
+        let fused = f.fusion.stage(m);
+        let Stage::Filter(predicate) = &fused.stage else { unreachable!("a fused map as a filter") };
+        let passes = match record.fields(fused.records) {
+            Some(fields) => predicate.test_fields(fields),
+            None => return self.fuse_filter_archived(m, parent, key, event_time, record),
+        };
+        if passes {
+            let mut d = *self.fusing().fusion.stage(m).decisions(gen);
+            self.route_mut(&functions[m].outputs, parent, &mut d, key, event_time, record);
+            self.fusing().fusion.stage(m).decided = d;
+        }
+    }
+
+    /// `fuse_filter` for values (a record with strings) or an archive written in place:
+    /// archived once into the scratch buffer, tested there, and, if it passes, forwarded from
+    /// there (an archive written in place is written once).
+    #[cold]
+    #[inline(never)]
+    fn fuse_filter_archived<T: Payload>(
+        &mut self,
+        m: usize,
+        parent: &Header,
+        key: u64,
+        event_time: u64,
+        record: &mut T,
+    ) {
+        let mut scratch = self.out.take_scratch();
+        let arena = self.chain.as_mut().expect("fusion chains").buf.arena();
+        let r = record.write(&mut scratch, arena);
+        let f = self.fusing();
+        let (functions, gen) = (f.functions, f.fusion.gen);
+        let fused = f.fusion.stage(m);
+        let Stage::Filter(predicate) = &fused.stage else { unreachable!("a fused map as a filter") };
+        if predicate.test_fields(&fused.records.read(&scratch[r.clone()]).get().fields) {
+            let mut d = *fused.decisions(gen);
+            self.route(&functions[m].outputs, parent, &mut d, key, event_time, &scratch[r]);
+            self.fusing().fusion.stage(m).decided = d;
+        }
+        self.out.put_scratch(scratch);
+    }
+
+    /// While fused map `m`'s one edge goes forward to a map or filter that is fused too, that
+    /// one runs on `row` (a map makes the next row; a filter keeps it or stops it); returns
+    /// the last one fused, or `None` if a filter stopped the row. Out of line: most fused maps
+    /// feed something else.
+    #[inline(never)]
+    fn fuse_on(&mut self, mut m: usize, row: &mut RowsIn<'_>) -> Option<usize> {
         let (functions, gen) = (self.fusing().functions, self.fusing().fusion.gen);
         while let Some(e) = one_forward(&functions[m].outputs) {
-            let d = self.fusing().fusion.map(m).decisions(gen);
+            let d = self.fusing().fusion.stage(m).decisions(gen);
             let fuses = match d.fuse_decided & 1 != 0 {
                 true => d.fuses & 1 != 0,
                 false => {
                     let mut found = *d;
                     let fuses = self.decide_fusion(e, 1, &mut found);
-                    self.fusing().fusion.map(m).decided = found;
+                    self.fusing().fusion.stage(m).decided = found;
                     fuses
                 }
             };
@@ -397,9 +470,16 @@ impl<'a, P: Policy> Core<'a, P> {
             m = e.target as usize;
             let fusion = &mut self.fusing().fusion;
             fusion.fused[m] += 1;
-            row.next(fusion.map(m));
+            match &fusion.stage(m).stage {
+                Stage::Map(exprs) => row.next(exprs),
+                Stage::Filter(predicate) => {
+                    if !predicate.test_fields(Cell::as_archived(row.cells())) {
+                        return None;
+                    }
+                }
+            }
         }
-        m
+        Some(m)
     }
 }
 
