@@ -39,7 +39,7 @@ pub use window::{Window, WindowPartial};
 
 use crate::expr::ExprError;
 use crate::operator::Msg;
-use crate::record::{ArchivedRecord, FieldType, Schema};
+use crate::record::{ArchivedValue, FieldType, Schema};
 use keyed::KeyRef;
 
 /// Why a built-in function could not be built from its configuration.
@@ -131,10 +131,10 @@ impl KeySource {
 
     /// The record's key. Hot path. `None` only for a record shorter than its schema.
     #[inline]
-    pub(crate) fn key_of<'a>(self, msg: &Msg, rec: &'a ArchivedRecord) -> Option<KeyRef<'a>> {
+    pub(crate) fn key_of<'a>(self, msg: &Msg, fields: &'a [ArchivedValue]) -> Option<KeyRef<'a>> {
         match self {
-            KeySource::Field(pos) => rec.fields.get(pos).map(KeyRef::of),
-            KeySource::Routed(pos) => rec.fields.get(pos).map(|v| {
+            KeySource::Field(pos) => fields.get(pos).map(KeyRef::of),
+            KeySource::Routed(pos) => fields.get(pos).map(|v| {
                 debug_assert_eq!(msg.key_hash, v.key_hash(), "a record not routed by its key field");
                 KeyRef::hashed(v, msg.key_hash)
             }),

@@ -211,7 +211,7 @@ fn emit_pane<E: Emitter>(
 impl Operator for Window {
     /// Hot path: allocates only for a new key or pane.
     fn on_record<E: Emitter>(&mut self, msg: Msg, rec: &ArchivedRecord, _: &[u8], out: &mut E) {
-        let Some(key) = self.key.key_of(&msg, rec) else {
+        let Some(key) = self.key.key_of(&msg, &rec.fields) else {
             return;
         };
         let value = self.field.and_then(|pos| rec.fields.get(pos));
