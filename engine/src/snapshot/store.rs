@@ -60,7 +60,7 @@ impl Fingerprint {
 
     /// What a snapshot's state depends on in `config`: every app's name and schema, each of its
     /// sources (name and kind), functions (name and full definition: kind, keys, windows,
-    /// aggregates) and sinks (name and kind), `[engine] key_groups` and how keys are grouped. Shards, placement,
+    /// aggregates) and sinks (name and kind), `[engine] key_groups`, how keys are grouped and which stream a generator's seed gives. Shards, placement,
     /// rates and lessees may change between a snapshot and its recovery.
     pub fn of_config(config: &Config) -> Fingerprint {
         let kind_of = |v: serde_json::Result<serde_json::Value>| {
@@ -69,6 +69,7 @@ impl Fingerprint {
         let mut items = vec![
             format!("key_groups {}", config.engine.key_groups),
             format!("key_grouping {}", dirigo_actors::ids::KEY_GROUPING),
+            format!("generator_stream {}", crate::source::generator::STREAM),
         ];
         for app in &config.apps {
             let a = app.name.get_ref();
