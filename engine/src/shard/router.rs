@@ -174,9 +174,9 @@ impl<P: Policy> Core<'_, P> {
         }
     }
 
-    /// The home shard of `key` for keyed edge `edge` (out of line: the forward edge's case stays
-    /// a comparison in the caller's loop).
-    #[inline(never)]
+    /// The home shard of `key` for keyed edge `edge`: a multiply-shift and a load since key
+    /// groups are Fibonacci-hashed, so inlined (out of line it was 24 instructions per record).
+    #[inline(always)]
     fn home(&self, edge: &Edge, key: u64) -> usize {
         self.placement.home(edge.target, key) as usize
     }
