@@ -277,6 +277,13 @@ impl<'a, P: Policy> Core<'a, P> {
         if keyed && dest == me as usize && self.keyed.is_some() && self.fuses(edge, bit, d) {
             return self.fuse_keyed(edge, parent, key, event_time, record);
         }
+        // A keyed edge's decisions are consulted with the instances at hand or always without
+        // them (a function has one input edge, reached from one router): a record chained after
+        // records of the same generation fused would run behind later fused ones.
+        debug_assert!(
+            !(keyed && self.keyed.is_none() && d.fuse_decided & d.fuses & bit != 0),
+            "a keyed fusion decided with the instances at hand, asked without them"
+        );
         if !keyed && self.chain.is_some() && self.fuses(edge, bit, d) {
             if edge.headers_only {
                 // A sink that reads headers alone: the record is an output, due now.
