@@ -69,8 +69,8 @@ pub struct AppStats {
     /// Records that ran at once on their sender's shard (operator chaining), skipping the run
     /// queue.
     pub chained: u64,
-    /// Records of a map, filter or keyed aggregate computed where its input was made (operator
-    /// fusion): the input record was never made, chained or queued.
+    /// Records of a map or filter computed where its input was made (operator fusion): the
+    /// input record was never made, chained or queued.
     pub fused: u64,
     /// Records that ran as their batch arrived from another shard (or this one's staging),
     /// skipping the run queue: a policy that runs messages in arrival order, nothing waiting.

@@ -63,9 +63,8 @@ pub struct AppSummary {
     /// Records that ran at once on their sender's shard, skipping the run queue (operator
     /// chaining: forward edges to stateless functions, under a policy that allows it).
     pub chained: u64,
-    /// Records of a map, filter or keyed aggregate computed where its input was made, which
-    /// was never made as a record (operator fusion: maps of scalars and filters fed by forward
-    /// edges, keyed aggregates whose key is homed where a source makes the record, under a
+    /// Records of a map or filter computed where its input was made, which was never made as
+    /// a record (operator fusion: maps of scalars and filters fed by forward edges, under a
     /// policy that observes no hook on them).
     pub fused: u64,
     /// Records that ran as their batch arrived, skipping the run queue (under a policy that

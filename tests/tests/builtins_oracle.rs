@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{ensure, Result};
 use common::{
-    aggregate, assert_keyed_eq, b, by_key, f, for_each_setup, generated, i, parse, run, run_placed, s, u,
-    window_starts, Apps, Keyed, Out,
+    aggregate, assert_keyed_eq, b, by_key, f, for_each_setup, generated, i, parse, run_placed, s, u, window_starts,
+    Apps, Keyed, Out,
 };
 use dirigo_actors::record::Value;
 use dirigo_engine::policy::{Builtin, Policy};
@@ -164,42 +164,6 @@ fn check_rolling(op: &str, specs: &[(&str, Option<usize>, usize)]) -> Result<()>
         .map(|((_, field, key), sink)| (sink.as_str(), rolling(&events, op, *field, field_key(*key))))
         .collect();
     check_all(&config, EVENTS, &references)
-}
-
-/// Keyed aggregates run where their records are made, when the key is homed there and the
-/// policy's hooks would do nothing with the records (operator fusion): on 1 shard nearly all
-/// of their records (a watermark waiting for one stops it until it has run), on 2 about the
-/// half whose keys live where their source instance runs, under fifo and laxity; none under
-/// fair. The outputs equal the reference's every time (`count_k` reads the generator's
-/// values, which hold a string, archived once; `keyed_*_matches_reference` cover every setup,
-/// key-group moves included).
-#[test]
-fn keyed_aggregates_are_fused_where_their_keys_are_homed() -> Result<()> {
-    let body = function("count_k", "count", "input = \"in\"\nkey = \"k\"")
-        + &function("sum_a", "sum", "input = \"in\"\nfield = \"a\"\nkey = \"s\"");
-    let config = parse(&app("fused", EVENTS, &body))?;
-    let events = generated(&config, "in")?;
-    let want = [
-        ("count_k_out", rolling(&events, "count", None, field_key(K))),
-        ("sum_a_out", rolling(&events, "sum", Some(A), field_key(S))),
-    ];
-    let records = 2 * EVENTS as u64;
-    for (policy, fuses) in [("fifo", true), ("laxity", true), ("fair", false)] {
-        for shards in [1, 2] {
-            let run = run(&config, shards, policy)?;
-            for (sink, w) in &want {
-                assert_keyed_eq(sink, &run.keyed(sink), w)?;
-            }
-            let fused = run.summary.apps[0].fused;
-            let expected = match (fuses, shards) {
-                (false, _) => fused == 0,
-                (true, 1) => fused >= records * 9 / 10 && fused <= records,
-                (true, _) => fused >= records / 4 && fused <= records * 3 / 4,
-            };
-            ensure!(expected, "{policy}, {shards} shard(s): {fused} of {records} aggregate records fused");
-        }
-    }
-    Ok(())
 }
 
 #[test]

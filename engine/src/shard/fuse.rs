@@ -14,13 +14,6 @@
 //! would have. Chaining would run either right after the record's maker; fusion skips making
 //! the record in between.
 //!
-//! A keyed aggregate (count, sum, min, max, avg) whose every input edge partitions by its key
-//! field is fused too, by a router that holds the shard's instances (a source's:
-//! `KeyedParts`), for the records whose key is homed on this shard: its key group counted as
-//! a run record's is (placement reads those counts), `Aggregate::on_fields` on the record's
-//! fields as they are, and its outputs routed along its edges (`Core::fuse_keyed`). The
-//! records for it from other shards, and those of keys homed elsewhere, go as before.
-//!
 //! When: the policy chains and its `on_send`, `pre_apply` and `post_apply` are no-ops
 //! (`Policy::observes_send`, `Policy::observes_apply`), so no hook would do anything with the
 //! record; no snapshot aligns (chaining is on); the function's instance here may take chained
@@ -33,8 +26,8 @@
 //!
 //! Not fused: watermarks, ends and barriers (they reach the instance as they always do; a
 //! fused record never overtakes one, since one waiting stops fusion until it has run), maps
-//! with a string output (their rows are values), maps and filters behind a keyed edge, keyed
-//! functions other than aggregates, and everything under a policy that observes a hook.
+//! with a string output (their rows are values), functions behind a keyed edge (their records
+//! are counted by key group), and everything under a policy that observes a hook.
 
 use std::mem::MaybeUninit;
 
@@ -42,7 +35,6 @@ use dirigo_actors::expr::{Predicate, ScalarExpr};
 use dirigo_actors::record::{ArchivedValue, Cell, RecordsOnly};
 use dirigo_net::mailbox::Entry;
 
-use super::rebalance::Rebalance;
 use crate::instance::{Builtin, OperatorInstance};
 use crate::plan::{Edge, FunctionPlan, Partition, Plan};
 
@@ -66,10 +58,6 @@ pub(super) struct Fusion {
     /// Per function: a sink that reads headers alone (latency, null), fed by forward edges: a
     /// record for it fused is its ingress time, due as an output (`Telemetry::outputs_due`).
     pub sinks: Vec<bool>,
-    /// Per function: a keyed aggregate whose every input edge partitions by its key field:
-    /// a record for it whose key is homed here may run on it where it is made, by a router
-    /// that holds the instances (`KeyedParts`: a source's), with its own edges' decisions.
-    pub keyed: Vec<Option<FusedKeyed>>,
     /// Bumped for each router that may fuse: a fused map's decisions are its router's.
     pub gen: u64,
     /// Per function: records of it fused since the last report.
@@ -107,33 +95,6 @@ unsafe fn eval(exprs: &[ScalarExpr], fields: &[ArchivedValue], row: *mut Cell) {
         // SAFETY: `i < exprs.len() <= MAX_FIELDS` (the caller's contract).
         unsafe { row.add(i).write(expr.eval_fields(fields)) };
     }
-}
-
-/// A keyed aggregate as a fused one runs it: what the router of generation `gen` found for its
-/// edges.
-#[derive(Default)]
-pub(super) struct FusedKeyed {
-    pub decided: Decisions,
-    pub gen: u64,
-}
-
-impl FusedKeyed {
-    /// Its decisions, for the router of generation `gen` (found afresh for a new router).
-    #[inline(always)]
-    pub fn decisions(&mut self, gen: u64) -> &mut Decisions {
-        if self.gen != gen {
-            (self.gen, self.decided) = (gen, Decisions::default());
-        }
-        &mut self.decided
-    }
-}
-
-/// What a router needs to run keyed aggregates fused (`Core::fuse_keyed`): the shard's
-/// instances, and the counts of records by key group that placement reads (a fused record
-/// counts as a run one does).
-pub(super) struct KeyedParts<'a> {
-    pub ops: &'a mut [Option<OperatorInstance>],
-    pub rb: &'a mut Rebalance,
 }
 
 impl Fused {
@@ -214,19 +175,7 @@ impl Fusion {
     /// Whether any function here may be fused.
     #[inline]
     pub fn any(&self) -> bool {
-        self.stages.iter().any(Option::is_some) || self.sinks.contains(&true) || self.keyed.iter().any(Option::is_some)
-    }
-
-    /// Whether keyed function `f` may be fused where its key is homed.
-    #[inline]
-    pub fn keyed_fusible(&self, f: usize) -> bool {
-        self.keyed.get(f).is_some_and(Option::is_some)
-    }
-
-    /// Fused keyed aggregate `f` (asked only once its fusion was decided).
-    #[inline(always)]
-    pub fn keyed(&mut self, f: usize) -> &mut FusedKeyed {
-        self.keyed[f].as_mut().expect("a fused keyed aggregate")
+        self.stages.iter().any(Option::is_some) || self.sinks.contains(&true)
     }
 
     /// Fused map or filter `f` (asked only once its fusion was decided).
@@ -251,22 +200,12 @@ impl Fusion {
         chainable: &[bool],
         counted: impl Fn(usize) -> bool,
     ) {
-        let inputs_all = |f: usize, partitioned: fn(&Partition) -> bool| {
+        let forward_only = |f: usize| {
             let into = |e: &&Edge| e.target as usize == f;
             let sources = plan.sources.iter().flat_map(|s| s.outputs.iter().filter(into));
             let functions = plan.functions.iter().flat_map(|g| g.outputs.iter().filter(into));
-            sources.chain(functions).all(|e| partitioned(&e.partition))
+            sources.chain(functions).all(|e| e.partition == Partition::Forward)
         };
-        let forward_only = |f: usize| inputs_all(f, |p| *p == Partition::Forward);
-        // Keyed by a field on every input (what `Aggregate::routed_by_key` relies on too).
-        let by_field_only = |f: usize| inputs_all(f, |p| matches!(p, Partition::ByField(..)));
-        self.keyed = (0..ops.len())
-            .map(|f| {
-                let aggregate = matches!(&ops[f], Some(OperatorInstance::Builtin(Builtin::Aggregate(_), _)));
-                let fusible = aggregate && chainable[f] && !plan.functions[f].is_sink && by_field_only(f);
-                fusible.then(FusedKeyed::default)
-            })
-            .collect();
         self.stages = (0..ops.len())
             .map(|f| {
                 let (stage, records) = match &ops[f] {

@@ -2,20 +2,19 @@
 //! by field), lets the policy rewrite the child's header (`on_send`), and stages it. Hot path.
 
 use dirigo_actors::envelope::{Header, MessageKind};
-use dirigo_actors::operator::{Emitter, Msg};
+use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::{archive_cells, archive_values_with, ArchivedValue, Cell, RecordsOnly, Value};
 use dirigo_net::mailbox::{append_aligned, append_copy, Entry};
 use rkyv::ser::allocator::Arena;
 use rkyv::util::AlignedVec;
 use std::ops::Range;
 
-use crate::instance::{Builtin, OperatorInstance};
 use crate::placement::PlacementTable;
 use crate::plan::{Edge, Partition, Plan};
 use crate::policy::{Placement, Policy, RouteCx};
 use crate::runqueue::RunQueue;
 use crate::shard::chain::{ChainBuf, ChainTo};
-use crate::shard::fuse::{Decisions, Fusing, KeyedParts, Rows, RowsIn, Stage};
+use crate::shard::fuse::{Decisions, Fusing, Rows, RowsIn, Stage};
 use crate::shard::outputs::Outputs;
 use crate::shard::sched::{Sched, SchedParts};
 
@@ -50,9 +49,6 @@ struct Core<'a, P: Policy> {
     /// queued for it, an instance coming or going) happens only between stretches, and a
     /// record that chains stages nothing.
     chain: Option<ChainTo<'a>>,
-    /// The instances to run fused keyed aggregates on (`Core::fuse_keyed`), for a router that
-    /// runs no instance itself (a source's), while it fuses; taken while one runs.
-    keyed: Option<KeyedParts<'a>>,
 }
 
 /// What the router knows of the load, refreshed once per turn.
@@ -122,19 +118,8 @@ impl<'a, P: Policy> Router<'a, P> {
         };
         let scale_up_signals = &mut sched.scale_up[parent.app as usize];
         let signals = policy.observes_route();
-        let core = Core { out, policy, load, scale_up_signals, signals, placement, chain, keyed: None };
+        let core = Core { out, policy, load, scale_up_signals, signals, placement, chain };
         Router { core, edges, parent, decided: Decisions::default() }
-    }
-
-    /// Let it run keyed aggregates fused where their keys are homed here (`Core::fuse_keyed`),
-    /// on `keyed`'s instances, if it fuses at all. Only for a router that runs no instance
-    /// itself: a source's.
-    #[inline]
-    pub(super) fn fusing_keyed(mut self, keyed: KeyedParts<'a>) -> Self {
-        if self.core.chain.as_ref().is_some_and(|c| c.fusing.is_some()) {
-            self.core.keyed = Some(keyed);
-        }
-        self
     }
 
     /// The message being applied now: the parent of what is emitted next (its app stays).
@@ -274,16 +259,6 @@ impl<'a, P: Policy> Core<'a, P> {
         let keyed = !matches!(edge.partition, Partition::Forward);
         let me = self.out.me;
         let bit = if i < 64 { 1u64 << i } else { 0 };
-        if keyed && dest == me as usize && self.keyed.is_some() && self.fuses(edge, bit, d) {
-            return self.fuse_keyed(edge, parent, key, event_time, record);
-        }
-        // A keyed edge's decisions are consulted with the instances at hand or always without
-        // them (a function has one input edge, reached from one router): a record chained after
-        // records of the same generation fused would run behind later fused ones.
-        debug_assert!(
-            !(keyed && self.keyed.is_none() && d.fuse_decided & d.fuses & bit != 0),
-            "a keyed fusion decided with the instances at hand, asked without them"
-        );
         if !keyed && self.chain.is_some() && self.fuses(edge, bit, d) {
             if edge.headers_only {
                 // A sink that reads headers alone: the record is an output, due now.
@@ -340,27 +315,19 @@ impl<'a, P: Policy> Core<'a, P> {
         self.decide_fusion(edge, bit, d)
     }
 
-    /// A fusible map or filter (`Fusion::stages`) or, along a keyed edge, keyed aggregate
-    /// (`Fusion::keyed`, with the instances at hand: `Core::keyed`), whose instance may take
-    /// chained records, with nothing of it queued, or chained and not yet run (in the chain
-    /// buffer, or later in the generation running now: at most `REST_SCANNED` of those are
-    /// looked through).
+    /// A fusible map (`Fusion::maps`) whose instance may take chained records, with nothing of
+    /// it queued, or chained and not yet run (in the chain buffer, or later in the generation
+    /// running now: at most `REST_SCANNED` of those are looked through).
     #[inline(never)]
     fn decide_fusion(&mut self, edge: &Edge, bit: u64, d: &mut Decisions) -> bool {
         const REST_SCANNED: usize = 256;
         d.fuse_decided |= bit;
         let m = edge.target as usize;
-        let keyed = !matches!(edge.partition, Partition::Forward);
-        let holds_instances = self.keyed.is_some();
         let Some(c) = self.chain.as_ref() else { return false };
         let Some(f) = c.fusing.as_ref() else { return false };
         let waits = |e: &Entry| e.header.function as usize == m;
-        let fusible = match keyed {
-            true => holds_instances && f.fusion.keyed_fusible(m),
-            false => f.fusion.fusible(m),
-        };
         let fuses = bit != 0
-            && fusible
+            && f.fusion.fusible(m)
             && c.may_run(self.out, m)
             && c.runq.len_of(edge.target) == 0
             && f.rest.len() <= REST_SCANNED
@@ -513,82 +480,6 @@ impl<'a, P: Policy> Core<'a, P> {
             }
         }
         Some(m)
-    }
-}
-
-impl<'a, P: Policy> Core<'a, P> {
-    /// Run keyed aggregate `edge.target` on `record`, made from `parent`, its key `key` homed
-    /// here: as its instance would run it chained (its key group counted, `on_fields` on the
-    /// record's fields as they are), and its outputs routed along its edges with `parent` as
-    /// their parent (a child takes from it only the times and the app, which the record for
-    /// the aggregate would have carried unchanged). Its instance comes from `Core::keyed`,
-    /// taken while it runs: what it emits fuses no keyed aggregate further.
-    #[inline(never)]
-    fn fuse_keyed<T: Payload>(&mut self, edge: &Edge, parent: &Header, key: u64, event_time: u64, record: &mut T) {
-        let m = edge.target as usize;
-        let Some(keyed) = self.keyed.take() else { unreachable!("a keyed fusion was decided") };
-        keyed.rb.count(m, key);
-        let f = self.fusing();
-        let (functions, gen) = (f.functions, f.fusion.gen);
-        f.fusion.fused[m] += 1;
-        let mut d = *f.fusion.keyed(m).decisions(gen);
-        let Some(OperatorInstance::Builtin(Builtin::Aggregate(agg), records)) = keyed.ops[m].as_mut() else {
-            unreachable!("a fused keyed function is an aggregate")
-        };
-        let msg = Msg { key_hash: key, event_time, port: edge.port };
-        let mut scratch = None;
-        let fields = match record.fields(*records) {
-            Some(fields) => fields,
-            None => {
-                // Values (a record with strings) or an archive written in place: archived once.
-                let mut bytes = self.out.take_scratch();
-                let arena = self.chain.as_mut().expect("fusion chains").buf.arena();
-                let r = record.write(&mut bytes, arena);
-                &records.read(&scratch.insert((bytes, r.clone())).0[r]).get().fields
-            }
-        };
-        let mut out = Nested { core: self, edges: &functions[m].outputs, parent, d: &mut d };
-        agg.on_fields(msg, fields, &mut out);
-        if let Some((bytes, _)) = scratch {
-            self.out.put_scratch(bytes);
-        }
-        self.fusing().fusion.keyed(m).decided = d;
-        self.keyed = Some(keyed);
-    }
-}
-
-/// What a fused keyed aggregate emits into: routed along its edges (`Core::route`) with its
-/// input's parent as the parent, and the decisions found for them.
-struct Nested<'c, 'a, P: Policy> {
-    core: &'c mut Core<'a, P>,
-    edges: &'c [Edge],
-    parent: &'c Header,
-    d: &'c mut Decisions,
-}
-
-impl<P: Policy> Emitter for Nested<'_, '_, P> {
-    #[inline(always)]
-    fn emit(&mut self, key_hash: u64, event_time: u64, values: &[Value]) {
-        self.core.route(self.edges, self.parent, self.d, key_hash, event_time, values)
-    }
-
-    #[inline(always)]
-    fn emit_cells(&mut self, key_hash: u64, event_time: u64, cells: &[Cell]) {
-        self.core.route(self.edges, self.parent, self.d, key_hash, event_time, cells)
-    }
-
-    #[inline]
-    fn forward(&mut self, key_hash: u64, event_time: u64, archive: &[u8]) {
-        self.core.route(self.edges, self.parent, self.d, key_hash, event_time, archive)
-    }
-
-    /// Written once into a scratch buffer and forwarded along every edge (an aggregate emits
-    /// cells or values; this is for completeness).
-    fn emit_archived(&mut self, key_hash: u64, event_time: u64, write: &mut dyn FnMut(&mut AlignedVec)) {
-        let mut scratch = self.core.out.take_scratch();
-        let r = append_aligned(&mut scratch, write);
-        self.core.route(self.edges, self.parent, self.d, key_hash, event_time, &scratch[r]);
-        self.core.out.put_scratch(scratch);
     }
 }
 

@@ -10,7 +10,7 @@ use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::{Cell, Value};
 use rkyv::util::AlignedVec;
 
-use super::fuse::{Fusing, KeyedParts};
+use super::fuse::Fusing;
 use super::router::Router;
 use super::router::{broadcast, broadcast_watermark};
 use super::{Shard, TURN_BUDGET};
@@ -264,10 +264,8 @@ impl<P: Policy> Shard<P> {
             budget,
         };
         let parent = Header::data(sp.app, 0, 0);
-        let keyed = KeyedParts { ops: &mut self.slots.ops, rb: &mut self.rb };
         let router =
-            Router::of_parts(&mut self.out, self.sched.split(), &self.placement, &sp.outputs, parent, chain, fusing)
-                .fusing_keyed(keyed);
+            Router::of_parts(&mut self.out, self.sched.split(), &self.placement, &sp.outputs, parent, chain, fusing);
         let run = RunState { produced, max_event_time };
         match inst {
             SourceInstance::Generator(g) if g.is_scalar() => {
