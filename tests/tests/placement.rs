@@ -262,6 +262,8 @@ fn a_burst_spreads_hot_groups_out_and_they_come_back_after_it() -> Result<()> {
     let config = parse(&text)?;
     let mut plan = compile(&config, 2).map_err(|e| anyhow!("{e}"))?;
     ensure!(plan.apps[0].shards == [0] && plan.apps[0].reach == [0, 1], "packed on shard 0, may spread to 1");
+    let id = |name: &str| plan.functions.iter().position(|f| f.name == name).map(|f| f as u16);
+    let (count, window) = (id("hot_count").context("hot_count")?, id("hot_window").context("hot_window")?);
     let outputs = collect_sinks(&mut plan);
     let settings = settings(&config);
     let summary =
@@ -279,6 +281,10 @@ fn a_burst_spreads_hot_groups_out_and_they_come_back_after_it() -> Result<()> {
         "spread from the hot shard to the idle one: {spread:?}"
     );
     ensure!(back.iter().all(|m| (m.from, m.to) == (1, 0)), "consolidation brings groups home: {back:?}");
+    // The count's records heat its groups as the window's do: both functions' groups move.
+    for (name, f) in [("the count", count), ("the window", window)] {
+        ensure!(spread.iter().any(|m| m.function == f), "{name} spread none of the {} groups spread", spread.len());
+    }
     // Every group that went out came back, after it went.
     let mut out_now: BTreeMap<(u16, u16), u64> = BTreeMap::new();
     for m in moves.iter() {
