@@ -8,7 +8,7 @@ use super::{output_schema, BuildError, KeySource};
 use crate::builtins::moved::{agg_name, same_agg, AggKey, KeyArchive, StateCopy};
 use crate::migrate::MigrateError;
 use crate::operator::{Emitter, Msg, Operator};
-use crate::record::{ArchivedRecord, ArchivedValue, Schema, Value};
+use crate::record::{ArchivedRecord, Schema, Value};
 use rkyv::util::AlignedVec;
 
 /// Rolling aggregate per key, with the input's key hash and event time on each output.
@@ -167,21 +167,11 @@ impl Operator for Aggregate {
     /// key's copy).
     #[inline]
     fn on_record<E: Emitter>(&mut self, msg: Msg, rec: &ArchivedRecord, _: &[u8], out: &mut E) {
-        self.on_fields(msg, &rec.fields, out)
-    }
-}
-
-impl Aggregate {
-    /// `on_record` on a record's fields (`ArchivedRecord::fields`, or a row of cells seen as
-    /// its archived values: `Cell::as_archived`): what runs it where its input is made
-    /// (operator fusion) calls it with the fields as they are. Hot path.
-    #[inline]
-    pub fn on_fields<E: Emitter>(&mut self, msg: Msg, fields: &[ArchivedValue], out: &mut E) {
-        let Some(key) = self.key.key_of(&msg, fields) else {
+        let Some(key) = self.key.key_of(&msg, &rec.fields) else {
             return;
         };
         let zero = self.zero;
-        let value = self.field.and_then(|pos| fields.get(pos));
+        let value = self.field.and_then(|pos| rec.fields.get(pos));
         // A scalar key: the output is two cells (`Emitter::emit_cells`); a string key: values.
         let key_cell = key.cell();
         let partial = with_table!(&mut self.state, |t| {

@@ -20,9 +20,7 @@ impl Filter {
         })?;
         Ok((Filter { predicate }, input.clone()))
     }
-}
 
-impl Filter {
     /// Its predicate: a record that satisfies it goes on unchanged (evaluated by whoever runs
     /// the filter where its input is made: operator fusion).
     pub fn predicate(&self) -> &Predicate {

@@ -10,7 +10,7 @@ use rkyv::util::AlignedVec;
 use std::ops::Range;
 
 use crate::placement::PlacementTable;
-use crate::plan::{Edge, Partition, Plan};
+use crate::plan::{Edge, FunctionPlan, Partition, Plan};
 use crate::policy::{Placement, Policy, RouteCx};
 use crate::runqueue::RunQueue;
 use crate::shard::chain::{ChainBuf, ChainTo};
@@ -382,15 +382,42 @@ impl<'a, P: Policy> Core<'a, P> {
         self.fusing().fusion.stage(m).decided = d;
     }
 
+    /// Route `record` along fused map or filter `m`'s edges, with the decisions its router of
+    /// generation `gen` found for them.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn route_stage<T: Payload>(
+        &mut self,
+        m: usize,
+        functions: &[FunctionPlan],
+        gen: u64,
+        parent: &Header,
+        key: u64,
+        event_time: u64,
+        record: &mut T,
+    ) {
+        let mut d = *self.fusing().fusion.stage(m).decisions(gen);
+        self.route_mut(&functions[m].outputs, parent, &mut d, key, event_time, record);
+        self.fusing().fusion.stage(m).decided = d;
+    }
+
+    /// `record` (values, or an archive written in place) archived once into the scratch
+    /// buffer, which the caller hands back (`Outputs::put_scratch`): what a fused function
+    /// whose input cannot be read in place reads. Cold path.
+    fn archive_to_scratch<T: Payload>(&mut self, record: &mut T) -> (AlignedVec, Range<usize>) {
+        let mut scratch = self.out.take_scratch();
+        let arena = self.chain.as_mut().expect("fusion chains").buf.arena();
+        let r = record.write(&mut scratch, arena);
+        (scratch, r)
+    }
+
     /// Fused map `m`'s row from `record`, values (a record with strings) or an archive written
     /// in place: archived once into the scratch buffer, read from there. Out of line: a map's
     /// input is mostly cells or an archive, read as they are.
     #[cold]
     #[inline(never)]
     fn first_row_archived<'r, T: Payload>(&mut self, m: usize, record: &mut T, rows: &'r mut Rows) -> RowsIn<'r> {
-        let mut scratch = self.out.take_scratch();
-        let arena = self.chain.as_mut().expect("fusion chains").buf.arena();
-        let r = record.write(&mut scratch, arena);
+        let (scratch, r) = self.archive_to_scratch(record);
         let fused = self.fusing().fusion.stage(m);
         let Stage::Map(exprs) = &fused.stage else { unreachable!("a row of a fused filter") };
         let row = rows.first(exprs, &fused.records.read(&scratch[r]).get().fields);
@@ -412,9 +439,7 @@ impl<'a, P: Policy> Core<'a, P> {
             None => return self.fuse_filter_archived(m, parent, key, event_time, record),
         };
         if passes {
-            let mut d = *self.fusing().fusion.stage(m).decisions(gen);
-            self.route_mut(&functions[m].outputs, parent, &mut d, key, event_time, record);
-            self.fusing().fusion.stage(m).decided = d;
+            self.route_stage(m, functions, gen, parent, key, event_time, record);
         }
     }
 
@@ -431,17 +456,13 @@ impl<'a, P: Policy> Core<'a, P> {
         event_time: u64,
         record: &mut T,
     ) {
-        let mut scratch = self.out.take_scratch();
-        let arena = self.chain.as_mut().expect("fusion chains").buf.arena();
-        let r = record.write(&mut scratch, arena);
+        let (scratch, r) = self.archive_to_scratch(record);
         let f = self.fusing();
         let (functions, gen) = (f.functions, f.fusion.gen);
         let fused = f.fusion.stage(m);
         let Stage::Filter(predicate) = &fused.stage else { unreachable!("a fused map as a filter") };
         if predicate.test_fields(&fused.records.read(&scratch[r.clone()]).get().fields) {
-            let mut d = *fused.decisions(gen);
-            self.route(&functions[m].outputs, parent, &mut d, key, event_time, &scratch[r]);
-            self.fusing().fusion.stage(m).decided = d;
+            self.route_stage(m, functions, gen, parent, key, event_time, &mut &scratch[r]);
         }
         self.out.put_scratch(scratch);
     }

@@ -60,8 +60,9 @@ impl Fingerprint {
 
     /// What a snapshot's state depends on in `config`: every app's name and schema, each of its
     /// sources (name and kind), functions (name and full definition: kind, keys, windows,
-    /// aggregates) and sinks (name and kind), `[engine] key_groups`, how keys are grouped and which stream a generator's seed gives. Shards, placement,
-    /// rates and lessees may change between a snapshot and its recovery.
+    /// aggregates) and sinks (name and kind), `[engine] key_groups`, how keys are grouped and
+    /// which stream a generator's seed gives. Shards, placement, rates and lessees may change
+    /// between a snapshot and its recovery.
     pub fn of_config(config: &Config) -> Fingerprint {
         let kind_of = |v: serde_json::Result<serde_json::Value>| {
             v.ok().and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned)).unwrap_or_default()
