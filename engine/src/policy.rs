@@ -199,6 +199,16 @@ pub trait Policy: 'static {
     fn pick_next(&mut self, q: &RunQueue, _cx: &SchedCx<'_>) -> Option<FunctionId> {
         q.min_head()
     }
+    /// Whether `pick_next` is [`RunQueue::min_head`] and nothing else (the default `pick_next`,
+    /// with no state of its own). A policy that says yes lets the shard run a picked function's
+    /// next queued records in the same stretch, without asking again, while each is the one
+    /// `min_head` would pick next (`Shard::run_queued`): what runs, and in what order, is
+    /// exactly what picking each would give. Default: no, so a user policy's `pick_next`
+    /// sees every pick.
+    #[inline]
+    fn picks_min_head(&self) -> bool {
+        false
+    }
     /// Whether `pre_apply` and `post_apply` do anything. A policy whose two hooks are no-ops
     /// says no, and a stretch of records (`shard::stretch`) then neither builds what they read
     /// nor calls them, per record. Default: yes, so a user policy's hooks see every message.
@@ -268,6 +278,11 @@ impl Policy for Fifo {
     #[inline]
     fn observes_apply(&self) -> bool {
         false
+    }
+    /// Its `pick_next` is the default, `min_head`.
+    #[inline]
+    fn picks_min_head(&self) -> bool {
+        true
     }
     /// Its `on_route` always answers `Lessor`.
     #[inline]
@@ -348,6 +363,11 @@ impl Policy for Edf {
     fn observes_apply(&self) -> bool {
         false
     }
+    /// Its `pick_next` is the default, `min_head`.
+    #[inline]
+    fn picks_min_head(&self) -> bool {
+        true
+    }
     /// Its `on_send` is a no-op.
     #[inline]
     fn observes_send(&self) -> bool {
@@ -382,6 +402,11 @@ impl Policy for Laxity {
     #[inline]
     fn observes_apply(&self) -> bool {
         false
+    }
+    /// Its `pick_next` is the default, `min_head`.
+    #[inline]
+    fn picks_min_head(&self) -> bool {
+        true
     }
     /// Its `on_send` is a no-op.
     #[inline]
@@ -622,6 +647,10 @@ impl Policy for Builtin {
     #[inline]
     fn observes_route(&self) -> bool {
         dispatch!(self, p => p.observes_route())
+    }
+    #[inline(always)]
+    fn picks_min_head(&self) -> bool {
+        dispatch!(self, p => p.picks_min_head())
     }
     #[inline]
     fn on_send(&mut self, parent: &Header, child: &mut Header) {

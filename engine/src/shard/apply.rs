@@ -24,6 +24,8 @@ const TIME_CHECK_EVERY: usize = 8;
 /// At most this many records run as their batches arrive in one drain of the mail (two full
 /// batches): what arrives beyond is queued and runs in the turns after, in the same order.
 const ARRIVALS_AT_ONCE: usize = 512;
+/// At most this many queued records of one function run as one stretch (`run_queued`).
+const QUEUED_RUN: usize = 64;
 
 impl<P: Policy> Shard<P> {
     /// Move every waiting batch (from other shards and from this one) into the run queue.
@@ -217,20 +219,35 @@ impl<P: Policy> Shard<P> {
     #[inline(never)]
     pub(super) fn run_budget(&mut self, budget: usize, now: u64) -> usize {
         let mut ran = 0;
+        let mut check_at = TIME_CHECK_EVERY;
+        let runs = self.sched.policy.picks_min_head();
         while ran < budget {
             let Some(e) = self.sched.pick(&self.plan.apps, now) else { break };
             let function = e.header.function as usize;
             let signal = &self.signals[self.id as usize];
             signal.begin_run(e.header.function, now);
-            self.apply(e);
+            ran += match runs && e.header.kind == MessageKind::Data && e.slot != TOKEN {
+                true => {
+                    // The next pick, were `e`'s function's next record not there.
+                    let (q, id) = (&self.sched.runq, e.header.function);
+                    let other = q.min_head_by(|g| g != id).and_then(|g| q.head(g)).map(|h| (h.priority, h.arrival));
+                    self.run_queued(e, budget - ran, Some(other.unwrap_or((u64::MAX, u64::MAX))))
+                }
+                false => {
+                    self.apply(e);
+                    1
+                }
+            };
             self.signals[self.id as usize].end_run();
             self.check_user_code(function);
-            ran += 1;
             // Expensive messages end the turn early: mail (a lease, a barrier's block), sources
             // and the policy's view of new arrivals wait at most about a turn's time, not 64
             // messages' worth. Cheap ones never reach it (one clock read per 8 messages).
-            if ran.is_multiple_of(TIME_CHECK_EVERY) && now_ns().saturating_sub(now) > TURN_TIME_NS {
-                break;
+            if ran >= check_at {
+                check_at = ran + TIME_CHECK_EVERY;
+                if now_ns().saturating_sub(now) > TURN_TIME_NS {
+                    break;
+                }
             }
         }
         ran
@@ -274,6 +291,59 @@ impl<P: Policy> Shard<P> {
     #[inline]
     pub(super) fn release(&mut self, slot: u32) {
         self.mail.release(slot, self.id, &mut self.out);
+    }
+
+    /// Run queued data record `e`, just taken from the queue, and behind it, in one stretch,
+    /// the records of its function queued after it in the same held batch, at most `room` and
+    /// `QUEUED_RUN`: all of them when `before` is `None` (a catch-up, which runs the function's
+    /// queue in order), else while each comes before `before` by priority and arrival (the
+    /// next other function's head, which does not change while the stretch runs: under a
+    /// policy that `picks_min_head`, the records picking each would run). What they chain
+    /// runs after the stretch, as after a stretch run on arrival. A record `apply` treats
+    /// otherwise (an actor's, a torn-down function's, one while a snapshot aligns) runs alone,
+    /// as `apply` runs it. Returns the records run.
+    fn run_queued(&mut self, e: QEntry, room: usize, before: Option<(u64, u64)>) -> usize {
+        let f = e.header.function as usize;
+        if self.torn_down(f) || self.slots.actors[f].is_some() || self.snap.aligning > 0 {
+            self.apply(e);
+            return 1;
+        }
+        let app = self.sched.cost.fn_app[f] as usize;
+        if self.app_failed(app) {
+            self.release(e.slot);
+            return 1;
+        }
+        let mut run = std::mem::take(&mut self.mail.queued_run);
+        run.clear();
+        run.push(Entry { header: e.header, off: e.off, len: e.len });
+        let mut sampled = e.arrival.is_multiple_of(COST_SAMPLE);
+        let (q, id) = (&mut self.sched.runq, e.header.function);
+        while run.len() < room.min(QUEUED_RUN) {
+            let Some(h) = q.head(id) else { break };
+            let in_turn = before.is_none_or(|other| (h.priority, h.arrival) < other);
+            if h.slot != e.slot || h.header.kind != MessageKind::Data || !in_turn {
+                break;
+            }
+            let h = q.pop(id).expect("a head");
+            sampled |= h.arrival.is_multiple_of(COST_SAMPLE);
+            run.push(Entry { header: h.header, off: h.off, len: h.len });
+        }
+        let n = run.len();
+        self.tele.stats[app].service_ns += self.sched.cost.ns[f] * n as u64;
+        self.touch(app);
+        for r in &run {
+            self.debug_assert_group_here(f, r.header.key_hash);
+        }
+        let chain = self.chain_on();
+        let running = self.chain.running;
+        let (mut parts, mail) = self.parts();
+        parts.rest = (!running).then_some(&[][..]);
+        parts.run_stretch(f, &run, mail.held.batch(e.slot), chain, Timing::Once(sampled));
+        self.time_outputs(app);
+        self.finish_chain();
+        self.mail.queued_run = run;
+        self.mail.release_n(e.slot, n as u32, self.id, &mut self.out);
+        n
     }
 
     /// Apply a data message to its function, then what it chained. Hot path.
@@ -446,7 +516,13 @@ impl<P: Policy> Shard<P> {
     fn catch_up(&mut self, f: FunctionId) {
         debug_assert!(!self.sched.runq.holds_control(f), "a record chained past an end or barrier");
         while let Some(e) = self.sched.runq.pop(f) {
-            self.apply(e);
+            match e.header.kind == MessageKind::Data && e.slot != TOKEN {
+                true => self.run_queued(e, QUEUED_RUN, None),
+                false => {
+                    self.apply(e);
+                    1
+                }
+            };
             self.check_user_code(f as usize);
         }
     }

@@ -18,11 +18,19 @@ pub(super) struct Mail {
     pub expected_seq: Vec<u32>,
     /// Scratch: which entries of the batch being received were not queued (see `divert`).
     pub diverted: Vec<bool>,
+    /// Scratch: the queued records run as one stretch (see `Shard::run_queued`).
+    pub queued_run: Vec<dirigo_net::mailbox::Entry>,
 }
 
 impl Mail {
     pub fn new(inboxes: Vec<Option<Inbox>>, shards: usize) -> Self {
-        Mail { inboxes, held: Held::default(), expected_seq: vec![0; shards], diverted: Vec::new() }
+        Mail {
+            inboxes,
+            held: Held::default(),
+            expected_seq: vec![0; shards],
+            diverted: Vec::new(),
+            queued_run: Vec::new(),
+        }
     }
 
     /// The next batch waiting from shard `from`.
