@@ -1,8 +1,9 @@
 //! Scheduling through real shards: deadlines travel from parent to child across a three-function
 //! DAG, a user policy's `on_send` rewrite is what children see, and per-key order holds under
-//! every built-in policy.
+//! every built-in policy; queued records run in the order picking each would give.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dirigo_actors::envelope::Header;
@@ -321,5 +322,61 @@ fn records_arriving_from_another_shard_run_at_once_under_arrival_order_only() {
         } else {
             assert_eq!(arrived, 0, "{name} orders by deadline or share: every arrival is queued");
         }
+    }
+}
+
+/// Logs, into a log both functions share, which of them ran which record, in the order they ran.
+struct Logged {
+    name: char,
+    log: Arc<Mutex<Vec<(char, u64)>>>,
+}
+
+impl Function for Logged {
+    type In = u64;
+    fn on_message(&mut self, _cx: &mut Cx<'_>, m: &rkyv::Archived<u64>) {
+        self.log.lock().expect("log").push((self.name, m.to_native()));
+    }
+}
+
+/// Priority: the event time. With `stretches`, it says its pick is `min_head` and nothing else,
+/// so the shard may run a picked function's next queued records without asking it again.
+#[derive(Clone, Copy)]
+struct ByEventTime {
+    stretches: bool,
+}
+
+impl Policy for ByEventTime {
+    fn on_enqueue(&mut self, h: &Header, _arrival: u64, _cx: &SchedCx<'_>) -> u64 {
+        h.event_time
+    }
+    fn picks_min_head(&self) -> bool {
+        self.stretches
+    }
+}
+
+/// Two functions fed the same events, every record queued (the policy neither chains nor runs
+/// arrivals at once): picking each record, record `i` of `a` (priority `i`, queued first), then
+/// `i` of `b`, then `i + 1` of `a`... A shard that runs a picked function's next records in the
+/// same stretch must stop as soon as another function's head comes first: the same order, with
+/// the stretches and without.
+#[test]
+fn queued_records_run_in_the_order_picking_each_would_give() {
+    const EVENTS: u64 = 3_000;
+    for stretches in [true, false] {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut engine = EngineBuilder::new().shards(1);
+        let mut app = engine.app("picks", Duration::from_millis(50));
+        let src = app.source("in", 1, |_| (0..EVENTS).map(|i| (key_u64(i), i, i)));
+        for name in ['a', 'b'] {
+            let log = log.clone();
+            app.function(&name.to_string(), src, Route::Forward, move || Logged { name, log: log.clone() });
+        }
+        let summary = engine.run_with(ByEventTime { stretches }, |_| {}).expect("engine runs");
+        let s = &summary.apps[0];
+        assert_eq!((s.chained, s.on_arrival), (0, 0), "every record was queued");
+        let want: Vec<(char, u64)> = (0..EVENTS).flat_map(|i| [('a', i), ('b', i)]).collect();
+        let got = log.lock().expect("log");
+        let first = got.iter().zip(&want).position(|(g, w)| g != w);
+        assert!(first.is_none() && got.len() == want.len(), "stretches {stretches}: first difference at {first:?}");
     }
 }
