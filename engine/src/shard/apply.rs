@@ -228,10 +228,13 @@ impl<P: Policy> Shard<P> {
             signal.begin_run(e.header.function, now);
             ran += match runs && e.header.kind == MessageKind::Data && e.slot != TOKEN {
                 true => {
-                    // The next pick, were `e`'s function's next record not there.
+                    // The next pick, were `e`'s function's next record not there. Alone, if
+                    // what it chains could catch up a queue (a function downstream of it holds
+                    // queued records): picking each would run those before its next record.
                     let (q, id) = (&self.sched.runq, e.header.function);
                     let other = q.min_head_by(|g| g != id).and_then(|g| q.head(g)).map(|h| (h.priority, h.arrival));
-                    self.run_queued(e, budget - ran, Some(other.unwrap_or((u64::MAX, u64::MAX))))
+                    let room = if self.queued_downstream(function) { 1 } else { budget - ran };
+                    self.run_queued(e, room, Some(other.unwrap_or((u64::MAX, u64::MAX))))
                 }
                 false => {
                     self.apply(e);
@@ -298,7 +301,9 @@ impl<P: Policy> Shard<P> {
     /// `QUEUED_RUN`: all of them when `before` is `None` (a catch-up, which runs the function's
     /// queue in order), else while each comes before `before` by priority and arrival (the
     /// next other function's head, which does not change while the stretch runs: under a
-    /// policy that `picks_min_head`, the records picking each would run). What they chain
+    /// policy that `picks_min_head`, and with no queued records downstream for what they chain
+    /// to catch up (`queued_downstream`, the caller's check), the records picking each would
+    /// run). What they chain
     /// runs after the stretch, as after a stretch run on arrival. A record `apply` treats
     /// otherwise (an actor's, a torn-down function's, one while a snapshot aligns) runs alone,
     /// as `apply` runs it. Returns the records run.
@@ -344,6 +349,24 @@ impl<P: Policy> Shard<P> {
         self.mail.queued_run = run;
         self.mail.release_n(e.slot, n as u32, self.id, &mut self.out);
         n
+    }
+
+    /// Whether a function downstream of `f` (along its edges, transitively) holds queued
+    /// records: what `f`'s records chain could then catch them up (`catch_up`).
+    fn queued_downstream(&mut self, f: usize) -> bool {
+        let mut stack = std::mem::take(&mut self.mail.downstream);
+        stack.clear();
+        stack.extend(self.plan.functions[f].outputs.iter().map(|e| e.target));
+        let mut found = false;
+        while let Some(g) = stack.pop() {
+            if self.sched.runq.len_of(g) > 0 {
+                found = true;
+                break;
+            }
+            stack.extend(self.plan.functions[g as usize].outputs.iter().map(|e| e.target));
+        }
+        self.mail.downstream = stack;
+        found
     }
 
     /// Apply a data message to its function, then what it chained. Hot path.

@@ -20,6 +20,8 @@ pub(super) struct Mail {
     pub diverted: Vec<bool>,
     /// Scratch: the queued records run as one stretch (see `Shard::run_queued`).
     pub queued_run: Vec<dirigo_net::mailbox::Entry>,
+    /// Scratch: the functions left to look at in `Shard::queued_downstream`.
+    pub downstream: Vec<dirigo_actors::ids::FunctionId>,
 }
 
 impl Mail {
@@ -30,6 +32,7 @@ impl Mail {
             expected_seq: vec![0; shards],
             diverted: Vec::new(),
             queued_run: Vec::new(),
+            downstream: Vec::new(),
         }
     }
 
