@@ -334,17 +334,7 @@ impl<P: Policy> Shard<P> {
             run.push(Entry { header: h.header, off: h.off, len: h.len });
         }
         let n = run.len();
-        self.tele.stats[app].service_ns += self.sched.cost.ns[f] * n as u64;
-        self.touch(app);
-        for r in &run {
-            self.debug_assert_group_here(f, r.header.key_hash);
-        }
-        let chain = self.chain_on();
-        let running = self.chain.running;
-        let (mut parts, mail) = self.parts();
-        parts.rest = (!running).then_some(&[][..]);
-        parts.run_stretch(f, &run, mail.held.batch(e.slot), chain, Timing::Once(sampled));
-        self.time_outputs(app);
+        self.run_records(f, &run, e.slot, sampled);
         self.finish_chain();
         self.mail.queued_run = run;
         self.mail.release_n(e.slot, n as u32, self.id, &mut self.out);
@@ -399,18 +389,26 @@ impl<P: Policy> Shard<P> {
     /// `sampled`.
     #[inline(always)]
     fn run_record(&mut self, f: usize, h: &Header, (slot, off, len): (u32, u32, u32), sampled: bool) {
+        self.run_records(f, &[Entry { header: *h, off, len }], slot, sampled)
+    }
+
+    /// Run queued data records `run` of operator `f`, whose payloads are in held batch `slot`,
+    /// as one stretch; time it if `sampled`.
+    #[inline(always)]
+    fn run_records(&mut self, f: usize, run: &[Entry], slot: u32, sampled: bool) {
         let app = self.sched.cost.fn_app[f] as usize;
-        self.tele.stats[app].service_ns += self.sched.cost.ns[f];
+        self.tele.stats[app].service_ns += self.sched.cost.ns[f] * run.len() as u64;
         self.touch(app);
-        self.debug_assert_group_here(f, h.key_hash);
+        for r in run {
+            self.debug_assert_group_here(f, r.header.key_hash);
+        }
         let chain = self.chain_on();
         let running = self.chain.running;
         let (mut parts, mail) = self.parts();
         // Outside a chain's run nothing chained waits; within one (a queued record run to
         // catch up), what does is not known here.
         parts.rest = (!running).then_some(&[][..]);
-        let one = [Entry { header: *h, off, len }];
-        parts.run_stretch(f, &one, mail.held.batch(slot), chain, Timing::Once(sampled));
+        parts.run_stretch(f, run, mail.held.batch(slot), chain, Timing::Once(sampled));
         self.time_outputs(app);
     }
 
