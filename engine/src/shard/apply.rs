@@ -321,7 +321,7 @@ impl<P: Policy> Shard<P> {
         let mut run = std::mem::take(&mut self.mail.queued_run);
         run.clear();
         run.push(Entry { header: e.header, off: e.off, len: e.len });
-        let mut sampled = e.arrival.is_multiple_of(COST_SAMPLE);
+        let mut sampled = u64::from(e.arrival.is_multiple_of(COST_SAMPLE));
         let (q, id) = (&mut self.sched.runq, e.header.function);
         while run.len() < room.min(QUEUED_RUN) {
             let Some(h) = q.head(id) else { break };
@@ -330,7 +330,7 @@ impl<P: Policy> Shard<P> {
                 break;
             }
             let h = q.pop(id).expect("a head");
-            sampled |= h.arrival.is_multiple_of(COST_SAMPLE);
+            sampled += u64::from(h.arrival.is_multiple_of(COST_SAMPLE));
             run.push(Entry { header: h.header, off: h.off, len: h.len });
         }
         let n = run.len();
@@ -365,7 +365,7 @@ impl<P: Policy> Shard<P> {
         if self.app_failed(self.sched.cost.fn_app[f] as usize) {
             return;
         }
-        let sampled = e.arrival.is_multiple_of(COST_SAMPLE);
+        let sampled = u64::from(e.arrival.is_multiple_of(COST_SAMPLE));
         self.run_record(f, &e.header, (e.slot, e.off, e.len), sampled);
         self.finish_chain();
     }
@@ -386,16 +386,17 @@ impl<P: Policy> Shard<P> {
     }
 
     /// Run data record `h` of operator `f`, whose payload is in held batch `slot`; time it if
-    /// `sampled`.
+    /// `sampled` (1: its arrival picked it).
     #[inline(always)]
-    fn run_record(&mut self, f: usize, h: &Header, (slot, off, len): (u32, u32, u32), sampled: bool) {
+    fn run_record(&mut self, f: usize, h: &Header, (slot, off, len): (u32, u32, u32), sampled: u64) {
         self.run_records(f, &[Entry { header: *h, off, len }], slot, sampled)
     }
 
     /// Run queued data records `run` of operator `f`, whose payloads are in held batch `slot`,
-    /// as one stretch; time it if `sampled`.
+    /// as one stretch; time it if `sampled` of them (their arrivals picked them) is not 0, each
+    /// of those counting at the stretch's mean.
     #[inline(always)]
-    fn run_records(&mut self, f: usize, run: &[Entry], slot: u32, sampled: bool) {
+    fn run_records(&mut self, f: usize, run: &[Entry], slot: u32, sampled: u64) {
         let app = self.sched.cost.fn_app[f] as usize;
         self.tele.stats[app].service_ns += self.sched.cost.ns[f] * run.len() as u64;
         self.touch(app);
@@ -719,7 +720,7 @@ impl<P: Policy> RecordParts<'_, P> {
                 self.sched.msgs_run += n;
                 (before + n) / COST_SAMPLE - before / COST_SAMPLE
             }
-            Timing::Once(sampled) => sampled as u64,
+            Timing::Once(sampled) => sampled,
         };
         let t0 = if timed > 0 { now_ns() } else { 0 };
         let op = self.slots.ops[f].as_mut().expect("message for a function instance on this shard");

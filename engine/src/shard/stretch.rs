@@ -27,8 +27,9 @@ use crate::policy::Policy;
 pub(super) enum Timing {
     /// Every `COST_SAMPLE`-th record the shard runs (each counts as a message run).
     Counted,
-    /// This one record if true (a queued record: the loop counts it, its arrival picks it).
-    Once(bool),
+    /// Queued records (the loop counts them), this many of which their arrivals picked: the
+    /// stretch is timed if any is, each counting at its mean.
+    Once(u64),
 }
 
 /// The hooks around each record of a stretch, and the router its outputs go through.
