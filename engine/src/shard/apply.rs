@@ -226,16 +226,8 @@ impl<P: Policy> Shard<P> {
             let function = e.header.function as usize;
             let signal = &self.signals[self.id as usize];
             signal.begin_run(e.header.function, now);
-            ran += match runs && e.header.kind == MessageKind::Data && e.slot != TOKEN {
-                true => {
-                    // The next pick, were `e`'s function's next record not there. Alone, if
-                    // what it chains could catch up a queue (a function downstream of it holds
-                    // queued records): picking each would run those before its next record.
-                    let (q, id) = (&self.sched.runq, e.header.function);
-                    let other = q.min_head_by(|g| g != id).and_then(|g| q.head(g)).map(|h| (h.priority, h.arrival));
-                    let room = if self.queued_downstream(function) { 1 } else { budget - ran };
-                    self.run_queued(e, room, Some(other.unwrap_or((u64::MAX, u64::MAX))))
-                }
+            ran += match runs {
+                true => self.run_queued(e, budget - ran, true),
                 false => {
                     self.apply(e);
                     1
@@ -296,20 +288,21 @@ impl<P: Policy> Shard<P> {
         self.mail.release(slot, self.id, &mut self.out);
     }
 
-    /// Run queued data record `e`, just taken from the queue, and behind it, in one stretch,
-    /// the records of its function queued after it in the same held batch, at most `room` and
-    /// `QUEUED_RUN`: all of them when `before` is `None` (a catch-up, which runs the function's
-    /// queue in order), else while each comes before `before` by priority and arrival (the
-    /// next other function's head, which does not change while the stretch runs: under a
-    /// policy that `picks_min_head`, and with no queued records downstream for what they chain
-    /// to catch up (`queued_downstream`, the caller's check), the records picking each would
-    /// run). What they chain
-    /// runs after the stretch, as after a stretch run on arrival. A record `apply` treats
-    /// otherwise (an actor's, a torn-down function's, one while a snapshot aligns) runs alone,
-    /// as `apply` runs it. Returns the records run.
-    fn run_queued(&mut self, e: QEntry, room: usize, before: Option<(u64, u64)>) -> usize {
+    /// Run queued message `e`, just taken from the queue, and, if it is a data record, the
+    /// records of its function queued behind it in the same held batch in one stretch with it,
+    /// at most `room` and `QUEUED_RUN`. A catch-up (`picked` false) takes them all: it runs the
+    /// function's queue in order. A pick (`picked` true, under a policy that `picks_min_head`)
+    /// takes each while it comes before the next other function's head by priority and arrival
+    /// (which does not change while the stretch runs), and none when a function downstream
+    /// holds queued records (what the stretch chains would catch those up, which picking each
+    /// would run before the function's next record): the records picking each would run. What
+    /// they chain runs after the stretch, as after a stretch run on arrival. A message `apply`
+    /// treats otherwise (control, an actor's, a torn-down function's, one while a snapshot
+    /// aligns) runs alone, as `apply` runs it. Returns the messages run.
+    fn run_queued(&mut self, e: QEntry, room: usize, picked: bool) -> usize {
         let f = e.header.function as usize;
-        if self.torn_down(f) || self.slots.actors[f].is_some() || self.snap.aligning > 0 {
+        let plain = e.header.kind == MessageKind::Data && e.slot != TOKEN;
+        if !plain || self.torn_down(f) || self.slots.actors[f].is_some() || self.snap.aligning > 0 {
             self.apply(e);
             return 1;
         }
@@ -318,6 +311,15 @@ impl<P: Policy> Shard<P> {
             self.release(e.slot);
             return 1;
         }
+        let (room, before) = match picked {
+            true if self.queued_downstream(f) => (1, (0, 0)),
+            true => {
+                let (q, id) = (&self.sched.runq, e.header.function);
+                let next = q.min_head_by(|g| g != id).and_then(|g| q.head(g)).map(|h| (h.priority, h.arrival));
+                (room, next.unwrap_or((u64::MAX, u64::MAX)))
+            }
+            false => (room, (u64::MAX, u64::MAX)),
+        };
         let mut run = std::mem::take(&mut self.mail.queued_run);
         run.clear();
         run.push(Entry { header: e.header, off: e.off, len: e.len });
@@ -325,8 +327,7 @@ impl<P: Policy> Shard<P> {
         let (q, id) = (&mut self.sched.runq, e.header.function);
         while run.len() < room.min(QUEUED_RUN) {
             let Some(h) = q.head(id) else { break };
-            let in_turn = before.is_none_or(|other| (h.priority, h.arrival) < other);
-            if h.slot != e.slot || h.header.kind != MessageKind::Data || !in_turn {
+            if h.slot != e.slot || h.header.kind != MessageKind::Data || (h.priority, h.arrival) >= before {
                 break;
             }
             let h = q.pop(id).expect("a head");
@@ -538,13 +539,7 @@ impl<P: Policy> Shard<P> {
     fn catch_up(&mut self, f: FunctionId) {
         debug_assert!(!self.sched.runq.holds_control(f), "a record chained past an end or barrier");
         while let Some(e) = self.sched.runq.pop(f) {
-            match e.header.kind == MessageKind::Data && e.slot != TOKEN {
-                true => self.run_queued(e, QUEUED_RUN, None),
-                false => {
-                    self.apply(e);
-                    1
-                }
-            };
+            self.run_queued(e, QUEUED_RUN, false);
             self.check_user_code(f as usize);
         }
     }
