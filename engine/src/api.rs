@@ -266,6 +266,53 @@ impl AppBuilder<'_> {
         })
     }
 
+    /// A source read in `splits` parts, handed out as they are asked for: one instance runs on
+    /// each shard of the app, and an instance that has read a split takes the next one no
+    /// instance has taken yet (as a reader asks its enumerator for splits in Flink's sources).
+    /// `make(s)` gives split `s`'s events, `(key_hash, event_time_ms, value)`. A shard that
+    /// runs faster (a core of its own, less of other apps' work) reads more of the input, where
+    /// [`AppBuilder::source`]'s fixed shares wait for the slowest shard. Splits are taken in
+    /// order and each is read whole by one instance, in its order; so when every split's
+    /// events are in event-time order and later than the splits before it, so is each
+    /// instance's stream, as watermarks need. Closed loop (events as fast as the engine takes
+    /// them). The splits are handed out once: a plan runs once.
+    pub fn split_source<T, I>(
+        &mut self,
+        name: &str,
+        splits: u32,
+        make: impl Fn(u32) -> I + Send + Sync + 'static,
+    ) -> NodeRef
+    where
+        T: Message + 'static,
+        I: Iterator<Item = (u64, u64, T)> + 'static,
+    {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let make = Arc::new(make);
+        // The next split no instance has taken: the only state the instances share, touched
+        // once per split.
+        let taken = Arc::new(AtomicU32::new(0));
+        let instances = self.plan.apps[self.app as usize].shards.len() as u32;
+        self.add_source(name, instances, StreamType::of::<T>(), move |_, _| {
+            let (make, taken) = (make.clone(), taken.clone());
+            let mut split: Option<I> = None;
+            let iter = std::iter::from_fn(move || loop {
+                if let Some(event) = split.as_mut().and_then(Iterator::next) {
+                    return Some(event);
+                }
+                // Read before taking, so instances that have finished do not count on.
+                if taken.load(Ordering::Relaxed) >= splits {
+                    return None;
+                }
+                let s = taken.fetch_add(1, Ordering::Relaxed);
+                if s >= splits {
+                    return None;
+                }
+                split = Some(make(s));
+            });
+            SourceInstance::Custom(Box::new(IterSource { iter, rate: 0, produced: 0, arena: Default::default() }))
+        })
+    }
+
     /// A source replaying a schedule (a trace, a burst pattern): `make(i)` gives instance i's
     /// events as `(due_ns, key_hash, event_time_ms, value)`, where `due_ns` (ns since the source
     /// started, non-decreasing) is when the event is offered. Open loop: an event is stamped

@@ -342,3 +342,113 @@ fn a_filter_passing_its_inputs_on_feeds_a_keyed_function_exactly() {
         assert_eq!(total as u64, (0..events).filter(|i| i % 3 != 0).count() as u64, "{shards} shards");
     }
 }
+
+/// The events of a split source: split `s` holds events `s * PER_SPLIT ..` as `(s, index)`.
+fn split_events(s: u32, per_split: u64) -> impl Iterator<Item = (u64, u64, (u64, u64))> {
+    let first = u64::from(s) * per_split;
+    (first..first + per_split).map(move |i| (key_u64(i % 17), i, (u64::from(s), i)))
+}
+
+/// Relays `(split, index)` records; with a gate, the instance that meets split 0 first waits,
+/// inside its function, until every split has been handed out.
+struct SplitRelay(Option<std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>>);
+
+impl Function for SplitRelay {
+    type In = (u64, u64);
+    fn on_message(&mut self, cx: &mut Cx<'_>, msg: &rkyv::Archived<(u64, u64)>) {
+        let (split, i) = (msg.0.to_native(), msg.1.to_native());
+        if split == 0 {
+            if let Some(gate) = self.0.take() {
+                let (all_taken, cv) = &*gate;
+                let _open = cv.wait_while(all_taken.lock().unwrap(), |taken| !*taken).unwrap();
+            }
+        }
+        cx.emit(cx.key_hash(), cx.event_time(), &(split, i));
+    }
+}
+
+/// A split taken: the thread (shard) that took it, and the split.
+type Taken = (String, u32);
+
+/// Runs a split source of `splits` x `per_split` events on `shards` shards through a relay (gated
+/// or not): the outputs, and which thread took each split, in the order they were taken.
+fn run_split_source(shards: usize, splits: u32, per_split: u64, gated: bool) -> (Vec<(u64, u64)>, Vec<Taken>) {
+    use std::sync::{Arc, Condvar, Mutex};
+    let taken: Arc<Mutex<Vec<Taken>>> = Arc::default();
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let mut engine = EngineBuilder::new().shards(shards).settings(|s| s.shard.max_in_flight = 512);
+    let mut app = engine.app("splits", Duration::from_millis(50));
+    let (log, last) = (taken.clone(), gate.clone());
+    let src = app.split_source("in", splits, move |s| {
+        let thread = std::thread::current().name().unwrap_or("?").to_owned();
+        log.lock().unwrap().push((thread, s));
+        if s + 1 == splits {
+            *last.0.lock().unwrap() = true;
+            last.1.notify_all();
+        }
+        split_events(s, per_split)
+    });
+    let relay = app.function("relay", src, Route::Forward, move || SplitRelay(gated.then(|| gate.clone())));
+    let out = app.collect("out", relay);
+    let summary = engine.run().expect("engine runs");
+    assert_eq!(summary.apps[0].events_in, u64::from(splits) * per_split);
+    let outputs = out
+        .drain()
+        .map(|o| {
+            // SAFETY: archived `(u64, u64)` by `SplitRelay`.
+            let v = unsafe { rkyv::access_unchecked::<rkyv::Archived<(u64, u64)>>(&o.archive) };
+            (v.0.to_native(), v.1.to_native())
+        })
+        .collect();
+    let taken = std::mem::take(&mut *taken.lock().unwrap());
+    (outputs, taken)
+}
+
+/// A split source on 1, 2 and 4 shards (4 on 2 CPUs included): every split is taken once, by
+/// one shard, each shard's in order; every event comes out exactly once, and each split's events in their
+/// order (one instance reads a split whole).
+#[test]
+fn a_split_source_reads_every_split_once_and_each_in_order() {
+    const SPLITS: u32 = 40;
+    const PER_SPLIT: u64 = 1_000;
+    for shards in [1, 2, 4] {
+        let (out, taken) = run_split_source(shards, SPLITS, PER_SPLIT, false);
+        // Each split taken once; each shard took its splits in order (the log is written
+        // after a split is taken, so shards' entries interleave in any order).
+        let mut all: Vec<u32> = taken.iter().map(|t| t.1).collect();
+        all.sort_unstable();
+        assert!(all.iter().copied().eq(0..SPLITS), "{shards} shards: splits taken {taken:?}");
+        for (thread, _) in &taken {
+            let mine: Vec<u32> = taken.iter().filter(|t| &t.0 == thread).map(|t| t.1).collect();
+            assert!(mine.windows(2).all(|w| w[0] < w[1]), "{shards} shards: {thread} took {mine:?}");
+        }
+        let mut per_split: HashMap<u64, Vec<u64>> = HashMap::new();
+        for &(s, i) in &out {
+            per_split.entry(s).or_default().push(i);
+        }
+        for s in 0..SPLITS {
+            let got = per_split.remove(&u64::from(s)).unwrap_or_default();
+            let want: Vec<u64> = split_events(s, PER_SPLIT).map(|e| e.1).collect();
+            assert_eq!(got, want, "{shards} shards: split {s}'s events, in order");
+        }
+        assert!(per_split.is_empty(), "{shards} shards: outputs of no split");
+    }
+}
+
+/// Splits go to the shards that ask: the shard that takes split 0 is held inside its function
+/// (a gate that opens when the last split is taken), so the other shard takes every other split,
+/// where fixed shares would have held half of them behind the held shard.
+#[test]
+fn a_split_source_gives_the_splits_to_the_shard_that_is_free() {
+    const SPLITS: u32 = 8;
+    // More events per split than a poll ingests or the shard admits in flight: the held
+    // shard meets its gate before it could finish split 0.
+    const PER_SPLIT: u64 = 5_000;
+    let (out, taken) = run_split_source(2, SPLITS, PER_SPLIT, true);
+    assert_eq!(out.len() as u64, u64::from(SPLITS) * PER_SPLIT, "every event came out");
+    let held = &taken.iter().find(|t| t.1 == 0).expect("split 0 was taken").0;
+    let by_held: Vec<u32> = taken.iter().filter(|t| &t.0 == held).map(|t| t.1).collect();
+    let by_other: Vec<u32> = taken.iter().filter(|t| &t.0 != held).map(|t| t.1).collect();
+    assert_eq!(by_held, [0], "the held shard ({held}) took only split 0: {taken:?}");
+    assert!(by_other.iter().copied().eq(1..SPLITS), "the free shard took the rest, in order: {taken:?}");
+}
