@@ -315,11 +315,24 @@ impl AppCompiler<'_> {
                 if let Err(e) = Generator::new(spec.clone(), &schema) {
                     return self.err(Role::Source, index, name, "kind", s.name.span(), e.to_string());
                 }
+                if g.split_events.is_some() && self.config.snapshots.is_some() {
+                    let why = "a generator read in splits (`split_events`) has no replay position: which \
+                               splits its other instances took is theirs, so a run with [snapshots] could \
+                               not resume it exactly; leave `split_events` out, or take no snapshots"
+                        .to_owned();
+                    return self.err(Role::Source, index, name, "split_events", s.name.span(), why);
+                }
                 let shards = self.spread(name, g.parallelism);
                 let sch = schema.clone();
+                // The splits taken so far, shared by this source's instances (a plan runs once).
+                let (taken, split_events) = (Arc::new(std::sync::atomic::AtomicU64::new(0)), g.split_events);
                 let f = Arc::new(move |cx: crate::plan::InstanceCx| {
                     let spec = GeneratorSpec { instance: cx.instance, parallelism: cx.parallelism, ..spec.clone() };
-                    SourceInstance::Generator(Generator::new(spec, &sch).expect("checked when the plan was built"))
+                    let g = Generator::new(spec, &sch).expect("checked when the plan was built");
+                    SourceInstance::Generator(match split_events {
+                        None => g,
+                        Some(n) => g.with_splits(n, taken.clone()),
+                    })
                 });
                 (f as _, shards)
             }

@@ -452,3 +452,67 @@ fn a_split_source_gives_the_splits_to_the_shard_that_is_free() {
     assert_eq!(by_held, [0], "the held shard ({held}) took only split 0: {taken:?}");
     assert!(by_other.iter().copied().eq(1..SPLITS), "the free shard took the rest, in order: {taken:?}");
 }
+
+/// A config's generator read in splits (`split_events`) on 1, 2 and 4 shards (4 on 2 CPUs),
+/// feeding a keyed count: every event counted once, each key's counts 1..n, n as many as the
+/// sequential generator makes of that key.
+#[test]
+fn a_generator_read_in_splits_counts_every_event_once() {
+    use dirigo_actors::record::{access, Value};
+    use dirigo_engine::compile::{collect_sinks, compile, settings};
+    use dirigo_engine::config::Config;
+    use dirigo_engine::source::{Generator, GeneratorSpec, KeyDistribution};
+    const EVENTS: u64 = 30_000;
+    const KEYS: u64 = 101;
+    // The sequential generator's events per key (the same spec as the config's, one instance).
+    let schema = dirigo_actors::record::Schema::new(vec![
+        ("key".into(), dirigo_actors::record::FieldType::U64),
+        ("value".into(), dirigo_actors::record::FieldType::U64),
+    ]);
+    let spec = GeneratorSpec {
+        rate: 0,
+        events: Some(EVENTS),
+        duration: None,
+        keys: KEYS,
+        key_field: 0,
+        distribution: KeyDistribution::Uniform,
+        seed: 7,
+        bursts: vec![],
+        event_time_field: None,
+        instance: 0,
+        parallelism: 1,
+    };
+    let mut want: HashMap<u64, u64> = HashMap::new();
+    let (mut g, mut values) = (Generator::new(spec, &schema).expect("a valid spec"), Vec::new());
+    while g.next_event(&mut values).is_some() {
+        let Value::U64(k) = values[0] else { panic!("a u64 key") };
+        *want.entry(k).or_default() += 1;
+    }
+    for shards in [1, 2, 4] {
+        let text = format!(
+            "[engine]\nshards = {shards}\n\n[[app]]\nname = \"a\"\nslo = \"50ms\"\ncores = {shards}\n\
+             schema = {{ key = \"u64\", value = \"u64\" }}\n\n[[app.source]]\nname = \"in\"\nkind = \"generator\"\n\
+             rate = 0\nevents = {EVENTS}\nkeys = {KEYS}\nseed = 7\nparallelism = {shards}\nsplit_events = 700\n\n\
+             [[app.function]]\nname = \"counts\"\nkind = \"count\"\ninput = \"in\"\nkey = \"key\"\n\n\
+             [[app.sink]]\nname = \"out\"\nkind = \"null\"\ninput = \"counts\"\n"
+        );
+        let config = Config::parse(&text, "split.toml").expect("a valid config");
+        let mut plan = compile(&config, shards).expect("compiles");
+        let outputs = collect_sinks(&mut plan);
+        let policy = dirigo_engine::policy::Builtin::by_name("fifo").unwrap();
+        let summary =
+            dirigo_engine::engine::run(plan, &settings(&config), policy, Default::default(), |_| {}).expect("runs");
+        assert_eq!(summary.apps[0].events_in, EVENTS, "{shards} shards");
+        let mut counts: HashMap<u64, Vec<u64>> = HashMap::new();
+        for o in outputs.drain() {
+            let row = access(&o.archive).expect("a record").to_values();
+            let [Value::U64(k), Value::U64(n)] = row[..] else { panic!("a (key, count) row: {row:?}") };
+            counts.entry(k).or_default().push(n);
+        }
+        assert_eq!(counts.len(), want.len(), "{shards} shards: keys counted");
+        for (k, mut ns) in counts {
+            ns.sort_unstable();
+            assert!(ns.iter().copied().eq(1..=want[&k]), "{shards} shards: key {k}'s counts {ns:?}");
+        }
+    }
+}

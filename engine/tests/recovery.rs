@@ -306,6 +306,7 @@ fn snapshots_refuse_what_they_cannot_resume_exactly() {
     assert!(ok.status.success(), "{}", stderr(&ok));
     let tcp = base.replace("kind = \"generator\"\nevents = 10", "kind = \"tcp\"\nlisten = \"127.0.0.1:0\"");
     let late = base.replace("size = \"1s\" }", "size = \"1s\", lateness = \"2s\" }");
+    let split = base.replace("events = 10", "events = 10\nsplit_events = 4");
     // A cluster takes snapshots too: accepted.
     let cluster = format!(
         "{base}\n[cluster]\nsecret_env = \"DIRIGO_TEST_NO_SUCH_SECRET\"\n\n[[node]]\nid = \"a\"\naddress = \"127.0.0.1:7101\"\n\
@@ -313,7 +314,12 @@ fn snapshots_refuse_what_they_cannot_resume_exactly() {
     );
     let ok = check("cluster.toml", &cluster);
     assert!(ok.status.success(), "a cluster with snapshots: {}", stderr(&ok));
-    for (name, text, line, what) in [("tcp.toml", tcp, 11, "cannot replay"), ("late.toml", late, 16, "lateness")] {
+    let refused = [
+        ("tcp.toml", tcp, 11, "cannot replay"),
+        ("late.toml", late, 16, "lateness"),
+        ("split.toml", split, 11, "split_events"),
+    ];
+    for (name, text, line, what) in refused {
         let out = check(name, &text);
         let err = stderr(&out);
         assert!(!out.status.success(), "{name}: accepted");

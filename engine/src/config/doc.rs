@@ -84,6 +84,7 @@ pub(crate) struct SourceDoc {
     pub zipf_s: Option<Spanned<f64>>,
     pub seed: Option<Spanned<u64>>,
     pub parallelism: Option<Spanned<u32>>,
+    pub split_events: Option<Spanned<u64>>,
     pub bursts: Option<Spanned<Vec<Spanned<BurstDoc>>>>,
     pub path: Option<Spanned<String>>,
     pub format: Option<Spanned<String>>,
@@ -234,7 +235,7 @@ impl SourceDoc {
     /// Every kind-specific key present.
     pub fn present(&self) -> Vec<(&'static str, Range<usize>)> {
         present!(self; rate, events, duration, keys, key_field, distribution, zipf_s, seed,
-            parallelism, bursts, path, format, header, listen, max_connections, idle_timeout, max_line,
+            parallelism, split_events, bursts, path, format, header, listen, max_connections, idle_timeout, max_line,
             max_frame, url, stream, group, consumer, start, follow)
     }
 }
@@ -268,6 +269,7 @@ pub(crate) fn source_keys(kind: SourceKindName) -> &'static [&'static str] {
             "zipf_s",
             "seed",
             "parallelism",
+            "split_events",
             "bursts",
         ],
         SourceKindName::File => &["path", "format", "header", "rate"],

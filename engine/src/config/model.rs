@@ -232,6 +232,10 @@ pub struct GeneratorSource {
     pub seed: u64,
     /// Generator instances.
     pub parallelism: u32,
+    /// Read the stream in splits of this many events, each instance taking the next split when
+    /// it has read one (None: instance `k` of `p` makes every `p`-th event).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split_events: Option<u64>,
     /// Periods at another rate.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub bursts: Vec<Burst>,

@@ -63,6 +63,7 @@ fn generator(
     positive(ctx.src, &doc.keys, || at("keys"))?;
     positive(ctx.src, &doc.zipf_s, || at("zipf_s"))?;
     positive(ctx.src, &doc.parallelism, || at("parallelism"))?;
+    positive(ctx.src, &doc.split_events, || at("split_events"))?;
     let key_field = key_field(ctx, path, doc.key_field, &doc.name, schema)?;
     let d = &ctx.defaults.source.generator;
     Ok(GeneratorSource {
@@ -75,6 +76,7 @@ fn generator(
         zipf_s: or(doc.zipf_s, d.zipf_s),
         seed: or(doc.seed, d.seed),
         parallelism: or(doc.parallelism, d.parallelism),
+        split_events: doc.split_events.map(Spanned::into_inner),
         bursts: bursts(ctx, path, doc.bursts)?,
     })
 }

@@ -61,7 +61,8 @@ pub struct GeneratorSpec {
     pub bursts: Vec<Burst>,
     /// Position of a u64 field that gets the event time (ms).
     pub event_time_field: Option<usize>,
-    /// This instance produces the events `i` with `i % parallelism == instance`.
+    /// This instance produces the events `i` with `i % parallelism == instance`, unless the
+    /// instances read in splits ([`Generator::with_splits`]).
     pub instance: u32,
     pub parallelism: u32,
 }
@@ -361,6 +362,12 @@ pub struct Generator {
     produced: u64,
     /// This instance's number (its first event's index).
     instance: u64,
+    /// Read in splits: the counter of splits taken, which every instance of the source shares,
+    /// and the events per split.
+    splits: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    split_events: u64,
+    /// The index past the end of the split being read (`u64::MAX` when not reading in splits).
+    split_end: u64,
 }
 
 impl Generator {
@@ -380,9 +387,36 @@ impl Generator {
             next: None,
             produced: 0,
             instance: spec.instance as u64,
+            splits: None,
+            split_events: 0,
+            split_end: u64::MAX,
         };
         generator.next = generator.schedule_event(spec.instance as u64);
         Ok(generator)
+    }
+
+    /// Read the stream in splits of `split_events` consecutive events rather than every
+    /// `parallelism`-th event: each instance takes the next split no instance has taken from
+    /// `taken` (one counter for all the source's instances, starting at 0) when it has read the
+    /// one it holds, so a faster shard reads more. Splits are taken in order, so each instance's
+    /// events stay in index (and event-time) order. Such an instance has no replay position.
+    pub fn with_splits(mut self, split_events: u64, taken: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        assert!(split_events > 0, "a split holds at least one event");
+        self.stride = 1;
+        self.splits = Some(taken);
+        self.split_events = split_events;
+        self.next = self.take_split();
+        self
+    }
+
+    /// The first event of the next split not taken (None when it lies past the end).
+    #[cold]
+    fn take_split(&mut self) -> Option<Next> {
+        let taken = self.splits.as_ref()?;
+        let s = taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let first = s.checked_mul(self.split_events)?;
+        self.split_end = first.saturating_add(self.split_events);
+        self.schedule_event(first)
     }
 
     /// Nanoseconds since the source started at which the next event of this instance is due
@@ -432,11 +466,16 @@ impl Generator {
         Some(event_ms)
     }
 
-    /// `next` was produced: schedule the one after it.
+    /// `next` was produced: schedule the one after it (in splits: the next split's first when
+    /// this one is read).
     #[inline(always)]
     fn advance(&mut self, next: Next) {
         self.produced += 1;
-        self.next = next.index.checked_add(self.stride).and_then(|i| self.schedule_event(i));
+        self.next = match next.index.checked_add(self.stride) {
+            Some(i) if i < self.split_end => self.schedule_event(i),
+            Some(_) if self.splits.is_some() => self.take_split(),
+            _ => None,
+        };
     }
 
     /// Events this instance has produced.
@@ -446,6 +485,10 @@ impl Generator {
 
     /// Where this instance is: its seed, its next event's index and its count so far.
     pub fn position(&self) -> super::SourcePosition {
+        if self.splits.is_some() {
+            // Which splits the other instances took is not this instance's to record.
+            return super::SourcePosition::Unreplayable;
+        }
         super::SourcePosition::Generator { seed: self.seed, next: self.next.map(|n| n.index), produced: self.produced }
     }
 
@@ -453,6 +496,9 @@ impl Generator {
     /// one the position names, due at its place in the schedule (an instance resumed late
     /// finds its events overdue and catches up, as an open-loop source does).
     pub fn seek(&mut self, position: &super::SourcePosition) -> Result<(), super::PositionError> {
+        if self.splits.is_some() {
+            return Err(super::PositionError::Unreplayable);
+        }
         let super::SourcePosition::Generator { seed, next, produced } = *position else {
             return Err(super::PositionError::WrongKind { found: position.kind(), source_kind: "generator" });
         };

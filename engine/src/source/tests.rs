@@ -328,3 +328,48 @@ fn scalar_events_as_cells_are_the_events_as_values() {
     assert!(!generator(spec(0)).is_scalar());
     assert!(!Generator::new(spec(0), &scalars(FieldType::Str)).unwrap().is_scalar());
 }
+
+/// Instances reading in splits share one counter: drained one after the other, the first takes
+/// every split (the second finds none left); drained in turn, they take splits alternately.
+/// Either way each instance's events are in index order, and together they are exactly the
+/// sequential generator's events, each once.
+#[test]
+fn instances_reading_in_splits_take_the_splits_left_and_make_every_event_once() {
+    use std::sync::{atomic::AtomicU64, Arc};
+    // 1,000 events a second: each event's time (ms) is its own.
+    let s = GeneratorSpec { events: Some(1_003), ..spec(1_000) };
+    let whole = drain(generator(s.clone()));
+    let split = |i: u32| generator(instance(s.clone(), i, 2));
+    // One after the other: the first instance reads everything.
+    let taken = Arc::new(AtomicU64::new(0));
+    let first = drain(split(0).with_splits(100, taken.clone()));
+    let second = drain(split(1).with_splits(100, taken));
+    assert_eq!(
+        first.iter().map(|e| (e.1, e.2.clone())).collect::<Vec<_>>(),
+        whole.iter().map(|e| (e.1, e.2.clone())).collect::<Vec<_>>()
+    );
+    assert!(second.is_empty(), "the second instance found no split left");
+    // In turn, one event each: the events of both, by event time, are the whole stream.
+    let taken = Arc::new(AtomicU64::new(0));
+    let (mut a, mut b) = (split(0).with_splits(100, taken.clone()), split(1).with_splits(100, taken));
+    let (mut got_a, mut got_b, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    loop {
+        let ea = a.next_event(&mut values).map(|t| (t, values.clone()));
+        got_a.extend(ea.clone());
+        let eb = b.next_event(&mut values).map(|t| (t, values.clone()));
+        got_b.extend(eb.clone());
+        if ea.is_none() && eb.is_none() {
+            break;
+        }
+    }
+    assert!(got_a.windows(2).all(|w| w[0].0 < w[1].0) && got_b.windows(2).all(|w| w[0].0 < w[1].0), "each in order");
+    assert!(got_a.len() >= 500 && got_b.len() >= 500, "both read: {} and {}", got_a.len(), got_b.len());
+    let mut both: Vec<(u64, Vec<Value>)> = got_a.into_iter().chain(got_b).collect();
+    both.sort_by_key(|e| e.0);
+    assert_eq!(both, whole.iter().map(|e| (e.1, e.2.clone())).collect::<Vec<_>>());
+    // No replay position: which splits the other instance took is not this one's.
+    assert!(matches!(
+        split(0).with_splits(100, Arc::default()).position(),
+        crate::source::SourcePosition::Unreplayable
+    ));
+}
