@@ -405,6 +405,9 @@ impl Generator {
         self.stride = 1;
         self.splits = Some(taken);
         self.split_events = split_events;
+        // `new` scheduled the instance's first event of fixed shares: its first split may lie
+        // before it, and the schedule's cursor only moves forward.
+        self.schedule.rewind();
         self.next = self.take_split();
         self
     }

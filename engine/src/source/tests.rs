@@ -373,3 +373,17 @@ fn instances_reading_in_splits_take_the_splits_left_and_make_every_event_once() 
         crate::source::SourcePosition::Unreplayable
     ));
 }
+
+/// An instance read in splits keeps the schedule of the whole stream, bursts and pauses
+/// included, whichever instance it is (the fixed share `new` scheduled first, instance 3's event
+/// 3 past the burst at 2 ms, is not where its first split starts).
+#[test]
+fn an_instance_reading_in_splits_keeps_the_schedule_of_the_whole_stream() {
+    use std::sync::{atomic::AtomicU64, Arc};
+    let pause = Burst { at: Duration::from_millis(10), duration: Duration::from_millis(5), rate: 0 };
+    let fast = Burst { at: Duration::from_millis(2), duration: Duration::from_millis(1), rate: 2000 };
+    let s = GeneratorSpec { events: Some(14), bursts: vec![pause, fast], ..spec(1000) };
+    let whole = drain(generator(s.clone()));
+    let alone = drain(generator(instance(s, 3, 4)).with_splits(5, Arc::new(AtomicU64::new(0))));
+    assert_eq!(alone, whole, "due times, event times and fields of every event");
+}
