@@ -611,3 +611,20 @@ fn gather_is_a_share_between_0_and_1() {
     assert_error("[engine]\ngather = 1.5\n", "bad.toml:2:10: engine key `gather`: must be a share between 0 and 1");
     assert!(Config::parse("[engine]\ngather = 0\n", "ok.toml").is_ok());
 }
+
+/// A generator read in splits must be closed loop (`rate = 0`): at a rate its events are due at
+/// fixed times and its instances would take turns. Named at the key, with the reason; a
+/// closed-loop one is accepted, and a split of no events is refused like any zero.
+#[test]
+fn a_generator_in_splits_must_be_closed_loop() {
+    let with = |keys: &str| {
+        app_with("name = \"f\"\nkind = \"count\"\ninput = \"in\"\nkey = \"auction\"")
+            .replace("kind = \"generator\"\n", &format!("kind = \"generator\"\n{keys}\n"))
+    };
+    let e = error(&with("rate = 1000\nsplit_events = 64"));
+    assert!(e.starts_with("bad.toml:9:16: app[0] \"bids\" source \"in\" key `split_events`: "), "{e}");
+    assert!(e.contains("closed-loop generator (`rate = 0`)") && e.contains("rate = 1000"), "{e}");
+    assert!(Config::parse(&with("rate = 0\nsplit_events = 64"), "ok.toml").is_ok());
+    let e = error(&with("split_events = 0"));
+    assert!(e.contains("key `split_events`: must be greater than zero"), "{e}");
+}

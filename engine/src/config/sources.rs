@@ -66,8 +66,19 @@ fn generator(
     positive(ctx.src, &doc.split_events, || at("split_events"))?;
     let key_field = key_field(ctx, path, doc.key_field, &doc.name, schema)?;
     let d = &ctx.defaults.source.generator;
+    let rate = or(doc.rate.clone(), d.rate);
+    if let Some(split) = doc.split_events.as_ref().filter(|_| rate > 0) {
+        // Open loop: every event is due at its fixed time, so instances reading in splits
+        // would only take turns (a split's events due one after the other on one shard).
+        let why = format!(
+            "reading in splits needs a closed-loop generator (`rate = 0`); at `rate = {rate}` every event \
+             is due at a fixed time, so the instances would take turns, one split each: leave \
+             `split_events` out"
+        );
+        return Err(ConfigError::problem(ctx.src, split.span(), at("split_events"), Problem::Invalid(why)));
+    }
     Ok(GeneratorSource {
-        rate: or(doc.rate, d.rate),
+        rate,
         events: doc.events.map(Spanned::into_inner),
         duration: doc.duration.map(|v| v.into_inner().0),
         keys: or(doc.keys, d.keys),
