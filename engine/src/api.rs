@@ -286,11 +286,11 @@ impl AppBuilder<'_> {
         T: Message + 'static,
         I: Iterator<Item = (u64, u64, T)> + 'static,
     {
-        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::atomic::{AtomicU64, Ordering};
         let make = Arc::new(make);
         // The next split no instance has taken: the only state the instances share, touched
-        // once per split.
-        let taken = Arc::new(AtomicU32::new(0));
+        // once per split (64 bits: instances that find none left count past `splits` freely).
+        let taken = Arc::new(AtomicU64::new(0));
         let instances = self.plan.apps[self.app as usize].shards.len() as u32;
         self.add_source(name, instances, StreamType::of::<T>(), move |_, _| {
             let (make, taken) = (make.clone(), taken.clone());
@@ -299,14 +299,7 @@ impl AppBuilder<'_> {
                 if let Some(event) = split.as_mut().and_then(Iterator::next) {
                     return Some(event);
                 }
-                // Read before taking, so instances that have finished do not count on.
-                if taken.load(Ordering::Relaxed) >= splits {
-                    return None;
-                }
-                let s = taken.fetch_add(1, Ordering::Relaxed);
-                if s >= splits {
-                    return None;
-                }
+                let s = u32::try_from(taken.fetch_add(1, Ordering::Relaxed)).ok().filter(|&s| s < splits)?;
                 split = Some(make(s));
             });
             SourceInstance::Custom(Box::new(IterSource { iter, rate: 0, produced: 0, arena: Default::default() }))

@@ -325,13 +325,13 @@ impl AppCompiler<'_> {
                 let shards = self.spread(name, g.parallelism);
                 let sch = schema.clone();
                 // The splits taken so far, shared by this source's instances (a plan runs once).
-                let (taken, split_events) = (Arc::new(std::sync::atomic::AtomicU64::new(0)), g.split_events);
+                let splits = g.split_events.map(|n| (n, Arc::new(std::sync::atomic::AtomicU64::new(0))));
                 let f = Arc::new(move |cx: crate::plan::InstanceCx| {
                     let spec = GeneratorSpec { instance: cx.instance, parallelism: cx.parallelism, ..spec.clone() };
                     let g = Generator::new(spec, &sch).expect("checked when the plan was built");
-                    SourceInstance::Generator(match split_events {
+                    SourceInstance::Generator(match &splits {
                         None => g,
-                        Some(n) => g.with_splits(n, taken.clone()),
+                        Some((n, taken)) => g.with_splits(*n, taken.clone()),
                     })
                 });
                 (f as _, shards)
