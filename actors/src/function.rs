@@ -31,7 +31,7 @@
 //! assert!(h.outputs().iter().all(|o| o.event_time == 7));
 //! ```
 
-use std::any::TypeId;
+use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::panic::AssertUnwindSafe;
@@ -59,6 +59,30 @@ pub trait Message:
 impl<T> Message for T where
     T: rkyv::Archive + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
 {
+}
+
+/// A message as the value it was made as (a typed source's event), not yet archived: what the
+/// engine hands a function that runs where the message was made ([`Function::on_value`]), and
+/// archives only when it goes anywhere else.
+pub trait ValueRecord {
+    /// The value, to be downcast to the taker's input type.
+    fn value(&self) -> &dyn Any;
+    /// Append its archive to `buf`, from its end (16-byte aligned when called), `arena` as
+    /// rkyv's scratch.
+    fn archive_into(&self, buf: &mut AlignedVec, arena: &mut rkyv::ser::allocator::Arena);
+}
+
+impl<T: Message + 'static> ValueRecord for T {
+    #[inline(always)]
+    fn value(&self) -> &dyn Any {
+        self
+    }
+    #[inline]
+    fn archive_into(&self, buf: &mut AlignedVec, arena: &mut rkyv::ser::allocator::Arena) {
+        let taken = std::mem::take(buf);
+        *buf = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(self, taken, arena.acquire())
+            .expect("value archives");
+    }
 }
 
 /// Key hash of an integer key (a bijection: distinct keys never collide).
@@ -181,9 +205,18 @@ pub struct Cx<'a> {
     msg: Header,
     out: &'a mut dyn Emitter,
     scratch: &'a mut Scratch,
-    /// The message being applied, as its archive's bytes and type (None in `on_watermark` and
-    /// `on_end`, which apply none).
-    input: Option<(&'a [u8], StreamType)>,
+    /// The message being applied and its type (None in `on_watermark` and `on_end`, which
+    /// apply none).
+    input: Option<(Applied<'a>, StreamType)>,
+}
+
+/// The message a function is applied to, as it came.
+#[derive(Clone, Copy)]
+enum Applied<'a> {
+    /// An archive's bytes.
+    Archive(&'a [u8]),
+    /// A value made on this shard, not archived ([`Function::on_value`]).
+    Value(&'a dyn ValueRecord),
 }
 
 /// What a function's emits reuse: rkyv's scratch arena (kept here, not looked up per emit in a
@@ -244,7 +277,7 @@ impl Cx<'_> {
     /// # Panics
     /// Outside `on_message` (a watermark or the end applies no message).
     pub fn pass_on(&mut self, key_hash: u64, event_time: u64) {
-        let Some((payload, input)) = self.input else {
+        let Some((applied, input)) = self.input else {
             panic!("`Cx::pass_on` outside `on_message`: a watermark or the end has no message to pass on")
         };
         if let Some(stream) = self.scratch.output {
@@ -252,7 +285,14 @@ impl Cx<'_> {
                 wrong_output(input.name(), stream);
             }
         }
-        self.out.forward(key_hash, event_time, payload);
+        match applied {
+            Applied::Archive(payload) => self.out.forward(key_hash, event_time, payload),
+            // A value is archived once, where it goes (as an emit is).
+            Applied::Value(value) => {
+                let arena = &mut self.scratch.arena;
+                self.out.emit_archived(key_hash, event_time, &mut |buf| value.archive_into(buf, arena));
+            }
+        }
     }
 }
 
@@ -263,6 +303,18 @@ pub trait Function: 'static {
     type In: Input;
     /// Apply one message, read in place.
     fn on_message(&mut self, cx: &mut Cx<'_>, msg: &rkyv::Archived<Self::In>);
+    /// Whether the function implements [`Function::on_value`]. Default: no (a message made
+    /// where the function runs is archived for `on_message`).
+    const TAKES_VALUES: bool = false;
+    /// Apply one message handed over as the value it was made as: a typed source's event on
+    /// the shard that read it, when this function's input is that source, forward (the
+    /// engine's `Route::Forward`), and nothing of it waits queued. The function then runs at
+    /// once, and the event is never archived unless it goes on ([`Cx::pass_on`]). Called only
+    /// when `TAKES_VALUES` is set, and it must do what `on_message` does with the same
+    /// message: which of the two the engine calls is its choice, message by message.
+    fn on_value(&mut self, _cx: &mut Cx<'_>, _msg: &Self::In) {
+        panic!("a function that sets `TAKES_VALUES` must implement `on_value`")
+    }
     /// Event time reached `watermark` (ms) on every input.
     fn on_watermark(&mut self, _cx: &mut Cx<'_>, _watermark: u64) {}
     /// Every input ended.
@@ -327,6 +379,9 @@ struct Erased<F> {
     failed: Cell<bool>,
     /// Its inputs are archives of `F::In` made here: read unchecked.
     typed: Option<TypedInput>,
+    /// Where a value is archived for `on_message` (`on_value` of a function without
+    /// `TAKES_VALUES`), reused.
+    bytes: AlignedVec,
 }
 
 impl<F: Function> ErasedFunction for Erased<F> {
@@ -337,10 +392,26 @@ impl<F: Function> ErasedFunction for Erased<F> {
             || (),
             || {
                 let m = read_input::<F::In>(payload, self.typed);
-                let input = Some((payload, StreamType::of::<F::In>()));
+                let input = Some((Applied::Archive(payload), StreamType::of::<F::In>()));
                 f.on_message(&mut Cx { msg: *msg, out, scratch, input }, m)
             },
         )
+    }
+    #[inline]
+    fn on_value(&mut self, msg: &Header, value: &dyn ValueRecord, out: &mut dyn Emitter) {
+        if F::TAKES_VALUES {
+            if let Some(v) = value.value().downcast_ref::<F::In>() {
+                let (f, scratch) = (&mut self.f, &mut self.scratch);
+                let input = Some((Applied::Value(value), StreamType::of::<F::In>()));
+                return guarded(&self.failed, || (), || f.on_value(&mut Cx { msg: *msg, out, scratch, input }, v));
+            }
+        }
+        // Archived once, here, and read in place as any input (checked unless typed).
+        let mut bytes = std::mem::take(&mut self.bytes);
+        bytes.clear();
+        value.archive_into(&mut bytes, &mut self.scratch.arena);
+        self.on_message(msg, &bytes, out);
+        self.bytes = bytes;
     }
     fn on_watermark(&mut self, watermark: u64, out: &mut dyn Emitter) {
         let msg = Header { event_time: watermark, ..Header::data(0, 0, 0) };
@@ -469,7 +540,7 @@ where
             || (),
             || {
                 let m = read_input::<A::In>(payload, self.typed);
-                let input = Some((payload, StreamType::of::<A::In>()));
+                let input = Some((Applied::Archive(payload), StreamType::of::<A::In>()));
                 let mut cx = Cx { msg: *header, out, scratch, input };
                 match class {
                     MessageClass::Critical => actor.on_critical(state, &mut cx, m),
@@ -606,6 +677,15 @@ where
 pub trait ErasedFunction {
     /// Apply one message; `payload` is the archive the engine carried.
     fn on_message(&mut self, header: &Header, payload: &[u8], out: &mut dyn Emitter);
+    /// Apply one message handed over as a value made on this shard: `Function::on_value` where
+    /// the function takes values of its type, `on_message` on its archive otherwise. The
+    /// default archives it into a buffer of its own (it allocates: the functions `Function`
+    /// makes archive into one they keep).
+    fn on_value(&mut self, header: &Header, value: &dyn ValueRecord, out: &mut dyn Emitter) {
+        let mut bytes = AlignedVec::new();
+        value.archive_into(&mut bytes, &mut rkyv::ser::allocator::Arena::new());
+        self.on_message(header, &bytes, out)
+    }
     /// Event time reached `watermark` on every input.
     fn on_watermark(&mut self, _watermark: u64, _out: &mut dyn Emitter) {}
     /// Every input ended.
@@ -663,7 +743,7 @@ pub trait ErasedActor {
 /// Erase a function's types for the engine, which calls it once per message through the returned
 /// box.
 pub fn erase_function<F: Function>(f: F) -> Box<dyn ErasedFunction> {
-    Box::new(Erased { f, scratch: Scratch::default(), failed: Cell::new(false), typed: None })
+    Box::new(Erased { f, scratch: Scratch::default(), failed: Cell::new(false), typed: None, bytes: AlignedVec::new() })
 }
 
 /// Erase an actor's types for the engine; `make` builds a fresh actor (the lessor's, then one per
@@ -737,6 +817,15 @@ impl Harness {
         self.f.on_message(&header, &buf, &mut self.out);
         self.buf = buf;
         self.buf.clear();
+        self.rethrow()
+    }
+
+    /// Apply `msg` as the value it was made as, as the engine does where the function runs in
+    /// its source's poll (`Function::on_value`, or `on_message` on its archive for a function
+    /// that does not take values): a test sends the same messages both ways and compares.
+    pub fn send_value<T: Message + 'static>(&mut self, key_hash: u64, event_time: u64, msg: &T) -> &mut Self {
+        let header = Header { event_time, ..Header::data(0, 0, key_hash) };
+        self.f.on_value(&header, msg, &mut self.out);
         self.rethrow()
     }
 

@@ -135,3 +135,66 @@ fn pass_on_emits_the_message_applied_byte_for_byte() {
 fn pass_on_outside_a_message_is_refused() {
     Harness::new(EvenPairs).end();
 }
+
+/// `EvenPairs` reading the values its source made as well (`Function::on_value`): one body.
+struct EvenPairValues;
+
+impl EvenPairValues {
+    fn pair(cx: &mut Cx<'_>, second: u64) {
+        if second.is_multiple_of(2) {
+            cx.pass_on(cx.key_hash() ^ 1, cx.event_time() + 1);
+        }
+    }
+}
+
+impl Function for EvenPairValues {
+    type In = (u64, u64);
+    const TAKES_VALUES: bool = true;
+    fn on_message(&mut self, cx: &mut Cx<'_>, msg: &rkyv::Archived<(u64, u64)>) {
+        EvenPairValues::pair(cx, msg.1.to_native());
+    }
+    fn on_value(&mut self, cx: &mut Cx<'_>, msg: &(u64, u64)) {
+        EvenPairValues::pair(cx, msg.1);
+    }
+}
+
+/// What a function emits for messages handed as values, as the engine hands a typed source's
+/// events to a function that runs in its poll.
+fn sent_as_values(mut h: Harness, msgs: &[(u64, u64)]) -> Vec<(u64, u64, Vec<u8>)> {
+    for (i, m) in msgs.iter().enumerate() {
+        h.send_value(key_u64(i as u64), 10 + i as u64, m);
+    }
+    h.take_outputs().into_iter().map(|o| (o.key_hash, o.event_time, o.archive.to_vec())).collect()
+}
+
+/// A message handed as a value gives what its archive gives, byte for byte: to a function that
+/// takes values (`on_value`; a value passed on is archived where it goes), and to one that does
+/// not (the value archived once for `on_message`).
+#[test]
+fn a_message_handed_as_a_value_emits_what_its_archive_emits() {
+    let msgs: Vec<(u64, u64)> = (0..6u64).map(|i| (i, i * 3)).collect();
+    let mut archived = Harness::new(EvenPairs);
+    for (i, m) in msgs.iter().enumerate() {
+        archived.send(key_u64(i as u64), 10 + i as u64, m);
+    }
+    let want: Vec<(u64, u64, Vec<u8>)> =
+        archived.take_outputs().into_iter().map(|o| (o.key_hash, o.event_time, o.archive.to_vec())).collect();
+    assert_eq!(want.len(), 3);
+    assert_eq!(sent_as_values(Harness::new(EvenPairValues), &msgs), want);
+    assert_eq!(sent_as_values(Harness::new(EvenPairs), &msgs), want);
+}
+
+/// Claims to take values but has no `on_value`.
+struct ClaimsValues;
+
+impl Function for ClaimsValues {
+    type In = u64;
+    const TAKES_VALUES: bool = true;
+    fn on_message(&mut self, _: &mut Cx<'_>, _: &rkyv::Archived<u64>) {}
+}
+
+#[test]
+#[should_panic(expected = "a function that sets `TAKES_VALUES` must implement `on_value`")]
+fn taking_values_without_on_value_is_a_clear_failure() {
+    Harness::new(ClaimsValues).send_value(0, 0, &1u64);
+}
