@@ -27,12 +27,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dirigo_actors::function::{erase_actor, erase_function, StreamType};
+use dirigo_actors::function::{erase_actor, erase_function, StreamType, ValueRecord};
 pub use dirigo_actors::function::{key_str, key_u64, Actor, Cx, Function, Message};
 use dirigo_actors::ids::{AppId, ShardId};
 use dirigo_actors::record::Schema;
 use rkyv::rancor;
-use rkyv::util::AlignedVec;
 
 use crate::engine::{resolve_shards, run, EngineError, EngineSettings, StopHandle};
 use crate::instance::OperatorInstance;
@@ -150,27 +149,37 @@ pub struct AppBuilder<'a> {
     app: AppId,
 }
 
-struct IterSource<I> {
+struct IterSource<T, I> {
     iter: I,
     /// Events per second (0: as fast as the engine takes them), and how many were produced.
     rate: u64,
     produced: u64,
-    /// rkyv's scratch arena for archiving events, reused.
-    arena: rkyv::ser::allocator::Arena,
+    /// The event made last, until the next is made.
+    current: Option<T>,
 }
 
-impl<T: Message, I: Iterator<Item = (u64, u64, T)>> CustomSource for IterSource<I> {
+impl<T, I> IterSource<T, I> {
+    fn new(iter: I, rate: u64) -> Self {
+        IterSource { iter, rate, produced: 0, current: None }
+    }
+}
+
+impl<T: Message + 'static, I: Iterator<Item = (u64, u64, T)>> CustomSource for IterSource<T, I> {
     fn next_due_ns(&self) -> Option<u64> {
         Some(self.produced.saturating_mul(1_000_000_000).checked_div(self.rate).unwrap_or(0))
     }
 
-    fn next(&mut self, buf: &mut AlignedVec) -> Option<(u64, u64)> {
+    #[inline]
+    fn advance(&mut self) -> Option<(u64, u64)> {
         let (key, time, value) = self.iter.next()?;
         self.produced += 1;
-        let taken = std::mem::take(buf);
-        *buf = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(&value, taken, self.arena.acquire())
-            .expect("value archives");
+        self.current = Some(value);
         Some((key, time))
+    }
+
+    #[inline]
+    fn current(&self) -> &dyn ValueRecord {
+        self.current.as_ref().expect("an event was made")
     }
 }
 
@@ -179,21 +188,23 @@ struct ScheduledSource<T, I> {
     iter: I,
     /// The next event, read ahead so its due time is known before it is produced.
     ahead: Option<(u64, u64, u64, T)>,
-    /// rkyv's scratch arena for archiving events, reused.
-    arena: rkyv::ser::allocator::Arena,
+    /// The event made last, until the next is made.
+    current: Option<T>,
 }
 
-impl<T: Message, I: Iterator<Item = (u64, u64, u64, T)>> CustomSource for ScheduledSource<T, I> {
+impl<T: Message + 'static, I: Iterator<Item = (u64, u64, u64, T)>> CustomSource for ScheduledSource<T, I> {
     fn next_due_ns(&self) -> Option<u64> {
         self.ahead.as_ref().map(|e| e.0)
     }
 
-    fn next(&mut self, buf: &mut AlignedVec) -> Option<(u64, u64)> {
+    fn advance(&mut self) -> Option<(u64, u64)> {
         let (_, key, time, value) = std::mem::replace(&mut self.ahead, self.iter.next())?;
-        let taken = std::mem::take(buf);
-        *buf = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(&value, taken, self.arena.acquire())
-            .expect("value archives");
+        self.current = Some(value);
         Some((key, time))
+    }
+
+    fn current(&self) -> &dyn ValueRecord {
+        self.current.as_ref().expect("an event was made")
     }
 }
 
@@ -262,7 +273,7 @@ impl AppBuilder<'_> {
         self.add_source(name, parallelism, StreamType::of::<T>(), move |cx, logical| {
             let make = make.clone();
             let iter = (cx.instance..logical).step_by(cx.parallelism as usize).flat_map(move |i| make(i));
-            SourceInstance::Custom(Box::new(IterSource { iter, rate, produced: 0, arena: Default::default() }))
+            SourceInstance::Custom(Box::new(IterSource::new(iter, rate)))
         })
     }
 
@@ -302,7 +313,7 @@ impl AppBuilder<'_> {
                 let s = u32::try_from(taken.fetch_add(1, Ordering::Relaxed)).ok().filter(|&s| s < splits)?;
                 split = Some(make(s));
             });
-            SourceInstance::Custom(Box::new(IterSource { iter, rate: 0, produced: 0, arena: Default::default() }))
+            SourceInstance::Custom(Box::new(IterSource::new(iter, 0)))
         })
     }
 
@@ -326,7 +337,7 @@ impl AppBuilder<'_> {
             let heads = instances.iter_mut().map(Iterator::next).collect();
             let mut iter = MergeByDue { instances, heads };
             let ahead = iter.next();
-            SourceInstance::Custom(Box::new(ScheduledSource { iter, ahead, arena: Default::default() }))
+            SourceInstance::Custom(Box::new(ScheduledSource { iter, ahead, current: None }))
         })
     }
 

@@ -516,3 +516,138 @@ fn a_generator_read_in_splits_counts_every_event_once() {
         }
     }
 }
+
+/// `SkipThirds` reading the values its source made too (`Function::on_value`), counting how
+/// each message reached it.
+struct SkipThirdsValues {
+    values: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    archives: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SkipThirdsValues {
+    fn keep(cx: &mut Cx<'_>, seq: u64) {
+        if !seq.is_multiple_of(3) {
+            cx.pass_on(cx.key_hash(), cx.event_time());
+        }
+    }
+}
+
+impl Function for SkipThirdsValues {
+    type In = (u64, u64);
+    const TAKES_VALUES: bool = true;
+    fn on_message(&mut self, cx: &mut Cx<'_>, msg: &rkyv::Archived<(u64, u64)>) {
+        self.archives.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        SkipThirdsValues::keep(cx, msg.1.to_native());
+    }
+    fn on_value(&mut self, cx: &mut Cx<'_>, msg: &(u64, u64)) {
+        self.values.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        SkipThirdsValues::keep(cx, msg.1);
+    }
+}
+
+/// A function that takes values, fed forward by a typed source, runs in the source's poll on
+/// the events as they were made where the policy lets records be fused (it chains and its
+/// send and apply hooks are no-ops: fifo, edf, laxity, `Bare`), and on their archives where
+/// not (fair, whose apply hooks keep each app's virtual time); either way
+/// every event reaches it exactly once, and what it passes on (a value archived where it
+/// goes) feeds a keyed function on other shards exactly: per key, the counts of the kept
+/// events in order, at 1, 2 and 4 shards.
+#[test]
+fn a_function_taking_values_runs_on_its_sources_values_and_feeds_downstream_exactly() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let (events, keys) = (6_000u64, 37u64);
+    use dirigo_engine::policy::{Bare, Builtin, Policy};
+    for policy in ["fifo", "edf", "laxity", "fair", "bare"] {
+        let fuses = match policy {
+            "bare" => Bare.chains() && !Bare.observes_apply() && !Bare.observes_send(),
+            p => {
+                let p = Builtin::by_name(p).unwrap();
+                p.chains() && !p.observes_apply() && !p.observes_send()
+            }
+        };
+        for shards in [1, 2, 4] {
+            let (values, archives) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+            let mut engine = EngineBuilder::new().shards(shards);
+            let mut app = engine.app("filtered", Duration::from_millis(50));
+            let n = shards as u64;
+            let src = app.source("in", shards as u32, move |inst| {
+                (u64::from(inst)..events).step_by(n as usize).map(move |i| (key_u64(i % keys), i, (i % keys, i)))
+            });
+            let (v, a) = (values.clone(), archives.clone());
+            let kept = app.function("skip-thirds", src, Route::Forward, move || SkipThirdsValues {
+                values: v.clone(),
+                archives: a.clone(),
+            });
+            let counts = app.function("count", kept, Route::ByKey, CountWithSeq::default);
+            let out = app.collect("out", counts);
+            let summary = match policy {
+                "bare" => engine.run_with(Bare, |_| {}),
+                p => engine.run_with(Builtin::by_name(p).unwrap(), |_| {}),
+            }
+            .expect("engine runs");
+            let case = format!("{policy} (fuses: {fuses}), {shards} shards");
+            let (values, archives) = (values.load(Ordering::Relaxed), archives.load(Ordering::Relaxed));
+            assert_eq!(values + archives, events, "{case}: every event applied once");
+            if fuses {
+                assert!(values > 0, "{case}: events ran as values ({values} values, {archives} archives)");
+                assert!(summary.apps[0].fused >= values, "{case}: fused runs are reported");
+            } else {
+                assert_eq!(values, 0, "{case}: a policy that sees every message's hooks fuses nothing");
+            }
+            let mut got: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
+            for o in out.drain() {
+                // SAFETY: the sink's input is archived `(u64, u64, u64)` by `CountWithSeq`.
+                let v = unsafe { rkyv::access_unchecked::<rkyv::Archived<(u64, u64, u64)>>(&o.archive) };
+                got.entry(v.0.to_native()).or_default().push((v.1.to_native(), v.2.to_native()));
+            }
+            let mut total = 0;
+            for (key, mut seen) in got {
+                assert!(seen.iter().enumerate().all(|(i, &(c, _))| c == i as u64 + 1), "{case}, key {key}");
+                seen.sort_by_key(|&(_, seq)| seq);
+                let want: Vec<u64> = (0..events).filter(|i| i % keys == key && i % 3 != 0).collect();
+                assert_eq!(seen.iter().map(|&(_, s)| s).collect::<Vec<_>>(), want, "{case}, key {key}");
+                total += seen.len();
+            }
+            assert_eq!(total as u64, (0..events).filter(|i| i % 3 != 0).count() as u64, "{case}");
+        }
+    }
+}
+
+/// Panics on the value of message 700.
+struct FaultyValues;
+
+impl Function for FaultyValues {
+    type In = (u64, u64);
+    const TAKES_VALUES: bool = true;
+    fn on_message(&mut self, cx: &mut Cx<'_>, msg: &rkyv::Archived<(u64, u64)>) {
+        self.on_value(cx, &(msg.0.to_native(), msg.1.to_native()));
+    }
+    fn on_value(&mut self, cx: &mut Cx<'_>, msg: &(u64, u64)) {
+        assert!(msg.1 != 700, "a user function failed on value {}", msg.1);
+        cx.emit(cx.key_hash(), cx.event_time(), msg);
+    }
+}
+
+/// A function that panics where it runs in its source's poll fails its app, as one that panics
+/// in the run queue does: the run ends, the app is reported failed with the function and the
+/// message, and the function runs no more.
+#[test]
+fn a_function_panicking_in_its_sources_poll_fails_its_app() {
+    let mut engine = EngineBuilder::new().shards(2);
+    let mut app = engine.app("faulty", Duration::from_secs(1));
+    let src = app.source("events", 2, |i| (0..1_000u64).map(move |j| (key_u64(j), j, (u64::from(i), j))));
+    let faulty = app.function("faulty", src, Route::Forward, || FaultyValues);
+    let out = app.collect("out", faulty);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(engine.run().map_err(|e| e.to_string()));
+    });
+    let result = rx.recv_timeout(Duration::from_secs(60)).expect("the run ends instead of hanging");
+    let summary = result.expect("an app's panic does not fail the run");
+    let failure = summary.apps[0].failure.as_deref().expect("the app is reported failed");
+    assert!(failure.starts_with("function `faulty` panicked on shard "), "{failure}");
+    assert!(failure.ends_with("a user function failed on value 700"), "{failure}");
+    let outputs = out.drain().count();
+    assert!(outputs < 2 * 1_000, "it stopped at its failure: {outputs} outputs");
+}

@@ -721,8 +721,14 @@ impl<P: Policy> RecordParts<'_, P> {
         let op = self.slots.ops[f].as_mut().expect("message for a function instance on this shard");
         let functions = &self.plan.functions[..];
         let outputs_due = &mut self.tele.outputs_due;
-        let fusing =
-            self.rest.filter(|_| chain).map(|rest| Fusing { fusion: &mut *self.fusion, rest, functions, outputs_due });
+        let fusing = self.rest.filter(|_| chain).map(|rest| Fusing {
+            fusion: &mut *self.fusion,
+            rest,
+            functions,
+            outputs_due,
+            ops: None,
+            signal: None,
+        });
         let chain = chain.then_some((&mut *self.chain_next, self.chainable));
         let parts = self.sched.split();
         let cost = parts.cost;

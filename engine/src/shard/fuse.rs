@@ -12,7 +12,11 @@
 //! that reads headers alone (latency, null), fed by forward edges, takes its record as its
 //! ingress time, due as an output when the run ends (`Telemetry::outputs_due`), as its stretch
 //! would have. Chaining would run either right after the record's maker; fusion skips making
-//! the record in between.
+//! the record in between. A user function fed by forward edges only is fused the same way
+//! into a typed source's poll: it is called with the source's event as the value it was made
+//! as (`Function::on_value`), or, if it does not take values, with its archive written once
+//! into a scratch buffer; what it emits is routed along its own edges, with the event's
+//! header (the record it would have been) as the parent.
 //!
 //! When: the policy chains and its `on_send`, `pre_apply` and `post_apply` are no-ops
 //! (`Policy::observes_send`, `Policy::observes_apply`), so no hook would do anything with the
@@ -24,7 +28,8 @@
 //! nothing it does meanwhile queues, stages or chains anything for the function (what it would
 //! chain to it, it fuses).
 //!
-//! Not fused: watermarks, ends and barriers (they reach the instance as they always do; a
+//! User functions are fused only into a source's poll (`Fusing::ops`): a chained stretch holds
+//! the instance it runs out of the slots. Not fused: watermarks, ends and barriers (they reach the instance as they always do; a
 //! fused record never overtakes one, since one waiting stops fusion until it has run), maps
 //! with a string output (their rows are values), functions behind a keyed edge (their records
 //! are counted by key group), and everything under a policy that observes a hook.
@@ -32,6 +37,7 @@
 use std::mem::MaybeUninit;
 
 use dirigo_actors::expr::{Predicate, ScalarExpr};
+use dirigo_actors::function::any_failure;
 use dirigo_actors::record::{ArchivedValue, Cell, RecordsOnly};
 use dirigo_net::mailbox::Entry;
 
@@ -48,6 +54,27 @@ pub(super) struct Fusing<'a> {
     pub functions: &'a [FunctionPlan],
     /// The ingress times of the outputs made here (`Telemetry::outputs_due`): a fused sink's.
     pub outputs_due: &'a mut Vec<u64>,
+    /// The shard's operator instances, where user functions may be fused (a source's poll);
+    /// None: they are not.
+    pub ops: Option<&'a mut [Option<OperatorInstance>]>,
+    /// The shard's signal, where a fused user function is marked running (the stall
+    /// detector reads it, as for a stretch); with `ops`.
+    pub signal: Option<&'a dirigo_net::signal::ShardSignal>,
+}
+
+/// What stands in a user function's slot while its instance runs fused (`Core::fuse_user`):
+/// nothing is ever applied to it.
+pub(super) struct Vacant;
+
+impl dirigo_actors::function::ErasedFunction for Vacant {
+    fn on_message(
+        &mut self,
+        _: &dirigo_actors::envelope::Header,
+        _: &[u8],
+        _: &mut dyn dirigo_actors::operator::Emitter,
+    ) {
+        unreachable!("a fused user function's instance is back in its slot before anything else runs")
+    }
 }
 
 /// The maps and filters of this shard that may be fused, by function, and the router generation
@@ -58,6 +85,10 @@ pub(super) struct Fusion {
     /// Per function: a sink that reads headers alone (latency, null), fed by forward edges: a
     /// record for it fused is its ingress time, due as an output (`Telemetry::outputs_due`).
     pub sinks: Vec<bool>,
+    /// Per function: a user function fed by forward edges, and its decisions.
+    pub users: Vec<Option<Decided>>,
+    /// A fused user function panicked (`Fusion::ran_user`): its app fails once the poll ends.
+    pub failed_user: Option<usize>,
     /// Bumped for each router that may fuse: a fused map's decisions are its router's.
     pub gen: u64,
     /// Per function: records of it fused since the last report.
@@ -98,6 +129,24 @@ unsafe fn eval(exprs: &[ScalarExpr], fields: &[ArchivedValue], row: *mut Cell) {
 }
 
 impl Fused {
+    /// Its decisions, for the router of generation `gen` (found afresh for a new router).
+    #[inline(always)]
+    pub fn decisions(&mut self, gen: u64) -> &mut Decisions {
+        if self.gen != gen {
+            (self.gen, self.decided) = (gen, Decisions::default());
+        }
+        &mut self.decided
+    }
+}
+
+/// What the routers of a fused user function found for its edges.
+#[derive(Default)]
+pub(super) struct Decided {
+    decided: Decisions,
+    gen: u64,
+}
+
+impl Decided {
     /// Its decisions, for the router of generation `gen` (found afresh for a new router).
     #[inline(always)]
     pub fn decisions(&mut self, gen: u64) -> &mut Decisions {
@@ -175,7 +224,28 @@ impl Fusion {
     /// Whether any function here may be fused.
     #[inline]
     pub fn any(&self) -> bool {
-        self.stages.iter().any(Option::is_some) || self.sinks.contains(&true)
+        self.stages.iter().any(Option::is_some) || self.sinks.contains(&true) || self.users.iter().any(Option::is_some)
+    }
+
+    /// Whether `f` is a user function that may be fused.
+    #[inline(always)]
+    pub fn is_user(&self, f: usize) -> bool {
+        self.users.get(f).is_some_and(Option::is_some)
+    }
+
+    /// Fused user function `f`'s decisions for the router of generation `gen`.
+    #[inline(always)]
+    pub fn user_decisions(&mut self, f: usize, gen: u64) -> &mut Decisions {
+        self.users[f].as_mut().expect("a fused user function").decisions(gen)
+    }
+
+    /// After fused user function `f` ran: if it panicked, its app fails once the poll ends
+    /// (the shard takes `failed_user`).
+    #[inline(always)]
+    pub fn ran_user(&mut self, f: usize) {
+        if any_failure() {
+            self.failed_user = Some(f);
+        }
     }
 
     /// Fused map or filter `f` (asked only once its fusion was decided).
@@ -187,7 +257,9 @@ impl Fusion {
     /// Whether function `f` may be fused.
     #[inline]
     pub fn fusible(&self, f: usize) -> bool {
-        self.stages.get(f).is_some_and(Option::is_some) || self.sinks.get(f).copied().unwrap_or(false)
+        self.stages.get(f).is_some_and(Option::is_some)
+            || self.sinks.get(f).copied().unwrap_or(false)
+            || self.is_user(f)
     }
 
     /// Which functions here may be fused, from their instances and the plan: maps of scalar
@@ -227,6 +299,13 @@ impl Fusion {
             .map(|f| {
                 let ignores = matches!(&ops[f], Some(OperatorInstance::Sink(s)) if s.ignores_records());
                 ignores && plan.functions[f].ignores_records && chainable[f] && !counted(f) && forward_only(f)
+            })
+            .collect();
+        self.users = (0..ops.len())
+            .map(|f| {
+                let user = matches!(&ops[f], Some(OperatorInstance::User(_)));
+                (user && chainable[f] && !counted(f) && !plan.functions[f].is_sink && forward_only(f))
+                    .then(Decided::default)
             })
             .collect();
         self.fused.resize(ops.len(), 0);

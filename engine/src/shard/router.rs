@@ -2,6 +2,7 @@
 //! by field), lets the policy rewrite the child's header (`on_send`), and stages it. Hot path.
 
 use dirigo_actors::envelope::{Header, MessageKind};
+use dirigo_actors::function::ValueRecord;
 use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::{archive_cells, archive_values_with, ArchivedValue, Cell, RecordsOnly, Value};
 use dirigo_net::mailbox::{append_aligned, append_copy, Entry};
@@ -9,12 +10,13 @@ use rkyv::ser::allocator::Arena;
 use rkyv::util::AlignedVec;
 use std::ops::Range;
 
+use crate::instance::OperatorInstance;
 use crate::placement::PlacementTable;
 use crate::plan::{Edge, FunctionPlan, Partition, Plan};
 use crate::policy::{Placement, Policy, RouteCx};
 use crate::runqueue::RunQueue;
 use crate::shard::chain::{ChainBuf, ChainTo};
-use crate::shard::fuse::{Decisions, Fusing, Rows, RowsIn, Stage};
+use crate::shard::fuse::{Decisions, Fusing, Rows, RowsIn, Stage, Vacant};
 use crate::shard::outputs::Outputs;
 use crate::shard::sched::{Sched, SchedParts};
 
@@ -145,6 +147,13 @@ impl<'a, P: Policy> Router<'a, P> {
     #[inline(always)]
     fn route<T: Payload>(&mut self, key_hash: u64, event_time: u64, record: T) {
         self.core.route(self.edges, &self.parent, &mut self.decided, key_hash, event_time, record)
+    }
+
+    /// Route a typed source's event, the value it was made as: archived where it goes, or
+    /// handed as it is to a user function fused into the source's poll (`shard::fuse`).
+    #[inline(always)]
+    pub(super) fn emit_value(&mut self, key_hash: u64, event_time: u64, value: &dyn ValueRecord) {
+        self.route(key_hash, event_time, value)
     }
 }
 
@@ -328,6 +337,7 @@ impl<'a, P: Policy> Core<'a, P> {
         let waits = |e: &Entry| e.header.function as usize == m;
         let fuses = bit != 0
             && f.fusion.fusible(m)
+            && (f.ops.is_some() || !f.fusion.is_user(m))
             && c.may_run(self.out, m)
             && c.runq.len_of(edge.target) == 0
             && f.rest.len() <= REST_SCANNED
@@ -358,6 +368,9 @@ impl<'a, P: Policy> Core<'a, P> {
     #[inline(never)]
     fn fuse<T: Payload>(&mut self, edge: &Edge, parent: &Header, key: u64, event_time: u64, record: &mut T) {
         let mut m = edge.target as usize;
+        if self.fusing().fusion.is_user(m) {
+            return self.fuse_user(edge, parent, key, event_time, record);
+        }
         let f = self.fusing();
         let (functions, gen) = (f.functions, f.fusion.gen);
         f.fusion.fused[m] += 1;
@@ -380,6 +393,51 @@ impl<'a, P: Policy> Core<'a, P> {
         let mut d = *self.fusing().fusion.stage(m).decisions(gen);
         self.route(&functions[m].outputs, parent, &mut d, key, event_time, row.cells());
         self.fusing().fusion.stage(m).decided = d;
+    }
+
+    /// Run fused user function `edge.target` on `record`, made from `parent`: on the value it
+    /// was made as if it is one (`Function::on_value`), else on its archive, written once into
+    /// the scratch buffer. Its instance is the one in the shard's slots, taken out for the call
+    /// (a placeholder stands in: a DAG never routes back into it); its header is the one the
+    /// record would have carried to it (no hook sees it: the fusion's condition), and what it
+    /// emits is routed along its edges, with that header as the parent.
+    #[inline(never)]
+    fn fuse_user<T: Payload>(&mut self, edge: &Edge, parent: &Header, key: u64, event_time: u64, record: &mut T) {
+        let m = edge.target as usize;
+        let f = self.fusing();
+        let (functions, gen) = (f.functions, f.fusion.gen);
+        f.fusion.fused[m] += 1;
+        let ops = f.ops.as_deref_mut().expect("user functions fuse into a source's poll only");
+        let mut func = match ops[m].as_mut() {
+            Some(OperatorInstance::User(b)) => std::mem::replace(b, Box::new(Vacant)),
+            _ => unreachable!("a fused user function's instance is a user function"),
+        };
+        let mut h = *parent;
+        (h.function, h.port, h.key_hash, h.event_time) = (edge.target, edge.port, key, event_time);
+        h.kind = MessageKind::Data;
+        h.from_shard = self.out.me;
+        let mut d = *self.fusing().fusion.user_decisions(m, gen);
+        // Marked running as a stretch is (the stall detector names it if it holds the shard).
+        let signal = self.fusing().signal;
+        signal.inspect(|s| s.begin_run(edge.target, self.load.now_ns));
+        match record.value() {
+            Some(v) => {
+                func.on_value(&h, v, &mut FusedOut { core: self, edges: &functions[m].outputs, parent: h, d: &mut d })
+            }
+            None => {
+                let (scratch, r) = self.archive_to_scratch(record);
+                let mut out = FusedOut { core: self, edges: &functions[m].outputs, parent: h, d: &mut d };
+                func.on_message(&h, &scratch[r], &mut out);
+                self.out.put_scratch(scratch);
+            }
+        }
+        signal.inspect(|s| s.end_run());
+        let f = self.fusing();
+        *f.fusion.user_decisions(m, gen) = d;
+        f.fusion.ran_user(m);
+        if let Some(OperatorInstance::User(b)) = f.ops.as_deref_mut().and_then(|ops| ops[m].as_mut()) {
+            *b = func;
+        }
     }
 
     /// Route `record` along fused map or filter `m`'s edges, with the decisions its router of
@@ -514,6 +572,49 @@ fn one_forward(edges: &[Edge]) -> Option<&Edge> {
     }
 }
 
+/// The emitter of a user function fused into a source's poll (`Core::fuse_user`): routes
+/// what it emits along its edges with the poll's router's parts.
+struct FusedOut<'c, 'a, P: Policy> {
+    core: &'c mut Core<'a, P>,
+    edges: &'c [Edge],
+    parent: Header,
+    d: &'c mut Decisions,
+}
+
+impl<P: Policy> FusedOut<'_, '_, P> {
+    #[inline(always)]
+    fn route<T: Payload>(&mut self, key_hash: u64, event_time: u64, record: T) {
+        self.core.route(self.edges, &self.parent, self.d, key_hash, event_time, record)
+    }
+}
+
+impl<P: Policy> Emitter for FusedOut<'_, '_, P> {
+    fn emit(&mut self, key_hash: u64, event_time: u64, values: &[Value]) {
+        self.route(key_hash, event_time, values)
+    }
+
+    fn emit_cells(&mut self, key_hash: u64, event_time: u64, cells: &[Cell]) {
+        self.route(key_hash, event_time, cells)
+    }
+
+    /// As the router's (`Router::emit_archived`).
+    fn emit_archived(&mut self, key_hash: u64, event_time: u64, write: &mut dyn FnMut(&mut AlignedVec)) {
+        if let [edge] = self.edges {
+            if !matches!(edge.partition, Partition::ByField(..)) {
+                return self.route(key_hash, event_time, InPlace(write));
+            }
+        }
+        let mut scratch = self.core.out.take_scratch();
+        let r = append_aligned(&mut scratch, write);
+        self.route(key_hash, event_time, &scratch[r]);
+        self.core.out.put_scratch(scratch);
+    }
+
+    fn forward(&mut self, key_hash: u64, event_time: u64, archive: &[u8]) {
+        self.route(key_hash, event_time, archive)
+    }
+}
+
 /// A record as an emitter hands it over, and how its archive is written where it goes (a chain
 /// or a batch: `Batch::push_child`).
 trait Payload {
@@ -525,6 +626,30 @@ trait Payload {
     /// Append its archive to `bytes`, 16-byte aligned (`arena`: the serializer's scratch);
     /// returns its range there.
     fn write(&mut self, bytes: &mut AlignedVec, arena: &mut Arena) -> Range<usize>;
+    /// The value it was made as, when it is one (a typed source's event).
+    #[inline(always)]
+    fn value(&self) -> Option<&dyn ValueRecord> {
+        None
+    }
+}
+
+/// A typed source's event, as it was made: archived where it goes (`ValueRecord::archive_into`).
+impl Payload for &dyn ValueRecord {
+    fn field_key(&self, _: usize, _: RecordsOnly) -> u64 {
+        unreachable!("a typed source's edges are not partitioned by a field")
+    }
+    #[inline(always)]
+    fn fields(&self, _: RecordsOnly) -> Option<&[ArchivedValue]> {
+        None
+    }
+    #[inline(always)]
+    fn write(&mut self, bytes: &mut AlignedVec, arena: &mut Arena) -> Range<usize> {
+        append_aligned(bytes, &mut |b| self.archive_into(b, arena))
+    }
+    #[inline(always)]
+    fn value(&self) -> Option<&dyn ValueRecord> {
+        Some(*self)
+    }
 }
 
 impl Payload for &[Value] {

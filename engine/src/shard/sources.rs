@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use dirigo_actors::envelope::{Header, MessageKind};
+use dirigo_actors::function::ValueRecord;
 use dirigo_actors::ids::ShardId;
 use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::{Cell, Value};
@@ -20,7 +21,7 @@ use dirigo_net::ingress::{IoWakeup, Produced};
 use crate::metrics::AppStats;
 use crate::plan::{AppPlan, InstanceCx, Plan, SourcePlan};
 use crate::policy::Policy;
-use crate::source::{Generator, SourceInstance};
+use crate::source::{CustomSource, Generator, SourceInstance};
 
 /// The source instances running on this shard, and the scratch their events are made in.
 pub(super) struct Sources {
@@ -213,6 +214,11 @@ impl<P: Policy> Shard<P> {
         while n < TURN_BUDGET {
             let (ran, stop) = self.ingest_run(i, now, started, TURN_BUDGET - n);
             n += ran;
+            // A user function fused into the poll panicked: its app fails (its source ends at
+            // the next poll, and the function, marked failed, runs no more).
+            if let Some(f) = self.chain.fusion.failed_user.take() {
+                self.check_user_code(f);
+            }
             match stop {
                 Stop::Watermark(h) => {
                     self.emit_watermark(i, h);
@@ -250,7 +256,9 @@ impl<P: Policy> Shard<P> {
         // Between turns' chains: nothing chained waits to run but what this poll chains.
         debug_assert!(!self.chain.running && self.chain.cur.is_empty());
         let (fusion, functions) = (&mut self.chain.fusion, &self.plan.functions[..]);
-        let fusing = Some(Fusing { fusion, rest: &[], functions, outputs_due: &mut self.tele.outputs_due });
+        let (ops, signal) = (Some(&mut self.slots.ops[..]), Some(&*self.signals[self.id as usize]));
+        let outputs_due = &mut self.tele.outputs_due;
+        let fusing = Some(Fusing { fusion, rest: &[], functions, outputs_due, ops, signal });
         let Sources { runs, values, cells, bytes } = &mut self.src;
         let SourceRun { index, inst, skip_ns, produced, max_event_time, .. } = &mut runs[i];
         let sp = &self.plan.sources[*index];
@@ -271,6 +279,7 @@ impl<P: Policy> Shard<P> {
             SourceInstance::Generator(g) if g.is_scalar() => {
                 ingest_loop(ScalarGenerator(g, cells), cx, router, run, (values, bytes))
             }
+            SourceInstance::Custom(c) => ingest_loop(Custom(&mut **c), cx, router, run, (values, bytes)),
             inst => ingest_loop(AnySource(inst, cells), cx, router, run, (values, bytes)),
         }
     }
@@ -329,6 +338,35 @@ trait Produce {
     fn produce(&mut self, values: &mut Vec<Value>, bytes: &mut AlignedVec) -> Option<Produced>;
     /// The event made as cells by the last `produce` (`Produced::Cells`).
     fn cells(&self) -> &[Cell];
+    /// The event made by the last `produce` as the value it is, when the source makes values
+    /// (`Produced::Archive` with nothing archived: a custom source's).
+    #[inline(always)]
+    fn value(&self) -> Option<&dyn ValueRecord> {
+        None
+    }
+}
+
+/// A custom source (an embedding program's typed events): each event kept as the value it was
+/// made as, archived only where it goes (`Router::emit_value`).
+struct Custom<'a>(&'a mut dyn CustomSource);
+
+impl Produce for Custom<'_> {
+    #[inline(always)]
+    fn due(&self) -> Option<u64> {
+        self.0.next_due_ns()
+    }
+    #[inline(always)]
+    fn produce(&mut self, _: &mut Vec<Value>, _: &mut AlignedVec) -> Option<Produced> {
+        self.0.advance().map(|(key_hash, event_time)| Produced::Archive { key_hash, event_time })
+    }
+    #[inline(always)]
+    fn cells(&self) -> &[Cell] {
+        &[]
+    }
+    #[inline(always)]
+    fn value(&self) -> Option<&dyn ValueRecord> {
+        Some(self.0.current())
+    }
 }
 
 struct AnySource<'a>(&'a mut SourceInstance, &'a mut Vec<Cell>);
@@ -413,7 +451,10 @@ fn ingest_loop<P: Policy, S: Produce>(
         stats.events_in += 1;
         router.set_parent(&h);
         match p {
-            Produced::Archive { .. } => router.forward(key_hash, event_time, bytes),
+            Produced::Archive { .. } => match src.value() {
+                Some(v) => router.emit_value(key_hash, event_time, v),
+                None => router.forward(key_hash, event_time, bytes),
+            },
             Produced::Cells { .. } => router.emit_cells(key_hash, event_time, src.cells()),
             _ => router.emit(key_hash, event_time, values),
         }

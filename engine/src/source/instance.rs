@@ -1,19 +1,24 @@
 //! What a shard polls for new events: the source instances of every kind behind one enum
 //! (socket sources are polled through `dirigo_net`'s [`Ingress`] trait).
 
+use dirigo_actors::function::ValueRecord;
 use dirigo_actors::record::{Cell, Value};
 use dirigo_net::ingress::{Ingress, IoWakeup, Produced};
 use rkyv::util::AlignedVec;
 
-/// A source written by an embedding program: writes one archive per call.
+/// A source written by an embedding program: makes one typed value per call, which the engine
+/// archives only where it must (a function that runs where it was made may take the value:
+/// `Function::on_value`).
 pub trait CustomSource {
     /// When the next event is due (ns since the source started); None when finished.
     fn next_due_ns(&self) -> Option<u64> {
         Some(0)
     }
-    /// Append the next event's archive to `buf` (which is empty) and return its
-    /// `(key_hash, event_time_ms)`; None when finished.
-    fn next(&mut self, buf: &mut AlignedVec) -> Option<(u64, u64)>;
+    /// Make the next event, kept until the next call ([`CustomSource::current`]), and return
+    /// its `(key_hash, event_time_ms)`; None when finished.
+    fn advance(&mut self) -> Option<(u64, u64)>;
+    /// The event the last [`CustomSource::advance`] made (called only after one made one).
+    fn current(&self) -> &dyn ValueRecord;
 }
 
 /// A source instance on one shard.
@@ -175,10 +180,13 @@ impl SourceInstance {
                     None
                 }
             },
-            SourceInstance::Custom(c) => {
+            // Off the hot path (a shard's poll takes a custom source's values as they are:
+            // `shard::sources`): archived with an arena of its own.
+            SourceInstance::Custom(c) => c.advance().map(|(key_hash, event_time)| {
                 bytes.clear();
-                c.next(bytes).map(|(key_hash, event_time)| Produced::Archive { key_hash, event_time })
-            }
+                c.current().archive_into(bytes, &mut rkyv::ser::allocator::Arena::new());
+                Produced::Archive { key_hash, event_time }
+            }),
             SourceInstance::Tcp(t) => Some(t.produce(values, bytes)),
             SourceInstance::Redis(r) => r.produce(values),
         }
