@@ -135,16 +135,29 @@ fn take_ready<V>(windows: &mut BTreeMap<u64, V>, watermark: u64) -> BTreeMap<u64
 // ---------------------------------------------------------------------------------------------
 // Engine functions.
 
-/// Q1: currency conversion, per bid.
+/// Q1: currency conversion, per bid. Each function of the queries here reads its input both
+/// as an archive (`on_message`) and as the value its source made (`on_value`, which the
+/// engine calls where the function runs in the source's poll): both go through one body over
+/// the bid's fields.
 struct Q1Map;
+
+impl Q1Map {
+    fn bid(cx: &mut Cx<'_>, auction: u64, bidder: u64, price: u64, date_time: u64) {
+        cx.emit(cx.key_hash(), cx.event_time(), &(auction, bidder, q1_price(price), date_time));
+    }
+}
 
 impl Function for Q1Map {
     type In = Event;
+    const TAKES_VALUES: bool = true;
     fn on_message(&mut self, cx: &mut Cx<'_>, e: &Archived<Event>) {
         if let ArchivedEvent::Bid(b) = e {
-            let row =
-                (b.auction.to_native(), b.bidder.to_native(), q1_price(b.price.to_native()), b.date_time.to_native());
-            cx.emit(cx.key_hash(), cx.event_time(), &row);
+            Q1Map::bid(cx, b.auction.to_native(), b.bidder.to_native(), b.price.to_native(), b.date_time.to_native());
+        }
+    }
+    fn on_value(&mut self, cx: &mut Cx<'_>, e: &Event) {
+        if let Event::Bid(b) = e {
+            Q1Map::bid(cx, b.auction, b.bidder, b.price, b.date_time);
         }
     }
 }
@@ -152,14 +165,25 @@ impl Function for Q1Map {
 /// Q2: selection by auction id.
 struct Q2Filter;
 
+impl Q2Filter {
+    fn bid(cx: &mut Cx<'_>, auction: u64, price: u64, date_time: u64) {
+        if auction.is_multiple_of(123) {
+            cx.emit(cx.key_hash(), cx.event_time(), &(auction, price, date_time));
+        }
+    }
+}
+
 impl Function for Q2Filter {
     type In = Event;
+    const TAKES_VALUES: bool = true;
     fn on_message(&mut self, cx: &mut Cx<'_>, e: &Archived<Event>) {
         if let ArchivedEvent::Bid(b) = e {
-            let auction = b.auction.to_native();
-            if auction % 123 == 0 {
-                cx.emit(cx.key_hash(), cx.event_time(), &(auction, b.price.to_native(), b.date_time.to_native()));
-            }
+            Q2Filter::bid(cx, b.auction.to_native(), b.price.to_native(), b.date_time.to_native());
+        }
+    }
+    fn on_value(&mut self, cx: &mut Cx<'_>, e: &Event) {
+        if let Event::Bid(b) = e {
+            Q2Filter::bid(cx, b.auction, b.price, b.date_time);
         }
     }
 }
@@ -183,14 +207,25 @@ impl Q5Count {
     }
 }
 
+impl Q5Count {
+    fn bid(&mut self, auction: u64, date_time: u64) {
+        for end in sliding_ends(date_time) {
+            *self.windows.entry(end).or_default().entry(auction).or_default() += 1;
+        }
+    }
+}
+
 impl Function for Q5Count {
     type In = Event;
+    const TAKES_VALUES: bool = true;
     fn on_message(&mut self, _cx: &mut Cx<'_>, e: &Archived<Event>) {
         if let ArchivedEvent::Bid(b) = e {
-            let auction = b.auction.to_native();
-            for end in sliding_ends(b.date_time.to_native()) {
-                *self.windows.entry(end).or_default().entry(auction).or_default() += 1;
-            }
+            self.bid(b.auction.to_native(), b.date_time.to_native());
+        }
+    }
+    fn on_value(&mut self, _cx: &mut Cx<'_>, e: &Event) {
+        if let Event::Bid(b) = e {
+            self.bid(b.auction, b.date_time);
         }
     }
     fn on_watermark(&mut self, cx: &mut Cx<'_>, watermark: u64) {
@@ -264,14 +299,24 @@ impl Q7Local {
     }
 }
 
+impl Q7Local {
+    fn bid(&mut self, row: BidRow) {
+        let (price, t) = (row.2, row.3);
+        keep_max(self.windows.entry(tumble_end(t)).or_default(), price, std::iter::once(row));
+    }
+}
+
 impl Function for Q7Local {
     type In = Event;
+    const TAKES_VALUES: bool = true;
     fn on_message(&mut self, _cx: &mut Cx<'_>, e: &Archived<Event>) {
         if let ArchivedEvent::Bid(b) = e {
-            let t = b.date_time.to_native();
-            let price = b.price.to_native();
-            let row = (b.auction.to_native(), b.bidder.to_native(), price, t);
-            keep_max(self.windows.entry(tumble_end(t)).or_default(), price, std::iter::once(row));
+            self.bid((b.auction.to_native(), b.bidder.to_native(), b.price.to_native(), b.date_time.to_native()));
+        }
+    }
+    fn on_value(&mut self, _cx: &mut Cx<'_>, e: &Event) {
+        if let Event::Bid(b) = e {
+            self.bid((b.auction, b.bidder, b.price, b.date_time));
         }
     }
     fn on_watermark(&mut self, cx: &mut Cx<'_>, watermark: u64) {
@@ -321,8 +366,15 @@ struct Q8Select;
 
 impl Function for Q8Select {
     type In = Event;
+    const TAKES_VALUES: bool = true;
     fn on_message(&mut self, cx: &mut Cx<'_>, e: &Archived<Event>) {
         if !matches!(e, ArchivedEvent::Bid(_)) {
+            cx.pass_on(cx.key_hash(), cx.event_time());
+        }
+    }
+    /// A value passed on is archived once, where it goes: bids never are.
+    fn on_value(&mut self, cx: &mut Cx<'_>, e: &Event) {
+        if !matches!(e, Event::Bid(_)) {
             cx.pass_on(cx.key_hash(), cx.event_time());
         }
     }
