@@ -28,8 +28,9 @@
 //! nothing it does meanwhile queues, stages or chains anything for the function (what it would
 //! chain to it, it fuses).
 //!
-//! User functions are fused only into a source's poll (`Fusing::ops`): a chained stretch holds
-//! the instance it runs out of the slots. Not fused: watermarks, ends and barriers (they reach the instance as they always do; a
+//! User functions are fused only into a source's poll (`Fusing::ops`: a chained stretch holds
+//! the instance it runs out of the slots), and only on a source's values (`Payload::VALUE`, a
+//! constant, so routing cells and archives carries no check for them). Not fused: watermarks, ends and barriers (they reach the instance as they always do; a
 //! fused record never overtakes one, since one waiting stops fusion until it has run), maps
 //! with a string output (their rows are values), functions behind a keyed edge (their records
 //! are counted by key group), and everything under a policy that observes a hook.
@@ -218,6 +219,8 @@ pub(super) struct Decisions {
     /// Whether the target is fused was decided, and the answer.
     pub fuse_decided: u64,
     pub fuses: u64,
+    /// Of those fused, the user functions (`Core::fuse_user`).
+    pub users: u64,
 }
 
 impl Fusion {

@@ -268,12 +268,16 @@ impl<'a, P: Policy> Core<'a, P> {
         let keyed = !matches!(edge.partition, Partition::Forward);
         let me = self.out.me;
         let bit = if i < 64 { 1u64 << i } else { 0 };
-        if !keyed && self.chain.is_some() && self.fuses(edge, bit, d) {
+        if !keyed && self.chain.is_some() && self.fuses(edge, bit, d, T::VALUE) {
             if edge.headers_only {
                 // A sink that reads headers alone: the record is an output, due now.
                 let f = self.fusing();
                 f.fusion.fused[edge.target as usize] += 1;
                 return f.outputs_due.push(parent.ingress_ns);
+            }
+            // Compiled out for every payload but a source's value.
+            if T::VALUE && d.users & bit != 0 {
+                return self.fuse_user(edge, parent, key, event_time, record);
             }
             return self.fuse(edge, parent, key, event_time, record);
         }
@@ -317,18 +321,20 @@ impl<'a, P: Policy> Core<'a, P> {
     /// Whether a record along forward edge `edge` (bit `bit` of `d`) is fused into its target
     /// (`shard::fuse`): decided for the first, and the same for the rest of the router's life.
     #[inline(always)]
-    fn fuses(&mut self, edge: &Edge, bit: u64, d: &mut Decisions) -> bool {
+    fn fuses(&mut self, edge: &Edge, bit: u64, d: &mut Decisions, values: bool) -> bool {
         if d.fuse_decided & bit != 0 {
             return d.fuses & bit != 0;
         }
-        self.decide_fusion(edge, bit, d)
+        self.decide_fusion(edge, bit, d, values)
     }
 
     /// A fusible map (`Fusion::maps`) whose instance may take chained records, with nothing of
     /// it queued, or chained and not yet run (in the chain buffer, or later in the generation
     /// running now: at most `REST_SCANNED` of those are looked through).
+    /// A user function is fused only where the record is a source's value (`values`) and the
+    /// router may run it (a source's poll: `Fusing::ops`).
     #[inline(never)]
-    fn decide_fusion(&mut self, edge: &Edge, bit: u64, d: &mut Decisions) -> bool {
+    fn decide_fusion(&mut self, edge: &Edge, bit: u64, d: &mut Decisions, values: bool) -> bool {
         const REST_SCANNED: usize = 256;
         d.fuse_decided |= bit;
         let m = edge.target as usize;
@@ -337,7 +343,7 @@ impl<'a, P: Policy> Core<'a, P> {
         let waits = |e: &Entry| e.header.function as usize == m;
         let fuses = bit != 0
             && f.fusion.fusible(m)
-            && (f.ops.is_some() || !f.fusion.is_user(m))
+            && (!f.fusion.is_user(m) || (values && f.ops.is_some()))
             && c.may_run(self.out, m)
             && c.runq.len_of(edge.target) == 0
             && f.rest.len() <= REST_SCANNED
@@ -345,6 +351,9 @@ impl<'a, P: Policy> Core<'a, P> {
             && !c.buf.batch.entries.iter().any(waits);
         if fuses {
             d.fuses |= bit;
+            if f.fusion.is_user(m) {
+                d.users |= bit;
+            }
         }
         fuses
     }
@@ -368,9 +377,6 @@ impl<'a, P: Policy> Core<'a, P> {
     #[inline(never)]
     fn fuse<T: Payload>(&mut self, edge: &Edge, parent: &Header, key: u64, event_time: u64, record: &mut T) {
         let mut m = edge.target as usize;
-        if self.fusing().fusion.is_user(m) {
-            return self.fuse_user(edge, parent, key, event_time, record);
-        }
         let f = self.fusing();
         let (functions, gen) = (f.functions, f.fusion.gen);
         f.fusion.fused[m] += 1;
@@ -395,9 +401,9 @@ impl<'a, P: Policy> Core<'a, P> {
         self.fusing().fusion.stage(m).decided = d;
     }
 
-    /// Run fused user function `edge.target` on `record`, made from `parent`: on the value it
-    /// was made as if it is one (`Function::on_value`), else on its archive, written once into
-    /// the scratch buffer. Its instance is the one in the shard's slots, taken out for the call
+    /// Run fused user function `edge.target` on `record`, made from
+    /// `parent`: on the value it was made as if it is one (`Function::on_value`), else on its
+    /// archive, written once into the scratch buffer. Its instance is the one in the shard's slots, taken out for the call
     /// (a placeholder stands in: a DAG never routes back into it); its header is the one the
     /// record would have carried to it (no hook sees it: the fusion's condition), and what it
     /// emits is routed along its edges, with that header as the parent.
@@ -538,7 +544,8 @@ impl<'a, P: Policy> Core<'a, P> {
                 true => d.fuses & 1 != 0,
                 false => {
                     let mut found = *d;
-                    let fuses = self.decide_fusion(e, 1, &mut found);
+                    // A row is not a value: a user function next is not fused.
+                    let fuses = self.decide_fusion(e, 1, &mut found, false);
                     self.fusing().fusion.stage(m).decided = found;
                     fuses
                 }
@@ -626,6 +633,10 @@ trait Payload {
     /// Append its archive to `bytes`, 16-byte aligned (`arena`: the serializer's scratch);
     /// returns its range there.
     fn write(&mut self, bytes: &mut AlignedVec, arena: &mut Arena) -> Range<usize>;
+    /// It is a typed source's event, the value it was made as: it may be handed to a user
+    /// function fused into the source's poll (`Core::fuse_user`). A constant, so the check
+    /// is compiled out of every other payload's routing.
+    const VALUE: bool = false;
     /// The value it was made as, when it is one (a typed source's event).
     #[inline(always)]
     fn value(&self) -> Option<&dyn ValueRecord> {
@@ -635,6 +646,7 @@ trait Payload {
 
 /// A typed source's event, as it was made: archived where it goes (`ValueRecord::archive_into`).
 impl Payload for &dyn ValueRecord {
+    const VALUE: bool = true;
     fn field_key(&self, _: usize, _: RecordsOnly) -> u64 {
         unreachable!("a typed source's edges are not partitioned by a field")
     }
