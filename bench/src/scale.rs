@@ -7,6 +7,10 @@
 //! - open loop (`rate`): `rate_per_shard x N` events/s for `rate_seconds`: p50 and p99 from each
 //!   event's scheduled time to the sink.
 //!
+//! Dirigo also runs the closed loop with its generator read in splits (`split_events`: each
+//! instance takes the next 4,096 events when it has read a split; `dirigo-splits`), beside its
+//! fixed shares, which timely's workers read too.
+//!
 //! Reported per system and N: the medians, the speed-up over N = 1 (`scaling`), whether
 //! throughput never fell as shards were added (`never_falls`), and Dirigo over timely.
 //!
@@ -74,8 +78,9 @@ impl Plan {
     }
 }
 
-/// The systems compared (the hand-written pipeline of `keyed-count` is 2 threads only).
-const SYSTEMS: [System; 2] = [System::Dirigo, System::Timely];
+/// The systems compared (the hand-written pipeline of `keyed-count` is 2 threads only), and
+/// Dirigo with its generator read in splits in the closed loop (`System::DirigoSplits`).
+const SYSTEMS: [System; 3] = [System::Dirigo, System::DirigoSplits, System::Timely];
 
 /// Run the scenario; returns its `results` JSON.
 pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
@@ -86,7 +91,7 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
         let w = Workload { shards: n, ..W1 };
         for load in plan.loads(n) {
             for repeat in 0..plan.repeats {
-                for system in interleaved(&SYSTEMS, repeat) {
+                for system in interleaved(&SYSTEMS, repeat).into_iter().filter(|s| s.runs(load)) {
                     // The placement of the first two CPUs around the run (see `keyed_count`).
                     let (m, line_ns) = crate::sys::line_ns_around(|| system.run(load, &w));
                     let m = m?;
@@ -137,7 +142,7 @@ fn medians(plan: &Plan, runs: &[Value]) -> Vec<Value> {
     let mut out = Vec::new();
     for &n in &plan.shards {
         for load in ["max", "rate"] {
-            for system in SYSTEMS {
+            for system in SYSTEMS.into_iter().filter(|s| load == "max" || *s != System::DirigoSplits) {
                 let rs: Vec<&Value> = runs
                     .iter()
                     .filter(|r| r["system"] == system.name() && r["shards"] == n && r["load"] == load)
@@ -168,14 +173,18 @@ fn summarise(plan: &Plan, medians: &[Value]) -> Value {
     let mut rows = Vec::new();
     for &n in &plan.shards {
         let (d, t) = (get(System::Dirigo, n, "max", "events_per_s"), get(System::Timely, n, "max", "events_per_s"));
+        let ds = get(System::DirigoSplits, n, "max", "events_per_s");
         rows.push(json!({
             "shards": n,
             "dirigo_events_per_s": d,
+            "dirigo_splits_events_per_s": ds,
             "timely_events_per_s": t,
             "dirigo_scaling": ratio(d, get(System::Dirigo, first, "max", "events_per_s")),
             "timely_scaling": ratio(t, get(System::Timely, first, "max", "events_per_s")),
             "throughput_ratio": ratio(d, t),
             "cpu_per_event_ratio": ratio(get(System::Dirigo, n, "max", "cpu_ns_per_event"), get(System::Timely, n, "max", "cpu_ns_per_event")),
+            "splits_throughput_ratio": ratio(ds, t),
+            "splits_cpu_per_event_ratio": ratio(get(System::DirigoSplits, n, "max", "cpu_ns_per_event"), get(System::Timely, n, "max", "cpu_ns_per_event")),
             "max_p99_ratio": ratio(get(System::Dirigo, n, "max", "p99_us"), get(System::Timely, n, "max", "p99_us")),
             "rate_p99_ratio": ratio(get(System::Dirigo, n, "rate", "p99_us"), get(System::Timely, n, "rate", "p99_us")),
         }));
@@ -187,6 +196,7 @@ fn summarise(plan: &Plan, medians: &[Value]) -> Value {
     json!({
         "rows": rows,
         "dirigo_never_falls": never_falls(System::Dirigo),
+        "dirigo_splits_never_falls": never_falls(System::DirigoSplits),
         "timely_never_falls": never_falls(System::Timely),
     })
 }
@@ -200,6 +210,8 @@ fn print_summary(summary: &Value) {
         "timely xN",
         "dirigo/timely",
         "cpu/ev ratio",
+        "splits/timely",
+        "splits cpu/ev",
         "p99 ratio max",
         "p99 ratio rate",
     ]);
@@ -212,14 +224,16 @@ fn print_summary(summary: &Value) {
             format!("{:.2}", num(&r["timely_scaling"])),
             format!("{:.3}", num(&r["throughput_ratio"])),
             format!("{:.2}", num(&r["cpu_per_event_ratio"])),
+            format!("{:.3}", num(&r["splits_throughput_ratio"])),
+            format!("{:.2}", num(&r["splits_cpu_per_event_ratio"])),
             format!("{:.2}", num(&r["max_p99_ratio"])),
             format!("{:.2}", num(&r["rate_p99_ratio"])),
         ]);
     }
     println!("\n{}", t.render());
     println!(
-        "throughput never falls as shards are added: dirigo {}, timely {}",
-        summary["dirigo_never_falls"], summary["timely_never_falls"]
+        "throughput never falls as shards are added: dirigo {}, dirigo in splits {}, timely {}",
+        summary["dirigo_never_falls"], summary["dirigo_splits_never_falls"], summary["timely_never_falls"]
     );
 }
 
@@ -229,6 +243,7 @@ pub fn figure(r: &Value) -> Vec<Panel> {
     let series = |load: &str, field: &str, scale: f64| -> Vec<Series<(f64, f64)>> {
         SYSTEMS
             .iter()
+            .filter(|s| load == "max" || **s != System::DirigoSplits)
             .map(|s| {
                 let pts = medians
                     .iter()

@@ -13,11 +13,23 @@ use super::{Load, Measurement, Workload};
 
 /// The W1 config for `load` (every `[engine]` key not set here comes from `configs/default.toml`).
 pub fn config_text(load: Load, w: &Workload, spin: Option<&str>) -> String {
+    config_text_with(load, w, spin, false)
+}
+
+/// Events per split of a generator read in splits (`split_events`), as NEXMark's.
+pub const SPLIT_EVENTS: u64 = 4_096;
+
+/// [`config_text`], the generator read in splits of [`SPLIT_EVENTS`] (closed loop only).
+pub fn config_text_with(load: Load, w: &Workload, spin: Option<&str>, splits: bool) -> String {
     let (rate, events) = match load {
         Load::Max { events } => (0, events),
         Load::Rate { eps, events } => (eps, events),
     };
     let spin = spin.map(|s| format!("spin = \"{s}\"\n")).unwrap_or_default();
+    let splits = match splits {
+        true => format!("# Each instance takes the next split when it has read one.\nsplit_events = {SPLIT_EVENTS}\n"),
+        false => String::new(),
+    };
     format!(
         r#"
 [engine]
@@ -45,7 +57,7 @@ distribution = "uniform"
 seed = {seed}
 # One generator instance per shard, as each timely worker feeds its share of the events.
 parallelism = {shards}
-
+{splits}
 [[app.function]]
 name = "mapped"
 kind = "map"
@@ -113,13 +125,14 @@ pub fn run_config(text: &str, limit: Duration) -> anyhow::Result<(dirigo_engine:
     Ok((summary, m))
 }
 
-/// Run W1 under `load` on Dirigo.
-pub fn run(load: Load, w: &Workload) -> anyhow::Result<Measurement> {
+/// Run W1 under `load` on Dirigo (`splits`: its generator read in splits).
+pub fn run(load: Load, w: &Workload, splits: bool) -> anyhow::Result<Measurement> {
     let expected = match load {
         Load::Max { events } => events as f64 / 200_000.0,
         Load::Rate { eps, events } => events as f64 / eps as f64,
     };
-    let (_, m) = run_config(&config_text(load, w, None), Duration::from_secs_f64(10.0 + 3.0 * expected))?;
+    let text = config_text_with(load, w, None, splits);
+    let (_, m) = run_config(&text, Duration::from_secs_f64(10.0 + 3.0 * expected))?;
     anyhow::ensure!(
         m.stalled || m.events_in == load.events(),
         "dirigo took {} events of {}",

@@ -82,6 +82,11 @@ impl Load {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum System {
     Dirigo,
+    /// Dirigo with its generator read in splits (`split_events`): each shard's instance takes
+    /// the next split of 4,096 events when it has read one, where `Dirigo`'s instances read
+    /// fixed shares as timely's workers do. Closed loop only (a generator at a rate refuses
+    /// splits: every event is due at a fixed time).
+    DirigoSplits,
     /// Two pinned threads and an rtrb ring of recycled batches.
     Baseline,
     /// timely-dataflow: 2 pinned workers, map, exchange by key, a `unary` keyed count.
@@ -90,22 +95,33 @@ pub enum System {
 
 impl System {
     /// Every system, the one the ratios are about first.
-    const ALL: [System; 3] = [System::Dirigo, System::Baseline, System::Timely];
+    const ALL: [System; 4] = [System::Dirigo, System::DirigoSplits, System::Baseline, System::Timely];
     /// The ratios reported, as (system, reference): the system's medians over the reference's.
-    const RATIOS: [(System, System); 3] =
-        [(System::Dirigo, System::Baseline), (System::Dirigo, System::Timely), (System::Timely, System::Baseline)];
+    const RATIOS: [(System, System); 4] = [
+        (System::Dirigo, System::Baseline),
+        (System::Dirigo, System::Timely),
+        (System::DirigoSplits, System::Timely),
+        (System::Timely, System::Baseline),
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             System::Dirigo => "dirigo",
+            System::DirigoSplits => "dirigo-splits",
             System::Baseline => "baseline",
             System::Timely => "timely",
         }
     }
 
+    /// Whether the system runs under `load` (splits are for the closed loop only).
+    pub(crate) fn runs(self, load: Load) -> bool {
+        !matches!((self, load), (System::DirigoSplits, Load::Rate { .. }))
+    }
+
     pub(crate) fn run(self, load: Load, w: &Workload) -> anyhow::Result<Measurement> {
         match self {
-            System::Dirigo => dirigo::run(load, w),
+            System::Dirigo => dirigo::run(load, w, false),
+            System::DirigoSplits => dirigo::run(load, w, true),
             System::Baseline => baseline::run(load, w),
             System::Timely => timely::run(load, w),
         }
@@ -180,7 +196,7 @@ pub fn run(opts: Opts) -> anyhow::Result<Value> {
     let mut runs = Vec::new();
     for load in plan.loads() {
         for repeat in 0..plan.repeats {
-            for system in interleaved(&System::ALL, repeat) {
+            for system in interleaved(&System::ALL, repeat).into_iter().filter(|s| s.runs(load)) {
                 let (m, line_ns) = crate::sys::line_ns_around(|| system.run(load, &W1));
                 let m = m?;
                 print_run(system, load, repeat, &m, line_ns);
@@ -249,7 +265,7 @@ struct RatioRow {
 fn summarise(plan: &Plan, runs: &[Run]) -> (Vec<MedianRow>, Vec<RatioRow>) {
     let mut medians = Vec::new();
     for load in plan.loads() {
-        for system in System::ALL {
+        for system in System::ALL.into_iter().filter(|s| s.runs(load)) {
             let rs: Vec<&Run> = runs
                 .iter()
                 .filter(|r| r.system == system.name() && r.load == load.name() && r.offered_eps == load.offered())
