@@ -87,6 +87,17 @@ fn keyed_count_quick() {
         &["plan.max_events", "plan.rates_eps", "workload.keys", "runs", "medians", "ratios"],
     );
     assert!(r["runs"].as_array().is_some_and(|a| !a.is_empty()));
+    // Dirigo in splits runs the closed loop only (a generator at a rate refuses splits), and
+    // is compared with timely there.
+    let runs = r["runs"].as_array().expect("runs");
+    let splits: Vec<&str> =
+        runs.iter().filter(|x| x["system"] == "dirigo-splits").filter_map(|x| x["load"].as_str()).collect();
+    assert!(!splits.is_empty() && splits.iter().all(|&l| l == "max"), "{splits:?}");
+    let ratios = r["ratios"].as_array().expect("ratios");
+    assert!(
+        ratios.iter().any(|x| x["system"] == "dirigo-splits" && x["reference"] == "timely" && x["load"] == "max"),
+        "{ratios:?}"
+    );
 }
 
 #[test]
@@ -203,14 +214,17 @@ fn scale_quick_compares_each_shard_count_with_timely() {
     let shards: Vec<u64> = r["plan"]["shards"].as_array().expect("shards").iter().filter_map(|s| s.as_u64()).collect();
     assert_eq!(&shards[..2], [1, 2], "1 and 2 shards at least: {shards:?}");
     let runs = r["runs"].as_array().expect("runs");
-    // Every system at every shard count under both loads, and every event through.
-    assert_eq!(runs.len(), shards.len() * 2 * 2);
+    // Dirigo and timely at every shard count under both loads, Dirigo in splits under the
+    // closed loop, and every event through.
+    assert_eq!(runs.len(), shards.len() * (2 * 2 + 1));
     for run in runs {
         assert_eq!(run["events"], run["events_out"], "{run}");
         assert!(run["events_per_s"].as_f64().is_some_and(|x| x > 0.0), "{run}");
+        assert!(run["system"] != "dirigo-splits" || run["load"] == "max", "{run}");
     }
     for row in r["summary"]["rows"].as_array().expect("rows") {
         assert!(row["throughput_ratio"].as_f64().is_some_and(|x| x > 0.0), "{row}");
+        assert!(row["splits_throughput_ratio"].as_f64().is_some_and(|x| x > 0.0), "{row}");
     }
 }
 
