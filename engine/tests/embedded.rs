@@ -651,3 +651,100 @@ fn a_function_panicking_in_its_sources_poll_fails_its_app() {
     let outputs = out.drain().count();
     assert!(outputs < 2 * 1_000, "it stopped at its failure: {outputs} outputs");
 }
+
+/// What a function saw, in order: a value, an archive (of `(instance, index)`), a watermark,
+/// the end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Seen {
+    Event(u64),
+    Watermark(u64),
+    End,
+}
+
+/// Per function instance at its end: its source instance, what it saw, how many values.
+type Traces = std::sync::Arc<std::sync::Mutex<Vec<(u64, Vec<Seen>, u64)>>>;
+
+/// Records what it sees, per source instance (the first field of every message), and how
+/// many messages came as values.
+struct Trace {
+    instance: Option<u64>,
+    seen: Vec<Seen>,
+    values: u64,
+    out: Traces,
+}
+
+impl Trace {
+    fn event(&mut self, instance: u64, i: u64) {
+        assert_eq!(*self.instance.get_or_insert(instance), instance, "one source instance per shard");
+        self.seen.push(Seen::Event(i));
+    }
+}
+
+impl Function for Trace {
+    type In = (u64, u64);
+    const TAKES_VALUES: bool = true;
+    fn on_message(&mut self, _: &mut Cx<'_>, msg: &rkyv::Archived<(u64, u64)>) {
+        self.event(msg.0.to_native(), msg.1.to_native());
+    }
+    fn on_value(&mut self, _: &mut Cx<'_>, msg: &(u64, u64)) {
+        self.values += 1;
+        self.event(msg.0, msg.1);
+    }
+    fn on_watermark(&mut self, _: &mut Cx<'_>, watermark: u64) {
+        self.seen.push(Seen::Watermark(watermark));
+    }
+    fn on_end(&mut self, _: &mut Cx<'_>) {
+        self.seen.push(Seen::End);
+        let seen = std::mem::take(&mut self.seen);
+        self.out.lock().unwrap().push((self.instance.unwrap_or(u64::MAX), seen, self.values));
+    }
+}
+
+/// A function run in its source's poll sees the source's events and watermarks in the order
+/// the source made them, as it would through the queue: every event once, in order, each
+/// watermark right after the event that made it due (every 10th, at that event's time) and
+/// before the next, then the end; on 1 and 2 shards (a source instance and a function
+/// instance on each), and with most events handed over as values (fusion resumes after each
+/// watermark has run).
+#[test]
+fn a_function_in_its_sources_poll_sees_events_and_watermarks_in_the_sources_order() {
+    use std::sync::{Arc, Mutex};
+    const EVENTS: u64 = 5_000;
+    const EVERY: u64 = 10;
+    for shards in [1usize, 2] {
+        let out: Traces = Arc::new(Mutex::new(Vec::new()));
+        let mut engine = EngineBuilder::new().shards(shards);
+        let mut app = engine.app("traced", Duration::from_millis(50));
+        app.watermarks(EVERY, 0);
+        let src =
+            app.source("in", shards as u32, |inst| (0..EVENTS).map(move |i| (key_u64(i), i, (u64::from(inst), i))));
+        let o = out.clone();
+        let traced = app.function("trace", src, Route::Forward, move || Trace {
+            instance: None,
+            seen: Vec::new(),
+            values: 0,
+            out: o.clone(),
+        });
+        let _sink = app.collect("out", traced);
+        engine.run().expect("engine runs");
+        let mut want = Vec::new();
+        for i in 0..EVENTS {
+            want.push(Seen::Event(i));
+            if (i + 1) % EVERY == 0 {
+                want.push(Seen::Watermark(i));
+            }
+        }
+        want.push(Seen::End);
+        let traces = out.lock().unwrap().clone();
+        assert_eq!(traces.len(), shards, "{shards} shards: every instance ended");
+        let mut instances: Vec<u64> = traces.iter().map(|t| t.0).collect();
+        instances.sort_unstable();
+        assert_eq!(instances, (0..shards as u64).collect::<Vec<_>>(), "{shards} shards");
+        for (instance, seen, values) in traces {
+            assert_eq!(seen, want, "{shards} shards, instance {instance}");
+            // A watermark chained to the function runs at once and fusion resumes after it
+            // (else only a poll's first events, up to its first watermark, would be values).
+            assert!(values >= EVENTS / 2, "{shards} shards, instance {instance}: {values} events ran as values");
+        }
+    }
+}
