@@ -410,22 +410,23 @@ impl<'a, P: Policy> Core<'a, P> {
     #[inline(never)]
     fn fuse_user<T: Payload>(&mut self, edge: &Edge, parent: &Header, key: u64, event_time: u64, record: &mut T) {
         let m = edge.target as usize;
+        let mut h = *parent;
+        (h.function, h.port, h.key_hash, h.event_time) = (edge.target, edge.port, key, event_time);
+        h.kind = MessageKind::Data;
+        h.from_shard = self.out.me;
+        let now = self.load.now_ns;
+        // What the call needs of the fusion, taken in one borrow.
         let f = self.fusing();
-        let (functions, gen) = (f.functions, f.fusion.gen);
+        let (functions, gen, signal) = (f.functions, f.fusion.gen, f.signal);
         f.fusion.fused[m] += 1;
+        let mut d = *f.fusion.user_decisions(m, gen);
         let ops = f.ops.as_deref_mut().expect("user functions fuse into a source's poll only");
         let mut func = match ops[m].as_mut() {
             Some(OperatorInstance::User(b)) => std::mem::replace(b, Box::new(Vacant)),
             _ => unreachable!("a fused user function's instance is a user function"),
         };
-        let mut h = *parent;
-        (h.function, h.port, h.key_hash, h.event_time) = (edge.target, edge.port, key, event_time);
-        h.kind = MessageKind::Data;
-        h.from_shard = self.out.me;
-        let mut d = *self.fusing().fusion.user_decisions(m, gen);
         // Marked running as a stretch is (the stall detector names it if it holds the shard).
-        let signal = self.fusing().signal;
-        signal.inspect(|s| s.begin_run(edge.target, self.load.now_ns));
+        signal.inspect(|s| s.begin_run(edge.target, now));
         match record.value() {
             Some(v) => {
                 func.on_value(&h, v, &mut FusedOut { core: self, edges: &functions[m].outputs, parent: h, d: &mut d })
