@@ -1,7 +1,9 @@
 //! The user's programming model: a [`Function`] (a stateful function over one message type), an
 //! [`Actor`] (a dual-mode virtual actor with [`Mergeable`] state and critical messages), the
 //! context [`Cx`] they see, and their type-erased forms ([`ErasedFunction`], [`ErasedActor`]) that
-//! the engine stores and calls once per message.
+//! the engine stores and calls once per message. A function fed by a typed source may also
+//! take that source's events as the values they were made as, where it runs in the source's
+//! poll ([`Function::on_value`], with [`Function::TAKES_VALUES`]): nothing is archived for it.
 //!
 //! Nothing here needs the runtime: [`Harness`] applies a function to messages and collects what
 //! it emits, so a function is unit-tested like any other Rust code:
