@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use dirigo_engine::api::{key_u64, Cx, EngineBuilder, Function, Route};
+use dirigo_engine::sink::Collector;
 
 /// Counts per key and emits (key, count, sequence number of the input).
 #[derive(Default)]
@@ -183,10 +184,20 @@ impl Function for Faulty {
 /// app is reported failed with the panic's message, and it produced less than its input.
 #[test]
 fn a_panicking_function_fails_its_app_instead_of_hanging_the_run() {
+    let (failure, outputs) = run_faulty(Route::ByKey, || Faulty);
+    assert!(failure.starts_with("function `faulty` panicked on shard "), "{failure}");
+    assert!(failure.ends_with("a user function failed on message 700"), "{failure}");
+    assert!(outputs < 2_000, "it stopped at its failure");
+}
+
+/// Run function `faulty`, fed by 2 source instances of 1,000 `(instance, j)` events each on 2
+/// shards along `route`, on a thread of its own (the test fails if the run has not ended in a
+/// minute): the app's failure, which it must report, and how many outputs it made.
+fn run_faulty<F: Function<In = (u64, u64)>>(route: Route, make: fn() -> F) -> (String, usize) {
     let mut engine = EngineBuilder::new().shards(2);
     let mut app = engine.app("faulty", Duration::from_secs(1));
     let src = app.source("events", 2, |i| (0..1_000u64).map(move |j| (key_u64(j), j, (u64::from(i), j))));
-    let faulty = app.function("faulty", src, Route::ByKey, || Faulty);
+    let faulty = app.function("faulty", src, route, make);
     let out = app.collect("out", faulty);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -194,10 +205,8 @@ fn a_panicking_function_fails_its_app_instead_of_hanging_the_run() {
     });
     let result = rx.recv_timeout(Duration::from_secs(60)).expect("the run ends instead of hanging");
     let summary = result.expect("an app's panic does not fail the run");
-    let failure = summary.apps[0].failure.as_deref().expect("the app is reported failed");
-    assert!(failure.starts_with("function `faulty` panicked on shard "), "{failure}");
-    assert!(failure.ends_with("a user function failed on message 700"), "{failure}");
-    assert!(out.drain().count() < 2_000, "it stopped at its failure");
+    let failure = summary.apps[0].failure.clone().expect("the app is reported failed");
+    (failure, out.drain().count())
 }
 
 /// Emits `(u64, u64)` for its input, or a `u64` where the input's second field is 300 (a wiring
@@ -324,23 +333,29 @@ fn a_filter_passing_its_inputs_on_feeds_a_keyed_function_exactly() {
         let counts = app.function("count", kept, Route::ByKey, CountWithSeq::default);
         let out = app.collect("out", counts);
         engine.run().expect("engine runs");
-        let mut got: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
-        for o in out.drain() {
-            // SAFETY: the sink's input is archived `(u64, u64, u64)` by `CountWithSeq`.
-            let v = unsafe { rkyv::access_unchecked::<rkyv::Archived<(u64, u64, u64)>>(&o.archive) };
-            got.entry(v.0.to_native()).or_default().push((v.1.to_native(), v.2.to_native()));
-        }
-        // Per key, the kept events' sequence numbers, and counts 1, 2, 3... in arrival order.
-        let mut total = 0;
-        for (key, mut seen) in got {
-            assert!(seen.iter().enumerate().all(|(i, &(c, _))| c == i as u64 + 1), "{shards} shards, key {key}");
-            seen.sort_by_key(|&(_, seq)| seq);
-            let want: Vec<u64> = (0..events).filter(|i| i % keys == key && i % 3 != 0).collect();
-            assert_eq!(seen.iter().map(|&(_, s)| s).collect::<Vec<_>>(), want, "{shards} shards, key {key}");
-            total += seen.len();
-        }
-        assert_eq!(total as u64, (0..events).filter(|i| i % 3 != 0).count() as u64, "{shards} shards");
+        assert_counts_of_kept(&out, events, keys, &format!("{shards} shards"));
     }
+}
+
+/// `CountWithSeq`'s outputs of events `0..events` keyed `i % keys`, of which every third
+/// (`i % 3 == 0`) was dropped: per key, the kept events' sequence numbers, each once, and
+/// counts 1, 2, 3... in arrival order.
+fn assert_counts_of_kept(out: &Collector, events: u64, keys: u64, case: &str) {
+    let mut got: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
+    for o in out.drain() {
+        // SAFETY: the sink's input is archived `(u64, u64, u64)` by `CountWithSeq`.
+        let v = unsafe { rkyv::access_unchecked::<rkyv::Archived<(u64, u64, u64)>>(&o.archive) };
+        got.entry(v.0.to_native()).or_default().push((v.1.to_native(), v.2.to_native()));
+    }
+    let mut total = 0;
+    for (key, mut seen) in got {
+        assert!(seen.iter().enumerate().all(|(i, &(c, _))| c == i as u64 + 1), "{case}, key {key}");
+        seen.sort_by_key(|&(_, seq)| seq);
+        let want: Vec<u64> = (0..events).filter(|i| i % keys == key && i % 3 != 0).collect();
+        assert_eq!(seen.iter().map(|&(_, s)| s).collect::<Vec<_>>(), want, "{case}, key {key}");
+        total += seen.len();
+    }
+    assert_eq!(total as u64, (0..events).filter(|i| i % 3 != 0).count() as u64, "{case}");
 }
 
 /// The events of a split source: split `s` holds events `s * PER_SPLIT ..` as `(s, index)`.
@@ -558,13 +573,14 @@ fn a_function_taking_values_runs_on_its_sources_values_and_feeds_downstream_exac
     use std::sync::Arc;
     let (events, keys) = (6_000u64, 37u64);
     use dirigo_engine::policy::{Bare, Builtin, Policy};
+    // Records may be fused under a policy that chains and whose send and apply hooks do nothing.
+    fn fuses(p: &impl Policy) -> bool {
+        p.chains() && !p.observes_apply() && !p.observes_send()
+    }
     for policy in ["fifo", "edf", "laxity", "fair", "bare"] {
         let fuses = match policy {
-            "bare" => Bare.chains() && !Bare.observes_apply() && !Bare.observes_send(),
-            p => {
-                let p = Builtin::by_name(p).unwrap();
-                p.chains() && !p.observes_apply() && !p.observes_send()
-            }
+            "bare" => fuses(&Bare),
+            p => fuses(&Builtin::by_name(p).unwrap()),
         };
         for shards in [1, 2, 4] {
             let (values, archives) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -595,21 +611,7 @@ fn a_function_taking_values_runs_on_its_sources_values_and_feeds_downstream_exac
             } else {
                 assert_eq!(values, 0, "{case}: a policy that sees every message's hooks fuses nothing");
             }
-            let mut got: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
-            for o in out.drain() {
-                // SAFETY: the sink's input is archived `(u64, u64, u64)` by `CountWithSeq`.
-                let v = unsafe { rkyv::access_unchecked::<rkyv::Archived<(u64, u64, u64)>>(&o.archive) };
-                got.entry(v.0.to_native()).or_default().push((v.1.to_native(), v.2.to_native()));
-            }
-            let mut total = 0;
-            for (key, mut seen) in got {
-                assert!(seen.iter().enumerate().all(|(i, &(c, _))| c == i as u64 + 1), "{case}, key {key}");
-                seen.sort_by_key(|&(_, seq)| seq);
-                let want: Vec<u64> = (0..events).filter(|i| i % keys == key && i % 3 != 0).collect();
-                assert_eq!(seen.iter().map(|&(_, s)| s).collect::<Vec<_>>(), want, "{case}, key {key}");
-                total += seen.len();
-            }
-            assert_eq!(total as u64, (0..events).filter(|i| i % 3 != 0).count() as u64, "{case}");
+            assert_counts_of_kept(&out, events, keys, &case);
         }
     }
 }
@@ -634,21 +636,9 @@ impl Function for FaultyValues {
 /// message, and the function runs no more.
 #[test]
 fn a_function_panicking_in_its_sources_poll_fails_its_app() {
-    let mut engine = EngineBuilder::new().shards(2);
-    let mut app = engine.app("faulty", Duration::from_secs(1));
-    let src = app.source("events", 2, |i| (0..1_000u64).map(move |j| (key_u64(j), j, (u64::from(i), j))));
-    let faulty = app.function("faulty", src, Route::Forward, || FaultyValues);
-    let out = app.collect("out", faulty);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(engine.run().map_err(|e| e.to_string()));
-    });
-    let result = rx.recv_timeout(Duration::from_secs(60)).expect("the run ends instead of hanging");
-    let summary = result.expect("an app's panic does not fail the run");
-    let failure = summary.apps[0].failure.as_deref().expect("the app is reported failed");
+    let (failure, outputs) = run_faulty(Route::Forward, || FaultyValues);
     assert!(failure.starts_with("function `faulty` panicked on shard "), "{failure}");
     assert!(failure.ends_with("a user function failed on value 700"), "{failure}");
-    let outputs = out.drain().count();
     assert!(outputs < 2 * 1_000, "it stopped at its failure: {outputs} outputs");
 }
 

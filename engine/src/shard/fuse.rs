@@ -110,9 +110,8 @@ pub(super) struct Fused {
     pub stage: Stage,
     /// Its input is records (as its instance's is).
     pub records: RecordsOnly,
-    /// What the router of generation `gen` found for the map's edges.
-    pub decided: Decisions,
-    pub gen: u64,
+    /// What the routers found for the map's edges.
+    pub decided: Decided,
 }
 
 /// A map's output row, computed by `exprs` from its input's fields into `row`.
@@ -133,14 +132,12 @@ impl Fused {
     /// Its decisions, for the router of generation `gen` (found afresh for a new router).
     #[inline(always)]
     pub fn decisions(&mut self, gen: u64) -> &mut Decisions {
-        if self.gen != gen {
-            (self.gen, self.decided) = (gen, Decisions::default());
-        }
-        &mut self.decided
+        self.decided.decisions(gen)
     }
 }
 
-/// What the routers of a fused user function found for its edges.
+/// What the routers of a fused function (a map, a filter, a user function) found for its
+/// edges: those of the router of generation `gen`.
 #[derive(Default)]
 pub(super) struct Decided {
     decided: Decisions,
@@ -295,7 +292,7 @@ impl Fusion {
                 if !chainable[f] || counted(f) || plan.functions[f].is_sink || !forward_only(f) {
                     return None;
                 }
-                Some(Fused { stage, records: *records, decided: Decisions::default(), gen: 0 })
+                Some(Fused { stage, records: *records, decided: Decided::default() })
             })
             .collect();
         self.sinks = (0..ops.len())
