@@ -87,6 +87,37 @@ impl<T: Message + 'static> ValueRecord for T {
     }
 }
 
+/// Messages a typed source made together, as the values they were made as: what the engine
+/// hands a function that runs where they were made, in one call
+/// ([`ErasedFunction::on_values`]).
+pub trait ValueBatch {
+    /// How many it holds.
+    fn len(&self) -> usize;
+    /// Whether it holds none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The values, as the `Vec<T>` they sit in, to be downcast to the taker's input type.
+    fn values(&self) -> &dyn Any;
+    /// Value `i` (`i < len()`).
+    fn value(&self, i: usize) -> &dyn ValueRecord;
+}
+
+impl<T: Message + 'static> ValueBatch for Vec<T> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+    #[inline(always)]
+    fn values(&self) -> &dyn Any {
+        self
+    }
+    #[inline]
+    fn value(&self, i: usize) -> &dyn ValueRecord {
+        &self[i]
+    }
+}
+
 /// Key hash of an integer key (a bijection: distinct keys never collide).
 pub fn key_u64(k: u64) -> u64 {
     mix64(k)
@@ -219,6 +250,8 @@ enum Applied<'a> {
     Archive(&'a [u8]),
     /// A value made on this shard, not archived ([`Function::on_value`]).
     Value(&'a dyn ValueRecord),
+    /// Value `i` of a batch made on this shard ([`ErasedFunction::on_values`]).
+    Batch(&'a dyn ValueBatch, usize),
 }
 
 /// What a function's emits reuse: rkyv's scratch arena (kept here, not looked up per emit in a
@@ -265,7 +298,7 @@ impl Cx<'_> {
         }
         let arena = &mut self.scratch.arena;
         // Archived where the record is staged (`Emitter::emit_archived`), not copied there.
-        self.out.emit_archived(key_hash, event_time, &mut |buf: &mut AlignedVec| {
+        self.out.emit_archived_from(&self.msg, key_hash, event_time, &mut |buf: &mut AlignedVec| {
             let taken = std::mem::take(buf);
             *buf = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(value, taken, arena.acquire())
                 .expect("value archives");
@@ -287,14 +320,14 @@ impl Cx<'_> {
                 wrong_output(input.name(), stream);
             }
         }
-        match applied {
-            Applied::Archive(payload) => self.out.forward(key_hash, event_time, payload),
-            // A value is archived once, where it goes (as an emit is).
-            Applied::Value(value) => {
-                let arena = &mut self.scratch.arena;
-                self.out.emit_archived(key_hash, event_time, &mut |buf| value.archive_into(buf, arena));
-            }
-        }
+        let value = match applied {
+            Applied::Archive(payload) => return self.out.forward_from(&self.msg, key_hash, event_time, payload),
+            Applied::Value(value) => value,
+            Applied::Batch(batch, i) => batch.value(i),
+        };
+        // A value is archived once, where it goes (as an emit is).
+        let arena = &mut self.scratch.arena;
+        self.out.emit_archived_from(&self.msg, key_hash, event_time, &mut |buf| value.archive_into(buf, arena));
     }
 }
 
@@ -414,6 +447,28 @@ impl<F: Function> ErasedFunction for Erased<F> {
         value.archive_into(&mut bytes, &mut self.scratch.arena);
         self.on_message(msg, &bytes, out);
         self.bytes = bytes;
+    }
+    /// One call for the batch: the values downcast once, `Function::on_value` called on each
+    /// in a loop compiled for `F` (one `catch_unwind` around it: a panic stops the batch there).
+    fn on_values(&mut self, headers: &[Header], batch: &dyn ValueBatch, out: &mut dyn Emitter) {
+        debug_assert_eq!(headers.len(), batch.len());
+        if F::TAKES_VALUES {
+            if let Some(values) = batch.values().downcast_ref::<Vec<F::In>>() {
+                let (f, scratch) = (&mut self.f, &mut self.scratch);
+                let stream = StreamType::of::<F::In>();
+                return guarded(
+                    &self.failed,
+                    || (),
+                    || {
+                        for (i, (h, v)) in headers.iter().zip(values).enumerate() {
+                            let input = Some((Applied::Batch(batch, i), stream));
+                            f.on_value(&mut Cx { msg: *h, out: &mut *out, scratch, input }, v);
+                        }
+                    },
+                );
+            }
+        }
+        on_each_value(self, headers, batch, out)
     }
     fn on_watermark(&mut self, watermark: u64, out: &mut dyn Emitter) {
         let msg = Header { event_time: watermark, ..Header::data(0, 0, 0) };
@@ -675,6 +730,62 @@ where
     }
 }
 
+/// `on_value` for each value of `batch`, what it emits made from the value's header, until user
+/// code fails.
+fn on_each_value<F: ErasedFunction + ?Sized>(
+    f: &mut F,
+    headers: &[Header],
+    batch: &dyn ValueBatch,
+    out: &mut dyn Emitter,
+) {
+    for (i, parent) in headers.iter().enumerate() {
+        f.on_value(parent, batch.value(i), &mut FromParent { parent, out: &mut *out });
+        if any_failure() {
+            return;
+        }
+    }
+}
+
+/// An emitter for one message of a batch, `parent`: every emit goes out as made from it.
+struct FromParent<'a> {
+    parent: &'a Header,
+    out: &'a mut dyn Emitter,
+}
+
+impl Emitter for FromParent<'_> {
+    fn emit(&mut self, key_hash: u64, event_time: u64, values: &[Value]) {
+        let mut arena = rkyv::ser::allocator::Arena::new();
+        let write = &mut |buf: &mut AlignedVec| {
+            crate::record::archive_values_with(values, buf, &mut arena);
+        };
+        self.out.emit_archived_from(self.parent, key_hash, event_time, write)
+    }
+    fn emit_cells(&mut self, key_hash: u64, event_time: u64, cells: &[crate::record::Cell]) {
+        let write = &mut |buf: &mut AlignedVec| {
+            crate::record::archive_cells(cells, buf);
+        };
+        self.out.emit_archived_from(self.parent, key_hash, event_time, write)
+    }
+    fn forward(&mut self, key_hash: u64, event_time: u64, archive: &[u8]) {
+        self.out.forward_from(self.parent, key_hash, event_time, archive)
+    }
+    fn emit_archived(&mut self, key_hash: u64, event_time: u64, write: &mut dyn FnMut(&mut AlignedVec)) {
+        self.out.emit_archived_from(self.parent, key_hash, event_time, write)
+    }
+    fn emit_archived_from(
+        &mut self,
+        parent: &Header,
+        key_hash: u64,
+        event_time: u64,
+        write: &mut dyn FnMut(&mut AlignedVec),
+    ) {
+        self.out.emit_archived_from(parent, key_hash, event_time, write)
+    }
+    fn forward_from(&mut self, parent: &Header, key_hash: u64, event_time: u64, archive: &[u8]) {
+        self.out.forward_from(parent, key_hash, event_time, archive)
+    }
+}
+
 /// A user function with its types erased (see [`Function`] for the typed trait).
 pub trait ErasedFunction {
     /// Apply one message; `payload` is the archive the engine carried.
@@ -687,6 +798,14 @@ pub trait ErasedFunction {
         let mut bytes = AlignedVec::new();
         value.archive_into(&mut bytes, &mut rkyv::ser::allocator::Arena::new());
         self.on_message(header, &bytes, out)
+    }
+    /// Apply `batch`, messages made together on this shard as values, in order, `headers[i]`
+    /// being value `i`'s: one call for the batch where the engine would call `on_value` for
+    /// each. What is emitted while applying value `i` goes out with `headers[i]` as its parent
+    /// (`Emitter::emit_archived_from`). If user code panics on one, the rest are not applied.
+    /// The default calls `on_value` for each (a dyn call per message).
+    fn on_values(&mut self, headers: &[Header], batch: &dyn ValueBatch, out: &mut dyn Emitter) {
+        on_each_value(self, headers, batch, out)
     }
     /// Event time reached `watermark` on every input.
     fn on_watermark(&mut self, _watermark: u64, _out: &mut dyn Emitter) {}
@@ -767,6 +886,9 @@ pub struct Emitted {
     pub event_time: u64,
     /// Its rkyv archive, as the engine would carry it.
     pub archive: AlignedVec,
+    /// The key hash and event time of the message it was made from, where the function said
+    /// (`Emitter::emit_archived_from`: every emit of a [`Cx`]).
+    pub made_from: Option<(u64, u64)>,
 }
 
 impl Emitted {
@@ -788,12 +910,35 @@ struct Collect(Vec<Emitted>);
 impl Emitter for Collect {
     fn emit(&mut self, key_hash: u64, event_time: u64, values: &[Value]) {
         let archive = crate::record::Record::from(values.to_vec()).to_archive();
-        self.0.push(Emitted { key_hash, event_time, archive });
+        self.0.push(Emitted { key_hash, event_time, archive, made_from: None });
     }
     fn forward(&mut self, key_hash: u64, event_time: u64, archive: &[u8]) {
         let mut copy = AlignedVec::with_capacity(archive.len());
         copy.extend_from_slice(archive);
-        self.0.push(Emitted { key_hash, event_time, archive: copy });
+        self.0.push(Emitted { key_hash, event_time, archive: copy, made_from: None });
+    }
+    fn emit_archived_from(
+        &mut self,
+        parent: &Header,
+        key_hash: u64,
+        event_time: u64,
+        write: &mut dyn FnMut(&mut AlignedVec),
+    ) {
+        self.emit_archived(key_hash, event_time, write);
+        self.made_from(parent);
+    }
+    fn forward_from(&mut self, parent: &Header, key_hash: u64, event_time: u64, archive: &[u8]) {
+        self.forward(key_hash, event_time, archive);
+        self.made_from(parent);
+    }
+}
+
+impl Collect {
+    /// The message just emitted was made from `parent`.
+    fn made_from(&mut self, parent: &Header) {
+        if let Some(e) = self.0.last_mut() {
+            e.made_from = Some((parent.key_hash, parent.event_time));
+        }
     }
 }
 
@@ -809,6 +954,11 @@ impl Harness {
     /// A harness around `f`.
     pub fn new<F: Function>(f: F) -> Harness {
         Harness { f: erase_function(f), out: Collect::default(), buf: AlignedVec::new() }
+    }
+
+    /// A harness around a function written against [`ErasedFunction`] directly.
+    pub fn of_erased(f: Box<dyn ErasedFunction>) -> Harness {
+        Harness { f, out: Collect::default(), buf: AlignedVec::new() }
     }
 
     /// Apply `msg` (archived as the engine would) with this key hash and event time (ms).
@@ -828,6 +978,19 @@ impl Harness {
     pub fn send_value<T: Message + 'static>(&mut self, key_hash: u64, event_time: u64, msg: &T) -> &mut Self {
         let header = Header { event_time, ..Header::data(0, 0, key_hash) };
         self.f.on_value(&header, msg, &mut self.out);
+        self.rethrow()
+    }
+
+    /// Apply `msgs`, `(key_hash, event_time, message)` each, as values made together, in one
+    /// call, as the engine does where the function runs in its source's poll on a batch of
+    /// its events (`ErasedFunction::on_values`).
+    pub fn send_values<T: Message + 'static>(&mut self, msgs: Vec<(u64, u64, T)>) -> &mut Self {
+        let headers: Vec<Header> = msgs
+            .iter()
+            .map(|&(key_hash, event_time, _)| Header { event_time, ..Header::data(0, 0, key_hash) })
+            .collect();
+        let batch: Vec<T> = msgs.into_iter().map(|(_, _, m)| m).collect();
+        self.f.on_values(&headers, &batch, &mut self.out);
         self.rethrow()
     }
 

@@ -6,6 +6,7 @@
 
 use rkyv::util::AlignedVec;
 
+use crate::envelope::Header;
 use crate::record::{ArchivedRecord, Cell, Value};
 
 /// What the engine knows of the message being applied.
@@ -44,6 +45,24 @@ pub trait Emitter {
         let mut buf = AlignedVec::new();
         write(&mut buf);
         self.forward(key_hash, event_time, &buf)
+    }
+    /// [`emit_archived`](Emitter::emit_archived) of a record made while applying message
+    /// `parent`: what user functions' emits call, so that an emitter handed a batch of messages
+    /// at once (`ErasedFunction::on_values`) knows which of them made the record. The default
+    /// ignores `parent` (an emitter applied one message at a time knows it).
+    fn emit_archived_from(
+        &mut self,
+        _parent: &Header,
+        key_hash: u64,
+        event_time: u64,
+        write: &mut dyn FnMut(&mut AlignedVec),
+    ) {
+        self.emit_archived(key_hash, event_time, write)
+    }
+    /// [`forward`](Emitter::forward) of an archive passed on while applying message `parent`
+    /// (see [`Emitter::emit_archived_from`]).
+    fn forward_from(&mut self, _parent: &Header, key_hash: u64, event_time: u64, archive: &[u8]) {
+        self.forward(key_hash, event_time, archive)
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use dirigo_actors::function::{key_u64, Cx, Function, Harness};
+use dirigo_actors::envelope::Header;
+use dirigo_actors::function::{key_u64, Cx, ErasedFunction, Function, Harness};
+use dirigo_actors::operator::Emitter;
 
 /// Per-key sums over tumbling event-time windows of `size` ms, emitted when the watermark passes
 /// a window's end, and what is left at the end of input.
@@ -182,6 +184,92 @@ fn a_message_handed_as_a_value_emits_what_its_archive_emits() {
     assert_eq!(want.len(), 3);
     assert_eq!(sent_as_values(Harness::new(EvenPairValues), &msgs), want);
     assert_eq!(sent_as_values(Harness::new(EvenPairs), &msgs), want);
+}
+
+/// Messages handed as a batch of values, in one call (as the engine hands a batch of a typed
+/// source's events to a function that runs in its poll), give what their archives give, byte
+/// for byte and in order, and each emit names the message it was made from (its key hash and
+/// event time): to a function that takes values, and to one that does not.
+#[test]
+fn messages_handed_as_a_batch_of_values_emit_what_their_archives_emit_each_from_its_own() {
+    let msgs: Vec<(u64, u64)> = (0..7u64).map(|i| (i, i * 3)).collect();
+    let mut archived = Harness::new(EvenPairs);
+    for (i, m) in msgs.iter().enumerate() {
+        archived.send(key_u64(i as u64), 10 + i as u64, m);
+    }
+    let want: Vec<(u64, u64, Vec<u8>)> =
+        archived.take_outputs().into_iter().map(|o| (o.key_hash, o.event_time, o.archive.to_vec())).collect();
+    // Messages 0, 2, 4 and 6 have an even second field.
+    let from: Vec<Option<(u64, u64)>> = [0u64, 2, 4, 6].iter().map(|&i| Some((key_u64(i), 10 + i))).collect();
+    let batch = || msgs.iter().enumerate().map(|(i, &m)| (key_u64(i as u64), 10 + i as u64, m)).collect::<Vec<_>>();
+    for mut h in [Harness::new(EvenPairValues), Harness::new(EvenPairs)] {
+        let out = h.send_values(batch()).take_outputs();
+        assert_eq!(out.iter().map(|o| o.made_from).collect::<Vec<_>>(), from);
+        assert_eq!(out.into_iter().map(|o| (o.key_hash, o.event_time, o.archive.to_vec())).collect::<Vec<_>>(), want);
+    }
+}
+
+/// Passes on every message whose second field is even, written against `ErasedFunction`
+/// directly (no `on_values` of its own): its emits name no message.
+struct ErasedEvenPairs;
+
+impl ErasedFunction for ErasedEvenPairs {
+    fn on_message(&mut self, h: &Header, payload: &[u8], out: &mut dyn Emitter) {
+        let msg = rkyv::access::<rkyv::Archived<(u64, u64)>, rkyv::rancor::Error>(payload).expect("a pair");
+        if msg.1.to_native().is_multiple_of(2) {
+            out.forward(h.key_hash ^ 1, h.event_time + 1, payload);
+        }
+    }
+}
+
+/// A function written against `ErasedFunction` without an `on_values` of its own takes a batch
+/// through the default, `on_value` for each message: the same outputs as one message at a
+/// time, each made from its own message.
+#[test]
+fn the_default_on_values_applies_each_value_with_its_own_header() {
+    let msgs: Vec<(u64, u64)> = (0..7u64).map(|i| (i, i * 3)).collect();
+    let mut one = Harness::of_erased(Box::new(ErasedEvenPairs));
+    for (i, m) in msgs.iter().enumerate() {
+        one.send_value(key_u64(i as u64), 10 + i as u64, m);
+    }
+    let want: Vec<(u64, u64, Vec<u8>)> =
+        one.take_outputs().into_iter().map(|o| (o.key_hash, o.event_time, o.archive.to_vec())).collect();
+    assert_eq!(want.len(), 4);
+    let batch = msgs.iter().enumerate().map(|(i, &m)| (key_u64(i as u64), 10 + i as u64, m)).collect();
+    let out = Harness::of_erased(Box::new(ErasedEvenPairs)).send_values(batch).take_outputs();
+    let from: Vec<Option<(u64, u64)>> = [0u64, 2, 4, 6].iter().map(|&i| Some((key_u64(i), 10 + i))).collect();
+    assert_eq!(out.iter().map(|o| o.made_from).collect::<Vec<_>>(), from);
+    assert_eq!(out.into_iter().map(|o| (o.key_hash, o.event_time, o.archive.to_vec())).collect::<Vec<_>>(), want);
+}
+
+/// Emits every value, and panics on the one whose second field is 3.
+struct FailsOnThree;
+
+impl Function for FailsOnThree {
+    type In = (u64, u64);
+    const TAKES_VALUES: bool = true;
+    fn on_message(&mut self, cx: &mut Cx<'_>, msg: &rkyv::Archived<(u64, u64)>) {
+        self.on_value(cx, &(msg.0.to_native(), msg.1.to_native()));
+    }
+    fn on_value(&mut self, cx: &mut Cx<'_>, msg: &(u64, u64)) {
+        assert!(msg.1 != 3, "failed on value {}", msg.1);
+        cx.emit(cx.key_hash(), cx.event_time(), msg);
+    }
+}
+
+/// A panic on one value of a batch stops the batch there: the values before it were applied,
+/// none after it, and the failure is the panic's.
+#[test]
+fn a_panic_in_a_batch_of_values_stops_it_there() {
+    let mut h = Harness::new(FailsOnThree);
+    let batch = (0..6u64).map(|i| (key_u64(i), i, (i, i))).collect();
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        h.send_values(batch);
+    }));
+    let message = failed.expect_err("the batch failed");
+    assert_eq!(message.downcast_ref::<String>().map(String::as_str), Some("failed on value 3"));
+    let out: Vec<(u64, u64)> = h.take_outputs().iter().map(|o| o.decode::<(u64, u64)>().unwrap()).collect();
+    assert_eq!(out, vec![(0, 0), (1, 1), (2, 2)]);
 }
 
 /// Claims to take values but has no `on_value`.
