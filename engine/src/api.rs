@@ -27,7 +27,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dirigo_actors::function::{erase_actor, erase_function, StreamType, ValueRecord};
+use dirigo_actors::function::{erase_actor, erase_function, StreamType, ValueBatch, ValueRecord};
 pub use dirigo_actors::function::{key_str, key_u64, Actor, Cx, Function, Message};
 use dirigo_actors::ids::{AppId, ShardId};
 use dirigo_actors::record::Schema;
@@ -156,11 +156,14 @@ struct IterSource<T, I> {
     produced: u64,
     /// The event made last, until the next is made.
     current: Option<T>,
+    /// The events of the last batch (`CustomSource::advance_batch`): keys and times, values.
+    keys: Vec<(u64, u64)>,
+    values: Vec<T>,
 }
 
 impl<T, I> IterSource<T, I> {
     fn new(iter: I, rate: u64) -> Self {
-        IterSource { iter, rate, produced: 0, current: None }
+        IterSource { iter, rate, produced: 0, current: None, keys: Vec::new(), values: Vec::new() }
     }
 }
 
@@ -180,6 +183,26 @@ impl<T: Message + 'static, I: Iterator<Item = (u64, u64, T)>> CustomSource for I
     #[inline]
     fn current(&self) -> &dyn ValueRecord {
         self.current.as_ref().expect("an event was made")
+    }
+
+    /// A source read as fast as the engine takes it makes its events in batches.
+    fn batches(&self) -> bool {
+        self.rate == 0
+    }
+
+    fn advance_batch(&mut self, max: usize) -> usize {
+        self.keys.clear();
+        self.values.clear();
+        for (key, time, value) in self.iter.by_ref().take(max) {
+            self.keys.push((key, time));
+            self.values.push(value);
+        }
+        self.produced += self.keys.len() as u64;
+        self.keys.len()
+    }
+
+    fn batch(&self) -> (&[(u64, u64)], &dyn ValueBatch) {
+        (&self.keys, &self.values)
     }
 }
 

@@ -738,3 +738,108 @@ fn a_function_in_its_sources_poll_sees_events_and_watermarks_in_the_sources_orde
         }
     }
 }
+
+/// Fifo, with each source event's deadline set by its key: `key_hash % 1000` ns later than the
+/// app's SLO allows. Its hooks around records do nothing, so records are fused where they may
+/// be; what a function emits then shows, in its deadline, which event it was made from.
+#[derive(Clone)]
+struct KeyedDeadlines;
+
+impl dirigo_engine::policy::Policy for KeyedDeadlines {
+    fn on_ingress(&mut self, h: &mut dirigo_actors::envelope::Header, app: &dirigo_engine::plan::AppPlan) {
+        h.deadline_ns = h.ingress_ns + app.slo_ns + h.key_hash % 1000;
+    }
+    fn chains(&self) -> bool {
+        true
+    }
+    fn observes_apply(&self) -> bool {
+        false
+    }
+    fn observes_send(&self) -> bool {
+        false
+    }
+    fn observes_route(&self) -> bool {
+        false
+    }
+    fn may_lease(&self) -> bool {
+        false
+    }
+    fn on_enqueue(
+        &mut self,
+        _: &dirigo_actors::envelope::Header,
+        arrival: u64,
+        _: &dirigo_engine::policy::SchedCx<'_>,
+    ) -> u64 {
+        arrival
+    }
+}
+
+/// How many messages came, and how many carried another deadline than their event's.
+type DeadlineCounts = std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>;
+
+/// Checks that the message it applies, `(key, seq)`, carries the deadline `KeyedDeadlines` gave
+/// its event (key hash `key_u64(key)`), and emits it on when `EMITS`.
+struct DeadlineOf<const EMITS: bool> {
+    slo_ns: u64,
+    counts: DeadlineCounts,
+}
+
+impl<const EMITS: bool> DeadlineOf<EMITS> {
+    fn check(&mut self, cx: &mut Cx<'_>, msg: (u64, u64)) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.counts[0].fetch_add(1, Relaxed);
+        if cx.deadline_ns() - cx.ingress_ns() != self.slo_ns + key_u64(msg.0) % 1000 {
+            self.counts[1].fetch_add(1, Relaxed);
+        }
+        if EMITS {
+            cx.emit(key_u64(msg.0), cx.event_time(), &msg);
+        }
+    }
+}
+
+impl<const EMITS: bool> Function for DeadlineOf<EMITS> {
+    type In = (u64, u64);
+    const TAKES_VALUES: bool = true;
+    fn on_message(&mut self, cx: &mut Cx<'_>, msg: &rkyv::Archived<(u64, u64)>) {
+        self.check(cx, (msg.0.to_native(), msg.1.to_native()));
+    }
+    fn on_value(&mut self, cx: &mut Cx<'_>, msg: &(u64, u64)) {
+        self.check(cx, *msg);
+    }
+}
+
+/// A typed source's events reach a function fused into its poll a batch at a time (one call
+/// for several events), and each is still its own message: the function sees each event's
+/// header (its deadline, which the policy set by key), and what it emits while applying an
+/// event is made from that event (the function downstream, on other shards too, sees the
+/// event's deadline on it, not the batch's first one's). Every event once, at 1 and 2 shards.
+#[test]
+fn a_batch_of_values_fused_into_a_function_keeps_each_events_header() {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    let (events, keys, slo) = (20_000u64, 101u64, Duration::from_millis(50));
+    for shards in [1usize, 2] {
+        let fused: DeadlineCounts = std::sync::Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let downstream: DeadlineCounts = std::sync::Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let mut engine = EngineBuilder::new().shards(shards);
+        let mut app = engine.app("deadlines", slo);
+        let n = shards as u64;
+        let src = app.source("in", shards as u32, move |inst| {
+            (u64::from(inst)..events).step_by(n as usize).map(move |i| (key_u64(i % keys), i, (i % keys, i)))
+        });
+        let slo_ns = slo.as_nanos() as u64;
+        let c = fused.clone();
+        let first =
+            app.function("first", src, Route::Forward, move || DeadlineOf::<true> { slo_ns, counts: c.clone() });
+        let d = downstream.clone();
+        let second =
+            app.function("second", first, Route::ByKey, move || DeadlineOf::<false> { slo_ns, counts: d.clone() });
+        let _out = app.collect("out", second);
+        let summary = engine.run_with(KeyedDeadlines, |_| {}).expect("engine runs");
+        let case = format!("{shards} shards");
+        for (name, counts) in [("first", &fused), ("second", &downstream)] {
+            assert_eq!(counts[0].load(Relaxed), events, "{case}: {name} applied every event once");
+            assert_eq!(counts[1].load(Relaxed), 0, "{case}: {name} saw messages with another event's deadline");
+        }
+        assert!(summary.apps[0].fused >= events / 2, "{case}: {} events fused", summary.apps[0].fused);
+    }
+}

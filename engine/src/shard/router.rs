@@ -2,7 +2,7 @@
 //! by field), lets the policy rewrite the child's header (`on_send`), and stages it. Hot path.
 
 use dirigo_actors::envelope::{Header, MessageKind};
-use dirigo_actors::function::ValueRecord;
+use dirigo_actors::function::{ErasedFunction, ValueBatch, ValueRecord};
 use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::{archive_cells, archive_values_with, ArchivedValue, Cell, RecordsOnly, Value};
 use dirigo_net::mailbox::{append_aligned, append_copy, Entry};
@@ -154,6 +154,34 @@ impl<'a, P: Policy> Router<'a, P> {
     #[inline(always)]
     pub(super) fn emit_value(&mut self, key_hash: u64, event_time: u64, value: &dyn ValueRecord) {
         self.route(key_hash, event_time, value)
+    }
+
+    /// Whether a typed source's values go, a batch at a time (`Router::emit_values`), to a
+    /// user function fused into its poll: the node's one edge goes forward to a user function
+    /// this router fuses (decided with the first, for the router's life). The edge's child
+    /// header fields, for `child`.
+    pub(super) fn fuses_values(&mut self) -> bool {
+        let [edge] = self.edges else { return false };
+        let forward = matches!(edge.partition, Partition::Forward) && !edge.headers_only;
+        forward
+            && self.core.chain.is_some()
+            && self.core.fuses(edge, 1, &mut self.decided, true)
+            && self.decided.users & 1 != 0
+    }
+
+    /// The header a source's event with `key_hash` and `event_time`, whose header is `parent`,
+    /// carries to the user function its values are fused into (`fuses_values`).
+    #[inline(always)]
+    pub(super) fn child(&self, parent: &Header, key_hash: u64, event_time: u64) -> Header {
+        child_of(parent, &self.edges[0], key_hash, event_time, self.core.out.me)
+    }
+
+    /// Hand `batch`, a typed source's values, to the user function fused into its poll
+    /// (`fuses_values`), `headers[i]` being value `i`'s (`Router::child`): one call for the
+    /// batch (`ErasedFunction::on_values`).
+    pub(super) fn emit_values(&mut self, headers: &[Header], batch: &dyn ValueBatch) {
+        let edge = &self.edges[0];
+        self.core.fuse_user_batch(edge, headers, batch)
     }
 }
 
@@ -437,16 +465,39 @@ impl<'a, P: Policy> Core<'a, P> {
     /// emits is routed along its edges, with that header as the parent.
     #[inline(never)]
     fn fuse_user(&mut self, edge: &Edge, parent: &Header, key: u64, event_time: u64, value: &dyn ValueRecord) {
+        let h = child_of(parent, edge, key, event_time, self.out.me);
+        self.run_fused_user(edge, 1, &h, |func, out| func.on_value(&h, value, out));
+    }
+
+    /// Run fused user function `edge.target` on `batch`, values a source's poll made
+    /// (`headers[i]`: the header value `i`'s record would have carried to it, as `fuse_user`
+    /// makes it): one call for the batch (`ErasedFunction::on_values`), what it emits while
+    /// applying value `i` routed with `headers[i]` as the parent.
+    #[inline(never)]
+    fn fuse_user_batch(&mut self, edge: &Edge, headers: &[Header], batch: &dyn ValueBatch) {
+        let Some(first) = headers.first() else { return };
+        self.run_fused_user(edge, headers.len() as u64, first, |func, out| func.on_values(headers, batch, out));
+    }
+
+    /// Run fused user function `edge.target` on `n` records with `call`: its instance taken out
+    /// of its slot for the call (a placeholder stands in: a DAG never routes back into it),
+    /// marked running for the stall detector as a stretch is, and what it emits routed along
+    /// its edges (with `parent` as the parent, unless the emit names its own:
+    /// `Emitter::emit_archived_from`).
+    #[inline(always)]
+    fn run_fused_user(
+        &mut self,
+        edge: &Edge,
+        n: u64,
+        parent: &Header,
+        call: impl FnOnce(&mut dyn ErasedFunction, &mut FusedOut<'_, 'a, P>),
+    ) {
         let m = edge.target as usize;
-        let mut h = *parent;
-        (h.function, h.port, h.key_hash, h.event_time) = (edge.target, edge.port, key, event_time);
-        h.kind = MessageKind::Data;
-        h.from_shard = self.out.me;
         let now = self.load.now_ns;
         // What the call needs of the fusion, taken in one borrow.
         let f = self.fusing();
         let (functions, gen, signal) = (f.functions, f.fusion.gen, f.signal);
-        f.fusion.fused[m] += 1;
+        f.fusion.fused[m] += n;
         let mut d = *f.fusion.user_decisions(m, gen);
         let ops = f.ops.as_deref_mut().expect("user functions fuse into a source's poll only");
         let mut func = match ops[m].as_mut() {
@@ -455,7 +506,7 @@ impl<'a, P: Policy> Core<'a, P> {
         };
         // Marked running as a stretch is (the stall detector names it if it holds the shard).
         signal.inspect(|s| s.begin_run(edge.target, now));
-        func.on_value(&h, value, &mut FusedOut { core: self, edges: &functions[m].outputs, parent: h, d: &mut d });
+        call(&mut *func, &mut FusedOut { core: self, edges: &functions[m].outputs, parent, d: &mut d });
         signal.inspect(|s| s.end_run());
         let f = self.fusing();
         *f.fusion.user_decisions(m, gen) = d;
@@ -603,14 +654,16 @@ fn one_forward(edges: &[Edge]) -> Option<&Edge> {
 struct FusedOut<'c, 'a, P: Policy> {
     core: &'c mut Core<'a, P>,
     edges: &'c [Edge],
-    parent: Header,
+    /// The parent of what is emitted without one named (`Emitter::emit_archived_from` names
+    /// it): the header of the one record applied, or of a batch's first.
+    parent: &'c Header,
     d: &'c mut Decisions,
 }
 
 impl<P: Policy> FusedOut<'_, '_, P> {
     #[inline(always)]
     fn route<T: Payload>(&mut self, key_hash: u64, event_time: u64, record: T) {
-        self.core.route(self.edges, &self.parent, self.d, key_hash, event_time, record)
+        self.core.route(self.edges, self.parent, self.d, key_hash, event_time, record)
     }
 }
 
@@ -624,12 +677,37 @@ impl<P: Policy> Emitter for FusedOut<'_, '_, P> {
     }
 
     fn emit_archived(&mut self, key_hash: u64, event_time: u64, write: &mut dyn FnMut(&mut AlignedVec)) {
-        self.core.route_archived(self.edges, &self.parent, self.d, key_hash, event_time, write)
+        self.core.route_archived(self.edges, self.parent, self.d, key_hash, event_time, write)
     }
 
     fn forward(&mut self, key_hash: u64, event_time: u64, archive: &[u8]) {
         self.route(key_hash, event_time, archive)
     }
+
+    fn emit_archived_from(
+        &mut self,
+        parent: &Header,
+        key_hash: u64,
+        event_time: u64,
+        write: &mut dyn FnMut(&mut AlignedVec),
+    ) {
+        self.core.route_archived(self.edges, parent, self.d, key_hash, event_time, write)
+    }
+
+    fn forward_from(&mut self, parent: &Header, key_hash: u64, event_time: u64, archive: &[u8]) {
+        self.core.route(self.edges, parent, self.d, key_hash, event_time, archive)
+    }
+}
+
+/// The header a record made from `parent` with `key` and `event_time` carries along forward
+/// edge `edge`, made on shard `me`: what a fused user function is applied to.
+#[inline(always)]
+fn child_of(parent: &Header, edge: &Edge, key: u64, event_time: u64, me: u16) -> Header {
+    let mut h = *parent;
+    (h.function, h.port, h.key_hash, h.event_time) = (edge.target, edge.port, key, event_time);
+    h.kind = MessageKind::Data;
+    h.from_shard = me;
+    h
 }
 
 /// A record as an emitter hands it over, and how its archive is written where it goes (a chain

@@ -32,11 +32,13 @@ pub(super) struct Sources {
     pub cells: Vec<Cell>,
     /// Scratch: the archive of the event being produced (a source that makes archives).
     pub bytes: AlignedVec,
+    /// Scratch: the headers of a batch of a typed source's events (`ingest_batches`).
+    pub headers: Vec<Header>,
 }
 
 impl Sources {
     pub fn new(runs: Vec<SourceRun>) -> Self {
-        Sources { runs, values: Vec::new(), cells: Vec::new(), bytes: AlignedVec::new() }
+        Sources { runs, values: Vec::new(), cells: Vec::new(), bytes: AlignedVec::new(), headers: Vec::new() }
     }
 
     /// Whether every source here has finished.
@@ -259,7 +261,7 @@ impl<P: Policy> Shard<P> {
         let (ops, signal) = (Some(&mut self.slots.ops[..]), Some(&*self.signals[self.id as usize]));
         let outputs_due = &mut self.tele.outputs_due;
         let fusing = Some(Fusing { fusion, rest: &[], functions, outputs_due, ops, signal });
-        let Sources { runs, values, cells, bytes } = &mut self.src;
+        let Sources { runs, values, cells, bytes, headers } = &mut self.src;
         let SourceRun { index, inst, skip_ns, produced, max_event_time, .. } = &mut runs[i];
         let sp = &self.plan.sources[*index];
         let cx = IngestCx {
@@ -279,7 +281,13 @@ impl<P: Policy> Shard<P> {
             SourceInstance::Generator(g) if g.is_scalar() => {
                 ingest_loop(ScalarGenerator(g, cells), cx, router, run, (values, bytes))
             }
-            SourceInstance::Custom(c) => ingest_loop(Custom(&mut **c), cx, router, run, (values, bytes)),
+            SourceInstance::Custom(c) => {
+                let mut router = router;
+                match c.batches() && router.fuses_values() {
+                    true => ingest_batches(&mut **c, cx, router, run, headers),
+                    false => ingest_loop(Custom(&mut **c), cx, router, run, (values, bytes)),
+                }
+            }
             inst => ingest_loop(AnySource(inst, cells), cx, router, run, (values, bytes)),
         }
     }
@@ -466,6 +474,63 @@ fn ingest_loop<P: Policy, S: Produce>(
         to_watermark -= 1;
         if to_watermark == 0 {
             return (ran, Stop::Watermark(h));
+        }
+    }
+    (ran, Stop::Budget)
+}
+
+/// The most events of a typed source made and handed to the function fused into its poll at
+/// once (`ingest_batches`). Four calls' overhead is most of what batching saves (NEXMark Q1,
+/// callgrind: 2,099 instructions per event one by one, 1,949 in batches of 4, 1,994 of 8);
+/// larger batches lose it again where events own heap data, which a batch frees together: past
+/// the allocator's per-size cache (glibc's tcache keeps 7 chunks) its strings are freed and
+/// made again on the allocator's slow paths.
+const VALUE_BATCH: usize = 4;
+
+/// The loop of `Shard::ingest_run` over a typed source whose events are all due at once
+/// (`CustomSource::batches`) and go to a user function fused into its poll
+/// (`Router::fuses_values`): the source makes its events a batch at a time, and the function
+/// is called once per batch (`ErasedFunction::on_values`). Each event is stamped and counted
+/// as `ingest_loop` does it (its header made and passed through `on_ingress`), and a batch
+/// ends where a watermark is due, so the function sees events and watermarks in the source's
+/// order. Hot path.
+fn ingest_batches<P: Policy>(
+    src: &mut dyn CustomSource,
+    cx: IngestCx<'_>,
+    mut router: Router<'_, P>,
+    run: RunState<'_>,
+    headers: &mut Vec<Header>,
+) -> (usize, Stop) {
+    let IngestCx { app, sp, stats, now, budget, .. } = cx;
+    let watermark_every = app.watermark_every.max(1);
+    let mut ran = 0;
+    let mut to_watermark = watermark_every - *run.produced % watermark_every;
+    while ran < budget {
+        let max = (budget - ran).min(usize::try_from(to_watermark).unwrap_or(usize::MAX)).min(VALUE_BATCH);
+        let n = src.advance_batch(max);
+        if n == 0 {
+            return (ran, Stop::Finished);
+        }
+        let (keys, batch) = src.batch();
+        headers.clear();
+        let mut last = Header::data(sp.app, 0, 0);
+        for &(key_hash, event_time) in keys {
+            // As `ingest_loop` stamps an unscheduled source's event.
+            let mut h = Header::data(sp.app, 0, key_hash);
+            h.ingress_ns = now;
+            h.event_time = event_time;
+            router.policy().on_ingress(&mut h, app);
+            *run.max_event_time = (*run.max_event_time).max(event_time);
+            headers.push(router.child(&h, key_hash, event_time));
+            last = h;
+        }
+        stats.events_in += n as u64;
+        *run.produced += n as u64;
+        ran += n;
+        router.emit_values(headers, batch);
+        to_watermark -= n as u64;
+        if to_watermark == 0 {
+            return (ran, Stop::Watermark(last));
         }
     }
     (ran, Stop::Budget)

@@ -1,7 +1,7 @@
 //! What a shard polls for new events: the source instances of every kind behind one enum
 //! (socket sources are polled through `dirigo_net`'s [`Ingress`] trait).
 
-use dirigo_actors::function::ValueRecord;
+use dirigo_actors::function::{ValueBatch, ValueRecord};
 use dirigo_actors::record::{Cell, Value};
 use dirigo_net::ingress::{Ingress, IoWakeup, Produced};
 use rkyv::util::AlignedVec;
@@ -19,6 +19,22 @@ pub trait CustomSource {
     fn advance(&mut self) -> Option<(u64, u64)>;
     /// The event the last [`CustomSource::advance`] made (called only after one made one).
     fn current(&self) -> &dyn ValueRecord;
+    /// Whether [`CustomSource::advance_batch`] makes events: every event is due at once (read
+    /// as fast as the engine takes them). Default: no, events are made one by one.
+    fn batches(&self) -> bool {
+        false
+    }
+    /// Make up to `max` events at once, kept until the next call ([`CustomSource::batch`]);
+    /// returns how many (0: finished). Called only where [`CustomSource::batches`] says so, and
+    /// freely mixed with [`CustomSource::advance`]: each makes the next events of the source.
+    fn advance_batch(&mut self, _max: usize) -> usize {
+        0
+    }
+    /// The events the last [`CustomSource::advance_batch`] made: each one's `(key_hash,
+    /// event_time_ms)`, and their values, in order.
+    fn batch(&self) -> (&[(u64, u64)], &dyn ValueBatch) {
+        unreachable!("a source that makes no batches was asked for one")
+    }
 }
 
 /// A source instance on one shard.
