@@ -16,7 +16,9 @@
 //! into a typed source's poll: it is called with the source's event as the value it was made
 //! as (`Function::on_value`), or, if it does not take values, with its archive written once
 //! into a scratch buffer; what it emits is routed along its own edges, with the event's
-//! header (the record it would have been) as the parent.
+//! header (the record it would have been) as the parent. A source whose events are all due at
+//! once hands it its values a few at a time, in one call (`Core::fuse_user_batch`), each with
+//! the header it would have carried, and each emit naming the one it was made from.
 //!
 //! When: the policy chains and its `on_send`, `pre_apply` and `post_apply` are no-ops
 //! (`Policy::observes_send`, `Policy::observes_apply`), so no hook would do anything with the
