@@ -126,6 +126,22 @@ pub struct Header {
 
 const _: () = assert!(std::mem::size_of::<Header>() == 48);
 
+/// One envelope inside a batch: its header and its payload's byte range in the batch's bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    pub header: Header,
+    pub off: u32,
+    pub len: u32,
+}
+
+impl Entry {
+    /// Its payload, in `bytes` (the batch's).
+    #[inline(always)]
+    pub fn payload<'b>(&self, bytes: &'b [u8]) -> &'b [u8] {
+        &bytes[self.off as usize..(self.off + self.len) as usize]
+    }
+}
+
 impl Header {
     /// A data header for `function` of `app`.
     pub fn data(app: AppId, function: FunctionId, key_hash: u64) -> Self {

@@ -47,7 +47,7 @@ use rkyv::util::AlignedVec;
 
 use crate::builtins::moved::KeyArchive;
 use crate::dual_mode::MessageClass;
-use crate::envelope::Header;
+use crate::envelope::{Entry, Header};
 use crate::migrate::MigrateError;
 use crate::operator::Emitter;
 use crate::record::{hash_bytes, mix64, Value};
@@ -241,6 +241,9 @@ pub struct Cx<'a> {
     /// The message being applied and its type (None in `on_watermark` and `on_end`, which
     /// apply none).
     input: Option<(Applied<'a>, StreamType)>,
+    /// The message is one of a batch applied in one call: each emit names it as its parent
+    /// (`Emitter::emit_archived_from`), as the emitter cannot tell which one is applied.
+    batch: bool,
 }
 
 /// The message a function is applied to, as it came.
@@ -298,11 +301,15 @@ impl Cx<'_> {
         }
         let arena = &mut self.scratch.arena;
         // Archived where the record is staged (`Emitter::emit_archived`), not copied there.
-        self.out.emit_archived_from(&self.msg, key_hash, event_time, &mut |buf: &mut AlignedVec| {
+        let write = &mut |buf: &mut AlignedVec| {
             let taken = std::mem::take(buf);
             *buf = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(value, taken, arena.acquire())
                 .expect("value archives");
-        });
+        };
+        match self.batch {
+            true => self.out.emit_archived_from(&self.msg, key_hash, event_time, write),
+            false => self.out.emit_archived(key_hash, event_time, write),
+        }
     }
 
     /// Emit the message being applied, unchanged, partitioned by `key_hash`: its archive is
@@ -320,14 +327,21 @@ impl Cx<'_> {
                 wrong_output(input.name(), stream);
             }
         }
-        let value = match applied {
-            Applied::Archive(payload) => return self.out.forward_from(&self.msg, key_hash, event_time, payload),
-            Applied::Value(value) => value,
-            Applied::Batch(batch, i) => batch.value(i),
+        let value = match (applied, self.batch) {
+            (Applied::Archive(payload), true) => {
+                return self.out.forward_from(&self.msg, key_hash, event_time, payload)
+            }
+            (Applied::Archive(payload), false) => return self.out.forward(key_hash, event_time, payload),
+            (Applied::Value(value), _) => value,
+            (Applied::Batch(batch, i), _) => batch.value(i),
         };
         // A value is archived once, where it goes (as an emit is).
         let arena = &mut self.scratch.arena;
-        self.out.emit_archived_from(&self.msg, key_hash, event_time, &mut |buf| value.archive_into(buf, arena));
+        let write = &mut |buf: &mut AlignedVec| value.archive_into(buf, arena);
+        match self.batch {
+            true => self.out.emit_archived_from(&self.msg, key_hash, event_time, write),
+            false => self.out.emit_archived(key_hash, event_time, write),
+        }
     }
 }
 
@@ -428,7 +442,7 @@ impl<F: Function> ErasedFunction for Erased<F> {
             || {
                 let m = read_input::<F::In>(payload, self.typed);
                 let input = Some((Applied::Archive(payload), StreamType::of::<F::In>()));
-                f.on_message(&mut Cx { msg: *msg, out, scratch, input }, m)
+                f.on_message(&mut Cx { msg: *msg, out, scratch, input, batch: false }, m)
             },
         )
     }
@@ -438,7 +452,11 @@ impl<F: Function> ErasedFunction for Erased<F> {
             if let Some(v) = value.value().downcast_ref::<F::In>() {
                 let (f, scratch) = (&mut self.f, &mut self.scratch);
                 let input = Some((Applied::Value(value), StreamType::of::<F::In>()));
-                return guarded(&self.failed, || (), || f.on_value(&mut Cx { msg: *msg, out, scratch, input }, v));
+                return guarded(
+                    &self.failed,
+                    || (),
+                    || f.on_value(&mut Cx { msg: *msg, out, scratch, input, batch: false }, v),
+                );
             }
         }
         // Archived once, here, and read in place as any input (checked unless typed).
@@ -447,6 +465,24 @@ impl<F: Function> ErasedFunction for Erased<F> {
         value.archive_into(&mut bytes, &mut self.scratch.arena);
         self.on_message(msg, &bytes, out);
         self.bytes = bytes;
+    }
+    /// One call for the stretch: `Function::on_message` on each message in a loop compiled for
+    /// `F` (one `catch_unwind` around it: a panic stops the stretch there).
+    fn on_messages(&mut self, msgs: &[Entry], bytes: &[u8], out: &mut dyn Emitter) {
+        let (f, scratch, typed) = (&mut self.f, &mut self.scratch, self.typed);
+        let stream = StreamType::of::<F::In>();
+        guarded(
+            &self.failed,
+            || (),
+            || {
+                for e in msgs {
+                    let payload = e.payload(bytes);
+                    let m = read_input::<F::In>(payload, typed);
+                    let input = Some((Applied::Archive(payload), stream));
+                    f.on_message(&mut Cx { msg: e.header, out: &mut *out, scratch, input, batch: true }, m);
+                }
+            },
+        )
     }
     /// One call for the batch: the values downcast once, `Function::on_value` called on each
     /// in a loop compiled for `F` (one `catch_unwind` around it: a panic stops the batch there).
@@ -462,7 +498,7 @@ impl<F: Function> ErasedFunction for Erased<F> {
                     || {
                         for (i, (h, v)) in headers.iter().zip(values).enumerate() {
                             let input = Some((Applied::Batch(batch, i), stream));
-                            f.on_value(&mut Cx { msg: *h, out: &mut *out, scratch, input }, v);
+                            f.on_value(&mut Cx { msg: *h, out: &mut *out, scratch, input, batch: true }, v);
                         }
                     },
                 );
@@ -473,12 +509,16 @@ impl<F: Function> ErasedFunction for Erased<F> {
     fn on_watermark(&mut self, watermark: u64, out: &mut dyn Emitter) {
         let msg = Header { event_time: watermark, ..Header::data(0, 0, 0) };
         let (f, scratch) = (&mut self.f, &mut self.scratch);
-        guarded(&self.failed, || (), || f.on_watermark(&mut Cx { msg, out, scratch, input: None }, watermark))
+        guarded(
+            &self.failed,
+            || (),
+            || f.on_watermark(&mut Cx { msg, out, scratch, input: None, batch: false }, watermark),
+        )
     }
     fn on_end(&mut self, out: &mut dyn Emitter) {
         let msg = Header { event_time: u64::MAX, ..Header::data(0, 0, 0) };
         let (f, scratch) = (&mut self.f, &mut self.scratch);
-        guarded(&self.failed, || (), || f.on_end(&mut Cx { msg, out, scratch, input: None }))
+        guarded(&self.failed, || (), || f.on_end(&mut Cx { msg, out, scratch, input: None, batch: false }))
     }
     fn bind_output(&mut self, stream: StreamType) {
         self.scratch.output = Some(stream);
@@ -598,7 +638,7 @@ where
             || {
                 let m = read_input::<A::In>(payload, self.typed);
                 let input = Some((Applied::Archive(payload), StreamType::of::<A::In>()));
-                let mut cx = Cx { msg: *header, out, scratch, input };
+                let mut cx = Cx { msg: *header, out, scratch, input, batch: false };
                 match class {
                     MessageClass::Critical => actor.on_critical(state, &mut cx, m),
                     MessageClass::Regular => actor.on_message(state, &mut cx, m),
@@ -617,7 +657,7 @@ where
             || (),
             || {
                 if actor.uses_watermarks() {
-                    actor.on_watermark(state, &mut Cx { msg, out, scratch, input: None }, watermark);
+                    actor.on_watermark(state, &mut Cx { msg, out, scratch, input: None, batch: false }, watermark);
                 }
             },
         )
@@ -625,7 +665,7 @@ where
     fn on_end(&mut self, out: &mut dyn Emitter) {
         let msg = Header { event_time: u64::MAX, ..Header::data(0, 0, 0) };
         let (actor, state, scratch) = (&mut self.actor, &mut self.state, &mut self.scratch);
-        guarded(&self.failed, || (), || actor.on_end(state, &mut Cx { msg, out, scratch, input: None }))
+        guarded(&self.failed, || (), || actor.on_end(state, &mut Cx { msg, out, scratch, input: None, batch: false }))
     }
     fn export(&self) -> AlignedVec {
         // A failed activation ships nothing (an empty archive, which `combine_archive` skips).
@@ -798,6 +838,20 @@ pub trait ErasedFunction {
         let mut bytes = AlignedVec::new();
         value.archive_into(&mut bytes, &mut rkyv::ser::allocator::Arena::new());
         self.on_message(header, &bytes, out)
+    }
+    /// Apply `msgs`, in order, their payloads (archives) in `bytes`: one call for a stretch of
+    /// messages where the engine would call `on_message` for each (it does where nothing runs
+    /// around each message). What is emitted while applying a message names it as its parent
+    /// (`Emitter::emit_archived_from`). If user code panics on one, the rest are not applied.
+    /// The default calls `on_message` for each (a dyn call per message).
+    fn on_messages(&mut self, msgs: &[Entry], bytes: &[u8], out: &mut dyn Emitter) {
+        for e in msgs {
+            let parent = &e.header;
+            self.on_message(parent, e.payload(bytes), &mut FromParent { parent, out: &mut *out });
+            if any_failure() {
+                return;
+            }
+        }
     }
     /// Apply `batch`, messages made together on this shard as values, in order, `headers[i]`
     /// being value `i`'s: one call for the batch where the engine would call `on_value` for
@@ -991,6 +1045,25 @@ impl Harness {
             .collect();
         let batch: Vec<T> = msgs.into_iter().map(|(_, _, m)| m).collect();
         self.f.on_values(&headers, &batch, &mut self.out);
+        self.rethrow()
+    }
+
+    /// Apply `msgs`, `(key_hash, event_time, message)` each, archived as the engine would and
+    /// applied in one call, as the engine applies a stretch of records of one function where
+    /// no hook runs around each (`ErasedFunction::on_messages`).
+    pub fn send_stretch<T: Message>(&mut self, msgs: &[(u64, u64, T)]) -> &mut Self {
+        let mut bytes: AlignedVec = AlignedVec::new();
+        let mut entries = Vec::with_capacity(msgs.len());
+        for (key_hash, event_time, msg) in msgs {
+            let archive: AlignedVec =
+                rkyv::api::high::to_bytes_in::<_, rancor::Error>(msg, AlignedVec::new()).expect("message archives");
+            let off = bytes.len().next_multiple_of(16);
+            bytes.resize(off, 0);
+            bytes.extend_from_slice(&archive);
+            let header = Header { event_time: *event_time, ..Header::data(0, 0, *key_hash) };
+            entries.push(Entry { header, off: off as u32, len: archive.len() as u32 });
+        }
+        self.f.on_messages(&entries, &bytes, &mut self.out);
         self.rethrow()
     }
 

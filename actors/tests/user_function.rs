@@ -209,6 +209,44 @@ fn messages_handed_as_a_batch_of_values_emit_what_their_archives_emit_each_from_
     }
 }
 
+/// Messages applied as a stretch, in one call (as the engine applies a stretch of records of
+/// one function where no hook runs around each), give what they give one at a time, byte for
+/// byte and in order, each emit naming the message it was made from: a typed function, and one
+/// written against `ErasedFunction` (the default `on_messages`).
+#[test]
+fn a_stretch_of_messages_in_one_call_emits_what_they_emit_one_at_a_time_each_from_its_own() {
+    let msgs: Vec<(u64, u64, (u64, u64))> = (0..7u64).map(|i| (key_u64(i), 10 + i, (i, i * 3))).collect();
+    let from: Vec<Option<(u64, u64)>> = [0u64, 2, 4, 6].iter().map(|&i| Some((key_u64(i), 10 + i))).collect();
+    let each = |h: &mut Harness| {
+        msgs.iter().for_each(|(k, t, m)| {
+            h.send(*k, *t, m);
+        });
+        h.take_outputs().into_iter().map(|o| (o.key_hash, o.event_time, o.archive.to_vec())).collect::<Vec<_>>()
+    };
+    let want = each(&mut Harness::new(EvenPairs));
+    assert_eq!(want.len(), 4);
+    assert_eq!(each(&mut Harness::of_erased(Box::new(ErasedEvenPairs))), want);
+    for mut h in [Harness::new(EvenPairs), Harness::of_erased(Box::new(ErasedEvenPairs))] {
+        let out = h.send_stretch(&msgs).take_outputs();
+        assert_eq!(out.iter().map(|o| o.made_from).collect::<Vec<_>>(), from);
+        assert_eq!(out.into_iter().map(|o| (o.key_hash, o.event_time, o.archive.to_vec())).collect::<Vec<_>>(), want);
+    }
+}
+
+/// A panic on one message of a stretch applied in one call stops it there.
+#[test]
+fn a_panic_in_a_stretch_stops_it_there() {
+    let mut h = Harness::new(FailsOnThree);
+    let msgs: Vec<(u64, u64, (u64, u64))> = (0..6u64).map(|i| (key_u64(i), i, (i, i))).collect();
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        h.send_stretch(&msgs);
+    }));
+    let message = failed.expect_err("the stretch failed");
+    assert_eq!(message.downcast_ref::<String>().map(String::as_str), Some("failed on value 3"));
+    let out: Vec<(u64, u64)> = h.take_outputs().iter().map(|o| o.decode::<(u64, u64)>().unwrap()).collect();
+    assert_eq!(out, vec![(0, 0), (1, 1), (2, 2)]);
+}
+
 /// Passes on every message whose second field is even, written against `ErasedFunction`
 /// directly (no `on_values` of its own): its emits name no message.
 struct ErasedEvenPairs;

@@ -48,6 +48,10 @@ pub trait StretchCx: Emitter {
     /// function that ignores its records (a latency or null sink) need not be walked through
     /// them.
     fn observes(&self) -> bool;
+    /// Whether `stretch` may be applied in one call (`ErasedFunction::on_messages`): no hook
+    /// runs around each message, so what `before` does for each is done here for all of them
+    /// first (the rebalancer's counts), and each emit names its parent (`emit_archived_from`).
+    fn batch(&mut self, stretch: &[Entry]) -> bool;
 }
 
 /// One function instance on one shard.
@@ -95,6 +99,11 @@ impl OperatorInstance {
             // A latency or null sink's figures are taken by the shard (`outputs_due`).
             OperatorInstance::Sink(s) if s.ignores_records() && !cx.observes() => false,
             OperatorInstance::Sink(s) => each_message!(false, |h, p| s.on_data(h, p)),
+            // One dyn call for the stretch where no hook runs around each message.
+            OperatorInstance::User(f) if cx.batch(stretch) => {
+                f.on_messages(stretch, &batch.bytes, cx);
+                cx.failed()
+            }
             OperatorInstance::User(f) => each_message!(true, |h, p| f.on_message(h, p, cx)),
             OperatorInstance::Actor(a) => each_message!(true, |h, p| {
                 let class = if a.is_critical(h, p) { MessageClass::Critical } else { MessageClass::Regular };

@@ -809,10 +809,11 @@ impl<const EMITS: bool> Function for DeadlineOf<EMITS> {
 }
 
 /// A typed source's events reach a function fused into its poll a batch at a time (one call
-/// for several events), and each is still its own message: the function sees each event's
-/// header (its deadline, which the policy set by key), and what it emits while applying an
-/// event is made from that event (the function downstream, on other shards too, sees the
-/// event's deadline on it, not the batch's first one's). Every event once, at 1 and 2 shards.
+/// for several events), and the records of a stretch reach a function in one call too; each is
+/// still its own message: the function sees each one's header (its deadline, which the policy
+/// set by its event's key), and what it emits while applying one is made from that one (the
+/// functions downstream, on other shards too, see the event's deadline on it, not the first
+/// one's of its batch or stretch). Every event once through each function, at 1 and 2 shards.
 #[test]
 fn a_batch_of_values_fused_into_a_function_keeps_each_events_header() {
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -820,6 +821,7 @@ fn a_batch_of_values_fused_into_a_function_keeps_each_events_header() {
     for shards in [1usize, 2] {
         let fused: DeadlineCounts = std::sync::Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
         let downstream: DeadlineCounts = std::sync::Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let last: DeadlineCounts = std::sync::Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
         let mut engine = EngineBuilder::new().shards(shards);
         let mut app = engine.app("deadlines", slo);
         let n = shards as u64;
@@ -832,11 +834,14 @@ fn a_batch_of_values_fused_into_a_function_keeps_each_events_header() {
             app.function("first", src, Route::Forward, move || DeadlineOf::<true> { slo_ns, counts: c.clone() });
         let d = downstream.clone();
         let second =
-            app.function("second", first, Route::ByKey, move || DeadlineOf::<false> { slo_ns, counts: d.clone() });
-        let _out = app.collect("out", second);
+            app.function("second", first, Route::ByKey, move || DeadlineOf::<true> { slo_ns, counts: d.clone() });
+        let l = last.clone();
+        let third =
+            app.function("third", second, Route::ByKey, move || DeadlineOf::<false> { slo_ns, counts: l.clone() });
+        let _out = app.collect("out", third);
         let summary = engine.run_with(KeyedDeadlines, |_| {}).expect("engine runs");
         let case = format!("{shards} shards");
-        for (name, counts) in [("first", &fused), ("second", &downstream)] {
+        for (name, counts) in [("first", &fused), ("second", &downstream), ("third", &last)] {
             assert_eq!(counts[0].load(Relaxed), events, "{case}: {name} applied every event once");
             assert_eq!(counts[1].load(Relaxed), 0, "{case}: {name} saw messages with another event's deadline");
         }

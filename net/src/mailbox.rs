@@ -4,18 +4,11 @@
 
 use std::sync::Arc;
 
+pub use dirigo_actors::envelope::Entry;
 use dirigo_actors::envelope::Header;
 use rkyv::util::AlignedVec;
 
 use crate::signal::ShardSignal;
-
-/// One envelope inside a batch: its header and its payload's byte range in the batch.
-#[derive(Clone, Copy, Debug)]
-pub struct Entry {
-    pub header: Header,
-    pub off: u32,
-    pub len: u32,
-}
 
 /// Envelopes travelling together; payloads are rkyv archives packed 16-byte aligned in `bytes`.
 #[derive(Debug, Default)]

@@ -832,6 +832,26 @@ impl<P: Policy> Emitter for Router<'_, P> {
         self.route(key_hash, event_time, cells)
     }
 
+    /// Made from `parent`, a message of a stretch applied in one call
+    /// (`ErasedFunction::on_messages`), not from the router's parent.
+    #[inline]
+    fn emit_archived_from(
+        &mut self,
+        parent: &Header,
+        key_hash: u64,
+        event_time: u64,
+        write: &mut dyn FnMut(&mut AlignedVec),
+    ) {
+        debug_assert_eq!(parent.app, self.parent.app);
+        self.core.route_archived(self.edges, parent, &mut self.decided, key_hash, event_time, write)
+    }
+
+    #[inline]
+    fn forward_from(&mut self, parent: &Header, key_hash: u64, event_time: u64, archive: &[u8]) {
+        debug_assert_eq!(parent.app, self.parent.app);
+        self.core.route(self.edges, parent, &mut self.decided, key_hash, event_time, archive)
+    }
+
     /// Written where the record goes, or once for every edge (`Core::route_archived`).
     #[inline]
     fn emit_archived(&mut self, key_hash: u64, event_time: u64, write: &mut dyn FnMut(&mut AlignedVec)) {

@@ -9,7 +9,7 @@
 //! failed user code. A stretch holding a record the shard times is timed as a whole (see
 //! `RecordParts::run_stretch`).
 
-use dirigo_actors::envelope::Header;
+use dirigo_actors::envelope::{Entry, Header};
 use dirigo_actors::function::any_failure;
 use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::{Cell, Value};
@@ -85,6 +85,22 @@ impl<P: Policy> Emitter for StretchRun<'_, P> {
     fn emit_archived(&mut self, key_hash: u64, event_time: u64, write: &mut dyn FnMut(&mut AlignedVec)) {
         self.router.emit_archived(key_hash, event_time, write)
     }
+
+    #[inline(always)]
+    fn emit_archived_from(
+        &mut self,
+        parent: &Header,
+        key_hash: u64,
+        event_time: u64,
+        write: &mut dyn FnMut(&mut AlignedVec),
+    ) {
+        self.router.emit_archived_from(parent, key_hash, event_time, write)
+    }
+
+    #[inline(always)]
+    fn forward_from(&mut self, parent: &Header, key_hash: u64, event_time: u64, archive: &[u8]) {
+        self.router.forward_from(parent, key_hash, event_time, archive)
+    }
 }
 
 impl<P: Policy> StretchCx for StretchRun<'_, P> {
@@ -118,5 +134,16 @@ impl<P: Policy> StretchCx for StretchRun<'_, P> {
     #[inline(always)]
     fn observes(&self) -> bool {
         self.keyed || self.routes || self.hooks
+    }
+
+    #[inline]
+    fn batch(&mut self, stretch: &[Entry]) -> bool {
+        if self.hooks {
+            return false;
+        }
+        if self.keyed {
+            stretch.iter().for_each(|e| self.rb.count(self.f, e.header.key_hash));
+        }
+        true
     }
 }
