@@ -877,3 +877,77 @@ fn archiving_an_aggregate_keeps_its_keys_and_equals_exporting_them() {
     assert_eq!(c.import_keys(&copy), Ok(()));
     assert_eq!(c.copy_keys().to_bytes().as_slice(), copy.as_slice());
 }
+
+/// A stretch of an actor's messages applied in one call (`ErasedActor::on_messages`, where the
+/// engine runs an activation alone and no hook runs around each message) does what applying
+/// them one at a time does: each classified as it says, the same outputs byte for byte, in
+/// order, each emit naming the message it was made from; through the default too.
+#[test]
+fn an_actors_stretch_in_one_call_applies_each_message_as_one_at_a_time_does() {
+    use crate::envelope::Entry;
+    use crate::function::{Collect, ErasedActor};
+    let msgs: Vec<TallyIn> = (0..40u64).map(|i| (i % 3, i, i % 7 == 6)).collect();
+    let mut bytes = AlignedVec::<16>::new();
+    let entries: Vec<Entry> = (msgs.iter().enumerate())
+        .map(|(i, m)| {
+            let archive = rkyv::to_bytes::<rkyv::rancor::Error>(m).unwrap();
+            let off = bytes.len().next_multiple_of(16);
+            bytes.resize(off, 0);
+            bytes.extend_from_slice(&archive);
+            let header = Header { event_time: 100 + i as u64, ..Header::data(0, 0, key_u64(m.0)) };
+            Entry { header, off: off as u32, len: archive.len() as u32 }
+        })
+        .collect();
+    let outputs = |out: Collect| -> Vec<_> {
+        out.0.into_iter().map(|e| (e.key_hash, e.event_time, e.archive.to_vec(), e.made_from)).collect()
+    };
+    let mut one = erase_actor(Arc::new(|| Tally));
+    let mut out = Collect::default();
+    for e in &entries {
+        let payload = e.payload(&bytes);
+        let class = if one.is_critical(&e.header, payload) { MessageClass::Critical } else { MessageClass::Regular };
+        one.on_message(&e.header, payload, class, &mut out);
+    }
+    let want: Vec<_> = outputs(out).into_iter().map(|(k, t, b, _)| (k, t, b)).collect();
+    assert_eq!(want.len(), 5, "messages 6, 13, 20, 27, 34 are queries");
+    // Each query's output, made from the query.
+    let from: Vec<Option<(u64, u64)>> =
+        [6u64, 13, 20, 27, 34].iter().map(|&i| Some((key_u64(i % 3), 100 + i))).collect();
+    /// The same actor through the default `on_messages` (a dyn call per message).
+    struct Default(Box<dyn ErasedActor>);
+    impl ErasedActor for Default {
+        fn partition(&self) -> Box<dyn ErasedActor> {
+            self.0.partition()
+        }
+        fn is_critical(&self, header: &Header, payload: &[u8]) -> bool {
+            self.0.is_critical(header, payload)
+        }
+        fn on_message(&mut self, header: &Header, payload: &[u8], class: MessageClass, out: &mut dyn Emitter) {
+            self.0.on_message(header, payload, class, out)
+        }
+        fn uses_watermarks(&self) -> bool {
+            self.0.uses_watermarks()
+        }
+        fn on_watermark(&mut self, watermark: u64, out: &mut dyn Emitter) {
+            self.0.on_watermark(watermark, out)
+        }
+        fn on_end(&mut self, out: &mut dyn Emitter) {
+            self.0.on_end(out)
+        }
+        fn export(&self) -> AlignedVec {
+            self.0.export()
+        }
+        fn combine_archive(&mut self, bytes: &[u8]) {
+            self.0.combine_archive(bytes)
+        }
+    }
+    let actors: [Box<dyn ErasedActor>; 2] =
+        [erase_actor(Arc::new(|| Tally)), Box::new(Default(erase_actor(Arc::new(|| Tally))))];
+    for mut actor in actors {
+        let mut out = Collect::default();
+        actor.on_messages(&entries, &bytes, &mut out);
+        let got = outputs(out);
+        assert_eq!(got.iter().map(|o| o.3).collect::<Vec<_>>(), from);
+        assert_eq!(got.into_iter().map(|(k, t, b, _)| (k, t, b)).collect::<Vec<_>>(), want);
+    }
+}

@@ -105,6 +105,10 @@ impl OperatorInstance {
                 cx.failed()
             }
             OperatorInstance::User(f) => each_message!(true, |h, p| f.on_message(h, p, cx)),
+            OperatorInstance::Actor(a) if cx.batch(stretch) => {
+                a.on_messages(stretch, &batch.bytes, cx);
+                cx.failed()
+            }
             OperatorInstance::Actor(a) => each_message!(true, |h, p| {
                 let class = if a.is_critical(h, p) { MessageClass::Critical } else { MessageClass::Regular };
                 a.on_message(h, p, class, cx)
