@@ -56,7 +56,7 @@ impl SinkTarget {
 }
 
 /// What a collecting sink instance sends its [`Collector`] at once: the outputs it made in one
-/// turn of its shard (at most [`COLLECT_CHUNK`]), with the sink's name once and every payload
+/// turn of its shard (at most `COLLECT_CHUNK`), with the sink's name once and every payload
 /// in one buffer. The shard pays one channel operation and no allocation per output; the
 /// collector makes each [`Output`] as it is read.
 pub struct Chunk {

@@ -320,7 +320,7 @@ fn unit(h: u64) -> f64 {
     (h >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
-/// Which stream of events a seed gives ([`event_hash`], [`field_hash`]), for a snapshot's
+/// Which stream of events a seed gives (`event_hash`, `field_hash`), for a snapshot's
 /// fingerprint: a generator resumed from a position of another stream would go on with other
 /// events.
 pub const STREAM: &str = "splitmix-key-base";

@@ -6,7 +6,7 @@
 //!     receiver shifts the ingress times and deadlines of what arrives into its own epoch.
 //!     `nonce` is the sender's fresh challenge. `incarnation` names the sender's process (a
 //!     restarted node has a new one); `running` (0 or 1) says it has joined its cluster and may
-//!     have sent or run data: see [`super::Shared::meet`].
+//!     have sent or run data: see `Shared::meet` in the link module.
 //!   - `Proof` (dialer to acceptor, then acceptor to dialer): `proof [32], next u64`: the
 //!     sender's HMAC of the handshake ([`super::auth`]); the acceptor's `next` is the next link
 //!     sequence number it expects (the dialer's is 0).
