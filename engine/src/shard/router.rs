@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use crate::instance::OperatorInstance;
 use crate::placement::PlacementTable;
-use crate::plan::{Edge, FunctionPlan, Partition, Plan};
+use crate::plan::{AppPlan, Edge, FunctionPlan, Partition, Plan};
 use crate::policy::{Placement, Policy, RouteCx};
 use crate::runqueue::RunQueue;
 use crate::shard::chain::{ChainBuf, ChainTo};
@@ -129,6 +129,24 @@ impl<'a, P: Policy> Router<'a, P> {
     pub(super) fn set_parent(&mut self, parent: &Header) {
         debug_assert_eq!(parent.app, self.parent.app);
         self.parent = *parent;
+    }
+
+    /// A source's event with `key_hash`, ingested at `ingress_ns` with `event_time`, of `app`:
+    /// its header made in place as the parent of what is emitted next (`on_ingress` applied
+    /// to it), not on the stack and copied in (`set_parent`).
+    #[inline(always)]
+    pub(super) fn ingress(&mut self, key_hash: u64, ingress_ns: u64, event_time: u64, app: &AppPlan) {
+        let h = &mut self.parent;
+        *h = Header::data(h.app, 0, key_hash);
+        h.ingress_ns = ingress_ns;
+        h.event_time = event_time;
+        self.core.policy.on_ingress(h, app);
+    }
+
+    /// The parent of what is emitted next.
+    #[inline(always)]
+    pub(super) fn parent(&self) -> &Header {
+        &self.parent
     }
 
     /// Whether the node has output edges (a sink's has none: what it runs makes no parent).

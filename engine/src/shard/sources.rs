@@ -452,12 +452,8 @@ fn ingest_loop<P: Policy, S: Produce>(
                 (0, from_field.or(event_time).unwrap_or(ingress_ns / 1_000_000))
             }
         };
-        let mut h = Header::data(sp.app, 0, key_hash);
-        h.ingress_ns = ingress_ns;
-        h.event_time = event_time;
-        router.policy().on_ingress(&mut h, app);
+        router.ingress(key_hash, ingress_ns, event_time, app);
         stats.events_in += 1;
-        router.set_parent(&h);
         match p {
             Produced::Archive { .. } => match src.value() {
                 Some(v) => router.emit_value(key_hash, event_time, v),
@@ -473,7 +469,7 @@ fn ingest_loop<P: Policy, S: Produce>(
         *run.max_event_time = (*run.max_event_time).max(event_time);
         to_watermark -= 1;
         if to_watermark == 0 {
-            return (ran, Stop::Watermark(h));
+            return (ran, Stop::Watermark(*router.parent()));
         }
     }
     (ran, Stop::Budget)
