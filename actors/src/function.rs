@@ -808,7 +808,9 @@ fn on_each_value<F: ErasedFunction + ?Sized>(
     }
 }
 
-/// An emitter for one message of a batch, `parent`: every emit goes out as made from it.
+/// An emitter for one message of a batch, `parent`: every emit goes out as made from it. The
+/// default `on_values`/`on_messages`' (hand-written erased functions), off the hot path: an emit
+/// of values or cells archives them here (its arena allocates).
 struct FromParent<'a> {
     parent: &'a Header,
     out: &'a mut dyn Emitter,

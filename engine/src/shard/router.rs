@@ -176,8 +176,7 @@ impl<'a, P: Policy> Router<'a, P> {
 
     /// Whether a typed source's values go, a batch at a time (`Router::emit_values`), to a
     /// user function fused into its poll: the node's one edge goes forward to a user function
-    /// this router fuses (decided with the first, for the router's life). The edge's child
-    /// header fields, for `child`.
+    /// this router fuses (decided with the first, for the router's life).
     pub(super) fn fuses_values(&mut self) -> bool {
         let [edge] = self.edges else { return false };
         let forward = matches!(edge.partition, Partition::Forward) && !edge.headers_only;

@@ -497,7 +497,7 @@ fn ingest_batches<P: Policy>(
     run: RunState<'_>,
     headers: &mut Vec<Header>,
 ) -> (usize, Stop) {
-    let IngestCx { app, sp, stats, now, budget, .. } = cx;
+    let IngestCx { app, stats, now, budget, .. } = cx;
     let watermark_every = app.watermark_every.max(1);
     let mut ran = 0;
     let mut to_watermark = watermark_every - *run.produced % watermark_every;
@@ -509,16 +509,11 @@ fn ingest_batches<P: Policy>(
         }
         let (keys, batch) = src.batch();
         headers.clear();
-        let mut last = Header::data(sp.app, 0, 0);
         for &(key_hash, event_time) in keys {
-            // As `ingest_loop` stamps an unscheduled source's event.
-            let mut h = Header::data(sp.app, 0, key_hash);
-            h.ingress_ns = now;
-            h.event_time = event_time;
-            router.policy().on_ingress(&mut h, app);
+            // Stamped as `ingest_loop` stamps an unscheduled source's event.
+            router.ingress(key_hash, now, event_time, app);
             *run.max_event_time = (*run.max_event_time).max(event_time);
-            headers.push(router.child(&h, key_hash, event_time));
-            last = h;
+            headers.push(router.child(router.parent(), key_hash, event_time));
         }
         stats.events_in += n as u64;
         *run.produced += n as u64;
@@ -526,7 +521,7 @@ fn ingest_batches<P: Policy>(
         router.emit_values(headers, batch);
         to_watermark -= n as u64;
         if to_watermark == 0 {
-            return (ran, Stop::Watermark(last));
+            return (ran, Stop::Watermark(*router.parent()));
         }
     }
     (ran, Stop::Budget)
