@@ -71,6 +71,19 @@ pub trait Operator {
     /// Apply one record. `archive` is the record's rkyv bytes (for zero-copy pass-through).
     fn on_record<E: Emitter>(&mut self, msg: Msg, rec: &ArchivedRecord, archive: &[u8], out: &mut E);
 
+    /// Whether [`Operator::prefetch`] does anything: asked once per batch of records, which
+    /// are then walked with it or without it.
+    #[inline(always)]
+    fn prefetches(&self) -> bool {
+        false
+    }
+
+    /// A record of `msg` is applied soon (a few records from now): start loading what
+    /// applying it reads (a keyed table's entry). A hint, with no effect on results; the
+    /// default does nothing.
+    #[inline(always)]
+    fn prefetch(&self, _msg: &Msg) {}
+
     /// Event time reached `watermark` (ms) on every input: fire what is due.
     /// The engine forwards the watermark downstream after this returns.
     fn on_watermark<E: Emitter>(&mut self, _watermark: u64, _out: &mut E) {}

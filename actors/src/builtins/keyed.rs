@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::migrate::MigrateError;
-use crate::record::{mix64, ArchivedValue, Cell, Value};
+use crate::record::{mix64, unmix64, ArchivedValue, Cell, FieldType, Value};
 
 /// A hasher for keys that are already well-mixed 64-bit hashes: passes them through.
 #[derive(Debug, Default, Clone, Copy)]
@@ -475,6 +475,218 @@ impl<S> KeyedTable<S> {
     }
 }
 
+/// How the keys of an [`ExactTable`] come back from their hashes: every key of one operator
+/// has one type, and its hash is a bijection of its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExactKind {
+    /// A field of this type, hashed by [`ArchivedValue::key_hash`](crate::record::ArchivedValue::key_hash)
+    /// (`mix64` of its bits): the bits are [`unmix64`] of the hash.
+    Field(FieldType),
+    /// The upstream key hash itself, as a u64 (`KeyRef::upstream`).
+    Upstream,
+}
+
+impl ExactKind {
+    /// The kind of a key of type `ty` (`None`: a string, which needs its text kept), or of
+    /// the upstream key hash.
+    pub fn of(ty: Option<FieldType>) -> Option<ExactKind> {
+        match ty {
+            None => Some(ExactKind::Upstream),
+            Some(FieldType::Str) => None,
+            Some(t) => Some(ExactKind::Field(t)),
+        }
+    }
+
+    /// The key whose hash is `hash`.
+    #[inline]
+    pub fn key(self, hash: u64) -> ExactKey {
+        match self {
+            ExactKind::Upstream => ExactKey::U64(hash),
+            ExactKind::Field(t) => {
+                let bits = unmix64(hash);
+                match t {
+                    FieldType::I64 => ExactKey::I64(bits as i64),
+                    FieldType::F64 => ExactKey::F64(f64::from_bits(bits)),
+                    FieldType::Bool => ExactKey::Bool(bits != 0),
+                    FieldType::U64 | FieldType::Str => ExactKey::U64(bits),
+                }
+            }
+        }
+    }
+
+    /// Whether `key` is a key of this kind whose hash is `hash` (what a moved key must be to
+    /// enter a table of this kind).
+    pub fn holds(self, key: &OwnedKey, hash: u64) -> bool {
+        let OwnedKey::Exact(k) = key else { return false };
+        // By bits: a NaN key is its own key.
+        match (self, *k) {
+            (ExactKind::Upstream, ExactKey::U64(v)) => v == hash,
+            (ExactKind::Field(FieldType::U64), ExactKey::U64(v)) => mix64(v) == hash,
+            (ExactKind::Field(FieldType::I64), ExactKey::I64(v)) => mix64(v as u64) == hash,
+            (ExactKind::Field(FieldType::F64), ExactKey::F64(v)) => mix64(v.to_bits()) == hash,
+            (ExactKind::Field(FieldType::Bool), ExactKey::Bool(v)) => mix64(v as u64) == hash,
+            _ => false,
+        }
+    }
+}
+
+/// Per-key state of keys that are not strings (integers, floats by bits, bools, or the
+/// upstream key hash), looked up by hash alone: each entry is the key's hash and its state,
+/// and the key is recovered from the hash (`ExactKind::key`) only when it leaves (exports,
+/// copies). A word of state makes a 16-byte entry where a [`KeyedTable`] entry is 40: W1's
+/// 10,000 counts are 256 KiB of table rather than 640, and a look-up reads one line, not two
+/// (the look-up's load of the entry was half of a rolling count's time). Same keys, same
+/// hashes, same order of exports as a `KeyedTable`.
+pub struct ExactTable<S> {
+    table: hashbrown::HashTable<(u64, S)>,
+    kind: ExactKind,
+    /// Where the table's control bytes start and its bucket mask, as of its last insert (the
+    /// table moves only when an insert grows it): what `prefetch` computes a key's first
+    /// bucket from. 0 while the table is empty.
+    ctrl: usize,
+    mask: usize,
+}
+
+impl<S> ExactTable<S> {
+    /// An empty table of keys of `kind`.
+    pub fn new(kind: ExactKind) -> Self {
+        ExactTable { table: hashbrown::HashTable::new(), kind, ctrl: 0, mask: 0 }
+    }
+
+    /// Start loading the cache lines a look-up of `hash` reads first: its group of control
+    /// bytes and its first bucket. A hint, with no effect on what the table holds: a rolling
+    /// aggregate calls it for a record a few ahead of the one it applies, so that over many
+    /// keys (a table larger than the core's L1) the look-up finds its lines loaded rather
+    /// than waiting for them (half of a rolling count's time went to that wait).
+    ///
+    /// The addresses follow hashbrown's layout (buckets stored downwards from the control
+    /// bytes; the probe starts at `hash & mask`), which hashbrown does not promise: were it to
+    /// change, the hint would load the wrong lines and cost only its time
+    /// (`prefetched_lines_are_the_buckets_a_lookup_reads` checks the layout). A prefetch never
+    /// faults, whatever the address.
+    #[inline(always)]
+    pub fn prefetch(&self, hash: u64) {
+        if self.ctrl == 0 {
+            return;
+        }
+        let pos = hash as usize & self.mask;
+        prefetch(self.ctrl.wrapping_add(pos));
+        prefetch(self.ctrl.wrapping_sub((pos + 1) * std::mem::size_of::<(u64, S)>()));
+    }
+
+    /// The address `prefetch` computes for bucket `index`.
+    #[cfg(test)]
+    fn bucket_address(&self, index: usize) -> usize {
+        self.ctrl.wrapping_sub((index + 1) * std::mem::size_of::<(u64, S)>())
+    }
+
+    /// Note where the table is now, after an insert put entry `(hash, _)` in bucket `index`.
+    #[inline]
+    fn located(&mut self, index: usize) {
+        if let Some(e) = self.table.get_bucket(index) {
+            self.ctrl = e as *const (u64, S) as usize + (index + 1) * std::mem::size_of::<(u64, S)>();
+            self.mask = self.table.num_buckets() - 1;
+        }
+    }
+
+    /// The kind of its keys.
+    pub fn kind(&self) -> ExactKind {
+        self.kind
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// True when no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// The state of `key`, if present.
+    #[inline]
+    pub fn get(&self, key: &KeyRef<'_>) -> Option<&S> {
+        let hash = key.hash();
+        self.table.find(hash, |e| e.0 == hash).map(|e| &e.1)
+    }
+
+    /// The state of the key whose hash is `hash`, inserting `init()` first if absent. Hot path:
+    /// allocates only when the table grows.
+    #[inline]
+    pub fn get_or_insert_with(&mut self, hash: u64, init: impl FnOnce() -> S) -> &mut S {
+        // Found in one probe (a hit is the steady state); a miss probes again to insert.
+        match self.table.find_bucket_index(hash, |e| e.0 == hash) {
+            Some(i) => match self.table.get_bucket_mut(i) {
+                Some(e) => &mut e.1,
+                None => unreachable!("a bucket just found"),
+            },
+            None => self.insert_absent(hash, init()),
+        }
+    }
+
+    /// Insert the absent key whose hash is `hash`, with `state`. Out of line: a new key.
+    #[cold]
+    #[inline(never)]
+    fn insert_absent(&mut self, hash: u64, state: S) -> &mut S {
+        let index = self.table.insert_unique(hash, (hash, state), |e| e.0).bucket_index();
+        self.located(index);
+        match self.table.get_bucket_mut(index) {
+            Some(e) => &mut e.1,
+            None => unreachable!("a bucket just filled"),
+        }
+    }
+
+    /// Insert `key` with `state` if it is absent (true); false, and `state` dropped, if it is
+    /// present. The caller checked that the key is of this table's kind (`ExactKind::holds`).
+    /// Cold path (used to import moved keys).
+    pub fn insert_new(&mut self, key: &KeyRef<'_>, state: S) -> bool {
+        debug_assert!(self.kind.holds(&key.to_owned_key(), key.hash()), "{key:?} is not a key of {:?}", self.kind);
+        let hash = key.hash();
+        match self.table.entry(hash, |e| e.0 == hash, |e| e.0) {
+            hashbrown::hash_table::Entry::Occupied(_) => false,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let index = v.insert((hash, state)).bucket_index();
+                self.located(index);
+                true
+            }
+        }
+    }
+
+    /// Remove every entry whose `(key hash, key)` satisfies `pred`, returning `(key, hash,
+    /// state)` ordered by hash (as [`KeyedTable::drain_where`] orders them: exact keys have
+    /// distinct hashes). Cold path.
+    pub fn drain_where(&mut self, mut pred: impl FnMut(u64, &OwnedKey) -> bool) -> Vec<(OwnedKey, u64, S)> {
+        let kind = self.kind;
+        let mut out: Vec<_> = self
+            .table
+            .extract_if(|e| pred(e.0, &OwnedKey::Exact(kind.key(e.0))))
+            .map(|(hash, state)| (OwnedKey::Exact(kind.key(hash)), hash, state))
+            .collect();
+        out.sort_by_key(|e| e.1);
+        out
+    }
+
+    /// Every (key hash, key, state), ordered by hash, left in place. Cold path.
+    pub fn entries(&self) -> Vec<(u64, OwnedKey, &S)> {
+        let mut out: Vec<_> = self.table.iter().map(|(h, s)| (*h, OwnedKey::Exact(self.kind.key(*h)), s)).collect();
+        out.sort_by_key(|e| e.0);
+        out
+    }
+}
+
+/// Start loading the cache line at `addr` (a hint: never faults, whatever the address).
+#[inline(always)]
+fn prefetch(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing and never faults; SSE is in every x86_64 target.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}
+
 impl<S> Entry<S> {
     /// Whether this is the entry of `key`, whose hash is `hash`.
     #[inline(always)]
@@ -699,5 +911,94 @@ mod tests {
             assert_eq!(m.len(), reference.len());
             assert_eq!(m.get(&key), reference.get(&(key_hash, text)), "step {step}");
         }
+    }
+
+    /// One key of `kind`, its value drawn from a few (so that keys repeat), as a record field
+    /// holds it, and its key hash.
+    fn exact_key(kind: ExactKind, rng: &mut Rng) -> (Value, u64) {
+        let n = rng.below(40);
+        let v = match kind {
+            ExactKind::Upstream => return (Value::U64(n), n.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            ExactKind::Field(FieldType::U64) => Value::U64(n << 50 | n),
+            ExactKind::Field(FieldType::I64) => Value::I64(n as i64 - 20),
+            ExactKind::Field(FieldType::F64) => {
+                Value::F64([-0.0, 0.0, f64::NAN, f64::INFINITY][n as usize % 4] + n as f64)
+            }
+            ExactKind::Field(_) => Value::Bool(!n.is_multiple_of(2)),
+        };
+        let hash = v.key_hash();
+        (v, hash)
+    }
+
+    /// An exact table holds, finds, drains and copies what a `KeyedTable` does for the same
+    /// operations on keys of every kind, its keys recovered from their hashes.
+    #[test]
+    fn exact_tables_hold_what_keyed_tables_hold() {
+        let kinds = [FieldType::U64, FieldType::I64, FieldType::F64, FieldType::Bool]
+            .map(ExactKind::Field)
+            .into_iter()
+            .chain([ExactKind::Upstream]);
+        for (seed, kind) in kinds.enumerate() {
+            let mut rng = Rng(seed as u64 + 900);
+            let (mut exact, mut keyed) = (ExactTable::new(kind), KeyedTable::new());
+            let mut most = 0;
+            for step in 0..3000u64 {
+                let (value, hash) = exact_key(kind, &mut rng);
+                let key = match (kind, &value) {
+                    (ExactKind::Upstream, _) => KeyRef::upstream(hash),
+                    (_, Value::U64(v)) => KeyRef::Exact { hash, value: ExactKey::U64(*v) },
+                    (_, Value::I64(v)) => KeyRef::Exact { hash, value: ExactKey::I64(*v) },
+                    (_, Value::F64(v)) => KeyRef::Exact { hash, value: ExactKey::F64(*v) },
+                    (_, Value::Bool(v)) => KeyRef::Exact { hash, value: ExactKey::Bool(*v) },
+                    (_, Value::Str(_)) => unreachable!("no string keys here"),
+                };
+                match rng.below(20) {
+                    0 => {
+                        let cut = rng.next_u64();
+                        let drain = |h: u64, _: &OwnedKey| h < cut;
+                        let (a, b) = (exact.drain_where(drain), keyed.drain_where(drain));
+                        assert_eq!(format!("{a:?}"), format!("{b:?}"), "{kind:?}, step {step}");
+                    }
+                    1 => assert_eq!(exact.insert_new(&key, step), keyed.insert_new(&key, step), "step {step}"),
+                    2 => {
+                        let a: Vec<_> = exact.entries().into_iter().map(|(h, k, s)| (h, k, *s)).collect();
+                        let b: Vec<_> = keyed.entries().into_iter().map(|(h, k, s)| (h, k.clone(), *s)).collect();
+                        assert_eq!(format!("{a:?}"), format!("{b:?}"), "{kind:?}, step {step}");
+                        assert!(a.iter().all(|(h, k, _)| kind.holds(k, *h)));
+                    }
+                    _ => {
+                        *exact.get_or_insert_with(hash, || 0) += step;
+                        *keyed.get_or_insert_with(&key, || 0).1 += step;
+                    }
+                }
+                assert_eq!(exact.len(), keyed.len(), "{kind:?}, step {step}");
+                most = most.max(exact.len());
+                assert_eq!(exact.get(&key), keyed.get(&key), "{kind:?}, step {step}");
+            }
+            let keys = if kind == ExactKind::Field(FieldType::Bool) { 2 } else { 20 };
+            assert!(most >= keys, "{kind:?}: at most {most} keys held at once");
+        }
+    }
+
+    /// The addresses `ExactTable::prefetch` computes are those of the buckets hashbrown holds
+    /// the entries in, at every size the table grows through (were hashbrown's layout to
+    /// change, the hint would load the wrong lines: this says so).
+    #[test]
+    fn prefetched_lines_are_the_buckets_a_lookup_reads() {
+        let mut t = ExactTable::new(ExactKind::Upstream);
+        for i in 0..5000u64 {
+            *t.get_or_insert_with(mix64(i), || 0) += 1;
+            if i.is_power_of_two() || i % 997 == 0 {
+                assert_eq!(t.mask + 1, t.table.num_buckets(), "after {i} keys");
+                for (index, _) in t.table.iter_buckets().zip(0..) {
+                    let e = t.table.get_bucket(index).expect("a full bucket");
+                    assert_eq!(t.bucket_address(index), e as *const _ as usize, "bucket {index} after {i} keys");
+                }
+            }
+        }
+        // The probe starts at `hash & mask`: an entry with no collision sits there.
+        let alone = (0..5000u64).map(mix64).filter_map(|h| t.table.find_bucket_index(h, |e| e.0 == h).map(|i| (h, i)));
+        let at_home = alone.filter(|(h, i)| *h as usize & t.mask == *i).count();
+        assert!(at_home > 2500, "{at_home} of 5000 entries in their first bucket");
     }
 }
