@@ -99,17 +99,28 @@ impl OperatorInstance {
         match self {
             OperatorInstance::Builtin(b, records) => {
                 let records = *records;
+                macro_rules! apply {
+                    ($op:ident, $e:expr) => {{
+                        let (h, p) = (&$e.header, batch.payload($e.off, $e.len));
+                        cx.before(h);
+                        $op.on_record(msg(h), records.read(p).get(), p, cx);
+                        cx.after(h);
+                    }};
+                }
                 each!(b, op => match op.prefetches() {
-                    // Each record's state loaded a few records ahead (`Operator::prefetch`).
+                    // Each record's state loaded a few records ahead (`Operator::prefetch`):
+                    // the first ones at once, then each record's with the one that far before
+                    // it, then the last ones with none.
                     true => {
-                        stretch.iter().take(PREFETCH_AHEAD).for_each(|e| op.prefetch(&msg(&e.header)));
-                        let mut ahead = stretch.iter().skip(PREFETCH_AHEAD);
-                        each_message!(false, |h, p| {
-                            if let Some(e) = ahead.next() {
-                                op.prefetch(&msg(&e.header));
-                            }
-                            op.on_record(msg(h), records.read(p).get(), p, cx)
-                        })
+                        let ahead = PREFETCH_AHEAD.min(stretch.len());
+                        stretch[..ahead].iter().for_each(|e| op.prefetch(&msg(&e.header)));
+                        let (body, tail) = stretch.split_at(stretch.len() - ahead);
+                        for (e, next) in body.iter().zip(&stretch[ahead..]) {
+                            op.prefetch(&msg(&next.header));
+                            apply!(op, e);
+                        }
+                        tail.iter().for_each(|e| apply!(op, e));
+                        false
                     }
                     false => each_message!(false, |h, p| op.on_record(msg(h), records.read(p).get(), p, cx)),
                 })

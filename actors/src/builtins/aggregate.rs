@@ -197,18 +197,17 @@ impl Operator for Aggregate {
     /// a key read from the record is not known before the record is.
     #[inline(always)]
     fn prefetch(&self, msg: &Msg) {
-        match &self.state {
-            Partials::ExactWords(t) => t.prefetch(msg.key_hash),
-            Partials::ExactWhole(t) => t.prefetch(msg.key_hash),
-            Partials::Words(_) | Partials::Whole(_) => {}
+        if let Partials::ExactWords(t) = &self.state {
+            t.prefetch(msg.key_hash);
         }
     }
 
-    /// Where the key is the message's key hash and the table is of exact keys.
+    /// Where the key is the message's key hash and the table is of exact keys and words (a
+    /// count, sum, min or max: one compare per record; an average's larger entries are not
+    /// prefetched).
     #[inline(always)]
     fn prefetches(&self) -> bool {
-        matches!(self.key, KeySource::Routed(_) | KeySource::Upstream)
-            && matches!(self.state, Partials::ExactWords(_) | Partials::ExactWhole(_))
+        matches!(self.key, KeySource::Routed(_) | KeySource::Upstream) && matches!(self.state, Partials::ExactWords(_))
     }
 
     /// Hot path: no allocation in steady state (a new key allocates its entry, and a string
