@@ -306,10 +306,7 @@ impl Cx<'_> {
             *buf = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(value, taken, arena.acquire())
                 .expect("value archives");
         };
-        match self.batch {
-            true => self.out.emit_archived_from(&self.msg, key_hash, event_time, write),
-            false => self.out.emit_archived(key_hash, event_time, write),
-        }
+        emit_to(self.out, self.batch.then_some(&self.msg), key_hash, event_time, write)
     }
 
     /// Emit the message being applied, unchanged, partitioned by `key_hash`: its archive is
@@ -338,10 +335,23 @@ impl Cx<'_> {
         // A value is archived once, where it goes (as an emit is).
         let arena = &mut self.scratch.arena;
         let write = &mut |buf: &mut AlignedVec| value.archive_into(buf, arena);
-        match self.batch {
-            true => self.out.emit_archived_from(&self.msg, key_hash, event_time, write),
-            false => self.out.emit_archived(key_hash, event_time, write),
-        }
+        emit_to(self.out, self.batch.then_some(&self.msg), key_hash, event_time, write)
+    }
+}
+
+/// Hand `out` the record `write` archives, made from `parent` where a `Cx` applies one message
+/// of a batch (the emitter cannot tell which one is applied: `Emitter::emit_archived_from`).
+#[inline(always)]
+fn emit_to(
+    out: &mut dyn Emitter,
+    parent: Option<&Header>,
+    key_hash: u64,
+    event_time: u64,
+    write: &mut dyn FnMut(&mut AlignedVec),
+) {
+    match parent {
+        Some(parent) => out.emit_archived_from(parent, key_hash, event_time, write),
+        None => out.emit_archived(key_hash, event_time, write),
     }
 }
 

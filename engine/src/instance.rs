@@ -79,15 +79,21 @@ impl OperatorInstance {
     /// if `cx` stopped the stretch (user code failed): the rest is not applied. Hot path.
     #[inline]
     pub fn on_stretch<S: StretchCx>(&mut self, stretch: &[Entry], batch: &Batch, cx: &mut S) -> bool {
+        // Entry `$e` applied by `$apply`, its header `$h` and payload `$p`, the hooks around it.
+        macro_rules! apply {
+            ($e:expr, |$h:ident, $p:ident| $apply:expr) => {{
+                let ($h, $p) = (&$e.header, batch.payload($e.off, $e.len));
+                cx.before($h);
+                $apply;
+                cx.after($h);
+            }};
+        }
         macro_rules! each_message {
             // `$user`: the instance runs user code, which may fail (built-ins and sinks run none,
             // so they skip the check).
             ($user:literal, |$h:ident, $p:ident| $apply:expr) => {{
                 for e in stretch {
-                    let ($h, $p) = (&e.header, batch.payload(e.off, e.len));
-                    cx.before($h);
-                    $apply;
-                    cx.after($h);
+                    apply!(e, |$h, $p| $apply);
                     if $user && cx.failed() {
                         return true;
                     }
@@ -99,13 +105,10 @@ impl OperatorInstance {
         match self {
             OperatorInstance::Builtin(b, records) => {
                 let records = *records;
-                macro_rules! apply {
-                    ($op:ident, $e:expr) => {{
-                        let (h, p) = (&$e.header, batch.payload($e.off, $e.len));
-                        cx.before(h);
-                        $op.on_record(msg(h), records.read(p).get(), p, cx);
-                        cx.after(h);
-                    }};
+                macro_rules! on_record {
+                    ($op:ident, $e:expr) => {
+                        apply!($e, |h, p| $op.on_record(msg(h), records.read(p).get(), p, cx))
+                    };
                 }
                 each!(b, op => match op.prefetches() {
                     // Each record's state loaded a few records ahead (`Operator::prefetch`):
@@ -117,12 +120,15 @@ impl OperatorInstance {
                         let (body, tail) = stretch.split_at(stretch.len() - ahead);
                         for (e, next) in body.iter().zip(&stretch[ahead..]) {
                             op.prefetch(&msg(&next.header));
-                            apply!(op, e);
+                            on_record!(op, e);
                         }
-                        tail.iter().for_each(|e| apply!(op, e));
+                        tail.iter().for_each(|e| on_record!(op, e));
                         false
                     }
-                    false => each_message!(false, |h, p| op.on_record(msg(h), records.read(p).get(), p, cx)),
+                    false => {
+                        stretch.iter().for_each(|e| on_record!(op, e));
+                        false
+                    }
                 })
             }
             // A latency or null sink's figures are taken by the shard (`outputs_due`).
