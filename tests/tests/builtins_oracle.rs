@@ -110,6 +110,68 @@ fn filter_keeps_exactly_the_records_its_predicate_accepts() -> Result<()> {
     check_all(&config, EVENTS, &[("f1_out", f1), ("f2_out", f2)])
 }
 
+/// A generator of scalars (no string field) whose one edge goes to a map: under the policies
+/// that fuse (fifo, edf, laxity) its events are made a batch at a time and handed to the map
+/// together, each row computed and routed in turn. A batch must end at every watermark (one
+/// every 7 events, which batches of up to 32 straddle), at the source's end (3,001 events) and
+/// where the next event is not due (the paced source), so that the map's rows, its windows'
+/// firings and the keyed counts equal the sequential reference, at 1, 2 and 4 shards under
+/// every policy. `fanned` feeds three functions (its rows are routed along three edges);
+/// `chained` feeds one map, fused into it (each row goes on through that map).
+#[test]
+fn generators_of_scalars_hand_fused_maps_their_events_in_batches() -> Result<()> {
+    const EVENTS: usize = 3001;
+    let app = |name: &str, rate: u64, body: &str| {
+        format!(
+            "[[app]]\nname = \"{name}\"\nslo = \"50ms\"\n\
+             schema = {{ k = \"u64\", a = \"u64\", b = \"i64\", x = \"f64\", ts = \"u64\" }}\n\
+             event_time = \"ts\"\nwatermark_every = 7\n\
+             [[app.source]]\nname = \"in\"\nkind = \"generator\"\nrate = {rate}\nevents = {EVENTS}\nkeys = 40\nseed = 11\n{body}"
+        )
+    };
+    let map = |name: &str, input: &str, a: &str| {
+        format!(
+            "[[app.function]]\nname = \"{name}\"\nkind = \"map\"\ninput = \"{input}\"\n\
+             fields = {{ k = \"k\", a = \"{a}\", ts = \"ts\" }}\n"
+        )
+    };
+    let window = |input: &str| {
+        let keys = format!(
+            "input = \"{input}\"\nkey = \"k\"\nwindow = {{ type = \"tumbling\", size = \"1ms\" }}\n\
+             aggregate = {{ op = \"sum\", field = \"a\" }}"
+        );
+        function(&format!("{input}_sum"), "window", &keys)
+    };
+    // The map's rows as the reference computes them: (k, a', ts) at the event's time.
+    let mapped = |events: &Events, a: fn(u64) -> u64| -> Events {
+        events.iter().map(|(t, e)| (*t, vec![e[K].clone(), Value::U64(a(u(&e[A]))), e[4].clone()])).collect()
+    };
+    let fanned = map("fanned", "in", "a * 3 + 1")
+        + "[[app.sink]]\nname = \"fanned_out\"\nkind = \"stdout\"\ninput = \"fanned\"\n"
+        + &window("fanned")
+        + &function("counts", "count", "input = \"fanned\"\nkey = \"k\"");
+    let chained = map("first", "in", "a + 5") + &map("chained", "first", "a * 2") + &window("chained");
+    // Closed loop, and paced (100,000 events/s: some polls find the next event not due).
+    for rate in [0, 100_000] {
+        let config = app("fanned", rate, &fanned);
+        let rows = mapped(&generated(&parse(&config)?, "in")?, |a| a * 3 + 1);
+        let want = [
+            ("fanned_out", stateless(&rows, |e| Some(e.to_vec()))),
+            ("fanned_sum_out", windows(&rows, 1, 1, "sum", Some(1), 0)),
+            ("counts_out", rolling(&rows, "count", None, field_key(0))),
+        ];
+        check_all(&config, EVENTS, &want)?;
+        let config = app("chained", rate, &chained);
+        let rows = mapped(&generated(&parse(&config)?, "in")?, |a| (a + 5) * 2);
+        check_all(&config, EVENTS, &[("chained_sum_out", windows(&rows, 1, 1, "sum", Some(1), 0))])?;
+        // Under fifo on one shard every event is fused into its map (and into the next one).
+        let run = run_placed(&parse(&config)?, 1, Builtin::by_name("fifo").expect("fifo"), Apps::Spread)?;
+        let fused = run.summary.apps[0].fused;
+        ensure!(fused >= 2 * EVENTS as u64, "{fused} records fused of {} made", 2 * EVENTS);
+    }
+    Ok(())
+}
+
 /// Rolling reference: per key (hash and value from `key_of`), `op` over the key's values of
 /// `field` so far, one output per input at the input's event time.
 fn rolling(events: &Events, op: &str, field: Option<usize>, key_of: impl Fn(&[Value]) -> (u64, Value)) -> Keyed {

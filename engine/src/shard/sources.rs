@@ -32,13 +32,23 @@ pub(super) struct Sources {
     pub cells: Vec<Cell>,
     /// Scratch: the archive of the event being produced (a source that makes archives).
     pub bytes: AlignedVec,
-    /// Scratch: the headers of a batch of a typed source's events (`ingest_batches`).
+    /// Scratch: the headers of a batch of a typed source's events (`ingest_batches`), or of
+    /// a generator's (`ingest_fused`).
     pub headers: Vec<Header>,
+    /// Scratch: a batch of a generator's events, as rows of cells (`ingest_fused`).
+    pub block: Vec<Cell>,
 }
 
 impl Sources {
     pub fn new(runs: Vec<SourceRun>) -> Self {
-        Sources { runs, values: Vec::new(), cells: Vec::new(), bytes: AlignedVec::new(), headers: Vec::new() }
+        Sources {
+            runs,
+            values: Vec::new(),
+            cells: Vec::new(),
+            bytes: AlignedVec::new(),
+            headers: Vec::new(),
+            block: Vec::new(),
+        }
     }
 
     /// Whether every source here has finished.
@@ -261,7 +271,7 @@ impl<P: Policy> Shard<P> {
         let (ops, signal) = (Some(&mut self.slots.ops[..]), Some(&*self.signals[self.id as usize]));
         let outputs_due = &mut self.tele.outputs_due;
         let fusing = Some(Fusing { fusion, rest: &[], functions, outputs_due, ops, signal });
-        let Sources { runs, values, cells, bytes, headers } = &mut self.src;
+        let Sources { runs, values, cells, block, bytes, headers } = &mut self.src;
         let SourceRun { index, inst, skip_ns, produced, max_event_time, .. } = &mut runs[i];
         let sp = &self.plan.sources[*index];
         let cx = IngestCx {
@@ -279,7 +289,11 @@ impl<P: Policy> Shard<P> {
         let run = RunState { produced, max_event_time };
         match inst {
             SourceInstance::Generator(g) if g.is_scalar() => {
-                ingest_loop(ScalarGenerator(g, cells), cx, router, run, (values, bytes))
+                let mut router = router;
+                match router.fuses_map() {
+                    true => ingest_fused(g, cx, router, run, (block, headers)),
+                    false => ingest_loop(ScalarGenerator(g, cells), cx, router, run, (values, bytes)),
+                }
             }
             SourceInstance::Custom(c) => {
                 let mut router = router;
@@ -522,6 +536,77 @@ fn ingest_batches<P: Policy>(
         to_watermark -= n as u64;
         if to_watermark == 0 {
             return (ran, Stop::Watermark(*router.parent()));
+        }
+    }
+    (ran, Stop::Budget)
+}
+
+/// The most events of a generator of scalars made at once and handed to the map fused into
+/// its poll (`ingest_fused`): a batch's rows and headers stay in the first-level cache.
+const FUSED_BATCH: usize = 32;
+
+/// The loop of `Shard::ingest_run` over a generator of scalars whose one edge goes to a map
+/// fused into its poll (`Router::fuses_map`): its events are made a batch at a time, each
+/// stamped, timed and counted as `ingest_loop` does it (its header made and passed through
+/// `on_ingress`), into rows of `block` and headers in `headers`, then the batch is handed to
+/// the map (`Router::emit_fused_rows`), which makes and routes each one's row in turn. A batch
+/// ends where a watermark is due, where the next event is not due yet, and where the source
+/// ends, so the map's records and the watermarks keep the source's order. Hot path.
+fn ingest_fused<P: Policy>(
+    g: &mut Generator,
+    cx: IngestCx<'_>,
+    mut router: Router<'_, P>,
+    run: RunState<'_>,
+    (block, headers): (&mut Vec<Cell>, &mut Vec<Header>),
+) -> (usize, Stop) {
+    let IngestCx { app, sp, stats, now, started, skip_ns, budget } = cx;
+    let width = g.width();
+    if block.len() != FUSED_BATCH * width {
+        block.clear(); // cold: first use, or a generator of another shape
+        block.resize(FUSED_BATCH * width, Cell::u64(0));
+    }
+    if headers.len() < FUSED_BATCH {
+        headers.resize(FUSED_BATCH, *router.parent());
+    }
+    let watermark_every = app.watermark_every.max(1);
+    let mut ran = 0;
+    let mut to_watermark = watermark_every - *run.produced % watermark_every;
+    while ran < budget {
+        let max = (budget - ran).min(usize::try_from(to_watermark).unwrap_or(usize::MAX)).min(FUSED_BATCH);
+        let (mut n, mut stop) = (0, None);
+        for (h, row) in headers[..max].iter_mut().zip(block.chunks_exact_mut(width)) {
+            let Some(due) = g.next_due_ns() else {
+                stop = Some(Stop::Finished);
+                break;
+            };
+            let due = resumed_due(skip_ns, due);
+            if started + due > now {
+                stop = Some(Stop::NotDue);
+                break;
+            }
+            let Some(t) = g.next_cells_into(row) else {
+                stop = Some(Stop::Finished);
+                break;
+            };
+            // Stamped and timed as `ingest_loop` does it.
+            let ingress_ns = if due == 0 { now } else { started + due };
+            let event_time = sp.event_time_field.and_then(|f| row[f].as_u64()).unwrap_or(t);
+            router.ingress_into(h, 0, ingress_ns, event_time, app);
+            *run.max_event_time = (*run.max_event_time).max(event_time);
+            n += 1;
+        }
+        if n > 0 {
+            stats.events_in += n as u64;
+            *run.produced += n as u64;
+            ran += n;
+            router.emit_fused_rows(&headers[..n], &block[..n * width], width);
+            to_watermark -= n as u64;
+            if to_watermark == 0 {
+                return (ran, Stop::Watermark(headers[n - 1]));
+            }
+        }
+        if let Some(stop) = stop {
+            return (ran, stop);
         }
     }
     (ran, Stop::Budget)

@@ -449,13 +449,27 @@ impl Generator {
     /// as archived cells, the same values `next_event` makes. Hot path.
     #[inline(always)]
     pub fn next_cells(&mut self, cells: &mut Vec<Cell>) -> Option<u64> {
-        let plan = self.cells.as_ref().expect("a generator of scalars");
-        let next = self.next?;
-        let event_ms = next.logical_ns / NS_PER_MS;
         if cells.len() != self.plan.len() {
             cells.clear(); // cold: first use, or a buffer of another shape
             cells.resize(self.plan.len(), Cell::u64(0));
         }
+        self.next_cells_into(cells)
+    }
+
+    /// How many fields its events have (the cells [`Generator::next_cells_into`] writes).
+    #[inline]
+    pub fn width(&self) -> usize {
+        self.plan.len()
+    }
+
+    /// [`Generator::next_cells`] into `cells`, a row of [`Generator::width`] cells (one row
+    /// of a batch of events made at once). Hot path.
+    #[inline(always)]
+    pub fn next_cells_into(&mut self, cells: &mut [Cell]) -> Option<u64> {
+        let plan = self.cells.as_ref().expect("a generator of scalars");
+        let next = self.next?;
+        let event_ms = next.logical_ns / NS_PER_MS;
+        debug_assert_eq!(cells.len(), self.plan.len());
         let base = event_hash(self.seed, next.index);
         let key = self.keys.sample(base);
         cells[plan.key] = if plan.signed_key { Cell::i64(key as i64) } else { Cell::u64(key) };
