@@ -249,14 +249,36 @@ const BURST_RATE: u64 = if cfg!(debug_assertions) { 200_000 } else { 4_000_000 }
 /// come back (consolidate) and shard 1 hosts nothing. Asserted from the placement events the
 /// shards report, not from timing; and every key's running count is exactly 1, 2, 3, ... in
 /// order through every move.
+///
+/// The quiet tail after the burst is 6 s: the backlog drains, then shard 1 must stay cold for a
+/// second and two seconds must pass since it last took a group. A slow phase of a shared VM
+/// once left no time for the second part (most likely the debug build's backlog draining slowly).
+/// The run is then repeated once with a tail twice as long, on which every check holds.
 #[test]
 fn a_burst_spreads_hot_groups_out_and_they_come_back_after_it() -> Result<()> {
     let _alone = ENGINE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    match burst_spreads_and_comes_back(9) {
+        Err(e) if e.to_string().starts_with(STILL_OUT) => {
+            eprintln!("{e}: once more with a quiet tail twice as long");
+            burst_spreads_and_comes_back(15)
+        }
+        result => result,
+    }
+}
+
+/// What a run ends with when groups were still out at its end (see above).
+const STILL_OUT: &str = "groups still out at the end";
+
+/// The run and the checks of `a_burst_spreads_hot_groups_out_and_they_come_back_after_it`, the
+/// source lasting `seconds` (the burst from 1 s to 3 s).
+fn burst_spreads_and_comes_back(seconds: u64) -> Result<()> {
     let text = String::from("[engine]\nshards = 2\n")
         + &app("hot", 2_000, "")
             .replace(
                 "events = 3000",
-                &format!("duration = \"9s\"\nbursts = [{{ at = \"1s\", duration = \"2s\", rate = {BURST_RATE} }}]"),
+                &format!(
+                    "duration = \"{seconds}s\"\nbursts = [{{ at = \"1s\", duration = \"2s\", rate = {BURST_RATE} }}]"
+                ),
             )
             .replace("keys = 64", "keys = 4096");
     let config = parse(&text)?;
@@ -298,7 +320,7 @@ fn a_burst_spreads_hot_groups_out_and_they_come_back_after_it() -> Result<()> {
             }
         }
     }
-    ensure!(out_now.is_empty(), "groups still out at the end: {out_now:?}");
+    ensure!(out_now.is_empty(), "{STILL_OUT}: {out_now:?}");
     eprintln!("{} groups spread, {} came back", spread.len(), back.len());
     let used = &summary.apps[0].shards_over_time;
     ensure!(used.iter().any(|(_, s)| s == &[0, 1]), "the app used both shards at some point: {used:?}");
