@@ -3,6 +3,7 @@
 
 use dirigo_actors::envelope::{Header, MessageKind};
 use dirigo_actors::function::{ErasedFunction, ValueBatch, ValueRecord};
+use dirigo_actors::ids::AppId;
 use dirigo_actors::operator::Emitter;
 use dirigo_actors::record::{archive_cells, archive_values_with, ArchivedValue, Cell, RecordsOnly, Value};
 use dirigo_net::mailbox::{append_aligned, append_copy, Entry};
@@ -136,11 +137,8 @@ impl<'a, P: Policy> Router<'a, P> {
     /// to it), not on the stack and copied in (`set_parent`).
     #[inline(always)]
     pub(super) fn ingress(&mut self, key_hash: u64, ingress_ns: u64, event_time: u64, app: &AppPlan) {
-        let h = &mut self.parent;
-        *h = Header::data(h.app, 0, key_hash);
-        h.ingress_ns = ingress_ns;
-        h.event_time = event_time;
-        self.core.policy.on_ingress(h, app);
+        let app_id = self.parent.app;
+        stamp(self.core.policy, &mut self.parent, app_id, key_hash, ingress_ns, event_time, app);
     }
 
     /// The parent of what is emitted next.
@@ -178,12 +176,15 @@ impl<'a, P: Policy> Router<'a, P> {
     /// user function fused into its poll: the node's one edge goes forward to a user function
     /// this router fuses (decided with the first, for the router's life).
     pub(super) fn fuses_values(&mut self) -> bool {
+        self.fuses_one(true) && self.decided.users & 1 != 0
+    }
+
+    /// Whether the node's one edge goes forward with records to a function fused into what
+    /// this router routes (`values`: its records are a source's values, `Core::fuses`).
+    fn fuses_one(&mut self, values: bool) -> bool {
         let [edge] = self.edges else { return false };
         let forward = matches!(edge.partition, Partition::Forward) && !edge.headers_only;
-        forward
-            && self.core.chain.is_some()
-            && self.core.fuses(edge, 1, &mut self.decided, true)
-            && self.decided.users & 1 != 0
+        forward && self.core.chain.is_some() && self.core.fuses(edge, 1, &mut self.decided, values)
     }
 
     /// Whether the node's one edge goes forward with records to a map fused into what this
@@ -191,13 +192,8 @@ impl<'a, P: Policy> Router<'a, P> {
     /// at a time (`Router::emit_fused_rows`). Decided with the first record, as `fuses` is.
     pub(super) fn fuses_map(&mut self) -> bool {
         let [edge] = self.edges else { return false };
-        let forward = matches!(edge.partition, Partition::Forward) && !edge.headers_only;
-        cfg!(target_endian = "little")
-            && forward
-            && self.core.chain.is_some()
-            && self.core.fuses(edge, 1, &mut self.decided, false)
-            && self.decided.users & 1 == 0
-            && self.core.fused_map(edge.target as usize)
+        // A map's stage excludes a user function (those are fused only on values).
+        cfg!(target_endian = "little") && self.fuses_one(false) && self.core.fused_map(edge.target as usize)
     }
 
     /// `ingress` into `h`, a header of a batch of a source's events (`emit_fused_rows`), not
@@ -211,10 +207,7 @@ impl<'a, P: Policy> Router<'a, P> {
         event_time: u64,
         app: &AppPlan,
     ) {
-        *h = Header::data(self.parent.app, 0, key_hash);
-        h.ingress_ns = ingress_ns;
-        h.event_time = event_time;
-        self.core.policy.on_ingress(h, app);
+        stamp(self.core.policy, h, self.parent.app, key_hash, ingress_ns, event_time, app);
     }
 
     /// Route a batch of a source's events along the node's one edge, to the map fused there
@@ -259,6 +252,25 @@ impl<P: Policy> Core<'_, P> {
     fn home(&self, edge: &Edge, key: u64) -> usize {
         self.placement.home(edge.target, key) as usize
     }
+}
+
+/// A source's event of app `app_id` with `key_hash`, ingested at `ingress_ns` with
+/// `event_time`: its header made in `h`, then passed through `on_ingress` (`Router::ingress`,
+/// `Router::ingress_into`).
+#[inline(always)]
+fn stamp<P: Policy>(
+    policy: &mut P,
+    h: &mut Header,
+    app_id: AppId,
+    key_hash: u64,
+    ingress_ns: u64,
+    event_time: u64,
+    app: &AppPlan,
+) {
+    *h = Header::data(app_id, 0, key_hash);
+    h.ingress_ns = ingress_ns;
+    h.event_time = event_time;
+    policy.on_ingress(h, app);
 }
 
 /// `on_route` for a record sent along keyed edge `edge` to the key's home shard `home`, `h` its

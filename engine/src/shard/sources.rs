@@ -436,23 +436,13 @@ fn ingest_loop<P: Policy, S: Produce>(
     (values, bytes): (&mut Vec<Value>, &mut AlignedVec),
 ) -> (usize, Stop) {
     let IngestCx { app, sp, stats, now, started, skip_ns, budget } = cx;
-    let watermark_every = app.watermark_every.max(1);
     let mut ran = 0;
-    // Events until the next watermark is due (one division per run, not one per event).
-    let mut to_watermark = watermark_every - *run.produced % watermark_every;
+    let mut to_watermark = events_to_watermark(app, *run.produced);
     while ran < budget {
         let Some(due) = src.due() else { return (ran, Stop::Finished) };
-        let due = resumed_due(skip_ns, due);
-        if started + due > now {
-            return (ran, Stop::NotDue);
-        }
+        let Some(ingress_ns) = ingress_at(due, skip_ns, started, now) else { return (ran, Stop::NotDue) };
         let Some(p) = src.produce(values, bytes) else { return (ran, Stop::Finished) };
         ran += 1;
-        // Open-loop sources are stamped with their schedule, so queueing behind a slow
-        // engine counts as latency (no coordinated omission). Unscheduled ones (rate 0,
-        // files, sockets) with the time of this poll: one clock read per poll, not per
-        // event, at the price of at most one poll's duration (microseconds) of extra latency.
-        let ingress_ns = if due == 0 { now } else { started + due };
         let (key_hash, event_time) = match p {
             Produced::Idle => return (ran - 1, Stop::Idle), // a socket source has nothing now
             Produced::Skipped => continue,
@@ -512,11 +502,10 @@ fn ingest_batches<P: Policy>(
     headers: &mut Vec<Header>,
 ) -> (usize, Stop) {
     let IngestCx { app, stats, now, budget, .. } = cx;
-    let watermark_every = app.watermark_every.max(1);
     let mut ran = 0;
-    let mut to_watermark = watermark_every - *run.produced % watermark_every;
+    let mut to_watermark = events_to_watermark(app, *run.produced);
     while ran < budget {
-        let max = (budget - ran).min(usize::try_from(to_watermark).unwrap_or(usize::MAX)).min(VALUE_BATCH);
+        let max = batch_len(budget - ran, to_watermark, VALUE_BATCH);
         let n = src.advance_batch(max);
         if n == 0 {
             return (ran, Stop::Finished);
@@ -568,28 +557,24 @@ fn ingest_fused<P: Policy>(
     if headers.len() < FUSED_BATCH {
         headers.resize(FUSED_BATCH, *router.parent());
     }
-    let watermark_every = app.watermark_every.max(1);
     let mut ran = 0;
-    let mut to_watermark = watermark_every - *run.produced % watermark_every;
+    let mut to_watermark = events_to_watermark(app, *run.produced);
     while ran < budget {
-        let max = (budget - ran).min(usize::try_from(to_watermark).unwrap_or(usize::MAX)).min(FUSED_BATCH);
+        let max = batch_len(budget - ran, to_watermark, FUSED_BATCH);
         let (mut n, mut stop) = (0, None);
         for (h, row) in headers[..max].iter_mut().zip(block.chunks_exact_mut(width)) {
             let Some(due) = g.next_due_ns() else {
                 stop = Some(Stop::Finished);
                 break;
             };
-            let due = resumed_due(skip_ns, due);
-            if started + due > now {
+            let Some(ingress_ns) = ingress_at(due, skip_ns, started, now) else {
                 stop = Some(Stop::NotDue);
                 break;
-            }
+            };
             let Some(t) = g.next_cells_into(row) else {
                 stop = Some(Stop::Finished);
                 break;
             };
-            // Stamped and timed as `ingest_loop` does it.
-            let ingress_ns = if due == 0 { now } else { started + due };
             let event_time = sp.event_time_field.and_then(|f| row[f].as_u64()).unwrap_or(t);
             router.ingress_into(h, 0, ingress_ns, event_time, app);
             *run.max_event_time = (*run.max_event_time).max(event_time);
@@ -610,6 +595,33 @@ fn ingest_fused<P: Policy>(
         }
     }
     (ran, Stop::Budget)
+}
+
+/// Events of a source that has produced `produced` until `app`'s next watermark is due: one
+/// division per run, not one per event.
+#[inline(always)]
+fn events_to_watermark(app: &AppPlan, produced: u64) -> u64 {
+    let every = app.watermark_every.max(1);
+    every - produced % every
+}
+
+/// How many events the next batch of a run takes: at most `most`, the `left` of its budget,
+/// and the events until the next watermark (a batch never straddles one).
+#[inline(always)]
+fn batch_len(left: usize, to_watermark: u64, most: usize) -> usize {
+    left.min(usize::try_from(to_watermark).unwrap_or(usize::MAX)).min(most)
+}
+
+/// The ingress time of an event due `due` ns into its source's schedule (0: unscheduled), in a
+/// run started at `started` and resumed `skip_ns` into it, polled at `now`; `None` if it is not
+/// due yet. Open-loop sources are stamped with their schedule, so queueing behind a slow engine
+/// counts as latency (no coordinated omission); unscheduled ones (rate 0, files, sockets) with
+/// the time of the poll: one clock read per poll, not per event, at the price of at most one
+/// poll's duration (microseconds) of extra latency.
+#[inline(always)]
+fn ingress_at(due: u64, skip_ns: u64, started: u64, now: u64) -> Option<u64> {
+    let due = resumed_due(skip_ns, due);
+    (started + due <= now).then_some(if due == 0 { now } else { started + due })
 }
 
 /// When an event due `due` ns into the schedule is due in a run resumed `skip_ns` into it:
