@@ -131,6 +131,7 @@ impl Outputs {
     /// Stage an envelope whose payload is `payload` (copied, not deserialised). Hot path.
     #[inline]
     pub fn push_bytes(&mut self, dest: usize, h: Header, payload: &[u8]) {
+        self.claim_ahead(dest);
         self.open[dest].push_bytes(h, payload);
         self.stamp_last(dest, false);
         self.close_if_full(dest);
@@ -147,10 +148,21 @@ impl Outputs {
         child: impl FnOnce(&mut Header),
         write: impl FnOnce(&mut AlignedVec, &mut Arena) -> std::ops::Range<usize>,
     ) {
+        self.claim_ahead(dest);
         let arena = &mut self.arena;
         self.open[dest].push_child(parent, child, |b| write(b, arena));
         self.stamp_last(dest, false);
         self.close_if_full(dest);
+    }
+
+    /// Before a write into the open batch for another shard: claim the lines the next
+    /// envelopes go to (see `Batch::prefetch_for_write`). A batch for this shard itself stays
+    /// in this core's cache.
+    #[inline(always)]
+    fn claim_ahead(&self, dest: usize) {
+        if dest != self.me as usize {
+            self.open[dest].prefetch_for_write(false);
+        }
     }
 
     /// Number the envelope just pushed into the open batch for `dest` on its channel, in its
@@ -191,6 +203,7 @@ impl Outputs {
     /// Stage an envelope with no payload (a header alone). Hot path.
     #[inline]
     pub fn push_header(&mut self, dest: usize, h: Header) {
+        self.claim_ahead(dest);
         self.open[dest].push_header(h);
         self.stamp_last(dest, false);
         self.close_if_full(dest);
@@ -234,6 +247,9 @@ impl Outputs {
 
     fn close(&mut self, dest: usize) {
         let fresh = self.pool.pop().unwrap_or_else(|| Batch::with_capacity(self.batch_size));
+        if dest != self.me as usize {
+            fresh.prefetch_for_write(true);
+        }
         let full = std::mem::replace(&mut self.open[dest], fresh);
         self.waiting[dest].push_back(full);
     }
