@@ -10,7 +10,7 @@ use rkyv::util::AlignedVec;
 
 use crate::signal::ShardSignal;
 
-/// How far ahead of the next entry [`Batch::prefetch_for_write`] asks for its line (an entry
+/// How far ahead of the next entry [`Batch::prefetch_next_for_write`] asks for its line (an entry
 /// is 56 bytes: about six lines).
 const ENTRIES_AHEAD: usize = 6;
 /// How far past the payload's end it asks (a two-field record's archive is 48 bytes).
@@ -34,37 +34,30 @@ impl Batch {
 
     /// Ask for the cache lines the next envelopes will be written to, for writing, ahead of
     /// the writes: the entries `ENTRIES_AHEAD` past the last one and the payload bytes
-    /// `BYTES_AHEAD` past the end, or, with `from_start`, the first lines of both (an emptied
-    /// batch about to be filled). For a batch that goes to another shard: it comes back from
+    /// `BYTES_AHEAD` past the end. For a batch that goes to another shard: it comes back from
     /// that shard emptied, and its lines are still in that core's cache, so each store into it
     /// must first claim its line there. Without a hint each claim is made when a store reaches
     /// it, and the stores queue behind it. Between cores that share a cache the claim is quick
     /// and the hint changes nothing; between distant cores (a line taking 200-250 ns one way)
     /// W1 on 2 shards spent twice the time writing its staged batches, and the hint took its
-    /// CPU per event from ~232 to ~173 ns (near cores: ~150 either way). A prefetch never
-    /// faults, and past the capacity it only warms a line that is not used.
+    /// CPU per event from ~232 to ~173 ns (near cores: ~150 either way). Past the capacity it
+    /// only warms a line that is not used.
     #[inline(always)]
-    pub fn prefetch_for_write(&self, from_start: bool) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let (e, b) =
-                if from_start { (0, 0) } else { (self.entries.len() + ENTRIES_AHEAD, self.bytes.len() + BYTES_AHEAD) };
-            let e = self.entries.as_ptr().wrapping_add(e).cast::<u8>();
-            let b = self.bytes.as_ptr().wrapping_add(b);
-            // SAFETY: `prefetchw` is a hint: it reads and writes nothing visible and never
-            // faults, whatever the address (processors without it run it as a no-op).
-            unsafe {
-                if from_start {
-                    for line in 0..PREFETCH_LINES {
-                        std::arch::asm!("prefetchw [{e}]", "prefetchw [{b}]", e = in(reg) e.wrapping_add(line * 64), b = in(reg) b.wrapping_add(line * 64), options(nostack, preserves_flags, readonly));
-                    }
-                } else {
-                    std::arch::asm!("prefetchw [{e}]", "prefetchw [{b}]", e = in(reg) e, b = in(reg) b, options(nostack, preserves_flags, readonly));
-                }
-            }
+    pub fn prefetch_next_for_write(&self) {
+        prefetch_for_write(self.entries.as_ptr().wrapping_add(self.entries.len() + ENTRIES_AHEAD).cast());
+        prefetch_for_write(self.bytes.as_ptr().wrapping_add(self.bytes.len() + BYTES_AHEAD));
+    }
+
+    /// [`Batch::prefetch_next_for_write`] for an emptied batch about to be filled: the first
+    /// `PREFETCH_LINES` lines of its entries and bytes, which the look-ahead of its first
+    /// envelopes skips.
+    #[inline]
+    pub fn prefetch_start_for_write(&self) {
+        let (e, b) = (self.entries.as_ptr().cast::<u8>(), self.bytes.as_ptr());
+        for line in 0..PREFETCH_LINES {
+            prefetch_for_write(e.wrapping_add(line * 64));
+            prefetch_for_write(b.wrapping_add(line * 64));
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = from_start;
     }
 
     /// Empty it for reuse, keeping its capacity.
@@ -116,6 +109,20 @@ impl Batch {
     pub fn push_bytes(&mut self, header: Header, payload: &[u8]) {
         self.push_written(header, |b| append_copy(b, payload));
     }
+}
+
+/// Ask for the cache line of `p` for writing (`prefetchw`): a hint that reads and writes
+/// nothing visible and never faults, whatever the address (a no-op where the processor lacks it,
+/// and off x86-64).
+#[inline(always)]
+fn prefetch_for_write(p: *const u8) {
+    // SAFETY: a prefetch has no effect the program can see and cannot fault.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::asm!("prefetchw [{p}]", p = in(reg) p, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Append a copy of `payload` to `bytes`, 16-byte aligned; returns its range in `bytes`.

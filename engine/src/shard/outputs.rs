@@ -156,12 +156,12 @@ impl Outputs {
     }
 
     /// Before a write into the open batch for another shard: claim the lines the next
-    /// envelopes go to (see `Batch::prefetch_for_write`). A batch for this shard itself stays
+    /// envelopes go to (see `Batch::prefetch_next_for_write`). A batch for this shard itself stays
     /// in this core's cache.
     #[inline(always)]
     fn claim_ahead(&self, dest: usize) {
         if dest != self.me as usize {
-            self.open[dest].prefetch_for_write(false);
+            self.open[dest].prefetch_next_for_write();
         }
     }
 
@@ -248,7 +248,7 @@ impl Outputs {
     fn close(&mut self, dest: usize) {
         let fresh = self.pool.pop().unwrap_or_else(|| Batch::with_capacity(self.batch_size));
         if dest != self.me as usize {
-            fresh.prefetch_for_write(true);
+            fresh.prefetch_start_for_write();
         }
         let full = std::mem::replace(&mut self.open[dest], fresh);
         self.waiting[dest].push_back(full);

@@ -176,24 +176,24 @@ impl<'a, P: Policy> Router<'a, P> {
     /// user function fused into its poll: the node's one edge goes forward to a user function
     /// this router fuses (decided with the first, for the router's life).
     pub(super) fn fuses_values(&mut self) -> bool {
-        self.fuses_one(true) && self.decided.users & 1 != 0
+        self.fuses_one(true).is_some() && self.decided.users & 1 != 0
     }
 
-    /// Whether the node's one edge goes forward with records to a function fused into what
-    /// this router routes (`values`: its records are a source's values, `Core::fuses`).
-    fn fuses_one(&mut self, values: bool) -> bool {
-        let [edge] = self.edges else { return false };
+    /// The function the node's one edge goes forward to with records, if it is fused into
+    /// what this router routes (`values`: its records are a source's values, `Core::fuses`).
+    fn fuses_one(&mut self, values: bool) -> Option<usize> {
+        let [edge] = self.edges else { return None };
         let forward = matches!(edge.partition, Partition::Forward) && !edge.headers_only;
-        forward && self.core.chain.is_some() && self.core.fuses(edge, 1, &mut self.decided, values)
+        let fused = forward && self.core.chain.is_some() && self.core.fuses(edge, 1, &mut self.decided, values);
+        fused.then_some(edge.target as usize)
     }
 
     /// Whether the node's one edge goes forward with records to a map fused into what this
     /// router routes (`shard::fuse`): a source of cells may then hand it its events a batch
     /// at a time (`Router::emit_fused_rows`). Decided with the first record, as `fuses` is.
     pub(super) fn fuses_map(&mut self) -> bool {
-        let [edge] = self.edges else { return false };
         // A map's stage excludes a user function (those are fused only on values).
-        cfg!(target_endian = "little") && self.fuses_one(false) && self.core.fused_map(edge.target as usize)
+        cfg!(target_endian = "little") && self.fuses_one(false).is_some_and(|m| self.core.fused_map(m))
     }
 
     /// `ingress` into `h`, a header of a batch of a source's events (`emit_fused_rows`), not

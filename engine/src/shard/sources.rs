@@ -290,9 +290,10 @@ impl<P: Policy> Shard<P> {
         match inst {
             SourceInstance::Generator(g) if g.is_scalar() => {
                 let mut router = router;
-                match router.fuses_map() {
-                    true => ingest_fused(g, cx, router, run, (block, headers)),
-                    false => ingest_loop(ScalarGenerator(g, cells), cx, router, run, (values, bytes)),
+                if router.fuses_map() {
+                    ingest_fused(g, cx, router, run, (block, headers))
+                } else {
+                    ingest_loop(ScalarGenerator(g, cells), cx, router, run, (values, bytes))
                 }
             }
             SourceInstance::Custom(c) => {

@@ -449,9 +449,9 @@ impl Generator {
     /// as archived cells, the same values `next_event` makes. Hot path.
     #[inline(always)]
     pub fn next_cells(&mut self, cells: &mut Vec<Cell>) -> Option<u64> {
-        if cells.len() != self.plan.len() {
+        if cells.len() != self.width() {
             cells.clear(); // cold: first use, or a buffer of another shape
-            cells.resize(self.plan.len(), Cell::u64(0));
+            cells.resize(self.width(), Cell::u64(0));
         }
         self.next_cells_into(cells)
     }
@@ -469,7 +469,7 @@ impl Generator {
         let plan = self.cells.as_ref().expect("a generator of scalars");
         let next = self.next?;
         let event_ms = next.logical_ns / NS_PER_MS;
-        debug_assert_eq!(cells.len(), self.plan.len());
+        debug_assert_eq!(cells.len(), self.width());
         let base = event_hash(self.seed, next.index);
         let key = self.keys.sample(base);
         cells[plan.key] = if plan.signed_key { Cell::i64(key as i64) } else { Cell::u64(key) };
