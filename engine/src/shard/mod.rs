@@ -538,6 +538,9 @@ impl<P: Policy> Shard<P> {
         }
         let t0 = now_ns();
         let rung_now = self.doorbell.recv_timeout(timeout).is_ok();
+        // Looked for while still flagged asleep: mail sent once the flag is down rings no one,
+        // and would be taken for a lost wake-up.
+        let mail_waited = !rung_now && self.has_pending_work();
         sig.awake();
         // Mail waiting after a timeout is a lost wake-up only if no sender rang or chose not to
         // (its mail could wait for this wake-up). A sender counts its choice just after sending,
@@ -545,11 +548,7 @@ impl<P: Policy> Shard<P> {
         // wake-up is judged once every shard has finished the flush it was in (`judge_wakeup`).
         // A ring that came as the timeout fired left its token (taken here, so the next park
         // does not end at once).
-        if !rung_now
-            && self.has_pending_work()
-            && self.doorbell.try_recv().is_err()
-            && self.tele.unjudged_wakeup.is_none()
-        {
+        if mail_waited && self.doorbell.try_recv().is_err() && self.tele.unjudged_wakeup.is_none() {
             let flushes = self.signals.iter().map(|s| s.flushes()).collect();
             self.tele.unjudged_wakeup = Some(Unjudged { skipped, rung, flushes });
         }
