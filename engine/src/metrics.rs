@@ -23,10 +23,52 @@ fn reset_histogram(h: &mut Histogram<u64>) {
     }
 }
 
+/// A histogram of what most runs never see (barriers, scale-ups, lease deliveries), made at its
+/// first sample: figures that never get one hold no memory (a histogram is ~220 KB, written
+/// through as it is made; three per app, shard and report were most of an engine's start-up).
+#[derive(Clone, Debug, Default)]
+pub struct RareHistogram(Option<Box<Histogram<u64>>>);
+
+impl RareHistogram {
+    /// Record `v`, clamped to the bounds.
+    pub fn saturating_record(&mut self, v: u64) {
+        self.0.get_or_insert_with(|| Box::new(new_histogram())).saturating_record(v);
+    }
+
+    /// The samples so far, if any was made.
+    pub fn histogram(&self) -> Option<&Histogram<u64>> {
+        self.0.as_deref()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|h| h.is_empty())
+    }
+
+    /// Samples recorded.
+    pub fn len(&self) -> u64 {
+        self.0.as_ref().map_or(0, |h| h.len())
+    }
+
+    fn add(&mut self, from: &RareHistogram) {
+        match (&mut self.0, from.0.as_deref()) {
+            (_, None) => {}
+            (Some(into), Some(from)) => add_histogram(into, from),
+            (None, Some(from)) if from.is_empty() => {}
+            (None, Some(from)) => self.0 = Some(Box::new(from.clone())),
+        }
+    }
+
+    fn reset(&mut self) {
+        if let Some(h) = &mut self.0 {
+            reset_histogram(h);
+        }
+    }
+}
+
 /// App figures given back once a report was folded in: a shard's next report takes them
-/// instead of copying its own (four histograms of ~220 KB per app, every report).
+/// instead of copying its own (a latency histogram of ~220 KB per app, every report).
 static RECYCLED: std::sync::Mutex<Vec<AppStats>> = std::sync::Mutex::new(Vec::new());
-/// At most this many are kept (each holds ~0.9 MB of histograms): enough for the shards and
+/// At most this many are kept (each holds a histogram of ~220 KB): enough for the shards and
 /// apps of a large node to report without allocating, and a bound on what the pool keeps
 /// after its engine has ended.
 const RECYCLED_MAX: usize = 64;
@@ -41,7 +83,7 @@ pub fn recycle(mut apps: Vec<AppStats>) {
 }
 
 /// Stock the pool with up to `n` empty app figures (at most what it keeps), made now: a shard's
-/// first reports then take them instead of zeroing ~0.9 MB each while it runs.
+/// first reports then take them instead of zeroing ~220 KB each while it runs.
 pub fn stock_recycled(n: usize) {
     let have = RECYCLED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len();
     recycle((0..n.min(RECYCLED_MAX).saturating_sub(have)).map(|_| AppStats::new()).collect());
@@ -98,7 +140,7 @@ pub struct ActorStats {
     /// Barriers completed, and each one's duration from its arrival at the lessor to its last
     /// critical message (ns).
     pub barriers: u64,
-    pub barrier_ns: Histogram<u64>,
+    pub barrier_ns: RareHistogram,
     /// Time lessors spent Blocked (waiting for partials and pre-barrier work) and Critical.
     pub blocked_ns: u64,
     pub critical_ns: u64,
@@ -106,10 +148,10 @@ pub struct ActorStats {
     pub partial_bytes: u64,
     /// Scale-up reaction: from the deadline miss that leased a lessee to the first message
     /// that ran on it (ns).
-    pub scale_up_ns: Histogram<u64>,
+    pub scale_up_ns: RareHistogram,
     /// The first part of it: from the lease decision to the lease opening on the borrowed
     /// shard (mail, and the wake-up or the end of the turn it waited for), ns.
-    pub lease_delivery_ns: Histogram<u64>,
+    pub lease_delivery_ns: RareHistogram,
     /// Time this shard hosted at least one activation of the app (a function instance or a
     /// lessee slot), ns.
     pub hosted_ns: u64,
@@ -124,12 +166,12 @@ impl ActorStats {
             lessees_retired: 0,
             lessees_max: 0,
             barriers: 0,
-            barrier_ns: new_histogram(),
+            barrier_ns: RareHistogram::default(),
             blocked_ns: 0,
             critical_ns: 0,
             partial_bytes: 0,
-            scale_up_ns: new_histogram(),
-            lease_delivery_ns: new_histogram(),
+            scale_up_ns: RareHistogram::default(),
+            lease_delivery_ns: RareHistogram::default(),
             hosted_ns: 0,
         }
     }
@@ -142,19 +184,19 @@ impl ActorStats {
         self.lessees_retired += o.lessees_retired;
         self.lessees_max = self.lessees_max.max(o.lessees_max);
         self.barriers += o.barriers;
-        add_histogram(&mut self.barrier_ns, &o.barrier_ns);
+        self.barrier_ns.add(&o.barrier_ns);
         self.blocked_ns += o.blocked_ns;
         self.critical_ns += o.critical_ns;
         self.partial_bytes += o.partial_bytes;
-        add_histogram(&mut self.scale_up_ns, &o.scale_up_ns);
-        add_histogram(&mut self.lease_delivery_ns, &o.lease_delivery_ns);
+        self.scale_up_ns.add(&o.scale_up_ns);
+        self.lease_delivery_ns.add(&o.lease_delivery_ns);
         self.hosted_ns += o.hosted_ns;
     }
 
     fn reset(&mut self) {
-        reset_histogram(&mut self.barrier_ns);
-        reset_histogram(&mut self.scale_up_ns);
-        reset_histogram(&mut self.lease_delivery_ns);
+        self.barrier_ns.reset();
+        self.scale_up_ns.reset();
+        self.lease_delivery_ns.reset();
         self.forwarded = 0;
         self.refused = 0;
         self.lessees_created = 0;
@@ -361,11 +403,24 @@ mod tests {
         s.on_arrival = 4;
         s.service_ns = 99;
         s.actors.barriers = 1;
-        s.actors.barrier_ns.record(42).unwrap();
-        s.actors.scale_up_ns.record(43).unwrap();
-        s.actors.lease_delivery_ns.record(44).unwrap();
+        s.actors.barrier_ns.saturating_record(42);
+        s.actors.scale_up_ns.saturating_record(43);
+        s.actors.lease_delivery_ns.saturating_record(44);
         s.actors.hosted_ns = 5;
         s
+    }
+
+    #[test]
+    fn rare_histograms_are_made_at_their_first_sample_only() {
+        let (mut total, empty) = (AppStats::new(), AppStats::new());
+        total.add(&empty);
+        assert!(total.actors.barrier_ns.histogram().is_none(), "nothing recorded, nothing made");
+        total.add(&filled());
+        total.add(&filled());
+        assert_eq!(total.actors.barrier_ns.histogram().map(|h| (h.len(), h.max())), Some((2, 42)));
+        assert_eq!((total.actors.scale_up_ns.len(), total.actors.lease_delivery_ns.len()), (2, 2));
+        total.actors.reset();
+        assert!(total.actors.barrier_ns.is_empty() && total.actors.scale_up_ns.is_empty());
     }
 
     #[test]

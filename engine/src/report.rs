@@ -32,6 +32,11 @@ impl LatencyUs {
         let max = h.max() as f64 / 1000.0;
         LatencyUs { p50: q(0.5), p90: q(0.9), p99: q(0.99), p999: q(0.999), max, count: h.len() }
     }
+
+    /// Percentiles of a histogram of nanoseconds that may never have been made.
+    pub fn of_rare(h: &crate::metrics::RareHistogram) -> Self {
+        h.histogram().map_or_else(LatencyUs::default, LatencyUs::of)
+    }
 }
 
 /// `"N what: p50 ..us, p99 ..us"`, or `none` without samples.
@@ -49,7 +54,7 @@ pub struct AppSummary {
     pub name: String,
     pub events_in: u64,
     pub events_out: u64,
-    /// Events taken in per second of the run.
+    /// Events taken in per second of the run proper (`Summary::run_seconds`).
     pub throughput_eps: f64,
     pub latency_us: LatencyUs,
     pub slo_us: f64,
@@ -164,7 +169,12 @@ pub struct Summary {
     pub apps: Vec<AppSummary>,
     /// Shards this process ran (on a cluster, this node's).
     pub shards: usize,
+    /// From the engine's start to its end, the shards' start and teardown included.
     pub wall_seconds: f64,
+    /// The run proper: from the first shard ready (built, its first report sent) to the last
+    /// shard's last report (its work done, its output flushed). Each app's `throughput_eps` is
+    /// over this time.
+    pub run_seconds: f64,
     /// CPU time (user + system) the process used during the run.
     pub cpu_seconds: f64,
     /// Parks that ended on their safety timeout with mail already waiting: wake-ups that were
@@ -260,9 +270,11 @@ impl Summary {
         totals: &[AppStats],
         lessees: &[Vec<(f64, u64)>],
         wall: Duration,
+        run: Duration,
         cpu_seconds: f64,
     ) -> Self {
         let secs = wall.as_secs_f64().max(1e-9);
+        let run_secs = run.as_secs_f64().max(1e-9);
         let apps = plan
             .apps
             .iter()
@@ -273,7 +285,7 @@ impl Summary {
                 name: a.name.clone(),
                 events_in: s.events_in,
                 events_out: s.events_out,
-                throughput_eps: s.events_in as f64 / secs,
+                throughput_eps: s.events_in as f64 / run_secs,
                 latency_us: LatencyUs::of(&s.latency_ns),
                 slo_us: a.slo_ns as f64 / 1000.0,
                 satisfaction: satisfaction(s),
@@ -298,10 +310,10 @@ impl Summary {
                     blocked_ms: s.actors.blocked_ns as f64 / 1e6,
                     critical_ms: s.actors.critical_ns as f64 / 1e6,
                     barriers: s.actors.barriers,
-                    barrier_us: LatencyUs::of(&s.actors.barrier_ns),
+                    barrier_us: LatencyUs::of_rare(&s.actors.barrier_ns),
                     partial_bytes: s.actors.partial_bytes,
-                    scale_up_us: LatencyUs::of(&s.actors.scale_up_ns),
-                    lease_delivery_us: LatencyUs::of(&s.actors.lease_delivery_ns),
+                    scale_up_us: LatencyUs::of_rare(&s.actors.scale_up_ns),
+                    lease_delivery_us: LatencyUs::of_rare(&s.actors.lease_delivery_ns),
                     lessees_over_time: series,
                 },
                 tcp_sources: Vec::new(),
@@ -313,6 +325,7 @@ impl Summary {
             apps,
             shards: plan.shards,
             wall_seconds: secs,
+            run_seconds: run_secs,
             cpu_seconds,
             missed_wakeups: 0,
             lazy_wakeups: 0,
@@ -465,7 +478,11 @@ impl Summary {
                 None => s.push('\n'),
             }
         }
-        let _ = writeln!(s, "shards {}  wall {:.2}s  cpu {:.2}s", self.shards, self.wall_seconds, self.cpu_seconds);
+        let _ = writeln!(
+            s,
+            "shards {}  wall {:.2}s  run {:.2}s  cpu {:.2}s",
+            self.shards, self.wall_seconds, self.run_seconds, self.cpu_seconds
+        );
         s
     }
 }

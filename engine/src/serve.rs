@@ -11,7 +11,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use glommio::Placement;
 use serde::Serialize;
 
 use crate::compile::{app_demand, compile_app, RunError};
@@ -302,6 +301,7 @@ impl Controller {
         if !pin {
             shard_settings.spin = Duration::ZERO;
         }
+        let cpus = crate::engine::ShardCpus::new(pin, 0)?;
         let (dead_tx, dead) = flume::unbounded();
         let mut handles = Vec::with_capacity(n);
         let parts = mesh.outboxes.into_iter().zip(mesh.inboxes).zip(doorbells);
@@ -324,9 +324,8 @@ impl Controller {
                 snapshots: None,
                 restore: None,
             };
-            let placement = if pin { Placement::Fixed(i) } else { Placement::Unbound };
             let dead_tx = dead_tx.clone();
-            let h = crate::engine::shard_executor(placement, i, settings.preempt_timer)
+            let h = crate::engine::shard_executor(cpus.placement(i, i)?, i, settings.preempt_timer)
                 .spawn(move || async move {
                     let _notice = crate::engine::DeathNotice::new(i, dead_tx);
                     Shard::new(init).run().await

@@ -133,6 +133,9 @@ impl System {
 pub struct Measurement {
     pub events_in: u64,
     pub events_out: u64,
+    /// The run proper, without the system's start and teardown: Dirigo's `run_seconds` (first
+    /// shard ready to last shard done), timely's from its workers' shared start to the last
+    /// one's end; the hand-written pipeline's from before its threads start to after they end.
     pub wall_seconds: f64,
     /// Process CPU time (user + system) during the run.
     pub cpu_seconds: f64,
