@@ -882,3 +882,44 @@ fn throughput_is_over_the_run_without_the_engines_start_and_teardown() {
         a.throughput_eps
     );
 }
+
+/// Sources start once every shard of the node is up: records made for a shard still starting
+/// would wait in its ring until it runs, and the run's tail latency would be its start. One
+/// shard builds its instance of `count` 60 ms late (its factory sleeps); no event is made
+/// before that build ended (10 ms of slack for a descheduled thread: without the wait, the
+/// first events are made 60 ms before it).
+#[test]
+fn sources_start_once_every_shard_of_the_node_is_up() {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let (calls, built_at) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicU64::new(0)));
+    let (c, b) = (calls.clone(), built_at.clone());
+    let events = 40_000u64;
+    let mut engine = EngineBuilder::new().shards(2);
+    let mut app = engine.app("late", Duration::from_millis(50));
+    let src = app.source("in", 2, move |inst| {
+        (0..events / 2).map(move |i| {
+            let n = i * 2 + u64::from(inst);
+            (key_u64(n % 1_000), n, (n % 1_000, n))
+        })
+    });
+    let counts = app.function("count", src, Route::ByKey, move || {
+        if c.fetch_add(1, Ordering::SeqCst) == 1 {
+            std::thread::sleep(Duration::from_millis(60));
+            b.store(dirigo_net::clock::now_ns(), Ordering::SeqCst);
+        }
+        CountWithSeq::default()
+    });
+    let out = app.collect("out", counts);
+    let summary = engine.run().expect("engine runs");
+    assert_eq!(summary.apps[0].events_out, events);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one instance per shard");
+    let built = built_at.load(Ordering::SeqCst);
+    let first = out.drain().map(|o| o.ingress_ns).min().expect("outputs");
+    let slack = 10_000_000;
+    assert!(
+        first + slack >= built,
+        "the first event was made {:.1} ms before the last shard was built",
+        (built - first) as f64 / 1e6
+    );
+}

@@ -41,6 +41,9 @@ pub struct ShardSignal {
     /// Share of its time the shard spent busy over its last rebalancing period (per mille),
     /// for other shards deciding where key groups go.
     utilization: AtomicU64,
+    /// Set by the owner once it is built and running its loop: sources wait until every shard
+    /// of their node is (records for a shard still starting would wait for it).
+    up: AtomicBool,
     /// Set by the owner once everything it runs has ended (it stays to host lessees until every
     /// shard has set it).
     closing: AtomicBool,
@@ -69,6 +72,7 @@ impl ShardSignal {
             flushes: CachePadded::new(AtomicU64::new(0)),
             running: CachePadded::new(AtomicU64::new(0)),
             utilization: AtomicU64::new(0),
+            up: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             gone: AtomicBool::new(false),
             doorbell: tx,
@@ -248,6 +252,16 @@ impl ShardSignal {
     #[inline]
     pub fn is_gone(&self) -> bool {
         self.gone.load(Ordering::Relaxed)
+    }
+
+    /// Owner: it is built and running.
+    pub fn set_up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the shard is running (or was given up: nothing waits for it then).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::SeqCst) || self.is_gone()
     }
 
     /// Owner: everything it runs has ended.

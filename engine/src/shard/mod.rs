@@ -294,6 +294,9 @@ impl<P: Policy> Shard<P> {
         // Recomputed when the hosted apps change (a key group of another app arrived or left,
         // an app was deployed).
         let (mut spin_ns, mut gather_ns) = self.idle_behaviour(spin_setting);
+        // Up: the node's sources start once every shard of it is (each wakes the others).
+        self.signals[self.id as usize].set_up();
+        self.signals[self.local.start as usize..self.local.end as usize].iter().for_each(|s| s.wake());
         // The first report says the shard is up (a served engine is ready once every shard sent
         // one).
         self.report(false);

@@ -37,6 +37,8 @@ pub(super) struct Sources {
     pub headers: Vec<Header>,
     /// Scratch: a batch of a generator's events, as rows of cells (`ingest_fused`).
     pub block: Vec<Cell>,
+    /// Every shard of the node is up (`Shard::node_up`): until then no source here polls.
+    pub node_up: bool,
 }
 
 impl Sources {
@@ -48,6 +50,7 @@ impl Sources {
             bytes: AlignedVec::new(),
             headers: Vec::new(),
             block: Vec::new(),
+            node_up: false,
         }
     }
 
@@ -202,6 +205,9 @@ impl<P: Policy> Shard<P> {
     pub(super) fn poll_sources(&mut self, now: u64) -> bool {
         let mut progress = false;
         let stopping = self.stop.load(Ordering::Relaxed);
+        if !stopping && !self.node_up() {
+            return false;
+        }
         for i in 0..self.src.runs.len() {
             if self.src.runs[i].done {
                 continue;
@@ -218,6 +224,19 @@ impl<P: Policy> Shard<P> {
             }
         }
         progress
+    }
+
+    /// Whether every shard of this node is up (built and running its loop): a source polls
+    /// only then. Records made for a shard still starting would wait in its ring until it runs
+    /// (on a busy machine, milliseconds: up to `max_in_flight` records, a p99 of the run made
+    /// by its start); the shards start together, so the wait is short. Checked until true.
+    #[inline]
+    fn node_up(&mut self) -> bool {
+        if !self.src.node_up {
+            let local = &self.signals[self.local.start as usize..self.local.end as usize];
+            self.src.node_up = local.iter().all(|s| s.is_up());
+        }
+        self.src.node_up
     }
 
     fn poll_source(&mut self, i: usize, now: u64) -> bool {
@@ -271,7 +290,7 @@ impl<P: Policy> Shard<P> {
         let (ops, signal) = (Some(&mut self.slots.ops[..]), Some(&*self.signals[self.id as usize]));
         let outputs_due = &mut self.tele.outputs_due;
         let fusing = Some(Fusing { fusion, rest: &[], functions, outputs_due, ops, signal });
-        let Sources { runs, values, cells, block, bytes, headers } = &mut self.src;
+        let Sources { runs, values, cells, block, bytes, headers, .. } = &mut self.src;
         let SourceRun { index, inst, skip_ns, produced, max_event_time, .. } = &mut runs[i];
         let sp = &self.plan.sources[*index];
         let cx = IngestCx {
