@@ -2,8 +2,10 @@
 //! of envelopes; emptied batches travel back to their sender on a return ring, so steady state
 //! allocates nothing and no buffer is freed on a foreign thread.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crossbeam_utils::CachePadded;
 pub use dirigo_actors::envelope::Entry;
 use dirigo_actors::envelope::Header;
 use rkyv::util::AlignedVec;
@@ -148,6 +150,9 @@ pub fn append_aligned(bytes: &mut AlignedVec, write: &mut dyn FnMut(&mut Aligned
 pub struct Outbox {
     ring: rtrb::Producer<Batch>,
     returns: rtrb::Consumer<Batch>,
+    /// Envelopes sent into the ring, and those the receiver has taken out (its count).
+    sent: u64,
+    taken: Arc<CachePadded<AtomicU64>>,
     /// The receiver's signal slot: read its sleep flag, ring its doorbell.
     pub peer: Arc<ShardSignal>,
 }
@@ -156,20 +161,37 @@ pub struct Outbox {
 pub struct Inbox {
     ring: rtrb::Consumer<Batch>,
     returns: rtrb::Producer<Batch>,
+    /// Envelopes taken out of the ring, published for the sender (`Outbox::in_ring`).
+    taken_n: u64,
+    taken: Arc<CachePadded<AtomicU64>>,
 }
 
 /// A mailbox of `capacity` batches from one shard to another.
 pub fn mailbox(capacity: usize, receiver: Arc<ShardSignal>) -> (Outbox, Inbox) {
     let (tx, rx) = rtrb::RingBuffer::new(capacity);
     let (ret_tx, ret_rx) = rtrb::RingBuffer::new(capacity);
-    (Outbox { ring: tx, returns: ret_rx, peer: receiver }, Inbox { ring: rx, returns: ret_tx })
+    let taken = Arc::new(CachePadded::new(AtomicU64::new(0)));
+    (
+        Outbox { ring: tx, returns: ret_rx, sent: 0, taken: taken.clone(), peer: receiver },
+        Inbox { ring: rx, returns: ret_tx, taken_n: 0, taken },
+    )
 }
 
 impl Outbox {
     /// Offer a batch; gives it back when the ring is full (the caller keeps it staged).
     #[inline]
     pub fn try_send(&mut self, batch: Batch) -> Result<(), Batch> {
-        self.ring.push(batch).map_err(|rtrb::PushError::Full(b)| b)
+        let n = batch.entries.len() as u64;
+        self.ring.push(batch).map_err(|rtrb::PushError::Full(b)| b)?;
+        self.sent += n;
+        Ok(())
+    }
+
+    /// Envelopes sent that the receiver has not taken out of the ring yet: work queued for it
+    /// that its published queue does not count.
+    #[inline]
+    pub fn in_ring(&self) -> u64 {
+        self.sent.saturating_sub(self.taken.load(Ordering::Acquire))
     }
 
     /// Whether the ring is full: a batch offered now would come back.
@@ -189,7 +211,10 @@ impl Inbox {
     /// Next batch, if any.
     #[inline]
     pub fn recv(&mut self) -> Option<Batch> {
-        self.ring.pop().ok()
+        let batch = self.ring.pop().ok()?;
+        self.taken_n += batch.entries.len() as u64;
+        self.taken.store(self.taken_n, Ordering::Release);
+        Some(batch)
     }
 
     /// True when a batch is waiting.
@@ -232,6 +257,28 @@ impl Mesh {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sender_sees_what_its_ring_still_holds() {
+        let sig = Arc::new(ShardSignal::new(1).0);
+        let (mut out, mut inb) = mailbox(4, sig);
+        let batch = |n: u64| {
+            let mut b = Batch::with_capacity(4);
+            (0..n).for_each(|_| b.push_bytes(Header::data(0, 0, 1), &[1]));
+            b
+        };
+        assert!(out.try_send(batch(3)).is_ok());
+        assert!(out.try_send(batch(2)).is_ok());
+        assert_eq!(out.in_ring(), 5);
+        let first = inb.recv().unwrap();
+        assert_eq!((first.entries.len(), out.in_ring()), (3, 2), "taken out: no longer in the ring");
+        inb.give_back(first);
+        assert_eq!(out.in_ring(), 2, "giving a batch back changes nothing");
+        let refused = (0..4).map(|_| out.try_send(batch(1))).filter(Result::is_err).count();
+        assert_eq!((refused, out.in_ring()), (1, 5), "a batch the full ring refused is not counted");
+        while inb.recv().is_some() {}
+        assert_eq!(out.in_ring(), 0);
+    }
 
     #[test]
     fn batches_flow_and_come_back() {

@@ -483,6 +483,17 @@ impl<P: Policy> Shard<P> {
         let floor = self.settings.batch_size as u64;
         let budget = (self.plan.apps[app].slo_ns as f64 * self.settings.queue_budget) as u64;
         let timed = self.settings.queue_budget > 0.0;
+        // The envelopes in this shard's rings count too: a receiver publishes only what it took
+        // out of them, and a receiver descheduled for milliseconds takes nothing meanwhile (its
+        // rings fill, then its senders' staging, up to `max_in_flight`, each record then
+        // waiting out the stall). Two batches per ring always (one taken, one filled), and no
+        // more until the shard has measured what a message costs.
+        if timed {
+            let (in_ring, per) = (self.out.in_ring_max(), self.sched.msg_ns);
+            if in_ring >= 2 * floor && (per == 0 || in_ring * per >= budget) {
+                return false;
+            }
+        }
         self.signals.iter().all(|s| {
             let n = s.queued_of(app);
             n < max && (!timed || n < floor || s.queued_ns_of(app) < budget)

@@ -328,6 +328,12 @@ impl Outputs {
         sent
     }
 
+    /// The most envelopes sent to one other shard that it has not taken out of its ring yet.
+    #[inline]
+    pub fn in_ring_max(&self) -> u64 {
+        self.outboxes.iter().flatten().map(Outbox::in_ring).max().unwrap_or(0)
+    }
+
     /// Whether the mailbox to shard `dest` (another) is full.
     #[inline]
     fn ring_full(&self, dest: usize) -> bool {
