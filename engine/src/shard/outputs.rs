@@ -328,10 +328,11 @@ impl Outputs {
         sent
     }
 
-    /// The most envelopes sent to one other shard that it has not taken out of its ring yet.
+    /// The most envelopes sent to one other shard that it has not taken out of its ring yet
+    /// (a shard given up takes nothing more, and is not waited for).
     #[inline]
     pub fn in_ring_max(&self) -> u64 {
-        self.outboxes.iter().flatten().map(Outbox::in_ring).max().unwrap_or(0)
+        self.outboxes.iter().flatten().filter(|o| !o.peer.is_gone()).map(Outbox::in_ring).max().unwrap_or(0)
     }
 
     /// Whether the mailbox to shard `dest` (another) is full.
