@@ -424,16 +424,8 @@ fn spawn_shards<P: Policy + Clone + Send>(
     dead: &flume::Sender<usize>,
 ) -> Result<Vec<glommio::ExecutorJoinHandle<()>>, EngineError> {
     let local = shards.local;
-    let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
-    let pin = settings.pin && local.len() <= cpus;
-    // Unpinned shards share CPUs: a shard spinning for mail would hold a CPU that the shard with
-    // the work needs (glommio likewise ignores `spin_before_park` when unpinned), so they park
-    // at once.
-    let mut shard_settings = settings.shard;
-    if !pin {
-        shard_settings.spin = Duration::ZERO;
-    }
-    let cpus = ShardCpus::new(pin, local.start)?;
+    let cpus = ShardCpus::for_node(settings.pin, local.len(), local.start)?;
+    let shard_settings = cpus.shard_settings(settings.shard);
     let mut handles = Vec::with_capacity(local.len());
     let parts = shards.mesh.outboxes.into_iter().zip(shards.mesh.inboxes).zip(shards.doorbells);
     for (i, ((outboxes, inboxes), doorbell)) in parts.enumerate().filter(|(i, _)| local.contains(i)) {
@@ -479,14 +471,26 @@ pub(crate) enum ShardCpus {
 }
 
 impl ShardCpus {
-    /// `first`: the global id of the node's first shard (named in errors).
-    pub(crate) fn new(pin: bool, first: usize) -> Result<Self, EngineError> {
-        if !pin {
+    /// The CPUs of a node of `shards` shards: pinned when `pin` asks for it and there are no
+    /// more shards than CPUs. `first`: the global id of the node's first shard (named in errors).
+    pub(crate) fn for_node(pin: bool, shards: usize, first: usize) -> Result<Self, EngineError> {
+        let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
+        if !pin || shards > cpus {
             return Ok(ShardCpus::Unbound);
         }
         CpuSet::online()
             .map(ShardCpus::Pinned)
             .map_err(|e| EngineError::Spawn { shard: first, reason: format!("reading the machine's CPUs: {e}") })
+    }
+
+    /// `settings` for shards placed so. Unpinned shards share CPUs: a shard spinning for mail
+    /// would hold a CPU that the shard with the work needs (glommio likewise ignores
+    /// `spin_before_park` when unpinned), so they park at once.
+    pub(crate) fn shard_settings(&self, mut settings: ShardSettings) -> ShardSettings {
+        if matches!(self, ShardCpus::Unbound) {
+            settings.spin = Duration::ZERO;
+        }
+        settings
     }
 
     /// The placement of shard `shard` (global id), pinned to CPU `cpu`.
@@ -666,7 +670,7 @@ fn collect(
                 last_report_at = Some(at);
             }
             if all_up_at.is_none() && local.clone().all(|s| up[s]) {
-                all_up_at = Some(Instant::now());
+                all_up_at = Some(at);
             }
             for (a, s) in r.apps.iter().enumerate() {
                 totals[a].add(s);
@@ -899,10 +903,13 @@ mod tests {
 
     #[test]
     fn a_shard_pinned_to_a_cpu_that_is_not_online_is_refused_naming_both() {
-        let cpus = ShardCpus::new(true, 3).expect("the machine's CPUs");
+        let cpus = ShardCpus::for_node(true, 1, 3).expect("the machine's CPUs");
         let err = cpus.placement(100_000, 7).expect_err("no such CPU").to_string();
         assert!(err.contains("shard 7") && err.contains("CPU 100000 is not online"), "{err}");
         assert!(matches!(cpus.placement(0, 0), Ok(Placement::Fenced(set)) if set.len() == 1));
-        assert!(matches!(ShardCpus::new(false, 0).unwrap().placement(5, 5), Ok(Placement::Unbound)));
+        assert!(matches!(ShardCpus::for_node(false, 1, 0).unwrap().placement(5, 5), Ok(Placement::Unbound)));
+        let many = ShardCpus::for_node(true, 100_000, 0).unwrap();
+        assert!(matches!(many, ShardCpus::Unbound), "more shards than CPUs: unbound");
+        assert_eq!(many.shard_settings(EngineSettings::default().shard).spin, Duration::ZERO);
     }
 }

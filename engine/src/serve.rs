@@ -295,13 +295,8 @@ impl Controller {
         let placement = Arc::new(PlacementTable::new(&plan, settings.key_groups));
         let (control, acks) = ControlPlane::new(plan.clone(), placement.clone(), max_apps);
         let failed_apps: Arc<Vec<AtomicBool>> = Arc::new((0..max_apps).map(|_| AtomicBool::new(false)).collect());
-        let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
-        let pin = settings.pin && n <= cpus;
-        let mut shard_settings = settings.shard;
-        if !pin {
-            shard_settings.spin = Duration::ZERO;
-        }
-        let cpus = crate::engine::ShardCpus::new(pin, 0)?;
+        let cpus = crate::engine::ShardCpus::for_node(settings.pin, n, 0)?;
+        let shard_settings = cpus.shard_settings(settings.shard);
         let (dead_tx, dead) = flume::unbounded();
         let mut handles = Vec::with_capacity(n);
         let parts = mesh.outboxes.into_iter().zip(mesh.inboxes).zip(doorbells);

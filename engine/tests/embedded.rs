@@ -883,6 +883,15 @@ fn throughput_is_over_the_run_without_the_engines_start_and_teardown() {
     );
 }
 
+/// Instance `inst` of 2's share of `events` events: every other one, keyed over 1,000 keys,
+/// each `(key, sequence number)`.
+fn interleaved(events: u64, inst: u32) -> impl Iterator<Item = (u64, u64, (u64, u64))> {
+    (0..events / 2).map(move |i| {
+        let n = i * 2 + u64::from(inst);
+        (key_u64(n % 1_000), n, (n % 1_000, n))
+    })
+}
+
 /// Sources start once every shard of the node is up: records made for a shard still starting
 /// would wait in its ring until it runs, and the run's tail latency would be its start. One
 /// shard builds its instance of `count` 60 ms late (its factory sleeps); no event is made
@@ -897,13 +906,9 @@ fn sources_start_once_every_shard_of_the_node_is_up() {
     let events = 40_000u64;
     let mut engine = EngineBuilder::new().shards(2);
     let mut app = engine.app("late", Duration::from_millis(50));
-    let src = app.source("in", 2, move |inst| {
-        (0..events / 2).map(move |i| {
-            let n = i * 2 + u64::from(inst);
-            (key_u64(n % 1_000), n, (n % 1_000, n))
-        })
-    });
+    let src = app.source("in", 2, move |inst| interleaved(events, inst));
     let counts = app.function("count", src, Route::ByKey, move || {
+        // The second instance's build is late (the sleep is the slow build under test).
         if c.fetch_add(1, Ordering::SeqCst) == 1 {
             std::thread::sleep(Duration::from_millis(60));
             b.store(dirigo_net::clock::now_ns(), Ordering::SeqCst);
@@ -924,23 +929,22 @@ fn sources_start_once_every_shard_of_the_node_is_up() {
     );
 }
 
-/// Keyed count that stalls its shard for `STALL` at the first record it takes (one instance
-/// only), as a shard descheduled by the OS would.
-#[derive(Default)]
-struct StallOnce(HashMap<u64, u64>);
+/// Keyed count whose first record, of all its instances, holds its shard for `STALL` (the
+/// sleep is the stall under test, as a shard descheduled by the OS: nothing waits on it).
+struct StallOnce {
+    count: CountWithSeq,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
-static STALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 const STALL: Duration = Duration::from_millis(200);
 
 impl Function for StallOnce {
     type In = (u64, u64);
     fn on_message(&mut self, cx: &mut Cx<'_>, msg: &rkyv::Archived<(u64, u64)>) {
-        if !STALLED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if !self.stalled.swap(true, std::sync::atomic::Ordering::SeqCst) {
             std::thread::sleep(STALL);
         }
-        let n = self.0.entry(msg.0.to_native()).or_default();
-        *n += 1;
-        cx.emit(cx.key_hash(), cx.event_time(), &(msg.0.to_native(), *n, msg.1.to_native()));
+        self.count.on_message(cx, msg);
     }
 }
 
@@ -955,19 +959,19 @@ fn a_stalled_receiver_holds_up_only_a_few_batches_of_its_senders_records() {
     let events = 200_000u64;
     let mut engine = EngineBuilder::new().shards(2);
     let mut app = engine.app("stall", Duration::from_secs(1));
-    let src = app.source("in", 2, move |inst| {
-        (0..events / 2).map(move |i| {
-            let n = i * 2 + u64::from(inst);
-            (key_u64(n % 1_000), n, (n % 1_000, n))
-        })
+    let src = app.source("in", 2, move |inst| interleaved(events, inst));
+    let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stalled.clone();
+    let counts = app.function("count", src, Route::ByKey, move || StallOnce {
+        count: CountWithSeq::default(),
+        stalled: flag.clone(),
     });
-    let counts = app.function("count", src, Route::ByKey, StallOnce::default);
     let out = app.collect("out", counts);
     let summary = engine.run().expect("engine runs");
     let a = &summary.apps[0];
     assert_eq!((a.events_in, a.events_out), (events, events));
     assert_eq!(out.drain().count() as u64, events);
-    assert!(STALLED.load(std::sync::atomic::Ordering::SeqCst), "a shard stalled");
+    assert!(stalled.load(std::sync::atomic::Ordering::SeqCst), "a shard stalled");
     let stall_us = STALL.as_micros() as f64;
     assert!(a.latency_us.max >= stall_us * 0.9, "the stall shows in the max: {:?}", a.latency_us);
     assert!(

@@ -161,8 +161,8 @@ pub struct Outbox {
 pub struct Inbox {
     ring: rtrb::Consumer<Batch>,
     returns: rtrb::Producer<Batch>,
-    /// Envelopes taken out of the ring, published for the sender (`Outbox::in_ring`).
-    taken_n: u64,
+    /// Envelopes taken out of the ring, published for the sender (`Outbox::in_ring`); this
+    /// end is its only writer.
     taken: Arc<CachePadded<AtomicU64>>,
 }
 
@@ -173,7 +173,7 @@ pub fn mailbox(capacity: usize, receiver: Arc<ShardSignal>) -> (Outbox, Inbox) {
     let taken = Arc::new(CachePadded::new(AtomicU64::new(0)));
     (
         Outbox { ring: tx, returns: ret_rx, sent: 0, taken: taken.clone(), peer: receiver },
-        Inbox { ring: rx, returns: ret_tx, taken_n: 0, taken },
+        Inbox { ring: rx, returns: ret_tx, taken },
     )
 }
 
@@ -212,8 +212,8 @@ impl Inbox {
     #[inline]
     pub fn recv(&mut self) -> Option<Batch> {
         let batch = self.ring.pop().ok()?;
-        self.taken_n += batch.entries.len() as u64;
-        self.taken.store(self.taken_n, Ordering::Release);
+        let taken = self.taken.load(Ordering::Relaxed) + batch.entries.len() as u64;
+        self.taken.store(taken, Ordering::Release);
         Some(batch)
     }
 

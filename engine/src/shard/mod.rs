@@ -296,7 +296,8 @@ impl<P: Policy> Shard<P> {
         let (mut spin_ns, mut gather_ns) = self.idle_behaviour(spin_setting);
         // Up: the node's sources start once every shard of it is (each wakes the others).
         self.signals[self.id as usize].set_up();
-        self.signals[self.local.start as usize..self.local.end as usize].iter().for_each(|s| s.wake());
+        let others = (self.local.start..self.local.end).filter(|&s| s != self.id);
+        others.for_each(|s| self.signals[s as usize].wake());
         // The first report says the shard is up (a served engine is ready once every shard sent
         // one).
         self.report(false);
