@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use glommio::{CpuSet, LocalExecutorBuilder, Placement};
 
-use crate::metrics::{AppFailure, AppStats, FailureCause, ShardReport};
+use crate::metrics::{AppFailure, AppStats, FailureCause, ShardReport, ShardTotals};
 use crate::placement::PlacementTable;
 use crate::plan::Plan;
 use crate::policy::Policy;
@@ -382,7 +382,7 @@ where
     (summary.missed_wakeups, summary.lazy_wakeups, summary.io_wakeups) =
         (c.missed_wakeups, c.lazy_wakeups, c.io_wakeups);
     summary.shards = local.len();
-    summary.shard_time = local.map(|s| ShardTime::of(s, c.shard_ns[s], wall)).collect();
+    summary.shard_time = local.map(|s| ShardTime::of(s, &c.shard_ns[s], wall)).collect();
     summary.stalls = c.stalls;
     for (app, used) in c.shards_used.into_iter().enumerate() {
         summary.apps[app].moves = c.moves.iter().filter(|m| m.app as usize == app).count() as u64;
@@ -556,8 +556,8 @@ struct Collected {
     missed_wakeups: u64,
     lazy_wakeups: u64,
     io_wakeups: u64,
-    /// Per shard (global id): (busy, parked) ns over the run.
-    shard_ns: Vec<(u64, u64)>,
+    /// Per shard (global id): its totals over the run.
+    shard_ns: Vec<ShardTotals>,
     /// Apps that failed, first failure each.
     failures: Vec<AppFailure>,
     /// Shards given up (a function held them past `stall_stop`).
@@ -633,7 +633,7 @@ fn collect(
     let mut next = started + period;
     let (mut remaining, local_start) = (local.len(), local.start);
     let (mut missed_wakeups, mut lazy_wakeups, mut io_wakeups) = (0, 0, 0);
-    let mut shard_ns = vec![(0u64, 0u64); plan.shards];
+    let mut shard_ns = vec![ShardTotals::default(); plan.shards];
     let mut failures: Vec<AppFailure> = Vec::new();
     let mut stalls = StallDetector::new(settings.stall_budget, watch.stall_stop);
     // Shards given up, and those whose last report came.
@@ -683,13 +683,12 @@ fn collect(
                 *p = (*p).max(n);
             }
             remaining -= r.last as usize;
+            shard_ns[r.shard as usize].add(&r);
             for f in r.failures {
                 if !failures.iter().any(|g| g.app == f.app) {
                     failures.push(f);
                 }
             }
-            let t = &mut shard_ns[r.shard as usize];
-            (t.0, t.1) = (t.0 + r.busy_ns, t.1 + r.parked_ns);
             missed_wakeups += r.missed_wakeups;
             lazy_wakeups += r.lazy_wakeups;
             io_wakeups += r.io_wakeups;

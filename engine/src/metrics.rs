@@ -284,6 +284,26 @@ impl Default for AppStats {
     }
 }
 
+/// A shard's totals over its reports: busy and parked time (ns), batches handed to other
+/// shards and the envelopes they carried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardTotals {
+    pub busy_ns: u64,
+    pub parked_ns: u64,
+    pub batches_out: u64,
+    pub envelopes_out: u64,
+}
+
+impl ShardTotals {
+    /// Count report `r` in.
+    pub fn add(&mut self, r: &ShardReport) {
+        self.busy_ns += r.busy_ns;
+        self.parked_ns += r.parked_ns;
+        self.batches_out += r.batches_out;
+        self.envelopes_out += r.envelopes_out;
+    }
+}
+
 /// What a shard reports each interval, and once more when it exits.
 #[derive(Clone, Debug)]
 pub struct ShardReport {
@@ -295,6 +315,10 @@ pub struct ShardReport {
     pub busy_ns: u64,
     /// Time spent parked (ns) in the interval.
     pub parked_ns: u64,
+    /// Batches it handed to other shards of its node in the interval, and the envelopes they
+    /// carried.
+    pub batches_out: u64,
+    pub envelopes_out: u64,
     /// Parks that ended on their safety timeout with work pending (lost wake-ups).
     pub missed_wakeups: u64,
     /// Parks that ended on their own timeout with mail a sender let wait for it (its deadline

@@ -11,7 +11,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::metrics::AppStats;
+use crate::metrics::{AppStats, ShardReport, ShardTotals};
 
 /// Latency buckets (seconds): 50 µs to 10 s.
 const LATENCY_BUCKETS: [f64; 16] =
@@ -34,6 +34,8 @@ pub struct Metrics {
     shard_busy: CounterVec,
     shard_parked: CounterVec,
     shard_spinning: GaugeVec,
+    shard_batches_out: IntCounterVec,
+    shard_envelopes_out: IntCounterVec,
     queue: IntGaugeVec,
     key_groups: IntGaugeVec,
     lessees: IntGaugeVec,
@@ -119,6 +121,17 @@ impl Metrics {
                 ),
                 shard
             )),
+            shard_batches_out: reg!(IntCounterVec::new(
+                opts("shard_batches_out_total", "Batches the shard handed to other shards of its node"),
+                shard
+            )),
+            shard_envelopes_out: reg!(IntCounterVec::new(
+                opts(
+                    "shard_envelopes_out_total",
+                    "Envelopes (records and control messages) in the batches the shard handed to other shards"
+                ),
+                shard
+            )),
             queue: reg!(IntGaugeVec::new(opts("shard_queue_length", "Messages queued on the shard"), shard)),
             key_groups: reg!(IntGaugeVec::new(
                 opts("shard_key_groups", "Key groups of running apps' keyed functions the shard holds"),
@@ -179,17 +192,20 @@ impl Metrics {
         self.slo.with_label_values(&[app]).set(slo_seconds);
     }
 
-    pub fn shard_time(&self, shard: usize, busy_ns: u64, parked_ns: u64) {
+    /// One shard's report: its time, and the batches it sent.
+    pub fn shard_time(&self, shard: usize, r: &ShardReport) {
         let s = shard.to_string();
-        self.shard_busy.with_label_values(&[&s]).inc_by(busy_ns as f64 / 1e9);
-        self.shard_parked.with_label_values(&[&s]).inc_by(parked_ns as f64 / 1e9);
+        self.shard_busy.with_label_values(&[&s]).inc_by(r.busy_ns as f64 / 1e9);
+        self.shard_parked.with_label_values(&[&s]).inc_by(r.parked_ns as f64 / 1e9);
+        self.shard_batches_out.with_label_values(&[&s]).inc_by(r.batches_out);
+        self.shard_envelopes_out.with_label_values(&[&s]).inc_by(r.envelopes_out);
     }
 
-    pub fn shard_gauges(&self, shard: usize, queued: u64, key_groups: usize, wall_ns: u64, (busy, parked): (u64, u64)) {
+    pub fn shard_gauges(&self, shard: usize, queued: u64, key_groups: usize, wall_ns: u64, t: &ShardTotals) {
         let s = shard.to_string();
         self.queue.with_label_values(&[&s]).set(queued as i64);
         self.key_groups.with_label_values(&[&s]).set(key_groups as i64);
-        let spinning = wall_ns.saturating_sub(busy + parked);
+        let spinning = wall_ns.saturating_sub(t.busy_ns + t.parked_ns);
         self.shard_spinning.with_label_values(&[&s]).set(spinning as f64 / 1e9);
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::metrics::AppStats;
+use crate::metrics::{AppStats, ShardTotals};
 use crate::plan::Plan;
 
 /// Latency percentiles in microseconds.
@@ -216,14 +216,26 @@ pub struct ShardTime {
     pub busy_seconds: f64,
     pub parked_seconds: f64,
     pub spinning_seconds: f64,
+    /// Batches the shard handed to the other shards of its node, and the envelopes (records
+    /// and control messages) they carried: `envelopes_out / batches_out` is how full the
+    /// batches crossing cores were.
+    pub batches_out: u64,
+    pub envelopes_out: u64,
 }
 
 impl ShardTime {
-    /// From a shard's `(busy, parked)` ns over a run of `wall`.
-    pub fn of(shard: usize, (busy_ns, parked_ns): (u64, u64), wall: Duration) -> ShardTime {
-        let (busy, parked) = (busy_ns as f64 / 1e9, parked_ns as f64 / 1e9);
+    /// From a shard's totals over a run of `wall`.
+    pub fn of(shard: usize, t: &ShardTotals, wall: Duration) -> ShardTime {
+        let (busy, parked) = (t.busy_ns as f64 / 1e9, t.parked_ns as f64 / 1e9);
         let spinning = (wall.as_secs_f64() - busy - parked).max(0.0);
-        ShardTime { shard, busy_seconds: busy, parked_seconds: parked, spinning_seconds: spinning }
+        ShardTime {
+            shard,
+            busy_seconds: busy,
+            parked_seconds: parked,
+            spinning_seconds: spinning,
+            batches_out: t.batches_out,
+            envelopes_out: t.envelopes_out,
+        }
     }
 }
 
@@ -456,11 +468,16 @@ impl Summary {
             let _ = writeln!(s, "{:<16} placed on shard(s) {}", a.name, on.join(", "));
         }
         for t in &self.shard_time {
-            let _ = writeln!(
+            let _ = write!(
                 s,
                 "shard {:<3} busy {:>7.2}s  parked {:>7.2}s  spinning {:>7.2}s",
                 t.shard, t.busy_seconds, t.parked_seconds, t.spinning_seconds
             );
+            if t.batches_out > 0 {
+                let per = t.envelopes_out as f64 / t.batches_out as f64;
+                let _ = write!(s, "  out {} batches, {per:.1} envelopes each", t.batches_out);
+            }
+            let _ = writeln!(s);
         }
         if let Some(c) = &self.snapshots {
             let _ = write!(

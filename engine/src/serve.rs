@@ -17,7 +17,7 @@ use crate::compile::{app_demand, compile_app, RunError};
 use crate::config::{Config, ConfigError};
 use crate::control::{Ack, ControlPlane, RUNNING, STOPPING};
 use crate::engine::{cpu_seconds, resolve_shards, EngineError, EngineSettings, StopHandle};
-use crate::metrics::{AppStats, ShardReport};
+use crate::metrics::{AppStats, ShardReport, ShardTotals};
 use crate::placement::{AppShards, PlacementTable};
 use crate::plan::Plan;
 use crate::policy::Policy;
@@ -252,7 +252,7 @@ struct Controller {
     period: Duration,
     /// Per shard: busy and parked ns in the interval, and in total.
     shard_busy: Vec<u64>,
-    shard_ns: Vec<(u64, u64)>,
+    shard_ns: Vec<ShardTotals>,
     /// Shards that sent their first report.
     up: Vec<bool>,
     /// Per app: it failed (shared with the shards).
@@ -345,7 +345,7 @@ impl Controller {
             started: Instant::now(),
             period: settings.shard.stats_interval,
             shard_busy: vec![0; n],
-            shard_ns: vec![(0, 0); n],
+            shard_ns: vec![ShardTotals::default(); n],
             up: vec![false; n],
             failed_apps,
             stalls: crate::engine::StallDetector::new(settings.stall_budget, settings.stall_stop),
@@ -392,13 +392,13 @@ impl Controller {
                 wait = wait.min(self.stalls.every()); // an idle server does not watch
             }
             enum Ev {
-                Report(ShardReport),
+                Report(Box<ShardReport>),
                 Command(Command),
                 Ack(Ack),
                 Idle,
             }
             let ev = flume::Selector::new()
-                .recv(&self.reports, |r| r.map_or(Ev::Idle, Ev::Report))
+                .recv(&self.reports, |r| r.map_or(Ev::Idle, |r| Ev::Report(Box::new(r))))
                 .recv(&self.acks, |a| a.map_or(Ev::Idle, Ev::Ack))
                 .recv(commands, |c| c.map_or(Ev::Idle, Ev::Command))
                 .wait_timeout(wait)
@@ -408,7 +408,7 @@ impl Controller {
                 Ev::Report(r) if self.given_up.contains(&(r.shard as usize)) => {}
                 Ev::Report(r) => {
                     remaining -= r.last as usize;
-                    self.fold(r);
+                    self.fold(*r);
                 }
                 Ev::Ack(a) => self.on_ack(a),
                 Ev::Command(c) => self.on_command(c),
@@ -513,9 +513,8 @@ impl Controller {
             }
         }
         self.shard_busy[s] += r.busy_ns;
-        let t = &mut self.shard_ns[s];
-        (t.0, t.1) = (t.0 + r.busy_ns, t.1 + r.parked_ns);
-        self.handle.metrics.shard_time(s, r.busy_ns, r.parked_ns);
+        self.shard_ns[s].add(&r);
+        self.handle.metrics.shard_time(s, &r);
         let m = &self.handle.metrics;
         for (a, st) in r.apps.iter().enumerate() {
             if let Some(app) = self.apps.iter().find(|x| x.id == a) {
@@ -807,7 +806,7 @@ impl Controller {
                 })
                 .map(|f| table.groups_on(f, s as u16))
                 .sum();
-            m.shard_gauges(s, sig.queued(), groups, self.started.elapsed().as_nanos() as u64, self.shard_ns[s]);
+            m.shard_gauges(s, sig.queued(), groups, self.started.elapsed().as_nanos() as u64, &self.shard_ns[s]);
         }
         for (f, per_shard) in self.lessees.iter().enumerate() {
             let fp = &plan.functions[f];

@@ -263,6 +263,8 @@ fn metrics_are_prometheus_text_with_every_family() {
         ("dirigo_shard_busy_seconds_total", "shard"),
         ("dirigo_shard_parked_seconds_total", "shard"),
         ("dirigo_shard_spinning_seconds", "shard"),
+        ("dirigo_shard_batches_out_total", "shard"),
+        ("dirigo_shard_envelopes_out_total", "shard"),
         ("dirigo_shard_queue_length", "shard"),
         ("dirigo_shard_key_groups", "shard"),
         ("dirigo_function_lessees", "function"),

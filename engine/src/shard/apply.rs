@@ -10,15 +10,13 @@ use super::fuse::Fusing;
 use super::router::Router;
 use super::router::{broadcast, broadcast_watermark};
 use super::stretch::{StretchRun, Timing};
-use super::{Shard, COST_SAMPLE};
+use super::{Shard, COST_SAMPLE, TURN_TIME_NS};
 use crate::instance::OperatorInstance;
 use crate::policy::Policy;
 use crate::runqueue::QEntry;
 use dirigo_net::clock::now_ns;
 use dirigo_net::mailbox::{Batch, Entry};
 
-/// A turn runs messages for at most about this long (ns) before the shard looks at its mail.
-const TURN_TIME_NS: u64 = 50_000;
 /// Messages between two looks at the clock within a turn.
 const TIME_CHECK_EVERY: usize = 8;
 /// At most this many records run as their batches arrive in one drain of the mail (two full

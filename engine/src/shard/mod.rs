@@ -82,8 +82,12 @@ pub struct ShardSettings {
     pub stats_interval: Duration,
 }
 
-/// Messages run per turn before the shard polls its mailboxes and flushes again.
+/// Messages run per turn before the shard polls its mailboxes and flushes again; events a
+/// source polls at least per turn.
 const TURN_BUDGET: usize = 64;
+/// A turn runs messages for at most about this long (ns) before the shard looks at its mail
+/// (a source's poll too, when admission is by count only: `queue_budget = 0`).
+const TURN_TIME_NS: u64 = 50_000;
 /// A parked shard wakes at least this often. Mail always rings the doorbell; this bounds the
 /// damage if a wake-up is lost anyway, and `missed_wakeups` counts every time it was needed.
 const MAX_PARK: Duration = Duration::from_millis(200);
@@ -294,6 +298,7 @@ impl<P: Policy> Shard<P> {
         // Recomputed when the hosted apps change (a key group of another app arrived or left,
         // an app was deployed).
         let (mut spin_ns, mut gather_ns) = self.idle_behaviour(spin_setting);
+        self.size_polls();
         // Up: the node's sources start once every shard of it is (each wakes the others).
         self.signals[self.id as usize].set_up();
         let others = (self.local.start..self.local.end).filter(|&s| s != self.id);
@@ -610,6 +615,7 @@ impl<P: Policy> Shard<P> {
         self.tick_actors(now);
         self.rebalance(now);
         self.sched.tick(&self.plan, self.tele.busy_total_ns, now);
+        self.size_polls();
     }
 
     /// Something was counted since the last report (an idle shard's parked time counts once it
@@ -642,6 +648,7 @@ impl<P: Policy> Shard<P> {
             self.host(app, 0);
         }
         let napps = self.tele.stats.len();
+        let (batches_out, envelopes_out) = self.out.take_sent();
         let r = ShardReport {
             shard: self.id,
             // The figures themselves go, and recycled empty ones take their place (a copy would
@@ -649,6 +656,8 @@ impl<P: Policy> Shard<P> {
             apps: std::mem::replace(&mut self.tele.stats, crate::metrics::fresh_stats(napps)),
             busy_ns: std::mem::take(&mut self.tele.busy_ns),
             parked_ns: std::mem::take(&mut self.tele.parked_ns),
+            batches_out,
+            envelopes_out,
             missed_wakeups: std::mem::take(&mut self.tele.missed_wakeups),
             lazy_wakeups: std::mem::take(&mut self.tele.lazy_wakeups),
             lessees: self.tele.lessees_max.clone(),

@@ -48,6 +48,10 @@ pub struct Outputs {
     /// Where a record archived in place is written when it goes along several edges
     /// (`Router::emit_archived`), reused.
     scratch: AlignedVec,
+    /// Batches handed to other shards' rings, and the envelopes they carried, since the last
+    /// report (`take_sent`): how full the batches crossing cores are.
+    batches_out: u64,
+    envelopes_out: u64,
 }
 
 impl Outputs {
@@ -71,7 +75,15 @@ impl Outputs {
             gone: vec![false; n],
             here: vec![0; functions],
             scratch: AlignedVec::new(),
+            batches_out: 0,
+            envelopes_out: 0,
         }
+    }
+
+    /// Batches handed to other shards' rings since the last call, and the envelopes they
+    /// carried.
+    pub fn take_sent(&mut self) -> (u64, u64) {
+        (std::mem::take(&mut self.batches_out), std::mem::take(&mut self.envelopes_out))
     }
 
     /// Make room for apps up to `apps` and functions up to `functions` (a deployed app's, at
@@ -317,6 +329,8 @@ impl Outputs {
                     self.waiting[dest].push_front(b);
                     break;
                 }
+                self.batches_out += 1;
+                self.envelopes_out += n as u64;
             }
             self.staged -= n;
             sent = true;
