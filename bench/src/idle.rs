@@ -159,6 +159,7 @@ fn tcp_idle(seconds: u64, limit: Duration) -> anyhow::Result<(Summary, Measureme
         cpu_seconds: summary.cpu_seconds,
         latency_us: summary.apps[0].latency_us.clone(),
         stalled,
+        envelopes_per_batch: crate::keyed_count::envelopes_per_batch(&summary),
     };
     Ok((summary, m))
 }

@@ -115,8 +115,9 @@ fn load_name(load: Load) -> &'static str {
 }
 
 fn print_run(system: System, n: usize, load: Load, repeat: usize, m: &Measurement, line_ns: LineNs) {
+    let fill = m.envelopes_per_batch.map(|f| format!("  fill {f:.1}")).unwrap_or_default();
     println!(
-        "{:<7} {n:>2} shards {:<4} #{repeat}: {:>7} ev/s  p50 {:>8}us  p99 {:>9}us  cpu {:>5.0} ns/ev  line {} ns{}",
+        "{:<7} {n:>2} shards {:<4} #{repeat}: {:>7} ev/s  p50 {:>8}us  p99 {:>9}us  cpu {:>5.0} ns/ev  line {} ns{fill}{}",
         system.name(),
         load_name(load),
         meps(m.throughput()),
@@ -134,6 +135,7 @@ fn run_json(system: System, n: usize, load: Load, repeat: usize, m: &Measurement
         "events": m.events_in, "events_out": m.events_out, "wall_seconds": m.wall_seconds,
         "events_per_s": m.throughput(), "cpu_ns_per_event": m.cpu_ns_per_event(),
         "p50_us": m.latency_us.p50, "p99_us": m.latency_us.p99, "stalled": m.stalled,
+        "envelopes_per_batch": m.envelopes_per_batch,
     })
 }
 

@@ -59,6 +59,7 @@ pub fn run(load: Load, w: &Workload) -> anyhow::Result<Measurement> {
         cpu_seconds: cpu_seconds() - cpu0,
         latency_us: latency_of(&hist),
         stalled: false,
+        envelopes_per_batch: None,
     })
 }
 

@@ -123,6 +123,7 @@ pub fn run_config(text: &str, limit: Duration) -> anyhow::Result<(dirigo_engine:
         cpu_seconds: summary.cpu_seconds,
         latency_us: app.latency_us.clone(),
         stalled,
+        envelopes_per_batch: super::envelopes_per_batch(&summary),
     };
     Ok((summary, m))
 }

@@ -142,6 +142,9 @@ pub struct Measurement {
     pub latency_us: LatencyUs,
     /// The watchdog had to stop the run (an engine hang): its figures are not valid.
     pub stalled: bool,
+    /// Dirigo only: envelopes per batch its shards handed to each other (the summary's
+    /// `shard_time`), how full the batches crossing cores were.
+    pub envelopes_per_batch: Option<f64>,
 }
 
 impl Measurement {
@@ -151,6 +154,13 @@ impl Measurement {
     pub(crate) fn cpu_ns_per_event(&self) -> f64 {
         self.cpu_seconds * 1e9 / self.events_in.max(1) as f64
     }
+}
+
+/// Envelopes per batch the shards of a run handed to each other (None when none crossed).
+pub(crate) fn envelopes_per_batch(summary: &dirigo_engine::report::Summary) -> Option<f64> {
+    let (batches, envelopes) =
+        summary.shard_time.iter().fold((0, 0), |(b, e), t| (b + t.batches_out, e + t.envelopes_out));
+    (batches > 0).then(|| envelopes as f64 / batches as f64)
 }
 
 /// A measurement with where it came from (one entry of `runs` in the JSON).

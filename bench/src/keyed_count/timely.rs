@@ -91,6 +91,7 @@ pub fn run(load: Load, w: &Workload) -> anyhow::Result<Measurement> {
         cpu_seconds,
         latency_us: latency_of(&hist),
         stalled: false,
+        envelopes_per_batch: None,
     })
 }
 
