@@ -470,7 +470,10 @@ impl<P: Policy> Shard<P> {
         if std::mem::take(&mut self.slots.sink_ran) {
             self.slots.send_collected();
         }
-        progress |= self.out.flush();
+        // A saturated shard's batches may wait to fill, within the tightest app's budget; with
+        // nothing else done this turn, everything goes.
+        let hold_ns = if progress && self.src.saturated { self.src.poll_time_ns } else { 0 };
+        progress |= self.out.flush(now, hold_ns);
         self.signals[self.id as usize].flushed();
         self.publish_load();
         progress

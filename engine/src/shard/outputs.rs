@@ -13,6 +13,9 @@ use dirigo_net::mailbox::{Batch, Entry, Outbox};
 
 /// Keep at most this many empty batches in the pool.
 const POOL_MAX: usize = 256;
+/// A saturated shard's batch for another shard with fewer envelopes than this may wait at a
+/// flush to fill (`Outputs::flush`): the records a turn's poll sends each shard it reaches.
+const HOLD_FILL: usize = 64;
 /// Close a batch once its payload bytes pass this size.
 const BATCH_BYTES: usize = 64 * 1024;
 
@@ -52,6 +55,9 @@ pub struct Outputs {
     /// report (`take_sent`): how full the batches crossing cores are.
     batches_out: u64,
     envelopes_out: u64,
+    /// Per destination: since when (ns) its open batch has waited at flushes to fill (0: it
+    /// has not; see `flush`).
+    held_since: Vec<u64>,
 }
 
 impl Outputs {
@@ -77,6 +83,7 @@ impl Outputs {
             scratch: AlignedVec::new(),
             batches_out: 0,
             envelopes_out: 0,
+            held_since: vec![0; n],
         }
     }
 
@@ -264,6 +271,7 @@ impl Outputs {
         }
         let full = std::mem::replace(&mut self.open[dest], fresh);
         self.waiting[dest].push_back(full);
+        self.held_since[dest] = 0;
     }
 
     /// Hand what is staged for `dest` to its ring now, mid-turn (a latency-critical message:
@@ -276,12 +284,26 @@ impl Outputs {
     }
 
     /// Hand every staged batch to its ring (or the local queue); ring the doorbell of parked
-    /// receivers. Returns true if anything moved.
-    pub fn flush(&mut self) -> bool {
+    /// receivers. Returns true if anything moved. With `hold_ns` > 0 (a saturated shard: its
+    /// sources had more events due than a poll takes), a batch for another shard holding fewer
+    /// than `HOLD_FILL` envelopes stays open to fill at the next turns, for at most `hold_ns`
+    /// from the first flush that held it: at full load each batch then carries about as many
+    /// records whatever the number of shards the turn's records spread over, and none waits
+    /// longer than that (the shard does not park while anything is staged).
+    pub fn flush(&mut self, now: u64, hold_ns: u64) -> bool {
         let mut moved = false;
         for dest in 0..self.open.len() {
-            if !self.open[dest].entries.is_empty() {
-                self.close(dest);
+            let n = self.open[dest].entries.len();
+            if n > 0 {
+                let held = hold_ns > 0 && n < HOLD_FILL && dest != self.me as usize && !self.gone[dest];
+                let since = &mut self.held_since[dest];
+                if held && (*since == 0 || now.saturating_sub(*since) < hold_ns) {
+                    if *since == 0 {
+                        *since = now;
+                    }
+                } else {
+                    self.close(dest);
+                }
             }
             moved |= self.send_waiting(dest);
         }
@@ -373,5 +395,64 @@ impl Outputs {
             b.clear();
             self.pool.push(b);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use dirigo_net::mailbox::{mailbox, Inbox};
+    use dirigo_net::signal::ShardSignal;
+
+    use super::*;
+
+    /// Outputs of shard 0 of two, and shard 1's end of the ring between them.
+    fn two_shards() -> (Outputs, Inbox) {
+        let (signal, _doorbell) = ShardSignal::new(1);
+        let (outbox, inbox) = mailbox(8, Arc::new(signal));
+        (Outputs::new(0, vec![None, Some(outbox)], 256, 1, 1), inbox)
+    }
+
+    /// Envelopes of the batches waiting in `inbox`, in order (by key hash).
+    fn received(inbox: &mut Inbox) -> Vec<u64> {
+        std::iter::from_fn(|| inbox.recv())
+            .flat_map(|b| b.entries.iter().map(|e| e.header.key_hash).collect::<Vec<_>>())
+            .collect()
+    }
+
+    #[test]
+    fn a_saturated_shards_small_batch_waits_to_fill_for_at_most_the_hold() {
+        let (mut out, mut inbox) = two_shards();
+        (0..10).for_each(|k| out.push_header(1, Header::data(0, 0, k)));
+        assert!(!out.flush(1_000, 500), "held: nothing moves");
+        assert_eq!((received(&mut inbox), out.staged()), (Vec::<u64>::new(), 10));
+        (10..20).for_each(|k| out.push_header(1, Header::data(0, 0, k)));
+        out.flush(1_499, 500);
+        assert_eq!((received(&mut inbox), out.staged()), (Vec::<u64>::new(), 20), "still within the hold");
+        assert!(out.flush(1_500, 500), "the hold is over: the batch goes");
+        assert_eq!((received(&mut inbox), out.staged()), ((0..20).collect::<Vec<u64>>(), 0));
+        // A batch that filled to `HOLD_FILL` goes at once; so does any without a hold.
+        (0..HOLD_FILL as u64).for_each(|k| out.push_header(1, Header::data(0, 0, k)));
+        out.flush(2_000, 500);
+        assert_eq!(received(&mut inbox), (0..HOLD_FILL as u64).collect::<Vec<_>>());
+        out.push_header(1, Header::data(0, 0, 7));
+        out.flush(2_001, 0);
+        assert_eq!(received(&mut inbox), vec![7]);
+        // The hold starts again with the next batch held, not at the last one's.
+        out.push_header(1, Header::data(0, 0, 8));
+        out.flush(3_000, 500);
+        out.flush(3_400, 500);
+        assert_eq!(received(&mut inbox), Vec::<u64>::new());
+        out.flush(3_500, 500);
+        assert_eq!(received(&mut inbox), vec![8]);
+    }
+
+    #[test]
+    fn a_batch_for_the_shard_itself_is_never_held() {
+        let (mut out, _inbox) = two_shards();
+        out.push_header(0, Header::data(0, 0, 1));
+        out.flush(1_000, 500);
+        assert_eq!((out.local.len(), out.staged()), (1, 0));
     }
 }

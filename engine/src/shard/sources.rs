@@ -42,6 +42,10 @@ pub(super) struct Sources {
     /// A poll goes on past its first `TURN_BUDGET` events only within this long (ns): the
     /// tightest hosted app's queue budget (`Shard::size_polls`).
     pub poll_time_ns: u64,
+    /// A poll of the last `poll_sources` stopped with events of its source still due (at its
+    /// size or its time): the shard is saturated, and its output batches may wait to fill
+    /// (`Outputs::flush`).
+    pub saturated: bool,
 }
 
 impl Sources {
@@ -55,6 +59,7 @@ impl Sources {
             block: Vec::new(),
             node_up: false,
             poll_time_ns: TURN_TIME_NS,
+            saturated: false,
         }
     }
 
@@ -215,6 +220,7 @@ impl<P: Policy> Shard<P> {
     /// Poll every source for events due by `now`, up to a turn's budget each.
     pub(super) fn poll_sources(&mut self, now: u64) -> bool {
         let mut progress = false;
+        self.src.saturated = false;
         let stopping = self.stop.load(Ordering::Relaxed);
         if !stopping && !self.node_up() {
             return false;
@@ -255,7 +261,7 @@ impl<P: Policy> Shard<P> {
     /// turn's budget (one shard) to `MAX_POLL_EVENTS`, and past the first `TURN_BUDGET` events
     /// for at most the tightest hosted app's queue budget (`[engine] queue_budget` of its SLO:
     /// what the records made first wait for the poll's end stays within what that app lets
-    /// its queues hold; a turn's time without one). A shard
+    /// its queues hold; a turn's time without one; 1 ms at most). A shard
     /// flushes its output every turn, so a turn's events spread over the shards they go to
     /// make the batches its rings carry: with a fixed poll, each of N receivers got a batch of
     /// `TURN_BUDGET / N` records per turn, and the cost of a batch (its ring slots, its
@@ -266,7 +272,7 @@ impl<P: Policy> Shard<P> {
     pub(super) fn size_polls(&mut self) {
         let tightest = self.tightest_slo_ns();
         let budget = tightest as f64 * self.settings.queue_budget;
-        self.src.poll_time_ns = if budget > 0.0 { budget.min(u64::MAX as f64) as u64 } else { TURN_TIME_NS };
+        self.src.poll_time_ns = if budget > 0.0 { (budget as u64).min(MAX_POLL_NS) } else { TURN_TIME_NS };
         let (plan, placement, local) = (&self.plan, &self.placement, self.local.clone());
         for run in self.src.runs.iter_mut().filter(|r| !r.done) {
             let app = plan.sources[run.index].app;
@@ -286,6 +292,8 @@ impl<P: Policy> Shard<P> {
         let started = *self.src.runs[i].started_ns.get_or_insert(now);
         let target = self.src.runs[i].poll_events;
         let mut n = 0;
+        // Events of the source were still due when the poll stopped.
+        let mut more = true;
         while n < target {
             if n >= TURN_BUDGET && now_ns().saturating_sub(now) >= self.src.poll_time_ns {
                 break;
@@ -316,9 +324,13 @@ impl<P: Policy> Shard<P> {
                 }
                 // This chunk's share: the next chunk, within the poll's.
                 Stop::Budget => {}
-                Stop::NotDue | Stop::Idle => break,
+                Stop::NotDue | Stop::Idle => {
+                    more = false;
+                    break;
+                }
             }
         }
+        self.src.saturated |= more;
         // The records this poll chained run now, in order (see `ingest_run`).
         self.finish_chain();
         // Outputs of sinks fused into the source (`shard::fuse`) are out.
@@ -556,6 +568,9 @@ fn ingest_loop<P: Policy, S: Produce>(
 const POLL_FILL: usize = 64;
 /// The most events a source polls per turn (a turn's time bounds it too).
 const MAX_POLL_EVENTS: usize = 1024;
+/// The longest a poll goes on past its first `TURN_BUDGET` events, and a batch waits to fill
+/// (`Outputs::flush`), whatever the apps' SLOs (ns): mail and control wait that long too.
+const MAX_POLL_NS: u64 = 1_000_000;
 
 /// Events a source whose records reach `reach` shards polls per turn, at most.
 fn poll_events(reach: usize) -> usize {
