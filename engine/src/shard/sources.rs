@@ -39,8 +39,8 @@ pub(super) struct Sources {
     pub block: Vec<Cell>,
     /// Every shard of the node is up (`Shard::node_up`): until then no source here polls.
     pub node_up: bool,
-    /// A poll goes on past its first `TURN_BUDGET` events only within this long (ns): the
-    /// tightest hosted app's queue budget (`Shard::size_polls`).
+    /// A poll goes on past its first `TURN_BUDGET` events only within this long (ns) of its
+    /// turn's start: the tightest hosted app's queue budget (`Shard::size_polls`).
     pub poll_time_ns: u64,
     /// A poll of the last `poll_sources` stopped with events of its source still due (at its
     /// size or its time): the shard is saturated, and its output batches may wait to fill
@@ -285,9 +285,10 @@ impl<P: Policy> Shard<P> {
         }
     }
 
-    /// Poll source `i` for up to its `poll_events` events due by `now`, in chunks of
-    /// `TURN_BUDGET`: past the first chunk only while the poll has taken less than
-    /// `poll_time_ns`.
+    /// Poll source `i` for up to its `poll_events` events due by `now` (the turn's start), in
+    /// chunks of `TURN_BUDGET`: past the first chunk only while less than `poll_time_ns` has
+    /// passed since the turn began (what ran before the poll in the turn counts too: mail
+    /// waits for the turn's end).
     fn poll_source(&mut self, i: usize, now: u64) -> bool {
         let started = *self.src.runs[i].started_ns.get_or_insert(now);
         let target = self.src.runs[i].poll_events;
