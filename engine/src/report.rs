@@ -276,6 +276,12 @@ fn satisfaction(s: &AppStats) -> f64 {
 }
 
 impl Summary {
+    /// Batches the shards handed to each other over the run, and the envelopes they carried
+    /// (the sums of `shard_time`).
+    pub fn sent_between_shards(&self) -> (u64, u64) {
+        self.shard_time.iter().fold((0, 0), |(b, e), t| (b + t.batches_out, e + t.envelopes_out))
+    }
+
     /// Summarise per-app totals; `lessees` is each function's lessee count per progress interval.
     pub fn new(
         plan: &Plan,

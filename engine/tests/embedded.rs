@@ -981,35 +981,37 @@ fn a_stalled_receiver_holds_up_only_a_few_batches_of_its_senders_records() {
     );
 }
 
-/// A source's polls grow with the shards its records cross to: a closed-loop generator feeding
-/// a keyed count on 4 shards (4 on 2 CPUs) hands each other shard batches of about `POLL_FILL`
-/// (64) records per turn, not a fixed turn's 64 events spread over 4 (16 each), and every event
-/// is still counted once. The SLO (1 s) leaves polls 1 ms (its queue budget, 2 ms, at most
-/// 1 ms), which even an unoptimised build's 256 events take less than.
-#[test]
-fn a_sources_polls_fill_the_batches_to_every_shard_its_keys_reach() {
-    use dirigo_engine::compile::{collect_sinks, compile, settings};
+/// A generator of `events` events (`rate` a second, 0: closed loop) on every one of `shards`
+/// shards, keyed by 1,000 keys into a count and a null sink, its app's SLO 1 s; `engine` adds
+/// lines to the `[engine]` table. Checks that every event came in and made one output.
+fn run_generator_count(shards: usize, rate: u64, events: u64, engine: &str) -> dirigo_engine::report::Summary {
     use dirigo_engine::config::Config;
-    const EVENTS: u64 = 200_000;
-    let shards = 4;
     let text = format!(
-        "[engine]\nshards = {shards}\n\n[[app]]\nname = \"a\"\nslo = \"1s\"\ncores = {shards}\n\
+        "[engine]\nshards = {shards}\n{engine}\n[[app]]\nname = \"a\"\nslo = \"1s\"\ncores = {shards}\n\
          schema = {{ key = \"u64\", value = \"u64\" }}\n\n[[app.source]]\nname = \"in\"\nkind = \"generator\"\n\
-         rate = 0\nevents = {EVENTS}\nkeys = 1000\nseed = 7\nparallelism = {shards}\n\n\
+         rate = {rate}\nevents = {events}\nkeys = 1000\nseed = 7\nparallelism = {shards}\n\n\
          [[app.function]]\nname = \"counts\"\nkind = \"count\"\ninput = \"in\"\nkey = \"key\"\n\n\
          [[app.sink]]\nname = \"out\"\nkind = \"null\"\ninput = \"counts\"\n"
     );
-    let config = Config::parse(&text, "fill.toml").expect("a valid config");
-    let mut plan = compile(&config, shards).expect("compiles");
-    let _ = collect_sinks(&mut plan);
+    let config = Config::parse(&text, "keyed-count.toml").expect("a valid config");
     let policy = dirigo_engine::policy::Builtin::by_name("fifo").unwrap();
-    let summary =
-        dirigo_engine::engine::run(plan, &settings(&config), policy, Default::default(), |_| {}).expect("runs");
+    let summary = dirigo_engine::compile::run_config(&config, 0, policy, Default::default()).expect("runs");
     let a = &summary.apps[0];
-    assert_eq!((a.events_in, a.events_out), (EVENTS, EVENTS));
-    let (batches, envelopes) =
-        summary.shard_time.iter().fold((0, 0), |(b, e), t| (b + t.batches_out, e + t.envelopes_out));
-    // Three quarters of the records cross to another shard (and each watermark to all three).
+    assert_eq!((a.events_in, a.events_out), (events, events));
+    summary
+}
+
+/// A source's polls grow with the shards its records cross to: a closed-loop generator feeding
+/// a keyed count on 8 shards (8 on 2 CPUs) hands each other shard batches of up to `POLL_FILL`
+/// (64) records per turn, not a fixed turn's 64 events spread over 8 (8 each, too few for a
+/// saturated shard to hold them to fill: `Outputs::flush`), and every event is still counted
+/// once. The SLO (1 s) leaves polls 1 ms (its queue budget, 2 ms, at most 1 ms).
+#[test]
+fn a_sources_polls_fill_the_batches_to_every_shard_its_keys_reach() {
+    const EVENTS: u64 = 200_000;
+    let summary = run_generator_count(8, 0, EVENTS, "");
+    let (batches, envelopes) = summary.sent_between_shards();
+    // Seven eighths of the records cross to another shard (and each watermark to all seven).
     assert!(envelopes >= EVENTS / 2, "{envelopes} envelopes sent to other shards: {:?}", summary.shard_time);
     let per_batch = envelopes as f64 / batches as f64;
     assert!(per_batch >= 32.0, "{per_batch:.1} envelopes per batch: {:?}", summary.shard_time);
@@ -1019,29 +1021,13 @@ fn a_sources_polls_fill_the_batches_to_every_shard_its_keys_reach() {
 /// shards keep up with (an open loop, polls finding an event or two due, turns with nothing to
 /// do between them) hands its records to the other shard as they come, not held for the 1 ms
 /// its SLO's queue budget would allow (at 25,000 events/s a shard, half of them crossing,
-/// about 12 per batch; a hold regardless of what the turn did fails it).
+/// about 12 per batch). Holding every batch, whatever its fill and whatever the turn did,
+/// fails it (about 14 per batch); either bound alone (a quarter-full floor, a saturated turn)
+/// keeps it.
 #[test]
 fn batches_wait_to_fill_only_when_the_sources_have_more_due_than_a_poll_takes() {
-    use dirigo_engine::compile::{collect_sinks, compile, settings};
-    use dirigo_engine::config::Config;
-    const EVENTS: u64 = 10_000;
-    let text = format!(
-        "[engine]\nshards = 2\ngather = 0\n\n[[app]]\nname = \"a\"\nslo = \"1s\"\ncores = 2\n\
-         schema = {{ key = \"u64\", value = \"u64\" }}\n\n[[app.source]]\nname = \"in\"\nkind = \"generator\"\n\
-         rate = 50000\nevents = {EVENTS}\nkeys = 1000\nseed = 7\nparallelism = 2\n\n\
-         [[app.function]]\nname = \"counts\"\nkind = \"count\"\ninput = \"in\"\nkey = \"key\"\n\n\
-         [[app.sink]]\nname = \"out\"\nkind = \"null\"\ninput = \"counts\"\n"
-    );
-    let config = Config::parse(&text, "open.toml").expect("a valid config");
-    let mut plan = compile(&config, 2).expect("compiles");
-    let _ = collect_sinks(&mut plan);
-    let policy = dirigo_engine::policy::Builtin::by_name("fifo").unwrap();
-    let summary =
-        dirigo_engine::engine::run(plan, &settings(&config), policy, Default::default(), |_| {}).expect("runs");
-    let a = &summary.apps[0];
-    assert_eq!((a.events_in, a.events_out), (EVENTS, EVENTS));
-    let (batches, envelopes) =
-        summary.shard_time.iter().fold((0, 0), |(b, e), t| (b + t.batches_out, e + t.envelopes_out));
+    let summary = run_generator_count(2, 50_000, 10_000, "gather = 0\n");
+    let (batches, envelopes) = summary.sent_between_shards();
     let per_batch = envelopes as f64 / batches as f64;
     assert!(per_batch < 8.0, "{per_batch:.1} envelopes per batch: {:?}", summary.shard_time);
 }

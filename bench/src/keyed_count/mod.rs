@@ -158,8 +158,7 @@ impl Measurement {
 
 /// Envelopes per batch the shards of a run handed to each other (None when none crossed).
 pub(crate) fn envelopes_per_batch(summary: &dirigo_engine::report::Summary) -> Option<f64> {
-    let (batches, envelopes) =
-        summary.shard_time.iter().fold((0, 0), |(b, e), t| (b + t.batches_out, e + t.envelopes_out));
+    let (batches, envelopes) = summary.sent_between_shards();
     (batches > 0).then(|| envelopes as f64 / batches as f64)
 }
 

@@ -290,10 +290,10 @@ impl Outputs {
     /// receivers. Returns true if anything moved. With `hold_ns` > 0 (a saturated shard: its
     /// sources had more events due than a poll takes), a batch for another shard holding fewer
     /// than `HOLD_FILL` envelopes (and at least a quarter of that) stays open to fill at the
-    /// next turns, for at most `hold_ns`
-    /// from the first flush that held it: at full load each batch then carries about as many
-    /// records whatever the number of shards the turn's records spread over, and none waits
-    /// longer than that (the shard does not park while anything is staged).
+    /// next turns, for at most `hold_ns` from the first flush that held it: at full load each
+    /// batch then carries about as many records whatever the number of shards the turn's
+    /// records spread over, and none waits longer than that (the shard does not park while
+    /// anything is staged).
     pub fn flush(&mut self, now: u64, hold_ns: u64) -> bool {
         let mut moved = false;
         for dest in 0..self.open.len() {
@@ -302,11 +302,10 @@ impl Outputs {
                 let filling = (HOLD_FILL / 4..HOLD_FILL).contains(&n);
                 let held = hold_ns > 0 && filling && dest != self.me as usize && !self.gone[dest];
                 let since = &mut self.held_since[dest];
-                if held && (*since == 0 || now.saturating_sub(*since) < hold_ns) {
-                    if *since == 0 {
-                        *since = now;
-                    }
-                } else {
+                if held && *since == 0 {
+                    *since = now;
+                }
+                if !held || now.saturating_sub(*since) >= hold_ns {
                     self.close(dest);
                 }
             }
