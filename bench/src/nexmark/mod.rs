@@ -16,7 +16,9 @@
 //!
 //! Reported per query: events/s (all NEXMark events the source produced, closed loop), the
 //! sequential reference's events/s (the same events generated and queried by plain loops on one
-//! thread: what the query costs without an engine), both with outputs discarded, and both again
+//! thread: what the query costs without an engine), the reference on two threads at once over
+//! half the events each (what the machine's two CPUs give together; for the stateless Q1 and Q2
+//! the ceiling of any engine here), all with outputs discarded, and the first two again
 //! with every output kept; end-to-end latency from the engine's summaries of the timed runs (each percentile's median), the
 //! number of outputs and whether they match the reference.
 
@@ -35,7 +37,8 @@ use crate::Opts;
 const SEED: u64 = 0x5eed_2002;
 /// Shards every query runs on.
 const SHARDS: usize = 2;
-/// Timed (discarding) runs of each query, each followed by a timed run of its reference.
+/// Timed (discarding) runs of each query, each followed by a timed run of its reference and
+/// one of the reference on two threads.
 const TIMED_PAIRS: usize = 3;
 
 /// One query's result.
@@ -46,6 +49,11 @@ struct Outcome {
     /// Events per second of the sequential reference (generation + plain loops, one thread),
     /// its outputs discarded as they come.
     reference_events_per_s: f64,
+    /// The reference on `SHARDS` threads at once, each over as many events as the engine's
+    /// shards get (pinned to CPUs 0.., one each): what this machine's cores do together with no
+    /// engine, the ceiling of the engine's events/s here (on two hyperthreads of one core it is
+    /// well under twice one thread).
+    parallel_reference_events_per_s: f64,
     /// The same two with every output kept in memory (the checked runs).
     collected_events_per_s: f64,
     reference_collected_events_per_s: f64,
@@ -108,6 +116,29 @@ fn compare(q: Query, got: &[Row], want: &[Row]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Events/s of [`reference_discarding`] run on `threads` threads at once, each over
+/// `events / threads` events, each pinned to a CPU of its own where it can be: how much the
+/// machine's CPUs give together to the query's own work.
+fn parallel_reference(q: Query, events: u64, threads: usize) -> f64 {
+    let share = events / threads as u64;
+    let start = std::sync::Barrier::new(threads + 1);
+    // The clock starts when every thread is ready; the scope ends when the last is done.
+    let t = std::thread::scope(|s| {
+        for cpu in 0..threads {
+            let start = &start;
+            s.spawn(move || {
+                // An unpinned thread still measures the machine, only less exactly.
+                let _ = crate::sys::pin_to(cpu);
+                start.wait();
+                std::hint::black_box(reference_discarding(q, SEED, share));
+            });
+        }
+        start.wait();
+        std::time::Instant::now()
+    });
+    (share * threads as u64) as f64 / t.elapsed().as_secs_f64().max(1e-9)
+}
+
 /// Run `q` over `events` events on the engine and check it against the reference (both keep
 /// every output), then time both again with their outputs discarded.
 fn run_checked(q: Query, events: u64) -> anyhow::Result<Outcome> {
@@ -121,6 +152,7 @@ fn run_checked(q: Query, events: u64) -> anyhow::Result<Outcome> {
     compare(q, &run.rows, &want)?;
     // The timed pairs, alternated: a noisy machine moves a single run of either by 30%.
     let (mut engine_eps, mut reference_eps, mut latencies) = (Vec::new(), Vec::new(), Vec::new());
+    let mut parallel_eps = Vec::new();
     let mut line_ns = Vec::new();
     for _ in 0..TIMED_PAIRS {
         let (timed, line) = crate::sys::line_ns_around(|| run_engine(q, SEED, events, SHARDS, Outputs::Discard));
@@ -139,6 +171,7 @@ fn run_checked(q: Query, events: u64) -> anyhow::Result<Outcome> {
         let t = std::time::Instant::now();
         let made = reference_discarding(q, SEED, events);
         reference_eps.push(per_s(t));
+        parallel_eps.push(parallel_reference(q, events, SHARDS));
         anyhow::ensure!(
             made == want.len(),
             "{}: the discarding reference made {made} rows, the collecting one {}",
@@ -150,6 +183,7 @@ fn run_checked(q: Query, events: u64) -> anyhow::Result<Outcome> {
         query: q,
         events_per_s: median(&engine_eps),
         reference_events_per_s: median(&reference_eps),
+        parallel_reference_events_per_s: median(&parallel_eps),
         collected_events_per_s: app.throughput_eps,
         reference_collected_events_per_s,
         latency_us: median_latency(&latencies.iter().collect::<Vec<_>>()),
@@ -166,6 +200,8 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
         "events/s",
         "reference ev/s",
         "ratio",
+        "ref. x2 ev/s",
+        "of x2",
         "collected ev/s",
         "ref. collected",
         "p50 µs",
@@ -184,6 +220,8 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
             meps(o.events_per_s),
             meps(o.reference_events_per_s),
             format!("{:.2}x", o.events_per_s / o.reference_events_per_s),
+            meps(o.parallel_reference_events_per_s),
+            format!("{:.2}x", o.events_per_s / o.parallel_reference_events_per_s),
             meps(o.collected_events_per_s),
             meps(o.reference_collected_events_per_s),
             us(o.latency_us.p50),
@@ -195,6 +233,7 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
             "query": o.query.name(),
             "events_per_s": o.events_per_s,
             "reference_events_per_s": o.reference_events_per_s,
+            "parallel_reference_events_per_s": o.parallel_reference_events_per_s,
             "collected_events_per_s": o.collected_events_per_s,
             "reference_collected_events_per_s": o.reference_collected_events_per_s,
             "latency_us": o.latency_us,
