@@ -58,6 +58,8 @@ struct Outcome {
     /// after it: a VM whose speed shifts between runs shifts both of a pair alike more often
     /// than it does the medians of all runs.
     paired_ratio: f64,
+    /// Per timed pair: the engine's, the reference's and the two-thread reference's events/s.
+    pairs: Vec<[f64; 3]>,
     /// The same two with every output kept in memory (the checked runs).
     collected_events_per_s: f64,
     reference_collected_events_per_s: f64,
@@ -188,6 +190,7 @@ fn run_checked(q: Query, events: u64) -> anyhow::Result<Outcome> {
         events_per_s: median(&engine_eps),
         reference_events_per_s: median(&reference_eps),
         parallel_reference_events_per_s: median(&parallel_eps),
+        pairs: engine_eps.iter().zip(&reference_eps).zip(&parallel_eps).map(|((&e, &r), &p)| [e, r, p]).collect(),
         paired_ratio: median(&engine_eps.iter().zip(&reference_eps).map(|(e, r)| e / r).collect::<Vec<_>>()),
         collected_events_per_s: app.throughput_eps,
         reference_collected_events_per_s,
@@ -240,6 +243,7 @@ pub fn run_scenario(opts: Opts) -> anyhow::Result<Value> {
             "reference_events_per_s": o.reference_events_per_s,
             "parallel_reference_events_per_s": o.parallel_reference_events_per_s,
             "paired_ratio": o.paired_ratio,
+            "pairs": o.pairs,
             "collected_events_per_s": o.collected_events_per_s,
             "reference_collected_events_per_s": o.reference_collected_events_per_s,
             "latency_us": o.latency_us,
