@@ -156,6 +156,10 @@ fn nexmark(r: &Value) -> Vec<Panel> {
         let v = queries.iter().map(|q| num(&q["reference_events_per_s"])).collect();
         series.push(Series::new("sequential reference (1 thread)", v));
     }
+    if queries.iter().any(|q| q["parallel_reference_events_per_s"].is_number()) {
+        let v = queries.iter().map(|q| num(&q["parallel_reference_events_per_s"])).collect();
+        series.push(Series::new("reference on 2 threads at once", v));
+    }
     let p50 = Series::new("p50", queries.iter().map(|q| num(&q["latency_us"]["p50"])).collect());
     let p99 = Series::new("p99", queries.iter().map(|q| num(&q["latency_us"]["p99"])).collect());
     vec![

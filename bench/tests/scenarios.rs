@@ -142,7 +142,10 @@ fn tenants_quick() {
 
 #[test]
 fn nexmark_quick_matches_its_references() {
-    let r = quick("nexmark", &["q1", "q8", "dirigo (2 shards)", "sequential reference (1 thread)"]);
+    let r = quick(
+        "nexmark",
+        &["q1", "q8", "dirigo (2 shards)", "sequential reference (1 thread)", "reference on 2 threads at once"],
+    );
     assert!(r["events"].as_u64().is_some_and(|n| n > 0));
     let queries = r["queries"].as_array().expect("queries");
     let names: Vec<&str> = queries.iter().filter_map(|q| q["query"].as_str()).collect();
@@ -151,6 +154,11 @@ fn nexmark_quick_matches_its_references() {
         assert_eq!(q["matches_reference"], true, "{q}");
         assert!(q["events_per_s"].as_f64().is_some_and(|x| x > 0.0) && q["outputs"].as_u64().is_some(), "{q}");
         assert!(q["latency_us"]["p50"].as_f64().is_some() && q["latency_us"]["p99"].as_f64().is_some(), "{q}");
+        let positive = |v: &Value| v.as_f64().is_some_and(|x| x > 0.0);
+        assert!(positive(&q["parallel_reference_events_per_s"]) && positive(&q["paired_ratio"]), "{q}");
+        let pairs = q["pairs"].as_array().expect("pairs");
+        assert_eq!(pairs.len(), 5, "five timed pairs: {q}");
+        assert!(pairs.iter().all(|p| p.as_array().is_some_and(|p| p.len() == 3 && p.iter().all(positive))), "{q}");
     }
 }
 
