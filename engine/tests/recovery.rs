@@ -160,6 +160,32 @@ fn outputs(dir: &Path) -> Vec<Output> {
         .collect()
 }
 
+/// For a CSV line `key,value` missing from `got`: that key's values in both runs, in numeric
+/// order (a running sum or count rises with each record), from a little before the first
+/// difference: which record of the key was lost, repeated or applied out of order.
+fn key_divergence(want: &[String], got: &[String], missing: &str) -> String {
+    let Some((key, _)) = missing.split_once(',') else { return String::new() };
+    let values = |lines: &[String]| {
+        let mut v: Vec<u64> = lines
+            .iter()
+            .filter_map(|l| l.split_once(',').filter(|(k, _)| *k == key).and_then(|(_, x)| x.parse().ok()))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let (w, g) = (values(want), values(got));
+    let at = (0..w.len().min(g.len())).find(|&i| w[i] != g[i]).unwrap_or(w.len().min(g.len()));
+    let from = at.saturating_sub(3);
+    let show = |v: &[u64]| format!("{:?}", &v[from.min(v.len())..(at + 6).min(v.len())]);
+    format!(
+        "key {key}: {} values expected, {} committed; from value {from} on, expected {} committed {}",
+        w.len(),
+        g.len(),
+        show(&w),
+        show(&g)
+    )
+}
+
 fn run_to_end(cfg: &Path) -> std::process::Output {
     let out = output(dirigo().arg("run").arg(cfg).arg("--quiet"));
     assert!(out.status.success(), "dirigo run failed:\n{}", stderr(&out));
@@ -206,7 +232,14 @@ fn a_run_killed_at_20_random_points_commits_exactly_the_output_of_a_run_never_ki
         if got != want {
             let missing: Vec<_> = want.iter().filter(|l| !got.contains(l)).take(5).collect();
             let extra = got.len() as i64 - want.len() as i64;
-            panic!("{name} after {kills} kills: {} lines where {} were expected; missing e.g. {missing:?}; {extra:+} lines", got.len(), want.len());
+            let first_key = missing.first().map_or(String::new(), |l| key_divergence(want, got, l));
+            panic!(
+                "{name} after {kills} kills: {} lines where {} were expected; missing e.g. {missing:?}; {extra:+} lines\n\
+                 {first_key}\noutputs and snapshots kept in {}",
+                got.len(),
+                want.len(),
+                dir.display()
+            );
         }
     }
     // Nothing uncommitted is left behind, and a start after the end does nothing.
@@ -528,4 +561,16 @@ fn a_window_on_lessees_resumes_from_its_merged_state() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The kill test's diagnostic points at the first value of a key where two runs part.
+#[test]
+fn key_divergence_shows_where_a_keys_values_part() {
+    let lines = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // Key 61 got 5 then 3 where the clean run got 3 then 5: its running sum 8 -> 10 is 8 -> 12.
+    let want = lines(&["61,3", "61,8", "61,10", "7,1"]);
+    let got = lines(&["61,5", "61,8", "61,10", "7,1"]);
+    let d = key_divergence(&want, &got, "61,3");
+    assert_eq!(d, "key 61: 3 values expected, 3 committed; from value 0 on, expected [3, 8, 10] committed [5, 8, 10]");
+    assert_eq!(key_divergence(&want, &got, "no comma"), "");
 }
