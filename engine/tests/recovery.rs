@@ -567,7 +567,8 @@ fn a_window_on_lessees_resumes_from_its_merged_state() {
 #[test]
 fn key_divergence_shows_where_a_keys_values_part() {
     let lines = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    // Key 61 got 5 then 3 where the clean run got 3 then 5: its running sum 8 -> 10 is 8 -> 12.
+    // Key 61's first two records (3 and 5) applied the other way round: running sums 5, 8
+    // where the clean run committed 3, 8.
     let want = lines(&["61,3", "61,8", "61,10", "7,1"]);
     let got = lines(&["61,5", "61,8", "61,10", "7,1"]);
     let d = key_divergence(&want, &got, "61,3");

@@ -157,9 +157,7 @@ fn run_checked(q: Query, events: u64) -> anyhow::Result<Outcome> {
     let reference_collected_events_per_s = per_s(t);
     compare(q, &run.rows, &want)?;
     // The timed pairs, alternated: a noisy machine moves a single run of either by 30%.
-    let (mut engine_eps, mut reference_eps, mut latencies) = (Vec::new(), Vec::new(), Vec::new());
-    let mut parallel_eps = Vec::new();
-    let mut line_ns = Vec::new();
+    let (mut pairs, mut latencies, mut line_ns) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..TIMED_PAIRS {
         let (timed, line) = crate::sys::line_ns_around(|| run_engine(q, SEED, events, SHARDS, Outputs::Discard));
         let timed = timed?;
@@ -172,12 +170,11 @@ fn run_checked(q: Query, events: u64) -> anyhow::Result<Outcome> {
             timed_app.events_out,
             app.events_out
         );
-        engine_eps.push(timed_app.throughput_eps);
         latencies.push(timed_app.latency_us.clone());
         let t = std::time::Instant::now();
         let made = reference_discarding(q, SEED, events);
-        reference_eps.push(per_s(t));
-        parallel_eps.push(parallel_reference(q, events, SHARDS));
+        let reference_eps = per_s(t);
+        pairs.push([timed_app.throughput_eps, reference_eps, parallel_reference(q, events, SHARDS)]);
         anyhow::ensure!(
             made == want.len(),
             "{}: the discarding reference made {made} rows, the collecting one {}",
@@ -185,13 +182,14 @@ fn run_checked(q: Query, events: u64) -> anyhow::Result<Outcome> {
             want.len()
         );
     }
+    let median_of = |f: fn(&[f64; 3]) -> f64| median(&pairs.iter().map(f).collect::<Vec<_>>());
     Ok(Outcome {
         query: q,
-        events_per_s: median(&engine_eps),
-        reference_events_per_s: median(&reference_eps),
-        parallel_reference_events_per_s: median(&parallel_eps),
-        pairs: engine_eps.iter().zip(&reference_eps).zip(&parallel_eps).map(|((&e, &r), &p)| [e, r, p]).collect(),
-        paired_ratio: median(&engine_eps.iter().zip(&reference_eps).map(|(e, r)| e / r).collect::<Vec<_>>()),
+        events_per_s: median_of(|p| p[0]),
+        reference_events_per_s: median_of(|p| p[1]),
+        parallel_reference_events_per_s: median_of(|p| p[2]),
+        paired_ratio: median_of(|p| p[0] / p[1]),
+        pairs,
         collected_events_per_s: app.throughput_eps,
         reference_collected_events_per_s,
         latency_us: median_latency(&latencies.iter().collect::<Vec<_>>()),
